@@ -1,0 +1,121 @@
+// `kiln`: one binary, many roles. Parses the command line, layers the configuration
+// (defaults < YAML file < KILN_* environment < flags) and starts the role asked for.
+#include "app/node.hpp"
+#include "app/settings.hpp"
+#include "platform/config.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdio>
+#include <iostream>
+#include <map>
+#include <optional>
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "0.0.0"
+#endif
+
+namespace {
+
+struct RoleInfo {
+  const char* name;
+  const char* does;
+  const char* arrives_with;  // null when the role is built
+};
+
+// Roles that are not built yet say so and exit non-zero: no fake behaviour.
+constexpr RoleInfo kRoles[] = {
+    {"gateway", "WebSocket collaboration and terminal attach", "the collaboration gateway (issue #3)"},
+    {"api", "REST: projects, scenes, uploads, assets, builds, tokens", "the REST API (issue #6)"},
+    {"objects", "embedded S3-compatible object store", "direct uploads (issue #7)"},
+    {"worker", "persister and asset pipeline", "persistence (issue #5)"},
+    {"agent", "build agent", "the build farm"},
+    {"sandboxd", "sandbox host for scripts and terminals", "sandboxes"},
+};
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using kiln::config::ConfigError;
+  const auto& schema = kiln::app::schema();
+
+  CLI::App app{"Kiln: the backend for collaborative, browser-based game development.", "kiln"};
+  app.require_subcommand(1);
+  app.fallthrough();  // settings flags may follow the command: `kiln serve --http-listen ...`
+  app.set_version_flag("--version", std::string("kiln ") + KILN_VERSION);
+
+  std::string config_file;
+  app.add_option("--config", config_file, "YAML configuration file")->check(CLI::ExistingFile);
+  std::map<std::string, std::optional<std::string>> flag_values;
+  for (const auto& s : schema.settings()) {
+    auto& slot = flag_values[s.key];
+    app.add_option(s.flag_name(), slot, s.help + " (default: " +
+                                            (s.secret ? std::string("generated") : s.default_value) +
+                                            "; env " + s.env_name() + ")")
+        ->group("Settings (see kiln config doc)");
+  }
+
+  std::string command;
+  app.add_subcommand("serve", "Run every role in one process on embedded backends")
+      ->callback([&] { command = "serve"; });
+  for (const auto& r : kRoles) {
+    app.add_subcommand(r.name, std::string("Run the ") + r.name + " role: " + r.does)
+        ->callback([&command, &r] { command = r.name; });
+  }
+  app.add_subcommand("version", "Print the version")->callback([&] { command = "version"; });
+  auto* config_cmd = app.add_subcommand("config", "Inspect configuration");
+  config_cmd->require_subcommand(1);
+  config_cmd->add_subcommand("show", "Print the effective configuration (secrets redacted)")
+      ->callback([&] { command = "config show"; });
+  config_cmd->add_subcommand("doc", "Print the configuration reference in Markdown")
+      ->callback([&] { command = "config doc"; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  if (command == "version") {
+    std::printf("kiln %s\n", KILN_VERSION);
+    return 0;
+  }
+  if (command == "config doc") {
+    std::fputs(schema.markdown().c_str(), stdout);
+    return 0;
+  }
+
+  kiln::config::Config cfg;
+  try {
+    kiln::config::Loader loader(schema);
+    if (!config_file.empty()) loader.file(config_file);
+    loader.env(kiln::config::kiln_environment());
+    for (const auto& [key, value] : flag_values) {
+      if (value) loader.flag(key, *value);
+    }
+    cfg = loader.finish();
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
+    return 2;
+  }
+
+  if (command == "config show") {
+    std::fputs(cfg.describe().c_str(), stdout);
+    return 0;
+  }
+  for (const auto& r : kRoles) {
+    if (command == r.name && r.arrives_with != nullptr) {
+      std::fprintf(stderr,
+                   "kiln: the '%s' role is not built yet; it arrives with %s.\n"
+                   "kiln: `kiln serve` runs every role that exists in one process.\n",
+                   r.name, r.arrives_with);
+      return 2;
+    }
+  }
+  try {
+    return kiln::app::run_node(cfg, command);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "kiln: fatal: %s\n", e.what());
+    return 1;
+  }
+}

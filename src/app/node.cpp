@@ -1,0 +1,173 @@
+#include "app/node.hpp"
+
+#include "platform/health.hpp"
+#include "platform/http_server.hpp"
+#include "platform/ids.hpp"
+#include "platform/log.hpp"
+#include "platform/metrics.hpp"
+#include "platform/runtime.hpp"
+
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#ifndef KILN_VERSION
+#define KILN_VERSION "0.0.0"
+#endif
+
+namespace kiln::app {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string make_node_id(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "kiln");
+  return std::string(host) + "-" + ids::random_hex(2);
+}
+
+// The data directory must exist and be writable; checked at start and by /readyz.
+std::optional<std::string> check_data_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return "missing";
+  const fs::path probe = dir / ".kiln-ready-probe";
+  {
+    std::ofstream out(probe, std::ios::trunc);
+    if (!(out << "ok")) return "not writable";
+  }
+  fs::remove(probe, ec);
+  return std::nullopt;
+}
+
+std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep) {
+  auto colon = ep.rfind(':');
+  return {ep.substr(0, colon), static_cast<std::uint16_t>(std::stoi(ep.substr(colon + 1)))};
+}
+
+}  // namespace
+
+int run_node(const config::Config& cfg, const std::string& role_name) {
+  log::Options lo;
+  log::parse_level(cfg.str("log.level"), lo.level);
+  lo.json = cfg.str("log.format") == "json";
+  lo.role = role_name;
+  lo.node = make_node_id(cfg.str("node.id"));
+  log::init(lo);
+
+  const fs::path data_dir = fs::absolute(cfg.str("data.dir"));
+  {
+    std::error_code ec;
+    fs::create_directories(data_dir, ec);
+    if (auto problem = check_data_dir(data_dir)) {
+      log::error("data directory unusable", {{"path", data_dir.string()}, {"problem", *problem}});
+      std::fprintf(stderr, "kiln: data directory %s is %s (setting data.dir)\n",
+                   data_dir.c_str(), problem->c_str());
+      return 1;
+    }
+  }
+
+  const int threads = cfg.integer("runtime.threads") > 0
+                          ? static_cast<int>(cfg.integer("runtime.threads"))
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  Runtime runtime(threads);
+
+  metrics::Registry registry;
+  metrics::register_process_metrics(registry);
+  registry.gauge("kiln_build_info", "Always 1; labels say which build runs.", {"version", "role"})
+      .with({KILN_VERSION, role_name})
+      .set(1);
+
+  Health health;
+  health.add_check("data_dir", [data_dir] { return check_data_dir(data_dir); });
+
+  http::Router router;
+  router.add("GET", "/healthz", "healthz", [](const http::Request&) {
+    return http::Response::json(200, R"({"status":"alive"})");
+  });
+  router.add("GET", "/readyz", "readyz", [&health](const http::Request&) {
+    auto report = health.readiness();
+    return http::Response::json(report.ready ? 200 : 503, report.json);
+  });
+  router.add("GET", "/metrics", "metrics", [&registry](const http::Request&) {
+    http::Response r;
+    r.status = 200;
+    r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+    r.body = registry.render();
+    return r;
+  });
+  router.add("GET", "/", "index", [&, node = lo.node](const http::Request&) {
+    boost::json::object o;
+    o["name"] = "kiln";
+    o["version"] = KILN_VERSION;
+    o["node"] = node;
+    o["role"] = role_name;
+    o["endpoints"] = boost::json::array{"/healthz", "/readyz", "/metrics"};
+    return http::Response::json(200, boost::json::serialize(o));
+  });
+
+  http::ServerOptions so;
+  std::tie(so.host, so.port) = split_endpoint(cfg.str("http.listen"));
+  so.max_header_bytes = static_cast<std::size_t>(cfg.integer("http.max_header_bytes"));
+  so.max_body_bytes = static_cast<std::size_t>(cfg.integer("http.max_body_bytes"));
+  so.request_timeout = std::chrono::milliseconds(cfg.integer("http.request_timeout_ms"));
+  so.idle_timeout = std::chrono::milliseconds(cfg.integer("http.idle_timeout_ms"));
+  so.max_connections = static_cast<std::size_t>(cfg.integer("http.max_connections"));
+  so.access_log = cfg.boolean("http.access_log");
+
+  http::Server server(runtime, so, std::move(router), registry);
+  try {
+    server.start();
+  } catch (const std::exception& e) {
+    log::error("cannot start HTTP server", {{"error", e.what()}});
+    std::fprintf(stderr, "kiln: %s (setting http.listen)\n", e.what());
+    return 1;
+  }
+
+  const auto drain_window = std::chrono::milliseconds(cfg.integer("shutdown.drain_ms"));
+  bool draining = false;
+  runtime.on_signals({SIGTERM, SIGINT}, [&](int sig) {
+    if (draining) {
+      log::warn("second signal: closing every connection now", {{"signal", sig}});
+      server.close_all();
+      runtime.stop();
+      return;
+    }
+    draining = true;
+    health.set_draining();
+    log::info("draining", {{"signal", sig},
+                           {"drain_ms", static_cast<std::int64_t>(drain_window.count())},
+                           {"open_connections", static_cast<std::int64_t>(server.open_connections())}});
+    server.drain([&] {
+      log::info("drained: every connection closed");
+      runtime.stop();
+    });
+    runtime.after(drain_window, [&] {
+      log::warn("drain window over: cutting remaining connections",
+                {{"open_connections", static_cast<std::int64_t>(server.open_connections())}});
+      server.close_all();
+      runtime.stop();
+    });
+  });
+
+  std::string shown_host = so.host == "0.0.0.0" || so.host == "::" ? "127.0.0.1" : so.host;
+  log::info("listening", {{"address", so.host}, {"port", server.port()}, {"threads", threads},
+                          {"data_dir", data_dir.string()}, {"version", KILN_VERSION}});
+  log::debug("effective configuration", {{"config", cfg.describe()}});
+  std::printf("Kiln %s (%s) is running at http://%s:%u/\n", KILN_VERSION, role_name.c_str(),
+              shown_host.c_str(), static_cast<unsigned>(server.port()));
+  std::fflush(stdout);
+
+  runtime.run();
+  log::info("stopped");
+  return 0;
+}
+
+}  // namespace kiln::app

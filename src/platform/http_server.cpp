@@ -1,0 +1,412 @@
+// The one translation unit that instantiates Beast's HTTP stream operations.
+#include "platform/http_server.hpp"
+
+#include "platform/log.hpp"
+#include "platform/metrics.hpp"
+#include "platform/runtime_asio.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+
+#include <atomic>
+#include <mutex>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace kiln::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+using tcp = asio::ip::tcp;
+using boost::system::error_code;
+
+namespace {
+
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+
+// After an error response the client may still be sending (an oversized body): read and
+// discard a bounded amount so that closing does not reset the connection before the
+// client has read the response.
+constexpr std::size_t kLingerBytes = 1 << 20;
+constexpr std::chrono::seconds kLingerTime{2};
+
+struct Connection {
+  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
+  beast::tcp_stream stream;
+  bool idle = true;  // only touched on the connection's strand
+};
+
+std::string method_label(std::string_view m) {
+  for (const char* known : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
+    if (m == known) return known;
+  }
+  return "other";
+}
+
+// What to answer when reading a request failed; 0 means close without a word.
+struct ReadFailure {
+  int status = 0;
+  const char* reason = "";
+};
+
+ReadFailure classify(const error_code& ec) {
+  if (ec == bhttp::error::header_limit) return {431, "header_too_large"};
+  if (ec == bhttp::error::body_limit) return {413, "body_too_large"};
+  if (ec == beast::error::timeout) return {408, "timeout"};
+  if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
+      ec == asio::error::eof || ec == asio::error::connection_reset ||
+      ec == asio::error::operation_aborted) {
+    return {0, "closed"};
+  }
+  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
+    return {400, "malformed"};
+  }
+  return {0, "io_error"};
+}
+
+void log_exception(std::exception_ptr e, const char* what) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    log::error(what, {{"error", ex.what()}});
+  }
+}
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Impl> {
+  Impl(Runtime& rt, ServerOptions opts, Router r, metrics::Registry& reg)
+      : runtime(rt),
+        options(std::move(opts)),
+        router(std::move(r)),
+        accept_strand(asio::make_strand(rt.impl().io)),
+        acceptor(accept_strand),
+        requests(reg.counter("kiln_http_requests_total", "HTTP requests answered.",
+                             {"route", "method", "status"})),
+        duration(reg.histogram("kiln_http_request_duration_seconds",
+                               "Time from a request's last byte to its response's last byte.",
+                               {"route"}, metrics::latency_buckets())),
+        open(reg.gauge("kiln_http_open_connections", "HTTP connections open now.").get()),
+        accepted(reg.counter("kiln_http_connections_total", "HTTP connections accepted.").get()),
+        rejected(reg.counter("kiln_http_rejected_total",
+                             "Requests or connections refused by a limit or malformed.",
+                             {"reason"})) {}
+
+  Runtime& runtime;
+  ServerOptions options;
+  Router router;
+  asio::strand<asio::io_context::executor_type> accept_strand;
+  tcp::acceptor acceptor;
+  std::uint16_t bound_port = 0;
+
+  std::atomic<bool> draining{false};
+  mutable std::mutex mu;
+  std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> conns;
+  std::uint64_t next_id = 0;
+  std::function<void()> on_empty;
+
+  metrics::Family<metrics::Counter>& requests;
+  metrics::Family<metrics::Histogram>& duration;
+  metrics::Gauge& open;
+  metrics::Counter& accepted;
+  metrics::Family<metrics::Counter>& rejected;
+
+  asio::awaitable<void> accept_loop();
+  asio::awaitable<void> session(std::uint64_t id, std::shared_ptr<Connection> c);
+  asio::awaitable<void> refuse(tcp::socket socket);
+  asio::awaitable<void> answer_and_linger(Connection& c, beast::flat_buffer& buffer, int status,
+                                          std::string_view reason);
+  Response dispatch(const Request& req, std::string& route);
+  void forget(std::uint64_t id);
+};
+
+Server::Server(Runtime& runtime, ServerOptions options, Router router,
+               metrics::Registry& registry)
+    : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(router), registry)) {}
+
+Server::~Server() = default;
+
+void Server::start() {
+  auto& io = impl_->runtime.impl().io;
+  std::string host = impl_->options.host;
+  if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+  tcp::resolver resolver(io);
+  error_code ec;
+  auto results = resolver.resolve(host, std::to_string(impl_->options.port),
+                                  tcp::resolver::passive, ec);
+  const std::string where = impl_->options.host + ":" + std::to_string(impl_->options.port);
+  if (ec || results.empty()) {
+    throw std::runtime_error("cannot resolve listen address " + where + ": " + ec.message());
+  }
+  auto endpoint = results.begin()->endpoint();
+  auto& a = impl_->acceptor;
+  a.open(endpoint.protocol(), ec);
+  if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
+  if (!ec) a.bind(endpoint, ec);
+  if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
+  impl_->bound_port = a.local_endpoint().port();
+  asio::co_spawn(impl_->accept_strand, impl_->accept_loop(),
+                 [](std::exception_ptr e) { log_exception(e, "http accept loop failed"); });
+}
+
+std::uint16_t Server::port() const { return impl_->bound_port; }
+
+std::size_t Server::open_connections() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->conns.size();
+}
+
+void Server::drain(std::function<void()> on_empty) {
+  auto self = impl_;
+  self->draining.store(true);
+  asio::post(self->accept_strand, [self] {
+    error_code ignored;
+    self->acceptor.close(ignored);
+  });
+  std::vector<std::shared_ptr<Connection>> snapshot;
+  {
+    std::lock_guard lock(self->mu);
+    self->on_empty = std::move(on_empty);
+    for (const auto& [id, c] : self->conns) snapshot.push_back(c);
+    if (self->conns.empty()) {
+      asio::post(self->runtime.impl().io, std::exchange(self->on_empty, {}));
+    }
+  }
+  // Idle keep-alive connections close now; busy ones finish their request first.
+  for (auto& c : snapshot) {
+    asio::post(c->stream.get_executor(), [c] {
+      if (c->idle) c->stream.cancel();
+    });
+  }
+}
+
+void Server::close_all() {
+  std::vector<std::shared_ptr<Connection>> snapshot;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (const auto& [id, c] : impl_->conns) snapshot.push_back(c);
+  }
+  for (auto& c : snapshot) {
+    asio::post(c->stream.get_executor(), [c] { c->stream.close(); });
+  }
+}
+
+void Server::Impl::forget(std::uint64_t id) {
+  std::function<void()> done;
+  {
+    std::lock_guard lock(mu);
+    conns.erase(id);
+    if (draining.load() && conns.empty() && on_empty) done = std::exchange(on_empty, {});
+  }
+  open.dec();
+  if (done) asio::post(runtime.impl().io, std::move(done));
+}
+
+asio::awaitable<void> Server::Impl::accept_loop() {
+  auto self = shared_from_this();
+  auto& io = runtime.impl().io;
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::make_strand(io), nothrow);
+    if (draining.load()) co_return;
+    if (ec) {
+      if (ec == asio::error::operation_aborted) co_return;
+      // Out of descriptors or a transient network error: back off briefly, keep serving.
+      log::warn("http accept failed", {{"error", ec.message()}});
+      rejected.with({"accept_error"}).inc();
+      asio::steady_timer pause(accept_strand, std::chrono::milliseconds(50));
+      co_await pause.async_wait(nothrow);
+      continue;
+    }
+    accepted.inc();
+    std::uint64_t id = 0;
+    std::shared_ptr<Connection> conn;
+    {
+      std::lock_guard lock(mu);
+      if (conns.size() >= options.max_connections) {
+        rejected.with({"max_connections"}).inc();
+        auto ex = socket.get_executor();
+        asio::co_spawn(ex, refuse(std::move(socket)),
+                       [](std::exception_ptr e) { log_exception(e, "http refuse failed"); });
+        continue;
+      }
+      id = ++next_id;
+      conn = std::make_shared<Connection>(std::move(socket));
+      conns.emplace(id, conn);
+    }
+    open.inc();
+    auto ex = conn->stream.get_executor();
+    asio::co_spawn(ex, session(id, conn), [self, id](std::exception_ptr e) {
+      log_exception(e, "http session failed");
+      self->forget(id);
+    });
+  }
+}
+
+asio::awaitable<void> Server::Impl::refuse(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  stream.expires_after(std::chrono::seconds(1));
+  auto problem = Response::problem(503, "https://kiln.dev/problems/busy", "Service Unavailable",
+                                   "Too many open connections; retry shortly.");
+  bhttp::response<bhttp::string_body> res{bhttp::status::service_unavailable, 11};
+  res.set(bhttp::field::content_type, problem.content_type);
+  res.set(bhttp::field::retry_after, "1");
+  res.set(bhttp::field::connection, "close");
+  res.body() = std::move(problem.body);
+  res.prepare_payload();
+  co_await bhttp::async_write(stream, res, nothrow);
+  error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+}
+
+Response Server::Impl::dispatch(const Request& req, std::string& route) {
+  auto m = router.match(req.method, req.path);
+  route = m.route;
+  if (m.handler == nullptr) {
+    if (m.method_not_allowed) {
+      auto r = Response::problem(405, "https://kiln.dev/problems/method-not-allowed",
+                                 "Method Not Allowed",
+                                 "This path accepts: " + m.allow);
+      r.headers.emplace_back("Allow", m.allow);
+      return r;
+    }
+    return Response::problem(404, "https://kiln.dev/problems/not-found", "Not Found",
+                             "No route for this path.");
+  }
+  try {
+    return (*m.handler)(req);
+  } catch (const std::exception& e) {
+    log::error("http handler failed",
+               {{"request_id", req.request_id}, {"route", route}, {"error", e.what()}});
+    return Response::problem(500, "https://kiln.dev/problems/internal", "Internal Server Error",
+                             "The server failed; the request id identifies it in the logs.");
+  }
+}
+
+asio::awaitable<void> Server::Impl::answer_and_linger(Connection& c, beast::flat_buffer& buffer,
+                                                      int status, std::string_view reason) {
+  rejected.with({std::string(reason)}).inc();
+  requests.with({"unmatched", "other", std::to_string(status)}).inc();
+  auto problem = Response::problem(status, std::string("https://kiln.dev/problems/") + std::string(reason),
+                                   std::string(http::reason(status)),
+                                   "The request was refused before routing: " + std::string(reason) + ".");
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
+  res.set(bhttp::field::content_type, problem.content_type);
+  res.set(bhttp::field::connection, "close");
+  res.body() = std::move(problem.body);
+  res.prepare_payload();
+  c.stream.expires_after(options.request_timeout);
+  auto [wec, wn] = co_await bhttp::async_write(c.stream, res, nothrow);
+  if (wec) co_return;
+  error_code ignored;
+  c.stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  std::size_t discarded = 0;
+  c.stream.expires_after(kLingerTime);
+  while (discarded < kLingerBytes) {
+    buffer.clear();
+    auto [rec, n] = co_await c.stream.async_read_some(buffer.prepare(64 * 1024), nothrow);
+    if (rec) break;
+    discarded += n;
+  }
+}
+
+asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_ptr<Connection> c) {
+  beast::flat_buffer buffer;
+  std::string remote;
+  {
+    error_code ec;
+    auto ep = c->stream.socket().remote_endpoint(ec);
+    if (!ec) remote = ep.address().to_string() + ":" + std::to_string(ep.port());
+  }
+  for (;;) {
+    // Idle: wait for the first bytes of the next request.
+    c->idle = true;
+    if (buffer.size() == 0) {
+      if (draining.load()) break;
+      c->stream.expires_after(options.idle_timeout);
+      auto [ec, n] = co_await c->stream.async_read_some(buffer.prepare(4096), nothrow);
+      if (ec) break;  // idle timeout, peer closed, or cancelled by a drain
+      buffer.commit(n);
+    }
+    c->idle = false;
+
+    bhttp::request_parser<bhttp::string_body> parser;
+    parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
+    parser.body_limit(options.max_body_bytes);
+    c->stream.expires_after(options.request_timeout);
+    auto [ec, n] = co_await bhttp::async_read(c->stream, buffer, parser, nothrow);
+    if (ec) {
+      auto failure = classify(ec);
+      if (failure.status != 0) {
+        log::info("http request refused",
+                  {{"remote", remote}, {"status", failure.status}, {"reason", failure.reason}});
+        co_await answer_and_linger(*c, buffer, failure.status, failure.reason);
+      }
+      break;
+    }
+    const auto started = std::chrono::steady_clock::now();
+    auto& breq = parser.get();
+
+    Request req;
+    req.method = std::string(breq.method_string());
+    req.target = std::string(breq.target());
+    auto q = req.target.find('?');
+    req.path = req.target.substr(0, q);
+    if (q != std::string::npos) req.query = req.target.substr(q + 1);
+    for (const auto& f : breq) {
+      req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+    }
+    req.body = std::move(breq.body());
+    req.remote = remote;
+    req.request_id = accept_or_make_request_id(req.header("X-Request-Id"));
+
+    std::string route;
+    Response resp = dispatch(req, route);
+    const bool keep_alive = breq.keep_alive() && !draining.load();
+
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(resp.status), breq.version()};
+    res.set(bhttp::field::server, "kiln");
+    res.set(bhttp::field::content_type, resp.content_type);
+    res.set("X-Request-Id", req.request_id);
+    for (const auto& [k, v] : resp.headers) res.set(k, v);
+    if (req.method == "HEAD") {
+      res.content_length(resp.body.size());
+    } else {
+      res.body() = std::move(resp.body);
+      res.prepare_payload();
+    }
+    res.keep_alive(keep_alive);
+
+    c->stream.expires_after(options.request_timeout);
+    auto [wec, wn] = co_await bhttp::async_write(c->stream, res, nothrow);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    requests.with({route, method_label(req.method), std::to_string(resp.status)}).inc();
+    duration.with({route}).observe(seconds);
+    if (options.access_log) {
+      log::info("http request", {{"request_id", req.request_id},
+                                 {"method", req.method},
+                                 {"path", req.path},
+                                 {"route", route},
+                                 {"status", resp.status},
+                                 {"duration_ms", seconds * 1000.0},
+                                 {"remote", remote}});
+    }
+    if (wec || !keep_alive) break;
+  }
+  error_code ignored;
+  c->stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
+  c->stream.close();
+}
+
+}  // namespace kiln::http

@@ -1,0 +1,62 @@
+// The HTTP/1.1 server every role shares. Plain interface; Beast lives in the .cpp only.
+//
+// Each connection is one coroutine on its own strand. Limits: header bytes, body bytes,
+// the time to receive one request, the idle time between requests, and the number of
+// open connections. Malformed requests get a 4xx with `Connection: close`.
+#pragma once
+
+#include "platform/http.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace kiln {
+class Runtime;
+namespace metrics {
+class Registry;
+}
+}  // namespace kiln
+
+namespace kiln::http {
+
+struct ServerOptions {
+  std::string host = "127.0.0.1";
+  std::uint16_t port = 0;
+  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_body_bytes = 1024 * 1024;
+  std::chrono::milliseconds request_timeout{30'000};
+  std::chrono::milliseconds idle_timeout{60'000};
+  std::size_t max_connections = 10'000;
+  bool access_log = true;
+};
+
+class Server {
+ public:
+  Server(Runtime& runtime, ServerOptions options, Router router, metrics::Registry& registry);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and starts accepting. Throws std::runtime_error naming the address on failure.
+  void start();
+  // The bound port (useful when options.port was 0).
+  [[nodiscard]] std::uint16_t port() const;
+  [[nodiscard]] std::size_t open_connections() const;
+
+  // Graceful drain: stop accepting, close idle keep-alive connections, let requests in
+  // progress finish (their responses carry `Connection: close`). `on_empty` runs on the
+  // loop once no connection remains (at once if none are open).
+  void drain(std::function<void()> on_empty);
+  // Cuts every remaining connection (the drain deadline passed).
+  void close_all();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::http
