@@ -61,7 +61,6 @@ struct ReadFailure {
 ReadFailure classify(const error_code& ec) {
   if (ec == bhttp::error::header_limit) return {431, "header_too_large"};
   if (ec == bhttp::error::body_limit) return {413, "body_too_large"};
-  if (ec == beast::error::timeout) return {408, "timeout"};
   if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
       ec == asio::error::eof || ec == asio::error::connection_reset ||
       ec == asio::error::operation_aborted) {
@@ -72,6 +71,15 @@ ReadFailure classify(const error_code& ec) {
   }
   return {0, "io_error"};
 }
+
+// Holds a gauge up for as long as it lives.
+struct GaugeHold {
+  explicit GaugeHold(metrics::Gauge& g) : gauge(g) { gauge.inc(); }
+  ~GaugeHold() { gauge.dec(); }
+  GaugeHold(const GaugeHold&) = delete;
+  GaugeHold& operator=(const GaugeHold&) = delete;
+  metrics::Gauge& gauge;
+};
 
 void log_exception(std::exception_ptr e, const char* what) {
   if (!e) return;
@@ -97,6 +105,10 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
                                "Time from a request's last byte to its response's last byte.",
                                {"route"}, metrics::latency_buckets())),
         open(reg.gauge("kiln_http_open_connections", "HTTP connections open now.").get()),
+        in_progress(reg.gauge("kiln_http_requests_in_progress",
+                              "Requests whose first byte has arrived and whose response is not "
+                              "yet sent.")
+                        .get()),
         accepted(reg.counter("kiln_http_connections_total", "HTTP connections accepted.").get()),
         rejected(reg.counter("kiln_http_rejected_total",
                              "Requests or connections refused by a limit or malformed.",
@@ -118,6 +130,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   metrics::Family<metrics::Counter>& requests;
   metrics::Family<metrics::Histogram>& duration;
   metrics::Gauge& open;
+  metrics::Gauge& in_progress;
   metrics::Counter& accepted;
   metrics::Family<metrics::Counter>& rejected;
 
@@ -173,6 +186,7 @@ void Server::drain(std::function<void()> on_empty) {
   asio::post(self->accept_strand, [self] {
     error_code ignored;
     self->acceptor.close(ignored);
+    log::info("stopped accepting new connections");
   });
   std::vector<std::shared_ptr<Connection>> snapshot;
   {
@@ -339,14 +353,25 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
       buffer.commit(n);
     }
     c->idle = false;
+    GaugeHold busy(in_progress);
 
     bhttp::request_parser<bhttp::string_body> parser;
     parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
     parser.body_limit(options.max_body_bytes);
-    c->stream.expires_after(options.request_timeout);
+    // tcp_stream's own timeout closes the socket, which would leave no way to answer 408:
+    // a separate timer cancels the read instead.
+    c->stream.expires_never();
+    bool timed_out = false;
+    asio::steady_timer deadline(c->stream.get_executor(), options.request_timeout);
+    deadline.async_wait([&c, &timed_out](const error_code& tec) {
+      if (tec) return;
+      timed_out = true;
+      c->stream.cancel();
+    });
     auto [ec, n] = co_await bhttp::async_read(c->stream, buffer, parser, nothrow);
+    deadline.cancel();
     if (ec) {
-      auto failure = classify(ec);
+      auto failure = timed_out ? ReadFailure{408, "timeout"} : classify(ec);
       if (failure.status != 0) {
         log::info("http request refused",
                   {{"remote", remote}, {"status", failure.status}, {"reason", failure.reason}});

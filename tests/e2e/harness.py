@@ -1,0 +1,164 @@
+"""Starts the real `kiln` binary and talks to it over real sockets.
+
+No sleeps: every wait is for an observable event (a line on stdout or in the log, a socket
+becoming readable, the process exiting), each bounded by a timeout that fails the test.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+KILN = os.environ.get("KILN_BIN", "kiln")
+WAIT = 20.0  # generous bound for any single event on a loaded 2-core machine
+
+
+class Kiln:
+    """One running `kiln` process with its stdout URL line and its log lines."""
+
+    def __init__(self, *args, env=None, role="serve"):
+        self.data_dir = tempfile.mkdtemp(prefix="kiln-e2e-")
+        cmd = [KILN, role, "--http-listen", "127.0.0.1:0", "--data-dir", self.data_dir, *args]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=full_env, text=True)
+        self.lines = []  # log lines (stderr), in order
+        self._cv = threading.Condition()
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        first = self._readline_stdout()
+        m = re.search(r"running at http://([^:/]+):(\d+)/", first)
+        if not m:
+            self.proc.kill()
+            raise AssertionError(f"kiln did not start: {first!r}\n" + "\n".join(self.lines))
+        self.host, self.port = m.group(1), int(m.group(2))
+        self.url_line = first
+
+    def _readline_stdout(self):
+        result = []
+        t = threading.Thread(target=lambda: result.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(WAIT)
+        if not result:
+            self.proc.kill()
+            raise AssertionError("kiln printed no URL within %ss" % WAIT)
+        return result[0]
+
+    def _read_stderr(self):
+        for line in self.proc.stderr:
+            with self._cv:
+                self.lines.append(line.rstrip("\n"))
+                self._cv.notify_all()
+        with self._cv:
+            self._cv.notify_all()
+
+    def log_records(self):
+        with self._cv:
+            return [json.loads(l) for l in self.lines if l.startswith("{")]
+
+    def wait_for_log(self, predicate, what):
+        """Blocks until a JSON log record satisfies predicate; returns it."""
+        deadline = time.monotonic() + WAIT
+        seen = 0
+        with self._cv:
+            while True:
+                while seen < len(self.lines):
+                    line = self.lines[seen]
+                    seen += 1
+                    if line.startswith("{"):
+                        rec = json.loads(line)
+                        if predicate(rec):
+                            return rec
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no log line for {what}; log:\n" + "\n".join(self.lines))
+                self._cv.wait(left)
+
+    def connect(self):
+        s = socket.create_connection((self.host, self.port), timeout=WAIT)
+        return s
+
+    def request(self, method, path, headers=None, body=b"", sock=None):
+        """Sends one request and reads one response. Returns (status, headers, body)."""
+        own = sock is None
+        s = sock or self.connect()
+        try:
+            send_request(s, method, path, headers, body)
+            return read_response(s, head=(method == "HEAD"))
+        finally:
+            if own:
+                s.close()
+
+    def signal(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait_exit(self, timeout=WAIT):
+        code = self.proc.wait(timeout)
+        self.stop()
+        return code
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(WAIT)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reader.join(WAIT)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def send_request(s, method, path, headers=None, body=b""):
+    hdrs = {"Host": "kiln.test"}
+    if body:
+        hdrs["Content-Length"] = str(len(body))
+    hdrs.update(headers or {})
+    head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items())
+    s.sendall(head.encode() + b"\r\n" + body)
+
+
+def read_response(s, head=False):
+    """Reads one HTTP/1.1 response with a Content-Length body. Returns (status, headers, body)."""
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"connection closed before a full response header: {buf!r}")
+        buf += chunk
+    raw_head, rest = buf.split(b"\r\n\r\n", 1)
+    lines = raw_head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = {}
+    for line in lines[1:]:
+        k, v = line.split(":", 1)
+        headers[k.strip().lower()] = v.strip()
+    length = 0 if head else int(headers.get("content-length", "0"))
+    while len(rest) < length:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError("connection closed inside the body")
+        rest += chunk
+    return status, headers, rest[:length]
+
+
+def closed_by_peer(s):
+    """True when the server has closed the connection (recv returns EOF or a reset)."""
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def run_kiln(*args, env=None, timeout=WAIT):
+    """Runs a short `kiln` command; returns CompletedProcess."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+    full_env.update(env or {})
+    return subprocess.run([KILN, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout)

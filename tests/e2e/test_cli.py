@@ -1,0 +1,122 @@
+"""End-to-end: the `kiln` command line, configuration layering and its errors."""
+import os
+import pathlib
+import tempfile
+import unittest
+
+from harness import Kiln, run_kiln
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+class CommandLine(unittest.TestCase):
+    def test_version(self):
+        r = run_kiln("version")
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^kiln \d+\.\d+\.\d+\n$")
+
+    def test_help_lists_every_role(self):
+        r = run_kiln("--help")
+        self.assertEqual(r.returncode, 0)
+        for role in ("serve", "gateway", "api", "objects", "worker", "agent", "sandboxd"):
+            self.assertIn(role, r.stdout)
+
+    def test_no_command_is_an_error(self):
+        r = run_kiln()
+        self.assertNotEqual(r.returncode, 0)
+
+    def test_roles_not_built_yet_say_so_and_fail(self):
+        for role in ("gateway", "api", "objects", "worker", "agent", "sandboxd"):
+            r = run_kiln(role)
+            self.assertEqual(r.returncode, 2, role)
+            self.assertIn(f"the '{role}' role is not built yet", r.stderr)
+
+
+class Configuration(unittest.TestCase):
+    def write_config(self, text):
+        fd, path = tempfile.mkstemp(suffix=".yaml")
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        self.addCleanup(os.unlink, path)
+        return path
+
+    def show(self, *args, env=None):
+        r = run_kiln(*args, "config", "show", env=env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = {}
+        for line in r.stdout.splitlines():
+            key, rest = line.split(" = ", 1)
+            value, source = rest.rsplit("  (", 1)
+            out[key] = (value, source.rstrip(")"))
+        return out
+
+    def test_flags_beat_environment_beat_file_beat_defaults(self):
+        path = self.write_config("http:\n  listen: 127.0.0.1:1001\n  idle_timeout_ms: 5000\n"
+                                 "log:\n  level: debug\n")
+        env = {"KILN_HTTP_LISTEN": "127.0.0.1:1002", "KILN_HTTP_IDLE_TIMEOUT_MS": "6000"}
+        shown = self.show("--config", path, "--http-listen", "127.0.0.1:1003", env=env)
+        self.assertEqual(shown["http.listen"], ("127.0.0.1:1003", "flag"))
+        self.assertEqual(shown["http.idle_timeout_ms"], ("6000", "env"))
+        self.assertEqual(shown["log.level"], ("debug", "file"))
+        self.assertEqual(shown["log.format"], ("json", "default"))
+
+    def test_invalid_flag_value_names_setting_value_and_allowed(self):
+        r = run_kiln("serve", "--http-max-body-bytes", "lots")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("http.max_body_bytes", r.stderr)
+        self.assertIn("'lots'", r.stderr)
+        self.assertIn("an integer from 0 to 1073741824", r.stderr)
+
+    def test_invalid_environment_value_is_reported_with_its_variable(self):
+        r = run_kiln("serve", env={"KILN_LOG_LEVEL": "loud"})
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("KILN_LOG_LEVEL", r.stderr)
+        self.assertIn("one of trace, debug, info, warn, error", r.stderr)
+
+    def test_unknown_environment_setting_is_an_error(self):
+        r = run_kiln("serve", env={"KILN_HTTP_LISEN": "127.0.0.1:1"})
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("KILN_HTTP_LISEN: no such setting", r.stderr)
+
+    def test_invalid_file_is_reported_with_its_path(self):
+        path = self.write_config("http:\n  listen: nowhere\n")
+        r = run_kiln("--config", path, "serve")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(path, r.stderr)
+        self.assertIn("http.listen", r.stderr)
+        bad = self.write_config("http: [\n")
+        r = run_kiln("--config", bad, "serve")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("not valid YAML", r.stderr)
+
+    def test_address_in_use_is_a_clear_start_up_error(self):
+        first = Kiln()
+        try:
+            r = run_kiln("serve", "--http-listen", f"127.0.0.1:{first.port}",
+                         "--data-dir", first.data_dir)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("cannot listen on", r.stderr)
+            self.assertIn("http.listen", r.stderr)
+        finally:
+            first.stop()
+
+    def test_text_log_format_from_a_file(self):
+        path = self.write_config("log:\n  format: text\n")
+        kiln = Kiln("--config", path)
+        try:
+            kiln.request("GET", "/healthz")
+        finally:
+            kiln.stop()
+            kiln.wait_exit()
+        self.assertTrue(any(" info listening " in l for l in kiln.lines), kiln.lines[:3])
+
+    def test_readme_configuration_reference_matches_the_code(self):
+        r = run_kiln("config", "doc")
+        self.assertEqual(r.returncode, 0)
+        doc = (ROOT / "docs" / "configuration.md").read_text()
+        self.assertIn(r.stdout, doc, "docs/configuration.md is stale: regenerate it with "
+                                     "`kiln config doc` (see CONTRIBUTING.md)")
+
+
+if __name__ == "__main__":
+    unittest.main()
