@@ -25,7 +25,8 @@ struct RoleInfo {
 
 // Roles that are not built yet say so and exit non-zero: no fake behaviour.
 constexpr RoleInfo kRoles[] = {
-    {"gateway", "WebSocket collaboration and terminal attach", "the collaboration gateway (issue #3)"},
+    {"gateway", "WebSocket collaboration and terminal attach",
+     "the collaboration gateway (issue #3)"},
     {"api", "REST: projects, scenes, uploads, assets, builds, tokens", "the REST API (issue #6)"},
     {"objects", "embedded S3-compatible object store", "direct uploads (issue #7)"},
     {"worker", "persister and asset pipeline", "persistence (issue #5)"},
@@ -49,15 +50,17 @@ int main(int argc, char** argv) {
   std::map<std::string, std::optional<std::string>> flag_values;
   for (const auto& s : schema.settings()) {
     auto& slot = flag_values[s.key];
-    app.add_option(s.flag_name(), slot, s.help + " (default: " +
-                                            (s.secret ? std::string("generated") : s.default_value) +
-                                            "; env " + s.env_name() + ")")
+    app.add_option(s.flag_name(), slot,
+                   s.help +
+                       " (default: " + (s.secret ? std::string("generated") : s.default_value) +
+                       "; env " + s.env_name() + ")")
         ->group("Settings (see kiln config doc)");
   }
 
   std::string command;
-  app.add_subcommand("serve", "Run every role in one process on embedded backends")
-      ->callback([&] { command = "serve"; });
+  app.add_subcommand("serve", "Run every role in one process on embedded backends")->callback([&] {
+    command = "serve";
+  });
   for (const auto& r : kRoles) {
     app.add_subcommand(r.name, std::string("Run the ") + r.name + " role: " + r.does)
         ->callback([&command, &r] { command = r.name; });
@@ -67,8 +70,9 @@ int main(int argc, char** argv) {
   config_cmd->require_subcommand(1);
   config_cmd->add_subcommand("show", "Print the effective configuration (secrets redacted)")
       ->callback([&] { command = "config show"; });
-  config_cmd->add_subcommand("doc", "Print the configuration reference in Markdown")
-      ->callback([&] { command = "config doc"; });
+  config_cmd->add_subcommand("doc", "Print the configuration reference in Markdown")->callback([&] {
+    command = "config doc";
+  });
 
   try {
     app.parse(argc, argv);

@@ -30,7 +30,8 @@ namespace fs = std::filesystem;
 std::string make_node_id(const std::string& configured) {
   if (!configured.empty()) return configured;
   char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof host, "kiln");
+  if (gethostname(host, sizeof host - 1) != 0 || host[0] == '\0')
+    std::snprintf(host, sizeof host, "kiln");
   return std::string(host) + "-" + ids::random_hex(2);
 }
 
@@ -68,8 +69,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     fs::create_directories(data_dir, ec);
     if (auto problem = check_data_dir(data_dir)) {
       log::error("data directory unusable", {{"path", data_dir.string()}, {"problem", *problem}});
-      std::fprintf(stderr, "kiln: data directory %s is %s (setting data.dir)\n",
-                   data_dir.c_str(), problem->c_str());
+      std::fprintf(stderr, "kiln: data directory %s is %s (setting data.dir)\n", data_dir.c_str(),
+                   problem->c_str());
       return 1;
     }
   }
@@ -142,9 +143,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     }
     draining = true;
     health.set_draining();
-    log::info("draining", {{"signal", sig},
-                           {"drain_ms", static_cast<std::int64_t>(drain_window.count())},
-                           {"open_connections", static_cast<std::int64_t>(server.open_connections())}});
+    log::info("draining",
+              {{"signal", sig},
+               {"drain_ms", static_cast<std::int64_t>(drain_window.count())},
+               {"open_connections", static_cast<std::int64_t>(server.open_connections())}});
     server.drain([&] {
       log::info("drained: every connection closed");
       runtime.stop();
@@ -158,8 +160,11 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   });
 
   std::string shown_host = so.host == "0.0.0.0" || so.host == "::" ? "127.0.0.1" : so.host;
-  log::info("listening", {{"address", so.host}, {"port", server.port()}, {"threads", threads},
-                          {"data_dir", data_dir.string()}, {"version", KILN_VERSION}});
+  log::info("listening", {{"address", so.host},
+                          {"port", server.port()},
+                          {"threads", threads},
+                          {"data_dir", data_dir.string()},
+                          {"version", KILN_VERSION}});
   log::debug("effective configuration", {{"config", cfg.describe()}});
   std::printf("Kiln %s (%s) is running at http://%s:%u/\n", KILN_VERSION, role_name.c_str(),
               shown_host.c_str(), static_cast<unsigned>(server.port()));

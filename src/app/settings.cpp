@@ -88,8 +88,7 @@ config::Schema build() {
                "Lowest level written to the log."));
   s.add(choice("log.format", "json", {"json", "text"},
                "`json`: one JSON object per line (for collectors); `text`: for a terminal."));
-  s.add(integer("runtime.threads", 0, 0, 256,
-                "Event-loop threads; 0 means one per CPU core."));
+  s.add(integer("runtime.threads", 0, 0, 256, "Event-loop threads; 0 means one per CPU core."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

@@ -15,7 +15,8 @@ namespace {
 std::string upper_snake(const std::string& key) {
   std::string out;
   for (char c : key) {
-    out += (c == '.' || c == '-') ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    out += (c == '.' || c == '-') ? '_'
+                                  : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   }
   return out;
 }
@@ -49,11 +50,16 @@ bool valid_endpoint(const std::string& s) {
 
 const char* type_name(Type t) {
   switch (t) {
-    case Type::String: return "string";
-    case Type::Int: return "integer";
-    case Type::Bool: return "boolean";
-    case Type::Enum: return "enum";
-    case Type::Endpoint: return "host:port";
+    case Type::String:
+      return "string";
+    case Type::Int:
+      return "integer";
+    case Type::Bool:
+      return "boolean";
+    case Type::Enum:
+      return "enum";
+    case Type::Endpoint:
+      return "host:port";
   }
   return "?";
 }
@@ -82,7 +88,9 @@ void flatten(const YAML::Node& node, const std::string& prefix,
 
 }  // namespace
 
-std::string Setting::env_name() const { return "KILN_" + upper_snake(key); }
+std::string Setting::env_name() const {
+  return "KILN_" + upper_snake(key);
+}
 
 std::string Setting::flag_name() const {
   std::string out = "--";
@@ -92,10 +100,12 @@ std::string Setting::flag_name() const {
 
 std::string Setting::allowed() const {
   switch (type) {
-    case Type::String: return allow_empty ? "any string" : "a non-empty string";
+    case Type::String:
+      return allow_empty ? "any string" : "a non-empty string";
     case Type::Int:
       return "an integer from " + std::to_string(min) + " to " + std::to_string(max);
-    case Type::Bool: return "true or false";
+    case Type::Bool:
+      return "true or false";
     case Type::Enum: {
       std::string out = "one of ";
       for (std::size_t i = 0; i < choices.size(); ++i) {
@@ -103,7 +113,8 @@ std::string Setting::allowed() const {
       }
       return out;
     }
-    case Type::Endpoint: return "host:port with port 0-65535 (0 picks a free port)";
+    case Type::Endpoint:
+      return "host:port with port 0-65535 (0 picks a free port)";
   }
   return "";
 }
@@ -136,10 +147,14 @@ std::string Schema::markdown() const {
 
 const char* to_string(Source s) {
   switch (s) {
-    case Source::Default: return "default";
-    case Source::File: return "file";
-    case Source::Env: return "env";
-    case Source::Flag: return "flag";
+    case Source::Default:
+      return "default";
+    case Source::File:
+      return "file";
+    case Source::Env:
+      return "env";
+    case Source::Flag:
+      return "flag";
   }
   return "?";
 }
@@ -150,15 +165,21 @@ const Config::Value& Config::value(const std::string& key) const {
   return it->second;
 }
 
-const std::string& Config::str(const std::string& key) const { return value(key).raw; }
+const std::string& Config::str(const std::string& key) const {
+  return value(key).raw;
+}
 
 std::int64_t Config::integer(const std::string& key) const {
   return parse_int(value(key).raw).value();
 }
 
-bool Config::boolean(const std::string& key) const { return parse_bool(value(key).raw).value(); }
+bool Config::boolean(const std::string& key) const {
+  return parse_bool(value(key).raw).value();
+}
 
-Source Config::source(const std::string& key) const { return value(key).source; }
+Source Config::source(const std::string& key) const {
+  return value(key).source;
+}
 
 std::string Config::describe() const {
   std::ostringstream out;
@@ -186,17 +207,23 @@ void Loader::set(const std::string& key, const std::string& value, Source source
   }
   bool ok = true;
   switch (s->type) {
-    case Type::String: ok = s->allow_empty || !value.empty(); break;
+    case Type::String:
+      ok = s->allow_empty || !value.empty();
+      break;
     case Type::Int: {
       auto v = parse_int(value);
       ok = v && *v >= s->min && *v <= s->max;
       break;
     }
-    case Type::Bool: ok = parse_bool(value).has_value(); break;
+    case Type::Bool:
+      ok = parse_bool(value).has_value();
+      break;
     case Type::Enum:
       ok = std::find(s->choices.begin(), s->choices.end(), value) != s->choices.end();
       break;
-    case Type::Endpoint: ok = valid_endpoint(value); break;
+    case Type::Endpoint:
+      ok = valid_endpoint(value);
+      break;
   }
   if (!ok) {
     std::string shown = s->secret ? "<redacted>" : "'" + value + "'";
@@ -251,7 +278,9 @@ Loader& Loader::flag(const std::string& key, const std::string& value) {
   return *this;
 }
 
-Config Loader::finish() const { return config_; }
+Config Loader::finish() const {
+  return config_;
+}
 
 std::map<std::string, std::string> kiln_environment() {
   std::map<std::string, std::string> out;

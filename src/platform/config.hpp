@@ -18,15 +18,15 @@ namespace kiln::config {
 enum class Type { String, Int, Bool, Enum, Endpoint };
 
 struct Setting {
-  std::string key;          // dotted, e.g. "http.listen"
+  std::string key;  // dotted, e.g. "http.listen"
   Type type = Type::String;
   std::string default_value;
   std::string help;
-  std::int64_t min = 0;     // Int only, inclusive
-  std::int64_t max = 0;     // Int only, inclusive
+  std::int64_t min = 0;              // Int only, inclusive
+  std::int64_t max = 0;              // Int only, inclusive
   std::vector<std::string> choices;  // Enum only
-  bool secret = false;      // never printed, never logged
-  bool allow_empty = true;  // String only
+  bool secret = false;               // never printed, never logged
+  bool allow_empty = true;           // String only
 
   // "http.listen" -> "KILN_HTTP_LISTEN"
   [[nodiscard]] std::string env_name() const;

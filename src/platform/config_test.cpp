@@ -51,12 +51,13 @@ TEST(Config, DefaultsApplyWhenNothingIsSet) {
 
 TEST(Config, FlagsBeatEnvironmentWhichBeatsFile) {
   auto schema = test_schema();
-  auto cfg = Loader(schema)
-                 .yaml_text("http:\n  listen: 0.0.0.0:1\n  max_body_bytes: 10\nlog:\n  level: debug\n",
-                            "test.yaml")
-                 .env({{"KILN_HTTP_LISTEN", "0.0.0.0:2"}, {"KILN_HTTP_MAX_BODY_BYTES", "20"}})
-                 .flag("http.listen", "0.0.0.0:3")
-                 .finish();
+  auto cfg =
+      Loader(schema)
+          .yaml_text("http:\n  listen: 0.0.0.0:1\n  max_body_bytes: 10\nlog:\n  level: debug\n",
+                     "test.yaml")
+          .env({{"KILN_HTTP_LISTEN", "0.0.0.0:2"}, {"KILN_HTTP_MAX_BODY_BYTES", "20"}})
+          .flag("http.listen", "0.0.0.0:3")
+          .finish();
   EXPECT_EQ(cfg.str("http.listen"), "0.0.0.0:3");
   EXPECT_EQ(cfg.source("http.listen"), Source::Flag);
   EXPECT_EQ(cfg.integer("http.max_body_bytes"), 20);

@@ -46,7 +46,8 @@ Response Response::problem(int status, std::string_view type, std::string_view t
 }
 
 void Router::add(std::string method, std::string path, std::string route_name, Handler handler) {
-  entries_.push_back({std::move(method), std::move(path), std::move(route_name), std::move(handler)});
+  entries_.push_back(
+      {std::move(method), std::move(path), std::move(route_name), std::move(handler)});
 }
 
 Router::Match Router::match(std::string_view method, std::string_view path) const {
@@ -69,19 +70,32 @@ Router::Match Router::match(std::string_view method, std::string_view path) cons
 
 std::string_view reason(int status) {
   switch (status) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 413: return "Content Too Large";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Error";
+    case 200:
+      return "OK";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 413:
+      return "Content Too Large";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return "Error";
   }
 }
 

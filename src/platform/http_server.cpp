@@ -143,8 +143,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   void forget(std::uint64_t id);
 };
 
-Server::Server(Runtime& runtime, ServerOptions options, Router router,
-               metrics::Registry& registry)
+Server::Server(Runtime& runtime, ServerOptions options, Router router, metrics::Registry& registry)
     : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(router), registry)) {}
 
 Server::~Server() = default;
@@ -155,8 +154,8 @@ void Server::start() {
   if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
   tcp::resolver resolver(io);
   error_code ec;
-  auto results = resolver.resolve(host, std::to_string(impl_->options.port),
-                                  tcp::resolver::passive, ec);
+  auto results =
+      resolver.resolve(host, std::to_string(impl_->options.port), tcp::resolver::passive, ec);
   const std::string where = impl_->options.host + ":" + std::to_string(impl_->options.port);
   if (ec || results.empty()) {
     throw std::runtime_error("cannot resolve listen address " + where + ": " + ec.message());
@@ -173,7 +172,9 @@ void Server::start() {
                  [](std::exception_ptr e) { log_exception(e, "http accept loop failed"); });
 }
 
-std::uint16_t Server::port() const { return impl_->bound_port; }
+std::uint16_t Server::port() const {
+  return impl_->bound_port;
+}
 
 std::size_t Server::open_connections() const {
   std::lock_guard lock(impl_->mu);
@@ -289,8 +290,7 @@ Response Server::Impl::dispatch(const Request& req, std::string& route) {
   if (m.handler == nullptr) {
     if (m.method_not_allowed) {
       auto r = Response::problem(405, "https://kiln.dev/problems/method-not-allowed",
-                                 "Method Not Allowed",
-                                 "This path accepts: " + m.allow);
+                                 "Method Not Allowed", "This path accepts: " + m.allow);
       r.headers.emplace_back("Allow", m.allow);
       return r;
     }
@@ -311,9 +311,10 @@ asio::awaitable<void> Server::Impl::answer_and_linger(Connection& c, beast::flat
                                                       int status, std::string_view reason) {
   rejected.with({std::string(reason)}).inc();
   requests.with({"unmatched", "other", std::to_string(status)}).inc();
-  auto problem = Response::problem(status, std::string("https://kiln.dev/problems/") + std::string(reason),
-                                   std::string(http::reason(status)),
-                                   "The request was refused before routing: " + std::string(reason) + ".");
+  auto problem =
+      Response::problem(status, std::string("https://kiln.dev/problems/") + std::string(reason),
+                        std::string(http::reason(status)),
+                        "The request was refused before routing: " + std::string(reason) + ".");
   bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
   res.set(bhttp::field::content_type, problem.content_type);
   res.set(bhttp::field::connection, "close");
@@ -399,7 +400,8 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
     Response resp = dispatch(req, route);
     const bool keep_alive = breq.keep_alive() && !draining.load();
 
-    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(resp.status), breq.version()};
+    bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(resp.status),
+                                            breq.version()};
     res.set(bhttp::field::server, "kiln");
     res.set(bhttp::field::content_type, resp.content_type);
     res.set("X-Request-Id", req.request_id);

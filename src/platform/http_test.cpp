@@ -48,8 +48,9 @@ TEST(Response, ProblemIsRfc9457Json) {
   auto r = Response::problem(404, "https://kiln.dev/problems/not-found", "Not Found", "nope \"x\"");
   EXPECT_EQ(r.status, 404);
   EXPECT_EQ(r.content_type, "application/problem+json");
-  EXPECT_EQ(r.body,
-            R"({"type":"https://kiln.dev/problems/not-found","title":"Not Found","status":404,"detail":"nope \"x\""})");
+  EXPECT_EQ(
+      r.body,
+      R"({"type":"https://kiln.dev/problems/not-found","title":"Not Found","status":404,"detail":"nope \"x\""})");
 }
 
 TEST(RequestId, ClientIdsAreKeptOnlyWhenPlain) {

@@ -26,27 +26,39 @@ State& state() {
 
 spdlog::level::level_enum to_spd(Level l) {
   switch (l) {
-    case Level::Trace: return spdlog::level::trace;
-    case Level::Debug: return spdlog::level::debug;
-    case Level::Info: return spdlog::level::info;
-    case Level::Warn: return spdlog::level::warn;
-    case Level::Error: return spdlog::level::err;
+    case Level::Trace:
+      return spdlog::level::trace;
+    case Level::Debug:
+      return spdlog::level::debug;
+    case Level::Info:
+      return spdlog::level::info;
+    case Level::Warn:
+      return spdlog::level::warn;
+    case Level::Error:
+      return spdlog::level::err;
   }
   return spdlog::level::info;
 }
 
 const char* level_name(Level l) {
   switch (l) {
-    case Level::Trace: return "trace";
-    case Level::Debug: return "debug";
-    case Level::Info: return "info";
-    case Level::Warn: return "warn";
-    case Level::Error: return "error";
+    case Level::Trace:
+      return "trace";
+    case Level::Debug:
+      return "debug";
+    case Level::Info:
+      return "info";
+    case Level::Warn:
+      return "warn";
+    case Level::Error:
+      return "error";
   }
   return "info";
 }
 
-std::string quote(std::string_view s) { return boost::json::serialize(boost::json::string(s)); }
+std::string quote(std::string_view s) {
+  return boost::json::serialize(boost::json::string(s));
+}
 
 std::string now_rfc3339() {
   auto now = std::chrono::system_clock::now();
@@ -65,13 +77,9 @@ std::string now_rfc3339() {
 std::string value_text(const Value& v, bool json) {
   struct Visitor {
     bool json;
-    std::string operator()(std::string_view s) const {
-      return json ? quote(s) : std::string(s);
-    }
+    std::string operator()(std::string_view s) const { return json ? quote(s) : std::string(s); }
     std::string operator()(std::int64_t i) const { return std::to_string(i); }
-    std::string operator()(double d) const {
-      return boost::json::serialize(boost::json::value(d));
-    }
+    std::string operator()(double d) const { return boost::json::serialize(boost::json::value(d)); }
     std::string operator()(bool b) const { return b ? "true" : "false"; }
   };
   return std::visit(Visitor{json}, v);

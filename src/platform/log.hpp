@@ -38,19 +38,29 @@ struct Field {
   Field(std::string_view k, bool v) : key(k), value(v) {}
   Field(std::string_view k, double v) : key(k), value(v) {}
   template <class I>
-    requires std::is_integral_v<I>
-  Field(std::string_view k, I v) : key(k), value(static_cast<std::int64_t>(v)) {}
+  requires std::is_integral_v<I> Field(std::string_view k, I v)
+      : key(k), value(static_cast<std::int64_t>(v)) {}
 };
 using Fields = std::initializer_list<Field>;
 
 bool enabled(Level level);
 void write(Level level, std::string_view msg, Fields fields);
 
-inline void trace(std::string_view m, Fields f = {}) { write(Level::Trace, m, f); }
-inline void debug(std::string_view m, Fields f = {}) { write(Level::Debug, m, f); }
-inline void info(std::string_view m, Fields f = {}) { write(Level::Info, m, f); }
-inline void warn(std::string_view m, Fields f = {}) { write(Level::Warn, m, f); }
-inline void error(std::string_view m, Fields f = {}) { write(Level::Error, m, f); }
+inline void trace(std::string_view m, Fields f = {}) {
+  write(Level::Trace, m, f);
+}
+inline void debug(std::string_view m, Fields f = {}) {
+  write(Level::Debug, m, f);
+}
+inline void info(std::string_view m, Fields f = {}) {
+  write(Level::Info, m, f);
+}
+inline void warn(std::string_view m, Fields f = {}) {
+  write(Level::Warn, m, f);
+}
+inline void error(std::string_view m, Fields f = {}) {
+  write(Level::Error, m, f);
+}
 
 // Formats one line without writing it (used by write(); exposed for tests).
 std::string format_line(const Options& options, Level level, std::string_view msg, Fields fields,

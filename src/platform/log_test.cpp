@@ -1,8 +1,8 @@
 #include "platform/log.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
 #include <boost/json/value.hpp>
-#include <gtest/gtest.h>
 
 namespace kiln::log {
 namespace {

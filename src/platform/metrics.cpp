@@ -55,10 +55,14 @@ std::string escape_label(const std::string& v) {
   std::string out;
   out.reserve(v.size());
   for (char c : v) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -172,8 +176,8 @@ std::string Registry::render() const {
   std::lock_guard lock(mu_);
   std::ostringstream out;
   for (const auto& e : entries_) {
-    out << "# HELP " << e->name << ' ' << e->help << '\n' << "# TYPE " << e->name << ' ' << e->type
-        << '\n';
+    out << "# HELP " << e->name << ' ' << e->help << '\n'
+        << "# TYPE " << e->name << ' ' << e->type << '\n';
     if (auto* c = std::get_if<std::unique_ptr<Family<Counter>>>(&e->metric)) {
       (*c)->each([&](const Labels& l, const Counter& m) {
         out << e->name << label_set((*c)->label_names(), l) << ' ' << m.value() << '\n';
@@ -191,8 +195,7 @@ std::string Registry::render() const {
           out << e->name << "_bucket" << label_set(names, l, "le", format_number(s.bounds[i]))
               << ' ' << s.cumulative[i] << '\n';
         }
-        out << e->name << "_bucket" << label_set(names, l, "le", "+Inf") << ' ' << s.count
-            << '\n';
+        out << e->name << "_bucket" << label_set(names, l, "le", "+Inf") << ' ' << s.count << '\n';
         out << e->name << "_sum" << label_set(names, l) << ' ' << format_number(s.sum) << '\n';
         out << e->name << "_count" << label_set(names, l) << ' ' << s.count << '\n';
       });
@@ -262,8 +265,9 @@ double open_fds() {
 }  // namespace
 
 void register_process_metrics(Registry& registry) {
-  registry.callback_gauge("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
-                          [] { return read_proc_stat().cpu_seconds; }, /*is_counter=*/true);
+  registry.callback_gauge(
+      "process_cpu_seconds_total", "Total user and system CPU time spent in seconds.",
+      [] { return read_proc_stat().cpu_seconds; }, /*is_counter=*/true);
   registry.callback_gauge("process_resident_memory_bytes", "Resident memory size in bytes.",
                           [] { return read_proc_stat().resident_bytes; });
   registry.callback_gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.",

@@ -74,8 +74,7 @@ class Registry {
   Family<Gauge>& gauge(const std::string& name, const std::string& help,
                        std::vector<std::string> label_names = {});
   Family<Histogram>& histogram(const std::string& name, const std::string& help,
-                               std::vector<std::string> label_names,
-                               std::vector<double> bounds);
+                               std::vector<std::string> label_names, std::vector<double> bounds);
   // A gauge whose value is computed when scraped (process CPU, open file descriptors...).
   void callback_gauge(const std::string& name, const std::string& help, std::function<double()> fn,
                       bool is_counter = false);

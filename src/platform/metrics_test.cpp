@@ -16,7 +16,8 @@ TEST(Metrics, CountersRenderWithLabelsInOrder) {
   auto text = r.render();
   EXPECT_NE(text.find("# HELP kiln_test_total Things.\n# TYPE kiln_test_total counter\n"),
             std::string::npos);
-  EXPECT_NE(text.find("kiln_test_total{route=\"a\",status=\"200\"} 3\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("kiln_test_total{route=\"a\",status=\"200\"} 3\n"), std::string::npos)
+      << text;
   EXPECT_NE(text.find("kiln_test_total{route=\"b\",status=\"404\"} 1\n"), std::string::npos);
 }
 
@@ -85,9 +86,9 @@ TEST(Metrics, ProcessMetricsReportThisProcess) {
   Registry r;
   register_process_metrics(r);
   auto text = r.render();
-  for (const char* name : {"process_cpu_seconds_total", "process_resident_memory_bytes",
-                           "process_virtual_memory_bytes", "process_open_fds",
-                           "process_start_time_seconds"}) {
+  for (const char* name :
+       {"process_cpu_seconds_total", "process_resident_memory_bytes",
+        "process_virtual_memory_bytes", "process_open_fds", "process_start_time_seconds"}) {
     EXPECT_NE(text.find(std::string("# TYPE ") + name), std::string::npos) << name;
   }
   // Resident memory of a running test binary is certainly above 1 MB.

@@ -11,7 +11,8 @@ namespace kiln {
 
 namespace asio = boost::asio;
 
-Runtime::Runtime(int threads) : threads_(threads < 1 ? 1 : threads), impl_(std::make_unique<Impl>(threads_)) {}
+Runtime::Runtime(int threads)
+    : threads_(threads < 1 ? 1 : threads), impl_(std::make_unique<Impl>(threads_)) {}
 
 Runtime::~Runtime() = default;
 
@@ -25,9 +26,13 @@ void Runtime::run() {
   for (auto& t : pool) t.join();
 }
 
-void Runtime::stop() { impl_->io.stop(); }
+void Runtime::stop() {
+  impl_->io.stop();
+}
 
-void Runtime::post(std::function<void()> fn) { asio::post(impl_->io, std::move(fn)); }
+void Runtime::post(std::function<void()> fn) {
+  asio::post(impl_->io, std::move(fn));
+}
 
 void Runtime::on_signals(std::initializer_list<int> signals, std::function<void(int)> fn) {
   auto w = std::make_unique<Impl::SignalWatcher>(impl_->io, std::move(fn));

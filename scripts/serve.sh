@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds the release binary and runs `kiln serve` on embedded
+# defaults: 127.0.0.1:7700, data under ./kiln-data. Arguments go to `kiln serve`, e.g.
+#   bash scripts/serve.sh --http-listen 0.0.0.0:7700
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+cmake --preset release >/dev/null
+cmake --build --preset release --target kiln
+exec build/release/src/app/kiln serve "$@"

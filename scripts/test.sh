@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what is missing, checks
+# formatting, then builds and tests each preset (default: dev, then asan). The output ends
+# with the last preset's CTest summary; the exit code is non-zero if anything failed.
+#
+#   bash scripts/test.sh            # dev + asan, every label
+#   bash scripts/test.sh dev        # one preset
+#   CTEST_ARGS="-L unit" bash scripts/test.sh dev
+set -uo pipefail
+cd "$(dirname "$0")/.."
+started=$(date +%s)
+presets=("$@")
+((${#presets[@]})) || presets=(dev asan)
+
+bash scripts/setup.sh || exit 1
+
+status=0
+step() { printf '\n== %s (%ss)\n' "$1" "$(($(date +%s) - started))"; }
+
+step "clang-format check"
+mapfile -t sources < <(find src tests bench -name '*.cpp' -o -name '*.hpp' 2>/dev/null | sort)
+if ((${#sources[@]})) && ! clang-format --dry-run -Werror "${sources[@]}"; then
+  echo "clang-format: the files above need formatting (clang-format -i FILE)"
+  status=1
+fi
+
+jobs=$(nproc)
+for preset in "${presets[@]}"; do
+  step "configure + build ($preset)"
+  if ! { cmake --preset "$preset" >/dev/null && cmake --build --preset "$preset"; }; then
+    echo "build failed for preset $preset"
+    status=1
+    continue
+  fi
+  step "tests ($preset)"
+  # shellcheck disable=SC2086
+  ctest --preset "$preset" -j"$jobs" ${CTEST_ARGS:-} || status=1
+done
+exit $status
