@@ -75,11 +75,6 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     }
   }
 
-  const int threads = cfg.integer("runtime.threads") > 0
-                          ? static_cast<int>(cfg.integer("runtime.threads"))
-                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  Runtime runtime(threads);
-
   metrics::Registry registry;
   metrics::register_process_metrics(registry);
   registry.gauge("kiln_build_info", "Always 1; labels say which build runs.", {"version", "role"})
@@ -88,6 +83,13 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
 
   Health health;
   health.add_check("data_dir", [data_dir] { return check_data_dir(data_dir); });
+
+  // Declared after the registry and health: destroying the loop destroys suspended
+  // coroutines, which still update metrics on their way out.
+  const int threads = cfg.integer("runtime.threads") > 0
+                          ? static_cast<int>(cfg.integer("runtime.threads"))
+                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  Runtime runtime(threads);
 
   http::Router router;
   router.add("GET", "/healthz", "healthz", [](const http::Request&) {
@@ -154,8 +156,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     runtime.after(drain_window, [&] {
       log::warn("drain window over: cutting remaining connections",
                 {{"open_connections", static_cast<std::int64_t>(server.open_connections())}});
+      // Cut connections end their sessions, and the last one to end stops the loop (the
+      // drain callback above). Should one not end, stop anyway a moment later.
       server.close_all();
-      runtime.stop();
+      runtime.after(std::chrono::seconds(1), [&] { runtime.stop(); });
     });
   });
 
