@@ -6,6 +6,7 @@ becoming readable, the process exiting), each bounded by a timeout that fails th
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -113,6 +114,7 @@ class Kiln:
         self._reader.join(WAIT)
         self.proc.stdout.close()
         self.proc.stderr.close()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def send_request(s, method, path, headers=None, body=b""):
