@@ -1,0 +1,241 @@
+#include "collab/scene.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <gtest/gtest.h>
+
+#include <random>
+
+namespace kiln::collab {
+namespace {
+
+std::vector<Op> batch(std::string_view json) {
+  std::vector<Op> ops;
+  auto e = parse_batch(boost::json::parse(json), 1000, ops);
+  EXPECT_FALSE(e) << e.message;
+  return ops;
+}
+
+Code apply(Scene& s, std::string_view json) { return s.apply(batch(json)).code; }
+
+TEST(Scene, CreateUnderRootAndUnderAnEntity) {
+  Scene s;
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"a","parent":"root","props":{"x":1}}])"), Code::Ok);
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"b","parent":"a","index":"m"}])"), Code::Ok);
+  ASSERT_NE(s.find("b"), nullptr);
+  EXPECT_EQ(s.find("b")->parent, "a");
+  EXPECT_EQ(s.find("b")->index, "m");
+  EXPECT_EQ(s.find("a")->props.at("x").as_int64(), 1);
+  EXPECT_EQ(s.find("a")->index, "");
+  EXPECT_EQ(s.check_invariants(), "");
+}
+
+TEST(Scene, CreateRejections) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"}])");
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"a","parent":"root"}])"), Code::Exists);
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"b","parent":"ghost"}])"), Code::NotFound);
+  std::vector<Op> ops;
+  EXPECT_EQ(parse_batch(boost::json::parse(R"([{"op":"create","entity":"root","parent":"root"}])"),
+                        10, ops)
+                .code,
+            Code::Exists);
+}
+
+TEST(Scene, EntityLimitIsTooLarge) {
+  Scene s(2);
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"a","parent":"root"},
+                         {"op":"create","entity":"b","parent":"root"}])"),
+            Code::Ok);
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"c","parent":"root"}])"), Code::TooLarge);
+}
+
+TEST(Scene, SetAndRemoveProperties) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"}])");
+  EXPECT_EQ(apply(s, R"([{"op":"set","entity":"a","key":"pos","value":[1,2,3]}])"), Code::Ok);
+  EXPECT_EQ(boost::json::serialize(s.find("a")->props.at("pos")), "[1,2,3]");
+  EXPECT_EQ(apply(s, R"([{"op":"set","entity":"a","key":"pos","value":{"x":1}}])"), Code::Ok);
+  EXPECT_EQ(boost::json::serialize(s.find("a")->props.at("pos")), R"({"x":1})");
+  EXPECT_EQ(apply(s, R"([{"op":"set","entity":"a","key":"pos","value":null}])"), Code::Ok);
+  EXPECT_FALSE(s.find("a")->props.contains("pos"));
+  EXPECT_EQ(apply(s, R"([{"op":"set","entity":"ghost","key":"k","value":1}])"), Code::NotFound);
+  EXPECT_EQ(apply(s, R"([{"op":"set","entity":"root","key":"k","value":1}])"), Code::Invalid);
+}
+
+TEST(Scene, LastWriterWinsInBatchOrder) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"},
+               {"op":"set","entity":"a","key":"k","value":1},
+               {"op":"set","entity":"a","key":"k","value":2}])");
+  EXPECT_EQ(s.find("a")->props.at("k").as_int64(), 2);
+}
+
+TEST(Scene, MoveKeepsOrChangesIndex) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"},
+               {"op":"create","entity":"b","parent":"root","index":"z"}])");
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"b","parent":"a"}])"), Code::Ok);
+  EXPECT_EQ(s.find("b")->parent, "a");
+  EXPECT_EQ(s.find("b")->index, "z");
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"b","parent":"root","index":"c"}])"), Code::Ok);
+  EXPECT_EQ(s.find("b")->index, "c");
+  EXPECT_EQ(s.check_invariants(), "");
+}
+
+TEST(Scene, MoveRejections) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"},
+               {"op":"create","entity":"b","parent":"a"},
+               {"op":"create","entity":"c","parent":"b"}])");
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"a","parent":"a"}])"), Code::Cycle);
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"a","parent":"c"}])"), Code::Cycle);
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"ghost","parent":"root"}])"), Code::NotFound);
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"a","parent":"ghost"}])"), Code::NotFound);
+  EXPECT_EQ(apply(s, R"([{"op":"move","entity":"root","parent":"a"}])"), Code::Invalid);
+  EXPECT_EQ(s.check_invariants(), "");
+}
+
+TEST(Scene, DeleteRemovesTheWholeSubtree) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"},
+               {"op":"create","entity":"b","parent":"a"},
+               {"op":"create","entity":"c","parent":"b"},
+               {"op":"create","entity":"d","parent":"root"}])");
+  EXPECT_EQ(apply(s, R"([{"op":"delete","entity":"a"}])"), Code::Ok);
+  EXPECT_EQ(s.size(), 1u);
+  EXPECT_TRUE(s.contains("d"));
+  EXPECT_FALSE(s.contains("c"));
+  EXPECT_EQ(apply(s, R"([{"op":"delete","entity":"a"}])"), Code::NotFound);
+  EXPECT_EQ(apply(s, R"([{"op":"delete","entity":"root"}])"), Code::Invalid);
+  EXPECT_EQ(s.check_invariants(), "");
+}
+
+TEST(Scene, SiblingsSortByIndexThenId) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"z","parent":"root","index":"a"},
+               {"op":"create","entity":"y","parent":"root","index":"b"},
+               {"op":"create","entity":"x","parent":"root","index":"b"}])");
+  EXPECT_EQ(s.children("root"), (std::vector<std::string>{"z", "x", "y"}));
+}
+
+TEST(Scene, AFailedBatchChangesNothing) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root","props":{"k":1}},
+               {"op":"create","entity":"b","parent":"a"},
+               {"op":"create","entity":"c","parent":"root"}])");
+  const auto before = boost::json::serialize(s.snapshot());
+  std::size_t failed = 99;
+  auto ops = batch(R"([{"op":"set","entity":"a","key":"k","value":2},
+                       {"op":"set","entity":"a","key":"new","value":true},
+                       {"op":"move","entity":"c","parent":"b","index":"q"},
+                       {"op":"delete","entity":"a"},
+                       {"op":"create","entity":"d","parent":"root"},
+                       {"op":"create","entity":"d","parent":"root"}])");
+  auto e = s.apply(ops, &failed);
+  EXPECT_EQ(e.code, Code::Exists);
+  EXPECT_EQ(failed, 5u);
+  EXPECT_NE(e.message.find("op 5"), std::string::npos);
+  EXPECT_EQ(boost::json::serialize(s.snapshot()), before);
+  EXPECT_EQ(s.children("a"), std::vector<std::string>{"b"});
+  EXPECT_EQ(s.check_invariants(), "");
+}
+
+TEST(Scene, SnapshotRoundTrips) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root","index":"1","props":{"n":"x"}},
+               {"op":"create","entity":"b","parent":"a"}])");
+  Scene t;
+  ASSERT_FALSE(Scene::from_snapshot(s.snapshot(), t));
+  EXPECT_EQ(boost::json::serialize(t.snapshot()), boost::json::serialize(s.snapshot()));
+  EXPECT_EQ(t.children("a"), std::vector<std::string>{"b"});
+}
+
+TEST(Scene, SnapshotsThatBreakTheTreeAreRefused) {
+  Scene t;
+  EXPECT_EQ(Scene::from_snapshot(boost::json::parse(R"({"entities":{
+      "a":{"parent":"b","index":"","props":{}},
+      "b":{"parent":"a","index":"","props":{}}}})"), t).code, Code::Invalid);
+  EXPECT_EQ(Scene::from_snapshot(boost::json::parse(R"({"entities":{
+      "a":{"parent":"ghost","index":"","props":{}}}})"), t).code, Code::Invalid);
+  EXPECT_EQ(Scene::from_snapshot(boost::json::parse(R"({"entities":[]})"), t).code, Code::Invalid);
+}
+
+TEST(Ops, StructuralValidation) {
+  std::vector<Op> ops;
+  auto code = [&](std::string_view j) {
+    return parse_batch(boost::json::parse(j), 3, ops).code;
+  };
+  EXPECT_EQ(code(R"([])"), Code::Invalid);
+  EXPECT_EQ(code(R"({})"), Code::Invalid);
+  EXPECT_EQ(code(R"([1])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"explode","entity":"a"}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"create","entity":"a b","parent":"root"}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"create","entity":"a","parent":"root","parnet":"x"}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"create","entity":"a","parent":"root","props":[]}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"create","entity":"a","parent":"root","index":5}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"set","entity":"a","key":"","value":1}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"set","entity":"a","key":"k"}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"delete"}])"), Code::Invalid);
+  EXPECT_EQ(code(R"([{"op":"delete","entity":"a"},{"op":"delete","entity":"b"},
+                     {"op":"delete","entity":"c"},{"op":"delete","entity":"d"}])"),
+            Code::TooLarge);
+  EXPECT_TRUE(valid_id(std::string(64, 'a')));
+  EXPECT_FALSE(valid_id(std::string(65, 'a')));
+  EXPECT_FALSE(valid_id("é"));
+  EXPECT_EQ(code(R"([{"op":"set","entity":"a","key":")" + std::string(129, 'k') +
+                 R"(","value":1}])"),
+            Code::Invalid);
+}
+
+// Property test: random batches (many of them invalid) never break the tree, and a
+// refused batch leaves the scene byte-for-byte as it was.
+TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
+  std::mt19937 rng(12345);
+  const std::vector<std::string> ids = {"a", "b", "c", "d", "e", "f", "g", "h", "root"};
+  auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
+  Scene s;
+  int accepted = 0, refused = 0;
+  for (int round = 0; round < 3000; ++round) {
+    std::vector<Op> ops;
+    const int n = 1 + static_cast<int>(rng() % 4);
+    for (int i = 0; i < n; ++i) {
+      Op op;
+      op.entity = pick(ids);
+      switch (rng() % 4) {
+        case 0:
+          op.kind = Op::Kind::Create;
+          op.parent = pick(ids);
+          op.index = std::to_string(rng() % 3);
+          break;
+        case 1:
+          op.kind = Op::Kind::Set;
+          op.key = "k" + std::to_string(rng() % 2);
+          op.value = (rng() % 3 == 0) ? boost::json::value(nullptr) : boost::json::value(round);
+          break;
+        case 2:
+          op.kind = Op::Kind::Move;
+          op.parent = pick(ids);
+          if (rng() % 2) op.index = std::to_string(rng() % 3);
+          break;
+        default:
+          op.kind = Op::Kind::Delete;
+      }
+      ops.push_back(op);
+    }
+    const auto before = boost::json::serialize(s.snapshot());
+    if (auto e = s.apply(ops)) {
+      ++refused;
+      ASSERT_EQ(boost::json::serialize(s.snapshot()), before) << "round " << round;
+    } else {
+      ++accepted;
+    }
+    ASSERT_EQ(s.check_invariants(), "") << "round " << round;
+  }
+  // The generator must exercise both paths for the test to mean anything.
+  EXPECT_GT(accepted, 300);
+  EXPECT_GT(refused, 300);
+}
+
+}  // namespace
+}  // namespace kiln::collab
