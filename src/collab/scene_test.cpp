@@ -124,7 +124,7 @@ TEST(Scene, AFailedBatchChangesNothing) {
   apply(s, R"([{"op":"create","entity":"a","parent":"root","props":{"k":1}},
                {"op":"create","entity":"b","parent":"a"},
                {"op":"create","entity":"c","parent":"root"}])");
-  const auto before = boost::json::serialize(s.snapshot());
+  const auto before = s.snapshot();
   std::size_t failed = 99;
   auto ops = batch(R"([{"op":"set","entity":"a","key":"k","value":2},
                        {"op":"set","entity":"a","key":"new","value":true},
@@ -136,7 +136,7 @@ TEST(Scene, AFailedBatchChangesNothing) {
   EXPECT_EQ(e.code, Code::Exists);
   EXPECT_EQ(failed, 5u);
   EXPECT_NE(e.message.find("op 5"), std::string::npos);
-  EXPECT_EQ(boost::json::serialize(s.snapshot()), before);
+  EXPECT_EQ(s.snapshot(), before);
   EXPECT_EQ(s.children("a"), std::vector<std::string>{"b"});
   EXPECT_EQ(s.check_invariants(), "");
 }
@@ -223,10 +223,11 @@ TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
       }
       ops.push_back(op);
     }
-    const auto before = boost::json::serialize(s.snapshot());
+    const auto before = s.snapshot();
     if (auto e = s.apply(ops)) {
       ++refused;
-      ASSERT_EQ(boost::json::serialize(s.snapshot()), before) << "round " << round;
+      // JSON equality: property order inside an object is not part of the state.
+      ASSERT_EQ(s.snapshot(), before) << "round " << round;
     } else {
       ++accepted;
     }
