@@ -198,14 +198,22 @@ TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
   int accepted = 0, refused = 0;
   for (int round = 0; round < 3000; ++round) {
     std::vector<Op> ops;
-    const int n = 1 + static_cast<int>(rng() % 4);
+    const int n = 1 + static_cast<int>(rng() % 3);
+    std::vector<std::string> existing;
+    for (const auto& id : ids) {
+      if (id != "root" && s.contains(id)) existing.push_back(id);
+    }
+    std::vector<std::string> parents = existing;
+    parents.push_back("root");
     for (int i = 0; i < n; ++i) {
       Op op;
-      op.entity = pick(ids);
-      switch (rng() % 4) {
+      const auto kind = rng() % 4;
+      // Mostly name entities that exist, so that enough batches are accepted.
+      op.entity = (kind != 0 && !existing.empty() && rng() % 5 != 0) ? pick(existing) : pick(ids);
+      switch (kind) {
         case 0:
           op.kind = Op::Kind::Create;
-          op.parent = pick(ids);
+          op.parent = rng() % 5 != 0 ? pick(parents) : pick(ids);
           op.index = std::to_string(rng() % 3);
           break;
         case 1:
@@ -215,7 +223,7 @@ TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
           break;
         case 2:
           op.kind = Op::Kind::Move;
-          op.parent = pick(ids);
+          op.parent = rng() % 5 != 0 ? pick(parents) : pick(ids);
           if (rng() % 2) op.index = std::to_string(rng() % 3);
           break;
         default:
