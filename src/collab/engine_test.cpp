@@ -1,0 +1,258 @@
+// The room engine conformance suite, run here against the in-memory engine. It drives an
+// engine through a Hub with recording subscribers, as a gateway node would.
+#include "collab/hub.hpp"
+#include "collab/memory_engine.hpp"
+
+#include <boost/json/parse.hpp>
+#include <gtest/gtest.h>
+
+namespace kiln::collab {
+namespace {
+
+namespace json = boost::json;
+
+struct Recorder : Subscriber {
+  std::mutex mu;
+  std::vector<std::string> frames;
+  std::vector<std::string> lost;
+  void deliver(std::shared_ptr<const std::string> f) override {
+    std::lock_guard lock(mu);
+    frames.push_back(*f);
+  }
+  void lost_sync(const std::string& room) override { lost.push_back(room); }
+  std::vector<json::object> of_type(std::string_view t) {
+    std::lock_guard lock(mu);
+    std::vector<json::object> out;
+    for (const auto& f : frames) {
+      auto o = json::parse(f).as_object();
+      if (o.at("t").as_string() == t) out.push_back(o);
+    }
+    return out;
+  }
+};
+
+std::vector<Op> ops(std::string_view j) {
+  std::vector<Op> out;
+  EXPECT_FALSE(parse_batch(json::parse(j), 1000, out));
+  return out;
+}
+
+class EngineTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    int n = 0;
+    engine = std::make_unique<MemoryRoomEngine>(limits, [n]() mutable { return "epoch" + std::to_string(++n); });
+    engine->set_events(&hub);
+  }
+
+  // Joins through the engine and registers in the hub, as a session does.
+  JoinResult join(const std::string& room, const Member& m, std::shared_ptr<Recorder> rec,
+                  std::optional<Since> since = std::nullopt) {
+    JoinResult out;
+    engine->join(room, m, since, [&](JoinResult r) {
+      if (!r.error) hub.add(room, m, rec, r.seq);
+      out = std::move(r);
+    });
+    return out;
+  }
+
+  Error submit(const std::string& room, const Member& m, std::int64_t id, std::string_view j) {
+    Error refused;
+    engine->submit(room, m, id, ops(j), [&](Error e) { refused = std::move(e); });
+    return refused;
+  }
+
+  EngineLimits limits;
+  Hub hub{"node-1"};
+  std::unique_ptr<MemoryRoomEngine> engine;
+  Member ann{"s-ann", "ann", "Ann", "node-1"};
+  Member bob{"s-bob", "bob", "Bob", "node-1"};
+  std::shared_ptr<Recorder> ann_rec = std::make_shared<Recorder>();
+  std::shared_ptr<Recorder> bob_rec = std::make_shared<Recorder>();
+};
+
+TEST_F(EngineTest, FirstJoinSeesAnEmptySnapshotAtSeqZero) {
+  auto r = join("p/s", ann, ann_rec);
+  EXPECT_FALSE(r.error);
+  EXPECT_EQ(r.seq, 0u);
+  EXPECT_FALSE(r.recovered);
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_TRUE(r.snapshot->at("entities").as_object().empty());
+  EXPECT_EQ(r.epoch, "epoch1");
+}
+
+TEST_F(EngineTest, AuthorGetsAckPeersGetOpsInOrder) {
+  join("p/s", ann, ann_rec);
+  join("p/s", bob, bob_rec);
+  EXPECT_FALSE(submit("p/s", ann, 10, R"([{"op":"create","entity":"a","parent":"root"}])"));
+  EXPECT_FALSE(submit("p/s", bob, 20, R"([{"op":"set","entity":"a","key":"k","value":1}])"));
+  auto acks = ann_rec->of_type("ack");
+  ASSERT_EQ(acks.size(), 1u);
+  EXPECT_EQ(acks[0].at("id").as_int64(), 10);
+  EXPECT_EQ(acks[0].at("seq").as_int64(), 1);
+  auto bob_ops = bob_rec->of_type("ops");
+  ASSERT_EQ(bob_ops.size(), 1u);
+  EXPECT_EQ(bob_ops[0].at("seq").as_int64(), 1);
+  EXPECT_EQ(bob_ops[0].at("author").as_string(), "ann");
+  auto ann_ops = ann_rec->of_type("ops");
+  ASSERT_EQ(ann_ops.size(), 1u);
+  EXPECT_EQ(ann_ops[0].at("seq").as_int64(), 2);
+  EXPECT_EQ(bob_rec->of_type("ack").at(0).at("seq").as_int64(), 2);
+}
+
+TEST_F(EngineTest, RefusedBatchesGetTheReasonAndNoSeq) {
+  join("p/s", ann, ann_rec);
+  auto e = submit("p/s", ann, 1, R"([{"op":"set","entity":"ghost","key":"k","value":1}])");
+  EXPECT_EQ(e.code, Code::NotFound);
+  EXPECT_TRUE(ann_rec->of_type("ack").empty());
+  EXPECT_FALSE(submit("p/s", ann, 2, R"([{"op":"create","entity":"a","parent":"root"}])"));
+  EXPECT_EQ(ann_rec->of_type("ack").at(0).at("seq").as_int64(), 1);
+}
+
+TEST_F(EngineTest, ResumeWithinTheLogRecoversExactlyTheMissedOps) {
+  join("p/s", ann, ann_rec);
+  for (int i = 0; i < 5; ++i) {
+    submit("p/s", ann, i, R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+  }
+  auto r = join("p/s", bob, bob_rec, Since{"epoch1", 2});
+  EXPECT_TRUE(r.recovered);
+  EXPECT_EQ(r.seq, 5u);
+  ASSERT_EQ(r.ops.size(), 3u);
+  EXPECT_EQ(json::parse(*r.ops[0]).at("seq").as_int64(), 3);
+  EXPECT_EQ(json::parse(*r.ops[2]).at("seq").as_int64(), 5);
+  EXPECT_FALSE(r.snapshot);
+}
+
+TEST_F(EngineTest, ResumeAtTheCurrentSeqRecoversNothing) {
+  join("p/s", ann, ann_rec);
+  submit("p/s", ann, 1, R"([{"op":"create","entity":"a","parent":"root"}])");
+  auto r = join("p/s", bob, bob_rec, Since{"epoch1", 1});
+  EXPECT_TRUE(r.recovered);
+  EXPECT_TRUE(r.ops.empty());
+}
+
+TEST_F(EngineTest, WrongEpochOrFutureSeqOrPastRetentionGivesASnapshot) {
+  limits.log_retention = 2;
+  SetUp();
+  join("p/s", ann, ann_rec);
+  for (int i = 0; i < 5; ++i) {
+    submit("p/s", ann, i, R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+  }
+  for (Since since : {Since{"other", 4}, Since{"epoch1", 9}, Since{"epoch1", 1}}) {
+    int answered = 0;
+    engine->join("p/s", bob, since, [&](JoinResult res) {
+      ++answered;
+      EXPECT_FALSE(res.recovered);
+      ASSERT_TRUE(res.snapshot);
+      EXPECT_EQ(res.snapshot->at("entities").as_object().size(), 5u);
+    });
+    EXPECT_EQ(answered, 1);
+  }
+  auto r = join("p/s", bob, bob_rec, Since{"epoch1", 3});  // oldest kept
+  EXPECT_TRUE(r.recovered);
+  EXPECT_EQ(r.ops.size(), 2u);
+}
+
+TEST_F(EngineTest, PresenceJoinsAndLeavesReachOthersNotSelf) {
+  join("p/s", ann, ann_rec);
+  auto r = join("p/s", bob, bob_rec);
+  ASSERT_EQ(r.presence.size(), 1u);
+  EXPECT_EQ(r.presence[0].session, "s-ann");
+  auto p = ann_rec->of_type("presence");
+  ASSERT_EQ(p.size(), 1u);
+  EXPECT_EQ(p[0].at("joined").at(0).at("user").as_string(), "bob");
+  EXPECT_TRUE(bob_rec->of_type("presence").empty());
+  hub.remove("p/s", bob.session);
+  engine->leave("p/s", bob.session);
+  p = ann_rec->of_type("presence");
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[1].at("left").at(0).as_string(), "s-bob");
+}
+
+TEST_F(EngineTest, EphIsCoalescedPerSessionAndKindAndNotEchoed) {
+  join("p/s", ann, ann_rec);
+  join("p/s", bob, bob_rec);
+  for (int i = 0; i < 60; ++i) hub.eph("p/s", ann, "cursor", R"({"x":)" + std::to_string(i) + "}");
+  hub.eph("p/s", ann, "selection", R"({"ids":["a"]})");
+  hub.eph("p/s", bob, "cursor", R"({"x":-1})");
+  auto batches = hub.take_eph();
+  ASSERT_EQ(batches.size(), 1u);
+  EXPECT_EQ(batches[0].entries.size(), 3u);
+  for (auto& b : batches) engine->publish_eph(std::move(b));
+  auto bob_eph = bob_rec->of_type("eph");
+  ASSERT_EQ(bob_eph.size(), 1u);
+  const auto& batch = bob_eph[0].at("batch").as_array();
+  ASSERT_EQ(batch.size(), 2u);  // ann's cursor (latest only) and selection; not bob's own
+  for (const auto& e : batch) EXPECT_EQ(e.at("user").as_string(), "ann");
+  bool saw_latest = false;
+  for (const auto& e : batch) {
+    if (e.at("kind").as_string() == "cursor") saw_latest = e.at("data").at("x").as_int64() == 59;
+  }
+  EXPECT_TRUE(saw_latest);
+  EXPECT_TRUE(hub.take_eph().empty()) << "a flush empties the coalescer";
+  // A newcomer sees everyone's latest ephemeral state at once.
+  Member cy{"s-cy", "cy", "Cy", "node-1"};
+  auto r = join("p/s", cy, std::make_shared<Recorder>());
+  ASSERT_EQ(r.presence.size(), 2u);
+  for (const auto& m : r.presence) {
+    if (m.user == "ann") {
+      EXPECT_EQ(m.eph.size(), 2u);
+    }
+  }
+}
+
+TEST_F(EngineTest, EphOfSessionsThatLeftIsDropped) {
+  join("p/s", ann, ann_rec);
+  join("p/s", bob, bob_rec);
+  hub.eph("p/s", bob, "cursor", R"({"x":1})");
+  auto batches = hub.take_eph();
+  engine->leave("p/s", bob.session);
+  for (auto& b : batches) engine->publish_eph(std::move(b));
+  EXPECT_TRUE(ann_rec->of_type("eph").empty());
+}
+
+TEST_F(EngineTest, RoomsAreIsolated) {
+  join("p/one", ann, ann_rec);
+  join("p/two", bob, bob_rec);
+  submit("p/one", ann, 1, R"([{"op":"create","entity":"a","parent":"root"}])");
+  EXPECT_TRUE(bob_rec->of_type("ops").empty());
+  auto r = join("p/two", ann, ann_rec);
+  EXPECT_EQ(r.seq, 0u);
+}
+
+TEST_F(EngineTest, FullRoomRefusesNewMembers) {
+  limits.max_members = 1;
+  SetUp();
+  EXPECT_FALSE(join("p/s", ann, ann_rec).error);
+  EXPECT_EQ(join("p/s", bob, bob_rec).error.code, Code::TooLarge);
+}
+
+TEST(HubTest, DuplicatesAreDroppedAndGapsReported) {
+  Hub hub("n");
+  auto rec = std::make_shared<Recorder>();
+  Member m{"s", "u", "U", "n"};
+  hub.add("p/s", m, rec, 5);
+  auto frame = std::make_shared<const std::string>("{\"t\":\"ops\"}");
+  hub.on_ops(OpsEvent{"p/s", 5, "x", "other", 0, frame});  // duplicate of what join covered
+  hub.on_ops(OpsEvent{"p/s", 6, "x", "other", 0, frame});
+  hub.on_ops(OpsEvent{"p/s", 6, "x", "other", 0, frame});  // duplicate
+  hub.on_ops(OpsEvent{"p/s", 8, "x", "other", 0, frame});  // gap: 7 missing
+  EXPECT_EQ(rec->frames.size(), 1u);
+  EXPECT_EQ(hub.stats().duplicates_dropped, 2u);
+  EXPECT_EQ(hub.stats().gaps, 1u);
+  EXPECT_EQ(rec->lost, std::vector<std::string>{"p/s"});
+}
+
+TEST(HubTest, DeadSubscribersAreSkipped) {
+  Hub hub("n");
+  Member m{"s", "u", "U", "n"};
+  {
+    auto rec = std::make_shared<Recorder>();
+    hub.add("p/s", m, rec, 0);
+  }
+  hub.on_ops(OpsEvent{"p/s", 1, "x", "other", 0, std::make_shared<const std::string>("{}")});
+  SUCCEED();
+}
+
+}  // namespace
+}  // namespace kiln::collab
