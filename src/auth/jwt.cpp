@@ -1,0 +1,207 @@
+#include "auth/jwt.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/pem.h>
+
+#include <optional>
+#include <stdexcept>
+#include <vector>
+
+namespace kiln::auth {
+namespace {
+
+namespace json = boost::json;
+
+std::optional<std::string> unbase64url(std::string_view in) {
+  std::string s(in);
+  for (char& c : s) {
+    if (c == '-') c = '+';
+    else if (c == '_') c = '/';
+    else if (c == '+' || c == '/' || c == '=') return std::nullopt;  // not base64url
+  }
+  while (s.size() % 4 != 0) s += '=';
+  std::string out(s.size() / 4 * 3, '\0');
+  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
+  if (n < 0) return std::nullopt;
+  std::size_t pad = 0;
+  for (auto it = s.rbegin(); it != s.rend() && *it == '='; ++it) ++pad;
+  out.resize(static_cast<std::size_t>(n) - pad);
+  return out;
+}
+
+std::string hmac_sha256(std::string_view key, std::string_view data) {
+  unsigned char mac[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &len);
+  return std::string(reinterpret_cast<char*>(mac), len);
+}
+
+VerifyResult refuse(std::string why) { return VerifyResult{false, std::move(why), {}}; }
+
+}  // namespace
+
+const char* to_string(Role r) {
+  switch (r) {
+    case Role::Viewer: return "viewer";
+    case Role::Editor: return "editor";
+    case Role::Owner: return "owner";
+  }
+  return "viewer";
+}
+
+bool parse_role(std::string_view s, Role& out) {
+  for (Role r : {Role::Viewer, Role::Editor, Role::Owner}) {
+    if (s == to_string(r)) {
+      out = r;
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string base64url(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
+  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<std::size_t>(n));
+  while (!out.empty() && out.back() == '=') out.pop_back();
+  for (char& c : out) {
+    if (c == '+') c = '-';
+    else if (c == '/') c = '_';
+  }
+  return out;
+}
+
+struct Verifier::Impl {
+  enum class Alg { HS256, RS256 } alg = Alg::HS256;
+  std::string secret;
+  EVP_PKEY* key = nullptr;
+  std::chrono::seconds leeway{30};
+  ~Impl() {
+    if (key != nullptr) EVP_PKEY_free(key);
+  }
+};
+
+Verifier::Verifier(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Verifier::~Verifier() = default;
+Verifier::Verifier(Verifier&&) noexcept = default;
+Verifier& Verifier::operator=(Verifier&&) noexcept = default;
+
+Verifier Verifier::hs256(std::string secret, std::chrono::seconds leeway) {
+  auto impl = std::make_unique<Impl>();
+  impl->alg = Impl::Alg::HS256;
+  impl->secret = std::move(secret);
+  impl->leeway = leeway;
+  return Verifier(std::move(impl));
+}
+
+Verifier Verifier::rs256(const std::string& pem, std::chrono::seconds leeway) {
+  auto impl = std::make_unique<Impl>();
+  impl->alg = Impl::Alg::RS256;
+  impl->leeway = leeway;
+  BIO* bio = BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size()));
+  impl->key = PEM_read_bio_PUBKEY(bio, nullptr, nullptr, nullptr);
+  BIO_free(bio);
+  if (impl->key == nullptr || EVP_PKEY_base_id(impl->key) != EVP_PKEY_RSA) {
+    throw std::runtime_error("the RS256 public key is not a PEM RSA public key");
+  }
+  return Verifier(std::move(impl));
+}
+
+VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
+  if (token.size() > kMaxTokenBytes) return refuse("token too long");
+  auto dot1 = token.find('.');
+  auto dot2 = dot1 == std::string_view::npos ? dot1 : token.find('.', dot1 + 1);
+  if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
+    return refuse("token is not three dot-separated parts");
+  }
+  auto header_raw = unbase64url(token.substr(0, dot1));
+  auto payload_raw = unbase64url(token.substr(dot1 + 1, dot2 - dot1 - 1));
+  auto sig = unbase64url(token.substr(dot2 + 1));
+  if (!header_raw || !payload_raw || !sig) return refuse("token is not base64url");
+
+  boost::system::error_code ec;
+  json::value header = json::parse(*header_raw, ec);
+  if (ec || !header.is_object()) return refuse("token header is not a JSON object");
+  const auto* alg = header.get_object().if_contains("alg");
+  const char* want = impl_->alg == Impl::Alg::HS256 ? "HS256" : "RS256";
+  if (alg == nullptr || !alg->is_string() || alg->get_string() != want) {
+    return refuse(std::string("token algorithm must be ") + want);
+  }
+  if (header.get_object().contains("crit")) return refuse("token has critical extensions");
+
+  const std::string_view signing_input = token.substr(0, dot2);
+  if (impl_->alg == Impl::Alg::HS256) {
+    auto mac = hmac_sha256(impl_->secret, signing_input);
+    if (sig->size() != mac.size() || CRYPTO_memcmp(sig->data(), mac.data(), mac.size()) != 0) {
+      return refuse("token signature is invalid");
+    }
+  } else {
+    EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+    bool good = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, impl_->key) == 1 &&
+                EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig->data()), sig->size(),
+                                 reinterpret_cast<const unsigned char*>(signing_input.data()),
+                                 signing_input.size()) == 1;
+    EVP_MD_CTX_free(ctx);
+    if (!good) return refuse("token signature is invalid");
+  }
+
+  json::value payload = json::parse(*payload_raw, ec);
+  if (ec || !payload.is_object()) return refuse("token payload is not a JSON object");
+  const auto& p = payload.get_object();
+  VerifyResult out;
+  const auto* sub = p.if_contains("sub");
+  if (sub == nullptr || !sub->is_string() || sub->get_string().empty() || sub->get_string().size() > 128) {
+    return refuse("token needs 'sub', 1-128 characters");
+  }
+  out.claims.sub.assign(sub->get_string());
+  const auto* name = p.if_contains("name");
+  if (name != nullptr && (!name->is_string() || name->get_string().size() > 256)) {
+    return refuse("token 'name' must be a string of at most 256 bytes");
+  }
+  out.claims.name = name ? std::string(name->get_string()) : out.claims.sub;
+  const auto* exp = p.if_contains("exp");
+  if (exp == nullptr || !exp->is_int64()) return refuse("token needs an integer 'exp'");
+  out.claims.exp = exp->get_int64();
+  const auto leeway = impl_->leeway.count();
+  if (now > out.claims.exp + leeway) return refuse("token expired");
+  if (const auto* nbf = p.if_contains("nbf")) {
+    if (!nbf->is_int64()) return refuse("token 'nbf' must be an integer");
+    if (now + leeway < nbf->get_int64()) return refuse("token not valid yet");
+  }
+  if (const auto* roles = p.if_contains("roles")) {
+    if (!roles->is_object()) return refuse("token 'roles' must be an object");
+    for (const auto& kv : roles->get_object()) {
+      Role r{};
+      if (!kv.value().is_string() || !parse_role(kv.value().get_string(), r)) {
+        return refuse("token role for project '" + std::string(kv.key()) +
+                      "' must be owner, editor or viewer");
+      }
+      out.claims.roles.emplace(std::string(kv.key()), r);
+    }
+  }
+  out.ok = true;
+  return out;
+}
+
+std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
+                           std::string_view secret) {
+  std::string input = base64url(header_json) + "." + base64url(payload_json);
+  return input + "." + base64url(hmac_sha256(secret, input));
+}
+
+std::string sign_hs256(const Claims& c, std::string_view secret) {
+  json::object roles;
+  for (const auto& [project, role] : c.roles) roles[project] = to_string(role);
+  json::object payload{{"sub", c.sub}, {"name", c.name}, {"exp", c.exp}, {"roles", std::move(roles)}};
+  return sign_hs256_raw(R"({"alg":"HS256","typ":"JWT"})", json::serialize(payload), secret);
+}
+
+}  // namespace kiln::auth
