@@ -1,11 +1,14 @@
 // `kiln`: one binary, many roles. Parses the command line, layers the configuration
 // (defaults < YAML file < KILN_* environment < flags) and starts the role asked for.
 #include "app/node.hpp"
+#include "app/secrets.hpp"
 #include "app/settings.hpp"
+#include "auth/jwt.hpp"
 #include "platform/config.hpp"
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -66,6 +69,17 @@ int main(int argc, char** argv) {
         ->callback([&command, &r] { command = r.name; });
   }
   app.add_subcommand("version", "Print the version")->callback([&] { command = "version"; });
+  std::string token_user, token_name;
+  std::vector<std::string> token_roles;
+  std::int64_t token_ttl = 3600;
+  auto* token_cmd = app.add_subcommand(
+      "token", "Print a user token (HS256, the configured secret) for development and tests");
+  token_cmd->add_option("--user", token_user, "User id (the `sub` claim)")->required();
+  token_cmd->add_option("--name", token_name, "Display name (default: the user id)");
+  token_cmd->add_option("--role", token_roles, "PROJECT=owner|editor|viewer, repeatable");
+  token_cmd->add_option("--ttl", token_ttl, "Seconds until the token expires")
+      ->check(CLI::Range(1, 30 * 24 * 3600));
+  token_cmd->callback([&] { command = "token"; });
   auto* config_cmd = app.add_subcommand("config", "Inspect configuration");
   config_cmd->require_subcommand(1);
   config_cmd->add_subcommand("show", "Print the effective configuration (secrets redacted)")
@@ -105,6 +119,39 @@ int main(int argc, char** argv) {
 
   if (command == "config show") {
     std::fputs(cfg.describe().c_str(), stdout);
+    return 0;
+  }
+  if (command == "token") {
+    kiln::auth::Claims claims;
+    claims.sub = token_user;
+    claims.name = token_name.empty() ? token_user : token_name;
+    claims.exp = std::chrono::duration_cast<std::chrono::seconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+                     .count() +
+                 token_ttl;
+    for (const auto& spec : token_roles) {
+      auto eq = spec.find('=');
+      kiln::auth::Role role{};
+      if (eq == std::string::npos || eq == 0 ||
+          !kiln::auth::parse_role(spec.substr(eq + 1), role)) {
+        std::fprintf(stderr, "kiln: --role '%s': expected PROJECT=owner|editor|viewer\n",
+                     spec.c_str());
+        return 2;
+      }
+      claims.roles[spec.substr(0, eq)] = role;
+    }
+    try {
+      if (!cfg.str("auth.jwt_public_key_file").empty()) {
+        std::fprintf(stderr,
+                     "kiln: tokens are RS256 here (auth.jwt_public_key_file): sign them "
+                     "with the private key, kiln token only signs HS256\n");
+        return 2;
+      }
+      std::printf("%s\n", kiln::auth::sign_hs256(claims, kiln::app::jwt_secret(cfg)).c_str());
+    } catch (const ConfigError& e) {
+      std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
+      return 2;
+    }
     return 0;
   }
   for (const auto& r : kRoles) {

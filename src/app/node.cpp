@@ -1,5 +1,8 @@
 #include "app/node.hpp"
 
+#include "app/secrets.hpp"
+#include "collab/memory_engine.hpp"
+#include "gateway/gateway.hpp"
 #include "platform/health.hpp"
 #include "platform/http_server.hpp"
 #include "platform/ids.hpp"
@@ -12,6 +15,7 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -113,6 +117,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     o["node"] = node;
     o["role"] = role_name;
     o["endpoints"] = boost::json::array{"/healthz", "/readyz", "/metrics"};
+    if (role_name == "serve" || role_name == "gateway") o["collab"] = "/v1/collab";
     return http::Response::json(200, boost::json::serialize(o));
   });
 
@@ -125,7 +130,49 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   so.max_connections = static_cast<std::size_t>(cfg.integer("http.max_connections"));
   so.access_log = cfg.boolean("http.access_log");
 
+  // The collaboration gateway (serve, gateway).
+  std::unique_ptr<collab::MemoryRoomEngine> engine;
+  std::unique_ptr<auth::Verifier> verifier;
+  std::unique_ptr<gateway::Gateway> gw;
+  if (role_name == "serve" || role_name == "gateway") {
+    try {
+      verifier = std::make_unique<auth::Verifier>(make_verifier(cfg));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
+      return 2;
+    }
+    collab::EngineLimits limits;
+    limits.log_retention = static_cast<std::size_t>(cfg.integer("room.log_retention"));
+    limits.max_entities = static_cast<std::size_t>(cfg.integer("room.max_entities"));
+    limits.max_members = static_cast<std::size_t>(cfg.integer("room.max_members"));
+    engine = std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
+    gateway::Options go;
+    go.node = lo.node;
+    go.hello_timeout = std::chrono::milliseconds(cfg.integer("gateway.hello_timeout_ms"));
+    go.heartbeat = std::chrono::milliseconds(cfg.integer("gateway.heartbeat_ms"));
+    go.tick = std::chrono::milliseconds(cfg.integer("gateway.tick_ms"));
+    go.max_frame_bytes = static_cast<std::size_t>(cfg.integer("gateway.max_frame_bytes"));
+    go.max_ops_per_batch = static_cast<std::size_t>(cfg.integer("gateway.max_ops_per_batch"));
+    go.max_rooms_per_connection =
+        static_cast<std::size_t>(cfg.integer("gateway.max_rooms_per_connection"));
+    go.max_sessions = static_cast<std::size_t>(cfg.integer("gateway.max_sessions"));
+    go.max_queue_bytes = static_cast<std::size_t>(cfg.integer("gateway.max_queue_bytes"));
+    go.ops_per_second = static_cast<double>(cfg.integer("gateway.ops_per_second"));
+    go.eph_per_second = static_cast<double>(cfg.integer("gateway.eph_per_second"));
+    go.messages_per_second = static_cast<double>(cfg.integer("gateway.messages_per_second"));
+    gw = std::make_unique<gateway::Gateway>(runtime, go, *engine, *verifier, registry);
+    router.add("GET", "/v1/collab", "collab", [](const http::Request&) {
+      auto r = http::Response::problem(426, "https://kiln.dev/problems/upgrade-required",
+                                       "Upgrade Required",
+                                       "Open a WebSocket with subprotocol kiln.v1 here.");
+      r.headers.emplace_back("Upgrade", "websocket");
+      return r;
+    });
+  }
+
   http::Server server(runtime, so, std::move(router), registry);
+  if (gw) gw->start();
+  if (gw) server.add_upgrade("/v1/collab", gw->upgrade_handler());
   try {
     server.start();
   } catch (const std::exception& e) {
@@ -149,10 +196,16 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
               {{"signal", sig},
                {"drain_ms", static_cast<std::int64_t>(drain_window.count())},
                {"open_connections", static_cast<std::int64_t>(server.open_connections())}});
-    server.drain([&] {
-      log::info("drained: every connection closed");
-      runtime.stop();
-    });
+    // Stop once both the HTTP connections and the WebSocket sessions are gone.
+    auto pending = std::make_shared<std::atomic<int>>(gw ? 2 : 1);
+    auto one_done = [&, pending] {
+      if (--*pending == 0) {
+        log::info("drained: every connection closed");
+        runtime.stop();
+      }
+    };
+    server.drain(one_done);
+    if (gw) gw->drain(drain_window, one_done);
     runtime.after(drain_window, [&] {
       log::warn("drain window over: cutting remaining connections",
                 {{"open_connections", static_cast<std::int64_t>(server.open_connections())}});

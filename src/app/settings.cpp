@@ -89,6 +89,53 @@ config::Schema build() {
   s.add(choice("log.format", "json", {"json", "text"},
                "`json`: one JSON object per line (for collectors); `text`: for a terminal."));
   s.add(integer("runtime.threads", 0, 0, 256, "Event-loop threads; 0 means one per CPU core."));
+  Setting secret = text("auth.jwt_secret", "",
+                        "HS256 secret for user tokens (at least 32 bytes). Empty: a random "
+                        "secret is generated once and kept in `<data.dir>/jwt-secret` (mode 0600), "
+                        "which `kiln token` reads too.");
+  secret.secret = true;
+  s.add(secret);
+  s.add(text("auth.jwt_public_key_file", "",
+             "PEM RSA public key file: when set, tokens must be RS256 signed by its private key "
+             "and HS256 tokens are refused."));
+  s.add(integer("auth.clock_skew_s", 30, 0, 600,
+                "Leeway for token `exp` and `nbf` against this node's clock."));
+  s.add(integer("gateway.hello_timeout_ms", 10'000, 100, 120'000,
+                "A connection that has not sent a valid `hello` by then is closed with 4001."));
+  s.add(integer("gateway.heartbeat_ms", 15'000, 1'000, 300'000,
+                "WebSocket ping interval (told to clients in `welcome`); a peer silent for "
+                "twice this long is dropped."));
+  s.add(
+      integer("gateway.tick_ms", 50, 5, 1'000,
+              "Ephemeral updates (cursors, drags) are coalesced and sent at most once per tick."));
+  s.add(integer("gateway.max_frame_bytes", 256 * KiB, 1 * KiB, 16 * MiB,
+                "Largest client frame; larger ones close the connection with 4009."));
+  s.add(integer("gateway.max_ops_per_batch", 1'000, 1, 100'000,
+                "Ops in one `op` request; more gets `nack too_large`."));
+  s.add(integer("gateway.max_rooms_per_connection", 16, 1, 1'000,
+                "Rooms one connection may be in at once; more gets `nack too_large`."));
+  s.add(integer("gateway.max_sessions", 20'000, 1, 1'000'000,
+                "WebSocket sessions on this node; beyond it upgrades get 503."));
+  s.add(integer("gateway.max_queue_bytes", 4 * MiB, 64 * KiB, 1 * GiB,
+                "Bytes waiting to be sent to one client; a client that falls further behind is "
+                "closed with 4008."));
+  s.add(integer("gateway.ops_per_second", 20, 1, 100'000,
+                "Durable batches per second per connection (burst twice that); beyond it "
+                "`nack rate_limited`."));
+  s.add(integer("gateway.eph_per_second", 120, 1, 100'000,
+                "Ephemeral updates per second per connection (burst twice that); beyond it they "
+                "are dropped and counted."));
+  s.add(integer("gateway.messages_per_second", 400, 1, 1'000'000,
+                "All frames per second per connection (burst twice that); beyond it the "
+                "connection is closed with 4029."));
+  s.add(choice("room.engine", "memory", {"memory"},
+               "Where room state lives: `memory` (this process; single node)."));
+  s.add(integer("room.log_retention", 10'000, 1, 10'000'000,
+                "Accepted batches kept per room for resume; older `since` gets a snapshot."));
+  s.add(integer("room.max_entities", 100'000, 1, 10'000'000,
+                "Entities per scene; creates beyond it get `nack too_large`."));
+  s.add(integer("room.max_members", 200, 1, 100'000,
+                "Members per room; joins beyond it get `nack too_large`."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

@@ -1,12 +1,12 @@
 #include "auth/jwt.hpp"
 
-#include <boost/json/parse.hpp>
-#include <boost/json/serialize.hpp>
-#include <boost/json/value.hpp>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+#include <boost/json/value.hpp>
 
 #include <optional>
 #include <stdexcept>
@@ -20,14 +20,18 @@ namespace json = boost::json;
 std::optional<std::string> unbase64url(std::string_view in) {
   std::string s(in);
   for (char& c : s) {
-    if (c == '-') c = '+';
-    else if (c == '_') c = '/';
-    else if (c == '+' || c == '/' || c == '=') return std::nullopt;  // not base64url
+    if (c == '-')
+      c = '+';
+    else if (c == '_')
+      c = '/';
+    else if (c == '+' || c == '/' || c == '=')
+      return std::nullopt;  // not base64url
   }
   while (s.size() % 4 != 0) s += '=';
   std::string out(s.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
+  int n =
+      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
   if (n < 0) return std::nullopt;
   std::size_t pad = 0;
   for (auto it = s.rbegin(); it != s.rend() && *it == '='; ++it) ++pad;
@@ -43,15 +47,20 @@ std::string hmac_sha256(std::string_view key, std::string_view data) {
   return std::string(reinterpret_cast<char*>(mac), len);
 }
 
-VerifyResult refuse(std::string why) { return VerifyResult{false, std::move(why), {}}; }
+VerifyResult refuse(std::string why) {
+  return VerifyResult{false, std::move(why), {}};
+}
 
 }  // namespace
 
 const char* to_string(Role r) {
   switch (r) {
-    case Role::Viewer: return "viewer";
-    case Role::Editor: return "editor";
-    case Role::Owner: return "owner";
+    case Role::Viewer:
+      return "viewer";
+    case Role::Editor:
+      return "editor";
+    case Role::Owner:
+      return "owner";
   }
   return "viewer";
 }
@@ -69,12 +78,15 @@ bool parse_role(std::string_view s, Role& out) {
 std::string base64url(std::string_view bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
   int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+                          reinterpret_cast<const unsigned char*>(bytes.data()),
+                          static_cast<int>(bytes.size()));
   out.resize(static_cast<std::size_t>(n));
   while (!out.empty() && out.back() == '=') out.pop_back();
   for (char& c : out) {
-    if (c == '+') c = '-';
-    else if (c == '/') c = '_';
+    if (c == '+')
+      c = '-';
+    else if (c == '/')
+      c = '_';
   }
   return out;
 }
@@ -145,10 +157,11 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
     }
   } else {
     EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-    bool good = EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, impl_->key) == 1 &&
-                EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig->data()), sig->size(),
-                                 reinterpret_cast<const unsigned char*>(signing_input.data()),
-                                 signing_input.size()) == 1;
+    bool good =
+        EVP_DigestVerifyInit(ctx, nullptr, EVP_sha256(), nullptr, impl_->key) == 1 &&
+        EVP_DigestVerify(ctx, reinterpret_cast<const unsigned char*>(sig->data()), sig->size(),
+                         reinterpret_cast<const unsigned char*>(signing_input.data()),
+                         signing_input.size()) == 1;
     EVP_MD_CTX_free(ctx);
     if (!good) return refuse("token signature is invalid");
   }
@@ -158,7 +171,8 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
   const auto& p = payload.get_object();
   VerifyResult out;
   const auto* sub = p.if_contains("sub");
-  if (sub == nullptr || !sub->is_string() || sub->get_string().empty() || sub->get_string().size() > 128) {
+  if (sub == nullptr || !sub->is_string() || sub->get_string().empty() ||
+      sub->get_string().size() > 128) {
     return refuse("token needs 'sub', 1-128 characters");
   }
   out.claims.sub.assign(sub->get_string());
@@ -200,7 +214,8 @@ std::string sign_hs256_raw(std::string_view header_json, std::string_view payloa
 std::string sign_hs256(const Claims& c, std::string_view secret) {
   json::object roles;
   for (const auto& [project, role] : c.roles) roles[project] = to_string(role);
-  json::object payload{{"sub", c.sub}, {"name", c.name}, {"exp", c.exp}, {"roles", std::move(roles)}};
+  json::object payload{
+      {"sub", c.sub}, {"name", c.name}, {"exp", c.exp}, {"roles", std::move(roles)}};
   return sign_hs256_raw(R"({"alg":"HS256","typ":"JWT"})", json::serialize(payload), secret);
 }
 

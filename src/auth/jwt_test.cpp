@@ -37,7 +37,8 @@ TEST(Jwt, WrongSecretAndTamperingAreRefused) {
   auto c = claims();
   c.roles["p1"] = Role::Owner;
   auto forged = sign_hs256(c, "s3cret");
-  auto mixed = token.substr(0, token.find('.')) + forged.substr(forged.find('.'), forged.rfind('.') - forged.find('.')) +
+  auto mixed = token.substr(0, token.find('.')) +
+               forged.substr(forged.find('.'), forged.rfind('.') - forged.find('.')) +
                token.substr(token.rfind('.'));
   auto r = v.verify(mixed, kNow);
   EXPECT_FALSE(r.ok);
@@ -54,7 +55,7 @@ TEST(Jwt, ExpiryAndNotBeforeWithLeeway) {
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "token expired");
   EXPECT_FALSE(v.verify(sign_hs256_raw(R"({"alg":"HS256"})",
-                                        R"({"sub":"u","exp":1900000000,"nbf":1800001000})", "k"),
+                                       R"({"sub":"u","exp":1900000000,"nbf":1800001000})", "k"),
                         kNow)
                    .ok);
   EXPECT_FALSE(v.verify(sign_hs256_raw(R"({"alg":"HS256"})", R"({"sub":"u"})", "k"), kNow).ok)
@@ -70,7 +71,8 @@ TEST(Jwt, AlgNoneIsRefused) {
   EXPECT_EQ(r.error, "token algorithm must be HS256");
   // The same with a header that lies about the algorithm but a valid HMAC.
   EXPECT_FALSE(
-      v.verify(sign_hs256_raw(R"({"alg":"none"})", R"({"sub":"u","exp":1900000000})", "k"), kNow).ok);
+      v.verify(sign_hs256_raw(R"({"alg":"none"})", R"({"sub":"u","exp":1900000000})", "k"), kNow)
+          .ok);
 }
 
 std::pair<std::string, EVP_PKEY*> rsa_key() {
@@ -89,7 +91,8 @@ std::string sign_rs256(EVP_PKEY* key, std::string_view header, std::string_view 
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
   std::size_t len = 0;
-  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()), input.size());
+  EVP_DigestSign(ctx, nullptr, &len, reinterpret_cast<const unsigned char*>(input.data()),
+                 input.size());
   std::string sig(len, '\0');
   EVP_DigestSign(ctx, reinterpret_cast<unsigned char*>(sig.data()), &len,
                  reinterpret_cast<const unsigned char*>(input.data()), input.size());
@@ -110,21 +113,22 @@ TEST(Jwt, Rs256AndAlgorithmConfusion) {
   EXPECT_FALSE(confused.ok);
   EXPECT_EQ(confused.error, "token algorithm must be RS256");
   // And an RS256 token presented to an HS256 verifier.
-  EXPECT_FALSE(Verifier::hs256(pem).verify(sign_rs256(key, R"({"alg":"RS256"})", payload), kNow).ok);
+  EXPECT_FALSE(
+      Verifier::hs256(pem).verify(sign_rs256(key, R"({"alg":"RS256"})", payload), kNow).ok);
   EVP_PKEY_free(key);
   EXPECT_THROW(Verifier::rs256("not a key"), std::runtime_error);
 }
 
 TEST(Jwt, MalformedTokensAreRefused) {
   auto v = Verifier::hs256("k");
-  for (const std::string& bad : std::vector<std::string>{"", "a", "a.b", "a.b.c.d", "!!!.???.###", "e30.e30.",
-                          std::string(9000, 'a')}) {
+  for (const std::string& bad : std::vector<std::string>{"", "a", "a.b", "a.b.c.d", "!!!.???.###",
+                                                         "e30.e30.", std::string(9000, 'a')}) {
     EXPECT_FALSE(v.verify(bad, kNow).ok) << bad.substr(0, 20);
   }
   EXPECT_FALSE(v.verify(sign_hs256_raw("[]", R"({"sub":"u","exp":1900000000})", "k"), kNow).ok);
   EXPECT_FALSE(v.verify(sign_hs256_raw(R"({"alg":"HS256"})", "not json", "k"), kNow).ok);
   EXPECT_FALSE(v.verify(sign_hs256_raw(R"({"alg":"HS256","crit":["x"]})",
-                                        R"({"sub":"u","exp":1900000000})", "k"),
+                                       R"({"sub":"u","exp":1900000000})", "k"),
                         kNow)
                    .ok);
 }

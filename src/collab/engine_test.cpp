@@ -3,8 +3,8 @@
 #include "collab/hub.hpp"
 #include "collab/memory_engine.hpp"
 
-#include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
+#include <boost/json/parse.hpp>
 
 namespace kiln::collab {
 namespace {
@@ -41,7 +41,8 @@ class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     int n = 0;
-    engine = std::make_unique<MemoryRoomEngine>(limits, [n]() mutable { return "epoch" + std::to_string(++n); });
+    engine = std::make_unique<MemoryRoomEngine>(
+        limits, [n]() mutable { return "epoch" + std::to_string(++n); });
     engine->set_events(&hub);
   }
 
@@ -112,7 +113,8 @@ TEST_F(EngineTest, RefusedBatchesGetTheReasonAndNoSeq) {
 TEST_F(EngineTest, ResumeWithinTheLogRecoversExactlyTheMissedOps) {
   join("p/s", ann, ann_rec);
   for (int i = 0; i < 5; ++i) {
-    submit("p/s", ann, i, R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+    submit("p/s", ann, i,
+           R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
   }
   auto r = join("p/s", bob, bob_rec, Since{"epoch1", 2});
   EXPECT_TRUE(r.recovered);
@@ -136,7 +138,8 @@ TEST_F(EngineTest, WrongEpochOrFutureSeqOrPastRetentionGivesASnapshot) {
   SetUp();
   join("p/s", ann, ann_rec);
   for (int i = 0; i < 5; ++i) {
-    submit("p/s", ann, i, R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+    submit("p/s", ann, i,
+           R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
   }
   for (Since since : {Since{"other", 4}, Since{"epoch1", 9}, Since{"epoch1", 1}}) {
     int answered = 0;

@@ -6,7 +6,17 @@
 
 namespace kiln::collab {
 
-enum class Code { Ok, NotFound, Exists, Cycle, Invalid, Forbidden, TooLarge, RateLimited, Unavailable };
+enum class Code {
+  Ok,
+  NotFound,
+  Exists,
+  Cycle,
+  Invalid,
+  Forbidden,
+  TooLarge,
+  RateLimited,
+  Unavailable
+};
 
 std::string_view to_string(Code c);
 
@@ -16,6 +26,8 @@ struct Error {
   explicit operator bool() const { return code != Code::Ok; }
 };
 
-inline Error fail(Code c, std::string message) { return Error{c, std::move(message)}; }
+inline Error fail(Code c, std::string message) {
+  return Error{c, std::move(message)};
+}
 
 }  // namespace kiln::collab

@@ -68,7 +68,8 @@ void Hub::on_ops(const OpsEvent& ev) {
       }
       local.seq = ev.seq;
       if (session == ev.author_session) {
-        sub->deliver(std::make_shared<const std::string>(encode::ack(ev.request_id, ev.room, ev.seq)));
+        sub->deliver(
+            std::make_shared<const std::string>(encode::ack(ev.request_id, ev.room, ev.seq)));
       } else {
         sub->deliver(ev.frame);
       }
@@ -101,7 +102,8 @@ void Hub::on_eph(const EphBatch& batch) {
     for (const auto* e : all) {
       if (e->session != session) others.push_back(e);
     }
-    if (!others.empty()) sub->deliver(std::make_shared<const std::string>(encode::eph(batch.room, others)));
+    if (!others.empty())
+      sub->deliver(std::make_shared<const std::string>(encode::eph(batch.room, others)));
   }
 }
 

@@ -40,7 +40,8 @@ class Hub final : public RoomEvents {
   void remove(const std::string& room, const std::string& session);
 
   // Keeps the latest `data` per (session, kind) until the next flush.
-  void eph(const std::string& room, const Member& member, const std::string& kind, std::string data);
+  void eph(const std::string& room, const Member& member, const std::string& kind,
+           std::string data);
   // One batch per room with pending updates, to publish through the engine. Called once
   // per tick; the caller publishes outside the hub's lock.
   std::vector<EphBatch> take_eph();
@@ -64,7 +65,8 @@ class Hub final : public RoomEvents {
 
   std::string node_;
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::map<std::string, Local>> rooms_;  // room -> session -> member
+  std::unordered_map<std::string, std::map<std::string, Local>>
+      rooms_;  // room -> session -> member
   std::unordered_map<std::string, PendingEph> pending_;
   HubStats stats_;
 };

@@ -5,12 +5,13 @@
 namespace kiln::collab {
 
 struct MemoryRoomEngine::Room {
-  explicit Room(std::size_t max_entities, std::string e) : scene(max_entities), epoch(std::move(e)) {}
+  explicit Room(std::size_t max_entities, std::string e)
+      : scene(max_entities), epoch(std::move(e)) {}
   std::mutex mu;
   Scene scene;
   std::string epoch;
   std::uint64_t seq = 0;
-  std::deque<std::shared_ptr<const std::string>> log;  // frames of seq (seq-log.size(), seq]
+  std::deque<std::shared_ptr<const std::string>> log;     // frames of seq (seq-log.size(), seq]
   std::map<std::string, encode::PresenceMember> members;  // by session
 };
 
@@ -38,8 +39,8 @@ void MemoryRoomEngine::join(const std::string& id, const Member& member,
   std::lock_guard lock(r.mu);
   JoinResult result;
   if (r.members.size() >= limits_.max_members && r.members.count(member.session) == 0) {
-    result.error = fail(Code::TooLarge,
-                        "the room holds at most " + std::to_string(limits_.max_members) + " members");
+    result.error = fail(Code::TooLarge, "the room holds at most " +
+                                            std::to_string(limits_.max_members) + " members");
     done(std::move(result));
     return;
   }
@@ -48,7 +49,8 @@ void MemoryRoomEngine::join(const std::string& id, const Member& member,
   const std::uint64_t oldest_kept = r.seq - r.log.size();  // seqs after this are in the log
   if (since && since->epoch == r.epoch && since->seq <= r.seq && since->seq >= oldest_kept) {
     result.recovered = true;
-    result.ops.assign(r.log.begin() + static_cast<std::ptrdiff_t>(since->seq - oldest_kept), r.log.end());
+    result.ops.assign(r.log.begin() + static_cast<std::ptrdiff_t>(since->seq - oldest_kept),
+                      r.log.end());
   } else {
     result.snapshot = std::make_shared<const boost::json::object>(r.scene.snapshot());
   }
@@ -88,11 +90,13 @@ void MemoryRoomEngine::publish_eph(EphBatch batch) {
   Room& r = room(batch.room);
   std::lock_guard lock(r.mu);
   // Entries of sessions that left meanwhile are dropped: no ghost cursors.
-  std::erase_if(batch.entries, [&](const encode::EphEntry& e) { return r.members.count(e.session) == 0; });
+  std::erase_if(batch.entries,
+                [&](const encode::EphEntry& e) { return r.members.count(e.session) == 0; });
   if (batch.entries.empty()) return;
   for (const auto& e : batch.entries) {
     auto& kinds = r.members[e.session].eph;
-    auto it = std::find_if(kinds.begin(), kinds.end(), [&](const auto& kv) { return kv.first == e.kind; });
+    auto it = std::find_if(kinds.begin(), kinds.end(),
+                           [&](const auto& kv) { return kv.first == e.kind; });
     if (it == kinds.end()) {
       kinds.emplace_back(e.kind, e.data);
     } else {

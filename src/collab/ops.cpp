@@ -6,34 +6,45 @@ namespace kiln::collab {
 
 std::string_view to_string(Code c) {
   switch (c) {
-    case Code::Ok: return "ok";
-    case Code::NotFound: return "not_found";
-    case Code::Exists: return "exists";
-    case Code::Cycle: return "cycle";
-    case Code::Invalid: return "invalid";
-    case Code::Forbidden: return "forbidden";
-    case Code::TooLarge: return "too_large";
-    case Code::RateLimited: return "rate_limited";
-    case Code::Unavailable: return "unavailable";
+    case Code::Ok:
+      return "ok";
+    case Code::NotFound:
+      return "not_found";
+    case Code::Exists:
+      return "exists";
+    case Code::Cycle:
+      return "cycle";
+    case Code::Invalid:
+      return "invalid";
+    case Code::Forbidden:
+      return "forbidden";
+    case Code::TooLarge:
+      return "too_large";
+    case Code::RateLimited:
+      return "rate_limited";
+    case Code::Unavailable:
+      return "unavailable";
   }
   return "invalid";
 }
 
 bool valid_id(std::string_view id) {
-  return !id.empty() && id.size() <= kMaxIdLength &&
-         std::all_of(id.begin(), id.end(), [](char c) {
-           return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                  c == '_' || c == '-';
-         });
+  return !id.empty() && id.size() <= kMaxIdLength && std::all_of(id.begin(), id.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  });
 }
 
 namespace {
 
-Error invalid(std::string m) { return fail(Code::Invalid, std::move(m)); }
+Error invalid(std::string m) {
+  return fail(Code::Invalid, std::move(m));
+}
 
 Error read_id(const boost::json::object& o, const char* field, std::string& out) {
   auto* v = o.if_contains(field);
-  if (v == nullptr || !v->is_string()) return invalid(std::string("'") + field + "' must be a string");
+  if (v == nullptr || !v->is_string())
+    return invalid(std::string("'") + field + "' must be a string");
   std::string_view s = v->get_string();
   if (!valid_id(s)) {
     return invalid(std::string("'") + field + "' must be 1-64 characters of [A-Za-z0-9_-]");
@@ -51,7 +62,9 @@ Error read_index(const boost::json::object& o, std::optional<std::string>& out) 
   return {};
 }
 
-bool valid_key(std::string_view k) { return !k.empty() && k.size() <= kMaxKeyLength; }
+bool valid_key(std::string_view k) {
+  return !k.empty() && k.size() <= kMaxKeyLength;
+}
 
 // Only the listed fields may appear: a typo ("parnet") must not be silently ignored.
 Error only_fields(const boost::json::object& o, std::initializer_list<std::string_view> allowed) {

@@ -10,7 +10,9 @@ namespace {
 
 namespace json = boost::json;
 
-std::string quote(std::string_view s) { return json::serialize(json::string(s)); }
+std::string quote(std::string_view s) {
+  return json::serialize(json::string(s));
+}
 
 Decoded fatal(std::string message) {
   Decoded d;
@@ -53,7 +55,9 @@ bool valid_room(std::string_view room) {
          valid_id(room.substr(slash + 1));
 }
 
-std::string_view room_project(std::string_view room) { return room.substr(0, room.find('/')); }
+std::string_view room_project(std::string_view room) {
+  return room.substr(0, room.find('/'));
+}
 
 Decoded decode(std::string_view frame) {
   json::parse_options opts;
@@ -105,8 +109,9 @@ Decoded decode(std::string_view frame) {
         return nack(m.id, m.room, Code::Invalid,
                     "'since' must be {\"epoch\": string, \"seq\": non-negative integer}");
       }
-      m.since = Since{std::string(*epoch), seq->is_int64() ? static_cast<std::uint64_t>(seq->get_int64())
-                                                           : seq->get_uint64()};
+      m.since =
+          Since{std::string(*epoch),
+                seq->is_int64() ? static_cast<std::uint64_t>(seq->get_int64()) : seq->get_uint64()};
     }
     d.message = std::move(m);
   } else if (*t == "op") {
@@ -130,7 +135,8 @@ Decoded decode(std::string_view frame) {
     if (kind->empty() || kind->size() > kMaxKindLength) {
       return nack(std::nullopt, m.room, Code::Invalid, "'kind' must be 1-32 bytes");
     }
-    if (!data->is_object()) return nack(std::nullopt, m.room, Code::Invalid, "'data' must be an object");
+    if (!data->is_object())
+      return nack(std::nullopt, m.room, Code::Invalid, "'data' must be an object");
     m.kind.assign(*kind);
     m.data = json::serialize(*data);
     if (m.data.size() > kMaxEphData) {
@@ -192,7 +198,9 @@ std::string left(std::int64_t id, std::string_view room) {
   return "{\"t\":\"left\",\"id\":" + std::to_string(id) + ",\"room\":" + quote(room) + "}";
 }
 
-std::string pong(std::int64_t id) { return "{\"t\":\"pong\",\"id\":" + std::to_string(id) + "}"; }
+std::string pong(std::int64_t id) {
+  return "{\"t\":\"pong\",\"id\":" + std::to_string(id) + "}";
+}
 
 std::string reconnect(std::int64_t after_ms) {
   return "{\"t\":\"reconnect\",\"after_ms\":" + std::to_string(after_ms) + "}";
@@ -259,7 +267,8 @@ std::string joined(std::int64_t id, std::string_view room, std::string_view epoc
     for (std::size_t i = 0; i < ops_frames.size(); ++i) out += (i ? "," : "") + *ops_frames[i];
     out += "]";
   } else {
-    out += ",\"snapshot\":" + (snapshot ? json::serialize(*snapshot) : std::string("{\"entities\":{}}"));
+    out += ",\"snapshot\":" +
+           (snapshot ? json::serialize(*snapshot) : std::string("{\"entities\":{}}"));
   }
   out += ",\"presence\":[";
   for (std::size_t i = 0; i < presence.size(); ++i) {

@@ -1,7 +1,7 @@
 #include "collab/protocol.hpp"
 
-#include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
+#include <boost/json/parse.hpp>
 
 namespace kiln::collab {
 namespace {
@@ -33,11 +33,11 @@ TEST(Protocol, DecodesEveryClientMessage) {
 }
 
 TEST(Protocol, ProtocolErrorsAreFatal4000) {
-  for (const char* bad : {"", "not json", "[1,2]", "{\"id\":1}", R"({"t":5})",
-                          R"({"t":"dance","id":1})", R"({"t":"ping"})", R"({"t":"ping","id":"1"})",
-                          R"({"t":"ping","id":1.5})", R"({"t":"hello","id":1})",
-                          R"({"t":"join","id":1})", R"({"t":"op","id":1,"room":"p/s"})",
-                          R"({"t":"eph","room":"p/s","kind":"c"})", "{\"t\":\"ping\",\"id\":1e400}"}) {
+  for (const char* bad :
+       {"", "not json", "[1,2]", "{\"id\":1}", R"({"t":5})", R"({"t":"dance","id":1})",
+        R"({"t":"ping"})", R"({"t":"ping","id":"1"})", R"({"t":"ping","id":1.5})",
+        R"({"t":"hello","id":1})", R"({"t":"join","id":1})", R"({"t":"op","id":1,"room":"p/s"})",
+        R"({"t":"eph","room":"p/s","kind":"c"})", "{\"t\":\"ping\",\"id\":1e400}"}) {
     auto d = decode(bad);
     EXPECT_EQ(d.kind, Decoded::Kind::Fatal) << bad;
     EXPECT_EQ(d.close, Close::Protocol) << bad;
@@ -63,7 +63,8 @@ TEST(Protocol, BadValuesWithAnIdAreNacks) {
   EXPECT_EQ(d.kind, Decoded::Kind::Nack);
   d = decode(R"({"t":"eph","room":"p/s","kind":")" + std::string(33, 'k') + R"(","data":{}})");
   EXPECT_EQ(d.kind, Decoded::Kind::Nack);
-  d = decode(R"({"t":"eph","room":"p/s","kind":"k","data":{"s":")" + std::string(5000, 'x') + R"("}})");
+  d = decode(R"({"t":"eph","room":"p/s","kind":"k","data":{"s":")" + std::string(5000, 'x') +
+             R"("}})");
   EXPECT_EQ(d.kind, Decoded::Kind::Nack);
   EXPECT_EQ(d.error.code, Code::TooLarge);
 }

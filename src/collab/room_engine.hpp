@@ -31,7 +31,7 @@ struct OpsEvent {
   std::uint64_t seq = 0;
   std::string author_user;
   std::string author_session;
-  std::int64_t request_id = 0;                // the author's `id`, for the ack
+  std::int64_t request_id = 0;               // the author's `id`, for the ack
   std::shared_ptr<const std::string> frame;  // the `ops` frame peers receive
 };
 
@@ -83,8 +83,8 @@ class RoomEngine {
   // Adds the member and answers with the state to start from. `done` is called exactly
   // once, from any thread. Every ops event with a larger seq than result.seq reaches the
   // sink after `done` has returned.
-  virtual void join(const std::string& room, const Member& member, const std::optional<Since>& since,
-                    std::function<void(JoinResult)> done) = 0;
+  virtual void join(const std::string& room, const Member& member,
+                    const std::optional<Since>& since, std::function<void(JoinResult)> done) = 0;
   virtual void leave(const std::string& room, const std::string& session) = 0;
 
   // Validates and applies the batch atomically. Accepted: an OpsEvent reaches the sink

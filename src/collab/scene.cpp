@@ -42,7 +42,9 @@ std::vector<std::string> Scene::children(std::string_view parent) const {
   return out;
 }
 
-void Scene::link(const std::string& id, const Entity& e) { children_[e.parent].emplace(e.index, id); }
+void Scene::link(const std::string& id, const Entity& e) {
+  children_[e.parent].emplace(e.index, id);
+}
 
 void Scene::unlink(const std::string& id, const Entity& e) {
   auto it = children_.find(e.parent);
@@ -97,7 +99,8 @@ Error Scene::apply_one(const Op& op, std::vector<Undo>& undo) {
     case Op::Kind::Set: {
       if (op.entity == kRoot) return fail(Code::Invalid, "'root' has no properties");
       auto it = entities_.find(op.entity);
-      if (it == entities_.end()) return fail(Code::NotFound, "entity '" + op.entity + "' does not exist");
+      if (it == entities_.end())
+        return fail(Code::NotFound, "entity '" + op.entity + "' does not exist");
       auto& props = it->second.props;
       std::optional<boost::json::value> old;
       if (auto* cur = props.if_contains(op.key)) old = *cur;
@@ -112,8 +115,10 @@ Error Scene::apply_one(const Op& op, std::vector<Undo>& undo) {
     case Op::Kind::Move: {
       if (op.entity == kRoot) return fail(Code::Invalid, "'root' cannot move");
       auto it = entities_.find(op.entity);
-      if (it == entities_.end()) return fail(Code::NotFound, "entity '" + op.entity + "' does not exist");
-      if (!contains(op.parent)) return fail(Code::NotFound, "parent '" + op.parent + "' does not exist");
+      if (it == entities_.end())
+        return fail(Code::NotFound, "entity '" + op.entity + "' does not exist");
+      if (!contains(op.parent))
+        return fail(Code::NotFound, "parent '" + op.parent + "' does not exist");
       if (is_self_or_ancestor(op.entity, op.parent)) {
         return fail(Code::Cycle, "'" + op.parent + "' is '" + op.entity + "' or inside it");
       }
@@ -128,7 +133,8 @@ Error Scene::apply_one(const Op& op, std::vector<Undo>& undo) {
     case Op::Kind::Delete: {
       if (op.entity == kRoot) return fail(Code::Invalid, "'root' cannot be deleted");
       auto it = entities_.find(op.entity);
-      if (it == entities_.end()) return fail(Code::NotFound, "entity '" + op.entity + "' does not exist");
+      if (it == entities_.end())
+        return fail(Code::NotFound, "entity '" + op.entity + "' does not exist");
       // Breadth-first from the entity: parents come before their children in `removed`.
       Undo::Deleted d;
       d.removed.emplace_back(op.entity, it->second);
@@ -201,7 +207,8 @@ boost::json::object Scene::snapshot() const {
 Error Scene::from_snapshot(const boost::json::value& snap, Scene& out) {
   const auto* obj = snap.if_object();
   const auto* ents = obj ? obj->if_contains("entities") : nullptr;
-  if (ents == nullptr || !ents->is_object()) return fail(Code::Invalid, "snapshot needs 'entities'");
+  if (ents == nullptr || !ents->is_object())
+    return fail(Code::Invalid, "snapshot needs 'entities'");
   Scene s(out.max_entities_);
   for (const auto& kv : ents->get_object()) {
     const auto* e = kv.value().if_object();
@@ -215,7 +222,8 @@ Error Scene::from_snapshot(const boost::json::value& snap, Scene& out) {
         !index->is_string() || !props || !props->is_object()) {
       return fail(Code::Invalid, "bad entity '" + std::string(kv.key()) + "'");
     }
-    Entity ent{std::string(parent->get_string()), std::string(index->get_string()), props->get_object()};
+    Entity ent{std::string(parent->get_string()), std::string(index->get_string()),
+               props->get_object()};
     std::string id(kv.key());
     s.link(id, ent);
     s.entities_.emplace(std::move(id), std::move(ent));
@@ -245,7 +253,8 @@ std::string Scene::check_invariants() const {
     std::size_t steps = 0;
     while (cur != kRoot) {
       auto it = entities_.find(std::string(cur));
-      if (it == entities_.end()) return "'" + id + "' is an orphan (missing '" + std::string(cur) + "')";
+      if (it == entities_.end())
+        return "'" + id + "' is an orphan (missing '" + std::string(cur) + "')";
       cur = it->second.parent;
       if (++steps > entities_.size()) return "'" + id + "' is in a cycle";
     }

@@ -1,8 +1,8 @@
 #include "collab/scene.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <gtest/gtest.h>
 
 #include <random>
 
@@ -16,11 +16,14 @@ std::vector<Op> batch(std::string_view json) {
   return ops;
 }
 
-Code apply(Scene& s, std::string_view json) { return s.apply(batch(json)).code; }
+Code apply(Scene& s, std::string_view json) {
+  return s.apply(batch(json)).code;
+}
 
 TEST(Scene, CreateUnderRootAndUnderAnEntity) {
   Scene s;
-  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"a","parent":"root","props":{"x":1}}])"), Code::Ok);
+  EXPECT_EQ(apply(s, R"([{"op":"create","entity":"a","parent":"root","props":{"x":1}}])"),
+            Code::Ok);
   EXPECT_EQ(apply(s, R"([{"op":"create","entity":"b","parent":"a","index":"m"}])"), Code::Ok);
   ASSERT_NE(s.find("b"), nullptr);
   EXPECT_EQ(s.find("b")->parent, "a");
@@ -155,17 +158,21 @@ TEST(Scene, SnapshotsThatBreakTheTreeAreRefused) {
   Scene t;
   EXPECT_EQ(Scene::from_snapshot(boost::json::parse(R"({"entities":{
       "a":{"parent":"b","index":"","props":{}},
-      "b":{"parent":"a","index":"","props":{}}}})"), t).code, Code::Invalid);
+      "b":{"parent":"a","index":"","props":{}}}})"),
+                                 t)
+                .code,
+            Code::Invalid);
   EXPECT_EQ(Scene::from_snapshot(boost::json::parse(R"({"entities":{
-      "a":{"parent":"ghost","index":"","props":{}}}})"), t).code, Code::Invalid);
+      "a":{"parent":"ghost","index":"","props":{}}}})"),
+                                 t)
+                .code,
+            Code::Invalid);
   EXPECT_EQ(Scene::from_snapshot(boost::json::parse(R"({"entities":[]})"), t).code, Code::Invalid);
 }
 
 TEST(Ops, StructuralValidation) {
   std::vector<Op> ops;
-  auto code = [&](std::string_view j) {
-    return parse_batch(boost::json::parse(j), 3, ops).code;
-  };
+  auto code = [&](std::string_view j) { return parse_batch(boost::json::parse(j), 3, ops).code; };
   EXPECT_EQ(code(R"([])"), Code::Invalid);
   EXPECT_EQ(code(R"({})"), Code::Invalid);
   EXPECT_EQ(code(R"([1])"), Code::Invalid);
@@ -183,9 +190,9 @@ TEST(Ops, StructuralValidation) {
   EXPECT_TRUE(valid_id(std::string(64, 'a')));
   EXPECT_FALSE(valid_id(std::string(65, 'a')));
   EXPECT_FALSE(valid_id("é"));
-  EXPECT_EQ(code(R"([{"op":"set","entity":"a","key":")" + std::string(129, 'k') +
-                 R"(","value":1}])"),
-            Code::Invalid);
+  EXPECT_EQ(
+      code(R"([{"op":"set","entity":"a","key":")" + std::string(129, 'k') + R"(","value":1}])"),
+      Code::Invalid);
 }
 
 // Property test: random batches (many of them invalid) never break the tree, and a

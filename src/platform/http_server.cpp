@@ -1,6 +1,7 @@
 // The one translation unit that instantiates Beast's HTTP stream operations.
 #include "platform/http_server.hpp"
 
+#include "platform/http_upgrade.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
 #include "platform/runtime_asio.hpp"
@@ -15,7 +16,9 @@
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/websocket/rfc6455.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <stdexcept>
@@ -40,9 +43,11 @@ constexpr std::size_t kLingerBytes = 1 << 20;
 constexpr std::chrono::seconds kLingerTime{2};
 
 struct Connection {
-  explicit Connection(tcp::socket s) : stream(std::move(s)) {}
+  explicit Connection(tcp::socket s) : executor(s.get_executor()), stream(std::move(s)) {}
+  asio::any_io_executor executor;  // the connection's strand; outlives a moved-out stream
   beast::tcp_stream stream;
-  bool idle = true;  // only touched on the connection's strand
+  bool idle = true;       // only touched on the strand
+  bool upgraded = false;  // the stream was handed to an upgrade handler; only on the strand
 };
 
 std::string method_label(std::string_view m) {
@@ -126,6 +131,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> conns;
   std::uint64_t next_id = 0;
   std::function<void()> on_empty;
+  std::vector<std::pair<std::string, UpgradeHandler>> upgrades;
 
   metrics::Family<metrics::Counter>& requests;
   metrics::Family<metrics::Histogram>& duration;
@@ -147,6 +153,10 @@ Server::Server(Runtime& runtime, ServerOptions options, Router router, metrics::
     : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(router), registry)) {}
 
 Server::~Server() = default;
+
+void Server::add_upgrade(std::string path, UpgradeHandler handler) {
+  impl_->upgrades.emplace_back(std::move(path), std::move(handler));
+}
 
 void Server::start() {
   auto& io = impl_->runtime.impl().io;
@@ -200,8 +210,8 @@ void Server::drain(std::function<void()> on_empty) {
   }
   // Idle keep-alive connections close now; busy ones finish their request first.
   for (auto& c : snapshot) {
-    asio::post(c->stream.get_executor(), [c] {
-      if (c->idle) c->stream.cancel();
+    asio::post(c->executor, [c] {
+      if (c->idle && !c->upgraded) c->stream.cancel();
     });
   }
 }
@@ -213,7 +223,9 @@ void Server::close_all() {
     for (const auto& [id, c] : impl_->conns) snapshot.push_back(c);
   }
   for (auto& c : snapshot) {
-    asio::post(c->stream.get_executor(), [c] { c->stream.close(); });
+    asio::post(c->executor, [c] {
+      if (!c->upgraded) c->stream.close();
+    });
   }
 }
 
@@ -260,8 +272,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       conns.emplace(id, conn);
     }
     open.inc();
-    auto ex = conn->stream.get_executor();
-    asio::co_spawn(ex, session(id, conn), [self, id](std::exception_ptr e) {
+    asio::co_spawn(conn->executor, session(id, conn), [self, id](std::exception_ptr e) {
       log_exception(e, "http session failed");
       self->forget(id);
     });
@@ -382,6 +393,22 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
     }
     const auto started = std::chrono::steady_clock::now();
     auto& breq = parser.get();
+
+    if (beast::websocket::is_upgrade(breq)) {
+      const std::string_view target = breq.target();
+      const auto path = target.substr(0, target.find('?'));
+      auto it = std::find_if(upgrades.begin(), upgrades.end(),
+                             [&](const auto& u) { return u.first == path; });
+      if (it != upgrades.end() && !draining.load()) {
+        auto up = std::unique_ptr<Upgrade>(
+            new Upgrade{std::move(c->stream), parser.release(), {}, remote});
+        up->request_id = accept_or_make_request_id(std::nullopt);
+        c->upgraded = true;
+        requests.with({std::string(path), "GET", "101"}).inc();
+        it->second(std::move(up));
+        co_return;
+      }
+    }
 
     Request req;
     req.method = std::string(breq.method_string());

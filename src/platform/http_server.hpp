@@ -33,6 +33,11 @@ struct ServerOptions {
   bool access_log = true;
 };
 
+// A request that asks to switch protocols (WebSocket) on a registered path is handed over
+// with its connection; the HTTP server forgets the connection from then on.
+struct Upgrade;  // platform/http_upgrade.hpp
+using UpgradeHandler = std::function<void(std::unique_ptr<Upgrade>)>;
+
 class Server {
  public:
   Server(Runtime& runtime, ServerOptions options, Router router, metrics::Registry& registry);
@@ -40,6 +45,8 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
+  // Registers an upgrade handler for `path` (before start()).
+  void add_upgrade(std::string path, UpgradeHandler handler);
   // Binds and starts accepting. Throws std::runtime_error naming the address on failure.
   void start();
   // The bound port (useful when options.port was 0).

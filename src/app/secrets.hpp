@@ -1,0 +1,18 @@
+// Token keys from the configuration: the configured HS256 secret or RS256 public key, or
+// (for a single node) a secret generated once and kept in the data directory.
+#pragma once
+
+#include "auth/jwt.hpp"
+#include "platform/config.hpp"
+
+#include <string>
+
+namespace kiln::app {
+
+// The HS256 secret: auth.jwt_secret, else <data.dir>/jwt-secret (created, mode 0600, when
+// missing). Throws config::ConfigError when unusable.
+std::string jwt_secret(const config::Config& cfg);
+// The verifier the configuration asks for.
+auth::Verifier make_verifier(const config::Config& cfg);
+
+}  // namespace kiln::app

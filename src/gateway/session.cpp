@@ -1,0 +1,270 @@
+#include "gateway/session.hpp"
+
+#include "auth/jwt.hpp"
+#include "platform/metrics.hpp"
+
+namespace kiln::gateway {
+
+using collab::Close;
+using collab::Code;
+namespace encode = collab::encode;
+
+Session::Session(SessionContext& ctx, std::weak_ptr<Transport> transport, std::string session_id,
+                 Clock::time_point now)
+    : ctx_(ctx),
+      transport_(std::move(transport)),
+      ops_bucket_(ctx.options.ops_per_second, ctx.options.ops_per_second * 2, now),
+      eph_bucket_(ctx.options.eph_per_second, ctx.options.eph_per_second * 2, now),
+      all_bucket_(ctx.options.messages_per_second, ctx.options.messages_per_second * 2, now) {
+  member_.session = std::move(session_id);
+  member_.node = ctx.options.node;
+}
+
+void Session::deliver(std::shared_ptr<const std::string> frame) {
+  if (auto t = transport_.lock()) t->send(std::move(frame));
+}
+
+void Session::send(std::string frame) {
+  deliver(std::make_shared<const std::string>(std::move(frame)));
+}
+
+void Session::close(Close code, std::string reason) {
+  if (auto t = transport_.lock()) t->close(code, std::move(reason));
+}
+
+void Session::trip(const char* limit) {
+  if (ctx_.metrics.limit_trips) ctx_.metrics.limit_trips->with({limit}).inc();
+}
+
+void Session::nack(std::optional<std::int64_t> id, std::string_view room, Code code,
+                   std::string_view message) {
+  if (ctx_.metrics.nacks) ctx_.metrics.nacks->with({std::string(collab::to_string(code))}).inc();
+  send(encode::nack(id, room, code, message));
+}
+
+void Session::lost_sync(const std::string& room) {
+  // The hub could not fill a gap in this room's ops: the client resumes with `since`
+  // (on this node or another) and receives exactly what it missed.
+  if (ctx_.metrics.resyncs) ctx_.metrics.resyncs->inc();
+  send(encode::reconnect(0));
+  close(Close::Restarting, "resynchronise " + room);
+}
+
+void Session::on_hello_timeout() {
+  if (authenticated_ || closed_) return;
+  trip("hello_timeout");
+  close(Close::Unauthenticated, "no hello in time");
+}
+
+void Session::on_text(std::string_view frame, Clock::time_point now) {
+  if (closed_) return;
+  if (!all_bucket_.take(now)) {
+    trip("messages_per_second");
+    close(Close::RateLimited, "too many messages");
+    return;
+  }
+  auto d = collab::decode(frame);
+  auto count = [&](const char* type) {
+    if (ctx_.metrics.frames_in) ctx_.metrics.frames_in->with({type}).inc();
+  };
+  if (d.kind == collab::Decoded::Kind::Fatal) {
+    count("invalid");
+    close(d.close, d.error.message);
+    return;
+  }
+  if (!authenticated_ && !(d.kind == collab::Decoded::Kind::Message &&
+                           std::holds_alternative<collab::msg::Hello>(d.message))) {
+    count("invalid");
+    close(Close::Unauthenticated, "the first frame must be hello");
+    return;
+  }
+  if (d.kind == collab::Decoded::Kind::Nack) {
+    count("invalid");
+    if (d.error.code == Code::TooLarge) trip("eph_data");
+    if (d.id) {
+      nack(d.id, d.room, d.error.code, d.error.message);
+    } else {
+      send(encode::error(d.error.code, d.error.message));
+    }
+    return;
+  }
+  std::visit(
+      [&](auto&& m) {
+        using T = std::decay_t<decltype(m)>;
+        if constexpr (std::is_same_v<T, collab::msg::Hello>) {
+          count("hello");
+          handle(std::move(m));
+        } else if constexpr (std::is_same_v<T, collab::msg::Join>) {
+          count("join");
+          handle(std::move(m));
+        } else if constexpr (std::is_same_v<T, collab::msg::Op>) {
+          count("op");
+          handle(std::move(m), now);
+        } else if constexpr (std::is_same_v<T, collab::msg::Eph>) {
+          count("eph");
+          handle(std::move(m), now);
+        } else if constexpr (std::is_same_v<T, collab::msg::Leave>) {
+          count("leave");
+          handle(std::move(m));
+        } else {
+          count("ping");
+          handle(std::move(m));
+        }
+      },
+      std::move(d.message));
+}
+
+void Session::handle(collab::msg::Hello&& m) {
+  if (authenticated_) {
+    nack(m.id, "", Code::Invalid, "already authenticated");
+    return;
+  }
+  auto r = ctx_.verifier.verify(m.token, ctx_.now_unix());
+  if (!r.ok) {
+    trip("bad_token");
+    close(Close::Unauthenticated, r.error);
+    return;
+  }
+  authenticated_ = true;
+  member_.user = r.claims.sub;
+  member_.name = r.claims.name;
+  project_roles_ = std::move(r.claims.roles);
+  send(encode::welcome(m.id, member_.session, member_.node, member_.user, member_.name,
+                       ctx_.options.heartbeat.count()));
+}
+
+void Session::handle(collab::msg::Join&& m) {
+  auto role = project_roles_.find(collab::room_project(m.room));
+  if (role == project_roles_.end()) {
+    nack(m.id, m.room, Code::Forbidden, "no role in this project");
+    return;
+  }
+  {
+    std::lock_guard lock(rooms_mu_);
+    if (rooms_.count(m.room) != 0) {
+      nack(m.id, m.room, Code::Invalid, "already in this room");
+      return;
+    }
+    if (rooms_.size() >= ctx_.options.max_rooms_per_connection) {
+      trip("rooms_per_connection");
+      nack(m.id, m.room, Code::TooLarge,
+           "at most " + std::to_string(ctx_.options.max_rooms_per_connection) +
+               " rooms per connection");
+      return;
+    }
+    rooms_.emplace(m.room, role->second);
+  }
+  std::weak_ptr<Session> weak = shared_from_this();
+  ctx_.engine.join(m.room, member_, m.since,
+                   [this, weak, id = m.id, room = m.room](collab::JoinResult r) {
+                     auto self = weak.lock();
+                     if (!self)
+                       return;  // the connection is gone; on_closed left every room it knew
+                     bool gone = false;
+                     {
+                       std::lock_guard lock(rooms_mu_);
+                       gone = closed_;
+                       if (r.error || gone) rooms_.erase(room);
+                     }
+                     if (gone) {
+                       if (!r.error) {
+                         ctx_.defer([&engine = ctx_.engine, room, session = member_.session] {
+                           engine.leave(room, session);
+                         });
+                       }
+                       return;
+                     }
+                     if (r.error) {
+                       if (r.error.code == Code::TooLarge) trip("members_per_room");
+                       nack(id, room, r.error.code, r.error.message);
+                       return;
+                     }
+                     // Registered before the reply is queued, both before any later event of the
+                     // room.
+                     ctx_.hub.add(room, member_, weak, r.seq);
+                     send(encode::joined(id, room, r.epoch, r.seq, r.recovered, r.ops,
+                                         r.snapshot.get(), r.presence));
+                   });
+}
+
+void Session::handle(collab::msg::Op&& m, Clock::time_point now) {
+  auth::Role role{};
+  {
+    std::lock_guard lock(rooms_mu_);
+    auto it = rooms_.find(m.room);
+    if (it == rooms_.end()) {
+      nack(m.id, m.room, Code::Forbidden, "join the room first");
+      return;
+    }
+    role = it->second;
+  }
+  if (role == auth::Role::Viewer) {
+    nack(m.id, m.room, Code::Forbidden, "viewers cannot edit");
+    return;
+  }
+  if (!ops_bucket_.take(now)) {
+    trip("ops_per_second");
+    nack(m.id, m.room, Code::RateLimited, "too many batches; slow down");
+    return;
+  }
+  std::vector<collab::Op> ops;
+  if (auto e = collab::parse_batch(m.ops, ctx_.options.max_ops_per_batch, ops)) {
+    if (e.code == Code::TooLarge) trip("ops_per_batch");
+    nack(m.id, m.room, e.code, e.message);
+    return;
+  }
+  std::weak_ptr<Session> weak = shared_from_this();
+  ctx_.engine.submit(m.room, member_, m.id, std::move(ops),
+                     [weak, id = m.id, room = m.room](collab::Error e) {
+                       if (auto self = weak.lock()) self->nack(id, room, e.code, e.message);
+                     });
+}
+
+void Session::handle(collab::msg::Eph&& m, Clock::time_point now) {
+  {
+    std::lock_guard lock(rooms_mu_);
+    if (rooms_.count(m.room) == 0) {
+      send(encode::error(Code::Forbidden, "eph for a room not joined: " + m.room));
+      return;
+    }
+  }
+  if (!eph_bucket_.take(now)) {
+    trip("eph_per_second");
+    if (ctx_.metrics.eph_dropped) ctx_.metrics.eph_dropped->inc();
+    return;
+  }
+  ctx_.hub.eph(m.room, member_, m.kind, std::move(m.data));
+}
+
+void Session::handle(collab::msg::Leave&& m) {
+  {
+    std::lock_guard lock(rooms_mu_);
+    if (rooms_.erase(m.room) == 0) {
+      nack(m.id, m.room, Code::Invalid, "not in this room");
+      return;
+    }
+  }
+  ctx_.hub.remove(m.room, member_.session);
+  ctx_.engine.leave(m.room, member_.session);
+  send(encode::left(m.id, m.room));
+}
+
+void Session::handle(collab::msg::Ping&& m) {
+  send(encode::pong(m.id));
+}
+
+void Session::on_closed() {
+  std::map<std::string, auth::Role, std::less<>> rooms;
+  {
+    std::lock_guard lock(rooms_mu_);
+    if (closed_) return;
+    closed_ = true;
+    rooms.swap(rooms_);
+  }
+  for (const auto& [room, role] : rooms) {
+    ctx_.hub.remove(room, member_.session);
+    ctx_.engine.leave(room, member_.session);
+  }
+}
+
+}  // namespace kiln::gateway

@@ -1,0 +1,103 @@
+// One client's protocol state, without any I/O (sans-io): frames in, frames and close
+// requests out through a Transport. The WebSocket connection (ws_connection.cpp) feeds it;
+// unit tests feed it directly.
+#pragma once
+
+#include "auth/jwt.hpp"
+#include "collab/hub.hpp"
+#include "collab/protocol.hpp"
+#include "collab/room_engine.hpp"
+#include "gateway/gateway.hpp"
+#include "gateway/token_bucket.hpp"
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+
+namespace kiln::metrics {
+class Counter;
+template <class T>
+class Family;
+}  // namespace kiln::metrics
+
+namespace kiln::gateway {
+
+// The connection as the session sees it. Both calls are thread-safe and never block.
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual void send(std::shared_ptr<const std::string> frame) = 0;
+  // Sends what is queued (except for SlowConsumer, which drops it), then closes.
+  virtual void close(collab::Close code, std::string reason) = 0;
+};
+
+// Counters every session shares.
+struct SessionMetrics {
+  metrics::Family<metrics::Counter>* frames_in = nullptr;    // {type}
+  metrics::Family<metrics::Counter>* nacks = nullptr;        // {code}
+  metrics::Family<metrics::Counter>* limit_trips = nullptr;  // {limit}
+  metrics::Counter* eph_dropped = nullptr;
+  metrics::Counter* resyncs = nullptr;
+};
+
+// What every session of a node shares.
+struct SessionContext {
+  Options options;
+  collab::RoomEngine& engine;
+  collab::Hub& hub;
+  const auth::Verifier& verifier;
+  SessionMetrics metrics;
+  std::function<std::int64_t()> now_unix;  // for token expiry
+  // Runs `fn` later on the event loop: for calls that must not happen inside an engine
+  // callback (the engine may hold a room's lock while it calls back).
+  std::function<void(std::function<void()>)> defer;
+};
+
+class Session final : public collab::Subscriber, public std::enable_shared_from_this<Session> {
+ public:
+  using Clock = std::chrono::steady_clock;
+  Session(SessionContext& ctx, std::weak_ptr<Transport> transport, std::string session_id,
+          Clock::time_point now);
+
+  // Frames arrive one at a time, in order (the connection's strand).
+  void on_text(std::string_view frame, Clock::time_point now);
+  void on_hello_timeout();
+  // The connection is gone: leave every room.
+  void on_closed();
+
+  [[nodiscard]] bool authenticated() const { return authenticated_; }
+  [[nodiscard]] const std::string& id() const { return member_.session; }
+
+  // collab::Subscriber
+  void deliver(std::shared_ptr<const std::string> frame) override;
+  void lost_sync(const std::string& room) override;
+
+ private:
+  void send(std::string frame);
+  void close(collab::Close code, std::string reason);
+  void nack(std::optional<std::int64_t> id, std::string_view room, collab::Code code,
+            std::string_view message);
+  void handle(collab::msg::Hello&& m);
+  void handle(collab::msg::Join&& m);
+  void handle(collab::msg::Op&& m, Clock::time_point now);
+  void handle(collab::msg::Eph&& m, Clock::time_point now);
+  void handle(collab::msg::Leave&& m);
+  void handle(collab::msg::Ping&& m);
+  void trip(const char* limit);
+
+  SessionContext& ctx_;
+  std::weak_ptr<Transport> transport_;
+  collab::Member member_;
+  bool authenticated_ = false;
+  bool closed_ = false;
+  std::map<std::string, auth::Role, std::less<>> project_roles_;
+  std::mutex rooms_mu_;  // join completions may arrive from the engine's threads
+  std::map<std::string, auth::Role, std::less<>> rooms_;  // joined (or joining) rooms
+  TokenBucket ops_bucket_;
+  TokenBucket eph_bucket_;
+  TokenBucket all_bucket_;
+};
+
+}  // namespace kiln::gateway
