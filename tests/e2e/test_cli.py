@@ -26,7 +26,7 @@ class CommandLine(unittest.TestCase):
         self.assertNotEqual(r.returncode, 0)
 
     def test_roles_not_built_yet_say_so_and_fail(self):
-        for role in ("gateway", "api", "objects", "worker", "agent", "sandboxd"):
+        for role in ("api", "objects", "worker", "agent", "sandboxd"):
             r = run_kiln(role)
             self.assertEqual(r.returncode, 2, role)
             self.assertIn(f"the '{role}' role is not built yet", r.stderr)
