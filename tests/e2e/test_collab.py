@@ -1,0 +1,508 @@
+"""Protocol conformance for /v1/collab (kiln.v1) against the real `kiln serve`.
+
+`CollabSuite` holds the tests; a subclass says where the gateways are. `MemoryEngine` runs
+them on one `kiln serve`; the Redis engine will run the same suite against several
+gateways, with clients spread across nodes (`self.url(i)` picks node i mod N).
+"""
+import asyncio
+import json
+import signal
+import time
+import unittest
+
+import websockets
+from prometheus_client.parser import text_string_to_metric_families
+
+from collab_client import SECRET, Client, RawWebSocket, run, token
+from harness import Kiln
+
+ROLES = {"p": "editor", "other": "editor"}
+
+
+class CollabSuite:
+    # Subclasses provide: start(*args) -> list of Kiln nodes sharing one room engine.
+
+    @classmethod
+    def setUpClass(cls):
+        cls.nodes = cls.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        for n in cls.nodes:
+            n.stop()
+
+    def url(self, i=0, nodes=None):
+        n = (nodes or self.nodes)[i % len(nodes or self.nodes)]
+        return f"ws://{n.host}:{n.port}/v1/collab"
+
+    def fresh(self, *args):
+        nodes = self.start(*args)
+        self.addCleanup(lambda: [n.stop() for n in nodes])
+        return nodes
+
+    room_counter = 0
+
+    def room(self):
+        type(self).room_counter += 1
+        return f"p/s{self.room_counter}-{int(time.time() * 1000) % 100000}"
+
+    # --- hello and identity -------------------------------------------------------------
+
+    def test_hello_gets_welcome(self):
+        async def go():
+            c = await Client.connect(self.url(), "ann", ROLES, name="Ann")
+            w = c.welcome
+            self.assertEqual(w["user"], {"id": "ann", "name": "Ann"})
+            self.assertRegex(w["session"], r"^[0-9a-f]{16}$")
+            self.assertTrue(w["node"])
+            self.assertGreater(w["heartbeat_ms"], 0)
+            await c.close()
+        run(go())
+
+    def test_first_frame_must_be_hello(self):
+        async def go():
+            c = await Client.connect(self.url())
+            await c.send({"t": "ping", "id": 1})
+            self.assertEqual((await c.closed())[0], 4001)
+        run(go())
+
+    def test_bad_tokens_close_4001(self):
+        bad = {
+            "wrong secret": token("u", ROLES, secret="not-the-secret-0123456789abcdef012345"),
+            "expired": token("u", ROLES, exp_in=-3600),
+            "alg none": token("u", ROLES, alg="none"),
+            "alg RS256 header": token("u", ROLES, header={"alg": "RS256"}),
+            "garbage": "not.a.token",
+        }
+
+        async def go():
+            for why, tok in bad.items():
+                c = await Client.connect(self.url())
+                await c.send({"t": "hello", "id": 1, "token": tok})
+                code, reason = await c.closed()
+                self.assertEqual(code, 4001, why)
+                self.assertTrue(reason, why)
+        run(go())
+
+    def test_hello_timeout_closes_4001(self):
+        nodes = self.fresh("--gateway-hello-timeout-ms", "300")
+
+        async def go():
+            c = await Client.connect(self.url(0, nodes))
+            self.assertEqual((await c.closed())[0], 4001)
+        run(go())
+
+    def test_ping_pong(self):
+        async def go():
+            c = await Client.connect(self.url(), "ann", ROLES)
+            r = await c.request({"t": "ping"})
+            self.assertEqual(r["t"], "pong")
+            await c.close()
+        run(go())
+
+    # --- join, permissions -----------------------------------------------------------------
+
+    def test_join_a_project_without_a_role_is_forbidden(self):
+        async def go():
+            c = await Client.connect(self.url(), "ann", {"p": "editor"})
+            r = await c.join("secret/scene")
+            self.assertEqual((r["t"], r["code"], r["room"]), ("nack", "forbidden", "secret/scene"))
+            r = await c.join("no-slash")
+            self.assertEqual((r["t"], r["code"]), ("nack", "invalid"))
+            await c.close()
+        run(go())
+
+    def test_viewers_may_watch_but_not_edit(self):
+        room = self.room()
+
+        async def go():
+            v = await Client.connect(self.url(0), "vic", {"p": "viewer"})
+            self.assertEqual((await v.join(room))["t"], "joined")
+            r = await v.op(room, {"op": "create", "entity": "a", "parent": "root"})
+            self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+            e = await Client.connect(self.url(1), "ed", ROLES)
+            await e.join(room)
+            await v.send({"t": "eph", "room": room, "kind": "cursor", "data": {"x": 1}})
+            got = await e.next("eph")
+            self.assertEqual(got["batch"][0]["user"], "vic")
+            await v.close()
+            await e.close()
+        run(go())
+
+    def test_first_join_is_an_empty_snapshot(self):
+        async def go():
+            c = await Client.connect(self.url(), "ann", ROLES)
+            r = await c.join(self.room())
+            self.assertEqual(r["seq"], 0)
+            self.assertFalse(r["recovered"])
+            self.assertEqual(r["snapshot"], {"entities": {}})
+            self.assertEqual(r["presence"], [])
+            self.assertTrue(r["epoch"])
+            await c.close()
+        run(go())
+
+    def test_op_before_join_and_after_leave_is_refused(self):
+        room = self.room()
+
+        async def go():
+            c = await Client.connect(self.url(), "ann", ROLES)
+            r = await c.op(room, {"op": "create", "entity": "a", "parent": "root"})
+            self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+            await c.join(room)
+            r = await c.request({"t": "leave", "room": room})
+            self.assertEqual((r["t"], r["room"]), ("left", room))
+            r = await c.op(room, {"op": "create", "entity": "a", "parent": "root"})
+            self.assertEqual(r["code"], "forbidden")
+            r = await c.request({"t": "leave", "room": room})
+            self.assertEqual((r["t"], r["code"]), ("nack", "invalid"))
+            await c.close()
+        run(go())
+
+    # --- durable ops -------------------------------------------------------------------------
+
+    def test_ack_to_author_ops_to_peers(self):
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(0), "ann", ROLES)
+            b = await Client.connect(self.url(1), "bob", ROLES)
+            await a.join(room)
+            await b.join(room)
+            r = await a.op(room, {"op": "create", "entity": "cube", "parent": "root",
+                                  "props": {"color": "red"}})
+            self.assertEqual((r["t"], r["seq"], r["room"]), ("ack", 1, room))
+            got = await b.next("ops")
+            self.assertEqual((got["seq"], got["author"], got["room"]), (1, "ann", room))
+            self.assertEqual(got["ops"][0]["entity"], "cube")
+            self.assertEqual(got["ops"][0]["props"], {"color": "red"})
+            await a.close()
+            await b.close()
+        run(go())
+
+    def test_concurrent_editors_see_one_order_without_gaps_or_duplicates(self):
+        room = self.room()
+        per_client, clients = 25, 4
+
+        async def go():
+            cs = [await Client.connect(self.url(i), f"u{i}", ROLES) for i in range(clients)]
+            for c in cs:
+                await c.join(room)
+
+            async def edit(i, c):
+                seqs = []
+                for k in range(per_client):
+                    r = await c.op(room, {"op": "create", "entity": f"e{i}-{k}", "parent": "root"})
+                    self.assertEqual(r["t"], "ack", r)
+                    seqs.append(r["seq"])
+                return seqs
+
+            acked = await asyncio.gather(*(edit(i, c) for i, c in enumerate(cs)))
+            total = per_client * clients
+            all_seqs = sorted(s for seqs in acked for s in seqs)
+            self.assertEqual(all_seqs, list(range(1, total + 1)))
+            # Each client: its acks plus the ops frames it received cover 1..total exactly
+            # once, and the ops frames arrive in increasing seq order.
+            for i, c in enumerate(cs):
+                seen = list(acked[i])
+                ops_seqs = []
+                while len(seen) + len(ops_seqs) < total:
+                    m = await c.next("ops")
+                    ops_seqs.append(m["seq"])
+                self.assertEqual(ops_seqs, sorted(ops_seqs))
+                self.assertEqual(sorted(seen + ops_seqs), list(range(1, total + 1)))
+            for c in cs:
+                await c.close()
+        run(go())
+
+    def test_every_nack_code(self):
+        room = self.room()
+
+        async def go():
+            c = await Client.connect(self.url(), "ann", ROLES)
+            await c.join(room)
+            await c.op(room, {"op": "create", "entity": "a", "parent": "root"},
+                       {"op": "create", "entity": "b", "parent": "a"})
+            cases = {
+                "exists": {"op": "create", "entity": "a", "parent": "root"},
+                "not_found": {"op": "set", "entity": "ghost", "key": "k", "value": 1},
+                "cycle": {"op": "move", "entity": "a", "parent": "b"},
+                "invalid": {"op": "create", "entity": "bad id!", "parent": "root"},
+            }
+            for code, op in cases.items():
+                r = await c.op(room, op)
+                self.assertEqual((r["t"], r["code"]), ("nack", code), op)
+                self.assertTrue(r["message"])
+            r = await c.request({"t": "op", "room": room, "ops": "nope"})
+            self.assertEqual(r["code"], "invalid")
+            r = await c.op(room, *[{"op": "delete", "entity": "x"}] * 1001)
+            self.assertEqual(r["code"], "too_large")
+            await c.close()
+        run(go())
+
+    def test_rate_limited_batches_are_nacked(self):
+        nodes = self.fresh("--gateway-ops-per-second", "1")
+        room = self.room()
+
+        async def go():
+            c = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            await c.join(room)
+            codes = []
+            for k in range(4):  # burst is 2: at least the later ones are refused
+                r = await c.op(room, {"op": "create", "entity": f"e{k}", "parent": "root"})
+                codes.append(r.get("code", "ack"))
+            self.assertIn("rate_limited", codes)
+            self.assertEqual(codes[0], "ack")
+            await c.close()
+        run(go())
+
+    def test_a_refused_batch_leaves_no_trace(self):
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(), "ann", ROLES)
+            await a.join(room)
+            await a.op(room, {"op": "create", "entity": "a", "parent": "root", "props": {"k": 1}})
+            r = await a.op(room, {"op": "set", "entity": "a", "key": "k", "value": 2},
+                           {"op": "create", "entity": "new", "parent": "root"},
+                           {"op": "delete", "entity": "ghost"})
+            self.assertEqual(r["code"], "not_found")
+            b = await Client.connect(self.url(1), "bob", ROLES)
+            j = await b.join(room)
+            self.assertEqual(j["seq"], 1)
+            self.assertEqual(j["snapshot"]["entities"],
+                             {"a": {"parent": "root", "index": "", "props": {"k": 1}}})
+            await a.close()
+            await b.close()
+        run(go())
+
+    # --- resume --------------------------------------------------------------------------------
+
+    def test_resume_recovers_exactly_the_missed_ops(self):
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(0), "ann", ROLES)
+            j = await a.join(room)
+            for k in range(5):
+                await a.op(room, {"op": "create", "entity": f"e{k}", "parent": "root"})
+            b = await Client.connect(self.url(1), "bob", ROLES)
+            r = await b.join(room, since={"epoch": j["epoch"], "seq": 2})
+            self.assertTrue(r["recovered"])
+            self.assertEqual(r["seq"], 5)
+            self.assertNotIn("snapshot", r)
+            self.assertEqual([o["seq"] for o in r["ops"]], [3, 4, 5])
+            self.assertEqual([o["ops"][0]["entity"] for o in r["ops"]], ["e2", "e3", "e4"])
+            # Live ops continue right after the recovered ones.
+            await a.op(room, {"op": "create", "entity": "e5", "parent": "root"})
+            self.assertEqual((await b.next("ops"))["seq"], 6)
+            for since in ({"epoch": "another-epoch", "seq": 2}, {"epoch": j["epoch"], "seq": 99}):
+                c = await Client.connect(self.url(2), "cy", ROLES)
+                r = await c.join(room, since=since)
+                self.assertFalse(r["recovered"], since)
+                self.assertEqual(len(r["snapshot"]["entities"]), 6)
+                self.assertEqual(r["seq"], 6)
+                await c.close()
+            r = await (await Client.connect(self.url(), "dee", ROLES)).join(room, since={"epoch": 5})
+            self.assertEqual((r["t"], r["code"]), ("nack", "invalid"))
+            await a.close()
+            await b.close()
+        run(go())
+
+    def test_resume_past_the_retention_window_gets_a_snapshot(self):
+        nodes = self.fresh("--room-log-retention", "3")
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            j = await a.join(room)
+            for k in range(6):
+                await a.op(room, {"op": "create", "entity": f"e{k}", "parent": "root"})
+            b = await Client.connect(self.url(1, nodes), "bob", ROLES)
+            r = await b.join(room, since={"epoch": j["epoch"], "seq": 1})
+            self.assertFalse(r["recovered"])
+            self.assertEqual(len(r["snapshot"]["entities"]), 6)
+            r2 = await (await Client.connect(self.url(0, nodes), "cy", ROLES)).join(
+                room, since={"epoch": j["epoch"], "seq": 3})
+            self.assertTrue(r2["recovered"])
+            self.assertEqual([o["seq"] for o in r2["ops"]], [4, 5, 6])
+        run(go())
+
+    # --- presence and ephemeral --------------------------------------------------------------
+
+    def test_presence_joined_and_left(self):
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(0), "ann", ROLES, name="Ann")
+            await a.join(room)
+            b = await Client.connect(self.url(1), "bob", ROLES, name="Bob")
+            r = await b.join(room)
+            self.assertEqual([(p["user"], p["name"]) for p in r["presence"]], [("ann", "Ann")])
+            p = await a.next("presence")
+            self.assertEqual(p["joined"], [{"user": "bob", "session": b.welcome["session"], "name": "Bob"}])
+            await b.close()
+            p = await a.next("presence", lambda m: m["left"])
+            self.assertEqual(p["left"], [b.welcome["session"]])
+            await a.close()
+        run(go())
+
+    def test_ephemeral_updates_are_coalesced_per_tick(self):
+        nodes = self.fresh("--gateway-tick-ms", "1000")
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            b = await Client.connect(self.url(1, nodes), "bob", ROLES)
+            await a.join(room)
+            await b.join(room)
+            for x in range(30):  # sent well within one 1 s tick
+                await a.send({"t": "eph", "room": room, "kind": "cursor", "data": {"x": x}})
+            await a.send({"t": "eph", "room": room, "kind": "selection", "data": {"ids": ["q"]}})
+            batches, latest = 0, {}
+            while latest.get("cursor") != {"x": 29} or "selection" not in latest:
+                m = await b.next("eph")
+                batches += 1
+                keys = [(e["session"], e["kind"]) for e in m["batch"]]
+                self.assertEqual(len(keys), len(set(keys)), "one entry per (session, kind)")
+                for e in m["batch"]:
+                    self.assertEqual(e["user"], "ann")
+                    latest[e["kind"]] = e["data"]
+            self.assertLessEqual(batches, 2, "31 updates in under a tick: at most two batches")
+            # Not echoed to the sender; a newcomer sees the latest state in presence.
+            self.assertFalse([m for m in a.inbox if m["t"] == "eph"])
+            c = await Client.connect(self.url(0, nodes), "cy", ROLES)
+            r = await c.join(room)
+            ann = [p for p in r["presence"] if p["user"] == "ann"][0]
+            self.assertEqual(ann["eph"], {"cursor": {"x": 29}, "selection": {"ids": ["q"]}})
+        run(go())
+
+    def test_eph_limits(self):
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(), "ann", ROLES)
+            await a.send({"t": "eph", "room": room, "kind": "cursor", "data": {}})
+            self.assertEqual((await a.next("error"))["code"], "forbidden")
+            await a.join(room)
+            await a.send({"t": "eph", "room": room, "kind": "k" * 33, "data": {}})
+            self.assertEqual((await a.next("error"))["code"], "invalid")
+            await a.send({"t": "eph", "room": room, "kind": "cursor", "data": {"s": "x" * 5000}})
+            self.assertEqual((await a.next("error"))["code"], "too_large")
+            await a.close()
+        run(go())
+
+    # --- close codes and hostile input ------------------------------------------------------
+
+    def assertCloses(self, code, *frames, nodes=None, hello=True):
+        async def go():
+            c = await Client.connect(self.url(0, nodes), "ann" if hello else None, ROLES)
+            for f in frames:
+                try:
+                    await (c.ws.send(f) if isinstance(f, (str, bytes)) else c.send(f))
+                except websockets.ConnectionClosed:
+                    break
+            got = await c.closed()
+            self.assertEqual(got[0], code, (frames[:1], got))
+        run(go())
+
+    def test_protocol_errors_close_4000(self):
+        self.assertCloses(4000, "not json")
+        self.assertCloses(4000, '{"t":"dance","id":1}')
+        self.assertCloses(4000, '{"t":"op","id":1,"room":"p/s"}')
+        self.assertCloses(4000, '{"id":1}')
+        self.assertCloses(4000, b"\x00\x01binary")
+        self.assertCloses(4000, "[" * 100000)
+        self.assertCloses(4000, '{"t":"ping","id":1e400}')
+        self.assertCloses(4000, '{"t":"ping","id":' + "9" * 5000 + "}")
+
+    def test_oversized_frames_close_4009(self):
+        self.assertCloses(4009, json.dumps({"t": "ping", "id": 1, "pad": "x" * (300 * 1024)}))
+        # 10 MB: refused without the server buffering it.
+        self.assertCloses(4009, "x" * (10 * 1024 * 1024))
+
+    def test_message_flood_closes_4029(self):
+        nodes = self.fresh("--gateway-messages-per-second", "5")
+        self.assertCloses(4029, *[{"t": "ping", "id": i} for i in range(40)], nodes=nodes)
+
+    def test_invalid_utf8_is_refused(self):
+        n = self.nodes[0]
+        raw = RawWebSocket(n.host, n.port)
+        self.assertEqual(raw.status, 101)
+        raw.send_frame(0x1, b'{"t":"hello","id":1,"token":"\xff\xfe"}')
+        self.assertEqual(raw.read_close_code(), 1007)  # RFC 6455: invalid frame payload data
+        raw.close()
+
+    def test_ten_megabyte_frame_from_a_raw_client(self):
+        n = self.nodes[0]
+        raw = RawWebSocket(n.host, n.port)
+        raw.send_frame(0x1, b"{" + b" " * (10 * 1024 * 1024) + b"}")
+        self.assertEqual(raw.read_close_code(), 4009)
+        raw.close()
+
+    def test_upgrade_needs_the_subprotocol_and_plain_get_is_426(self):
+        n = self.nodes[0]
+        raw = RawWebSocket(n.host, n.port, protocol=None)
+        self.assertEqual(raw.status, 400)
+        raw.close()
+        status, headers, _ = n.request("GET", "/v1/collab")
+        self.assertEqual(status, 426)
+        self.assertEqual(headers["upgrade"], "websocket")
+
+    def test_slow_consumer_closes_4008(self):
+        nodes = self.fresh("--gateway-max-queue-bytes", "65536", "--gateway-ops-per-second", "100000",
+                           "--gateway-messages-per-second", "100000")
+        room = self.room()
+
+        async def go():
+            # The slow client stops reading once 1 frame is buffered: the server's queue
+            # for it grows once the kernel's socket buffers are full.
+            slow = await Client.connect(self.url(0, nodes), "slow", ROLES, max_queue=1, read_limit=2 ** 12)
+            await slow.join(room)
+            fast = await Client.connect(self.url(0, nodes), "fast", ROLES)
+            await fast.join(room)
+            blob = "x" * (100 * 1024)
+            for k in range(300):  # 30 MB of fan-out for the slow client
+                r = await fast.op(room, {"op": "create", "entity": f"e{k}", "parent": "root",
+                                         "props": {"blob": blob}})
+                self.assertEqual(r["t"], "ack")
+                if slow.ws.closed:
+                    break
+            self.assertEqual((await slow.closed())[0], 4008)
+            # The fast client is unaffected.
+            self.assertEqual((await fast.request({"t": "ping"}))["t"], "pong")
+        run(go())
+
+    def test_drain_sends_reconnect_then_1012(self):
+        nodes = self.fresh("--shutdown-drain-ms", "2000")
+
+        async def go():
+            c = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            await c.join(self.room())
+            nodes[0].signal(signal.SIGTERM)
+            m = await c.next("reconnect")
+            self.assertGreaterEqual(m["after_ms"], 0)
+            self.assertLessEqual(m["after_ms"], 1000)
+            self.assertEqual((await c.closed())[0], 1012)
+        run(go())
+        self.assertEqual(nodes[0].wait_exit(), 0)
+
+    def test_limit_trips_are_counted(self):
+        self.assertCloses(4009, "x" * (300 * 1024))
+        _, _, body = self.nodes[0].request("GET", "/metrics")
+        fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+        trips = {s.labels["limit"]: s.value for s in fams["kiln_gateway_limit_trips"].samples}
+        self.assertGreaterEqual(trips.get("frame_bytes", 0), 1)
+        closes = {s.labels["code"]: s.value for s in fams["kiln_gateway_closes"].samples}
+        self.assertGreaterEqual(closes.get("4009", 0), 1)
+
+
+class MemoryEngine(CollabSuite, unittest.TestCase):
+    """The suite on one `kiln serve` (in-memory room engine)."""
+
+    @staticmethod
+    def start(*args):
+        return [Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", *args)]
+
+
+if __name__ == "__main__":
+    unittest.main()
