@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian 12 machine: installs what is missing, checks
-# formatting, then builds and tests each preset (default: dev, then asan). The output ends
+# formatting, then builds and tests each preset (default: dev, asan, then fuzz). The output ends
 # with the last preset's CTest summary; the exit code is non-zero if anything failed.
 #
-#   bash scripts/test.sh            # dev + asan, every label
+#   bash scripts/test.sh            # dev + asan + fuzz, every label
 #   bash scripts/test.sh dev        # one preset
 #   CTEST_ARGS="-L unit" bash scripts/test.sh dev
 set -uo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
 presets=("$@")
-((${#presets[@]})) || presets=(dev asan)
+((${#presets[@]})) || presets=(dev asan fuzz)
 
 bash scripts/setup.sh || exit 1
 
