@@ -105,6 +105,7 @@ class Client {
     if (rec) co_return fail();
     auto [cec, ep] = co_await asio::async_connect(beast::get_lowest_layer(ws_).socket(), results, nothrow);
     if (cec) co_return fail();
+    beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true));
     ws_.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
       req.set(bhttp::field::sec_websocket_protocol, "kiln.v1");
     }));

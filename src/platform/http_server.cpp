@@ -256,6 +256,10 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       continue;
     }
     accepted.inc();
+    // Small frames (acks, cursors) must leave at once: Nagle's algorithm with delayed ACKs
+    // holds them up to 40 ms.
+    error_code nodelay_ec;
+    socket.set_option(tcp::no_delay(true), nodelay_ec);
     std::uint64_t id = 0;
     std::shared_ptr<Connection> conn;
     {
