@@ -101,9 +101,11 @@ class Client {
 
   asio::awaitable<bool> open() {
     tcp::resolver resolver(io_);
-    auto [rec, results] = co_await resolver.async_resolve(cfg_.host, std::to_string(cfg_.port), nothrow);
+    auto [rec, results] =
+        co_await resolver.async_resolve(cfg_.host, std::to_string(cfg_.port), nothrow);
     if (rec) co_return fail();
-    auto [cec, ep] = co_await asio::async_connect(beast::get_lowest_layer(ws_).socket(), results, nothrow);
+    auto [cec, ep] =
+        co_await asio::async_connect(beast::get_lowest_layer(ws_).socket(), results, nothrow);
     if (cec) co_return fail();
     beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true));
     ws_.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
@@ -159,10 +161,13 @@ class Client {
   asio::awaitable<void> load_loop(std::chrono::steady_clock::time_point until, bool active) {
     using clock = std::chrono::steady_clock;
     asio::steady_timer timer(io_);
-    const auto cursor_period = std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / cfg_.cursor_hz));
-    const auto op_period = std::chrono::nanoseconds(static_cast<std::int64_t>(cfg_.op_interval_s * 1e9));
-    auto next_cursor = active ? clock::now() + std::chrono::nanoseconds(rng() % cursor_period.count())
-                              : clock::time_point::max();
+    const auto cursor_period =
+        std::chrono::nanoseconds(static_cast<std::int64_t>(1e9 / cfg_.cursor_hz));
+    const auto op_period =
+        std::chrono::nanoseconds(static_cast<std::int64_t>(cfg_.op_interval_s * 1e9));
+    auto next_cursor = active
+                           ? clock::now() + std::chrono::nanoseconds(rng() % cursor_period.count())
+                           : clock::time_point::max();
     auto next_op = clock::now() + std::chrono::nanoseconds(rng() % op_period.count());
     std::int64_t id = 10;
     int x = 0;
@@ -182,8 +187,9 @@ class Client {
                 "\",\"key\":\"p\",\"value\":{\"ts\":" + std::to_string(ts) + "}}]}";
       } else {
         next_cursor += cursor_period;
-        frame = "{\"t\":\"eph\",\"room\":\"" + room_ + "\",\"kind\":\"cursor\",\"data\":{\"x\":" +
-                std::to_string(++x) + ",\"ts\":" + std::to_string(ts) + "}}";
+        frame = "{\"t\":\"eph\",\"room\":\"" + room_ +
+                "\",\"kind\":\"cursor\",\"data\":{\"x\":" + std::to_string(++x) +
+                ",\"ts\":" + std::to_string(ts) + "}}";
       }
       if (!co_await send(std::move(frame))) co_return;
     }
@@ -273,7 +279,8 @@ int main(int argc, char** argv) {
   collab->add_option("--secret", cfg.secret, "The gateway's auth.jwt_secret")->required();
   collab->add_option("--clients", cfg.clients)->check(CLI::Range(1, 100000));
   collab->add_option("--room-size", cfg.room_size)->check(CLI::Range(1, 10000));
-  collab->add_option("--active", cfg.active, "Share of clients sending cursors")->check(CLI::Range(0.0, 1.0));
+  collab->add_option("--active", cfg.active, "Share of clients sending cursors")
+      ->check(CLI::Range(0.0, 1.0));
   collab->add_option("--cursor-hz", cfg.cursor_hz)->check(CLI::Range(1.0, 1000.0));
   collab->add_option("--op-interval", cfg.op_interval_s, "Seconds between one client's ops")
       ->check(CLI::Range(0.01, 3600.0));
@@ -294,7 +301,8 @@ int main(int argc, char** argv) {
     c.name = c.sub;
     c.exp = exp;
     c.roles[cfg.project] = kiln::auth::Role::Editor;
-    clients.push_back(std::make_unique<Client>(io, cfg, stats, i, kiln::auth::sign_hs256(c, cfg.secret)));
+    clients.push_back(
+        std::make_unique<Client>(io, cfg, stats, i, kiln::auth::sign_hs256(c, cfg.secret)));
   }
 
   const auto t_start = std::chrono::steady_clock::now();
@@ -323,15 +331,17 @@ int main(int argc, char** argv) {
           });
         }
         co_await all_open.async_wait(nothrow);
-        connect_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+        connect_s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
         // Everyone is connected and idle: the gateway's memory per idle connection.
         asio::steady_timer settle(io, std::chrono::milliseconds(500));
         co_await settle.async_wait(nothrow);
         idle_rss = scrape(cfg).second;
 
         const auto load_start = std::chrono::steady_clock::now();
-        const auto measure_start = load_start + std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                                    std::chrono::duration<double>(cfg.warmup_s));
+        const auto measure_start =
+            load_start + std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::duration<double>(cfg.warmup_s));
         const auto until = measure_start + std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                std::chrono::duration<double>(cfg.duration_s));
         // Active clients are spread evenly, so every room has its share of them.
@@ -340,7 +350,8 @@ int main(int argc, char** argv) {
         for (int i = 0; i < cfg.clients; ++i) {
           bool active = cfg.active > 0 && i >= static_cast<int>(next_active);
           if (active) next_active += active_every;
-          asio::co_spawn(io, clients[static_cast<std::size_t>(i)]->load_loop(until, active), asio::detached);
+          asio::co_spawn(io, clients[static_cast<std::size_t>(i)]->load_loop(until, active),
+                         asio::detached);
         }
         asio::steady_timer t(io, measure_start);
         co_await t.async_wait(nothrow);

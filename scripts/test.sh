@@ -18,7 +18,7 @@ status=0
 step() { printf '\n== %s (%ss)\n' "$1" "$(($(date +%s) - started))"; }
 
 step "clang-format check"
-mapfile -t sources < <(find src tests bench -name '*.cpp' -o -name '*.hpp' 2>/dev/null | sort)
+mapfile -t sources < <(find src tests bench fuzz -name '*.cpp' -o -name '*.hpp' 2>/dev/null | sort)
 if ((${#sources[@]})) && ! clang-format --dry-run -Werror "${sources[@]}"; then
   echo "clang-format: the files above need formatting (clang-format -i FILE)"
   status=1

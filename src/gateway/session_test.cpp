@@ -3,8 +3,8 @@
 
 #include "collab/memory_engine.hpp"
 
-#include <boost/json/parse.hpp>
 #include <gtest/gtest.h>
+#include <boost/json/parse.hpp>
 
 namespace kiln::gateway {
 namespace {
@@ -29,7 +29,12 @@ class SessionTest : public ::testing::Test {
   SessionTest()
       : engine(collab::EngineLimits{}, [] { return std::string("ep"); }),
         verifier(auth::Verifier::hs256(kSecret)),
-        ctx{options(), engine, hub, verifier, {}, [] { return std::int64_t{1'800'000'000}; },
+        ctx{options(),
+            engine,
+            hub,
+            verifier,
+            {},
+            [] { return std::int64_t{1'800'000'000}; },
             [](std::function<void()> fn) { fn(); }} {
     engine.set_events(&hub);
   }
@@ -53,9 +58,9 @@ class SessionTest : public ::testing::Test {
   }
 
   std::string token(const std::string& user, const std::string& roles_json) {
-    return auth::sign_hs256_raw(R"({"alg":"HS256"})",
-                                R"({"sub":")" + user + R"(","exp":1900000000,"roles":)" + roles_json + "}",
-                                kSecret);
+    return auth::sign_hs256_raw(
+        R"({"alg":"HS256"})",
+        R"({"sub":")" + user + R"(","exp":1900000000,"roles":)" + roles_json + "}", kSecret);
   }
 
   void hello(Peer& p, const std::string& user, const std::string& roles = R"({"p":"editor"})") {
@@ -75,7 +80,8 @@ TEST_F(SessionTest, HelloThenJoinThenOp) {
   EXPECT_EQ(a.transport->last().at("t").as_string(), "welcome");
   a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
   EXPECT_EQ(a.transport->last().at("t").as_string(), "joined");
-  a.session->on_text(R"({"t":"op","id":3,"room":"p/s","ops":[{"op":"create","entity":"e","parent":"root"}]})", t0);
+  a.session->on_text(
+      R"({"t":"op","id":3,"room":"p/s","ops":[{"op":"create","entity":"e","parent":"root"}]})", t0);
   auto ack = a.transport->last();
   EXPECT_EQ(ack.at("t").as_string(), "ack");
   EXPECT_EQ(ack.at("seq").as_int64(), 1);
@@ -134,8 +140,9 @@ TEST_F(SessionTest, OpRateLimitIsANack) {
   EXPECT_EQ(results, (std::vector<std::string>{"ack", "ack", "nack"}));
   EXPECT_EQ(a.transport->last().at("code").as_string(), "rate_limited");
   // A second later one token is back.
-  a.session->on_text(R"({"t":"op","id":4,"room":"p/s","ops":[{"op":"create","entity":"z","parent":"root"}]})",
-                     t0 + std::chrono::seconds(1));
+  a.session->on_text(
+      R"({"t":"op","id":4,"room":"p/s","ops":[{"op":"create","entity":"z","parent":"root"}]})",
+      t0 + std::chrono::seconds(1));
   EXPECT_EQ(a.transport->last().at("t").as_string(), "ack");
 }
 

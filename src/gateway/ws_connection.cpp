@@ -265,11 +265,12 @@ void WsConnection::write_next() {
   if (closing) {
     gw_->closes.with({std::to_string(static_cast<int>(closing->first))}).inc();
     std::string reason = closing->second.substr(0, 120);  // a close reason fits 123 bytes
-    ws_.async_close(websocket::close_reason(static_cast<websocket::close_code>(closing->first), reason),
-                    [self](const beast::error_code&) {
-                      std::lock_guard lock(self->mu_);
-                      self->writing_ = false;
-                    });
+    ws_.async_close(
+        websocket::close_reason(static_cast<websocket::close_code>(closing->first), reason),
+        [self](const beast::error_code&) {
+          std::lock_guard lock(self->mu_);
+          self->writing_ = false;
+        });
     return;
   }
   ws_.text(true);
