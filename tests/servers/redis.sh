@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Starts (or stops) the Redis servers the integration tests talk to:
+#   a standalone server on $REDIS_PORT (default 26379), and
+#   a 6-node Redis Cluster (3 primaries, 3 replicas) on $CLUSTER_BASE..+5 (default 27000).
+# All on 127.0.0.1, no persistence, state under DIR.
+#   bash tests/servers/redis.sh start DIR
+#   bash tests/servers/redis.sh stop DIR
+set -euo pipefail
+cmd=${1:?start|stop}
+dir=${2:?directory}
+port=${REDIS_PORT:-26379}
+base=${CLUSTER_BASE:-27000}
+ports=("$port")
+for i in 0 1 2 3 4 5; do ports+=($((base + i))); done
+
+stop_all() {
+  for p in "${ports[@]}"; do
+    redis-cli -p "$p" shutdown nosave >/dev/null 2>&1 || true
+  done
+}
+
+wait_ping() {
+  for _ in $(seq 200); do
+    redis-cli -p "$1" ping 2>/dev/null | grep -q PONG && return 0
+    sleep 0.05
+  done
+  echo "redis on port $1 did not start" >&2
+  return 1
+}
+
+case "$cmd" in
+  start)
+    stop_all  # leftovers of an interrupted run
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    common=(--bind 127.0.0.1 --save '' --appendonly no --daemonize yes --enable-debug-command yes
+            --protected-mode no)
+    redis-server --port "$port" "${common[@]}" --dir "$dir" --logfile "$dir/standalone.log" \
+      --pidfile "$dir/standalone.pid"
+    for i in 0 1 2 3 4 5; do
+      p=$((base + i))
+      mkdir -p "$dir/$p"
+      redis-server --port "$p" "${common[@]}" --dir "$dir/$p" --logfile "$dir/$p.log" \
+        --pidfile "$dir/$p.pid" --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" \
+        --cluster-node-timeout 2000
+    done
+    for p in "${ports[@]}"; do wait_ping "$p"; done
+    nodes=()
+    for i in 0 1 2 3 4 5; do nodes+=("127.0.0.1:$((base + i))"); done
+    redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1
+    for _ in $(seq 200); do
+      ok=1
+      for i in 0 1 2 3 4 5; do
+        redis-cli -p $((base + i)) cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
+      done
+      [[ $ok == 1 ]] && break
+      sleep 0.05
+    done
+    [[ $ok == 1 ]] || { echo "cluster did not reach cluster_state:ok" >&2; cat "$dir/create.log" >&2; exit 1; }
+    echo "redis: standalone 127.0.0.1:$port, cluster 127.0.0.1:$base-$((base + 5))"
+    ;;
+  stop)
+    stop_all
+    rm -rf "$dir"
+    ;;
+  *)
+    echo "usage: $0 start|stop DIR" >&2
+    exit 2
+    ;;
+esac
