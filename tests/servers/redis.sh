@@ -33,7 +33,7 @@ case "$cmd" in
     stop_all  # leftovers of an interrupted run
     rm -rf "$dir"
     mkdir -p "$dir"
-    common=(--bind 127.0.0.1 --save '' --appendonly no --daemonize yes --enable-debug-command yes
+    common=(--bind 127.0.0.1 --save '' --appendonly no --daemonize yes
             --protected-mode no)
     redis-server --port "$port" "${common[@]}" --dir "$dir" --logfile "$dir/standalone.log" \
       --pidfile "$dir/standalone.pid"
