@@ -28,8 +28,7 @@ struct RoleInfo {
 
 // Roles that are not built yet say so and exit non-zero: no fake behaviour.
 constexpr RoleInfo kRoles[] = {
-    {"gateway", "WebSocket collaboration and terminal attach",
-     "the collaboration gateway (issue #3)"},
+    {"gateway", "WebSocket collaboration (/v1/collab) on the configured room engine", nullptr},
     {"api", "REST: projects, scenes, uploads, assets, builds, tokens", "the REST API (issue #6)"},
     {"objects", "embedded S3-compatible object store", "direct uploads (issue #7)"},
     {"worker", "persister and asset pipeline", "persistence (issue #5)"},

@@ -1,7 +1,9 @@
 #include "app/node.hpp"
 
+#include "adapters/redis/client.hpp"
 #include "app/secrets.hpp"
 #include "collab/memory_engine.hpp"
+#include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
 #include "platform/health.hpp"
 #include "platform/http_server.hpp"
@@ -131,7 +133,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   so.access_log = cfg.boolean("http.access_log");
 
   // The collaboration gateway (serve, gateway).
-  std::unique_ptr<collab::MemoryRoomEngine> engine;
+  std::unique_ptr<collab::RoomEngine> engine;
+  std::shared_ptr<redis::Client> redis_client;
+  engines::RedisRoomEngine* redis_engine = nullptr;
+  auto redis_ok = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<auth::Verifier> verifier;
   std::unique_ptr<gateway::Gateway> gw;
   if (role_name == "serve" || role_name == "gateway") {
@@ -145,7 +150,49 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     limits.log_retention = static_cast<std::size_t>(cfg.integer("room.log_retention"));
     limits.max_entities = static_cast<std::size_t>(cfg.integer("room.max_entities"));
     limits.max_members = static_cast<std::size_t>(cfg.integer("room.max_members"));
-    engine = std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
+    if (cfg.str("room.engine") == "redis") {
+      redis::ConnectionOptions ro;
+      ro.command_timeout = std::chrono::milliseconds(cfg.integer("redis.command_timeout_ms"));
+      std::vector<redis::Endpoint> seeds;
+      std::string list = cfg.str("redis.addresses");
+      for (std::size_t pos = 0; pos <= list.size();) {
+        auto comma = list.find(',', pos);
+        std::string item =
+            list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        pos = comma == std::string::npos ? list.size() + 1 : comma + 1;
+        auto colon = item.rfind(':');
+        int port = colon == std::string::npos ? 0 : std::atoi(item.c_str() + colon + 1);
+        if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535) {
+          std::fprintf(
+              stderr,
+              "kiln: configuration error: setting 'redis.addresses': '%s' is not host:port\n",
+              item.c_str());
+          return 2;
+        }
+        seeds.push_back(redis::Endpoint{item.substr(0, colon), static_cast<std::uint16_t>(port)});
+      }
+      ro.endpoint = seeds.front();
+      redis_client = cfg.str("redis.mode") == "cluster" ? redis::Client::cluster(runtime, seeds, ro)
+                                                        : redis::Client::standalone(runtime, ro);
+      engines::RedisEngineOptions eo;
+      eo.prefix = cfg.str("redis.prefix");
+      eo.node = lo.node;
+      eo.limits = limits;
+      eo.presence_ttl = std::chrono::milliseconds(cfg.integer("room.presence_ttl_ms"));
+      eo.snapshot_every = static_cast<std::size_t>(cfg.integer("room.snapshot_every"));
+      eo.connection = ro;
+      auto re = std::make_unique<engines::RedisRoomEngine>(runtime, redis_client, eo,
+                                                           [] { return ids::random_hex(8); });
+      redis_engine = re.get();
+      engine = std::move(re);
+      health.add_check("redis", [redis_ok]() -> std::optional<std::string> {
+        if (redis_ok->load()) return std::nullopt;
+        return std::string("unreachable");
+      });
+    } else {
+      engine =
+          std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
+    }
     gateway::Options go;
     go.node = lo.node;
     go.hello_timeout = std::chrono::milliseconds(cfg.integer("gateway.hello_timeout_ms"));
@@ -170,8 +217,25 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     });
   }
 
+  std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   http::Server server(runtime, so, std::move(router), registry);
   if (gw) gw->start();
+  if (redis_engine) {
+    // Presence refresh and reaping, and a PING for readiness, on a fixed period.
+    const auto period = std::chrono::milliseconds(
+        std::max<std::int64_t>(cfg.integer("room.presence_ttl_ms") / 3, 100));
+    auto beat = std::make_shared<std::function<void()>>();
+    *beat = [&runtime, redis_engine, redis_client, redis_ok, period, weak = std::weak_ptr(beat)] {
+      redis_engine->tick();
+      redis_client->command("", {"PING"},
+                            [redis_ok](redis::Reply r) { redis_ok->store(!r.is_error()); });
+      if (auto b = weak.lock()) runtime.after(period, *b);
+    };
+    redis_client->command("", {"PING"},
+                          [redis_ok](redis::Reply r) { redis_ok->store(!r.is_error()); });
+    runtime.after(period, *beat);
+    keep_alive.push_back(beat);
+  }
   if (gw) server.add_upgrade("/v1/collab", gw->upgrade_handler());
   try {
     server.start();
@@ -228,6 +292,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   std::fflush(stdout);
 
   runtime.run();
+  if (redis_engine) redis_engine->close();
+  if (redis_client) redis_client->close();
   log::info("stopped");
   return 0;
 }

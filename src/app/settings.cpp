@@ -128,8 +128,25 @@ config::Schema build() {
   s.add(integer("gateway.messages_per_second", 400, 1, 1'000'000,
                 "All frames per second per connection (burst twice that); beyond it the "
                 "connection is closed with 4029."));
-  s.add(choice("room.engine", "memory", {"memory"},
-               "Where room state lives: `memory` (this process; single node)."));
+  s.add(choice("room.engine", "memory", {"memory", "redis"},
+               "Where room state lives: `memory` (this process; one node) or `redis` (shared "
+               "by every gateway node; see the redis.* settings)."));
+  s.add(choice("redis.mode", "standalone", {"standalone", "cluster"},
+               "`standalone`: one Redis server (or a proxy); `cluster`: Redis Cluster, "
+               "`redis.addresses` are seed nodes."));
+  s.add(text("redis.addresses", "127.0.0.1:6379",
+             "Comma-separated host:port list: the server, or the Cluster's seed nodes.",
+             /*allow_empty=*/false));
+  s.add(text("redis.prefix", "kiln", "Prefix of every Redis key and channel Kiln uses.",
+             /*allow_empty=*/false));
+  s.add(integer("redis.command_timeout_ms", 5'000, 50, 600'000,
+                "A Redis reply later than this drops the connection (it is rebuilt)."));
+  s.add(integer("room.presence_ttl_ms", 30'000, 1'000, 3'600'000,
+                "With the redis engine: members of a node that stopped refreshing them for this "
+                "long are removed and the room told (`presence` left)."));
+  s.add(integer("room.snapshot_every", 500, 1, 1'000'000,
+                "With the redis engine: batches between snapshots stored in Redis (the log is "
+                "trimmed behind them, keeping room.log_retention for resume)."));
   s.add(integer("room.log_retention", 10'000, 1, 10'000'000,
                 "Accepted batches kept per room for resume; older `since` gets a snapshot."));
   s.add(integer("room.max_entities", 100'000, 1, 10'000'000,

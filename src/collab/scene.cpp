@@ -25,6 +25,20 @@ struct Scene::Undo {
   std::variant<Created, PropSet, Moved, Deleted> what;
 };
 
+Error Scene::validate(const std::vector<Op>& batch) {
+  std::vector<Undo> undo;
+  undo.reserve(batch.size());
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    if (auto e = apply_one(batch[i], undo)) {
+      rollback(undo);
+      e.message = "op " + std::to_string(i) + ": " + e.message;
+      return e;
+    }
+  }
+  rollback(undo);
+  return {};
+}
+
 bool Scene::contains(std::string_view id) const {
   return id == kRoot || entities_.count(std::string(id)) != 0;
 }

@@ -34,6 +34,9 @@ class Scene {
   // op that was refused and the scene is exactly as before the call.
   Error apply(const std::vector<Op>& batch, std::size_t* failed_op = nullptr);
 
+  // Checks the batch against the scene without changing it (applies, then undoes).
+  Error validate(const std::vector<Op>& batch);
+
   [[nodiscard]] bool contains(std::string_view id) const;
   [[nodiscard]] const Entity* find(std::string_view id) const;
   [[nodiscard]] std::size_t size() const { return entities_.size(); }

@@ -144,6 +144,18 @@ TEST(Scene, AFailedBatchChangesNothing) {
   EXPECT_EQ(s.check_invariants(), "");
 }
 
+TEST(Scene, ValidateChangesNothing) {
+  Scene s;
+  apply(s, R"([{"op":"create","entity":"a","parent":"root"}])");
+  const auto before = s.snapshot();
+  EXPECT_FALSE(s.validate(batch(R"([{"op":"create","entity":"b","parent":"a"},
+                                     {"op":"delete","entity":"a"}])")));
+  EXPECT_EQ(s.snapshot(), before);
+  EXPECT_EQ(s.validate(batch(R"([{"op":"create","entity":"a","parent":"root"}])")).code,
+            Code::Exists);
+  EXPECT_EQ(s.snapshot(), before);
+}
+
 TEST(Scene, SnapshotRoundTrips) {
   Scene s;
   apply(s, R"([{"op":"create","entity":"a","parent":"root","index":"1","props":{"n":"x"}},

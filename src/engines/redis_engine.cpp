@@ -1,0 +1,824 @@
+#include "engines/redis_engine.hpp"
+
+#include "collab/scene.hpp"
+#include "platform/log.hpp"
+#include "platform/runtime.hpp"
+
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
+
+#include <charconv>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+namespace kiln::engines {
+
+using collab::Code;
+using collab::Error;
+using redis::Reply;
+namespace json = boost::json;
+
+namespace {
+
+// KEYS meta snap log; ARGV new_epoch retention. The state to start a node's copy from.
+const redis::Script kLoad(R"lua(
+redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'snap_seq')
+local seq = tonumber(m[2] or '0')
+local snap_seq = tonumber(m[3] or '0')
+local from = math.min(snap_seq, math.max(seq - tonumber(ARGV[2]), 0)) + 1
+local snap = redis.call('GET', KEYS[2]) or ''
+local log = redis.call('XRANGE', KEYS[3], from .. '-0', '+')
+return {m[1], seq, snap_seq, snap, log}
+)lua");
+
+// KEYS meta log; ARGV expected_seq message channel. Appends iff the room is at expected_seq.
+const redis::Script kSubmit(R"lua(
+if not redis.call('HGET', KEYS[1], 'epoch') then return {-1, 0} end
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if seq ~= tonumber(ARGV[1]) then return {0, seq} end
+seq = seq + 1
+redis.call('HSET', KEYS[1], 'seq', seq)
+redis.call('XADD', KEYS[2], seq .. '-0', 'm', ARGV[2])
+redis.call('SPUBLISH', ARGV[3], ARGV[2])
+return {1, seq}
+)lua");
+
+// KEYS meta snap log; ARGV snap_seq snapshot retention. Stores a newer snapshot and trims
+// the log to what loading and resuming still need.
+const redis::Script kSnapshot(R"lua(
+local cur = tonumber(redis.call('HGET', KEYS[1], 'snap_seq') or '0')
+local s = tonumber(ARGV[1])
+if s <= cur then return 0 end
+redis.call('SET', KEYS[2], ARGV[2])
+redis.call('HSET', KEYS[1], 'snap_seq', s)
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local keep_from = math.min(s, seq - tonumber(ARGV[3])) + 1
+if keep_from > 1 then redis.call('XTRIM', KEYS[3], 'MINID', keep_from .. '-0') end
+return 1
+)lua");
+
+// KEYS members presence eph; ARGV session member_json expiry_ms max_members channel message.
+const redis::Script kJoin(R"lua(
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
+  return {0}
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+local members = redis.call('HGETALL', KEYS[1])
+local eph = redis.call('HGETALL', KEYS[3])
+redis.call('SPUBLISH', ARGV[5], ARGV[6])
+return {1, members, eph}
+)lua");
+
+// KEYS members presence eph; ARGV channel now_ms session... Removes the sessions named (or,
+// with now_ms set, every session whose presence expired) and tells the room who left.
+const redis::Script kLeave(R"lua(
+local list = {}
+if ARGV[2] ~= '' then
+  list = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+else
+  for i = 3, #ARGV do list[#list + 1] = ARGV[i] end
+end
+local gone = {}
+for _, s in ipairs(list) do
+  if redis.call('HDEL', KEYS[1], s) == 1 then gone[#gone + 1] = s end
+  redis.call('ZREM', KEYS[2], s)
+  for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
+    if string.sub(f, 1, #s + 1) == s .. ':' then redis.call('HDEL', KEYS[3], f) end
+  end
+end
+if #gone > 0 then redis.call('SPUBLISH', ARGV[1], 'p\n' .. cjson.encode({l = gone})) end
+return #gone
+)lua");
+
+// KEYS members eph; ARGV channel message (field data)... Stores latest eph of members only.
+const redis::Script kEph(R"lua(
+local any = false
+for i = 3, #ARGV, 2 do
+  local session = string.match(ARGV[i], '^([^:]*):')
+  if session and redis.call('HEXISTS', KEYS[1], session) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    any = true
+  end
+end
+if any then redis.call('SPUBLISH', ARGV[1], ARGV[2]) end
+return 1
+)lua");
+
+std::string str(const json::value& v) {
+  return v.is_string() ? std::string(v.get_string()) : std::string();
+}
+
+// A string field of a JSON object, or "" (messages on a channel are trusted but checked).
+std::string field(const json::value& v, std::string_view name) {
+  const auto* o = v.if_object();
+  const auto* f = o ? o->if_contains(name) : nullptr;
+  return f ? str(*f) : std::string();
+}
+
+std::uint64_t to_u64(std::string_view s) {
+  std::uint64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);
+  return v;
+}
+
+std::uint64_t reply_u64(const Reply& r) {
+  if (r.type == Reply::Type::Integer) return static_cast<std::uint64_t>(r.integer);
+  return to_u64(r.str);
+}
+
+// An 'o' message (published and stored in the log): fields separated by '\n'; the frame
+// is JSON, so it holds no raw newline.
+struct OpsMessage {
+  std::uint64_t seq = 0;
+  std::string user, session;
+  std::int64_t request_id = 0;
+  std::string frame;
+};
+
+std::string encode_ops(const OpsMessage& m) {
+  return "o\n" + std::to_string(m.seq) + "\n" + m.user + "\n" + m.session + "\n" +
+         std::to_string(m.request_id) + "\n" + m.frame;
+}
+
+std::optional<OpsMessage> decode_ops(std::string_view s) {
+  std::vector<std::string_view> parts;
+  for (int i = 0; i < 5; ++i) {
+    auto nl = s.find('\n');
+    if (nl == std::string_view::npos) return std::nullopt;
+    parts.push_back(s.substr(0, nl));
+    s.remove_prefix(nl + 1);
+  }
+  if (parts[0] != "o") return std::nullopt;
+  OpsMessage m;
+  m.seq = to_u64(parts[1]);
+  m.user = parts[2];
+  m.session = parts[3];
+  std::from_chars(parts[4].data(), parts[4].data() + parts[4].size(), m.request_id);
+  m.frame = s;
+  return m;
+}
+
+}  // namespace
+
+struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
+  struct PendingJoin {
+    collab::Member member;
+    std::optional<collab::Since> since;
+    std::function<void(collab::JoinResult)> done;
+  };
+
+  struct Room {
+    std::string id;
+    std::mutex mu;
+    enum class State { Subscribing, Loading, Ready } state = State::Subscribing;
+    collab::Scene scene;
+    std::string epoch;
+    std::uint64_t seq = 0;
+    std::deque<std::shared_ptr<const std::string>> log;  // frames of (seq - log.size(), seq]
+    std::map<std::uint64_t, OpsMessage> early;           // arrived ahead of a gap
+    bool filling = false;
+    std::vector<PendingJoin> joins;
+    std::map<std::string, collab::Member> local;  // this node's members, by session
+    Room(std::string r, std::size_t max_entities) : id(std::move(r)), scene(max_entities) {}
+  };
+
+  Impl(Runtime& rt, std::shared_ptr<redis::Client> c, RedisEngineOptions o,
+       std::function<std::string()> e)
+      : runtime(rt), client(std::move(c)), options(std::move(o)), make_epoch(std::move(e)) {}
+
+  Runtime& runtime;
+  std::shared_ptr<redis::Client> client;
+  RedisEngineOptions options;
+  std::function<std::string()> make_epoch;
+  std::atomic<collab::RoomEvents*> sink{nullptr};
+
+  std::mutex mu;  // rooms, subscribers
+  std::unordered_map<std::string, std::shared_ptr<Room>> rooms;
+  std::map<std::string, std::shared_ptr<redis::Connection>> subscribers;  // by endpoint
+  bool closed = false;
+
+  std::string key(const std::string& room, const char* what) const {
+    return options.prefix + ":{" + room + "}:" + what;
+  }
+
+  std::shared_ptr<Room> find(const std::string& id) {
+    std::lock_guard lock(mu);
+    auto it = rooms.find(id);
+    return it == rooms.end() ? nullptr : it->second;
+  }
+
+  // --- subscription ------------------------------------------------------------------
+
+  std::shared_ptr<redis::Connection> subscriber_for(const std::string& channel) {
+    const auto ep = client->endpoint_for(channel);
+    std::lock_guard lock(mu);
+    auto& conn = subscribers[ep.str()];
+    if (!conn) {
+      auto o = options.connection;
+      o.endpoint = ep;
+      conn = redis::Connection::create(runtime, o);
+      std::weak_ptr<Impl> weak = shared_from_this();
+      conn->on_push([weak](const Reply& r) {
+        if (auto self = weak.lock()) self->on_push(r);
+      });
+      auto first = std::make_shared<bool>(true);
+      conn->on_state([weak, ep, first](bool up) {
+        auto self = weak.lock();
+        if (!self || !up) return;
+        if (*first) {
+          *first = false;
+          return;
+        }
+        self->resubscribe(ep);
+      });
+    }
+    return conn;
+  }
+
+  // After a subscriber reconnects: subscribe again and fill whatever was missed meanwhile.
+  void resubscribe(const redis::Endpoint& ep) {
+    std::vector<std::shared_ptr<Room>> affected;
+    {
+      std::lock_guard lock(mu);
+      for (auto& [id, room] : rooms) {
+        if (client->endpoint_for(key(id, "ch")) == ep) affected.push_back(room);
+      }
+    }
+    for (auto& room : affected) {
+      subscriber_for(key(room->id, "ch"))->command({"SSUBSCRIBE", key(room->id, "ch")}, [](Reply) {
+      });
+      check_seq(room);
+    }
+  }
+
+  void on_push(const Reply& r) {
+    if (r.elements.size() < 3 || r.elements[0].str != "smessage") return;
+    const std::string& channel = r.elements[1].str;
+    // channel = <prefix>:{<room>}:ch
+    auto open = channel.find('{');
+    auto close = channel.rfind('}');
+    if (open == std::string::npos || close == std::string::npos || close <= open) return;
+    auto room = find(channel.substr(open + 1, close - open - 1));
+    if (!room) return;
+    const std::string& payload = r.elements[2].str;
+    if (payload.empty()) return;
+    auto* s = sink.load();
+    switch (payload[0]) {
+      case 'o':
+        if (auto m = decode_ops(payload)) on_ops_message(room, std::move(*m));
+        break;
+      case 'e':
+        if (s) deliver_eph(*s, room->id, payload.substr(2));
+        break;
+      case 'p':
+        if (s) deliver_presence(*s, room->id, payload.substr(2));
+        break;
+      default:
+        break;
+    }
+  }
+
+  void deliver_eph(collab::RoomEvents& s, const std::string& room, std::string_view body) {
+    boost::system::error_code ec;
+    auto v = json::parse(body, ec);
+    if (ec || !v.is_object()) return;
+    collab::EphBatch b{room, field(v, "n"), {}};
+    const auto* entries = v.as_object().if_contains("b");
+    if (entries == nullptr || !entries->is_array()) return;
+    for (const auto& e : entries->get_array()) {
+      b.entries.push_back(
+          collab::encode::EphEntry{field(e, "u"), field(e, "s"), field(e, "k"), field(e, "d")});
+    }
+    auto r = find(room);
+    if (!r) return;
+    std::lock_guard lock(r->mu);
+    s.on_eph(b);
+  }
+
+  void deliver_presence(collab::RoomEvents& s, const std::string& room, std::string_view body) {
+    boost::system::error_code ec;
+    auto v = json::parse(body, ec);
+    if (ec || !v.is_object()) return;
+    collab::PresenceEvent ev{room, {}, {}};
+    if (auto* j = v.as_object().if_contains("j"); j && j->is_array()) {
+      for (const auto& m : j->get_array()) {
+        ev.joined.push_back({field(m, "u"), field(m, "s"), field(m, "n"), {}});
+      }
+    }
+    if (auto* l = v.as_object().if_contains("l"); l && l->is_array()) {
+      for (const auto& x : l->get_array()) ev.left.push_back(str(x));
+    }
+    auto r = find(room);
+    if (!r) return;
+    std::lock_guard lock(r->mu);
+    s.on_presence(ev);
+  }
+
+  // --- the node's copy of a room -----------------------------------------------------
+
+  // Applies one accepted batch to the copy and hands it to the hub. Room lock held.
+  bool apply(Room& room, const OpsMessage& m) {
+    boost::system::error_code ec;
+    auto v = json::parse(m.frame, ec);
+    std::vector<collab::Op> ops;
+    if (ec || !v.is_object() || !v.as_object().contains("ops") ||
+        collab::parse_batch(v.at("ops"), SIZE_MAX, ops) || room.scene.apply(ops)) {
+      log::error("redis engine: a logged batch does not apply; reloading the room",
+                 {{"room", room.id}, {"seq", static_cast<std::int64_t>(m.seq)}});
+      return false;
+    }
+    room.seq = m.seq;
+    auto frame = std::make_shared<const std::string>(m.frame);
+    room.log.push_back(frame);
+    while (room.log.size() > options.limits.log_retention) room.log.pop_front();
+    if (auto* s = sink.load()) {
+      s->on_ops(collab::OpsEvent{room.id, m.seq, m.user, m.session, m.request_id, frame});
+    }
+    // Every snapshot_every batches, the author's node stores a snapshot, which lets the log
+    // be trimmed and keeps loading a room cheap.
+    if (m.seq % options.snapshot_every == 0 && room.local.count(m.session) != 0) {
+      const std::string id = room.id;
+      client->eval(kSnapshot, {key(id, "meta"), key(id, "snap"), key(id, "log")},
+                   {std::to_string(m.seq), json::serialize(room.scene.snapshot()),
+                    std::to_string(options.limits.log_retention)},
+                   [id](Reply r) {
+                     if (r.is_error())
+                       log::warn("redis engine: snapshot failed", {{"room", id}, {"error", r.str}});
+                   });
+    }
+    return true;
+  }
+
+  void on_ops_message(const std::shared_ptr<Room>& room, OpsMessage m) {
+    std::lock_guard lock(room->mu);
+    if (room->state != Room::State::Ready || m.seq > room->seq + 1) {
+      room->early.emplace(m.seq, std::move(m));
+      if (room->state == Room::State::Ready) fill(room);
+      return;
+    }
+    if (m.seq <= room->seq) return;  // a duplicate (resubscribe, fill overlap)
+    if (!apply(*room, m)) {
+      reload(room);
+      return;
+    }
+    drain_early(*room);
+  }
+
+  // Applies buffered messages that have become next in line. Room lock held.
+  void drain_early(Room& room) {
+    while (!room.early.empty()) {
+      auto it = room.early.begin();
+      if (it->first <= room.seq) {
+        room.early.erase(it);
+        continue;
+      }
+      if (it->first != room.seq + 1) break;
+      auto m = std::move(it->second);
+      room.early.erase(it);
+      if (!apply(room, m)) return;
+    }
+  }
+
+  // Fetches the batches between the copy's seq and the first early message. Room lock held.
+  void fill(const std::shared_ptr<Room>& room) {
+    if (room->filling) return;
+    room->filling = true;
+    const std::uint64_t from = room->seq + 1;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    client->command(
+        key(room->id, "log"),
+        {"XRANGE", key(room->id, "log"), std::to_string(from) + "-0", "+", "COUNT", "1000"},
+        [weak, room, from](Reply r) {
+          auto self = weak.lock();
+          if (!self) return;
+          std::lock_guard lock(room->mu);
+          room->filling = false;
+          if (r.is_error()) {
+            log::warn("redis engine: gap fill failed", {{"room", room->id}, {"error", r.str}});
+            self->runtime.after(std::chrono::milliseconds(100), [weak, room] {
+              if (auto s = weak.lock()) {
+                std::lock_guard l(room->mu);
+                if (!room->early.empty()) s->fill(room);
+              }
+            });
+            return;
+          }
+          bool first = true;
+          for (const auto& entry : r.elements) {
+            if (entry.elements.size() < 2 || entry.elements[1].elements.size() < 2) continue;
+            auto m = decode_ops(entry.elements[1].elements[1].str);
+            if (!m) continue;
+            if (first && m->seq != from && m->seq > room->seq + 1) {
+              // The log no longer holds what we missed: start over from Redis.
+              // The hub sees the jump and tells the members to resume.
+              self->reload(room);
+              return;
+            }
+            first = false;
+            room->early.emplace(m->seq, std::move(*m));
+          }
+          self->drain_early(*room);
+          if (!room->early.empty() && room->early.begin()->first > room->seq + 1) self->fill(room);
+        });
+  }
+
+  // Asks Redis for the room's seq and fills when the copy is behind (after a lost
+  // subscription).
+  void check_seq(const std::shared_ptr<Room>& room) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    client->command(key(room->id, "meta"), {"HGET", key(room->id, "meta"), "seq"},
+                    [weak, room](Reply r) {
+                      auto self = weak.lock();
+                      if (!self || r.is_error() || r.is_nil()) return;
+                      const auto seq = reply_u64(r);
+                      std::lock_guard lock(room->mu);
+                      if (room->state == Room::State::Ready && seq > room->seq) self->fill(room);
+                    });
+  }
+
+  // Loads the room from Redis (after subscribing, so nothing published meanwhile is lost).
+  void load(const std::shared_ptr<Room>& room) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    client->eval(kLoad, {key(room->id, "meta"), key(room->id, "snap"), key(room->id, "log")},
+                 {make_epoch(), std::to_string(options.limits.log_retention)},
+                 [weak, room](Reply r) {
+                   auto self = weak.lock();
+                   if (!self) return;
+                   if (r.is_error() || r.elements.size() < 5) {
+                     log::warn("redis engine: loading a room failed",
+                               {{"room", room->id}, {"error", r.str}});
+                     self->fail_joins(room, "room engine unavailable: " + r.str);
+                     return;
+                   }
+                   self->loaded(room, r);
+                 });
+  }
+
+  void loaded(const std::shared_ptr<Room>& room, const Reply& r) {
+    std::unique_lock lock(room->mu);
+    collab::Scene scene(options.limits.max_entities);
+    const std::uint64_t snap_seq = reply_u64(r.elements[2]);
+    if (!r.elements[3].str.empty()) {
+      boost::system::error_code ec;
+      auto snap = json::parse(r.elements[3].str, ec);
+      if (ec || collab::Scene::from_snapshot(snap, scene)) {
+        lock.unlock();
+        fail_joins(room, "the room's snapshot in Redis is unreadable");
+        return;
+      }
+    }
+    room->scene = std::move(scene);
+    room->epoch = r.elements[0].str;
+    room->seq = snap_seq;
+    room->log.clear();
+    std::deque<std::shared_ptr<const std::string>> older;  // resume tail before snap_seq
+    for (const auto& entry : r.elements[4].elements) {
+      if (entry.elements.size() < 2 || entry.elements[1].elements.size() < 2) continue;
+      auto m = decode_ops(entry.elements[1].elements[1].str);
+      if (!m) continue;
+      if (m->seq <= snap_seq) {
+        older.push_back(std::make_shared<const std::string>(m->frame));
+        continue;
+      }
+      if (m->seq != room->seq + 1) break;
+      std::vector<collab::Op> ops;
+      boost::system::error_code ec;
+      auto v = json::parse(m->frame, ec);
+      if (ec || !v.is_object() || !v.as_object().contains("ops") ||
+          collab::parse_batch(v.at("ops"), SIZE_MAX, ops) || room->scene.apply(ops)) {
+        break;
+      }
+      room->seq = m->seq;
+      room->log.push_back(std::make_shared<const std::string>(m->frame));
+    }
+    // The resume window: the log's tail, up to the retention.
+    for (auto it = older.rbegin(); it != older.rend(); ++it) room->log.push_front(*it);
+    while (room->log.size() > options.limits.log_retention) room->log.pop_front();
+    room->state = Room::State::Ready;
+    drain_early(*room);
+    auto joins = std::move(room->joins);
+    room->joins.clear();
+    lock.unlock();
+    for (auto& j : joins) add_member(room, std::move(j));
+  }
+
+  void reload(const std::shared_ptr<Room>& room) {
+    room->state = Room::State::Loading;
+    room->early.clear();
+    load(room);
+  }
+
+  void fail_joins(const std::shared_ptr<Room>& room, const std::string& why) {
+    std::vector<PendingJoin> joins;
+    {
+      std::lock_guard lock(room->mu);
+      joins.swap(room->joins);
+      if (room->state != Room::State::Ready) {
+        std::lock_guard l(mu);
+        rooms.erase(room->id);
+      }
+    }
+    for (auto& j : joins) {
+      collab::JoinResult res;
+      res.error = collab::fail(Code::Unavailable, why);
+      j.done(std::move(res));
+    }
+  }
+
+  // Registers the member in Redis, then answers from the copy (room ready).
+  void add_member(const std::shared_ptr<Room>& room, PendingJoin j) {
+    const auto expiry =
+        std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::system_clock::now().time_since_epoch() + options.presence_ttl)
+            .count();
+    json::object me{{"u", j.member.user}, {"n", j.member.name}, {"node", j.member.node}};
+    json::object joined_msg{
+        {"j", json::array{json::object{
+                  {"u", j.member.user}, {"s", j.member.session}, {"n", j.member.name}}}}};
+    std::weak_ptr<Impl> weak = shared_from_this();
+    auto shared_join = std::make_shared<PendingJoin>(std::move(j));
+    client->eval(
+        kJoin, {key(room->id, "members"), key(room->id, "presence"), key(room->id, "eph")},
+        {shared_join->member.session, json::serialize(me), std::to_string(expiry),
+         std::to_string(options.limits.max_members), key(room->id, "ch"),
+         "p\n" + json::serialize(joined_msg)},
+        [weak, room, shared_join](Reply r) {
+          auto self = weak.lock();
+          if (!self) return;
+          auto& pj = *shared_join;
+          collab::JoinResult res;
+          if (r.is_error() || r.elements.empty()) {
+            res.error = collab::fail(Code::Unavailable, "room engine unavailable: " + r.str);
+            pj.done(std::move(res));
+            return;
+          }
+          if (r.elements[0].integer == 0) {
+            res.error = collab::fail(
+                Code::TooLarge, "the room holds at most " +
+                                    std::to_string(self->options.limits.max_members) + " members");
+            pj.done(std::move(res));
+            return;
+          }
+          // Presence from Redis: every member but the joiner, with their eph.
+          std::map<std::string, collab::encode::PresenceMember> members;
+          const auto& mh = r.elements[1].elements;
+          for (std::size_t i = 0; i + 1 < mh.size(); i += 2) {
+            if (mh[i].str == pj.member.session) continue;
+            boost::system::error_code ec;
+            auto v = json::parse(mh[i + 1].str, ec);
+            if (ec || !v.is_object()) continue;
+            members[mh[i].str] =
+                collab::encode::PresenceMember{field(v, "u"), mh[i].str, field(v, "n"), {}};
+          }
+          const auto& eh = r.elements[2].elements;
+          for (std::size_t i = 0; i + 1 < eh.size(); i += 2) {
+            auto colon = eh[i].str.find(':');
+            if (colon == std::string::npos) continue;
+            auto it = members.find(eh[i].str.substr(0, colon));
+            if (it != members.end())
+              it->second.eph.emplace_back(eh[i].str.substr(colon + 1), eh[i + 1].str);
+          }
+          std::lock_guard lock(room->mu);
+          room->local[pj.member.session] = pj.member;
+          res.epoch = room->epoch;
+          res.seq = room->seq;
+          const std::uint64_t oldest = room->seq - room->log.size();
+          const auto& since = pj.since;
+          if (since && since->epoch == room->epoch && since->seq <= room->seq &&
+              since->seq >= oldest) {
+            res.recovered = true;
+            res.ops.assign(room->log.begin() + static_cast<std::ptrdiff_t>(since->seq - oldest),
+                           room->log.end());
+          } else {
+            res.snapshot = std::make_shared<const json::object>(room->scene.snapshot());
+          }
+          for (auto& [s, m] : members) res.presence.push_back(std::move(m));
+          // Under the room lock: no later batch reaches the hub before this answer.
+          pj.done(std::move(res));
+        });
+  }
+
+  void join(const std::string& id, const collab::Member& member,
+            const std::optional<collab::Since>& since,
+            std::function<void(collab::JoinResult)> done) {
+    std::shared_ptr<Room> room;
+    bool created = false;
+    {
+      std::lock_guard lock(mu);
+      auto& slot = rooms[id];
+      if (!slot) {
+        slot = std::make_shared<Room>(id, options.limits.max_entities);
+        created = true;
+      }
+      room = slot;
+    }
+    {
+      std::lock_guard lock(room->mu);
+      if (room->state != Room::State::Ready) {
+        room->joins.push_back(PendingJoin{member, since, std::move(done)});
+      } else {
+        lock_free_add(room, PendingJoin{member, since, std::move(done)});
+      }
+    }
+    if (!created) return;
+    // Subscribe first, then load: anything published in between is buffered as early.
+    std::weak_ptr<Impl> weak = shared_from_this();
+    const auto channel = key(id, "ch");
+    subscriber_for(channel)->command({"SSUBSCRIBE", channel}, [weak, room](Reply r) {
+      auto self = weak.lock();
+      if (!self) return;
+      if (r.is_error()) {
+        self->fail_joins(room, "cannot subscribe to the room: " + r.str);
+        return;
+      }
+      {
+        std::lock_guard lock(room->mu);
+        room->state = Room::State::Loading;
+      }
+      self->load(room);
+    });
+  }
+
+  // add_member must not run under the room lock (its reply takes it): defer it.
+  void lock_free_add(const std::shared_ptr<Room>& room, PendingJoin j) {
+    auto shared = std::make_shared<PendingJoin>(std::move(j));
+    std::weak_ptr<Impl> weak = shared_from_this();
+    runtime.post([weak, room, shared] {
+      if (auto self = weak.lock()) self->add_member(room, std::move(*shared));
+    });
+  }
+
+  void remove_sessions(const std::string& room_id, std::vector<std::string> sessions,
+                       const std::string& now_ms) {
+    std::vector<std::string> args{key(room_id, "ch"), now_ms};
+    args.insert(args.end(), sessions.begin(), sessions.end());
+    client->eval(kLeave, {key(room_id, "members"), key(room_id, "presence"), key(room_id, "eph")},
+                 std::move(args), [room_id](Reply r) {
+                   if (r.is_error())
+                     log::warn("redis engine: leave failed", {{"room", room_id}, {"error", r.str}});
+                 });
+  }
+
+  void submit(const std::string& id, const collab::Member& author, std::int64_t request_id,
+              std::shared_ptr<std::vector<collab::Op>> ops, std::function<void(Error)> refused,
+              int attempt) {
+    auto room = find(id);
+    if (!room) {
+      refused(collab::fail(Code::Forbidden, "join the room first"));
+      return;
+    }
+    std::uint64_t expected = 0;
+    std::string message;
+    {
+      std::lock_guard lock(room->mu);
+      if (room->state != Room::State::Ready) {
+        retry_submit(id, author, request_id, std::move(ops), std::move(refused), attempt);
+        return;
+      }
+      if (auto e = room->scene.validate(*ops)) {
+        refused(std::move(e));
+        return;
+      }
+      expected = room->seq;
+      json::array arr;
+      for (const auto& op : *ops) arr.push_back(collab::to_json(op));
+      message = encode_ops(OpsMessage{expected + 1, author.user, author.session, request_id,
+                                      collab::encode::ops(id, expected + 1, author.user, arr)});
+    }
+    std::weak_ptr<Impl> weak = shared_from_this();
+    client->eval(kSubmit, {key(id, "meta"), key(id, "log")},
+                 {std::to_string(expected), message, key(id, "ch")},
+                 [weak, id, author, request_id, ops, refused, attempt, room](Reply r) mutable {
+                   auto self = weak.lock();
+                   if (!self) return;
+                   if (r.is_error() || r.elements.size() < 2) {
+                     refused(collab::fail(Code::Unavailable, "room engine unavailable: " + r.str));
+                     return;
+                   }
+                   const auto outcome = r.elements[0].integer;
+                   if (outcome == 1) return;  // the hub acks when the batch comes back
+                   if (outcome == -1) {
+                     // The room's keys are gone (flushed, lost in a failover): new epoch.
+                     std::lock_guard lock(room->mu);
+                     self->reload(room);
+                   } else {
+                     // Someone else appended first: catch up, validate again, retry.
+                     std::lock_guard lock(room->mu);
+                     if (reply_u64(r.elements[1]) > room->seq) self->fill(room);
+                   }
+                   self->retry_submit(id, author, request_id, std::move(ops), std::move(refused),
+                                      attempt);
+                 });
+  }
+
+  void retry_submit(const std::string& id, const collab::Member& author, std::int64_t request_id,
+                    std::shared_ptr<std::vector<collab::Op>> ops,
+                    std::function<void(Error)> refused, int attempt) {
+    if (attempt + 1 >= options.max_submit_attempts) {
+      refused(collab::fail(Code::Unavailable, "the room is too busy; try again"));
+      return;
+    }
+    std::weak_ptr<Impl> weak = shared_from_this();
+    runtime.after(std::chrono::milliseconds(1 + attempt), [weak, id, author, request_id, ops,
+                                                           refused, attempt]() mutable {
+      if (auto self = weak.lock())
+        self->submit(id, author, request_id, std::move(ops), std::move(refused), attempt + 1);
+    });
+  }
+};
+
+RedisRoomEngine::RedisRoomEngine(Runtime& runtime, std::shared_ptr<redis::Client> client,
+                                 RedisEngineOptions options,
+                                 std::function<std::string()> make_epoch)
+    : impl_(std::make_shared<Impl>(runtime, std::move(client), std::move(options),
+                                   std::move(make_epoch))) {}
+
+RedisRoomEngine::~RedisRoomEngine() {
+  close();
+}
+
+void RedisRoomEngine::set_events(collab::RoomEvents* sink) {
+  impl_->sink.store(sink);
+}
+
+void RedisRoomEngine::join(const std::string& room, const collab::Member& member,
+                           const std::optional<collab::Since>& since,
+                           std::function<void(collab::JoinResult)> done) {
+  impl_->join(room, member, since, std::move(done));
+}
+
+void RedisRoomEngine::leave(const std::string& room_id, const std::string& session) {
+  if (auto room = impl_->find(room_id)) {
+    std::lock_guard lock(room->mu);
+    room->local.erase(session);
+  }
+  impl_->remove_sessions(room_id, {session}, "");
+}
+
+void RedisRoomEngine::submit(const std::string& room, const collab::Member& author,
+                             std::int64_t request_id, std::vector<collab::Op> ops,
+                             std::function<void(collab::Error)> refused) {
+  impl_->submit(room, author, request_id, std::make_shared<std::vector<collab::Op>>(std::move(ops)),
+                std::move(refused), 0);
+}
+
+void RedisRoomEngine::publish_eph(collab::EphBatch batch) {
+  json::array entries;
+  std::vector<std::string> args{impl_->key(batch.room, "ch"), ""};
+  for (const auto& e : batch.entries) {
+    entries.push_back(json::object{{"u", e.user}, {"s", e.session}, {"k", e.kind}, {"d", e.data}});
+    args.push_back(e.session + ":" + e.kind);
+    args.push_back(e.data);
+  }
+  args[1] =
+      "e\n" + json::serialize(json::object{{"n", batch.origin_node}, {"b", std::move(entries)}});
+  const auto room = batch.room;
+  impl_->client->eval(
+      kEph, {impl_->key(room, "members"), impl_->key(room, "eph")}, std::move(args),
+      [room](Reply r) {
+        if (r.is_error())
+          log::warn("redis engine: eph publish failed", {{"room", room}, {"error", r.str}});
+      });
+}
+
+void RedisRoomEngine::tick() {
+  const auto now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                       std::chrono::system_clock::now().time_since_epoch())
+                       .count();
+  const auto expiry = now + impl_->options.presence_ttl.count();
+  std::vector<std::shared_ptr<Impl::Room>> rooms;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [id, r] : impl_->rooms) rooms.push_back(r);
+  }
+  for (auto& room : rooms) {
+    std::vector<std::string> sessions;
+    {
+      std::lock_guard lock(room->mu);
+      for (auto& [s, m] : room->local) sessions.push_back(s);
+    }
+    if (!sessions.empty()) {
+      std::vector<std::string> args{"ZADD", impl_->key(room->id, "presence"), "XX"};
+      for (const auto& s : sessions) {
+        args.push_back(std::to_string(expiry));
+        args.push_back(s);
+      }
+      impl_->client->command(impl_->key(room->id, "presence"), std::move(args), [](Reply) {});
+    }
+    // Members whose node stopped refreshing them are removed, and the room told.
+    impl_->remove_sessions(room->id, {}, std::to_string(now));
+  }
+}
+
+void RedisRoomEngine::close() {
+  std::lock_guard lock(impl_->mu);
+  if (impl_->closed) return;
+  impl_->closed = true;
+  for (auto& [ep, c] : impl_->subscribers) c->close();
+}
+
+}  // namespace kiln::engines

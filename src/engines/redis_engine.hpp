@@ -1,0 +1,70 @@
+// The distributed room engine: room state, log, members and fan-out in Redis 7
+// (standalone or Cluster), so that any gateway node serves any room.
+//
+// Keyspace (docs/redis-keyspace.md); every key of a room carries the hash tag {<room>}:
+//   <prefix>:{R}:meta     hash   epoch, seq, snap_seq
+//   <prefix>:{R}:snap     string scene snapshot at snap_seq (JSON)
+//   <prefix>:{R}:log      stream one entry per accepted batch, id "<seq>-0"
+//   <prefix>:{R}:members  hash   session -> {"u":user,"n":name,"node":node}
+//   <prefix>:{R}:presence zset   session -> expiry (ms since the epoch)
+//   <prefix>:{R}:eph      hash   "<session>:<kind>" -> latest ephemeral data
+//   <prefix>:{R}:ch       shard channel (SPUBLISH) for ops, eph and presence messages
+//
+// A batch is validated here against this node's copy of the scene at seq S, then appended
+// by a Lua script only if the room is still at S (compare-and-set): the append, the new
+// seq and the publish happen atomically in Redis. On a conflict the node catches up and
+// tries again. Every node keeps its copy current from the channel, detects a gap by seq
+// and fills it from the log before delivering anything later.
+#pragma once
+
+#include "adapters/redis/client.hpp"
+#include "collab/room_engine.hpp"
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace kiln {
+class Runtime;
+}
+
+namespace kiln::engines {
+
+struct RedisEngineOptions {
+  std::string prefix = "kiln";
+  std::string node = "node";
+  collab::EngineLimits limits;
+  std::chrono::milliseconds presence_ttl{30'000};
+  std::size_t snapshot_every = 500;     // batches between snapshots written to Redis
+  int max_submit_attempts = 50;         // compare-and-set retries under contention
+  redis::ConnectionOptions connection;  // for the subscriber connections
+};
+
+class RedisRoomEngine final : public collab::RoomEngine {
+ public:
+  RedisRoomEngine(Runtime& runtime, std::shared_ptr<redis::Client> client,
+                  RedisEngineOptions options, std::function<std::string()> make_epoch);
+  ~RedisRoomEngine() override;
+
+  void set_events(collab::RoomEvents* sink) override;
+  void join(const std::string& room, const collab::Member& member,
+            const std::optional<collab::Since>& since,
+            std::function<void(collab::JoinResult)> done) override;
+  void leave(const std::string& room, const std::string& session) override;
+  void submit(const std::string& room, const collab::Member& author, std::int64_t request_id,
+              std::vector<collab::Op> ops, std::function<void(collab::Error)> refused) override;
+  void publish_eph(collab::EphBatch batch) override;
+
+  // Refreshes this node's members' presence and reaps members of dead nodes; the owner
+  // calls it every presence_ttl / 3.
+  void tick();
+  void close();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::engines
