@@ -294,6 +294,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   runtime.run();
   if (redis_engine) redis_engine->close();
   if (redis_client) redis_client->close();
+  runtime.run_ready_handlers();  // let the closes fail what is pending
   log::info("stopped");
   return 0;
 }

@@ -30,6 +30,13 @@ void Runtime::stop() {
   impl_->io.stop();
 }
 
+void Runtime::run_ready_handlers() {
+  impl_->io.restart();
+  // Bounded: handlers may post more handlers; a few rounds are plenty for a shutdown.
+  for (int round = 0; round < 16 && impl_->io.poll() > 0; ++round) {
+  }
+}
+
 void Runtime::post(std::function<void()> fn) {
   asio::post(impl_->io, std::move(fn));
 }

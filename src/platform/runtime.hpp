@@ -19,6 +19,9 @@ class Runtime {
   // Runs the loop on `threads` threads (the caller's included) until stop().
   void run();
   void stop();
+  // After run() has returned: runs the handlers that are ready now (closing connections,
+  // failing their pending callbacks) so that nothing is left holding references at exit.
+  void run_ready_handlers();
   void post(std::function<void()> fn);
   // Calls fn(signal) on the loop each time one of the signals arrives.
   void on_signals(std::initializer_list<int> signals, std::function<void(int)> fn);
