@@ -121,6 +121,20 @@ void Hub::on_presence(const PresenceEvent& ev) {
   }
 }
 
+void Hub::on_reset(const std::string& room) {
+  std::vector<std::shared_ptr<Subscriber>> members;
+  {
+    std::lock_guard lock(mu_);
+    auto it = rooms_.find(room);
+    if (it == rooms_.end()) return;
+    for (auto& [session, local] : it->second) {
+      if (auto sub = local.sub.lock()) members.push_back(std::move(sub));
+    }
+    ++stats_.gaps;
+  }
+  for (auto& m : members) m->lost_sync(room);
+}
+
 std::size_t Hub::rooms() const {
   std::lock_guard lock(mu_);
   return rooms_.size();

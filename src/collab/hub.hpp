@@ -49,6 +49,7 @@ class Hub final : public RoomEvents {
   void on_ops(const OpsEvent& ev) override;
   void on_eph(const EphBatch& batch) override;
   void on_presence(const PresenceEvent& ev) override;
+  void on_reset(const std::string& room) override;
 
   [[nodiscard]] std::size_t rooms() const;
   [[nodiscard]] HubStats stats() const;

@@ -67,6 +67,8 @@ class RoomEvents {
   virtual void on_ops(const OpsEvent& ev) = 0;
   virtual void on_eph(const EphBatch& batch) = 0;
   virtual void on_presence(const PresenceEvent& ev) = 0;
+  // The room's history was lost (a new epoch): every local member must resynchronise.
+  virtual void on_reset(const std::string& room) = 0;
 };
 
 struct EngineLimits {

@@ -34,9 +34,11 @@ local log = redis.call('XRANGE', KEYS[3], from .. '-0', '+')
 return {m[1], seq, snap_seq, snap, log}
 )lua");
 
-// KEYS meta log; ARGV expected_seq message channel. Appends iff the room is at expected_seq.
+// KEYS meta log; ARGV expected_seq message channel epoch. Appends iff the room is at
+// expected_seq of the same epoch; {-1} when the epoch changed or the keys are gone.
 const redis::Script kSubmit(R"lua(
-if not redis.call('HGET', KEYS[1], 'epoch') then return {-1, 0} end
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch or epoch ~= ARGV[4] then return {-1, 0} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if seq ~= tonumber(ARGV[1]) then return {0, seq} end
 seq = seq + 1
@@ -44,6 +46,14 @@ redis.call('HSET', KEYS[1], 'seq', seq)
 redis.call('XADD', KEYS[2], seq .. '-0', 'm', ARGV[2])
 redis.call('SPUBLISH', ARGV[3], ARGV[2])
 return {1, seq}
+)lua");
+
+// KEYS meta; ARGV observed_seq new_epoch. Redis is behind what this node saw (a failover
+// lost acknowledged batches): start a new epoch, once, so every client resynchronises.
+const redis::Script kHistoryLost(R"lua(
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if seq < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'epoch', ARGV[2]) return 1 end
+return 0
 )lua");
 
 // KEYS meta snap log; ARGV snap_seq snapshot retention. Stores a newer snapshot and trims
@@ -436,7 +446,9 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
                       if (!self || r.is_error() || r.is_nil()) return;
                       const auto seq = reply_u64(r);
                       std::lock_guard lock(room->mu);
-                      if (room->state == Room::State::Ready && seq > room->seq) self->fill(room);
+                      if (room->state != Room::State::Ready) return;
+                      if (seq > room->seq) self->fill(room);
+                      if (seq < room->seq) self->history_lost(room);
                     });
   }
 
@@ -504,6 +516,24 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     room->joins.clear();
     lock.unlock();
     for (auto& j : joins) add_member(room, std::move(j));
+  }
+
+  // Redis has fewer batches than this node applied: they were lost with a primary. Mark a
+  // new epoch, reload, and have every local member resynchronise. Room lock held.
+  void history_lost(const std::shared_ptr<Room>& room) {
+    log::warn("redis engine: the room's history went backwards; starting a new epoch",
+              {{"room", room->id}, {"seq", static_cast<std::int64_t>(room->seq)}});
+    std::weak_ptr<Impl> weak = shared_from_this();
+    const auto observed = room->seq;
+    client->eval(kHistoryLost, {key(room->id, "meta")}, {std::to_string(observed), make_epoch()},
+                 [weak, room](Reply r) {
+                   auto self = weak.lock();
+                   // 0: Redis is not behind after all (the seq we compared was stale).
+                   if (!self || r.is_error() || r.integer != 1) return;
+                   std::lock_guard lock(room->mu);
+                   if (auto* s = self->sink.load()) s->on_reset(room->id);
+                   self->reload(room);
+                 });
   }
 
   void reload(const std::shared_ptr<Room>& room) {
@@ -672,6 +702,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     std::uint64_t expected = 0;
+    std::string epoch;
     std::string message;
     {
       std::lock_guard lock(room->mu);
@@ -684,6 +715,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
         return;
       }
       expected = room->seq;
+      epoch = room->epoch;
       json::array arr;
       for (const auto& op : *ops) arr.push_back(collab::to_json(op));
       message = encode_ops(OpsMessage{expected + 1, author.user, author.session, request_id,
@@ -691,7 +723,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     }
     std::weak_ptr<Impl> weak = shared_from_this();
     client->eval(kSubmit, {key(id, "meta"), key(id, "log")},
-                 {std::to_string(expected), message, key(id, "ch")},
+                 {std::to_string(expected), message, key(id, "ch"), epoch},
                  [weak, id, author, request_id, ops, refused, attempt, room](Reply r) mutable {
                    auto self = weak.lock();
                    if (!self) return;
@@ -702,13 +734,22 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
                    const auto outcome = r.elements[0].integer;
                    if (outcome == 1) return;  // the hub acks when the batch comes back
                    if (outcome == -1) {
-                     // The room's keys are gone (flushed, lost in a failover): new epoch.
+                     // A new epoch (another node saw history lost) or the keys are gone:
+                     // this node's copy is void; its members resynchronise.
                      std::lock_guard lock(room->mu);
-                     self->reload(room);
+                     if (room->state == Room::State::Ready) {
+                       if (auto* s = self->sink.load()) s->on_reset(room->id);
+                       self->reload(room);
+                     }
                    } else {
-                     // Someone else appended first: catch up, validate again, retry.
                      std::lock_guard lock(room->mu);
-                     if (reply_u64(r.elements[1]) > room->seq) self->fill(room);
+                     const auto redis_seq = reply_u64(r.elements[1]);
+                     if (redis_seq > room->seq) {
+                       // Someone else appended first: catch up, validate again, retry.
+                       self->fill(room);
+                     } else if (redis_seq < room->seq) {
+                       self->history_lost(room);
+                     }
                    }
                    self->retry_submit(id, author, request_id, std::move(ops), std::move(refused),
                                       attempt);
