@@ -42,7 +42,7 @@ namespace {
 
 struct Config {
   std::string host = "127.0.0.1";
-  std::uint16_t port = 7700;
+  std::vector<std::uint16_t> ports{7700};  // clients are spread over these gateways
   std::string secret;
   int clients = 1000;
   int room_size = 20;
@@ -95,14 +95,20 @@ double percentile(std::vector<double>& v, double q) {
 class Client {
  public:
   Client(asio::io_context& io, const Config& cfg, Stats& stats, int index, std::string token)
-      : io_(io), cfg_(cfg), stats_(stats), index_(index), token_(std::move(token)), ws_(io) {
+      : io_(io),
+        cfg_(cfg),
+        stats_(stats),
+        index_(index),
+        token_(std::move(token)),
+        ws_(io),
+        port_(cfg.ports[static_cast<std::size_t>(index) % cfg.ports.size()]) {
     room_ = cfg.project + "/room" + std::to_string(index / cfg.room_size);
   }
 
   asio::awaitable<bool> open() {
     tcp::resolver resolver(io_);
     auto [rec, results] =
-        co_await resolver.async_resolve(cfg_.host, std::to_string(cfg_.port), nothrow);
+        co_await resolver.async_resolve(cfg_.host, std::to_string(port_), nothrow);
     if (rec) co_return fail();
     auto [cec, ep] =
         co_await asio::async_connect(beast::get_lowest_layer(ws_).socket(), results, nothrow);
@@ -241,16 +247,17 @@ class Client {
   std::string token_;
   std::string room_;
   websocket::stream<beast::tcp_stream> ws_;
+  std::uint16_t port_;
   std::unordered_map<std::int64_t, std::int64_t> sent_;
 };
 
-// GET /metrics from the gateway; returns {cpu_seconds, rss_bytes} (negative on failure).
-std::pair<double, double> scrape(const Config& cfg) {
+// GET /metrics from one gateway; returns {cpu_seconds, rss_bytes} (negative on failure).
+std::pair<double, double> scrape_one(const Config& cfg, std::uint16_t port) {
   try {
     asio::io_context io;
     tcp::resolver resolver(io);
     beast::tcp_stream stream(io);
-    stream.connect(resolver.resolve(cfg.host, std::to_string(cfg.port)));
+    stream.connect(resolver.resolve(cfg.host, std::to_string(port)));
     bhttp::request<bhttp::empty_body> req{bhttp::verb::get, "/metrics", 11};
     req.set(bhttp::field::host, cfg.host);
     bhttp::write(stream, req);
@@ -267,6 +274,18 @@ std::pair<double, double> scrape(const Config& cfg) {
   }
 }
 
+// Summed over every gateway.
+std::pair<double, double> scrape(const Config& cfg) {
+  double cpu = 0, rss = 0;
+  for (auto port : cfg.ports) {
+    auto [c, r] = scrape_one(cfg, port);
+    if (c < 0) return {-1, -1};
+    cpu += c;
+    rss += r;
+  }
+  return {cpu, rss};
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -275,7 +294,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   auto* collab = app.add_subcommand("collab", "WebSocket clients against /v1/collab");
   collab->add_option("--host", cfg.host);
-  collab->add_option("--port", cfg.port)->required();
+  collab->add_option("--port", cfg.ports, "Gateway port; repeat for several gateways")->required();
   collab->add_option("--secret", cfg.secret, "The gateway's auth.jwt_secret")->required();
   collab->add_option("--clients", cfg.clients)->check(CLI::Range(1, 100000));
   collab->add_option("--room-size", cfg.room_size)->check(CLI::Range(1, 10000));
@@ -372,6 +391,7 @@ int main(int argc, char** argv) {
   const double secs = cfg.duration_s;
   boost::json::object out;
   out["clients"] = cfg.clients;
+  out["gateways"] = cfg.ports.size();
   out["room_size"] = cfg.room_size;
   out["active_share"] = cfg.active;
   out["cursor_hz"] = cfg.cursor_hz;
