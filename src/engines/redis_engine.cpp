@@ -193,6 +193,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     bool filling = false;
     std::vector<PendingJoin> joins;
     std::map<std::string, collab::Member> local;  // this node's members, by session
+    std::string sub_endpoint;  // the node its channel is subscribed on (under Impl::mu)
     Room(std::string r, std::size_t max_entities) : id(std::move(r)), scene(max_entities) {}
   };
 
@@ -223,8 +224,8 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
 
   // --- subscription ------------------------------------------------------------------
 
-  std::shared_ptr<redis::Connection> subscriber_for(const std::string& channel) {
-    const auto ep = client->endpoint_for(channel);
+  // The subscriber connection to one node (created on first use).
+  std::shared_ptr<redis::Connection> subscriber_at(const redis::Endpoint& ep) {
     std::lock_guard lock(mu);
     auto& conn = subscribers[ep.str()];
     if (!conn) {
@@ -238,30 +239,80 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       auto first = std::make_shared<bool>(true);
       conn->on_state([weak, ep, first](bool up) {
         auto self = weak.lock();
-        if (!self || !up) return;
+        if (!self) return;
+        if (!up) {
+          // The node may be gone for good (a failed primary): move its rooms' subscriptions
+          // to whichever node now serves their slot.
+          self->runtime.after(std::chrono::milliseconds(300), [weak, ep] {
+            if (auto s = weak.lock()) s->relocate(ep);
+          });
+          return;
+        }
         if (*first) {
           *first = false;
           return;
         }
-        self->resubscribe(ep);
+        self->resubscribe(ep);  // the same node came back
       });
     }
     return conn;
   }
 
-  // After a subscriber reconnects: subscribe again and fill whatever was missed meanwhile.
-  void resubscribe(const redis::Endpoint& ep) {
-    std::vector<std::shared_ptr<Room>> affected;
+  // Subscribes the room's channel on the node that serves its slot now.
+  void subscribe(const std::shared_ptr<Room>& room, redis::Connection::Callback done) {
+    const auto channel = key(room->id, "ch");
+    const auto ep = client->endpoint_for(channel);
     {
       std::lock_guard lock(mu);
-      for (auto& [id, room] : rooms) {
-        if (client->endpoint_for(key(id, "ch")) == ep) affected.push_back(room);
-      }
+      room->sub_endpoint = ep.str();
     }
-    for (auto& room : affected) {
-      subscriber_for(key(room->id, "ch"))->command({"SSUBSCRIBE", key(room->id, "ch")}, [](Reply) {
-      });
+    subscriber_at(ep)->command({"SSUBSCRIBE", channel}, std::move(done));
+  }
+
+  std::vector<std::shared_ptr<Room>> rooms_on(const redis::Endpoint& ep) {
+    std::vector<std::shared_ptr<Room>> out;
+    std::lock_guard lock(mu);
+    for (auto& [id, room] : rooms) {
+      if (room->sub_endpoint == ep.str()) out.push_back(room);
+    }
+    return out;
+  }
+
+  // After a subscriber reconnects to the same node: subscribe again, fill what was missed.
+  void resubscribe(const redis::Endpoint& ep) {
+    for (auto& room : rooms_on(ep)) {
+      subscribe(room, [](Reply) {});
       check_seq(room);
+    }
+  }
+
+  // After a subscriber lost its node: once the slot map names another node for a room,
+  // subscribe there and fill the gap; until then, try again.
+  void relocate(const redis::Endpoint& ep) {
+    if (closed) return;
+    auto affected = rooms_on(ep);
+    if (affected.empty()) return;
+    bool waiting = false;
+    for (auto& room : affected) {
+      check_seq(room);  // also makes the cluster client refresh its slot map
+      if (client->endpoint_for(key(room->id, "ch")) == ep) {
+        waiting = true;
+        continue;
+      }
+      std::weak_ptr<Impl> weak = shared_from_this();
+      log::warn("redis engine: moving a room's subscription",
+                {{"room", room->id}, {"from", ep.str()}});
+      subscribe(room, [weak, room](Reply r) {
+        auto self = weak.lock();
+        if (self && !r.is_error()) self->check_seq(room);
+      });
+    }
+    const auto conn = subscriber_at(ep);
+    if (waiting && !conn->up()) {
+      std::weak_ptr<Impl> weak = shared_from_this();
+      runtime.after(std::chrono::milliseconds(500), [weak, ep] {
+        if (auto s = weak.lock()) s->relocate(ep);
+      });
     }
   }
 
@@ -657,8 +708,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     if (!created) return;
     // Subscribe first, then load: anything published in between is buffered as early.
     std::weak_ptr<Impl> weak = shared_from_this();
-    const auto channel = key(id, "ch");
-    subscriber_for(channel)->command({"SSUBSCRIBE", channel}, [weak, room](Reply r) {
+    subscribe(room, [weak, room](Reply r) {
       auto self = weak.lock();
       if (!self) return;
       if (r.is_error()) {

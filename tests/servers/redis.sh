@@ -5,6 +5,7 @@
 # All on 127.0.0.1, no persistence, state under DIR.
 #   bash tests/servers/redis.sh start DIR
 #   bash tests/servers/redis.sh stop DIR
+#   bash tests/servers/redis.sh restart-node DIR PORT   (a cluster node, with its nodes.conf)
 set -euo pipefail
 cmd=${1:?start|stop}
 dir=${2:?directory}
@@ -28,34 +29,42 @@ wait_ping() {
   return 1
 }
 
+common=(--bind 127.0.0.1 --save '' --appendonly no --daemonize yes --protected-mode no)
+
+start_cluster_node() {
+  local p=$1
+  mkdir -p "$dir/$p"
+  redis-server --port "$p" "${common[@]}" --dir "$dir/$p" --logfile "$dir/$p.log" \
+    --pidfile "$dir/$p.pid" --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" \
+    --cluster-node-timeout 2000
+}
+
+cluster_ok() {
+  for i in 0 1 2 3 4 5; do
+    redis-cli -p $((base + i)) cluster info 2>/dev/null | grep -q 'cluster_state:ok' || return 1
+  done
+}
+
 case "$cmd" in
+  restart-node)
+    p=${3:?port}
+    start_cluster_node "$p"
+    wait_ping "$p"
+    for _ in $(seq 200); do cluster_ok && break; sleep 0.05; done
+    ;;
   start)
     stop_all  # leftovers of an interrupted run
     rm -rf "$dir"
     mkdir -p "$dir"
-    common=(--bind 127.0.0.1 --save '' --appendonly no --daemonize yes
-            --protected-mode no)
     redis-server --port "$port" "${common[@]}" --dir "$dir" --logfile "$dir/standalone.log" \
       --pidfile "$dir/standalone.pid"
-    for i in 0 1 2 3 4 5; do
-      p=$((base + i))
-      mkdir -p "$dir/$p"
-      redis-server --port "$p" "${common[@]}" --dir "$dir/$p" --logfile "$dir/$p.log" \
-        --pidfile "$dir/$p.pid" --cluster-enabled yes --cluster-config-file "$dir/$p/nodes.conf" \
-        --cluster-node-timeout 2000
-    done
+    for i in 0 1 2 3 4 5; do start_cluster_node $((base + i)); done
     for p in "${ports[@]}"; do wait_ping "$p"; done
     nodes=()
     for i in 0 1 2 3 4 5; do nodes+=("127.0.0.1:$((base + i))"); done
     redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1
-    for _ in $(seq 200); do
-      ok=1
-      for i in 0 1 2 3 4 5; do
-        redis-cli -p $((base + i)) cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
-      done
-      [[ $ok == 1 ]] && break
-      sleep 0.05
-    done
+    ok=0
+    for _ in $(seq 200); do cluster_ok && { ok=1; break; }; sleep 0.05; done
     [[ $ok == 1 ]] || { echo "cluster did not reach cluster_state:ok" >&2; cat "$dir/create.log" >&2; exit 1; }
     echo "redis: standalone 127.0.0.1:$port, cluster 127.0.0.1:$base-$((base + 5))"
     ;;

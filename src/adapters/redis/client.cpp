@@ -99,7 +99,13 @@ class ClusterClient final : public Client, public std::enable_shared_from_this<C
       return;
     }
     auto self = shared_from_this();
-    conn(candidates[i])->command({"CLUSTER", "SLOTS"}, [self, candidates, i](Reply r) mutable {
+    auto c = conn(candidates[i]);
+    if (!c->up() && i + 1 < candidates.size()) {
+      // A node we cannot reach (a failed primary) would only make us wait: ask the next.
+      try_refresh(std::move(candidates), i + 1);
+      return;
+    }
+    c->command({"CLUSTER", "SLOTS"}, [self, candidates, i](Reply r) mutable {
       SlotMap m;
       if (!r.is_error() && m.load(r)) {
         std::lock_guard lock(self->mu_);
