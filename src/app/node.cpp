@@ -181,6 +181,15 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       eo.presence_ttl = std::chrono::milliseconds(cfg.integer("room.presence_ttl_ms"));
       eo.snapshot_every = static_cast<std::size_t>(cfg.integer("room.snapshot_every"));
       eo.connection = ro;
+      eo.ack_replicas = static_cast<int>(cfg.integer("redis.ack_replicas"));
+      eo.wait_timeout = std::chrono::milliseconds(cfg.integer("redis.wait_timeout_ms"));
+      auto& wait_timeouts =
+          registry
+              .counter("kiln_redis_wait_timeouts_total",
+                       "Batches acknowledged although the replicas did not confirm "
+                       "them within redis.wait_timeout_ms.")
+              .get();
+      eo.on_wait_timeout = [&wait_timeouts] { wait_timeouts.inc(); };
       auto re = std::make_unique<engines::RedisRoomEngine>(runtime, redis_client, eo,
                                                            [] { return ids::random_hex(8); });
       redis_engine = re.get();

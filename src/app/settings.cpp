@@ -141,6 +141,14 @@ config::Schema build() {
              /*allow_empty=*/false));
   s.add(integer("redis.command_timeout_ms", 5'000, 50, 600'000,
                 "A Redis reply later than this drops the connection (it is rebuilt)."));
+  s.add(integer("redis.ack_replicas", 0, 0, 16,
+                "Ack durability. 0: a batch is acknowledged once the Redis primary has it (a "
+                "primary failover can lose the latest ones; clients are then told to resync). "
+                "N: acknowledged only after N replicas confirm it (WAIT N), which survives a "
+                "failover to one of them. Use N only where the primaries have N replicas."));
+  s.add(integer("redis.wait_timeout_ms", 1'000, 10, 60'000,
+                "With redis.ack_replicas > 0: how long to wait for the replicas; after that the "
+                "ack is sent anyway, logged and counted (kiln_redis_wait_timeouts_total)."));
   s.add(integer("room.presence_ttl_ms", 30'000, 1'000, 3'600'000,
                 "With the redis engine: members of a node that stopped refreshing them for this "
                 "long are removed and the room told (`presence` left)."));

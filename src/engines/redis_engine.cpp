@@ -11,6 +11,7 @@
 #include <deque>
 #include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
 
 namespace kiln::engines {
@@ -193,7 +194,8 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     bool filling = false;
     std::vector<PendingJoin> joins;
     std::map<std::string, collab::Member> local;  // this node's members, by session
-    std::string sub_endpoint;  // the node its channel is subscribed on (under Impl::mu)
+    std::string sub_endpoint;      // the node its channel is subscribed on (under Impl::mu)
+    std::set<std::uint64_t> held;  // own batches awaiting replicas: not delivered yet
     Room(std::string r, std::size_t max_entities) : id(std::move(r)), scene(max_entities) {}
   };
 
@@ -416,9 +418,11 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
 
   void on_ops_message(const std::shared_ptr<Room>& room, OpsMessage m) {
     std::lock_guard lock(room->mu);
-    if (room->state != Room::State::Ready || m.seq > room->seq + 1) {
+    if (room->state != Room::State::Ready || m.seq > room->seq + 1 ||
+        room->held.count(m.seq) != 0) {
       room->early.emplace(m.seq, std::move(m));
-      if (room->state == Room::State::Ready) fill(room);
+      if (room->state == Room::State::Ready && room->early.begin()->first > room->seq + 1)
+        fill(room);
       return;
     }
     if (m.seq <= room->seq) return;  // a duplicate (resubscribe, fill overlap)
@@ -437,7 +441,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
         room.early.erase(it);
         continue;
       }
-      if (it->first != room.seq + 1) break;
+      if (it->first != room.seq + 1 || room.held.count(it->first) != 0) break;
       auto m = std::move(it->second);
       room.early.erase(it);
       if (!apply(room, m)) return;
@@ -590,6 +594,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   void reload(const std::shared_ptr<Room>& room) {
     room->state = Room::State::Loading;
     room->early.clear();
+    room->held.clear();
     load(room);
   }
 
@@ -768,42 +773,81 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       epoch = room->epoch;
       json::array arr;
       for (const auto& op : *ops) arr.push_back(collab::to_json(op));
+      // With ack durability, this node holds its own batch back until the replicas have it
+      // (marked before the append, whose message may arrive before the script's reply).
+      if (options.ack_replicas > 0) room->held.insert(expected + 1);
       message = encode_ops(OpsMessage{expected + 1, author.user, author.session, request_id,
                                       collab::encode::ops(id, expected + 1, author.user, arr)});
     }
     std::weak_ptr<Impl> weak = shared_from_this();
-    client->eval(kSubmit, {key(id, "meta"), key(id, "log")},
-                 {std::to_string(expected), message, key(id, "ch"), epoch},
-                 [weak, id, author, request_id, ops, refused, attempt, room](Reply r) mutable {
-                   auto self = weak.lock();
-                   if (!self) return;
-                   if (r.is_error() || r.elements.size() < 2) {
-                     refused(collab::fail(Code::Unavailable, "room engine unavailable: " + r.str));
-                     return;
-                   }
-                   const auto outcome = r.elements[0].integer;
-                   if (outcome == 1) return;  // the hub acks when the batch comes back
-                   if (outcome == -1) {
-                     // A new epoch (another node saw history lost) or the keys are gone:
-                     // this node's copy is void; its members resynchronise.
-                     std::lock_guard lock(room->mu);
-                     if (room->state == Room::State::Ready) {
-                       if (auto* s = self->sink.load()) s->on_reset(room->id);
-                       self->reload(room);
-                     }
-                   } else {
-                     std::lock_guard lock(room->mu);
-                     const auto redis_seq = reply_u64(r.elements[1]);
-                     if (redis_seq > room->seq) {
-                       // Someone else appended first: catch up, validate again, retry.
-                       self->fill(room);
-                     } else if (redis_seq < room->seq) {
-                       self->history_lost(room);
-                     }
-                   }
-                   self->retry_submit(id, author, request_id, std::move(ops), std::move(refused),
-                                      attempt);
-                 });
+    client->eval(
+        kSubmit, {key(id, "meta"), key(id, "log")},
+        {std::to_string(expected), message, key(id, "ch"), epoch},
+        [weak, id, author, request_id, ops, refused, attempt, room, expected](Reply r) mutable {
+          auto self = weak.lock();
+          if (!self) return;
+          const bool appended =
+              !r.is_error() && r.elements.size() >= 2 && r.elements[0].integer == 1;
+          if (self->options.ack_replicas > 0) {
+            if (appended) {
+              self->await_replicas(room, expected + 1);
+            } else {
+              self->release(room, expected + 1);
+            }
+          }
+          if (r.is_error() || r.elements.size() < 2) {
+            refused(collab::fail(Code::Unavailable, "room engine unavailable: " + r.str));
+            return;
+          }
+          const auto outcome = r.elements[0].integer;
+          if (outcome == 1) return;  // the hub acks when the batch comes back
+          if (outcome == -1) {
+            // A new epoch (another node saw history lost) or the keys are gone:
+            // this node's copy is void; its members resynchronise.
+            std::lock_guard lock(room->mu);
+            if (room->state == Room::State::Ready) {
+              if (auto* s = self->sink.load()) s->on_reset(room->id);
+              self->reload(room);
+            }
+          } else {
+            std::lock_guard lock(room->mu);
+            const auto redis_seq = reply_u64(r.elements[1]);
+            if (redis_seq > room->seq) {
+              // Someone else appended first: catch up, validate again, retry.
+              self->fill(room);
+            } else if (redis_seq < room->seq) {
+              self->history_lost(room);
+            }
+          }
+          self->retry_submit(id, author, request_id, std::move(ops), std::move(refused), attempt);
+        });
+  }
+
+  // WAIT on the connection that carried the append (one per node): every earlier write on
+  // it, ours included, must reach the replicas. Then the batch is delivered.
+  void await_replicas(const std::shared_ptr<Room>& room, std::uint64_t seq) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    client->command(key(room->id, "meta"),
+                    {"WAIT", std::to_string(options.ack_replicas),
+                     std::to_string(options.wait_timeout.count())},
+                    [weak, room, seq](Reply r) {
+                      auto self = weak.lock();
+                      if (!self) return;
+                      if (r.is_error() || r.integer < self->options.ack_replicas) {
+                        log::warn(
+                            "redis engine: replicas did not confirm a batch in time; acking anyway",
+                            {{"room", room->id},
+                             {"seq", static_cast<std::int64_t>(seq)},
+                             {"replicas", static_cast<std::int64_t>(r.integer)}});
+                        if (self->options.on_wait_timeout) self->options.on_wait_timeout();
+                      }
+                      self->release(room, seq);
+                    });
+  }
+
+  void release(const std::shared_ptr<Room>& room, std::uint64_t seq) {
+    std::lock_guard lock(room->mu);
+    if (room->held.erase(seq) != 0) drain_early(*room);
   }
 
   void retry_submit(const std::string& id, const collab::Member& author, std::int64_t request_id,

@@ -36,9 +36,14 @@ struct RedisEngineOptions {
   std::string node = "node";
   collab::EngineLimits limits;
   std::chrono::milliseconds presence_ttl{30'000};
-  std::size_t snapshot_every = 500;     // batches between snapshots written to Redis
-  int max_submit_attempts = 50;         // compare-and-set retries under contention
-  redis::ConnectionOptions connection;  // for the subscriber connections
+  std::size_t snapshot_every = 500;  // batches between snapshots written to Redis
+  // Ack durability: 0 acks once the batch is in the primary's memory; N waits (WAIT N)
+  // until N replicas have it, at most wait_timeout, before this node delivers it.
+  int ack_replicas = 0;
+  std::chrono::milliseconds wait_timeout{1'000};
+  std::function<void()> on_wait_timeout;  // counts acks sent without the replicas' word
+  int max_submit_attempts = 50;           // compare-and-set retries under contention
+  redis::ConnectionOptions connection;    // for the subscriber connections
 };
 
 class RedisRoomEngine final : public collab::RoomEngine {

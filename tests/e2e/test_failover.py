@@ -28,22 +28,22 @@ CLIENTS, ROOM_SIZE, OPS_PER_CLIENT = 200, 20, 8
 PRESENCE_TTL_MS = 2000
 
 
-def gateway(prefix, cluster=False):
+def gateway(prefix, cluster=False, extra=()):
     where = (["--redis-mode", "cluster", "--redis-addresses",
               ",".join(f"127.0.0.1:{27000 + i}" for i in range(6)), "--redis-command-timeout-ms", "1000"]
              if cluster else ["--redis-addresses", STANDALONE])
     return Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", "--room-engine", "redis",
                 *where, "--redis-prefix", prefix,
                 "--room-presence-ttl-ms", str(PRESENCE_TTL_MS), "--shutdown-drain-ms", "3000",
-                "--gateway-ops-per-second", "1000", role="gateway")
+                "--gateway-ops-per-second", "1000", *extra, role="gateway")
 
 
 class Cluster:
     """The live gateways; clients pick from it when they (re)connect."""
 
-    def __init__(self, prefix, n, redis_cluster=False):
+    def __init__(self, prefix, n, redis_cluster=False, extra=()):
         self.prefix = prefix
-        self.nodes = [gateway(prefix, redis_cluster) for _ in range(n)]
+        self.nodes = [gateway(prefix, redis_cluster, extra) for _ in range(n)]
         self.dead = set()
 
     def urls(self):
@@ -174,8 +174,9 @@ class Editor:
 
 @unittest.skipUnless(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
 class Failover(unittest.TestCase):
-    def run_scenario(self, chaos, clients=CLIENTS, gateways=3, redis_cluster=False, ops=OPS_PER_CLIENT):
-        cluster = Cluster("fo-" + uuid.uuid4().hex[:8], gateways, redis_cluster)
+    def run_scenario(self, chaos, clients=CLIENTS, gateways=3, redis_cluster=False, ops=OPS_PER_CLIENT,
+                     extra=()):
+        cluster = Cluster("fo-" + uuid.uuid4().hex[:8], gateways, redis_cluster, extra)
         self.addCleanup(cluster.stop)
         rooms = [f"p/fo{r}" for r in range(clients // ROOM_SIZE)]
         editors = [Editor(i, cluster, rooms[i // ROOM_SIZE], ops) for i in range(clients)]
@@ -283,6 +284,15 @@ class RedisPrimaryFailover(Failover):
     test_rolling_restart_with_sigterm = None
 
     def test_primary_of_the_rooms_slot_dies(self):
+        self.primary_dies()
+
+    def test_primary_dies_with_acks_after_one_replica(self):
+        # redis.ack_replicas 1: every ack waited for the replica that gets promoted, so
+        # nothing acknowledged can be lost and no client needs a new epoch.
+        _, editors, _ = self.primary_dies("--redis-ack-replicas", "1", "--redis-wait-timeout-ms", "200")
+        self.assertEqual(sum(e.resets for e in editors), 0)
+
+    def primary_dies(self, *extra):
         killed = []
 
         async def kill_primary(cluster):
@@ -308,8 +318,9 @@ class RedisPrimaryFailover(Failover):
                 subprocess.run(["bash", os.path.join(ROOT, "tests", "servers", "redis.sh"), "restart-node",
                                 SERVERS_DIR, str(port)], check=True, timeout=60)
         self.addCleanup(restore)
-        self.run_scenario(kill_primary, clients=40, gateways=2, redis_cluster=True, ops=20)
+        result = self.run_scenario(kill_primary, clients=40, gateways=2, redis_cluster=True, ops=20, extra=extra)
         self.assertEqual(len(killed), 1)
+        return result
 
 
 if __name__ == "__main__":

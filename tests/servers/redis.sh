@@ -51,6 +51,14 @@ case "$cmd" in
     start_cluster_node "$p"
     wait_ping "$p"
     for _ in $(seq 200); do cluster_ok && break; sleep 0.05; done
+    # Back as a replica: ready only once its copy of the primary is in sync, so that the
+    # next failover finds an eligible replica.
+    for _ in $(seq 600); do
+      redis-cli -p "$p" info replication 2>/dev/null | grep -q 'master_link_status:up' && break
+      sleep 0.05
+    done
+    redis-cli -p "$p" info replication | grep -q 'master_link_status:up' ||
+      { echo "node $p did not sync with its primary" >&2; exit 1; }
     ;;
   start)
     stop_all  # leftovers of an interrupted run
