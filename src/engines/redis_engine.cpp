@@ -260,15 +260,27 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     return conn;
   }
 
-  // Subscribes the room's channel on the node that serves its slot now.
-  void subscribe(const std::shared_ptr<Room>& room, redis::Connection::Callback done) {
+  // Subscribes the room's channel on the node that serves its slot now. A node that is
+  // not the owner answers MOVED (the slot map was not loaded yet, or is stale): follow it.
+  void subscribe(const std::shared_ptr<Room>& room, redis::Connection::Callback done,
+                 std::optional<redis::Endpoint> at = std::nullopt, int attempt = 0) {
     const auto channel = key(room->id, "ch");
-    const auto ep = client->endpoint_for(channel);
+    const auto ep = at ? *at : client->endpoint_for(channel);
     {
       std::lock_guard lock(mu);
       room->sub_endpoint = ep.str();
     }
-    subscriber_at(ep)->command({"SSUBSCRIBE", channel}, std::move(done));
+    std::weak_ptr<Impl> weak = shared_from_this();
+    subscriber_at(ep)->command(
+        {"SSUBSCRIBE", channel}, [weak, room, done = std::move(done), attempt](Reply r) mutable {
+          auto self = weak.lock();
+          if (!self) return;
+          if (auto redirect = redis::parse_redirect(r); redirect && attempt < 5) {
+            self->subscribe(room, std::move(done), redirect->to, attempt + 1);
+            return;
+          }
+          done(std::move(r));
+        });
   }
 
   std::vector<std::shared_ptr<Room>> rooms_on(const redis::Endpoint& ep) {

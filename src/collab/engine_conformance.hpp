@@ -1,0 +1,291 @@
+// The RoomEngine conformance suite, written once and instantiated per engine: the
+// in-memory engine in the unit tier (collab/engine_conformance_test.cpp), the Redis engine
+// against real servers in the integration tier (engines/redis_engine_itest.cpp).
+//
+// It drives an engine through a Hub with recording subscribers, as a gateway node does.
+// Engines may answer from other threads, so every expectation waits (bounded) for the
+// frame or callback it names.
+#pragma once
+
+#include "collab/hub.hpp"
+#include "collab/room_engine.hpp"
+
+#include <gtest/gtest.h>
+#include <boost/json/parse.hpp>
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <future>
+#include <memory>
+#include <mutex>
+
+namespace kiln::collab::conformance {
+
+namespace json = boost::json;
+using namespace std::chrono_literals;
+inline constexpr auto kWait = 10s;
+
+struct Recorder : Subscriber {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<std::string> frames;
+  int lost = 0;
+  void deliver(std::shared_ptr<const std::string> f) override {
+    std::lock_guard lock(mu);
+    frames.push_back(*f);
+    cv.notify_all();
+  }
+  void lost_sync(const std::string&) override {
+    std::lock_guard lock(mu);
+    ++lost;
+    cv.notify_all();
+  }
+  std::vector<json::object> of_type(std::string_view t) {
+    std::lock_guard lock(mu);
+    return of_type_locked(t);
+  }
+  // Waits until at least n frames of type t have arrived; returns them.
+  std::vector<json::object> wait_for(std::string_view t, std::size_t n) {
+    std::unique_lock lock(mu);
+    cv.wait_for(lock, kWait, [&] { return of_type_locked(t).size() >= n; });
+    return of_type_locked(t);
+  }
+
+ private:
+  std::vector<json::object> of_type_locked(std::string_view t) {
+    std::vector<json::object> out;
+    for (const auto& f : frames) {
+      auto o = json::parse(f).as_object();
+      if (o.at("t").as_string() == t) out.push_back(o);
+    }
+    return out;
+  }
+};
+
+// What the suite needs from an engine under test.
+struct Harness {
+  virtual ~Harness() = default;
+  virtual RoomEngine& engine() = 0;
+};
+using HarnessFactory = std::function<std::unique_ptr<Harness>(const EngineLimits&)>;
+
+struct Named {
+  std::string name;
+  HarnessFactory make;
+};
+inline std::ostream& operator<<(std::ostream& o, const Named& n) {
+  return o << n.name;
+}
+
+class EngineConformance : public ::testing::TestWithParam<Named> {
+ protected:
+  void start(EngineLimits limits = {}) {
+    harness = GetParam().make(limits);
+    harness->engine().set_events(&hub);
+  }
+  void SetUp() override { start(); }
+  void TearDown() override {
+    if (harness) harness->engine().set_events(nullptr);
+    harness.reset();
+  }
+  RoomEngine& engine() { return harness->engine(); }
+
+  static std::vector<Op> ops(std::string_view j) {
+    std::vector<Op> out;
+    EXPECT_FALSE(parse_batch(json::parse(j), 1000, out));
+    return out;
+  }
+
+  JoinResult join(const std::string& room, const Member& m, std::shared_ptr<Recorder> rec,
+                  std::optional<Since> since = std::nullopt) {
+    auto p = std::make_shared<std::promise<JoinResult>>();
+    auto f = p->get_future();
+    engine().join(room, m, since, [this, p, room, m, rec](JoinResult r) {
+      if (!r.error) hub.add(room, m, rec, r.seq);
+      p->set_value(std::move(r));
+    });
+    if (f.wait_for(kWait) != std::future_status::ready) {
+      ADD_FAILURE() << "join did not answer";
+      return {};
+    }
+    return f.get();
+  }
+
+  // Submits and waits for the author's ack (returns its seq) or the refusal.
+  std::pair<std::uint64_t, Error> submit(const std::string& room, const Member& m,
+                                         std::shared_ptr<Recorder> author, std::int64_t id,
+                                         std::string_view j) {
+    auto refusal = std::make_shared<std::promise<Error>>();
+    auto refused = refusal->get_future();
+    engine().submit(room, m, id, ops(j), [refusal](Error e) { refusal->set_value(std::move(e)); });
+    const auto deadline = std::chrono::steady_clock::now() + kWait;
+    for (;;) {
+      for (const auto& a : author->of_type("ack")) {
+        if (a.at("id").as_int64() == id && a.at("room").as_string() == room) {
+          return {static_cast<std::uint64_t>(a.at("seq").as_int64()), {}};
+        }
+      }
+      if (refused.wait_for(1ms) == std::future_status::ready) return {0, refused.get()};
+      if (std::chrono::steady_clock::now() > deadline) break;
+    }
+    ADD_FAILURE() << "submit got neither ack nor refusal";
+    return {0, fail(Code::Unavailable, "timeout")};
+  }
+
+  std::string room(std::string_view name) {
+    return "p/" + std::string(name) + "-" + std::to_string(++counter_);
+  }
+
+  Hub hub{"node-1"};
+  std::unique_ptr<Harness> harness;
+  Member ann{"s-ann", "ann", "Ann", "node-1"};
+  Member bob{"s-bob", "bob", "Bob", "node-1"};
+  std::shared_ptr<Recorder> ann_rec = std::make_shared<Recorder>();
+  std::shared_ptr<Recorder> bob_rec = std::make_shared<Recorder>();
+
+ private:
+  static inline int counter_ = 0;
+};
+
+TEST_P(EngineConformance, FirstJoinIsAnEmptySnapshotAtSeqZero) {
+  auto r = join(room("first"), ann, ann_rec);
+  ASSERT_FALSE(r.error) << r.error.message;
+  EXPECT_EQ(r.seq, 0u);
+  EXPECT_FALSE(r.recovered);
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_TRUE(r.snapshot->at("entities").as_object().empty());
+  EXPECT_FALSE(r.epoch.empty());
+}
+
+TEST_P(EngineConformance, AuthorGetsAckPeersGetOpsInOrder) {
+  const auto rm = room("order");
+  join(rm, ann, ann_rec);
+  join(rm, bob, bob_rec);
+  EXPECT_EQ(submit(rm, ann, ann_rec, 10, R"([{"op":"create","entity":"a","parent":"root"}])").first,
+            1u);
+  EXPECT_EQ(
+      submit(rm, bob, bob_rec, 20, R"([{"op":"set","entity":"a","key":"k","value":1}])").first, 2u);
+  auto bob_ops = bob_rec->wait_for("ops", 1);
+  ASSERT_EQ(bob_ops.size(), 1u);
+  EXPECT_EQ(bob_ops[0].at("seq").as_int64(), 1);
+  EXPECT_EQ(bob_ops[0].at("author").as_string(), "ann");
+  auto ann_ops = ann_rec->wait_for("ops", 1);
+  ASSERT_EQ(ann_ops.size(), 1u);
+  EXPECT_EQ(ann_ops[0].at("seq").as_int64(), 2);
+}
+
+TEST_P(EngineConformance, RefusedBatchesGetTheReasonAndNoSeq) {
+  const auto rm = room("refused");
+  join(rm, ann, ann_rec);
+  auto [seq, e] =
+      submit(rm, ann, ann_rec, 1, R"([{"op":"set","entity":"ghost","key":"k","value":1}])");
+  EXPECT_EQ(e.code, Code::NotFound);
+  EXPECT_EQ(submit(rm, ann, ann_rec, 2, R"([{"op":"create","entity":"a","parent":"root"}])").first,
+            1u);
+  auto [s2, cycle] = submit(
+      rm, ann, ann_rec, 3,
+      R"([{"op":"create","entity":"b","parent":"a"},{"op":"move","entity":"a","parent":"b"}])");
+  EXPECT_EQ(cycle.code, Code::Cycle);
+}
+
+TEST_P(EngineConformance, ResumeRecoversExactlyTheMissedOps) {
+  const auto rm = room("resume");
+  auto first = join(rm, ann, ann_rec);
+  for (int i = 0; i < 5; ++i) {
+    submit(rm, ann, ann_rec, i,
+           R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+  }
+  auto r = join(rm, bob, bob_rec, Since{first.epoch, 2});
+  EXPECT_TRUE(r.recovered);
+  EXPECT_EQ(r.seq, 5u);
+  ASSERT_EQ(r.ops.size(), 3u);
+  EXPECT_EQ(json::parse(*r.ops[0]).at("seq").as_int64(), 3);
+  EXPECT_EQ(json::parse(*r.ops[2]).at("seq").as_int64(), 5);
+  Member cy{"s-cy", "cy", "Cy", "node-1"};
+  auto other = join(rm, cy, std::make_shared<Recorder>(), Since{"not-the-epoch", 2});
+  EXPECT_FALSE(other.recovered);
+  ASSERT_TRUE(other.snapshot);
+  EXPECT_EQ(other.snapshot->at("entities").as_object().size(), 5u);
+}
+
+TEST_P(EngineConformance, PastTheRetentionWindowGivesASnapshot) {
+  EngineLimits limits;
+  limits.log_retention = 2;
+  start(limits);
+  const auto rm = room("retention");
+  auto first = join(rm, ann, ann_rec);
+  for (int i = 0; i < 5; ++i) {
+    submit(rm, ann, ann_rec, i,
+           R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+  }
+  auto old = join(rm, bob, bob_rec, Since{first.epoch, 1});
+  EXPECT_FALSE(old.recovered);
+  Member cy{"s-cy", "cy", "Cy", "node-1"};
+  auto recent = join(rm, cy, std::make_shared<Recorder>(), Since{first.epoch, 3});
+  EXPECT_TRUE(recent.recovered);
+  EXPECT_EQ(recent.ops.size(), 2u);
+}
+
+TEST_P(EngineConformance, PresenceJoinsAndLeavesReachOthers) {
+  const auto rm = room("presence");
+  join(rm, ann, ann_rec);
+  auto r = join(rm, bob, bob_rec);
+  ASSERT_EQ(r.presence.size(), 1u);
+  EXPECT_EQ(r.presence[0].session, "s-ann");
+  auto p = ann_rec->wait_for("presence", 1);
+  ASSERT_GE(p.size(), 1u);
+  EXPECT_EQ(p[0].at("joined").at(0).at("user").as_string(), "bob");
+  hub.remove(rm, bob.session);
+  engine().leave(rm, bob.session);
+  p = ann_rec->wait_for("presence", 2);
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[1].at("left").at(0).as_string(), "s-bob");
+}
+
+TEST_P(EngineConformance, EphReachesPeersNotTheSenderAndNewcomersSeeIt) {
+  const auto rm = room("eph");
+  join(rm, ann, ann_rec);
+  join(rm, bob, bob_rec);
+  hub.eph(rm, ann, "cursor", R"({"x":1})");
+  hub.eph(rm, ann, "cursor", R"({"x":2})");
+  for (auto& b : hub.take_eph()) engine().publish_eph(std::move(b));
+  auto got = bob_rec->wait_for("eph", 1);
+  ASSERT_EQ(got.size(), 1u);
+  const auto& batch = got[0].at("batch").as_array();
+  ASSERT_EQ(batch.size(), 1u);
+  EXPECT_EQ(batch[0].at("data").at("x").as_int64(), 2);
+  // The hub hands one batch to every local member in one call: bob has it, so ann's share
+  // (none: a sender never gets its own entries) is settled too.
+  EXPECT_TRUE(ann_rec->of_type("eph").empty());
+  Member cy{"s-cy", "cy", "Cy", "node-1"};
+  auto r = join(rm, cy, std::make_shared<Recorder>());
+  bool saw = false;
+  for (const auto& m : r.presence) {
+    if (m.user == "ann") saw = m.eph.size() == 1 && m.eph[0].second == R"({"x":2})";
+  }
+  EXPECT_TRUE(saw);
+}
+
+TEST_P(EngineConformance, FullRoomRefusesNewMembers) {
+  EngineLimits limits;
+  limits.max_members = 1;
+  start(limits);
+  const auto rm = room("full");
+  EXPECT_FALSE(join(rm, ann, ann_rec).error);
+  EXPECT_EQ(join(rm, bob, bob_rec).error.code, Code::TooLarge);
+}
+
+TEST_P(EngineConformance, RoomsAreIsolated) {
+  const auto one = room("iso"), two = room("iso");
+  join(one, ann, ann_rec);
+  join(two, bob, bob_rec);
+  // The ack comes from the same delivery as any peer's ops frame: once ann has it, a frame
+  // for bob would be there already.
+  EXPECT_EQ(submit(one, ann, ann_rec, 1, R"([{"op":"create","entity":"a","parent":"root"}])").first,
+            1u);
+  EXPECT_TRUE(bob_rec->of_type("ops").empty());
+  EXPECT_EQ(join(two, ann, ann_rec).seq, 0u);
+}
+
+}  // namespace kiln::collab::conformance
