@@ -181,6 +181,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       eo.presence_ttl = std::chrono::milliseconds(cfg.integer("room.presence_ttl_ms"));
       eo.snapshot_every = static_cast<std::size_t>(cfg.integer("room.snapshot_every"));
       eo.connection = ro;
+      eo.evict_after = std::chrono::milliseconds(cfg.integer("room.evict_after_ms"));
       eo.ack_replicas = static_cast<int>(cfg.integer("redis.ack_replicas"));
       eo.wait_timeout = std::chrono::milliseconds(cfg.integer("redis.wait_timeout_ms"));
       auto& wait_timeouts =

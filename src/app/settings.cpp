@@ -152,6 +152,9 @@ config::Schema build() {
   s.add(integer("room.presence_ttl_ms", 30'000, 1'000, 3'600'000,
                 "With the redis engine: members of a node that stopped refreshing them for this "
                 "long are removed and the room told (`presence` left)."));
+  s.add(integer("room.evict_after_ms", 30'000, 0, 86'400'000,
+                "With the redis engine: a room with no member on this node is dropped from it "
+                "(its copy and subscription) after this long."));
   s.add(integer("room.snapshot_every", 500, 1, 1'000'000,
                 "With the redis engine: batches between snapshots stored in Redis (the log is "
                 "trimmed behind them, keeping room.log_retention for resume)."));

@@ -194,8 +194,10 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     bool filling = false;
     std::vector<PendingJoin> joins;
     std::map<std::string, collab::Member> local;  // this node's members, by session
-    std::string sub_endpoint;      // the node its channel is subscribed on (under Impl::mu)
-    std::set<std::uint64_t> held;  // own batches awaiting replicas: not delivered yet
+    std::string sub_endpoint;          // the node its channel is subscribed on (under Impl::mu)
+    std::set<std::uint64_t> held;      // own batches awaiting replicas: not delivered yet
+    int joining = 0;                   // joins queued or waiting for Redis
+    std::atomic<bool> evicted{false};  // dropped from the node: a join must make a new one
     Room(std::string r, std::size_t max_entities) : id(std::move(r)), scene(max_entities) {}
   };
 
@@ -331,6 +333,20 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void on_push(const Reply& r) {
+    if (r.elements.size() >= 2 && r.elements[0].str == "sunsubscribe") {
+      // The server dropped our subscription (its slot moved): subscribe where it is now.
+      const std::string& channel = r.elements[1].str;
+      auto open = channel.find('{');
+      auto close = channel.rfind('}');
+      if (open == std::string::npos || close == std::string::npos || close <= open) return;
+      if (auto room = find(channel.substr(open + 1, close - open - 1))) {
+        std::weak_ptr<Impl> weak = shared_from_this();
+        subscribe(room, [weak, room](Reply) {
+          if (auto self = weak.lock()) self->check_seq(room);
+        });
+      }
+      return;
+    }
     if (r.elements.size() < 3 || r.elements[0].str != "smessage") return;
     const std::string& channel = r.elements[1].str;
     // channel = <prefix>:{<room>}:ch
@@ -615,6 +631,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lock(room->mu);
       joins.swap(room->joins);
+      room->joining -= static_cast<int>(joins.size());
       if (room->state != Room::State::Ready) {
         std::lock_guard l(mu);
         rooms.erase(room->id);
@@ -649,6 +666,13 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
           if (!self) return;
           auto& pj = *shared_join;
           collab::JoinResult res;
+          if (r.is_error() || r.elements.empty() || r.elements[0].integer == 0) {
+            {
+              std::lock_guard lock(room->mu);
+              --room->joining;
+            }
+            self->schedule_evict(room);
+          }
           if (r.is_error() || r.elements.empty()) {
             res.error = collab::fail(Code::Unavailable, "room engine unavailable: " + r.str);
             pj.done(std::move(res));
@@ -682,6 +706,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
           }
           std::lock_guard lock(room->mu);
           room->local[pj.member.session] = pj.member;
+          --room->joining;
           res.epoch = room->epoch;
           res.seq = room->seq;
           const std::uint64_t oldest = room->seq - room->log.size();
@@ -700,27 +725,61 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
         });
   }
 
+  // Drops the room from this node once no member of it is here (after evict_after).
+  void schedule_evict(const std::shared_ptr<Room>& room) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    runtime.after(options.evict_after, [weak, room] {
+      if (auto self = weak.lock()) self->evict(room);
+    });
+  }
+
+  void evict(const std::shared_ptr<Room>& room) {
+    {
+      std::lock_guard lock(room->mu);
+      if (!room->local.empty() || room->joining > 0 || !room->joins.empty() ||
+          room->state != Room::State::Ready || room->evicted.load()) {
+        return;
+      }
+      room->evicted.store(true);
+    }
+    // Under `mu`, so that a join that makes a new copy subscribes after this unsubscribe
+    // on the same connection (commands keep their order).
+    std::lock_guard lock(mu);
+    auto it = rooms.find(room->id);
+    if (it == rooms.end() || it->second != room) return;
+    rooms.erase(it);
+    auto sub = subscribers.find(room->sub_endpoint);
+    if (sub != subscribers.end())
+      sub->second->command({"SUNSUBSCRIBE", key(room->id, "ch")}, [](Reply) {});
+  }
+
   void join(const std::string& id, const collab::Member& member,
             const std::optional<collab::Since>& since,
             std::function<void(collab::JoinResult)> done) {
     std::shared_ptr<Room> room;
     bool created = false;
-    {
-      std::lock_guard lock(mu);
-      auto& slot = rooms[id];
-      if (!slot) {
-        slot = std::make_shared<Room>(id, options.limits.max_entities);
-        created = true;
+    for (;;) {
+      {
+        std::lock_guard lock(mu);
+        auto& slot = rooms[id];
+        if (!slot || slot->evicted.load()) {
+          slot = std::make_shared<Room>(id, options.limits.max_entities);
+          created = true;
+        }
+        room = slot;
       }
-      room = slot;
-    }
-    {
       std::lock_guard lock(room->mu);
+      if (room->evicted.load()) {  // evicted between the two locks: take a new one
+        created = false;
+        continue;
+      }
+      ++room->joining;
       if (room->state != Room::State::Ready) {
         room->joins.push_back(PendingJoin{member, since, std::move(done)});
       } else {
         lock_free_add(room, PendingJoin{member, since, std::move(done)});
       }
+      break;
     }
     if (!created) return;
     // Subscribe first, then load: anything published in between is buffered as early.
@@ -900,8 +959,13 @@ void RedisRoomEngine::join(const std::string& room, const collab::Member& member
 
 void RedisRoomEngine::leave(const std::string& room_id, const std::string& session) {
   if (auto room = impl_->find(room_id)) {
-    std::lock_guard lock(room->mu);
-    room->local.erase(session);
+    bool empty = false;
+    {
+      std::lock_guard lock(room->mu);
+      room->local.erase(session);
+      empty = room->local.empty() && room->joining == 0;
+    }
+    if (empty) impl_->schedule_evict(room);
   }
   impl_->remove_sessions(room_id, {session}, "");
 }
@@ -959,6 +1023,11 @@ void RedisRoomEngine::tick() {
     // Members whose node stopped refreshing them are removed, and the room told.
     impl_->remove_sessions(room->id, {}, std::to_string(now));
   }
+}
+
+std::size_t RedisRoomEngine::rooms() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->rooms.size();
 }
 
 void RedisRoomEngine::close() {

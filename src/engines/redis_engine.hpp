@@ -42,8 +42,11 @@ struct RedisEngineOptions {
   int ack_replicas = 0;
   std::chrono::milliseconds wait_timeout{1'000};
   std::function<void()> on_wait_timeout;  // counts acks sent without the replicas' word
-  int max_submit_attempts = 50;           // compare-and-set retries under contention
-  redis::ConnectionOptions connection;    // for the subscriber connections
+  int max_submit_attempts = 50;
+  // A room with no member on this node is dropped from it (copy and subscription) after
+  // this long, so that a node's memory does not grow with every room it ever served.
+  std::chrono::milliseconds evict_after{30'000};  // compare-and-set retries under contention
+  redis::ConnectionOptions connection;            // for the subscriber connections
 };
 
 class RedisRoomEngine final : public collab::RoomEngine {
@@ -65,6 +68,8 @@ class RedisRoomEngine final : public collab::RoomEngine {
   // calls it every presence_ttl / 3.
   void tick();
   void close();
+  // Rooms this node holds a copy of (for tests and metrics).
+  [[nodiscard]] std::size_t rooms() const;
 
   struct Impl;
 

@@ -29,7 +29,9 @@ std::optional<redis::Endpoint> from_env(int which) {
 
 class RedisHarness : public Harness {
  public:
-  RedisHarness(const collab::EngineLimits& limits, bool cluster) : runtime_(1) {
+  RedisHarness(const collab::EngineLimits& limits, bool cluster,
+               std::chrono::milliseconds evict_after = std::chrono::seconds(30))
+      : runtime_(1) {
     auto ep = from_env(cluster ? 1 : 0);
     if (!ep) throw std::runtime_error("KILN_TEST_REDIS not set (run through ctest)");
     redis::ConnectionOptions o;
@@ -40,6 +42,7 @@ class RedisHarness : public Harness {
     eo.prefix = "itest-" + ids::random_hex(4);  // a keyspace of its own per test
     eo.limits = limits;
     eo.connection = o;
+    eo.evict_after = evict_after;
     engine_ =
         std::make_unique<RedisRoomEngine>(runtime_, client_, eo, [] { return ids::random_hex(8); });
     thread_ = std::thread([this] { runtime_.run(); });
@@ -51,6 +54,7 @@ class RedisHarness : public Harness {
     thread_.join();
   }
   collab::RoomEngine& engine() override { return *engine_; }
+  RedisRoomEngine& redis_engine() { return *engine_; }
 
  private:
   Runtime runtime_;
@@ -68,6 +72,39 @@ INSTANTIATE_TEST_SUITE_P(Redis, EngineConformance,
                                                  [](const collab::EngineLimits& l) {
                                                    return std::make_unique<RedisHarness>(l, true);
                                                  }}),
+                         [](const auto& info) { return info.param.name; });
+
+// A room nobody on this node is in any more is dropped (copy and subscription), and a
+// later join builds it again, subscribed, from Redis.
+class RedisEviction : public collab::conformance::EngineConformance {};
+
+TEST_P(RedisEviction, RoomsWithoutLocalMembersAreDroppedAndComeBack) {
+  auto h = std::make_unique<RedisHarness>(collab::EngineLimits{}, GetParam().name == "cluster",
+                                          std::chrono::milliseconds(0));
+  auto* redis = &h->redis_engine();
+  harness = std::move(h);
+  harness->engine().set_events(&hub);
+  const auto rm = room("evict");
+  ASSERT_FALSE(join(rm, ann, ann_rec).error);
+  EXPECT_EQ(submit(rm, ann, ann_rec, 1, R"([{"op":"create","entity":"a","parent":"root"}])").first,
+            1u);
+  hub.remove(rm, ann.session);
+  engine().leave(rm, ann.session);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  while (redis->rooms() != 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::yield();  // polling the condition, bounded by the deadline
+  }
+  EXPECT_EQ(redis->rooms(), 0u);
+  auto again = join(rm, bob, bob_rec);
+  ASSERT_FALSE(again.error);
+  EXPECT_EQ(again.seq, 1u);
+  EXPECT_EQ(again.snapshot->at("entities").as_object().size(), 1u);
+  EXPECT_EQ(submit(rm, bob, bob_rec, 2, R"([{"op":"create","entity":"b","parent":"root"}])").first,
+            2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Redis, RedisEviction,
+                         ::testing::Values(Named{"standalone", nullptr}, Named{"cluster", nullptr}),
                          [](const auto& info) { return info.param.name; });
 
 }  // namespace

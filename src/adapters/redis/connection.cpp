@@ -57,10 +57,10 @@ class AsioConnection final : public Connection,
 
   void command(std::vector<std::string> args, Callback done) override {
     std::string wire = format_command(args);
-    asio::post(strand_, [self = shared_from_this(), wire = std::move(wire),
-                         done = std::move(done)]() mutable {
-      self->enqueue(std::move(wire), std::move(done));
-    });
+    const bool unsub = !args.empty() && (args[0] == "SUNSUBSCRIBE" || args[0] == "UNSUBSCRIBE");
+    asio::post(strand_,
+               [self = shared_from_this(), wire = std::move(wire), done = std::move(done),
+                unsub]() mutable { self->enqueue(std::move(wire), std::move(done), unsub); });
   }
 
   void on_push(std::function<void(const Reply&)> handler) override {
@@ -91,10 +91,11 @@ class AsioConnection final : public Connection,
     std::string wire;
     Callback done;
     std::chrono::steady_clock::time_point since{};  // queued, then sent
+    bool unsubscribe = false;  // its reply looks like a push (an "sunsubscribe" array)
   };
 
   // All below run on the strand.
-  void enqueue(std::string wire, Callback done) {
+  void enqueue(std::string wire, Callback done, bool unsubscribe) {
     if (closed_) {
       done(Reply::error("connection closed"));
       return;
@@ -104,7 +105,8 @@ class AsioConnection final : public Connection,
       return;
     }
     // While disconnected, commands wait (up to the command timeout) for the next connection.
-    unsent_.push_back(Pending{std::move(wire), std::move(done), std::chrono::steady_clock::now()});
+    unsent_.push_back(
+        Pending{std::move(wire), std::move(done), std::chrono::steady_clock::now(), unsubscribe});
     if (up_.load() && !writing_) write_next();
   }
 
@@ -222,7 +224,13 @@ class AsioConnection final : public Connection,
   }
 
   void deliver(Reply reply) {
-    if (is_push(reply) && push_) {
+    // An "sunsubscribe" array is the reply to our SUNSUBSCRIBE, or a push when the server
+    // unsubscribed us itself (the slot moved away).
+    const bool our_unsubscribe =
+        !inflight_.empty() && inflight_.front().unsubscribe && reply.type == Reply::Type::Array &&
+        !reply.elements.empty() &&
+        (reply.elements[0].str == "sunsubscribe" || reply.elements[0].str == "unsubscribe");
+    if (!our_unsubscribe && is_push(reply) && push_) {
       push_(reply);
       return;
     }
