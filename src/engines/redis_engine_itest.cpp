@@ -6,6 +6,7 @@
 #include "platform/runtime.hpp"
 
 #include <cstdlib>
+#include <future>
 #include <thread>
 
 namespace kiln::engines {
@@ -40,6 +41,7 @@ class RedisHarness : public Harness {
                       : redis::Client::standalone(runtime_, o);
     RedisEngineOptions eo;
     eo.prefix = "itest-" + ids::random_hex(4);  // a keyspace of its own per test
+    prefix_ = eo.prefix;
     eo.limits = limits;
     eo.connection = o;
     eo.evict_after = evict_after;
@@ -55,12 +57,23 @@ class RedisHarness : public Harness {
   }
   collab::RoomEngine& engine() override { return *engine_; }
   RedisRoomEngine& redis_engine() { return *engine_; }
+  const std::string& prefix() const { return prefix_; }
+  // Runs one command on the engine's own Redis client (to tamper with a room's keys).
+  redis::Reply command(std::string_view key, std::vector<std::string> args) {
+    auto p = std::make_shared<std::promise<redis::Reply>>();
+    auto f = p->get_future();
+    client_->command(key, std::move(args), [p](redis::Reply r) { p->set_value(std::move(r)); });
+    if (f.wait_for(std::chrono::seconds(10)) != std::future_status::ready)
+      return redis::Reply::error("no reply");
+    return f.get();
+  }
 
  private:
   Runtime runtime_;
   std::shared_ptr<redis::Client> client_;
   std::unique_ptr<RedisRoomEngine> engine_;
   std::thread thread_;
+  std::string prefix_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Redis, EngineConformance,
@@ -74,11 +87,12 @@ INSTANTIATE_TEST_SUITE_P(Redis, EngineConformance,
                                                  }}),
                          [](const auto& info) { return info.param.name; });
 
+// Behaviour only the Redis engine has.
 // A room nobody on this node is in any more is dropped (copy and subscription), and a
 // later join builds it again, subscribed, from Redis.
-class RedisEviction : public collab::conformance::EngineConformance {};
+class RedisEngineOnly : public collab::conformance::EngineConformance {};
 
-TEST_P(RedisEviction, RoomsWithoutLocalMembersAreDroppedAndComeBack) {
+TEST_P(RedisEngineOnly, RoomsWithoutLocalMembersAreDroppedAndComeBack) {
   auto h = std::make_unique<RedisHarness>(collab::EngineLimits{}, GetParam().name == "cluster",
                                           std::chrono::milliseconds(0));
   auto* redis = &h->redis_engine();
@@ -103,7 +117,43 @@ TEST_P(RedisEviction, RoomsWithoutLocalMembersAreDroppedAndComeBack) {
             2u);
 }
 
-INSTANTIATE_TEST_SUITE_P(Redis, RedisEviction,
+// Redis losing acknowledged batches (a failover before replication) is simulated by
+// rolling the room's keys back: the node notices at its next append, starts a new epoch
+// once, and every local member is told to resynchronise; a new join sees the new epoch.
+TEST_P(RedisEngineOnly, HistoryThatGoesBackwardsStartsANewEpoch) {
+  auto h = std::make_unique<RedisHarness>(collab::EngineLimits{}, GetParam().name == "cluster");
+  auto* raw = h.get();
+  harness = std::move(h);
+  harness->engine().set_events(&hub);
+  const auto rm = room("lost");
+  auto first = join(rm, ann, ann_rec);
+  ASSERT_FALSE(first.error);
+  for (int i = 1; i <= 3; ++i) {
+    ASSERT_EQ(
+        submit(rm, ann, ann_rec, i,
+               R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])")
+            .first,
+        static_cast<std::uint64_t>(i));
+  }
+  const std::string meta = raw->prefix() + ":{" + rm + "}:meta";
+  const std::string log = raw->prefix() + ":{" + rm + "}:log";
+  ASSERT_FALSE(raw->command(meta, {"HSET", meta, "seq", "1"}).is_error());
+  ASSERT_FALSE(raw->command(log, {"XDEL", log, "2-0", "3-0"}).is_error());
+  engine().submit(rm, ann, 4, ops(R"([{"op":"create","entity":"e4","parent":"root"}])"),
+                  [](collab::Error) {});
+  {
+    std::unique_lock lock(ann_rec->mu);
+    ann_rec->cv.wait_for(lock, std::chrono::seconds(10), [&] { return ann_rec->lost > 0; });
+    EXPECT_GT(ann_rec->lost, 0) << "the member is told to resynchronise";
+  }
+  // The new epoch is in Redis before the members are told; a join now sees it.
+  auto again = join(rm, bob, bob_rec, collab::Since{first.epoch, 3});
+  ASSERT_FALSE(again.error);
+  EXPECT_NE(again.epoch, first.epoch);
+  EXPECT_FALSE(again.recovered);
+}
+
+INSTANTIATE_TEST_SUITE_P(Redis, RedisEngineOnly,
                          ::testing::Values(Named{"standalone", nullptr}, Named{"cluster", nullptr}),
                          [](const auto& info) { return info.param.name; });
 

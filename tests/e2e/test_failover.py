@@ -71,6 +71,7 @@ class Editor:
         self.next_id = 0
         self.sessions = []
         self.after = 0.0  # from a `reconnect` frame: how long to wait before reconnecting
+        self.sent = {}  # op id -> entity it creates
 
     def see(self, seq, ops):
         if seq != self.seq + 1:
@@ -131,6 +132,7 @@ class Editor:
                     await self.ws.send(json.dumps({"t": "eph", "room": self.room, "kind": "cursor", "data": {"x": k}}))
                     await self.ws.send(json.dumps({"t": "op", "id": 1000 + self.next_id, "room": self.room, "ops": [op]}))
                     want = 1000 + self.next_id
+                    self.sent[want] = pending
                 while pending is not None:
                     m = json.loads(await asyncio.wait_for(self.ws.recv(), 15))
                     if m["t"] == "ops":
@@ -150,6 +152,8 @@ class Editor:
                         elif m["code"] == "exists" and m["id"] == want:
                             pending, k = None, k + 1  # applied before the drop; seen in recovery
                             self.acked.append(f"e{self.idx}-{k - 1}")
+                        elif m["code"] == "exists" and self.sent.get(m["id"]) in self.acked:
+                            pass  # a resend of an op whose first try was applied after all
                         else:
                             self.errors.append(f"nack {m}")
                             pending = None
