@@ -37,6 +37,7 @@ class Loop {
   ~Loop() {
     runtime_.stop();
     thread_.join();
+    runtime_.run_ready_handlers();  // closes posted by the tests fail what is pending
   }
   Runtime& runtime() { return runtime_; }
 
