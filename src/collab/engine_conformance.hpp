@@ -9,6 +9,7 @@
 
 #include "collab/hub.hpp"
 #include "collab/room_engine.hpp"
+#include "collab/test_recorder.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
@@ -22,46 +23,7 @@
 
 namespace kiln::collab::conformance {
 
-namespace json = boost::json;
 using namespace std::chrono_literals;
-inline constexpr auto kWait = 10s;
-
-struct Recorder : Subscriber {
-  std::mutex mu;
-  std::condition_variable cv;
-  std::vector<std::string> frames;
-  int lost = 0;
-  void deliver(std::shared_ptr<const std::string> f) override {
-    std::lock_guard lock(mu);
-    frames.push_back(*f);
-    cv.notify_all();
-  }
-  void lost_sync(const std::string&) override {
-    std::lock_guard lock(mu);
-    ++lost;
-    cv.notify_all();
-  }
-  std::vector<json::object> of_type(std::string_view t) {
-    std::lock_guard lock(mu);
-    return of_type_locked(t);
-  }
-  // Waits until at least n frames of type t have arrived; returns them.
-  std::vector<json::object> wait_for(std::string_view t, std::size_t n) {
-    std::unique_lock lock(mu);
-    cv.wait_for(lock, kWait, [&] { return of_type_locked(t).size() >= n; });
-    return of_type_locked(t);
-  }
-
- private:
-  std::vector<json::object> of_type_locked(std::string_view t) {
-    std::vector<json::object> out;
-    for (const auto& f : frames) {
-      auto o = json::parse(f).as_object();
-      if (o.at("t").as_string() == t) out.push_back(o);
-    }
-    return out;
-  }
-};
 
 // What the suite needs from an engine under test.
 struct Harness {

@@ -1,5 +1,6 @@
 // The RoomEngine conformance suite on the Redis engine, against the real standalone Redis
 // and the 6-node Cluster of the `redis` CTest fixture (KILN_TEST_REDIS).
+#include "adapters/redis/test_env.hpp"
 #include "collab/engine_conformance.hpp"
 #include "engines/redis_engine.hpp"
 #include "platform/ids.hpp"
@@ -16,24 +17,12 @@ using collab::conformance::EngineConformance;
 using collab::conformance::Harness;
 using collab::conformance::Named;
 
-// which: 0 standalone, 1 cluster seed; empty when the variable is not set.
-std::optional<redis::Endpoint> from_env(int which) {
-  const char* v = std::getenv("KILN_TEST_REDIS");
-  std::string s = v ? v : "";
-  auto space = s.find(' ');
-  s = which == 0 ? s.substr(0, space) : (space == std::string::npos ? "" : s.substr(space + 1));
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos) return std::nullopt;
-  return redis::Endpoint{s.substr(0, colon),
-                         static_cast<std::uint16_t>(std::stoi(s.substr(colon + 1)))};
-}
-
 class RedisHarness : public Harness {
  public:
   RedisHarness(const collab::EngineLimits& limits, bool cluster,
                std::chrono::milliseconds evict_after = std::chrono::seconds(30))
       : runtime_(1) {
-    auto ep = from_env(cluster ? 1 : 0);
+    auto ep = redis::test_endpoint(cluster ? 1 : 0);
     if (!ep) throw std::runtime_error("KILN_TEST_REDIS not set (run through ctest)");
     redis::ConnectionOptions o;
     o.endpoint = *ep;

@@ -1,6 +1,7 @@
 // Integration tests against real Redis servers started by tests/servers/redis.sh (a CTest
 // fixture): KILN_TEST_REDIS="<standalone host:port> <cluster seed host:port>".
 #include "adapters/redis/client.hpp"
+#include "adapters/redis/test_env.hpp"
 #include "platform/runtime.hpp"
 
 #include <gtest/gtest.h>
@@ -18,17 +19,6 @@ namespace kiln::redis {
 namespace {
 
 using namespace std::chrono_literals;
-
-// which: 0 for the standalone server, 1 for the cluster seed.
-Endpoint from_env(int which) {
-  const char* v = std::getenv("KILN_TEST_REDIS");
-  std::string s = v ? v : "";
-  auto space = s.find(' ');
-  s = which == 0 ? s.substr(0, space) : (space == std::string::npos ? "" : s.substr(space + 1));
-  auto colon = s.rfind(':');
-  if (colon == std::string::npos) return {};
-  return Endpoint{s.substr(0, colon), static_cast<std::uint16_t>(std::stoi(s.substr(colon + 1)))};
-}
 
 // An event loop on its own thread for the test's lifetime.
 class Loop {
@@ -65,7 +55,7 @@ Reply call(Connection& c, std::vector<std::string> args) {
 class Standalone : public ::testing::Test {
  protected:
   void SetUp() override {
-    ep = from_env(0);
+    ep = test_endpoint(0).value_or(Endpoint{});
     if (ep.port == 0) GTEST_SKIP() << "KILN_TEST_REDIS not set (run through ctest)";
     ConnectionOptions o;
     o.endpoint = ep;
@@ -199,7 +189,7 @@ TEST_F(Standalone, PubSubMessagesArriveAsPushes) {
 class Cluster : public ::testing::Test {
  protected:
   void SetUp() override {
-    seed = from_env(1);
+    seed = test_endpoint(1).value_or(Endpoint{});
     if (seed.port == 0) GTEST_SKIP() << "KILN_TEST_REDIS not set (run through ctest)";
     client = Client::cluster(loop.runtime(), {seed}, ConnectionOptions{});
   }
