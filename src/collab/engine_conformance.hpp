@@ -97,6 +97,16 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
     return {0, fail(Code::Unavailable, "timeout")};
   }
 
+  // Ann creates e0..e(n-1), one batch each, each acknowledged.
+  void create_entities(const std::string& rm, int n) {
+    for (int i = 0; i < n; ++i) {
+      const auto [seq, e] =
+          submit(rm, ann, ann_rec, i,
+                 R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+      EXPECT_FALSE(e) << e.message;
+    }
+  }
+
   std::string room(std::string_view name) {
     return "p/" + std::string(name) + "-" + std::to_string(++counter_);
   }
@@ -156,10 +166,7 @@ TEST_P(EngineConformance, RefusedBatchesGetTheReasonAndNoSeq) {
 TEST_P(EngineConformance, ResumeRecoversExactlyTheMissedOps) {
   const auto rm = room("resume");
   auto first = join(rm, ann, ann_rec);
-  for (int i = 0; i < 5; ++i) {
-    submit(rm, ann, ann_rec, i,
-           R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
-  }
+  create_entities(rm, 5);
   auto r = join(rm, bob, bob_rec, Since{first.epoch, 2});
   EXPECT_TRUE(r.recovered);
   EXPECT_EQ(r.seq, 5u);
@@ -179,10 +186,7 @@ TEST_P(EngineConformance, PastTheRetentionWindowGivesASnapshot) {
   start(limits);
   const auto rm = room("retention");
   auto first = join(rm, ann, ann_rec);
-  for (int i = 0; i < 5; ++i) {
-    submit(rm, ann, ann_rec, i,
-           R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
-  }
+  create_entities(rm, 5);
   auto old = join(rm, bob, bob_rec, Since{first.epoch, 1});
   EXPECT_FALSE(old.recovered);
   Member cy{"s-cy", "cy", "Cy", "node-1"};
