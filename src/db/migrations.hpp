@@ -1,0 +1,110 @@
+// The schema, as an append-only list of migrations. Never edit one that has shipped: add
+// the next. SQL here is the subset SQLite and PostgreSQL share (TEXT, BIGINT, ms-since-epoch
+// timestamps as BIGINT set by Kiln, ids made by Kiln).
+#pragma once
+
+namespace kiln::db {
+
+struct Migration {
+  int version;
+  const char* name;
+  const char* sql;
+};
+
+inline constexpr Migration kMigrations[] = {
+    {1, "users, projects, members, scenes, room snapshots, leases",
+     R"sql(
+CREATE TABLE users (
+  id         TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  revoked_before BIGINT NOT NULL DEFAULT 0
+);
+CREATE TABLE projects (
+  id         TEXT PRIMARY KEY,
+  name       TEXT NOT NULL,
+  created_by TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  deleted_at BIGINT
+);
+CREATE TABLE members (
+  project_id TEXT NOT NULL REFERENCES projects (id),
+  user_id    TEXT NOT NULL,
+  role       TEXT NOT NULL CHECK (role IN ('owner', 'editor', 'viewer')),
+  added_at   BIGINT NOT NULL,
+  PRIMARY KEY (project_id, user_id)
+);
+CREATE INDEX members_by_user ON members (user_id, project_id);
+CREATE TABLE scenes (
+  project_id TEXT NOT NULL REFERENCES projects (id),
+  id         TEXT NOT NULL,
+  name       TEXT NOT NULL,
+  created_at BIGINT NOT NULL,
+  updated_at BIGINT NOT NULL,
+  deleted_at BIGINT,
+  PRIMARY KEY (project_id, id)
+);
+CREATE TABLE room_snapshots (
+  room      TEXT NOT NULL,
+  seq       BIGINT NOT NULL,
+  epoch     TEXT NOT NULL,
+  body      TEXT NOT NULL,
+  bytes     BIGINT NOT NULL,
+  stored_at BIGINT NOT NULL,
+  writer    TEXT NOT NULL,
+  PRIMARY KEY (room, seq)
+);
+CREATE TABLE room_leases (
+  room       TEXT PRIMARY KEY,
+  holder     TEXT NOT NULL,
+  expires_at BIGINT NOT NULL
+);
+)sql"},
+    {2, "assets, uploads, builds",
+     R"sql(
+CREATE TABLE assets (
+  id           TEXT PRIMARY KEY,
+  project_id   TEXT NOT NULL REFERENCES projects (id),
+  name         TEXT NOT NULL,
+  sha256       TEXT NOT NULL,
+  size         BIGINT NOT NULL,
+  content_type TEXT NOT NULL,
+  object_key   TEXT NOT NULL,
+  created_by   TEXT NOT NULL,
+  created_at   BIGINT NOT NULL,
+  deleted_at   BIGINT,
+  UNIQUE (project_id, sha256)
+);
+CREATE TABLE uploads (
+  id           TEXT PRIMARY KEY,
+  project_id   TEXT NOT NULL REFERENCES projects (id),
+  user_id      TEXT NOT NULL,
+  filename     TEXT NOT NULL,
+  size         BIGINT NOT NULL,
+  content_type TEXT NOT NULL,
+  sha256       TEXT,
+  object_key   TEXT NOT NULL,
+  multipart_id TEXT,
+  part_size    BIGINT,
+  state        TEXT NOT NULL CHECK (state IN ('open', 'completed', 'aborted')),
+  created_at   BIGINT NOT NULL,
+  updated_at   BIGINT NOT NULL
+);
+CREATE INDEX uploads_by_state ON uploads (state, updated_at);
+CREATE TABLE builds (
+  id           TEXT PRIMARY KEY,
+  project_id   TEXT NOT NULL REFERENCES projects (id),
+  requested_by TEXT NOT NULL,
+  target       TEXT NOT NULL,
+  state        TEXT NOT NULL CHECK (state IN ('queued', 'running', 'succeeded', 'failed', 'cancelled')),
+  artifact_key TEXT,
+  error        TEXT,
+  created_at   BIGINT NOT NULL,
+  updated_at   BIGINT NOT NULL
+);
+CREATE INDEX builds_by_project ON builds (project_id, created_at);
+)sql"},
+};
+
+}  // namespace kiln::db

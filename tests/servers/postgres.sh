@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# Starts (or stops) the PostgreSQL servers the integration tests talk to, all on 127.0.0.1:
+#   a PostgreSQL 15 primary on $PG_PORT (default 25432),
+#   a streaming replica made with pg_basebackup -R on $PG_PORT+1 (default 25433),
+#   PgBouncer 1.18 in transaction pooling mode on $PGB_PORT (default 26432) with two
+#   databases: `kiln` (the primary) and `kiln_ro` (the replica).
+# PostgreSQL refuses to run as root, so the servers run as the `postgres` user that the
+# Debian package creates; their state lives under DIR (owned by that user).
+#   bash tests/servers/postgres.sh start DIR
+#   bash tests/servers/postgres.sh stop DIR
+#   bash tests/servers/postgres.sh stop-primary|start-primary DIR   (failure tests)
+set -euo pipefail
+cmd=${1:?start|stop|stop-primary|start-primary}
+dir=${2:?directory}
+port=${PG_PORT:-25432}
+rport=$((port + 1))
+bport=${PGB_PORT:-26432}
+bin=/usr/lib/postgresql/15/bin
+user=postgres
+
+as_pg() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u "$user" -- "$@"; else "$@"; fi
+}
+
+pg_up() { as_pg "$bin/pg_isready" -q -h 127.0.0.1 -p "$1"; }
+
+wait_up() {
+  for _ in $(seq 300); do
+    pg_up "$1" && return 0
+    sleep 0.05
+  done
+  echo "postgres on port $1 did not start (log: $2)" >&2
+  tail -20 "$2" >&2 || true
+  return 1
+}
+
+stop_all() {
+  if [[ -f "$dir/pgbouncer.pid" ]]; then
+    kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
+    rm -f "$dir/pgbouncer.pid"
+  fi
+  for d in replica primary; do
+    [[ -d "$dir/$d" ]] && as_pg "$bin/pg_ctl" -D "$dir/$d" -m immediate stop >/dev/null 2>&1 || true
+  done
+  return 0
+}
+
+start_server() {  # name port
+  as_pg "$bin/pg_ctl" -D "$dir/$1" -l "$dir/$1.log" -w -t 30 \
+    -o "-p $2 -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
+}
+
+case "$cmd" in
+  stop)
+    stop_all
+    exit 0
+    ;;
+  stop-primary)
+    as_pg "$bin/pg_ctl" -D "$dir/primary" -m fast stop >/dev/null
+    exit 0
+    ;;
+  start-primary)
+    start_server primary "$port"
+    wait_up "$port" "$dir/primary.log"
+    exit 0
+    ;;
+  start) ;;
+  *)
+    echo "unknown command $cmd" >&2
+    exit 2
+    ;;
+esac
+
+stop_all
+rm -rf "$dir"
+mkdir -p "$dir"
+# The servers' user must reach DIR through its parents.
+p=$dir
+while [[ "$p" != / ]]; do
+  p=$(dirname "$p")
+  chmod o+x "$p" 2>/dev/null || true
+done
+[[ $(id -u) -eq 0 ]] && chown "$user:" "$dir"
+
+as_pg "$bin/initdb" -D "$dir/primary" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+cat >>"$dir/primary/postgresql.conf" <<EOF
+wal_level = replica
+max_wal_senders = 4
+hot_standby = on
+fsync = off
+full_page_writes = off
+max_connections = 200
+EOF
+echo "host replication postgres 127.0.0.1/32 trust" >>"$dir/primary/pg_hba.conf"
+start_server primary "$port"
+wait_up "$port" "$dir/primary.log"
+as_pg "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -c "CREATE DATABASE kiln" >/dev/null
+
+as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/replica" -R -X stream -c fast
+start_server replica "$rport"
+wait_up "$rport" "$dir/replica.log"
+
+cat >"$dir/pgbouncer.ini" <<EOF
+[databases]
+kiln = host=127.0.0.1 port=$port dbname=kiln
+kiln_ro = host=127.0.0.1 port=$rport dbname=kiln
+; any other name: that database on the primary (the tests make one per test)
+* = host=127.0.0.1 port=$port
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bport
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/userlist.txt
+pool_mode = transaction
+max_client_conn = 1000
+default_pool_size = 20
+admin_users = postgres
+logfile = $dir/pgbouncer.log
+pidfile = $dir/pgbouncer.pid
+EOF
+echo '"postgres" ""' >"$dir/userlist.txt"
+[[ $(id -u) -eq 0 ]] && chown "$user:" "$dir/pgbouncer.ini" "$dir/userlist.txt"
+as_pg pgbouncer -d "$dir/pgbouncer.ini"
+for _ in $(seq 200); do
+  as_pg "$bin/psql" -h 127.0.0.1 -p "$bport" -U postgres -d kiln -Atc "SELECT 1" >/dev/null 2>&1 && break
+  sleep 0.05
+done
+as_pg "$bin/psql" -h 127.0.0.1 -p "$bport" -U postgres -d kiln_ro -Atc "SELECT pg_is_in_recovery()" |
+  grep -q t || {
+  echo "pgbouncer did not reach the replica" >&2
+  exit 1
+}
+echo "postgres: primary :$port, replica :$rport, pgbouncer (transaction mode) :$bport"
