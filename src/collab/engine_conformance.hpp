@@ -8,6 +8,7 @@
 #pragma once
 
 #include "collab/hub.hpp"
+#include "collab/persistence.hpp"
 #include "collab/room_engine.hpp"
 #include "collab/test_recorder.hpp"
 
@@ -29,6 +30,8 @@ using namespace std::chrono_literals;
 struct Harness {
   virtual ~Harness() = default;
   virtual RoomEngine& engine() = 0;
+  virtual PersistSource& persistence() = 0;
+  virtual void set_loader(RoomLoader loader) = 0;  // before the first join
 };
 using HarnessFactory = std::function<std::unique_ptr<Harness>(const EngineLimits&)>;
 
@@ -254,6 +257,87 @@ TEST_P(EngineConformance, RoomsAreIsolated) {
             1u);
   EXPECT_TRUE(bob_rec->of_type("ops").empty());
   EXPECT_EQ(join(two, ann, ann_rec).seq, 0u);
+}
+
+// --- persistence: what the write-behind persister and the loader rely on ---------------
+
+TEST_P(EngineConformance, ChangedRoomsAreDirtyUntilStoredAtTheirSeq) {
+  const auto rm = room("dirty");
+  join(rm, ann, ann_rec);
+  auto& p = harness->persistence();
+  auto dirty_seq = [&]() -> std::optional<std::uint64_t> {
+    for (const auto& d : p.dirty_rooms(1000))
+      if (d.room == rm) return d.seq;
+    return std::nullopt;
+  };
+  EXPECT_FALSE(dirty_seq()) << "a room nobody changed is not dirty";
+  create_entities(rm, 3);
+  ASSERT_EQ(dirty_seq(), std::optional<std::uint64_t>(3));
+  auto state = p.read_room(rm);
+  ASSERT_TRUE(state);
+  EXPECT_EQ(state->seq, 3u);
+  EXPECT_FALSE(state->epoch.empty());
+  auto snap = json::parse(state->snapshot);
+  EXPECT_EQ(snap.at("entities").as_object().size(), 3u);
+  p.mark_stored(rm, 2);  // an older store does not clear a newer change
+  EXPECT_EQ(dirty_seq(), std::optional<std::uint64_t>(3));
+  p.mark_stored(rm, 3);
+  EXPECT_FALSE(dirty_seq());
+  submit(rm, ann, ann_rec, 99, R"([{"op":"create","entity":"z","parent":"root"}])");
+  EXPECT_EQ(dirty_seq(), std::optional<std::uint64_t>(4));
+  bool listed = false;
+  for (const auto& r : p.all_rooms()) listed = listed || (r.room == rm && r.seq == 4);
+  EXPECT_TRUE(listed) << "all_rooms() lists every room with its seq";
+  EXPECT_FALSE(p.read_room("p/never-used-" + rm.substr(2)));
+}
+
+TEST_P(EngineConformance, ARoomNotHeldStartsFromTheStoredSnapshotWithANewEpoch) {
+  auto asked = std::make_shared<std::atomic<int>>(0);
+  harness->set_loader([asked](const std::string& r, auto done) {
+    ++*asked;
+    if (r.find("/stored-") != std::string::npos) {
+      done(StoredRoom{7, R"({"entities":{"a":{"parent":"root","index":"a0","props":{"k":1}}}})"},
+           "");
+    } else {
+      done(std::nullopt, "");
+    }
+  });
+  const auto rm = room("stored");
+  auto r = join(rm, ann, ann_rec);
+  ASSERT_FALSE(r.error) << r.error.message;
+  EXPECT_EQ(r.seq, 7u);
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_EQ(r.snapshot->at("entities").at("a").at("props").at("k").as_int64(), 1);
+  EXPECT_EQ(asked->load(), 1);
+  // The history continues after the stored seq.
+  EXPECT_EQ(submit(rm, ann, ann_rec, 1, R"([{"op":"set","entity":"a","key":"k","value":2}])").first,
+            8u);
+  // A resume from before (another epoch) gets the snapshot, not a replay.
+  auto b = join(rm, bob, bob_rec, Since{"an-old-epoch", 5});
+  EXPECT_FALSE(b.recovered);
+  EXPECT_EQ(b.seq, 8u);
+  EXPECT_EQ(asked->load(), 1) << "a room held is not loaded again";
+  // Nothing stored: the room starts empty at seq 0.
+  auto fresh = join(room("nothing"), ann, ann_rec);
+  ASSERT_FALSE(fresh.error) << fresh.error.message;
+  EXPECT_EQ(fresh.seq, 0u);
+}
+
+TEST_P(EngineConformance, AJoinFailsWhileTheStoreCannotAnswerAndALaterOneLoads) {
+  auto fail_first = std::make_shared<std::atomic<bool>>(true);
+  harness->set_loader([fail_first](const std::string&, auto done) {
+    if (fail_first->exchange(false)) {
+      done(std::nullopt, "database unreachable");
+    } else {
+      done(StoredRoom{3, R"({"entities":{}})"}, "");
+    }
+  });
+  const auto rm = room("unreachable");
+  auto first = join(rm, ann, ann_rec);
+  EXPECT_EQ(first.error.code, Code::Unavailable);
+  auto second = join(rm, ann, ann_rec);
+  ASSERT_FALSE(second.error) << second.error.message;
+  EXPECT_EQ(second.seq, 3u);
 }
 
 }  // namespace kiln::collab::conformance

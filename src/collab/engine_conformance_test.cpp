@@ -9,6 +9,8 @@ struct MemoryHarness : Harness {
   explicit MemoryHarness(const EngineLimits& limits)
       : engine_(limits, [n = 0]() mutable { return "epoch" + std::to_string(++n); }) {}
   RoomEngine& engine() override { return engine_; }
+  PersistSource& persistence() override { return engine_; }
+  void set_loader(RoomLoader loader) override { engine_.set_loader(std::move(loader)); }
   MemoryRoomEngine engine_;
 };
 

@@ -1,16 +1,27 @@
 #include "collab/memory_engine.hpp"
 
 #include <boost/json/array.hpp>
+#include <boost/json/parse.hpp>
+#include <boost/json/serialize.hpp>
 
 namespace kiln::collab {
 
+struct MemoryRoomEngine::PendingJoin {
+  Member member;
+  std::optional<Since> since;
+  std::function<void(JoinResult)> done;
+};
+
 struct MemoryRoomEngine::Room {
-  explicit Room(std::size_t max_entities, std::string e)
-      : scene(max_entities), epoch(std::move(e)) {}
+  Room(std::size_t max_entities, std::string e, bool needs_load)
+      : scene(max_entities), epoch(std::move(e)), loaded(!needs_load) {}
   std::mutex mu;
   Scene scene;
   std::string epoch;
   std::uint64_t seq = 0;
+  std::uint64_t stored_seq = 0;                           // the newest seq the persister stored
+  bool loaded;                                            // false until the stored snapshot is in
+  std::vector<PendingJoin> pending;                       // joins waiting for the load
   std::deque<std::shared_ptr<const std::string>> log;     // frames of seq (seq-log.size(), seq]
   std::map<std::string, encode::PresenceMember> members;  // by session
 };
@@ -23,8 +34,93 @@ MemoryRoomEngine::~MemoryRoomEngine() = default;
 MemoryRoomEngine::Room& MemoryRoomEngine::room(const std::string& id) {
   std::lock_guard lock(mu_);
   auto& slot = rooms_[id];
-  if (!slot) slot = std::make_unique<Room>(limits_.max_entities, make_epoch_());
+  if (!slot) slot = std::make_unique<Room>(limits_.max_entities, make_epoch_(), bool(loader_));
   return *slot;
+}
+
+void MemoryRoomEngine::load(Room& r, const std::string& id) {
+  loader_(id, [this, &r, id](std::optional<StoredRoom> stored, std::string error) {
+    std::unique_lock lock(r.mu);
+    if (error.empty() && stored) {
+      boost::system::error_code ec;
+      auto v = boost::json::parse(stored->snapshot, ec);
+      Scene scene(limits_.max_entities);
+      if (ec || Scene::from_snapshot(v, scene)) {
+        error = "the room's stored snapshot is unreadable";
+      } else {
+        r.scene = std::move(scene);
+        r.seq = stored->seq;
+        r.stored_seq = stored->seq;
+      }
+    }
+    auto pending = std::move(r.pending);
+    r.pending.clear();
+    if (!error.empty()) {
+      // Not loaded: the next join tries again.
+      lock.unlock();
+      for (auto& j : pending) {
+        JoinResult res;
+        res.error = fail(Code::Unavailable, "cannot load the room: " + error);
+        j.done(std::move(res));
+      }
+      return;
+    }
+    r.loaded = true;
+    for (auto& j : pending) join_loaded(r, id, j.member, j.since, j.done);
+  });
+}
+
+std::vector<std::pair<std::string, MemoryRoomEngine::Room*>> MemoryRoomEngine::snapshot_rooms()
+    const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, Room*>> out;
+  out.reserve(rooms_.size());
+  for (const auto& [id, r] : rooms_) out.emplace_back(id, r.get());
+  return out;
+}
+
+std::vector<RoomVersion> MemoryRoomEngine::dirty_rooms(std::size_t limit) {
+  std::vector<RoomVersion> out;
+  for (auto& [id, r] : snapshot_rooms()) {
+    std::lock_guard lock(r->mu);
+    if (r->loaded && r->seq > r->stored_seq) out.push_back(RoomVersion{id, r->seq});
+    if (out.size() >= limit) break;
+  }
+  return out;
+}
+
+std::vector<RoomVersion> MemoryRoomEngine::all_rooms() {
+  std::vector<RoomVersion> out;
+  for (auto& [id, r] : snapshot_rooms()) {
+    std::lock_guard lock(r->mu);
+    if (r->loaded) out.push_back(RoomVersion{id, r->seq});
+  }
+  return out;
+}
+
+std::optional<RoomState> MemoryRoomEngine::read_room(const std::string& id) {
+  Room* r = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = rooms_.find(id);
+    if (it == rooms_.end()) return std::nullopt;
+    r = it->second.get();
+  }
+  std::lock_guard lock(r->mu);
+  if (!r->loaded) return std::nullopt;
+  return RoomState{id, r->epoch, r->seq, boost::json::serialize(r->scene.snapshot())};
+}
+
+void MemoryRoomEngine::mark_stored(const std::string& id, std::uint64_t seq) {
+  Room* r = nullptr;
+  {
+    std::lock_guard lock(mu_);
+    auto it = rooms_.find(id);
+    if (it == rooms_.end()) return;
+    r = it->second.get();
+  }
+  std::lock_guard lock(r->mu);
+  r->stored_seq = std::max(r->stored_seq, seq);
 }
 
 std::size_t MemoryRoomEngine::room_count() const {
@@ -36,7 +132,22 @@ void MemoryRoomEngine::join(const std::string& id, const Member& member,
                             const std::optional<Since>& since,
                             std::function<void(JoinResult)> done) {
   Room& r = room(id);
-  std::lock_guard lock(r.mu);
+  std::unique_lock lock(r.mu);
+  if (!r.loaded) {
+    r.pending.push_back(PendingJoin{member, since, std::move(done)});
+    if (r.pending.size() == 1) {
+      lock.unlock();
+      load(r, id);  // may complete on this thread, before returning
+    }
+    return;
+  }
+  join_loaded(r, id, member, since, done);
+}
+
+// Room lock held.
+void MemoryRoomEngine::join_loaded(Room& r, const std::string& id, const Member& member,
+                                   const std::optional<Since>& since,
+                                   std::function<void(JoinResult)>& done) {
   JoinResult result;
   if (r.members.size() >= limits_.max_members && r.members.count(member.session) == 0) {
     result.error = fail(Code::TooLarge, "the room holds at most " +
@@ -64,6 +175,19 @@ void MemoryRoomEngine::join(const std::string& id, const Member& member,
 void MemoryRoomEngine::leave(const std::string& id, const std::string& session) {
   Room& r = room(id);
   std::lock_guard lock(r.mu);
+  if (!r.loaded) {
+    // Left before the room finished loading: that join ends here, so no ghost is added.
+    auto it = std::find_if(r.pending.begin(), r.pending.end(),
+                           [&](const PendingJoin& j) { return j.member.session == session; });
+    if (it != r.pending.end()) {
+      auto done = std::move(it->done);
+      r.pending.erase(it);
+      JoinResult res;
+      res.error = fail(Code::Unavailable, "left before the room was loaded");
+      done(std::move(res));
+    }
+    return;
+  }
   if (r.members.erase(session) == 0) return;
   if (sink_) sink_->on_presence(PresenceEvent{id, {}, {session}});
 }
@@ -72,6 +196,10 @@ void MemoryRoomEngine::submit(const std::string& id, const Member& author, std::
                               std::vector<Op> ops, std::function<void(Error)> refused) {
   Room& r = room(id);
   std::lock_guard lock(r.mu);
+  if (!r.loaded) {
+    refused(fail(Code::Unavailable, "the room is loading; join it first"));
+    return;
+  }
   if (auto e = r.scene.apply(ops)) {
     refused(std::move(e));
     return;

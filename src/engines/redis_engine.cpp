@@ -7,8 +7,10 @@
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <algorithm>
 #include <charconv>
 #include <deque>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -23,8 +25,11 @@ namespace json = boost::json;
 
 namespace {
 
-// KEYS meta snap log; ARGV new_epoch retention. The state to start a node's copy from.
+// KEYS meta snap log; ARGV new_epoch retention has_loader. The state to start a node's
+// copy from; {'absent'} when the room is not in Redis and the node can load it from the
+// database (has_loader '1'): then it seeds the room (kSeed) and loads again.
 const redis::Script kLoad(R"lua(
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {'absent'} end
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'snap_seq')
 local seq = tonumber(m[2] or '0')
@@ -33,6 +38,33 @@ local from = math.min(snap_seq, math.max(seq - tonumber(ARGV[2]), 0)) + 1
 local snap = redis.call('GET', KEYS[2]) or ''
 local log = redis.call('XRANGE', KEYS[3], from .. '-0', '+')
 return {m[1], seq, snap_seq, snap, log}
+)lua");
+
+// KEYS meta snap log; ARGV epoch seq snapshot. Starts a room from its stored snapshot,
+// unless another node did first. A log left without its meta is stale: dropped.
+const redis::Script kSeed(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2], 'snap_seq', ARGV[2])
+if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
+return 1
+)lua");
+
+// KEYS meta snap log. The room's state for the persister, or {} when Redis does not hold it.
+const redis::Script kRead(R"lua(
+if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'snap_seq')
+local snap_seq = tonumber(m[3] or '0')
+local snap = redis.call('GET', KEYS[2]) or ''
+local log = redis.call('XRANGE', KEYS[3], (snap_seq + 1) .. '-0', '+')
+return {m[1], tonumber(m[2] or '0'), snap_seq, snap, log}
+)lua");
+
+// KEYS dirty; ARGV room seq. Clears the room's dirty mark unless a later batch marked it.
+const redis::Script kMarkStored(R"lua(
+local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
+return 0
 )lua");
 
 // KEYS meta log; ARGV expected_seq message channel epoch. Appends iff the room is at
@@ -173,6 +205,50 @@ std::optional<OpsMessage> decode_ops(std::string_view s) {
   return m;
 }
 
+// A room rebuilt from a kLoad/kRead reply {epoch, seq, snap_seq, snap, log}: the snapshot
+// with the logged batches after it applied in order, and the log's frames for resuming.
+struct Rebuilt {
+  collab::Scene scene;
+  std::string epoch;
+  std::uint64_t seq = 0;
+  std::deque<std::shared_ptr<const std::string>> log;
+};
+
+// nullopt when the stored snapshot is unreadable.
+std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::size_t retention) {
+  Rebuilt out{collab::Scene(max_entities), r.elements[0].str, reply_u64(r.elements[2]), {}};
+  const std::uint64_t snap_seq = out.seq;
+  if (!r.elements[3].str.empty()) {
+    boost::system::error_code ec;
+    auto snap = json::parse(r.elements[3].str, ec);
+    if (ec || collab::Scene::from_snapshot(snap, out.scene)) return std::nullopt;
+  }
+  std::deque<std::shared_ptr<const std::string>> older;  // resume tail before snap_seq
+  for (const auto& entry : r.elements[4].elements) {
+    if (entry.elements.size() < 2 || entry.elements[1].elements.size() < 2) continue;
+    auto m = decode_ops(entry.elements[1].elements[1].str);
+    if (!m) continue;
+    if (m->seq <= snap_seq) {
+      older.push_back(std::make_shared<const std::string>(m->frame));
+      continue;
+    }
+    if (m->seq != out.seq + 1) break;
+    std::vector<collab::Op> ops;
+    boost::system::error_code ec;
+    auto v = json::parse(m->frame, ec);
+    if (ec || !v.is_object() || !v.as_object().contains("ops") ||
+        collab::parse_batch(v.at("ops"), SIZE_MAX, ops) || out.scene.apply(ops)) {
+      break;
+    }
+    out.seq = m->seq;
+    out.log.push_back(std::make_shared<const std::string>(m->frame));
+  }
+  // The resume window: the log's tail, up to the retention.
+  for (auto it = older.rbegin(); it != older.rend(); ++it) out.log.push_front(*it);
+  while (out.log.size() > retention) out.log.pop_front();
+  return out;
+}
+
 }  // namespace
 
 struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
@@ -210,6 +286,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   RedisEngineOptions options;
   std::function<std::string()> make_epoch;
   std::atomic<collab::RoomEvents*> sink{nullptr};
+  collab::RoomLoader loader;  // set before the first join
 
   std::mutex mu;  // rooms, subscribers
   std::unordered_map<std::string, std::shared_ptr<Room>> rooms;
@@ -539,10 +616,14 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   void load(const std::shared_ptr<Room>& room) {
     std::weak_ptr<Impl> weak = shared_from_this();
     client->eval(kLoad, {key(room->id, "meta"), key(room->id, "snap"), key(room->id, "log")},
-                 {make_epoch(), std::to_string(options.limits.log_retention)},
+                 {make_epoch(), std::to_string(options.limits.log_retention), loader ? "1" : "0"},
                  [weak, room](Reply r) {
                    auto self = weak.lock();
                    if (!self) return;
+                   if (r.elements.size() == 1 && r.elements[0].str == "absent") {
+                     self->load_stored(room);
+                     return;
+                   }
                    if (r.is_error() || r.elements.size() < 5) {
                      log::warn("redis engine: loading a room failed",
                                {{"room", room->id}, {"error", r.str}});
@@ -553,46 +634,48 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
                  });
   }
 
-  void loaded(const std::shared_ptr<Room>& room, const Reply& r) {
-    std::unique_lock lock(room->mu);
-    collab::Scene scene(options.limits.max_entities);
-    const std::uint64_t snap_seq = reply_u64(r.elements[2]);
-    if (!r.elements[3].str.empty()) {
-      boost::system::error_code ec;
-      auto snap = json::parse(r.elements[3].str, ec);
-      if (ec || collab::Scene::from_snapshot(snap, scene)) {
-        lock.unlock();
-        fail_joins(room, "the room's snapshot in Redis is unreadable");
+  // The room is not in Redis: seed it from the latest stored snapshot (a new epoch), then
+  // load it as usual. Nodes racing to seed it agree: the first seed wins.
+  void load_stored(const std::shared_ptr<Room>& room) {
+    std::weak_ptr<Impl> weak = shared_from_this();
+    loader(room->id, [weak, room](std::optional<collab::StoredRoom> stored, std::string error) {
+      auto self = weak.lock();
+      if (!self) return;
+      if (!error.empty()) {
+        log::warn("redis engine: cannot load a room from the database",
+                  {{"room", room->id}, {"error", error}});
+        self->fail_joins(room, "cannot load the room: " + error);
         return;
       }
+      const auto seq = stored ? stored->seq : 0;
+      self->client->eval(
+          kSeed,
+          {self->key(room->id, "meta"), self->key(room->id, "snap"), self->key(room->id, "log")},
+          {self->make_epoch(), std::to_string(seq), stored ? stored->snapshot : std::string()},
+          [weak, room](Reply r) {
+            auto self = weak.lock();
+            if (!self) return;
+            if (r.is_error()) {
+              self->fail_joins(room, "room engine unavailable: " + r.str);
+              return;
+            }
+            self->load(room);
+          });
+    });
+  }
+
+  void loaded(const std::shared_ptr<Room>& room, const Reply& r) {
+    std::unique_lock lock(room->mu);
+    auto rb = rebuild(r, options.limits.max_entities, options.limits.log_retention);
+    if (!rb) {
+      lock.unlock();
+      fail_joins(room, "the room's snapshot in Redis is unreadable");
+      return;
     }
-    room->scene = std::move(scene);
-    room->epoch = r.elements[0].str;
-    room->seq = snap_seq;
-    room->log.clear();
-    std::deque<std::shared_ptr<const std::string>> older;  // resume tail before snap_seq
-    for (const auto& entry : r.elements[4].elements) {
-      if (entry.elements.size() < 2 || entry.elements[1].elements.size() < 2) continue;
-      auto m = decode_ops(entry.elements[1].elements[1].str);
-      if (!m) continue;
-      if (m->seq <= snap_seq) {
-        older.push_back(std::make_shared<const std::string>(m->frame));
-        continue;
-      }
-      if (m->seq != room->seq + 1) break;
-      std::vector<collab::Op> ops;
-      boost::system::error_code ec;
-      auto v = json::parse(m->frame, ec);
-      if (ec || !v.is_object() || !v.as_object().contains("ops") ||
-          collab::parse_batch(v.at("ops"), SIZE_MAX, ops) || room->scene.apply(ops)) {
-        break;
-      }
-      room->seq = m->seq;
-      room->log.push_back(std::make_shared<const std::string>(m->frame));
-    }
-    // The resume window: the log's tail, up to the retention.
-    for (auto it = older.rbegin(); it != older.rend(); ++it) room->log.push_front(*it);
-    while (room->log.size() > options.limits.log_retention) room->log.pop_front();
+    room->scene = std::move(rb->scene);
+    room->epoch = std::move(rb->epoch);
+    room->seq = rb->seq;
+    room->log = std::move(rb->log);
     room->state = Room::State::Ready;
     drain_early(*room);
     auto joins = std::move(room->joins);
@@ -871,7 +954,18 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
             return;
           }
           const auto outcome = r.elements[0].integer;
-          if (outcome == 1) return;  // the hub acks when the batch comes back
+          if (outcome == 1) {
+            // Mark the room for the persister. Not atomic with the append (another slot in a
+            // Cluster): a mark lost with this node is found by the persister's reconciliation.
+            const auto dirty = self->options.prefix + ":dirty";
+            self->client->command(
+                dirty, {"ZADD", dirty, "GT", std::to_string(reply_u64(r.elements[1])), id},
+                [id](Reply z) {
+                  if (z.is_error())
+                    log::warn("redis engine: dirty mark failed", {{"room", id}, {"error", z.str}});
+                });
+            return;  // the hub acks when the batch comes back
+          }
           if (outcome == -1) {
             // A new epoch (another node saw history lost) or the keys are gone:
             // this node's copy is void; its members resynchronise.
@@ -1023,6 +1117,103 @@ void RedisRoomEngine::tick() {
     // Members whose node stopped refreshing them are removed, and the room told.
     impl_->remove_sessions(room->id, {}, std::to_string(now));
   }
+}
+
+void RedisRoomEngine::set_loader(collab::RoomLoader loader) {
+  impl_->loader = std::move(loader);
+}
+
+namespace {
+
+// Runs one command and waits for its reply; throws when it fails (persister thread only).
+Reply wait_reply(const std::function<void(redis::Client::Callback)>& send) {
+  auto p = std::make_shared<std::promise<Reply>>();
+  auto f = p->get_future();
+  send([p](Reply r) { p->set_value(std::move(r)); });
+  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    throw std::runtime_error("redis: no reply within 30 s");
+  auto r = f.get();
+  if (r.is_error()) throw std::runtime_error("redis: " + r.str);
+  return r;
+}
+
+}  // namespace
+
+std::vector<collab::RoomVersion> RedisRoomEngine::dirty_rooms(std::size_t limit) {
+  const auto dirty = impl_->options.prefix + ":dirty";
+  auto r = wait_reply([&](auto cb) {
+    impl_->client->command(
+        dirty,
+        {"ZRANGE", dirty, "0", std::to_string(std::max<std::size_t>(limit, 1) - 1), "WITHSCORES"},
+        std::move(cb));
+  });
+  std::vector<collab::RoomVersion> out;
+  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
+    out.push_back(collab::RoomVersion{r.elements[i].str, to_u64(r.elements[i + 1].str)});
+  return out;
+}
+
+std::vector<collab::RoomVersion> RedisRoomEngine::all_rooms() {
+  // SCAN every primary for the rooms' meta keys, then ask each room's seq.
+  const std::string head = impl_->options.prefix + ":{";
+  const std::string tail = "}:meta";
+  std::vector<std::string> rooms;
+  for (const auto& node : impl_->client->primaries()) {
+    std::string cursor = "0";
+    do {
+      auto r = wait_reply([&](auto cb) {
+        impl_->client->command_at(
+            node, {"SCAN", cursor, "MATCH", head + "*" + tail, "COUNT", "1000"}, std::move(cb));
+      });
+      if (r.elements.size() < 2) throw std::runtime_error("redis: unexpected SCAN reply");
+      cursor = r.elements[0].str;
+      for (const auto& k : r.elements[1].elements) {
+        const auto& key = k.str;
+        if (key.size() > head.size() + tail.size() && key.starts_with(head) && key.ends_with(tail))
+          rooms.push_back(key.substr(head.size(), key.size() - head.size() - tail.size()));
+      }
+    } while (cursor != "0");
+  }
+  std::sort(rooms.begin(), rooms.end());
+  rooms.erase(std::unique(rooms.begin(), rooms.end()), rooms.end());
+  // Pipelined: every HGET sent, then every reply awaited.
+  std::vector<std::future<Reply>> replies;
+  replies.reserve(rooms.size());
+  for (const auto& room : rooms) {
+    auto p = std::make_shared<std::promise<Reply>>();
+    replies.push_back(p->get_future());
+    const auto meta = impl_->key(room, "meta");
+    impl_->client->command(meta, {"HGET", meta, "seq"},
+                           [p](Reply r) { p->set_value(std::move(r)); });
+  }
+  std::vector<collab::RoomVersion> out;
+  for (std::size_t i = 0; i < rooms.size(); ++i) {
+    if (replies[i].wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+      throw std::runtime_error("redis: no reply within 30 s");
+    auto r = replies[i].get();
+    if (r.is_error()) throw std::runtime_error("redis: " + r.str);
+    out.push_back(collab::RoomVersion{rooms[i], reply_u64(r)});
+  }
+  return out;
+}
+
+std::optional<collab::RoomState> RedisRoomEngine::read_room(const std::string& room) {
+  auto r = wait_reply([&](auto cb) {
+    impl_->client->eval(
+        kRead, {impl_->key(room, "meta"), impl_->key(room, "snap"), impl_->key(room, "log")}, {},
+        std::move(cb));
+  });
+  if (r.elements.size() < 5) return std::nullopt;
+  auto rb = rebuild(r, impl_->options.limits.max_entities, 0);
+  if (!rb) throw std::runtime_error("the room's snapshot in Redis is unreadable: " + room);
+  return collab::RoomState{room, rb->epoch, rb->seq, json::serialize(rb->scene.snapshot())};
+}
+
+void RedisRoomEngine::mark_stored(const std::string& room, std::uint64_t seq) {
+  const auto dirty = impl_->options.prefix + ":dirty";
+  wait_reply([&](auto cb) {
+    impl_->client->eval(kMarkStored, {dirty}, {room, std::to_string(seq)}, std::move(cb));
+  });
 }
 
 std::size_t RedisRoomEngine::rooms() const {

@@ -9,6 +9,7 @@
 //   <prefix>:{R}:presence zset   session -> expiry (ms since the epoch)
 //   <prefix>:{R}:eph      hash   "<session>:<kind>" -> latest ephemeral data
 //   <prefix>:{R}:ch       shard channel (SPUBLISH) for ops, eph and presence messages
+//   <prefix>:dirty        zset   room -> seq of its newest batch not yet marked stored
 //
 // A batch is validated here against this node's copy of the scene at seq S, then appended
 // by a Lua script only if the room is still at S (compare-and-set): the append, the new
@@ -18,6 +19,7 @@
 #pragma once
 
 #include "adapters/redis/client.hpp"
+#include "collab/persistence.hpp"
 #include "collab/room_engine.hpp"
 
 #include <chrono>
@@ -49,7 +51,7 @@ struct RedisEngineOptions {
   redis::ConnectionOptions connection;            // for the subscriber connections
 };
 
-class RedisRoomEngine final : public collab::RoomEngine {
+class RedisRoomEngine final : public collab::RoomEngine, public collab::PersistSource {
  public:
   RedisRoomEngine(Runtime& runtime, std::shared_ptr<redis::Client> client,
                   RedisEngineOptions options, std::function<std::string()> make_epoch);
@@ -63,6 +65,15 @@ class RedisRoomEngine final : public collab::RoomEngine {
   void submit(const std::string& room, const collab::Member& author, std::int64_t request_id,
               std::vector<collab::Op> ops, std::function<void(collab::Error)> refused) override;
   void publish_eph(collab::EphBatch batch) override;
+
+  // Where rooms absent from Redis come from (the database); set before the first join.
+  void set_loader(collab::RoomLoader loader);
+
+  // PersistSource (blocking: the persister's thread only).
+  std::vector<collab::RoomVersion> dirty_rooms(std::size_t limit) override;
+  std::vector<collab::RoomVersion> all_rooms() override;
+  std::optional<collab::RoomState> read_room(const std::string& room) override;
+  void mark_stored(const std::string& room, std::uint64_t seq) override;
 
   // Refreshes this node's members' presence and reaps members of dead nodes; the owner
   // calls it every presence_ttl / 3.

@@ -46,6 +46,8 @@ class RedisHarness : public Harness {
     runtime_.run_ready_handlers();  // the closes fail what is pending, breaking cycles
   }
   collab::RoomEngine& engine() override { return *engine_; }
+  collab::PersistSource& persistence() override { return *engine_; }
+  void set_loader(collab::RoomLoader loader) override { engine_->set_loader(std::move(loader)); }
   RedisRoomEngine& redis_engine() { return *engine_; }
   const std::string& prefix() const { return prefix_; }
   // Runs one command on the engine's own Redis client (to tamper with a room's keys).

@@ -35,6 +35,10 @@ class StandaloneClient final : public Client {
     conn_->command(std::move(args), std::move(done));
   }
   Endpoint endpoint_for(std::string_view) override { return conn_->endpoint(); }
+  std::vector<Endpoint> primaries() override { return {conn_->endpoint()}; }
+  void command_at(const Endpoint&, std::vector<std::string> args, Callback done) override {
+    conn_->command(std::move(args), std::move(done));
+  }
   void close() override { conn_->close(); }
 
  private:
@@ -54,6 +58,16 @@ class ClusterClient final : public Client, public std::enable_shared_from_this<C
   }
 
   Endpoint endpoint_for(std::string_view key) override { return route(key_slot(key)); }
+
+  std::vector<Endpoint> primaries() override {
+    std::lock_guard lock(mu_);
+    auto p = map_.primaries();
+    return p.empty() ? seeds_ : p;
+  }
+
+  void command_at(const Endpoint& node, std::vector<std::string> args, Callback done) override {
+    conn(node)->command(std::move(args), std::move(done));
+  }
 
   void close() override {
     std::lock_guard lock(mu_);

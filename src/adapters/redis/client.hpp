@@ -44,6 +44,10 @@ class Client {
             Callback done);
   // The connection that serves `key`'s slot (for subscriptions that must live on it).
   virtual Endpoint endpoint_for(std::string_view key) = 0;
+  // Every primary (one server in standalone mode), for commands that must visit each node
+  // (SCAN); and a command sent to one node as it is, without routing or redirects.
+  virtual std::vector<Endpoint> primaries() = 0;
+  virtual void command_at(const Endpoint& node, std::vector<std::string> args, Callback done) = 0;
   virtual void close() = 0;
 };
 
