@@ -1,0 +1,238 @@
+// The persister on the embedded adapters (the memory engine and SQLite): what it writes,
+// when, and what it leaves for the next pass. The same persister on Redis and PostgreSQL
+// through PgBouncer is exercised end to end in tests/e2e/test_persistence.py.
+#include "persist/persister.hpp"
+
+#include "collab/memory_engine.hpp"
+#include "platform/metrics.hpp"
+
+#include <gtest/gtest.h>
+#include <boost/json/parse.hpp>
+
+#include <filesystem>
+#include <future>
+
+namespace kiln::persist {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+db::StoreOptions sqlite_options() {
+  static const fs::path dir = [] {
+    auto d = fs::temp_directory_path() / ("kiln-persist-test-" + std::to_string(::getpid()));
+    fs::remove_all(d);
+    fs::create_directories(d);
+    return d;
+  }();
+  static int n = 0;
+  db::StoreOptions o;
+  o.url = "sqlite:" + (dir / ("p" + std::to_string(++n) + ".db")).string();
+  return o;
+}
+
+class PersisterTest : public ::testing::Test {
+ protected:
+  void SetUp() override { store.migrate(); }
+
+  void join(collab::MemoryRoomEngine& e, const std::string& room) {
+    std::promise<collab::JoinResult> p;
+    e.join(room, ann, std::nullopt, [&](collab::JoinResult r) { p.set_value(std::move(r)); });
+    auto r = p.get_future().get();
+    ASSERT_FALSE(r.error) << r.error.message;
+  }
+  void edit(collab::MemoryRoomEngine& e, const std::string& room, int n) {
+    for (int i = 0; i < n; ++i) {
+      std::vector<collab::Op> ops;
+      const std::string id = "e" + std::to_string(next_id++);
+      ASSERT_FALSE(collab::parse_batch(
+          boost::json::parse(R"([{"op":"create","entity":")" + id + R"(","parent":"root"}])"), 10,
+          ops));
+      bool refused = false;
+      e.submit(room, ann, next_id, std::move(ops), [&](collab::Error) { refused = true; });
+      ASSERT_FALSE(refused);
+    }
+  }
+  std::int64_t rows(const std::string& where = "1 = 1") {
+    std::int64_t n = 0;
+    store.write([&](db::Connection& c) {
+      n = c.exec("SELECT count(*) FROM room_snapshots WHERE " + where).rows[0].i64(0);
+    });
+    return n;
+  }
+  PersisterOptions opts(const std::string& holder) {
+    PersisterOptions o;
+    o.holder = holder;
+    o.interval = 50ms;
+    o.lease = 1min;
+    return o;
+  }
+
+  db::Store store{sqlite_options()};
+  collab::MemoryRoomEngine engine{{}, [n = 0]() mutable { return "ep" + std::to_string(++n); }};
+  collab::Member ann{"s-ann", "ann", "Ann", "n1"};
+  int next_id = 0;
+};
+
+TEST_F(PersisterTest, OneSnapshotPerDirtyRoomPerPassWhateverTheEdits) {
+  for (int r = 0; r < 5; ++r) {
+    join(engine, "p/r" + std::to_string(r));
+    edit(engine, "p/r" + std::to_string(r), 40);
+  }
+  Persister p(store, engine, opts("w1"));
+  auto first = p.pass(false);
+  EXPECT_EQ(first.dirty, 5u);
+  EXPECT_EQ(first.stored, 5u);
+  EXPECT_EQ(rows(), 5);
+  EXPECT_EQ(store.latest_snapshot("p/r0")->seq, 40u);
+  auto idle = p.pass(false);  // nothing changed: nothing written
+  EXPECT_EQ(idle.dirty, 0u);
+  EXPECT_EQ(rows(), 5);
+  edit(engine, "p/r1", 3);
+  edit(engine, "p/r3", 1);
+  auto second = p.pass(false);
+  EXPECT_EQ(second.stored, 2u);
+  EXPECT_EQ(store.latest_snapshot("p/r1")->seq, 43u);
+  EXPECT_EQ(rows(), 7);
+}
+
+TEST_F(PersisterTest, TheStoredSnapshotRestoresTheRoomInANewEngine) {
+  join(engine, "p/doc");
+  edit(engine, "p/doc", 12);
+  Persister(store, engine, opts("w1")).pass(false);
+
+  // A new process: the room is not in its engine, so it comes from the database.
+  collab::MemoryRoomEngine fresh{{}, [] { return std::string("new-epoch"); }};
+  fresh.set_loader([this](const std::string& room, auto done) {
+    auto s = store.latest_snapshot(room);
+    done(s ? std::optional(collab::StoredRoom{s->seq, s->body}) : std::nullopt, "");
+  });
+  std::promise<collab::JoinResult> p;
+  fresh.join("p/doc", ann, std::nullopt, [&](collab::JoinResult r) { p.set_value(std::move(r)); });
+  auto r = p.get_future().get();
+  ASSERT_FALSE(r.error) << r.error.message;
+  EXPECT_EQ(r.seq, 12u);
+  EXPECT_EQ(r.epoch, "new-epoch");
+  EXPECT_EQ(r.snapshot->at("entities").as_object().size(), 12u);
+}
+
+TEST_F(PersisterTest, TwoWorkersNeverWriteOneRoomTwice) {
+  for (int r = 0; r < 6; ++r) join(engine, "p/r" + std::to_string(r));
+  Persister a(store, engine, opts("a"));
+  Persister b(store, engine, opts("b"));
+  std::int64_t expected = 0;
+  for (int round = 0; round < 5; ++round) {
+    for (int r = 0; r < 6; ++r) edit(engine, "p/r" + std::to_string(r), 2);
+    expected += 6;
+    std::thread ta([&] { a.pass(false); });
+    std::thread tb([&] { b.pass(false); });
+    ta.join();
+    tb.join();
+  }
+  EXPECT_EQ(rows(), expected);  // keep = 5 per room, 5 rounds: nothing pruned
+  // Each room has exactly one writer: the worker that took its lease first.
+  store.write([&](db::Connection& c) {
+    auto res = c.exec("SELECT room, count(DISTINCT writer) FROM room_snapshots GROUP BY room");
+    ASSERT_EQ(res.rows.size(), 6u);
+    for (const auto& row : res.rows) EXPECT_EQ(row.i64(1), 1) << row.str(0);
+  });
+}
+
+TEST_F(PersisterTest, ARoomLeasedElsewhereStaysDirty) {
+  join(engine, "p/x");
+  edit(engine, "p/x", 2);
+  ASSERT_TRUE(store.acquire_lease("p/x", "other-worker", 1min));
+  Persister p(store, engine, opts("me"));
+  auto r = p.pass(false);
+  EXPECT_EQ(r.leased_elsewhere, 1u);
+  EXPECT_EQ(rows(), 0);
+  EXPECT_EQ(engine.dirty_rooms(10).size(), 1u);
+}
+
+// A source whose dirty marks went missing (a gateway that died between its append and its
+// mark): the interaction under test is how the persister finds such rooms.
+class LostMarks final : public collab::PersistSource {
+ public:
+  explicit LostMarks(collab::PersistSource& inner) : inner_(inner) {}
+  std::vector<collab::RoomVersion> dirty_rooms(std::size_t) override { return {}; }
+  std::vector<collab::RoomVersion> all_rooms() override { return inner_.all_rooms(); }
+  std::optional<collab::RoomState> read_room(const std::string& r) override {
+    return inner_.read_room(r);
+  }
+  void mark_stored(const std::string& r, std::uint64_t seq) override { inner_.mark_stored(r, seq); }
+
+ private:
+  collab::PersistSource& inner_;
+};
+
+TEST_F(PersisterTest, ReconciliationFindsARoomWhoseMarkWentMissing) {
+  join(engine, "p/a");
+  join(engine, "p/b");
+  edit(engine, "p/a", 4);
+  edit(engine, "p/b", 2);
+  Persister(store, engine, opts("w")).pass(false);  // both stored
+  edit(engine, "p/a", 3);                           // a is now at 7, its mark lost
+  LostMarks lost(engine);
+  metrics::Registry reg;
+  Persister p(store, lost, opts("w"), &reg);
+  EXPECT_EQ(p.pass(false).stored, 0u);  // no mark: not seen
+  auto r = p.pass(true);
+  EXPECT_EQ(r.reconciled, 1u);
+  EXPECT_EQ(r.stored, 1u);
+  EXPECT_EQ(store.latest_snapshot("p/a")->seq, 7u);
+  EXPECT_NE(reg.render().find("kiln_persist_reconciled_rooms_total 1"), std::string::npos);
+}
+
+TEST_F(PersisterTest, AnUnreachableDatabaseLeavesRoomsDirtyAndSaysSo) {
+  join(engine, "p/a");
+  edit(engine, "p/a", 3);
+  db::StoreOptions down;
+  down.url = "postgresql://kiln:secret@127.0.0.1:1/kiln";
+  down.connect.connect_timeout = 1s;
+  db::Store unreachable(down);
+  metrics::Registry reg;
+  Persister p(unreachable, engine, opts("w"), &reg);
+  auto r = p.pass(false);
+  EXPECT_EQ(r.failed, 1u);
+  EXPECT_TRUE(r.database_down);
+  EXPECT_EQ(engine.dirty_rooms(10).size(), 1u) << "the room must stay dirty";
+  auto problem = p.problem();
+  ASSERT_TRUE(problem);
+  EXPECT_NE(problem->find("1 rooms waiting"), std::string::npos) << *problem;
+  EXPECT_EQ(problem->find("secret"), std::string::npos) << "the password leaked: " << *problem;
+  const auto text = reg.render();
+  EXPECT_NE(text.find("kiln_persist_database_up 0"), std::string::npos) << text;
+  EXPECT_NE(text.find("kiln_persist_rooms_total{result=\"failed\"} 1"), std::string::npos);
+  // Back: the next pass stores it and the problem clears.
+  Persister healthy(store, engine, opts("w"));
+  EXPECT_EQ(healthy.pass(false).stored, 1u);
+  EXPECT_FALSE(healthy.problem());
+}
+
+TEST_F(PersisterTest, StopWithAFinalFlushLeavesNothingDirty) {
+  join(engine, "p/a");
+  auto o = opts("w");
+  o.interval = 1h;  // the loop never gets to it: only the final flush can
+  Persister p(store, engine, o);
+  p.start();
+  edit(engine, "p/a", 5);
+  p.stop(true);
+  EXPECT_EQ(store.latest_snapshot("p/a")->seq, 5u);
+  EXPECT_TRUE(engine.dirty_rooms(10).empty());
+}
+
+TEST_F(PersisterTest, TheLoopStoresEveryInterval) {
+  join(engine, "p/a");
+  edit(engine, "p/a", 1);
+  metrics::Registry reg;
+  Persister p(store, engine, opts("w"), &reg);  // 50 ms
+  p.start();
+  // Wait (bounded) for the loop's pass to store it.
+  for (int i = 0; i < 400 && !engine.dirty_rooms(10).empty(); ++i) std::this_thread::sleep_for(5ms);
+  p.stop(false);
+  EXPECT_TRUE(engine.dirty_rooms(10).empty());
+  EXPECT_EQ(store.latest_snapshot("p/a")->seq, 1u);
+}
+
+}  // namespace
+}  // namespace kiln::persist
