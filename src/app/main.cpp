@@ -1,5 +1,6 @@
 // `kiln`: one binary, many roles. Parses the command line, layers the configuration
 // (defaults < YAML file < KILN_* environment < flags) and starts the role asked for.
+#include "app/database.hpp"
 #include "app/node.hpp"
 #include "app/secrets.hpp"
 #include "app/settings.hpp"
@@ -31,7 +32,7 @@ constexpr RoleInfo kRoles[] = {
     {"gateway", "WebSocket collaboration (/v1/collab) on the configured room engine", nullptr},
     {"api", "REST: projects, scenes, uploads, assets, builds, tokens", "the REST API (issue #6)"},
     {"objects", "embedded S3-compatible object store", "direct uploads (issue #7)"},
-    {"worker", "persister and asset pipeline", "persistence (issue #5)"},
+    {"worker", "write-behind persister: rooms in Redis to the database", nullptr},
     {"agent", "build agent", "the build farm"},
     {"sandboxd", "sandbox host for scripts and terminals", "sandboxes"},
 };
@@ -52,10 +53,10 @@ int main(int argc, char** argv) {
   std::map<std::string, std::optional<std::string>> flag_values;
   for (const auto& s : schema.settings()) {
     auto& slot = flag_values[s.key];
-    app.add_option(s.flag_name(), slot,
-                   s.help +
-                       " (default: " + (s.secret ? std::string("generated") : s.default_value) +
-                       "; env " + s.env_name() + ")")
+    app.add_option(
+           s.flag_name(), slot,
+           s.help + " (default: " + (s.default_shown.empty() ? s.default_value : s.default_shown) +
+               "; env " + s.env_name() + ")")
         ->group("Settings (see kiln config doc)");
   }
 
@@ -68,6 +69,8 @@ int main(int argc, char** argv) {
         ->callback([&command, &r] { command = r.name; });
   }
   app.add_subcommand("version", "Print the version")->callback([&] { command = "version"; });
+  app.add_subcommand("migrate", "Apply pending database schema migrations (database.url)")
+      ->callback([&] { command = "migrate"; });
   std::string token_user, token_name;
   std::vector<std::string> token_roles;
   std::int64_t token_ttl = 3600;
@@ -120,6 +123,7 @@ int main(int argc, char** argv) {
     std::fputs(cfg.describe().c_str(), stdout);
     return 0;
   }
+  if (command == "migrate") return kiln::app::run_migrate(cfg);
   if (command == "token") {
     kiln::auth::Claims claims;
     claims.sub = token_user;

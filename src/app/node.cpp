@@ -1,16 +1,19 @@
 #include "app/node.hpp"
 
 #include "adapters/redis/client.hpp"
+#include "app/database.hpp"
 #include "app/secrets.hpp"
 #include "collab/memory_engine.hpp"
 #include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
+#include "persist/persister.hpp"
 #include "platform/health.hpp"
 #include "platform/http_server.hpp"
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
 #include "platform/runtime.hpp"
+#include "platform/thread_pool.hpp"
 
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
@@ -132,76 +135,142 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   so.max_connections = static_cast<std::size_t>(cfg.integer("http.max_connections"));
   so.access_log = cfg.boolean("http.access_log");
 
-  // The collaboration gateway (serve, gateway).
+  // Roles: serve runs everything; gateway serves /v1/collab; worker runs the persister.
+  const bool collab_role = role_name == "serve" || role_name == "gateway";
+  const bool persist_role = role_name == "serve" || role_name == "worker";
+  const bool redis_rooms = cfg.str("room.engine") == "redis";
+  if (role_name == "worker" && !redis_rooms) {
+    std::fprintf(stderr,
+                 "kiln: configuration error: the worker role stores rooms held in Redis "
+                 "(room.engine=redis); with room.engine=memory the rooms live inside "
+                 "`kiln serve`, which persists them itself\n");
+    return 2;
+  }
+
+  // The database: serve and worker always; a gateway on Redis to start rooms Redis lost.
+  std::unique_ptr<db::Store> store;
+  if (persist_role || (collab_role && redis_rooms)) {
+    try {
+      store = open_store(cfg, &registry);
+    } catch (const std::exception& e) {
+      log::error("database unusable", {{"error", e.what()}});
+      std::fprintf(stderr, "kiln: database: %s (settings database.*)\n", e.what());
+      return 1;
+    }
+  }
+
   std::unique_ptr<collab::RoomEngine> engine;
+  collab::PersistSource* persist_source = nullptr;
   std::shared_ptr<redis::Client> redis_client;
   engines::RedisRoomEngine* redis_engine = nullptr;
+  collab::MemoryRoomEngine* memory_engine = nullptr;
   auto redis_ok = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<auth::Verifier> verifier;
   std::unique_ptr<gateway::Gateway> gw;
-  if (role_name == "serve" || role_name == "gateway") {
+  collab::EngineLimits limits;
+  limits.log_retention = static_cast<std::size_t>(cfg.integer("room.log_retention"));
+  limits.max_entities = static_cast<std::size_t>(cfg.integer("room.max_entities"));
+  limits.max_members = static_cast<std::size_t>(cfg.integer("room.max_members"));
+  if (redis_rooms && (collab_role || persist_role)) {
+    redis::ConnectionOptions ro;
+    ro.command_timeout = std::chrono::milliseconds(cfg.integer("redis.command_timeout_ms"));
+    std::vector<redis::Endpoint> seeds;
+    std::string list = cfg.str("redis.addresses");
+    for (std::size_t pos = 0; pos <= list.size();) {
+      auto comma = list.find(',', pos);
+      std::string item =
+          list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+      pos = comma == std::string::npos ? list.size() + 1 : comma + 1;
+      auto colon = item.rfind(':');
+      int port = colon == std::string::npos ? 0 : std::atoi(item.c_str() + colon + 1);
+      if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535) {
+        std::fprintf(
+            stderr, "kiln: configuration error: setting 'redis.addresses': '%s' is not host:port\n",
+            item.c_str());
+        return 2;
+      }
+      seeds.push_back(redis::Endpoint{item.substr(0, colon), static_cast<std::uint16_t>(port)});
+    }
+    ro.endpoint = seeds.front();
+    redis_client = cfg.str("redis.mode") == "cluster" ? redis::Client::cluster(runtime, seeds, ro)
+                                                      : redis::Client::standalone(runtime, ro);
+    engines::RedisEngineOptions eo;
+    eo.prefix = cfg.str("redis.prefix");
+    eo.node = lo.node;
+    eo.limits = limits;
+    eo.presence_ttl = std::chrono::milliseconds(cfg.integer("room.presence_ttl_ms"));
+    eo.snapshot_every = static_cast<std::size_t>(cfg.integer("room.snapshot_every"));
+    eo.connection = ro;
+    eo.evict_after = std::chrono::milliseconds(cfg.integer("room.evict_after_ms"));
+    eo.ack_replicas = static_cast<int>(cfg.integer("redis.ack_replicas"));
+    eo.wait_timeout = std::chrono::milliseconds(cfg.integer("redis.wait_timeout_ms"));
+    auto& wait_timeouts = registry
+                              .counter("kiln_redis_wait_timeouts_total",
+                                       "Batches acknowledged although the replicas did not confirm "
+                                       "them within redis.wait_timeout_ms.")
+                              .get();
+    eo.on_wait_timeout = [&wait_timeouts] { wait_timeouts.inc(); };
+    auto re = std::make_unique<engines::RedisRoomEngine>(runtime, redis_client, eo,
+                                                         [] { return ids::random_hex(8); });
+    redis_engine = re.get();
+    persist_source = re.get();
+    engine = std::move(re);
+    health.add_check("redis", [redis_ok]() -> std::optional<std::string> {
+      if (redis_ok->load()) return std::nullopt;
+      return std::string("unreachable");
+    });
+  } else if (collab_role) {
+    auto me = std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
+    memory_engine = me.get();
+    persist_source = me.get();
+    engine = std::move(me);
+  }
+
+  // Rooms the engine does not hold start from their latest stored snapshot, read on
+  // threads of their own (never the event loop's).
+  std::unique_ptr<ThreadPool> db_threads;
+  if (store && collab_role) {
+    db_threads = std::make_unique<ThreadPool>(
+        std::min<std::size_t>(4, static_cast<std::size_t>(cfg.integer("database.pool_size"))),
+        10'000);
+    collab::RoomLoader loader = [&store, &db_threads](const std::string& room, auto done) {
+      auto task = [&store, room, done] {
+        try {
+          auto s = store->latest_snapshot(room);
+          done(s ? std::optional(collab::StoredRoom{s->seq, std::move(s->body)}) : std::nullopt,
+               "");
+        } catch (const std::exception& e) {
+          done(std::nullopt, e.what());
+        }
+      };
+      if (!db_threads->post(task)) done(std::nullopt, "too many rooms loading at once");
+    };
+    if (redis_engine) redis_engine->set_loader(loader);
+    if (memory_engine) memory_engine->set_loader(loader);
+  }
+
+  std::unique_ptr<persist::Persister> persister;
+  if (store && persist_role && persist_source) {
+    persist::PersisterOptions po;
+    po.holder = lo.node;
+    po.interval = std::chrono::milliseconds(cfg.integer("persist.interval_ms"));
+    po.lease = std::chrono::milliseconds(cfg.integer("persist.lease_ms"));
+    po.keep = static_cast<std::size_t>(cfg.integer("persist.keep_snapshots"));
+    po.reconcile_every = static_cast<int>(cfg.integer("persist.reconcile_every"));
+    po.max_rooms_per_pass = static_cast<std::size_t>(cfg.integer("persist.max_rooms_per_pass"));
+    persister = std::make_unique<persist::Persister>(*store, *persist_source, po, &registry);
+    // The worker exists to persist: failing passes make it not ready. In serve, editing
+    // goes on meanwhile: reported, status "degraded".
+    health.add_check(
+        "persistence", [p = persister.get()] { return p->problem(); }, role_name == "worker");
+  }
+
+  if (collab_role) {
     try {
       verifier = std::make_unique<auth::Verifier>(make_verifier(cfg));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
       return 2;
-    }
-    collab::EngineLimits limits;
-    limits.log_retention = static_cast<std::size_t>(cfg.integer("room.log_retention"));
-    limits.max_entities = static_cast<std::size_t>(cfg.integer("room.max_entities"));
-    limits.max_members = static_cast<std::size_t>(cfg.integer("room.max_members"));
-    if (cfg.str("room.engine") == "redis") {
-      redis::ConnectionOptions ro;
-      ro.command_timeout = std::chrono::milliseconds(cfg.integer("redis.command_timeout_ms"));
-      std::vector<redis::Endpoint> seeds;
-      std::string list = cfg.str("redis.addresses");
-      for (std::size_t pos = 0; pos <= list.size();) {
-        auto comma = list.find(',', pos);
-        std::string item =
-            list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        pos = comma == std::string::npos ? list.size() + 1 : comma + 1;
-        auto colon = item.rfind(':');
-        int port = colon == std::string::npos ? 0 : std::atoi(item.c_str() + colon + 1);
-        if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535) {
-          std::fprintf(
-              stderr,
-              "kiln: configuration error: setting 'redis.addresses': '%s' is not host:port\n",
-              item.c_str());
-          return 2;
-        }
-        seeds.push_back(redis::Endpoint{item.substr(0, colon), static_cast<std::uint16_t>(port)});
-      }
-      ro.endpoint = seeds.front();
-      redis_client = cfg.str("redis.mode") == "cluster" ? redis::Client::cluster(runtime, seeds, ro)
-                                                        : redis::Client::standalone(runtime, ro);
-      engines::RedisEngineOptions eo;
-      eo.prefix = cfg.str("redis.prefix");
-      eo.node = lo.node;
-      eo.limits = limits;
-      eo.presence_ttl = std::chrono::milliseconds(cfg.integer("room.presence_ttl_ms"));
-      eo.snapshot_every = static_cast<std::size_t>(cfg.integer("room.snapshot_every"));
-      eo.connection = ro;
-      eo.evict_after = std::chrono::milliseconds(cfg.integer("room.evict_after_ms"));
-      eo.ack_replicas = static_cast<int>(cfg.integer("redis.ack_replicas"));
-      eo.wait_timeout = std::chrono::milliseconds(cfg.integer("redis.wait_timeout_ms"));
-      auto& wait_timeouts =
-          registry
-              .counter("kiln_redis_wait_timeouts_total",
-                       "Batches acknowledged although the replicas did not confirm "
-                       "them within redis.wait_timeout_ms.")
-              .get();
-      eo.on_wait_timeout = [&wait_timeouts] { wait_timeouts.inc(); };
-      auto re = std::make_unique<engines::RedisRoomEngine>(runtime, redis_client, eo,
-                                                           [] { return ids::random_hex(8); });
-      redis_engine = re.get();
-      engine = std::move(re);
-      health.add_check("redis", [redis_ok]() -> std::optional<std::string> {
-        if (redis_ok->load()) return std::nullopt;
-        return std::string("unreachable");
-      });
-    } else {
-      engine =
-          std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
     }
     gateway::Options go;
     go.node = lo.node;
@@ -247,6 +316,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     keep_alive.push_back(beat);
   }
   if (gw) server.add_upgrade("/v1/collab", gw->upgrade_handler());
+  if (persister) persister->start();
   try {
     server.start();
   } catch (const std::exception& e) {
@@ -257,6 +327,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
 
   const auto drain_window = std::chrono::milliseconds(cfg.integer("shutdown.drain_ms"));
   bool draining = false;
+  std::thread final_flush;
   runtime.on_signals({SIGTERM, SIGINT}, [&](int sig) {
     if (draining) {
       log::warn("second signal: closing every connection now", {{"signal", sig}});
@@ -270,12 +341,21 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
               {{"signal", sig},
                {"drain_ms", static_cast<std::int64_t>(drain_window.count())},
                {"open_connections", static_cast<std::int64_t>(server.open_connections())}});
-    // Stop once both the HTTP connections and the WebSocket sessions are gone.
+    // Stop once both the HTTP connections and the WebSocket sessions are gone, and the
+    // persister has stored every dirty room one last time (off the event loop: its calls
+    // block, and the Redis engine needs the loop to answer them).
     auto pending = std::make_shared<std::atomic<int>>(gw ? 2 : 1);
     auto one_done = [&, pending] {
       if (--*pending == 0) {
         log::info("drained: every connection closed");
-        runtime.stop();
+        if (!persister) {
+          runtime.stop();
+          return;
+        }
+        final_flush = std::thread([&] {
+          persister->stop(true);
+          runtime.stop();
+        });
       }
     };
     server.drain(one_done);
@@ -286,7 +366,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       // Cut connections end their sessions, and the last one to end stops the loop (the
       // drain callback above). Should one not end, stop anyway a moment later.
       server.close_all();
-      runtime.after(std::chrono::seconds(1), [&] { runtime.stop(); });
+      runtime.after(std::chrono::seconds(1), [&] {
+        if (!final_flush.joinable()) runtime.stop();  // else it stops the loop when done
+      });
     });
   });
 
@@ -302,6 +384,12 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   std::fflush(stdout);
 
   runtime.run();
+  if (final_flush.joinable()) final_flush.join();
+  // Stopped without a drain (a second signal): the memory engine can still be flushed
+  // (it needs no event loop); the Redis engine keeps its rooms in Redis anyway.
+  if (persister) persister->stop(memory_engine != nullptr);
+  persister.reset();
+  db_threads.reset();  // finishes loads in flight before the engine goes
   if (redis_engine) redis_engine->close();
   if (redis_client) redis_client->close();
   runtime.run_ready_handlers();  // let the closes fail what is pending

@@ -94,6 +94,7 @@ config::Schema build() {
                         "secret is generated once and kept in `<data.dir>/jwt-secret` (mode 0600), "
                         "which `kiln token` reads too.");
   secret.secret = true;
+  secret.default_shown = "(generated)";
   s.add(secret);
   s.add(text("auth.jwt_public_key_file", "",
              "PEM RSA public key file: when set, tokens must be RS256 signed by its private key "
@@ -164,6 +165,49 @@ config::Schema build() {
                 "Entities per scene; creates beyond it get `nack too_large`."));
   s.add(integer("room.max_members", 200, 1, 100'000,
                 "Members per room; joins beyond it get `nack too_large`."));
+  Setting db_url =
+      text("database.url", "",
+           "The database (the primary): `postgresql://user:password@host:port/db` (libpq URL; "
+           "through PgBouncer in transaction mode is fine) or `sqlite:PATH`. Empty: SQLite at "
+           "`<data.dir>/kiln.db`.");
+  db_url.secret = true;
+  db_url.default_shown = "sqlite:<data.dir>/kiln.db";
+  s.add(db_url);
+  Setting read_urls = text("database.read_urls", "",
+                           "Comma-separated PostgreSQL replica URLs for list/get reads. Empty: "
+                           "every read goes to database.url.");
+  read_urls.secret = true;
+  s.add(read_urls);
+  s.add(integer("database.pool_size", 8, 1, 1'000,
+                "Connections per database (the primary, and each replica) per process."));
+  s.add(integer("database.pool_timeout_ms", 5'000, 10, 600'000,
+                "How long a query waits for a free pooled connection before failing."));
+  s.add(integer("database.connect_timeout_ms", 5'000, 100, 600'000,
+                "Connecting to the database fails after this long."));
+  s.add(integer("database.statement_timeout_ms", 10'000, 10, 3'600'000,
+                "A statement running longer is cancelled (a cancel request, PgBouncer-safe) "
+                "and fails."));
+  s.add(integer("database.read_your_writes_wait_ms", 500, 0, 60'000,
+                "A read that must see the caller's own write waits at most this long for a "
+                "replica to replay it, then reads the primary."));
+  s.add(integer("database.replica_retry_ms", 5'000, 100, 3'600'000,
+                "A replica that failed is skipped for this long (reads go elsewhere)."));
+  s.add(flag("database.migrate_on_start", true,
+             "Apply pending schema migrations at start-up (safe with several nodes starting at "
+             "once). Off: run `kiln migrate` yourself; a node finding an older schema refuses "
+             "to start."));
+  s.add(integer("persist.interval_ms", 30'000, 100, 86'400'000,
+                "Write-behind: every dirty room's snapshot reaches the database at most once "
+                "per interval (the `worker` role, and `kiln serve`)."));
+  s.add(integer("persist.lease_ms", 90'000, 1'000, 86'400'000,
+                "A worker keeps the rooms it stores for this long after each store; another "
+                "worker takes a room over after its lease expires. Longer than the interval."));
+  s.add(integer("persist.keep_snapshots", 5, 1, 10'000, "Snapshots kept per room (newest)."));
+  s.add(integer("persist.reconcile_every", 10, 0, 1'000'000,
+                "Every N passes, compare every room in the engine with the stored seq, to store "
+                "rooms whose dirty mark was lost. 0: never."));
+  s.add(integer("persist.max_rooms_per_pass", 10'000, 1, 10'000'000,
+                "Dirty rooms handled per pass at most (the rest wait for the next)."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

@@ -136,8 +136,8 @@ std::string Schema::markdown() const {
   out << "| setting | environment | flag | type | default | allowed | description |\n"
       << "| --- | --- | --- | --- | --- | --- | --- |\n";
   for (const auto& s : settings_) {
-    std::string def = s.secret ? "(generated)" : s.default_value;
-    if (!s.secret && def.empty()) def = "(empty)";
+    std::string def = s.default_shown.empty() ? s.default_value : s.default_shown;
+    if (def.empty()) def = "(empty)";
     out << "| `" << s.key << "` | `" << s.env_name() << "` | `" << s.flag_name() << "` | "
         << type_name(s.type) << " | `" << def << "` | " << s.allowed() << " | " << s.help
         << (s.secret ? " Secret: never printed or logged." : "") << " |\n";

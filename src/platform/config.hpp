@@ -26,6 +26,7 @@ struct Setting {
   std::int64_t max = 0;              // Int only, inclusive
   std::vector<std::string> choices;  // Enum only
   bool secret = false;               // never printed, never logged
+  std::string default_shown;         // docs and --help: the default in words, when not literal
   bool allow_empty = true;           // String only
 
   // "http.listen" -> "KILN_HTTP_LISTEN"

@@ -35,10 +35,32 @@ class CommandLine(unittest.TestCase):
             kiln.stop()
 
     def test_roles_not_built_yet_say_so_and_fail(self):
-        for role in ("api", "objects", "worker", "agent", "sandboxd"):
+        for role in ("api", "objects", "agent", "sandboxd"):
             r = run_kiln(role)
             self.assertEqual(r.returncode, 2, role)
             self.assertIn(f"the '{role}' role is not built yet", r.stderr)
+
+    def test_worker_needs_rooms_in_redis(self):
+        r = run_kiln("worker")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("the worker role stores rooms held in Redis (room.engine=redis)", r.stderr)
+
+    def test_migrate_creates_the_schema_once(self):
+        with tempfile.TemporaryDirectory() as d:
+            first = run_kiln("migrate", "--data-dir", d)
+            self.assertEqual(first.returncode, 0, first.stderr)
+            self.assertRegex(first.stdout, r"schema version 0 -> (\d+) \(\1 migrations applied\)")
+            self.assertIn(os.path.join(d, "kiln.db"), first.stdout)
+            again = run_kiln("migrate", "--data-dir", d)
+            self.assertEqual(again.returncode, 0, again.stderr)
+            self.assertIn("(0 migrations applied)", again.stdout)
+
+    def test_migrate_against_an_unreachable_database_fails_without_leaking_the_password(self):
+        r = run_kiln("migrate", "--database-url", "postgresql://kiln:hunter2@127.0.0.1:1/kiln",
+                     "--database-connect-timeout-ms", "1000")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("migrate failed on postgresql://kiln:***@127.0.0.1:1/kiln", r.stderr)
+        self.assertNotIn("hunter2", r.stderr + r.stdout)
 
 
 class Configuration(unittest.TestCase):

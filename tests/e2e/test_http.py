@@ -47,7 +47,8 @@ class Endpoints(unittest.TestCase):
     def test_readyz_reports_each_check(self):
         status, _, body = self.kiln.request("GET", "/readyz")
         self.assertEqual(status, 200)
-        self.assertEqual(json.loads(body), {"status": "ready", "checks": {"data_dir": "ok"}})
+        self.assertEqual(json.loads(body),
+                         {"status": "ready", "checks": {"data_dir": "ok", "persistence": "ok"}})
 
     def test_index_lists_endpoints(self):
         status, _, body = self.kiln.request("GET", "/")
