@@ -21,8 +21,10 @@ WAIT = 20.0  # generous bound for any single event on a loaded 2-core machine
 class Kiln:
     """One running `kiln` process with its stdout URL line and its log lines."""
 
-    def __init__(self, *args, env=None, role="serve"):
-        self.data_dir = tempfile.mkdtemp(prefix="kiln-e2e-")
+    def __init__(self, *args, env=None, role="serve", data_dir=None):
+        # A given data_dir outlives the process (a restart test starts another on it).
+        self.keep_data = data_dir is not None
+        self.data_dir = data_dir or tempfile.mkdtemp(prefix="kiln-e2e-")
         cmd = [KILN, role, "--http-listen", "127.0.0.1:0", "--data-dir", self.data_dir, *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         full_env.update(env or {})
@@ -114,7 +116,8 @@ class Kiln:
         self._reader.join(WAIT)
         self.proc.stdout.close()
         self.proc.stderr.close()
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        if not self.keep_data:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
 def send_request(s, method, path, headers=None, body=b""):

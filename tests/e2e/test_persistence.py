@@ -1,0 +1,296 @@
+"""Persistence end to end: the real `kiln` binary on SQLite (`kiln serve`) and on PostgreSQL
+15 through PgBouncer in transaction mode (gateways and workers on Redis). Servers come from
+the `redis` and `postgres` CTest fixtures; each test gets a database and a Redis keyspace
+of its own. Database facts are read with psql from PostgreSQL itself.
+"""
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import unittest
+import uuid
+
+from collab_client import SECRET, Client, run
+from harness import WAIT, Kiln
+
+STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
+PG = os.environ.get("KILN_TEST_PG", "").split()  # pgbouncer primary replica, host:port
+PG_DIR = os.environ.get("KILN_TEST_PG_DIR", "")
+OUTAGE_S = float(os.environ.get("KILN_PG_OUTAGE_S", "60"))
+ROLES = {"proj": "editor"}
+
+
+def ws_url(k):
+    return f"ws://{k.host}:{k.port}/v1/collab"
+
+
+def entity(i):
+    return {"op": "create", "entity": f"e{i}", "parent": "root"}
+
+
+def wait_until(predicate, what, timeout=WAIT):
+    """Polls a condition on an outside system (PostgreSQL, Redis) until it holds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def metric(k, name):
+    _, _, body = k.request("GET", "/metrics")
+    m = re.search(r"^" + re.escape(name) + r" (\S+)$", body.decode(), re.M)
+    return float(m.group(1)) if m else None
+
+
+async def edit(url, room, count, start=0, user="ann"):
+    """Joins `room` and creates `count` entities, one acknowledged batch each. Returns the
+    last acknowledged seq."""
+    c = await Client.connect(url, user=user, roles=ROLES)
+    j = await c.join(room)
+    assert j["t"] == "joined", j
+    seq = j["seq"]
+    for i in range(start, start + count):
+        a = await c.op(room, entity(i))
+        assert a["t"] == "ack", a
+        seq = a["seq"]
+    await c.close()
+    return seq
+
+
+async def state(url, room, since=None):
+    c = await Client.connect(url, user="reader", roles=ROLES)
+    j = await c.join(room, since)
+    await c.close()
+    return j
+
+
+class SqliteServe(unittest.TestCase):
+    """`kiln serve` on its embedded defaults: the memory engine persisted to SQLite."""
+
+    def setUp(self):
+        self.data = tempfile.mkdtemp(prefix="kiln-e2e-serve-")
+        self.addCleanup(shutil.rmtree, self.data, True)
+
+    def serve(self, *args):
+        k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", *args,
+                 data_dir=self.data)
+        self.addCleanup(k.stop)
+        return k
+
+    def test_a_restart_keeps_every_acknowledged_op(self):
+        # An interval far longer than the test: only the flush at shutdown can store them.
+        k = self.serve("--persist-interval-ms", "3600000")
+        rooms = {"proj/a": 30, "proj/b": 7, "proj/c": 1}
+        acked = {r: run(edit(ws_url(k), r, n)) for r, n in rooms.items()}
+        before = run(state(ws_url(k), "proj/a"))
+        k.signal(signal.SIGTERM)
+        self.assertEqual(k.wait_exit(), 0)
+        self.assertTrue(os.path.exists(os.path.join(self.data, "kiln.db")))
+
+        k2 = self.serve("--persist-interval-ms", "3600000")
+        for room, n in rooms.items():
+            j = run(state(ws_url(k2), room))
+            self.assertEqual(j["seq"], acked[room], room)
+            self.assertEqual(sorted(j["snapshot"]["entities"]), sorted(f"e{i}" for i in range(n)))
+        # A new epoch: a client resuming from before the restart gets the whole snapshot.
+        again = run(state(ws_url(k2), "proj/a", {"epoch": before["epoch"], "seq": 5}))
+        self.assertNotEqual(again["epoch"], before["epoch"])
+        self.assertFalse(again["recovered"])
+        self.assertEqual(len(again["snapshot"]["entities"]), 30)
+        # Editing continues after the stored seq.
+        self.assertEqual(run(edit(ws_url(k2), "proj/a", 1, start=100)), acked["proj/a"] + 1)
+
+    def test_the_persister_reports_in_metrics_and_readyz(self):
+        k = self.serve("--persist-interval-ms", "100")
+        run(edit(ws_url(k), "proj/m", 3))
+        wait_until(lambda: (metric(k, 'kiln_persist_rooms_total{result="stored"}') or 0) >= 1,
+                   "a stored room in the metrics")
+        self.assertEqual(metric(k, "kiln_persist_database_up"), 1)
+        status, _, body = k.request("GET", "/readyz")
+        self.assertEqual(status, 200)
+        self.assertEqual(json.loads(body)["checks"]["persistence"], "ok")
+
+
+def psql(db, sql, hostport=None):
+    host, port = (hostport or PG[1]).split(":")
+    r = subprocess.run(["psql", "-h", host, "-p", port, "-U", "postgres", "-d", db, "-Atc", sql],
+                       capture_output=True, text=True, timeout=WAIT)
+    if r.returncode != 0:
+        raise AssertionError(f"psql failed: {r.stderr}")
+    return r.stdout.strip()
+
+
+def redis(*args):
+    host, port = STANDALONE.split(":")
+    return subprocess.run(["redis-cli", "-h", host, "-p", port, *args], capture_output=True,
+                          text=True, timeout=WAIT, check=True).stdout.strip()
+
+
+@unittest.skipUnless(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+class PostgresWorkers(unittest.TestCase):
+    """Gateways and workers on Redis, the database reached through PgBouncer."""
+
+    def setUp(self):
+        self.db = "e2e_" + uuid.uuid4().hex[:10]
+        psql("postgres", f"CREATE DATABASE {self.db}")
+        self.url = f"postgresql://postgres@{PG[0]}/{self.db}"
+        self.prefix = "e2e-" + uuid.uuid4().hex[:8]
+
+    def node(self, role, *args):
+        k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", "--room-engine", "redis",
+                 "--redis-addresses", STANDALONE, "--redis-prefix", self.prefix,
+                 "--database-url", self.url, *args, role=role)
+        self.addCleanup(k.stop)
+        return k
+
+    def stored(self, room):
+        """The newest stored (seq, body) of the room, or None."""
+        out = psql(self.db, f"SELECT seq, body FROM room_snapshots WHERE room = '{room}' "
+                            "ORDER BY seq DESC LIMIT 1")
+        if not out:
+            return None
+        seq, body = out.split("|", 1)
+        return int(seq), json.loads(body)
+
+    def test_a_room_redis_lost_comes_back_from_its_stored_snapshot(self):
+        gw = self.node("gateway")
+        worker = self.node("worker", "--persist-interval-ms", "200")
+        acked = run(edit(ws_url(gw), "proj/lost", 6))
+        wait_until(lambda: (self.stored("proj/lost") or (0,))[0] == acked, "the snapshot at the acked seq")
+        before = run(state(ws_url(gw), "proj/lost"))
+        gw.stop()
+        worker.stop()
+        # Redis loses the room (a flush, an eviction, a new cluster).
+        keys = redis("--scan", "--pattern", f"{self.prefix}:{{proj/lost}}:*").split()
+        self.assertTrue(keys)
+        redis("DEL", *keys)
+        gw2 = self.node("gateway")
+        j = run(state(ws_url(gw2), "proj/lost"))
+        self.assertEqual(j["seq"], acked)
+        self.assertNotEqual(j["epoch"], before["epoch"], "a room loaded from the database has a new epoch")
+        self.assertEqual(sorted(j["snapshot"]["entities"]), sorted(f"e{i}" for i in range(6)))
+        self.assertEqual(run(edit(ws_url(gw2), "proj/lost", 1, start=50)), acked + 1)
+
+    def test_a_room_whose_dirty_mark_went_missing_is_found_by_reconciliation(self):
+        gw = self.node("gateway")
+        acked = run(edit(ws_url(gw), "proj/unmarked", 4))
+        self.assertEqual(redis("DEL", f"{self.prefix}:dirty"), "1")  # the mark is gone
+        worker = self.node("worker", "--persist-interval-ms", "100", "--persist-reconcile-every", "1")
+        wait_until(lambda: (self.stored("proj/unmarked") or (0,))[0] == acked, "reconciliation to store the room")
+        worker.wait_for_log(lambda r: r.get("msg") == "persister: rooms newer than stored had no dirty mark",
+                            "the reconciliation's warning")
+        self.assertGreaterEqual(metric(worker, "kiln_persist_reconciled_rooms_total"), 1)
+
+    def test_a_worker_killed_mid_flush_and_two_workers_at_once_lose_and_double_nothing(self):
+        gw = self.node("gateway")
+        rooms = [f"proj/r{i}" for i in range(600)]
+
+        async def fill():
+            async def one(batch):
+                c = await Client.connect(ws_url(gw), user="filler", roles=ROLES)
+                for r in batch:
+                    assert (await c.join(r))["t"] == "joined"
+                    assert (await c.op(r, entity(0)))["t"] == "ack"
+                    await c.request({"t": "leave", "room": r})
+                await c.close()
+            await asyncio.gather(*(one(rooms[i::20]) for i in range(20)))
+        run(fill())
+        self.assertEqual(int(redis("ZCARD", f"{self.prefix}:dirty")), 600)
+
+        count = lambda: int(psql(self.db, "SELECT count(*) FROM room_snapshots"))
+        w1 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
+        wait_until(lambda: count() > 0, "the first worker to start storing")
+        w1.proc.send_signal(signal.SIGKILL)
+        w1.proc.wait(WAIT)
+        at_kill = count()
+        self.assertLess(at_kill, 600, "the worker was killed after its pass, not during it")
+
+        w2 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
+        w3 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
+        wait_until(lambda: redis("ZCARD", f"{self.prefix}:dirty") == "0", "every room stored", timeout=60)
+        # Nothing lost: every room is stored at its one acknowledged seq.
+        self.assertEqual(count(), 600)
+        self.assertEqual(psql(self.db, "SELECT count(DISTINCT room) FROM room_snapshots WHERE seq = 1"), "600")
+        # Nothing doubled: one snapshot per room, whoever wrote it.
+        self.assertEqual(psql(self.db, "SELECT count(*) FROM (SELECT room FROM room_snapshots "
+                                       "GROUP BY room HAVING count(*) > 1) d"), "0")
+        writers = set(psql(self.db, "SELECT DISTINCT writer FROM room_snapshots").split())
+        self.assertTrue(writers, "someone wrote")
+        self.assertGreaterEqual(metric(w2, 'kiln_persist_passes_total{result="ok"}'), 1)
+        self.assertGreaterEqual(metric(w3, 'kiln_persist_passes_total{result="ok"}'), 1)
+
+    @unittest.skipUnless(PG_DIR, "KILN_TEST_PG_DIR not set (run through ctest)")
+    def test_postgres_stopped_for_a_minute_loses_no_acknowledged_op(self):
+        gw = self.node("gateway")
+        worker = self.node("worker", "--persist-interval-ms", "500",
+                           "--database-statement-timeout-ms", "2000",
+                           "--database-connect-timeout-ms", "1000")
+        room = "proj/outage"
+        script = os.path.join(os.path.dirname(__file__), "..", "servers", "postgres.sh")
+        observed = {}
+
+        async def scenario():
+            c = await Client.connect(ws_url(gw), user="ann", roles=ROLES)
+            assert (await c.join(room))["t"] == "joined"
+            n = 0
+            last = 0
+
+            async def op():
+                nonlocal n, last
+                a = await c.op(room, entity(n))
+                assert a["t"] == "ack", a
+                n += 1
+                last = a["seq"]
+
+            for _ in range(10):
+                await op()
+            await asyncio.to_thread(wait_until, lambda: (self.stored(room) or (0,))[0] == last,
+                                    "a first snapshot")
+            await asyncio.to_thread(subprocess.run, ["bash", script, "stop-primary", PG_DIR], check=True)
+            stopped = time.monotonic()
+            readyz_503 = metrics_down = False
+            while time.monotonic() - stopped < OUTAGE_S:
+                await op()  # editing goes on, every op acknowledged
+                if not readyz_503:
+                    status, _, body = await asyncio.to_thread(worker.request, "GET", "/readyz")
+                    if status == 503:
+                        readyz_503 = True
+                        observed["readyz"] = json.loads(body)
+                if not metrics_down:
+                    metrics_down = await asyncio.to_thread(metric, worker, "kiln_persist_database_up") == 0
+                await asyncio.sleep(0.1)  # pacing of the editor, not synchronisation
+            gw_status, _, _ = await asyncio.to_thread(gw.request, "GET", "/readyz")
+            observed.update(readyz_503=readyz_503, metrics_down=metrics_down, gw_status=gw_status)
+            await asyncio.to_thread(subprocess.run, ["bash", script, "start-primary", PG_DIR], check=True)
+            observed["last"] = last
+            observed["count"] = n
+            await c.close()
+
+        try:
+            asyncio.run(asyncio.wait_for(scenario(), OUTAGE_S + 120))
+        finally:
+            subprocess.run(["bash", os.path.join(os.path.dirname(__file__), "..", "servers", "postgres.sh"),
+                            "start-primary", PG_DIR], capture_output=True)
+        self.assertTrue(observed["readyz_503"], "the worker's /readyz said 503 during the outage")
+        self.assertIn("persisting fails since", observed["readyz"]["checks"]["persistence"])
+        self.assertTrue(observed["metrics_down"], "kiln_persist_database_up went to 0")
+        self.assertEqual(observed["gw_status"], 200, "gateways stay ready: editing goes on")
+        last = observed["last"]
+        wait_until(lambda: (self.stored(room) or (0,))[0] == last, "the snapshot after the outage", timeout=60)
+        seq, body = self.stored(room)
+        self.assertEqual(sorted(body["entities"]), sorted(f"e{i}" for i in range(observed["count"])))
+        wait_until(lambda: worker.request("GET", "/readyz")[0] == 200, "the worker ready again")
+        self.assertEqual(metric(worker, "kiln_persist_database_up"), 1)
+
+
+if __name__ == "__main__":
+    unittest.main()
