@@ -68,6 +68,7 @@ struct Stats {
   std::vector<double> cursor_ms;  // sender's eph -> a peer's eph batch
   std::uint64_t frames_in = 0;
   std::uint64_t bytes_in = 0;
+  std::uint64_t eph_sent = 0;  // ephemeral updates sent while measuring
   std::uint64_t errors = 0;
   std::uint64_t closed = 0;
   int connected = 0;
@@ -193,6 +194,7 @@ class Client {
                 "\",\"key\":\"p\",\"value\":{\"ts\":" + std::to_string(ts) + "}}]}";
       } else {
         next_cursor += cursor_period;
+        if (stats_.measuring) ++stats_.eph_sent;
         frame = "{\"t\":\"eph\",\"room\":\"" + room_ +
                 "\",\"kind\":\"cursor\",\"data\":{\"x\":" + std::to_string(++x) +
                 ",\"ts\":" + std::to_string(ts) + "}}";
@@ -405,6 +407,8 @@ int main(int argc, char** argv) {
   out["delivered_msgs_per_s"] = static_cast<double>(stats.frames_in) / secs;
   out["delivered_mib_per_s"] = static_cast<double>(stats.bytes_in) / secs / (1 << 20);
   out["op_samples"] = stats.op_ms.size();
+  out["acks"] = stats.ack_ms.size();
+  out["eph_sent"] = stats.eph_sent;
   out["op_p50_ms"] = percentile(stats.op_ms, 0.50);
   out["op_p99_ms"] = percentile(stats.op_ms, 0.99);
   out["ack_p50_ms"] = percentile(stats.ack_ms, 0.50);
