@@ -137,6 +137,7 @@ void Store::read(const Receipt& after, const std::function<void(Connection&)>& f
   };
   if (replicas_.empty()) {
     on_primary(fn);
+    count("primary", "no_replicas");
     return;
   }
   const auto steady_ms = [] {

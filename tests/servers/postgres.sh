@@ -34,6 +34,18 @@ wait_up() {
   return 1
 }
 
+# A server left on our ports by an earlier run in another directory (an aborted run, a
+# different build tree): ask it where its data is and stop it there.
+stop_strays() {
+  local p d
+  for p in "$port" "$rport"; do
+    d=$(as_pg "$bin/psql" -h 127.0.0.1 -p "$p" -U postgres -d postgres -Atc "SHOW data_directory" 2>/dev/null) || continue
+    echo "postgres: stopping a server left on port $p ($d)" >&2
+    as_pg "$bin/pg_ctl" -D "$d" -m immediate stop >/dev/null 2>&1 || true
+  done
+  as_pg "$bin/psql" -h 127.0.0.1 -p "$bport" -U postgres -d pgbouncer -c SHUTDOWN >/dev/null 2>&1 || true
+}
+
 stop_all() {
   if [[ -f "$dir/pgbouncer.pid" ]]; then
     kill "$(cat "$dir/pgbouncer.pid")" 2>/dev/null || true
@@ -47,7 +59,10 @@ stop_all() {
 
 start_server() {  # name port
   as_pg "$bin/pg_ctl" -D "$dir/$1" -l "$dir/$1.log" -w -t 30 \
-    -o "-p $2 -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
+    -o "-p $2 -k $dir -c listen_addresses=127.0.0.1" start >/dev/null || {
+    tail -20 "$dir/$1.log" >&2
+    return 1
+  }
 }
 
 case "$cmd" in
@@ -72,6 +87,7 @@ case "$cmd" in
 esac
 
 stop_all
+stop_strays
 rm -rf "$dir"
 mkdir -p "$dir"
 # The servers' user must reach DIR through its parents.
