@@ -45,20 +45,127 @@ Response Response::problem(int status, std::string_view type, std::string_view t
   return Response{status, "application/problem+json", boost::json::serialize(o), {}};
 }
 
+std::string Request::param(std::string_view name) const {
+  for (const auto& [k, v] : params) {
+    if (k == name) return v;
+  }
+  return {};
+}
+
+namespace {
+
+// %XX and '+' (in queries) decoded; nullopt when a % escape is malformed.
+std::optional<std::string> percent_decode(std::string_view s, bool plus_is_space) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '%') {
+      if (i + 2 >= s.size()) return std::nullopt;  // needs two hex digits after it
+      auto hex = [](char h) -> int {
+        if (h >= '0' && h <= '9') return h - '0';
+        if (h >= 'a' && h <= 'f') return h - 'a' + 10;
+        if (h >= 'A' && h <= 'F') return h - 'A' + 10;
+        return -1;
+      };
+      const int hi = hex(s[i + 1]), lo = hex(s[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out.push_back(static_cast<char>(hi * 16 + lo));
+      i += 2;
+    } else if (c == '+' && plus_is_space) {
+      out.push_back(' ');
+    } else {
+      out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::vector<std::string_view> segments(std::string_view path) {
+  std::vector<std::string_view> out;
+  std::size_t pos = 0;
+  while (pos <= path.size()) {
+    auto slash = path.find('/', pos);
+    out.push_back(
+        path.substr(pos, slash == std::string_view::npos ? std::string_view::npos : slash - pos));
+    if (slash == std::string_view::npos) break;
+    pos = slash + 1;
+  }
+  return out;
+}
+
+// Matches `path` against `pattern`; fills params on success.
+bool match_pattern(std::string_view pattern, std::string_view path,
+                   std::vector<std::pair<std::string, std::string>>& params) {
+  if (pattern.find('{') == std::string_view::npos) return pattern == path;
+  const auto ps = segments(pattern);
+  const auto xs = segments(path);
+  if (ps.size() != xs.size()) return false;
+  std::vector<std::pair<std::string, std::string>> found;
+  for (std::size_t i = 0; i < ps.size(); ++i) {
+    const auto p = ps[i];
+    if (p.size() >= 2 && p.front() == '{' && p.back() == '}') {
+      if (xs[i].empty()) return false;
+      auto v = percent_decode(xs[i], false);
+      if (!v) return false;
+      found.emplace_back(std::string(p.substr(1, p.size() - 2)), std::move(*v));
+    } else if (p != xs[i]) {
+      return false;
+    }
+  }
+  params = std::move(found);
+  return true;
+}
+
+}  // namespace
+
+std::optional<std::string> Request::query_param(std::string_view name) const {
+  std::string_view q = query;
+  while (!q.empty()) {
+    auto amp = q.find('&');
+    auto pair = q.substr(0, amp);
+    auto eq = pair.find('=');
+    auto key = percent_decode(pair.substr(0, eq), true);
+    if (key && *key == name) {
+      return percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1),
+                            true)
+          .value_or(std::string());
+    }
+    if (amp == std::string_view::npos) break;
+    q.remove_prefix(amp + 1);
+  }
+  return std::nullopt;
+}
+
 void Router::add(std::string method, std::string path, std::string route_name, Handler handler) {
   entries_.push_back(
-      {std::move(method), std::move(path), std::move(route_name), std::move(handler)});
+      {std::move(method), std::move(path), std::move(route_name), std::move(handler), {}});
+}
+
+void Router::add_async(std::string method, std::string pattern, std::string route_name,
+                       AsyncHandler handler) {
+  entries_.push_back(
+      {std::move(method), std::move(pattern), std::move(route_name), {}, std::move(handler)});
+}
+
+std::vector<std::pair<std::string, std::string>> Router::routes() const {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const auto& e : entries_) out.emplace_back(e.method, e.path);
+  return out;
 }
 
 Router::Match Router::match(std::string_view method, std::string_view path) const {
   Match m;
   m.route = "unmatched";
   for (const auto& e : entries_) {
-    if (e.path != path) continue;
+    std::vector<std::pair<std::string, std::string>> params;
+    if (!match_pattern(e.path, path, params)) continue;
     if (e.method == method || (method == "HEAD" && e.method == "GET")) {
-      m.handler = &e.handler;
+      m.handler = e.handler ? &e.handler : nullptr;
+      m.async_handler = e.async_handler ? &e.async_handler : nullptr;
       m.route = e.route;
       m.method_not_allowed = false;
+      m.params = std::move(params);
       return m;
     }
     m.method_not_allowed = true;

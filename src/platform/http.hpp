@@ -20,9 +20,15 @@ struct Request {
   std::string body;
   std::string request_id;
   std::string remote;  // "ip:port" of the peer
+  // Path parameters of the matched route pattern (`/v1/projects/{project}`), decoded.
+  std::vector<std::pair<std::string, std::string>> params;
 
   // Case-insensitive header lookup; the first value.
   [[nodiscard]] std::optional<std::string_view> header(std::string_view name) const;
+  // A path parameter ("" when the route has none of that name).
+  [[nodiscard]] std::string param(std::string_view name) const;
+  // A query parameter, percent-decoded; nullopt when absent.
+  [[nodiscard]] std::optional<std::string> query_param(std::string_view name) const;
 };
 
 struct Response {
@@ -39,20 +45,32 @@ struct Response {
 };
 
 using Handler = std::function<Response(const Request&)>;
+// Answers later, exactly once, from any thread: for handlers that block (database calls),
+// which must not run on the event loop.
+using Responder = std::function<void(Response)>;
+using AsyncHandler = std::function<void(Request, Responder)>;
 
-// Exact-path routing with a route name per entry, used as the metrics label so that
-// metric cardinality does not follow user input.
+// Routing by method and path pattern: literal segments, and `{name}` segments that match
+// one non-empty segment (its percent-decoded value lands in Request::params). Each entry
+// has a route name, used as the metrics label so that metric cardinality does not follow
+// user input.
 class Router {
  public:
-  void add(std::string method, std::string path, std::string route_name, Handler handler);
+  void add(std::string method, std::string pattern, std::string route_name, Handler handler);
+  void add_async(std::string method, std::string pattern, std::string route_name,
+                 AsyncHandler handler);
 
   struct Match {
-    const Handler* handler = nullptr;  // null: no route
-    std::string route;                 // route name, or "unmatched"
+    const Handler* handler = nullptr;             // null: no route, or an async one
+    const AsyncHandler* async_handler = nullptr;  // set for add_async routes
+    std::string route;                            // route name, or "unmatched"
     bool method_not_allowed = false;
     std::string allow;  // for 405: the methods the path accepts
+    std::vector<std::pair<std::string, std::string>> params;
   };
   [[nodiscard]] Match match(std::string_view method, std::string_view path) const;
+  // Every route as (method, pattern), for checking documentation against the code.
+  [[nodiscard]] std::vector<std::pair<std::string, std::string>> routes() const;
 
  private:
   struct Entry {
@@ -60,6 +78,7 @@ class Router {
     std::string path;
     std::string route;
     Handler handler;
+    AsyncHandler async_handler;
   };
   std::vector<Entry> entries_;
 };

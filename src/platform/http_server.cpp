@@ -146,6 +146,7 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> answer_and_linger(Connection& c, beast::flat_buffer& buffer, int status,
                                           std::string_view reason);
   Response dispatch(const Request& req, std::string& route);
+  asio::awaitable<Response> call_async(const AsyncHandler& handler, const Request& req);
   void forget(std::uint64_t id);
 };
 
@@ -322,6 +323,38 @@ Response Server::Impl::dispatch(const Request& req, std::string& route) {
   }
 }
 
+// Runs an async handler and waits (on this connection's strand, not blocking it) for its
+// answer, at most the request timeout.
+asio::awaitable<Response> Server::Impl::call_async(const AsyncHandler& handler,
+                                                   const Request& req) {
+  auto ex = co_await asio::this_coro::executor;
+  auto timer = std::make_shared<asio::steady_timer>(ex, options.request_timeout);
+  auto slot = std::make_shared<std::optional<Response>>();
+  auto answered = std::make_shared<std::atomic<bool>>(false);
+  try {
+    handler(req, [ex, timer, slot, answered](Response r) {
+      if (answered->exchange(true)) return;
+      // post, never inline: the coroutine is suspended on the timer before this runs.
+      asio::post(ex, [timer, slot, r = std::move(r)]() mutable {
+        *slot = std::move(r);
+        timer->cancel();
+      });
+    });
+  } catch (const std::exception& e) {
+    answered->store(true);
+    log::error("http handler failed", {{"request_id", req.request_id}, {"error", e.what()}});
+    co_return Response::problem(500, "https://kiln.dev/problems/internal", "Internal Server Error",
+                                "The server failed; the request id identifies it in the logs.");
+  }
+  co_await timer->async_wait(nothrow);
+  if (!*slot) {
+    answered->store(true);
+    co_return Response::problem(503, "https://kiln.dev/problems/timeout", "Service Unavailable",
+                                "The request took too long to answer; retry later.");
+  }
+  co_return std::move(**slot);
+}
+
 asio::awaitable<void> Server::Impl::answer_and_linger(Connection& c, beast::flat_buffer& buffer,
                                                       int status, std::string_view reason) {
   rejected.with({std::string(reason)}).inc();
@@ -428,7 +461,16 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
     req.request_id = accept_or_make_request_id(req.header("X-Request-Id"));
 
     std::string route;
-    Response resp = dispatch(req, route);
+    Response resp;
+    auto m = router.match(req.method, req.path);
+    if (m.async_handler != nullptr) {
+      route = m.route;
+      req.params = std::move(m.params);
+      resp = co_await call_async(*m.async_handler, req);
+    } else {
+      req.params = std::move(m.params);
+      resp = dispatch(req, route);
+    }
     const bool keep_alive = breq.keep_alive() && !draining.load();
 
     bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(resp.status),

@@ -64,3 +64,43 @@ TEST(RequestId, ClientIdsAreKeptOnlyWhenPlain) {
 
 }  // namespace
 }  // namespace kiln::http
+
+namespace kiln::http {
+namespace {
+
+TEST(RouterPatterns, NamedSegmentsMatchOneDecodedSegment) {
+  Router r;
+  r.add("GET", "/v1/projects/{project}/members/{user}", "member",
+        [](const Request&) { return Response::json(200, "{}"); });
+  r.add_async("DELETE", "/v1/projects/{project}", "project_delete", [](Request, Responder) {});
+  auto m = r.match("GET", "/v1/projects/p1/members/a%20b");
+  ASSERT_NE(m.handler, nullptr);
+  EXPECT_EQ(m.route, "member");
+  ASSERT_EQ(m.params.size(), 2u);
+  EXPECT_EQ(m.params[0], (std::pair<std::string, std::string>{"project", "p1"}));
+  EXPECT_EQ(m.params[1], (std::pair<std::string, std::string>{"user", "a b"}));
+  EXPECT_EQ(r.match("GET", "/v1/projects//members/u").handler, nullptr);  // empty segment
+  EXPECT_EQ(r.match("GET", "/v1/projects/p/members/u/x").handler, nullptr);
+  EXPECT_EQ(r.match("GET", "/v1/projects/p/members/%zz").handler, nullptr);  // bad escape
+  EXPECT_EQ(r.match("GET", "/v1/projects/p/members/%4").handler, nullptr);
+  auto d = r.match("DELETE", "/v1/projects/p9");
+  EXPECT_NE(d.async_handler, nullptr);
+  EXPECT_EQ(d.params.at(0).second, "p9");
+  auto wrong = r.match("PUT", "/v1/projects/p9");
+  EXPECT_TRUE(wrong.method_not_allowed);
+  EXPECT_EQ(wrong.allow, "DELETE");
+  EXPECT_EQ(r.routes().size(), 2u);
+}
+
+TEST(RouterPatterns, QueryParametersAreDecoded) {
+  Request q;
+  q.query = "limit=5&cursor=a%2Bb&name=x+y&flag";
+  EXPECT_EQ(q.query_param("limit"), "5");
+  EXPECT_EQ(q.query_param("cursor"), "a+b");
+  EXPECT_EQ(q.query_param("name"), "x y");
+  EXPECT_EQ(q.query_param("flag"), "");
+  EXPECT_FALSE(q.query_param("missing"));
+}
+
+}  // namespace
+}  // namespace kiln::http
