@@ -404,16 +404,203 @@ std::optional<Project> Store::get_project(const std::string& id, const Receipt& 
   return out;
 }
 
-std::vector<SceneRow> Store::list_scenes(const std::string& project, const Receipt& after) {
+std::vector<SceneRow> Store::list_scenes(const std::string& project, const Receipt& after,
+                                         std::size_t limit, const std::string& after_id) {
   std::vector<SceneRow> out;
   read(after, [&](Connection& c) {
     auto res = c.exec(
-        "SELECT project_id, id, name, created_at FROM scenes WHERE project_id = $1 AND "
-        "deleted_at IS NULL ORDER BY id",
-        {project});
-    for (const auto& r : res.rows) out.push_back(SceneRow{r.str(0), r.str(1), r.str(2), r.i64(3)});
+        "SELECT project_id, id, name, created_at, updated_at FROM scenes WHERE project_id = $1 "
+        "AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3",
+        {project, after_id, static_cast<std::int64_t>(limit)});
+    for (const auto& r : res.rows)
+      out.push_back(SceneRow{r.str(0), r.str(1), r.str(2), r.i64(3), r.i64(4)});
   });
   return out;
+}
+
+std::optional<SceneRow> Store::get_scene(const std::string& project, const std::string& id,
+                                         const Receipt& after) {
+  std::optional<SceneRow> out;
+  read(after, [&](Connection& c) {
+    auto res = c.exec(
+        "SELECT project_id, id, name, created_at, updated_at FROM scenes WHERE project_id = $1 "
+        "AND id = $2 AND deleted_at IS NULL",
+        {project, id});
+    if (!res.rows.empty()) {
+      const auto& r = res.rows[0];
+      out = SceneRow{r.str(0), r.str(1), r.str(2), r.i64(3), r.i64(4)};
+    }
+  });
+  return out;
+}
+
+std::string Store::member_role(const std::string& project, const std::string& user,
+                               const Receipt& after) {
+  std::string role;
+  read(after, [&](Connection& c) {
+    auto res = c.exec(
+        "SELECT m.role FROM members m JOIN projects p ON p.id = m.project_id WHERE "
+        "m.project_id = $1 AND m.user_id = $2 AND p.deleted_at IS NULL",
+        {project, user});
+    if (!res.rows.empty()) role = res.rows[0].str(0);
+  });
+  return role;
+}
+
+std::vector<MemberRow> Store::list_members(const std::string& project, const Receipt& after) {
+  std::vector<MemberRow> out;
+  read(after, [&](Connection& c) {
+    auto res = c.exec(
+        "SELECT m.user_id, COALESCE(u.name, ''), m.role, m.added_at FROM members m LEFT JOIN "
+        "users u ON u.id = m.user_id WHERE m.project_id = $1 ORDER BY m.user_id",
+        {project});
+    for (const auto& r : res.rows) out.push_back(MemberRow{r.str(0), r.str(1), r.str(2), r.i64(3)});
+  });
+  return out;
+}
+
+std::map<std::string, std::string> Store::roles_of(const std::string& user) {
+  std::map<std::string, std::string> out;
+  on_primary([&](Connection& c) {
+    auto res = c.exec(
+        "SELECT m.project_id, m.role FROM members m JOIN projects p ON p.id = m.project_id "
+        "WHERE m.user_id = $1 AND p.deleted_at IS NULL",
+        {user});
+    for (const auto& r : res.rows) out[r.str(0)] = r.str(1);
+  });
+  return out;
+}
+
+std::optional<UserRow> Store::get_user(const std::string& id) {
+  std::optional<UserRow> out;
+  on_primary([&](Connection& c) {
+    auto res = c.exec("SELECT id, name, created_at, revoked_before FROM users WHERE id = $1", {id});
+    if (!res.rows.empty()) {
+      const auto& r = res.rows[0];
+      out = UserRow{r.str(0), r.str(1), r.i64(2), r.i64(3)};
+    }
+  });
+  return out;
+}
+
+Receipt Store::rename_project(const std::string& id, const std::string& name, bool& found) {
+  return write([&](Connection& c) {
+    found = c.exec(
+                 "UPDATE projects SET name = $2, updated_at = $3 WHERE id = $1 AND deleted_at "
+                 "IS NULL",
+                 {id, name, now_ms()})
+                .affected == 1;
+  });
+}
+
+Receipt Store::delete_project(const std::string& id, bool& found) {
+  return write([&](Connection& c) {
+    const auto at = now_ms();
+    found = c.exec(
+                 "UPDATE projects SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND "
+                 "deleted_at IS NULL",
+                 {id, at})
+                .affected == 1;
+    if (found) {
+      c.exec("UPDATE scenes SET deleted_at = $2 WHERE project_id = $1 AND deleted_at IS NULL",
+             {id, at});
+    }
+  });
+}
+
+Receipt Store::rename_scene(const std::string& project, const std::string& id,
+                            const std::string& name, bool& found) {
+  return write([&](Connection& c) {
+    found = c.exec(
+                 "UPDATE scenes SET name = $3, updated_at = $4 WHERE project_id = $1 AND id = $2 "
+                 "AND deleted_at IS NULL",
+                 {project, id, name, now_ms()})
+                .affected == 1;
+  });
+}
+
+Receipt Store::delete_scene(const std::string& project, const std::string& id, bool& found) {
+  return write([&](Connection& c) {
+    found = c.exec(
+                 "UPDATE scenes SET deleted_at = $3, updated_at = $3 WHERE project_id = $1 AND "
+                 "id = $2 AND deleted_at IS NULL",
+                 {project, id, now_ms()})
+                .affected == 1;
+  });
+}
+
+namespace {
+
+// Locks the project's owner rows (PostgreSQL; SQLite's write lock already serialises) and
+// says whether the project is live and how many owners it has.
+std::pair<bool, std::int64_t> lock_owners(Connection& c, const std::string& project) {
+  auto live = c.exec("SELECT 1 FROM projects WHERE id = $1 AND deleted_at IS NULL", {project});
+  if (live.rows.empty()) return {false, 0};
+  const bool pg = c.dialect() == Dialect::Postgres;
+  auto owners = c.exec(std::string("SELECT user_id FROM members WHERE project_id = $1 AND role = "
+                                   "'owner'") +
+                           (pg ? " FOR UPDATE" : ""),
+                       {project});
+  return {true, static_cast<std::int64_t>(owners.rows.size())};
+}
+
+}  // namespace
+
+MemberChange Store::change_member(const std::string& project, const std::string& user,
+                                  const std::string& role, Receipt& receipt) {
+  MemberChange result = MemberChange::Done;
+  receipt = write([&](Connection& c) {
+    auto [live, owners] = lock_owners(c, project);
+    if (!live) {
+      result = MemberChange::NotFound;
+      return;
+    }
+    auto cur =
+        c.exec("SELECT role FROM members WHERE project_id = $1 AND user_id = $2", {project, user});
+    const bool was_owner = !cur.rows.empty() && cur.rows[0].str(0) == "owner";
+    if (was_owner && role != "owner" && owners <= 1) {
+      result = MemberChange::LastOwner;
+      return;
+    }
+    c.exec(
+        "INSERT INTO members (project_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) ON "
+        "CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
+        {project, user, role, now_ms()});
+  });
+  return result;
+}
+
+MemberChange Store::remove_member(const std::string& project, const std::string& user,
+                                  Receipt& receipt) {
+  MemberChange result = MemberChange::Done;
+  receipt = write([&](Connection& c) {
+    auto [live, owners] = lock_owners(c, project);
+    if (!live) {
+      result = MemberChange::NotFound;
+      return;
+    }
+    auto cur =
+        c.exec("SELECT role FROM members WHERE project_id = $1 AND user_id = $2", {project, user});
+    if (cur.rows.empty()) {
+      result = MemberChange::NotFound;
+      return;
+    }
+    if (cur.rows[0].str(0) == "owner" && owners <= 1) {
+      result = MemberChange::LastOwner;
+      return;
+    }
+    c.exec("DELETE FROM members WHERE project_id = $1 AND user_id = $2", {project, user});
+  });
+  return result;
+}
+
+Receipt Store::revoke_tokens(const std::string& user, std::int64_t before_ms) {
+  return write([&](Connection& c) {
+    c.exec(
+        "INSERT INTO users (id, name, created_at, revoked_before) VALUES ($1, $1, $2, $2) ON "
+        "CONFLICT (id) DO UPDATE SET revoked_before = excluded.revoked_before",
+        {user, before_ms});
+  });
 }
 
 }  // namespace kiln::db

@@ -57,6 +57,28 @@ struct SceneRow {
   std::string id;
   std::string name;
   std::int64_t created_at = 0;
+  std::int64_t updated_at = 0;
+};
+
+struct MemberRow {
+  std::string user_id;
+  std::string name;  // from users, "" when the user never had a token
+  std::string role;
+  std::int64_t added_at = 0;
+};
+
+struct UserRow {
+  std::string id;
+  std::string name;
+  std::int64_t created_at = 0;
+  std::int64_t revoked_before = 0;  // ms: tokens issued before this are refused
+};
+
+// What a membership change did.
+enum class MemberChange {
+  Done,
+  NotFound,   // no such project (or member, for a removal)
+  LastOwner,  // refused: the project would have no owner left
 };
 
 struct RoomSnapshot {
@@ -117,7 +139,32 @@ class Store {
   std::vector<Project> list_projects(const std::string& user, const Receipt& after,
                                      std::size_t limit = 100, const std::string& after_id = "");
   std::optional<Project> get_project(const std::string& id, const Receipt& after);
-  std::vector<SceneRow> list_scenes(const std::string& project, const Receipt& after);
+  std::vector<SceneRow> list_scenes(const std::string& project, const Receipt& after,
+                                    std::size_t limit = 100, const std::string& after_id = "");
+  std::optional<SceneRow> get_scene(const std::string& project, const std::string& id,
+                                    const Receipt& after);
+  // The user's role in a live project, or "" (replica-routed; pass the caller's receipt).
+  std::string member_role(const std::string& project, const std::string& user,
+                          const Receipt& after);
+  std::vector<MemberRow> list_members(const std::string& project, const Receipt& after);
+  // Every live project's role of the user, from the primary (tokens are minted from it).
+  std::map<std::string, std::string> roles_of(const std::string& user);
+  std::optional<UserRow> get_user(const std::string& id);  // primary
+
+  // Writes that may find nothing: `found` says whether a row changed.
+  Receipt rename_project(const std::string& id, const std::string& name, bool& found);
+  Receipt delete_project(const std::string& id, bool& found);  // soft
+  Receipt rename_scene(const std::string& project, const std::string& id, const std::string& name,
+                       bool& found);
+  Receipt delete_scene(const std::string& project, const std::string& id, bool& found);  // soft
+  // Adds the member or changes their role; removing or demoting the last owner is refused.
+  // Concurrent changes are serialised on the project's owners (row locks on PostgreSQL,
+  // the write lock on SQLite).
+  MemberChange change_member(const std::string& project, const std::string& user,
+                             const std::string& role, Receipt& receipt);
+  MemberChange remove_member(const std::string& project, const std::string& user, Receipt& receipt);
+  // Tokens of the user issued before `before_ms` are refused from now on.
+  Receipt revoke_tokens(const std::string& user, std::int64_t before_ms);
 
   // Runs `fn` in a write transaction on the primary (retried on Busy); the receipt carries
   // the WAL position after the commit when there are replicas to read from.

@@ -253,4 +253,79 @@ TEST_P(StoreConformance, AFailedTransactionLeavesNothingBehind) {
   EXPECT_EQ(n, 0u);
 }
 
+TEST_P(StoreConformance, AProjectAlwaysKeepsAnOwner) {
+  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  Receipt r;
+  EXPECT_EQ(store_->change_member("p", "ann", "editor", r), MemberChange::LastOwner);
+  EXPECT_EQ(store_->remove_member("p", "ann", r), MemberChange::LastOwner);
+  EXPECT_EQ(store_->change_member("p", "bob", "owner", r), MemberChange::Done);
+  EXPECT_EQ(store_->change_member("p", "ann", "viewer", r), MemberChange::Done);  // bob owns
+  EXPECT_EQ(store_->member_role("p", "ann", r), "viewer");
+  EXPECT_EQ(store_->remove_member("p", "bob", r), MemberChange::LastOwner);
+  EXPECT_EQ(store_->remove_member("p", "ann", r), MemberChange::Done);
+  EXPECT_EQ(store_->remove_member("p", "ann", r), MemberChange::NotFound);
+  EXPECT_EQ(store_->change_member("nope", "ann", "viewer", r), MemberChange::NotFound);
+  auto members = store_->list_members("p", r);
+  ASSERT_EQ(members.size(), 1u);
+  EXPECT_EQ(members[0].user_id, "bob");
+}
+
+TEST_P(StoreConformance, TwoOwnersDemotingEachOtherAtOnceLeaveOne) {
+  for (int round = 0; round < 10; ++round) {
+    const std::string p = "race" + std::to_string(round);
+    store_->create_project(Project{p, "P", "a", 0, {}}, "a");
+    Receipt r;
+    ASSERT_EQ(store_->change_member(p, "b", "owner", r), MemberChange::Done);
+    std::atomic<int> done{0};
+    auto demote = [&](const std::string& who) {
+      Receipt rr;
+      if (store_->change_member(p, who, "editor", rr) == MemberChange::Done) ++done;
+    };
+    std::thread x(demote, "a"), y(demote, "b");
+    x.join();
+    y.join();
+    EXPECT_EQ(done.load(), 1) << "exactly one demotion may win";
+    std::size_t owners = 0;
+    for (const auto& m : store_->list_members(p, {})) owners += m.role == "owner";
+    EXPECT_EQ(owners, 1u);
+  }
+}
+
+TEST_P(StoreConformance, DeletedProjectsAndScenesDisappear) {
+  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  store_->create_scene(SceneRow{"p", "s1", "One", 0, 0});
+  store_->create_scene(SceneRow{"p", "s2", "Two", 0, 0});
+  bool found = false;
+  store_->rename_scene("p", "s1", "Uno", found);
+  EXPECT_TRUE(found);
+  EXPECT_EQ(store_->get_scene("p", "s1", {})->name, "Uno");
+  store_->delete_scene("p", "s2", found);
+  EXPECT_TRUE(found);
+  EXPECT_FALSE(store_->get_scene("p", "s2", {}));
+  store_->delete_scene("p", "s2", found);
+  EXPECT_FALSE(found);
+  store_->rename_project("p", "Renamed", found);
+  EXPECT_TRUE(found);
+  EXPECT_EQ(store_->roles_of("ann").at("p"), "owner");
+  store_->delete_project("p", found);
+  EXPECT_TRUE(found);
+  EXPECT_FALSE(store_->get_project("p", {}));
+  EXPECT_EQ(store_->member_role("p", "ann", {}), "");
+  EXPECT_TRUE(store_->roles_of("ann").empty());
+  EXPECT_FALSE(store_->get_scene("p", "s1", {}));
+  store_->rename_project("p", "Again", found);
+  EXPECT_FALSE(found);
+}
+
+TEST_P(StoreConformance, RevokingTokensIsRecordedPerUser) {
+  store_->upsert_user("ann", "Ann");
+  EXPECT_EQ(store_->get_user("ann")->revoked_before, 0);
+  store_->revoke_tokens("ann", 12345);
+  EXPECT_EQ(store_->get_user("ann")->revoked_before, 12345);
+  EXPECT_EQ(store_->get_user("ann")->name, "Ann");
+  store_->revoke_tokens("ghost", 7);  // a user never seen before
+  EXPECT_EQ(store_->get_user("ghost")->revoked_before, 7);
+  EXPECT_FALSE(store_->get_user("nobody"));
+}
+
 }  // namespace kiln::db
