@@ -30,7 +30,7 @@ struct RoleInfo {
 // Roles that are not built yet say so and exit non-zero: no fake behaviour.
 constexpr RoleInfo kRoles[] = {
     {"gateway", "WebSocket collaboration (/v1/collab) on the configured room engine", nullptr},
-    {"api", "REST: projects, scenes, uploads, assets, builds, tokens", "the REST API (issue #6)"},
+    {"api", "REST: projects, members, scenes, tokens (/v1)", nullptr},
     {"objects", "embedded S3-compatible object store", "direct uploads (issue #7)"},
     {"worker", "write-behind persister: rooms in Redis to the database", nullptr},
     {"agent", "build agent", "the build farm"},

@@ -1,8 +1,10 @@
 #include "app/node.hpp"
 
 #include "adapters/redis/client.hpp"
+#include "api/api.hpp"
 #include "app/database.hpp"
 #include "app/secrets.hpp"
+#include "collab/access.hpp"
 #include "collab/memory_engine.hpp"
 #include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
@@ -122,6 +124,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     o["node"] = node;
     o["role"] = role_name;
     o["endpoints"] = boost::json::array{"/healthz", "/readyz", "/metrics"};
+    if (role_name == "serve" || role_name == "api") o["api"] = "/v1";
     if (role_name == "serve" || role_name == "gateway") o["collab"] = "/v1/collab";
     return http::Response::json(200, boost::json::serialize(o));
   });
@@ -138,6 +141,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   // Roles: serve runs everything; gateway serves /v1/collab; worker runs the persister.
   const bool collab_role = role_name == "serve" || role_name == "gateway";
   const bool persist_role = role_name == "serve" || role_name == "worker";
+  const bool api_role = role_name == "serve" || role_name == "api";
   const bool redis_rooms = cfg.str("room.engine") == "redis";
   if (role_name == "worker" && !redis_rooms) {
     std::fprintf(stderr,
@@ -149,7 +153,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
 
   // The database: serve and worker always; a gateway on Redis to start rooms Redis lost.
   std::unique_ptr<db::Store> store;
-  if (persist_role || (collab_role && redis_rooms)) {
+  if (persist_role || api_role || (collab_role && redis_rooms)) {
     try {
       store = open_store(cfg, &registry);
     } catch (const std::exception& e) {
@@ -158,6 +162,11 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       return 1;
     }
   }
+
+  // Access changes (members, roles, deleted projects, revoked tokens) from the API to the
+  // gateways: in process for `kiln serve`.
+  std::unique_ptr<collab::AccessBus> access_bus;
+  if (role_name == "serve") access_bus = std::make_unique<collab::LocalAccessBus>();
 
   std::unique_ptr<collab::RoomEngine> engine;
   collab::PersistSource* persist_source = nullptr;
@@ -265,13 +274,15 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
         "persistence", [p = persister.get()] { return p->problem(); }, role_name == "worker");
   }
 
-  if (collab_role) {
+  if (collab_role || api_role) {
     try {
       verifier = std::make_unique<auth::Verifier>(make_verifier(cfg));
     } catch (const std::exception& e) {
       std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
       return 2;
     }
+  }
+  if (collab_role) {
     gateway::Options go;
     go.node = lo.node;
     go.hello_timeout = std::chrono::milliseconds(cfg.integer("gateway.hello_timeout_ms"));
@@ -294,6 +305,37 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       r.headers.emplace_back("Upgrade", "websocket");
       return r;
     });
+  }
+
+  // The REST API (serve, api): handlers on threads of their own, never the event loop.
+  std::unique_ptr<ThreadPool> api_threads;
+  std::unique_ptr<api::Api> rest;
+  if (api_role) {
+    api::ApiOptions ao;
+    try {
+      ao.service_key = service_key(cfg);
+      if (cfg.str("auth.jwt_public_key_file").empty()) ao.jwt_secret = jwt_secret(cfg);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
+      return 2;
+    }
+    ao.token_ttl_s = cfg.integer("api.token_ttl_s");
+    ao.token_max_ttl_s = cfg.integer("api.token_max_ttl_s");
+    ao.user_requests_per_second = static_cast<double>(cfg.integer("api.user_requests_per_second"));
+    ao.service_requests_per_second =
+        static_cast<double>(cfg.integer("api.service_requests_per_second"));
+    ao.page_size = static_cast<std::size_t>(cfg.integer("api.page_size"));
+    ao.max_page_size = static_cast<std::size_t>(cfg.integer("api.max_page_size"));
+    api_threads =
+        std::make_unique<ThreadPool>(static_cast<std::size_t>(cfg.integer("api.threads")),
+                                     static_cast<std::size_t>(cfg.integer("api.max_queued")));
+    rest =
+        std::make_unique<api::Api>(*store, *verifier, *api_threads, ao, registry, access_bus.get());
+    rest->install(router);
+  }
+  // Access changes reach this node's collaboration sessions.
+  if (gw && access_bus) {
+    access_bus->subscribe([g = gw.get()](const collab::AccessChange& c) { g->apply_access(c); });
   }
 
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
@@ -389,7 +431,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   // (it needs no event loop); the Redis engine keeps its rooms in Redis anyway.
   if (persister) persister->stop(memory_engine != nullptr);
   persister.reset();
-  db_threads.reset();  // finishes loads in flight before the engine goes
+  api_threads.reset();  // finishes requests in flight before the store goes
+  db_threads.reset();   // finishes loads in flight before the engine goes
   if (redis_engine) redis_engine->close();
   if (redis_client) redis_client->close();
   runtime.run_ready_handlers();  // let the closes fail what is pending

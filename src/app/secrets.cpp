@@ -25,18 +25,17 @@ std::string read_file(const fs::path& p) {
   return buf.str();
 }
 
-}  // namespace
-
-std::string jwt_secret(const config::Config& cfg) {
-  const std::string& configured = cfg.str("auth.jwt_secret");
+// The configured secret, or one generated once into <data.dir>/<file> (mode 0600).
+std::string secret_or_file(const config::Config& cfg, const char* setting, const char* file) {
+  const std::string& configured = cfg.str(setting);
   if (!configured.empty()) {
     if (configured.size() < kMinSecret) {
-      throw config::ConfigError("setting 'auth.jwt_secret' is shorter than 32 bytes");
+      throw config::ConfigError(std::string("setting '") + setting + "' is shorter than 32 bytes");
     }
     return configured;
   }
   const fs::path dir = fs::absolute(cfg.str("data.dir"));
-  const fs::path path = dir / "jwt-secret";
+  const fs::path path = dir / file;
   std::error_code ec;
   fs::create_directories(dir, ec);
   // O_EXCL: two processes starting at once agree on one secret.
@@ -47,7 +46,7 @@ std::string jwt_secret(const config::Config& cfg) {
         ::write(fd, secret.data(), secret.size()) == static_cast<ssize_t>(secret.size());
     ::close(fd);
     if (!ok) throw config::ConfigError("cannot write " + path.string());
-    log::info("generated a JWT secret", {{"path", path.string()}});
+    log::info("generated a secret", {{"setting", setting}, {"path", path.string()}});
     return secret;
   }
   std::string secret = read_file(path);
@@ -56,6 +55,16 @@ std::string jwt_secret(const config::Config& cfg) {
     throw config::ConfigError(path.string() + " holds no usable secret (at least 32 bytes)");
   }
   return secret;
+}
+
+}  // namespace
+
+std::string jwt_secret(const config::Config& cfg) {
+  return secret_or_file(cfg, "auth.jwt_secret", "jwt-secret");
+}
+
+std::string service_key(const config::Config& cfg) {
+  return secret_or_file(cfg, "api.service_key", "service-key");
 }
 
 auth::Verifier make_verifier(const config::Config& cfg) {

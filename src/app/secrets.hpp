@@ -12,6 +12,8 @@ namespace kiln::app {
 // The HS256 secret: auth.jwt_secret, else <data.dir>/jwt-secret (created, mode 0600, when
 // missing). Throws config::ConfigError when unusable.
 std::string jwt_secret(const config::Config& cfg);
+// The API's service key: api.service_key, else <data.dir>/service-key (created, mode 0600).
+std::string service_key(const config::Config& cfg);
 // The verifier the configuration asks for.
 auth::Verifier make_verifier(const config::Config& cfg);
 

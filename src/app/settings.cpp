@@ -208,6 +208,28 @@ config::Schema build() {
                 "rooms whose dirty mark was lost. 0: never."));
   s.add(integer("persist.max_rooms_per_pass", 10'000, 1, 10'000'000,
                 "Dirty rooms handled per pass at most (the rest wait for the next)."));
+  Setting key = text("api.service_key", "",
+                     "The key the studio's backend sends (`Authorization: Bearer <key>`) to "
+                     "mint user tokens and manage projects for users; at least 32 bytes. Empty: "
+                     "generated once into `<data.dir>/service-key` (mode 0600).");
+  key.secret = true;
+  key.default_shown = "(generated)";
+  s.add(key);
+  s.add(integer("api.token_ttl_s", 3'600, 60, 30 * 86'400,
+                "Lifetime of tokens minted by `POST /v1/tokens` when the request names none."));
+  s.add(integer("api.token_max_ttl_s", 7 * 86'400, 60, 365 * 86'400,
+                "Longest lifetime `POST /v1/tokens` accepts."));
+  s.add(integer("api.user_requests_per_second", 20, 1, 1'000'000,
+                "API requests per second per user (burst twice that); beyond it 429 with "
+                "Retry-After."));
+  s.add(integer("api.service_requests_per_second", 200, 1, 1'000'000,
+                "API requests per second for the service key (burst twice that)."));
+  s.add(integer("api.page_size", 50, 1, 1'000, "Items per page when a list names no `limit`."));
+  s.add(integer("api.max_page_size", 200, 1, 10'000, "Largest `limit` a list accepts."));
+  s.add(integer("api.threads", 8, 1, 256,
+                "Threads running API handlers (they block on the database)."));
+  s.add(integer("api.max_queued", 1'000, 1, 1'000'000,
+                "API requests waiting for a thread at most; beyond it 503 with Retry-After."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

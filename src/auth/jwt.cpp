@@ -190,6 +190,13 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
     if (!nbf->is_int64()) return refuse("token 'nbf' must be an integer");
     if (now + leeway < nbf->get_int64()) return refuse("token not valid yet");
   }
+  for (auto [field, slot] :
+       {std::pair{"iat", &out.claims.iat}, std::pair{"ver", &out.claims.ver}}) {
+    if (const auto* v = p.if_contains(field)) {
+      if (!v->is_int64()) return refuse(std::string("token '") + field + "' must be an integer");
+      *slot = v->get_int64();
+    }
+  }
   if (const auto* roles = p.if_contains("roles")) {
     if (!roles->is_object()) return refuse("token 'roles' must be an object");
     for (const auto& kv : roles->get_object()) {
@@ -216,6 +223,8 @@ std::string sign_hs256(const Claims& c, std::string_view secret) {
   for (const auto& [project, role] : c.roles) roles[project] = to_string(role);
   json::object payload{
       {"sub", c.sub}, {"name", c.name}, {"exp", c.exp}, {"roles", std::move(roles)}};
+  if (c.iat != 0) payload["iat"] = c.iat;
+  if (c.ver != 0) payload["ver"] = c.ver;
   return sign_hs256_raw(R"({"alg":"HS256","typ":"JWT"})", json::serialize(payload), secret);
 }
 

@@ -20,6 +20,8 @@ struct Claims {
   std::string sub;   // user id
   std::string name;  // display name (the user id when absent)
   std::int64_t exp = 0;
+  std::int64_t iat = 0;  // issued at (0: not given)
+  std::int64_t ver = 0;  // the user's token version when issued (revocation); 0: not given
   std::map<std::string, Role, std::less<>> roles;  // project id -> role
 };
 

@@ -198,6 +198,11 @@ std::string left(std::int64_t id, std::string_view room) {
   return "{\"t\":\"left\",\"id\":" + std::to_string(id) + ",\"room\":" + quote(room) + "}";
 }
 
+std::string notify_access(std::string_view project, std::string_view role) {
+  return "{\"t\":\"notify\",\"kind\":\"access\",\"project\":" + quote(project) +
+         ",\"role\":" + quote(role) + "}";
+}
+
 std::string pong(std::int64_t id) {
   return "{\"t\":\"pong\",\"id\":" + std::to_string(id) + "}";
 }

@@ -98,6 +98,8 @@ std::string nack(std::optional<std::int64_t> id, std::string_view room, Code cod
 std::string ops(std::string_view room, std::uint64_t seq, std::string_view author,
                 const boost::json::array& ops);
 std::string left(std::int64_t id, std::string_view room);
+// The session's role in a project changed (the API): {"t":"notify","kind":"access",...}.
+std::string notify_access(std::string_view project, std::string_view role);
 std::string pong(std::int64_t id);
 std::string reconnect(std::int64_t after_ms);
 std::string error(Code code, std::string_view message);

@@ -18,7 +18,7 @@ CREATE TABLE users (
   id         TEXT PRIMARY KEY,
   name       TEXT NOT NULL,
   created_at BIGINT NOT NULL,
-  revoked_before BIGINT NOT NULL DEFAULT 0
+  token_version BIGINT NOT NULL DEFAULT 0
 );
 CREATE TABLE projects (
   id         TEXT PRIMARY KEY,

@@ -474,7 +474,7 @@ std::map<std::string, std::string> Store::roles_of(const std::string& user) {
 std::optional<UserRow> Store::get_user(const std::string& id) {
   std::optional<UserRow> out;
   on_primary([&](Connection& c) {
-    auto res = c.exec("SELECT id, name, created_at, revoked_before FROM users WHERE id = $1", {id});
+    auto res = c.exec("SELECT id, name, created_at, token_version FROM users WHERE id = $1", {id});
     if (!res.rows.empty()) {
       const auto& r = res.rows[0];
       out = UserRow{r.str(0), r.str(1), r.i64(2), r.i64(3)};
@@ -594,13 +594,17 @@ MemberChange Store::remove_member(const std::string& project, const std::string&
   return result;
 }
 
-Receipt Store::revoke_tokens(const std::string& user, std::int64_t before_ms) {
-  return write([&](Connection& c) {
-    c.exec(
-        "INSERT INTO users (id, name, created_at, revoked_before) VALUES ($1, $1, $2, $2) ON "
-        "CONFLICT (id) DO UPDATE SET revoked_before = excluded.revoked_before",
-        {user, before_ms});
+std::int64_t Store::revoke_tokens(const std::string& user) {
+  std::int64_t version = 0;
+  write([&](Connection& c) {
+    auto res = c.exec(
+        "INSERT INTO users (id, name, created_at, token_version) VALUES ($1, $1, $2, 1) ON "
+        "CONFLICT (id) DO UPDATE SET token_version = users.token_version + 1 RETURNING "
+        "token_version",
+        {user, now_ms()});
+    version = res.rows.at(0).i64(0);
   });
+  return version;
 }
 
 }  // namespace kiln::db

@@ -71,7 +71,7 @@ struct UserRow {
   std::string id;
   std::string name;
   std::int64_t created_at = 0;
-  std::int64_t revoked_before = 0;  // ms: tokens issued before this are refused
+  std::int64_t token_version = 0;  // tokens carrying a lower `ver` claim are refused
 };
 
 // What a membership change did.
@@ -163,8 +163,9 @@ class Store {
   MemberChange change_member(const std::string& project, const std::string& user,
                              const std::string& role, Receipt& receipt);
   MemberChange remove_member(const std::string& project, const std::string& user, Receipt& receipt);
-  // Tokens of the user issued before `before_ms` are refused from now on.
-  Receipt revoke_tokens(const std::string& user, std::int64_t before_ms);
+  // Every token of the user issued so far is refused from now on (the user's token
+  // version goes up; new tokens carry the new one). Returns the new version.
+  std::int64_t revoke_tokens(const std::string& user);
 
   // Runs `fn` in a write transaction on the primary (retried on Busy); the receipt carries
   // the WAL position after the commit when there are replicas to read from.

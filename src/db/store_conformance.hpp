@@ -317,14 +317,14 @@ TEST_P(StoreConformance, DeletedProjectsAndScenesDisappear) {
   EXPECT_FALSE(found);
 }
 
-TEST_P(StoreConformance, RevokingTokensIsRecordedPerUser) {
+TEST_P(StoreConformance, RevokingTokensRaisesTheUsersTokenVersion) {
   store_->upsert_user("ann", "Ann");
-  EXPECT_EQ(store_->get_user("ann")->revoked_before, 0);
-  store_->revoke_tokens("ann", 12345);
-  EXPECT_EQ(store_->get_user("ann")->revoked_before, 12345);
+  EXPECT_EQ(store_->get_user("ann")->token_version, 0);
+  EXPECT_EQ(store_->revoke_tokens("ann"), 1);
+  EXPECT_EQ(store_->revoke_tokens("ann"), 2);
+  EXPECT_EQ(store_->get_user("ann")->token_version, 2);
   EXPECT_EQ(store_->get_user("ann")->name, "Ann");
-  store_->revoke_tokens("ghost", 7);  // a user never seen before
-  EXPECT_EQ(store_->get_user("ghost")->revoked_before, 7);
+  EXPECT_EQ(store_->revoke_tokens("ghost"), 1);  // a user never seen before
   EXPECT_FALSE(store_->get_user("nobody"));
 }
 

@@ -141,6 +141,17 @@ void Gateway::drain(std::chrono::milliseconds window, std::function<void()> on_e
     c->drain_close(static_cast<std::int64_t>(rng() % static_cast<std::uint64_t>(spread)));
 }
 
+void Gateway::apply_access(const collab::AccessChange& change) {
+  std::vector<std::shared_ptr<Connection>> live;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& [ptr, weak] : impl_->conns) {
+      if (auto c = weak.lock()) live.push_back(std::move(c));
+    }
+  }
+  for (auto& c : live) c->apply_access(change);
+}
+
 std::size_t Gateway::sessions() const {
   std::lock_guard lock(impl_->mu);
   return impl_->conns.size();

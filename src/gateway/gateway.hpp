@@ -2,6 +2,7 @@
 // RoomEngine. Plain interface; Beast lives in gateway.cpp and session.cpp only.
 #pragma once
 
+#include "collab/access.hpp"
 #include "collab/room_engine.hpp"
 #include "platform/http_server.hpp"
 
@@ -54,6 +55,8 @@ class Gateway {
   // 1012. `on_empty` runs once no session remains.
   void drain(std::chrono::milliseconds window, std::function<void()> on_empty);
   [[nodiscard]] std::size_t sessions() const;
+  // Applies an access change (from the API, through the access bus) to every session.
+  void apply_access(const collab::AccessChange& change);
 
   struct Impl;
 

@@ -19,6 +19,8 @@ class Connection {
   virtual ~Connection() = default;
   // Sends `reconnect` with `after_ms`, then closes with 1012.
   virtual void drain_close(std::int64_t after_ms) = 0;
+  // Hands an access change to the session, on the connection's strand.
+  virtual void apply_access(const collab::AccessChange& change) = 0;
 };
 
 struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {

@@ -267,4 +267,36 @@ void Session::on_closed() {
   }
 }
 
+void Session::apply_access(const collab::AccessChange& c) {
+  using Kind = collab::AccessChange::Kind;
+  if (!authenticated_) return;
+  if (c.kind != Kind::ProjectDeleted && c.user != member_.user) return;
+  if (c.kind == Kind::Revoked) {
+    close(Close::Forbidden, "your tokens were revoked");
+    return;
+  }
+  bool in_project = false;
+  auth::Role role{};
+  const bool keeps = c.kind == Kind::Role && !c.role.empty() && auth::parse_role(c.role, role);
+  {
+    std::lock_guard lock(rooms_mu_);
+    for (auto& [room, r] : rooms_) {
+      if (collab::room_project(room) != c.project) continue;
+      in_project = true;
+      if (keeps) r = role;
+    }
+  }
+  if (keeps) {
+    project_roles_[c.project] = role;
+    send(encode::notify_access(c.project, c.role));
+    return;
+  }
+  project_roles_.erase(c.project);
+  if (in_project) {
+    close(Close::Forbidden, c.kind == Kind::ProjectDeleted
+                                ? "project " + c.project + " was deleted"
+                                : "your access to project " + c.project + " was removed");
+  }
+}
+
 }  // namespace kiln::gateway

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "auth/jwt.hpp"
+#include "collab/access.hpp"
 #include "collab/hub.hpp"
 #include "collab/protocol.hpp"
 #include "collab/room_engine.hpp"
@@ -66,6 +67,11 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   void on_hello_timeout();
   // The connection is gone: leave every room.
   void on_closed();
+  // An access change from the API (on the connection's strand): a new role is applied and
+  // told (`notify`); access removed, a deleted project or revoked tokens close the
+  // connection with 4003 when the session is in an affected room (else the role is
+  // simply dropped, so a later join is refused).
+  void apply_access(const collab::AccessChange& change);
 
   [[nodiscard]] bool authenticated() const { return authenticated_; }
   [[nodiscard]] const std::string& id() const { return member_.session; }

@@ -98,6 +98,12 @@ class WsConnection final : public Transport,
     close(Close::Restarting, "restarting");
   }
 
+  void apply_access(const collab::AccessChange& change) override {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), change] {
+      if (self->session_) self->session_->apply_access(change);
+    });
+  }
+
  private:
   // Starts the write chain if it is not running (mu_ held).
   void wake_locked() {

@@ -1,0 +1,60 @@
+// The REST API (`/v1`, the `api` role; part of `kiln serve`): projects, members, scenes,
+// tokens, me. JSON in and out; errors are application/problem+json (RFC 9457) with stable
+// `type` URIs (docs/api.md, docs/openapi.yaml).
+//
+// Every route authenticates: a user token (as the gateway checks them, plus revocation)
+// or the service key (`Authorization: Bearer <key>`), which the studio's backend uses to
+// mint user tokens. Permissions come from the membership table, not from the token's
+// roles claim: a changed role applies at once. Someone without access to a project gets
+// 404, exactly as for a project that does not exist. Handlers run on the database's
+// threads, never on the event loop.
+#pragma once
+
+#include "collab/access.hpp"
+#include "db/store.hpp"
+#include "platform/http.hpp"
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace kiln {
+class ThreadPool;
+namespace auth {
+class Verifier;
+}
+namespace metrics {
+class Registry;
+}
+}  // namespace kiln
+
+namespace kiln::api {
+
+struct ApiOptions {
+  std::string service_key;  // empty: no service key accepted
+  std::string jwt_secret;   // HS256 secret for minting tokens; empty: minting refused (RS256)
+  std::int64_t token_ttl_s = 3600;
+  std::int64_t token_max_ttl_s = 30 * 24 * 3600;
+  double user_requests_per_second = 20;  // burst: twice
+  double service_requests_per_second = 200;
+  std::size_t page_size = 50;
+  std::size_t max_page_size = 200;
+};
+
+class Api {
+ public:
+  Api(db::Store& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
+      metrics::Registry& registry, collab::AccessBus* bus);
+  ~Api();
+  Api(const Api&) = delete;
+  Api& operator=(const Api&) = delete;
+
+  void install(http::Router& router);
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::api
