@@ -35,10 +35,22 @@ class CommandLine(unittest.TestCase):
             kiln.stop()
 
     def test_roles_not_built_yet_say_so_and_fail(self):
-        for role in ("api", "objects", "agent", "sandboxd"):
+        for role in ("objects", "agent", "sandboxd"):
             r = run_kiln(role)
             self.assertEqual(r.returncode, 2, role)
             self.assertIn(f"the '{role}' role is not built yet", r.stderr)
+
+    def test_api_role_serves_the_rest_api_and_not_the_gateway(self):
+        kiln = Kiln("--http-access-log", "false", role="api")
+        try:
+            status, headers, _ = kiln.request("GET", "/v1/me")
+            self.assertEqual(status, 401)
+            self.assertEqual(headers["www-authenticate"], 'Bearer realm="kiln"')
+            status, _, _ = kiln.request("GET", "/v1/collab")
+            self.assertEqual(status, 404)
+            self.assertIn("(api) is running at", kiln.url_line)
+        finally:
+            kiln.stop()
 
     def test_worker_needs_rooms_in_redis(self):
         r = run_kiln("worker")
