@@ -6,6 +6,7 @@
 #include "app/secrets.hpp"
 #include "collab/access.hpp"
 #include "collab/memory_engine.hpp"
+#include "engines/redis_access_bus.hpp"
 #include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
 #include "persist/persister.hpp"
@@ -180,8 +181,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   limits.log_retention = static_cast<std::size_t>(cfg.integer("room.log_retention"));
   limits.max_entities = static_cast<std::size_t>(cfg.integer("room.max_entities"));
   limits.max_members = static_cast<std::size_t>(cfg.integer("room.max_members"));
-  if (redis_rooms && (collab_role || persist_role)) {
-    redis::ConnectionOptions ro;
+  redis::ConnectionOptions ro;
+  if (redis_rooms && (collab_role || persist_role || api_role)) {
     ro.command_timeout = std::chrono::milliseconds(cfg.integer("redis.command_timeout_ms"));
     std::vector<redis::Endpoint> seeds;
     std::string list = cfg.str("redis.addresses");
@@ -203,6 +204,17 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     ro.endpoint = seeds.front();
     redis_client = cfg.str("redis.mode") == "cluster" ? redis::Client::cluster(runtime, seeds, ro)
                                                       : redis::Client::standalone(runtime, ro);
+    health.add_check("redis", [redis_ok]() -> std::optional<std::string> {
+      if (redis_ok->load()) return std::nullopt;
+      return std::string("unreachable");
+    });
+    // Access changes travel between API and gateway nodes over Redis pub/sub.
+    if (api_role || collab_role) {
+      access_bus = std::make_unique<engines::RedisAccessBus>(runtime, redis_client, ro,
+                                                             cfg.str("redis.prefix"));
+    }
+  }
+  if (redis_client && (collab_role || persist_role)) {
     engines::RedisEngineOptions eo;
     eo.prefix = cfg.str("redis.prefix");
     eo.node = lo.node;
@@ -224,10 +236,6 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     redis_engine = re.get();
     persist_source = re.get();
     engine = std::move(re);
-    health.add_check("redis", [redis_ok]() -> std::optional<std::string> {
-      if (redis_ok->load()) return std::nullopt;
-      return std::string("unreachable");
-    });
   } else if (collab_role) {
     auto me = std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
     memory_engine = me.get();
@@ -341,13 +349,13 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   http::Server server(runtime, so, std::move(router), registry);
   if (gw) gw->start();
-  if (redis_engine) {
+  if (redis_client) {
     // Presence refresh and reaping, and a PING for readiness, on a fixed period.
     const auto period = std::chrono::milliseconds(
         std::max<std::int64_t>(cfg.integer("room.presence_ttl_ms") / 3, 100));
     auto beat = std::make_shared<std::function<void()>>();
     *beat = [&runtime, redis_engine, redis_client, redis_ok, period, weak = std::weak_ptr(beat)] {
-      redis_engine->tick();
+      if (redis_engine) redis_engine->tick();
       redis_client->command("", {"PING"},
                             [redis_ok](redis::Reply r) { redis_ok->store(!r.is_error()); });
       if (auto b = weak.lock()) runtime.after(period, *b);
@@ -434,6 +442,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   api_threads.reset();  // finishes requests in flight before the store goes
   db_threads.reset();   // finishes loads in flight before the engine goes
   if (redis_engine) redis_engine->close();
+  if (auto* bus = dynamic_cast<engines::RedisAccessBus*>(access_bus.get())) bus->close();
   if (redis_client) redis_client->close();
   runtime.run_ready_handlers();  // let the closes fail what is pending
   log::info("stopped");

@@ -1,0 +1,36 @@
+// Access changes across nodes over Redis pub/sub: the API node PUBLISHes each change on
+// `<prefix>:access`, and every gateway node holds one SUBSCRIBE connection (in a Cluster,
+// PUBLISH reaches subscribers on every node). A subscriber that reconnects subscribes
+// again; a change published while it was away is missed, so sessions of a removed member
+// on that node keep their role until they reconnect (their new token has the new roles).
+#pragma once
+
+#include "adapters/redis/client.hpp"
+#include "collab/access.hpp"
+
+#include <memory>
+#include <mutex>
+
+namespace kiln::engines {
+
+class RedisAccessBus final : public collab::AccessBus {
+ public:
+  // `subscribe_at`: the node to hold the SUBSCRIBE connection on (any node of a Cluster).
+  RedisAccessBus(Runtime& runtime, std::shared_ptr<redis::Client> client,
+                 redis::ConnectionOptions subscribe_at, std::string prefix);
+  ~RedisAccessBus() override;
+
+  void publish(const collab::AccessChange& change) override;
+  void subscribe(Handler handler) override;
+  void close();
+
+  // The wire form (JSON), exposed for tests.
+  static std::string encode(const collab::AccessChange& change);
+  static std::optional<collab::AccessChange> decode(std::string_view text);
+
+ private:
+  struct State;
+  std::shared_ptr<State> state_;
+};
+
+}  // namespace kiln::engines
