@@ -127,9 +127,9 @@ std::optional<std::string> Request::query_param(std::string_view name) const {
     auto eq = pair.find('=');
     auto key = percent_decode(pair.substr(0, eq), true);
     if (key && *key == name) {
-      return percent_decode(eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1),
-                            true)
-          .value_or(std::string());
+      // A malformed escape is handed on as sent: the handler's own validation refuses it.
+      const auto raw = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+      return percent_decode(raw, true).value_or(std::string(raw));
     }
     if (amp == std::string_view::npos) break;
     q.remove_prefix(amp + 1);

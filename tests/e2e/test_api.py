@@ -1,0 +1,406 @@
+"""The REST API (/v1) end to end, over real HTTP against the real binary: on `kiln serve`
+(SQLite, the gateway in the same process) and on separate `kiln api` and `kiln gateway`
+nodes with PostgreSQL through PgBouncer and Redis (access changes cross nodes).
+
+`ApiSuite` holds the tests; a subclass says how the nodes start.
+"""
+import asyncio
+import concurrent.futures
+import json
+import os
+import time
+import unittest
+import uuid
+
+import websockets
+
+from collab_client import SECRET, Client, run, token
+from harness import Kiln
+from test_persistence import PG, STANDALONE, psql
+
+SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+P = "https://kiln.dev/problems/"
+
+
+class ApiSuite:
+    # Subclasses provide: start(*args) -> (api node, gateway node).
+
+    def setUp(self):
+        self.api, self.gw = self.start()
+
+    def tearDown(self):
+        for n in {id(self.api): self.api, id(self.gw): self.gw}.values():
+            n.stop()
+
+    # --- HTTP helpers --------------------------------------------------------------------
+
+    def call(self, method, path, auth=None, body=None, headers=None, raw=None, node=None):
+        h = dict(headers or {})
+        if auth is not None:
+            h["Authorization"] = "Bearer " + auth
+        data = b""
+        if raw is not None:
+            data = raw
+        elif body is not None:
+            data = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        status, hd, bd = (node or self.api).request(method, path, h, data)
+        doc = json.loads(bd) if bd else None
+        return status, hd, doc
+
+    def mint(self, user, name=None, ttl=None):
+        body = {"user": {"id": user, "name": name or user}}
+        if ttl is not None:
+            body["ttl_s"] = ttl
+        status, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, body)
+        self.assertEqual(status, 201, doc)
+        return doc["token"]
+
+    def new_project(self, owner_token, pid=None, name="Project"):
+        body = {"name": name}
+        if pid:
+            body["id"] = pid
+        status, _, doc = self.call("POST", "/v1/projects", owner_token, body)
+        self.assertEqual(status, 201, doc)
+        return doc["id"]
+
+    def assert_problem(self, got, status, kind):
+        self.assertEqual(got[0], status, got[2])
+        self.assertEqual(got[1]["content-type"], "application/problem+json")
+        self.assertEqual(got[2]["type"], P + kind, got[2])
+        self.assertEqual(got[2]["status"], status)
+
+    # --- auth ------------------------------------------------------------------------------
+
+    def test_every_route_needs_credentials(self):
+        for method, path in [("GET", "/v1/me"), ("POST", "/v1/tokens"), ("GET", "/v1/projects"),
+                             ("POST", "/v1/projects"), ("GET", "/v1/projects/x"),
+                             ("PATCH", "/v1/projects/x"), ("DELETE", "/v1/projects/x"),
+                             ("GET", "/v1/projects/x/members"), ("PUT", "/v1/projects/x/members/u"),
+                             ("DELETE", "/v1/projects/x/members/u"), ("GET", "/v1/projects/x/scenes"),
+                             ("POST", "/v1/projects/x/scenes"), ("GET", "/v1/projects/x/scenes/s"),
+                             ("PATCH", "/v1/projects/x/scenes/s"), ("DELETE", "/v1/projects/x/scenes/s"),
+                             ("POST", "/v1/users/u/revoke")]:
+            got = self.call(method, path)
+            self.assert_problem(got, 401, "unauthorized")
+            self.assertEqual(got[1]["www-authenticate"], 'Bearer realm="kiln"', path)
+
+    def test_forged_expired_and_confused_tokens_are_401(self):
+        now = int(time.time())
+        bad = {
+            "alg none": token("ann", {}, alg="none"),
+            "RS256 header on an HS256 signature": token("ann", {}, header={"alg": "RS256", "typ": "JWT"}),
+            "expired": token("ann", {}, exp_in=-3600),
+            "another secret": token("ann", {}, secret="x" * 40),
+            "garbage": "a.b.c",
+            "wrong service key": "not-the-service-key-0123456789abcdef0123",
+        }
+        for what, t in bad.items():
+            got = self.call("GET", "/v1/me", t)
+            self.assert_problem(got, 401, "unauthorized")
+            self.assertNotIn(t, json.dumps(got[2]), what)
+        self.assertLess(now, time.time() + 1)
+
+    def test_tokens_need_the_service_key_and_carry_roles_from_membership(self):
+        ann = self.mint("ann", "Ann")
+        self.assert_problem(self.call("POST", "/v1/tokens", ann, {"user": {"id": "x"}}), 403, "forbidden")
+        pid = self.new_project(ann, "tok-" + uuid.uuid4().hex[:6])
+        status, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": "ann", "name": "Ann"}, "ttl_s": 120})
+        self.assertEqual(status, 201)
+        self.assertEqual(doc["roles"], {pid: "owner"})
+        self.assertAlmostEqual(doc["expires_at"], time.time() + 120, delta=5)
+        for body in ({"user": {"id": "a b"}}, {"user": {"id": ""}}, {"user": "ann"},
+                     {"user": {"id": "ann"}, "ttl_s": 5}, {"user": {"id": "ann"}, "ttl_s": 10**9},
+                     {"user": {"id": "ann", "evil": 1}}, {"user": {"id": "ann"}, "extra": True}):
+            self.assert_problem(self.call("POST", "/v1/tokens", SERVICE_KEY, body), 400, "invalid-request")
+        status, _, me = self.call("GET", "/v1/me", doc["token"])
+        self.assertEqual(status, 200)
+        self.assertEqual(me["id"], "ann")
+        self.assertEqual([p["id"] for p in me["projects"]], [pid])
+
+    def test_revoked_tokens_stop_working_and_new_ones_work(self):
+        old = self.mint("rev")
+        self.assertEqual(self.call("GET", "/v1/me", old)[0], 200)
+        self.assert_problem(self.call("POST", "/v1/users/rev/revoke", old), 403, "forbidden")
+        status, _, doc = self.call("POST", "/v1/users/rev/revoke", SERVICE_KEY)
+        self.assertEqual(status, 200)
+        self.assertGreaterEqual(doc["token_version"], 1)
+        self.assert_problem(self.call("GET", "/v1/me", old), 401, "unauthorized")
+        fresh = self.mint("rev")
+        self.assertEqual(self.call("GET", "/v1/me", fresh)[0], 200)
+
+    # --- projects ----------------------------------------------------------------------------
+
+    def test_project_lifecycle(self):
+        ann = self.mint("ann")
+        pid = "life-" + uuid.uuid4().hex[:6]
+        status, hd, doc = self.call("POST", "/v1/projects", ann, {"id": pid, "name": "Life"})
+        self.assertEqual(status, 201)
+        self.assertEqual(hd["location"], f"/v1/projects/{pid}")
+        self.assertEqual((doc["id"], doc["name"], doc["role"], doc["created_by"]), (pid, "Life", "owner", "ann"))
+        self.assert_problem(self.call("POST", "/v1/projects", ann, {"id": pid, "name": "Again"}), 409, "conflict")
+        status, _, doc = self.call("GET", f"/v1/projects/{pid}", ann)
+        self.assertEqual((status, doc["name"]), (200, "Life"))
+        status, _, doc = self.call("PATCH", f"/v1/projects/{pid}", ann, {"name": "Renamed"})
+        self.assertEqual((status, doc["name"]), (200, "Renamed"))
+        self.assertEqual(self.call("GET", f"/v1/projects/{pid}", ann)[2]["name"], "Renamed")
+        generated = self.new_project(ann)  # no id: one is made
+        self.assertRegex(generated, r"^p[0-9a-f]{16}$")
+        status, _, _ = self.call("DELETE", f"/v1/projects/{pid}", ann)
+        self.assertEqual(status, 204)
+        self.assert_problem(self.call("GET", f"/v1/projects/{pid}", ann), 404, "not-found")
+        self.assertNotIn(pid, [p["id"] for p in self.call("GET", "/v1/projects", ann)[2]["items"]])
+        self.assert_problem(self.call("DELETE", f"/v1/projects/{pid}", ann), 404, "not-found")
+
+    def test_no_route_tells_an_outsider_that_a_project_exists(self):
+        ann, eve = self.mint("ann"), self.mint("eve")
+        pid = self.new_project(ann, "secret-" + uuid.uuid4().hex[:6])
+        for method, path, body in [("GET", f"/v1/projects/{pid}", None),
+                                   ("PATCH", f"/v1/projects/{pid}", {"name": "x"}),
+                                   ("DELETE", f"/v1/projects/{pid}", None),
+                                   ("GET", f"/v1/projects/{pid}/members", None),
+                                   ("PUT", f"/v1/projects/{pid}/members/eve", {"role": "owner"}),
+                                   ("GET", f"/v1/projects/{pid}/scenes", None),
+                                   ("POST", f"/v1/projects/{pid}/scenes", {"name": "x"})]:
+            existing = self.call(method, path, eve, body)
+            missing = self.call(method, path.replace(pid, "no-such-project"), eve, body)
+            self.assert_problem(existing, 404, "not-found")
+            self.assertEqual(existing[2], missing[2], path)
+
+    def test_pagination_is_stable_under_concurrent_inserts(self):
+        user = "pager-" + uuid.uuid4().hex[:6]
+        t = self.mint(user)
+        ids = [f"pg{i:02d}-{uuid.uuid4().hex[:4]}" for i in range(0, 20, 2)]  # pg00, pg02, ...
+        for pid in ids:
+            self.new_project(t, pid)
+        seen, cursor, inserted = [], None, []
+        while True:
+            q = "/v1/projects?limit=3" + (f"&cursor={cursor}" if cursor else "")
+            status, _, page = self.call("GET", q, t)
+            self.assertEqual(status, 200, page)
+            self.assertLessEqual(len(page["items"]), 3)
+            seen += [p["id"] for p in page["items"]]
+            if len(inserted) < 2:  # insert while paging: before and after the cursor
+                for pid in (f"pg{len(inserted) * 2 + 1:02d}-x", f"pg{19 - len(inserted) * 2:02d}-y"):
+                    self.new_project(t, pid)
+                    inserted.append(pid)
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        self.assertEqual(len(seen), len(set(seen)), "no project twice")
+        self.assertTrue(set(ids) <= set(seen), "every project present from the start")
+        self.assertEqual(seen, sorted(seen))
+        for bad in ("limit=0", "limit=100000", "limit=x", "cursor=%%%", "cursor=bm9wZQ"):
+            self.assert_problem(self.call("GET", "/v1/projects?" + bad, t), 400, "invalid-request")
+
+    # --- members -----------------------------------------------------------------------------
+
+    def test_roles_and_the_last_owner(self):
+        ann, bob, cy = self.mint("ann"), self.mint("bob"), self.mint("cy")
+        pid = self.new_project(ann, "team-" + uuid.uuid4().hex[:6])
+        self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})[0], 200)
+        self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/cy", ann, {"role": "viewer"})[0], 200)
+        self.assert_problem(self.call("PUT", f"/v1/projects/{pid}/members/cy", bob, {"role": "owner"}), 403, "forbidden")
+        self.assert_problem(self.call("PATCH", f"/v1/projects/{pid}", bob, {"name": "x"}), 403, "forbidden")
+        self.assert_problem(self.call("DELETE", f"/v1/projects/{pid}", cy), 403, "forbidden")
+        self.assert_problem(self.call("PUT", f"/v1/projects/{pid}/members/cy", ann, {"role": "admin"}), 400, "invalid-request")
+        self.assert_problem(self.call("PUT", f"/v1/projects/{pid}/members/ann", ann, {"role": "editor"}), 409, "last-owner")
+        self.assert_problem(self.call("DELETE", f"/v1/projects/{pid}/members/ann", ann), 409, "last-owner")
+        status, _, doc = self.call("GET", f"/v1/projects/{pid}/members", cy)
+        self.assertEqual({m["user"]: m["role"] for m in doc["items"]}, {"ann": "owner", "bob": "editor", "cy": "viewer"})
+        self.assertEqual(self.call("DELETE", f"/v1/projects/{pid}/members/cy", cy)[0], 204)  # leaving
+        self.assert_problem(self.call("GET", f"/v1/projects/{pid}", cy), 404, "not-found")
+
+    def test_concurrent_member_changes_keep_one_owner(self):
+        ann, bob = self.mint("ann"), self.mint("bob")
+        for round_ in range(5):
+            pid = self.new_project(ann, f"race{round_}-" + uuid.uuid4().hex[:6])
+            self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "owner"})[0], 200)
+            with concurrent.futures.ThreadPoolExecutor(2) as ex:
+                a = ex.submit(self.call, "PUT", f"/v1/projects/{pid}/members/ann", ann, {"role": "editor"})
+                b = ex.submit(self.call, "PUT", f"/v1/projects/{pid}/members/bob", bob, {"role": "editor"})
+                results = sorted([a.result()[0], b.result()[0]])
+            self.assertEqual(results, [200, 409])
+            owners = [m for m in self.call("GET", f"/v1/projects/{pid}/members", SERVICE_KEY)[2]["items"]
+                      if m["role"] == "owner"]
+            self.assertEqual(len(owners), 1)
+
+    # --- scenes ------------------------------------------------------------------------------
+
+    def test_scenes_by_role(self):
+        ann, cy = self.mint("ann"), self.mint("cy")
+        pid = self.new_project(ann, "sc-" + uuid.uuid4().hex[:6])
+        self.call("PUT", f"/v1/projects/{pid}/members/cy", ann, {"role": "viewer"})
+        status, hd, doc = self.call("POST", f"/v1/projects/{pid}/scenes", ann, {"id": "main", "name": "Main"})
+        self.assertEqual(status, 201, doc)
+        self.assertEqual(doc["room"], f"{pid}/main")
+        self.assert_problem(self.call("POST", f"/v1/projects/{pid}/scenes", ann, {"id": "main", "name": "x"}), 409, "conflict")
+        self.assert_problem(self.call("POST", f"/v1/projects/{pid}/scenes", cy, {"name": "x"}), 403, "forbidden")
+        status, _, doc = self.call("GET", f"/v1/projects/{pid}/scenes/main", cy)
+        self.assertEqual((status, doc["name"], doc["snapshot"]), (200, "Main", None))
+        self.assertEqual([s["id"] for s in self.call("GET", f"/v1/projects/{pid}/scenes", cy)[2]["items"]], ["main"])
+        self.assertEqual(self.call("PATCH", f"/v1/projects/{pid}/scenes/main", ann, {"name": "Level 1"})[2]["name"], "Level 1")
+        self.assert_problem(self.call("DELETE", f"/v1/projects/{pid}/scenes/main", cy), 403, "forbidden")
+        self.assertEqual(self.call("DELETE", f"/v1/projects/{pid}/scenes/main", ann)[0], 204)
+        self.assert_problem(self.call("GET", f"/v1/projects/{pid}/scenes/main", ann), 404, "not-found")
+
+    # --- bad input ---------------------------------------------------------------------------
+
+    def test_malformed_and_oversized_bodies(self):
+        ann = self.mint("ann")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, raw=b"{not json",
+                                      headers={"Content-Type": "application/json"}), 400, "invalid-json")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, raw=b'{"name":"x"}',
+                                      headers={"Content-Type": "text/plain"}), 415, "unsupported-media-type")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, body=["x"]), 400, "invalid-request")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, body={"name": "x", "admin": True}), 400, "invalid-request")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, body={"name": ""}), 400, "invalid-request")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, body={"name": "x", "id": "../etc"}), 400, "invalid-request")
+        self.assert_problem(self.call("POST", "/v1/projects", ann, body={"name": "a\u0000b"}), 400, "invalid-request")
+        deep = b"[" * 10000 + b"]" * 10000
+        self.assert_problem(self.call("POST", "/v1/projects", ann, raw=deep,
+                                      headers={"Content-Type": "application/json"}), 400, "invalid-json")
+        status, _, _ = self.call("POST", "/v1/projects", ann, raw=b"{" + b" " * (2 << 20) + b"}",
+                                 headers={"Content-Type": "application/json"})
+        self.assertEqual(status, 413)
+
+    def test_rate_limit_answers_429_with_retry_after(self):
+        api, gw = self.start("--api-user-requests-per-second", "2")
+        try:
+            t = self.mint_on(api, "speedy")
+            codes = [api.request("GET", "/v1/me", {"Authorization": "Bearer " + t})[0:2] for _ in range(8)]
+            self.assertEqual([c for c, _ in codes[:4]], [200] * 4)  # the burst
+            limited = [(c, h) for c, h in codes if c == 429]
+            self.assertTrue(limited)
+            self.assertEqual(limited[0][1]["retry-after"], "1")
+        finally:
+            api.stop()
+            if gw is not api:
+                gw.stop()
+
+    def mint_on(self, node, user):
+        status, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": user}}, node=node)
+        self.assertEqual(status, 201, doc)
+        return doc["token"]
+
+    # --- live permission changes on open gateway sessions ----------------------------------
+
+    def test_downgrade_removal_and_revocation_reach_open_sessions_within_a_second(self):
+        ann, bob = self.mint("ann"), self.mint("bob")
+        pid = self.new_project(ann, "live-" + uuid.uuid4().hex[:6])
+        self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})
+        bob = self.mint("bob")  # a token with the role in it
+        url = f"ws://{self.gw.host}:{self.gw.port}/v1/collab"
+        room = f"{pid}/main"
+
+        async def session(entity):
+            c = await Client.connect(url)
+            w = await c.request({"t": "hello", "token": bob})
+            assert w["t"] == "welcome", w
+            assert (await c.join(room))["t"] == "joined"
+            a = await c.op(room, {"op": "create", "entity": entity, "parent": "root"})
+            assert a["t"] == "ack", a
+            return c
+
+        async def scenario():
+            c = await session("a")
+            t0 = time.monotonic()
+            await asyncio.to_thread(self.call, "PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "viewer"})
+            n = await asyncio.wait_for(c.next("notify"), 1.0)
+            self.assertEqual((n["kind"], n["project"], n["role"]), ("access", pid, "viewer"))
+            self.assertLess(time.monotonic() - t0, 1.0)
+            nack = await c.op(room, {"op": "create", "entity": "b", "parent": "root"})
+            self.assertEqual((nack["t"], nack["code"]), ("nack", "forbidden"))
+            t0 = time.monotonic()
+            await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}/members/bob", ann)
+            code, _ = await asyncio.wait_for(c.closed(), 1.0)
+            self.assertEqual(code, 4003)
+            self.assertLess(time.monotonic() - t0, 1.0)
+            # Back as editor, then every token revoked: the session closes too.
+            await asyncio.to_thread(self.call, "PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})
+            c2 = await session("c")
+            await asyncio.to_thread(self.call, "POST", "/v1/users/bob/revoke", SERVICE_KEY)
+            code, _ = await asyncio.wait_for(c2.closed(), 1.0)
+            self.assertEqual(code, 4003)
+
+        run(scenario())
+
+    def test_deleting_a_project_closes_its_rooms(self):
+        ann = self.mint("ann")
+        pid = self.new_project(ann, "gone-" + uuid.uuid4().hex[:6])
+        ann = self.mint("ann")
+        url = f"ws://{self.gw.host}:{self.gw.port}/v1/collab"
+
+        async def scenario():
+            c = await Client.connect(url)
+            assert (await c.request({"t": "hello", "token": ann}))["t"] == "welcome"
+            j = await c.join(f"{pid}/main")
+            assert j["t"] == "joined", j
+            await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}", ann)
+            code, reason = await asyncio.wait_for(c.closed(), 1.0)
+            self.assertEqual(code, 4003)
+            self.assertIn("deleted", reason)
+
+        run(scenario())
+
+
+class OnServe(ApiSuite, unittest.TestCase):
+    """`kiln serve`: SQLite, API and gateway in one process."""
+
+    @staticmethod
+    def start(*args):
+        k = Kiln("--auth-jwt-secret", SECRET, "--api-service-key", SERVICE_KEY,
+                 "--http-access-log", "false", *args)
+        return k, k
+
+
+@unittest.skipUnless(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+class OnPostgres(ApiSuite, unittest.TestCase):
+    """`kiln api` and `kiln gateway` as separate nodes: PostgreSQL through PgBouncer (reads
+    from the streaming replica), Redis between them."""
+
+    def setUp(self):
+        # A database and a Redis keyspace of its own per test.
+        self.db = "e2e_api_" + uuid.uuid4().hex[:8]
+        psql("postgres", f"CREATE DATABASE {self.db}")
+        self.prefix = "api-" + uuid.uuid4().hex[:6]
+        super().setUp()
+
+    def start(self, *args):
+        cls = self
+        common = ["--auth-jwt-secret", SECRET, "--api-service-key", SERVICE_KEY,
+                  "--http-access-log", "false", "--room-engine", "redis",
+                  "--redis-addresses", STANDALONE, "--redis-prefix", cls.prefix,
+                  "--database-url", f"postgresql://postgres@{PG[0]}/{cls.db}",
+                  "--database-read-urls", f"postgresql://postgres@{PG[2]}/{cls.db}"]
+        api = Kiln(*common, *args, role="api")
+        gw = Kiln(*common, role="gateway")
+        return api, gw
+
+    def test_reads_of_your_own_writes_while_the_replica_lags(self):
+        ann = self.mint("ann")
+        pid = self.new_project(ann, "ryw-" + uuid.uuid4().hex[:6])
+        psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
+        try:
+            status, hd, doc = self.call("PATCH", f"/v1/projects/{pid}", ann, {"name": "Fresh"})
+            self.assertEqual(status, 200)
+            self.assertIn("kiln-after", hd)
+            # The same user reads it back: the replica lags, so the primary answers.
+            self.assertEqual(self.call("GET", f"/v1/projects/{pid}", ann)[2]["name"], "Fresh")
+            # A client moving to another API node carries the position in Kiln-After.
+            other, other_gw = self.start()
+            self.addCleanup(other_gw.stop)
+            try:
+                got = self.call("GET", f"/v1/projects/{pid}", ann, node=other,
+                                headers={"Kiln-After": hd["kiln-after"]})
+                self.assertEqual(got[2]["name"], "Fresh")
+                stale = self.call("GET", f"/v1/projects/{pid}", ann, node=other)
+                self.assertEqual(stale[2]["name"], "Project", "without it, the lagging replica answers")
+            finally:
+                other.stop()
+        finally:
+            psql("postgres", "SELECT pg_wal_replay_resume()", hostport=PG[2])
+
+
+if __name__ == "__main__":
+    unittest.main()
