@@ -118,7 +118,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     r.body = registry.render();
     return r;
   });
-  router.add("GET", "/", "index", [&, node = lo.node](const http::Request&) {
+  // Every route, filled in once all are registered: the index lists them (tests compare
+  // them with docs/openapi.yaml).
+  auto route_list = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
+  router.add("GET", "/", "index", [&, node = lo.node, route_list](const http::Request&) {
     boost::json::object o;
     o["name"] = "kiln";
     o["version"] = KILN_VERSION;
@@ -126,6 +129,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     o["role"] = role_name;
     o["endpoints"] = boost::json::array{"/healthz", "/readyz", "/metrics"};
     if (role_name == "serve" || role_name == "api") o["api"] = "/v1";
+    boost::json::array routes;
+    for (const auto& [method, path] : *route_list)
+      routes.push_back(boost::json::object{{"method", method}, {"path", path}});
+    o["routes"] = std::move(routes);
     if (role_name == "serve" || role_name == "gateway") o["collab"] = "/v1/collab";
     return http::Response::json(200, boost::json::serialize(o));
   });
@@ -346,6 +353,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     access_bus->subscribe([g = gw.get()](const collab::AccessChange& c) { g->apply_access(c); });
   }
 
+  *route_list = router.routes();
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   http::Server server(runtime, so, std::move(router), registry);
   if (gw) gw->start();

@@ -1,0 +1,130 @@
+"""docs/openapi.yaml against the real routes: every route documented, every documented
+route exists, every example validates against its schema, and real responses of a
+scenario validate against the schemas documented for their status codes. An independent
+validator (Debian's python3-jsonschema, JSON Schema 2020-12 as OpenAPI 3.1 uses)."""
+import json
+import os
+import pathlib
+import unittest
+
+import jsonschema
+import yaml
+
+from harness import Kiln
+
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+METHODS = {"get", "put", "post", "patch", "delete"}
+
+
+def load():
+    with open(DOC) as f:
+        return yaml.safe_load(f)
+
+
+class OpenApi(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.doc = load()
+        cls.kiln = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.kiln.stop()
+
+    def validator(self, schema):
+        # $refs resolve against the whole document.
+        resolver = jsonschema.RefResolver(base_uri="", referrer=self.doc)
+        return jsonschema.Draft202012Validator(schema, resolver=resolver)
+
+    def response_schema(self, path, method, status):
+        op = self.doc["paths"][path][method]
+        resp = op["responses"].get(str(status))
+        self.assertIsNotNone(resp, f"{method.upper()} {path} documents no {status}")
+        if "$ref" in resp:
+            name = resp["$ref"].split("/")[-1]
+            resp = self.doc["components"]["responses"][name]
+        content = resp.get("content")
+        if not content:
+            return None
+        return next(iter(content.values()))["schema"]
+
+    def test_it_is_openapi_3_1_and_the_schemas_are_valid(self):
+        self.assertEqual(self.doc["openapi"], "3.1.0")
+        for name, schema in self.doc["components"]["schemas"].items():
+            jsonschema.Draft202012Validator.check_schema(schema)
+
+    def test_documented_routes_are_exactly_the_real_routes(self):
+        status, _, body = self.kiln.request("GET", "/")
+        self.assertEqual(status, 200)
+        real = {(r["method"], r["path"]) for r in json.loads(body)["routes"]
+                if r["path"].startswith("/v1/") and r["path"] != "/v1/collab"}
+        documented = {(m.upper(), p) for p, ops in self.doc["paths"].items() for m in ops if m in METHODS}
+        self.assertEqual(documented - real, set(), "documented but not served")
+        self.assertEqual(real - documented, set(), "served but not documented")
+
+    def test_every_example_validates(self):
+        count = 0
+        for path, ops in self.doc["paths"].items():
+            for method, op in ops.items():
+                if method not in METHODS:
+                    continue
+                body = op.get("requestBody", {}).get("content", {}).get("application/json")
+                if body and "example" in body:
+                    self.validator(body["schema"]).validate(body["example"])
+                    count += 1
+                for status, resp in op["responses"].items():
+                    if "$ref" in resp:
+                        resp = self.doc["components"]["responses"][resp["$ref"].split("/")[-1]]
+                    for media in resp.get("content", {}).values():
+                        if "example" in media:
+                            self.validator(media["schema"]).validate(media["example"])
+                            count += 1
+        self.assertGreater(count, 15)
+
+    def call(self, method, path, auth, body=None):
+        h = {"Authorization": "Bearer " + auth}
+        data = b""
+        if body is not None:
+            h["Content-Type"] = "application/json"
+            data = json.dumps(body).encode()
+        status, _, raw = self.kiln.request(method, path, h, data)
+        return status, (json.loads(raw) if raw else None)
+
+    def test_real_responses_match_the_documented_schemas(self):
+        steps = []
+
+        def check(method, template, path, auth, body=None, expect=None):
+            status, doc = self.call(method, path, auth, body)
+            if expect is not None:
+                self.assertEqual(status, expect, (path, doc))
+            schema = self.response_schema(template, method.lower(), status)
+            if schema is not None:
+                self.validator(schema).validate(doc)
+            steps.append((method, template, status))
+            return doc
+
+        tok = check("POST", "/v1/tokens", "/v1/tokens", SERVICE_KEY, {"user": {"id": "oa", "name": "O A"}}, 201)["token"]
+        check("POST", "/v1/projects", "/v1/projects", tok, {"id": "oa-proj", "name": "OA"}, 201)
+        check("POST", "/v1/projects", "/v1/projects", tok, {"id": "oa-proj", "name": "OA"}, 409)
+        check("GET", "/v1/projects", "/v1/projects?limit=1", tok, expect=200)
+        check("GET", "/v1/me", "/v1/me", tok, expect=200)
+        check("GET", "/v1/projects/{project}", "/v1/projects/oa-proj", tok, expect=200)
+        check("GET", "/v1/projects/{project}", "/v1/projects/nope", tok, expect=404)
+        check("PATCH", "/v1/projects/{project}", "/v1/projects/oa-proj", tok, {"name": "OA 2"}, 200)
+        check("PUT", "/v1/projects/{project}/members/{user}", "/v1/projects/oa-proj/members/bob", tok, {"role": "viewer"}, 200)
+        check("PUT", "/v1/projects/{project}/members/{user}", "/v1/projects/oa-proj/members/oa", tok, {"role": "viewer"}, 409)
+        check("GET", "/v1/projects/{project}/members", "/v1/projects/oa-proj/members", tok, expect=200)
+        check("POST", "/v1/projects/{project}/scenes", "/v1/projects/oa-proj/scenes", tok, {"id": "main", "name": "Main"}, 201)
+        check("GET", "/v1/projects/{project}/scenes", "/v1/projects/oa-proj/scenes", tok, expect=200)
+        check("GET", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, expect=200)
+        check("PATCH", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, {"name": "M"}, 200)
+        check("DELETE", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, expect=204)
+        check("DELETE", "/v1/projects/{project}/members/{user}", "/v1/projects/oa-proj/members/bob", tok, expect=204)
+        check("POST", "/v1/users/{user}/revoke", "/v1/users/oa/revoke", SERVICE_KEY, expect=200)
+        check("GET", "/v1/me", "/v1/me", tok, expect=401)
+        self.assertEqual(len(steps), 19)
+
+
+if __name__ == "__main__":
+    unittest.main()
