@@ -312,6 +312,23 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     go.ops_per_second = static_cast<double>(cfg.integer("gateway.ops_per_second"));
     go.eph_per_second = static_cast<double>(cfg.integer("gateway.eph_per_second"));
     go.messages_per_second = static_cast<double>(cfg.integer("gateway.messages_per_second"));
+    if (store && db_threads) {
+      // Revoked tokens (POST /v1/users/{user}/revoke) are refused here too. A database
+      // that cannot answer lets the session on (editing must not depend on it); logged.
+      go.revocation_check = [&store, &db_threads](const std::string& user, std::int64_t ver,
+                                                  std::function<void(bool)> done) {
+        auto task = [&store, user, ver, done] {
+          try {
+            auto u = store->get_user(user);
+            done(u && ver < u->token_version);
+          } catch (const std::exception& e) {
+            log::warn("gateway: cannot check token revocation", {{"error", e.what()}});
+            done(false);
+          }
+        };
+        if (!db_threads->post(task)) done(false);
+      };
+    }
     gw = std::make_unique<gateway::Gateway>(runtime, go, *engine, *verifier, registry);
     router.add("GET", "/v1/collab", "collab", [](const http::Request&) {
       auto r = http::Response::problem(426, "https://kiln.dev/problems/upgrade-required",

@@ -37,6 +37,11 @@ struct Options {
   double ops_per_second = 20;                     // durable batches; beyond: nack rate_limited
   double eph_per_second = 120;                    // ephemeral updates; beyond: dropped
   double messages_per_second = 400;               // all frames; beyond: close 4029
+  // Asks (off the event loop) whether tokens of `user` with version `ver` were revoked;
+  // answers from any thread. Null: no check. A session whose token turns out revoked is
+  // closed with 4003 right after its welcome.
+  std::function<void(const std::string& user, std::int64_t ver, std::function<void(bool)> done)>
+      revocation_check;
 };
 
 class Gateway {

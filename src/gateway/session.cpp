@@ -131,6 +131,15 @@ void Session::handle(collab::msg::Hello&& m) {
   project_roles_ = std::move(r.claims.roles);
   send(encode::welcome(m.id, member_.session, member_.node, member_.user, member_.name,
                        ctx_.options.heartbeat.count()));
+  if (ctx_.options.revocation_check) {
+    // The database answers within milliseconds; frames meanwhile are served (the welcome
+    // is not held back), and the session ends the moment a revocation is known.
+    std::weak_ptr<Session> weak = shared_from_this();
+    ctx_.options.revocation_check(member_.user, r.claims.ver, [weak](bool revoked) {
+      if (!revoked) return;
+      if (auto self = weak.lock()) self->close(Close::Forbidden, "this token was revoked");
+    });
+  }
 }
 
 void Session::handle(collab::msg::Join&& m) {

@@ -322,6 +322,11 @@ class ApiSuite:
             await asyncio.to_thread(self.call, "POST", "/v1/users/bob/revoke", SERVICE_KEY)
             code, _ = await asyncio.wait_for(c2.closed(), 1.0)
             self.assertEqual(code, 4003)
+            # The revoked token cannot open a new session either.
+            c3 = await Client.connect(url)
+            await c3.send({"t": "hello", "id": 1, "token": bob})
+            code, reason = await asyncio.wait_for(c3.closed(), 2.0)
+            self.assertEqual((code, reason), (4003, "this token was revoked"))
 
         run(scenario())
 
