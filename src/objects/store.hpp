@@ -1,0 +1,174 @@
+// The embedded object store's storage: buckets, objects and multipart uploads on local
+// disk, for `kiln objects` (and `kiln serve`). No HTTP here (see server.cpp).
+//
+// Layout under the root directory:
+//   index.db          SQLite (WAL): buckets, objects (key -> blob), uploads, parts
+//   blobs/ab/<id>     object data, named by a random id (never by the user's key)
+//   parts/<upload>/<n> multipart parts
+//   tmp/              bytes being received
+// A write streams into tmp/ (computing MD5 and SHA-256 as it goes), is fsynced, renamed
+// into blobs/, and only then recorded in the index, in one transaction: a half-written
+// object is never visible, and a crash leaves at worst an unreferenced blob (removed by
+// sweep()), never a corrupt object. Keys are rows, not paths: `..`, `/` or any byte but
+// NUL in a key never reaches the filesystem.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kiln::db {
+class Connection;
+}
+
+namespace kiln::objects {
+
+// An S3 error: the code and status S3 uses for it.
+class Error : public std::runtime_error {
+ public:
+  Error(int status, std::string code, const std::string& message)
+      : std::runtime_error(message), status_(status), code_(std::move(code)) {}
+  [[nodiscard]] int status() const { return status_; }
+  [[nodiscard]] const std::string& code() const { return code_; }
+
+ private:
+  int status_;
+  std::string code_;
+};
+
+struct ObjectInfo {
+  std::string bucket;
+  std::string key;
+  std::uint64_t size = 0;
+  std::string etag;  // quoted, as S3 sends it: "\"<md5 hex>\"" or "\"<md5 of md5s>-N\""
+  std::string content_type;
+  std::int64_t last_modified_ms = 0;
+  std::map<std::string, std::string> metadata;  // x-amz-meta-* (names lowercase, no prefix)
+  std::string blob;                             // path of the data on disk
+};
+
+struct ListResult {
+  std::vector<ObjectInfo> objects;
+  std::vector<std::string> common_prefixes;
+  bool truncated = false;
+  std::string next_start_after;  // where the next page starts (after the last key or prefix)
+};
+
+struct PartInfo {
+  int number = 0;
+  std::uint64_t size = 0;
+  std::string etag;  // quoted
+  std::int64_t last_modified_ms = 0;
+};
+
+struct UploadInfo {
+  std::string id;
+  std::string bucket;
+  std::string key;
+  std::int64_t initiated_ms = 0;
+};
+
+struct StoreLimits {
+  std::uint64_t max_object_bytes = 5ULL << 40;  // 5 TiB, as S3
+  std::uint64_t max_part_bytes = 5ULL << 30;    // 5 GiB
+  std::uint64_t min_part_bytes = 5ULL << 20;    // 5 MiB, all parts but the last
+  int max_parts = 10'000;
+  std::size_t max_key_bytes = 1024;
+};
+
+class Store;
+
+// Bytes of one object or part being received. commit() makes them visible; destroying an
+// uncommitted writer discards them.
+class Writer {
+ public:
+  ~Writer();
+  Writer(const Writer&) = delete;
+  Writer& operator=(const Writer&) = delete;
+  void write(std::string_view bytes);  // throws Error (EntityTooLarge) past the limit
+  [[nodiscard]] std::uint64_t size() const { return size_; }
+  // Checks the digests the client declared (hex SHA-256, base64 MD5; empty: none), then
+  // publishes. Throws Error (XAmzContentSHA256Mismatch, BadDigest) and discards on mismatch.
+  ObjectInfo commit(std::string_view expected_sha256_hex = {},
+                    std::string_view expected_md5_base64 = {});
+
+ private:
+  friend class Store;
+  struct Digests;
+  Writer(Store& store, std::filesystem::path tmp, std::uint64_t limit);
+  Store& store_;
+  std::filesystem::path tmp_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0;
+  std::uint64_t limit_;
+  std::unique_ptr<Digests> digests_;
+  std::function<ObjectInfo(const std::filesystem::path&, std::uint64_t, const std::string&)>
+      publish_;
+};
+
+class Store {
+ public:
+  explicit Store(std::filesystem::path root, StoreLimits limits = {});
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  void create_bucket(const std::string& bucket);  // idempotent
+  [[nodiscard]] bool bucket_exists(const std::string& bucket);
+  [[nodiscard]] std::vector<std::string> buckets();
+
+  std::unique_ptr<Writer> put(const std::string& bucket, const std::string& key,
+                              const std::string& content_type,
+                              std::map<std::string, std::string> metadata);
+  std::optional<ObjectInfo> head(const std::string& bucket, const std::string& key);
+  // False when there was nothing to delete (S3 answers 204 either way).
+  bool remove(const std::string& bucket, const std::string& key);
+  ListResult list(const std::string& bucket, const std::string& prefix,
+                  const std::string& delimiter, const std::string& start_after, int max_keys);
+  ObjectInfo copy(const std::string& src_bucket, const std::string& src_key,
+                  const std::string& dst_bucket, const std::string& dst_key);
+
+  UploadInfo create_upload(const std::string& bucket, const std::string& key,
+                           const std::string& content_type,
+                           std::map<std::string, std::string> metadata);
+  std::unique_ptr<Writer> put_part(const std::string& bucket, const std::string& key,
+                                   const std::string& upload_id, int part_number);
+  // Parts after `marker`, at most `max`; `truncated` says whether more follow.
+  std::vector<PartInfo> list_parts(const std::string& bucket, const std::string& key,
+                                   const std::string& upload_id, int marker, int max,
+                                   bool& truncated);
+  ObjectInfo complete(const std::string& bucket, const std::string& key,
+                      const std::string& upload_id,
+                      const std::vector<std::pair<int, std::string>>& parts);
+  void abort(const std::string& bucket, const std::string& key, const std::string& upload_id);
+  std::vector<UploadInfo> list_uploads(const std::string& bucket, const std::string& prefix);
+
+  // Removes blobs no object references and temporary files older than `age` (after a crash).
+  std::size_t sweep(std::chrono::seconds age);
+
+  [[nodiscard]] const StoreLimits& limits() const { return limits_; }
+
+ private:
+  friend class Writer;
+  void check_bucket(const std::string& bucket);
+  void check_key(const std::string& key) const;
+  UploadInfo find_upload(const std::string& bucket, const std::string& key,
+                         const std::string& upload_id);
+  std::filesystem::path new_tmp();
+  std::filesystem::path blob_path(const std::string& id) const;
+
+  std::filesystem::path root_;
+  StoreLimits limits_;
+  struct Db;
+  std::unique_ptr<Db> db_;
+};
+
+}  // namespace kiln::objects
