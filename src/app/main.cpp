@@ -31,7 +31,7 @@ struct RoleInfo {
 constexpr RoleInfo kRoles[] = {
     {"gateway", "WebSocket collaboration (/v1/collab) on the configured room engine", nullptr},
     {"api", "REST: projects, members, scenes, tokens (/v1)", nullptr},
-    {"objects", "embedded S3-compatible object store", "direct uploads (issue #7)"},
+    {"objects", "embedded S3-compatible object store (objects.listen)", nullptr},
     {"worker", "write-behind persister: rooms in Redis to the database", nullptr},
     {"agent", "build agent", "the build farm"},
     {"sandboxd", "sandbox host for scripts and terminals", "sandboxes"},

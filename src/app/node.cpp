@@ -9,6 +9,7 @@
 #include "engines/redis_access_bus.hpp"
 #include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
+#include "objects/server.hpp"
 #include "persist/persister.hpp"
 #include "platform/health.hpp"
 #include "platform/http_server.hpp"
@@ -370,6 +371,49 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     access_bus->subscribe([g = gw.get()](const collab::AccessChange& c) { g->apply_access(c); });
   }
 
+  // The embedded object store (serve, objects): its own listener, S3's wire protocol.
+  std::unique_ptr<objects::Store> object_store;
+  std::unique_ptr<objects::S3Api> s3_api;
+  std::unique_ptr<objects::Server> object_server;
+  if (role_name == "serve" || role_name == "objects") {
+    try {
+      const fs::path dir = cfg.str("objects.dir").empty() ? data_dir / "objects"
+                                                          : fs::absolute(cfg.str("objects.dir"));
+      object_store = std::make_unique<objects::Store>(dir);
+      std::string list = cfg.str("objects.buckets");
+      for (std::size_t pos = 0; pos < list.size();) {
+        auto comma = list.find(',', pos);
+        auto b = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (!b.empty()) object_store->create_bucket(b);
+        pos = comma == std::string::npos ? list.size() : comma + 1;
+      }
+      objects::ApiOptions oo;
+      oo.credentials[cfg.str("objects.access_key")] = objects_secret(cfg);
+      oo.verify.region = cfg.str("objects.region");
+      oo.verify.max_skew_s = cfg.integer("objects.max_skew_s");
+      std::string origins = cfg.str("objects.cors_origins");
+      for (std::size_t pos = 0; pos < origins.size();) {
+        auto comma = origins.find(',', pos);
+        auto o = origins.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        if (!o.empty()) oo.cors_origins.push_back(o);
+        pos = comma == std::string::npos ? origins.size() : comma + 1;
+      }
+      s3_api = std::make_unique<objects::S3Api>(*object_store, oo);
+      objects::ServerOptions xo;
+      std::tie(xo.host, xo.port) = split_endpoint(cfg.str("objects.listen"));
+      object_server = std::make_unique<objects::Server>(runtime, *s3_api, xo, registry);
+      object_server->start();
+      log::info("object store listening",
+                {{"address", xo.host},
+                 {"port", static_cast<std::int64_t>(object_server->port())},
+                 {"dir", dir.string()}});
+    } catch (const std::exception& e) {
+      log::error("object store unusable", {{"error", e.what()}});
+      std::fprintf(stderr, "kiln: object store: %s (settings objects.*)\n", e.what());
+      return 1;
+    }
+  }
+
   *route_list = router.routes();
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   http::Server server(runtime, so, std::move(router), registry);
@@ -407,6 +451,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     if (draining) {
       log::warn("second signal: closing every connection now", {{"signal", sig}});
       server.close_all();
+      if (object_server) object_server->close_all();
       runtime.stop();
       return;
     }
@@ -419,7 +464,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     // Stop once both the HTTP connections and the WebSocket sessions are gone, and the
     // persister has stored every dirty room one last time (off the event loop: its calls
     // block, and the Redis engine needs the loop to answer them).
-    auto pending = std::make_shared<std::atomic<int>>(gw ? 2 : 1);
+    auto pending = std::make_shared<std::atomic<int>>(1 + (gw ? 1 : 0) + (object_server ? 1 : 0));
     auto one_done = [&, pending] {
       if (--*pending == 0) {
         log::info("drained: every connection closed");
@@ -435,12 +480,14 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     };
     server.drain(one_done);
     if (gw) gw->drain(drain_window, one_done);
+    if (object_server) object_server->drain(one_done);
     runtime.after(drain_window, [&] {
       log::warn("drain window over: cutting remaining connections",
                 {{"open_connections", static_cast<std::int64_t>(server.open_connections())}});
       // Cut connections end their sessions, and the last one to end stops the loop (the
       // drain callback above). Should one not end, stop anyway a moment later.
       server.close_all();
+      if (object_server) object_server->close_all();
       runtime.after(std::chrono::seconds(1), [&] {
         if (!final_flush.joinable()) runtime.stop();  // else it stops the loop when done
       });

@@ -63,6 +63,10 @@ std::string jwt_secret(const config::Config& cfg) {
   return secret_or_file(cfg, "auth.jwt_secret", "jwt-secret");
 }
 
+std::string objects_secret(const config::Config& cfg) {
+  return secret_or_file(cfg, "objects.secret_key", "objects-secret");
+}
+
 std::string service_key(const config::Config& cfg) {
   return secret_or_file(cfg, "api.service_key", "service-key");
 }

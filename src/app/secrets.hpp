@@ -14,6 +14,8 @@ namespace kiln::app {
 std::string jwt_secret(const config::Config& cfg);
 // The API's service key: api.service_key, else <data.dir>/service-key (created, mode 0600).
 std::string service_key(const config::Config& cfg);
+// The object store's secret key: objects.secret_key, else <data.dir>/objects-secret.
+std::string objects_secret(const config::Config& cfg);
 // The verifier the configuration asks for.
 auth::Verifier make_verifier(const config::Config& cfg);
 

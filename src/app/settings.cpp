@@ -230,6 +230,27 @@ config::Schema build() {
                 "Threads running API handlers (they block on the database)."));
   s.add(integer("api.max_queued", 1'000, 1, 1'000'000,
                 "API requests waiting for a thread at most; beyond it 503 with Retry-After."));
+  s.add(endpoint("objects.listen", "127.0.0.1:7701",
+                 "Address of the embedded S3-compatible object store (`kiln objects`, and "
+                 "`kiln serve`)."));
+  s.add(text("objects.dir", "",
+             "Where the object store keeps its data. Empty: `<data.dir>/objects`."));
+  s.add(text("objects.region", "us-east-1", "The region clients sign for (SigV4 scope).",
+             /*allow_empty=*/false));
+  s.add(text("objects.access_key", "kiln", "The access key id clients sign with.",
+             /*allow_empty=*/false));
+  Setting osecret = text("objects.secret_key", "",
+                         "The secret key clients sign with (at least 32 bytes). Empty: generated "
+                         "once into `<data.dir>/objects-secret` (mode 0600).");
+  osecret.secret = true;
+  osecret.default_shown = "(generated)";
+  s.add(osecret);
+  s.add(text("objects.buckets", "kiln", "Comma-separated buckets created at start."));
+  s.add(text("objects.cors_origins", "",
+             "Comma-separated origins allowed to call the store from a browser (`*`: any); "
+             "responses then expose ETag. Empty: no CORS."));
+  s.add(integer("objects.max_skew_s", 900, 1, 86'400,
+                "Largest difference between a signed request's time and this node's clock."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

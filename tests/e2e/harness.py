@@ -25,7 +25,8 @@ class Kiln:
         # A given data_dir outlives the process (a restart test starts another on it).
         self.keep_data = data_dir is not None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="kiln-e2e-")
-        cmd = [KILN, role, "--http-listen", "127.0.0.1:0", "--data-dir", self.data_dir, *args]
+        cmd = [KILN, role, "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0",
+               "--data-dir", self.data_dir, *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

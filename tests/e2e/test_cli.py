@@ -35,7 +35,7 @@ class CommandLine(unittest.TestCase):
             kiln.stop()
 
     def test_roles_not_built_yet_say_so_and_fail(self):
-        for role in ("objects", "agent", "sandboxd"):
+        for role in ("agent", "sandboxd"):
             r = run_kiln(role)
             self.assertEqual(r.returncode, 2, role)
             self.assertIn(f"the '{role}' role is not built yet", r.stderr)

@@ -1,0 +1,562 @@
+#include "objects/s3_api.hpp"
+
+#include "platform/log.hpp"
+
+#include <algorithm>
+#include <ctime>
+
+namespace kiln::objects {
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::optional<std::string> header(const S3Request& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (lower(k) == name) return v;
+  }
+  return std::nullopt;
+}
+
+std::map<std::string, std::string> query_map(std::string_view q) {
+  std::map<std::string, std::string> out;
+  std::size_t pos = 0;
+  while (pos <= q.size() && !q.empty()) {
+    auto amp = q.find('&', pos);
+    auto pair = q.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
+    auto eq = pair.find('=');
+    out[s3::percent_decode(pair.substr(0, eq))] =
+        eq == std::string_view::npos ? "" : s3::percent_decode(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    pos = amp + 1;
+  }
+  return out;
+}
+
+std::string xml_escape(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&':
+        out += "&amp;";
+        break;
+      case '<':
+        out += "&lt;";
+        break;
+      case '>':
+        out += "&gt;";
+        break;
+      case '"':
+        out += "&quot;";
+        break;
+      case '\'':
+        out += "&apos;";
+        break;
+      default:
+        out.push_back(c);
+    }
+  }
+  return out;
+}
+
+std::string xml_unescape(std::string_view s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '&') {
+      out.push_back(s[i]);
+      continue;
+    }
+    static const std::pair<std::string_view, char> kEntities[] = {
+        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+    bool done = false;
+    for (const auto& [e, c] : kEntities) {
+      if (s.substr(i, e.size()) == e) {
+        out.push_back(c);
+        i += e.size() - 1;
+        done = true;
+        break;
+      }
+    }
+    if (!done) out.push_back('&');
+  }
+  return out;
+}
+
+std::string iso8601(std::int64_t ms) {
+  const std::time_t t = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(buf) + "." + std::to_string(1000 + ms % 1000).substr(1) + "Z";
+}
+
+std::string http_date(std::int64_t ms) {
+  const std::time_t t = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+constexpr std::string_view kXmlHead = R"(<?xml version="1.0" encoding="UTF-8"?>)";
+constexpr std::string_view kNs = R"( xmlns="http://s3.amazonaws.com/doc/2006-03-01/")";
+
+S3Response xml(int status, std::string body) {
+  S3Response r;
+  r.status = status;
+  r.headers.emplace_back("Content-Type", "application/xml");
+  r.body = std::string(kXmlHead) + std::move(body);
+  return r;
+}
+
+std::map<std::string, std::string> user_metadata(const S3Request& r) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : r.headers) {
+    auto n = lower(k);
+    if (n.starts_with("x-amz-meta-")) out[n.substr(11)] = v;
+  }
+  return out;
+}
+
+void object_headers(const ObjectInfo& o, S3Response& r) {
+  r.headers.emplace_back("ETag", o.etag);
+  r.headers.emplace_back("Last-Modified", http_date(o.last_modified_ms));
+  r.headers.emplace_back("Content-Type", o.content_type);
+  r.headers.emplace_back("Accept-Ranges", "bytes");
+  for (const auto& [k, v] : o.metadata) r.headers.emplace_back("x-amz-meta-" + k, v);
+}
+
+// "bytes=a-b", "bytes=a-", "bytes=-n" -> [first, last]; nullopt: unsatisfiable.
+std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_range(std::string_view v,
+                                                                   std::uint64_t size) {
+  if (!v.starts_with("bytes=") || v.find(',') != std::string_view::npos) return std::nullopt;
+  v.remove_prefix(6);
+  const auto dash = v.find('-');
+  if (dash == std::string_view::npos) return std::nullopt;
+  auto num = [](std::string_view s, std::uint64_t& out) {
+    if (s.empty() || s.size() > 19) return false;
+    out = 0;
+    for (char c : s) {
+      if (!std::isdigit(static_cast<unsigned char>(c))) return false;
+      out = out * 10 + static_cast<std::uint64_t>(c - '0');
+    }
+    return true;
+  };
+  std::uint64_t a = 0, b = 0;
+  if (dash == 0) {
+    if (!num(v.substr(1), b) || b == 0 || size == 0) return std::nullopt;
+    return std::pair{size - std::min(b, size), size - 1};
+  }
+  if (!num(v.substr(0, dash), a) || a >= size) return std::nullopt;
+  if (dash + 1 == v.size()) return std::pair{a, size - 1};
+  if (!num(v.substr(dash + 1), b) || b < a) return std::nullopt;
+  return std::pair{a, std::min(b, size - 1)};
+}
+
+// Writes a body into a store Writer and commits it with the declared digests.
+class ObjectSink final : public BodySink {
+ public:
+  ObjectSink(std::unique_ptr<Writer> w, std::string sha, std::string md5,
+             std::function<S3Response(const ObjectInfo&)> answer)
+      : w_(std::move(w)), sha_(std::move(sha)), md5_(std::move(md5)), answer_(std::move(answer)) {}
+  void write(std::string_view b) override { w_->write(b); }
+  S3Response finish() override { return answer_(w_->commit(sha_, md5_)); }
+
+ private:
+  std::unique_ptr<Writer> w_;
+  std::string sha_, md5_;
+  std::function<S3Response(const ObjectInfo&)> answer_;
+};
+
+// aws-chunked (STREAMING-UNSIGNED-PAYLOAD-TRAILER): "<hex size>\r\n<data>\r\n" ... "0\r\n"
+// then trailers and "\r\n". Decodes into the inner sink.
+class ChunkedSink final : public BodySink {
+ public:
+  explicit ChunkedSink(std::unique_ptr<BodySink> inner) : inner_(std::move(inner)) {}
+  void write(std::string_view b) override {
+    while (!b.empty()) {
+      if (state_ == State::Data) {
+        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left_, b.size()));
+        inner_->write(b.substr(0, n));
+        left_ -= n;
+        b.remove_prefix(n);
+        if (left_ == 0) state_ = State::DataEnd;
+        continue;
+      }
+      line_.push_back(b.front());
+      b.remove_prefix(1);
+      if (line_.size() > 4096) throw Error(400, "InvalidRequest", "Malformed aws-chunked body.");
+      if (!line_.ends_with("\r\n")) continue;
+      const auto l = line_.substr(0, line_.size() - 2);
+      line_.clear();
+      if (state_ == State::DataEnd) {
+        if (!l.empty()) throw Error(400, "InvalidRequest", "Malformed aws-chunked body.");
+        state_ = State::Size;
+      } else if (state_ == State::Size) {
+        const auto semi = l.find(';');
+        const auto hexsize = l.substr(0, semi);
+        if (hexsize.empty() || hexsize.size() > 15 ||
+            hexsize.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+          throw Error(400, "InvalidRequest", "Malformed aws-chunked size.");
+        left_ = std::stoull(hexsize, nullptr, 16);
+        state_ = left_ == 0 ? State::Trailers : State::Data;
+      } else if (state_ == State::Trailers) {
+        if (l.empty()) state_ = State::Done;  // trailers (checksums) are not verified here
+      } else {
+        throw Error(400, "InvalidRequest", "Bytes after the end of an aws-chunked body.");
+      }
+    }
+  }
+  S3Response finish() override {
+    if (state_ != State::Done && !(state_ == State::Trailers && line_.empty()))
+      throw Error(400, "IncompleteBody", "The aws-chunked body ended early.");
+    return inner_->finish();
+  }
+
+ private:
+  enum class State { Size, Data, DataEnd, Trailers, Done };
+  std::unique_ptr<BodySink> inner_;
+  State state_ = State::Size;
+  std::uint64_t left_ = 0;
+  std::string line_;
+};
+
+// Collects a small XML body, then runs `fn` on it.
+class XmlSink final : public BodySink {
+ public:
+  XmlSink(std::size_t limit, std::function<S3Response(const std::string&)> fn)
+      : limit_(limit), fn_(std::move(fn)) {}
+  void write(std::string_view b) override {
+    if (body_.size() + b.size() > limit_)
+      throw Error(400, "MaxMessageLengthExceeded", "Your request was too big.");
+    body_.append(b);
+  }
+  S3Response finish() override { return fn_(body_); }
+
+ private:
+  std::size_t limit_;
+  std::function<S3Response(const std::string&)> fn_;
+  std::string body_;
+};
+
+// The text of every <tag>...</tag> inside `s`, in order.
+std::vector<std::string> elements(std::string_view s, std::string_view tag) {
+  std::vector<std::string> out;
+  const std::string open = "<" + std::string(tag) + ">", close = "</" + std::string(tag) + ">";
+  std::size_t pos = 0;
+  while ((pos = s.find(open, pos)) != std::string_view::npos) {
+    const auto start = pos + open.size();
+    const auto end = s.find(close, start);
+    if (end == std::string_view::npos) break;
+    out.emplace_back(s.substr(start, end - start));
+    pos = end + close.size();
+  }
+  return out;
+}
+
+}  // namespace
+
+S3Api::S3Api(Store& store, ApiOptions options) : store_(store), options_(std::move(options)) {}
+
+S3Response S3Api::error(int status, const std::string& code, const std::string& message,
+                        const std::string& resource) const {
+  auto r =
+      xml(status, "<Error><Code>" + xml_escape(code) + "</Code><Message>" + xml_escape(message) +
+                      "</Message><Resource>" + xml_escape(resource) + "</Resource></Error>");
+  return r;
+}
+
+void S3Api::add_cors(const S3Request& r, S3Response& resp) const {
+  auto origin = header(r, "origin");
+  if (!origin || options_.cors_origins.empty()) return;
+  const bool any = std::find(options_.cors_origins.begin(), options_.cors_origins.end(), "*") !=
+                   options_.cors_origins.end();
+  if (!any && std::find(options_.cors_origins.begin(), options_.cors_origins.end(), *origin) ==
+                  options_.cors_origins.end())
+    return;
+  resp.headers.emplace_back("Access-Control-Allow-Origin", any ? "*" : *origin);
+  resp.headers.emplace_back("Access-Control-Expose-Headers",
+                            "ETag, x-amz-version-id, Content-Length, Content-Range");
+  if (!any) resp.headers.emplace_back("Vary", "Origin");
+}
+
+std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::begin(const S3Request& r) {
+  try {
+    return route(r);
+  } catch (const Error& e) {
+    return error(e.status(), e.code(), e.what(), r.path);
+  }
+}
+
+std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request& r) {
+  const std::string path = s3::percent_decode(r.path);
+  // CORS preflight: answered without authentication (browsers send no credentials).
+  if (r.method == "OPTIONS") {
+    S3Response resp;
+    resp.status = 200;
+    add_cors(r, resp);
+    if (resp.headers.empty())
+      return error(403, "AccessForbidden", "CORSResponse: this origin is not allowed.", path);
+    resp.headers.emplace_back("Access-Control-Allow-Methods", "GET, PUT, POST, DELETE, HEAD");
+    resp.headers.emplace_back("Access-Control-Allow-Headers",
+                              header(r, "access-control-request-headers").value_or("*"));
+    resp.headers.emplace_back("Access-Control-Max-Age", "3000");
+    return resp;
+  }
+  s3::Request sr{r.method, r.path, r.query, r.headers, {}};
+  auto checked = s3::verify(
+      sr, r.now_unix,
+      [this](const std::string& key) -> std::optional<std::string> {
+        auto it = options_.credentials.find(key);
+        if (it == options_.credentials.end()) return std::nullopt;
+        return it->second;
+      },
+      options_.verify);
+  if (auto* refused = std::get_if<s3::Refused>(&checked))
+    return error(refused->status, refused->code, refused->message, path);
+  const auto& who = std::get<s3::Verified>(checked);
+
+  if (path.empty() || path.front() != '/')
+    return error(400, "InvalidURI", "Couldn't parse the specified URI.", path);
+  const auto slash = path.find('/', 1);
+  const std::string bucket =
+      path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+  const std::string key = slash == std::string::npos ? "" : path.substr(slash + 1);
+  const auto q = query_map(r.query);
+  auto has = [&](const char* k) { return q.count(k) != 0; };
+
+  if (bucket.empty()) {
+    if (r.method != "GET")
+      return error(405, "MethodNotAllowed", "The specified method is not allowed.", path);
+    std::string body = "<ListAllMyBucketsResult" + std::string(kNs) + "><Owner><ID>" +
+                       xml_escape(who.access_key) + "</ID></Owner><Buckets>";
+    for (const auto& b : store_.buckets())
+      body += "<Bucket><Name>" + xml_escape(b) +
+              "</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket>";
+    return xml(200, body + "</Buckets></ListAllMyBucketsResult>");
+  }
+
+  if (key.empty()) {
+    if (r.method == "PUT") {
+      store_.create_bucket(bucket);
+      S3Response resp;
+      resp.headers.emplace_back("Location", "/" + bucket);
+      return resp;
+    }
+    if (r.method == "HEAD") {
+      if (!store_.bucket_exists(bucket))
+        return error(404, "NoSuchBucket", "The specified bucket does not exist.", path);
+      S3Response resp;
+      resp.head_only = true;
+      return resp;
+    }
+    if (r.method == "GET" && has("uploads")) {
+      const auto prefix = q.count("prefix") ? q.at("prefix") : "";
+      std::string body = "<ListMultipartUploadsResult" + std::string(kNs) + "><Bucket>" +
+                         xml_escape(bucket) + "</Bucket><Prefix>" + xml_escape(prefix) +
+                         "</Prefix><IsTruncated>false</IsTruncated>";
+      for (const auto& u : store_.list_uploads(bucket, prefix)) {
+        body += "<Upload><Key>" + xml_escape(u.key) + "</Key><UploadId>" + u.id +
+                "</UploadId><Initiated>" + iso8601(u.initiated_ms) + "</Initiated></Upload>";
+      }
+      return xml(200, body + "</ListMultipartUploadsResult>");
+    }
+    if (r.method == "GET") {
+      if (!has("list-type") || q.at("list-type") != "2")
+        return error(400, "InvalidArgument", "Only ListObjectsV2 (list-type=2) is supported.",
+                     path);
+      const auto prefix = q.count("prefix") ? q.at("prefix") : "";
+      const auto delimiter = q.count("delimiter") ? q.at("delimiter") : "";
+      int max_keys = 1000;
+      if (has("max-keys")) {
+        try {
+          max_keys = std::clamp(std::stoi(q.at("max-keys")), 0, 1000);
+        } catch (const std::exception&) {
+          return error(400, "InvalidArgument", "max-keys must be an integer.", path);
+        }
+      }
+      std::string after = q.count("start-after") ? q.at("start-after") : "";
+      if (has("continuation-token")) after = s3::percent_decode(q.at("continuation-token"));
+      auto res = store_.list(bucket, prefix, delimiter, after, max_keys);
+      std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + xml_escape(bucket) +
+                         "</Name><Prefix>" + xml_escape(prefix) + "</Prefix><KeyCount>" +
+                         std::to_string(res.objects.size() + res.common_prefixes.size()) +
+                         "</KeyCount><MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
+      if (!delimiter.empty()) body += "<Delimiter>" + xml_escape(delimiter) + "</Delimiter>";
+      body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
+      if (has("continuation-token"))
+        body +=
+            "<ContinuationToken>" + xml_escape(q.at("continuation-token")) + "</ContinuationToken>";
+      if (res.truncated)
+        body += "<NextContinuationToken>" + xml_escape(s3::uri_encode(res.next_start_after)) +
+                "</NextContinuationToken>";
+      for (const auto& o : res.objects) {
+        body += "<Contents><Key>" + xml_escape(o.key) + "</Key><LastModified>" +
+                iso8601(o.last_modified_ms) + "</LastModified><ETag>" + xml_escape(o.etag) +
+                "</ETag><Size>" + std::to_string(o.size) +
+                "</Size><StorageClass>STANDARD</StorageClass></Contents>";
+      }
+      for (const auto& p : res.common_prefixes)
+        body += "<CommonPrefixes><Prefix>" + xml_escape(p) + "</Prefix></CommonPrefixes>";
+      return xml(200, body + "</ListBucketResult>");
+    }
+    return error(405, "MethodNotAllowed",
+                 "The specified method is not allowed against this resource.", path);
+  }
+
+  // --- objects ---------------------------------------------------------------------------
+  const auto content_type = header(r, "content-type").value_or("");
+  const auto sha = who.payload_hash.size() == 64 ? who.payload_hash : std::string();
+  const auto md5 = header(r, "content-md5").value_or("");
+  const bool chunked = who.payload_hash.starts_with("STREAMING-");
+  if (who.payload_hash == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" ||
+      who.payload_hash == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER") {
+    return error(501, "NotImplemented",
+                 "Signed aws-chunked payloads are not supported; sign the payload hash or use "
+                 "UNSIGNED-PAYLOAD.",
+                 path);
+  }
+  auto wrap = [&](std::unique_ptr<BodySink> s) -> std::unique_ptr<BodySink> {
+    if (chunked) return std::make_unique<ChunkedSink>(std::move(s));
+    return s;
+  };
+
+  if (r.method == "PUT" && has("partNumber") && has("uploadId")) {
+    int number = 0;
+    try {
+      number = std::stoi(q.at("partNumber"));
+    } catch (const std::exception&) {
+      return error(400, "InvalidArgument",
+                   "Part number must be an integer between 1 and 10000, inclusive.", path);
+    }
+    auto w = store_.put_part(bucket, key, q.at("uploadId"), number);
+    return wrap(std::make_unique<ObjectSink>(std::move(w), sha, md5, [](const ObjectInfo& o) {
+      S3Response resp;
+      resp.headers.emplace_back("ETag", o.etag);
+      return resp;
+    }));
+  }
+  if (r.method == "PUT" && header(r, "x-amz-copy-source")) {
+    auto src = s3::percent_decode(*header(r, "x-amz-copy-source"));
+    if (!src.empty() && src.front() == '/') src.erase(0, 1);
+    const auto s = src.find('/');
+    if (s == std::string::npos)
+      return error(400, "InvalidArgument", "x-amz-copy-source must be bucket/key.", path);
+    auto info = store_.copy(src.substr(0, s), src.substr(s + 1), bucket, key);
+    return xml(200, "<CopyObjectResult><LastModified>" + iso8601(info.last_modified_ms) +
+                        "</LastModified><ETag>" + xml_escape(info.etag) +
+                        "</ETag></CopyObjectResult>");
+  }
+  if (r.method == "PUT") {
+    auto w = store_.put(bucket, key, content_type, user_metadata(r));
+    return wrap(std::make_unique<ObjectSink>(std::move(w), sha, md5, [](const ObjectInfo& o) {
+      S3Response resp;
+      resp.headers.emplace_back("ETag", o.etag);
+      return resp;
+    }));
+  }
+  if (r.method == "POST" && has("uploads")) {
+    auto u = store_.create_upload(bucket, key, content_type, user_metadata(r));
+    return xml(200, "<InitiateMultipartUploadResult" + std::string(kNs) + "><Bucket>" +
+                        xml_escape(bucket) + "</Bucket><Key>" + xml_escape(key) +
+                        "</Key><UploadId>" + u.id + "</UploadId></InitiateMultipartUploadResult>");
+  }
+  if (r.method == "POST" && has("uploadId")) {
+    const auto id = q.at("uploadId");
+    return std::make_unique<XmlSink>(options_.max_xml_bytes, [this, bucket, key,
+                                                              id](const std::string& body) {
+      std::vector<std::pair<int, std::string>> parts;
+      for (const auto& p : elements(body, "Part")) {
+        auto n = elements(p, "PartNumber");
+        auto e = elements(p, "ETag");
+        if (n.size() != 1 || e.size() != 1)
+          throw Error(400, "MalformedXML", "Each Part needs PartNumber and ETag.");
+        int number = 0;
+        try {
+          number = std::stoi(n[0]);
+        } catch (const std::exception&) {
+          throw Error(400, "MalformedXML", "PartNumber must be an integer.");
+        }
+        parts.emplace_back(number, xml_unescape(e[0]));
+      }
+      auto info = store_.complete(bucket, key, id, parts);
+      return xml(200, "<CompleteMultipartUploadResult" + std::string(kNs) + "><Location>/" +
+                          xml_escape(bucket) + "/" + xml_escape(key) + "</Location><Bucket>" +
+                          xml_escape(bucket) + "</Bucket><Key>" + xml_escape(key) + "</Key><ETag>" +
+                          xml_escape(info.etag) + "</ETag></CompleteMultipartUploadResult>");
+    });
+  }
+  if (r.method == "GET" && has("uploadId")) {
+    int marker = 0, max = 1000;
+    try {
+      if (has("part-number-marker")) marker = std::stoi(q.at("part-number-marker"));
+      if (has("max-parts")) max = std::clamp(std::stoi(q.at("max-parts")), 1, 1000);
+    } catch (const std::exception&) {
+      return error(400, "InvalidArgument", "part-number-marker and max-parts must be integers.",
+                   path);
+    }
+    bool truncated = false;
+    auto parts = store_.list_parts(bucket, key, q.at("uploadId"), marker, max, truncated);
+    std::string body = "<ListPartsResult" + std::string(kNs) + "><Bucket>" + xml_escape(bucket) +
+                       "</Bucket><Key>" + xml_escape(key) + "</Key><UploadId>" +
+                       xml_escape(q.at("uploadId")) + "</UploadId><PartNumberMarker>" +
+                       std::to_string(marker) + "</PartNumberMarker><MaxParts>" +
+                       std::to_string(max) + "</MaxParts><IsTruncated>" +
+                       (truncated ? "true" : "false") + "</IsTruncated>";
+    if (truncated && !parts.empty())
+      body += "<NextPartNumberMarker>" + std::to_string(parts.back().number) +
+              "</NextPartNumberMarker>";
+    for (const auto& p : parts) {
+      body += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><LastModified>" +
+              iso8601(p.last_modified_ms) + "</LastModified><ETag>" + xml_escape(p.etag) +
+              "</ETag><Size>" + std::to_string(p.size) + "</Size></Part>";
+    }
+    return xml(200, body + "</ListPartsResult>");
+  }
+  if (r.method == "DELETE" && has("uploadId")) {
+    store_.abort(bucket, key, q.at("uploadId"));
+    S3Response resp;
+    resp.status = 204;
+    return resp;
+  }
+  if (r.method == "DELETE") {
+    store_.remove(bucket, key);
+    S3Response resp;
+    resp.status = 204;
+    return resp;
+  }
+  if (r.method == "GET" || r.method == "HEAD") {
+    auto o = store_.head(bucket, key);
+    if (!o) return error(404, "NoSuchKey", "The specified key does not exist.", path);
+    S3Response resp;
+    object_headers(*o, resp);
+    resp.file = o->blob;
+    resp.offset = 0;
+    resp.length = o->size;
+    if (auto range = header(r, "range")) {
+      auto rg = parse_range(*range, o->size);
+      if (!rg) {
+        auto e = error(416, "InvalidRange", "The requested range is not satisfiable.", path);
+        e.headers.emplace_back("Content-Range", "bytes */" + std::to_string(o->size));
+        return e;
+      }
+      resp.status = 206;
+      resp.offset = rg->first;
+      resp.length = rg->second - rg->first + 1;
+      resp.headers.emplace_back("Content-Range", "bytes " + std::to_string(rg->first) + "-" +
+                                                     std::to_string(rg->second) + "/" +
+                                                     std::to_string(o->size));
+    }
+    resp.head_only = r.method == "HEAD";
+    return resp;
+  }
+  return error(405, "MethodNotAllowed",
+               "The specified method is not allowed against this resource.", path);
+}
+
+}  // namespace kiln::objects

@@ -1,0 +1,71 @@
+// The S3 subset the embedded store speaks, without I/O: a request's header in, either an
+// answer at once or a sink for its body, then an answer. server.cpp (Beast) streams the
+// bytes; tests can drive this directly.
+//
+// Path-style addressing (`/bucket/key`). Authentication: SigV4 in the Authorization header
+// or a presigned query (s3/verify.hpp), every request but CORS preflights.
+#pragma once
+
+#include "objects/store.hpp"
+#include "s3/verify.hpp"
+
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+namespace kiln::objects {
+
+struct S3Request {
+  std::string method;
+  std::string path;   // percent-encoded, as sent
+  std::string query;  // as sent, without '?'
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::int64_t now_unix = 0;
+};
+
+struct S3Response {
+  int status = 200;
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::string body;  // XML, or empty
+  // A byte range of a file to send after the headers (GET object); `file` empty: none.
+  std::string file;
+  std::uint64_t offset = 0;
+  std::uint64_t length = 0;
+  bool head_only = false;  // HEAD: headers (with Content-Length) and no body
+};
+
+// Receives a request's body, chunk by chunk, then answers.
+class BodySink {
+ public:
+  virtual ~BodySink() = default;
+  virtual void write(std::string_view bytes) = 0;  // may throw Error
+  virtual S3Response finish() = 0;
+};
+
+struct ApiOptions {
+  std::map<std::string, std::string> credentials;  // access key -> secret
+  s3::VerifyOptions verify;
+  std::vector<std::string> cors_origins;  // "*" allows any; empty: no CORS headers
+  std::size_t max_xml_bytes = 1 << 20;    // CompleteMultipartUpload bodies
+};
+
+class S3Api {
+ public:
+  S3Api(Store& store, ApiOptions options);
+  // An answer at once (errors, GET, HEAD, DELETE, preflights), or a sink for the body.
+  std::variant<S3Response, std::unique_ptr<BodySink>> begin(const S3Request& r);
+  // An S3 error document.
+  S3Response error(int status, const std::string& code, const std::string& message,
+                   const std::string& resource) const;
+  // CORS headers for a response to a request with these headers.
+  void add_cors(const S3Request& r, S3Response& resp) const;
+
+ private:
+  std::variant<S3Response, std::unique_ptr<BodySink>> route(const S3Request& r);
+  Store& store_;
+  ApiOptions options_;
+};
+
+}  // namespace kiln::objects

@@ -1,0 +1,153 @@
+// The embedded object store driven by an independent client: the AWS SDK for JavaScript v3
+// (@aws-sdk/client-s3, @aws-sdk/s3-request-presigner), with its default settings but
+// path-style addressing. Run by test_objects.py against a real `kiln objects`.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const crypto = require('node:crypto');
+const {
+  S3Client, PutObjectCommand, GetObjectCommand, HeadObjectCommand, DeleteObjectCommand,
+  ListObjectsV2Command, CopyObjectCommand, CreateMultipartUploadCommand, UploadPartCommand,
+  ListPartsCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
+  ListMultipartUploadsCommand,
+} = require('@aws-sdk/client-s3');
+const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
+
+const endpoint = process.env.KILN_S3_ENDPOINT;
+const credentials = { accessKeyId: process.env.KILN_S3_KEY, secretAccessKey: process.env.KILN_S3_SECRET };
+const Bucket = 'kiln';
+const s3 = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+const md5 = (b) => crypto.createHash('md5').update(b).digest('hex');
+
+test('put, head, get, delete', async () => {
+  const body = Buffer.from('hello from the sdk');
+  const put = await s3.send(new PutObjectCommand({
+    Bucket, Key: 'dir/hello.txt', Body: body, ContentType: 'text/plain', Metadata: { origin: 'sdk' },
+  }));
+  assert.strictEqual(put.ETag, `"${md5(body)}"`);
+  const head = await s3.send(new HeadObjectCommand({ Bucket, Key: 'dir/hello.txt' }));
+  assert.strictEqual(head.ContentLength, body.length);
+  assert.strictEqual(head.ContentType, 'text/plain');
+  assert.strictEqual(head.Metadata.origin, 'sdk');
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'dir/hello.txt' }));
+  assert.strictEqual(await got.Body.transformToString(), body.toString());
+  await s3.send(new DeleteObjectCommand({ Bucket, Key: 'dir/hello.txt' }));
+  await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key: 'dir/hello.txt' })), { name: 'NoSuchKey' });
+});
+
+test('range GET', async () => {
+  const body = Buffer.from('0123456789abcdef');
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'range.bin', Body: body }));
+  const part = await s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range: 'bytes=4-9' }));
+  assert.strictEqual(await part.Body.transformToString(), '456789');
+  assert.strictEqual(part.ContentRange, 'bytes 4-9/16');
+  const tail = await s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range: 'bytes=-3' }));
+  assert.strictEqual(await tail.Body.transformToString(), 'def');
+  await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range: 'bytes=99-' })),
+    (e) => e.$metadata.httpStatusCode === 416);
+});
+
+test('list with prefix, delimiter and pages', async () => {
+  for (const k of ['l/a', 'l/b', 'l/c/1', 'l/c/2', 'l/d']) {
+    await s3.send(new PutObjectCommand({ Bucket, Key: k, Body: k }));
+  }
+  const top = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'l/', Delimiter: '/' }));
+  assert.deepStrictEqual(top.Contents.map((c) => c.Key), ['l/a', 'l/b', 'l/d']);
+  assert.deepStrictEqual(top.CommonPrefixes.map((p) => p.Prefix), ['l/c/']);
+  const seen = [];
+  let token;
+  do {
+    const page = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'l/', MaxKeys: 2, ContinuationToken: token }));
+    seen.push(...(page.Contents || []).map((c) => c.Key));
+    token = page.IsTruncated ? page.NextContinuationToken : undefined;
+  } while (token);
+  assert.deepStrictEqual(seen, ['l/a', 'l/b', 'l/c/1', 'l/c/2', 'l/d']);
+});
+
+test('copy', async () => {
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'copy/src', Body: 'original' }));
+  const r = await s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/dst', CopySource: `${Bucket}/copy/src` }));
+  assert.strictEqual(r.CopyObjectResult.ETag, `"${md5('original')}"`);
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'copy/dst' }));
+  assert.strictEqual(await got.Body.transformToString(), 'original');
+});
+
+test('multipart upload with S3 ETags, ListParts, abort', async () => {
+  const parts = [crypto.randomBytes(5 << 20), crypto.randomBytes(5 << 20), crypto.randomBytes(1000)];
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'mp/big.bin' }));
+  const uploads = await s3.send(new ListMultipartUploadsCommand({ Bucket, Prefix: 'mp/' }));
+  assert.ok(uploads.Uploads.some((u) => u.UploadId === UploadId));
+  const done = [];
+  for (let i = 0; i < parts.length; i++) {
+    const r = await s3.send(new UploadPartCommand({ Bucket, Key: 'mp/big.bin', UploadId, PartNumber: i + 1, Body: parts[i] }));
+    assert.strictEqual(r.ETag, `"${md5(parts[i])}"`);
+    done.push({ PartNumber: i + 1, ETag: r.ETag });
+  }
+  const listed = await s3.send(new ListPartsCommand({ Bucket, Key: 'mp/big.bin', UploadId, MaxParts: 2 }));
+  assert.strictEqual(listed.Parts.length, 2);
+  assert.strictEqual(listed.IsTruncated, true);
+  const rest = await s3.send(new ListPartsCommand({ Bucket, Key: 'mp/big.bin', UploadId, PartNumberMarker: listed.NextPartNumberMarker }));
+  assert.deepStrictEqual(rest.Parts.map((p) => p.PartNumber), [3]);
+  const fin = await s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'mp/big.bin', UploadId, MultipartUpload: { Parts: done } }));
+  const expected = md5(Buffer.concat(parts.map((p) => crypto.createHash('md5').update(p).digest()))) + '-3';
+  assert.strictEqual(fin.ETag, `"${expected}"`);
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'mp/big.bin' }));
+  const bytes = Buffer.from(await got.Body.transformToByteArray());
+  assert.ok(bytes.equals(Buffer.concat(parts)));
+
+  const second = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'mp/aborted' }));
+  await s3.send(new AbortMultipartUploadCommand({ Bucket, Key: 'mp/aborted', UploadId: second.UploadId }));
+  await assert.rejects(s3.send(new UploadPartCommand({ Bucket, Key: 'mp/aborted', UploadId: second.UploadId, PartNumber: 1, Body: 'x' })),
+    { name: 'NoSuchUpload' });
+});
+
+test('wrong credentials and missing buckets are refused', async () => {
+  const bad = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { ...credentials, secretAccessKey: 'wrong-secret-0123456789abcdef0123' } });
+  await assert.rejects(bad.send(new GetObjectCommand({ Bucket, Key: 'x' })), { name: 'SignatureDoesNotMatch' });
+  const unknown = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: { accessKeyId: 'nobody', secretAccessKey: 'x' } });
+  await assert.rejects(unknown.send(new GetObjectCommand({ Bucket, Key: 'x' })), { name: 'InvalidAccessKeyId' });
+  await assert.rejects(s3.send(new PutObjectCommand({ Bucket: 'no-such-bucket', Key: 'x', Body: 'x' })), { name: 'NoSuchBucket' });
+});
+
+test('presigned PUT and GET, expired and replayed URLs', async () => {
+  const putUrl = await getSignedUrl(s3, new PutObjectCommand({ Bucket, Key: 'pre/file.bin' }), { expiresIn: 300 });
+  const body = crypto.randomBytes(300000);
+  const put = await fetch(putUrl, { method: 'PUT', body });
+  assert.strictEqual(put.status, 200, await put.text());
+  assert.strictEqual(put.headers.get('etag'), `"${md5(body)}"`);
+  const getUrl = await getSignedUrl(s3, new GetObjectCommand({ Bucket, Key: 'pre/file.bin' }), { expiresIn: 300 });
+  const got = await fetch(getUrl);
+  assert.strictEqual(got.status, 200);
+  assert.ok(Buffer.from(await got.arrayBuffer()).equals(body));
+  // Replayed for another key: the signature covers the path.
+  const other = await fetch(getUrl.replace('pre/file.bin', 'pre/other.bin'));
+  assert.strictEqual(other.status, 403);
+  assert.match(await other.text(), /SignatureDoesNotMatch/);
+  // Expired: signed an hour ago for 60 s.
+  const old = await getSignedUrl(s3, new GetObjectCommand({ Bucket, Key: 'pre/file.bin' }),
+    { expiresIn: 60, signingDate: new Date(Date.now() - 3600 * 1000) });
+  const expired = await fetch(old);
+  assert.strictEqual(expired.status, 403);
+  assert.match(await expired.text(), /Request has expired/);
+  // Tampered signature.
+  const tampered = await fetch(getUrl.replace(/X-Amz-Signature=([0-9a-f])/, (m, c) => `X-Amz-Signature=${c === '0' ? '1' : '0'}`));
+  assert.strictEqual(tampered.status, 403);
+});
+
+test('CORS preflight and exposed ETag for the browser', async () => {
+  const pre = await fetch(`${endpoint}/${Bucket}/cors.txt`, {
+    method: 'OPTIONS',
+    headers: { Origin: 'http://editor.example', 'Access-Control-Request-Method': 'PUT', 'Access-Control-Request-Headers': 'content-type' },
+  });
+  assert.strictEqual(pre.status, 200);
+  assert.strictEqual(pre.headers.get('access-control-allow-origin'), 'http://editor.example');
+  assert.match(pre.headers.get('access-control-allow-methods'), /PUT/);
+  const url = await getSignedUrl(s3, new PutObjectCommand({ Bucket, Key: 'cors.txt' }), { expiresIn: 60 });
+  const put = await fetch(url, { method: 'PUT', body: 'x', headers: { Origin: 'http://editor.example' } });
+  assert.strictEqual(put.status, 200);
+  assert.match(put.headers.get('access-control-expose-headers'), /ETag/);
+  const denied = await fetch(`${endpoint}/${Bucket}/cors.txt`, {
+    method: 'OPTIONS', headers: { Origin: 'http://evil.example', 'Access-Control-Request-Method': 'PUT' },
+  });
+  assert.strictEqual(denied.status, 403);
+});

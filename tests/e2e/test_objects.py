@@ -1,0 +1,61 @@
+"""The embedded object store (`kiln objects`) against independent clients: the AWS SDK for
+JavaScript v3 (s3_sdk.test.cjs, run with node's own test runner) and raw sockets for what
+a well-behaved SDK never sends (hostile keys, bodies cut short)."""
+import os
+import socket
+import subprocess
+import unittest
+
+from harness import WAIT, Kiln
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NPM = os.environ.get("KILN_NPM_DIR", "")
+SECRET = "objects-secret-0123456789abcdef0123456789"
+
+
+@unittest.skipUnless(NPM, "KILN_NPM_DIR not set (run through ctest)")
+class ObjectStore(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.kiln = Kiln("--objects-secret-key", SECRET, "--objects-cors-origins", "http://editor.example",
+                        "--http-access-log", "false", role="objects")
+        rec = cls.kiln.wait_for_log(lambda r: r.get("msg") == "object store listening", "the object store")
+        cls.port = rec["port"]
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.kiln.stop()
+
+    def test_the_aws_sdk_suite(self):
+        env = dict(os.environ, NODE_PATH=os.path.join(NPM, "node_modules"),
+                   KILN_S3_ENDPOINT=f"http://127.0.0.1:{self.port}", KILN_S3_KEY="kiln",
+                   KILN_S3_SECRET=SECRET)
+        r = subprocess.run(["node", "--test", "--test-reporter=spec", os.path.join(HERE, "s3_sdk.test.cjs")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        print(r.stdout[-4000:])
+        self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-2000:])
+        self.assertIn("pass 8", r.stdout)
+
+    def raw(self, request: bytes) -> bytes:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out
+                out += chunk
+
+    def test_unsigned_requests_are_denied(self):
+        resp = self.raw(b"GET /kiln/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 403"), resp[:200])
+        self.assertIn(b"<Code>AccessDenied</Code>", resp)
+
+    def test_oversized_headers_close_the_connection(self):
+        resp = self.raw(b"GET /kiln/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
+        self.assertFalse(resp.startswith(b"HTTP/1.1 200"))
+
+
+if __name__ == "__main__":
+    unittest.main()
