@@ -1,12 +1,15 @@
 #include "objects/s3_api.hpp"
 
 #include "platform/log.hpp"
+#include "s3/xml.hpp"
 
 #include <algorithm>
 #include <ctime>
 
 namespace kiln::objects {
 namespace {
+
+namespace x = s3::xml;
 
 std::string lower(std::string_view s) {
   std::string out(s);
@@ -32,55 +35,6 @@ std::map<std::string, std::string> query_map(std::string_view q) {
         eq == std::string_view::npos ? "" : s3::percent_decode(pair.substr(eq + 1));
     if (amp == std::string_view::npos) break;
     pos = amp + 1;
-  }
-  return out;
-}
-
-std::string xml_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&apos;";
-        break;
-      default:
-        out.push_back(c);
-    }
-  }
-  return out;
-}
-
-std::string xml_unescape(std::string_view s) {
-  std::string out;
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] != '&') {
-      out.push_back(s[i]);
-      continue;
-    }
-    static const std::pair<std::string_view, char> kEntities[] = {
-        {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
-    bool done = false;
-    for (const auto& [e, c] : kEntities) {
-      if (s.substr(i, e.size()) == e) {
-        out.push_back(c);
-        i += e.size() - 1;
-        done = true;
-        break;
-      }
-    }
-    if (!done) out.push_back('&');
   }
   return out;
 }
@@ -244,30 +198,14 @@ class XmlSink final : public BodySink {
   std::string body_;
 };
 
-// The text of every <tag>...</tag> inside `s`, in order.
-std::vector<std::string> elements(std::string_view s, std::string_view tag) {
-  std::vector<std::string> out;
-  const std::string open = "<" + std::string(tag) + ">", close = "</" + std::string(tag) + ">";
-  std::size_t pos = 0;
-  while ((pos = s.find(open, pos)) != std::string_view::npos) {
-    const auto start = pos + open.size();
-    const auto end = s.find(close, start);
-    if (end == std::string_view::npos) break;
-    out.emplace_back(s.substr(start, end - start));
-    pos = end + close.size();
-  }
-  return out;
-}
-
 }  // namespace
 
 S3Api::S3Api(Store& store, ApiOptions options) : store_(store), options_(std::move(options)) {}
 
 S3Response S3Api::error(int status, const std::string& code, const std::string& message,
                         const std::string& resource) const {
-  auto r =
-      xml(status, "<Error><Code>" + xml_escape(code) + "</Code><Message>" + xml_escape(message) +
-                      "</Message><Resource>" + xml_escape(resource) + "</Resource></Error>");
+  auto r = xml(status, "<Error><Code>" + x::escape(code) + "</Code><Message>" + x::escape(message) +
+                           "</Message><Resource>" + x::escape(resource) + "</Resource></Error>");
   return r;
 }
 
@@ -334,9 +272,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     if (r.method != "GET")
       return error(405, "MethodNotAllowed", "The specified method is not allowed.", path);
     std::string body = "<ListAllMyBucketsResult" + std::string(kNs) + "><Owner><ID>" +
-                       xml_escape(who.access_key) + "</ID></Owner><Buckets>";
+                       x::escape(who.access_key) + "</ID></Owner><Buckets>";
     for (const auto& b : store_.buckets())
-      body += "<Bucket><Name>" + xml_escape(b) +
+      body += "<Bucket><Name>" + x::escape(b) +
               "</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket>";
     return xml(200, body + "</Buckets></ListAllMyBucketsResult>");
   }
@@ -358,10 +296,10 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     if (r.method == "GET" && has("uploads")) {
       const auto prefix = q.count("prefix") ? q.at("prefix") : "";
       std::string body = "<ListMultipartUploadsResult" + std::string(kNs) + "><Bucket>" +
-                         xml_escape(bucket) + "</Bucket><Prefix>" + xml_escape(prefix) +
+                         x::escape(bucket) + "</Bucket><Prefix>" + x::escape(prefix) +
                          "</Prefix><IsTruncated>false</IsTruncated>";
       for (const auto& u : store_.list_uploads(bucket, prefix)) {
-        body += "<Upload><Key>" + xml_escape(u.key) + "</Key><UploadId>" + u.id +
+        body += "<Upload><Key>" + x::escape(u.key) + "</Key><UploadId>" + u.id +
                 "</UploadId><Initiated>" + iso8601(u.initiated_ms) + "</Initiated></Upload>";
       }
       return xml(200, body + "</ListMultipartUploadsResult>");
@@ -383,26 +321,26 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       std::string after = q.count("start-after") ? q.at("start-after") : "";
       if (has("continuation-token")) after = s3::percent_decode(q.at("continuation-token"));
       auto res = store_.list(bucket, prefix, delimiter, after, max_keys);
-      std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + xml_escape(bucket) +
-                         "</Name><Prefix>" + xml_escape(prefix) + "</Prefix><KeyCount>" +
+      std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
+                         "</Name><Prefix>" + x::escape(prefix) + "</Prefix><KeyCount>" +
                          std::to_string(res.objects.size() + res.common_prefixes.size()) +
                          "</KeyCount><MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
-      if (!delimiter.empty()) body += "<Delimiter>" + xml_escape(delimiter) + "</Delimiter>";
+      if (!delimiter.empty()) body += "<Delimiter>" + x::escape(delimiter) + "</Delimiter>";
       body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
       if (has("continuation-token"))
         body +=
-            "<ContinuationToken>" + xml_escape(q.at("continuation-token")) + "</ContinuationToken>";
+            "<ContinuationToken>" + x::escape(q.at("continuation-token")) + "</ContinuationToken>";
       if (res.truncated)
-        body += "<NextContinuationToken>" + xml_escape(s3::uri_encode(res.next_start_after)) +
+        body += "<NextContinuationToken>" + x::escape(s3::uri_encode(res.next_start_after)) +
                 "</NextContinuationToken>";
       for (const auto& o : res.objects) {
-        body += "<Contents><Key>" + xml_escape(o.key) + "</Key><LastModified>" +
-                iso8601(o.last_modified_ms) + "</LastModified><ETag>" + xml_escape(o.etag) +
+        body += "<Contents><Key>" + x::escape(o.key) + "</Key><LastModified>" +
+                iso8601(o.last_modified_ms) + "</LastModified><ETag>" + x::escape(o.etag) +
                 "</ETag><Size>" + std::to_string(o.size) +
                 "</Size><StorageClass>STANDARD</StorageClass></Contents>";
       }
       for (const auto& p : res.common_prefixes)
-        body += "<CommonPrefixes><Prefix>" + xml_escape(p) + "</Prefix></CommonPrefixes>";
+        body += "<CommonPrefixes><Prefix>" + x::escape(p) + "</Prefix></CommonPrefixes>";
       return xml(200, body + "</ListBucketResult>");
     }
     return error(405, "MethodNotAllowed",
@@ -449,7 +387,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       return error(400, "InvalidArgument", "x-amz-copy-source must be bucket/key.", path);
     auto info = store_.copy(src.substr(0, s), src.substr(s + 1), bucket, key);
     return xml(200, "<CopyObjectResult><LastModified>" + iso8601(info.last_modified_ms) +
-                        "</LastModified><ETag>" + xml_escape(info.etag) +
+                        "</LastModified><ETag>" + x::escape(info.etag) +
                         "</ETag></CopyObjectResult>");
   }
   if (r.method == "PUT") {
@@ -463,17 +401,17 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   if (r.method == "POST" && has("uploads")) {
     auto u = store_.create_upload(bucket, key, content_type, user_metadata(r));
     return xml(200, "<InitiateMultipartUploadResult" + std::string(kNs) + "><Bucket>" +
-                        xml_escape(bucket) + "</Bucket><Key>" + xml_escape(key) +
-                        "</Key><UploadId>" + u.id + "</UploadId></InitiateMultipartUploadResult>");
+                        x::escape(bucket) + "</Bucket><Key>" + x::escape(key) + "</Key><UploadId>" +
+                        u.id + "</UploadId></InitiateMultipartUploadResult>");
   }
   if (r.method == "POST" && has("uploadId")) {
     const auto id = q.at("uploadId");
     return std::make_unique<XmlSink>(options_.max_xml_bytes, [this, bucket, key,
                                                               id](const std::string& body) {
       std::vector<std::pair<int, std::string>> parts;
-      for (const auto& p : elements(body, "Part")) {
-        auto n = elements(p, "PartNumber");
-        auto e = elements(p, "ETag");
+      for (const auto& p : x::elements(body, "Part")) {
+        auto n = x::elements(p, "PartNumber");
+        auto e = x::elements(p, "ETag");
         if (n.size() != 1 || e.size() != 1)
           throw Error(400, "MalformedXML", "Each Part needs PartNumber and ETag.");
         int number = 0;
@@ -482,13 +420,13 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
         } catch (const std::exception&) {
           throw Error(400, "MalformedXML", "PartNumber must be an integer.");
         }
-        parts.emplace_back(number, xml_unescape(e[0]));
+        parts.emplace_back(number, x::unescape(e[0]));
       }
       auto info = store_.complete(bucket, key, id, parts);
       return xml(200, "<CompleteMultipartUploadResult" + std::string(kNs) + "><Location>/" +
-                          xml_escape(bucket) + "/" + xml_escape(key) + "</Location><Bucket>" +
-                          xml_escape(bucket) + "</Bucket><Key>" + xml_escape(key) + "</Key><ETag>" +
-                          xml_escape(info.etag) + "</ETag></CompleteMultipartUploadResult>");
+                          x::escape(bucket) + "/" + x::escape(key) + "</Location><Bucket>" +
+                          x::escape(bucket) + "</Bucket><Key>" + x::escape(key) + "</Key><ETag>" +
+                          x::escape(info.etag) + "</ETag></CompleteMultipartUploadResult>");
     });
   }
   if (r.method == "GET" && has("uploadId")) {
@@ -502,9 +440,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     }
     bool truncated = false;
     auto parts = store_.list_parts(bucket, key, q.at("uploadId"), marker, max, truncated);
-    std::string body = "<ListPartsResult" + std::string(kNs) + "><Bucket>" + xml_escape(bucket) +
-                       "</Bucket><Key>" + xml_escape(key) + "</Key><UploadId>" +
-                       xml_escape(q.at("uploadId")) + "</UploadId><PartNumberMarker>" +
+    std::string body = "<ListPartsResult" + std::string(kNs) + "><Bucket>" + x::escape(bucket) +
+                       "</Bucket><Key>" + x::escape(key) + "</Key><UploadId>" +
+                       x::escape(q.at("uploadId")) + "</UploadId><PartNumberMarker>" +
                        std::to_string(marker) + "</PartNumberMarker><MaxParts>" +
                        std::to_string(max) + "</MaxParts><IsTruncated>" +
                        (truncated ? "true" : "false") + "</IsTruncated>";
@@ -513,7 +451,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
               "</NextPartNumberMarker>";
     for (const auto& p : parts) {
       body += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><LastModified>" +
-              iso8601(p.last_modified_ms) + "</LastModified><ETag>" + xml_escape(p.etag) +
+              iso8601(p.last_modified_ms) + "</LastModified><ETag>" + x::escape(p.etag) +
               "</ETag><Size>" + std::to_string(p.size) + "</Size></Part>";
     }
     return xml(200, body + "</ListPartsResult>");
