@@ -133,7 +133,16 @@ TEST_F(Routing, ReadYourWritesWithAPausedReplicaGoesToThePrimary) {
     store_->list_projects("u1", first);
     if (reads("replica", "ok") > served) break;
   }
-  connect(url(env().replica, "postgres"), {})->exec("SELECT pg_wal_replay_pause()");
+  {
+    // A pause is only requested at first: wait (bounded) until it is in effect.
+    auto replica = connect(url(env().replica, "postgres"), {});
+    replica->exec("SELECT pg_wal_replay_pause()");
+    for (int i = 0; i < 200; ++i) {
+      if (replica->exec("SELECT pg_get_wal_replay_pause_state()").rows.at(0).str(0) == "paused")
+        break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
 
   auto receipt = store_->create_project(Project{"after", "After", "u1", 0, {}}, "u1");
   // Without the receipt: the replica answers, and it does not have the write (proof that

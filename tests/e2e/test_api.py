@@ -16,7 +16,7 @@ import websockets
 
 from collab_client import SECRET, Client, run, token
 from harness import Kiln
-from test_persistence import PG, STANDALONE, psql
+from test_persistence import PG, STANDALONE, psql, wait_until
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 P = "https://kiln.dev/problems/"
@@ -385,7 +385,13 @@ class OnPostgres(ApiSuite, unittest.TestCase):
     def test_reads_of_your_own_writes_while_the_replica_lags(self):
         ann = self.mint("ann")
         pid = self.new_project(ann, "ryw-" + uuid.uuid4().hex[:6])
+        # The replica has the project, then its replay stops (a pause is only requested at
+        # first: wait until it is in effect).
+        wait_until(lambda: psql(self.db, f"SELECT count(*) FROM projects WHERE id = '{pid}'",
+                                hostport=PG[2]) == "1", "the replica to have the project")
         psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
+        wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()",
+                                hostport=PG[2]) == "paused", "the replica's replay to pause")
         try:
             status, hd, doc = self.call("PATCH", f"/v1/projects/{pid}", ann, {"name": "Fresh"})
             self.assertEqual(status, 200)
