@@ -214,7 +214,7 @@ void Writer::write(std::string_view bytes) {
     throw Error(400, "EntityTooLarge", "Your proposed upload exceeds the maximum allowed size.");
   }
   EVP_DigestUpdate(digests_->md5, bytes.data(), bytes.size());
-  EVP_DigestUpdate(digests_->sha, bytes.data(), bytes.size());
+  if (sha256_) EVP_DigestUpdate(digests_->sha, bytes.data(), bytes.size());
   size_ += bytes.size();
   while (!bytes.empty()) {
     const ssize_t n = ::write(fd_, bytes.data(), bytes.size());
@@ -232,7 +232,8 @@ ObjectInfo Writer::commit(std::string_view expected_sha256_hex,
   unsigned int md5_len = 0, sha_len = 0;
   EVP_DigestFinal_ex(digests_->md5, md5, &md5_len);
   EVP_DigestFinal_ex(digests_->sha, sha, &sha_len);
-  if (!expected_sha256_hex.empty() && unquote(expected_sha256_hex) != hex(sha, sha_len)) {
+  if (!expected_sha256_hex.empty() &&
+      (!sha256_ || unquote(expected_sha256_hex) != hex(sha, sha_len))) {
     throw Error(400, "XAmzContentSHA256Mismatch",
                 "The provided 'x-amz-content-sha256' header does not match what was computed.");
   }

@@ -94,6 +94,8 @@ class Writer {
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
   void write(std::string_view bytes);  // throws Error (EntityTooLarge) past the limit
+  // No SHA-256 will be declared (an unsigned payload): do not compute it. Before write().
+  void skip_sha256() { sha256_ = false; }
   [[nodiscard]] std::uint64_t size() const { return size_; }
   // Checks the digests the client declared (hex SHA-256, base64 MD5; empty: none), then
   // publishes. Throws Error (XAmzContentSHA256Mismatch, BadDigest) and discards on mismatch.
@@ -109,6 +111,7 @@ class Writer {
   int fd_ = -1;
   std::uint64_t size_ = 0;
   std::uint64_t limit_;
+  bool sha256_ = true;
   std::unique_ptr<Digests> digests_;
   std::function<ObjectInfo(const std::filesystem::path&, std::uint64_t, const std::string&)>
       publish_;
