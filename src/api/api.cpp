@@ -249,12 +249,19 @@ struct Api::Impl {
   // the `Kiln-After` header (a client moving between API nodes) or this node's memory.
   db::Receipt after(const Principal& who, const Request& req) {
     db::Receipt r;
-    if (auto h = req.header("Kiln-After");
-        h && h->size() <= 64 && std::all_of(h->begin(), h->end(), [](char c) {
-          return std::isxdigit(static_cast<unsigned char>(c)) || c == '/';
-        })) {
-      r.lsn = std::string(*h);
-      return r;
+    if (auto h = req.header("Kiln-After")) {
+      // An LSN, "<hex>/<hex>" (at most 8 hex digits each); anything else is ignored.
+      const auto slash = h->find('/');
+      auto hex = [](std::string_view s) {
+        return !s.empty() && s.size() <= 8 && std::all_of(s.begin(), s.end(), [](char c) {
+          return std::isxdigit(static_cast<unsigned char>(c)) != 0;
+        });
+      };
+      if (slash != std::string_view::npos && hex(h->substr(0, slash)) &&
+          hex(h->substr(slash + 1))) {
+        r.lsn = std::string(*h);
+        return r;
+      }
     }
     std::lock_guard lock(mu);
     auto it = last_write.find(key_of(who));

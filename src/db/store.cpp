@@ -56,12 +56,14 @@ Store::Store(StoreOptions options, metrics::Registry* registry)
     auto& reads = registry_->counter(
         "kiln_db_reads_total",
         "Routed reads by where they ran (replica, primary) and why (ok; lag: no replica had "
-        "the caller's write in time; replica_down; no_replicas).",
+        "the caller's write in time; replica_down; replica_conflict: cancelled by recovery; "
+        "no_replicas).",
         {"target", "reason"});
     reads.with({"replica", "ok"});
     reads.with({"primary", "lag"});
     reads.with({"primary", "replica_down"});
     reads.with({"primary", "no_replicas"});
+    reads.with({"primary", "replica_conflict"});
     registry_
         ->counter("kiln_db_replica_failures_total",
                   "Reads that found a replica unreachable and went elsewhere.")
@@ -172,6 +174,12 @@ void Store::read(const Receipt& after, const std::function<void(Connection&)>& f
       count("replica", "ok");
       return;
     } catch (const Error& e) {
+      if (e.kind() == Error::Kind::Busy) {
+        // Cancelled by a conflict with recovery (40001 on a hot standby): the replica is
+        // fine, this read is not; the primary answers it.
+        reason = "replica_conflict";
+        break;
+      }
       if (e.kind() != Error::Kind::Unavailable && e.kind() != Error::Kind::Timeout) throw;
       rep.down_until.store(steady_ms() + options_.replica_retry.count());
       if (registry_) registry_->counter("kiln_db_replica_failures_total", "").get().inc();

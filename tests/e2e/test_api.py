@@ -387,8 +387,12 @@ class OnPostgres(ApiSuite, unittest.TestCase):
         pid = self.new_project(ann, "ryw-" + uuid.uuid4().hex[:6])
         # The replica has the project, then its replay stops (a pause is only requested at
         # first: wait until it is in effect).
-        wait_until(lambda: psql(self.db, f"SELECT count(*) FROM projects WHERE id = '{pid}'",
-                                hostport=PG[2]) == "1", "the replica to have the project")
+        def replica_has_it():
+            try:
+                return psql(self.db, f"SELECT count(*) FROM projects WHERE id = '{pid}'", hostport=PG[2]) == "1"
+            except AssertionError:  # the replica has not replayed CREATE DATABASE yet
+                return False
+        wait_until(replica_has_it, "the replica to have the project")
         psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
         wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()",
                                 hostport=PG[2]) == "paused", "the replica's replay to pause")
@@ -407,6 +411,9 @@ class OnPostgres(ApiSuite, unittest.TestCase):
                 self.assertEqual(got[2]["name"], "Fresh")
                 stale = self.call("GET", f"/v1/projects/{pid}", ann, node=other)
                 self.assertEqual(stale[2]["name"], "Project", "without it, the lagging replica answers")
+                for junk in ("ABC", "0/0/0", "G/1", "1/" + "F" * 9, "';--"):
+                    got = self.call("GET", f"/v1/projects/{pid}", ann, node=other, headers={"Kiln-After": junk})
+                    self.assertEqual(got[0], 200, (junk, got[2]))  # ignored, not a 500
             finally:
                 other.stop()
         finally:
