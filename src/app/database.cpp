@@ -7,25 +7,6 @@
 
 namespace kiln::app {
 
-namespace {
-
-std::vector<std::string> split_list(const std::string& list) {
-  std::vector<std::string> out;
-  std::size_t pos = 0;
-  while (pos <= list.size()) {
-    auto comma = list.find(',', pos);
-    auto item = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-    while (!item.empty() && item.front() == ' ') item.erase(0, 1);
-    while (!item.empty() && item.back() == ' ') item.pop_back();
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    pos = comma + 1;
-  }
-  return out;
-}
-
-}  // namespace
-
 db::StoreOptions store_options(const config::Config& cfg) {
   db::StoreOptions o;
   o.url = cfg.str("database.url");
@@ -34,7 +15,7 @@ db::StoreOptions store_options(const config::Config& cfg) {
         "sqlite:" +
         (std::filesystem::absolute(cfg.str("data.dir")) / "kiln.db").lexically_normal().string();
   }
-  o.read_urls = split_list(cfg.str("database.read_urls"));
+  o.read_urls = config::split_list(cfg.str("database.read_urls"));
   o.pool_size = static_cast<std::size_t>(cfg.integer("database.pool_size"));
   o.pool_wait = std::chrono::milliseconds(cfg.integer("database.pool_timeout_ms"));
   o.connect.connect_timeout = std::chrono::milliseconds(cfg.integer("database.connect_timeout_ms"));

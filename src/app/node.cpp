@@ -193,12 +193,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   if (redis_rooms && (collab_role || persist_role || api_role)) {
     ro.command_timeout = std::chrono::milliseconds(cfg.integer("redis.command_timeout_ms"));
     std::vector<redis::Endpoint> seeds;
-    std::string list = cfg.str("redis.addresses");
-    for (std::size_t pos = 0; pos <= list.size();) {
-      auto comma = list.find(',', pos);
-      std::string item =
-          list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-      pos = comma == std::string::npos ? list.size() + 1 : comma + 1;
+    for (const auto& item : config::split_list(cfg.str("redis.addresses"))) {
       auto colon = item.rfind(':');
       int port = colon == std::string::npos ? 0 : std::atoi(item.c_str() + colon + 1);
       if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535) {
@@ -208,6 +203,11 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
         return 2;
       }
       seeds.push_back(redis::Endpoint{item.substr(0, colon), static_cast<std::uint16_t>(port)});
+    }
+    if (seeds.empty()) {
+      std::fprintf(stderr,
+                   "kiln: configuration error: setting 'redis.addresses' names no server\n");
+      return 2;
     }
     ro.endpoint = seeds.front();
     redis_client = cfg.str("redis.mode") == "cluster" ? redis::Client::cluster(runtime, seeds, ro)
@@ -380,24 +380,13 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       const fs::path dir = cfg.str("objects.dir").empty() ? data_dir / "objects"
                                                           : fs::absolute(cfg.str("objects.dir"));
       object_store = std::make_unique<objects::Store>(dir);
-      std::string list = cfg.str("objects.buckets");
-      for (std::size_t pos = 0; pos < list.size();) {
-        auto comma = list.find(',', pos);
-        auto b = list.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        if (!b.empty()) object_store->create_bucket(b);
-        pos = comma == std::string::npos ? list.size() : comma + 1;
-      }
+      for (const auto& b : config::split_list(cfg.str("objects.buckets")))
+        object_store->create_bucket(b);
       objects::ApiOptions oo;
       oo.credentials[cfg.str("objects.access_key")] = objects_secret(cfg);
       oo.verify.region = cfg.str("objects.region");
       oo.verify.max_skew_s = cfg.integer("objects.max_skew_s");
-      std::string origins = cfg.str("objects.cors_origins");
-      for (std::size_t pos = 0; pos < origins.size();) {
-        auto comma = origins.find(',', pos);
-        auto o = origins.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
-        if (!o.empty()) oo.cors_origins.push_back(o);
-        pos = comma == std::string::npos ? origins.size() : comma + 1;
-      }
+      oo.cors_origins = config::split_list(cfg.str("objects.cors_origins"));
       s3_api = std::make_unique<objects::S3Api>(*object_store, oo);
       objects::ServerOptions xo;
       std::tie(xo.host, xo.port) = split_endpoint(cfg.str("objects.listen"));

@@ -10,6 +10,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace kiln::config {
@@ -102,5 +103,8 @@ class Loader {
 
 // The process environment as a map (only KILN_* variables).
 std::map<std::string, std::string> kiln_environment();
+
+// The items of a comma-separated setting ("a, b,,c" -> a, b, c): trimmed, empty ones dropped.
+std::vector<std::string> split_list(std::string_view list);
 
 }  // namespace kiln::config

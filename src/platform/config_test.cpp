@@ -157,3 +157,16 @@ TEST(Config, MarkdownListsEverySetting) {
 
 }  // namespace
 }  // namespace kiln::config
+
+namespace kiln::config {
+namespace {
+
+TEST(SplitList, TrimsAndDropsEmptyItems) {
+  EXPECT_EQ(split_list("a, b,,c ,"), (std::vector<std::string>{"a", "b", "c"}));
+  EXPECT_TRUE(split_list("").empty());
+  EXPECT_TRUE(split_list(" , ").empty());
+  EXPECT_EQ(split_list("host:1"), (std::vector<std::string>{"host:1"}));
+}
+
+}  // namespace
+}  // namespace kiln::config
