@@ -271,6 +271,49 @@ constexpr const char* kObjectColumns =
 
 }  // namespace
 
+ObjectInfo Store::publish(const fs::path& tmp, ObjectInfo info,
+                          const std::function<void(db::Connection&)>& also) {
+  const std::string id = ids::random_hex(16);
+  const auto dest = blob_path(id);
+  fs::create_directories(dest.parent_path());
+  fs::rename(tmp, dest);
+  fsync_dir(dest.parent_path());
+  info.blob = dest.string();
+  info.last_modified_ms = now_ms();
+  if (info.content_type.empty()) info.content_type = "binary/octet-stream";
+  std::string old;
+  {
+    std::lock_guard lock(db_->mu);
+    auto& c = *db_->conn;
+    c.begin_write();
+    try {
+      if (also) also(c);
+      auto prev = c.exec("SELECT blob FROM objects WHERE bucket = $1 AND key = $2",
+                         {info.bucket, info.key});
+      if (!prev.rows.empty()) old = prev.rows[0].str(0);
+      c.exec(
+          "INSERT INTO objects (bucket, key, blob, size, etag, content_type, metadata, "
+          "last_modified) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, key) DO "
+          "UPDATE SET blob = excluded.blob, size = excluded.size, etag = excluded.etag, "
+          "content_type = excluded.content_type, metadata = excluded.metadata, last_modified = "
+          "excluded.last_modified",
+          {info.bucket, info.key, info.blob, static_cast<std::int64_t>(info.size), info.etag,
+           info.content_type, meta_json(info.metadata), info.last_modified_ms});
+      c.exec("COMMIT");
+    } catch (...) {
+      c.exec("ROLLBACK");
+      std::error_code ec;
+      fs::remove(dest, ec);
+      throw;
+    }
+  }
+  if (!old.empty()) {
+    std::error_code ec;
+    fs::remove(old, ec);  // readers that opened it keep their descriptor
+  }
+  return info;
+}
+
 std::unique_ptr<Writer> Store::put(const std::string& bucket, const std::string& key,
                                    const std::string& content_type,
                                    std::map<std::string, std::string> metadata) {
@@ -279,50 +322,8 @@ std::unique_ptr<Writer> Store::put(const std::string& bucket, const std::string&
   auto w = std::unique_ptr<Writer>(new Writer(*this, new_tmp(), limits_.max_object_bytes));
   w->publish_ = [this, bucket, key, content_type, metadata = std::move(metadata)](
                     const fs::path& tmp, std::uint64_t size, const std::string& md5) {
-    const std::string id = ids::random_hex(16);
-    const auto dest = blob_path(id);
-    fs::create_directories(dest.parent_path());
-    fs::rename(tmp, dest);
-    fsync_dir(dest.parent_path());
-    ObjectInfo info{bucket,
-                    key,
-                    size,
-                    "\"" + md5 + "\"",
-                    content_type.empty() ? "binary/octet-stream" : content_type,
-                    now_ms(),
-                    metadata,
-                    dest.string()};
-    std::string old;
-    {
-      std::lock_guard lock(db_->mu);
-      auto& c = *db_->conn;
-      c.begin_write();
-      try {
-        auto prev =
-            c.exec("SELECT blob FROM objects WHERE bucket = $1 AND key = $2", {bucket, key});
-        if (!prev.rows.empty()) old = prev.rows[0].str(0);
-        c.exec(
-            "INSERT INTO objects (bucket, key, blob, size, etag, content_type, metadata, "
-            "last_modified) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, key) DO UPDATE SET "
-            "blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = "
-            "excluded.content_type, metadata = excluded.metadata, last_modified = "
-            "excluded.last_modified",
-            {bucket, key, info.blob, static_cast<std::int64_t>(size), info.etag, info.content_type,
-             meta_json(metadata), info.last_modified_ms});
-        c.exec("COMMIT");
-      } catch (...) {
-        c.exec("ROLLBACK");
-        std::error_code ec;
-        fs::remove(dest, ec);
-        throw;
-      }
-    }
-    if (!old.empty()) {
-      std::error_code ec;
-      fs::remove(old, ec);  // readers that opened it keep their descriptor
-    }
-    return info;
+    return publish(
+        tmp, ObjectInfo{bucket, key, size, "\"" + md5 + "\"", content_type, 0, metadata, {}}, {});
   };
   return w;
 }
@@ -564,52 +565,17 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
     throw;
   }
   ::close(out);
-  const std::string id = ids::random_hex(16);
-  const auto dest = blob_path(id);
-  fs::create_directories(dest.parent_path());
-  fs::rename(tmp, dest);
-  fsync_dir(dest.parent_path());
-  ObjectInfo info{bucket,
-                  key,
-                  total,
-                  etag,
-                  content_type.empty() ? "binary/octet-stream" : content_type,
-                  now_ms(),
-                  meta_map(metadata),
-                  dest.string()};
-  std::string old;
-  {
-    std::lock_guard lock(db_->mu);
-    auto& c = *db_->conn;
-    c.begin_write();
-    try {
-      if (c.exec("SELECT 1 FROM uploads WHERE id = $1", {upload_id}).rows.empty())
-        throw Error(404, "NoSuchUpload", "The specified multipart upload does not exist.");
-      auto prev_blob =
-          c.exec("SELECT blob FROM objects WHERE bucket = $1 AND key = $2", {bucket, key});
-      if (!prev_blob.rows.empty()) old = prev_blob.rows[0].str(0);
-      c.exec(
-          "INSERT INTO objects (bucket, key, blob, size, etag, content_type, metadata, "
-          "last_modified) "
-          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (bucket, key) DO UPDATE SET "
-          "blob = excluded.blob, size = excluded.size, etag = excluded.etag, content_type = "
-          "excluded.content_type, metadata = excluded.metadata, last_modified = "
-          "excluded.last_modified",
-          {bucket, key, info.blob, static_cast<std::int64_t>(total), etag, info.content_type,
-           metadata, info.last_modified_ms});
-      c.exec("DELETE FROM parts WHERE upload = $1", {upload_id});
-      c.exec("DELETE FROM uploads WHERE id = $1", {upload_id});
-      c.exec("COMMIT");
-    } catch (...) {
-      c.exec("ROLLBACK");
-      std::error_code ec;
-      fs::remove(dest, ec);
-      throw;
-    }
-  }
+  auto info = publish(
+      tmp, ObjectInfo{bucket, key, total, etag, content_type, 0, meta_map(metadata), {}},
+      [&](db::Connection& c) {
+        // Completed or aborted meanwhile: nothing is published.
+        if (c.exec("SELECT 1 FROM uploads WHERE id = $1", {upload_id}).rows.empty())
+          throw Error(404, "NoSuchUpload", "The specified multipart upload does not exist.");
+        c.exec("DELETE FROM parts WHERE upload = $1", {upload_id});
+        c.exec("DELETE FROM uploads WHERE id = $1", {upload_id});
+      });
   std::error_code ec;
   fs::remove_all(root_ / "parts" / upload_id, ec);
-  if (!old.empty()) fs::remove(old, ec);
   return info;
 }
 

@@ -166,6 +166,10 @@ class Store {
   UploadInfo find_upload(const std::string& bucket, const std::string& key,
                          const std::string& upload_id);
   std::filesystem::path new_tmp();
+  // Moves the finished file into blobs/ and records it under info.bucket/info.key in one
+  // transaction (running `also` inside it first); the replaced blob is removed after.
+  ObjectInfo publish(const std::filesystem::path& tmp, ObjectInfo info,
+                     const std::function<void(db::Connection&)>& also);
   std::filesystem::path blob_path(const std::string& id) const;
 
   std::filesystem::path root_;
