@@ -380,6 +380,11 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       const fs::path dir = cfg.str("objects.dir").empty() ? data_dir / "objects"
                                                           : fs::absolute(cfg.str("objects.dir"));
       object_store = std::make_unique<objects::Store>(dir);
+      // What a crash left behind (unpublished bytes, unreferenced blobs) goes at start.
+      if (const auto swept = object_store->sweep(std::chrono::hours(1)); swept > 0) {
+        log::info("object store: removed crash leftovers",
+                  {{"files", static_cast<std::int64_t>(swept)}});
+      }
       for (const auto& b : config::split_list(cfg.str("objects.buckets")))
         object_store->create_bucket(b);
       objects::ApiOptions oo;
