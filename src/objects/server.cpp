@@ -255,6 +255,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       api.add_cors(sr, resp);
       requests.with({method_label(sr.method), std::to_string(resp.status)}).inc();
       const bool ok = co_await respond(stream, resp, head, keep_alive, request_id);
+      if (ok && body_left) {
+        // The client may still be sending the body we refused: read and discard a bounded
+        // amount, so that closing does not reset the connection before it reads the answer.
+        error_code ignored;
+        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+        std::size_t discarded = 0;
+        stream.expires_after(std::chrono::seconds(2));
+        while (discarded < (8u << 20)) {
+          buffer.clear();
+          auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kChunk), nothrow);
+          if (rec) break;
+          discarded += n;
+        }
+      }
       if (!ok || !keep_alive || body_left) break;
     }
     error_code ignored;

@@ -52,6 +52,17 @@ class ObjectStore(unittest.TestCase):
         self.assertTrue(resp.startswith(b"HTTP/1.1 403"), resp[:200])
         self.assertIn(b"<Code>AccessDenied</Code>", resp)
 
+    def test_a_refused_upload_is_answered_not_reset(self):
+        # A PUT with a forged signature and a 4 MiB body: the 403 must reach the client even
+        # though the store never reads the body.
+        body = b"x" * (4 << 20)
+        head = (b"PUT /kiln/forged HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode() +
+                b"\r\nx-amz-content-sha256: UNSIGNED-PAYLOAD\r\nx-amz-date: 20260101T000000Z\r\n"
+                b"Authorization: AWS4-HMAC-SHA256 Credential=kiln/20260101/us-east-1/s3/aws4_request, "
+                b"SignedHeaders=host, Signature=00\r\n\r\n")
+        resp = self.raw(head + body)
+        self.assertTrue(resp.startswith(b"HTTP/1.1 403"), resp[:200])
+
     def test_oversized_headers_close_the_connection(self):
         resp = self.raw(b"GET /kiln/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
         self.assertFalse(resp.startswith(b"HTTP/1.1 200"))
