@@ -114,6 +114,29 @@ std::string need_string(const json::object& o, std::string_view field) {
   return *v;
 }
 
+// The body's "name": required, 1-200 characters without control characters.
+std::string need_name(const json::object& o) {
+  auto name = need_string(o, "name");
+  if (!valid_name(name))
+    refuse(400, "invalid-request", "'name' must be 1-200 characters without control characters.");
+  return name;
+}
+
+// The body's "id" when given (checked), else a new one with this prefix.
+std::string id_or_new(const json::object& o, std::string_view prefix) {
+  auto id = opt_string(o, "id").value_or(std::string(prefix) + ids::random_hex(8));
+  if (!valid_id(id))
+    refuse(400, "invalid-request", "'id' must be 1-64 characters of [A-Za-z0-9_-].");
+  return id;
+}
+
+// A membership change that did not happen, as its problem.
+void check(db::MemberChange c) {
+  if (c == db::MemberChange::NotFound) not_found();
+  if (c == db::MemberChange::LastOwner)
+    refuse(409, "last-owner", "A project keeps at least one owner: make someone else owner first.");
+}
+
 json::object project_json(const db::Project& p, const std::string& role) {
   json::object o{
       {"id", p.id}, {"name", p.name}, {"created_by", p.created_by}, {"created_at", p.created_at}};
@@ -384,12 +407,8 @@ struct Api::Impl {
 
   Response create_project(const Request& req, const Principal& who) {
     auto body = body_object(req, {"id", "name", "owner"});
-    const auto name = need_string(body, "name");
-    if (!valid_name(name))
-      refuse(400, "invalid-request", "'name' must be 1-200 characters without control characters.");
-    auto id = opt_string(body, "id").value_or("p" + ids::random_hex(8));
-    if (!valid_id(id))
-      refuse(400, "invalid-request", "'id' must be 1-64 characters of [A-Za-z0-9_-].");
+    const auto name = need_name(body);
+    const auto id = id_or_new(body, "p");
     std::string owner = who.user;
     if (who.service) {
       owner = opt_string(body, "owner").value_or("");
@@ -440,9 +459,7 @@ struct Api::Impl {
     const auto id = req.param("project");
     need(role_in(who, id, req), "owner");
     auto body = body_object(req, {"name"});
-    const auto name = need_string(body, "name");
-    if (!valid_name(name))
-      refuse(400, "invalid-request", "'name' must be 1-200 characters without control characters.");
+    const auto name = need_name(body);
     bool found = false;
     auto r = store.rename_project(id, name, found);
     if (!found) not_found();
@@ -487,15 +504,7 @@ struct Api::Impl {
     if (!valid_role(role))
       refuse(400, "invalid-request", "'role' must be owner, editor or viewer.");
     db::Receipt r;
-    switch (store.change_member(id, user, role, r)) {
-      case db::MemberChange::NotFound:
-        not_found();
-      case db::MemberChange::LastOwner:
-        refuse(409, "last-owner",
-               "A project keeps at least one owner: make someone else owner first.");
-      case db::MemberChange::Done:
-        break;
-    }
+    check(store.change_member(id, user, role, r));
     publish({collab::AccessChange::Kind::Role, user, id, role});
     auto resp = ok_json(200, json::object{{"project", id}, {"user", user}, {"role", role}});
     wrote(who, r, resp);
@@ -508,15 +517,7 @@ struct Api::Impl {
     const auto role = role_in(who, id, req);
     if (who.service || user != who.user) need(role, "owner");  // anyone may leave
     db::Receipt r;
-    switch (store.remove_member(id, user, r)) {
-      case db::MemberChange::NotFound:
-        not_found();
-      case db::MemberChange::LastOwner:
-        refuse(409, "last-owner",
-               "A project keeps at least one owner: make someone else owner first.");
-      case db::MemberChange::Done:
-        break;
-    }
+    check(store.remove_member(id, user, r));
     publish({collab::AccessChange::Kind::Role, user, id, ""});
     Response resp{204, "application/json", "", {}};
     wrote(who, r, resp);
@@ -527,12 +528,8 @@ struct Api::Impl {
     const auto project = req.param("project");
     need(role_in(who, project, req), "editor");
     auto body = body_object(req, {"id", "name"});
-    const auto name = need_string(body, "name");
-    if (!valid_name(name))
-      refuse(400, "invalid-request", "'name' must be 1-200 characters without control characters.");
-    auto id = opt_string(body, "id").value_or("s" + ids::random_hex(8));
-    if (!valid_id(id))
-      refuse(400, "invalid-request", "'id' must be 1-64 characters of [A-Za-z0-9_-].");
+    const auto name = need_name(body);
+    const auto id = id_or_new(body, "s");
     db::Receipt r;
     try {
       r = store.create_scene(db::SceneRow{project, id, name, 0, 0});
@@ -590,9 +587,7 @@ struct Api::Impl {
     const auto id = req.param("scene");
     need(role_in(who, project, req), "editor");
     auto body = body_object(req, {"name"});
-    const auto name = need_string(body, "name");
-    if (!valid_name(name))
-      refuse(400, "invalid-request", "'name' must be 1-200 characters without control characters.");
+    const auto name = need_name(body);
     bool found = false;
     auto r = store.rename_scene(project, id, name, found);
     if (!found) not_found();
