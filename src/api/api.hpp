@@ -10,6 +10,7 @@
 // threads, never on the event loop.
 #pragma once
 
+#include "api/uploads.hpp"
 #include "collab/access.hpp"
 #include "db/store.hpp"
 #include "platform/http.hpp"
@@ -39,6 +40,7 @@ struct ApiOptions {
   double service_requests_per_second = 200;
   std::size_t page_size = 50;
   std::size_t max_page_size = 200;
+  UploadOptions uploads;
 };
 
 class Api {
@@ -50,6 +52,10 @@ class Api {
   Api& operator=(const Api&) = delete;
 
   void install(http::Router& router);
+  // Aborts open uploads idle for longer than uploads.stale_after_s (their multipart
+  // uploads too); returns how many. Blocking: call it off the event loop. Safe on several
+  // API nodes at once (each upload is claimed by one).
+  std::size_t sweep_stale_uploads();
 
   struct Impl;
 

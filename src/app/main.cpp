@@ -4,6 +4,7 @@
 #include "app/node.hpp"
 #include "app/secrets.hpp"
 #include "app/settings.hpp"
+#include "app/upload_cli.hpp"
 #include "auth/jwt.hpp"
 #include "platform/config.hpp"
 
@@ -82,6 +83,27 @@ int main(int argc, char** argv) {
   token_cmd->add_option("--ttl", token_ttl, "Seconds until the token expires")
       ->check(CLI::Range(1, 30 * 24 * 3600));
   token_cmd->callback([&] { command = "token"; });
+  kiln::app::UploadArgs up;
+  bool up_no_progress = false;
+  auto* upload_cmd = app.add_subcommand(
+      "upload",
+      "Upload a file as an asset of a project: straight to object storage, in "
+      "parallel parts, resumable (run the same command again), deduplicated by SHA-256");
+  upload_cmd->add_option("file", up.file, "The file")->required()->check(CLI::ExistingFile);
+  upload_cmd->add_option("--project", up.project, "The project's id")->required();
+  upload_cmd->add_option("--api", up.api, "The Kiln API's base URL")->capture_default_str();
+  upload_cmd->add_option("--token", up.token, "A user token (default: $KILN_TOKEN)");
+  upload_cmd->add_option("--name", up.name, "The asset's name (default: the file's name)");
+  upload_cmd->add_option("--content-type", up.content_type,
+                         "Media type (default: from the extension)");
+  upload_cmd->add_option("--parallel", up.parallel, "Parts sent at once")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  upload_cmd->add_option("--state-dir", up.state_dir,
+                         "Where resume state is kept (default: ~/.local/state/kiln/uploads)");
+  upload_cmd->add_flag("--no-progress", up_no_progress, "No progress bar");
+  upload_cmd->add_flag("--events", up.events, "Print one JSON line per part on stdout");
+  upload_cmd->callback([&] { command = "upload"; });
   auto* config_cmd = app.add_subcommand("config", "Inspect configuration");
   config_cmd->require_subcommand(1);
   config_cmd->add_subcommand("show", "Print the effective configuration (secrets redacted)")
@@ -99,6 +121,13 @@ int main(int argc, char** argv) {
   if (command == "version") {
     std::printf("kiln %s\n", KILN_VERSION);
     return 0;
+  }
+  if (command == "upload") {
+    if (up.token.empty()) {
+      if (const char* t = std::getenv("KILN_TOKEN")) up.token = t;
+    }
+    up.progress = !up_no_progress;
+    return kiln::app::run_upload(up);
   }
   if (command == "config doc") {
     std::fputs(schema.markdown().c_str(), stdout);

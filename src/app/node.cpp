@@ -340,32 +340,6 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     });
   }
 
-  // The REST API (serve, api): handlers on threads of their own, never the event loop.
-  std::unique_ptr<ThreadPool> api_threads;
-  std::unique_ptr<api::Api> rest;
-  if (api_role) {
-    api::ApiOptions ao;
-    try {
-      ao.service_key = service_key(cfg);
-      if (cfg.str("auth.jwt_public_key_file").empty()) ao.jwt_secret = jwt_secret(cfg);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
-      return 2;
-    }
-    ao.token_ttl_s = cfg.integer("api.token_ttl_s");
-    ao.token_max_ttl_s = cfg.integer("api.token_max_ttl_s");
-    ao.user_requests_per_second = static_cast<double>(cfg.integer("api.user_requests_per_second"));
-    ao.service_requests_per_second =
-        static_cast<double>(cfg.integer("api.service_requests_per_second"));
-    ao.page_size = static_cast<std::size_t>(cfg.integer("api.page_size"));
-    ao.max_page_size = static_cast<std::size_t>(cfg.integer("api.max_page_size"));
-    api_threads =
-        std::make_unique<ThreadPool>(static_cast<std::size_t>(cfg.integer("api.threads")),
-                                     static_cast<std::size_t>(cfg.integer("api.max_queued")));
-    rest =
-        std::make_unique<api::Api>(*store, *verifier, *api_threads, ao, registry, access_bus.get());
-    rest->install(router);
-  }
   // Access changes reach this node's collaboration sessions.
   if (gw && access_bus) {
     access_bus->subscribe([g = gw.get()](const collab::AccessChange& c) { g->apply_access(c); });
@@ -408,10 +382,92 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     }
   }
 
+  // The REST API (serve, api): handlers on threads of their own, never the event loop.
+  std::unique_ptr<ThreadPool> api_threads;
+  std::unique_ptr<api::Api> rest;
+  if (api_role) {
+    api::ApiOptions ao;
+    try {
+      ao.service_key = service_key(cfg);
+      if (cfg.str("auth.jwt_public_key_file").empty()) ao.jwt_secret = jwt_secret(cfg);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
+      return 2;
+    }
+    ao.token_ttl_s = cfg.integer("api.token_ttl_s");
+    ao.token_max_ttl_s = cfg.integer("api.token_max_ttl_s");
+    ao.user_requests_per_second = static_cast<double>(cfg.integer("api.user_requests_per_second"));
+    ao.service_requests_per_second =
+        static_cast<double>(cfg.integer("api.service_requests_per_second"));
+    ao.page_size = static_cast<std::size_t>(cfg.integer("api.page_size"));
+    ao.max_page_size = static_cast<std::size_t>(cfg.integer("api.max_page_size"));
+    try {
+      auto& up = ao.uploads;
+      auto& st = up.storage;
+      st.endpoint = cfg.str("storage.endpoint");
+      if (st.endpoint.empty()) {
+        auto [host, port] = split_endpoint(cfg.str("objects.listen"));
+        if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+        if (object_server) port = object_server->port();
+        st.endpoint = "http://" + host + ":" + std::to_string(port);
+      }
+      st.region =
+          cfg.str("storage.region").empty() ? cfg.str("objects.region") : cfg.str("storage.region");
+      st.credentials.access_key = cfg.str("storage.access_key").empty()
+                                      ? cfg.str("objects.access_key")
+                                      : cfg.str("storage.access_key");
+      st.credentials.secret_key = cfg.str("storage.secret_key").empty()
+                                      ? objects_secret(cfg)
+                                      : cfg.str("storage.secret_key");
+      up.public_endpoint = cfg.str("storage.public_endpoint");
+      up.bucket = cfg.str("storage.bucket");
+      up.cdn_base = cfg.str("storage.cdn_base");
+      while (up.cdn_base.ends_with('/')) up.cdn_base.pop_back();
+      up.multipart_threshold =
+          static_cast<std::uint64_t>(cfg.integer("uploads.multipart_threshold_bytes"));
+      up.part_size = static_cast<std::uint64_t>(cfg.integer("uploads.part_size_bytes"));
+      up.max_size = static_cast<std::uint64_t>(cfg.integer("uploads.max_size_bytes"));
+      up.project_quota = static_cast<std::uint64_t>(cfg.integer("uploads.project_quota_bytes"));
+      up.content_types = config::split_list(cfg.str("uploads.content_types"));
+      up.url_ttl_s = cfg.integer("uploads.url_ttl_s");
+      up.download_ttl_s = cfg.integer("uploads.download_ttl_s");
+      up.stale_after_s = cfg.integer("uploads.stale_after_s");
+      up.max_parts_per_request =
+          static_cast<std::size_t>(cfg.integer("uploads.max_parts_per_request"));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: configuration error: %s (settings storage.*, uploads.*)\n",
+                   e.what());
+      return 2;
+    }
+    api_threads =
+        std::make_unique<ThreadPool>(static_cast<std::size_t>(cfg.integer("api.threads")),
+                                     static_cast<std::size_t>(cfg.integer("api.max_queued")));
+    rest =
+        std::make_unique<api::Api>(*store, *verifier, *api_threads, ao, registry, access_bus.get());
+    rest->install(router);
+  }
   *route_list = router.routes();
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   http::Server server(runtime, so, std::move(router), registry);
   if (gw) gw->start();
+  if (rest) {
+    // Stale uploads: found on the loop's timer, aborted on the API's threads (S3 calls block).
+    const auto period = std::chrono::seconds(cfg.integer("uploads.sweep_interval_s"));
+    auto sweep = std::make_shared<std::function<void()>>();
+    *sweep = [&runtime, r = rest.get(), pool = api_threads.get(), period,
+              weak = std::weak_ptr(sweep)] {
+      pool->post([r] {
+        try {
+          r->sweep_stale_uploads();
+        } catch (const std::exception& e) {
+          log::warn("api: stale-upload sweep failed", {{"error", e.what()}});
+        }
+      });
+      if (auto s = weak.lock()) runtime.after(period, *s);
+    };
+    runtime.after(std::chrono::seconds(1), *sweep);
+    keep_alive.push_back(sweep);
+  }
   if (redis_client) {
     // Presence refresh and reaping, and a PING for readiness, on a fixed period.
     const auto period = std::chrono::milliseconds(

@@ -251,6 +251,50 @@ config::Schema build() {
              "responses then expose ETag. Empty: no CORS."));
   s.add(integer("objects.max_skew_s", 900, 1, 86'400,
                 "Largest difference between a signed request's time and this node's clock."));
+  s.add(text("storage.endpoint", "",
+             "The S3-compatible object storage the API signs uploads for and calls "
+             "(`http://host:port`, path-style). Empty: the embedded store (objects.listen; in "
+             "`kiln serve` the port it bound)."));
+  s.add(text("storage.public_endpoint", "",
+             "The storage endpoint as browsers and `kiln upload` reach it, named in presigned "
+             "URLs. Empty: storage.endpoint."));
+  s.add(text("storage.bucket", "kiln", "The bucket assets are stored in.", /*allow_empty=*/false));
+  s.add(text("storage.region", "", "The region to sign for. Empty: objects.region."));
+  s.add(text("storage.access_key", "", "The access key id. Empty: objects.access_key."));
+  Setting ssecret = text("storage.secret_key", "",
+                         "The secret key. Empty: the embedded store's (objects.secret_key).");
+  ssecret.secret = true;
+  s.add(ssecret);
+  s.add(text("storage.cdn_base", "",
+             "A CDN in front of the bucket (`https://cdn.example.com`): downloads are "
+             "`<cdn_base>/<key>` URLs, cacheable forever (objects are never rewritten). Empty: "
+             "presigned GETs."));
+  constexpr std::int64_t kMiB = 1 << 20;
+  s.add(integer("uploads.multipart_threshold_bytes", 100 * kMiB, 0, 5LL << 30,
+                "Files larger than this upload in parts (multipart, resumable); smaller ones with "
+                "one presigned PUT."));
+  s.add(integer("uploads.part_size_bytes", 16 * kMiB, 5 * kMiB, 5LL << 30,
+                "Part size of multipart uploads (grown for files that would need more than "
+                "10,000 parts)."));
+  s.add(integer("uploads.max_size_bytes", 64LL << 30, 1, 5LL << 40, "Largest file accepted."));
+  s.add(integer("uploads.project_quota_bytes", 100LL << 30, 1, 1LL << 50,
+                "Bytes a project may hold: its assets plus its open uploads."));
+  s.add(text("uploads.content_types",
+             "model/*,image/*,audio/*,video/*,font/*,text/plain,application/json,"
+             "application/octet-stream,application/zip,application/gltf-buffer",
+             "Comma-separated media types uploads may declare; `type/*` allows a family, "
+             "`*/*` everything.",
+             /*allow_empty=*/false));
+  s.add(integer("uploads.url_ttl_s", 900, 10, 7 * 86'400,
+                "Lifetime of presigned upload URLs (single PUTs and parts)."));
+  s.add(integer("uploads.download_ttl_s", 3'600, 10, 7 * 86'400,
+                "Lifetime of presigned download URLs."));
+  s.add(integer("uploads.stale_after_s", 7 * 86'400, 60, 365 * 86'400,
+                "Open uploads with no activity for this long are aborted (their parts removed)."));
+  s.add(integer("uploads.sweep_interval_s", 600, 1, 86'400,
+                "How often each API node looks for stale uploads."));
+  s.add(integer("uploads.max_parts_per_request", 100, 1, 10'000,
+                "Part URLs one request may ask for."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

@@ -3,6 +3,8 @@
 #include "platform/log.hpp"
 #include "s3/xml.hpp"
 
+#include <openssl/evp.h>
+
 #include <algorithm>
 #include <ctime>
 
@@ -110,6 +112,16 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_range(std::string_v
   if (dash + 1 == v.size()) return std::pair{a, size - 1};
   if (!num(v.substr(dash + 1), b) || b < a) return std::nullopt;
   return std::pair{a, std::min(b, size - 1)};
+}
+
+std::string hex(const unsigned char* p, std::size_t n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < n; ++i) {
+    out.push_back(kDigits[p[i] >> 4]);
+    out.push_back(kDigits[p[i] & 15]);
+  }
+  return out;
 }
 
 // Writes a body into a store Writer and commits it with the declared digests.
@@ -351,8 +363,25 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
 
   // --- objects ---------------------------------------------------------------------------
   const auto content_type = header(r, "content-type").value_or("");
-  const auto sha = who.payload_hash.size() == 64 ? who.payload_hash : std::string();
+  auto sha = who.payload_hash.size() == 64 ? who.payload_hash : std::string();
   const auto md5 = header(r, "content-md5").value_or("");
+  // x-amz-checksum-sha256 (base64): the body's SHA-256, checked like a signed payload hash
+  // (presigned uploads sign this header so that the store refuses any other bytes).
+  if (auto c = header(r, "x-amz-checksum-sha256")) {
+    unsigned char raw[48];
+    const int n = c->size() == 44
+                      ? EVP_DecodeBlock(raw, reinterpret_cast<const unsigned char*>(c->data()), 44)
+                      : -1;
+    if (n != 33 || c->back() != '=' || (*c)[42] == '=')  // 32 bytes + one padding byte
+      return error(400, "InvalidRequest", "Value for x-amz-checksum-sha256 header is invalid.",
+                   path);
+    const auto declared = hex(raw, 32);
+    if (sha.empty())
+      sha = declared;
+    else if (sha != declared)
+      return error(400, "BadDigest",
+                   "The SHA256 you specified did not match the calculated checksum.", path);
+  }
   const bool chunked = who.payload_hash.starts_with("STREAMING-");
   if (who.payload_hash == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD" ||
       who.payload_hash == "STREAMING-AWS4-HMAC-SHA256-PAYLOAD-TRAILER") {

@@ -77,6 +77,8 @@ struct Client::Impl {
     std::vector<std::pair<std::string, std::string>> headers;
     Body body;
     const std::function<void(std::string_view)>* sink = nullptr;  // 2xx bodies go here
+    std::string raw_target;  // not empty: sent as is, unsigned (send_unsigned)
+    bool throw_on_error = true;
   };
 
   std::string target(const Call& c, std::string& host_header) const {
@@ -118,7 +120,9 @@ struct Client::Impl {
   Reply once(const Call& c) {
     if (!stream) connect();
     std::string host_header;
-    const auto path = target(c, host_header);
+    const bool raw = !c.raw_target.empty();
+    const auto path = raw ? c.raw_target : target(c, host_header);
+    if (raw) host_header = authority;
     const auto date = amz_date(std::chrono::duration_cast<std::chrono::seconds>(
                                    std::chrono::system_clock::now().time_since_epoch())
                                    .count());
@@ -132,14 +136,16 @@ struct Client::Impl {
                payload};
     if (!o.credentials.session_token.empty())
       sr.headers.emplace_back("x-amz-security-token", o.credentials.session_token);
+    if (raw) sr.headers = {{"Host", host_header}};
     for (const auto& h : c.headers) sr.headers.push_back(h);
     const Scope scope{date.substr(0, 8), o.region, "s3"};
-    const auto auth = authorization(o.credentials, scope, date, sr, Options{false, false});
 
     bhttp::request<bhttp::buffer_body> req{bhttp::string_to_verb(c.method),
                                            path + (c.query.empty() ? "" : "?" + c.query), 11};
     for (const auto& [k, v] : sr.headers) req.set(k, v);
-    req.set(bhttp::field::authorization, auth);
+    if (!raw)
+      req.set(bhttp::field::authorization,
+              authorization(o.credentials, scope, date, sr, Options{false, false}));
     req.set(bhttp::field::user_agent, "kiln-s3");
     req.keep_alive(true);
     const std::uint64_t length = from_file ? c.body.length : c.body.bytes.size();
@@ -242,7 +248,7 @@ struct Client::Impl {
           pause(attempt);
           continue;
         }
-        if (r.status / 100 != 2) {
+        if (r.status / 100 != 2 && c.throw_on_error) {
           auto code = xml::first(r.body, "Code");
           auto message = xml::first(r.body, "Message");
           if (code.empty()) code = r.status == 404 ? "NotFound" : "HTTP" + std::to_string(r.status);
@@ -289,7 +295,8 @@ Client::~Client() = default;
 
 ObjectMeta Client::put_object(const std::string& bucket, const std::string& key, const Body& body,
                               const std::string& content_type) {
-  auto r = impl_->call({"PUT", bucket, key, "", {{"Content-Type", content_type}}, body, nullptr});
+  auto r = impl_->call(
+      {"PUT", bucket, key, "", {{"Content-Type", content_type}}, body, nullptr, {}, true});
   auto m = meta_from(key, r);
   m.size = body.length;
   m.content_type = content_type;
@@ -303,7 +310,7 @@ ObjectMeta Client::get_object(const std::string& bucket, const std::string& key,
   if (range)
     h.emplace_back("Range",
                    "bytes=" + std::to_string(range->first) + "-" + std::to_string(range->second));
-  auto r = impl_->call({"GET", bucket, key, "", h, Body{}, &sink});
+  auto r = impl_->call({"GET", bucket, key, "", h, Body{}, &sink, {}, true});
   return meta_from(key, r);
 }
 
@@ -315,7 +322,7 @@ std::string Client::get_object(const std::string& bucket, const std::string& key
 
 std::optional<ObjectMeta> Client::head_object(const std::string& bucket, const std::string& key) {
   try {
-    return meta_from(key, impl_->call({"HEAD", bucket, key, "", {}, Body{}, nullptr}));
+    return meta_from(key, impl_->call({"HEAD", bucket, key, "", {}, Body{}, nullptr, {}, true}));
   } catch (const S3Error& e) {
     if (e.status() == 404) return std::nullopt;
     throw;
@@ -323,7 +330,7 @@ std::optional<ObjectMeta> Client::head_object(const std::string& bucket, const s
 }
 
 void Client::delete_object(const std::string& bucket, const std::string& key) {
-  impl_->call({"DELETE", bucket, key, "", {}, Body{}, nullptr});
+  impl_->call({"DELETE", bucket, key, "", {}, Body{}, nullptr, {}, true});
 }
 
 ListPage Client::list_objects(const std::string& bucket, const std::string& prefix,
@@ -333,7 +340,7 @@ ListPage Client::list_objects(const std::string& bucket, const std::string& pref
   if (!prefix.empty()) q += "&prefix=" + uri_encode(prefix);
   if (!delimiter.empty()) q += "&delimiter=" + uri_encode(delimiter);
   if (!token.empty()) q += "&continuation-token=" + uri_encode(token);
-  auto r = impl_->call({"GET", bucket, "", q, {}, Body{}, nullptr});
+  auto r = impl_->call({"GET", bucket, "", q, {}, Body{}, nullptr, {}, true});
   ListPage page;
   for (const auto& c : xml::elements(r.body, "Contents")) {
     ObjectMeta m;
@@ -358,7 +365,9 @@ ObjectMeta Client::copy_object(const std::string& src_bucket, const std::string&
                         "",
                         {{"x-amz-copy-source", uri_encode(src_bucket + "/" + src_key, true)}},
                         Body{},
-                        nullptr});
+                        nullptr,
+                        {},
+                        true});
   ObjectMeta m;
   m.key = dst_key;
   m.etag = xml::first(r.body, "ETag");
@@ -368,8 +377,15 @@ ObjectMeta Client::copy_object(const std::string& src_bucket, const std::string&
 
 std::string Client::create_multipart(const std::string& bucket, const std::string& key,
                                      const std::string& content_type) {
-  auto r = impl_->call(
-      {"POST", bucket, key, "uploads", {{"Content-Type", content_type}}, Body{}, nullptr});
+  auto r = impl_->call({"POST",
+                        bucket,
+                        key,
+                        "uploads",
+                        {{"Content-Type", content_type}},
+                        Body{},
+                        nullptr,
+                        {},
+                        true});
   auto id = xml::first(r.body, "UploadId");
   if (id.empty()) throw S3Error(r.status, "MalformedResponse", "no UploadId in the answer");
   return id;
@@ -384,7 +400,9 @@ std::string Client::upload_part(const std::string& bucket, const std::string& ke
                    "uploadId=" + uri_encode(upload_id) + "&partNumber=" + std::to_string(number),
                    {},
                    body,
-                   nullptr});
+                   nullptr,
+                   {},
+                   true});
   return meta_from(key, r).etag;
 }
 
@@ -395,7 +413,7 @@ std::vector<Part> Client::list_parts(const std::string& bucket, const std::strin
   for (;;) {
     std::string q = "uploadId=" + uri_encode(upload_id);
     if (marker > 0) q += "&part-number-marker=" + std::to_string(marker);
-    auto r = impl_->call({"GET", bucket, key, q, {}, Body{}, nullptr});
+    auto r = impl_->call({"GET", bucket, key, q, {}, Body{}, nullptr, {}, true});
     for (const auto& p : xml::elements(r.body, "Part")) {
       out.push_back(Part{std::stoi(xml::first(p, "PartNumber")), xml::first(p, "ETag"),
                          std::stoull(xml::first(p, "Size"))});
@@ -422,7 +440,9 @@ ObjectMeta Client::complete_multipart(const std::string& bucket, const std::stri
                         "uploadId=" + uri_encode(upload_id),
                         {{"Content-Type", "application/xml"}},
                         Body::of(body),
-                        nullptr});
+                        nullptr,
+                        {},
+                        true});
   // S3 may answer 200 with an <Error> document when the assembly failed late.
   if (r.body.find("<Error>") != std::string::npos) {
     throw S3Error(500, xml::first(r.body, "Code"), xml::first(r.body, "Message"));
@@ -435,14 +455,15 @@ ObjectMeta Client::complete_multipart(const std::string& bucket, const std::stri
 
 void Client::abort_multipart(const std::string& bucket, const std::string& key,
                              const std::string& upload_id) {
-  impl_->call({"DELETE", bucket, key, "uploadId=" + uri_encode(upload_id), {}, Body{}, nullptr});
+  impl_->call(
+      {"DELETE", bucket, key, "uploadId=" + uri_encode(upload_id), {}, Body{}, nullptr, {}, true});
 }
 
 std::vector<Upload> Client::list_multipart_uploads(const std::string& bucket,
                                                    const std::string& prefix) {
   std::string q = "uploads";
   if (!prefix.empty()) q += "&prefix=" + uri_encode(prefix);
-  auto r = impl_->call({"GET", bucket, "", q, {}, Body{}, nullptr});
+  auto r = impl_->call({"GET", bucket, "", q, {}, Body{}, nullptr, {}, true});
   std::vector<Upload> out;
   for (const auto& u : xml::elements(r.body, "Upload"))
     out.push_back(Upload{xml::first(u, "Key"), xml::first(u, "UploadId")});
@@ -451,18 +472,39 @@ std::vector<Upload> Client::list_multipart_uploads(const std::string& bucket,
 
 std::string Client::presign(const std::string& method, const std::string& bucket,
                             const std::string& key, std::int64_t expires_s,
-                            const std::string& query) const {
-  Impl::Call c{method, bucket, key, query, {}, Body{}, nullptr};
+                            const std::string& query,
+                            const std::vector<std::pair<std::string, std::string>>& headers) const {
+  Impl::Call c{method, bucket, key, query, {}, Body{}, nullptr, {}, true};
   std::string host_header;
   const auto path = impl_->target(c, host_header);
   const auto date = amz_date(std::chrono::duration_cast<std::chrono::seconds>(
                                  std::chrono::system_clock::now().time_since_epoch())
                                  .count());
   Request r{method, path, query, {{"Host", host_header}}, {}};
+  for (const auto& h : headers) r.headers.push_back(h);
   const Scope scope{date.substr(0, 8), impl_->o.region, "s3"};
   const auto q =
       presign_query(impl_->o.credentials, scope, date, expires_s, r, Options{false, false});
   return "http://" + host_header + path + "?" + q;
+}
+
+std::string Client::Reply::header(std::string_view name) const {
+  for (const auto& [k, v] : headers)
+    if (k == lower(name)) return v;
+  return {};
+}
+
+Client::Reply Client::send_unsigned(const std::string& method, const std::string& target,
+                                    const std::vector<std::pair<std::string, std::string>>& headers,
+                                    const Body& body) {
+  if (!target.starts_with("/")) throw std::invalid_argument("target must start with '/'");
+  Impl::Call c{method, {}, {}, {}, headers, body, nullptr, target, false};
+  auto r = impl_->call(c);
+  Reply out;
+  out.status = r.status;
+  out.headers.assign(r.headers.begin(), r.headers.end());
+  out.body = std::move(r.body);
+  return out;
 }
 
 }  // namespace kiln::s3

@@ -116,8 +116,25 @@ class Client {
                                              const std::string& prefix = "");
 
   // A presigned URL for `method` on the object; `query` adds parameters (partNumber=...).
+  // `headers` are signed too: the request must then carry them with these values (e.g.
+  // x-amz-checksum-sha256, so that the store refuses other bytes).
   std::string presign(const std::string& method, const std::string& bucket, const std::string& key,
-                      std::int64_t expires_s, const std::string& query = "") const;
+                      std::int64_t expires_s, const std::string& query = "",
+                      const std::vector<std::pair<std::string, std::string>>& headers = {}) const;
+
+  // A request that is not signed here, to this client's endpoint: a presigned URL's
+  // target (path and query), or a plain HTTP peer (the uploader talks to the Kiln API with
+  // it). Retried like every call; a non-2xx answer is returned, not thrown (only network
+  // failures after the last attempt throw S3Error with status 0).
+  struct Reply {
+    int status = 0;
+    std::vector<std::pair<std::string, std::string>> headers;  // lowercase names
+    std::string body;                                          // at most 8 MiB
+    [[nodiscard]] std::string header(std::string_view name) const;
+  };
+  Reply send_unsigned(const std::string& method, const std::string& target,
+                      const std::vector<std::pair<std::string, std::string>>& headers,
+                      const Body& body);
 
   struct Impl;
 

@@ -229,10 +229,11 @@ std::string presign_query(const Credentials& c, const Scope& scope, std::string_
   add("X-Amz-Date", amz_date);
   add("X-Amz-Expires", std::to_string(expires_s));
   if (!c.session_token.empty()) add("X-Amz-Security-Token", c.session_token);
-  add("X-Amz-SignedHeaders", "host");
+  const auto names = canonical_headers(r.headers).second;  // every header r carries
+  add("X-Amz-SignedHeaders", names);
   r.query = q;
   r.payload_hash = std::string(kUnsignedPayload);
-  const auto creq = canonical_request(r, o, {"host"});
+  const auto creq = canonical_request(r, o);
   return q + "&X-Amz-Signature=" + signature(c.secret_key, scope, amz_date, creq);
 }
 

@@ -75,8 +75,9 @@ std::string authorization(const Credentials& c, const Scope& scope, std::string_
                           const Request& r, const Options& o);
 
 // A presigned URL's query (without '?'): `r.query` plus the X-Amz-* parameters and the
-// signature; only `host` is signed and the payload is UNSIGNED-PAYLOAD. `expires_s` is at
-// most 604800 (7 days).
+// signature; every header `r` carries is signed (at least `host`; add e.g.
+// x-amz-checksum-sha256 to make the store check the body) and the payload is UNSIGNED-PAYLOAD.
+// `expires_s` is at most 604800 (7 days).
 std::string presign_query(const Credentials& c, const Scope& scope, std::string_view amz_date,
                           std::int64_t expires_s, Request r, const Options& o);
 
