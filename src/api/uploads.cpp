@@ -416,7 +416,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
     } catch (const s3::S3Error& e) {
       if (e.status() == 400) {
         refuse(409, "parts-rejected",
-               "The store refused the parts (" + e.code() + ": " + e.what() +
+               "The store refused the parts (" + std::string(e.what()) +
                    "); upload them again and retry.");
       }
       if (e.status() != 404) storage_failed(e);

@@ -289,7 +289,7 @@ config::Schema build() {
                 "Lifetime of presigned upload URLs (single PUTs and parts)."));
   s.add(integer("uploads.download_ttl_s", 3'600, 10, 7 * 86'400,
                 "Lifetime of presigned download URLs."));
-  s.add(integer("uploads.stale_after_s", 7 * 86'400, 60, 365 * 86'400,
+  s.add(integer("uploads.stale_after_s", 7 * 86'400, 1, 365 * 86'400,
                 "Open uploads with no activity for this long are aborted (their parts removed)."));
   s.add(integer("uploads.sweep_interval_s", 600, 1, 86'400,
                 "How often each API node looks for stale uploads."));

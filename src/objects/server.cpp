@@ -22,6 +22,7 @@
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
+#include <unordered_set>
 
 namespace kiln::objects {
 
@@ -70,6 +71,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
 
   std::mutex mu;
   std::unordered_map<std::uint64_t, std::shared_ptr<beast::tcp_stream>> conns;
+  std::unordered_set<beast::tcp_stream*> idle;  // waiting for a request: a drain closes them
   std::uint64_t next_id = 0;
   std::atomic<bool> draining{false};
   std::function<void()> on_empty;
@@ -191,7 +193,16 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       parser.header_limit(static_cast<std::uint32_t>(options.max_header_bytes));
       parser.body_limit(boost::none);  // the store's limits apply, chunk by chunk
       stream.expires_after(options.idle_timeout);
+      {
+        std::lock_guard lock(mu);
+        if (draining && buffer.size() == 0) break;
+        idle.insert(&stream);
+      }
       auto [hec, hn] = co_await bhttp::async_read_header(stream, buffer, parser, nothrow);
+      {
+        std::lock_guard lock(mu);
+        idle.erase(&stream);
+      }
       if (hec) break;
       auto& req = parser.get();
       const std::string request_id = ids::random_hex(8);
@@ -307,14 +318,18 @@ std::uint16_t Server::port() const {
 
 void Server::drain(std::function<void()> on_empty) {
   auto self = impl_;
-  self->draining = true;
   asio::post(self->acceptor.get_executor(), [self] {
     error_code ignored;
     self->acceptor.close(ignored);
   });
   std::lock_guard lock(self->mu);
+  self->draining = true;
   self->on_empty = std::move(on_empty);
   if (self->conns.empty()) asio::post(self->runtime.impl().io, std::exchange(self->on_empty, {}));
+  // Idle keep-alive connections close now; busy ones finish their request first.
+  for (auto& [id, s] : self->conns) {
+    if (self->idle.contains(s.get())) asio::post(s->get_executor(), [s] { s->cancel(); });
+  }
 }
 
 void Server::close_all() {

@@ -1,0 +1,401 @@
+"""Direct uploads end to end: the upload API signs, the bytes go straight to the object
+store over the presigned URLs it returns (sent here with raw HTTP, as a browser would),
+and completion checks them. On `kiln serve` (SQLite, the embedded store in the process)
+and on separate `kiln api` + `kiln objects` nodes with PostgreSQL through PgBouncer.
+
+`UploadSuite` holds the tests; a subclass says how the nodes start.
+"""
+import hashlib
+import http.client
+import json
+import os
+import sqlite3
+import unittest
+import urllib.parse
+import uuid
+
+from harness import WAIT, Kiln
+from test_persistence import PG, STANDALONE, psql
+
+SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+STORE_SECRET = "objects-secret-0123456789abcdef0123456789"
+P = "https://kiln.dev/problems/"
+MIB = 1 << 20
+# Small parts keep the multipart tests quick: 5 MiB is S3's minimum part size.
+SETTINGS = ["--uploads-multipart-threshold-bytes", str(6 * MIB), "--uploads-part-size-bytes", str(5 * MIB),
+            "--uploads-project-quota-bytes", str(64 * MIB), "--uploads-max-size-bytes", str(48 * MIB)]
+
+
+def send(url, method="PUT", body=b"", headers=None):
+    """One request to a presigned URL: (status, headers, body)."""
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=WAIT)
+    try:
+        c.request(method, u.path + ("?" + u.query if u.query else ""), body=body, headers=headers or {})
+        r = c.getresponse()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, r.read()
+    finally:
+        c.close()
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+class UploadSuite:
+    # Subclasses provide start(*args) -> api node, and sql(query) -> first column of rows.
+
+    def setUp(self):
+        self.nodes = []
+        self.api = self.start(*SETTINGS)
+        self.ann = self.mint("ann")
+        self.pid = "up-" + uuid.uuid4().hex[:8]
+        st, _, doc = self.call("POST", "/v1/projects", self.ann, {"id": self.pid, "name": "Uploads"})
+        self.assertEqual(st, 201, doc)
+
+    def tearDown(self):
+        for n in self.nodes:
+            n.stop()
+
+    def call(self, method, path, auth=None, body=None, raw=None, headers=None):
+        h = dict(headers or {})
+        if auth is not None:
+            h["Authorization"] = "Bearer " + auth
+        data = b""
+        if raw is not None:
+            data = raw
+        elif body is not None:
+            data = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        st, hd, bd = self.api.request(method, path, h, data)
+        return st, hd, (json.loads(bd) if bd else None)
+
+    def mint(self, user):
+        st, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": user}})
+        self.assertEqual(st, 201, doc)
+        return doc["token"]
+
+    def add_member(self, user, role):
+        st, _, doc = self.call("PUT", f"/v1/projects/{self.pid}/members/{user}", self.ann, {"role": role})
+        self.assertEqual(st, 200, doc)
+        return self.mint(user)
+
+    def create(self, tok=None, **body):
+        st, _, doc = self.call("POST", f"/v1/projects/{self.pid}/uploads", tok or self.ann, body)
+        return st, doc
+
+    def up(self, uid):
+        return f"/v1/projects/{self.pid}/uploads/{uid}"
+
+    def problem(self, st_doc, status, kind):
+        st, doc = st_doc[0], st_doc[-1]
+        self.assertEqual(st, status, doc)
+        self.assertEqual(doc["type"], P + kind, doc)
+        return doc
+
+    def put_parts(self, uid, data, numbers, part_size=5 * MIB):
+        st, _, doc = self.call("POST", self.up(uid) + "/parts", self.ann, {"parts": numbers})
+        self.assertEqual(st, 200, doc)
+        etags = {}
+        for p in doc["parts"]:
+            n = p["number"]
+            chunk = data[(n - 1) * part_size:n * part_size]
+            self.assertEqual(p["size"], len(chunk))
+            s, h, b = send(p["url"], body=chunk)
+            self.assertEqual(s, 200, b)
+            etags[n] = h["etag"]
+        return etags
+
+    # --- single PUTs --------------------------------------------------------------------
+
+    def test_a_small_file_goes_up_in_one_put_and_comes_back(self):
+        data = os.urandom(300_000)
+        st, doc = self.create(filename="rock.png", size=len(data), content_type="image/png", sha256=sha(data))
+        self.assertEqual(st, 201, doc)
+        u = doc["upload"]
+        self.assertFalse(u["multipart"])
+        self.assertEqual(u["state"], "open")
+        # Nothing there yet: completing says so and changes nothing.
+        self.problem(self.call("POST", self.up(u["id"]) + "/complete", self.ann), 409, "not-uploaded")
+        s, _, b = send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
+        self.assertEqual(s, 200, b)
+        st, _, done = self.call("POST", self.up(u["id"]) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+        asset = done["asset"]
+        self.assertEqual((asset["name"], asset["size"], asset["sha256"]), ("rock.png", len(data), sha(data)))
+        self.assertEqual(done["upload"]["state"], "completed")
+        # Completing again is harmless: the same asset.
+        st, _, again = self.call("POST", self.up(u["id"]) + "/complete", self.ann)
+        self.assertEqual((st, again["asset"]["id"]), (200, asset["id"]))
+        # The asset, its download, and the event for the pipeline.
+        st, _, meta = self.call("GET", f"/v1/projects/{self.pid}/assets/{asset['id']}", self.ann)
+        self.assertEqual(st, 200, meta)
+        s, _, got = send(meta["download"]["url"], "GET")
+        self.assertEqual((s, sha(got)), (200, sha(data)))
+        st, _, listed = self.call("GET", f"/v1/projects/{self.pid}/assets", self.ann)
+        self.assertEqual([a["id"] for a in listed["items"]], [asset["id"]])
+        events = self.sql(f"SELECT body FROM events WHERE project_id = '{self.pid}' AND kind = 'asset.uploaded'")
+        self.assertEqual(len(events), 1)
+        ev = json.loads(events[0])
+        self.assertEqual((ev["type"], ev["id"], ev["sha256"]), ("asset.uploaded", asset["id"], sha(data)))
+
+    def test_the_store_refuses_bytes_that_are_not_the_declared_ones(self):
+        data = os.urandom(100_000)
+        st, doc = self.create(filename="a.bin", size=len(data), content_type="application/octet-stream",
+                              sha256=sha(data))
+        uid = doc["upload"]["id"]
+        other = os.urandom(len(data))
+        s, _, b = send(doc["put"]["url"], body=other, headers=doc["put"]["headers"])
+        self.assertEqual(s, 400, b)
+        self.assertIn(b"Mismatch", b.replace(b"BadDigest", b"Mismatch"))
+        # Without the signed checksum header the signature does not match.
+        s, _, b = send(doc["put"]["url"], body=data)
+        self.assertEqual(s, 403, b)
+        self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 409, "not-uploaded")
+        # The right bytes: done.
+        s, _, b = send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
+        self.assertEqual(s, 200, b)
+        st, _, done = self.call("POST", self.up(uid) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+
+    def test_a_declared_size_that_does_not_match_is_refused_and_can_be_sent_again(self):
+        data = os.urandom(50_000)
+        st, doc = self.create(filename="a.bin", size=len(data) + 1, content_type="application/octet-stream")
+        uid = doc["upload"]["id"]
+        s, _, b = send(doc["put"]["url"], body=data)
+        self.assertEqual(s, 200, b)
+        self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 409, "size-mismatch")
+        st, _, now = self.call("GET", self.up(uid), self.ann)
+        self.assertEqual(now["state"], "open")  # the PUT may be sent again (the wrong object is gone)
+        s, _, b = send(now["put"]["url"], body=data + b"x")
+        self.assertEqual(s, 200, b)
+        st, _, done = self.call("POST", self.up(uid) + "/complete", self.ann)
+        self.assertEqual((st, done["asset"]["size"]), (201, len(data) + 1))
+
+    def test_a_file_the_project_has_is_not_sent_again(self):
+        data = os.urandom(10_000)
+        st, doc = self.create(filename="one.png", size=len(data), content_type="image/png", sha256=sha(data))
+        send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
+        st, _, done = self.call("POST", self.up(doc["upload"]["id"]) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+        st, doc = self.create(filename="copy.png", size=len(data), content_type="image/png", sha256=sha(data))
+        self.assertEqual(st, 200, doc)
+        self.assertTrue(doc["deduplicated"])
+        self.assertEqual(doc["asset"]["id"], done["asset"]["id"])
+        self.assertNotIn("upload", doc)
+
+    # --- multipart ----------------------------------------------------------------------
+
+    def test_a_multipart_upload_resumes_from_the_parts_the_store_holds(self):
+        data = os.urandom(12 * MIB)  # 3 parts: 5 + 5 + 2 MiB
+        st, doc = self.create(filename="scan.glb", size=len(data), content_type="model/gltf-binary",
+                              sha256=sha(data))
+        self.assertEqual(st, 201, doc)
+        u = doc["upload"]
+        self.assertTrue(u["multipart"])
+        self.assertEqual((u["part_size"], u["part_count"]), (5 * MIB, 3))
+        self.assertNotIn("put", doc)
+        etags = self.put_parts(u["id"], data, [1, 3])
+        # Another device asks what is there.
+        st, _, now = self.call("GET", self.up(u["id"]), self.ann)
+        self.assertEqual(st, 200, now)
+        self.assertEqual(now["missing"], [2])
+        self.assertEqual({p["number"]: p["etag"] for p in now["parts"]}, etags)
+        self.problem(self.call("POST", self.up(u["id"]) + "/complete", self.ann), 409, "parts-missing")
+        # A part of the wrong size is refused at completion, and can be sent again.
+        st, _, urls = self.call("POST", self.up(u["id"]) + "/parts", self.ann, {"parts": [2]})
+        s, _, _ = send(urls["parts"][0]["url"], body=b"short")
+        self.assertEqual(s, 200)
+        self.problem(self.call("POST", self.up(u["id"]) + "/complete", self.ann), 409, "part-size")
+        self.put_parts(u["id"], data, [2])
+        # A client listing parts out of order is refused.
+        st, _, now = self.call("GET", self.up(u["id"]), self.ann)
+        listed = [{"number": p["number"], "etag": p["etag"]} for p in now["parts"]]
+        self.problem(self.call("POST", self.up(u["id"]) + "/complete", self.ann, {"parts": listed[::-1]}),
+                     400, "invalid-parts")
+        st, _, done = self.call("POST", self.up(u["id"]) + "/complete", self.ann, {"parts": listed})
+        self.assertEqual(st, 201, done)
+        s, _, got = send(self.call("GET", f"/v1/projects/{self.pid}/assets/{done['asset']['id']}",
+                                   self.ann)[2]["download"]["url"], "GET")
+        self.assertEqual(sha(got), sha(data))
+
+    def test_a_multipart_upload_with_the_wrong_hash_is_aborted_and_removed(self):
+        data = os.urandom(7 * MIB)
+        st, doc = self.create(filename="x.glb", size=len(data), content_type="model/gltf-binary",
+                              sha256=sha(b"something else"))
+        uid = doc["upload"]["id"]
+        self.put_parts(uid, data, [1, 2])
+        self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 409, "sha256-mismatch")
+        st, _, now = self.call("GET", self.up(uid), self.ann)
+        self.assertEqual((now["state"], now["error"]), ("aborted", "sha256-mismatch"))
+        st, _, assets = self.call("GET", f"/v1/projects/{self.pid}/assets", self.ann)
+        self.assertEqual(assets["items"], [])
+        self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 409, "upload-aborted")
+
+    def test_aborting_removes_the_parts_and_refuses_more(self):
+        data = os.urandom(7 * MIB)
+        st, doc = self.create(filename="x.glb", size=len(data), content_type="model/gltf-binary")
+        uid = doc["upload"]["id"]
+        st, _, urls = self.call("POST", self.up(uid) + "/parts", self.ann, {"parts": [1, 2]})
+        s, _, _ = send(urls["parts"][0]["url"], body=data[:5 * MIB])
+        self.assertEqual(s, 200)
+        st, _, _ = self.call("DELETE", self.up(uid), self.ann)
+        self.assertEqual(st, 204)
+        s, _, b = send(urls["parts"][1]["url"], body=data[5 * MIB:])
+        self.assertEqual(s, 404, b)
+        self.assertIn(b"NoSuchUpload", b)
+        self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 409, "upload-aborted")
+        self.problem(self.call("POST", self.up(uid) + "/parts", self.ann, {"parts": [1]}), 409, "upload-aborted")
+        st, _, _ = self.call("DELETE", self.up(uid), self.ann)
+        self.assertEqual(st, 204)  # again: nothing left to do
+
+    def test_presigned_part_urls_cannot_be_bent(self):
+        st, doc = self.create(filename="x.glb", size=11 * MIB, content_type="model/gltf-binary")
+        uid = doc["upload"]["id"]
+        st, _, urls = self.call("POST", self.up(uid) + "/parts", self.ann, {"parts": [1]})
+        url = urls["parts"][0]["url"]
+        for bent in (url.replace("partNumber=1", "partNumber=2"),
+                     url.replace(f"/uploads/{uid}", "/uploads/u0000"),
+                     url.replace("X-Amz-Expires=", "X-Amz-Expires=9")):
+            s, _, b = send(bent, body=b"x" * 100)
+            self.assertEqual(s, 403, (bent, b))
+        s, _, b = send(url, "GET")  # signed for PUT only
+        self.assertEqual(s, 403, b)
+
+    # --- refusals -----------------------------------------------------------------------
+
+    def test_bad_declarations_are_refused_and_leave_nothing(self):
+        ok = dict(filename="a.png", size=10, content_type="image/png")
+        for bad in ({"filename": "../../etc/passwd"}, {"filename": "a\u0000b"}, {"filename": "x" * 256},
+                    {"filename": ".."}, {"filename": "a\\b"}, {"filename": ""}, {"size": -1},
+                    {"size": "ten"}, {"content_type": "image/png; charset=x"}, {"content_type": "png"},
+                    {"sha256": "ABC"}, {"sha256": "g" * 64}):
+            self.problem(self.create(**{**ok, **bad}), 400, "invalid-request")
+        self.problem(self.create(**ok, extra=1), 400, "invalid-request")
+        self.problem(self.create(**{**ok, "content_type": "application/x-msdownload"}), 415,
+                     "content-type-not-allowed")
+        self.problem(self.create(**{**ok, "size": 49 * MIB}), 413, "too-large")
+        # The quota counts open uploads: 40 MiB open, 30 more do not fit in 64.
+        st, doc = self.create(**{**ok, "size": 40 * MIB})
+        self.assertEqual(st, 201, doc)
+        d = self.problem(self.create(**{**ok, "size": 30 * MIB}), 413, "quota-exceeded")
+        self.assertIn("64.0 MiB", d["detail"])
+        # Aborting frees it.
+        self.assertEqual(self.call("DELETE", self.up(doc["upload"]["id"]), self.ann)[0], 204)
+        self.assertEqual(self.create(**{**ok, "size": 30 * MIB})[0], 201)
+        rows = self.sql(f"SELECT state FROM uploads WHERE project_id = '{self.pid}' ORDER BY created_at")
+        self.assertEqual(rows, ["aborted", "open"])
+
+    def test_uploads_belong_to_their_creator(self):
+        bob = self.add_member("bob", "editor")
+        viewer = self.add_member("vic", "viewer")
+        eve = self.mint("eve")
+        data = os.urandom(1000)
+        st, doc = self.create(filename="a.bin", size=len(data), content_type="application/octet-stream")
+        uid = doc["upload"]["id"]
+        send(doc["put"]["url"], body=data)
+        for who in (bob, eve):
+            for method, suffix, body in (("GET", "", None), ("POST", "/complete", None),
+                                         ("POST", "/parts", {"parts": [1]}), ("DELETE", "", None)):
+                self.problem(self.call(method, self.up(uid) + suffix, who, body), 404, "not-found")
+        self.problem(self.create(viewer, filename="v.png", size=1, content_type="image/png"), 403, "forbidden")
+        self.problem(self.create(eve, filename="e.png", size=1, content_type="image/png"), 404, "not-found")
+        self.problem(self.call("GET", f"/v1/projects/{self.pid}/assets", eve), 404, "not-found")
+        self.assertEqual(self.call("GET", self.up(uid))[0], 401)
+        # Nothing of it changed: ann completes it.
+        st, _, done = self.call("POST", self.up(uid) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+
+    # --- Uppy -----------------------------------------------------------------------------
+
+    def test_uppy_s3_multipart_routes(self):
+        """The calls @uppy/aws-s3 makes (Companion's shapes), in its order."""
+        data = os.urandom(12 * MIB)
+        st, _, c = self.call("POST", "/s3/multipart", self.ann,
+                             {"filename": "terrain.png", "type": "image/png",
+                              "metadata": {"project": self.pid, "size": str(len(data))}})
+        self.assertEqual(st, 200, c)
+        uid, key = c["uploadId"], c["key"]
+        q = "?key=" + urllib.parse.quote(key, safe="")
+        st, _, batch = self.call("GET", f"/s3/multipart/{uid}/batch{q}&partNumbers=1,2", self.ann)
+        self.assertEqual(st, 200, batch)
+        st, _, one = self.call("GET", f"/s3/multipart/{uid}/3{q}", self.ann)
+        self.assertEqual(st, 200, one)
+        urls = {**batch["presignedUrls"], "3": one["url"]}
+        size = 5 * MIB + MIB // 2  # Uppy picks its own part size: 5.5 + 5.5 + 1 MiB
+        parts = []
+        for n in (1, 2, 3):
+            chunk = data[(n - 1) * size:n * size]
+            s, h, _ = send(urls[str(n)], body=chunk)
+            self.assertEqual(s, 200)
+            parts.append({"PartNumber": n, "ETag": h["etag"]})
+        st, _, listed = self.call("GET", f"/s3/multipart/{uid}{q}", self.ann)
+        self.assertEqual([p["PartNumber"] for p in listed], [1, 2, 3])
+        # The wrong key is not this upload.
+        self.problem(self.call("GET", f"/s3/multipart/{uid}?key=projects/x", self.ann), 404, "not-found")
+        st, _, done = self.call("POST", f"/s3/multipart/{uid}/complete{q}", self.ann, {"parts": parts})
+        self.assertEqual(st, 200, done)
+        self.assertEqual(done["asset"]["size"], len(data))
+        self.assertTrue(done["location"].endswith(done["asset"]["id"]))
+        # Abort of another one.
+        st, _, c2 = self.call("POST", "/s3/multipart", self.ann,
+                              {"filename": "b.png", "type": "image/png",
+                               "metadata": {"project": self.pid, "size": 10}})
+        q2 = "?key=" + urllib.parse.quote(c2["key"], safe="")
+        self.assertEqual(self.call("DELETE", f"/s3/multipart/{c2['uploadId']}{q2}", self.ann)[0], 200)
+        self.problem(self.call("GET", f"/s3/multipart/{c2['uploadId']}/1{q2}", self.ann), 409, "upload-aborted")
+        self.problem(self.call("POST", "/s3/multipart", self.ann, {"filename": "c.png", "type": "image/png"}),
+                     400, "invalid-request")
+
+
+class OnServe(UploadSuite, unittest.TestCase):
+    """`kiln serve`: SQLite, the embedded store in the same process."""
+
+    def start(self, *args):
+        k = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false", *args)
+        self.nodes.append(k)
+        return k
+
+    def sql(self, query):
+        with sqlite3.connect(os.path.join(self.api.data_dir, "kiln.db")) as db:
+            return [r[0] for r in db.execute(query)]
+
+    def test_stale_uploads_are_aborted(self):
+        k = self.start("--uploads-stale-after-s", "1", "--uploads-sweep-interval-s", "1")
+        self.api = k
+        ann = self.mint("ann")
+        self.call("POST", "/v1/projects", ann, {"id": "stale", "name": "S"})
+        st, _, doc = self.call("POST", "/v1/projects/stale/uploads", ann,
+                               {"filename": "x.glb", "size": 7 * MIB, "content_type": "model/gltf-binary"})
+        self.assertEqual(st, 201, doc)
+        k.wait_for_log(lambda r: r.get("msg") == "api: stale uploads aborted", "the stale sweep")
+        st, _, now = self.call("GET", "/v1/projects/stale/uploads/" + doc["upload"]["id"], ann)
+        self.assertEqual(now["state"], "aborted")
+        self.assertIn("stale", now["error"])
+
+
+@unittest.skipUnless(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+class OnPostgres(UploadSuite, unittest.TestCase):
+    """`kiln api` (PostgreSQL through PgBouncer, replica reads) and `kiln objects` apart."""
+
+    def start(self, *args):
+        self.db = "e2e_up_" + uuid.uuid4().hex[:8]
+        psql("postgres", f"CREATE DATABASE {self.db}")
+        store = Kiln("--objects-secret-key", STORE_SECRET, "--http-access-log", "false", role="objects")
+        self.nodes.append(store)
+        port = store.wait_for_log(lambda r: r.get("msg") == "object store listening", "the store")["port"]
+        api = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                   "--database-url", f"postgresql://postgres@{PG[0]}/{self.db}",
+                   "--database-read-urls", f"postgresql://postgres@{PG[2]}/{self.db}",
+                   "--storage-endpoint", f"http://127.0.0.1:{port}", "--storage-secret-key", STORE_SECRET,
+                   *args, role="api")
+        self.nodes.append(api)
+        return api
+
+    def sql(self, query):
+        out = psql(self.db, query)
+        return out.split("\n") if out else []
+
+
+if __name__ == "__main__":
+    unittest.main()
