@@ -362,6 +362,13 @@ int upload(const UploadArgs& a) {
     if (resumed)
       std::fprintf(stderr, "kiln upload: resuming %s: %zu of %llu parts to send\n", id.c_str(),
                    todo.size(), static_cast<unsigned long long>(count));
+    json::array missing;
+    for (auto n : todo) missing.push_back(n);
+    event(a.events, {{"event", "upload"},
+                     {"id", id},
+                     {"resumed", resumed},
+                     {"parts", count},
+                     {"to_send", missing}});
     std::mutex mu;
     std::size_t next = 0;
     std::string error;

@@ -1,0 +1,214 @@
+"""`kiln upload` against `kiln serve`: a 1 GiB multipart upload interrupted at random points
+20 times (SIGKILL mid-part: the connections drop with bytes in flight; once SIGINT: Ctrl-C),
+then resumed to the end. Each run may send only parts the store did not hold when it
+started (asked of the API independently), a killed run can lose at most the parts in
+flight, and the stored object's SHA-256 is the file's. Also: dedup, and refusals.
+
+KILN_UPLOAD_TEST_MIB sets the file's size (1024 by default).
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import tempfile
+import threading
+import unittest
+import urllib.parse
+import http.client
+
+from harness import KILN, WAIT, Kiln
+
+SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+MIB = 1 << 20
+SIZE_MIB = int(os.environ.get("KILN_UPLOAD_TEST_MIB", "1024"))
+PARALLEL = 4
+INTERRUPTIONS = 20
+
+
+class Run:
+    """One `kiln upload --events` process; its stdout events, read as they come."""
+
+    def __init__(self, args, env):
+        self.proc = subprocess.Popen([KILN, "upload", *args, "--events", "--no-progress",
+                                      "--parallel", str(PARALLEL)],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.events = []
+        self.cv = threading.Condition()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self):
+        for line in self.proc.stdout:
+            with self.cv:
+                self.events.append(json.loads(line))
+                self.cv.notify_all()
+        with self.cv:
+            self.cv.notify_all()
+
+    def wait_for(self, predicate, timeout=120):
+        """Waits until the events so far satisfy predicate, or the process ended."""
+        with self.cv:
+            ok = self.cv.wait_for(lambda: predicate(self.events) or self.proc.poll() is not None, timeout)
+            if not ok:
+                raise AssertionError("kiln upload made no progress: %s" % self.events[-3:])
+            return predicate(self.events)
+
+    def finish(self):
+        code = self.proc.wait(300)
+        self.reader.join(WAIT)
+        err = self.proc.stderr.read()
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+        return code, err
+
+    def of(self, kind):
+        with self.cv:
+            return [e for e in self.events if e["event"] == kind]
+
+
+class UploadCli(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.kiln = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false")
+        cls.api = f"http://{cls.kiln.host}:{cls.kiln.port}"
+        cls.tmp = tempfile.mkdtemp(prefix="kiln-upload-")
+        cls.token = cls.post("/v1/tokens", SERVICE_KEY, {"user": {"id": "ann"}})[1]["token"]
+        cls.env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        cls.env["KILN_TOKEN"] = cls.token
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.kiln.stop()
+        subprocess.run(["rm", "-rf", cls.tmp])
+
+    @classmethod
+    def post(cls, path, tok, body):
+        st, _, b = cls.kiln.request("POST", path, {"Authorization": "Bearer " + tok,
+                                                   "Content-Type": "application/json"}, json.dumps(body).encode())
+        return st, json.loads(b)
+
+    def get(self, path):
+        st, _, b = self.kiln.request("GET", path, {"Authorization": "Bearer " + self.token})
+        return st, json.loads(b)
+
+    def project(self, pid):
+        st, doc = self.post("/v1/projects", self.token, {"id": pid, "name": pid})
+        self.assertEqual(st, 201, doc)
+
+    def make_file(self, name, mib):
+        path = os.path.join(self.tmp, name)
+        h = hashlib.sha256()
+        rng = random.Random(name)
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                chunk = rng.randbytes(MIB)
+                h.update(chunk)
+                f.write(chunk)
+        return path, h.hexdigest()
+
+    def upload_args(self, path, pid):
+        return [path, "--project", pid, "--api", self.api, "--state-dir", os.path.join(self.tmp, "state")]
+
+    def test_interrupted_twenty_times_then_resumed(self):
+        self.project("big")
+        path, digest = self.make_file("scan.bin", SIZE_MIB)
+        args = self.upload_args(path, "big")
+        rng = random.Random(7)
+        upload_id, total = None, None
+        completed_by_run = []
+        for i in range(INTERRUPTIONS):
+            held = set()
+            if upload_id:
+                st, doc = self.get(f"/v1/projects/big/uploads/{upload_id}")
+                self.assertEqual((st, doc["state"]), (200, "open"), doc)
+                held = {p["number"] for p in doc["parts"]}
+            run = Run(args, self.env)
+            # A random point: after 0-3 parts this run completes (0: once the first is in flight).
+            k = rng.randint(0, 3)
+            if k == 0:
+                run.wait_for(lambda ev: any(e["event"] == "part-start" for e in ev))
+            else:
+                run.wait_for(lambda ev: sum(e["event"] == "part" for e in ev) >= k)
+            ctrl_c = i == INTERRUPTIONS // 2
+            if run.proc.poll() is None:
+                run.proc.send_signal(signal.SIGINT if ctrl_c else signal.SIGKILL)
+            code, err = run.finish()
+            start = run.of("upload")
+            if start:
+                upload_id = start[0]["id"]
+                total = start[0]["parts"]
+                self.assertEqual(set(start[0]["to_send"]) & held, set(), "a held part was planned again")
+            started = {e["number"] for e in run.of("part-start")}
+            done = {e["number"] for e in run.of("part")}
+            self.assertEqual(done & held, set(), f"run {i} sent parts the store held")
+            if run.of("done"):
+                break  # it finished before the interruption landed
+            if ctrl_c:
+                self.assertEqual(code, 130, err)
+                self.assertIn("Run the same command again to resume", err)
+                self.assertEqual(started, done, "Ctrl-C lets the parts in flight finish")
+            else:
+                self.assertEqual(code, -signal.SIGKILL)
+                self.assertLessEqual(len(started - done), PARALLEL, "more parts lost than in flight")
+            completed_by_run.append(done)
+        # Resume to the end.
+        run = Run(args, self.env)
+        code, err = run.finish()
+        self.assertEqual(code, 0, err)
+        final = run.of("done")[0]
+        self.assertEqual(final["asset"]["sha256"], digest)
+        self.assertEqual(final["asset"]["size"], SIZE_MIB * MIB)
+        every = [n for done in completed_by_run for n in done] + [e["number"] for e in run.of("part")]
+        self.assertEqual(len(every), len(set(every)), "a part completed twice")
+        self.assertLessEqual(len(set(every)), total)
+        # The stored object is the file (the API checked its hash too; check it here).
+        st, meta = self.get(f"/v1/projects/big/assets/{final['asset']['id']}")
+        u = urllib.parse.urlsplit(meta["download"]["url"])
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=WAIT)
+        try:
+            c.request("GET", u.path + "?" + u.query)
+            r = c.getresponse()
+            self.assertEqual(r.status, 200)
+            h = hashlib.sha256()
+            while chunk := r.read(MIB):
+                h.update(chunk)
+        finally:
+            c.close()
+        self.assertEqual(h.hexdigest(), digest)
+        print(f"{len(completed_by_run)} interruptions; parts completed per run: "
+              f"{[len(d) for d in completed_by_run]} + {len(run.of('part'))}")
+
+    def test_a_second_upload_of_the_same_file_sends_nothing(self):
+        self.project("dedup")
+        path, digest = self.make_file("tex.png", 2)
+        args = self.upload_args(path, "dedup")
+        first = Run(args, self.env)
+        self.assertEqual(first.finish()[0], 0)
+        second = Run(args, self.env)
+        code, err = second.finish()
+        self.assertEqual(code, 0, err)
+        d = second.of("done")[0]
+        self.assertTrue(d["deduplicated"])
+        self.assertEqual((d["bytes_sent"], d["asset"]["id"]), (0, first.of("done")[0]["asset"]["id"]))
+
+    def test_refusals_are_clear(self):
+        path, _ = self.make_file("x.png", 1)
+        run = Run(self.upload_args(path, "nope"), self.env)
+        code, err = run.finish()
+        self.assertEqual(code, 1)
+        self.assertIn("404", err)
+        env = dict(self.env, KILN_TOKEN="forged.token.here")
+        run = Run(self.upload_args(path, "dedup"), env)
+        code, err = run.finish()
+        self.assertEqual(code, 1)
+        self.assertIn("401", err)
+        run = Run(self.upload_args(path, "dedup"), {k: v for k, v in self.env.items() if k != "KILN_TOKEN"})
+        code, err = run.finish()
+        self.assertEqual(code, 2)
+        self.assertIn("token", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
