@@ -2,7 +2,10 @@
 route exists, every example validates against its schema, and real responses of a
 scenario validate against the schemas documented for their status codes. An independent
 validator (Debian's python3-jsonschema, JSON Schema 2020-12 as OpenAPI 3.1 uses)."""
+import hashlib
+import http.client
 import json
+import urllib.parse
 import os
 import pathlib
 import unittest
@@ -121,9 +124,41 @@ class OpenApi(unittest.TestCase):
         check("PATCH", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, {"name": "M"}, 200)
         check("DELETE", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, expect=204)
         check("DELETE", "/v1/projects/{project}/members/{user}", "/v1/projects/oa-proj/members/bob", tok, expect=204)
+        # Uploads: a small one (one PUT, sent here) and a large one (multipart, no bytes).
+        ups = "/v1/projects/{project}/uploads"
+        data = b"kiln" * 256
+        small = check("POST", ups, "/v1/projects/oa-proj/uploads", tok,
+                      {"filename": "a.png", "size": len(data), "content_type": "image/png",
+                       "sha256": hashlib.sha256(data).hexdigest()}, 201)
+        put = small["put"]
+        u = urllib.parse.urlsplit(put["url"])
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
+        c.request("PUT", u.path + "?" + u.query, body=data, headers=put["headers"])
+        self.assertEqual(c.getresponse().status, 200)
+        c.close()
+        sid = small["upload"]["id"]
+        done = check("POST", ups + "/{upload}/complete", f"/v1/projects/oa-proj/uploads/{sid}/complete", tok,
+                     expect=201)
+        check("POST", ups, "/v1/projects/oa-proj/uploads", tok,
+              {"filename": "b.png", "size": len(data), "content_type": "image/png",
+               "sha256": hashlib.sha256(data).hexdigest()}, 200)
+        check("POST", ups, "/v1/projects/oa-proj/uploads", tok,
+              {"filename": "c.exe", "size": 1, "content_type": "application/x-msdownload"}, 415)
+        big = check("POST", ups, "/v1/projects/oa-proj/uploads", tok,
+                    {"filename": "scan.glb", "size": 300 << 20, "content_type": "model/gltf-binary"}, 201)
+        bid = big["upload"]["id"]
+        check("POST", ups + "/{upload}/parts", f"/v1/projects/oa-proj/uploads/{bid}/parts", tok,
+              {"parts": [1, 2]}, 200)
+        check("GET", ups + "/{upload}", f"/v1/projects/oa-proj/uploads/{bid}", tok, expect=200)
+        check("POST", ups + "/{upload}/complete", f"/v1/projects/oa-proj/uploads/{bid}/complete", tok,
+              expect=409)
+        check("DELETE", ups + "/{upload}", f"/v1/projects/oa-proj/uploads/{bid}", tok, expect=204)
+        check("GET", "/v1/projects/{project}/assets", "/v1/projects/oa-proj/assets", tok, expect=200)
+        check("GET", "/v1/projects/{project}/assets/{asset}",
+              f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=200)
         check("POST", "/v1/users/{user}/revoke", "/v1/users/oa/revoke", SERVICE_KEY, expect=200)
         check("GET", "/v1/me", "/v1/me", tok, expect=401)
-        self.assertEqual(len(steps), 19)
+        self.assertEqual(len(steps), 30)
 
 
 if __name__ == "__main__":
