@@ -465,7 +465,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
   // upload's state, the event.
   bool duplicate = false;
   const auto now = now_ms();
-  out.receipt = api.store.write([&](db::Connection& c) {
+  auto record = [&](db::Connection& c) {
     auto cur = c.exec("SELECT " + std::string(kUploadCols) + " FROM uploads WHERE id = $1" +
                           (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
                       {u.id});
@@ -510,7 +510,15 @@ static Completed complete(Api::Impl& api, UploadRow u,
     out.upload.asset_id = out.asset.id;
     out.upload.updated_at = now;
     out.created = true;
-  });
+  };
+  try {
+    out.receipt = api.store.write(record);
+  } catch (const db::Error& e) {
+    // Another upload of the same bytes inserted its asset first (the unique index): once
+    // more, and this one finds it.
+    if (e.kind() != db::Error::Kind::Conflict || u.sha256.empty()) throw;
+    out.receipt = api.store.write(record);
+  }
   if (duplicate && out.asset.key != u.key) discard_storage(api, u);  // its bytes exist already
   if (out.created && !duplicate)
     log::info("api: asset uploaded", {{"project", u.project},
