@@ -107,5 +107,27 @@ TEST(Verify, PresignedUrls) {
   EXPECT_EQ(code_of(verify(partial, kNow, lookup, {})), "AuthorizationQueryParametersError");
 }
 
+TEST(Verify, PresignedUrlsSignExtraHeaders) {
+  // A presigned PUT that signs x-amz-checksum-sha256 (as the upload API does): the request
+  // must carry the header with exactly that value.
+  const std::string checksum = "LPJNul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
+  Request r{"PUT",
+            "/media/a.txt",
+            "",
+            {{"Host", "127.0.0.1:7701"}, {"x-amz-checksum-sha256", checksum}},
+            {}};
+  const Scope scope{amz_date(kNow).substr(0, 8), "us-east-1", "s3"};
+  r.query = presign_query(kCreds, scope, amz_date(kNow), 300, r, kS3);
+  EXPECT_NE(r.query.find("X-Amz-SignedHeaders=host%3Bx-amz-checksum-sha256"), std::string::npos)
+      << r.query;
+  EXPECT_EQ(code_of(verify(r, kNow, lookup, {})), "ok");
+  auto other = r;
+  other.headers[1].second = "AAAAul+wow4m6DsqxbninhsWHlwfp0JecwQzYpOLmCQ=";
+  EXPECT_EQ(code_of(verify(other, kNow, lookup, {})), "SignatureDoesNotMatch");
+  auto without = r;
+  without.headers.pop_back();
+  EXPECT_NE(code_of(verify(without, kNow, lookup, {})), "ok");
+}
+
 }  // namespace
 }  // namespace kiln::s3
