@@ -66,6 +66,42 @@ std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep) {
   return {ep.substr(0, colon), static_cast<std::uint16_t>(std::stoi(ep.substr(colon + 1)))};
 }
 
+// Where the API's uploads go and their limits (settings storage.*, uploads.*). `embedded_port`:
+// the port the embedded store bound in this process, 0 when it runs elsewhere.
+api::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embedded_port) {
+  api::UploadOptions up;
+  auto& st = up.storage;
+  st.endpoint = cfg.str("storage.endpoint");
+  if (st.endpoint.empty()) {
+    auto [host, port] = split_endpoint(cfg.str("objects.listen"));
+    if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
+    if (embedded_port != 0) port = embedded_port;
+    st.endpoint = "http://" + host + ":" + std::to_string(port);
+  }
+  auto either = [&](const char* key, const char* fallback) {
+    return cfg.str(key).empty() ? cfg.str(fallback) : cfg.str(key);
+  };
+  st.region = either("storage.region", "objects.region");
+  st.credentials.access_key = either("storage.access_key", "objects.access_key");
+  st.credentials.secret_key =
+      cfg.str("storage.secret_key").empty() ? objects_secret(cfg) : cfg.str("storage.secret_key");
+  up.public_endpoint = cfg.str("storage.public_endpoint");
+  up.bucket = cfg.str("storage.bucket");
+  up.cdn_base = cfg.str("storage.cdn_base");
+  while (up.cdn_base.ends_with('/')) up.cdn_base.pop_back();
+  auto bytes = [&](const char* key) { return static_cast<std::uint64_t>(cfg.integer(key)); };
+  up.multipart_threshold = bytes("uploads.multipart_threshold_bytes");
+  up.part_size = bytes("uploads.part_size_bytes");
+  up.max_size = bytes("uploads.max_size_bytes");
+  up.project_quota = bytes("uploads.project_quota_bytes");
+  up.content_types = config::split_list(cfg.str("uploads.content_types"));
+  up.url_ttl_s = cfg.integer("uploads.url_ttl_s");
+  up.download_ttl_s = cfg.integer("uploads.download_ttl_s");
+  up.stale_after_s = cfg.integer("uploads.stale_after_s");
+  up.max_parts_per_request = static_cast<std::size_t>(cfg.integer("uploads.max_parts_per_request"));
+  return up;
+}
+
 }  // namespace
 
 int run_node(const config::Config& cfg, const std::string& role_name) {
@@ -402,38 +438,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     ao.page_size = static_cast<std::size_t>(cfg.integer("api.page_size"));
     ao.max_page_size = static_cast<std::size_t>(cfg.integer("api.max_page_size"));
     try {
-      auto& up = ao.uploads;
-      auto& st = up.storage;
-      st.endpoint = cfg.str("storage.endpoint");
-      if (st.endpoint.empty()) {
-        auto [host, port] = split_endpoint(cfg.str("objects.listen"));
-        if (host == "0.0.0.0" || host.empty()) host = "127.0.0.1";
-        if (object_server) port = object_server->port();
-        st.endpoint = "http://" + host + ":" + std::to_string(port);
-      }
-      st.region =
-          cfg.str("storage.region").empty() ? cfg.str("objects.region") : cfg.str("storage.region");
-      st.credentials.access_key = cfg.str("storage.access_key").empty()
-                                      ? cfg.str("objects.access_key")
-                                      : cfg.str("storage.access_key");
-      st.credentials.secret_key = cfg.str("storage.secret_key").empty()
-                                      ? objects_secret(cfg)
-                                      : cfg.str("storage.secret_key");
-      up.public_endpoint = cfg.str("storage.public_endpoint");
-      up.bucket = cfg.str("storage.bucket");
-      up.cdn_base = cfg.str("storage.cdn_base");
-      while (up.cdn_base.ends_with('/')) up.cdn_base.pop_back();
-      up.multipart_threshold =
-          static_cast<std::uint64_t>(cfg.integer("uploads.multipart_threshold_bytes"));
-      up.part_size = static_cast<std::uint64_t>(cfg.integer("uploads.part_size_bytes"));
-      up.max_size = static_cast<std::uint64_t>(cfg.integer("uploads.max_size_bytes"));
-      up.project_quota = static_cast<std::uint64_t>(cfg.integer("uploads.project_quota_bytes"));
-      up.content_types = config::split_list(cfg.str("uploads.content_types"));
-      up.url_ttl_s = cfg.integer("uploads.url_ttl_s");
-      up.download_ttl_s = cfg.integer("uploads.download_ttl_s");
-      up.stale_after_s = cfg.integer("uploads.stale_after_s");
-      up.max_parts_per_request =
-          static_cast<std::size_t>(cfg.integer("uploads.max_parts_per_request"));
+      ao.uploads = upload_options(cfg, object_server ? object_server->port() : 0);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "kiln: configuration error: %s (settings storage.*, uploads.*)\n",
                    e.what());
