@@ -229,6 +229,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
           if (cec) break;
         }
         std::string buf(kChunk, '\0');
+        // Beast reads at most the buffer's free capacity (at least 512 bytes) per call:
+        // without room for a whole chunk, a body arrives in ~1 KiB reads, each a syscall,
+        // an epoll round and a timer reset (a single PUT ran at a third of the speed).
+        buffer.reserve(kChunk);
         bool failed_io = false;
         try {
           while (!parser.is_done()) {

@@ -115,6 +115,7 @@ struct Client::Impl {
     }
     stream->socket().set_option(tcp::no_delay(true), ec);
     buffer.clear();
+    buffer.reserve(kChunk);  // Beast reads at most the free capacity: room for whole chunks
   }
 
   Reply once(const Call& c) {
