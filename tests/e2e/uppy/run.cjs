@@ -1,0 +1,64 @@
+// Bundles page.mjs, opens it in Debian's Chromium (playwright-core) at the API's origin (so
+// Uppy's calls to /s3/multipart are same-origin; the part PUTs go to the object store,
+// cross-origin, through its CORS), drops the first attempt of some part uploads to make
+// Uppy retry, and prints what kilnUpload() returned as one JSON line.
+// Env: KILN_API (http://host:port), KILN_TOKEN, KILN_PROJECT, KILN_SIZE, KILN_CHUNK,
+//      KILN_DROP_PARTS (comma-separated part numbers whose first PUT is aborted).
+const path = require('node:path')
+const esbuild = require('esbuild')
+const { chromium } = require('playwright-core')
+
+async function main() {
+  const built = await esbuild.build({
+    entryPoints: [path.join(__dirname, 'page.mjs')],
+    bundle: true,
+    write: false,
+    format: 'iife',
+    platform: 'browser',
+    nodePaths: (process.env.NODE_PATH || '').split(':').filter(Boolean),
+    logLevel: 'error',
+  })
+  const script = built.outputFiles[0].text
+  const api = process.env.KILN_API
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    // The page is fulfilled by Playwright, not served from loopback, so Chromium's Local
+    // Network Access would treat the store on 127.0.0.1 as a private network to ask about.
+    args: ['--no-sandbox', '--disable-features=LocalNetworkAccessChecks'],
+  })
+  try {
+    const page = await browser.newPage()
+    page.on('console', (m) => process.stderr.write(`[browser] ${m.text()}\n`))
+    await page.route(`${api}/__uppy_test`, (route) =>
+      route.fulfill({ contentType: 'text/html', body: `<!doctype html><script>${script}</script>` }),
+    )
+    const drop = new Set((process.env.KILN_DROP_PARTS || '').split(',').filter(Boolean))
+    const dropped = []
+    await page.route(/partNumber=\d+/, (route) => {
+      const n = new URL(route.request().url()).searchParams.get('partNumber')
+      if (route.request().method() === 'PUT' && drop.has(n)) {
+        drop.delete(n)
+        dropped.push(Number(n))
+        return route.abort('connectionreset')
+      }
+      return route.continue()
+    })
+    await page.goto(`${api}/__uppy_test`)
+    const result = await page.evaluate((args) => window.kilnUpload(args), {
+      endpoint: api,
+      token: process.env.KILN_TOKEN,
+      project: process.env.KILN_PROJECT,
+      size: Number(process.env.KILN_SIZE),
+      chunkSize: Number(process.env.KILN_CHUNK),
+    })
+    result.dropped = dropped.sort((a, b) => a - b)
+    process.stdout.write(JSON.stringify(result) + '\n')
+  } finally {
+    await browser.close()
+  }
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})
