@@ -402,6 +402,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       oo.verify.region = cfg.str("objects.region");
       oo.verify.max_skew_s = cfg.integer("objects.max_skew_s");
       oo.cors_origins = config::split_list(cfg.str("objects.cors_origins"));
+      oo.virtual_host_domain = cfg.str("objects.virtual_host_domain");
       s3_api = std::make_unique<objects::S3Api>(*object_store, oo);
       objects::ServerOptions xo;
       std::tie(xo.host, xo.port) = split_endpoint(cfg.str("objects.listen"));

@@ -249,6 +249,9 @@ config::Schema build() {
   s.add(text("objects.cors_origins", "",
              "Comma-separated origins allowed to call the store from a browser (`*`: any); "
              "responses then expose ETag. Empty: no CORS."));
+  s.add(text("objects.virtual_host_domain", "localhost",
+             "Virtual-hosted-style requests: a Host of `<bucket>.<this domain>` names the bucket "
+             "(`kiln.localhost:7701/key`). Empty: path-style only (`/bucket/key`)."));
   s.add(integer("objects.max_skew_s", 900, 1, 86'400,
                 "Largest difference between a signed request's time and this node's clock."));
   s.add(text("storage.endpoint", "",

@@ -237,6 +237,19 @@ void S3Api::add_cors(const S3Request& r, S3Response& resp) const {
   if (!any) resp.headers.emplace_back("Vary", "Origin");
 }
 
+std::optional<std::string> S3Api::virtual_bucket(const S3Request& r) const {
+  const auto& domain = options_.virtual_host_domain;
+  if (domain.empty()) return std::nullopt;
+  auto host = header(r, "host").value_or("");
+  if (host.starts_with('[')) return std::nullopt;  // an IPv6 literal
+  host = host.substr(0, host.find(':'));
+  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (host.size() <= domain.size() + 1 || !host.ends_with(domain) ||
+      host[host.size() - domain.size() - 1] != '.')
+    return std::nullopt;
+  return host.substr(0, host.size() - domain.size() - 1);
+}
+
 std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::begin(const S3Request& r) {
   try {
     return route(r);
@@ -275,10 +288,15 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
 
   if (path.empty() || path.front() != '/')
     return error(400, "InvalidURI", "Couldn't parse the specified URI.", path);
-  const auto slash = path.find('/', 1);
-  const std::string bucket =
-      path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
-  const std::string key = slash == std::string::npos ? "" : path.substr(slash + 1);
+  std::string bucket, key;
+  if (auto vhost = virtual_bucket(r)) {
+    bucket = std::move(*vhost);
+    key = path.substr(1);
+  } else {
+    const auto slash = path.find('/', 1);
+    bucket = path.substr(1, slash == std::string::npos ? std::string::npos : slash - 1);
+    key = slash == std::string::npos ? "" : path.substr(slash + 1);
+  }
   const auto q = query_map(r.query);
   auto has = [&](const char* k) { return q.count(k) != 0; };
 

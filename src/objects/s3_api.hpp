@@ -11,6 +11,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -49,6 +50,9 @@ struct ApiOptions {
   s3::VerifyOptions verify;
   std::vector<std::string> cors_origins;  // "*" allows any; empty: no CORS headers
   std::size_t max_xml_bytes = 1 << 20;    // CompleteMultipartUpload bodies
+  // Virtual-hosted-style requests: a Host of `<bucket>.<domain>[:port]` names the bucket
+  // and the whole path is the key. Empty: path-style only.
+  std::string virtual_host_domain = "localhost";
 };
 
 class S3Api {
@@ -63,6 +67,8 @@ class S3Api {
   void add_cors(const S3Request& r, S3Response& resp) const;
 
  private:
+  // The bucket a virtual-hosted-style request names in its Host, if it is one.
+  std::optional<std::string> virtual_bucket(const S3Request& r) const;
   std::variant<S3Response, std::unique_ptr<BodySink>> route(const S3Request& r);
   Store& store_;
   ApiOptions options_;

@@ -171,6 +171,21 @@ TEST(S3Client, AgainstTheEmbeddedStore) {
   exercise(c, store.endpoint(), true);
 }
 
+// Virtual-hosted-style: the client sends Host: kiln.localhost:PORT and paths without the
+// bucket; the store takes the bucket from the Host (objects.virtual_host_domain).
+TEST(S3Client, VirtualHostedStyleAgainstTheEmbeddedStore) {
+  EmbeddedStore store;
+  const auto endpoint =
+      "http://localhost:" + store.endpoint().substr(store.endpoint().rfind(':') + 1);
+  auto o = opts(endpoint);
+  o.path_style = false;
+  Client c(o);
+  exercise(c, endpoint, true);
+  const auto url = c.presign("GET", "kiln", "dir/a b+c.bin", 60);
+  EXPECT_TRUE(url.starts_with("http://kiln.localhost:")) << url;
+  EXPECT_NE(url.find("/dir/a%20b%2Bc.bin?"), std::string::npos) << url;
+}
+
 // A server that answers 503 SlowDown `failures` times, then 200: the client must retry.
 TEST(S3Client, RetriesThrottlingAndServerErrors) {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
