@@ -4,6 +4,7 @@
 #include "s3/xml.hpp"
 
 #include <openssl/evp.h>
+#include <boost/crc.hpp>
 
 #include <algorithm>
 #include <ctime>
@@ -141,15 +142,119 @@ class ObjectSink final : public BodySink {
   std::function<S3Response(const ObjectInfo&)> answer_;
 };
 
+// S3's flexible checksums (x-amz-checksum-<algorithm>, base64 of the big-endian value), computed
+// over the body as it arrives.
+class Checksum {
+ public:
+  virtual ~Checksum() = default;
+  virtual void update(std::string_view b) = 0;
+  [[nodiscard]] virtual std::string raw() = 0;  // big-endian bytes
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] std::string base64() {
+    const auto r = raw();
+    std::string out(4 * ((r.size() + 2) / 3) + 1, '\0');
+    const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                  reinterpret_cast<const unsigned char*>(r.data()),
+                                  static_cast<int>(r.size()));
+    out.resize(static_cast<std::size_t>(n));
+    return out;
+  }
+  // For a header name such as "x-amz-checksum-crc32"; null for one S3 does not define.
+  static std::unique_ptr<Checksum> make(std::string_view header);
+
+ protected:
+  std::string name_;
+};
+
+template <typename Crc>
+class CrcChecksum final : public Checksum {
+ public:
+  explicit CrcChecksum(std::string name) { name_ = std::move(name); }
+  void update(std::string_view b) override { crc_.process_bytes(b.data(), b.size()); }
+  std::string raw() override {
+    auto v = crc_.checksum();
+    std::string out(sizeof v, '\0');
+    for (std::size_t i = sizeof v; i-- > 0; v >>= 8) out[i] = static_cast<char>(v & 0xff);
+    return out;
+  }
+
+ private:
+  Crc crc_;
+};
+
+class DigestChecksum final : public Checksum {
+ public:
+  DigestChecksum(std::string name, const EVP_MD* md) : ctx_(EVP_MD_CTX_new()) {
+    name_ = std::move(name);
+    EVP_DigestInit_ex(ctx_, md, nullptr);
+  }
+  ~DigestChecksum() override { EVP_MD_CTX_free(ctx_); }
+  DigestChecksum(const DigestChecksum&) = delete;
+  DigestChecksum& operator=(const DigestChecksum&) = delete;
+  void update(std::string_view b) override { EVP_DigestUpdate(ctx_, b.data(), b.size()); }
+  std::string raw() override {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+std::unique_ptr<Checksum> Checksum::make(std::string_view header) {
+  using Crc32c = boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true>;
+  using Crc64Nvme = boost::crc_optimal<64, 0xAD93D23594C93659ULL, 0xFFFFFFFFFFFFFFFFULL,
+                                       0xFFFFFFFFFFFFFFFFULL, true, true>;
+  const std::string h(header);
+  if (h == "x-amz-checksum-crc32") return std::make_unique<CrcChecksum<boost::crc_32_type>>(h);
+  if (h == "x-amz-checksum-crc32c") return std::make_unique<CrcChecksum<Crc32c>>(h);
+  if (h == "x-amz-checksum-crc64nvme") return std::make_unique<CrcChecksum<Crc64Nvme>>(h);
+  if (h == "x-amz-checksum-sha1") return std::make_unique<DigestChecksum>(h, EVP_sha1());
+  if (h == "x-amz-checksum-sha256") return std::make_unique<DigestChecksum>(h, EVP_sha256());
+  return nullptr;
+}
+
+[[noreturn]] void checksum_mismatch(const Checksum& c) {
+  auto alg = c.name().substr(std::string_view("x-amz-checksum-").size());
+  for (auto& ch : alg) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  throw Error(400, "BadDigest",
+              "The " + alg + " you specified did not match the calculated checksum.");
+}
+
+// A body whose checksum was declared in a header: checked before the inner sink commits.
+class ChecksumSink final : public BodySink {
+ public:
+  ChecksumSink(std::unique_ptr<BodySink> inner, std::unique_ptr<Checksum> sum, std::string expected)
+      : inner_(std::move(inner)), sum_(std::move(sum)), expected_(std::move(expected)) {}
+  void write(std::string_view b) override {
+    sum_->update(b);
+    inner_->write(b);
+  }
+  S3Response finish() override {
+    if (sum_->base64() != expected_) checksum_mismatch(*sum_);
+    return inner_->finish();
+  }
+
+ private:
+  std::unique_ptr<BodySink> inner_;
+  std::unique_ptr<Checksum> sum_;
+  std::string expected_;
+};
+
 // aws-chunked (STREAMING-UNSIGNED-PAYLOAD-TRAILER): "<hex size>\r\n<data>\r\n" ... "0\r\n"
 // then trailers and "\r\n". Decodes into the inner sink.
 class ChunkedSink final : public BodySink {
  public:
-  explicit ChunkedSink(std::unique_ptr<BodySink> inner) : inner_(std::move(inner)) {}
+  // `sum`: the checksum the x-amz-trailer header announced (checked against the trailer).
+  ChunkedSink(std::unique_ptr<BodySink> inner, std::unique_ptr<Checksum> sum)
+      : inner_(std::move(inner)), sum_(std::move(sum)) {}
   void write(std::string_view b) override {
     while (!b.empty()) {
       if (state_ == State::Data) {
         const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left_, b.size()));
+        if (sum_) sum_->update(b.substr(0, n));
         inner_->write(b.substr(0, n));
         left_ -= n;
         b.remove_prefix(n);
@@ -174,7 +279,18 @@ class ChunkedSink final : public BodySink {
         left_ = std::stoull(hexsize, nullptr, 16);
         state_ = left_ == 0 ? State::Trailers : State::Data;
       } else if (state_ == State::Trailers) {
-        if (l.empty()) state_ = State::Done;  // trailers (checksums) are not verified here
+        if (l.empty()) {
+          state_ = State::Done;
+        } else if (sum_) {
+          const auto colon = l.find(':');
+          std::string name = l.substr(0, colon);
+          for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          if (colon != std::string::npos && name == sum_->name()) {
+            auto v = l.substr(colon + 1);
+            while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+            trailer_ = v;
+          }
+        }
       } else {
         throw Error(400, "InvalidRequest", "Bytes after the end of an aws-chunked body.");
       }
@@ -183,12 +299,21 @@ class ChunkedSink final : public BodySink {
   S3Response finish() override {
     if (state_ != State::Done && !(state_ == State::Trailers && line_.empty()))
       throw Error(400, "IncompleteBody", "The aws-chunked body ended early.");
+    if (sum_) {
+      if (!trailer_)
+        throw Error(
+            400, "InvalidRequest",
+            "The body ended without the " + sum_->name() + " trailer x-amz-trailer announced.");
+      if (sum_->base64() != *trailer_) checksum_mismatch(*sum_);
+    }
     return inner_->finish();
   }
 
  private:
   enum class State { Size, Data, DataEnd, Trailers, Done };
   std::unique_ptr<BodySink> inner_;
+  std::unique_ptr<Checksum> sum_;
+  std::optional<std::string> trailer_;
   State state_ = State::Size;
   std::uint64_t left_ = 0;
   std::string line_;
@@ -408,8 +533,32 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
                  "UNSIGNED-PAYLOAD.",
                  path);
   }
+  // Flexible checksums: one announced as a trailer (aws-chunked), or sent as a header
+  // (x-amz-checksum-sha256 is checked by the store's own SHA-256, above).
+  std::unique_ptr<Checksum> trailer_sum;
+  if (auto t = header(r, "x-amz-trailer")) {
+    std::string name(*t);
+    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    trailer_sum = Checksum::make(name);
+    if (!trailer_sum || !chunked)
+      return error(400, "InvalidRequest",
+                   "x-amz-trailer names no checksum this store knows (crc32, crc32c, crc64nvme, "
+                   "sha1, sha256), or the body is not aws-chunked.",
+                   path);
+  }
+  std::unique_ptr<Checksum> header_sum;
+  std::string header_value;
+  for (const char* h : {"x-amz-checksum-crc32", "x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme",
+                        "x-amz-checksum-sha1"}) {
+    if (auto v = header(r, h)) {
+      header_sum = Checksum::make(h);
+      header_value = std::string(*v);
+    }
+  }
   auto wrap = [&](std::unique_ptr<BodySink> s) -> std::unique_ptr<BodySink> {
-    if (chunked) return std::make_unique<ChunkedSink>(std::move(s));
+    if (header_sum)
+      s = std::make_unique<ChecksumSink>(std::move(s), std::move(header_sum), header_value);
+    if (chunked) return std::make_unique<ChunkedSink>(std::move(s), std::move(trailer_sum));
     return s;
   };
 

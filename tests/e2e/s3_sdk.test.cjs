@@ -151,3 +151,32 @@ test('CORS preflight and exposed ETag for the browser', async () => {
   });
   assert.strictEqual(denied.status, 403);
 });
+
+test('flexible checksums: every algorithm, as a header and as an aws-chunked trailer; wrong ones refused', async () => {
+  const { Readable } = require('node:stream');
+  const body = crypto.randomBytes(300_000);
+  const seen = [];
+  const sdk = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
+  // Records how each request carried its checksum (a header, or a trailer it announced).
+  sdk.middlewareStack.add((next) => async (args) => {
+    const h = args.request.headers;
+    seen.push(h['x-amz-trailer'] ? `trailer:${h['x-amz-trailer']}`
+      : Object.keys(h).find((k) => k.startsWith('x-amz-checksum-')) || 'none');
+    return next(args);
+  }, { step: 'finalizeRequest', name: 'recordChecksum' });
+  for (const ChecksumAlgorithm of ['CRC32', 'CRC32C', 'CRC64NVME', 'SHA1', 'SHA256']) {
+    const Key = `sum/${ChecksumAlgorithm}`;
+    await sdk.send(new PutObjectCommand({ Bucket, Key, Body: body, ChecksumAlgorithm }));
+    await sdk.send(new PutObjectCommand({
+      Bucket, Key: `${Key}-stream`, Body: Readable.from([body]), ContentLength: body.length, ChecksumAlgorithm,
+    }));
+    const got = await sdk.send(new GetObjectCommand({ Bucket, Key: `${Key}-stream` }));
+    assert.ok(Buffer.from(await got.Body.transformToByteArray()).equals(body));
+  }
+  assert.ok(seen.some((s) => s.startsWith('trailer:')), `no trailer was sent: ${seen}`);
+  // A checksum that is not the body's: refused, nothing stored.
+  await assert.rejects(s3.send(new PutObjectCommand({
+    Bucket, Key: 'sum/wrong', Body: body, ChecksumCRC32: 'AAAAAA==',
+  })), (e) => e.name === 'BadDigest' && /CRC32/.test(e.message));
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'sum/wrong' })), (e) => e.$metadata.httpStatusCode === 404);
+});

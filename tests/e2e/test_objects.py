@@ -34,7 +34,7 @@ class ObjectStore(unittest.TestCase):
                            capture_output=True, text=True, env=env, timeout=300)
         print(r.stdout[-4000:])
         self.assertEqual(r.returncode, 0, r.stdout[-6000:] + r.stderr[-2000:])
-        self.assertIn("pass 8", r.stdout)
+        self.assertIn("pass 9", r.stdout)
 
     def raw(self, request: bytes) -> bytes:
         with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as s:
