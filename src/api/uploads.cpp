@@ -268,8 +268,18 @@ static bool mark_aborted(Api::Impl& api, const UploadRow& u, const std::string& 
   return changed;
 }
 
-// Removes what the store holds for an upload that will not complete. A content-addressed
-// object another upload's asset uses is kept.
+// Deletes the upload's object unless an asset uses its key (a content-addressed key may be
+// another upload's asset). Asked of the primary: a lagging replica could miss a new asset.
+static void delete_unless_used(Api::Impl& api, s3::Client& s3c, const UploadRow& u) {
+  bool used = false;
+  api.store.write([&](db::Connection& c) {
+    used = !c.exec("SELECT 1 FROM assets WHERE object_key = $1 AND deleted_at IS NULL", {u.key})
+                .rows.empty();
+  });
+  if (!used) s3c.delete_object(api.options.uploads.bucket, u.key);
+}
+
+// Removes what the store holds for an upload that will not complete.
 static void discard_storage(Api::Impl& api, const UploadRow& u) {
   auto s3c = api.storage->take();
   const auto& bucket = api.options.uploads.bucket;
@@ -281,12 +291,7 @@ static void discard_storage(Api::Impl& api, const UploadRow& u) {
         if (e.status() != 404) throw;  // NoSuchUpload: completed or aborted already
       }
     }
-    bool used = false;
-    api.store.read({}, [&](db::Connection& c) {
-      used = !c.exec("SELECT 1 FROM assets WHERE object_key = $1 AND deleted_at IS NULL", {u.key})
-                  .rows.empty();
-    });
-    if (!used) s3c->delete_object(bucket, u.key);
+    delete_unless_used(api, *s3c, u);
   } catch (const s3::S3Error& e) {
     log::warn("api: could not discard an upload's storage",
               {{"upload", u.id}, {"code", e.code()}, {"error", e.what()}});
@@ -436,7 +441,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
       mark_aborted(api, u, "size-mismatch");
       discard_storage(api, u);
     } else {
-      api.storage->take()->delete_object(bucket, u.key);  // the PUT may be sent again
+      delete_unless_used(api, *api.storage->take(), u);  // the PUT may be sent again
     }
     refuse(409, "size-mismatch",
            "The store holds " + std::to_string(head->size) + " bytes; the upload declared " +

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -135,10 +136,16 @@ class ApiClient {
       h.emplace_back("Content-Type", "application/json");
     }
     s3::Client::Reply r;
-    try {
-      r = client_->send_unsigned(method, prefix_ + path, h, s3::Body::of(data));
-    } catch (const s3::S3Error& e) {
-      fail("cannot reach the Kiln API: " + std::string(e.what()));
+    for (int attempt = 1;; ++attempt) {
+      try {
+        r = client_->send_unsigned(method, prefix_ + path, h, s3::Body::of(data));
+      } catch (const s3::S3Error& e) {
+        fail("cannot reach the Kiln API: " + std::string(e.what()));
+      }
+      // Rate-limited or busy: wait as told (Retry-After, at most 30 s), a few times.
+      if ((r.status != 429 && r.status != 503) || attempt >= 6) break;
+      const auto after = std::atoi(r.header("retry-after").c_str());
+      std::this_thread::sleep_for(std::chrono::seconds(std::clamp(after, 1, 30)));
     }
     json::value doc;
     if (!r.body.empty()) {
@@ -403,6 +410,14 @@ int upload(const UploadArgs& a) {
             event(a.events, {{"event", "part-start"}, {"number", n}});
             auto r = store->send_unsigned("PUT", target, {},
                                           s3::Body::file_range(abs, (n - 1) * part_size, len));
+            if (r.status == 403) {
+              // The URL may have expired while this run stalled: sign this part afresh, once.
+              json::value one = json::object{{"parts", json::array{n}}};
+              auto [st, fresh] = wapi.call("POST", base + "/" + id + "/parts", &one);
+              target = split_url(std::string(fresh.at("parts").at(0).at("url").as_string())).second;
+              r = store->send_unsigned("PUT", target, {},
+                                       s3::Body::file_range(abs, (n - 1) * part_size, len));
+            }
             if (r.status != 200)
               fail("the object store refused part " + std::to_string(n) + ": HTTP " +
                    std::to_string(r.status) + " " + r.body.substr(0, 300));

@@ -162,6 +162,7 @@ class UploadCli(unittest.TestCase):
         self.assertEqual(final["asset"]["size"], SIZE_MIB * MIB)
         every = [n for done in completed_by_run for n in done] + [e["number"] for e in run.of("part")]
         self.assertEqual(len(every), len(set(every)), "a part completed twice")
+        self.assertIsNotNone(total, "not a multipart upload: KILN_UPLOAD_TEST_MIB must pass 100")
         self.assertLessEqual(len(set(every)), total)
         # The stored object is the file (the API checked its hash too; check it here).
         st, meta = self.get(f"/v1/projects/big/assets/{final['asset']['id']}")
@@ -192,6 +193,32 @@ class UploadCli(unittest.TestCase):
         d = second.of("done")[0]
         self.assertTrue(d["deduplicated"])
         self.assertEqual((d["bytes_sent"], d["asset"]["id"]), (0, first.of("done")[0]["asset"]["id"]))
+
+    def test_rate_limits_are_waited_out(self):
+        # One request per second (burst 2) for this user: the uploader's calls get 429 and
+        # it waits as Retry-After says instead of failing.
+        k = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                 "--api-user-requests-per-second", "1", "--uploads-multipart-threshold-bytes", str(6 * MIB),
+                 "--uploads-part-size-bytes", str(5 * MIB))
+        try:
+            def post(path, tok, body):
+                st, _, b = k.request("POST", path, {"Authorization": "Bearer " + tok,
+                                                    "Content-Type": "application/json"}, json.dumps(body).encode())
+                return st, json.loads(b)
+            tok = post("/v1/tokens", SERVICE_KEY, {"user": {"id": "slow"}})[1]["token"]
+            self.assertEqual(post("/v1/projects", tok, {"id": "slow", "name": "Slow"})[0], 201)
+            path, digest = self.make_file("slow.bin", 30)
+            run = Run([path, "--project", "slow", "--api", f"http://{k.host}:{k.port}",
+                       "--state-dir", os.path.join(self.tmp, "state-slow")], dict(self.env, KILN_TOKEN=tok))
+            code, err = run.finish()
+            self.assertEqual(code, 0, err)
+            self.assertEqual(run.of("done")[0]["asset"]["sha256"], digest)
+            st, _, metrics = k.request("GET", "/metrics")
+            limited = [l for l in metrics.decode().splitlines()
+                       if l.startswith('kiln_api_rate_limited_total{kind="user"}')]
+            self.assertTrue(limited and float(limited[0].split()[-1]) > 0, limited)
+        finally:
+            k.stop()
 
     def test_refusals_are_clear(self):
         path, _ = self.make_file("x.png", 1)
