@@ -182,6 +182,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   so.idle_timeout = std::chrono::milliseconds(cfg.integer("http.idle_timeout_ms"));
   so.max_connections = static_cast<std::size_t>(cfg.integer("http.max_connections"));
   so.access_log = cfg.boolean("http.access_log");
+  so.cors_origins = config::split_list(cfg.str("http.cors_origins"));
 
   // Roles: serve runs everything; gateway serves /v1/collab; worker runs the persister.
   const bool collab_role = role_name == "serve" || role_name == "gateway";

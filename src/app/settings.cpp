@@ -84,6 +84,10 @@ config::Schema build() {
   s.add(integer("http.max_connections", 20'000, 1, 1'000'000,
                 "Open connections at most; beyond it new connections get 503 and are closed."));
   s.add(flag("http.access_log", true, "Log one line per HTTP request (path without query)."));
+  s.add(text("http.cors_origins", "",
+             "Comma-separated origins whose pages may call the API from a browser "
+             "(`https://editor.example.com`; `*`: any). Empty: no CORS (same-origin pages and "
+             "non-browser clients only)."));
   s.add(choice("log.level", "info", {"trace", "debug", "info", "warn", "error"},
                "Lowest level written to the log."));
   s.add(choice("log.format", "json", {"json", "text"},

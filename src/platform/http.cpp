@@ -226,4 +226,48 @@ std::string accept_or_make_request_id(std::optional<std::string_view> from_clien
   return ids::random_hex(8);
 }
 
+namespace {
+
+bool origin_allowed(const std::optional<std::string_view>& origin,
+                    const std::vector<std::string>& origins) {
+  if (!origin || origin->empty()) return false;
+  return std::any_of(origins.begin(), origins.end(),
+                     [&](const std::string& o) { return o == "*" || o == *origin; });
+}
+
+}  // namespace
+
+std::optional<Response> cors_preflight(const Request& req,
+                                       const std::vector<std::string>& origins) {
+  if (req.method != "OPTIONS" || !req.header("Access-Control-Request-Method")) return std::nullopt;
+  const auto origin = req.header("Origin");
+  if (!origin_allowed(origin, origins)) {
+    return Response::problem(
+        403, "https://kiln.dev/problems/cors-origin", "Forbidden",
+        "This origin may not call the API from a browser (http.cors_origins).");
+  }
+  Response r{204, "text/plain", "", {}};
+  r.headers.emplace_back("Access-Control-Allow-Origin", std::string(*origin));
+  r.headers.emplace_back("Vary", "Origin");
+  r.headers.emplace_back("Access-Control-Allow-Methods", "GET, POST, PUT, PATCH, DELETE");
+  r.headers.emplace_back(
+      "Access-Control-Allow-Headers",
+      std::string(
+          req.header("Access-Control-Request-Headers").value_or("Authorization, Content-Type")));
+  r.headers.emplace_back("Access-Control-Max-Age", "600");
+  return r;
+}
+
+void add_cors(const Request& req, Response& resp, const std::vector<std::string>& origins) {
+  const auto origin = req.header("Origin");
+  if (!origin_allowed(origin, origins)) return;
+  if (std::any_of(resp.headers.begin(), resp.headers.end(),
+                  [](const auto& h) { return h.first == "Access-Control-Allow-Origin"; }))
+    return;  // a preflight answer carries them already
+  resp.headers.emplace_back("Access-Control-Allow-Origin", std::string(*origin));
+  resp.headers.emplace_back("Vary", "Origin");
+  resp.headers.emplace_back("Access-Control-Expose-Headers",
+                            "Location, Kiln-After, Retry-After, X-Request-Id, WWW-Authenticate");
+}
+
 }  // namespace kiln::http

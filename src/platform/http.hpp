@@ -44,6 +44,13 @@ struct Response {
                           std::string_view detail);
 };
 
+// CORS for browsers on other origins (`origins`: exact origins, or "*" for any; empty: no
+// CORS headers at all). A preflight (OPTIONS with Access-Control-Request-Method) is answered
+// here, before routing and authentication (browsers send no credentials with it); other
+// responses to an allowed Origin get Access-Control-Allow-Origin and the exposed headers.
+std::optional<Response> cors_preflight(const Request& req, const std::vector<std::string>& origins);
+void add_cors(const Request& req, Response& resp, const std::vector<std::string>& origins);
+
 using Handler = std::function<Response(const Request&)>;
 // Answers later, exactly once, from any thread: for handlers that block (database calls),
 // which must not run on the event loop.

@@ -463,7 +463,10 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
     std::string route;
     Response resp;
     auto m = router.match(req.method, req.path);
-    if (m.async_handler != nullptr) {
+    if (auto preflight = cors_preflight(req, options.cors_origins)) {
+      route = "cors_preflight";
+      resp = std::move(*preflight);
+    } else if (m.async_handler != nullptr) {
       route = m.route;
       req.params = std::move(m.params);
       resp = co_await call_async(*m.async_handler, req);
@@ -471,6 +474,7 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
       req.params = std::move(m.params);
       resp = dispatch(req, route);
     }
+    add_cors(req, resp, options.cors_origins);
     const bool keep_alive = breq.keep_alive() && !draining.load();
 
     bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(resp.status),

@@ -31,6 +31,7 @@ struct ServerOptions {
   std::chrono::milliseconds idle_timeout{60'000};
   std::size_t max_connections = 10'000;
   bool access_log = true;
+  std::vector<std::string> cors_origins;  // http::cors_preflight / add_cors
 };
 
 // A request that asks to switch protocols (WebSocket) on a registered path is handed over

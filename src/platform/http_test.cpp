@@ -104,3 +104,56 @@ TEST(RouterPatterns, QueryParametersAreDecoded) {
 
 }  // namespace
 }  // namespace kiln::http
+
+namespace kiln::http {
+namespace {
+
+std::string header_of(const Response& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers)
+    if (k == name) return v;
+  return "";
+}
+
+TEST(Cors, PreflightsFromAllowedOriginsAreAnsweredOthersRefused) {
+  const std::vector<std::string> allowed{"https://editor.example"};
+  Request pre;
+  pre.method = "OPTIONS";
+  pre.headers = {{"Origin", "https://editor.example"},
+                 {"Access-Control-Request-Method", "POST"},
+                 {"Access-Control-Request-Headers", "authorization, content-type"}};
+  auto ok = cors_preflight(pre, allowed);
+  ASSERT_TRUE(ok);
+  EXPECT_EQ(ok->status, 204);
+  EXPECT_EQ(header_of(*ok, "Access-Control-Allow-Origin"), "https://editor.example");
+  EXPECT_EQ(header_of(*ok, "Access-Control-Allow-Headers"), "authorization, content-type");
+  auto evil = pre;
+  evil.headers[0].second = "https://evil.example";
+  auto refused = cors_preflight(evil, allowed);
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->status, 403);
+  EXPECT_EQ(header_of(*refused, "Access-Control-Allow-Origin"), "");
+  EXPECT_EQ(cors_preflight(pre, {})->status, 403);  // no CORS configured: no browser access
+  Request get;
+  get.method = "GET";
+  get.headers = {{"Origin", "https://editor.example"}};
+  EXPECT_FALSE(cors_preflight(get, allowed));  // not a preflight: routed as usual
+}
+
+TEST(Cors, ResponsesToAllowedOriginsCarryTheHeaders) {
+  Request req;
+  req.method = "GET";
+  req.headers = {{"Origin", "https://editor.example"}};
+  Response r{200, "application/json", "{}", {}};
+  add_cors(req, r, {"*"});
+  EXPECT_EQ(header_of(r, "Access-Control-Allow-Origin"), "https://editor.example");
+  EXPECT_NE(header_of(r, "Access-Control-Expose-Headers").find("Kiln-After"), std::string::npos);
+  Response none{200, "application/json", "{}", {}};
+  add_cors(req, none, {"https://other.example"});
+  EXPECT_TRUE(none.headers.empty());
+  Request no_origin;
+  add_cors(no_origin, none, {"*"});
+  EXPECT_TRUE(none.headers.empty());
+}
+
+}  // namespace
+}  // namespace kiln::http

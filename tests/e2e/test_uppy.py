@@ -1,5 +1,6 @@
 """Stock Uppy (@uppy/core 4 + @uppy/aws-s3 4 from npm) in Debian's Chromium, driven by
-playwright-core, uploading through Kiln's Companion-shaped routes to the embedded store.
+playwright-core, on the editor's own origin, uploading through Kiln's Companion-shaped
+routes (cross-origin: http.cors_origins) to the embedded store (objects.cors_origins).
 The first PUT of part 2 is cut (connection reset): Uppy retries it, the upload completes,
 and the API checks the SHA-256 the page computed (the asset exists only if it matches)."""
 import hashlib
@@ -16,13 +17,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 NPM = os.environ.get("KILN_NPM_DIR", "")
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 MIB = 1 << 20
+# Another origin than the API's (127.0.0.1:PORT), yet a secure context (crypto.subtle).
+EDITOR = "http://localhost:9"
 
 
 @unittest.skipUnless(NPM, "KILN_NPM_DIR not set (run through ctest)")
 class Uppy(unittest.TestCase):
     def setUp(self):
-        self.kiln = Kiln("--api-service-key", SERVICE_KEY, "--objects-cors-origins", "*",
-                         "--http-access-log", "false")
+        self.kiln = Kiln("--api-service-key", SERVICE_KEY, "--objects-cors-origins", EDITOR,
+                         "--http-cors-origins", EDITOR, "--http-access-log", "false")
         self.api = f"http://{self.kiln.host}:{self.kiln.port}"
         st, tok = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": "ann"}})
         self.token = tok["token"]
@@ -41,9 +44,15 @@ class Uppy(unittest.TestCase):
         st, _, b = self.kiln.request(method, path, h, data)
         return st, (json.loads(b) if b else None)
 
+    def test_other_origins_are_refused_at_preflight(self):
+        st, hd, body = self.kiln.request("OPTIONS", "/s3/multipart", {
+            "Origin": "http://evil.kiln.test", "Access-Control-Request-Method": "POST"})
+        self.assertEqual(st, 403)
+        self.assertNotIn("access-control-allow-origin", hd)
+
     def test_uppy_uploads_through_the_companion_routes(self):
         env = dict(os.environ, NODE_PATH=os.path.join(NPM, "node_modules"), KILN_API=self.api,
-                   KILN_TOKEN=self.token, KILN_PROJECT="uppy", KILN_SIZE=str(12 * MIB),
+                   KILN_PAGE_ORIGIN=EDITOR, KILN_TOKEN=self.token, KILN_PROJECT="uppy", KILN_SIZE=str(12 * MIB),
                    KILN_CHUNK=str(5 * MIB), KILN_DROP_PARTS="2")
         r = subprocess.run(["node", os.path.join(HERE, "uppy", "run.cjs")], capture_output=True, text=True,
                            env=env, timeout=180)

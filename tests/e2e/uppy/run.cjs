@@ -1,9 +1,10 @@
-// Bundles page.mjs, opens it in Debian's Chromium (playwright-core) at the API's origin (so
-// Uppy's calls to /s3/multipart are same-origin; the part PUTs go to the object store,
-// cross-origin, through its CORS), drops the first attempt of some part uploads to make
-// Uppy retry, and prints what kilnUpload() returned as one JSON line.
-// Env: KILN_API (http://host:port), KILN_TOKEN, KILN_PROJECT, KILN_SIZE, KILN_CHUNK,
-//      KILN_DROP_PARTS (comma-separated part numbers whose first PUT is aborted).
+// Bundles page.mjs and opens it in Debian's Chromium (playwright-core) on the editor's own
+// origin (KILN_PAGE_ORIGIN, a page Playwright serves), so that Uppy's calls to the API and
+// its part PUTs to the object store are both cross-origin and go through their CORS (with
+// preflights). Drops the first attempt of some part uploads to make Uppy retry, and prints
+// what kilnUpload() returned as one JSON line.
+// Env: KILN_API (http://host:port), KILN_PAGE_ORIGIN, KILN_TOKEN, KILN_PROJECT, KILN_SIZE,
+//      KILN_CHUNK, KILN_DROP_PARTS (comma-separated part numbers whose first PUT is aborted).
 const path = require('node:path')
 const esbuild = require('esbuild')
 const { chromium } = require('playwright-core')
@@ -22,14 +23,16 @@ async function main() {
   const api = process.env.KILN_API
   const browser = await chromium.launch({
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    // The page is fulfilled by Playwright, not served from loopback, so Chromium's Local
-    // Network Access would treat the store on 127.0.0.1 as a private network to ask about.
+    // Playwright serves the page (it never came from an address), so Chromium's Local
+    // Network Access treats the API and the store on 127.0.0.1 as a local network to ask
+    // the user about; in a deployment the page and the API share an address space.
     args: ['--no-sandbox', '--disable-features=LocalNetworkAccessChecks'],
   })
   try {
     const page = await browser.newPage()
     page.on('console', (m) => process.stderr.write(`[browser] ${m.text()}\n`))
-    await page.route(`${api}/__uppy_test`, (route) =>
+    const page_url = `${process.env.KILN_PAGE_ORIGIN}/upload`
+    await page.route(page_url, (route) =>
       route.fulfill({ contentType: 'text/html', body: `<!doctype html><script>${script}</script>` }),
     )
     const drop = new Set((process.env.KILN_DROP_PARTS || '').split(',').filter(Boolean))
@@ -43,7 +46,7 @@ async function main() {
       }
       return route.continue()
     })
-    await page.goto(`${api}/__uppy_test`)
+    await page.goto(page_url)
     const result = await page.evaluate((args) => window.kilnUpload(args), {
       endpoint: api,
       token: process.env.KILN_TOKEN,
