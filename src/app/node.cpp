@@ -81,6 +81,7 @@ api::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embed
   auto either = [&](const char* key, const char* fallback) {
     return cfg.str(key).empty() ? cfg.str(fallback) : cfg.str(key);
   };
+  st.ca_file = cfg.str("storage.ca_file");
   st.region = either("storage.region", "objects.region");
   st.credentials.access_key = either("storage.access_key", "objects.access_key");
   st.credentials.secret_key =

@@ -260,11 +260,14 @@ config::Schema build() {
                 "Largest difference between a signed request's time and this node's clock."));
   s.add(text("storage.endpoint", "",
              "The S3-compatible object storage the API signs uploads for and calls "
-             "(`http://host:port`, path-style). Empty: the embedded store (objects.listen; in "
+             "(`http(s)://host[:port]`, path-style). Empty: the embedded store (objects.listen; in "
              "`kiln serve` the port it bound)."));
   s.add(text("storage.public_endpoint", "",
              "The storage endpoint as browsers and `kiln upload` reach it, named in presigned "
              "URLs. Empty: storage.endpoint."));
+  s.add(text("storage.ca_file", "",
+             "With an https:// storage endpoint: a PEM file of CAs to trust. Empty: the "
+             "system's (SSL_CERT_FILE and SSL_CERT_DIR are honoured)."));
   s.add(text("storage.bucket", "kiln", "The bucket assets are stored in.", /*allow_empty=*/false));
   s.add(text("storage.region", "", "The region to sign for. Empty: objects.region."));
   s.add(text("storage.access_key", "", "The access key id. Empty: objects.access_key."));

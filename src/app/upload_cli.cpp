@@ -41,10 +41,12 @@ struct Failure {
   throw Failure{std::move(m)};
 }
 
-// "http://host:port/path?query" -> ("http://host:port", "/path?query").
+// "http(s)://host:port/path?query" -> ("http(s)://host:port", "/path?query"). For https the
+// system's CAs are trusted (SSL_CERT_FILE / SSL_CERT_DIR to point elsewhere).
 std::pair<std::string, std::string> split_url(const std::string& url) {
-  if (!url.starts_with("http://")) fail("only http:// URLs are supported (got " + url + ")");
-  const auto slash = url.find('/', 7);
+  const std::size_t scheme = url.starts_with("https://") ? 8 : url.starts_with("http://") ? 7 : 0;
+  if (scheme == 0) fail("only http:// and https:// URLs are supported (got " + url + ")");
+  const auto slash = url.find('/', scheme);
   if (slash == std::string::npos) return {url, "/"};
   return {url.substr(0, slash), url.substr(slash)};
 }

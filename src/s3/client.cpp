@@ -9,9 +9,11 @@
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <map>
 #include <random>
@@ -45,21 +47,40 @@ struct NetworkError {
 struct Client::Impl {
   explicit Impl(ClientOptions opts) : o(std::move(opts)), rng(std::random_device{}()) {
     std::string_view ep = o.endpoint;
-    if (!ep.starts_with("http://"))
-      throw std::invalid_argument("S3 endpoint must be http://host:port (got '" + o.endpoint +
+    if (ep.starts_with("https://")) {
+      tls = true;
+      ep.remove_prefix(8);
+    } else if (ep.starts_with("http://")) {
+      ep.remove_prefix(7);
+    } else {
+      throw std::invalid_argument("S3 endpoint must be http(s)://host[:port] (got '" + o.endpoint +
                                   "')");
-    ep.remove_prefix(7);
+    }
     while (!ep.empty() && ep.back() == '/') ep.remove_suffix(1);
     const auto colon = ep.rfind(':');
     host = std::string(ep.substr(0, colon));
-    port = colon == std::string_view::npos ? "80" : std::string(ep.substr(colon + 1));
+    port =
+        colon == std::string_view::npos ? (tls ? "443" : "80") : std::string(ep.substr(colon + 1));
     authority = std::string(ep);
+    if (tls) {
+      ssl = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
+      if (!o.ca_file.empty()) {
+        ssl->load_verify_file(o.ca_file);  // throws naming the file when unreadable
+      } else {
+        ssl->set_default_verify_paths();  // the system's CAs (or SSL_CERT_FILE / SSL_CERT_DIR)
+      }
+      ssl->set_verify_mode(o.verify_tls ? asio::ssl::verify_peer : asio::ssl::verify_none);
+    }
   }
 
   ClientOptions o;
   std::string host, port, authority;
+  bool tls = false;
   asio::io_context io;
+  std::unique_ptr<asio::ssl::context> ssl;
+  // One connection at a time: plain, or TLS over TCP.
   std::unique_ptr<beast::tcp_stream> stream;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls_stream;
   beast::flat_buffer buffer;
   std::mt19937_64 rng;
 
@@ -100,26 +121,54 @@ struct Client::Impl {
     io.run();
   }
 
+  [[nodiscard]] bool connected() const { return tls ? tls_stream != nullptr : stream != nullptr; }
+  void drop() {
+    stream.reset();
+    tls_stream.reset();
+  }
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls_stream) : *stream; }
+
   void connect() {
     tcp::resolver resolver(io);
     error_code ec;
     auto results = resolver.resolve(host, port, ec);
     if (ec) throw NetworkError{"resolve " + host + ": " + ec.message()};
-    stream = std::make_unique<beast::tcp_stream>(io);
-    stream->expires_after(o.timeout);
-    stream->async_connect(results, [&](error_code e, const tcp::endpoint&) { ec = e; });
+    if (tls) {
+      tls_stream = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(io, *ssl);
+      // SNI, and the certificate must name the host.
+      SSL_set_tlsext_host_name(tls_stream->native_handle(), host.c_str());
+      tls_stream->set_verify_callback(asio::ssl::host_name_verification(host));
+    } else {
+      stream = std::make_unique<beast::tcp_stream>(io);
+    }
+    lowest().expires_after(o.timeout);
+    lowest().async_connect(results, [&](error_code e, const tcp::endpoint&) { ec = e; });
     run();
     if (ec) {
-      stream.reset();
+      drop();
       throw NetworkError{"connect " + authority + ": " + ec.message()};
     }
-    stream->socket().set_option(tcp::no_delay(true), ec);
+    lowest().socket().set_option(tcp::no_delay(true), ec);
+    if (tls) {
+      tls_stream->async_handshake(asio::ssl::stream_base::client, [&](error_code e) { ec = e; });
+      run();
+      if (ec) {
+        drop();
+        throw NetworkError{"TLS handshake with " + authority + ": " + ec.message()};
+      }
+    }
     buffer.clear();
     buffer.reserve(kChunk);  // Beast reads at most the free capacity: room for whole chunks
   }
 
   Reply once(const Call& c) {
-    if (!stream) connect();
+    if (!connected()) connect();
+    return tls ? exchange(*tls_stream, c) : exchange(*stream, c);
+  }
+
+  // One request and its response on an open connection.
+  template <class Stream>
+  Reply exchange(Stream& conn, const Call& c) {
     std::string host_header;
     const bool raw = !c.raw_target.empty();
     const auto path = raw ? c.raw_target : target(c, host_header);
@@ -156,16 +205,16 @@ struct Client::Impl {
 
     error_code ec;
     bhttp::request_serializer<bhttp::buffer_body> ser{req};
-    stream->expires_after(o.timeout);
-    bhttp::async_write_header(*stream, ser, [&](error_code e, std::size_t) { ec = e; });
+    lowest().expires_after(o.timeout);
+    bhttp::async_write_header(conn, ser, [&](error_code e, std::size_t) { ec = e; });
     run();
     if (ec) throw NetworkError{"write: " + ec.message()};
     auto send = [&](const char* data, std::size_t n, bool more) {
       req.body().data = const_cast<char*>(data);
       req.body().size = n;
       req.body().more = more;
-      stream->expires_after(o.timeout);
-      bhttp::async_write(*stream, ser, [&](error_code e, std::size_t) { ec = e; });
+      lowest().expires_after(o.timeout);
+      bhttp::async_write(conn, ser, [&](error_code e, std::size_t) { ec = e; });
       run();
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) throw NetworkError{"write body: " + ec.message()};
@@ -186,7 +235,7 @@ struct Client::Impl {
         }
       } catch (...) {
         ::close(fd);
-        stream.reset();  // half a body was sent: this connection is unusable
+        drop();  // half a body was sent: this connection is unusable
         throw;
       }
       ::close(fd);
@@ -197,8 +246,8 @@ struct Client::Impl {
     bhttp::response_parser<bhttp::buffer_body> parser;
     parser.body_limit(boost::none);
     if (c.method == "HEAD") parser.skip(true);
-    stream->expires_after(o.timeout);
-    bhttp::async_read_header(*stream, buffer, parser, [&](error_code e, std::size_t) { ec = e; });
+    lowest().expires_after(o.timeout);
+    bhttp::async_read_header(conn, buffer, parser, [&](error_code e, std::size_t) { ec = e; });
     run();
     if (ec) throw NetworkError{"read: " + ec.message()};
     Reply r;
@@ -209,8 +258,8 @@ struct Client::Impl {
     while (!parser.is_done()) {
       parser.get().body().data = chunk.data();
       parser.get().body().size = chunk.size();
-      stream->expires_after(o.timeout);
-      bhttp::async_read(*stream, buffer, parser, [&](error_code e, std::size_t) { ec = e; });
+      lowest().expires_after(o.timeout);
+      bhttp::async_read(conn, buffer, parser, [&](error_code e, std::size_t) { ec = e; });
       run();
       if (ec == bhttp::error::need_buffer) ec = {};
       if (ec) throw NetworkError{"read body: " + ec.message()};
@@ -223,7 +272,7 @@ struct Client::Impl {
         r.body.append(chunk.data(), got);
       }
     }
-    if (!parser.get().keep_alive()) stream.reset();
+    if (!parser.get().keep_alive()) drop();
     return r;
   }
 
@@ -257,7 +306,7 @@ struct Client::Impl {
         }
         return r;
       } catch (const NetworkError& e) {
-        stream.reset();
+        drop();
         last = e.what;
         if (attempt >= o.max_attempts || streamed) throw S3Error(0, "NetworkError", e.what);
         pause(attempt);
@@ -486,7 +535,7 @@ std::string Client::presign(const std::string& method, const std::string& bucket
   const Scope scope{date.substr(0, 8), impl_->o.region, "s3"};
   const auto q =
       presign_query(impl_->o.credentials, scope, date, expires_s, r, Options{false, false});
-  return "http://" + host_header + path + "?" + q;
+  return (impl_->tls ? "https://" : "http://") + host_header + path + "?" + q;
 }
 
 std::string Client::Reply::header(std::string_view name) const {

@@ -34,7 +34,9 @@ class S3Error : public std::runtime_error {
 };
 
 struct ClientOptions {
-  std::string endpoint;  // http://host:port (TLS endpoints are not supported yet)
+  std::string endpoint;    // http://host[:port] or https://host[:port]
+  std::string ca_file;     // https: PEM CAs to trust; empty: the system's (SSL_CERT_FILE honoured)
+  bool verify_tls = true;  // https: check the certificate and that it names the host
   std::string region = "us-east-1";
   Credentials credentials;
   bool path_style = true;  // false: http://bucket.host/key
