@@ -71,7 +71,10 @@ class Run:
 class UploadCli(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.kiln = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false")
+        # Twenty runs in quick succession by one user: the rate limit is not under test here
+        # (test_rate_limits_are_waited_out is), so it does not throttle the test's own reads.
+        cls.kiln = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                        "--api-user-requests-per-second", "1000")
         cls.api = f"http://{cls.kiln.host}:{cls.kiln.port}"
         cls.tmp = tempfile.mkdtemp(prefix="kiln-upload-")
         cls.token = cls.post("/v1/tokens", SERVICE_KEY, {"user": {"id": "ann"}})[1]["token"]
