@@ -84,6 +84,10 @@ api::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embed
   st.ca_file = cfg.str("storage.ca_file");
   st.region = either("storage.region", "objects.region");
   st.credentials.access_key = either("storage.access_key", "objects.access_key");
+  // The embedded store's generated secret is only right for the store of this data dir: a
+  // storage named elsewhere needs its own key, or every signature would be refused later.
+  if (!cfg.str("storage.endpoint").empty() && cfg.str("storage.secret_key").empty())
+    throw std::invalid_argument("storage.endpoint is set: storage.secret_key is required");
   st.credentials.secret_key =
       cfg.str("storage.secret_key").empty() ? objects_secret(cfg) : cfg.str("storage.secret_key");
   up.public_endpoint = cfg.str("storage.public_endpoint");

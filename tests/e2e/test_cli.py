@@ -57,6 +57,13 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("the worker role stores rooms held in Redis (room.engine=redis)", r.stderr)
 
+    def test_api_with_a_storage_endpoint_needs_its_secret_key(self):
+        with tempfile.TemporaryDirectory() as d:
+            r = run_kiln("api", "--data-dir", d, "--http-listen", "127.0.0.1:0",
+                         "--storage-endpoint", "http://127.0.0.1:1")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("storage.secret_key is required", r.stderr)
+
     def test_migrate_creates_the_schema_once(self):
         with tempfile.TemporaryDirectory() as d:
             first = run_kiln("migrate", "--data-dir", d)
