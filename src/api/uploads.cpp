@@ -197,21 +197,11 @@ std::string mib(std::uint64_t bytes) {
 
 // --- shared steps ---------------------------------------------------------------------------
 
-namespace {
-
-struct Loaded {
-  UploadRow upload;
-  std::string role;
-};
-
-}  // namespace
-
 // The upload, if the caller may touch it: a member of its project, and its creator (the
 // service key may touch any). Anything else is 404, as for an upload that does not exist.
-static Loaded load_upload(Api::Impl& api, const Request& req, const Principal& who,
-                          const std::string& project, const std::string& id) {
-  Loaded out;
-  out.role = api.role_in(who, project, req);
+static UploadRow load_upload(Api::Impl& api, const Request& req, const Principal& who,
+                             const std::string& project, const std::string& id) {
+  api.role_in(who, project, req);
   if (!valid_id(id)) not_found();
   std::optional<UploadRow> row;
   api.store.read(api.after(who, req), [&](db::Connection& c) {
@@ -221,8 +211,7 @@ static Loaded load_upload(Api::Impl& api, const Request& req, const Principal& w
     if (!res.rows.empty()) row = upload_of(res.rows[0]);
   });
   if (!row || (!who.service && row->user != who.user)) not_found();
-  out.upload = std::move(*row);
-  return out;
+  return std::move(*row);
 }
 
 static std::optional<AssetRow> asset_by_sha(db::Connection& c, const std::string& project,
@@ -588,42 +577,64 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
   u.state = "open";
   u.created_at = u.updated_at = now_ms();
 
-  std::optional<AssetRow> existing;
-  receipt = api.store.write([&](db::Connection& c) {
-    // Serialise quota decisions per project (the project row's lock; SQLite's write lock).
-    auto p = c.exec(std::string("SELECT id FROM projects WHERE id = $1 AND deleted_at IS NULL") +
-                        (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
-                    {project});
-    if (p.rows.empty()) not_found();
-    if (!n.sha256.empty() && (existing = asset_by_sha(c, project, n.sha256))) return;
-    auto used = c.exec(
-        "SELECT (SELECT COALESCE(SUM(size), 0) FROM assets WHERE project_id = $1 AND deleted_at "
-        "IS NULL) + (SELECT COALESCE(SUM(size), 0) FROM uploads WHERE project_id = $1 AND state = "
-        "'open')",
-        {project});
-    const auto in_use = static_cast<std::uint64_t>(used.rows.at(0).i64(0));
-    if (in_use + n.size > o.project_quota)
-      refuse(413, "quota-exceeded",
-             "The project holds " + mib(in_use) + " (assets and open uploads); this file's " +
-                 mib(n.size) + " would pass its quota of " + mib(o.project_quota) + ".");
-    c.exec("INSERT INTO uploads (" + std::string(kUploadCols) +
-               ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, 'open', NULL, NULL, $10, $10)",
-           {u.id, u.project, u.user, u.filename, static_cast<std::int64_t>(u.size), u.content_type,
-            u.sha256.empty() ? db::Value{} : db::Value{u.sha256}, u.key,
-            u.part_size > 0 ? db::Value{static_cast<std::int64_t>(u.part_size)} : db::Value{},
-            u.created_at});
-  });
-  if (existing) return *existing;
+  // A multipart upload exists in the store before its row does, so that the row is never
+  // seen without it (a reader would take it for a single PUT); refused ones are aborted.
   if (multipart) {
+    // The common dedup case first, without creating anything.
+    if (!n.sha256.empty()) {
+      std::optional<AssetRow> known;
+      api.store.read({}, [&](db::Connection& c) { known = asset_by_sha(c, project, n.sha256); });
+      if (known) return *known;
+    }
     try {
       u.multipart_id = api.storage->take()->create_multipart(o.bucket, u.key, u.content_type);
     } catch (const s3::S3Error& e) {
-      mark_aborted(api, u, "storage-unavailable");
       storage_failed(e);
     }
+  }
+  auto drop_multipart = [&] {
+    if (u.multipart_id.empty()) return;
+    try {
+      api.storage->take()->abort_multipart(o.bucket, u.key, u.multipart_id);
+    } catch (const s3::S3Error& e) {
+      log::warn("api: could not abort a refused multipart upload", {{"code", e.code()}});
+    }
+  };
+  std::optional<AssetRow> existing;
+  try {
     receipt = api.store.write([&](db::Connection& c) {
-      c.exec("UPDATE uploads SET multipart_id = $2 WHERE id = $1", {u.id, u.multipart_id});
+      // Serialise quota decisions per project (the project row's lock; SQLite's write lock).
+      auto p = c.exec(std::string("SELECT id FROM projects WHERE id = $1 AND deleted_at IS NULL") +
+                          (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
+                      {project});
+      if (p.rows.empty()) not_found();
+      if (!n.sha256.empty() && (existing = asset_by_sha(c, project, n.sha256))) return;
+      auto used = c.exec(
+          "SELECT (SELECT COALESCE(SUM(size), 0) FROM assets WHERE project_id = $1 AND deleted_at "
+          "IS NULL) + (SELECT COALESCE(SUM(size), 0) FROM uploads WHERE project_id = $1 AND state "
+          "= "
+          "'open')",
+          {project});
+      const auto in_use = static_cast<std::uint64_t>(used.rows.at(0).i64(0));
+      if (in_use + n.size > o.project_quota)
+        refuse(413, "quota-exceeded",
+               "The project holds " + mib(in_use) + " (assets and open uploads); this file's " +
+                   mib(n.size) + " would pass its quota of " + mib(o.project_quota) + ".");
+      c.exec("INSERT INTO uploads (" + std::string(kUploadCols) +
+                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', NULL, NULL, $11, $11)",
+             {u.id, u.project, u.user, u.filename, static_cast<std::int64_t>(u.size),
+              u.content_type, u.sha256.empty() ? db::Value{} : db::Value{u.sha256}, u.key,
+              u.multipart_id.empty() ? db::Value{} : db::Value{u.multipart_id},
+              u.part_size > 0 ? db::Value{static_cast<std::int64_t>(u.part_size)} : db::Value{},
+              u.created_at});
     });
+  } catch (...) {
+    drop_multipart();  // refused (quota, a vanished project) or the database failed
+    throw;
+  }
+  if (existing) {
+    drop_multipart();
+    return *existing;
   }
   log::info("api: upload started", {{"project", project},
                                     {"upload", u.id},
@@ -658,7 +669,7 @@ Response Api::Impl::create_upload(const Request& req, const Principal& who) {
 
 Response Api::Impl::get_upload(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_upload(*this, req, who, req.param("project"), req.param("upload"));
+  auto u = load_upload(*this, req, who, req.param("project"), req.param("upload"));
   auto o = upload_json(u);
   if (u.state == "open" && u.multipart()) {
     json::array parts;
@@ -682,7 +693,7 @@ Response Api::Impl::get_upload(const Request& req, const Principal& who) {
 
 Response Api::Impl::presign_parts(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_upload(*this, req, who, req.param("project"), req.param("upload"));
+  auto u = load_upload(*this, req, who, req.param("project"), req.param("upload"));
   auto body = body_object(req, {"parts"});
   const auto* list = body.if_contains("parts");
   if (list == nullptr || !list->is_array() || list->as_array().empty())
@@ -715,7 +726,7 @@ Response Api::Impl::presign_parts(const Request& req, const Principal& who) {
 
 Response Api::Impl::complete_upload(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_upload(*this, req, who, req.param("project"), req.param("upload"));
+  auto u = load_upload(*this, req, who, req.param("project"), req.param("upload"));
   std::vector<std::pair<int, std::string>> parts;
   if (!req.body.empty()) {
     auto body = body_object(req, {"parts"});
@@ -740,7 +751,7 @@ Response Api::Impl::complete_upload(const Request& req, const Principal& who) {
 
 Response Api::Impl::abort_upload(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_upload(*this, req, who, req.param("project"), req.param("upload"));
+  auto u = load_upload(*this, req, who, req.param("project"), req.param("upload"));
   if (u.state == "completed")
     refuse(409, "upload-completed", "This upload is complete; delete the asset instead.");
   if (mark_aborted(*this, u, "aborted by request")) discard_storage(*this, u);
@@ -806,7 +817,7 @@ Response Api::Impl::get_asset(const Request& req, const Principal& who) {
 // Uppy names an upload by (uploadId, key); here uploadId is the Kiln upload's id and key its
 // object key, which must match. The project comes from the file's metadata.
 
-static Loaded load_uppy(Api::Impl& api, const Request& req, const Principal& who) {
+static UploadRow load_uppy(Api::Impl& api, const Request& req, const Principal& who) {
   const auto id = req.param("upload");
   if (!valid_id(id)) not_found();
   std::string project;
@@ -815,10 +826,9 @@ static Loaded load_uppy(Api::Impl& api, const Request& req, const Principal& who
     if (!res.rows.empty()) project = res.rows[0].str(0);
   });
   if (project.empty()) not_found();
-  auto l = load_upload(api, req, who, project, id);
-  if (req.query_param("key").value_or("") != l.upload.key) not_found();
-  if (!l.upload.multipart()) not_found();
-  return l;
+  auto u = load_upload(api, req, who, project, id);
+  if (req.query_param("key").value_or("") != u.key || !u.multipart()) not_found();
+  return u;
 }
 
 static int part_number(std::string_view s) {
@@ -869,7 +879,7 @@ Response Api::Impl::uppy_create(const Request& req, const Principal& who) {
 
 Response Api::Impl::uppy_list_parts(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_uppy(*this, req, who);
+  auto u = load_uppy(*this, req, who);
   need_open(u);
   json::array out;
   for (const auto& p : held_parts(*this, u))
@@ -879,7 +889,7 @@ Response Api::Impl::uppy_list_parts(const Request& req, const Principal& who) {
 
 Response Api::Impl::uppy_sign_part(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_uppy(*this, req, who);
+  auto u = load_uppy(*this, req, who);
   need_open(u);
   const auto n = part_number(req.param("part"));
   return ok_json(200, json::object{{"url", part_url(*this, u, static_cast<std::uint64_t>(n))},
@@ -888,7 +898,7 @@ Response Api::Impl::uppy_sign_part(const Request& req, const Principal& who) {
 
 Response Api::Impl::uppy_sign_batch(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_uppy(*this, req, who);
+  auto u = load_uppy(*this, req, who);
   need_open(u);
   const auto list = req.query_param("partNumbers").value_or("");
   json::object urls;
@@ -910,7 +920,7 @@ Response Api::Impl::uppy_sign_batch(const Request& req, const Principal& who) {
 
 Response Api::Impl::uppy_complete(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_uppy(*this, req, who);
+  auto u = load_uppy(*this, req, who);
   auto body = body_object(req, {"parts"});
   const auto* list = body.if_contains("parts");
   if (list == nullptr || !list->is_array() || list->as_array().size() > kMaxParts)
@@ -933,7 +943,7 @@ Response Api::Impl::uppy_complete(const Request& req, const Principal& who) {
 
 Response Api::Impl::uppy_abort(const Request& req, const Principal& who) {
   if (!storage) no_storage();
-  auto [u, role] = load_uppy(*this, req, who);
+  auto u = load_uppy(*this, req, who);
   if (u.state == "completed")
     refuse(409, "upload-completed", "This upload is complete; delete the asset instead.");
   if (mark_aborted(*this, u, "aborted by request")) discard_storage(*this, u);
