@@ -74,6 +74,7 @@ void Api::install(http::Router& router) {
   add("DELETE", "/v1/projects/{project}/uploads/{upload}", "api_upload_abort", &Impl::abort_upload);
   add("GET", "/v1/projects/{project}/assets", "api_assets_list", &Impl::list_assets);
   add("GET", "/v1/projects/{project}/assets/{asset}", "api_asset_get", &Impl::get_asset);
+  add("DELETE", "/v1/projects/{project}/assets/{asset}", "api_asset_delete", &Impl::delete_asset);
   // Uppy's @uppy/aws-s3 (Companion's shapes); "batch" before "{part}": the first match wins.
   add("POST", "/s3/multipart", "uppy_create", &Impl::uppy_create);
   add("GET", "/s3/multipart/{upload}", "uppy_list_parts", &Impl::uppy_list_parts);

@@ -634,6 +634,7 @@ struct Api::Impl {
   Response abort_upload(const Request& req, const Principal& who);
   Response list_assets(const Request& req, const Principal& who);
   Response get_asset(const Request& req, const Principal& who);
+  Response delete_asset(const Request& req, const Principal& who);
   // The same operations under the routes Uppy's @uppy/aws-s3 calls (Companion's shapes).
   Response uppy_create(const Request& req, const Principal& who);
   Response uppy_list_parts(const Request& req, const Principal& who);

@@ -813,6 +813,44 @@ Response Api::Impl::get_asset(const Request& req, const Principal& who) {
   return ok_json(200, o);
 }
 
+Response Api::Impl::delete_asset(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("asset");
+  need(role_in(who, project, req), "editor");
+  if (!valid_id(id)) not_found();
+  std::optional<AssetRow> gone;
+  auto r = store.write([&](db::Connection& c) {
+    auto res = c.exec("SELECT " + std::string(kAssetCols) +
+                          " FROM assets WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL" +
+                          (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
+                      {id, project});
+    if (res.rows.empty()) return;
+    gone = asset_of(res.rows[0]);
+    const auto now = now_ms();
+    c.exec("UPDATE assets SET deleted_at = $2 WHERE id = $1", {id, now});
+    auto event = asset_json(*gone);
+    event["type"] = "asset.deleted";
+    c.exec(
+        "INSERT INTO events (id, kind, project_id, body, created_at) VALUES ($1, $2, $3, $4, $5)",
+        {"e" + ids::random_hex(12), "asset.deleted", project, json::serialize(event), now});
+  });
+  if (!gone) not_found();
+  // The bytes go after the row (a crash in between leaves an unreferenced object, never an
+  // asset without bytes). The same content uploaded again gets a new asset and key.
+  if (storage) {
+    try {
+      storage->take()->delete_object(options.uploads.bucket, gone->key);
+    } catch (const s3::S3Error& e) {
+      log::warn("api: could not delete a deleted asset's object",
+                {{"asset", id}, {"code", e.code()}});
+    }
+  }
+  log::info("api: asset deleted", {{"project", project}, {"asset", id}});
+  Response resp{204, "application/json", "", {}};
+  wrote(who, r, resp);
+  return resp;
+}
+
 // --- Uppy (@uppy/aws-s3, Companion's route shapes) ------------------------------------------
 // Uppy names an upload by (uploadId, key); here uploadId is the Kiln upload's id and key its
 // object key, which must match. The project comes from the file's metadata.

@@ -156,9 +156,11 @@ class OpenApi(unittest.TestCase):
         check("GET", "/v1/projects/{project}/assets", "/v1/projects/oa-proj/assets", tok, expect=200)
         check("GET", "/v1/projects/{project}/assets/{asset}",
               f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=200)
+        check("DELETE", "/v1/projects/{project}/assets/{asset}",
+              f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=204)
         check("POST", "/v1/users/{user}/revoke", "/v1/users/oa/revoke", SERVICE_KEY, expect=200)
         check("GET", "/v1/me", "/v1/me", tok, expect=401)
-        self.assertEqual(len(steps), 30)
+        self.assertEqual(len(steps), 31)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,33 @@ class UploadSuite:
         self.assertEqual(doc["asset"]["id"], done["asset"]["id"])
         self.assertNotIn("upload", doc)
 
+    def test_deleting_an_asset_frees_its_bytes_and_quota(self):
+        data = os.urandom(40 * MIB)  # multipart (threshold 6 MiB); the quota is 64 MiB
+        st, doc = self.create(filename="big.glb", size=len(data), content_type="model/gltf-binary",
+                              sha256=sha(data))
+        uid = doc["upload"]["id"]
+        self.put_parts(uid, data, list(range(1, 9)))
+        st, _, done = self.call("POST", self.up(uid) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+        aid = done["asset"]["id"]
+        url = self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)[2]["download"]["url"]
+        self.problem(self.create(filename="more.glb", size=30 * MIB, content_type="model/gltf-binary"),
+                     413, "quota-exceeded")
+        viewer = self.add_member("vic", "viewer")
+        self.problem(self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", viewer), 403, "forbidden")
+        st, _, _ = self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)
+        self.assertEqual(st, 204)
+        self.problem(self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}", self.ann), 404, "not-found")
+        self.problem(self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", self.ann), 404, "not-found")
+        self.assertEqual(send(url, "GET")[0], 404)  # the bytes are gone too
+        kinds = self.sql(f"SELECT kind FROM events WHERE project_id = '{self.pid}' ORDER BY created_at")
+        self.assertEqual(kinds, ["asset.uploaded", "asset.deleted"])
+        # The quota is free again, and the same bytes are a new asset, not the deleted one.
+        st, again = self.create(filename="big.glb", size=len(data), content_type="model/gltf-binary",
+                                sha256=sha(data))
+        self.assertEqual(st, 201, again)
+        self.assertFalse(again["deduplicated"])
+
     # --- multipart ----------------------------------------------------------------------
 
     def test_a_multipart_upload_resumes_from_the_parts_the_store_holds(self):
