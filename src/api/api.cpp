@@ -3,16 +3,19 @@
 namespace kiln::api {
 
 Api::Api(db::Store& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
-         metrics::Registry& registry, collab::AccessBus* bus)
-    : impl_(std::make_shared<Impl>(store, verifier, pool, std::move(options), registry, bus)) {}
+         metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow)
+    : impl_(std::make_shared<Impl>(store, verifier, pool, std::move(options), registry, bus)) {
+  impl_->slow = slow != nullptr ? slow : &pool;
+}
 
 Api::~Api() = default;
 
 void Api::install(http::Router& router) {
   using Fn = Response (Impl::*)(const Request&, const Principal&);
-  auto add = [&](const char* method, const char* pattern, const char* name, Fn fn) {
+  auto add = [&](const char* method, const char* pattern, const char* name, Fn fn,
+                 bool slow = false) {
     std::weak_ptr<Impl> weak = impl_;
-    router.add_async(method, pattern, name, [weak, fn](Request req, http::Responder respond) {
+    router.add_async(method, pattern, name, [weak, fn, slow](Request req, http::Responder respond) {
       auto self = weak.lock();
       if (!self) return respond(problem(503, "unavailable", "Shutting down."));
       auto task = [self, fn, req = std::move(req), respond]() {
@@ -42,7 +45,7 @@ void Api::install(http::Router& router) {
                           "The server failed; the request id identifies it in the logs."));
         }
       };
-      if (!self->pool.post(std::move(task))) {
+      if (!(slow ? *self->slow : self->pool).post(std::move(task))) {
         auto resp = problem(503, "busy", "Too many requests in progress; retry shortly.");
         resp.headers.emplace_back("Retry-After", "1");
         respond(std::move(resp));
@@ -70,7 +73,7 @@ void Api::install(http::Router& router) {
   add("POST", "/v1/projects/{project}/uploads/{upload}/parts", "api_upload_parts",
       &Impl::presign_parts);
   add("POST", "/v1/projects/{project}/uploads/{upload}/complete", "api_upload_complete",
-      &Impl::complete_upload);
+      &Impl::complete_upload, /*slow=*/true);
   add("DELETE", "/v1/projects/{project}/uploads/{upload}", "api_upload_abort", &Impl::abort_upload);
   add("GET", "/v1/projects/{project}/assets", "api_assets_list", &Impl::list_assets);
   add("GET", "/v1/projects/{project}/assets/{asset}", "api_asset_get", &Impl::get_asset);
@@ -80,7 +83,8 @@ void Api::install(http::Router& router) {
   add("GET", "/s3/multipart/{upload}", "uppy_list_parts", &Impl::uppy_list_parts);
   add("GET", "/s3/multipart/{upload}/batch", "uppy_sign_batch", &Impl::uppy_sign_batch);
   add("GET", "/s3/multipart/{upload}/{part}", "uppy_sign_part", &Impl::uppy_sign_part);
-  add("POST", "/s3/multipart/{upload}/complete", "uppy_complete", &Impl::uppy_complete);
+  add("POST", "/s3/multipart/{upload}/complete", "uppy_complete", &Impl::uppy_complete,
+      /*slow=*/true);
   add("DELETE", "/s3/multipart/{upload}", "uppy_abort", &Impl::uppy_abort);
 }
 

@@ -45,8 +45,10 @@ struct ApiOptions {
 
 class Api {
  public:
+  // `slow`: threads for upload completions (they may read a whole object back to check its
+  // hash), so that they never hold every thread of `pool`; null: `pool`.
   Api(db::Store& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
-      metrics::Registry& registry, collab::AccessBus* bus);
+      metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow = nullptr);
   ~Api();
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;

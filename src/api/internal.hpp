@@ -222,6 +222,7 @@ struct Api::Impl {
   db::Store& store;
   const auth::Verifier& verifier;
   ThreadPool& pool;
+  ThreadPool* slow = nullptr;  // upload completions (set by Api)
   ApiOptions options;
   collab::AccessBus* bus;
   metrics::Family<metrics::Counter>& auth_failures;

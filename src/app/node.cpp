@@ -426,7 +426,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   }
 
   // The REST API (serve, api): handlers on threads of their own, never the event loop.
-  std::unique_ptr<ThreadPool> api_threads;
+  std::unique_ptr<ThreadPool> api_threads, upload_threads;
   std::unique_ptr<api::Api> rest;
   if (api_role) {
     api::ApiOptions ao;
@@ -454,8 +454,11 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     api_threads =
         std::make_unique<ThreadPool>(static_cast<std::size_t>(cfg.integer("api.threads")),
                                      static_cast<std::size_t>(cfg.integer("api.max_queued")));
-    rest =
-        std::make_unique<api::Api>(*store, *verifier, *api_threads, ao, registry, access_bus.get());
+    upload_threads = std::make_unique<ThreadPool>(
+        static_cast<std::size_t>(cfg.integer("uploads.complete_threads")),
+        static_cast<std::size_t>(cfg.integer("api.max_queued")));
+    rest = std::make_unique<api::Api>(*store, *verifier, *api_threads, ao, registry,
+                                      access_bus.get(), upload_threads.get());
     rest->install(router);
   }
   *route_list = router.routes();
@@ -573,8 +576,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   // (it needs no event loop); the Redis engine keeps its rooms in Redis anyway.
   if (persister) persister->stop(memory_engine != nullptr);
   persister.reset();
-  api_threads.reset();  // finishes requests in flight before the store goes
-  db_threads.reset();   // finishes loads in flight before the engine goes
+  upload_threads.reset();  // finishes requests in flight before the store goes
+  api_threads.reset();
+  db_threads.reset();  // finishes loads in flight before the engine goes
   if (redis_engine) redis_engine->close();
   if (auto* bus = dynamic_cast<engines::RedisAccessBus*>(access_bus.get())) bus->close();
   if (redis_client) redis_client->close();

@@ -303,6 +303,9 @@ config::Schema build() {
                 "Open uploads with no activity for this long are aborted (their parts removed)."));
   s.add(integer("uploads.sweep_interval_s", 600, 1, 86'400,
                 "How often each API node looks for stale uploads."));
+  s.add(integer("uploads.complete_threads", 2, 1, 256,
+                "Threads completing uploads, apart from api.threads: a completion may read a "
+                "whole object back to check its SHA-256."));
   s.add(integer("uploads.max_parts_per_request", 100, 1, 10'000,
                 "Part URLs one request may ask for."));
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
