@@ -13,7 +13,7 @@ duration=${DURATION:-15}
 threads=${THREADS:-1}
 secret=bench-secret-0123456789abcdef0123456789
 
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln kiln-bench >/dev/null
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 rooms=${1:-2000}
 entities=${2:-100}
 
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln-persist-bench >/dev/null
 bin=build/release/bench/kiln-persist-bench

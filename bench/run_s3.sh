@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 size=${1:-512}
 upload=${2:-500}
 
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln kiln-s3-bench >/dev/null
 bash tests/servers/npm.sh build/release/test-npm

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 size=${1:-500}
 uploads=${2:-10}
 
-bash scripts/setup.sh >/dev/null
+bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln >/dev/null
 kiln=build/release/src/app/kiln

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
-# Installs the Debian packages listed in scripts/packages.txt that are not installed yet.
-# Idempotent: when everything is present it asks dpkg only and finishes in about a second.
+# Installs the Debian packages listed in scripts/packages.txt (to build and run Kiln) that
+# are not installed yet; with --test also those of scripts/packages-test.txt (what the tests
+# and benchmarks start and drive). Idempotent: when everything is present it asks dpkg only
+# and finishes in about a second.
+#   bash scripts/setup.sh [--test]
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+lists=("$here/packages.txt")
+[[ "${1:-}" == "--test" ]] && lists+=("$here/packages-test.txt")
 
-mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "$here/packages.txt" | grep -v '^$')
+mapfile -t wanted < <(sed -e 's/#.*//' -e 's/[[:space:]]//g' "${lists[@]}" | grep -v '^$')
 missing=()
 for p in "${wanted[@]}"; do
   status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)

@@ -12,7 +12,7 @@ started=$(date +%s)
 presets=("$@")
 ((${#presets[@]})) || presets=(dev asan fuzz)
 
-bash scripts/setup.sh || exit 1
+bash scripts/setup.sh --test || exit 1
 
 status=0
 step() { printf '\n== %s (%ss)\n' "$1" "$(($(date +%s) - started))"; }
