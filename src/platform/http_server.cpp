@@ -491,11 +491,12 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
     }
     res.keep_alive(keep_alive);
 
+    // Counted before the answer leaves: a client that has its answer sees it counted.
+    requests.with({route, method_label(req.method), std::to_string(resp.status)}).inc();
     c->stream.expires_after(options.request_timeout);
     auto [wec, wn] = co_await bhttp::async_write(c->stream, res, nothrow);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    requests.with({route, method_label(req.method), std::to_string(resp.status)}).inc();
     duration.with({route}).observe(seconds);
     if (options.access_log) {
       log::info("http request", {{"request_id", req.request_id},

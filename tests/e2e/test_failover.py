@@ -89,6 +89,8 @@ class Editor:
                 self.ws = await websockets.connect(url, subprotocols=["kiln.v1"], open_timeout=5)
                 await self.ws.send(json.dumps({"t": "hello", "id": 1, "token": token(self.user, {"p": "editor"})}))
                 welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+                if "session" not in welcome:
+                    raise AssertionError(f"client {self.idx}: hello answered {welcome}")
                 self.sessions.append(welcome["session"])
                 msg = {"t": "join", "id": 2, "room": self.room}
                 if self.epoch is not None:
