@@ -89,6 +89,11 @@ class Editor:
                 self.ws = await websockets.connect(url, subprotocols=["kiln.v1"], open_timeout=5)
                 await self.ws.send(json.dumps({"t": "hello", "id": 1, "token": token(self.user, {"p": "editor"})}))
                 welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
+                while welcome["t"] == "reconnect":
+                    # The node began draining as this client arrived: its notice can come
+                    # before the welcome (then the close follows, and the next node is tried).
+                    self.after = welcome["after_ms"] / 1000
+                    welcome = json.loads(await asyncio.wait_for(self.ws.recv(), 10))
                 if "session" not in welcome:
                     raise AssertionError(f"client {self.idx}: hello answered {welcome}")
                 self.sessions.append(welcome["session"])
