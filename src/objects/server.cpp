@@ -185,6 +185,22 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     co_return ok;
   }
 
+  // After an answer to a request whose bytes were not all read: stop sending, then read and
+  // discard a bounded amount, so that closing does not reset the connection (and destroy
+  // the answer) before the client has read it.
+  asio::awaitable<void> linger(beast::tcp_stream& stream, beast::flat_buffer& buffer) {
+    error_code ignored;
+    stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    std::size_t discarded = 0;
+    stream.expires_after(std::chrono::seconds(2));
+    while (discarded < (8u << 20)) {
+      buffer.clear();
+      auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kChunk), nothrow);
+      if (rec) break;
+      discarded += n;
+    }
+  }
+
   asio::awaitable<void> session(std::shared_ptr<beast::tcp_stream> stream_ptr) {
     auto& stream = *stream_ptr;
     beast::flat_buffer buffer;
@@ -202,6 +218,22 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       {
         std::lock_guard lock(mu);
         idle.erase(&stream);
+      }
+      // A header section too large or malformed (not a client that went away): say so, as S3
+      // does, then close.
+      const bool refused_head =
+          hec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
+          hec != bhttp::error::end_of_stream && hec != bhttp::error::partial_message;
+      if (refused_head) {
+        const bool big = hec == bhttp::error::header_limit;
+        auto e =
+            big ? api.error(400, "RequestHeaderSectionTooLarge",
+                            "Your request header section exceeds the maximum allowed size.", "")
+                : api.error(400, "BadRequest", "The request could not be parsed.", "");
+        requests.with({"other", "400"}).inc();
+        if (co_await respond(stream, e, false, false, ids::random_hex(8)))
+          co_await linger(stream, buffer);
+        break;
       }
       if (hec) break;
       auto& req = parser.get();
@@ -270,20 +302,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       api.add_cors(sr, resp);
       requests.with({method_label(sr.method), std::to_string(resp.status)}).inc();
       const bool ok = co_await respond(stream, resp, head, keep_alive, request_id);
-      if (ok && body_left) {
-        // The client may still be sending the body we refused: read and discard a bounded
-        // amount, so that closing does not reset the connection before it reads the answer.
-        error_code ignored;
-        stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
-        std::size_t discarded = 0;
-        stream.expires_after(std::chrono::seconds(2));
-        while (discarded < (8u << 20)) {
-          buffer.clear();
-          auto [rec, n] = co_await stream.async_read_some(buffer.prepare(kChunk), nothrow);
-          if (rec) break;
-          discarded += n;
-        }
-      }
+      // The client may still be sending the body we refused.
+      if (ok && body_left) co_await linger(stream, buffer);
       if (!ok || !keep_alive || body_left) break;
     }
     error_code ignored;

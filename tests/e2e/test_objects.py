@@ -63,9 +63,15 @@ class ObjectStore(unittest.TestCase):
         resp = self.raw(head + body)
         self.assertTrue(resp.startswith(b"HTTP/1.1 403"), resp[:200])
 
-    def test_oversized_headers_close_the_connection(self):
+    def test_oversized_headers_are_answered_then_closed(self):
         resp = self.raw(b"GET /kiln/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70000 + b"\r\n\r\n")
-        self.assertFalse(resp.startswith(b"HTTP/1.1 200"))
+        self.assertTrue(resp.startswith(b"HTTP/1.1 400"), resp[:200])
+        self.assertIn(b"<Code>RequestHeaderSectionTooLarge</Code>", resp)
+
+    def test_a_malformed_request_is_answered_then_closed(self):
+        resp = self.raw(b"GET /kiln/x HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 400"), resp[:200])
+        self.assertIn(b"<Code>BadRequest</Code>", resp)
 
 
 if __name__ == "__main__":
