@@ -231,6 +231,17 @@ void event(bool on, const json::object& o) {
   std::fflush(stdout);
 }
 
+// The one line on stdout that says how it ended (always printed, --events or not).
+void done(const json::value& asset, bool resumed, std::uint64_t parts, std::uint64_t bytes,
+          bool deduplicated) {
+  event(true, {{"event", "done"},
+               {"asset", asset},
+               {"resumed", resumed},
+               {"parts_sent", parts},
+               {"bytes_sent", bytes},
+               {"deduplicated", deduplicated}});
+}
+
 class Progress {
  public:
   Progress(bool on, std::uint64_t total) : on_(on && ::isatty(2) == 1), total_(total) {}
@@ -296,12 +307,7 @@ int upload(const UploadArgs& a) {
     auto [status, doc] = api.call("GET", base + "/" + saved->upload, nullptr, {404});
     if (status == 200 && doc.at("state") == "completed") {
       fs::remove(state_file);
-      event(true, {{"event", "done"},
-                   {"asset", doc.at("asset")},
-                   {"resumed", true},
-                   {"parts_sent", 0},
-                   {"bytes_sent", 0},
-                   {"deduplicated", false}});
+      done(doc.at("asset"), true, 0, 0, false);
       return 0;
     }
     if (status == 200 && doc.at("state") == "open") {
@@ -322,12 +328,7 @@ int upload(const UploadArgs& a) {
       std::fprintf(stderr,
                    "kiln upload: the project already has this file (asset %s); nothing sent\n",
                    std::string(doc.at("asset").at("id").as_string()).c_str());
-      event(true, {{"event", "done"},
-                   {"asset", doc.at("asset")},
-                   {"resumed", false},
-                   {"parts_sent", 0},
-                   {"bytes_sent", 0},
-                   {"deduplicated", true}});
+      done(doc.at("asset"), false, 0, 0, true);
       return 0;
     }
     upload = doc.at("upload").as_object();
@@ -455,12 +456,7 @@ int upload(const UploadArgs& a) {
   std::fprintf(stderr, "kiln upload: done: asset %s (%llu bytes sent)\n",
                std::string(doc.at("asset").at("id").as_string()).c_str(),
                static_cast<unsigned long long>(bytes_sent.load()));
-  event(true, {{"event", "done"},
-               {"asset", doc.at("asset")},
-               {"resumed", resumed},
-               {"parts_sent", parts_sent.load()},
-               {"bytes_sent", bytes_sent.load()},
-               {"deduplicated", false}});
+  done(doc.at("asset"), resumed, parts_sent.load(), bytes_sent.load(), false);
   return 0;
 }
 

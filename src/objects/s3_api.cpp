@@ -1,6 +1,7 @@
 #include "objects/s3_api.hpp"
 
 #include "platform/log.hpp"
+#include "s3/sigv4.hpp"
 #include "s3/xml.hpp"
 
 #include <openssl/evp.h>
@@ -113,16 +114,6 @@ std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_range(std::string_v
   if (dash + 1 == v.size()) return std::pair{a, size - 1};
   if (!num(v.substr(dash + 1), b) || b < a) return std::nullopt;
   return std::pair{a, std::min(b, size - 1)};
-}
-
-std::string hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(kDigits[p[i] >> 4]);
-    out.push_back(kDigits[p[i] & 15]);
-  }
-  return out;
 }
 
 // Writes a body into a store Writer and commits it with the declared digests.
@@ -518,7 +509,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     if (n != 33 || c->back() != '=' || (*c)[42] == '=')  // 32 bytes + one padding byte
       return error(400, "InvalidRequest", "Value for x-amz-checksum-sha256 header is invalid.",
                    path);
-    const auto declared = hex(raw, 32);
+    const auto declared = s3::hex(std::string_view(reinterpret_cast<const char*>(raw), 32));
     if (sha.empty())
       sha = declared;
     else if (sha != declared)

@@ -2,6 +2,7 @@
 
 #include "db/sql.hpp"
 #include "platform/ids.hpp"
+#include "s3/sigv4.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -29,13 +30,7 @@ std::int64_t now_ms() {
 }
 
 std::string hex(const unsigned char* p, std::size_t n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (std::size_t i = 0; i < n; ++i) {
-    out.push_back(kDigits[p[i] >> 4]);
-    out.push_back(kDigits[p[i] & 15]);
-  }
-  return out;
+  return s3::hex(std::string_view(reinterpret_cast<const char*>(p), n));
 }
 
 std::string base64(const unsigned char* p, std::size_t n) {

@@ -98,6 +98,21 @@ class Kiln:
             if own:
                 s.close()
 
+    def call(self, method, path, token=None, body=None, raw=None, headers=None):
+        """A JSON API call: `token` as the bearer credential, `body` sent as JSON (or `raw`
+        bytes as they are). Returns (status, headers, parsed JSON body or None)."""
+        h = dict(headers or {})
+        if token is not None:
+            h["Authorization"] = "Bearer " + token
+        data = b""
+        if raw is not None:
+            data = raw
+        elif body is not None:
+            data = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        status, hd, bd = self.request(method, path, h, data)
+        return status, hd, (json.loads(bd) if bd else None)
+
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
 

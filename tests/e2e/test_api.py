@@ -35,18 +35,7 @@ class ApiSuite:
     # --- HTTP helpers --------------------------------------------------------------------
 
     def call(self, method, path, auth=None, body=None, headers=None, raw=None, node=None):
-        h = dict(headers or {})
-        if auth is not None:
-            h["Authorization"] = "Bearer " + auth
-        data = b""
-        if raw is not None:
-            data = raw
-        elif body is not None:
-            data = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        status, hd, bd = (node or self.api).request(method, path, h, data)
-        doc = json.loads(bd) if bd else None
-        return status, hd, doc
+        return (node or self.api).call(method, path, auth, body, raw, headers)
 
     def mint(self, user, name=None, ttl=None):
         body = {"user": {"id": user, "name": name or user}}

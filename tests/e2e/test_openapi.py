@@ -86,13 +86,8 @@ class OpenApi(unittest.TestCase):
         self.assertGreater(count, 15)
 
     def call(self, method, path, auth, body=None):
-        h = {"Authorization": "Bearer " + auth}
-        data = b""
-        if body is not None:
-            h["Content-Type"] = "application/json"
-            data = json.dumps(body).encode()
-        status, _, raw = self.kiln.request(method, path, h, data)
-        return status, (json.loads(raw) if raw else None)
+        status, _, doc = self.kiln.call(method, path, auth, body)
+        return status, doc
 
     def test_real_responses_match_the_documented_schemas(self):
         steps = []

@@ -67,9 +67,8 @@ class StorageOverTls(unittest.TestCase):
         return k
 
     def post(self, k, path, tok, body):
-        st, _, b = k.request("POST", path, {"Authorization": "Bearer " + tok, "Content-Type": "application/json"},
-                             json.dumps(body).encode())
-        return st, json.loads(b)
+        st, _, doc = k.call("POST", path, tok, body)
+        return st, doc
 
     def user(self, k, project):
         tok = self.post(k, "/v1/tokens", SERVICE_KEY, {"user": {"id": "ann"}})[1]["token"]

@@ -88,13 +88,12 @@ class UploadCli(unittest.TestCase):
 
     @classmethod
     def post(cls, path, tok, body):
-        st, _, b = cls.kiln.request("POST", path, {"Authorization": "Bearer " + tok,
-                                                   "Content-Type": "application/json"}, json.dumps(body).encode())
-        return st, json.loads(b)
+        st, _, doc = cls.kiln.call("POST", path, tok, body)
+        return st, doc
 
     def get(self, path):
-        st, _, b = self.kiln.request("GET", path, {"Authorization": "Bearer " + self.token})
-        return st, json.loads(b)
+        st, _, doc = self.kiln.call("GET", path, self.token)
+        return st, doc
 
     def project(self, pid):
         st, doc = self.post("/v1/projects", self.token, {"id": pid, "name": pid})
@@ -204,12 +203,8 @@ class UploadCli(unittest.TestCase):
                  "--api-user-requests-per-second", "1", "--uploads-multipart-threshold-bytes", str(6 * MIB),
                  "--uploads-part-size-bytes", str(5 * MIB))
         try:
-            def post(path, tok, body):
-                st, _, b = k.request("POST", path, {"Authorization": "Bearer " + tok,
-                                                    "Content-Type": "application/json"}, json.dumps(body).encode())
-                return st, json.loads(b)
-            tok = post("/v1/tokens", SERVICE_KEY, {"user": {"id": "slow"}})[1]["token"]
-            self.assertEqual(post("/v1/projects", tok, {"id": "slow", "name": "Slow"})[0], 201)
+            tok = k.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": "slow"}})[2]["token"]
+            self.assertEqual(k.call("POST", "/v1/projects", tok, {"id": "slow", "name": "Slow"})[0], 201)
             path, digest = self.make_file("slow.bin", 30)
             run = Run([path, "--project", "slow", "--api", f"http://{k.host}:{k.port}",
                        "--state-dir", os.path.join(self.tmp, "state-slow")], dict(self.env, KILN_TOKEN=tok))

@@ -58,17 +58,7 @@ class UploadSuite:
             n.stop()
 
     def call(self, method, path, auth=None, body=None, raw=None, headers=None):
-        h = dict(headers or {})
-        if auth is not None:
-            h["Authorization"] = "Bearer " + auth
-        data = b""
-        if raw is not None:
-            data = raw
-        elif body is not None:
-            data = json.dumps(body).encode()
-            h.setdefault("Content-Type", "application/json")
-        st, hd, bd = self.api.request(method, path, h, data)
-        return st, hd, (json.loads(bd) if bd else None)
+        return self.api.call(method, path, auth, body, raw, headers)
 
     def mint(self, user):
         st, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": user}})
