@@ -13,14 +13,8 @@ bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln kiln-s3-bench >/dev/null
 bash tests/servers/npm.sh build/release/test-npm
-work=$(mktemp -d /tmp/kiln-s3-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/lib.sh
+bench_scratch s3-bench
 
 secret=bench-objects-secret-0123456789abcdef
 head -c $((size << 20)) /dev/urandom >"$work/object.bin"

@@ -14,14 +14,8 @@ bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln >/dev/null
 kiln=build/release/src/app/kiln
-work=$(mktemp -d /tmp/kiln-upload-bench-XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source bench/lib.sh
+bench_scratch upload-bench
 
 secret=bench-objects-secret-0123456789abcdef
 key=bench-service-key-0123456789abcdef0123456789
