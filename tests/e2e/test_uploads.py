@@ -5,6 +5,7 @@ and on separate `kiln api` + `kiln objects` nodes with PostgreSQL through PgBoun
 
 `UploadSuite` holds the tests; a subclass says how the nodes start.
 """
+import concurrent.futures
 import hashlib
 import http.client
 import json
@@ -200,6 +201,25 @@ class UploadSuite:
                                 sha256=sha(data))
         self.assertEqual(st, 201, again)
         self.assertFalse(again["deduplicated"])
+
+    def test_two_uploads_of_the_same_bytes_completing_at_once_make_one_asset(self):
+        data = os.urandom(20_000)
+        ups = []
+        for name in ("a.png", "b.png"):  # both started before either completes: no dedup yet
+            st, doc = self.create(filename=name, size=len(data), content_type="image/png", sha256=sha(data))
+            self.assertEqual(st, 201, doc)
+            s, _, b = send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
+            self.assertEqual(s, 200, b)
+            ups.append(doc["upload"]["id"])
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda u: self.call("POST", self.up(u) + "/complete", self.ann), ups))
+        self.assertTrue(all(st in (200, 201) for st, _, _ in done), done)
+        self.assertEqual(len({d["asset"]["id"] for _, _, d in done}), 1, done)
+        self.assertEqual(len(self.sql(f"SELECT id FROM assets WHERE project_id = '{self.pid}'")), 1)
+        self.assertEqual(len(self.sql(f"SELECT id FROM events WHERE project_id = '{self.pid}'")), 1)
+        s, _, got = send(self.call("GET", f"/v1/projects/{self.pid}/assets/{done[0][2]['asset']['id']}",
+                                   self.ann)[2]["download"]["url"], "GET")
+        self.assertEqual(sha(got), sha(data))  # the shared content-addressed object survived
 
     # --- multipart ----------------------------------------------------------------------
 
