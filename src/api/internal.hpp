@@ -210,7 +210,14 @@ struct Api::Impl {
                                   {"reason"})),
         rate_limited(reg.counter("kiln_api_rate_limited_total",
                                  "Requests refused 429, by principal kind (user, service).",
-                                 {"kind"})) {
+                                 {"kind"})),
+        upload_events(reg.counter(
+            "kiln_uploads_total",
+            "Uploads by what happened: started, deduplicated, completed, aborted (by request), "
+            "stale (swept), size_mismatch, sha256_mismatch.",
+            {"event"})),
+        uploaded_bytes(reg.counter("kiln_uploads_completed_bytes_total",
+                                   "Bytes of the assets that uploads completed.", {})) {
     if (!options.uploads.storage.endpoint.empty()) {
       storage = std::make_unique<StorageClients>(options.uploads.storage, 16);
       auto pub = options.uploads.storage;
@@ -227,6 +234,8 @@ struct Api::Impl {
   collab::AccessBus* bus;
   metrics::Family<metrics::Counter>& auth_failures;
   metrics::Family<metrics::Counter>& rate_limited;
+  metrics::Family<metrics::Counter>& upload_events;
+  metrics::Family<metrics::Counter>& uploaded_bytes;
 
   // Direct uploads (uploads.cpp): S3 clients for the API's own calls, and one for signing
   // URLs that name the public endpoint. Null when no storage is configured.

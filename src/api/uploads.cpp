@@ -432,6 +432,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
     } else {
       delete_unless_used(api, *api.storage->take(), u);  // the PUT may be sent again
     }
+    api.upload_events.with({"size_mismatch"}).inc();
     refuse(409, "size-mismatch",
            "The store holds " + std::to_string(head->size) + " bytes; the upload declared " +
                std::to_string(u.size) + "." +
@@ -447,6 +448,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
       storage_failed(e);
     }
     if (got != u.sha256) {
+      api.upload_events.with({"sha256_mismatch"}).inc();
       mark_aborted(api, u, "sha256-mismatch");
       discard_storage(api, u);
       refuse(409, "sha256-mismatch",
@@ -514,6 +516,8 @@ static Completed complete(Api::Impl& api, UploadRow u,
     out.receipt = api.store.write(record);
   }
   if (duplicate && out.asset.key != u.key) discard_storage(api, u);  // its bytes exist already
+  if (out.created) api.upload_events.with({duplicate ? "deduplicated" : "completed"}).inc();
+  if (out.created && !duplicate) api.uploaded_bytes.with({}).inc(u.size);
   if (out.created && !duplicate)
     log::info("api: asset uploaded", {{"project", u.project},
                                       {"asset", out.asset.id},
@@ -584,7 +588,10 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
     if (!n.sha256.empty()) {
       std::optional<AssetRow> known;
       api.store.read({}, [&](db::Connection& c) { known = asset_by_sha(c, project, n.sha256); });
-      if (known) return *known;
+      if (known) {
+        api.upload_events.with({"deduplicated"}).inc();
+        return *known;
+      }
     }
     try {
       u.multipart_id = api.storage->take()->create_multipart(o.bucket, u.key, u.content_type);
@@ -634,8 +641,10 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
   }
   if (existing) {
     drop_multipart();
+    api.upload_events.with({"deduplicated"}).inc();
     return *existing;
   }
+  api.upload_events.with({"started"}).inc();
   log::info("api: upload started", {{"project", project},
                                     {"upload", u.id},
                                     {"bytes", static_cast<std::int64_t>(u.size)},
@@ -754,7 +763,10 @@ Response Api::Impl::abort_upload(const Request& req, const Principal& who) {
   auto u = load_upload(*this, req, who, req.param("project"), req.param("upload"));
   if (u.state == "completed")
     refuse(409, "upload-completed", "This upload is complete; delete the asset instead.");
-  if (mark_aborted(*this, u, "aborted by request")) discard_storage(*this, u);
+  if (mark_aborted(*this, u, "aborted by request")) {
+    upload_events.with({"aborted"}).inc();
+    discard_storage(*this, u);
+  }
   return Response{204, "application/json", "", {}};
 }
 
@@ -984,7 +996,10 @@ Response Api::Impl::uppy_abort(const Request& req, const Principal& who) {
   auto u = load_uppy(*this, req, who);
   if (u.state == "completed")
     refuse(409, "upload-completed", "This upload is complete; delete the asset instead.");
-  if (mark_aborted(*this, u, "aborted by request")) discard_storage(*this, u);
+  if (mark_aborted(*this, u, "aborted by request")) {
+    upload_events.with({"aborted"}).inc();
+    discard_storage(*this, u);
+  }
   return ok_json(200, json::object{});
 }
 
@@ -1006,6 +1021,7 @@ std::size_t Api::Impl::sweep_stale_uploads() {
   for (const auto& u : stale) {
     // The conditional update claims it: another API node sweeping at once skips it.
     if (!mark_aborted(*this, u, "stale: idle for longer than uploads.stale_after_s")) continue;
+    upload_events.with({"stale"}).inc();
     discard_storage(*this, u);
     ++n;
   }

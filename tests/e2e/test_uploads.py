@@ -15,6 +15,8 @@ import unittest
 import urllib.parse
 import uuid
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from harness import WAIT, Kiln
 from test_persistence import PG, STANDALONE, psql
 
@@ -125,6 +127,12 @@ class UploadSuite:
         self.assertEqual((s, sha(got)), (200, sha(data)))
         st, _, listed = self.call("GET", f"/v1/projects/{self.pid}/assets", self.ann)
         self.assertEqual([a["id"] for a in listed["items"]], [asset["id"]])
+        st, _, text = self.api.request("GET", "/metrics")
+        samples = {(f.name, tuple(sorted(x.labels.items()))): x.value
+                   for f in text_string_to_metric_families(text.decode()) for x in f.samples}
+        self.assertEqual(samples[("kiln_uploads", (("event", "started"),))], 1)
+        self.assertEqual(samples[("kiln_uploads", (("event", "completed"),))], 1)
+        self.assertEqual(samples[("kiln_uploads_completed_bytes", ())], len(data))
         events = self.sql(f"SELECT body FROM events WHERE project_id = '{self.pid}' AND kind = 'asset.uploaded'")
         self.assertEqual(len(events), 1)
         ev = json.loads(events[0])
