@@ -304,7 +304,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       auto task = [&store, room, done] {
         try {
           auto s = store->latest_snapshot(room);
-          done(s ? std::optional(collab::StoredRoom{s->seq, std::move(s->body)}) : std::nullopt,
+          done(s ? std::optional(collab::StoredRoom{s->seq, std::move(s->body), s->epoch}) : std::nullopt,
                "");
         } catch (const std::exception& e) {
           done(std::nullopt, e.what());

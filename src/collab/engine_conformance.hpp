@@ -21,6 +21,7 @@
 #include <future>
 #include <memory>
 #include <mutex>
+#include <thread>
 
 namespace kiln::collab::conformance {
 
@@ -32,6 +33,10 @@ struct Harness {
   virtual RoomEngine& engine() = 0;
   virtual PersistSource& persistence() = 0;
   virtual void set_loader(RoomLoader loader) = 0;  // before the first join
+  // Nodes sharing the engine's backend (node 0 is engine()); an embedded engine has one.
+  virtual std::size_t nodes() { return 1; }
+  // Node i < nodes(), made on first use.
+  virtual RoomEngine& node(std::size_t /*i*/) { return engine(); }
 };
 using HarnessFactory = std::function<std::unique_ptr<Harness>(const EngineLimits&)>;
 
@@ -53,7 +58,10 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
     if (GetParam().make) start();
   }
   void TearDown() override {
-    if (harness) harness->engine().set_events(nullptr);
+    if (harness) {
+      harness->engine().set_events(nullptr);
+      for (auto* n : extra_nodes) n->set_events(nullptr);
+    }
     harness.reset();
   }
   RoomEngine& engine() { return harness->engine(); }
@@ -66,10 +74,15 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
 
   JoinResult join(const std::string& room, const Member& m, std::shared_ptr<Recorder> rec,
                   std::optional<Since> since = std::nullopt) {
+    return join_at(engine(), hub, room, m, std::move(rec), since);
+  }
+
+  JoinResult join_at(RoomEngine& node, Hub& node_hub, const std::string& room, const Member& m,
+                     std::shared_ptr<Recorder> rec, std::optional<Since> since = std::nullopt) {
     auto p = std::make_shared<std::promise<JoinResult>>();
     auto f = p->get_future();
-    engine().join(room, m, since, [this, p, room, m, rec](JoinResult r) {
-      if (!r.error) hub.add(room, m, rec, r.seq);
+    node.join(room, m, since, [p, room, m, rec, &node_hub](JoinResult r) {
+      if (!r.error) node_hub.add(room, m, rec, r.seq);
       p->set_value(std::move(r));
     });
     if (f.wait_for(kWait) != std::future_status::ready) {
@@ -116,6 +129,7 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
 
   Hub hub{"node-1"};
   std::unique_ptr<Harness> harness;
+  std::vector<RoomEngine*> extra_nodes;  // nodes with a hub of the test's (unset at the end)
   Member ann{"s-ann", "ann", "Ann", "node-1"};
   Member bob{"s-bob", "bob", "Bob", "node-1"};
   std::shared_ptr<Recorder> ann_rec = std::make_shared<Recorder>();
@@ -150,6 +164,80 @@ TEST_P(EngineConformance, AuthorGetsAckPeersGetOpsInOrder) {
   auto ann_ops = ann_rec->wait_for("ops", 1);
   ASSERT_EQ(ann_ops.size(), 1u);
   EXPECT_EQ(ann_ops[0].at("seq").as_int64(), 2);
+}
+
+// Editors on every node each send a run of batches without waiting for acks (as a client
+// pipelines them), all to one entity: the room applies each author's batches in the order
+// sent, whatever the contention, refuses none, and each author's acks come in that order.
+TEST_P(EngineConformance, OneAuthorsBatchesApplyInTheOrderSentUnderContention) {
+  const auto rm = room("contended");
+  join(rm, ann, ann_rec);
+  ASSERT_FALSE(
+      submit(rm, ann, ann_rec, 1, R"([{"op":"create","entity":"board","parent":"root"}])").second);
+  const std::size_t nodes = harness->nodes();
+  std::vector<std::unique_ptr<Hub>> hubs;
+  std::vector<Hub*> hub_of{&hub};
+  for (std::size_t i = 1; i < nodes; ++i) {
+    hubs.push_back(std::make_unique<Hub>("node-" + std::to_string(i + 1)));
+    harness->node(i).set_events(hubs.back().get());
+    extra_nodes.push_back(&harness->node(i));
+    hub_of.push_back(hubs.back().get());
+  }
+  constexpr int kAuthors = 30;
+  constexpr int kBatches = 20;
+  std::vector<Member> members;
+  std::vector<std::shared_ptr<Recorder>> recs;
+  for (int a = 0; a < kAuthors; ++a) {
+    const auto n = static_cast<std::size_t>(a) % nodes;
+    members.push_back(Member{"s-c" + std::to_string(a), "u" + std::to_string(a), "U",
+                             "node-" + std::to_string(n + 1)});
+    recs.push_back(std::make_shared<Recorder>());
+    auto r = join_at(harness->node(n), *hub_of[n], rm, members.back(), recs.back());
+    ASSERT_FALSE(r.error) << r.error.message;
+  }
+  std::atomic<int> refused{0};
+  std::string first_refusal;
+  std::mutex refusal_mu;
+  std::vector<std::thread> threads;
+  for (int a = 0; a < kAuthors; ++a) {
+    threads.emplace_back([&, a] {
+      auto& node = harness->node(static_cast<std::size_t>(a) % nodes);
+      for (int k = 1; k <= kBatches; ++k) {
+        node.submit(rm, members[static_cast<std::size_t>(a)], k,
+                    ops(R"([{"op":"set","entity":"board","key":"c)" + std::to_string(a) +
+                        R"(","value":)" + std::to_string(k) + "}]"),
+                    [&](Error e) {
+                      std::lock_guard lock(refusal_mu);
+                      if (refused++ == 0) first_refusal = e.message;
+                    });
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int a = 0; a < kAuthors; ++a) {
+    auto acks = recs[static_cast<std::size_t>(a)]->wait_for("ack", kBatches);
+    ASSERT_EQ(acks.size(), static_cast<std::size_t>(kBatches))
+        << "author " << a << "; refusals: " << refused.load() << " (" << first_refusal << ")";
+    for (int k = 0; k < kBatches; ++k) {
+      EXPECT_EQ(acks[static_cast<std::size_t>(k)].at("id").as_int64(), k + 1)
+          << "author " << a << "'s acks come in the order sent";
+      if (k > 0) {
+        EXPECT_GT(acks[static_cast<std::size_t>(k)].at("seq").as_int64(),
+                  acks[static_cast<std::size_t>(k) - 1].at("seq").as_int64())
+            << "author " << a << "'s batch " << k + 1 << " landed before batch " << k;
+      }
+    }
+  }
+  EXPECT_EQ(refused.load(), 0) << first_refusal;
+  auto newcomer = std::make_shared<Recorder>();
+  auto r = join(rm, Member{"s-new", "new", "New", "node-1"}, newcomer);
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_EQ(r.seq, static_cast<std::uint64_t>(1 + kAuthors * kBatches));
+  const auto& props = r.snapshot->at("entities").at("board").at("props").as_object();
+  for (int a = 0; a < kAuthors; ++a) {
+    EXPECT_EQ(props.at("c" + std::to_string(a)).as_int64(), kBatches)
+        << "author " << a << "'s last batch is the value everyone sees";
+  }
 }
 
 TEST_P(EngineConformance, RefusedBatchesGetTheReasonAndNoSeq) {
@@ -296,8 +384,9 @@ TEST_P(EngineConformance, ARoomNotHeldStartsFromTheStoredSnapshotWithANewEpoch) 
   harness->set_loader([asked](const std::string& r, auto done) {
     ++*asked;
     if (r.find("/stored-") != std::string::npos) {
-      done(StoredRoom{7, R"({"entities":{"a":{"parent":"root","index":"a0","props":{"k":1}}}})"},
-           "");
+      done(
+          StoredRoom{7, R"({"entities":{"a":{"parent":"root","index":"a0","props":{"k":1}}}})", ""},
+          "");
     } else {
       done(std::nullopt, "");
     }
@@ -329,7 +418,7 @@ TEST_P(EngineConformance, AJoinFailsWhileTheStoreCannotAnswerAndALaterOneLoads) 
     if (fail_first->exchange(false)) {
       done(std::nullopt, "database unreachable");
     } else {
-      done(StoredRoom{3, R"({"entities":{}})"}, "");
+      done(StoredRoom{3, R"({"entities":{}})", ""}, "");
     }
   });
   const auto rm = room("unreachable");

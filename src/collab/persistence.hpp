@@ -17,6 +17,7 @@ namespace kiln::collab {
 struct StoredRoom {
   std::uint64_t seq = 0;
   std::string snapshot;  // Scene::snapshot() as JSON
+  std::string epoch;     // the epoch the room had when stored ("" when unknown)
 };
 
 // Calls `done` exactly once, from any thread: the latest stored snapshot, nullopt when none

@@ -178,13 +178,14 @@ std::string ack(std::int64_t id, std::string_view room, std::uint64_t seq) {
 }
 
 std::string nack(std::optional<std::int64_t> id, std::string_view room, Code code,
-                 std::string_view message) {
+                 std::string_view message, std::int64_t after_ms) {
   json::object o;
   o["t"] = "nack";
   if (id) o["id"] = *id;
   if (!room.empty()) o["room"] = room;
   o["code"] = to_string(code);
   o["message"] = message;
+  if (after_ms > 0) o["after_ms"] = after_ms;
   return json::serialize(o);
 }
 

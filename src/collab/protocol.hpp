@@ -93,8 +93,10 @@ namespace encode {
 std::string welcome(std::int64_t id, std::string_view session, std::string_view node,
                     std::string_view user, std::string_view name, std::int64_t heartbeat_ms);
 std::string ack(std::int64_t id, std::string_view room, std::uint64_t seq);
+// after_ms > 0: the refusal is temporary; the client may send the same request again after
+// that many milliseconds (the field `after_ms`).
 std::string nack(std::optional<std::int64_t> id, std::string_view room, Code code,
-                 std::string_view message);
+                 std::string_view message, std::int64_t after_ms = 0);
 std::string ops(std::string_view room, std::uint64_t seq, std::string_view author,
                 const boost::json::array& ops);
 std::string left(std::int64_t id, std::string_view room);

@@ -1,6 +1,7 @@
 #include "collab/scene.hpp"
 
 #include <algorithm>
+#include <iterator>
 #include <variant>
 
 namespace kiln::collab {
@@ -37,6 +38,26 @@ Error Scene::validate(const std::vector<Op>& batch) {
   }
   rollback(undo);
   return {};
+}
+
+std::vector<Error> Scene::validate_sequence(const std::vector<const std::vector<Op>*>& batches) {
+  std::vector<Error> out(batches.size());
+  std::vector<Undo> accepted;  // every accepted batch's undo, oldest first
+  for (std::size_t b = 0; b < batches.size(); ++b) {
+    std::vector<Undo> undo;
+    undo.reserve(batches[b]->size());
+    for (std::size_t i = 0; i < batches[b]->size(); ++i) {
+      if (auto e = apply_one((*batches[b])[i], undo)) {
+        rollback(undo);
+        e.message = "op " + std::to_string(i) + ": " + e.message;
+        out[b] = std::move(e);
+        break;
+      }
+    }
+    if (!out[b]) std::move(undo.begin(), undo.end(), std::back_inserter(accepted));
+  }
+  rollback(accepted);
+  return out;
 }
 
 bool Scene::contains(std::string_view id) const {

@@ -37,6 +37,12 @@ class Scene {
   // Checks the batch against the scene without changing it (applies, then undoes).
   Error validate(const std::vector<Op>& batch);
 
+  // Checks batches that would be applied one after another: each against the scene as the
+  // earlier accepted ones (not the refused ones) would leave it. One result per batch, in
+  // order; the scene is unchanged afterwards. What a node does before appending a queue of
+  // batches in one step.
+  std::vector<Error> validate_sequence(const std::vector<const std::vector<Op>*>& batches);
+
   [[nodiscard]] bool contains(std::string_view id) const;
   [[nodiscard]] const Entity* find(std::string_view id) const;
   [[nodiscard]] std::size_t size() const { return entities_.size(); }

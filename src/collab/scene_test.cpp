@@ -33,6 +33,27 @@ TEST(Scene, CreateUnderRootAndUnderAnEntity) {
   EXPECT_EQ(s.check_invariants(), "");
 }
 
+TEST(Scene, ASequenceIsValidatedAsIfAppliedInOrderAndLeavesTheSceneAsItWas) {
+  Scene s;
+  ASSERT_EQ(apply(s, R"([{"op":"create","entity":"a","parent":"root"}])"), Code::Ok);
+  const auto before = boost::json::serialize(s.snapshot());
+  const auto b1 = batch(R"([{"op":"create","entity":"b","parent":"a"}])");
+  const auto b2 = batch(R"([{"op":"create","entity":"c","parent":"b"}])");     // needs b1
+  const auto b3 = batch(R"([{"op":"create","entity":"b","parent":"root"}])");  // b1 made b
+  const auto b4 = batch(R"([{"op":"create","entity":"x","parent":"root"},
+                             {"op":"create","entity":"y","parent":"nope"}])");
+  const auto b5 = batch(R"([{"op":"create","entity":"x","parent":"root"}])");  // b4 undone
+  const auto r = s.validate_sequence({&b1, &b2, &b3, &b4, &b5});
+  ASSERT_EQ(r.size(), 5u);
+  EXPECT_EQ(r[0].code, Code::Ok);
+  EXPECT_EQ(r[1].code, Code::Ok) << r[1].message;
+  EXPECT_EQ(r[2].code, Code::Exists);
+  EXPECT_EQ(r[3].code, Code::NotFound);
+  EXPECT_EQ(r[4].code, Code::Ok) << "a refused batch leaves nothing behind for the next";
+  EXPECT_EQ(boost::json::serialize(s.snapshot()), before);
+  EXPECT_EQ(s.check_invariants(), "");
+}
+
 TEST(Scene, CreateRejections) {
   Scene s;
   apply(s, R"([{"op":"create","entity":"a","parent":"root"}])");

@@ -67,17 +67,21 @@ if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[
 return 0
 )lua");
 
-// KEYS meta log; ARGV expected_seq message channel epoch. Appends iff the room is at
-// expected_seq of the same epoch; {-1} when the epoch changed or the keys are gone.
-const redis::Script kSubmit(R"lua(
+// KEYS meta log; ARGV expected_seq epoch channel message... Appends the messages (a group,
+// seqs expected_seq+1...) and publishes each iff the room is at expected_seq of the same
+// epoch: {1, seq} appended; {0, seq} another node appended first; {-1, 0} the epoch
+// changed or the keys are gone.
+const redis::Script kAppend(R"lua(
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch or epoch ~= ARGV[4] then return {-1, 0} end
+if not epoch or epoch ~= ARGV[2] then return {-1, 0} end
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if seq ~= tonumber(ARGV[1]) then return {0, seq} end
-seq = seq + 1
+for i = 4, #ARGV do
+  seq = seq + 1
+  redis.call('XADD', KEYS[2], seq .. '-0', 'm', ARGV[i])
+  redis.call('SPUBLISH', ARGV[3], ARGV[i])
+end
 redis.call('HSET', KEYS[1], 'seq', seq)
-redis.call('XADD', KEYS[2], seq .. '-0', 'm', ARGV[2])
-redis.call('SPUBLISH', ARGV[3], ARGV[2])
 return {1, seq}
 )lua");
 
@@ -252,6 +256,13 @@ std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::si
 }  // namespace
 
 struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
+  struct Submission {
+    collab::Member author;
+    std::int64_t request_id = 0;
+    std::shared_ptr<std::vector<collab::Op>> ops;
+    std::function<void(Error)> refused;
+  };
+
   struct PendingJoin {
     collab::Member member;
     std::optional<collab::Since> since;
@@ -270,8 +281,12 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     bool filling = false;
     std::vector<PendingJoin> joins;
     std::map<std::string, collab::Member> local;  // this node's members, by session
-    std::string sub_endpoint;          // the node its channel is subscribed on (under Impl::mu)
-    std::set<std::uint64_t> held;      // own batches awaiting replicas: not delivered yet
+    std::string sub_endpoint;      // the node its channel is subscribed on (under Impl::mu)
+    std::set<std::uint64_t> held;  // own batches awaiting replicas: not delivered yet
+    std::deque<Submission> queue;  // this node's batches not yet appended, in arrival order
+    bool appending = false;        // a group is with Redis
+    std::uint64_t wait_seq = 0;    // the copy must reach it before the next group goes
+    bool catch_up_armed = false;
     int joining = 0;                   // joins queued or waiting for Redis
     std::atomic<bool> evicted{false};  // dropped from the node: a join must make a new one
     Room(std::string r, std::size_t max_entities) : id(std::move(r)), scene(max_entities) {}
@@ -535,22 +550,24 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       reload(room);
       return;
     }
-    drain_early(*room);
+    drain_early(room);
   }
 
   // Applies buffered messages that have become next in line. Room lock held.
-  void drain_early(Room& room) {
-    while (!room.early.empty()) {
-      auto it = room.early.begin();
-      if (it->first <= room.seq) {
-        room.early.erase(it);
+  // Then sends the next group if it was waiting for the copy.
+  void drain_early(const std::shared_ptr<Room>& room) {
+    while (!room->early.empty()) {
+      auto it = room->early.begin();
+      if (it->first <= room->seq) {
+        room->early.erase(it);
         continue;
       }
-      if (it->first != room.seq + 1 || room.held.count(it->first) != 0) break;
+      if (it->first != room->seq + 1 || room->held.count(it->first) != 0) break;
       auto m = std::move(it->second);
-      room.early.erase(it);
-      if (!apply(room, m)) return;
+      room->early.erase(it);
+      if (!apply(*room, m)) return;
     }
+    pump(room);
   }
 
   // Fetches the batches between the copy's seq and the first early message. Room lock held.
@@ -591,7 +608,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
             first = false;
             room->early.emplace(m->seq, std::move(*m));
           }
-          self->drain_early(*room);
+          self->drain_early(room);
           if (!room->early.empty() && room->early.begin()->first > room->seq + 1) self->fill(room);
         });
   }
@@ -677,7 +694,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     room->seq = rb->seq;
     room->log = std::move(rb->log);
     room->state = Room::State::Ready;
-    drain_early(*room);
+    drain_early(room);
     auto joins = std::move(room->joins);
     room->joins.clear();
     lock.unlock();
@@ -686,26 +703,33 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
 
   // Redis has fewer batches than this node applied: they were lost with a primary. Mark a
   // new epoch, reload, and have every local member resynchronise. Room lock held.
+  // The seq compared may be stale (read before batches this node has applied since), so
+  // only the script, which compares with Redis's seq now, decides; and only then is it
+  // logged and counted.
   void history_lost(const std::shared_ptr<Room>& room) {
-    log::warn("redis engine: the room's history went backwards; starting a new epoch",
-              {{"room", room->id}, {"seq", static_cast<std::int64_t>(room->seq)}});
     std::weak_ptr<Impl> weak = shared_from_this();
     const auto observed = room->seq;
     client->eval(kHistoryLost, {key(room->id, "meta")}, {std::to_string(observed), make_epoch()},
-                 [weak, room](Reply r) {
+                 [weak, room, observed](Reply r) {
                    auto self = weak.lock();
                    // 0: Redis is not behind after all (the seq we compared was stale).
                    if (!self || r.is_error() || r.integer != 1) return;
+                   log::warn(
+                       "redis engine: the room's history went backwards; starting a new epoch",
+                       {{"room", room->id}, {"seq", static_cast<std::int64_t>(observed)}});
+                   if (self->options.on_history_lost) self->options.on_history_lost();
                    std::lock_guard lock(room->mu);
                    if (auto* s = self->sink.load()) s->on_reset(room->id);
                    self->reload(room);
                  });
   }
 
+  // The queue stays: it is validated against the reloaded copy.
   void reload(const std::shared_ptr<Room>& room) {
     room->state = Room::State::Loading;
     room->early.clear();
     room->held.clear();
+    room->wait_seq = 0;
     load(room);
   }
 
@@ -820,7 +844,8 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lock(room->mu);
       if (!room->local.empty() || room->joining > 0 || !room->joins.empty() ||
-          room->state != Room::State::Ready || room->evicted.load()) {
+          !room->queue.empty() || room->appending || room->state != Room::State::Ready ||
+          room->evicted.load()) {
         return;
       }
       room->evicted.store(true);
@@ -902,132 +927,208 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
                  });
   }
 
-  void submit(const std::string& id, const collab::Member& author, std::int64_t request_id,
-              std::shared_ptr<std::vector<collab::Op>> ops, std::function<void(Error)> refused,
-              int attempt) {
+  // --- the submit pipeline ------------------------------------------------------------
+  // Batches wait in the room's queue in arrival order. One group at a time is with Redis:
+  // the queue's head validated in order against the copy (each against the state the
+  // earlier ones leave), appended together if the room is still at the copy's seq. On a
+  // conflict the group goes back to the head of the queue, the copy catches up, and the
+  // queue is validated again, in the same order. So one author's batches (one session is on
+  // one node) land in the order sent, and contention costs latency, never a refusal.
+
+  void submit(const std::string& id, Submission sub) {
     auto room = find(id);
     if (!room) {
-      refused(collab::fail(Code::Forbidden, "join the room first"));
+      sub.refused(collab::fail(Code::Forbidden, "join the room first"));
       return;
     }
-    std::uint64_t expected = 0;
-    std::string epoch;
-    std::string message;
-    {
-      std::lock_guard lock(room->mu);
-      if (room->state != Room::State::Ready) {
-        retry_submit(id, author, request_id, std::move(ops), std::move(refused), attempt);
-        return;
-      }
-      if (auto e = room->scene.validate(*ops)) {
-        refused(std::move(e));
-        return;
-      }
-      expected = room->seq;
-      epoch = room->epoch;
-      json::array arr;
-      for (const auto& op : *ops) arr.push_back(collab::to_json(op));
-      // With ack durability, this node holds its own batch back until the replicas have it
-      // (marked before the append, whose message may arrive before the script's reply).
-      if (options.ack_replicas > 0) room->held.insert(expected + 1);
-      message = encode_ops(OpsMessage{expected + 1, author.user, author.session, request_id,
-                                      collab::encode::ops(id, expected + 1, author.user, arr)});
+    std::lock_guard lock(room->mu);
+    if (room->queue.size() >= options.max_queued) {
+      // The room receives more than Redis takes: back-pressure, with a time to retry.
+      if (options.on_busy) options.on_busy();
+      sub.refused(collab::fail(Code::Unavailable,
+                               "the room has " + std::to_string(room->queue.size()) +
+                                   " batches waiting on this node; send again later",
+                               options.busy_retry_after.count()));
+      return;
     }
+    room->queue.push_back(std::move(sub));
+    pump(room);
+  }
+
+  // Sends the next group when nothing is with Redis and the copy is current. Room lock held.
+  void pump(const std::shared_ptr<Room>& room) {
+    while (!room->appending && room->state == Room::State::Ready && !room->queue.empty() &&
+           room->seq >= room->wait_seq && room->held.empty()) {
+      auto group = take_group(*room);
+      if (group->empty()) continue;  // every batch at the head was refused
+      send_group(room, std::move(group));
+    }
+  }
+
+  // Validates the queue's head in order; refuses what does not apply; returns the rest.
+  std::shared_ptr<std::vector<Submission>> take_group(Room& room) {
+    const std::size_t n = std::min(room.queue.size(), options.max_group);
+    std::vector<const std::vector<collab::Op>*> batches;
+    batches.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) batches.push_back(room.queue[i].ops.get());
+    auto verdicts = room.scene.validate_sequence(batches);
+    auto group = std::make_shared<std::vector<Submission>>();
+    for (std::size_t i = 0; i < n; ++i) {
+      if (verdicts[i]) {
+        room.queue[i].refused(std::move(verdicts[i]));
+      } else {
+        group->push_back(std::move(room.queue[i]));
+      }
+    }
+    room.queue.erase(room.queue.begin(), room.queue.begin() + static_cast<std::ptrdiff_t>(n));
+    return group;
+  }
+
+  // Room lock held.
+  void send_group(const std::shared_ptr<Room>& room,
+                  std::shared_ptr<std::vector<Submission>> group) {
+    const std::uint64_t expected = room->seq;
+    std::vector<std::string> args{std::to_string(expected), room->epoch, key(room->id, "ch")};
+    args.reserve(3 + group->size());
+    for (std::size_t i = 0; i < group->size(); ++i) {
+      const auto& sub = (*group)[i];
+      json::array arr;
+      arr.reserve(sub.ops->size());
+      for (const auto& op : *sub.ops) arr.push_back(collab::to_json(op));
+      const std::uint64_t seq = expected + 1 + i;
+      args.push_back(
+          encode_ops(OpsMessage{seq, sub.author.user, sub.author.session, sub.request_id,
+                                collab::encode::ops(room->id, seq, sub.author.user, arr)}));
+      // With ack durability, this node holds its own batches back until the replicas have
+      // them (marked before the append, whose messages may arrive before the reply).
+      if (options.ack_replicas > 0) room->held.insert(seq);
+    }
+    room->appending = true;
+    if (options.on_group) options.on_group(group->size());
     std::weak_ptr<Impl> weak = shared_from_this();
-    client->eval(
-        kSubmit, {key(id, "meta"), key(id, "log")},
-        {std::to_string(expected), message, key(id, "ch"), epoch},
-        [weak, id, author, request_id, ops, refused, attempt, room, expected](Reply r) mutable {
-          auto self = weak.lock();
-          if (!self) return;
-          const bool appended =
-              !r.is_error() && r.elements.size() >= 2 && r.elements[0].integer == 1;
-          if (self->options.ack_replicas > 0) {
-            if (appended) {
-              self->await_replicas(room, expected + 1);
-            } else {
-              self->release(room, expected + 1);
-            }
-          }
-          if (r.is_error() || r.elements.size() < 2) {
-            refused(collab::fail(Code::Unavailable, "room engine unavailable: " + r.str));
-            return;
-          }
-          const auto outcome = r.elements[0].integer;
-          if (outcome == 1) {
-            // Mark the room for the persister. Not atomic with the append (another slot in a
-            // Cluster): a mark lost with this node is found by the persister's reconciliation.
-            const auto dirty = self->options.prefix + ":dirty";
-            self->client->command(
-                dirty, {"ZADD", dirty, "GT", std::to_string(reply_u64(r.elements[1])), id},
-                [id](Reply z) {
-                  if (z.is_error())
-                    log::warn("redis engine: dirty mark failed", {{"room", id}, {"error", z.str}});
-                });
-            return;  // the hub acks when the batch comes back
-          }
-          if (outcome == -1) {
-            // A new epoch (another node saw history lost) or the keys are gone:
-            // this node's copy is void; its members resynchronise.
-            std::lock_guard lock(room->mu);
-            if (room->state == Room::State::Ready) {
-              if (auto* s = self->sink.load()) s->on_reset(room->id);
-              self->reload(room);
-            }
-          } else {
-            std::lock_guard lock(room->mu);
-            const auto redis_seq = reply_u64(r.elements[1]);
-            if (redis_seq > room->seq) {
-              // Someone else appended first: catch up, validate again, retry.
-              self->fill(room);
-            } else if (redis_seq < room->seq) {
-              self->history_lost(room);
-            }
-          }
-          self->retry_submit(id, author, request_id, std::move(ops), std::move(refused), attempt);
-        });
+    const auto id = room->id;
+    client->eval(kAppend, {key(id, "meta"), key(id, "log")}, std::move(args),
+                 [weak, room, group, expected](Reply r) {
+                   if (auto self = weak.lock()) self->group_answered(room, *group, expected, r);
+                 });
+  }
+
+  void group_answered(const std::shared_ptr<Room>& room, std::vector<Submission>& group,
+                      std::uint64_t expected, const Reply& r) {
+    const bool answered = !r.is_error() && r.elements.size() >= 2;
+    const auto outcome = answered ? r.elements[0].integer : 0;
+    const std::uint64_t last = expected + group.size();
+    if (options.ack_replicas > 0) {
+      if (outcome == 1) {
+        await_replicas(room, expected + 1, last);
+      } else {
+        release(room, expected + 1, last);
+      }
+    }
+    std::lock_guard lock(room->mu);
+    room->appending = false;
+    if (!answered) {
+      // Redis did not answer (down, or a timeout): whether the group landed is unknown to
+      // this node, so the authors are told the truth, and resume tells them the rest.
+      log::warn("redis engine: appending batches failed", {{"room", room->id}, {"error", r.str}});
+      for (auto& sub : group)
+        sub.refused(collab::fail(Code::Unavailable, "room engine unavailable: " + r.str,
+                                 options.busy_retry_after.count()));
+      arm_catch_up(room);
+      return;
+    }
+    if (outcome == 1) {
+      // The group is in: its batches come back on the channel, which acks them. The next
+      // group waits until the copy holds them (a fair start against the other nodes).
+      room->wait_seq = last;
+      mark_dirty(room->id, last);
+      arm_catch_up(room);
+      pump(room);
+      return;
+    }
+    if (outcome == -1) {
+      // A new epoch (another node saw history lost) or the keys are gone: this node's copy
+      // is void and its members resynchronise. The group is not in; it is refused.
+      for (auto& sub : group)
+        sub.refused(collab::fail(Code::Unavailable, "the room restarted; join it again", 100));
+      if (room->state == Room::State::Ready) {
+        if (auto* s = sink.load()) s->on_reset(room->id);
+        reload(room);
+      }
+      return;
+    }
+    // Someone else appended first: back to the head of the queue, in order; revalidated
+    // once the copy has caught up.
+    if (options.on_conflict) options.on_conflict();
+    for (auto it = group.rbegin(); it != group.rend(); ++it) room->queue.push_front(std::move(*it));
+    const auto redis_seq = reply_u64(r.elements[1]);
+    if (redis_seq > room->seq) {
+      room->wait_seq = std::max(room->wait_seq, redis_seq);
+      arm_catch_up(room);
+    } else if (redis_seq < room->seq) {
+      history_lost(room);
+    }
+    pump(room);
+  }
+
+  // The copy normally catches up from the channel within a millisecond; if it has not
+  // after catch_up_after (a lost message, a moved subscription), it reads the log.
+  void arm_catch_up(const std::shared_ptr<Room>& room) {
+    if (room->catch_up_armed) return;
+    room->catch_up_armed = true;
+    std::weak_ptr<Impl> weak = shared_from_this();
+    runtime.after(options.catch_up_after, [weak, room] {
+      auto self = weak.lock();
+      if (!self) return;
+      std::lock_guard lock(room->mu);
+      room->catch_up_armed = false;
+      if (room->state != Room::State::Ready) return;
+      if (room->seq < room->wait_seq) {
+        self->fill(room);
+        self->arm_catch_up(room);
+      } else if (!room->queue.empty() && !room->appending) {
+        self->pump(room);
+      }
+    });
+  }
+
+  // Marks the room for the persister. Not atomic with the append (another slot in a
+  // Cluster): a mark lost with this node is found by the persister's reconciliation.
+  void mark_dirty(const std::string& id, std::uint64_t seq) {
+    const auto dirty = options.prefix + ":dirty";
+    client->command(dirty, {"ZADD", dirty, "GT", std::to_string(seq), id}, [id](Reply z) {
+      if (z.is_error())
+        log::warn("redis engine: dirty mark failed", {{"room", id}, {"error", z.str}});
+    });
   }
 
   // WAIT on the connection that carried the append (one per node): every earlier write on
   // it, ours included, must reach the replicas. Then the batch is delivered.
-  void await_replicas(const std::shared_ptr<Room>& room, std::uint64_t seq) {
+  void await_replicas(const std::shared_ptr<Room>& room, std::uint64_t first, std::uint64_t last) {
     std::weak_ptr<Impl> weak = shared_from_this();
     client->command(key(room->id, "meta"),
                     {"WAIT", std::to_string(options.ack_replicas),
                      std::to_string(options.wait_timeout.count())},
-                    [weak, room, seq](Reply r) {
+                    [weak, room, first, last](Reply r) {
                       auto self = weak.lock();
                       if (!self) return;
                       if (r.is_error() || r.integer < self->options.ack_replicas) {
                         log::warn(
                             "redis engine: replicas did not confirm a batch in time; acking anyway",
                             {{"room", room->id},
-                             {"seq", static_cast<std::int64_t>(seq)},
+                             {"seq", static_cast<std::int64_t>(last)},
                              {"replicas", static_cast<std::int64_t>(r.integer)}});
                         if (self->options.on_wait_timeout) self->options.on_wait_timeout();
                       }
-                      self->release(room, seq);
+                      self->release(room, first, last);
                     });
   }
 
-  void release(const std::shared_ptr<Room>& room, std::uint64_t seq) {
+  void release(const std::shared_ptr<Room>& room, std::uint64_t first, std::uint64_t last) {
     std::lock_guard lock(room->mu);
-    if (room->held.erase(seq) != 0) drain_early(*room);
-  }
-
-  void retry_submit(const std::string& id, const collab::Member& author, std::int64_t request_id,
-                    std::shared_ptr<std::vector<collab::Op>> ops,
-                    std::function<void(Error)> refused, int attempt) {
-    if (attempt + 1 >= options.max_submit_attempts) {
-      refused(collab::fail(Code::Unavailable, "the room is too busy; try again"));
-      return;
-    }
-    std::weak_ptr<Impl> weak = shared_from_this();
-    runtime.after(std::chrono::milliseconds(1 + attempt), [weak, id, author, request_id, ops,
-                                                           refused, attempt]() mutable {
-      if (auto self = weak.lock())
-        self->submit(id, author, request_id, std::move(ops), std::move(refused), attempt + 1);
-    });
+    bool any = false;
+    for (auto seq = first; seq <= last; ++seq) any = room->held.erase(seq) != 0 || any;
+    if (any) drain_early(room);
   }
 };
 
@@ -1067,8 +1168,9 @@ void RedisRoomEngine::leave(const std::string& room_id, const std::string& sessi
 void RedisRoomEngine::submit(const std::string& room, const collab::Member& author,
                              std::int64_t request_id, std::vector<collab::Op> ops,
                              std::function<void(collab::Error)> refused) {
-  impl_->submit(room, author, request_id, std::make_shared<std::vector<collab::Op>>(std::move(ops)),
-                std::move(refused), 0);
+  impl_->submit(room, Impl::Submission{author, request_id,
+                                       std::make_shared<std::vector<collab::Op>>(std::move(ops)),
+                                       std::move(refused)});
 }
 
 void RedisRoomEngine::publish_eph(collab::EphBatch batch) {

@@ -11,11 +11,13 @@
 //   <prefix>:{R}:ch       shard channel (SPUBLISH) for ops, eph and presence messages
 //   <prefix>:dirty        zset   room -> seq of its newest batch not yet marked stored
 //
-// A batch is validated here against this node's copy of the scene at seq S, then appended
-// by a Lua script only if the room is still at S (compare-and-set): the append, the new
-// seq and the publish happen atomically in Redis. On a conflict the node catches up and
-// tries again. Every node keeps its copy current from the channel, detects a gap by seq
-// and fills it from the log before delivering anything later.
+// Batches queue per room on the node that received them. The queue's head is validated
+// in order against this node's copy of the scene at seq S and appended as one group by a
+// Lua script only if the room is still at S (compare-and-set): the appends, the new seq
+// and the publishes happen atomically in Redis. On a conflict the group goes back to the
+// head of the queue, the node catches up and validates again in the same order, so one
+// session's batches land in the order sent. Every node keeps its copy current from the
+// channel, detects a gap by seq and fills it from the log before delivering anything later.
 #pragma once
 
 #include "adapters/redis/client.hpp"
@@ -44,11 +46,22 @@ struct RedisEngineOptions {
   int ack_replicas = 0;
   std::chrono::milliseconds wait_timeout{1'000};
   std::function<void()> on_wait_timeout;  // counts acks sent without the replicas' word
-  int max_submit_attempts = 50;
+  // The submit pipeline: at most max_group batches per append, at most max_queued waiting
+  // per room on this node (beyond: nack unavailable with after_ms = busy_retry_after).
+  std::size_t max_group = 256;
+  std::size_t max_queued = 10'000;
+  std::chrono::milliseconds busy_retry_after{250};
+  // After an append or a conflict, the log is read if the channel has not brought the
+  // copy up to date within this long.
+  std::chrono::milliseconds catch_up_after{100};
+  std::function<void(std::size_t)> on_group;  // a group of n batches was sent
+  std::function<void()> on_conflict;          // another node appended first
+  std::function<void()> on_busy;              // a batch was refused: the queue was full
+  std::function<void()> on_history_lost;      // Redis was behind this node: a new epoch
   // A room with no member on this node is dropped from it (copy and subscription) after
   // this long, so that a node's memory does not grow with every room it ever served.
-  std::chrono::milliseconds evict_after{30'000};  // compare-and-set retries under contention
-  redis::ConnectionOptions connection;            // for the subscriber connections
+  std::chrono::milliseconds evict_after{30'000};
+  redis::ConnectionOptions connection;  // for the subscriber connections
 };
 
 class RedisRoomEngine final : public collab::RoomEngine, public collab::PersistSource {

@@ -36,9 +36,15 @@ class RedisHarness : public Harness {
     eo.evict_after = evict_after;
     engine_ =
         std::make_unique<RedisRoomEngine>(runtime_, client_, eo, [] { return ids::random_hex(8); });
+    options_ = eo;
+    cluster_ = cluster;
     thread_ = std::thread([this] { runtime_.run(); });
   }
   ~RedisHarness() override {
+    for (auto& [c, e] : peers_) {
+      e->close();
+      c->close();
+    }
     engine_->close();
     client_->close();
     runtime_.stop();
@@ -48,6 +54,23 @@ class RedisHarness : public Harness {
   collab::RoomEngine& engine() override { return *engine_; }
   collab::PersistSource& persistence() override { return *engine_; }
   void set_loader(collab::RoomLoader loader) override { engine_->set_loader(std::move(loader)); }
+  // Three gateway nodes on one Redis: node 0 and two more, each with its own client.
+  std::size_t nodes() override { return 3; }
+  collab::RoomEngine& node(std::size_t i) override {
+    if (i == 0) return *engine_;
+    std::lock_guard lock(peers_mu_);
+    while (peers_.size() < i) {
+      auto ep = redis::test_endpoint(cluster_ ? 1 : 0);
+      redis::ConnectionOptions o = options_.connection;
+      auto c = cluster_ ? redis::Client::cluster(runtime_, {*ep}, o)
+                        : redis::Client::standalone(runtime_, o);
+      auto eo = options_;
+      eo.node = "node-" + std::to_string(peers_.size() + 2);
+      peers_.emplace_back(
+          c, std::make_unique<RedisRoomEngine>(runtime_, c, eo, [] { return ids::random_hex(8); }));
+    }
+    return *peers_[i - 1].second;
+  }
   RedisRoomEngine& redis_engine() { return *engine_; }
   const std::string& prefix() const { return prefix_; }
   // Runs one command on the engine's own Redis client (to tamper with a room's keys).
@@ -66,6 +89,10 @@ class RedisHarness : public Harness {
   std::unique_ptr<RedisRoomEngine> engine_;
   std::thread thread_;
   std::string prefix_;
+  RedisEngineOptions options_;
+  bool cluster_ = false;
+  std::mutex peers_mu_;
+  std::vector<std::pair<std::shared_ptr<redis::Client>, std::unique_ptr<RedisRoomEngine>>> peers_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Redis, EngineConformance,

@@ -37,9 +37,9 @@ void Session::trip(const char* limit) {
 }
 
 void Session::nack(std::optional<std::int64_t> id, std::string_view room, Code code,
-                   std::string_view message) {
+                   std::string_view message, std::int64_t after_ms) {
   if (ctx_.metrics.nacks) ctx_.metrics.nacks->with({std::string(collab::to_string(code))}).inc();
-  send(encode::nack(id, room, code, message));
+  send(encode::nack(id, room, code, message, after_ms));
 }
 
 void Session::lost_sync(const std::string& room) {
@@ -63,6 +63,37 @@ void Session::on_text(std::string_view frame, Clock::time_point now) {
     close(Close::RateLimited, "too many messages");
     return;
   }
+  if (joining_) {
+    if (held_.size() >= kMaxHeldFrames) {
+      trip("held_frames");
+      close(Close::RateLimited, "too many frames sent while a join was unanswered");
+      return;
+    }
+    held_.emplace_back(std::string(frame), now);
+    return;
+  }
+  process(frame, now);
+}
+
+void Session::join_answered() {
+  if (auto t = transport_.lock()) {
+    std::weak_ptr<Session> weak = shared_from_this();
+    t->run([weak] {
+      if (auto self = weak.lock()) self->resume();
+    });
+  }
+}
+
+void Session::resume() {
+  joining_ = false;
+  while (!joining_ && !held_.empty() && !closed_) {
+    auto [frame, at] = std::move(held_.front());
+    held_.pop_front();
+    process(frame, at);
+  }
+}
+
+void Session::process(std::string_view frame, Clock::time_point now) {
   auto d = collab::decode(frame);
   auto count = [&](const char* type) {
     if (ctx_.metrics.frames_in) ctx_.metrics.frames_in->with({type}).inc();
@@ -163,12 +194,17 @@ void Session::handle(collab::msg::Join&& m) {
     }
     rooms_.emplace(m.room, role->second);
   }
+  joining_ = true;  // later frames wait for the answer (they may be about this room)
   std::weak_ptr<Session> weak = shared_from_this();
   ctx_.engine.join(m.room, member_, m.since,
                    [this, weak, id = m.id, room = m.room](collab::JoinResult r) {
                      auto self = weak.lock();
                      if (!self)
                        return;  // the connection is gone; on_closed left every room it knew
+                     struct Answered {
+                       Session* s;
+                       ~Answered() { s->join_answered(); }
+                     } answered{this};  // after the reply below is queued
                      bool gone = false;
                      {
                        std::lock_guard lock(rooms_mu_);
@@ -225,7 +261,8 @@ void Session::handle(collab::msg::Op&& m, Clock::time_point now) {
   std::weak_ptr<Session> weak = shared_from_this();
   ctx_.engine.submit(m.room, member_, m.id, std::move(ops),
                      [weak, id = m.id, room = m.room](collab::Error e) {
-                       if (auto self = weak.lock()) self->nack(id, room, e.code, e.message);
+                       if (auto self = weak.lock())
+                         self->nack(id, room, e.code, e.message, e.after_ms);
                      });
 }
 
@@ -270,6 +307,7 @@ void Session::on_closed() {
     closed_ = true;
     rooms.swap(rooms_);
   }
+  held_.clear();
   for (const auto& [room, role] : rooms) {
     ctx_.hub.remove(room, member_.session);
     ctx_.engine.leave(room, member_.session);

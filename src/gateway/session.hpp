@@ -11,6 +11,7 @@
 #include "gateway/gateway.hpp"
 #include "gateway/token_bucket.hpp"
 
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -25,13 +26,15 @@ class Family;
 
 namespace kiln::gateway {
 
-// The connection as the session sees it. Both calls are thread-safe and never block.
+// The connection as the session sees it. Every call is thread-safe and never blocks.
 class Transport {
  public:
   virtual ~Transport() = default;
   virtual void send(std::shared_ptr<const std::string> frame) = 0;
   // Sends what is queued (except for SlowConsumer, which drops it), then closes.
   virtual void close(collab::Close code, std::string reason) = 0;
+  // Runs `fn` later where frames are handled (the connection's strand), never inline.
+  virtual void run(std::function<void()> fn) = 0;
 };
 
 // Counters every session shares.
@@ -62,8 +65,11 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   Session(SessionContext& ctx, std::weak_ptr<Transport> transport, std::string session_id,
           Clock::time_point now);
 
-  // Frames arrive one at a time, in order (the connection's strand).
+  // Frames arrive one at a time, in order (the connection's strand), and are processed in
+  // that order: a frame that follows a `join` waits until the join is answered (held, at
+  // most kMaxHeldFrames; more closes the connection with 4029).
   void on_text(std::string_view frame, Clock::time_point now);
+  static constexpr std::size_t kMaxHeldFrames = 1'000;
   void on_hello_timeout();
   // The connection is gone: leave every room.
   void on_closed();
@@ -81,10 +87,14 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   void lost_sync(const std::string& room) override;
 
  private:
+  void process(std::string_view frame, Clock::time_point now);
+  // A join was answered (any thread): process the frames held meanwhile, on the strand.
+  void join_answered();
+  void resume();
   void send(std::string frame);
   void close(collab::Close code, std::string reason);
   void nack(std::optional<std::int64_t> id, std::string_view room, collab::Code code,
-            std::string_view message);
+            std::string_view message, std::int64_t after_ms = 0);
   void handle(collab::msg::Hello&& m);
   void handle(collab::msg::Join&& m);
   void handle(collab::msg::Op&& m, Clock::time_point now);
@@ -101,6 +111,9 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   std::map<std::string, auth::Role, std::less<>> project_roles_;
   std::mutex rooms_mu_;  // join completions may arrive from the engine's threads
   std::map<std::string, auth::Role, std::less<>> rooms_;  // joined (or joining) rooms
+  // Frames that arrived while a join was unanswered (strand only), with their arrival time.
+  bool joining_ = false;
+  std::deque<std::pair<std::string, Clock::time_point>> held_;
   TokenBucket ops_bucket_;
   TokenBucket eph_bucket_;
   TokenBucket all_bucket_;

@@ -21,7 +21,24 @@ struct FakeTransport : Transport {
   void close(Close code, std::string reason) override {
     if (!closed) closed.emplace(code, std::move(reason));
   }
+  // Runs tasks at once, or (deferred) when the test calls run_tasks().
+  void run(std::function<void()> fn) override {
+    if (deferred) {
+      tasks.push_back(std::move(fn));
+    } else {
+      fn();
+    }
+  }
+  void run_tasks() {
+    while (!tasks.empty()) {
+      auto fn = std::move(tasks.front());
+      tasks.erase(tasks.begin());
+      fn();
+    }
+  }
   json::object last() { return json::parse(frames.back()).as_object(); }
+  bool deferred = false;
+  std::vector<std::function<void()>> tasks;
 };
 
 class SessionTest : public ::testing::Test {
@@ -86,6 +103,44 @@ TEST_F(SessionTest, HelloThenJoinThenOp) {
   EXPECT_EQ(ack.at("t").as_string(), "ack");
   EXPECT_EQ(ack.at("seq").as_int64(), 1);
   EXPECT_FALSE(a.transport->closed);
+}
+
+// hello, join and op sent back to back (the README's snippet): the op waits for the join,
+// even when the room is still loading from the database.
+TEST_F(SessionTest, FramesAfterAJoinWaitForItsAnswer) {
+  std::function<void(std::optional<collab::StoredRoom>, std::string)> load_done;
+  engine.set_loader([&](const std::string&, auto done) { load_done = std::move(done); });
+  auto a = connect("sa");
+  a.transport->deferred = true;
+  hello(a, "ann");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  a.session->on_text(
+      R"({"t":"op","id":3,"room":"p/s","ops":[{"op":"create","entity":"e","parent":"root"}]})", t0);
+  a.session->on_text(R"({"t":"ping","id":4})", t0);
+  ASSERT_EQ(a.transport->frames.size(), 1u) << "only the welcome: the op waits for the join";
+  ASSERT_TRUE(load_done);
+  load_done(collab::StoredRoom{5, R"({"entities":{}})", ""}, "");
+  a.transport->run_tasks();
+  ASSERT_EQ(a.transport->frames.size(), 4u);
+  std::vector<std::string> types;
+  for (const auto& f : a.transport->frames) types.emplace_back(json::parse(f).at("t").as_string());
+  EXPECT_EQ(types, (std::vector<std::string>{"welcome", "joined", "ack", "pong"}));
+  EXPECT_EQ(json::parse(a.transport->frames[2]).at("seq").as_int64(), 6);
+}
+
+TEST_F(SessionTest, AFailedJoinAlsoReleasesTheFramesAfterIt) {
+  std::function<void(std::optional<collab::StoredRoom>, std::string)> load_done;
+  engine.set_loader([&](const std::string&, auto done) { load_done = std::move(done); });
+  auto a = connect("sa");
+  a.transport->deferred = true;
+  hello(a, "ann");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  a.session->on_text(R"({"t":"ping","id":3})", t0);
+  load_done(std::nullopt, "database unreachable");
+  a.transport->run_tasks();
+  ASSERT_EQ(a.transport->frames.size(), 3u);
+  EXPECT_EQ(json::parse(a.transport->frames[1]).at("t").as_string(), "nack");
+  EXPECT_EQ(a.transport->last().at("t").as_string(), "pong");
 }
 
 TEST_F(SessionTest, AnythingBeforeHelloCloses4001) {

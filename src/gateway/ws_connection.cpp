@@ -98,6 +98,10 @@ class WsConnection final : public Transport,
     close(Close::Restarting, "restarting");
   }
 
+  void run(std::function<void()> fn) override {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] { fn(); });
+  }
+
   void apply_access(const collab::AccessChange& change) override {
     asio::post(ws_.get_executor(), [self = shared_from_this(), change] {
       if (self->session_) self->session_->apply_access(change);

@@ -105,7 +105,7 @@ TEST_F(PersisterTest, TheStoredSnapshotRestoresTheRoomInANewEngine) {
   collab::MemoryRoomEngine fresh{{}, [] { return std::string("new-epoch"); }};
   fresh.set_loader([this](const std::string& room, auto done) {
     auto s = store.latest_snapshot(room);
-    done(s ? std::optional(collab::StoredRoom{s->seq, s->body}) : std::nullopt, "");
+    done(s ? std::optional(collab::StoredRoom{s->seq, s->body, s->epoch}) : std::nullopt, "");
   });
   std::promise<collab::JoinResult> p;
   fresh.join("p/doc", ann, std::nullopt, [&](collab::JoinResult r) { p.set_value(std::move(r)); });
