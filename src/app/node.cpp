@@ -9,6 +9,7 @@
 #include "engines/redis_access_bus.hpp"
 #include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
+#include "journal/journal.hpp"
 #include "objects/server.hpp"
 #include "persist/persister.hpp"
 #include "platform/health.hpp"
@@ -224,6 +225,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   std::shared_ptr<redis::Client> redis_client;
   engines::RedisRoomEngine* redis_engine = nullptr;
   collab::MemoryRoomEngine* memory_engine = nullptr;
+  std::unique_ptr<journal::Journal> batch_journal;  // after the engine, before the gateway
   auto redis_ok = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<auth::Verifier> verifier;
   std::unique_ptr<gateway::Gateway> gw;
@@ -281,6 +283,31 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
                                        "them within redis.wait_timeout_ms.")
                               .get();
     eo.on_wait_timeout = [&wait_timeouts] { wait_timeouts.inc(); };
+    auto& groups = registry
+                       .histogram("kiln_room_append_group_batches",
+                                  "Batches appended to a room by one script call (group commit).",
+                                  {}, {1, 2, 4, 8, 16, 32, 64, 128, 256})
+                       .get();
+    eo.on_group = [&groups](std::size_t n) { groups.observe(static_cast<double>(n)); };
+    auto& conflicts = registry
+                          .counter("kiln_room_append_conflicts_total",
+                                   "Appends that found another node's batches first (the group "
+                                   "was validated again).")
+                          .get();
+    eo.on_conflict = [&conflicts] { conflicts.inc(); };
+    auto& busy = registry
+                     .counter("kiln_room_busy_refusals_total",
+                              "Batches refused because room.max_queued batches were waiting on "
+                              "this node (nack unavailable with after_ms).")
+                     .get();
+    eo.on_busy = [&busy] { busy.inc(); };
+    auto& resets = registry
+                       .counter("kiln_room_epoch_resets_total",
+                                "Rooms given a new epoch because Redis had fewer batches than "
+                                "this node had applied (history lost with a Redis primary).")
+                       .get();
+    eo.on_history_lost = [&resets] { resets.inc(); };
+    eo.max_queued = static_cast<std::size_t>(cfg.integer("room.max_queued"));
     auto re = std::make_unique<engines::RedisRoomEngine>(runtime, redis_client, eo,
                                                          [] { return ids::random_hex(8); });
     redis_engine = re.get();
@@ -314,6 +341,58 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     };
     if (redis_engine) redis_engine->set_loader(loader);
     if (memory_engine) memory_engine->set_loader(loader);
+  }
+
+  // Durable acks on the memory engine: only where a persister stores rooms (serve), which
+  // is what lets the journal be truncated.
+  if (memory_engine && store && persist_role && cfg.boolean("journal.enabled")) {
+    journal::Options jo;
+    jo.dir = data_dir / "journal";
+    jo.fsync = cfg.str("journal.fsync") == "interval" ? journal::Fsync::Interval
+                                                      : journal::Fsync::Group;
+    jo.interval = std::chrono::milliseconds(cfg.integer("journal.fsync_interval_ms"));
+    jo.segment_bytes = static_cast<std::size_t>(cfg.integer("journal.segment_bytes"));
+    std::vector<collab::LoggedBatch> recovered;
+    try {
+      batch_journal = journal::Journal::open(jo, recovered);
+    } catch (const std::exception& e) {
+      log::error("journal unusable", {{"error", e.what()}});
+      std::fprintf(stderr, "kiln: %s (settings journal.*, data.dir)\n", e.what());
+      return 1;
+    }
+    const auto st = batch_journal->stats();
+    log::info("journal open", {{"dir", jo.dir.string()},
+                               {"fsync", cfg.str("journal.fsync")},
+                               {"records_replayed", static_cast<std::int64_t>(st.replayed)},
+                               {"torn_tails", static_cast<std::int64_t>(st.torn)}});
+    auto& gaps = registry
+                     .counter("kiln_journal_replay_gaps_total",
+                              "Rooms whose journaled batches did not continue their stored "
+                              "snapshot at start-up (given a new epoch: clients resync).")
+                     .get();
+    memory_engine->set_on_replay_gap([&gaps](const std::string& room) {
+      gaps.inc();
+      log::warn("journal: a room's logged batches do not continue its snapshot; new epoch",
+                {{"room", room}});
+    });
+    auto* jp = batch_journal.get();
+    auto stat = [jp](std::uint64_t journal::Stats::*field) {
+      return [jp, field] { return static_cast<double>(jp->stats().*field); };
+    };
+    registry.callback_gauge("kiln_journal_records_total", "Batches written to the journal.",
+                            stat(&journal::Stats::records), true);
+    registry.callback_gauge("kiln_journal_bytes_total", "Bytes written to the journal.",
+                            stat(&journal::Stats::bytes), true);
+    registry.callback_gauge("kiln_journal_syncs_total",
+                            "fdatasync calls (one per group of batches in fsync group mode).",
+                            stat(&journal::Stats::syncs), true);
+    registry.callback_gauge("kiln_journal_refusals_total",
+                            "Batches refused because the journal could not reserve disk space "
+                            "(nack unavailable: the disk is full).",
+                            stat(&journal::Stats::refused), true);
+    registry.callback_gauge("kiln_journal_segments", "Journal segment files on disk.",
+                            stat(&journal::Stats::segments));
+    memory_engine->set_batch_log(jp, std::move(recovered));
   }
 
   std::unique_ptr<persist::Persister> persister;

@@ -165,6 +165,25 @@ config::Schema build() {
                 "trimmed behind them, keeping room.log_retention for resume)."));
   s.add(integer("room.log_retention", 10'000, 1, 10'000'000,
                 "Accepted batches kept per room for resume; older `since` gets a snapshot."));
+  s.add(integer("room.max_queued", 10'000, 1, 1'000'000,
+                "With the redis engine: batches waiting per room on one node for their append; "
+                "beyond it a batch gets `nack unavailable` with `after_ms` (the room takes "
+                "fewer batches than it receives)."));
+  s.add(flag("journal.enabled", true,
+             "With the memory engine (kiln serve): every accepted batch reaches an append-only "
+             "log in <data.dir>/journal before it is acknowledged or shown to anyone; start-up "
+             "replays it, so an ack survives a crash. Off: acks are provisional until the "
+             "persister stores the room (every persist.interval_ms)."));
+  s.add(choice("journal.fsync", "group", {"group", "interval"},
+               "group: one fsync per group of batches (those accepted while the previous fsync "
+               "ran) before their acks: an ack survives a power loss. interval: acks once the "
+               "batch is written (it survives a crash of Kiln, not of the machine), fsync every "
+               "journal.fsync_interval_ms."));
+  s.add(integer("journal.fsync_interval_ms", 100, 1, 60'000,
+                "With journal.fsync interval: time between fsyncs."));
+  s.add(integer("journal.segment_bytes", 16 << 20, 1 << 16, 1 << 30,
+                "Journal segment size; space is reserved a segment at a time, so a full disk "
+                "refuses batches (nack unavailable) before accepting them."));
   s.add(integer("room.max_entities", 100'000, 1, 10'000'000,
                 "Entities per scene; creates beyond it get `nack too_large`."));
   s.add(integer("room.max_members", 200, 1, 100'000,

@@ -41,6 +41,7 @@ MemoryRoomEngine::Room& MemoryRoomEngine::room(const std::string& id) {
 void MemoryRoomEngine::load(Room& r, const std::string& id) {
   loader_(id, [this, &r, id](std::optional<StoredRoom> stored, std::string error) {
     std::unique_lock lock(r.mu);
+    std::string stored_epoch;
     if (error.empty() && stored) {
       boost::system::error_code ec;
       auto v = boost::json::parse(stored->snapshot, ec);
@@ -51,6 +52,7 @@ void MemoryRoomEngine::load(Room& r, const std::string& id) {
         r.scene = std::move(scene);
         r.seq = stored->seq;
         r.stored_seq = stored->seq;
+        stored_epoch = stored->epoch;
       }
     }
     auto pending = std::move(r.pending);
@@ -65,9 +67,94 @@ void MemoryRoomEngine::load(Room& r, const std::string& id) {
       }
       return;
     }
+    if (log_) {
+      replay_logged(r, id, stored_epoch);
+      log_->stored(id, r.stored_seq);
+    }
     r.loaded = true;
     for (auto& j : pending) join_loaded(r, id, j.member, j.since, j.done);
   });
+}
+
+void MemoryRoomEngine::replay_logged(Room& r, const std::string& id,
+                                     const std::string& stored_epoch) {
+  std::vector<LoggedBatch> logged;
+  {
+    std::lock_guard lock(recovered_mu_);
+    if (auto it = recovered_.find(id); it != recovered_.end()) {
+      logged = std::move(it->second);
+      recovered_.erase(it);
+    }
+  }
+  // The epoch survives: the stored snapshot's, else the log's, else the new room's.
+  const std::string epoch =
+      !stored_epoch.empty() ? stored_epoch : (!logged.empty() ? logged.back().epoch : r.epoch);
+  // Batches of another epoch are history from before the stored snapshot's: not ours.
+  std::erase_if(logged, [&](const LoggedBatch& b) { return b.epoch != epoch; });
+  std::stable_sort(logged.begin(), logged.end(),
+                   [](const LoggedBatch& a, const LoggedBatch& b) { return a.seq < b.seq; });
+  // The resume window starts with the logged frames the snapshot already holds, when they
+  // reach it without a gap.
+  std::deque<std::shared_ptr<const std::string>> window;
+  {
+    std::uint64_t expect = r.seq;  // keep only the run ending at the snapshot's seq
+    std::deque<std::shared_ptr<const std::string>> run;
+    for (auto it = logged.rbegin(); it != logged.rend(); ++it) {
+      if (it->seq > r.seq) continue;
+      if (it->seq != expect || expect == 0) break;
+      run.push_front(std::make_shared<const std::string>(it->frame));
+      --expect;
+    }
+    window = std::move(run);
+  }
+  bool lost = false;
+  for (const auto& b : logged) {
+    if (b.seq <= r.seq) continue;
+    std::vector<Op> ops;
+    boost::system::error_code ec;
+    auto v = boost::json::parse(b.frame, ec);
+    if (b.seq != r.seq + 1 || ec || !v.is_object() || !v.as_object().contains("ops") ||
+        parse_batch(v.at("ops"), SIZE_MAX, ops) || r.scene.apply(ops)) {
+      lost = true;  // a gap or a batch that does not apply: what follows cannot be trusted
+      break;
+    }
+    r.seq = b.seq;
+    window.push_back(std::make_shared<const std::string>(b.frame));
+  }
+  while (window.size() > limits_.log_retention) window.pop_front();
+  r.log = std::move(window);
+  if (lost) {
+    // Clients may hold batches this node cannot give back: a new epoch makes them resync.
+    r.epoch = make_epoch_();
+    r.log.clear();
+    if (on_replay_gap_) on_replay_gap_(id);
+  } else {
+    r.epoch = epoch;
+  }
+}
+
+void MemoryRoomEngine::set_batch_log(BatchLog* log, std::vector<LoggedBatch> recovered) {
+  log_ = log;
+  std::vector<std::string> rooms;
+  {
+    std::lock_guard lock(recovered_mu_);
+    for (auto& b : recovered) {
+      auto& list = recovered_[b.room];
+      if (list.empty()) rooms.push_back(b.room);
+      list.push_back(std::move(b));
+    }
+  }
+  for (const auto& id : rooms) {
+    Room& r = room(id);
+    std::unique_lock lock(r.mu);
+    if (r.loaded) {  // no loader: nothing stored to start from
+      replay_logged(r, id, "");
+      continue;
+    }
+    if (!r.pending.empty()) continue;  // a join is loading it already
+    lock.unlock();
+    load(r, id);
+  }
 }
 
 std::vector<std::pair<std::string, MemoryRoomEngine::Room*>> MemoryRoomEngine::snapshot_rooms()
@@ -121,6 +208,7 @@ void MemoryRoomEngine::mark_stored(const std::string& id, std::uint64_t seq) {
   }
   std::lock_guard lock(r->mu);
   r->stored_seq = std::max(r->stored_seq, seq);
+  if (log_) log_->stored(id, seq);
 }
 
 std::size_t MemoryRoomEngine::room_count() const {
@@ -168,8 +256,17 @@ void MemoryRoomEngine::join_loaded(Room& r, const std::string& id, const Member&
   for (const auto& [session, m] : r.members) result.presence.push_back(m);
   encode::PresenceMember me{member.user, member.session, member.name, {}};
   r.members[member.session] = me;
-  done(std::move(result));
-  if (sink_) sink_->on_presence(PresenceEvent{id, {me}, {}});
+  auto answer = [this, done = std::move(done), result = std::move(result), id, me]() mutable {
+    done(std::move(result));
+    if (auto* s = sink_.load()) s->on_presence(PresenceEvent{id, {me}, {}});
+  };
+  if (log_) {
+    // The state given may hold batches not yet durable: answered once they are, in line
+    // with the room's ops events.
+    log_->after_durable(std::move(answer));
+  } else {
+    answer();
+  }
 }
 
 void MemoryRoomEngine::leave(const std::string& id, const std::string& session) {
@@ -189,7 +286,7 @@ void MemoryRoomEngine::leave(const std::string& id, const std::string& session) 
     return;
   }
   if (r.members.erase(session) == 0) return;
-  if (sink_) sink_->on_presence(PresenceEvent{id, {}, {session}});
+  if (auto* s = sink_.load()) s->on_presence(PresenceEvent{id, {}, {session}});
 }
 
 void MemoryRoomEngine::submit(const std::string& id, const Member& author, std::int64_t request_id,
@@ -200,18 +297,34 @@ void MemoryRoomEngine::submit(const std::string& id, const Member& author, std::
     refused(fail(Code::Unavailable, "the room is loading; join it first"));
     return;
   }
-  if (auto e = r.scene.apply(ops)) {
+  if (auto e = log_ ? r.scene.validate(ops) : r.scene.apply(ops)) {
     refused(std::move(e));
     return;
   }
-  ++r.seq;
+  const std::uint64_t seq = r.seq + 1;
   boost::json::array arr;
   arr.reserve(ops.size());
   for (const auto& op : ops) arr.push_back(to_json(op));
-  auto frame = std::make_shared<const std::string>(encode::ops(id, r.seq, author.user, arr));
+  auto frame = std::make_shared<const std::string>(encode::ops(id, seq, author.user, arr));
+  OpsEvent ev{id, seq, author.user, author.session, request_id, frame};
+  if (log_) {
+    // Nobody hears of the batch before it is on disk; a log that cannot take it refuses it
+    // before anything changed.
+    auto deliver = [this, ev] {
+      if (auto* s = sink_.load()) s->on_ops(ev);
+    };
+    if (auto e = log_->append(LoggedBatch{id, r.epoch, seq, *frame}, std::move(deliver))) {
+      refused(std::move(e));
+      return;
+    }
+    r.scene.apply(ops);  // validated above, under the same lock: cannot fail
+  }
+  r.seq = seq;
   r.log.push_back(frame);
   while (r.log.size() > limits_.log_retention) r.log.pop_front();
-  if (sink_) sink_->on_ops(OpsEvent{id, r.seq, author.user, author.session, request_id, frame});
+  if (!log_) {
+    if (auto* s = sink_.load()) s->on_ops(ev);
+  }
 }
 
 void MemoryRoomEngine::publish_eph(EphBatch batch) {
@@ -231,7 +344,7 @@ void MemoryRoomEngine::publish_eph(EphBatch batch) {
       it->second = e.data;
     }
   }
-  if (sink_) sink_->on_eph(batch);
+  if (auto* s = sink_.load()) s->on_eph(batch);
 }
 
 }  // namespace kiln::collab

@@ -3,10 +3,12 @@
 // is what gives each room one total order of joins, batches and leaves.
 #pragma once
 
+#include "collab/batch_log.hpp"
 #include "collab/persistence.hpp"
 #include "collab/room_engine.hpp"
 #include "collab/scene.hpp"
 
+#include <atomic>
 #include <deque>
 #include <map>
 #include <mutex>
@@ -22,7 +24,7 @@ class MemoryRoomEngine final : public RoomEngine, public PersistSource {
   MemoryRoomEngine(EngineLimits limits, std::function<std::string()> make_epoch);
   ~MemoryRoomEngine() override;
 
-  void set_events(RoomEvents* sink) override { sink_ = sink; }
+  void set_events(RoomEvents* sink) override { sink_.store(sink); }
   void join(const std::string& room, const Member& member, const std::optional<Since>& since,
             std::function<void(JoinResult)> done) override;
   void leave(const std::string& room, const std::string& session) override;
@@ -34,6 +36,19 @@ class MemoryRoomEngine final : public RoomEngine, public PersistSource {
 
   // Set before the first join.
   void set_loader(RoomLoader loader) { loader_ = std::move(loader); }
+
+  // Durable acks (kiln serve; set before the first join, after the loader): every accepted
+  // batch is appended to `log` and nobody hears of it (ack, peers, a joiner's snapshot)
+  // until it is durable. A room's epoch then survives restarts: it is kept from the stored
+  // snapshot and the log. `recovered` is what the log held at start: each room in it is
+  // loaded now (its stored snapshot, then its logged batches after it), so the persister
+  // stores it and the log can be truncated.
+  void set_batch_log(BatchLog* log, std::vector<LoggedBatch> recovered);
+  // Called (room lock held) when a room's logged batches do not continue its stored
+  // snapshot (a gap, or one that does not apply): the room starts a new epoch.
+  void set_on_replay_gap(std::function<void(const std::string& room)> fn) {
+    on_replay_gap_ = std::move(fn);
+  }
 
   std::vector<RoomVersion> dirty_rooms(std::size_t limit) override;
   std::vector<RoomVersion> all_rooms() override;
@@ -47,11 +62,17 @@ class MemoryRoomEngine final : public RoomEngine, public PersistSource {
   void join_loaded(Room& r, const std::string& id, const Member& member,
                    const std::optional<Since>& since, std::function<void(JoinResult)>& done);
   void load(Room& r, const std::string& id);
+  // Applies what the log holds after the stored snapshot. Room lock held.
+  void replay_logged(Room& r, const std::string& id, const std::string& stored_epoch);
   std::vector<std::pair<std::string, Room*>> snapshot_rooms() const;
 
   EngineLimits limits_;
   std::function<std::string()> make_epoch_;
-  RoomEvents* sink_ = nullptr;
+  std::atomic<RoomEvents*> sink_{nullptr};
+  BatchLog* log_ = nullptr;
+  std::function<void(const std::string&)> on_replay_gap_;
+  std::mutex recovered_mu_;
+  std::unordered_map<std::string, std::vector<LoggedBatch>> recovered_;  // until loaded
   RoomLoader loader_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, std::unique_ptr<Room>> rooms_;

@@ -101,11 +101,24 @@ class SqliteServe(unittest.TestCase):
             j = run(state(ws_url(k2), room))
             self.assertEqual(j["seq"], acked[room], room)
             self.assertEqual(sorted(j["snapshot"]["entities"]), sorted(f"e{i}" for i in range(n)))
-        # A new epoch: a client resuming from before the restart gets the whole snapshot.
+        # The same epoch (the journal and the stored snapshot keep it): a client resuming
+        # from before the restart gets exactly what it missed.
         again = run(state(ws_url(k2), "proj/a", {"epoch": before["epoch"], "seq": 5}))
-        self.assertNotEqual(again["epoch"], before["epoch"])
-        self.assertFalse(again["recovered"])
-        self.assertEqual(len(again["snapshot"]["entities"]), 30)
+        self.assertEqual(again["epoch"], before["epoch"])
+        self.assertTrue(again["recovered"])
+        self.assertEqual([f["seq"] for f in again["ops"]], list(range(6, 31)))
+        # Without the journal a restart cannot vouch for the history: a new epoch, and a
+        # client resuming from before gets the whole snapshot.
+        k2.signal(signal.SIGTERM)
+        self.assertEqual(k2.wait_exit(), 0)
+        k3 = self.serve("--persist-interval-ms", "3600000", "--journal-enabled", "false")
+        fresh = run(state(ws_url(k3), "proj/a", {"epoch": before["epoch"], "seq": 5}))
+        self.assertNotEqual(fresh["epoch"], before["epoch"])
+        self.assertFalse(fresh["recovered"])
+        self.assertEqual(len(fresh["snapshot"]["entities"]), 30)
+        k3.signal(signal.SIGTERM)
+        self.assertEqual(k3.wait_exit(), 0)
+        k2 = self.serve("--persist-interval-ms", "3600000")
         # Editing continues after the stored seq.
         self.assertEqual(run(edit(ws_url(k2), "proj/a", 1, start=100)), acked["proj/a"] + 1)
 

@@ -1,0 +1,411 @@
+#include "journal/journal.hpp"
+
+#include "platform/log.hpp"
+
+#include <boost/crc.hpp>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <set>
+#include <stdexcept>
+
+namespace kiln::journal {
+namespace fs = std::filesystem;
+using collab::Code;
+using collab::LoggedBatch;
+
+namespace {
+
+constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'J', 'R', 'N', '1'};
+constexpr std::size_t kHeader = 16;        // magic + segment number
+constexpr std::size_t kRecordHead = 8;     // length + crc
+constexpr std::size_t kBodyFixed = 16;     // seq + room, epoch and frame lengths
+constexpr std::uint32_t kMaxBody = 1u << 30;
+
+template <class T>
+void put(std::string& out, T v) {
+  char b[sizeof(T)];
+  for (std::size_t i = 0; i < sizeof(T); ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, sizeof(T));
+}
+
+template <class T>
+T get(const char* p) {
+  T v = 0;
+  for (std::size_t i = 0; i < sizeof(T); ++i)
+    v |= static_cast<T>(static_cast<unsigned char>(p[i])) << (8 * i);
+  return v;
+}
+
+std::uint32_t crc32(std::string_view s) {
+  boost::crc_32_type c;
+  c.process_bytes(s.data(), s.size());
+  return c.checksum();
+}
+
+std::string errno_text(int e) {
+  return std::strerror(e);
+}
+
+bool pwrite_all(int fd, std::string_view data, std::uint64_t offset, int& err) {
+  while (!data.empty()) {
+    const auto n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      err = errno;
+      return false;
+    }
+    data.remove_prefix(static_cast<std::size_t>(n));
+    offset += static_cast<std::uint64_t>(n);
+  }
+  return true;
+}
+
+void sync_dir(const fs::path& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return;
+  ::fsync(fd);
+  ::close(fd);
+}
+
+bool read_file(const fs::path& path, std::string& out) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  const off_t size = ::lseek(fd, 0, SEEK_END);
+  out.resize(size > 0 ? static_cast<std::size_t>(size) : 0);
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const auto n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  out.resize(got);
+  return true;
+}
+
+// Allocates [0, bytes) and fills it with zeros; 0 or an errno value.
+int reserve(int fd, std::uint64_t bytes) {
+  if (const int e = ::posix_fallocate(fd, 0, static_cast<off_t>(bytes)); e != 0) return e;
+  const std::string zeros(std::min<std::uint64_t>(bytes, 1u << 20), '\0');
+  for (std::uint64_t off = 0; off < bytes; off += zeros.size()) {
+    int err = 0;
+    const auto n = std::min<std::uint64_t>(zeros.size(), bytes - off);
+    if (!pwrite_all(fd, std::string_view(zeros).substr(0, n), off, err)) return err;
+  }
+  return ::fdatasync(fd) == 0 ? 0 : errno;
+}
+
+fs::path segment_path(const fs::path& dir, std::uint64_t number) {
+  char name[32];
+  std::snprintf(name, sizeof name, "%020llu.kjl", static_cast<unsigned long long>(number));
+  return dir / name;
+}
+
+}  // namespace
+
+struct Journal::Segment {
+  std::uint64_t number = 0;
+  fs::path path;
+  int fd = -1;
+  std::uint64_t capacity = 0;
+  std::uint64_t used = 0;
+  std::map<std::string, std::uint64_t, std::less<>> rooms;  // room -> highest seq held
+  ~Segment() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+std::string Journal::encode(const LoggedBatch& b) {
+  std::string body;
+  body.reserve(kBodyFixed + b.room.size() + b.epoch.size() + b.frame.size());
+  put<std::uint64_t>(body, b.seq);
+  put<std::uint16_t>(body, static_cast<std::uint16_t>(b.room.size()));
+  put<std::uint16_t>(body, static_cast<std::uint16_t>(b.epoch.size()));
+  put<std::uint32_t>(body, static_cast<std::uint32_t>(b.frame.size()));
+  body += b.room;
+  body += b.epoch;
+  body += b.frame;
+  std::string out;
+  out.reserve(kRecordHead + body.size());
+  put<std::uint32_t>(out, static_cast<std::uint32_t>(body.size()));
+  put<std::uint32_t>(out, crc32(body));
+  out += body;
+  return out;
+}
+
+std::vector<LoggedBatch> Journal::decode(std::string_view data, bool& torn) {
+  std::vector<LoggedBatch> out;
+  torn = false;
+  while (data.size() >= kRecordHead) {
+    const auto len = get<std::uint32_t>(data.data());
+    if (len == 0) return out;  // the preallocated, never written rest
+    const auto crc = get<std::uint32_t>(data.data() + 4);
+    if (len < kBodyFixed || len > kMaxBody || len > data.size() - kRecordHead) break;
+    const auto body = data.substr(kRecordHead, len);
+    if (crc32(body) != crc) break;
+    LoggedBatch b;
+    b.seq = get<std::uint64_t>(body.data());
+    const std::size_t room_len = get<std::uint16_t>(body.data() + 8);
+    const std::size_t epoch_len = get<std::uint16_t>(body.data() + 10);
+    const std::size_t frame_len = get<std::uint32_t>(body.data() + 12);
+    if (kBodyFixed + room_len + epoch_len + frame_len != len) break;
+    b.room = body.substr(kBodyFixed, room_len);
+    b.epoch = body.substr(kBodyFixed + room_len, epoch_len);
+    b.frame = body.substr(kBodyFixed + room_len + epoch_len, frame_len);
+    out.push_back(std::move(b));
+    data.remove_prefix(kRecordHead + len);
+  }
+  // Bytes left that are not a whole, valid record (or a zero end mark): a torn write.
+  torn = !data.empty() && std::any_of(data.begin(), data.end(), [](char c) { return c != 0; });
+  return out;
+}
+
+Journal::Journal(Options options) : options_(std::move(options)) {}
+
+std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>& replay) {
+  std::error_code ec;
+  fs::create_directories(options.dir, ec);
+  if (ec)
+    throw std::runtime_error("journal: cannot create " + options.dir.string() + ": " +
+                             ec.message());
+  std::unique_ptr<Journal> j(new Journal(std::move(options)));
+  std::vector<std::pair<std::uint64_t, fs::path>> files;
+  for (const auto& entry : fs::directory_iterator(j->options_.dir, ec)) {
+    const auto name = entry.path().filename().string();
+    if (entry.path().extension() != ".kjl" || name.size() != 24) continue;
+    files.emplace_back(std::strtoull(name.c_str(), nullptr, 10), entry.path());
+  }
+  if (ec)
+    throw std::runtime_error("journal: cannot list " + j->options_.dir.string() + ": " +
+                             ec.message());
+  std::sort(files.begin(), files.end());
+  for (const auto& [number, path] : files) {
+    std::string data;
+    if (!read_file(path, data))
+      throw std::runtime_error("journal: cannot read " + path.string() + ": " +
+                               errno_text(errno));
+    auto seg = std::make_shared<Segment>();
+    seg->number = number;
+    seg->path = path;
+    j->next_number_ = std::max(j->next_number_, number + 1);
+    if (data.size() < kHeader || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
+      // A segment created but never given its header (a crash at that moment): empty.
+      log::warn("journal: a segment without a header is ignored", {{"file", path.string()}});
+      j->older_.push_back(seg);
+      continue;
+    }
+    bool torn = false;
+    auto records = decode(std::string_view(data).substr(kHeader), torn);
+    if (torn) {
+      ++j->stats_.torn;
+      log::warn("journal: a torn record at the end of a segment was dropped",
+                {{"file", path.string()}, {"records_kept", records.size()}});
+    }
+    for (auto& r : records) {
+      auto& top = seg->rooms[r.room];
+      top = std::max(top, r.seq);
+      replay.push_back(std::move(r));
+    }
+    j->stats_.replayed += records.size();
+    j->older_.push_back(seg);
+  }
+  {
+    std::lock_guard lock(j->mu_);
+    if (auto e = j->rotate(0))
+      throw std::runtime_error("journal: cannot start a segment in " + j->options_.dir.string() +
+                               ": " + e.message);
+  }
+  j->writer_ = std::thread([p = j.get()] { p->run(); });
+  return j;
+}
+
+Journal::~Journal() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (writer_.joinable()) writer_.join();
+}
+
+collab::Error Journal::rotate(std::size_t need) {
+  const std::uint64_t capacity = std::max<std::uint64_t>(options_.segment_bytes, kHeader + need);
+  auto seg = std::make_shared<Segment>();
+  seg->number = next_number_;
+  seg->path = segment_path(options_.dir, seg->number);
+  seg->capacity = capacity;
+  seg->used = kHeader;
+  seg->fd = ::open(seg->path.c_str(), O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0600);
+  if (seg->fd < 0)
+    return collab::fail(Code::Unavailable, "cannot create a journal segment: " + errno_text(errno),
+                        1'000);
+  // Reserve the whole segment now, a write into reserved space cannot meet a full disk;
+  // and write it once with zeros, so that a record's fdatasync later rewrites blocks in
+  // place instead of converting unwritten extents (measured on ext4: 0.15 ms against 25 ms).
+  if (const int e = reserve(seg->fd, capacity); e != 0) {
+    ::close(seg->fd);
+    seg->fd = -1;
+    ::unlink(seg->path.c_str());
+    ++stats_.refused;
+    return collab::fail(Code::Unavailable,
+                        "the server's disk is full (journal " + options_.dir.string() +
+                            "): " + errno_text(e) + "; the batch was not accepted",
+                        1'000);
+  }
+  std::string header(kMagic, sizeof kMagic);
+  put<std::uint64_t>(header, seg->number);
+  int err = 0;
+  if (!pwrite_all(seg->fd, header, 0, err) || ::fdatasync(seg->fd) != 0) {
+    if (err == 0) err = errno;
+    ::close(seg->fd);
+    seg->fd = -1;
+    ::unlink(seg->path.c_str());
+    ++stats_.refused;
+    return collab::fail(Code::Unavailable, "cannot start a journal segment: " + errno_text(err),
+                        1'000);
+  }
+  sync_dir(options_.dir);
+  ++next_number_;
+  if (current_) older_.push_back(std::move(current_));
+  current_ = std::move(seg);
+  collect();
+  return {};
+}
+
+collab::Error Journal::append(LoggedBatch batch, std::function<void()> on_durable) {
+  auto bytes = encode(batch);
+  std::lock_guard lock(mu_);
+  if (current_->used + bytes.size() > current_->capacity) {
+    if (auto e = rotate(bytes.size())) return e;
+  }
+  auto& top = current_->rooms[batch.room];
+  top = std::max(top, batch.seq);
+  const auto offset = current_->used;
+  current_->used += bytes.size();
+  pending_.push_back(Pending{current_, offset, std::move(bytes), std::move(on_durable)});
+  cv_.notify_one();
+  return {};
+}
+
+void Journal::after_durable(std::function<void()> fn) {
+  std::lock_guard lock(mu_);
+  pending_.push_back(Pending{nullptr, 0, {}, std::move(fn)});
+  cv_.notify_one();
+}
+
+void Journal::stored(const std::string& room, std::uint64_t seq) {
+  std::lock_guard lock(mu_);
+  auto& s = stored_[room];
+  s = std::max(s, seq);
+  collect();
+}
+
+void Journal::collect() {
+  std::erase_if(older_, [&](const std::shared_ptr<Segment>& seg) {
+    for (const auto& [room, top] : seg->rooms) {
+      auto it = stored_.find(room);
+      if (it == stored_.end() || it->second < top) return false;
+    }
+    // Written records are on disk (every group syncs before the next); in interval mode
+    // the writer still holds a reference until its sync, so only the name goes here.
+    if (::unlink(seg->path.c_str()) != 0 && errno != ENOENT) {
+      log::warn("journal: cannot delete a stored segment",
+                {{"file", seg->path.string()}, {"error", errno_text(errno)}});
+      return false;
+    }
+    return true;
+  });
+}
+
+Stats Journal::stats() const {
+  std::lock_guard lock(mu_);
+  Stats s = stats_;
+  s.segments = older_.size() + (current_ ? 1 : 0);
+  return s;
+}
+
+void Journal::fatal(const std::string& what) {
+  if (options_.on_fatal) {
+    options_.on_fatal(what);
+    return;
+  }
+  log::error("journal: a write failed; stopping so that no batch is acknowledged that is not "
+             "on disk (a restart replays the journal)",
+             {{"error", what}, {"dir", options_.dir.string()}});
+  std::_Exit(70);
+}
+
+void Journal::run() {
+  std::set<std::shared_ptr<Segment>> unsynced;  // interval mode
+  auto last_sync = std::chrono::steady_clock::now();
+  auto sync_all = [&]() -> bool {
+    for (const auto& seg : unsynced) {
+      if (::fdatasync(seg->fd) != 0) {
+        fatal("fdatasync " + seg->path.string() + ": " + errno_text(errno));
+        return false;
+      }
+    }
+    {
+      std::lock_guard lock(mu_);
+      stats_.syncs += unsynced.size();
+    }
+    unsynced.clear();
+    last_sync = std::chrono::steady_clock::now();
+    return true;
+  };
+  for (;;) {
+    std::vector<Pending> group;
+    bool stopping = false;
+    {
+      std::unique_lock lock(mu_);
+      if (options_.fsync == Fsync::Interval) {
+        cv_.wait_until(lock, last_sync + options_.interval,
+                       [&] { return stop_ || !pending_.empty(); });
+      } else {
+        cv_.wait(lock, [&] { return stop_ || !pending_.empty(); });
+      }
+      group.swap(pending_);
+      stopping = stop_ && group.empty();
+    }
+    std::set<std::shared_ptr<Segment>> touched;
+    std::uint64_t records = 0;
+    std::uint64_t bytes = 0;
+    for (const auto& p : group) {
+      if (!p.segment) continue;
+      int err = 0;
+      if (!pwrite_all(p.segment->fd, p.bytes, p.offset, err)) {
+        fatal("write " + p.segment->path.string() + ": " + errno_text(err));
+        return;
+      }
+      touched.insert(p.segment);
+      ++records;
+      bytes += p.bytes.size();
+    }
+    if (options_.fsync == Fsync::Group) {
+      unsynced.insert(touched.begin(), touched.end());
+      if (!sync_all()) return;
+    } else {
+      unsynced.insert(touched.begin(), touched.end());
+      if ((stopping || std::chrono::steady_clock::now() - last_sync >= options_.interval) &&
+          !sync_all())
+        return;
+    }
+    {
+      std::lock_guard lock(mu_);
+      stats_.records += records;
+      stats_.bytes += bytes;
+    }
+    for (auto& p : group) {
+      if (p.done) p.done();
+    }
+    if (stopping) return;
+  }
+}
+
+}  // namespace kiln::journal
