@@ -331,7 +331,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       auto task = [&store, room, done] {
         try {
           auto s = store->latest_snapshot(room);
-          done(s ? std::optional(collab::StoredRoom{s->seq, std::move(s->body), s->epoch}) : std::nullopt,
+          done(s ? std::optional(collab::StoredRoom{s->seq, std::move(s->body), s->epoch})
+                 : std::nullopt,
                "");
         } catch (const std::exception& e) {
           done(std::nullopt, e.what());
@@ -348,8 +349,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   if (memory_engine && store && persist_role && cfg.boolean("journal.enabled")) {
     journal::Options jo;
     jo.dir = data_dir / "journal";
-    jo.fsync = cfg.str("journal.fsync") == "interval" ? journal::Fsync::Interval
-                                                      : journal::Fsync::Group;
+    jo.fsync =
+        cfg.str("journal.fsync") == "interval" ? journal::Fsync::Interval : journal::Fsync::Group;
     jo.interval = std::chrono::milliseconds(cfg.integer("journal.fsync_interval_ms"));
     jo.segment_bytes = static_cast<std::size_t>(cfg.integer("journal.segment_bytes"));
     std::vector<collab::LoggedBatch> recovered;

@@ -21,9 +21,9 @@ using collab::LoggedBatch;
 namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'J', 'R', 'N', '1'};
-constexpr std::size_t kHeader = 16;        // magic + segment number
-constexpr std::size_t kRecordHead = 8;     // length + crc
-constexpr std::size_t kBodyFixed = 16;     // seq + room, epoch and frame lengths
+constexpr std::size_t kHeader = 16;     // magic + segment number
+constexpr std::size_t kRecordHead = 8;  // length + crc
+constexpr std::size_t kBodyFixed = 16;  // seq + room, epoch and frame lengths
 constexpr std::uint32_t kMaxBody = 1u << 30;
 
 template <class T>
@@ -188,8 +188,7 @@ std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>
   for (const auto& [number, path] : files) {
     std::string data;
     if (!read_file(path, data))
-      throw std::runtime_error("journal: cannot read " + path.string() + ": " +
-                               errno_text(errno));
+      throw std::runtime_error("journal: cannot read " + path.string() + ": " + errno_text(errno));
     auto seg = std::make_shared<Segment>();
     seg->number = number;
     seg->path = path;
@@ -335,9 +334,10 @@ void Journal::fatal(const std::string& what) {
     options_.on_fatal(what);
     return;
   }
-  log::error("journal: a write failed; stopping so that no batch is acknowledged that is not "
-             "on disk (a restart replays the journal)",
-             {{"error", what}, {"dir", options_.dir.string()}});
+  log::error(
+      "journal: a write failed; stopping so that no batch is acknowledged that is not "
+      "on disk (a restart replays the journal)",
+      {{"error", what}, {"dir", options_.dir.string()}});
   std::_Exit(70);
 }
 

@@ -46,13 +46,13 @@ struct Options {
 };
 
 struct Stats {
-  std::uint64_t records = 0;    // written since start
-  std::uint64_t bytes = 0;      // record bytes written since start
-  std::uint64_t syncs = 0;      // fdatasync calls
-  std::uint64_t refused = 0;    // appends refused (no space)
-  std::uint64_t segments = 0;   // segment files on disk now
-  std::uint64_t replayed = 0;   // records read at open
-  std::uint64_t torn = 0;       // segments whose tail was dropped at open
+  std::uint64_t records = 0;   // written since start
+  std::uint64_t bytes = 0;     // record bytes written since start
+  std::uint64_t syncs = 0;     // fdatasync calls
+  std::uint64_t refused = 0;   // appends refused (no space)
+  std::uint64_t segments = 0;  // segment files on disk now
+  std::uint64_t replayed = 0;  // records read at open
+  std::uint64_t torn = 0;      // segments whose tail was dropped at open
 };
 
 struct Opened;

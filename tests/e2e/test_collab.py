@@ -141,6 +141,33 @@ class CollabSuite:
             await c.close()
         run(go())
 
+    def test_pipelined_frames_are_taken_in_the_order_sent(self):
+        # The README's browser snippet: hello, join and op sent back to back without waiting,
+        # on a fresh room (still loading when the op arrives), from a plain client.
+        async def go():
+            room = self.room()
+            ws = await websockets.connect(self.url(), subprotocols=["kiln.v1"])
+            Client(ws)  # closed by run()
+            await ws.send(json.dumps({"t": "hello", "id": 1, "token": token("ann", ROLES)}))
+            await ws.send(json.dumps({"t": "join", "id": 2, "room": room}))
+            for i in range(5):
+                await ws.send(json.dumps({"t": "op", "id": 3 + i, "room": room, "ops": [
+                    {"op": "create", "entity": f"cube{i}", "parent": "root"}]}))
+            await ws.send(json.dumps({"t": "ping", "id": 9}))
+            got = []
+            while sum(m["t"] in ("ack", "nack") for m in got) < 5 or "pong" not in [m["t"] for m in got]:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 20))
+                if m["t"] != "presence":
+                    got.append(m)
+            # The pong may overtake acks (an ack waits until its batch is durable); nothing
+            # overtakes the join's answer, and the acks keep the order sent.
+            types = [m["t"] for m in got]
+            self.assertEqual(types[:2], ["welcome", "joined"], got)
+            acks = [m for m in got if m["t"] in ("ack", "nack")]
+            self.assertEqual([(m["t"], m["id"], m.get("seq")) for m in acks],
+                             [("ack", 3 + i, 1 + i) for i in range(5)], got)
+        run(go())
+
     def test_op_before_join_and_after_leave_is_refused(self):
         room = self.room()
 
