@@ -70,6 +70,7 @@ struct Stats {
   std::uint64_t bytes_in = 0;
   std::uint64_t eph_sent = 0;  // ephemeral updates sent while measuring
   std::uint64_t errors = 0;
+  std::uint64_t nacks = 0;  // refused batches while measuring (also counted in errors)
   std::uint64_t closed = 0;
   int connected = 0;
   int joined = 0;
@@ -157,6 +158,7 @@ class Client {
           }
         } else if (f.starts_with("{\"t\":\"nack\"")) {
           ++stats_.errors;
+          ++stats_.nacks;
         }
       }
       buf.consume(buf.size());
@@ -408,6 +410,8 @@ int main(int argc, char** argv) {
   out["delivered_mib_per_s"] = static_cast<double>(stats.bytes_in) / secs / (1 << 20);
   out["op_samples"] = stats.op_ms.size();
   out["acks"] = stats.ack_ms.size();
+  out["acks_per_s"] = static_cast<double>(stats.ack_ms.size()) / secs;
+  out["nacks"] = stats.nacks;
   out["eph_sent"] = stats.eph_sent;
   out["op_p50_ms"] = percentile(stats.op_ms, 0.50);
   out["op_p99_ms"] = percentile(stats.op_ms, 0.99);

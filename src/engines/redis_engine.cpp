@@ -1,5 +1,8 @@
 #include "engines/redis_engine.hpp"
 
+#include "engines/redis_scripts.hpp"
+#include "engines/room_copy.hpp"
+
 #include "collab/scene.hpp"
 #include "platform/log.hpp"
 #include "platform/runtime.hpp"
@@ -23,246 +26,9 @@ using collab::Error;
 using redis::Reply;
 namespace json = boost::json;
 
-namespace {
-
-// KEYS meta snap log; ARGV new_epoch retention has_loader. The state to start a node's
-// copy from; {'absent'} when the room is not in Redis and the node can load it from the
-// database (has_loader '1'): then it seeds the room (kSeed) and loads again.
-const redis::Script kLoad(R"lua(
-if ARGV[3] == '1' and redis.call('EXISTS', KEYS[1]) == 0 then return {'absent'} end
-redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'snap_seq')
-local seq = tonumber(m[2] or '0')
-local snap_seq = tonumber(m[3] or '0')
-local from = math.min(snap_seq, math.max(seq - tonumber(ARGV[2]), 0)) + 1
-local snap = redis.call('GET', KEYS[2]) or ''
-local log = redis.call('XRANGE', KEYS[3], from .. '-0', '+')
-return {m[1], seq, snap_seq, snap, log}
-)lua");
-
-// KEYS meta snap log; ARGV epoch seq snapshot. Starts a room from its stored snapshot,
-// unless another node did first. A log left without its meta is stale: dropped.
-const redis::Script kSeed(R"lua(
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('DEL', KEYS[2], KEYS[3])
-redis.call('HSET', KEYS[1], 'epoch', ARGV[1], 'seq', ARGV[2], 'snap_seq', ARGV[2])
-if ARGV[3] ~= '' then redis.call('SET', KEYS[2], ARGV[3]) end
-return 1
-)lua");
-
-// KEYS meta snap log. The room's state for the persister, or {} when Redis does not hold it.
-const redis::Script kRead(R"lua(
-if redis.call('EXISTS', KEYS[1]) == 0 then return {} end
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'snap_seq')
-local snap_seq = tonumber(m[3] or '0')
-local snap = redis.call('GET', KEYS[2]) or ''
-local log = redis.call('XRANGE', KEYS[3], (snap_seq + 1) .. '-0', '+')
-return {m[1], tonumber(m[2] or '0'), snap_seq, snap, log}
-)lua");
-
-// KEYS dirty; ARGV room seq. Clears the room's dirty mark unless a later batch marked it.
-const redis::Script kMarkStored(R"lua(
-local s = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if s and tonumber(s) <= tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) return 1 end
-return 0
-)lua");
-
-// KEYS meta log; ARGV expected_seq epoch channel message... Appends the messages (a group,
-// seqs expected_seq+1...) and publishes each iff the room is at expected_seq of the same
-// epoch: {1, seq} appended; {0, seq} another node appended first; {-1, 0} the epoch
-// changed or the keys are gone.
-const redis::Script kAppend(R"lua(
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch or epoch ~= ARGV[2] then return {-1, 0} end
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if seq ~= tonumber(ARGV[1]) then return {0, seq} end
-for i = 4, #ARGV do
-  seq = seq + 1
-  redis.call('XADD', KEYS[2], seq .. '-0', 'm', ARGV[i])
-  redis.call('SPUBLISH', ARGV[3], ARGV[i])
-end
-redis.call('HSET', KEYS[1], 'seq', seq)
-return {1, seq}
-)lua");
-
-// KEYS meta; ARGV observed_seq new_epoch. Redis is behind what this node saw (a failover
-// lost acknowledged batches): start a new epoch, once, so every client resynchronises.
-const redis::Script kHistoryLost(R"lua(
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if seq < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'epoch', ARGV[2]) return 1 end
-return 0
-)lua");
-
-// KEYS meta snap log; ARGV snap_seq snapshot retention. Stores a newer snapshot and trims
-// the log to what loading and resuming still need.
-const redis::Script kSnapshot(R"lua(
-local cur = tonumber(redis.call('HGET', KEYS[1], 'snap_seq') or '0')
-local s = tonumber(ARGV[1])
-if s <= cur then return 0 end
-redis.call('SET', KEYS[2], ARGV[2])
-redis.call('HSET', KEYS[1], 'snap_seq', s)
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-local keep_from = math.min(s, seq - tonumber(ARGV[3])) + 1
-if keep_from > 1 then redis.call('XTRIM', KEYS[3], 'MINID', keep_from .. '-0') end
-return 1
-)lua");
-
-// KEYS members presence eph; ARGV session member_json expiry_ms max_members channel message.
-const redis::Script kJoin(R"lua(
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[4]) then
-  return {0}
-end
-redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
-local members = redis.call('HGETALL', KEYS[1])
-local eph = redis.call('HGETALL', KEYS[3])
-redis.call('SPUBLISH', ARGV[5], ARGV[6])
-return {1, members, eph}
-)lua");
-
-// KEYS members presence eph; ARGV channel now_ms session... Removes the sessions named (or,
-// with now_ms set, every session whose presence expired) and tells the room who left.
-const redis::Script kLeave(R"lua(
-local list = {}
-if ARGV[2] ~= '' then
-  list = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
-else
-  for i = 3, #ARGV do list[#list + 1] = ARGV[i] end
-end
-local gone = {}
-for _, s in ipairs(list) do
-  if redis.call('HDEL', KEYS[1], s) == 1 then gone[#gone + 1] = s end
-  redis.call('ZREM', KEYS[2], s)
-  for _, f in ipairs(redis.call('HKEYS', KEYS[3])) do
-    if string.sub(f, 1, #s + 1) == s .. ':' then redis.call('HDEL', KEYS[3], f) end
-  end
-end
-if #gone > 0 then redis.call('SPUBLISH', ARGV[1], 'p\n' .. cjson.encode({l = gone})) end
-return #gone
-)lua");
-
-// KEYS members eph; ARGV channel message (field data)... Stores latest eph of members only.
-const redis::Script kEph(R"lua(
-local any = false
-for i = 3, #ARGV, 2 do
-  local session = string.match(ARGV[i], '^([^:]*):')
-  if session and redis.call('HEXISTS', KEYS[1], session) == 1 then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-    any = true
-  end
-end
-if any then redis.call('SPUBLISH', ARGV[1], ARGV[2]) end
-return 1
-)lua");
-
-std::string str(const json::value& v) {
-  return v.is_string() ? std::string(v.get_string()) : std::string();
-}
-
-// A string field of a JSON object, or "" (messages on a channel are trusted but checked).
-std::string field(const json::value& v, std::string_view name) {
-  const auto* o = v.if_object();
-  const auto* f = o ? o->if_contains(name) : nullptr;
-  return f ? str(*f) : std::string();
-}
-
-std::uint64_t to_u64(std::string_view s) {
-  std::uint64_t v = 0;
-  std::from_chars(s.data(), s.data() + s.size(), v);
-  return v;
-}
-
-std::uint64_t reply_u64(const Reply& r) {
-  if (r.type == Reply::Type::Integer) return static_cast<std::uint64_t>(r.integer);
-  return to_u64(r.str);
-}
-
-// An 'o' message (published and stored in the log): fields separated by '\n'; the frame
-// is JSON, so it holds no raw newline.
-struct OpsMessage {
-  std::uint64_t seq = 0;
-  std::string user, session;
-  std::int64_t request_id = 0;
-  std::string frame;
-};
-
-std::string encode_ops(const OpsMessage& m) {
-  return "o\n" + std::to_string(m.seq) + "\n" + m.user + "\n" + m.session + "\n" +
-         std::to_string(m.request_id) + "\n" + m.frame;
-}
-
-std::optional<OpsMessage> decode_ops(std::string_view s) {
-  std::vector<std::string_view> parts;
-  for (int i = 0; i < 5; ++i) {
-    auto nl = s.find('\n');
-    if (nl == std::string_view::npos) return std::nullopt;
-    parts.push_back(s.substr(0, nl));
-    s.remove_prefix(nl + 1);
-  }
-  if (parts[0] != "o") return std::nullopt;
-  OpsMessage m;
-  m.seq = to_u64(parts[1]);
-  m.user = parts[2];
-  m.session = parts[3];
-  std::from_chars(parts[4].data(), parts[4].data() + parts[4].size(), m.request_id);
-  m.frame = s;
-  return m;
-}
-
-// A room rebuilt from a kLoad/kRead reply {epoch, seq, snap_seq, snap, log}: the snapshot
-// with the logged batches after it applied in order, and the log's frames for resuming.
-struct Rebuilt {
-  collab::Scene scene;
-  std::string epoch;
-  std::uint64_t seq = 0;
-  std::deque<std::shared_ptr<const std::string>> log;
-};
-
-// nullopt when the stored snapshot is unreadable.
-std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::size_t retention) {
-  Rebuilt out{collab::Scene(max_entities), r.elements[0].str, reply_u64(r.elements[2]), {}};
-  const std::uint64_t snap_seq = out.seq;
-  if (!r.elements[3].str.empty()) {
-    boost::system::error_code ec;
-    auto snap = json::parse(r.elements[3].str, ec);
-    if (ec || collab::Scene::from_snapshot(snap, out.scene)) return std::nullopt;
-  }
-  std::deque<std::shared_ptr<const std::string>> older;  // resume tail before snap_seq
-  for (const auto& entry : r.elements[4].elements) {
-    if (entry.elements.size() < 2 || entry.elements[1].elements.size() < 2) continue;
-    auto m = decode_ops(entry.elements[1].elements[1].str);
-    if (!m) continue;
-    if (m->seq <= snap_seq) {
-      older.push_back(std::make_shared<const std::string>(m->frame));
-      continue;
-    }
-    if (m->seq != out.seq + 1) break;
-    std::vector<collab::Op> ops;
-    boost::system::error_code ec;
-    auto v = json::parse(m->frame, ec);
-    if (ec || !v.is_object() || !v.as_object().contains("ops") ||
-        collab::parse_batch(v.at("ops"), SIZE_MAX, ops) || out.scene.apply(ops)) {
-      break;
-    }
-    out.seq = m->seq;
-    out.log.push_back(std::make_shared<const std::string>(m->frame));
-  }
-  // The resume window: the log's tail, up to the retention.
-  for (auto it = older.rbegin(); it != older.rend(); ++it) out.log.push_front(*it);
-  while (out.log.size() > retention) out.log.pop_front();
-  return out;
-}
-
-}  // namespace
+using namespace scripts;
 
 struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
-  struct Submission {
-    collab::Member author;
-    std::int64_t request_id = 0;
-    std::shared_ptr<std::vector<collab::Op>> ops;
-    std::function<void(Error)> refused;
-  };
-
   struct PendingJoin {
     collab::Member member;
     std::optional<collab::Since> since;
@@ -273,23 +39,18 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     std::string id;
     std::mutex mu;
     enum class State { Subscribing, Loading, Ready } state = State::Subscribing;
-    collab::Scene scene;
-    std::string epoch;
-    std::uint64_t seq = 0;
-    std::deque<std::shared_ptr<const std::string>> log;  // frames of (seq - log.size(), seq]
-    std::map<std::uint64_t, OpsMessage> early;           // arrived ahead of a gap
+    RoomCopy copy;  // scene, seq, resume window, buffered and held batches, submit queue
     bool filling = false;
     std::vector<PendingJoin> joins;
     std::map<std::string, collab::Member> local;  // this node's members, by session
-    std::string sub_endpoint;      // the node its channel is subscribed on (under Impl::mu)
-    std::set<std::uint64_t> held;  // own batches awaiting replicas: not delivered yet
-    std::deque<Submission> queue;  // this node's batches not yet appended, in arrival order
-    bool appending = false;        // a group is with Redis
-    std::uint64_t wait_seq = 0;    // the copy must reach it before the next group goes
+    std::string sub_endpoint;  // the node its channel is subscribed on (under Impl::mu)
+    bool appending = false;    // a group is with Redis
     bool catch_up_armed = false;
     int joining = 0;                   // joins queued or waiting for Redis
     std::atomic<bool> evicted{false};  // dropped from the node: a join must make a new one
-    Room(std::string r, std::size_t max_entities) : id(std::move(r)), scene(max_entities) {}
+    Room(std::string r, std::size_t max_entities, std::size_t retention)
+        : id(r), copy(std::move(r), max_entities, retention) {}
+    bool ready() const { return state == State::Ready; }
   };
 
   Impl(Runtime& rt, std::shared_ptr<redis::Client> c, RedisEngineOptions o,
@@ -503,69 +264,58 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
 
   // --- the node's copy of a room -----------------------------------------------------
 
-  // Applies one accepted batch to the copy and hands it to the hub. Room lock held.
-  bool apply(Room& room, const OpsMessage& m) {
-    boost::system::error_code ec;
-    auto v = json::parse(m.frame, ec);
-    std::vector<collab::Op> ops;
-    if (ec || !v.is_object() || !v.as_object().contains("ops") ||
-        collab::parse_batch(v.at("ops"), SIZE_MAX, ops) || room.scene.apply(ops)) {
-      log::error("redis engine: a logged batch does not apply; reloading the room",
-                 {{"room", room.id}, {"seq", static_cast<std::int64_t>(m.seq)}});
-      return false;
-    }
-    room.seq = m.seq;
-    auto frame = std::make_shared<const std::string>(m.frame);
-    room.log.push_back(frame);
-    while (room.log.size() > options.limits.log_retention) room.log.pop_front();
-    if (auto* s = sink.load()) {
-      s->on_ops(collab::OpsEvent{room.id, m.seq, m.user, m.session, m.request_id, frame});
-    }
-    // Every snapshot_every batches, the author's node stores a snapshot, which lets the log
-    // be trimmed and keeps loading a room cheap.
-    if (m.seq % options.snapshot_every == 0 && room.local.count(m.session) != 0) {
-      const std::string id = room.id;
-      client->eval(kSnapshot, {key(id, "meta"), key(id, "snap"), key(id, "log")},
-                   {std::to_string(m.seq), json::serialize(room.scene.snapshot()),
-                    std::to_string(options.limits.log_retention)},
-                   [id](Reply r) {
-                     if (r.is_error())
-                       log::warn("redis engine: snapshot failed", {{"room", id}, {"error", r.str}});
-                   });
-    }
-    return true;
+  // What the copy hands on as it applies a batch: the hub gets it; every snapshot_every
+  // batches the author's node stores a snapshot in Redis, which lets the log be trimmed and
+  // keeps loading the room cheap. Room lock held while it runs.
+  RoomCopy::Applied applied_fn(Room& room) {
+    return [this, &room](const collab::OpsEvent& ev) {
+      if (auto* s = sink.load()) s->on_ops(ev);
+      if (ev.seq % options.snapshot_every == 0 && room.local.count(ev.author_session) != 0)
+        store_snapshot(room, ev.seq);
+    };
+  }
+
+  void store_snapshot(Room& room, std::uint64_t seq) {
+    const std::string id = room.id;
+    client->eval(kSnapshot, {key(id, "meta"), key(id, "snap"), key(id, "log")},
+                 {std::to_string(seq), json::serialize(room.copy.scene().snapshot()),
+                  std::to_string(options.limits.log_retention)},
+                 [id](Reply r) {
+                   if (r.is_error())
+                     log::warn("redis engine: snapshot failed", {{"room", id}, {"error", r.str}});
+                 });
+  }
+
+  // A logged batch that does not apply to the copy: the copy is wrong; start it again.
+  void broken(const std::shared_ptr<Room>& room) {
+    log::error("redis engine: a logged batch does not apply; reloading the room",
+               {{"room", room->id}, {"seq", static_cast<std::int64_t>(room->copy.seq() + 1)}});
+    reload(room);
   }
 
   void on_ops_message(const std::shared_ptr<Room>& room, OpsMessage m) {
     std::lock_guard lock(room->mu);
-    if (room->state != Room::State::Ready || m.seq > room->seq + 1 ||
-        room->held.count(m.seq) != 0) {
-      room->early.emplace(m.seq, std::move(m));
-      if (room->state == Room::State::Ready && room->early.begin()->first > room->seq + 1)
-        fill(room);
-      return;
+    switch (room->copy.receive(std::move(m), room->ready(), applied_fn(*room))) {
+      case RoomCopy::Arrival::Buffered:
+        if (room->ready() && room->copy.gap()) fill(room);
+        return;
+      case RoomCopy::Arrival::Duplicate:
+        return;
+      case RoomCopy::Arrival::Broken:
+        broken(room);
+        return;
+      case RoomCopy::Arrival::Applied:
+        pump(room);
+        return;
     }
-    if (m.seq <= room->seq) return;  // a duplicate (resubscribe, fill overlap)
-    if (!apply(*room, m)) {
-      reload(room);
-      return;
-    }
-    drain_early(room);
   }
 
-  // Applies buffered messages that have become next in line. Room lock held.
-  // Then sends the next group if it was waiting for the copy.
+  // Applies buffered messages that have become next in line, then sends the next group if
+  // it was waiting for the copy. Room lock held.
   void drain_early(const std::shared_ptr<Room>& room) {
-    while (!room->early.empty()) {
-      auto it = room->early.begin();
-      if (it->first <= room->seq) {
-        room->early.erase(it);
-        continue;
-      }
-      if (it->first != room->seq + 1 || room->held.count(it->first) != 0) break;
-      auto m = std::move(it->second);
-      room->early.erase(it);
-      if (!apply(*room, m)) return;
+    if (!room->copy.drain(applied_fn(*room))) {
+      broken(room);
+      return;
     }
     pump(room);
   }
@@ -574,7 +324,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   void fill(const std::shared_ptr<Room>& room) {
     if (room->filling) return;
     room->filling = true;
-    const std::uint64_t from = room->seq + 1;
+    const std::uint64_t from = room->copy.seq() + 1;
     std::weak_ptr<Impl> weak = shared_from_this();
     client->command(
         key(room->id, "log"),
@@ -589,7 +339,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
             self->runtime.after(std::chrono::milliseconds(100), [weak, room] {
               if (auto s = weak.lock()) {
                 std::lock_guard l(room->mu);
-                if (!room->early.empty()) s->fill(room);
+                if (room->copy.gap() || room->copy.behind()) s->fill(room);
               }
             });
             return;
@@ -599,17 +349,21 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
             if (entry.elements.size() < 2 || entry.elements[1].elements.size() < 2) continue;
             auto m = decode_ops(entry.elements[1].elements[1].str);
             if (!m) continue;
-            if (first && m->seq != from && m->seq > room->seq + 1) {
+            if (first && m->seq != from && m->seq > room->copy.seq() + 1) {
               // The log no longer holds what we missed: start over from Redis.
               // The hub sees the jump and tells the members to resume.
               self->reload(room);
               return;
             }
             first = false;
-            room->early.emplace(m->seq, std::move(*m));
+            if (room->copy.receive(std::move(*m), room->ready(), self->applied_fn(*room)) ==
+                RoomCopy::Arrival::Broken) {
+              self->broken(room);
+              return;
+            }
           }
           self->drain_early(room);
-          if (!room->early.empty() && room->early.begin()->first > room->seq + 1) self->fill(room);
+          if (room->ready() && room->copy.gap()) self->fill(room);
         });
   }
 
@@ -624,8 +378,8 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
                       const auto seq = reply_u64(r);
                       std::lock_guard lock(room->mu);
                       if (room->state != Room::State::Ready) return;
-                      if (seq > room->seq) self->fill(room);
-                      if (seq < room->seq) self->history_lost(room);
+                      if (seq > room->copy.seq()) self->fill(room);
+                      if (seq < room->copy.seq()) self->history_lost(room);
                     });
   }
 
@@ -689,10 +443,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       fail_joins(room, "the room's snapshot in Redis is unreadable");
       return;
     }
-    room->scene = std::move(rb->scene);
-    room->epoch = std::move(rb->epoch);
-    room->seq = rb->seq;
-    room->log = std::move(rb->log);
+    room->copy.reset(std::move(*rb));
     room->state = Room::State::Ready;
     drain_early(room);
     auto joins = std::move(room->joins);
@@ -708,7 +459,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   // logged and counted.
   void history_lost(const std::shared_ptr<Room>& room) {
     std::weak_ptr<Impl> weak = shared_from_this();
-    const auto observed = room->seq;
+    const auto observed = room->copy.seq();
     client->eval(kHistoryLost, {key(room->id, "meta")}, {std::to_string(observed), make_epoch()},
                  [weak, room, observed](Reply r) {
                    auto self = weak.lock();
@@ -727,9 +478,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   // The queue stays: it is validated against the reloaded copy.
   void reload(const std::shared_ptr<Room>& room) {
     room->state = Room::State::Loading;
-    room->early.clear();
-    room->held.clear();
-    room->wait_seq = 0;
+    room->copy.forget_pending();
     load(room);
   }
 
@@ -814,18 +563,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
           std::lock_guard lock(room->mu);
           room->local[pj.member.session] = pj.member;
           --room->joining;
-          res.epoch = room->epoch;
-          res.seq = room->seq;
-          const std::uint64_t oldest = room->seq - room->log.size();
-          const auto& since = pj.since;
-          if (since && since->epoch == room->epoch && since->seq <= room->seq &&
-              since->seq >= oldest) {
-            res.recovered = true;
-            res.ops.assign(room->log.begin() + static_cast<std::ptrdiff_t>(since->seq - oldest),
-                           room->log.end());
-          } else {
-            res.snapshot = std::make_shared<const json::object>(room->scene.snapshot());
-          }
+          res = room->copy.answer(pj.since);
           for (auto& [s, m] : members) res.presence.push_back(std::move(m));
           // Under the room lock: no later batch reaches the hub before this answer.
           pj.done(std::move(res));
@@ -844,7 +582,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     {
       std::lock_guard lock(room->mu);
       if (!room->local.empty() || room->joining > 0 || !room->joins.empty() ||
-          !room->queue.empty() || room->appending || room->state != Room::State::Ready ||
+          room->copy.queued() != 0 || room->appending || room->state != Room::State::Ready ||
           room->evicted.load()) {
         return;
       }
@@ -871,7 +609,8 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
         std::lock_guard lock(mu);
         auto& slot = rooms[id];
         if (!slot || slot->evicted.load()) {
-          slot = std::make_shared<Room>(id, options.limits.max_entities);
+          slot =
+              std::make_shared<Room>(id, options.limits.max_entities, options.limits.log_retention);
           created = true;
         }
         room = slot;
@@ -942,78 +681,54 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     std::lock_guard lock(room->mu);
-    if (room->queue.size() >= options.max_queued) {
+    const auto waiting = room->copy.queued();
+    auto refused = sub.refused;
+    if (!room->copy.enqueue(std::move(sub), options.max_queued)) {
       // The room receives more than Redis takes: back-pressure, with a time to retry.
       if (options.on_busy) options.on_busy();
-      sub.refused(collab::fail(Code::Unavailable,
-                               "the room has " + std::to_string(room->queue.size()) +
-                                   " batches waiting on this node; send again later",
-                               options.busy_retry_after.count()));
+      refused(collab::fail(Code::Unavailable,
+                           "the room has " + std::to_string(waiting) +
+                               " batches waiting on this node; send again later",
+                           options.busy_retry_after.count()));
       return;
     }
-    room->queue.push_back(std::move(sub));
     pump(room);
   }
 
   // Sends the next group when nothing is with Redis and the copy is current. Room lock held.
   void pump(const std::shared_ptr<Room>& room) {
-    while (!room->appending && room->state == Room::State::Ready && !room->queue.empty() &&
-           room->seq >= room->wait_seq && room->held.empty()) {
-      auto group = take_group(*room);
-      if (group->empty()) continue;  // every batch at the head was refused
-      send_group(room, std::move(group));
+    while (!room->appending && room->ready() && room->copy.may_send()) {
+      auto group = room->copy.take_group(options.max_group);
+      for (auto& [sub, why] : group.refused) sub.refused(std::move(why));
+      if (!group.batches.empty()) send_group(room, std::move(group));
     }
-  }
-
-  // Validates the queue's head in order; refuses what does not apply; returns the rest.
-  std::shared_ptr<std::vector<Submission>> take_group(Room& room) {
-    const std::size_t n = std::min(room.queue.size(), options.max_group);
-    std::vector<const std::vector<collab::Op>*> batches;
-    batches.reserve(n);
-    for (std::size_t i = 0; i < n; ++i) batches.push_back(room.queue[i].ops.get());
-    auto verdicts = room.scene.validate_sequence(batches);
-    auto group = std::make_shared<std::vector<Submission>>();
-    for (std::size_t i = 0; i < n; ++i) {
-      if (verdicts[i]) {
-        room.queue[i].refused(std::move(verdicts[i]));
-      } else {
-        group->push_back(std::move(room.queue[i]));
-      }
-    }
-    room.queue.erase(room.queue.begin(), room.queue.begin() + static_cast<std::ptrdiff_t>(n));
-    return group;
   }
 
   // Room lock held.
-  void send_group(const std::shared_ptr<Room>& room,
-                  std::shared_ptr<std::vector<Submission>> group) {
-    const std::uint64_t expected = room->seq;
-    std::vector<std::string> args{std::to_string(expected), room->epoch, key(room->id, "ch")};
-    args.reserve(3 + group->size());
-    for (std::size_t i = 0; i < group->size(); ++i) {
-      const auto& sub = (*group)[i];
-      json::array arr;
-      arr.reserve(sub.ops->size());
-      for (const auto& op : *sub.ops) arr.push_back(collab::to_json(op));
-      const std::uint64_t seq = expected + 1 + i;
-      args.push_back(
-          encode_ops(OpsMessage{seq, sub.author.user, sub.author.session, sub.request_id,
-                                collab::encode::ops(room->id, seq, sub.author.user, arr)}));
-      // With ack durability, this node holds its own batches back until the replicas have
-      // them (marked before the append, whose messages may arrive before the reply).
-      if (options.ack_replicas > 0) room->held.insert(seq);
+  void send_group(const std::shared_ptr<Room>& room, RoomCopy::Group group) {
+    const std::uint64_t expected = room->copy.seq();
+    std::vector<std::string> args{std::to_string(expected), room->copy.epoch(),
+                                  key(room->id, "ch")};
+    args.reserve(3 + group.messages.size());
+    for (auto& m : group.messages) args.push_back(std::move(m));
+    // With ack durability, this node holds its own batches back until the replicas have
+    // them (marked before the append, whose messages may arrive before the reply).
+    if (options.ack_replicas > 0) {
+      for (std::size_t i = 1; i <= group.batches.size(); ++i) room->copy.hold(expected + i);
     }
     room->appending = true;
-    if (options.on_group) options.on_group(group->size());
+    if (options.on_group) options.on_group(group.batches.size());
     std::weak_ptr<Impl> weak = shared_from_this();
     const auto id = room->id;
+    auto batches = std::make_shared<std::vector<Submission>>(std::move(group.batches));
     client->eval(kAppend, {key(id, "meta"), key(id, "log")}, std::move(args),
-                 [weak, room, group, expected](Reply r) {
-                   if (auto self = weak.lock()) self->group_answered(room, *group, expected, r);
+                 [weak, room, batches, expected](Reply r) {
+                   if (auto self = weak.lock())
+                     self->group_answered(room, std::move(*batches), expected, r);
                  });
   }
 
-  void group_answered(const std::shared_ptr<Room>& room, std::vector<Submission>& group,
+  void group_answered(const std::shared_ptr<Room>& room, std::vector<Submission> group,
                       std::uint64_t expected, const Reply& r) {
     const bool answered = !r.is_error() && r.elements.size() >= 2;
     const auto outcome = answered ? r.elements[0].integer : 0;
@@ -1029,7 +744,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     room->appending = false;
     if (!answered) {
       // Redis did not answer (down, or a timeout): whether the group landed is unknown to
-      // this node, so the authors are told the truth, and resume tells them the rest.
+      // this node, so the authors are told so; resuming tells them the rest.
       log::warn("redis engine: appending batches failed", {{"room", room->id}, {"error", r.str}});
       for (auto& sub : group)
         sub.refused(collab::fail(Code::Unavailable, "room engine unavailable: " + r.str,
@@ -1040,7 +755,7 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     if (outcome == 1) {
       // The group is in: its batches come back on the channel, which acks them. The next
       // group waits until the copy holds them (a fair start against the other nodes).
-      room->wait_seq = last;
+      room->copy.wait_for(last);
       mark_dirty(room->id, last);
       arm_catch_up(room);
       pump(room);
@@ -1051,21 +766,21 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       // is void and its members resynchronise. The group is not in; it is refused.
       for (auto& sub : group)
         sub.refused(collab::fail(Code::Unavailable, "the room restarted; join it again", 100));
-      if (room->state == Room::State::Ready) {
+      if (room->ready()) {
         if (auto* s = sink.load()) s->on_reset(room->id);
         reload(room);
       }
       return;
     }
-    // Someone else appended first: back to the head of the queue, in order; revalidated
-    // once the copy has caught up.
+    // Someone else appended first: back to the head of the queue, in order; validated
+    // again once the copy has caught up.
     if (options.on_conflict) options.on_conflict();
-    for (auto it = group.rbegin(); it != group.rend(); ++it) room->queue.push_front(std::move(*it));
+    room->copy.requeue(std::move(group));
     const auto redis_seq = reply_u64(r.elements[1]);
-    if (redis_seq > room->seq) {
-      room->wait_seq = std::max(room->wait_seq, redis_seq);
+    if (redis_seq > room->copy.seq()) {
+      room->copy.wait_for(redis_seq);
       arm_catch_up(room);
-    } else if (redis_seq < room->seq) {
+    } else if (redis_seq < room->copy.seq()) {
       history_lost(room);
     }
     pump(room);
@@ -1082,11 +797,11 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
       if (!self) return;
       std::lock_guard lock(room->mu);
       room->catch_up_armed = false;
-      if (room->state != Room::State::Ready) return;
-      if (room->seq < room->wait_seq) {
+      if (!room->ready()) return;
+      if (room->copy.behind()) {
         self->fill(room);
         self->arm_catch_up(room);
-      } else if (!room->queue.empty() && !room->appending) {
+      } else {
         self->pump(room);
       }
     });
@@ -1126,17 +841,15 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
 
   void release(const std::shared_ptr<Room>& room, std::uint64_t first, std::uint64_t last) {
     std::lock_guard lock(room->mu);
-    bool any = false;
-    for (auto seq = first; seq <= last; ++seq) any = room->held.erase(seq) != 0 || any;
-    if (any) drain_early(room);
+    if (room->copy.release(first, last)) drain_early(room);
   }
 };
 
 RedisRoomEngine::RedisRoomEngine(Runtime& runtime, std::shared_ptr<redis::Client> client,
                                  RedisEngineOptions options,
                                  std::function<std::string()> make_epoch)
-    : impl_(std::make_shared<Impl>(runtime, std::move(client), std::move(options),
-                                   std::move(make_epoch))) {}
+    : impl_(std::make_shared<Impl>(runtime, client, options, std::move(make_epoch))),
+      persist_(std::move(client), options.prefix, options.limits.max_entities) {}
 
 RedisRoomEngine::~RedisRoomEngine() {
   close();
@@ -1168,9 +881,9 @@ void RedisRoomEngine::leave(const std::string& room_id, const std::string& sessi
 void RedisRoomEngine::submit(const std::string& room, const collab::Member& author,
                              std::int64_t request_id, std::vector<collab::Op> ops,
                              std::function<void(collab::Error)> refused) {
-  impl_->submit(room, Impl::Submission{author, request_id,
-                                       std::make_shared<std::vector<collab::Op>>(std::move(ops)),
-                                       std::move(refused)});
+  impl_->submit(room, Submission{author, request_id,
+                                 std::make_shared<std::vector<collab::Op>>(std::move(ops)),
+                                 std::move(refused)});
 }
 
 void RedisRoomEngine::publish_eph(collab::EphBatch batch) {
@@ -1225,97 +938,20 @@ void RedisRoomEngine::set_loader(collab::RoomLoader loader) {
   impl_->loader = std::move(loader);
 }
 
-namespace {
-
-// Runs one command and waits for its reply; throws when it fails (persister thread only).
-Reply wait_reply(const std::function<void(redis::Client::Callback)>& send) {
-  auto p = std::make_shared<std::promise<Reply>>();
-  auto f = p->get_future();
-  send([p](Reply r) { p->set_value(std::move(r)); });
-  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
-    throw std::runtime_error("redis: no reply within 30 s");
-  auto r = f.get();
-  if (r.is_error()) throw std::runtime_error("redis: " + r.str);
-  return r;
-}
-
-}  // namespace
-
 std::vector<collab::RoomVersion> RedisRoomEngine::dirty_rooms(std::size_t limit) {
-  const auto dirty = impl_->options.prefix + ":dirty";
-  auto r = wait_reply([&](auto cb) {
-    impl_->client->command(
-        dirty,
-        {"ZRANGE", dirty, "0", std::to_string(std::max<std::size_t>(limit, 1) - 1), "WITHSCORES"},
-        std::move(cb));
-  });
-  std::vector<collab::RoomVersion> out;
-  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
-    out.push_back(collab::RoomVersion{r.elements[i].str, to_u64(r.elements[i + 1].str)});
-  return out;
+  return persist_.dirty_rooms(limit);
 }
 
 std::vector<collab::RoomVersion> RedisRoomEngine::all_rooms() {
-  // SCAN every primary for the rooms' meta keys, then ask each room's seq.
-  const std::string head = impl_->options.prefix + ":{";
-  const std::string tail = "}:meta";
-  std::vector<std::string> rooms;
-  for (const auto& node : impl_->client->primaries()) {
-    std::string cursor = "0";
-    do {
-      auto r = wait_reply([&](auto cb) {
-        impl_->client->command_at(
-            node, {"SCAN", cursor, "MATCH", head + "*" + tail, "COUNT", "1000"}, std::move(cb));
-      });
-      if (r.elements.size() < 2) throw std::runtime_error("redis: unexpected SCAN reply");
-      cursor = r.elements[0].str;
-      for (const auto& k : r.elements[1].elements) {
-        const auto& key = k.str;
-        if (key.size() > head.size() + tail.size() && key.starts_with(head) && key.ends_with(tail))
-          rooms.push_back(key.substr(head.size(), key.size() - head.size() - tail.size()));
-      }
-    } while (cursor != "0");
-  }
-  std::sort(rooms.begin(), rooms.end());
-  rooms.erase(std::unique(rooms.begin(), rooms.end()), rooms.end());
-  // Pipelined: every HGET sent, then every reply awaited.
-  std::vector<std::future<Reply>> replies;
-  replies.reserve(rooms.size());
-  for (const auto& room : rooms) {
-    auto p = std::make_shared<std::promise<Reply>>();
-    replies.push_back(p->get_future());
-    const auto meta = impl_->key(room, "meta");
-    impl_->client->command(meta, {"HGET", meta, "seq"},
-                           [p](Reply r) { p->set_value(std::move(r)); });
-  }
-  std::vector<collab::RoomVersion> out;
-  for (std::size_t i = 0; i < rooms.size(); ++i) {
-    if (replies[i].wait_for(std::chrono::seconds(30)) != std::future_status::ready)
-      throw std::runtime_error("redis: no reply within 30 s");
-    auto r = replies[i].get();
-    if (r.is_error()) throw std::runtime_error("redis: " + r.str);
-    out.push_back(collab::RoomVersion{rooms[i], reply_u64(r)});
-  }
-  return out;
+  return persist_.all_rooms();
 }
 
 std::optional<collab::RoomState> RedisRoomEngine::read_room(const std::string& room) {
-  auto r = wait_reply([&](auto cb) {
-    impl_->client->eval(
-        kRead, {impl_->key(room, "meta"), impl_->key(room, "snap"), impl_->key(room, "log")}, {},
-        std::move(cb));
-  });
-  if (r.elements.size() < 5) return std::nullopt;
-  auto rb = rebuild(r, impl_->options.limits.max_entities, 0);
-  if (!rb) throw std::runtime_error("the room's snapshot in Redis is unreadable: " + room);
-  return collab::RoomState{room, rb->epoch, rb->seq, json::serialize(rb->scene.snapshot())};
+  return persist_.read_room(room);
 }
 
 void RedisRoomEngine::mark_stored(const std::string& room, std::uint64_t seq) {
-  const auto dirty = impl_->options.prefix + ":dirty";
-  wait_reply([&](auto cb) {
-    impl_->client->eval(kMarkStored, {dirty}, {room, std::to_string(seq)}, std::move(cb));
-  });
+  persist_.mark_stored(room, seq);
 }
 
 std::size_t RedisRoomEngine::rooms() const {

@@ -23,6 +23,7 @@
 #include "adapters/redis/client.hpp"
 #include "collab/persistence.hpp"
 #include "collab/room_engine.hpp"
+#include "engines/redis_persist_source.hpp"
 
 #include <chrono>
 #include <functional>
@@ -82,7 +83,7 @@ class RedisRoomEngine final : public collab::RoomEngine, public collab::PersistS
   // Where rooms absent from Redis come from (the database); set before the first join.
   void set_loader(collab::RoomLoader loader);
 
-  // PersistSource (blocking: the persister's thread only).
+  // PersistSource (blocking: the persister's thread only): RedisPersistSource's.
   std::vector<collab::RoomVersion> dirty_rooms(std::size_t limit) override;
   std::vector<collab::RoomVersion> all_rooms() override;
   std::optional<collab::RoomState> read_room(const std::string& room) override;
@@ -99,6 +100,7 @@ class RedisRoomEngine final : public collab::RoomEngine, public collab::PersistS
 
  private:
   std::shared_ptr<Impl> impl_;
+  RedisPersistSource persist_;
 };
 
 }  // namespace kiln::engines
