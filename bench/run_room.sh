@@ -41,7 +41,7 @@ start_node() {
     --gateway-max-sessions 100000 "$@" >"$work/$name.out" 2>"$work/$name.err" &
   echo $! >"$work/$name.pid"
   for _ in $(seq 200); do grep -q "running at" "$work/$name.out" && break; sleep 0.05; done
-  grep -o ':[0-9]*/' "$work/$name.out" | head -1 | tr -d ':/'
+  sed -n 's|.*running at http://[^:]*:\([0-9]*\)/.*|\1|p' "$work/$name.out" | head -1
 }
 
 stop_nodes() {

@@ -393,7 +393,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
                             stat(&journal::Stats::refused), true);
     registry.callback_gauge("kiln_journal_segments", "Journal segment files on disk.",
                             stat(&journal::Stats::segments));
-    memory_engine->set_batch_log(jp, std::move(recovered));
+    memory_engine->set_batch_log(jp, std::move(recovered), !st.machine_restarted);
   }
 
   std::unique_ptr<persist::Persister> persister;

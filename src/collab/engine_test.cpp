@@ -20,6 +20,27 @@ std::vector<Op> ops(std::string_view j) {
   return out;
 }
 
+// The engine and its batch log: what the interaction promises. A log that holds every
+// callback until the test says "durable" stands in for the disk.
+struct HeldLog : BatchLog {
+  std::vector<LoggedBatch> appended;
+  std::vector<std::function<void()>> waiting;
+  Error refuse;  // when set, appends are refused
+  Error append(LoggedBatch b, std::function<void()> on_durable) override {
+    if (refuse) return refuse;
+    appended.push_back(std::move(b));
+    waiting.push_back(std::move(on_durable));
+    return {};
+  }
+  void after_durable(std::function<void()> fn) override { waiting.push_back(std::move(fn)); }
+  void stored(const std::string&, std::uint64_t) override {}
+  void flush() {
+    auto w = std::move(waiting);
+    waiting.clear();
+    for (auto& fn : w) fn();
+  }
+};
+
 class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -37,6 +58,23 @@ class EngineTest : public ::testing::Test {
       if (!r.error) hub.add(room, m, rec, r.seq);
       out = std::move(r);
     });
+    return out;
+  }
+
+  // The same with a held log: answered once the log says durable.
+  JoinResult join_durable(HeldLog& log, const std::string& room, const Member& m,
+                          std::shared_ptr<Recorder> rec,
+                          std::optional<Since> since = std::nullopt) {
+    JoinResult out;
+    bool answered = false;
+    engine->join(room, m, since, [&](JoinResult r) {
+      if (!r.error) hub.add(room, m, rec, r.seq);
+      out = std::move(r);
+      answered = true;
+    });
+    EXPECT_FALSE(answered) << "a join is answered only once the log is durable";
+    log.flush();
+    EXPECT_TRUE(answered);
     return out;
   }
 
@@ -103,6 +141,104 @@ TEST_F(EngineTest, EphOfSessionsThatLeftIsDropped) {
   engine->leave("p/s", bob.session);
   for (auto& b : batches) engine->publish_eph(std::move(b));
   EXPECT_TRUE(ann_rec->of_type("eph").empty());
+}
+
+TEST_F(EngineTest, NobodyHearsOfABatchBeforeItIsDurable) {
+  HeldLog log;
+  engine->set_batch_log(&log, {});
+  auto ann = std::make_shared<Recorder>();
+  auto bob = std::make_shared<Recorder>();
+  Member a{"sa", "ann", "Ann", "n"}, b{"sb", "bob", "Bob", "n"};
+  join_durable(log, "p/r", a, ann);
+  join_durable(log, "p/r", b, bob);
+  std::optional<Error> refused;
+  engine->submit("p/r", a, 7, ops(R"([{"op":"create","entity":"e","parent":"root"}])"),
+                 [&](Error e) { refused = e; });
+  ASSERT_EQ(log.appended.size(), 1u);
+  EXPECT_EQ(log.appended[0].seq, 1u);
+  EXPECT_EQ(log.appended[0].epoch, "epoch1");
+  EXPECT_TRUE(ann->of_type("ack").empty()) << "no ack before the log says durable";
+  EXPECT_TRUE(bob->of_type("ops").empty()) << "no peer sees it before either";
+  // A joiner's answer includes the batch, so it waits for it too.
+  std::optional<JoinResult> late;
+  const Member cat{"sc", "cat", "Cat", "n"};
+  engine->join("p/r", cat, std::nullopt, [&](JoinResult r) { late = std::move(r); });
+  EXPECT_FALSE(late);
+  log.flush();
+  EXPECT_EQ(ann->of_type("ack").size(), 1u);
+  EXPECT_EQ(bob->of_type("ops").size(), 1u);
+  ASSERT_TRUE(late);
+  EXPECT_EQ(late->seq, 1u);
+  EXPECT_FALSE(refused);
+}
+
+TEST_F(EngineTest, ABatchTheLogRefusesChangesNothing) {
+  HeldLog log;
+  engine->set_batch_log(&log, {});
+  auto ann = std::make_shared<Recorder>();
+  Member a{"sa", "ann", "Ann", "n"};
+  join_durable(log, "p/r", a, ann);
+  log.refuse = fail(Code::Unavailable, "the server's disk is full", 1000);
+  std::optional<Error> refused;
+  engine->submit("p/r", a, 7, ops(R"([{"op":"create","entity":"e","parent":"root"}])"),
+                 [&](Error e) { refused = e; });
+  ASSERT_TRUE(refused);
+  EXPECT_EQ(refused->after_ms, 1000);
+  log.refuse = {};
+  engine->submit("p/r", a, 8, ops(R"([{"op":"create","entity":"e","parent":"root"}])"),
+                 [&](Error e) { refused = e; });
+  log.flush();
+  auto acks = ann->of_type("ack");
+  ASSERT_EQ(acks.size(), 1u) << "the same entity again: the refused batch left no trace";
+  EXPECT_EQ(acks[0].at("seq").as_int64(), 1);
+}
+
+TEST_F(EngineTest, LoggedBatchesReplayOnTopOfTheStoredSnapshotInTheSameEpoch) {
+  HeldLog log;
+  engine->set_loader([](const std::string&, auto done) {
+    done(StoredRoom{1, R"({"entities":{"a":{"parent":"root","index":"","props":{}}}})", "old"}, "");
+  });
+  auto frame = [](std::uint64_t seq, const char* id) {
+    return encode::ops("p/r", seq, "ann",
+                       json::parse(std::string(R"([{"op":"create","entity":")") + id +
+                                   R"(","parent":"root","index":"","props":{}}])")
+                           .as_array());
+  };
+  engine->set_batch_log(&log, {LoggedBatch{"p/r", "old", 1, frame(1, "a")},
+                               LoggedBatch{"p/r", "old", 2, frame(2, "b")},
+                               LoggedBatch{"p/r", "old", 3, frame(3, "c")}});
+  auto r = join_durable(log, "p/r", Member{"sa", "ann", "Ann", "n"}, std::make_shared<Recorder>(),
+                        Since{"old", 1});
+  EXPECT_EQ(r.epoch, "old");
+  EXPECT_EQ(r.seq, 3u);
+  EXPECT_TRUE(r.recovered);
+  EXPECT_EQ(r.ops.size(), 2u);
+}
+
+TEST_F(EngineTest, ALogThatCannotVouchForEveryAckStartsEveryRoomInANewEpoch) {
+  HeldLog log;
+  engine->set_loader([](const std::string&, auto done) {
+    done(StoredRoom{4, R"({"entities":{}})", "old"}, "");
+  });
+  engine->set_batch_log(&log, {}, /*keep_epochs=*/false);
+  auto r = join_durable(log, "p/any", Member{"sa", "ann", "Ann", "n"}, std::make_shared<Recorder>(),
+                        Since{"old", 4});
+  EXPECT_NE(r.epoch, "old");
+  EXPECT_FALSE(r.recovered);
+  EXPECT_EQ(r.seq, 4u);
+}
+
+TEST_F(EngineTest, AGapInTheLoggedBatchesStartsANewEpoch) {
+  HeldLog log;
+  engine->set_loader([](const std::string&, auto done) { done(std::nullopt, ""); });
+  std::vector<std::string> gaps;
+  engine->set_on_replay_gap([&](const std::string& room) { gaps.push_back(room); });
+  auto frame = encode::ops("p/r", 2, "ann", json::array{});
+  engine->set_batch_log(&log, {LoggedBatch{"p/r", "old", 2, frame}});
+  auto r = join_durable(log, "p/r", Member{"sa", "ann", "Ann", "n"}, std::make_shared<Recorder>());
+  EXPECT_NE(r.epoch, "old");
+  EXPECT_EQ(r.seq, 0u);
+  EXPECT_EQ(gaps, (std::vector<std::string>{"p/r"}));
 }
 
 TEST(HubTest, DuplicatesAreDroppedAndGapsReported) {

@@ -128,13 +128,18 @@ void MemoryRoomEngine::replay_logged(Room& r, const std::string& id,
     r.epoch = make_epoch_();
     r.log.clear();
     if (on_replay_gap_) on_replay_gap_(id);
+  } else if (!keep_epochs_) {
+    r.epoch = make_epoch_();  // acks may be gone that no record shows: resync everyone
+    r.log.clear();
   } else {
     r.epoch = epoch;
   }
 }
 
-void MemoryRoomEngine::set_batch_log(BatchLog* log, std::vector<LoggedBatch> recovered) {
+void MemoryRoomEngine::set_batch_log(BatchLog* log, std::vector<LoggedBatch> recovered,
+                                     bool keep_epochs) {
   log_ = log;
+  keep_epochs_ = keep_epochs;
   std::vector<std::string> rooms;
   {
     std::lock_guard lock(recovered_mu_);

@@ -43,7 +43,9 @@ class MemoryRoomEngine final : public RoomEngine, public PersistSource {
   // snapshot and the log. `recovered` is what the log held at start: each room in it is
   // loaded now (its stored snapshot, then its logged batches after it), so the persister
   // stores it and the log can be truncated.
-  void set_batch_log(BatchLog* log, std::vector<LoggedBatch> recovered);
+  // `keep_epochs` false (the log cannot vouch for every ack: interval fsync and a machine
+  // restart): every room starts a new epoch, after replaying what the log holds.
+  void set_batch_log(BatchLog* log, std::vector<LoggedBatch> recovered, bool keep_epochs = true);
   // Called (room lock held) when a room's logged batches do not continue its stored
   // snapshot (a gap, or one that does not apply): the room starts a new epoch.
   void set_on_replay_gap(std::function<void(const std::string& room)> fn) {
@@ -70,6 +72,7 @@ class MemoryRoomEngine final : public RoomEngine, public PersistSource {
   std::function<std::string()> make_epoch_;
   std::atomic<RoomEvents*> sink_{nullptr};
   BatchLog* log_ = nullptr;
+  bool keep_epochs_ = true;
   std::function<void(const std::string&)> on_replay_gap_;
   std::mutex recovered_mu_;
   std::unordered_map<std::string, std::vector<LoggedBatch>> recovered_;  // until loaded

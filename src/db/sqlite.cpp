@@ -31,7 +31,10 @@ class SqliteConnection final : public Connection {
         },
         this);
     exec("PRAGMA journal_mode=WAL", {});
-    exec("PRAGMA synchronous=NORMAL", {});
+    // FULL: a commit is on disk when it returns (NORMAL could lose the latest commits in a
+    // power loss). The journal of `kiln serve` deletes a segment once the snapshots that
+    // cover it are committed, so those commits must be as durable as the journal's fsyncs.
+    exec("PRAGMA synchronous=FULL", {});
     exec("PRAGMA foreign_keys=ON", {});
   }
 

@@ -72,13 +72,15 @@ void sync_dir(const fs::path& dir) {
   ::close(fd);
 }
 
+// The whole file (procfs files included, whose size reads as 0).
 bool read_file(const fs::path& path, std::string& out) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return false;
   const off_t size = ::lseek(fd, 0, SEEK_END);
-  out.resize(size > 0 ? static_cast<std::size_t>(size) : 0);
+  out.assign(size > 0 ? static_cast<std::size_t>(size) : 4096, '\0');
   std::size_t got = 0;
-  while (got < out.size()) {
+  for (;;) {
+    if (got == out.size()) out.resize(out.size() * 2);
     const auto n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
@@ -185,6 +187,7 @@ std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>
     throw std::runtime_error("journal: cannot list " + j->options_.dir.string() + ": " +
                              ec.message());
   std::sort(files.begin(), files.end());
+  j->check_boot(!files.empty());
   for (const auto& [number, path] : files) {
     std::string data;
     if (!read_file(path, data))
@@ -320,6 +323,34 @@ void Journal::collect() {
     }
     return true;
   });
+}
+
+// Interval mode acks before the fsync: what the kernel had not written is lost if the
+// machine (not only Kiln) went down. The boot id tells the two apart.
+void Journal::check_boot(bool had_segments) {
+  std::string boot = options_.boot_id;
+  if (boot.empty() && read_file("/proc/sys/kernel/random/boot_id", boot)) {
+    while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  }
+  const auto path = options_.dir / "boot_id";
+  std::string before;
+  const bool known = read_file(path, before);
+  if (options_.fsync == Fsync::Interval && had_segments && (!known || before != boot)) {
+    stats_.machine_restarted = true;
+    log::warn(
+        "journal: the machine restarted since the journal was written in interval mode; "
+        "rooms start a new epoch (clients resync)",
+        {{"dir", options_.dir.string()}});
+  }
+  if (known && before == boot) return;
+  const auto tmp = options_.dir / "boot_id.tmp";
+  const int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  int err = 0;
+  if (fd < 0 || !pwrite_all(fd, boot, 0, err) || ::fsync(fd) != 0 || ::close(fd) != 0 ||
+      ::rename(tmp.c_str(), path.c_str()) != 0)
+    throw std::runtime_error("journal: cannot write " + path.string() + ": " +
+                             errno_text(err ? err : errno));
+  sync_dir(options_.dir);
 }
 
 Stats Journal::stats() const {

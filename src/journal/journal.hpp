@@ -39,6 +39,8 @@ struct Options {
   Fsync fsync = Fsync::Group;
   std::chrono::milliseconds interval{100};
   std::size_t segment_bytes = 16u << 20;
+  // The kernel's boot id (/proc/sys/kernel/random/boot_id); tests inject another.
+  std::string boot_id;
   // Called when a write or an fsync fails after a batch was queued: nothing queued since
   // the last durable group is acknowledged. The default logs and ends the process (exit
   // code 70) so that a restart replays what is on disk; PostgreSQL does the same.
@@ -53,6 +55,10 @@ struct Stats {
   std::uint64_t segments = 0;  // segment files on disk now
   std::uint64_t replayed = 0;  // records read at open
   std::uint64_t torn = 0;      // segments whose tail was dropped at open
+  // Interval mode only: the machine restarted since the journal was last open, so acked
+  // batches not yet fsync'd may be gone; the engine then starts every room in a new epoch
+  // (clients resync rather than diverge).
+  bool machine_restarted = false;
 };
 
 struct Opened;
@@ -88,7 +94,8 @@ class Journal final : public collab::BatchLog {
     std::function<void()> done;
   };
   collab::Error rotate(std::size_t need);  // mu_ held
-  void collect();                          // mu_ held: deletes segments fully stored
+  void check_boot(bool had_segments);
+  void collect();  // mu_ held: deletes segments fully stored
   void run();
   void fatal(const std::string& what);
 

@@ -44,7 +44,9 @@ void append_durable(Journal& j, LoggedBatch b) {
 
 std::vector<fs::path> segments(const fs::path& dir) {
   std::vector<fs::path> out;
-  for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path());
+  for (const auto& e : fs::directory_iterator(dir)) {
+    if (e.path().extension() == ".kjl") out.push_back(e.path());
+  }
   std::sort(out.begin(), out.end());
   return out;
 }
@@ -151,6 +153,38 @@ TEST(Journal, SegmentsCoveredByStoredSnapshotsAreDeleted) {
   j->stored("p/b", 60);
   EXPECT_EQ(segments(dir.path).size(), 1u) << "only the segment being written stays";
   EXPECT_EQ(j->stats().segments, 1u);
+}
+
+// Interval mode acks before the fsync: after the machine (not only Kiln) restarted, the
+// journal cannot vouch for every ack, and says so.
+TEST(Journal, IntervalModeReportsAMachineRestart) {
+  TempDir dir;
+  auto open_with = [&](Fsync mode, const std::string& boot) {
+    Options o = at(dir.path);
+    o.fsync = mode;
+    o.boot_id = boot;
+    std::vector<LoggedBatch> replay;
+    auto j = Journal::open(o, replay);
+    const bool restarted = j->stats().machine_restarted;
+    append_durable(*j, batch("p/a", replay.size() + 1));
+    return restarted;
+  };
+  EXPECT_FALSE(open_with(Fsync::Interval, "boot-1")) << "a new journal";
+  EXPECT_FALSE(open_with(Fsync::Interval, "boot-1")) << "Kiln restarted, the machine did not";
+  EXPECT_TRUE(open_with(Fsync::Interval, "boot-2")) << "the machine restarted";
+  EXPECT_FALSE(open_with(Fsync::Interval, "boot-2"));
+  EXPECT_FALSE(open_with(Fsync::Group, "boot-3")) << "group mode fsyncs before every ack";
+}
+
+TEST(Journal, TheRealBootIdIsRead) {
+  TempDir dir;
+  Options o = at(dir.path);
+  o.fsync = Fsync::Interval;
+  std::vector<LoggedBatch> replay;
+  Journal::open(o, replay).reset();
+  std::string boot;
+  std::ifstream(dir.path / "boot_id") >> boot;
+  EXPECT_EQ(boot.size(), 36u) << "a UUID from /proc/sys/kernel/random/boot_id";
 }
 
 }  // namespace
