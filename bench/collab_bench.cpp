@@ -306,7 +306,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 1.0));
   collab->add_option("--cursor-hz", cfg.cursor_hz)->check(CLI::Range(1.0, 1000.0));
   collab->add_option("--op-interval", cfg.op_interval_s, "Seconds between one client's ops")
-      ->check(CLI::Range(0.01, 3600.0));
+      ->check(CLI::Range(0.0001, 3600.0));
   collab->add_option("--warmup", cfg.warmup_s)->check(CLI::Range(0.0, 600.0));
   collab->add_option("--duration", cfg.duration_s)->check(CLI::Range(0.1, 3600.0));
   CLI11_PARSE(app, argc, argv);

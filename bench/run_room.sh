@@ -1,28 +1,31 @@
 #!/usr/bin/env bash
 # One room, the unit that cannot be sharded: `kiln-bench collab` with every client in one
-# room, each sending a batch every INTERVAL seconds and a cursor at 10 Hz.
+# room, each sending batches at a fixed rate and a cursor at 10 Hz.
 #
 #   bash bench/run_room.sh redis [NODES...]      (default: 1 2 3)
 #     kiln gateway x NODES on one Redis (started here on port 26500). For each node count:
-#     60 editors at 10 batches/s (the issue's scenario: zero refusals, ack p99 < 50 ms),
-#     then rising offered rates until the room stops keeping up; prints one JSON line per
-#     run and, per node count, the highest acknowledged batches/s with no refusal and ack
-#     p99 under 50 ms.
+#     the issue's scenario (60 editors at 10 batches/s each: zero refusals, ack p99 < 50 ms),
+#     then the room's ceiling: CEILING_CLIENTS (6) editors at rising offered rates (few
+#     members, so that fan-out to 59 peers per batch does not hide the append path). One
+#     JSON line per run, with the appends' mean group size and conflicts from the gateways'
+#     metrics, and per node count the highest rate kept up (acked >= 90% of offered, no
+#     refusal, ack p99 < 50 ms).
 #   bash bench/run_room.sh journal
-#     kiln serve with the journal on (fsync per group), on with fsync per interval, and
-#     off, at the same offered rates: acknowledged batches/s and ack p99 side by side.
+#     kiln serve with the journal on (fsync per group), on (fsync per interval) and off:
+#     the same scenario and ceiling, acknowledged batches/s and ack p99 side by side.
 #
-# Environment: DURATION (s, default 10), RATES (offered batches/s, default
-# "600 1500 3000 6000 10000"). Everything shares this machine, generator included.
+# Environment: DURATION (s, default 10), RATES (offered batches/s for the ceiling, default
+# "1000 2000 5000 10000"), CEILING_CLIENTS. Everything shares this machine, generator
+# included.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:?redis|journal}
 shift
 duration=${DURATION:-10}
-read -r -a rates <<<"${RATES:-600 1500 3000 6000 10000}"
+read -r -a rates <<<"${RATES:-1000 2000 5000 10000}"
+ceiling_clients=${CEILING_CLIENTS:-6}
 secret=bench-secret-0123456789abcdef0123456789
 rport=26500
-clients=60
 
 bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
@@ -53,22 +56,59 @@ stop_nodes() {
   done
 }
 
-# run LABEL RATE PORTS...: one measurement; prints its JSON line with the label and rate.
+# append_stats PORTS...: "<conflicts> <groups> <batches in groups>" summed over the nodes.
+append_stats() {
+  for p in "$@"; do curl -s "http://127.0.0.1:$p/metrics"; done | awk '
+    /^kiln_room_append_conflicts_total / {c += $2}
+    /^kiln_room_append_group_batches_count / {n += $2}
+    /^kiln_room_append_group_batches_sum / {b += $2}
+    END {printf "%d %d %d\n", c, n, b}'
+}
+
+# run LABEL CLIENTS RATE PORTS...: one measurement; prints its JSON line.
 run() {
-  local label=$1 rate=$2
-  shift 2
+  local label=$1 clients=$2 rate=$3
+  shift 3
   local interval
   interval=$(python3 -c "print($clients / $rate)")
   local ports=()
   for p in "$@"; do ports+=(--port "$p"); done
-  local result
+  local before after result
+  before=$(append_stats "$@")
   result=$(build/release/bench/kiln-bench collab "${ports[@]}" --secret "$secret" \
-    --clients $clients --room-size $clients --active 1 --cursor-hz 10 \
+    --clients "$clients" --room-size "$clients" --active 1 --cursor-hz 10 \
     --op-interval "$interval" --warmup 2 --duration "$duration" || true)
+  after=$(append_stats "$@")
   python3 -c "
 import json, sys
-d = json.loads(sys.argv[1]); d['setup'] = sys.argv[2]; d['offered_batches_per_s'] = float(sys.argv[3])
-print(json.dumps(d))" "$result" "$label" "$rate"
+d = json.loads(sys.argv[1] or '{}'); d['setup'] = sys.argv[2]; d['offered_batches_per_s'] = float(sys.argv[3])
+b = [int(x) for x in sys.argv[4].split()]; a = [int(x) for x in sys.argv[5].split()]
+d['append_conflicts'] = a[0] - b[0]
+d['append_mean_group'] = round((a[2] - b[2]) / (a[1] - b[1]), 2) if a[1] > b[1] else None
+print(json.dumps(d))" "$result" "$label" "$rate" "$before" "$after"
+}
+
+# kept_up LINE: prints acks/s if the run kept up (no refusal, ack p99 < 50 ms, >= 90%).
+kept_up() {
+  python3 -c "
+import json, sys
+d = json.loads(sys.argv[1])
+ok = d.get('nacks', 1) == 0 and 0 < d.get('ack_p99_ms', 1e9) < 50 and d.get('acks_per_s', 0) >= 0.9 * d['offered_batches_per_s']
+print(round(d['acks_per_s']) if ok else '')" "$1"
+}
+
+# sweep LABEL PORTS...: the scenario, then the ceiling.
+sweep() {
+  local label=$1 best=0 line k
+  shift
+  run "$label" 60 600 "$@"
+  for rate in "${rates[@]}"; do
+    line=$(run "$label" "$ceiling_clients" "$rate" "$@")
+    echo "$line"
+    k=$(kept_up "$line")
+    [[ -n $k ]] && best=$k
+  done
+  echo "{\"setup\": \"$label\", \"highest_batches_per_s_kept_up\": $best}"
 }
 
 case $mode in
@@ -84,15 +124,7 @@ case $mode in
         ports+=("$(start_node "g$g" gateway --room-engine redis \
           --redis-addresses 127.0.0.1:$rport --redis-prefix "room$n")")
       done
-      best=0
-      for rate in "${rates[@]}"; do
-        line=$(run "redis, $n gateways" "$rate" "${ports[@]}")
-        echo "$line"
-        if python3 -c "import json,sys; d=json.loads(sys.argv[1]); sys.exit(0 if d['nacks']==0 and d['ack_p99_ms']<50 and d['acks_per_s']>0.9*d['offered_batches_per_s'] else 1)" "$line"; then
-          best=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['acks_per_s']))" "$line")
-        fi
-      done
-      echo "{\"setup\": \"redis, $n gateways\", \"highest_batches_per_s_kept_up\": $best}"
+      sweep "redis, $n gateways" "${ports[@]}"
       stop_nodes
     done
     ;;
@@ -104,7 +136,7 @@ case $mode in
         off) args=(--journal-enabled false) ;;
       esac
       port=$(start_node "serve-$setup" serve "${args[@]}")
-      for rate in "${rates[@]}"; do run "serve, journal $setup" "$rate" "$port"; done
+      sweep "serve, journal $setup" "$port"
       stop_nodes
     done
     ;;
