@@ -3,13 +3,13 @@
 #include "adapters/redis/client.hpp"
 #include "api/api.hpp"
 #include "app/database.hpp"
+#include "app/durability.hpp"
 #include "app/secrets.hpp"
 #include "collab/access.hpp"
 #include "collab/memory_engine.hpp"
 #include "engines/redis_access_bus.hpp"
 #include "engines/redis_engine.hpp"
 #include "gateway/gateway.hpp"
-#include "journal/journal.hpp"
 #include "objects/server.hpp"
 #include "persist/persister.hpp"
 #include "platform/health.hpp"
@@ -347,53 +347,13 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   // Durable acks on the memory engine: only where a persister stores rooms (serve), which
   // is what lets the journal be truncated.
   if (memory_engine && store && persist_role && cfg.boolean("journal.enabled")) {
-    journal::Options jo;
-    jo.dir = data_dir / "journal";
-    jo.fsync =
-        cfg.str("journal.fsync") == "interval" ? journal::Fsync::Interval : journal::Fsync::Group;
-    jo.interval = std::chrono::milliseconds(cfg.integer("journal.fsync_interval_ms"));
-    jo.segment_bytes = static_cast<std::size_t>(cfg.integer("journal.segment_bytes"));
-    std::vector<collab::LoggedBatch> recovered;
     try {
-      batch_journal = journal::Journal::open(jo, recovered);
+      batch_journal = open_journal(cfg, data_dir / "journal", registry, *memory_engine);
     } catch (const std::exception& e) {
       log::error("journal unusable", {{"error", e.what()}});
       std::fprintf(stderr, "kiln: %s (settings journal.*, data.dir)\n", e.what());
       return 1;
     }
-    const auto st = batch_journal->stats();
-    log::info("journal open", {{"dir", jo.dir.string()},
-                               {"fsync", cfg.str("journal.fsync")},
-                               {"records_replayed", static_cast<std::int64_t>(st.replayed)},
-                               {"torn_tails", static_cast<std::int64_t>(st.torn)}});
-    auto& gaps = registry
-                     .counter("kiln_journal_replay_gaps_total",
-                              "Rooms whose journaled batches did not continue their stored "
-                              "snapshot at start-up (given a new epoch: clients resync).")
-                     .get();
-    memory_engine->set_on_replay_gap([&gaps](const std::string& room) {
-      gaps.inc();
-      log::warn("journal: a room's logged batches do not continue its snapshot; new epoch",
-                {{"room", room}});
-    });
-    auto* jp = batch_journal.get();
-    auto stat = [jp](std::uint64_t journal::Stats::*field) {
-      return [jp, field] { return static_cast<double>(jp->stats().*field); };
-    };
-    registry.callback_gauge("kiln_journal_records_total", "Batches written to the journal.",
-                            stat(&journal::Stats::records), true);
-    registry.callback_gauge("kiln_journal_bytes_total", "Bytes written to the journal.",
-                            stat(&journal::Stats::bytes), true);
-    registry.callback_gauge("kiln_journal_syncs_total",
-                            "fdatasync calls (one per group of batches in fsync group mode).",
-                            stat(&journal::Stats::syncs), true);
-    registry.callback_gauge("kiln_journal_refusals_total",
-                            "Batches refused because the journal could not reserve disk space "
-                            "(nack unavailable: the disk is full).",
-                            stat(&journal::Stats::refused), true);
-    registry.callback_gauge("kiln_journal_segments", "Journal segment files on disk.",
-                            stat(&journal::Stats::segments));
-    memory_engine->set_batch_log(jp, std::move(recovered), !st.machine_restarted);
   }
 
   std::unique_ptr<persist::Persister> persister;

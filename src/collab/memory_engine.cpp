@@ -94,27 +94,20 @@ void MemoryRoomEngine::replay_logged(Room& r, const std::string& id,
   std::stable_sort(logged.begin(), logged.end(),
                    [](const LoggedBatch& a, const LoggedBatch& b) { return a.seq < b.seq; });
   // The resume window starts with the logged frames the snapshot already holds, when they
-  // reach it without a gap.
+  // reach its seq without a gap.
   std::deque<std::shared_ptr<const std::string>> window;
-  {
-    std::uint64_t expect = r.seq;  // keep only the run ending at the snapshot's seq
-    std::deque<std::shared_ptr<const std::string>> run;
-    for (auto it = logged.rbegin(); it != logged.rend(); ++it) {
-      if (it->seq > r.seq) continue;
-      if (it->seq != expect || expect == 0) break;
-      run.push_front(std::make_shared<const std::string>(it->frame));
-      --expect;
-    }
-    window = std::move(run);
+  std::uint64_t expect = r.seq;
+  for (auto it = logged.rbegin(); it != logged.rend() && expect > 0; ++it) {
+    if (it->seq > r.seq) continue;
+    if (it->seq != expect) break;
+    window.push_front(std::make_shared<const std::string>(it->frame));
+    --expect;
   }
   bool lost = false;
   for (const auto& b : logged) {
     if (b.seq <= r.seq) continue;
     std::vector<Op> ops;
-    boost::system::error_code ec;
-    auto v = boost::json::parse(b.frame, ec);
-    if (b.seq != r.seq + 1 || ec || !v.is_object() || !v.as_object().contains("ops") ||
-        parse_batch(v.at("ops"), SIZE_MAX, ops) || r.scene.apply(ops)) {
+    if (b.seq != r.seq + 1 || !parse_ops_frame(b.frame, ops) || r.scene.apply(ops)) {
       lost = true;  // a gap or a batch that does not apply: what follows cannot be trusted
       break;
     }

@@ -1,5 +1,7 @@
 #include "collab/ops.hpp"
 
+#include <boost/json/parse.hpp>
+
 #include <algorithm>
 
 namespace kiln::collab {
@@ -121,6 +123,13 @@ Error parse_op(const boost::json::value& v, Op& out) {
     return invalid("unknown op '" + std::string(k) + "'");
   }
   return {};
+}
+
+bool parse_ops_frame(std::string_view frame, std::vector<Op>& out) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(frame, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("ops")) return false;
+  return !parse_batch(v.at("ops"), SIZE_MAX, out);
 }
 
 Error parse_batch(const boost::json::value& v, std::size_t max_ops, std::vector<Op>& out) {

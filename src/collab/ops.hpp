@@ -37,6 +37,10 @@ Error parse_op(const boost::json::value& v, Op& out);
 // Parses a batch: a non-empty array of at most `max_ops` ops (`too_large` beyond).
 Error parse_batch(const boost::json::value& v, std::size_t max_ops, std::vector<Op>& out);
 
+// The ops of a server `ops` frame (protocol.md) as a log keeps it: false when the text is
+// not one. No limit on the count: the frame was accepted once already.
+bool parse_ops_frame(std::string_view frame, std::vector<Op>& out);
+
 // The canonical JSON form of an op, as broadcast to peers.
 boost::json::object to_json(const Op& op);
 

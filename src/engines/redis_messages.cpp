@@ -53,13 +53,6 @@ std::optional<OpsMessage> decode_ops(std::string_view s) {
   return m;
 }
 
-bool frame_ops(std::string_view frame, std::vector<collab::Op>& out) {
-  boost::system::error_code ec;
-  auto v = json::parse(frame, ec);
-  if (ec || !v.is_object() || !v.as_object().contains("ops")) return false;
-  return !collab::parse_batch(v.at("ops"), SIZE_MAX, out);
-}
-
 std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::size_t retention) {
   if (r.elements.size() < 5) return std::nullopt;
   Rebuilt out{collab::Scene(max_entities), r.elements[0].str, reply_u64(r.elements[2]), {}};
@@ -79,7 +72,8 @@ std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::si
       continue;
     }
     std::vector<collab::Op> ops;
-    if (m->seq != out.seq + 1 || !frame_ops(m->frame, ops) || out.scene.apply(ops)) break;
+    if (m->seq != out.seq + 1 || !collab::parse_ops_frame(m->frame, ops) || out.scene.apply(ops))
+      break;
     out.seq = m->seq;
     out.log.push_back(std::make_shared<const std::string>(m->frame));
   }

@@ -32,9 +32,6 @@ std::string encode_ops(const OpsMessage& m);
 // nullopt when `s` is not an 'o' message with its five header fields.
 std::optional<OpsMessage> decode_ops(std::string_view s);
 
-// The ops of an `ops` frame; false when the frame is not one.
-bool frame_ops(std::string_view frame, std::vector<collab::Op>& out);
-
 // A string value, or "" (messages on a channel are trusted but checked).
 std::string str(const boost::json::value& v);
 // A string field of a JSON object, or "".

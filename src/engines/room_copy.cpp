@@ -19,7 +19,7 @@ void RoomCopy::forget_pending() {
 
 bool RoomCopy::apply(const OpsMessage& m, const Applied& applied) {
   std::vector<collab::Op> ops;
-  if (!frame_ops(m.frame, ops) || scene_.apply(ops)) return false;
+  if (!collab::parse_ops_frame(m.frame, ops) || scene_.apply(ops)) return false;
   seq_ = m.seq;
   auto frame = std::make_shared<const std::string>(m.frame);
   log_.push_back(frame);

@@ -60,9 +60,9 @@ TEST(RedisMessages, OpsMessagesRoundTripAndGarbageIsRefused) {
   EXPECT_FALSE(decode_ops("e\n{}"));
   EXPECT_FALSE(decode_ops("o\n1\nann\n"));
   std::vector<collab::Op> out;
-  EXPECT_TRUE(frame_ops(m.frame, out));
+  EXPECT_TRUE(collab::parse_ops_frame(m.frame, out));
   EXPECT_EQ(out.size(), 1u);
-  EXPECT_FALSE(frame_ops("{\"t\":\"ops\"}", out));
+  EXPECT_FALSE(collab::parse_ops_frame("{\"t\":\"ops\"}", out));
 }
 
 TEST(RedisMessages, ARoomIsRebuiltFromItsSnapshotAndTheLogAfterIt) {

@@ -84,6 +84,18 @@ class SessionTest : public ::testing::Test {
     p.session->on_text(R"({"t":"hello","id":1,"token":")" + token(user, roles) + R"("})", t0);
   }
 
+  // Ann, authenticated, has sent a join for p/s; the room is loading until the test calls
+  // load_done. Her connection runs deferred tasks only when the test says so.
+  Peer joining_a_loading_room() {
+    engine.set_loader([this](const std::string&, auto done) { load_done = std::move(done); });
+    auto a = connect("sa");
+    a.transport->deferred = true;
+    hello(a, "ann");
+    a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+    return a;
+  }
+  std::function<void(std::optional<collab::StoredRoom>, std::string)> load_done;
+
   Session::Clock::time_point t0{};
   collab::Hub hub{"n"};
   collab::MemoryRoomEngine engine;
@@ -108,12 +120,7 @@ TEST_F(SessionTest, HelloThenJoinThenOp) {
 // hello, join and op sent back to back (the README's snippet): the op waits for the join,
 // even when the room is still loading from the database.
 TEST_F(SessionTest, FramesAfterAJoinWaitForItsAnswer) {
-  std::function<void(std::optional<collab::StoredRoom>, std::string)> load_done;
-  engine.set_loader([&](const std::string&, auto done) { load_done = std::move(done); });
-  auto a = connect("sa");
-  a.transport->deferred = true;
-  hello(a, "ann");
-  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  auto a = joining_a_loading_room();
   a.session->on_text(
       R"({"t":"op","id":3,"room":"p/s","ops":[{"op":"create","entity":"e","parent":"root"}]})", t0);
   a.session->on_text(R"({"t":"ping","id":4})", t0);
@@ -129,12 +136,7 @@ TEST_F(SessionTest, FramesAfterAJoinWaitForItsAnswer) {
 }
 
 TEST_F(SessionTest, AFailedJoinAlsoReleasesTheFramesAfterIt) {
-  std::function<void(std::optional<collab::StoredRoom>, std::string)> load_done;
-  engine.set_loader([&](const std::string&, auto done) { load_done = std::move(done); });
-  auto a = connect("sa");
-  a.transport->deferred = true;
-  hello(a, "ann");
-  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  auto a = joining_a_loading_room();
   a.session->on_text(R"({"t":"ping","id":3})", t0);
   load_done(std::nullopt, "database unreachable");
   a.transport->run_tasks();
