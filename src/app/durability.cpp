@@ -23,7 +23,8 @@ std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
   log::info("journal open", {{"dir", dir.string()},
                              {"fsync", cfg.str("journal.fsync")},
                              {"records_replayed", static_cast<std::int64_t>(st.replayed)},
-                             {"torn_tails", static_cast<std::int64_t>(st.torn)}});
+                             {"torn_tails", static_cast<std::int64_t>(st.torn)},
+                             {"damaged_segments", static_cast<std::int64_t>(st.damaged)}});
   auto& gaps = registry
                    .counter("kiln_journal_replay_gaps_total",
                             "Rooms whose journaled batches did not continue their stored "
@@ -51,7 +52,15 @@ std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
                           stat(&journal::Stats::refused), true);
   registry.callback_gauge("kiln_journal_segments", "Journal segment files on disk.",
                           stat(&journal::Stats::segments));
-  engine.set_batch_log(jp, std::move(recovered), !st.machine_restarted);
+  registry.callback_gauge("kiln_journal_damaged_segments",
+                          "Journal segments found damaged at start-up and set aside (every room "
+                          "then started a new epoch).",
+                          stat(&journal::Stats::damaged));
+  registry.callback_gauge("kiln_journal_torn_tails",
+                          "Torn records dropped at the end of the newest segment at start-up "
+                          "(a crash while writing; never acknowledged).",
+                          stat(&journal::Stats::torn));
+  engine.set_batch_log(jp, std::move(recovered), !st.machine_restarted && st.damaged == 0);
   return j;
 }
 

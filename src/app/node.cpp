@@ -349,6 +349,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   if (memory_engine && store && persist_role && cfg.boolean("journal.enabled")) {
     try {
       batch_journal = open_journal(cfg, data_dir / "journal", registry, *memory_engine);
+      health.add_check(
+          "journal", [j = batch_journal.get()] { return j->problem(); }, false);
     } catch (const std::exception& e) {
       log::error("journal unusable", {{"error", e.what()}});
       std::fprintf(stderr, "kiln: %s (settings journal.*, data.dir)\n", e.what());

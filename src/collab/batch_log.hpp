@@ -23,11 +23,12 @@ class BatchLog {
  public:
   virtual ~BatchLog() = default;
 
-  // Queues the batch. `on_durable` runs once it is on disk (fsync'd, or written in the
-  // interval mode), on the log's own thread, after every callback queued before it.
-  // Calls for one room come in seq order (the caller holds the room's lock). Refused with
-  // Code::Unavailable (and after_ms) when the log cannot take it (no disk space):
-  // then nothing was queued and the caller must not apply the batch.
+  // Queues the batch (an empty frame records that the room starts epoch `epoch` at `seq`,
+  // keeping its state). `on_durable` (may be empty) runs once it is on disk (fsync'd, or written in
+  // the interval mode), on the log's own thread, after every callback queued before it. Calls for
+  // one room come in seq order (the caller holds the room's lock). Refused with Code::Unavailable
+  // (and after_ms) when the log cannot take it (no disk space): then nothing was queued and the
+  // caller must not apply the batch.
   virtual Error append(LoggedBatch batch, std::function<void()> on_durable) = 0;
 
   // Runs `fn` on the log's thread once everything queued before this call is durable.

@@ -37,7 +37,9 @@ struct HeldLog : BatchLog {
   void flush() {
     auto w = std::move(waiting);
     waiting.clear();
-    for (auto& fn : w) fn();
+    for (auto& fn : w) {
+      if (fn) fn();
+    }
   }
 };
 
@@ -226,6 +228,66 @@ TEST_F(EngineTest, ALogThatCannotVouchForEveryAckStartsEveryRoomInANewEpoch) {
   EXPECT_NE(r.epoch, "old");
   EXPECT_FALSE(r.recovered);
   EXPECT_EQ(r.seq, 4u);
+}
+
+// A room given a new epoch keeps its state: the log says so (an epoch start record), and
+// the next start continues that history rather than seeing a gap (nothing stored yet).
+TEST_F(EngineTest, ANewEpochIsLoggedAndTheNextStartContinuesThroughIt) {
+  HeldLog log;
+  engine->set_loader([](const std::string&, auto done) { done(std::nullopt, ""); });
+  auto frame = [](std::uint64_t seq, const char* id) {
+    return encode::ops("p/r", seq, "ann",
+                       json::parse(std::string(R"([{"op":"create","entity":")") + id +
+                                   R"(","parent":"root","index":"","props":{}}])")
+                           .as_array());
+  };
+  engine->set_batch_log(
+      &log,
+      {LoggedBatch{"p/r", "e1", 1, frame(1, "a")}, LoggedBatch{"p/r", "e1", 2, frame(2, "b")}},
+      /*keep_epochs=*/false);
+  auto r = join_durable(log, "p/r", Member{"sa", "ann", "Ann", "n"}, std::make_shared<Recorder>());
+  EXPECT_EQ(r.seq, 2u);
+  EXPECT_NE(r.epoch, "e1");
+  ASSERT_EQ(log.appended.size(), 1u) << "the new epoch is logged";
+  EXPECT_EQ(log.appended[0].epoch, r.epoch);
+  EXPECT_EQ(log.appended[0].seq, 2u);
+  EXPECT_TRUE(log.appended[0].frame.empty());
+  // The next start, with what the log then holds (and a batch after the epoch start).
+  auto records = std::vector<LoggedBatch>{
+      LoggedBatch{"p/r", "e1", 1, frame(1, "a")}, LoggedBatch{"p/r", "e1", 2, frame(2, "b")},
+      log.appended[0], LoggedBatch{"p/r", r.epoch, 3, frame(3, "c")}};
+  SetUp();
+  HeldLog next;
+  engine->set_loader([](const std::string&, auto done) { done(std::nullopt, ""); });
+  engine->set_batch_log(&next, records);
+  auto again = join_durable(next, "p/r", Member{"sa", "ann", "Ann", "n"},
+                            std::make_shared<Recorder>(), Since{r.epoch, 2});
+  EXPECT_EQ(again.epoch, r.epoch);
+  EXPECT_EQ(again.seq, 3u);
+  EXPECT_TRUE(again.recovered);
+  ASSERT_EQ(again.ops.size(), 1u);
+  EXPECT_TRUE(next.appended.empty()) << "no new epoch this time";
+}
+
+// Records of an epoch the room's history does not pass through (the journal was off while
+// the stored snapshot was made) are another history: not applied, and no gap.
+TEST_F(EngineTest, LoggedBatchesOfAnotherHistoryAreNotApplied) {
+  HeldLog log;
+  engine->set_loader([](const std::string&, auto done) {
+    done(StoredRoom{1, R"({"entities":{"x":{"parent":"root","index":"","props":{}}}})", "e2"}, "");
+  });
+  std::vector<std::string> gaps;
+  engine->set_on_replay_gap([&](const std::string& room) { gaps.push_back(room); });
+  auto frame = encode::ops(
+      "p/r", 2, "ann",
+      json::parse(R"([{"op":"create","entity":"old","parent":"root","index":"","props":{}}])")
+          .as_array());
+  engine->set_batch_log(&log, {LoggedBatch{"p/r", "e1", 2, frame}});
+  auto r = join_durable(log, "p/r", Member{"sa", "ann", "Ann", "n"}, std::make_shared<Recorder>());
+  EXPECT_EQ(r.epoch, "e2");
+  EXPECT_EQ(r.seq, 1u);
+  EXPECT_FALSE(r.snapshot->at("entities").as_object().contains("old"));
+  EXPECT_TRUE(gaps.empty());
 }
 
 TEST_F(EngineTest, AGapInTheLoggedBatchesStartsANewEpoch) {

@@ -64,8 +64,9 @@ class MemoryRoomEngine final : public RoomEngine, public PersistSource {
   void join_loaded(Room& r, const std::string& id, const Member& member,
                    const std::optional<Since>& since, std::function<void(JoinResult)>& done);
   void load(Room& r, const std::string& id);
-  // Applies what the log holds after the stored snapshot. Room lock held.
-  void replay_logged(Room& r, const std::string& id, const std::string& stored_epoch);
+  // Applies what the log holds after the stored snapshot. Room lock held. Fails only when a
+  // new epoch had to be started and the log could not record it.
+  Error replay_logged(Room& r, const std::string& id, const std::string& stored_epoch);
   std::vector<std::pair<std::string, Room*>> snapshot_rooms() const;
 
   EngineLimits limits_;

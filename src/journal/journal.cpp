@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <ctime>
+#include <optional>
 #include <set>
 #include <stdexcept>
 
@@ -21,7 +23,7 @@ using collab::LoggedBatch;
 namespace {
 
 constexpr char kMagic[8] = {'K', 'I', 'L', 'N', 'J', 'R', 'N', '1'};
-constexpr std::size_t kHeader = 16;     // magic + segment number
+constexpr std::size_t kHeader = 24;     // magic, segment number, durable end
 constexpr std::size_t kRecordHead = 8;  // length + crc
 constexpr std::size_t kBodyFixed = 16;  // seq + room, epoch and frame lengths
 constexpr std::uint32_t kMaxBody = 1u << 30;
@@ -105,6 +107,10 @@ struct Journal::Segment {
   int fd = -1;
   std::uint64_t capacity = 0;
   std::uint64_t used = 0;
+  // The writer thread's: how far records are written, fsync'd, and claimed in the header.
+  std::uint64_t written_end = 0;
+  std::uint64_t synced_end = 0;
+  std::uint64_t claimed_end = 0;
   std::map<std::string, std::uint64_t, std::less<>> rooms;  // room -> highest seq held
   ~Segment() {
     if (fd >= 0) ::close(fd);
@@ -129,12 +135,13 @@ std::string Journal::encode(const LoggedBatch& b) {
   return out;
 }
 
-std::vector<LoggedBatch> Journal::decode(std::string_view data, bool& torn) {
+std::vector<LoggedBatch> Journal::decode(std::string_view data, bool& torn, std::size_t* consumed) {
   std::vector<LoggedBatch> out;
   torn = false;
+  const std::size_t total = data.size();
   while (data.size() >= kRecordHead) {
     const auto len = get<std::uint32_t>(data.data());
-    if (len == 0) return out;  // the preallocated, never written rest
+    if (len == 0) break;  // the preallocated, never written rest
     const auto crc = get<std::uint32_t>(data.data() + 4);
     if (len < kBodyFixed || len > kMaxBody || len > data.size() - kRecordHead) break;
     const auto body = data.substr(kRecordHead, len);
@@ -153,6 +160,7 @@ std::vector<LoggedBatch> Journal::decode(std::string_view data, bool& torn) {
   }
   // Bytes left that are not a whole, valid record (or a zero end mark): a torn write.
   torn = !data.empty() && std::any_of(data.begin(), data.end(), [](char c) { return c != 0; });
+  if (consumed) *consumed = total - data.size();
   return out;
 }
 
@@ -169,6 +177,10 @@ std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>
   for (const auto& entry : fs::directory_iterator(j->options_.dir, ec)) {
     const auto name = entry.path().filename().string();
     if (entry.path().extension() != ".kjl" || name.size() != 24) continue;
+    std::error_code type_ec;
+    if (!fs::is_regular_file(entry.path(), type_ec))
+      throw std::runtime_error("journal: " + entry.path().string() +
+                               " is not a regular file; move it out of the journal directory");
     files.emplace_back(std::strtoull(name.c_str(), nullptr, 10), entry.path());
   }
   if (ec)
@@ -184,18 +196,30 @@ std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>
     seg->number = number;
     seg->path = path;
     j->next_number_ = std::max(j->next_number_, number + 1);
+    const bool newest = number == files.back().first;
     if (data.size() < kHeader || std::memcmp(data.data(), kMagic, sizeof kMagic) != 0) {
-      // A segment created but never given its header (a crash at that moment): empty.
-      log::warn("journal: a segment without a header is ignored", {{"file", path.string()}});
+      // Created but never given its header (a crash at that moment) reads as zeros: empty.
+      // Anything else is damage.
+      if (std::any_of(data.begin(), data.end(), [](char c) { return c != 0; }))
+        j->set_aside(path, "its header is not a journal segment's");
       j->older_.push_back(seg);
       continue;
     }
     bool torn = false;
-    auto records = decode(std::string_view(data).substr(kHeader), torn);
-    if (torn) {
+    std::size_t consumed = 0;
+    auto records = decode(std::string_view(data).substr(kHeader), torn, &consumed);
+    const auto durable_end = get<std::uint64_t>(data.data() + 16);
+    if (kHeader + consumed < durable_end) {
+      j->set_aside(path, "records that were acknowledged are unreadable (" +
+                             std::to_string(durable_end - kHeader - consumed) + " bytes)");
+    } else if (torn && !newest) {
+      j->set_aside(path, "an unreadable record in a segment that was complete");
+    } else if (torn) {
       ++j->stats_.torn;
-      log::warn("journal: a torn record at the end of a segment was dropped",
-                {{"file", path.string()}, {"records_kept", records.size()}});
+      log::warn(
+          "journal: a torn record at the end of the newest segment was dropped (a crash "
+          "while writing it; it was not acknowledged)",
+          {{"file", path.string()}, {"records_kept", records.size()}});
     }
     for (auto& r : records) {
       auto& top = seg->rooms[r.room];
@@ -206,10 +230,11 @@ std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>
     j->older_.push_back(seg);
   }
   {
+    // No space for a segment now: start anyway (replaying needs none); batches are refused
+    // until there is.
     std::lock_guard lock(j->mu_);
     if (auto e = j->rotate(0))
-      throw std::runtime_error("journal: cannot start a segment in " + j->options_.dir.string() +
-                               ": " + e.message);
+      log::warn("journal: " + e.message, {{"dir", j->options_.dir.string()}});
   }
   j->writer_ = std::thread([p = j.get()] { p->run(); });
   return j;
@@ -241,6 +266,13 @@ collab::Error Journal::rotate(std::size_t need) {
     seg->fd = -1;
     ::unlink(seg->path.c_str());
     ++stats_.refused;
+    if (!no_space_since_) {
+      no_space_since_ = std::chrono::system_clock::now();
+      log::warn("journal: no space for a new segment; batches are refused until there is",
+                {{"dir", options_.dir.string()},
+                 {"error", errno_text(e)},
+                 {"segment_bytes", static_cast<std::int64_t>(capacity)}});
+    }
     return collab::fail(Code::Unavailable,
                         "the server's disk is full (journal " + options_.dir.string() +
                             "): " + errno_text(e) + "; the batch was not accepted",
@@ -248,6 +280,7 @@ collab::Error Journal::rotate(std::size_t need) {
   }
   std::string header(kMagic, sizeof kMagic);
   put<std::uint64_t>(header, seg->number);
+  put<std::uint64_t>(header, kHeader);  // durable end: nothing yet
   int err = 0;
   if (!pwrite_all(seg->fd, header, 0, err) || ::fdatasync(seg->fd) != 0) {
     if (err == 0) err = errno;
@@ -259,6 +292,11 @@ collab::Error Journal::rotate(std::size_t need) {
                         1'000);
   }
   sync_dir(options_.dir);
+  if (no_space_since_) {
+    log::info("journal: space for segments again; batches are taken",
+              {{"dir", options_.dir.string()}});
+    no_space_since_.reset();
+  }
   ++next_number_;
   if (current_) older_.push_back(std::move(current_));
   current_ = std::move(seg);
@@ -269,7 +307,7 @@ collab::Error Journal::rotate(std::size_t need) {
 collab::Error Journal::append(LoggedBatch batch, std::function<void()> on_durable) {
   auto bytes = encode(batch);
   std::lock_guard lock(mu_);
-  if (current_->used + bytes.size() > current_->capacity) {
+  if (!current_ || current_->used + bytes.size() > current_->capacity) {
     if (auto e = rotate(bytes.size())) return e;
   }
   auto& top = current_->rooms[batch.room];
@@ -339,6 +377,30 @@ void Journal::check_boot(bool had_segments) {
   sync_dir(options_.dir);
 }
 
+// A damaged segment's readable records are replayed, but the history is uncertain: every
+// room starts a new epoch (clients resync). The file keeps a second name, <name>.damaged,
+// for inspection; the segment itself goes the usual way once its rooms are stored.
+void Journal::set_aside(const fs::path& path, const std::string& why) {
+  ++stats_.damaged;
+  auto aside = path;
+  aside += ".damaged";
+  std::error_code ec;
+  if (!fs::exists(aside, ec)) fs::create_hard_link(path, aside, ec);
+  log::error("journal: a damaged segment; acknowledged batches may be lost, so every room "
+             "starts a new epoch and clients resynchronise",
+             {{"file", path.string()}, {"copy", aside.string()}, {"why", why}});
+}
+
+std::optional<std::string> Journal::problem() const {
+  std::lock_guard lock(mu_);
+  if (!no_space_since_) return std::nullopt;
+  const auto t = std::chrono::system_clock::to_time_t(*no_space_since_);
+  char when[32];
+  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return "no space for a journal segment since " + std::string(when) +
+         ": editing batches are refused";
+}
+
 Stats Journal::stats() const {
   std::lock_guard lock(mu_);
   Stats s = stats_;
@@ -367,6 +429,7 @@ void Journal::run() {
         fatal("fdatasync " + seg->path.string() + ": " + errno_text(errno));
         return false;
       }
+      seg->synced_end = seg->written_end;
     }
     {
       std::lock_guard lock(mu_);
@@ -396,10 +459,24 @@ void Journal::run() {
     for (const auto& p : group) {
       if (!p.segment) continue;
       int err = 0;
-      if (!pwrite_all(p.segment->fd, p.bytes, p.offset, err)) {
-        fatal("write " + p.segment->path.string() + ": " + errno_text(err));
+      auto& seg = *p.segment;
+      // The header says how far the segment was durable before this group (fsync'd already,
+      // so true whenever it reaches the disk): start-up tells acked records that went missing
+      // from a torn write that was never acked.
+      if (seg.synced_end > seg.claimed_end) {
+        std::string end;
+        put<std::uint64_t>(end, seg.synced_end);
+        if (!pwrite_all(seg.fd, end, 16, err)) {
+          fatal("write " + seg.path.string() + ": " + errno_text(err));
+          return;
+        }
+        seg.claimed_end = seg.synced_end;
+      }
+      if (!pwrite_all(seg.fd, p.bytes, p.offset, err)) {
+        fatal("write " + seg.path.string() + ": " + errno_text(err));
         return;
       }
+      seg.written_end = std::max<std::uint64_t>(seg.written_end, p.offset + p.bytes.size());
       touched.insert(p.segment);
       ++records;
       bytes += p.bytes.size();

@@ -4,12 +4,17 @@
 //
 // On disk: <dir>/<20-digit number>.kjl segment files, each preallocated to
 // `segment_bytes` (so that a full disk refuses a batch before it is accepted, never after),
-// starting with the 8-byte magic "KILNJRN1" and the segment number (u64), then records:
+// starting with the 8-byte magic "KILNJRN1", the segment number (u64) and the durable end
+// (u64: the offset up to which records were fsync'd, as of the previous group), then records:
 //   u32 body_length | u32 crc32(body) | body
 //   body = u64 seq | u16 room_length | u16 epoch_length | u32 frame_length | room | epoch | frame
 // integers little-endian, CRC-32 as in zlib/IEEE 802.3. A zero length ends a segment (the
 // preallocated rest); a record whose length runs past the file or whose checksum fails is a
 // torn write: it and everything after it in that segment are dropped, never half-applied.
+// A torn record is expected only at the end of the newest segment (the last group, never
+// acknowledged); anywhere else, or before the durable end, the segment is damaged: its
+// readable records are replayed, a copy is kept as <name>.damaged, and Stats::damaged tells
+// the engine to start every room in a new epoch.
 // A segment whose every record is covered by a stored snapshot (stored()) is deleted.
 #pragma once
 
@@ -23,6 +28,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,6 +65,9 @@ struct Stats {
   // batches not yet fsync'd may be gone; the engine then starts every room in a new epoch
   // (clients resync rather than diverge).
   bool machine_restarted = false;
+  // Segments found damaged at open (a copy kept as <name>.damaged): the history is
+  // uncertain, every room starts a new epoch.
+  std::uint64_t damaged = 0;
 };
 
 struct Opened;
@@ -76,12 +85,16 @@ class Journal final : public collab::BatchLog {
   void stored(const std::string& room, std::uint64_t seq) override;
 
   [[nodiscard]] Stats stats() const;
+  // For /readyz: why batches are refused now (no space for a segment), if they are.
+  [[nodiscard]] std::optional<std::string> problem() const;
 
   // The record encoding, exposed for tests: encode() gives the bytes of one record;
   // decode() reads records from `data` until the end or the first torn one, and says
   // whether it stopped at a torn one.
   static std::string encode(const collab::LoggedBatch& b);
-  static std::vector<collab::LoggedBatch> decode(std::string_view data, bool& torn);
+  // `consumed`: the bytes of whole records read.
+  static std::vector<collab::LoggedBatch> decode(std::string_view data, bool& torn,
+                                                 std::size_t* consumed = nullptr);
 
   struct Segment;
 
@@ -95,6 +108,7 @@ class Journal final : public collab::BatchLog {
   };
   collab::Error rotate(std::size_t need);  // mu_ held
   void check_boot(bool had_segments);
+  void set_aside(const std::filesystem::path& path, const std::string& why);
   void collect();  // mu_ held: deletes segments fully stored
   void run();
   void fatal(const std::string& what);
@@ -109,6 +123,7 @@ class Journal final : public collab::BatchLog {
   std::uint64_t next_number_ = 1;
   bool stop_ = false;
   Stats stats_;
+  std::optional<std::chrono::system_clock::time_point> no_space_since_;
   std::thread writer_;
 };
 

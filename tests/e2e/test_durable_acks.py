@@ -173,6 +173,76 @@ class DurableAcks(unittest.TestCase):
         self.assertEqual(j["seq"], 9)
         self.assertEqual(self.check_prefix(j["snapshot"], 9), 9)
 
+    def edit(self, k, room, start, count):
+        async def go():
+            c = await Client.connect(ws_url(k), user="ann", roles=ROLES)
+            j = await c.join(room)
+            for i in range(start, start + count):
+                a = await c.op(room, *batch(i))
+                self.assertEqual(a["t"], "ack", a)
+            return j
+        return run(go())
+
+    def test_interval_mode_after_a_machine_restart_keeps_the_state_through_the_new_epoch(self):
+        k = self.serve("--journal-fsync", "interval")
+        first = self.edit(k, "proj/boot", 0, 10)
+        self.kill9(k)
+        # As if the machine had restarted: interval mode cannot vouch for every ack then.
+        with open(os.path.join(self.data, "journal", "boot_id"), "w") as f:
+            f.write("00000000-0000-0000-0000-000000000000")
+        k2 = self.serve("--journal-fsync", "interval")
+        second = self.edit(k2, "proj/boot", 10, 5)
+        self.assertNotEqual(second["epoch"], first["epoch"], "a new epoch: clients resync")
+        self.assertEqual(second["seq"], 10, "the state is kept")
+        self.kill9(k2)  # before any snapshot is stored
+        k3 = self.serve("--journal-fsync", "interval")
+        j = run(state(ws_url(k3), "proj/boot", {"epoch": second["epoch"], "seq": 12}))
+        self.assertEqual(j["epoch"], second["epoch"])
+        self.assertTrue(j["recovered"])
+        self.assertEqual(j["seq"], 15)
+        self.assertEqual(self.check_prefix(run(state(ws_url(k3), "proj/boot"))["snapshot"], 15), 15)
+
+    def test_acknowledged_records_missing_from_a_segment_start_a_new_epoch(self):
+        k = self.serve()
+        before = self.edit(k, "proj/damage", 0, 45)
+        self.kill9(k)
+        seg = sorted(glob.glob(os.path.join(self.data, "journal", "*.kjl")))[-1]
+        with open(seg, "r+b") as f:
+            f.truncate(4000)  # well inside what was acknowledged
+        k2 = self.serve()
+        k2.wait_for_log(lambda r: "damaged segment" in r.get("msg", ""), "the damage reported")
+        self.assertTrue(os.path.exists(seg + ".damaged"), "a copy kept for inspection")
+        self.assertEqual(metric(k2, "kiln_journal_damaged_segments"), 1)
+        j = run(state(ws_url(k2), "proj/damage", {"epoch": before["epoch"], "seq": 45}))
+        self.assertNotEqual(j["epoch"], before["epoch"], "clients are told: resync")
+        self.assertFalse(j["recovered"])
+        readable = self.check_prefix(j["snapshot"], 0)
+        self.assertEqual(j["seq"], readable, "what was readable is kept")
+        self.assertGreater(readable, 0)
+
+    def test_a_segment_with_a_garbage_header_is_damage_not_an_empty_file(self):
+        k = self.serve()
+        before = self.edit(k, "proj/header", 0, 5)
+        self.kill9(k)
+        seg = sorted(glob.glob(os.path.join(self.data, "journal", "*.kjl")))[-1]
+        with open(seg, "r+b") as f:
+            f.write(b"XXXXXXXX")
+        k2 = self.serve()
+        j = run(state(ws_url(k2), "proj/header", {"epoch": before["epoch"], "seq": 5}))
+        self.assertNotEqual(j["epoch"], before["epoch"])
+        self.assertFalse(j["recovered"])
+        self.assertTrue(os.path.exists(seg + ".damaged"))
+
+    def test_a_non_file_named_like_a_segment_stops_start_up_with_its_path(self):
+        os.makedirs(os.path.join(self.data, "journal", "00000000000000000050.kjl"))
+        proc = subprocess.run([os.environ.get("KILN_BIN", "kiln"), "serve", "--data-dir", self.data,
+                               "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0",
+                               "--auth-jwt-secret", SECRET],
+                              capture_output=True, text=True, timeout=WAIT,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("KILN_")})
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("00000000000000000050.kjl is not a regular file", proc.stderr)
+
     @unittest.skipUnless(os.geteuid() == 0 or CI, "mounting a tmpfs needs root")
     def test_a_full_disk_refuses_batches_and_loses_nothing_acked(self):
         mnt = tempfile.mkdtemp(prefix="kiln-e2e-full-")
