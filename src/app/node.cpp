@@ -23,6 +23,8 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -60,6 +62,32 @@ std::optional<std::string> check_data_dir(const fs::path& dir) {
   }
   fs::remove(probe, ec);
   return std::nullopt;
+}
+
+// The node id kept in <dir>/node-id (made on first use); "" when it cannot be kept.
+std::string stable_node_id(const fs::path& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const auto path = dir / "node-id";
+  std::string id;
+  if (std::ifstream in(path); in >> id && !id.empty()) return id;
+  id = make_node_id("");
+  const auto tmp = dir / "node-id.tmp";
+  if (std::ofstream out(tmp, std::ios::trunc); !(out << id << "\n")) return "";
+  fs::rename(tmp, path, ec);
+  return ec ? "" : id;
+}
+
+// An exclusive lock on <dir>/lock for the life of the process (released by the kernel
+// when it ends, however it ends); false when another process holds it.
+bool lock_data_dir(const fs::path& dir) {
+  const int fd = ::open((dir / "lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return true;  // the data directory check reports what is wrong with it
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  return true;  // fd stays open: the lock lasts as long as the process
 }
 
 std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep) {
@@ -115,10 +143,14 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   log::parse_level(cfg.str("log.level"), lo.level);
   lo.json = cfg.str("log.format") == "json";
   lo.role = role_name;
-  lo.node = make_node_id(cfg.str("node.id"));
+  const fs::path data_dir = fs::absolute(cfg.str("data.dir"));
+  // `kiln serve` is one node for good: its id (which holds its rooms' persister leases)
+  // survives restarts, so a restart after a crash does not wait for its own leases.
+  lo.node = make_node_id(cfg.str("node.id").empty() && role_name == "serve"
+                             ? stable_node_id(data_dir)
+                             : cfg.str("node.id"));
   log::init(lo);
 
-  const fs::path data_dir = fs::absolute(cfg.str("data.dir"));
   {
     std::error_code ec;
     fs::create_directories(data_dir, ec);
@@ -128,6 +160,14 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
                    problem->c_str());
       return 1;
     }
+  }
+  // One `kiln serve` per data directory: two would write one journal and one database.
+  if (role_name == "serve" && !lock_data_dir(data_dir)) {
+    log::error("data directory in use", {{"path", data_dir.string()}});
+    std::fprintf(stderr,
+                 "kiln: data directory %s is in use by another kiln serve (setting data.dir)\n",
+                 data_dir.c_str());
+    return 1;
   }
 
   metrics::Registry registry;

@@ -18,6 +18,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 import websockets
@@ -58,10 +59,11 @@ class DurableAcks(unittest.TestCase):
         self.data = tempfile.mkdtemp(prefix="kiln-e2e-journal-")
         self.addCleanup(shutil.rmtree, self.data, True)
 
-    def serve(self, *args, data=None):
-        # No persister pass during the test: only the journal can bring the batches back.
+    def serve(self, *args, data=None, persist_ms="3600000"):
+        # No persister pass during the test (by default): only the journal can bring the
+        # batches back.
         k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false",
-                 "--persist-interval-ms", "3600000", "--gateway-ops-per-second", "100000",
+                 "--persist-interval-ms", persist_ms, "--gateway-ops-per-second", "100000",
                  "--gateway-messages-per-second", "100000", *args, data_dir=data or self.data)
         self.addCleanup(k.stop)
         return k
@@ -242,6 +244,35 @@ class DurableAcks(unittest.TestCase):
                               env={k: v for k, v in os.environ.items() if not k.startswith("KILN_")})
         self.assertEqual(proc.returncode, 1)
         self.assertIn("00000000000000000050.kjl is not a regular file", proc.stderr)
+
+    def test_one_serve_per_data_directory(self):
+        k = self.serve()
+        proc = subprocess.run([os.environ.get("KILN_BIN", "kiln"), "serve", "--data-dir", self.data,
+                               "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0",
+                               "--auth-jwt-secret", SECRET],
+                              capture_output=True, text=True, timeout=WAIT,
+                              env={k: v for k, v in os.environ.items() if not k.startswith("KILN_")})
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("is in use by another kiln serve", proc.stderr)
+        self.assertEqual(self.edit(k, "proj/one", 0, 1)["t"], "joined", "the first one is unharmed")
+
+    def test_after_kill_9_the_restarted_serve_persists_at_once(self):
+        # The persister's leases name the node; a restarted serve is the same node, so it
+        # does not wait for the dead process's leases to expire (persist.lease_ms, 90 s).
+        k = self.serve("--journal-enabled", "false", persist_ms="200")
+        self.edit(k, "proj/lease", 0, 3)
+        deadline = time.monotonic() + WAIT
+        while (metric(k, 'kiln_persist_rooms_total{result="stored"}') or 0) < 1:
+            self.assertLess(time.monotonic(), deadline, "the room was stored")
+            time.sleep(0.05)
+        self.kill9(k)
+        k2 = self.serve("--journal-enabled", "false", persist_ms="200")
+        self.edit(k2, "proj/lease", 3, 3)
+        k2.signal(signal.SIGTERM)
+        self.assertEqual(k2.wait_exit(), 0)
+        k3 = self.serve("--journal-enabled", "false", persist_ms="200")
+        j = run(state(ws_url(k3), "proj/lease"))
+        self.assertEqual(self.check_prefix(j["snapshot"], 6), 6)
 
     @unittest.skipUnless(os.geteuid() == 0 or CI, "mounting a tmpfs needs root")
     def test_a_full_disk_refuses_batches_and_loses_nothing_acked(self):
