@@ -146,9 +146,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   const fs::path data_dir = fs::absolute(cfg.str("data.dir"));
   // `kiln serve` is one node for good: its id (which holds its rooms' persister leases)
   // survives restarts, so a restart after a crash does not wait for its own leases.
-  lo.node = make_node_id(cfg.str("node.id").empty() && role_name == "serve"
-                             ? stable_node_id(data_dir)
-                             : cfg.str("node.id"));
+  lo.node =
+      make_node_id(cfg.str("node.id").empty() && role_name == "serve" ? stable_node_id(data_dir)
+                                                                      : cfg.str("node.id"));
   log::init(lo);
 
   {

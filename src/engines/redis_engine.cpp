@@ -460,15 +460,18 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
   void history_lost(const std::shared_ptr<Room>& room) {
     std::weak_ptr<Impl> weak = shared_from_this();
     const auto observed = room->copy.seq();
-    client->eval(kHistoryLost, {key(room->id, "meta")}, {std::to_string(observed), make_epoch()},
+    client->eval(kHistoryLost, {key(room->id, "meta")},
+                 {std::to_string(observed), make_epoch(), room->copy.epoch()},
                  [weak, room, observed](Reply r) {
                    auto self = weak.lock();
                    // 0: Redis is not behind after all (the seq we compared was stale).
-                   if (!self || r.is_error() || r.integer != 1) return;
-                   log::warn(
-                       "redis engine: the room's history went backwards; starting a new epoch",
-                       {{"room", room->id}, {"seq", static_cast<std::int64_t>(observed)}});
-                   if (self->options.on_history_lost) self->options.on_history_lost();
+                   if (!self || r.is_error() || r.integer == 0) return;
+                   if (r.integer == 1) {  // this node started the new epoch: said once
+                     log::warn(
+                         "redis engine: the room's history went backwards; starting a new epoch",
+                         {{"room", room->id}, {"seq", static_cast<std::int64_t>(observed)}});
+                     if (self->options.on_history_lost) self->options.on_history_lost();
+                   }
                    std::lock_guard lock(room->mu);
                    if (auto* s = self->sink.load()) s->on_reset(room->id);
                    self->reload(room);

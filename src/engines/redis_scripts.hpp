@@ -67,11 +67,18 @@ redis.call('HSET', KEYS[1], 'seq', seq)
 return {1, seq}
 )lua");
 
-// KEYS meta; ARGV observed_seq new_epoch. Redis is behind what this node saw (a failover
-// lost acknowledged batches): start a new epoch, once, so every client resynchronises.
+// KEYS meta; ARGV observed_seq new_epoch observed_epoch. Redis is behind what this node saw
+// (a failover or restart lost acknowledged batches): start a new epoch, once for all nodes.
+// 1: this call started it; 2: another node already did (the epoch is not the observed one)
+// or the room's keys are gone (the node reloads it from the database); 0: Redis is not
+// behind after all.
 inline const redis::Script kHistoryLost(R"lua(
-local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if seq < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'epoch', ARGV[2]) return 1 end
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'seq')
+if not m[1] or m[1] ~= ARGV[3] then return 2 end
+if tonumber(m[2] or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[2])
+  return 1
+end
 return 0
 )lua");
 

@@ -69,8 +69,11 @@ class WsConnection final : public Transport,
   void send(std::shared_ptr<const std::string> frame) override {
     std::lock_guard lock(mu_);
     if (dead_ || close_) return;
+    // The limit bounds what piles up unsent; one frame larger than it (a big scene's
+    // `joined`) still goes when nothing is waiting.
+    const bool first = queue_.empty() && in_flight_ == 0;
     queued_bytes_ += frame->size();
-    if (queued_bytes_ > gw_->options.max_queue_bytes) {
+    if (queued_bytes_ > gw_->options.max_queue_bytes && !first) {
       // A consumer that cannot keep up is closed, never allowed to grow memory.
       queue_.clear();
       queued_bytes_ = 0;
@@ -129,8 +132,9 @@ class WsConnection final : public Transport,
   std::mutex mu_;
   std::deque<std::shared_ptr<const std::string>> queue_;
   std::size_t queued_bytes_ = 0;
-  bool started_ = false;  // the handshake is done: frames may be written
-  bool writing_ = false;  // a write chain is running
+  std::size_t in_flight_ = 0;  // the frame being written (under mu_)
+  bool started_ = false;       // the handshake is done: frames may be written
+  bool writing_ = false;       // a write chain is running
   bool close_sent_ = false;
   bool dead_ = false;
   std::optional<std::pair<Close, std::string>> close_;
@@ -259,10 +263,12 @@ void WsConnection::write_next() {
       writing_ = false;
       return;
     }
+    in_flight_ = 0;  // the previous write, if any, is done
     if (!queue_.empty()) {
       frame = std::move(queue_.front());
       queue_.pop_front();
       queued_bytes_ -= frame->size();
+      in_flight_ = frame->size();
     } else if (close_ && !close_sent_) {
       closing = close_;
       close_sent_ = true;

@@ -499,6 +499,27 @@ class CollabSuite:
             self.assertEqual((await fast.request({"t": "ping"}))["t"], "pong")
         run(go())
 
+    def test_a_scene_larger_than_the_send_queue_can_still_be_joined(self):
+        # The queue limit bounds what piles up for a slow reader, not one reply: a joiner
+        # of a big scene gets its snapshot (here 300 KB against a 64 KiB queue).
+        nodes = self.fresh("--gateway-max-queue-bytes", "65536", "--gateway-ops-per-second", "100000",
+                           "--gateway-messages-per-second", "100000")
+        room = self.room()
+
+        async def go():
+            author = await Client.connect(self.url(0, nodes), "author", ROLES)
+            await author.join(room)
+            blob = "y" * (30 * 1024)
+            for k in range(10):
+                r = await author.op(room, {"op": "create", "entity": f"b{k}", "parent": "root",
+                                           "props": {"blob": blob}})
+                self.assertEqual(r["t"], "ack")
+            reader = await Client.connect(self.url(0, nodes), "reader", ROLES)
+            j = await reader.join(room)
+            self.assertEqual(j["t"], "joined")
+            self.assertEqual(len(j["snapshot"]["entities"]), 10)
+        run(go())
+
     def test_drain_sends_reconnect_then_1012(self):
         nodes = self.fresh("--shutdown-drain-ms", "2000")
 
