@@ -384,6 +384,18 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     if (memory_engine) memory_engine->set_loader(loader);
   }
 
+  // A journal left by an earlier run that this one will not read: say so (its batches
+  // since the last stored snapshot are not replayed).
+  if (memory_engine && store && persist_role && !cfg.boolean("journal.enabled")) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(data_dir / "journal", ec)) {
+      if (e.path().extension() != ".kjl") continue;
+      log::warn("journal.enabled is false but the data directory holds a journal: batches it "
+                "holds after the stored snapshots are not replayed",
+                {{"dir", (data_dir / "journal").string()}});
+      break;
+    }
+  }
   // Durable acks on the memory engine: only where a persister stores rooms (serve), which
   // is what lets the journal be truncated.
   if (memory_engine && store && persist_role && cfg.boolean("journal.enabled")) {
