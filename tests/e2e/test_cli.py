@@ -1,6 +1,7 @@
 """End-to-end: the `kiln` command line, configuration layering and its errors."""
 import os
 import pathlib
+import shutil
 import tempfile
 import unittest
 
@@ -141,9 +142,11 @@ class Configuration(unittest.TestCase):
 
     def test_address_in_use_is_a_clear_start_up_error(self):
         first = Kiln()
+        other = tempfile.mkdtemp(prefix="kiln-e2e-")  # one serve per data directory
+        self.addCleanup(shutil.rmtree, other, True)
         try:
             r = run_kiln("serve", "--http-listen", f"127.0.0.1:{first.port}",
-                         "--data-dir", first.data_dir)
+                         "--data-dir", other)
             self.assertEqual(r.returncode, 1)
             self.assertIn("cannot listen on", r.stderr)
             self.assertIn("http.listen", r.stderr)

@@ -48,7 +48,8 @@ class Endpoints(unittest.TestCase):
         status, _, body = self.kiln.request("GET", "/readyz")
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body),
-                         {"status": "ready", "checks": {"data_dir": "ok", "persistence": "ok"}})
+                         {"status": "ready",
+                          "checks": {"data_dir": "ok", "journal": "ok", "persistence": "ok"}})
 
     def test_index_lists_endpoints(self):
         status, _, body = self.kiln.request("GET", "/")
