@@ -390,9 +390,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(data_dir / "journal", ec)) {
       if (e.path().extension() != ".kjl") continue;
-      log::warn("journal.enabled is false but the data directory holds a journal: batches it "
-                "holds after the stored snapshots are not replayed",
-                {{"dir", (data_dir / "journal").string()}});
+      log::warn(
+          "journal.enabled is false but the data directory holds a journal: batches it "
+          "holds after the stored snapshots are not replayed",
+          {{"dir", (data_dir / "journal").string()}});
       break;
     }
   }

@@ -386,9 +386,10 @@ void Journal::set_aside(const fs::path& path, const std::string& why) {
   aside += ".damaged";
   std::error_code ec;
   if (!fs::exists(aside, ec)) fs::create_hard_link(path, aside, ec);
-  log::error("journal: a damaged segment; acknowledged batches may be lost, so every room "
-             "starts a new epoch and clients resynchronise",
-             {{"file", path.string()}, {"copy", aside.string()}, {"why", why}});
+  log::error(
+      "journal: a damaged segment; acknowledged batches may be lost, so every room "
+      "starts a new epoch and clients resynchronise",
+      {{"file", path.string()}, {"copy", aside.string()}, {"why", why}});
 }
 
 std::optional<std::string> Journal::problem() const {
