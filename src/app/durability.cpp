@@ -60,7 +60,7 @@ std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
                           "Torn records dropped at the end of the newest segment at start-up "
                           "(a crash while writing; never acknowledged).",
                           stat(&journal::Stats::torn));
-  engine.set_batch_log(jp, std::move(recovered), !st.machine_restarted && st.damaged == 0);
+  engine.set_batch_log(jp, std::move(recovered), !st.history_uncertain);
   return j;
 }
 

@@ -45,10 +45,11 @@ void MemoryRoomEngine::load(Room& r, const std::string& id) {
     if (error.empty() && stored) {
       boost::system::error_code ec;
       auto v = boost::json::parse(stored->snapshot, ec);
-      Scene scene(limits_.max_entities);
+      Scene scene(SIZE_MAX);  // stored under the limits of its day: read whatever they were
       if (ec || Scene::from_snapshot(v, scene)) {
         error = "the room's stored snapshot is unreadable";
       } else {
+        scene.set_max_entities(limits_.max_entities);
         r.scene = std::move(scene);
         r.seq = stored->seq;
         r.stored_seq = stored->seq;
@@ -109,10 +110,18 @@ Error MemoryRoomEngine::replay_logged(Room& r, const std::string& id,
   std::string epoch = stored_epoch;                       // of the state at r.seq; "" before any
   std::deque<std::shared_ptr<const std::string>> window;  // frames of (seq - size, seq]
   std::uint64_t window_end = 0;
-  bool lost = false;
+  // An epoch whose history broke off here (a gap, or a batch that does not apply): what
+  // follows in it cannot be trusted, unless a later epoch start continues from here.
+  std::string stalled;
+  // Batches accepted once are replayed whatever the limits are now (a lowered
+  // room.max_entities must not drop acknowledged batches).
+  r.scene.set_max_entities(SIZE_MAX);
   for (const auto& b : logged) {
     if (b.frame.empty()) {
-      if (b.seq == r.seq) epoch = b.epoch;
+      if (b.seq == r.seq) {
+        epoch = b.epoch;
+        stalled.clear();
+      }
       if (b.seq == window_end) window.clear();  // the window does not cross epochs
       continue;
     }
@@ -123,10 +132,11 @@ Error MemoryRoomEngine::replay_logged(Room& r, const std::string& id,
       window_end = b.seq;
       continue;
     }
+    if (!stalled.empty()) continue;
     std::vector<Op> ops;
     if (b.seq != r.seq + 1 || !parse_ops_frame(b.frame, ops) || r.scene.apply(ops)) {
-      lost = true;  // a gap or a batch that does not apply: what follows cannot be trusted
-      break;
+      stalled = b.epoch;
+      continue;
     }
     if (window_end != r.seq) window.clear();
     epoch = b.epoch;
@@ -134,8 +144,10 @@ Error MemoryRoomEngine::replay_logged(Room& r, const std::string& id,
     window.push_back(std::make_shared<const std::string>(b.frame));
     window_end = b.seq;
   }
+  r.scene.set_max_entities(limits_.max_entities);
   if (window_end != r.seq) window.clear();
   while (window.size() > limits_.log_retention) window.pop_front();
+  const bool lost = !stalled.empty();
   const bool fresh = lost || !keep_epochs_;
   if (lost && on_replay_gap_) on_replay_gap_(id);
   if (!fresh) {

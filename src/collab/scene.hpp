@@ -43,6 +43,10 @@ class Scene {
   // batches in one step.
   std::vector<Error> validate_sequence(const std::vector<const std::vector<Op>*>& batches);
 
+  // Changes the limit for later creates (a replay of batches accepted under another limit
+  // lifts it, then restores it).
+  void set_max_entities(std::size_t max_entities) { max_entities_ = max_entities; }
+
   [[nodiscard]] bool contains(std::string_view id) const;
   [[nodiscard]] const Entity* find(std::string_view id) const;
   [[nodiscard]] std::size_t size() const { return entities_.size(); }

@@ -55,7 +55,8 @@ std::optional<OpsMessage> decode_ops(std::string_view s) {
 
 std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::size_t retention) {
   if (r.elements.size() < 5) return std::nullopt;
-  Rebuilt out{collab::Scene(max_entities), r.elements[0].str, reply_u64(r.elements[2]), {}};
+  // Stored and accepted under the limits of their day: rebuilt whatever the limit is now.
+  Rebuilt out{collab::Scene(SIZE_MAX), r.elements[0].str, reply_u64(r.elements[2]), {}};
   const std::uint64_t snap_seq = out.seq;
   if (!r.elements[3].str.empty()) {
     boost::system::error_code ec;
@@ -79,6 +80,7 @@ std::optional<Rebuilt> rebuild(const Reply& r, std::size_t max_entities, std::si
   }
   for (auto it = older.rbegin(); it != older.rend(); ++it) out.log.push_front(*it);
   while (out.log.size() > retention) out.log.pop_front();
+  out.scene.set_max_entities(max_entities);
   return out;
 }
 

@@ -221,7 +221,7 @@ void Session::handle(collab::msg::Join&& m) {
                      }
                      if (r.error) {
                        if (r.error.code == Code::TooLarge) trip("members_per_room");
-                       nack(id, room, r.error.code, r.error.message);
+                       nack(id, room, r.error.code, r.error.message, r.error.after_ms);
                        return;
                      }
                      // Registered before the reply is queued, both before any later event of the

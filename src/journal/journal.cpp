@@ -229,6 +229,7 @@ std::unique_ptr<Journal> Journal::open(Options options, std::vector<LoggedBatch>
     j->stats_.replayed += records.size();
     j->older_.push_back(seg);
   }
+  j->check_uncertain();
   {
     // No space for a segment now: start anyway (replaying needs none); batches are refused
     // until there is.
@@ -351,30 +352,72 @@ void Journal::collect() {
 
 // Interval mode acks before the fsync: what the kernel had not written is lost if the
 // machine (not only Kiln) went down. The boot id tells the two apart.
+// Writes `text` to `path` atomically (a temporary file, fsync, rename); false on failure.
+bool write_small_file(const fs::path& path, const std::string& text) {
+  auto tmp = path;
+  tmp += ".tmp";
+  const int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+  int err = 0;
+  const bool ok = fd >= 0 && pwrite_all(fd, text, 0, err) && ::fsync(fd) == 0;
+  if (fd >= 0) ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return false;
+  sync_dir(path.parent_path());
+  return true;
+}
+
+// Interval mode acks before the fsync: what the kernel had not written is lost if the
+// machine (not only Kiln) went down. The boot id tells the two apart; the mode that wrote
+// the journal (not today's) says whether it matters. The file holds "<boot id> <mode>".
 void Journal::check_boot(bool had_segments) {
   std::string boot = options_.boot_id;
   if (boot.empty() && read_file("/proc/sys/kernel/random/boot_id", boot)) {
     while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
   }
+  const std::string mode = options_.fsync == Fsync::Interval ? "interval" : "group";
   const auto path = options_.dir / "boot_id";
   std::string before;
   const bool known = read_file(path, before);
-  if (options_.fsync == Fsync::Interval && had_segments && (!known || before != boot)) {
+  const auto space = before.find(' ');
+  const std::string before_boot = before.substr(0, space);
+  const std::string before_mode = space == std::string::npos ? mode : before.substr(space + 1);
+  if (had_segments && before_mode == "interval" && (!known || before_boot != boot)) {
     stats_.machine_restarted = true;
-    log::warn(
-        "journal: the machine restarted since the journal was written in interval mode; "
-        "rooms start a new epoch (clients resync)",
-        {{"dir", options_.dir.string()}});
+    log::warn("journal: the machine restarted since the journal was written in interval mode",
+              {{"dir", options_.dir.string()}});
   }
-  if (known && before == boot) return;
-  const auto tmp = options_.dir / "boot_id.tmp";
-  const int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-  int err = 0;
-  if (fd < 0 || !pwrite_all(fd, boot, 0, err) || ::fsync(fd) != 0 || ::close(fd) != 0 ||
-      ::rename(tmp.c_str(), path.c_str()) != 0)
-    throw std::runtime_error("journal: cannot write " + path.string() + ": " +
-                             errno_text(err ? err : errno));
-  sync_dir(options_.dir);
+  if (known && before == boot + " " + mode) return;
+  // Not fatal: on a full disk Kiln still starts (and refuses batches until there is space).
+  if (!write_small_file(path, boot + " " + mode))
+    log::warn("journal: cannot record the boot id", {{"file", path.string()}});
+}
+
+// Uncertainty outlives the start that found it: a room loaded in a later run could hold
+// the same lost acks. While <dir>/uncertain exists, every room starts a new epoch when
+// loaded; an operator removes it once every room has been stored since (persistence.md).
+void Journal::check_uncertain() {
+  const auto path = options_.dir / "uncertain";
+  if (stats_.machine_restarted || stats_.damaged > 0) {
+    std::string text;
+    read_file(path, text);
+    const auto t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
+    char when[32];
+    std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+    text += std::string(when) +
+            (stats_.damaged > 0 ? " damaged segments\n" : " machine restart in interval mode\n");
+    if (!write_small_file(path, text))
+      log::error(
+          "journal: cannot record that the history is uncertain; rooms loaded after the "
+          "next start may keep an epoch whose acks were lost",
+          {{"file", path.string()}});
+  }
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  stats_.history_uncertain = true;
+  log::warn(
+      "journal: the history is uncertain (acknowledged batches may have been lost): "
+      "every room starts a new epoch when it is loaded, and clients resynchronise. "
+      "Remove the file once every room has been stored since.",
+      {{"file", path.string()}});
 }
 
 // A damaged segment's readable records are replayed, but the history is uncertain: every

@@ -68,6 +68,9 @@ struct Stats {
   // Segments found damaged at open (a copy kept as <name>.damaged): the history is
   // uncertain, every room starts a new epoch.
   std::uint64_t damaged = 0;
+  // This start or an earlier one found the history uncertain (a restart above, damage),
+  // recorded in <dir>/uncertain until an operator removes it: rooms start new epochs.
+  bool history_uncertain = false;
 };
 
 struct Opened;
@@ -108,6 +111,7 @@ class Journal final : public collab::BatchLog {
   };
   collab::Error rotate(std::size_t need);  // mu_ held
   void check_boot(bool had_segments);
+  void check_uncertain();
   void set_aside(const std::filesystem::path& path, const std::string& why);
   void collect();  // mu_ held: deletes segments fully stored
   void run();

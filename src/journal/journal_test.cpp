@@ -156,8 +156,9 @@ TEST(Journal, SegmentsCoveredByStoredSnapshotsAreDeleted) {
 }
 
 // Interval mode acks before the fsync: after the machine (not only Kiln) restarted, the
-// journal cannot vouch for every ack, and says so.
-TEST(Journal, IntervalModeReportsAMachineRestart) {
+// journal cannot vouch for every ack, says so, and keeps saying so (the `uncertain` file)
+// until an operator removes the file.
+TEST(Journal, IntervalModeReportsAMachineRestartUntilTheOperatorClearsIt) {
   TempDir dir;
   auto open_with = [&](Fsync mode, const std::string& boot) {
     Options o = at(dir.path);
@@ -165,15 +166,19 @@ TEST(Journal, IntervalModeReportsAMachineRestart) {
     o.boot_id = boot;
     std::vector<LoggedBatch> replay;
     auto j = Journal::open(o, replay);
-    const bool restarted = j->stats().machine_restarted;
+    const auto st = j->stats();
     append_durable(*j, batch("p/a", replay.size() + 1));
-    return restarted;
+    return std::pair{st.machine_restarted, st.history_uncertain};
   };
-  EXPECT_FALSE(open_with(Fsync::Interval, "boot-1")) << "a new journal";
-  EXPECT_FALSE(open_with(Fsync::Interval, "boot-1")) << "Kiln restarted, the machine did not";
-  EXPECT_TRUE(open_with(Fsync::Interval, "boot-2")) << "the machine restarted";
-  EXPECT_FALSE(open_with(Fsync::Interval, "boot-2"));
-  EXPECT_FALSE(open_with(Fsync::Group, "boot-3")) << "group mode fsyncs before every ack";
+  using P = std::pair<bool, bool>;
+  EXPECT_EQ(open_with(Fsync::Interval, "boot-1"), (P{false, false})) << "a new journal";
+  EXPECT_EQ(open_with(Fsync::Interval, "boot-1"), (P{false, false})) << "Kiln restarted only";
+  EXPECT_EQ(open_with(Fsync::Group, "boot-2"), (P{true, true}))
+      << "the machine restarted after interval mode wrote: today's mode does not matter";
+  EXPECT_EQ(open_with(Fsync::Group, "boot-2"), (P{false, true})) << "still uncertain";
+  fs::remove(dir.path / "uncertain");
+  EXPECT_EQ(open_with(Fsync::Group, "boot-3"), (P{false, false}))
+      << "group mode fsyncs before every ack: a restart loses none";
 }
 
 TEST(Journal, TheRealBootIdIsRead) {

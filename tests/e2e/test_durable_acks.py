@@ -197,12 +197,22 @@ class DurableAcks(unittest.TestCase):
         self.assertNotEqual(second["epoch"], first["epoch"], "a new epoch: clients resync")
         self.assertEqual(second["seq"], 10, "the state is kept")
         self.kill9(k2)  # before any snapshot is stored
+        # Still uncertain (the journal says so until an operator clears it): another new
+        # epoch, every batch kept through both.
         k3 = self.serve("--journal-fsync", "interval")
-        j = run(state(ws_url(k3), "proj/boot", {"epoch": second["epoch"], "seq": 12}))
-        self.assertEqual(j["epoch"], second["epoch"])
+        third = run(state(ws_url(k3), "proj/boot", {"epoch": second["epoch"], "seq": 12}))
+        self.assertNotEqual(third["epoch"], second["epoch"])
+        self.assertFalse(third["recovered"])
+        self.assertEqual(third["seq"], 15)
+        self.assertEqual(self.check_prefix(third["snapshot"], 15), 15)
+        self.kill9(k3)
+        os.remove(os.path.join(self.data, "journal", "uncertain"))
+        k4 = self.serve("--journal-fsync", "interval")
+        # A client of the third run joined its epoch at seq 15.
+        j = run(state(ws_url(k4), "proj/boot", {"epoch": third["epoch"], "seq": 15}))
+        self.assertEqual(j["epoch"], third["epoch"], "cleared: epochs are kept again")
         self.assertTrue(j["recovered"])
-        self.assertEqual(j["seq"], 15)
-        self.assertEqual(self.check_prefix(run(state(ws_url(k3), "proj/boot"))["snapshot"], 15), 15)
+        self.assertEqual((j["seq"], j["ops"]), (15, []))
 
     def test_acknowledged_records_missing_from_a_segment_start_a_new_epoch(self):
         k = self.serve()
@@ -221,6 +231,32 @@ class DurableAcks(unittest.TestCase):
         readable = self.check_prefix(j["snapshot"], 0)
         self.assertEqual(j["seq"], readable, "what was readable is kept")
         self.assertGreater(readable, 0)
+
+    def test_after_a_lost_segment_the_new_epoch_keeps_its_acks_across_the_next_crash(self):
+        # A gap at start-up starts a new epoch; what is acked in it must survive the next
+        # kill -9, though the old epoch's history still has its gap in the journal.
+        k = self.serve("--journal-segment-bytes", "65536")
+        async def big(start, count):
+            c = await Client.connect(ws_url(k2 if start else k), user="ann", roles=ROLES)
+            j = await c.join("proj/gap")
+            for i in range(start, start + count):
+                a = await c.op("proj/gap", {"op": "create", "entity": f"e{i}", "parent": "root",
+                                            "props": {"n": i, "pad": "z" * (30 << 10)}})
+                self.assertEqual(a["t"], "ack", a)
+            return j, a
+        k2 = None
+        first, _ = run(big(0, 10))
+        self.kill9(k)
+        segs = sorted(glob.glob(os.path.join(self.data, "journal", "*.kjl")))
+        os.remove(segs[2])
+        k2 = self.serve("--journal-segment-bytes", "65536")
+        second, last = run(big(1000, 2))
+        self.assertNotEqual(second["epoch"], first["epoch"])
+        self.kill9(k2)
+        k3 = self.serve("--journal-segment-bytes", "65536")
+        j = run(state(ws_url(k3), "proj/gap"))
+        self.assertEqual(j["seq"], last["seq"], "the new epoch's acks are kept")
+        self.assertIn("e1001", j["snapshot"]["entities"])
 
     def test_a_segment_with_a_garbage_header_is_damage_not_an_empty_file(self):
         k = self.serve()
