@@ -32,6 +32,7 @@ from harness import WAIT, Kiln
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 EDITORS, SECONDS, PERIOD = 60, 12.0, 0.1
+DRAIN_S = 180
 ROOM = "p/board"
 
 
@@ -54,6 +55,7 @@ class Editor:
         self.node = idx % len(nodes)
         self.epoch, self.seq = None, 0
         self.sent = {}         # request id -> n
+        self.unanswered = set()  # ids sent on the current connection, not yet answered
         self.acked = {}        # n -> seq
         self.applied = {}      # n -> seq, its own batches seen applied (acks, or on resume)
         self.errors = []
@@ -93,6 +95,7 @@ class Editor:
                     self.seq = m["seq"]
                 self.epoch = m["epoch"]
                 self.ws = ws
+                self.unanswered = set()  # what went to a dead node: in recovery, or gone
                 self.node = self.nodes.index(node)
                 return
             except (OSError, websockets.ConnectionClosed, asyncio.TimeoutError,
@@ -106,6 +109,8 @@ class Editor:
                 m = json.loads(await self.ws.recv())
             except websockets.ConnectionClosed:
                 return
+            if m["t"] in ("ack", "nack"):
+                self.unanswered.discard(m.get("id"))
             if m["t"] == "ack":
                 self.see(m["seq"])
                 n = self.sent[m["id"]]
@@ -124,6 +129,7 @@ class Editor:
         while time.monotonic() < stop_at:
             n += 1
             self.sent[1000 + n] = n
+            self.unanswered.add(1000 + n)
             try:
                 await self.ws.send(json.dumps({"t": "eph", "room": ROOM, "kind": "cursor", "data": {"x": n}}))
                 await self.ws.send(json.dumps({"t": "op", "id": 1000 + n, "room": ROOM, "ops": [
@@ -134,10 +140,11 @@ class Editor:
                 await self.connect()
                 read = asyncio.create_task(self.reader())
             await asyncio.sleep(PERIOD)
-        # Wait for the answers to what this connection sent (bounded).
-        deadline = time.monotonic() + WAIT
-        while time.monotonic() < deadline and n not in self.applied and not self.nacks:
-            await asyncio.sleep(0.02)
+        # Wait for the answer to everything this connection sent: generous, because a slow
+        # build (the sanitizers) takes far longer than the sending did to work off a backlog.
+        deadline = time.monotonic() + DRAIN_S
+        while time.monotonic() < deadline and self.unanswered:
+            await asyncio.sleep(0.05)
         await self.ws.close()
         await read
 
@@ -165,7 +172,7 @@ class OneRoomUnderContention(unittest.TestCase):
             if chaos:
                 await asyncio.sleep(SECONDS / 2)
                 await chaos(nodes)
-            await asyncio.wait_for(asyncio.gather(*tasks), SECONDS + 3 * WAIT)
+            await asyncio.wait_for(asyncio.gather(*tasks), SECONDS + DRAIN_S + 3 * WAIT)
             # A newcomer reads the snapshot on a surviving node.
             alive = next(n for n in nodes if n.proc.poll() is None)
             ws = await websockets.connect(url(alive), subprotocols=["kiln.v1"], max_size=None)
