@@ -5,6 +5,12 @@
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <fstream>
+
 namespace kiln::app {
 
 std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
@@ -62,6 +68,41 @@ std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
                           stat(&journal::Stats::torn));
   engine.set_batch_log(jp, std::move(recovered), !st.history_uncertain);
   return j;
+}
+
+std::string stable_node_id(const std::filesystem::path& dir, const std::string& fresh) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  const auto path = dir / "node-id";
+  std::string id;
+  if (std::ifstream in(path); in >> id && !id.empty()) return id;
+  const auto tmp = dir / "node-id.tmp";
+  if (std::ofstream out(tmp, std::ios::trunc); !(out << fresh << "\n")) return "";
+  fs::rename(tmp, path, ec);
+  return ec ? "" : fresh;
+}
+
+bool lock_data_dir(const std::filesystem::path& dir) {
+  const int fd = ::open((dir / "lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return true;  // the data directory check reports what is wrong with it
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return false;
+  }
+  return true;  // fd stays open: the lock lasts as long as the process
+}
+
+void warn_unread_journal(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    if (e.path().extension() != ".kjl") continue;
+    log::warn(
+        "journal.enabled is false but the data directory holds a journal: batches it "
+        "holds after the stored snapshots are not replayed",
+        {{"dir", dir.string()}});
+    return;
+  }
 }
 
 }  // namespace kiln::app

@@ -23,8 +23,6 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
-#include <fcntl.h>
-#include <sys/file.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -62,32 +60,6 @@ std::optional<std::string> check_data_dir(const fs::path& dir) {
   }
   fs::remove(probe, ec);
   return std::nullopt;
-}
-
-// The node id kept in <dir>/node-id (made on first use); "" when it cannot be kept.
-std::string stable_node_id(const fs::path& dir) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  const auto path = dir / "node-id";
-  std::string id;
-  if (std::ifstream in(path); in >> id && !id.empty()) return id;
-  id = make_node_id("");
-  const auto tmp = dir / "node-id.tmp";
-  if (std::ofstream out(tmp, std::ios::trunc); !(out << id << "\n")) return "";
-  fs::rename(tmp, path, ec);
-  return ec ? "" : id;
-}
-
-// An exclusive lock on <dir>/lock for the life of the process (released by the kernel
-// when it ends, however it ends); false when another process holds it.
-bool lock_data_dir(const fs::path& dir) {
-  const int fd = ::open((dir / "lock").c_str(), O_CREAT | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return true;  // the data directory check reports what is wrong with it
-  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
-    ::close(fd);
-    return false;
-  }
-  return true;  // fd stays open: the lock lasts as long as the process
 }
 
 std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep) {
@@ -146,9 +118,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   const fs::path data_dir = fs::absolute(cfg.str("data.dir"));
   // `kiln serve` is one node for good: its id (which holds its rooms' persister leases)
   // survives restarts, so a restart after a crash does not wait for its own leases.
-  lo.node =
-      make_node_id(cfg.str("node.id").empty() && role_name == "serve" ? stable_node_id(data_dir)
-                                                                      : cfg.str("node.id"));
+  lo.node = make_node_id(cfg.str("node.id").empty() && role_name == "serve"
+                             ? stable_node_id(data_dir, make_node_id(""))
+                             : cfg.str("node.id"));
   log::init(lo);
 
   {
@@ -384,19 +356,8 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     if (memory_engine) memory_engine->set_loader(loader);
   }
 
-  // A journal left by an earlier run that this one will not read: say so (its batches
-  // since the last stored snapshot are not replayed).
-  if (memory_engine && store && persist_role && !cfg.boolean("journal.enabled")) {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(data_dir / "journal", ec)) {
-      if (e.path().extension() != ".kjl") continue;
-      log::warn(
-          "journal.enabled is false but the data directory holds a journal: batches it "
-          "holds after the stored snapshots are not replayed",
-          {{"dir", (data_dir / "journal").string()}});
-      break;
-    }
-  }
+  if (memory_engine && store && persist_role && !cfg.boolean("journal.enabled"))
+    warn_unread_journal(data_dir / "journal");
   // Durable acks on the memory engine: only where a persister stores rooms (serve), which
   // is what lets the journal be truncated.
   if (memory_engine && store && persist_role && cfg.boolean("journal.enabled")) {
