@@ -1,5 +1,7 @@
 #include "journal/journal.hpp"
 
+#include "journal/files.hpp"
+
 #include "platform/log.hpp"
 
 #include <boost/crc.hpp>
@@ -19,6 +21,11 @@ namespace kiln::journal {
 namespace fs = std::filesystem;
 using collab::Code;
 using collab::LoggedBatch;
+using files::errno_text;
+using files::pwrite_all;
+using files::read_file;
+using files::sync_dir;
+using files::write_small_file;
 
 namespace {
 
@@ -47,50 +54,6 @@ std::uint32_t crc32(std::string_view s) {
   boost::crc_32_type c;
   c.process_bytes(s.data(), s.size());
   return c.checksum();
-}
-
-std::string errno_text(int e) {
-  return std::strerror(e);
-}
-
-bool pwrite_all(int fd, std::string_view data, std::uint64_t offset, int& err) {
-  while (!data.empty()) {
-    const auto n = ::pwrite(fd, data.data(), data.size(), static_cast<off_t>(offset));
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      err = errno;
-      return false;
-    }
-    data.remove_prefix(static_cast<std::size_t>(n));
-    offset += static_cast<std::uint64_t>(n);
-  }
-  return true;
-}
-
-void sync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// The whole file (procfs files included, whose size reads as 0).
-bool read_file(const fs::path& path, std::string& out) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
-  const off_t size = ::lseek(fd, 0, SEEK_END);
-  out.assign(size > 0 ? static_cast<std::size_t>(size) : 4096, '\0');
-  std::size_t got = 0;
-  for (;;) {
-    if (got == out.size()) out.resize(out.size() * 2);
-    const auto n = ::pread(fd, out.data() + got, out.size() - got, static_cast<off_t>(got));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    got += static_cast<std::size_t>(n);
-  }
-  ::close(fd);
-  out.resize(got);
-  return true;
 }
 
 fs::path segment_path(const fs::path& dir, std::uint64_t number) {
@@ -348,21 +311,6 @@ void Journal::collect() {
     }
     return true;
   });
-}
-
-// Interval mode acks before the fsync: what the kernel had not written is lost if the
-// machine (not only Kiln) went down. The boot id tells the two apart.
-// Writes `text` to `path` atomically (a temporary file, fsync, rename); false on failure.
-bool write_small_file(const fs::path& path, const std::string& text) {
-  auto tmp = path;
-  tmp += ".tmp";
-  const int fd = ::open(tmp.c_str(), O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
-  int err = 0;
-  const bool ok = fd >= 0 && pwrite_all(fd, text, 0, err) && ::fsync(fd) == 0;
-  if (fd >= 0) ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return false;
-  sync_dir(path.parent_path());
-  return true;
 }
 
 // Interval mode acks before the fsync: what the kernel had not written is lost if the
