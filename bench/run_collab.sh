@@ -17,6 +17,7 @@ bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln kiln-bench >/dev/null
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+source bench/lib.sh
 
 best=0
 for n in "${counts[@]}"; do
@@ -28,6 +29,7 @@ for n in "${counts[@]}"; do
   pid=$!
   for _ in $(seq 100); do grep -q "running at" "$out" && break; sleep 0.1; done
   port=$(grep -o ':[0-9]*/' "$out" | tr -d ':/')
+  seed_access "$port" "$data/service-key" "$n" 20
   result=$(build/release/bench/kiln-bench collab --port "$port" --secret "$secret" \
     --clients "$n" --warmup 3 --duration "$duration" || true)
   kill -TERM "$pid"; wait "$pid" || true

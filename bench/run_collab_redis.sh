@@ -17,6 +17,7 @@ bash scripts/setup.sh --test >/dev/null
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln kiln-bench >/dev/null
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+source bench/lib.sh
 
 redis_stat() {  # total_commands_processed used_cpu_user+used_cpu_sys
   redis-cli -p $rport info all | tr -d '\r' | awk -F: '
@@ -31,11 +32,18 @@ for n in "${counts[@]}"; do
     --dir "$work" --logfile "$work/redis.log"
   for _ in $(seq 100); do redis-cli -p $rport ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
   pids=() ports=()
+  # The access the gateways decide joins from: one database, written through a `kiln api`.
+  db="sqlite:$work/kiln.db"
+  build/release/src/app/kiln api --http-listen 127.0.0.1:0 --data-dir "$work/api" \
+    --http-access-log false --database-url "$db" >"$work/api.out" 2>"$work/api.err" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "running at" "$work/api.out" && break; sleep 0.1; done
+  seed_access "$(grep -o ':[0-9]*/' "$work/api.out" | tr -d ':/')" "$work/api/service-key" "$n" 20
   for g in 1 2; do
     build/release/src/app/kiln gateway --http-listen 127.0.0.1:0 --data-dir "$work/g$g" \
       --http-access-log false --runtime-threads 1 --auth-jwt-secret "$secret" \
       --room-engine redis --redis-addresses 127.0.0.1:$rport --gateway-max-sessions 100000 \
-      >"$work/g$g.out" 2>"$work/g$g.err" &
+      --database-url "$db" >"$work/g$g.out" 2>"$work/g$g.err" &
     pids+=($!)
   done
   for g in 1 2; do

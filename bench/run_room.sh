@@ -24,6 +24,7 @@ shift
 duration=${DURATION:-10}
 read -r -a rates <<<"${RATES:-1000 2000 5000 10000}"
 ceiling_clients=${CEILING_CLIENTS:-6}
+members=$((ceiling_clients > 60 ? ceiling_clients : 60))  # the scenario runs 60 clients
 secret=bench-secret-0123456789abcdef0123456789
 rport=26500
 
@@ -120,8 +121,11 @@ case $mode in
     for _ in $(seq 100); do redis-cli -p $rport ping 2>/dev/null | grep -q PONG && break; sleep 0.05; done
     for n in "${nodes_list[@]}"; do
       ports=()
+      db="sqlite:$work/room$n.db"  # the access the gateways decide joins from
+      api=$(start_node "api$n" api --database-url "$db")
+      seed_access "$api" "$work/api$n/service-key" "$members" "$members"
       for g in $(seq "$n"); do
-        ports+=("$(start_node "g$g" gateway --room-engine redis \
+        ports+=("$(start_node "g$g" gateway --room-engine redis --database-url "$db" \
           --redis-addresses 127.0.0.1:$rport --redis-prefix "room$n")")
       done
       sweep "redis, $n gateways" "${ports[@]}"
@@ -136,6 +140,7 @@ case $mode in
         off) args=(--journal-enabled false) ;;
       esac
       port=$(start_node "serve-$setup" serve "${args[@]}")
+      seed_access "$port" "$work/serve-$setup/service-key" "$members" "$members"
       sweep "serve, journal $setup" "$port"
       stop_nodes
     done

@@ -426,7 +426,7 @@ struct Api::Impl {
     const auto user = req.param("user");
     if (!valid_user_id(user)) refuse(400, "invalid-request", "Invalid user id.");
     const auto version = store.revoke_tokens(user);
-    publish({collab::AccessChange::Kind::Revoked, user, {}, {}});
+    publish({collab::AccessChange::Kind::Revoked, user, {}, {}, {}});
     log::info("api: tokens revoked", {{"user", user}, {"token_version", version}});
     return ok_json(200, json::object{{"user", user}, {"token_version", version}});
   }
@@ -452,7 +452,7 @@ struct Api::Impl {
         refuse(409, "conflict", "A project with this id exists.");
       throw;
     }
-    publish({collab::AccessChange::Kind::Role, owner, id, "owner"});
+    publish({collab::AccessChange::Kind::Role, owner, id, "owner", {}});
     auto created = store.get_project(id, r);
     auto resp = ok_json(201, project_json(created.value_or(p), "owner"));
     resp.headers.emplace_back("Location", "/v1/projects/" + id);
@@ -502,7 +502,7 @@ struct Api::Impl {
     bool found = false;
     auto r = store.delete_project(id, found);
     if (!found) not_found();
-    publish({collab::AccessChange::Kind::ProjectDeleted, {}, id, {}});
+    publish({collab::AccessChange::Kind::ProjectDeleted, {}, id, {}, {}});
     log::info("api: project deleted", {{"project", id}});
     Response resp{204, "application/json", "", {}};
     wrote(who, r, resp);
@@ -531,7 +531,7 @@ struct Api::Impl {
       refuse(400, "invalid-request", "'role' must be owner, editor or viewer.");
     db::Receipt r;
     check(store.change_member(id, user, role, r));
-    publish({collab::AccessChange::Kind::Role, user, id, role});
+    publish({collab::AccessChange::Kind::Role, user, id, role, {}});
     auto resp = ok_json(200, json::object{{"project", id}, {"user", user}, {"role", role}});
     wrote(who, r, resp);
     return resp;
@@ -544,7 +544,7 @@ struct Api::Impl {
     if (who.service || user != who.user) need(role, "owner");  // anyone may leave
     db::Receipt r;
     check(store.remove_member(id, user, r));
-    publish({collab::AccessChange::Kind::Role, user, id, ""});
+    publish({collab::AccessChange::Kind::Role, user, id, "", {}});
     Response resp{204, "application/json", "", {}};
     wrote(who, r, resp);
     return resp;
@@ -564,6 +564,7 @@ struct Api::Impl {
         refuse(409, "conflict", "A scene with this id exists in the project.");
       throw;
     }
+    publish({collab::AccessChange::Kind::SceneCreated, {}, project, {}, id});
     auto s = store.get_scene(project, id, r);
     if (!s) not_found();
     auto o = scene_json(*s);
@@ -631,6 +632,8 @@ struct Api::Impl {
     bool found = false;
     auto r = store.delete_scene(project, id, found);
     if (!found) not_found();
+    publish({collab::AccessChange::Kind::SceneDeleted, {}, project, {}, id});
+    log::info("api: scene deleted", {{"project", project}, {"scene", id}});
     Response resp{204, "application/json", "", {}};
     wrote(who, r, resp);
     return resp;

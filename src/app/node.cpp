@@ -215,9 +215,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     return 2;
   }
 
-  // The database: serve and worker always; a gateway on Redis to start rooms Redis lost.
+  // The database: every role but objects (a gateway decides joins from live membership
+  // and starts rooms from their stored snapshots).
   std::unique_ptr<db::Store> store;
-  if (persist_role || api_role || (collab_role && redis_rooms)) {
+  if (persist_role || api_role || collab_role) {
     try {
       store = open_store(cfg, &registry);
     } catch (const std::exception& e) {
@@ -426,6 +427,30 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
           }
         };
         if (!db_threads->post(task)) done(false);
+      };
+    }
+    go.access.ttl = std::chrono::milliseconds(cfg.integer("gateway.access_ttl_ms"));
+    go.access.stale_max = std::chrono::milliseconds(cfg.integer("gateway.access_stale_ms"));
+    if (store && db_threads) {
+      go.access_loader = [&store, &db_threads](const std::string& project, auto done) {
+        auto task = [&store, project, done] {
+          try {
+            auto row = store->project_access(project);
+            gateway::ProjectAccess a;
+            a.live = row.live;
+            for (auto& [user, role] : row.members) {
+              auth::Role r{};
+              if (auth::parse_role(role, r)) a.roles.emplace(std::move(user), r);
+            }
+            a.scenes.insert(row.scenes.begin(), row.scenes.end());
+            done(std::move(a), "");
+          } catch (const std::exception& e) {
+            log::warn("gateway: cannot read project access",
+                      {{"project", project}, {"error", e.what()}});
+            done(std::nullopt, e.what());
+          }
+        };
+        if (!db_threads->post(task)) done(std::nullopt, "too many database reads queued");
       };
     }
     gw = std::make_unique<gateway::Gateway>(runtime, go, *engine, *verifier, registry);

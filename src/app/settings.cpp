@@ -110,6 +110,13 @@ config::Schema build() {
   s.add(integer("gateway.heartbeat_ms", 15'000, 1'000, 300'000,
                 "WebSocket ping interval (told to clients in `welcome`); a peer silent for "
                 "twice this long is dropped."));
+  s.add(integer("gateway.access_ttl_ms", 5'000, 100, 600'000,
+                "Joins are decided from the database's live membership, cached per project for "
+                "this long; every project in use is read again this often, so an access change "
+                "the access bus lost still takes effect within it."));
+  s.add(integer("gateway.access_stale_ms", 300'000, 0, 86'400'000,
+                "While the database does not answer, joins are decided from a cached entry up "
+                "to this old; past it (or with none) a join gets `nack unavailable`."));
   s.add(
       integer("gateway.tick_ms", 50, 5, 1'000,
               "Ephemeral updates (cursors, drags) are coalesced and sent at most once per tick."));

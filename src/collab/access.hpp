@@ -17,11 +17,14 @@ struct AccessChange {
     Role,            // `user`'s role in `project` is now `role` ("" : no longer a member)
     ProjectDeleted,  // every member of `project` loses it
     Revoked,         // every token of `user` is void
+    SceneDeleted,    // `scene` of `project` is gone: its room closes
+    SceneCreated,    // `scene` of `project` exists now: its room may be joined
   };
   Kind kind = Kind::Role;
   std::string user;
   std::string project;
   std::string role;
+  std::string scene;
 };
 
 class AccessBus {

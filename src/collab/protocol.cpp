@@ -199,6 +199,10 @@ std::string left(std::int64_t id, std::string_view room) {
   return "{\"t\":\"left\",\"id\":" + std::to_string(id) + ",\"room\":" + quote(room) + "}";
 }
 
+std::string left_by_server(std::string_view room, std::string_view reason) {
+  return "{\"t\":\"left\",\"room\":" + quote(room) + ",\"reason\":" + quote(reason) + "}";
+}
+
 std::string notify_access(std::string_view project, std::string_view role) {
   return "{\"t\":\"notify\",\"kind\":\"access\",\"project\":" + quote(project) +
          ",\"role\":" + quote(role) + "}";

@@ -100,6 +100,8 @@ std::string nack(std::optional<std::int64_t> id, std::string_view room, Code cod
 std::string ops(std::string_view room, std::uint64_t seq, std::string_view author,
                 const boost::json::array& ops);
 std::string left(std::int64_t id, std::string_view room);
+// The server ended the session's membership of `room` (its scene was deleted).
+std::string left_by_server(std::string_view room, std::string_view reason);
 // The session's role in a project changed (the API): {"t":"notify","kind":"access",...}.
 std::string notify_access(std::string_view project, std::string_view role);
 std::string pong(std::int64_t id);

@@ -379,6 +379,9 @@ Receipt Store::create_scene(const SceneRow& s) {
         "INSERT INTO scenes (project_id, id, name, created_at, updated_at) VALUES ($1, $2, $3, "
         "$4, $4)",
         {s.project_id, s.id, s.name, at});
+    // Scene ids are never reused (a deleted scene keeps its row), so snapshots of this room
+    // can only be left from before rooms had to be scenes: the new scene starts empty.
+    c.exec("DELETE FROM room_snapshots WHERE room = $1", {s.project_id + "/" + s.id});
   });
 }
 
@@ -475,6 +478,25 @@ std::map<std::string, std::string> Store::roles_of(const std::string& user) {
         "WHERE m.user_id = $1 AND p.deleted_at IS NULL",
         {user});
     for (const auto& r : res.rows) out[r.str(0)] = r.str(1);
+  });
+  return out;
+}
+
+ProjectAccessRow Store::project_access(const std::string& project) {
+  ProjectAccessRow out;
+  on_primary([&](Connection& c) {
+    out = ProjectAccessRow{};
+    if (c.exec("SELECT 1 FROM projects WHERE id = $1 AND deleted_at IS NULL", {project})
+            .rows.empty())
+      return;
+    out.live = true;
+    for (const auto& r :
+         c.exec("SELECT user_id, role FROM members WHERE project_id = $1", {project}).rows)
+      out.members.emplace_back(r.str(0), r.str(1));
+    for (const auto& r :
+         c.exec("SELECT id FROM scenes WHERE project_id = $1 AND deleted_at IS NULL", {project})
+             .rows)
+      out.scenes.push_back(r.str(0));
   });
   return out;
 }

@@ -67,6 +67,14 @@ struct MemberRow {
   std::int64_t added_at = 0;
 };
 
+// What the collaboration gateway decides joins from: is the project live, who is a
+// member with which role, which scenes are live.
+struct ProjectAccessRow {
+  bool live = false;
+  std::vector<std::pair<std::string, std::string>> members;  // (user id, role)
+  std::vector<std::string> scenes;                           // live scene ids
+};
+
 struct UserRow {
   std::string id;
   std::string name;
@@ -150,6 +158,9 @@ class Store {
   // Every live project's role of the user, from the primary (tokens are minted from it).
   std::map<std::string, std::string> roles_of(const std::string& user);
   std::optional<UserRow> get_user(const std::string& id);  // primary
+  // The project's live access, from the primary (an announced change is never read older
+  // than itself from a lagging replica). Not live: members and scenes are empty.
+  ProjectAccessRow project_access(const std::string& project);
 
   // Writes that may find nothing: `found` says whether a row changed.
   Receipt rename_project(const std::string& id, const std::string& name, bool& found);

@@ -4,6 +4,8 @@
 
 #include <boost/json.hpp>
 
+#include <future>
+
 namespace kiln::engines {
 
 namespace json = boost::json;
@@ -12,6 +14,7 @@ struct RedisAccessBus::State : std::enable_shared_from_this<State> {
   std::shared_ptr<redis::Client> client;
   std::shared_ptr<redis::Connection> sub;
   std::string channel;
+  std::chrono::milliseconds publish_wait{1'000};
   std::mutex mu;
   std::vector<Handler> handlers;
   bool subscribed = false;
@@ -45,6 +48,7 @@ RedisAccessBus::RedisAccessBus(Runtime& runtime, std::shared_ptr<redis::Client> 
     : state_(std::make_shared<State>()) {
   state_->client = std::move(client);
   state_->channel = prefix + ":access";
+  state_->publish_wait = subscribe_at.command_timeout + std::chrono::milliseconds(100);
   state_->sub = redis::Connection::create(runtime, std::move(subscribe_at));
   std::weak_ptr<State> weak = state_;
   state_->sub->on_push([weak](const redis::Reply& r) {
@@ -72,9 +76,17 @@ void RedisAccessBus::close() {
 
 void RedisAccessBus::publish(const collab::AccessChange& change) {
   const auto& ch = state_->channel;
-  state_->client->command(ch, {"PUBLISH", ch, encode(change)}, [ch](redis::Reply r) {
+  auto taken = std::make_shared<std::promise<void>>();
+  auto future = taken->get_future();
+  state_->client->command(ch, {"PUBLISH", ch, encode(change)}, [ch, taken](redis::Reply r) {
     if (r.is_error()) log::warn("access bus: PUBLISH failed", {{"channel", ch}, {"error", r.str}});
+    taken->set_value();
   });
+  // The caller (an API request) answers once Redis has passed the change on to the
+  // subscribers, so a client that acts on the answer finds the gateways told.
+  if (future.wait_for(state_->publish_wait) != std::future_status::ready)
+    log::warn("access bus: PUBLISH unanswered; the gateways read it within their access TTL",
+              {{"channel", ch}});
 }
 
 void RedisAccessBus::subscribe(Handler handler) {
@@ -87,11 +99,27 @@ void RedisAccessBus::subscribe(Handler handler) {
   if (first) state_->subscribe_now();
 }
 
+namespace {
+
+using Kind = collab::AccessChange::Kind;
+constexpr std::pair<Kind, std::string_view> kKinds[] = {
+    {Kind::Role, "role"},
+    {Kind::ProjectDeleted, "project_deleted"},
+    {Kind::Revoked, "revoked"},
+    {Kind::SceneDeleted, "scene_deleted"},
+    {Kind::SceneCreated, "scene_created"},
+};
+
+}  // namespace
+
 std::string RedisAccessBus::encode(const collab::AccessChange& c) {
-  const char* kind = c.kind == collab::AccessChange::Kind::Role             ? "role"
-                     : c.kind == collab::AccessChange::Kind::ProjectDeleted ? "project_deleted"
-                                                                            : "revoked";
-  return json::serialize(json::object{{"k", kind}, {"u", c.user}, {"p", c.project}, {"r", c.role}});
+  std::string_view kind = "role";
+  for (const auto& [k, name] : kKinds) {
+    if (k == c.kind) kind = name;
+  }
+  json::object o{{"k", kind}, {"u", c.user}, {"p", c.project}, {"r", c.role}};
+  if (!c.scene.empty()) o["s"] = c.scene;
+  return json::serialize(o);
 }
 
 std::optional<collab::AccessChange> RedisAccessBus::decode(std::string_view text) {
@@ -107,18 +135,18 @@ std::optional<collab::AccessChange> RedisAccessBus::decode(std::string_view text
   auto k = str("k"), u = str("u"), p = str("p"), r = str("r");
   if (!k || !u || !p || !r) return std::nullopt;
   collab::AccessChange c;
-  if (*k == "role") {
-    c.kind = collab::AccessChange::Kind::Role;
-  } else if (*k == "project_deleted") {
-    c.kind = collab::AccessChange::Kind::ProjectDeleted;
-  } else if (*k == "revoked") {
-    c.kind = collab::AccessChange::Kind::Revoked;
-  } else {
-    return std::nullopt;
+  bool known = false;
+  for (const auto& [kind, name] : kKinds) {
+    if (name == *k) {
+      c.kind = kind;
+      known = true;
+    }
   }
+  if (!known) return std::nullopt;
   c.user = *u;
   c.project = *p;
   c.role = *r;
+  c.scene = str("s").value_or("");
   return c;
 }
 

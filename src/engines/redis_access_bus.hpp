@@ -1,8 +1,10 @@
 // Access changes across nodes over Redis pub/sub: the API node PUBLISHes each change on
 // `<prefix>:access`, and every gateway node holds one SUBSCRIBE connection (in a Cluster,
 // PUBLISH reaches subscribers on every node). A subscriber that reconnects subscribes
-// again; a change published while it was away is missed, so sessions of a removed member
-// on that node keep their role until they reconnect (their new token has the new roles).
+// again; a change published while it was away is missed here, and applied by the gateway's
+// periodic read of the database (gateway.access_ttl_ms). publish() blocks until Redis
+// answered (at most the command timeout): call it from a request thread, never from the
+// event loop.
 #pragma once
 
 #include "adapters/redis/client.hpp"

@@ -4,6 +4,7 @@
 
 #include "collab/access.hpp"
 #include "collab/room_engine.hpp"
+#include "gateway/access_cache.hpp"
 #include "platform/http_server.hpp"
 
 #include <chrono>
@@ -42,6 +43,10 @@ struct Options {
   // closed with 4003 right after its welcome.
   std::function<void(const std::string& user, std::int64_t ver, std::function<void(bool)> done)>
       revocation_check;
+  // Reads a project's live access (members, scenes) from the database, off the event loop.
+  // Joins are decided from it (through an AccessCache); null: every join is refused.
+  AccessCache::Loader access_loader;
+  AccessCacheOptions access;  // ttl: also how often projects in use are read again
 };
 
 class Gateway {
@@ -54,7 +59,7 @@ class Gateway {
 
   // The handler to register on the HTTP server for `/v1/collab`.
   http::UpgradeHandler upgrade_handler();
-  // Starts the ephemeral tick.
+  // Starts the ephemeral tick and the periodic access refresh.
   void start();
   // Tells every client to reconnect elsewhere (jittered over `window`) and closes with
   // 1012. `on_empty` runs once no session remains.
@@ -66,6 +71,7 @@ class Gateway {
   struct Impl;
 
  private:
+  void start_access_refresh();
   std::shared_ptr<Impl> impl_;
 };
 

@@ -8,8 +8,11 @@
 #include "platform/metrics.hpp"
 
 #include <atomic>
+#include <map>
 #include <mutex>
+#include <set>
 #include <unordered_map>
+#include <vector>
 
 namespace kiln::gateway {
 
@@ -19,8 +22,11 @@ class Connection {
   virtual ~Connection() = default;
   // Sends `reconnect` with `after_ms`, then closes with 1012.
   virtual void drain_close(std::int64_t after_ms) = 0;
-  // Hands an access change to the session, on the connection's strand.
-  virtual void apply_access(const collab::AccessChange& change) = 0;
+  // Runs `fn` with the session on the connection's strand (not at all before the
+  // WebSocket handshake completed or after the connection is gone).
+  virtual void with_session(std::function<void(Session&)> fn) = 0;
+  // The session, once the handshake completed (any thread); null before.
+  [[nodiscard]] virtual std::shared_ptr<Session> session() = 0;
 };
 
 struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
@@ -32,11 +38,13 @@ struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
   collab::RoomEngine& engine;
   collab::Hub hub;
   SessionContext ctx;
+  std::unique_ptr<AccessCache> access;
 
   metrics::Gauge& sessions_gauge;
   metrics::Family<metrics::Counter>& closes;  // {code}
   metrics::Counter& frames_out;
   metrics::Family<metrics::Counter>& limit_trips;
+  metrics::Registry& reg_ref;
 
   std::mutex mu;
   std::unordered_map<Connection*, std::weak_ptr<Connection>> conns;
@@ -46,6 +54,12 @@ struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
   // Registers a connection; false when the gateway is full or draining.
   bool add(Connection* c, std::weak_ptr<Connection> weak);
   void remove(Connection* c);
+  // Every live connection (a copy, taken under the lock).
+  std::vector<std::shared_ptr<Connection>> live();
+  // Reads `project` again and checks every session in it (`conns`: those that were in it).
+  void recheck(const std::string& project, std::vector<std::weak_ptr<Connection>> conns);
+  // The periodic refresh: every project with a session on this node is read again.
+  void refresh_all();
 };
 
 // Takes over an upgraded HTTP connection and runs its WebSocket session.

@@ -158,8 +158,7 @@ void Session::handle(collab::msg::Hello&& m) {
   }
   authenticated_ = true;
   member_.user = r.claims.sub;
-  member_.name = r.claims.name;
-  project_roles_ = std::move(r.claims.roles);
+  member_.name = r.claims.name;  // the token's `roles` claim is not used: access is live
   send(encode::welcome(m.id, member_.session, member_.node, member_.user, member_.name,
                        ctx_.options.heartbeat.count()));
   if (ctx_.options.revocation_check) {
@@ -174,11 +173,6 @@ void Session::handle(collab::msg::Hello&& m) {
 }
 
 void Session::handle(collab::msg::Join&& m) {
-  auto role = project_roles_.find(collab::room_project(m.room));
-  if (role == project_roles_.end()) {
-    nack(m.id, m.room, Code::Forbidden, "no role in this project");
-    return;
-  }
   {
     std::lock_guard lock(rooms_mu_);
     if (rooms_.count(m.room) != 0) {
@@ -192,44 +186,84 @@ void Session::handle(collab::msg::Join&& m) {
                " rooms per connection");
       return;
     }
-    rooms_.emplace(m.room, role->second);
+    // Held while the join is decided: a second join of the room is refused meanwhile. The
+    // role is set from the decision; frames about the room wait for it (joining_).
+    rooms_.emplace(m.room, auth::Role::Viewer);
   }
   joining_ = true;  // later frames wait for the answer (they may be about this room)
+  if (!ctx_.decide) {
+    join_decided(m.id, m.room, m.since,
+                 AccessDecision{Code::Forbidden, {}, "no access directory on this node", 0});
+    return;
+  }
   std::weak_ptr<Session> weak = shared_from_this();
-  ctx_.engine.join(m.room, member_, m.since,
-                   [this, weak, id = m.id, room = m.room](collab::JoinResult r) {
-                     auto self = weak.lock();
-                     if (!self)
-                       return;  // the connection is gone; on_closed left every room it knew
-                     struct Answered {
-                       Session* s;
-                       ~Answered() { s->join_answered(); }
-                     } answered{this};  // after the reply below is queued
-                     bool gone = false;
-                     {
-                       std::lock_guard lock(rooms_mu_);
-                       gone = closed_;
-                       if (r.error || gone) rooms_.erase(room);
-                     }
-                     if (gone) {
-                       if (!r.error) {
-                         ctx_.defer([&engine = ctx_.engine, room, session = member_.session] {
-                           engine.leave(room, session);
-                         });
-                       }
-                       return;
-                     }
-                     if (r.error) {
-                       if (r.error.code == Code::TooLarge) trip("members_per_room");
-                       nack(id, room, r.error.code, r.error.message, r.error.after_ms);
-                       return;
-                     }
-                     // Registered before the reply is queued, both before any later event of the
-                     // room.
-                     ctx_.hub.add(room, member_, weak, r.seq);
-                     send(encode::joined(id, room, r.epoch, r.seq, r.recovered, r.ops,
-                                         r.snapshot.get(), r.presence));
-                   });
+  ctx_.decide(member_.user, m.room,
+              [weak, id = m.id, room = m.room, since = m.since](AccessDecision d) {
+                auto self = weak.lock();
+                if (!self) return;
+                auto t = self->transport_.lock();
+                if (!t) return;
+                t->run([weak, id, room, since, d = std::move(d)]() mutable {
+                  if (auto s = weak.lock()) s->join_decided(id, room, since, std::move(d));
+                });
+              });
+}
+
+void Session::join_decided(std::int64_t id, const std::string& room,
+                           std::optional<collab::Since> since, AccessDecision d) {
+  bool gone = false;
+  {
+    std::lock_guard lock(rooms_mu_);
+    gone = closed_;
+    auto it = rooms_.find(room);
+    if (d.code != Code::Ok || gone) {
+      if (it != rooms_.end()) rooms_.erase(it);
+    } else if (it != rooms_.end()) {
+      it->second = d.role;
+    }
+  }
+  if (gone) return;
+  if (d.code != Code::Ok) {
+    nack(id, room, d.code, d.message, d.after_ms);
+    resume();
+    return;
+  }
+  enter(id, room, since);
+}
+
+void Session::enter(std::int64_t id, const std::string& room, std::optional<collab::Since> since) {
+  std::weak_ptr<Session> weak = shared_from_this();
+  ctx_.engine.join(room, member_, since, [this, weak, id, room](collab::JoinResult r) {
+    auto self = weak.lock();
+    if (!self) return;  // the connection is gone; on_closed left every room it knew
+    struct Answered {
+      Session* s;
+      ~Answered() { s->join_answered(); }
+    } answered{this};  // after the reply below is queued
+    bool gone = false;
+    {
+      std::lock_guard lock(rooms_mu_);
+      gone = closed_;
+      if (r.error || gone) rooms_.erase(room);
+    }
+    if (gone) {
+      if (!r.error) {
+        ctx_.defer([&engine = ctx_.engine, room, session = member_.session] {
+          engine.leave(room, session);
+        });
+      }
+      return;
+    }
+    if (r.error) {
+      if (r.error.code == Code::TooLarge) trip("members_per_room");
+      nack(id, room, r.error.code, r.error.message, r.error.after_ms);
+      return;
+    }
+    // Registered before the reply is queued, both before any later event of the room.
+    ctx_.hub.add(room, member_, weak, r.seq);
+    send(
+        encode::joined(id, room, r.epoch, r.seq, r.recovered, r.ops, r.snapshot.get(), r.presence));
+  });
 }
 
 void Session::handle(collab::msg::Op&& m, Clock::time_point now) {
@@ -314,9 +348,33 @@ void Session::on_closed() {
   }
 }
 
+void Session::leave_for(const std::string& room, std::string_view reason) {
+  {
+    std::lock_guard lock(rooms_mu_);
+    if (rooms_.erase(room) == 0) return;
+  }
+  ctx_.hub.remove(room, member_.session);
+  ctx_.engine.leave(room, member_.session);
+  send(encode::left_by_server(room, reason));
+}
+
+std::vector<std::string> Session::projects() {
+  std::vector<std::string> out;
+  std::lock_guard lock(rooms_mu_);
+  for (const auto& [room, role] : rooms_) {
+    auto p = collab::room_project(room);
+    if (out.empty() || out.back() != p) out.emplace_back(p);
+  }
+  return out;
+}
+
 void Session::apply_access(const collab::AccessChange& c) {
   using Kind = collab::AccessChange::Kind;
-  if (!authenticated_) return;
+  if (!authenticated_ || closed_) return;
+  if (c.kind == Kind::SceneDeleted) {
+    leave_for(c.project + "/" + c.scene, "scene " + c.scene + " was deleted");
+    return;
+  }
   if (c.kind != Kind::ProjectDeleted && c.user != member_.user) return;
   if (c.kind == Kind::Revoked) {
     close(Close::Forbidden, "your tokens were revoked");
@@ -334,16 +392,43 @@ void Session::apply_access(const collab::AccessChange& c) {
     }
   }
   if (keeps) {
-    project_roles_[c.project] = role;
     send(encode::notify_access(c.project, c.role));
     return;
   }
-  project_roles_.erase(c.project);
   if (in_project) {
     close(Close::Forbidden, c.kind == Kind::ProjectDeleted
                                 ? "project " + c.project + " was deleted"
                                 : "your access to project " + c.project + " was removed");
   }
+}
+
+void Session::revalidate(const std::string& project, const ProjectAccess& access) {
+  if (!authenticated_ || closed_) return;
+  std::vector<std::string> scenes_gone;
+  std::optional<auth::Role> changed;
+  bool refused = false;
+  {
+    std::lock_guard lock(rooms_mu_);
+    for (auto& [room, role] : rooms_) {
+      if (collab::room_project(room) != project) continue;
+      auto d = judge(access, member_.user, room);
+      if (d.code == Code::Forbidden) {
+        refused = true;
+      } else if (d.code != Code::Ok) {
+        scenes_gone.push_back(room);
+      } else if (d.role != role) {
+        role = d.role;
+        changed = d.role;
+      }
+    }
+  }
+  if (refused) {
+    close(Close::Forbidden, access.live ? "your access to project " + project + " was removed"
+                                        : "project " + project + " was deleted");
+    return;
+  }
+  for (const auto& room : scenes_gone) leave_for(room, "the scene was deleted");
+  if (changed) send(encode::notify_access(project, auth::to_string(*changed)));
 }
 
 }  // namespace kiln::gateway

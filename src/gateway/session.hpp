@@ -8,6 +8,7 @@
 #include "collab/hub.hpp"
 #include "collab/protocol.hpp"
 #include "collab/room_engine.hpp"
+#include "gateway/access_cache.hpp"
 #include "gateway/gateway.hpp"
 #include "gateway/token_bucket.hpp"
 
@@ -57,6 +58,11 @@ struct SessionContext {
   // Runs `fn` later on the event loop: for calls that must not happen inside an engine
   // callback (the engine may hold a room's lock while it calls back).
   std::function<void(std::function<void()>)> defer;
+  // May `user` join `room`, and with which role (live membership: AccessCache::decide).
+  // Answers once, from any thread.
+  std::function<void(const std::string& user, const std::string& room,
+                     std::function<void(AccessDecision)>)>
+      decide;
 };
 
 class Session final : public collab::Subscriber, public std::enable_shared_from_this<Session> {
@@ -75,9 +81,14 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   void on_closed();
   // An access change from the API (on the connection's strand): a new role is applied and
   // told (`notify`); access removed, a deleted project or revoked tokens close the
-  // connection with 4003 when the session is in an affected room (else the role is
-  // simply dropped, so a later join is refused).
+  // connection with 4003 when the session is in an affected room; a deleted scene ends
+  // the session's membership of its room (`left` with a reason), the connection stays.
   void apply_access(const collab::AccessChange& change);
+  // The project's access as the database says now (on the connection's strand): every
+  // room of the project this session is in is checked again, with the effects above.
+  void revalidate(const std::string& project, const ProjectAccess& access);
+  // The projects of the rooms joined (any thread).
+  [[nodiscard]] std::vector<std::string> projects();
 
   [[nodiscard]] bool authenticated() const { return authenticated_; }
   [[nodiscard]] const std::string& id() const { return member_.session; }
@@ -90,6 +101,12 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   void process(std::string_view frame, Clock::time_point now);
   // A join was answered (any thread): process the frames held meanwhile, on the strand.
   void join_answered();
+  // The access decision for a join arrived (on the strand): refused, or on to the engine.
+  void join_decided(std::int64_t id, const std::string& room, std::optional<collab::Since> since,
+                    AccessDecision decision);
+  void enter(std::int64_t id, const std::string& room, std::optional<collab::Since> since);
+  // Ends this session's membership of `room`, telling the client why.
+  void leave_for(const std::string& room, std::string_view reason);
   void resume();
   void send(std::string frame);
   void close(collab::Close code, std::string reason);
@@ -108,7 +125,6 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   collab::Member member_;
   bool authenticated_ = false;
   bool closed_ = false;
-  std::map<std::string, auth::Role, std::less<>> project_roles_;
   std::mutex rooms_mu_;  // join completions may arrive from the engine's threads
   std::map<std::string, auth::Role, std::less<>> rooms_;  // joined (or joining) rooms
   // Frames that arrived while a join was unanswered (strand only), with their arrival time.

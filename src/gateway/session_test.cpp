@@ -52,8 +52,20 @@ class SessionTest : public ::testing::Test {
             verifier,
             {},
             [] { return std::int64_t{1'800'000'000}; },
-            [](std::function<void()> fn) { fn(); }} {
+            [](std::function<void()> fn) { fn(); },
+            [this](const std::string& user, const std::string& room,
+                   std::function<void(AccessDecision)> done) {
+              if (hold_decisions) {
+                held_decisions.emplace_back(
+                    [this, user, room, done] { done(judge(access, user, room)); });
+                return;
+              }
+              done(judge(access, user, room));
+            }} {
     engine.set_events(&hub);
+    access.live = true;
+    access.roles = {{"ann", auth::Role::Editor}, {"bob", auth::Role::Editor}};
+    access.scenes = {"s", "t"};
   }
 
   static Options options() {
@@ -92,9 +104,15 @@ class SessionTest : public ::testing::Test {
     a.transport->deferred = true;
     hello(a, "ann");
     a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+    a.transport->run_tasks();  // the access decision: on to the engine, which loads
     return a;
   }
   std::function<void(std::optional<collab::StoredRoom>, std::string)> load_done;
+
+  // What the database says about project p (the access directory the gateway reads).
+  ProjectAccess access;
+  bool hold_decisions = false;
+  std::vector<std::function<void()>> held_decisions;
 
   Session::Clock::time_point t0{};
   collab::Hub hub{"n"};
@@ -217,6 +235,130 @@ TEST_F(SessionTest, ClosingLeavesEveryRoom) {
   EXPECT_EQ(hub.rooms(), 1u);
   b.session->on_closed();
   EXPECT_EQ(hub.rooms(), 0u);
+}
+
+// --- access from live membership, not from the token --------------------------------
+
+TEST_F(SessionTest, TheTokensRolesClaimGrantsNothing) {
+  access.roles.erase("ann");
+  auto a = connect("sa");
+  hello(a, "ann", R"({"p":"owner"})");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  auto n = a.transport->last();
+  EXPECT_EQ(n.at("t").as_string(), "nack");
+  EXPECT_EQ(n.at("code").as_string(), "forbidden");
+}
+
+TEST_F(SessionTest, AMemberWithoutRolesInTheTokenJoins) {
+  auto a = connect("sa");
+  hello(a, "ann", "{}");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  EXPECT_EQ(a.transport->last().at("t").as_string(), "joined");
+}
+
+TEST_F(SessionTest, ARoomWithoutAScene_IsNotFound) {
+  auto a = connect("sa");
+  hello(a, "ann");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/nope"})", t0);
+  auto n = a.transport->last();
+  EXPECT_EQ(n.at("code").as_string(), "not_found");
+  EXPECT_NE(std::string(n.at("message").as_string()).find("POST /v1/projects/p/scenes"),
+            std::string::npos);
+  // The slot is free again: the same join works once the scene exists.
+  access.scenes.insert("nope");
+  a.session->on_text(R"({"t":"join","id":3,"room":"p/nope"})", t0);
+  EXPECT_EQ(a.transport->last().at("t").as_string(), "joined");
+}
+
+TEST_F(SessionTest, FramesAfterAJoinWaitForTheAccessDecision) {
+  hold_decisions = true;
+  auto a = connect("sa");
+  a.transport->deferred = true;
+  hello(a, "ann");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  a.session->on_text(
+      R"({"t":"op","id":3,"room":"p/s","ops":[{"op":"create","entity":"e","parent":"root"}]})", t0);
+  a.transport->run_tasks();
+  ASSERT_EQ(a.transport->frames.size(), 1u) << "only the welcome";
+  ASSERT_EQ(held_decisions.size(), 1u);
+  held_decisions[0]();
+  a.transport->run_tasks();
+  ASSERT_EQ(a.transport->frames.size(), 3u);
+  EXPECT_EQ(json::parse(a.transport->frames[1]).at("t").as_string(), "joined");
+  EXPECT_EQ(json::parse(a.transport->frames[2]).at("t").as_string(), "ack");
+}
+
+struct InRoom : SessionTest {
+  Peer a = connect("sa");
+  void SetUp() override {
+    hello(a, "ann");
+    a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+    a.session->on_text(R"({"t":"join","id":3,"room":"p/t"})", t0);
+    ASSERT_EQ(a.transport->last().at("t").as_string(), "joined");
+  }
+  void op(int id, const char* room) {
+    a.session->on_text(R"({"t":"op","id":)" + std::to_string(id) + R"(,"room":")" + room +
+                           R"(","ops":[{"op":"create","entity":"e)" + std::to_string(id) +
+                           R"(","parent":"root"}]})",
+                       t0 + std::chrono::seconds(id));
+  }
+};
+
+TEST_F(InRoom, ADemotionReadFromTheDatabaseIsAppliedAndTold) {
+  access.roles["ann"] = auth::Role::Viewer;
+  a.session->revalidate("p", access);
+  auto n = a.transport->last();
+  EXPECT_EQ(n.at("t").as_string(), "notify");
+  op(10, "p/s");
+  EXPECT_EQ(a.transport->last().at("message").as_string(), "viewers cannot edit");
+  EXPECT_FALSE(a.transport->closed);
+}
+
+TEST_F(InRoom, ARemovalReadFromTheDatabaseCloses4003) {
+  access.roles.erase("ann");
+  a.session->revalidate("p", access);
+  ASSERT_TRUE(a.transport->closed);
+  EXPECT_EQ(a.transport->closed->first, Close::Forbidden);
+  EXPECT_NE(a.transport->closed->second.find("removed"), std::string::npos);
+}
+
+TEST_F(InRoom, ADeletedProjectCloses4003) {
+  access = ProjectAccess{};
+  a.session->revalidate("p", access);
+  ASSERT_TRUE(a.transport->closed);
+  EXPECT_NE(a.transport->closed->second.find("deleted"), std::string::npos);
+}
+
+TEST_F(InRoom, ADeletedSceneEndsOnlyItsRoom) {
+  access.scenes.erase("s");
+  a.session->revalidate("p", access);
+  auto left = a.transport->last();
+  EXPECT_EQ(left.at("t").as_string(), "left");
+  EXPECT_EQ(left.at("room").as_string(), "p/s");
+  EXPECT_TRUE(left.contains("reason"));
+  EXPECT_FALSE(a.transport->closed);
+  op(10, "p/s");
+  EXPECT_EQ(a.transport->last().at("message").as_string(), "join the room first");
+  op(11, "p/t");
+  EXPECT_EQ(a.transport->last().at("t").as_string(), "ack");
+}
+
+TEST_F(InRoom, ASceneDeletedOnTheBusEndsItsRoom) {
+  collab::AccessChange c;
+  c.kind = collab::AccessChange::Kind::SceneDeleted;
+  c.project = "p";
+  c.scene = "t";
+  a.session->apply_access(c);
+  EXPECT_EQ(a.transport->last().at("room").as_string(), "p/t");
+  EXPECT_EQ(a.session->projects(), std::vector<std::string>{"p"});
+}
+
+TEST_F(InRoom, NothingChangedSendsNothing) {
+  const auto before = a.transport->frames.size();
+  a.session->revalidate("p", access);
+  a.session->revalidate("other", ProjectAccess{});
+  EXPECT_EQ(a.transport->frames.size(), before);
+  EXPECT_FALSE(a.transport->closed);
 }
 
 }  // namespace

@@ -105,10 +105,14 @@ class WsConnection final : public Transport,
     asio::post(ws_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] { fn(); });
   }
 
-  void apply_access(const collab::AccessChange& change) override {
-    asio::post(ws_.get_executor(), [self = shared_from_this(), change] {
-      if (self->session_) self->session_->apply_access(change);
+  void with_session(std::function<void(Session&)> fn) override {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] {
+      if (self->session_) fn(*self->session_);
     });
+  }
+  std::shared_ptr<Session> session() override {
+    std::lock_guard lock(mu_);
+    return published_session_;
   }
 
  private:
@@ -128,6 +132,7 @@ class WsConnection final : public Transport,
   asio::steady_timer hello_timer_;
   std::string remote_;
   std::shared_ptr<Session> session_;
+  std::shared_ptr<Session> published_session_;  // session_ for other threads (mu_)
 
   std::mutex mu_;
   std::deque<std::shared_ptr<const std::string>> queue_;
@@ -192,6 +197,7 @@ asio::awaitable<void> WsConnection::run(bhttp::request<bhttp::string_body> req) 
   {
     std::lock_guard lock(mu_);
     started_ = true;
+    published_session_ = session_;
     wake_locked();
   }
   hello_timer_.expires_after(gw_->options.hello_timeout);

@@ -2,6 +2,12 @@
 
 Independent of the server's code: tokens are signed here with the standard library, frames
 are plain JSON. Every wait is bounded by WAIT seconds.
+
+A token proves identity only; the gateway decides joins from the database (members, live
+scenes). A `Directory` writes that state through the REST API with the service key: once
+gateways are `attach`ed to one, `Client.connect(url, user, roles)` makes `user` a member with
+those roles and `Client.join(room)` creates the room's scene first (`create=False` joins
+what exists, for tests of refusals).
 """
 import asyncio
 import base64
@@ -11,6 +17,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 
 import websockets
@@ -33,6 +40,75 @@ def token(sub, roles, name=None, secret=SECRET, exp_in=3600, alg="HS256", header
     return signing_input + "." + b64url(sig)
 
 
+class Directory:
+    """Projects, members and scenes, written through the REST API of `api` (a harness Kiln
+    node) with the service key. Idempotent and thread-safe; remembers what it wrote."""
+
+    OWNER = "e2e-owner"
+
+    def __init__(self, api, service_key):
+        self.api = api
+        self.key = service_key
+        self.lock = threading.Lock()
+        self.projects = set()
+        self.members = {}
+        self.scenes = set()
+
+    def _call(self, method, path, body, ok):
+        for _ in range(100):
+            status, headers, doc = self.api.call(method, path, self.key, body)
+            if status != 429:
+                break
+            time.sleep(float(headers.get("retry-after", "1")))  # the server's own hint
+        assert status in ok, (method, path, status, doc)
+        return status
+
+    def project(self, project):
+        with self.lock:
+            if project in self.projects:
+                return
+            self._call("POST", "/v1/projects", {"id": project, "name": project, "owner": self.OWNER},
+                       (201, 409))
+            self.projects.add(project)
+
+    def grant(self, user, roles):
+        for project, role in roles.items():
+            self.project(project)
+            with self.lock:
+                if self.members.get((project, user)) == role:
+                    continue
+                self._call("PUT", f"/v1/projects/{project}/members/{user}", {"role": role}, (200,))
+                self.members[(project, user)] = role
+
+    def scene(self, room):
+        project, scene = room.split("/", 1)
+        self.project(project)
+        with self.lock:
+            if room in self.scenes:
+                return
+            self._call("POST", f"/v1/projects/{project}/scenes", {"id": scene, "name": scene},
+                       (201, 409))
+            self.scenes.add(room)
+
+
+DIRECTORIES = {}  # "host:port" of a gateway -> the Directory its database is written through
+
+
+def attach(nodes, directory):
+    """Clients of these gateway nodes get their roles and scenes through `directory`."""
+    for n in nodes:
+        DIRECTORIES[f"{n.host}:{n.port}"] = directory
+    return directory
+
+
+def detach(node):
+    DIRECTORIES.pop(f"{node.host}:{node.port}", None)
+
+
+def directory_for(url):
+    return DIRECTORIES.get(url.split("://", 1)[-1].split("/", 1)[0])
+
+
 class Client:
     """One connection. Replies are matched by id; other frames queue up in `inbox`."""
 
@@ -42,12 +118,17 @@ class Client:
         self.ws = ws
         self.inbox = []
         self.next_id = 100
+        self.directory = None
         Client.opened.append(self)
 
     @classmethod
     async def connect(cls, url, user=None, roles=None, name=None, **kw):
+        directory = directory_for(url)
+        if directory is not None and user is not None and roles:
+            await asyncio.to_thread(directory.grant, user, roles)
         ws = await websockets.connect(url, subprotocols=["kiln.v1"], max_size=None, **kw)
         c = cls(ws)
+        c.directory = directory
         if user is not None:
             c.welcome = await c.request({"t": "hello", "token": token(user, roles or {}, name)})
             assert c.welcome["t"] == "welcome", c.welcome
@@ -79,7 +160,9 @@ class Client:
                 return m
             self.inbox.append(m)
 
-    async def join(self, room, since=None):
+    async def join(self, room, since=None, create=True):
+        if create and self.directory is not None:
+            await asyncio.to_thread(self.directory.scene, room)
         msg = {"t": "join", "room": room}
         if since is not None:
             msg["since"] = since

@@ -25,6 +25,8 @@ class Kiln:
         # A given data_dir outlives the process (a restart test starts another on it).
         self.keep_data = data_dir is not None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="kiln-e2e-")
+        self.args = list(args)
+        self.companions = []  # nodes stopped with this one (e.g. the API node of gateways)
         cmd = [KILN, role, "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0",
                "--data-dir", self.data_dir, *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
@@ -113,6 +115,14 @@ class Kiln:
         status, hd, bd = self.request(method, path, h, data)
         return status, hd, (json.loads(bd) if bd else None)
 
+    def service_key(self):
+        """The API's service key: the one on the command line, else the one the node
+        generated in its data directory."""
+        if "--api-service-key" in self.args:
+            return self.args[self.args.index("--api-service-key") + 1]
+        with open(os.path.join(self.data_dir, "service-key")) as f:
+            return f.read().strip()
+
     def signal(self, sig=signal.SIGTERM):
         self.proc.send_signal(sig)
 
@@ -122,6 +132,10 @@ class Kiln:
         return code
 
     def stop(self):
+        from collab_client import detach
+        detach(self)  # the port may be reused by another test's node
+        for c in self.companions:
+            c.stop()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -134,6 +148,68 @@ class Kiln:
         self.proc.stderr.close()
         if not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+def with_api(gateways, *args):
+    """Starts a `kiln api` node beside gateway nodes that share its database (given in
+    `args`), attaches a collab_client.Directory writing through it to the gateways, and
+    stops it with the first gateway. Returns the api node."""
+    from collab_client import Directory, attach
+    api = Kiln(*args, role="api")
+    gateways[0].companions.append(api)
+    attach(gateways, Directory(api, api.service_key()))
+    return api
+
+
+class SharedAccess:
+    """A database for several nodes of a test (SQLite by default) and a `kiln api` node on
+    it through which a collab_client.Directory writes projects, members and scenes: the
+    access the gateways decide joins from. Gateways get `args()`."""
+
+    def __init__(self, *api_args, database_url=None):
+        from collab_client import Directory
+        self.url = database_url or shared_sqlite()
+        self.api = Kiln("--http-access-log", "false", *api_args, "--database-url", self.url,
+                        role="api")
+        self.directory = Directory(self.api, self.api.service_key())
+
+    def args(self):
+        return ["--database-url", self.url]
+
+    def attach(self, gateways):
+        from collab_client import attach
+        attach(gateways, self.directory)
+        return gateways
+
+    def grant(self, users, roles, rooms=()):
+        for u in users:
+            self.directory.grant(u, roles)
+        for r in rooms:
+            self.directory.scene(r)
+
+    def stop(self):
+        self.api.stop()
+
+
+_MODULE_ACCESS = []
+
+
+def module_access():
+    """One SharedAccess for the whole test module (stopped at exit)."""
+    if not _MODULE_ACCESS:
+        import atexit
+        a = SharedAccess()
+        atexit.register(a.stop)
+        _MODULE_ACCESS.append(a)
+    return _MODULE_ACCESS[0]
+
+
+def shared_sqlite():
+    """A SQLite database URL for several nodes of one test (removed at exit)."""
+    d = tempfile.mkdtemp(prefix="kiln-e2e-db-")
+    import atexit
+    atexit.register(shutil.rmtree, d, True)
+    return f"sqlite:{d}/kiln.db"
 
 
 def send_request(s, method, path, headers=None, body=b""):

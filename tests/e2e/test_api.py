@@ -19,6 +19,7 @@ from harness import Kiln
 from test_persistence import PG, STANDALONE, psql, wait_until
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+ACCESS_TTL_MS = 1000
 P = "https://kiln.dev/problems/"
 
 
@@ -27,9 +28,10 @@ class ApiSuite:
 
     def setUp(self):
         self.api, self.gw = self.start()
+        self.gws = [self.gw] + list(getattr(self.gw, "peers", []))
 
     def tearDown(self):
-        for n in {id(self.api): self.api, id(self.gw): self.gw}.values():
+        for n in {id(n): n for n in [self.api, *self.gws]}.values():
             n.stop()
 
     # --- HTTP helpers --------------------------------------------------------------------
@@ -278,7 +280,8 @@ class ApiSuite:
         ann, bob = self.mint("ann"), self.mint("bob")
         pid = self.new_project(ann, "live-" + uuid.uuid4().hex[:6])
         self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})
-        bob = self.mint("bob")  # a token with the role in it
+        bob = self.mint("bob")
+        self.call("POST", f"/v1/projects/{pid}/scenes", ann, {"id": "main", "name": "Main"})
         url = f"ws://{self.gw.host}:{self.gw.port}/v1/collab"
         room = f"{pid}/main"
 
@@ -319,24 +322,173 @@ class ApiSuite:
 
         run(scenario())
 
-    def test_deleting_a_project_closes_its_rooms(self):
+    # --- access follows live membership (tokens prove identity only) ------------------------
+
+    def url_of(self, gw):
+        return f"ws://{gw.host}:{gw.port}/v1/collab"
+
+    def project_with_scene(self, owner_token, prefix, scenes=("main",)):
+        pid = self.new_project(owner_token, prefix + "-" + uuid.uuid4().hex[:6])
+        for sc in scenes:
+            status, _, doc = self.call("POST", f"/v1/projects/{pid}/scenes", owner_token,
+                                       {"id": sc, "name": sc})
+            self.assertEqual(status, 201, doc)
+        return pid
+
+    async def hello(self, gw, tok):
+        c = await Client.connect(self.url_of(gw))
+        w = await c.request({"t": "hello", "token": tok})
+        self.assertEqual(w["t"], "welcome", w)
+        return c
+
+    def test_a_removed_member_with_an_old_token_joins_nothing(self):
         ann = self.mint("ann")
-        pid = self.new_project(ann, "gone-" + uuid.uuid4().hex[:6])
-        ann = self.mint("ann")
-        url = f"ws://{self.gw.host}:{self.gw.port}/v1/collab"
+        pid = self.project_with_scene(ann, "rm")
+        self.call("PUT", f"/v1/projects/{pid}/members/eve", ann, {"role": "editor"})
+        eve = self.mint("eve")  # minted while she is a member
 
         async def scenario():
-            c = await Client.connect(url)
-            assert (await c.request({"t": "hello", "token": ann}))["t"] == "welcome"
-            j = await c.join(f"{pid}/main")
-            assert j["t"] == "joined", j
-            await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}", ann)
-            code, reason = await asyncio.wait_for(c.closed(), 1.0)
-            self.assertEqual(code, 4003)
-            self.assertIn("deleted", reason)
+            sessions = []
+            for gw in self.gws:  # in the room on every gateway before the removal
+                c = await self.hello(gw, eve)
+                self.assertEqual((await c.join(f"{pid}/main"))["t"], "joined")
+                sessions.append(c)
+            status = (await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}/members/eve", ann))[0]
+            self.assertEqual(status, 204)
+            for c in sessions:
+                code, _ = await asyncio.wait_for(c.closed(), 2.0)
+                self.assertEqual(code, 4003)
+            for gw in self.gws:  # a new connection with the old token: refused, nothing read
+                c = await self.hello(gw, eve)
+                r = await c.join(f"{pid}/main")
+                self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"), r)
+                r = await c.op(f"{pid}/main", {"op": "create", "entity": "x", "parent": "root"})
+                self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"), r)
+        run(scenario())
+        self.assert_problem(self.call("GET", f"/v1/projects/{pid}", eve), 404, "not-found")
 
+    def test_a_project_created_after_the_token_was_minted_can_be_joined(self):
+        ann = self.mint("ann")  # no project yet: the token carries no role
+        pid = self.project_with_scene(ann, "new")
+
+        async def scenario():
+            for gw in self.gws:
+                c = await self.hello(gw, ann)
+                j = await c.join(f"{pid}/main")
+                self.assertEqual(j["t"], "joined", j)
+                a = await c.op(f"{pid}/main", {"op": "create", "entity": f"e{gw.port}", "parent": "root"})
+                self.assertEqual(a["t"], "ack", a)
         run(scenario())
 
+    def test_a_demotion_reaches_sessions_on_every_gateway(self):
+        ann = self.mint("ann")
+        pid = self.project_with_scene(ann, "demote")
+        self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})
+        bob = self.mint("bob")
+        room = f"{pid}/main"
+
+        async def scenario():
+            sessions = []
+            for gw in self.gws:
+                c = await self.hello(gw, bob)
+                self.assertEqual((await c.join(room))["t"], "joined")
+                sessions.append(c)
+            await asyncio.to_thread(self.call, "PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "viewer"})
+            for c in sessions:
+                n = await asyncio.wait_for(c.next("notify"), 2.0)
+                self.assertEqual((n["project"], n["role"]), (pid, "viewer"))
+                r = await c.op(room, {"op": "create", "entity": "b", "parent": "root"})
+                self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+            # A new session of the viewer watches but does not edit, on any gateway.
+            c = await self.hello(self.gws[-1], bob)
+            self.assertEqual((await c.join(room))["t"], "joined")
+            r = await c.op(room, {"op": "create", "entity": "b", "parent": "root"})
+            self.assertEqual(r["message"], "viewers cannot edit")
+        run(scenario())
+
+    def test_a_deleted_project_closes_its_rooms_and_refuses_joins_everywhere(self):
+        ann = self.mint("ann")
+        pid = self.project_with_scene(ann, "delp")
+
+        async def scenario():
+            sessions = []
+            for gw in self.gws:
+                c = await self.hello(gw, ann)
+                self.assertEqual((await c.join(f"{pid}/main"))["t"], "joined")
+                sessions.append(c)
+            await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}", ann)
+            for c in sessions:
+                code, reason = await asyncio.wait_for(c.closed(), 2.0)
+                self.assertEqual(code, 4003)
+                self.assertIn("deleted", reason)
+            for gw in self.gws:
+                c = await self.hello(gw, ann)
+                r = await c.join(f"{pid}/main")
+                self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"), r)
+        run(scenario())
+
+    def test_a_deleted_scene_ends_its_room_and_only_its_room(self):
+        ann = self.mint("ann")
+        pid = self.project_with_scene(ann, "dels", scenes=("main", "keep"))
+
+        async def scenario():
+            sessions = []
+            for gw in self.gws:
+                c = await self.hello(gw, ann)
+                for sc in ("main", "keep"):
+                    self.assertEqual((await c.join(f"{pid}/{sc}"))["t"], "joined")
+                sessions.append(c)
+            status = (await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}/scenes/main", ann))[0]
+            self.assertEqual(status, 204)
+            for c in sessions:
+                left = await asyncio.wait_for(c.next("left", lambda m: m.get("room") == f"{pid}/main"), 2.0)
+                self.assertIn("deleted", left["reason"])
+                r = await c.op(f"{pid}/main", {"op": "create", "entity": "x", "parent": "root"})
+                self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+                a = await c.op(f"{pid}/keep", {"op": "create", "entity": f"k{id(c)}", "parent": "root"})
+                self.assertEqual(a["t"], "ack", a)
+            for gw in self.gws:
+                c = await self.hello(gw, ann)
+                r = await c.join(f"{pid}/main")
+                self.assertEqual((r["t"], r["code"]), ("nack", "not_found"), r)
+        run(scenario())
+        self.assert_problem(self.call("GET", f"/v1/projects/{pid}/scenes/main", ann), 404, "not-found")
+        # Scene ids are not reused: the deleted scene's snapshots stay with it.
+        self.assert_problem(self.call("POST", f"/v1/projects/{pid}/scenes", ann, {"id": "main", "name": "m"}),
+                            409, "conflict")
+
+    def test_a_removal_the_access_bus_lost_takes_effect_within_the_access_ttl(self):
+        if not hasattr(self, "api_without_bus"):
+            self.skipTest("one process (kiln serve): the access bus is a function call and cannot be lost")
+        ann = self.mint("ann")
+        pid = self.project_with_scene(ann, "lost")
+        self.call("PUT", f"/v1/projects/{pid}/members/eve", ann, {"role": "editor"})
+        eve = self.mint("eve")
+        quiet = self.api_without_bus()
+        self.addCleanup(quiet.stop)
+
+        async def scenario():
+            sessions = []
+            for gw in self.gws:
+                c = await self.hello(gw, eve)
+                self.assertEqual((await c.join(f"{pid}/main"))["t"], "joined")
+                sessions.append(c)
+            t0 = time.monotonic()
+            got = await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}/members/eve", ann, node=quiet)
+            self.assertEqual(got[0], 204, got)
+            for c in sessions:
+                code, _ = await asyncio.wait_for(c.closed(), 10.0)
+                self.assertEqual(code, 4003)
+            took = time.monotonic() - t0
+            # The stated bound: gateway.access_ttl_ms plus one read (slack for a busy machine).
+            self.assertLess(took, ACCESS_TTL_MS / 1000 + 2.0)
+            for gw in self.gws:
+                c = await self.hello(gw, eve)
+                r = await c.join(f"{pid}/main")
+                self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"), r)
+            return took
+        took = run(scenario())
+        print(f"\nremoval without the bus took effect after {took:.2f} s", flush=True)
 
 class OnServe(ApiSuite, unittest.TestCase):
     """`kiln serve`: SQLite, API and gateway in one process."""
@@ -368,8 +520,21 @@ class OnPostgres(ApiSuite, unittest.TestCase):
                   "--database-url", f"postgresql://postgres@{PG[0]}/{cls.db}",
                   "--database-read-urls", f"postgresql://postgres@{PG[2]}/{cls.db}"]
         api = Kiln(*common, *args, role="api")
-        gw = Kiln(*common, role="gateway")
-        return api, gw
+        # Two gateways: access is decided on each from the database; what the bus loses is
+        # read again every second here (gateway.access_ttl_ms).
+        gws = [Kiln(*common, "--gateway-access-ttl-ms", str(ACCESS_TTL_MS), role="gateway")
+               for _ in range(2)]
+        gws[0].peers = gws[1:]
+        return api, gws[0]
+
+    def api_without_bus(self):
+        # An API node whose access bus reaches no gateway (another Redis prefix): the changes
+        # it makes are announced to nobody, as when the bus is down.
+        common = ["--auth-jwt-secret", SECRET, "--api-service-key", SERVICE_KEY,
+                  "--http-access-log", "false", "--room-engine", "redis",
+                  "--redis-addresses", STANDALONE, "--redis-prefix", "nobody-" + self.prefix,
+                  "--database-url", f"postgresql://postgres@{PG[0]}/{self.db}"]
+        return Kiln(*common, role="api")
 
     def test_reads_of_your_own_writes_while_the_replica_lags(self):
         ann = self.mint("ann")
@@ -393,7 +558,7 @@ class OnPostgres(ApiSuite, unittest.TestCase):
             self.assertEqual(self.call("GET", f"/v1/projects/{pid}", ann)[2]["name"], "Fresh")
             # A client moving to another API node carries the position in Kiln-After.
             other, other_gw = self.start()
-            self.addCleanup(other_gw.stop)
+            self.addCleanup(lambda: [g.stop() for g in [other_gw, *other_gw.peers]])
             try:
                 got = self.call("GET", f"/v1/projects/{pid}", ann, node=other,
                                 headers={"Kiln-After": hd["kiln-after"]})

@@ -13,7 +13,8 @@ import unittest
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from collab_client import SECRET, Client, RawWebSocket, run, token
+from collab_client import (SECRET, Client, Directory, RawWebSocket, attach, directory_for, run,
+                           token)
 from harness import Kiln
 
 ROLES = {"p": "editor", "other": "editor"}
@@ -43,8 +44,11 @@ class CollabSuite:
     room_counter = 0
 
     def room(self):
+        """A new room whose scene exists."""
         type(self).room_counter += 1
-        return f"p/s{self.room_counter}-{int(time.time() * 1000) % 100000}"
+        room = f"p/s{self.room_counter}-{int(time.time() * 1000) % 100000}"
+        directory_for(self.url()).scene(room)
+        return room
 
     # --- hello and identity -------------------------------------------------------------
 
@@ -105,11 +109,34 @@ class CollabSuite:
     def test_join_a_project_without_a_role_is_forbidden(self):
         async def go():
             c = await Client.connect(self.url(), "ann", {"p": "editor"})
-            r = await c.join("secret/scene")
+            r = await c.join("secret/scene")  # the project and scene exist; ann is no member
             self.assertEqual((r["t"], r["code"], r["room"]), ("nack", "forbidden", "secret/scene"))
-            r = await c.join("no-slash")
+            r = await c.join("no-slash", create=False)
             self.assertEqual((r["t"], r["code"]), ("nack", "invalid"))
             await c.close()
+        run(go())
+
+    def test_the_tokens_roles_claim_grants_nothing(self):
+        # A token signed with the right secret that claims a role the database does not
+        # give: the claim is ignored (tokens prove identity; access is live membership).
+        async def go():
+            directory_for(self.url()).scene("secret/scene")
+            c = await Client.connect(self.url())
+            w = await c.request({"t": "hello", "token": token("mallory", {"secret": "owner"})})
+            self.assertEqual(w["t"], "welcome")
+            r = await c.join("secret/scene", create=False)
+            self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+        run(go())
+
+    def test_a_room_is_a_scene_of_its_project(self):
+        async def go():
+            c = await Client.connect(self.url(), "ann", {"p": "editor"})
+            r = await c.join("p/no-such-scene", create=False)
+            self.assertEqual((r["t"], r["code"]), ("nack", "not_found"), r)
+            self.assertIn("POST /v1/projects/p/scenes", r["message"])
+            # Created now: the same connection joins it at once.
+            await asyncio.to_thread(directory_for(self.url()).scene, "p/no-such-scene")
+            self.assertEqual((await c.join("p/no-such-scene", create=False))["t"], "joined")
         run(go())
 
     def test_viewers_may_watch_but_not_edit(self):
@@ -146,6 +173,7 @@ class CollabSuite:
         # on a fresh room (still loading when the op arrives), from a plain client.
         async def go():
             room = self.room()
+            await asyncio.to_thread(directory_for(self.url()).grant, "ann", ROLES)
             ws = await websockets.connect(self.url(), subprotocols=["kiln.v1"])
             Client(ws)  # closed by run()
             await ws.send(json.dumps({"t": "hello", "id": 1, "token": token("ann", ROLES)}))
@@ -549,7 +577,9 @@ class MemoryEngine(CollabSuite, unittest.TestCase):
 
     @staticmethod
     def start(*args):
-        return [Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", *args)]
+        k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", *args)
+        attach([k], Directory(k, k.service_key()))
+        return [k]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import unittest
 import uuid
 
 from collab_client import SECRET
-from harness import Kiln
+from harness import Kiln, shared_sqlite, with_api
 from test_collab import CollabSuite
 
 STANDALONE, CLUSTER = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[:2]
@@ -14,10 +14,12 @@ STANDALONE, CLUSTER = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[:
 
 def gateways(*args, mode, address, count=2):
     prefix = "e2e-" + uuid.uuid4().hex[:8]  # each test's nodes get a keyspace of their own
-    return [Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", "--room-engine", "redis",
-                 "--redis-mode", mode, "--redis-addresses", address, "--redis-prefix", prefix, *args,
-                 role="gateway")
-            for _ in range(count)]
+    common = ["--auth-jwt-secret", SECRET, "--http-access-log", "false", "--room-engine", "redis",
+              "--redis-mode", mode, "--redis-addresses", address, "--redis-prefix", prefix,
+              "--database-url", shared_sqlite()]
+    gws = [Kiln(*common, *args, role="gateway") for _ in range(count)]
+    with_api(gws, *common)
+    return gws
 
 
 @unittest.skipUnless(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")

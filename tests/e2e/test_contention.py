@@ -28,7 +28,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, token
-from harness import WAIT, Kiln
+from harness import WAIT, Kiln, module_access
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 EDITORS, SECONDS, PERIOD = 60, 12.0, 0.1
@@ -39,7 +39,7 @@ ROOM = "p/board"
 def gateway(address, prefix, *extra):
     return Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", "--room-engine", "redis",
                 "--redis-addresses", address, "--redis-prefix", prefix,
-                "--room-presence-ttl-ms", "2000", *extra, role="gateway")
+                "--room-presence-ttl-ms", "2000", *module_access().args(), *extra, role="gateway")
 
 
 def url(node):
@@ -156,6 +156,8 @@ class OneRoomUnderContention(unittest.TestCase):
         nodes = [gateway(STANDALONE, prefix, "--gateway-ops-per-second", "100") for _ in range(3)]
         for n in nodes:
             self.addCleanup(n.stop)
+        module_access().grant(["setup"] + [f"u{i}" for i in range(EDITORS)], {"p": "editor"}, [ROOM])
+        module_access().grant(["newcomer"], {"p": "viewer"})
 
         async def go():
             ws = await websockets.connect(url(nodes[0]), subprotocols=["kiln.v1"])
@@ -218,6 +220,8 @@ class OneRoomUnderContention(unittest.TestCase):
         nodes = [gateway(STANDALONE, prefix) for _ in range(2)]
         for n in nodes:
             self.addCleanup(n.stop)
+        module_access().grant([f"u{i}" for i in range(1000)], {"p": "editor"},
+                              [f"p/r{i}" for i in range(50)])
 
         async def client(i):
             room = f"p/r{i % 50}"
@@ -291,6 +295,7 @@ class RedisRestart(unittest.TestCase):
         g = gateway(f"127.0.0.1:{redis.port}", "rr", "--redis-command-timeout-ms", "500",
                     "--gateway-ops-per-second", "1000")
         self.addCleanup(g.stop)
+        module_access().grant(["ann"], {"p": "editor"}, [ROOM])
 
         async def go():
             ws = await websockets.connect(url(g), subprotocols=["kiln.v1"])

@@ -23,7 +23,7 @@ import unittest
 
 import websockets
 
-from collab_client import SECRET, Client, run, token
+from collab_client import SECRET, Client, Directory, attach, run, token
 from harness import WAIT, Kiln, run_kiln
 
 ROLES = {"proj": "editor"}
@@ -66,6 +66,7 @@ class DurableAcks(unittest.TestCase):
                  "--persist-interval-ms", persist_ms, "--gateway-ops-per-second", "100000",
                  "--gateway-messages-per-second", "100000", *args, data_dir=data or self.data)
         self.addCleanup(k.stop)
+        attach([k], Directory(k, k.service_key()))
         return k
 
     def serve_once(self):
@@ -122,6 +123,10 @@ class DurableAcks(unittest.TestCase):
     def test_kill_9_during_a_burst_of_a_thousand_batches(self):
         k = self.serve()
         total = 1000
+
+        d = Directory(k, k.service_key())
+        d.grant("ann", ROLES)
+        d.scene("proj/burst")
 
         async def burst():
             ws = await websockets.connect(ws_url(k), subprotocols=["kiln.v1"], max_size=None)

@@ -19,7 +19,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, token
-from harness import Kiln
+from harness import Kiln, module_access
 
 STANDALONE, CLUSTER = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[:2]
 SERVERS_DIR = os.environ.get("KILN_TEST_REDIS_DIR", "")
@@ -35,7 +35,7 @@ def gateway(prefix, cluster=False, extra=()):
     return Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", "--room-engine", "redis",
                 *where, "--redis-prefix", prefix,
                 "--room-presence-ttl-ms", str(PRESENCE_TTL_MS), "--shutdown-drain-ms", "3000",
-                "--gateway-ops-per-second", "1000", *extra, role="gateway")
+                "--gateway-ops-per-second", "1000", *module_access().args(), *extra, role="gateway")
 
 
 class Cluster:
@@ -191,6 +191,8 @@ class Failover(unittest.TestCase):
         self.addCleanup(cluster.stop)
         rooms = [f"p/fo{r}" for r in range(clients // ROOM_SIZE)]
         editors = [Editor(i, cluster, rooms[i // ROOM_SIZE], ops) for i in range(clients)]
+        module_access().grant([e.user for e in editors], {"p": "editor"}, rooms)
+        module_access().grant(["auditor", "watcher"], {"p": "viewer"})
 
         async def go():
             tasks = [asyncio.create_task(e.run()) for e in editors]

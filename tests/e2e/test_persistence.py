@@ -15,8 +15,8 @@ import time
 import unittest
 import uuid
 
-from collab_client import SECRET, Client, run
-from harness import WAIT, Kiln
+from collab_client import SECRET, Client, Directory, attach, run
+from harness import WAIT, Kiln, SharedAccess
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 PG = os.environ.get("KILN_TEST_PG", "").split()  # pgbouncer primary replica, host:port
@@ -84,6 +84,7 @@ class SqliteServe(unittest.TestCase):
         k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", *args,
                  data_dir=self.data)
         self.addCleanup(k.stop)
+        attach([k], Directory(k, k.service_key()))
         return k
 
     def test_a_restart_keeps_every_acknowledged_op(self):
@@ -163,6 +164,11 @@ class PostgresWorkers(unittest.TestCase):
                  "--redis-addresses", STANDALONE, "--redis-prefix", self.prefix,
                  "--database-url", self.url, *args, role=role)
         self.addCleanup(k.stop)
+        if role == "gateway":
+            if not hasattr(self, "access"):
+                self.access = SharedAccess(database_url=self.url)
+                self.addCleanup(self.access.stop)
+            self.access.attach([k])
         return k
 
     def stored(self, room):
@@ -243,7 +249,11 @@ class PostgresWorkers(unittest.TestCase):
 
     @unittest.skipUnless(PG_DIR, "KILN_TEST_PG_DIR not set (run through ctest)")
     def test_postgres_stopped_for_a_minute_loses_no_acknowledged_op(self):
-        gw = self.node("gateway")
+        # Also the gateway's access decisions during the outage (docs/protocol.md, Access):
+        # a project read before it still decides joins (up to gateway.access_stale_ms), one
+        # never read is refused as unavailable with a retry hint, open sessions stay.
+        gw = self.node("gateway", "--database-statement-timeout-ms", "2000",
+                       "--database-connect-timeout-ms", "1000")
         worker = self.node("worker", "--persist-interval-ms", "500",
                            "--database-statement-timeout-ms", "2000",
                            "--database-connect-timeout-ms", "1000")
@@ -251,9 +261,14 @@ class PostgresWorkers(unittest.TestCase):
         script = os.path.join(os.path.dirname(__file__), "..", "servers", "postgres.sh")
         observed = {}
 
+        self.access.directory.grant("ann", {"cold": "editor"})
+        self.access.directory.scene("cold/s")  # never joined on this gateway before the outage
+
         async def scenario():
             c = await Client.connect(ws_url(gw), user="ann", roles=ROLES)
             assert (await c.join(room))["t"] == "joined"
+            side = await Client.connect(ws_url(gw), user="bob", roles=ROLES)
+            assert (await side.join("proj/side"))["t"] == "joined"  # held in Redis meanwhile
             n = 0
             last = 0
 
@@ -283,6 +298,10 @@ class PostgresWorkers(unittest.TestCase):
                 await asyncio.sleep(0.1)  # pacing of the editor, not synchronisation
             gw_status, _, _ = await asyncio.to_thread(gw.request, "GET", "/readyz")
             observed.update(readyz_503=readyz_503, metrics_down=metrics_down, gw_status=gw_status)
+            late = await Client.connect(ws_url(gw), user="ann", roles=ROLES)
+            observed["cached_join"] = await late.join("proj/side", create=False)
+            observed["uncached_join"] = await late.join("cold/s", create=False)
+            observed["stale_decisions"] = await asyncio.to_thread(metric, gw, "kiln_gateway_access_stale_total")
             await asyncio.to_thread(subprocess.run, ["bash", script, "start-primary", PG_DIR], check=True)
             observed["last"] = last
             observed["count"] = n
@@ -297,6 +316,11 @@ class PostgresWorkers(unittest.TestCase):
         self.assertIn("persisting fails since", observed["readyz"]["checks"]["persistence"])
         self.assertTrue(observed["metrics_down"], "kiln_persist_database_up went to 0")
         self.assertEqual(observed["gw_status"], 200, "gateways stay ready: editing goes on")
+        self.assertEqual(observed["cached_join"]["t"], "joined", observed["cached_join"])
+        self.assertGreaterEqual(observed["stale_decisions"], 1)
+        u = observed["uncached_join"]
+        self.assertEqual((u["t"], u["code"]), ("nack", "unavailable"), u)
+        self.assertGreater(u["after_ms"], 0)
         last = observed["last"]
         wait_until(lambda: (self.stored(room) or (0,))[0] == last, "the snapshot after the outage", timeout=60)
         seq, body = self.stored(room)

@@ -14,6 +14,7 @@ import uuid
 
 from collab_client import SECRET
 from harness import Kiln
+from test_bench_smoke import seed
 from test_persistence import PG, STANDALONE, psql, wait_until
 
 BENCH = os.environ.get("KILN_BENCH_BIN", "kiln-bench")
@@ -35,6 +36,9 @@ class WriteAmplification(unittest.TestCase):
         try:
             gws = [Kiln(*common, "--gateway-max-sessions", "100000", role="gateway") for _ in range(2)]
             nodes += gws
+            api = Kiln(*common, role="api")
+            nodes.append(api)
+            seed(api, CLIENTS, ROOMS)
             # Every snapshot is kept, so the table's rows are exactly the writes made.
             worker = Kiln(*common, "--persist-keep-snapshots", "10000", role="worker")
             nodes.append(worker)

@@ -1,0 +1,130 @@
+// Who may join which room, decided from live membership (the database), not from the token:
+// a token proves who the caller is, the project's members and scenes say what they may do.
+//
+// One entry per project: whether it is live, every member's role, its live scenes. Entries
+// are read through a Loader (the database, off the event loop) and kept for `ttl`; an access
+// change announced on the access bus makes the gateway read the entry again at once (stale
+// by milliseconds), and the gateway reads every project in use again every `ttl` (what the
+// bus lost is applied within `ttl` plus one read). A join is let in from a fresh entry; it
+// is refused (not a member, no such scene) only by a read that began after the join
+// arrived: a user added or a scene created a moment ago is let in at once, whether or not
+// the bus has delivered the change. Reads are one at a time per project (joins and changes
+// that arrive meanwhile share the next), so refused joins cost one read per project at a
+// time however many arrive.
+//
+// When the database cannot answer, an entry read less than `stale_max` ago still decides
+// (joins go on through a short outage); without one, the join is refused as unavailable
+// with a retry hint. Thread-safe; answers come from the loader's thread or inline.
+#pragma once
+
+#include "auth/jwt.hpp"
+#include "collab/errors.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace kiln::gateway {
+
+struct ProjectAccess {
+  bool live = false;                                     // exists and is not deleted
+  std::map<std::string, auth::Role, std::less<>> roles;  // user id -> role
+  std::set<std::string, std::less<>> scenes;             // live scene ids
+};
+
+// The answer to "may `user` join `room`": code Ok with the role, or why not.
+struct AccessDecision {
+  collab::Code code = collab::Code::Ok;
+  auth::Role role = auth::Role::Viewer;
+  std::string message;
+  std::int64_t after_ms = 0;  // Unavailable: try again after this long
+};
+
+// Judges one room (`project/scene`) against a project's entry.
+AccessDecision judge(const ProjectAccess& access, std::string_view user, std::string_view room);
+
+struct AccessCacheOptions {
+  std::chrono::milliseconds ttl{5'000};
+  std::chrono::milliseconds stale_max{300'000};
+  std::size_t max_projects = 100'000;  // entries beyond it (not in use) are dropped first
+};
+
+class AccessCache {
+ public:
+  using Clock = std::chrono::steady_clock;
+  using Shared = std::shared_ptr<const ProjectAccess>;
+  // Reads a project; answers (any thread) with its access, or nullopt and why the
+  // database could not say.
+  using Loader = std::function<void(
+      const std::string& project, std::function<void(std::optional<ProjectAccess>, std::string)>)>;
+
+  AccessCache(
+      AccessCacheOptions options, Loader loader,
+      std::function<Clock::time_point()> now = [] { return Clock::now(); });
+
+  // May `user` join `room`? `done` runs once, inline or on the loader's thread.
+  void decide(const std::string& user, const std::string& room,
+              std::function<void(AccessDecision)> done);
+
+  // Reads the project again (an access change was announced, or the periodic refresh) and
+  // gives the fresh entry to `done`, or null when the database could not answer (the old
+  // entry, if any, stays). A read already running when this is called is not trusted (it
+  // may have read before the change): `done` gets the one after it.
+  void reload(const std::string& project, std::function<void(Shared)> done);
+
+  // Whether an entry of the project is held (an announced change need not be read ahead
+  // for a project this node holds nothing of: its next join reads it).
+  [[nodiscard]] bool holds(const std::string& project) const;
+
+  // Drops entries of projects not in `in_use` read more than `ttl` ago.
+  void sweep(const std::set<std::string, std::less<>>& in_use);
+
+  struct Stats {
+    std::uint64_t hits = 0;     // decided from a fresh entry
+    std::uint64_t loads = 0;    // database reads
+    std::uint64_t failed = 0;   // reads that failed
+    std::uint64_t stale = 0;    // decided from an entry older than ttl, the database down
+    std::uint64_t refused = 0;  // joins refused as unavailable (nothing usable cached)
+  };
+  [[nodiscard]] Stats stats() const;
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  struct Waiter {
+    std::uint64_t min_load;  // answered by the read with this index or a later one
+    std::function<void(Shared, bool fresh)> fn;
+  };
+  struct Entry {
+    Shared data;
+    Clock::time_point loaded_at{};
+    std::uint64_t started = 0;   // index of the latest read started (one at a time)
+    std::uint64_t done = 0;      // index of the latest read ended
+    std::uint64_t required = 0;  // an announced change is known from this read on
+    bool loading = false;
+    std::vector<Waiter> waiters;
+  };
+  // Adds a waiter (mu_ held); returns the read to start once the lock is released, or
+  // nothing when one runs (the next starts when it ends, if a waiter needs it).
+  std::function<void()> wait_locked(const std::string& project, Entry& e, std::uint64_t min_load,
+                                    std::function<void(Shared, bool fresh)> waiter);
+  std::function<void()> start_load_locked(const std::string& project, Entry& e);
+  void loaded(const std::string& project, std::uint64_t index, std::optional<ProjectAccess> access,
+              const std::string& error);
+
+  AccessCacheOptions options_;
+  Loader loader_;
+  std::function<Clock::time_point()> now_;
+  mutable std::mutex mu_;
+  std::map<std::string, Entry, std::less<>> entries_;
+  Stats stats_;
+};
+
+}  // namespace kiln::gateway
