@@ -7,4 +7,10 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 cmake --preset release >/dev/null
 cmake --build --preset release --target kiln
+# `kiln` in a second shell (kiln token, kiln upload, kiln config show): linked where root can.
+if [[ $(id -u) == 0 ]]; then
+  ln -sf "$PWD/build/release/src/app/kiln" /usr/local/bin/kiln
+else
+  echo "kiln: not root, so not linked into /usr/local/bin: use $PWD/build/release/src/app/kiln" >&2
+fi
 exec build/release/src/app/kiln serve "$@"

@@ -409,12 +409,8 @@ struct Api::Impl {
     c.iat = now_s();
     c.exp = c.iat + ttl;
     c.ver = store.get_user(id)->token_version;
-    json::object roles;
-    for (const auto& [project, role] : store.roles_of(id)) {
-      auth::Role r{};
-      if (auth::parse_role(role, r)) c.roles[project] = r;
-      roles[project] = role;
-    }
+    json::object roles;  // for the caller's display; the token itself carries none
+    for (const auto& [project, role] : store.roles_of(id)) roles[project] = role;
     return ok_json(201, json::object{{"token", auth::sign_hs256(c, options.jwt_secret)},
                                      {"expires_at", c.exp},
                                      {"user", {{"id", id}, {"name", name}}},

@@ -79,7 +79,7 @@ int main(int argc, char** argv) {
       "token", "Print a user token (HS256, the configured secret) for development and tests");
   token_cmd->add_option("--user", token_user, "User id (the `sub` claim)")->required();
   token_cmd->add_option("--name", token_name, "Display name (default: the user id)");
-  token_cmd->add_option("--role", token_roles, "PROJECT=owner|editor|viewer, repeatable");
+  token_cmd->add_option("--role", token_roles)->group("");  // removed: refused with a hint
   token_cmd->add_option("--ttl", token_ttl, "Seconds until the token expires")
       ->check(CLI::Range(1, 30 * 24 * 3600));
   token_cmd->callback([&] { command = "token"; });
@@ -161,16 +161,12 @@ int main(int argc, char** argv) {
                      std::chrono::system_clock::now().time_since_epoch())
                      .count() +
                  token_ttl;
-    for (const auto& spec : token_roles) {
-      auto eq = spec.find('=');
-      kiln::auth::Role role{};
-      if (eq == std::string::npos || eq == 0 ||
-          !kiln::auth::parse_role(spec.substr(eq + 1), role)) {
-        std::fprintf(stderr, "kiln: --role '%s': expected PROJECT=owner|editor|viewer\n",
-                     spec.c_str());
-        return 2;
-      }
-      claims.roles[spec.substr(0, eq)] = role;
+    if (!token_roles.empty()) {
+      std::fprintf(stderr,
+                   "kiln token: --role is gone: a token proves identity only, and roles come "
+                   "from project membership (PUT /v1/projects/PROJECT/members/USER, or create "
+                   "the project as that user; see docs/api.md)\n");
+      return 2;
     }
     try {
       if (!cfg.str("auth.jwt_public_key_file").empty()) {
@@ -179,7 +175,8 @@ int main(int argc, char** argv) {
                      "with the private key, kiln token only signs HS256\n");
         return 2;
       }
-      std::printf("%s\n", kiln::auth::sign_hs256(claims, kiln::app::jwt_secret(cfg)).c_str());
+      std::printf("%s\n",
+                  kiln::auth::sign_hs256(claims, kiln::app::existing_jwt_secret(cfg)).c_str());
     } catch (const ConfigError& e) {
       std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
       return 2;

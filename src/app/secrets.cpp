@@ -59,6 +59,21 @@ std::string secret_or_file(const config::Config& cfg, const char* setting, const
 
 }  // namespace
 
+std::string existing_jwt_secret(const config::Config& cfg) {
+  if (cfg.str("auth.jwt_secret").empty()) {
+    const fs::path path = (fs::absolute(cfg.str("data.dir")) / "jwt-secret").lexically_normal();
+    std::error_code ec;
+    if (!fs::exists(path, ec)) {
+      throw config::ConfigError(
+          "no token secret at " + path.string() +
+          ": this command signs with the secret of an existing `kiln serve`, which keeps it "
+          "in its data directory. Point at it with --data-dir DIR (or KILN_DATA__DIR), or "
+          "give the secret with --auth-jwt-secret");
+    }
+  }
+  return jwt_secret(cfg);
+}
+
 std::string jwt_secret(const config::Config& cfg) {
   return secret_or_file(cfg, "auth.jwt_secret", "jwt-secret");
 }

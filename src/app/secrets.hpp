@@ -12,6 +12,10 @@ namespace kiln::app {
 // The HS256 secret: auth.jwt_secret, else <data.dir>/jwt-secret (created, mode 0600, when
 // missing). Throws config::ConfigError when unusable.
 std::string jwt_secret(const config::Config& cfg);
+// The same secret for a command that needs the one a server already uses (`kiln token`):
+// never created. Throws config::ConfigError naming the file it looked for and how to
+// point elsewhere when there is none.
+std::string existing_jwt_secret(const config::Config& cfg);
 // The API's service key: api.service_key, else <data.dir>/service-key (created, mode 0600).
 std::string service_key(const config::Config& cfg);
 // The object store's secret key: objects.secret_key, else <data.dir>/objects-secret.

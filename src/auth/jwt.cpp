@@ -219,10 +219,12 @@ std::string sign_hs256_raw(std::string_view header_json, std::string_view payloa
 }
 
 std::string sign_hs256(const Claims& c, std::string_view secret) {
-  json::object roles;
-  for (const auto& [project, role] : c.roles) roles[project] = to_string(role);
-  json::object payload{
-      {"sub", c.sub}, {"name", c.name}, {"exp", c.exp}, {"roles", std::move(roles)}};
+  json::object payload{{"sub", c.sub}, {"name", c.name}, {"exp", c.exp}};
+  if (!c.roles.empty()) {  // kept for callers that sign them; Kiln decides access without
+    json::object roles;
+    for (const auto& [project, role] : c.roles) roles[project] = to_string(role);
+    payload["roles"] = std::move(roles);
+  }
   if (c.iat != 0) payload["iat"] = c.iat;
   if (c.ver != 0) payload["ver"] = c.ver;
   return sign_hs256_raw(R"({"alg":"HS256","typ":"JWT"})", json::serialize(payload), secret);

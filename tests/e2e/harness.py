@@ -21,18 +21,19 @@ WAIT = 20.0  # generous bound for any single event on a loaded 2-core machine
 class Kiln:
     """One running `kiln` process with its stdout URL line and its log lines."""
 
-    def __init__(self, *args, env=None, role="serve", data_dir=None):
+    def __init__(self, *args, env=None, role="serve", data_dir=None, http_listen="127.0.0.1:0",
+                 objects_listen="127.0.0.1:0", cwd=None):
         # A given data_dir outlives the process (a restart test starts another on it).
         self.keep_data = data_dir is not None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="kiln-e2e-")
         self.args = list(args)
         self.companions = []  # nodes stopped with this one (e.g. the API node of gateways)
-        cmd = [KILN, role, "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0",
+        cmd = [KILN, role, "--http-listen", http_listen, "--objects-listen", objects_listen,
                "--data-dir", self.data_dir, *args]
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=full_env, text=True)
+                                     env=full_env, text=True, cwd=cwd)
         self.lines = []  # log lines (stderr), in order
         self._cv = threading.Condition()
         self._reader = threading.Thread(target=self._read_stderr, daemon=True)
@@ -253,9 +254,16 @@ def closed_by_peer(s):
         return True
 
 
-def run_kiln(*args, env=None, timeout=WAIT):
-    """Runs a short `kiln` command; returns CompletedProcess."""
+def run_kiln(*args, env=None, timeout=WAIT, cwd=None):
+    """Runs a short `kiln` command (in `cwd`, default a new empty directory, so that
+    nothing it writes lands in the source tree); returns CompletedProcess."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
     full_env.update(env or {})
-    return subprocess.run([KILN, *args], capture_output=True, text=True, env=full_env,
-                          timeout=timeout)
+    own = cwd is None
+    cwd = cwd or tempfile.mkdtemp(prefix="kiln-e2e-cwd-")
+    try:
+        return subprocess.run([KILN, *args], capture_output=True, text=True, env=full_env,
+                              timeout=timeout, cwd=cwd)
+    finally:
+        if own:
+            shutil.rmtree(cwd, ignore_errors=True)

@@ -5,6 +5,7 @@ nodes with PostgreSQL through PgBouncer and Redis (access changes cross nodes).
 `ApiSuite` holds the tests; a subclass says how the nodes start.
 """
 import asyncio
+import base64
 import concurrent.futures
 import json
 import os
@@ -99,6 +100,8 @@ class ApiSuite:
         status, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": "ann", "name": "Ann"}, "ttl_s": 120})
         self.assertEqual(status, 201)
         self.assertEqual(doc["roles"], {pid: "owner"})
+        claims = json.loads(base64.urlsafe_b64decode(doc["token"].split(".")[1] + "=="))
+        self.assertNotIn("roles", claims, "a token proves identity only")
         self.assertAlmostEqual(doc["expires_at"], time.time() + 120, delta=5)
         for body in ({"user": {"id": "a b"}}, {"user": {"id": ""}}, {"user": "ann"},
                      {"user": {"id": "ann"}, "ttl_s": 5}, {"user": {"id": "ann"}, "ttl_s": 10**9},

@@ -22,6 +22,29 @@ class CommandLine(unittest.TestCase):
         for role in ("serve", "gateway", "api", "objects", "worker", "agent", "sandboxd"):
             self.assertIn(role, r.stdout)
 
+    def test_token_never_makes_a_secret_of_its_own(self):
+        # Run away from any server's data directory: refused, naming where it looked and
+        # how to point elsewhere, and nothing is created.
+        d = tempfile.mkdtemp(prefix="kiln-e2e-cwd-")
+        self.addCleanup(shutil.rmtree, d, True)
+        r = run_kiln("token", "--user", "ann", cwd=d)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn(os.path.join(d, "kiln-data", "jwt-secret"), r.stderr)
+        self.assertIn("--data-dir", r.stderr)
+        self.assertEqual(os.listdir(d), [], "no data directory, no secret")
+        # Pointed at a running serve's data directory, the token is the serve's.
+        k = Kiln()
+        self.addCleanup(k.stop)
+        r = run_kiln("token", "--user", "ann", "--data-dir", k.data_dir)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(k.call("GET", "/v1/me", r.stdout.strip())[0], 200)
+
+    def test_token_roles_are_refused_with_where_roles_come_from(self):
+        r = run_kiln("token", "--user", "ann", "--role", "demo=editor",
+                     "--auth-jwt-secret", "x" * 40)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("PUT /v1/projects/PROJECT/members/USER", r.stderr)
+
     def test_no_command_is_an_error(self):
         r = run_kiln()
         self.assertNotEqual(r.returncode, 0)
