@@ -1,5 +1,6 @@
 // `kiln`: one binary, many roles. Parses the command line, layers the configuration
 // (defaults < YAML file < KILN_* environment < flags) and starts the role asked for.
+#include "app/cli_help.hpp"
 #include "app/database.hpp"
 #include "app/node.hpp"
 #include "app/secrets.hpp"
@@ -76,7 +77,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> token_roles;
   std::int64_t token_ttl = 3600;
   auto* token_cmd = app.add_subcommand(
-      "token", "Print a user token (HS256, the configured secret) for development and tests");
+      "token",
+      "Print a user token (HS256) signed with the secret of the kiln serve whose data "
+      "directory this is (--data-dir); identity only, for development and tests");
   token_cmd->add_option("--user", token_user, "User id (the `sub` claim)")->required();
   token_cmd->add_option("--name", token_name, "Display name (default: the user id)");
   token_cmd->add_option("--role", token_roles)->group("");  // removed: refused with a hint
@@ -114,8 +117,26 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
+  } catch (const CLI::Success&) {  // --help: the command asked about, or all of them
+    const CLI::App* asked = nullptr;
+    for (const CLI::App* a = &app;;) {
+      auto subs = a->get_subcommands();
+      if (subs.empty()) break;
+      asked = a = subs.front();
+    }
+    std::fputs(kiln::app::help_text(app, asked, schema).c_str(), stdout);
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    // Usage errors exit with 2, naming an unknown flag (and the nearest known one) before
+    // whatever the parser noticed first.
+    if (auto unknown = kiln::app::unknown_flag(app, argc, argv)) {
+      std::fprintf(stderr, "kiln: %s\n", unknown->c_str());
+    } else {
+      std::fprintf(stderr, "kiln: %s (kiln --help)\n", e.what());
+    }
+    return 2;
   }
 
   if (command == "version") {

@@ -67,7 +67,7 @@ std::string existing_jwt_secret(const config::Config& cfg) {
       throw config::ConfigError(
           "no token secret at " + path.string() +
           ": this command signs with the secret of an existing `kiln serve`, which keeps it "
-          "in its data directory. Point at it with --data-dir DIR (or KILN_DATA__DIR), or "
+          "in its data directory. Point at it with --data-dir DIR (or KILN_DATA_DIR), or "
           "give the secret with --auth-jwt-secret");
     }
   }

@@ -98,7 +98,7 @@ config::Schema build() {
                         "secret is generated once and kept in `<data.dir>/jwt-secret` (mode 0600), "
                         "which `kiln token` reads too.");
   secret.secret = true;
-  secret.default_shown = "(generated)";
+  secret.default_shown = "generated, in <data.dir>/jwt-secret";
   s.add(secret);
   s.add(text("auth.jwt_public_key_file", "",
              "PEM RSA public key file: when set, tokens must be RS256 signed by its private key "
@@ -243,7 +243,7 @@ config::Schema build() {
                      "mint user tokens and manage projects for users; at least 32 bytes. Empty: "
                      "generated once into `<data.dir>/service-key` (mode 0600).");
   key.secret = true;
-  key.default_shown = "(generated)";
+  key.default_shown = "generated, in <data.dir>/service-key";
   s.add(key);
   s.add(integer("api.token_ttl_s", 3'600, 60, 30 * 86'400,
                 "Lifetime of tokens minted by `POST /v1/tokens` when the request names none."));
@@ -273,7 +273,7 @@ config::Schema build() {
                          "The secret key clients sign with (at least 32 bytes). Empty: generated "
                          "once into `<data.dir>/objects-secret` (mode 0600).");
   osecret.secret = true;
-  osecret.default_shown = "(generated)";
+  osecret.default_shown = "generated, in <data.dir>/objects-secret";
   s.add(osecret);
   s.add(text("objects.buckets", "kiln", "Comma-separated buckets created at start."));
   s.add(text("objects.cors_origins", "",

@@ -105,7 +105,7 @@ std::string Setting::allowed() const {
     case Type::Int:
       return "an integer from " + std::to_string(min) + " to " + std::to_string(max);
     case Type::Bool:
-      return "true or false";
+      return "true or false (yes/no, on/off and 1/0 read the same)";
     case Type::Enum: {
       std::string out = "one of ";
       for (std::size_t i = 0; i < choices.size(); ++i) {
@@ -185,8 +185,16 @@ std::string Config::describe() const {
   std::ostringstream out;
   for (const auto& s : schema_->settings()) {
     const auto& v = value(s.key);
-    out << s.key << " = " << (s.secret ? (v.raw.empty() ? "" : "<redacted>") : v.raw) << "  ("
-        << to_string(v.source) << ")\n";
+    std::string shown = v.raw;
+    if (s.secret && !v.raw.empty()) shown = "<redacted>";
+    if (s.secret && v.raw.empty()) {
+      // Say where it comes from instead of an empty value: "generated, in <data.dir>/x".
+      shown = s.default_shown.empty() ? "<not set>" : "<" + s.default_shown + ">";
+      if (const auto at = shown.find("<data.dir>");
+          at != std::string::npos && schema_->find("data.dir"))
+        shown.replace(at, 10, value("data.dir").raw);
+    }
+    out << s.key << " = " << shown << "  (" << to_string(v.source) << ")\n";
   }
   return out.str();
 }
@@ -230,7 +238,11 @@ void Loader::set(const std::string& key, const std::string& value, Source source
     throw ConfigError(origin + ": invalid value " + shown + " for setting '" + key +
                       "': expected " + s->allowed());
   }
-  config_.values_[key] = Config::Value{value, source};
+  // One boolean grammar: whatever spelling was given, the value is true or false from here
+  // on (config show, logs).
+  const std::string stored =
+      s->type == Type::Bool ? (parse_bool(value).value() ? "true" : "false") : value;
+  config_.values_[key] = Config::Value{stored, source};
 }
 
 Loader& Loader::yaml_text(const std::string& text, const std::string& origin) {

@@ -45,6 +45,45 @@ class CommandLine(unittest.TestCase):
         self.assertEqual(r.returncode, 2)
         self.assertIn("PUT /v1/projects/PROJECT/members/USER", r.stderr)
 
+    def test_a_mistyped_flag_is_named_with_the_nearest_one_and_exits_2(self):
+        for args, typo, meant in [(["upload", "x", "--projcet", "demo"], "--projcet", "--project"),
+                                  (["serve", "--http-lsten", "127.0.0.1:0"], "--http-lsten", "--http-listen"),
+                                  (["--data-dri", "x", "serve"], "--data-dri", "--data-dir")]:
+            r = run_kiln(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(f"unknown flag '{typo}'; did you mean '{meant}'?", r.stderr)
+        r = run_kiln("serve", "--zzzzzzzzzzzz")
+        self.assertEqual(r.returncode, 2)
+        self.assertNotIn("did you mean", r.stderr, "nothing close: no guess")
+        r = run_kiln("serve", "unexpected-argument")
+        self.assertEqual(r.returncode, 2, r.stderr)
+
+    def test_help_shows_commands_first_and_each_commands_own_flags(self):
+        r = run_kiln("--help")
+        self.assertEqual(r.returncode, 0)
+        out = r.stdout
+        self.assertLess(out.index("Commands:"), out.index("Settings"))
+        token_at, upload_at = out.index("\n  token"), out.index("\n  upload")
+        self.assertIn("--user", out[token_at:upload_at], "token's own flags under it")
+        self.assertIn("--http-listen <host:port>", out)
+        self.assertIn("--gateway-access-ttl-ms <integer", out)
+        self.assertNotIn(" TEXT ", out.split("Settings", 1)[1], "settings show their real types")
+        r = run_kiln("serve", "--help")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("serve", r.stdout.splitlines()[0])
+        self.assertIn("--http-listen <host:port>", r.stdout)
+        r = run_kiln("upload", "--help")
+        self.assertIn("--project", r.stdout)
+
+    def test_config_show_says_where_generated_secrets_are_and_one_boolean_grammar(self):
+        r = run_kiln("config", "show", "--data-dir", "/srv/kiln", "--http-access-log", "yes")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("auth.jwt_secret = <generated, in /srv/kiln/jwt-secret>", r.stdout)
+        self.assertIn("http.access_log = true  (flag)", r.stdout)
+        r = run_kiln("config", "show", "--http-access-log", "maybe")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("true or false", r.stderr)
+
     def test_no_command_is_an_error(self):
         r = run_kiln()
         self.assertNotEqual(r.returncode, 0)
