@@ -4,6 +4,7 @@
 #include "api/api.hpp"
 #include "app/database.hpp"
 #include "app/durability.hpp"
+#include "app/landing.hpp"
 #include "app/secrets.hpp"
 #include "collab/access.hpp"
 #include "collab/memory_engine.hpp"
@@ -176,21 +177,45 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   // Every route, filled in once all are registered: the index lists them (tests compare
   // them with docs/openapi.yaml).
   auto route_list = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  router.add("GET", "/", "index", [&, node = lo.node, route_list](const http::Request&) {
-    boost::json::object o;
-    o["name"] = "kiln";
-    o["version"] = KILN_VERSION;
-    o["node"] = node;
-    o["role"] = role_name;
-    o["endpoints"] = boost::json::array{"/healthz", "/readyz", "/metrics"};
-    if (role_name == "serve" || role_name == "api") o["api"] = "/v1";
-    boost::json::array routes;
-    for (const auto& [method, path] : *route_list)
-      routes.push_back(boost::json::object{{"method", method}, {"path", path}});
-    o["routes"] = std::move(routes);
-    if (role_name == "serve" || role_name == "gateway") o["collab"] = "/v1/collab";
-    return http::Response::json(200, boost::json::serialize(o));
-  });
+  // What a newcomer needs (the address, the object store, the service key), filled in once
+  // every listener is up: the banner, and `GET /` for a browser.
+  auto landing = std::make_shared<Landing>();
+  router.add("GET", "/", "index",
+             [&, node = lo.node, route_list, landing](const http::Request& req) {
+               const auto accept = req.header("accept").value_or("");
+               if (accept.find("text/html") != std::string_view::npos) {
+                 http::Response r;
+                 r.status = 200;
+                 r.content_type = "text/html; charset=utf-8";
+                 r.body = landing_html(*landing);
+                 return r;
+               }
+               boost::json::object o;
+               o["name"] = "kiln";
+               o["version"] = KILN_VERSION;
+               o["node"] = node;
+               o["role"] = role_name;
+               o["endpoints"] = boost::json::array{"/healthz", "/readyz", "/metrics"};
+               if (role_name == "serve" || role_name == "api") {
+                 o["api"] = "/v1";
+                 o["openapi"] = "/openapi.yaml";
+               }
+               boost::json::array routes;
+               for (const auto& [method, path] : *route_list)
+                 routes.push_back(boost::json::object{{"method", method}, {"path", path}});
+               o["routes"] = std::move(routes);
+               if (role_name == "serve" || role_name == "gateway") o["collab"] = "/v1/collab";
+               return http::Response::json(200, boost::json::serialize(o));
+             });
+  if (role_name == "serve" || role_name == "api") {
+    router.add("GET", "/openapi.yaml", "openapi", [](const http::Request&) {
+      http::Response r;
+      r.status = 200;
+      r.content_type = "application/yaml";
+      r.body = std::string(openapi_yaml());
+      return r;
+    });
+  }
 
   http::ServerOptions so;
   std::tie(so.host, so.port) = split_endpoint(cfg.str("http.listen"));
@@ -647,8 +672,22 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
                           {"data_dir", data_dir.string()},
                           {"version", KILN_VERSION}});
   log::debug("effective configuration", {{"config", cfg.describe()}});
-  std::printf("Kiln %s (%s) is running at http://%s:%u/\n", KILN_VERSION, role_name.c_str(),
-              shown_host.c_str(), static_cast<unsigned>(server.port()));
+  landing->version = KILN_VERSION;
+  landing->role = role_name;
+  landing->node = lo.node;
+  landing->http = "http://" + shown_host + ":" + std::to_string(server.port());
+  landing->api = api_role;
+  landing->collab = collab_role;
+  if (object_server) {
+    auto [ohost, oport] = split_endpoint(cfg.str("objects.listen"));
+    if (ohost == "0.0.0.0" || ohost == "::") ohost = "127.0.0.1";
+    landing->objects = "http://" + ohost + ":" + std::to_string(object_server->port());
+    landing->buckets = cfg.str("objects.buckets");
+  }
+  if (api_role && cfg.str("api.service_key").empty())
+    landing->service_key_file = (data_dir / "service-key").lexically_normal().string();
+  std::printf("Kiln %s (%s) is running at http://%s:%u/\n%s", KILN_VERSION, role_name.c_str(),
+              shown_host.c_str(), static_cast<unsigned>(server.port()), banner(*landing).c_str());
   std::fflush(stdout);
 
   runtime.run();

@@ -45,6 +45,9 @@ class Kiln:
             raise AssertionError(f"kiln did not start: {first!r}\n" + "\n".join(self.lines))
         self.host, self.port = m.group(1), int(m.group(2))
         self.url_line = first
+        self.banner = [first]  # the URL line and what follows it, up to "start here"
+        while "start here" not in self.banner[-1]:
+            self.banner.append(self._readline_stdout())
 
     def _readline_stdout(self):
         result = []

@@ -1,5 +1,7 @@
 """End-to-end: the real `kiln serve` on port 0, its endpoints, its limits, its shutdown."""
 import json
+import os
+import pathlib
 import signal
 import socket
 import time
@@ -50,6 +52,27 @@ class Endpoints(unittest.TestCase):
         self.assertEqual(json.loads(body),
                          {"status": "ready",
                           "checks": {"data_dir": "ok", "journal": "ok", "persistence": "ok"}})
+
+    def test_a_browser_gets_a_landing_page_and_the_banner_says_where_things_are(self):
+        status, headers, body = self.kiln.request("GET", "/", {"Accept": "text/html,*/*;q=0.8"})
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["content-type"].startswith("text/html"))
+        page = body.decode()
+        for needle in ('href="/openapi.yaml"', "/v1/collab", "kiln.v1", "service-key", "/readyz"):
+            self.assertIn(needle, page)
+        banner = "".join(self.kiln.banner)
+        base = f"http://{self.kiln.host}:{self.kiln.port}"
+        self.assertIn(f"{base}/openapi.yaml", banner)
+        self.assertIn(f"ws://{self.kiln.host}:{self.kiln.port}/v1/collab", banner)
+        self.assertIn(os.path.join(self.kiln.data_dir, "service-key"), banner)
+        self.assertRegex(banner, r"object store +http://127\.0\.0\.1:\d+ ")
+
+    def test_the_openapi_document_is_served_as_built(self):
+        status, headers, body = self.kiln.request("GET", "/openapi.yaml")
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-type"], "application/yaml")
+        doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
+        self.assertEqual(body, doc.read_bytes())
 
     def test_index_lists_endpoints(self):
         status, _, body = self.kiln.request("GET", "/")
