@@ -772,6 +772,15 @@ Response Api::Impl::abort_upload(const Request& req, const Principal& who) {
 
 // --- assets -----------------------------------------------------------------------------
 
+// RFC 6266 `attachment` with the name twice: an ASCII fallback (quotes, backslashes and
+// controls replaced) and the exact UTF-8 name (RFC 8187 `filename*`).
+static std::string content_disposition(const std::string& name) {
+  std::string ascii;
+  for (unsigned char c : name)
+    ascii += (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') ? '_' : static_cast<char>(c);
+  return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + s3::uri_encode(name, false);
+}
+
 static json::object download_json(Api::Impl& api, const AssetRow& a) {
   const auto& o = api.options.uploads;
   if (!o.cdn_base.empty()) {
@@ -780,7 +789,10 @@ static json::object download_json(Api::Impl& api, const AssetRow& a) {
             {"expires_at", nullptr},
             {"cache_control", "public, max-age=31536000, immutable"}};
   }
-  return {{"url", api.presigner->presign("GET", o.bucket, a.key, o.download_ttl_s)},
+  // The browser (and `kiln download`) saves it under the asset's name, not the object key.
+  const auto query =
+      "response-content-disposition=" + s3::uri_encode(content_disposition(a.name), false);
+  return {{"url", api.presigner->presign("GET", o.bucket, a.key, o.download_ttl_s, query)},
           {"expires_at", now_s() + o.download_ttl_s},
           {"cache_control", "private, max-age=" + std::to_string(o.download_ttl_s)}};
 }

@@ -2,6 +2,7 @@
 // (defaults < YAML file < KILN_* environment < flags) and starts the role asked for.
 #include "app/cli_help.hpp"
 #include "app/database.hpp"
+#include "app/download_cli.hpp"
 #include "app/node.hpp"
 #include "app/secrets.hpp"
 #include "app/settings.hpp"
@@ -107,6 +108,18 @@ int main(int argc, char** argv) {
   upload_cmd->add_flag("--no-progress", up_no_progress, "No progress bar");
   upload_cmd->add_flag("--events", up.events, "Print one JSON line per part on stdout");
   upload_cmd->callback([&] { command = "upload"; });
+  kiln::app::DownloadArgs down;
+  auto* download_cmd = app.add_subcommand(
+      "download",
+      "Save an asset of a project to a file named as the asset (straight from object "
+      "storage, checked against its SHA-256)");
+  download_cmd->add_option("asset", down.asset, "The asset's id")->required();
+  download_cmd->add_option("--project", down.project, "The project's id")->required();
+  download_cmd->add_option("--api", down.api, "The Kiln API's base URL")->capture_default_str();
+  download_cmd->add_option("--token", down.token, "A user token (default: $KILN_TOKEN)");
+  download_cmd->add_option("-o,--output", down.output, "The file (default: the asset's name)");
+  download_cmd->add_flag("--force", down.force, "Replace an existing file");
+  download_cmd->callback([&] { command = "download"; });
   auto* config_cmd = app.add_subcommand("config", "Inspect configuration");
   config_cmd->require_subcommand(1);
   config_cmd->add_subcommand("show", "Print the effective configuration (secrets redacted)")
@@ -149,6 +162,12 @@ int main(int argc, char** argv) {
     }
     up.progress = !up_no_progress;
     return kiln::app::run_upload(up);
+  }
+  if (command == "download") {
+    if (down.token.empty()) {
+      if (const char* t = std::getenv("KILN_TOKEN")) down.token = t;
+    }
+    return kiln::app::run_download(down);
   }
   if (command == "config doc") {
     std::fputs(schema.markdown().c_str(), stdout);

@@ -665,6 +665,25 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     resp.file = o->blob;
     resp.offset = 0;
     resp.length = o->size;
+    // GetObject's response-* overrides: signed with the request, so a presigned download
+    // chooses the name the browser saves it under and the type it is served as.
+    static constexpr std::pair<const char*, const char*> kOverrides[] = {
+        {"response-content-type", "Content-Type"},
+        {"response-content-disposition", "Content-Disposition"},
+        {"response-content-language", "Content-Language"},
+        {"response-content-encoding", "Content-Encoding"},
+        {"response-cache-control", "Cache-Control"},
+        {"response-expires", "Expires"}};
+    for (const auto& [param, name] : kOverrides) {
+      auto it = q.find(param);
+      if (it == q.end()) continue;
+      if (it->second.find_first_of("\r\n") != std::string::npos || it->second.empty())
+        return error(400, "InvalidArgument", std::string(param) + " must be one header line.",
+                     path);
+      const auto lname = lower(name);
+      std::erase_if(resp.headers, [&](const auto& h) { return lower(h.first) == lname; });
+      resp.headers.emplace_back(name, it->second);
+    }
     if (auto range = header(r, "range")) {
       auto rg = parse_range(*range, o->size);
       if (!rg) {

@@ -546,9 +546,10 @@ std::string Client::Reply::header(std::string_view name) const {
 
 Client::Reply Client::send_unsigned(const std::string& method, const std::string& target,
                                     const std::vector<std::pair<std::string, std::string>>& headers,
-                                    const Body& body) {
+                                    const Body& body,
+                                    const std::function<void(std::string_view)>* sink) {
   if (!target.starts_with("/")) throw std::invalid_argument("target must start with '/'");
-  Impl::Call c{method, {}, {}, {}, headers, body, nullptr, target, false};
+  Impl::Call c{method, {}, {}, {}, headers, body, sink, target, false};
   auto r = impl_->call(c);
   Reply out;
   out.status = r.status;

@@ -134,9 +134,11 @@ class Client {
     std::string body;                                          // at most 8 MiB
     [[nodiscard]] std::string header(std::string_view name) const;
   };
+  // With `sink`, a 2xx body is streamed to it (any size) instead of kept in `body`.
   Reply send_unsigned(const std::string& method, const std::string& target,
                       const std::vector<std::pair<std::string, std::string>>& headers,
-                      const Body& body);
+                      const Body& body,
+                      const std::function<void(std::string_view)>* sink = nullptr);
 
   struct Impl;
 

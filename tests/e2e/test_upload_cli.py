@@ -196,6 +196,34 @@ class UploadCli(unittest.TestCase):
         self.assertTrue(d["deduplicated"])
         self.assertEqual((d["bytes_sent"], d["asset"]["id"]), (0, first.of("done")[0]["asset"]["id"]))
 
+    def test_kiln_download_saves_the_asset_under_its_name_and_checks_it(self):
+        self.project("down")
+        path, digest = self.make_file("crate model.glb", 3)
+        up = Run(self.upload_args(path, "down"), self.env)
+        self.assertEqual(up.finish()[0], 0)
+        aid = up.of("done")[0]["asset"]["id"]
+        where = tempfile.mkdtemp(prefix="kiln-download-", dir=self.tmp)
+        r = subprocess.run([KILN, "download", aid, "--project", "down", "--api", self.api],
+                           cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        saved = os.path.join(where, "crate model.glb")
+        with open(saved, "rb") as f:
+            self.assertEqual(hashlib.sha256(f.read()).hexdigest(), digest)
+        # Not replaced without --force; -o picks another name; nothing half-written is left.
+        r = subprocess.run([KILN, "download", aid, "--project", "down", "--api", self.api],
+                           cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("--force", r.stderr)
+        r = subprocess.run([KILN, "download", aid, "--project", "down", "--api", self.api, "-o", "copy.glb"],
+                           cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(sorted(os.listdir(where)), ["copy.glb", "crate model.glb"])
+        # Someone else's project: the API's 404, said plainly.
+        r = subprocess.run([KILN, "download", aid, "--project", "nope", "--api", self.api],
+                           cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("404", r.stderr)
+
     def test_rate_limits_are_waited_out(self):
         # One request per second (burst 2) for this user: the uploader's calls get 429 and
         # it waits as Retry-After says instead of failing.

@@ -123,8 +123,14 @@ class UploadSuite:
         # The asset, its download, and the event for the pipeline.
         st, _, meta = self.call("GET", f"/v1/projects/{self.pid}/assets/{asset['id']}", self.ann)
         self.assertEqual(st, 200, meta)
-        s, _, got = send(meta["download"]["url"], "GET")
+        s, hd, got = send(meta["download"]["url"], "GET")
         self.assertEqual((s, sha(got)), (200, sha(data)))
+        # Saved under the asset's name, not the object key (the presigned URL says so).
+        self.assertEqual(hd["content-disposition"],
+                         "attachment; filename=\"rock.png\"; filename*=UTF-8''rock.png")
+        # The override is part of what was signed: changing it breaks the signature.
+        bent = meta["download"]["url"].replace("rock.png", "evil.exe")
+        self.assertEqual(send(bent, "GET")[0], 403)
         st, _, listed = self.call("GET", f"/v1/projects/{self.pid}/assets", self.ann)
         self.assertEqual([a["id"] for a in listed["items"]], [asset["id"]])
         st, _, text = self.api.request("GET", "/metrics")

@@ -1,0 +1,125 @@
+#include "app/api_client.hpp"
+
+#include "s3/sigv4.hpp"
+
+#include <openssl/evp.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <thread>
+
+namespace kiln::app::cli {
+
+namespace json = boost::json;
+
+[[noreturn]] void fail(std::string m) {
+  throw Failure{std::move(m)};
+}
+
+std::pair<std::string, std::string> split_url(const std::string& url) {
+  const std::size_t scheme = url.starts_with("https://") ? 8 : url.starts_with("http://") ? 7 : 0;
+  if (scheme == 0) fail("only http:// and https:// URLs are supported (got " + url + ")");
+  const auto slash = url.find('/', scheme);
+  if (slash == std::string::npos) return {url, "/"};
+  return {url.substr(0, slash), url.substr(slash)};
+}
+
+std::string sha256_file(const std::string& path, std::uint64_t size, bool show) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail("cannot open " + path);
+  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
+  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  std::string buf(1 << 20, '\0');
+  std::uint64_t done = 0;
+  auto last = std::chrono::steady_clock::now();
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      ::close(fd);
+      EVP_MD_CTX_free(ctx);
+      fail("cannot read " + path);
+    }
+    if (n == 0) break;
+    EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(n));
+    done += static_cast<std::uint64_t>(n);
+    if (show && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(200)) {
+      last = std::chrono::steady_clock::now();
+      std::fprintf(stderr, "\rhashing %3d%%", size ? static_cast<int>(done * 100 / size) : 100);
+    }
+  }
+  ::close(fd);
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx, md, &len);
+  EVP_MD_CTX_free(ctx);
+  if (show) std::fprintf(stderr, "\r\033[K");
+  return s3::hex(std::string_view(reinterpret_cast<char*>(md), len));
+}
+
+ApiClient::ApiClient(const std::string& base, std::string token) : token_(std::move(token)) {
+  auto [endpoint, prefix] = split_url(base);
+  prefix_ = prefix == "/" ? "" : prefix;
+  while (prefix_.ends_with('/')) prefix_.pop_back();
+  s3::ClientOptions o;
+  o.endpoint = endpoint;
+  o.timeout = std::chrono::minutes(5);  // completing a large upload verifies its hash
+  client_ = std::make_unique<s3::Client>(o);
+}
+
+std::pair<int, json::value> ApiClient::call(const std::string& method, const std::string& path,
+                                            const json::value* body,
+                                            std::initializer_list<int> allowed) {
+  std::vector<std::pair<std::string, std::string>> h{{"Authorization", "Bearer " + token_},
+                                                     {"Accept", "application/json"}};
+  std::string data;
+  if (body) {
+    data = json::serialize(*body);
+    h.emplace_back("Content-Type", "application/json");
+  }
+  s3::Client::Reply r;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      r = client_->send_unsigned(method, prefix_ + path, h, s3::Body::of(data));
+    } catch (const s3::S3Error& e) {
+      fail("cannot reach the Kiln API: " + std::string(e.what()));
+    }
+    // Rate-limited or busy: wait as told (Retry-After, at most 30 s), a few times.
+    if ((r.status != 429 && r.status != 503) || attempt >= 6) break;
+    const auto after = std::atoi(r.header("retry-after").c_str());
+    std::this_thread::sleep_for(std::chrono::seconds(std::clamp(after, 1, 30)));
+  }
+  json::value doc;
+  if (!r.body.empty()) {
+    boost::system::error_code ec;
+    doc = json::parse(r.body, ec);
+    if (ec) doc = nullptr;
+  }
+  if (r.status / 100 == 2 || std::find(allowed.begin(), allowed.end(), r.status) != allowed.end())
+    return {r.status, doc};
+  std::string detail = "HTTP " + std::to_string(r.status);
+  if (doc.is_object() && doc.as_object().contains("detail"))
+    detail += ": " + std::string(doc.at("detail").as_string());
+  fail(method + " " + path + ": " + detail);
+}
+
+void fetch(const std::string& url, const std::function<void(std::string_view)>& sink) {
+  auto [endpoint, target] = split_url(url);
+  s3::ClientOptions o;
+  o.endpoint = endpoint;
+  o.timeout = std::chrono::minutes(5);
+  s3::Client client(o);
+  s3::Client::Reply r;
+  try {
+    r = client.send_unsigned("GET", target, {}, s3::Body{}, &sink);
+  } catch (const s3::S3Error& e) {
+    fail("cannot download: " + std::string(e.what()));
+  }
+  if (r.status / 100 != 2) fail("the store answered HTTP " + std::to_string(r.status));
+}
+
+}  // namespace kiln::app::cli
