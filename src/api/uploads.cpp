@@ -1,5 +1,6 @@
 // Uploads and assets: see uploads.hpp for the design, docs/api.md for the routes.
 #include "api/internal.hpp"
+#include "api/media_type.hpp"
 
 #include "platform/config.hpp"
 #include "s3/sigv4.hpp"
@@ -68,15 +69,17 @@ struct AssetRow {
   std::uint64_t size = 0;
   std::string content_type, key, upload, created_by;
   std::int64_t created_at = 0;
+  std::string detected_type;  // from the first bytes (media_type.hpp); "" when unknown
 };
 
 constexpr std::string_view kAssetCols =
     "id, project_id, name, sha256, size, content_type, object_key, upload_id, created_by, "
-    "created_at";
+    "created_at, detected_type";
 
 AssetRow asset_of(const db::Row& r) {
   return AssetRow{r.str(0), r.str(1), r.str(2), r.str(3), static_cast<std::uint64_t>(r.i64(4)),
-                  r.str(5), r.str(6), r.str(7), r.str(8), r.i64(9)};
+                  r.str(5), r.str(6), r.str(7), r.str(8), r.i64(9),
+                  r.str(10)};
 }
 
 json::value null_if_empty(const std::string& s) {
@@ -111,6 +114,7 @@ json::object asset_json(const AssetRow& a) {
           {"sha256", null_if_empty(a.sha256)},
           {"size", a.size},
           {"content_type", a.content_type},
+          {"detected_type", null_if_empty(a.detected_type)},
           {"upload", a.upload},
           {"created_by", a.created_by},
           {"created_at", a.created_at}};
@@ -333,6 +337,21 @@ static AssetRow asset_by_id(db::Connection& c, const std::string& id) {
 // checks the object's size and (multipart, declared) SHA-256, then records the asset, the
 // upload's state and the event in one transaction. `client_parts`: what the client says
 // it uploaded (number -> ETag), checked against the store's; empty: the store's list.
+// The media type the object's first bytes say (media_type.hpp), "" when unknown.
+static std::string detect_type(Api::Impl& api, const std::string& bucket, const UploadRow& u) {
+  if (u.size == 0) return "";
+  std::string head;
+  const auto last = std::min<std::uint64_t>(u.size, kSniffBytes) - 1;
+  try {
+    api.storage->take()->get_object(
+        bucket, u.key, [&](std::string_view b) { head.append(b); },
+        std::pair<std::uint64_t, std::uint64_t>{std::uint64_t{0}, last});
+  } catch (const s3::S3Error& e) {
+    storage_failed(e);
+  }
+  return sniff_media_type(head);
+}
+
 static Completed complete(Api::Impl& api, UploadRow u,
                           const std::vector<std::pair<int, std::string>>& client_parts) {
   Completed out;
@@ -457,6 +476,19 @@ static Completed complete(Api::Impl& api, UploadRow u,
     }
   }
 
+  // What the bytes are, whatever was declared: a type the allow-list does not accept
+  // (an executable named scan.png) is refused here.
+  const auto detected = detect_type(api, bucket, u);
+  if (!detected.empty() && !type_allowed(api.options.uploads.content_types, detected)) {
+    api.upload_events.with({"type_refused"}).inc();
+    mark_aborted(api, u, "content-type-not-allowed");
+    discard_storage(api, u);
+    refuse(415, "content-type-not-allowed",
+           "The file is " + detected +
+               " (from its first bytes), which is not accepted here "
+               "(uploads.content_types); the upload is aborted and its bytes removed.");
+  }
+
   // One transaction: the asset (or the one with the same hash that won a race), the
   // upload's state, the event.
   bool duplicate = false;
@@ -488,12 +520,14 @@ static Completed complete(Api::Impl& api, UploadRow u,
                            u.key,
                            u.id,
                            u.user,
-                           now};
+                           now,
+                           detected};
       c.exec("INSERT INTO assets (" + std::string(kAssetCols) +
-                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
              {out.asset.id, out.asset.project, out.asset.name,
               u.sha256.empty() ? db::Value{} : db::Value{u.sha256},
-              static_cast<std::int64_t>(u.size), u.content_type, u.key, u.id, u.user, now});
+              static_cast<std::int64_t>(u.size), u.content_type, u.key, u.id, u.user, now,
+              detected.empty() ? db::Value{} : db::Value{detected}});
       auto event = asset_json(out.asset);
       event["type"] = "asset.uploaded";
       c.exec(

@@ -154,6 +154,10 @@ CREATE TABLE events (
 );
 CREATE INDEX events_pending ON events (consumed_at, created_at);
 )sql"},
+    {4, "assets: the media type their first bytes say",
+     R"sql(
+ALTER TABLE assets ADD COLUMN detected_type TEXT;
+)sql"},
 };
 
 }  // namespace kiln::db

@@ -270,6 +270,35 @@ class UploadSuite:
                                    self.ann)[2]["download"]["url"], "GET")
         self.assertEqual(sha(got), sha(data))
 
+    def test_the_first_bytes_decide_what_a_file_is(self):
+        # An executable under an accepted name and type: refused at complete, nothing kept.
+        exe = b"MZ\x90\x00\x03\x00\x00\x00" + os.urandom(4000)
+        st, doc = self.create(filename="texture.png", size=len(exe), content_type="image/png", sha256=sha(exe))
+        self.assertEqual(st, 201, doc)
+        uid = doc["upload"]["id"]
+        self.assertEqual(send(doc["put"]["url"], body=exe, headers=doc["put"]["headers"])[0], 200)
+        refused = self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 415,
+                               "content-type-not-allowed")
+        self.assertIn("application/vnd.microsoft.portable-executable", refused["detail"])
+        st, _, now = self.call("GET", self.up(uid), self.ann)
+        self.assertEqual((now["state"], now["error"]), ("aborted", "content-type-not-allowed"))
+        self.assertEqual(self.call("GET", f"/v1/projects/{self.pid}/assets", self.ann)[2]["items"], [])
+        # A PNG declared as anything: accepted, and the asset says what it really is.
+        png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + os.urandom(2000)
+        st, doc = self.create(filename="mystery.dat", size=len(png),
+                              content_type="application/octet-stream", sha256=sha(png))
+        self.assertEqual(send(doc["put"]["url"], body=png, headers=doc["put"]["headers"])[0], 200)
+        st, _, done = self.call("POST", self.up(doc["upload"]["id"]) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+        self.assertEqual((done["asset"]["content_type"], done["asset"]["detected_type"]),
+                         ("application/octet-stream", "image/png"))
+        # Bytes no signature knows keep the declared type, detected_type null.
+        blob = b"v 0 0 0\nv 1 0 0\nf 1 2 1\n"
+        st, doc = self.create(filename="tri.obj", size=len(blob), content_type="model/obj", sha256=sha(blob))
+        self.assertEqual(send(doc["put"]["url"], body=blob, headers=doc["put"]["headers"])[0], 200)
+        st, _, done = self.call("POST", self.up(doc["upload"]["id"]) + "/complete", self.ann)
+        self.assertEqual((st, done["asset"]["detected_type"]), (201, None))
+
     def test_a_multipart_upload_with_the_wrong_hash_is_aborted_and_removed(self):
         data = os.urandom(7 * MIB)
         st, doc = self.create(filename="x.glb", size=len(data), content_type="model/gltf-binary",
