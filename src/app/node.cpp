@@ -114,7 +114,8 @@ api::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embed
 int run_node(const config::Config& cfg, const std::string& role_name) {
   log::Options lo;
   log::parse_level(cfg.str("log.level"), lo.level);
-  lo.json = cfg.str("log.format") == "json";
+  lo.json = cfg.str("log.format") == "json" ||
+            (cfg.str("log.format") == "auto" && ::isatty(STDERR_FILENO) == 0);
   lo.role = role_name;
   const fs::path data_dir = fs::absolute(cfg.str("data.dir"));
   // `kiln serve` is one node for good: its id (which holds its rooms' persister leases)

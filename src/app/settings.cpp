@@ -90,8 +90,9 @@ config::Schema build() {
              "non-browser clients only)."));
   s.add(choice("log.level", "info", {"trace", "debug", "info", "warn", "error"},
                "Lowest level written to the log."));
-  s.add(choice("log.format", "json", {"json", "text"},
-               "`json`: one JSON object per line (for collectors); `text`: for a terminal."));
+  s.add(choice("log.format", "auto", {"auto", "json", "text"},
+               "`json`: one JSON object per line (for collectors); `text`: for a terminal; "
+               "`auto`: text when stderr is a terminal, else json."));
   s.add(integer("runtime.threads", 0, 0, 256, "Event-loop threads; 0 means one per CPU core."));
   Setting secret = text("auth.jwt_secret", "",
                         "HS256 secret for user tokens (at least 32 bytes). Empty: a random "

@@ -39,7 +39,7 @@ Response Response::problem(int status, std::string_view type, std::string_view t
                            std::string_view detail) {
   boost::json::object o;
   o["type"] = type;
-  o["title"] = title;
+  o["title"] = title.empty() ? reason(status) : title;  // RFC 9457: every problem has one
   o["status"] = status;
   o["detail"] = detail;
   return Response{status, "application/problem+json", boost::json::serialize(o), {}};

@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cmath>
 #include <mutex>
 #include <stdexcept>
 #include <unordered_map>
@@ -441,7 +442,9 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
             new Upgrade{std::move(c->stream), parser.release(), {}, remote});
         up->request_id = accept_or_make_request_id(std::nullopt);
         c->upgraded = true;
-        requests.with({std::string(path), "GET", "101"}).inc();
+        // Labelled by the route's name, as every other request (not by the raw path).
+        const auto named = router.match("GET", std::string(path)).route;
+        requests.with({named.empty() ? std::string("upgrade") : named, "GET", "101"}).inc();
         it->second(std::move(up));
         co_return;
       }
@@ -499,13 +502,14 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
         std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     duration.with({route}).observe(seconds);
     if (options.access_log) {
-      log::info("http request", {{"request_id", req.request_id},
-                                 {"method", req.method},
-                                 {"path", req.path},
-                                 {"route", route},
-                                 {"status", resp.status},
-                                 {"duration_ms", seconds * 1000.0},
-                                 {"remote", remote}});
+      log::info("http request",
+                {{"request_id", req.request_id},
+                 {"method", req.method},
+                 {"path", req.path},
+                 {"route", route},
+                 {"status", resp.status},
+                 {"duration_ms", std::round(seconds * 1e6) / 1e3},  // microsecond precision
+                 {"remote", remote}});
     }
     if (wec || !keep_alive) break;
   }

@@ -7,6 +7,7 @@
 #include <boost/json/string.hpp>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <memory>
@@ -79,7 +80,17 @@ std::string value_text(const Value& v, bool json) {
     bool json;
     std::string operator()(std::string_view s) const { return json ? quote(s) : std::string(s); }
     std::string operator()(std::int64_t i) const { return std::to_string(i); }
-    std::string operator()(double d) const { return boost::json::serialize(boost::json::value(d)); }
+    // Plain decimal (no exponent: "0.012", not "1.2E-2"), up to 6 decimals.
+    std::string operator()(double d) const {
+      if (!std::isfinite(d) || std::fabs(d) >= 1e15)
+        return boost::json::serialize(boost::json::value(d));
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "%.6f", d);
+      std::string out(buf);
+      while (out.back() == '0') out.pop_back();
+      if (out.back() == '.') out.pop_back();
+      return out == "-0" ? "0" : out;
+    }
     std::string operator()(bool b) const { return b ? "true" : "false"; }
   };
   return std::visit(Visitor{json}, v);

@@ -171,7 +171,7 @@ class Configuration(unittest.TestCase):
         self.assertEqual(shown["http.listen"], ("127.0.0.1:1003", "flag"))
         self.assertEqual(shown["http.idle_timeout_ms"], ("6000", "env"))
         self.assertEqual(shown["log.level"], ("debug", "file"))
-        self.assertEqual(shown["log.format"], ("json", "default"))
+        self.assertEqual(shown["log.format"], ("auto", "default"))
 
     def test_invalid_flag_value_names_setting_value_and_allowed(self):
         r = run_kiln("serve", "--http-max-body-bytes", "lots")
@@ -214,6 +214,35 @@ class Configuration(unittest.TestCase):
             self.assertIn("http.listen", r.stderr)
         finally:
             first.stop()
+
+    def test_logs_are_text_on_a_terminal_and_json_otherwise(self):
+        # Every other test reads the logs through a pipe as JSON lines; on a terminal the
+        # default (log.format auto) writes text.
+        import pty
+        import select
+        import subprocess
+        from harness import KILN
+        master, slave = pty.openpty()
+        d = tempfile.mkdtemp(prefix="kiln-e2e-tty-")
+        self.addCleanup(shutil.rmtree, d, True)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KILN_")}
+        p = subprocess.Popen([KILN, "serve", "--http-listen", "127.0.0.1:0", "--objects-listen",
+                              "127.0.0.1:0", "--data-dir", d], stdout=subprocess.DEVNULL,
+                             stderr=slave, env=env)
+        os.close(slave)
+        try:
+            seen = b""
+            while b"\n" not in seen:
+                ready, _, _ = select.select([master], [], [], 20)
+                self.assertTrue(ready, "a log line on the terminal")
+                seen += os.read(master, 4096)
+            first = seen.split(b"\n")[0].strip()
+            self.assertFalse(first.startswith(b"{"), first)
+            self.assertIn(b"info", first.lower())
+        finally:
+            p.terminate()
+            p.wait(20)
+            os.close(master)
 
     def test_text_log_format_from_a_file(self):
         path = self.write_config("log:\n  format: text\n")

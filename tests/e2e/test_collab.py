@@ -570,6 +570,10 @@ class CollabSuite:
         self.assertGreaterEqual(trips.get("frame_bytes", 0), 1)
         closes = {s.labels["code"]: s.value for s in fams["kiln_gateway_closes"].samples}
         self.assertGreaterEqual(closes.get("4009", 0), 1)
+        # Upgrades are labelled by the route's name, like every request, not the raw path.
+        routes = {s.labels["route"] for s in fams["kiln_http_requests"].samples
+                  if s.labels.get("status") == "101"}
+        self.assertEqual(routes, {"collab"})
 
 
 class MemoryEngine(CollabSuite, unittest.TestCase):
