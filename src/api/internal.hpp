@@ -445,7 +445,9 @@ struct Api::Impl {
       r = store.create_project(p, owner);
     } catch (const db::Error& e) {
       if (e.kind() == db::Error::Kind::Conflict)
-        refuse(409, "conflict", "A project with this id exists.");
+        refuse(409, "conflict",
+               "A project with this id exists or existed (the id of a deleted project is not "
+               "used again); choose another id.");
       throw;
     }
     publish({collab::AccessChange::Kind::Role, owner, id, "owner", {}});
@@ -557,7 +559,9 @@ struct Api::Impl {
       r = store.create_scene(db::SceneRow{project, id, name, 0, 0});
     } catch (const db::Error& e) {
       if (e.kind() == db::Error::Kind::Conflict)
-        refuse(409, "conflict", "A scene with this id exists in the project.");
+        refuse(409, "conflict",
+               "A scene with this id exists or existed in the project (the id of a deleted "
+               "scene is not used again); choose another id.");
       throw;
     }
     publish({collab::AccessChange::Kind::SceneCreated, {}, project, {}, id});

@@ -122,12 +122,45 @@ json::object asset_json(const AssetRow& a) {
 
 // A file name as the user sees it: 1-255 bytes, no control characters, no path separators,
 // not "." or "..". It names the asset; it never becomes an object key or a path.
+// Also valid UTF-8 without C1 controls (U+0080-U+009F) or the bidirectional formatting
+// characters (U+061C, U+200E-U+200F, U+202A-U+202E, U+2066-U+2069) that make a name show
+// as another ("\u202etxt.exe" reads "exe.txt").
 bool valid_filename(std::string_view s) {
-  return !s.empty() && s.size() <= 255 && s != "." && s != ".." &&
-         std::none_of(s.begin(), s.end(), [](char c) {
-           const auto u = static_cast<unsigned char>(c);
-           return u < 0x20 || u == 0x7f || c == '/' || c == '\\';
-         });
+  if (s.empty() || s.size() > 255 || s == "." || s == "..") return false;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    std::uint32_t cp = 0;
+    std::size_t len = 0;
+    if (b < 0x80) {
+      cp = b;
+      len = 1;
+    } else if ((b & 0xe0) == 0xc0) {
+      cp = b & 0x1f;
+      len = 2;
+    } else if ((b & 0xf0) == 0xe0) {
+      cp = b & 0x0f;
+      len = 3;
+    } else if ((b & 0xf8) == 0xf0) {
+      cp = b & 0x07;
+      len = 4;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto c = static_cast<unsigned char>(s[i + k]);
+      if ((c & 0xc0) != 0x80) return false;
+      cp = (cp << 6) | (c & 0x3f);
+    }
+    const std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == '/' || cp == '\\' || cp == 0x061c ||
+        cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
+        (cp >= 0x2066 && cp <= 0x2069))
+      return false;
+    i += len;
+  }
+  return true;
 }
 
 bool valid_sha256(std::string_view s) {
@@ -229,7 +262,10 @@ static std::optional<AssetRow> asset_by_sha(db::Connection& c, const std::string
 
 // A fresh presigned PUT for a single-request upload.
 static json::object put_instructions(Api::Impl& api, const UploadRow& u) {
+  // The bytes (their checksum) and the type they are stored with are signed: the URL,
+  // valid until it expires, can put nothing else, also after completion.
   std::vector<std::pair<std::string, std::string>> signed_headers;
+  signed_headers.emplace_back("content-type", u.content_type);
   if (!u.sha256.empty())
     signed_headers.emplace_back("x-amz-checksum-sha256", base64_of_hex(u.sha256));
   const auto ttl = api.options.uploads.url_ttl_s;
@@ -602,8 +638,16 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
   u.content_type = n.content_type;
   u.sha256 = n.sha256;
   const bool multipart = n.force_multipart || n.size > o.multipart_threshold;
-  // A single PUT with a declared hash is content-addressed (the store checks the hash, so
-  // the key can only ever hold these bytes); everything else has a key of its own.
+  // A presigned PUT stays valid until it expires, also after completion: without a signed
+  // checksum it could replace an asset's bytes (with an executable, or more than the quota).
+  if (!multipart && n.sha256.empty())
+    refuse(400, "sha256-required",
+           "A file of at most " + std::to_string(o.multipart_threshold) +
+               " bytes goes up in one PUT, which needs its 'sha256' (64 lowercase hex digits; "
+               "in a browser: crypto.subtle.digest('SHA-256', bytes)) so that the store "
+               "accepts exactly these bytes.");
+  // A single PUT is content-addressed (the store checks the hash, so the key can only
+  // ever hold these bytes); a multipart upload has a key of its own.
   u.key = !multipart && !n.sha256.empty() ? "projects/" + project + "/sha256/" + n.sha256
                                           : "projects/" + project + "/uploads/" + u.id;
   if (multipart && !n.force_multipart) {
@@ -824,8 +868,10 @@ static json::object download_json(Api::Impl& api, const AssetRow& a) {
             {"cache_control", "public, max-age=31536000, immutable"}};
   }
   // The browser (and `kiln download`) saves it under the asset's name, not the object key.
+  // and served as the type it was accepted as, whatever the object was stored with.
   const auto query =
-      "response-content-disposition=" + s3::uri_encode(content_disposition(a.name), false);
+      "response-content-disposition=" + s3::uri_encode(content_disposition(a.name), false) +
+      "&response-content-type=" + s3::uri_encode(a.content_type, false);
   return {{"url", api.presigner->presign("GET", o.bucket, a.key, o.download_ttl_s, query)},
           {"expires_at", now_s() + o.download_ttl_s},
           {"cache_control", "private, max-age=" + std::to_string(o.download_ttl_s)}};

@@ -3,6 +3,7 @@
 #include <CLI/CLI.hpp>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <sstream>
 #include <vector>
@@ -27,7 +28,11 @@ std::string option_line(const CLI::Option& o) {
   std::string name = o.get_positional()       ? o.get_name()
                      : o.get_lnames().empty() ? o.get_name()
                                               : "--" + o.get_lnames().front();
-  if (!o.get_positional() && o.get_type_size() != 0) name += " " + o.get_type_name();
+  if (!o.get_positional() && o.get_type_size() != 0) {
+    // CLI11's "INT:INT in [1 - 64]" and "TEXT" in this help's own words.
+    const auto t = o.get_type_name();
+    name += t.find("INT") != std::string::npos ? " <integer>" : " <text>";
+  }
   std::string line = "    " + name;
   line.resize(std::max<std::size_t>(line.size() + 2, 30), ' ');
   line += o.get_description();
@@ -69,20 +74,25 @@ std::string type_name(const config::Setting& s) {
 void settings_block(std::ostringstream& out, const config::Schema& schema) {
   out << "\nSettings (each also an environment variable KILN_SECTION_KEY and a key of the "
          "--config YAML file; `kiln config doc` for the full reference):\n";
-  std::string section;
+  // By section, in the order sections first appear.
+  std::vector<std::string> order;
+  std::map<std::string, std::vector<const config::Setting*>> by_section;
   for (const auto& s : schema.settings()) {
-    const auto dot = s.key.find('.');
-    const auto sec = s.key.substr(0, dot);
-    if (sec != section) {
-      section = sec;
-      out << "  " << section << ":\n";
+    const auto sec = s.key.substr(0, s.key.find('.'));
+    if (by_section.find(sec) == by_section.end()) order.push_back(sec);
+    by_section[sec].push_back(&s);
+  }
+  for (const auto& sec : order) {
+    out << "  " << sec << ":\n";
+    for (const auto* s : by_section[sec]) {
+      std::string line = "    " + s->flag_name() + " <" + type_name(*s) + ">";
+      line.resize(std::max<std::size_t>(line.size() + 2, 52), ' ');
+      line +=
+          "default " + (s->default_shown.empty()
+                            ? (s->default_value.empty() ? std::string("\"\"") : s->default_value)
+                            : s->default_shown);
+      out << line << "\n";
     }
-    std::string line = "    " + s.flag_name() + " <" + type_name(s) + ">";
-    line.resize(std::max<std::size_t>(line.size() + 2, 52), ' ');
-    line += "default " + (s.default_shown.empty()
-                              ? (s.default_value.empty() ? std::string("\"\"") : s.default_value)
-                              : s.default_shown);
-    out << line << "\n";
   }
 }
 
@@ -115,6 +125,21 @@ std::size_t edit_distance(const std::string& a, const std::string& b) {
     std::swap(prev, cur);
   }
   return prev[b.size()];
+}
+
+std::optional<std::string> unknown_command(const CLI::App& app, int argc, char** argv) {
+  std::vector<std::string> names;
+  for (const auto* sub : app.get_subcommands({})) names.push_back(sub->get_name());
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg.empty() || arg[0] == '-') continue;
+    if (std::find(names.begin(), names.end(), arg) != names.end()) return std::nullopt;
+    for (const auto& n : names) {
+      if (edit_distance(arg, n) <= 2)
+        return "unknown command '" + arg + "'; did you mean '" + n + "'? (kiln --help)";
+    }
+  }
+  return std::nullopt;
 }
 
 std::optional<std::string> unknown_flag(const CLI::App& app, int argc, char** argv) {

@@ -22,6 +22,10 @@ std::string help_text(const CLI::App& app, const CLI::App* command, const config
 // "unknown flag '--projcet'; did you mean '--project'?". Nullopt when every flag is known.
 std::optional<std::string> unknown_flag(const CLI::App& app, int argc, char** argv);
 
+// A word where a command belongs that is close to one ("srve"): "unknown command 'srve'; did
+// you mean 'serve'?". Nullopt when a known command is given or nothing is close.
+std::optional<std::string> unknown_command(const CLI::App& app, int argc, char** argv);
+
 // Levenshtein distance (insertions, deletions, substitutions), for the suggestion above.
 std::size_t edit_distance(const std::string& a, const std::string& b);
 

@@ -5,9 +5,14 @@
 
 #include <openssl/evp.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 
 namespace kiln::app {
@@ -46,21 +51,39 @@ int download(const DownloadArgs& a) {
   if (fs::exists(target, ec) && !a.force)
     fail(target.string() + " exists: choose another with -o FILE, or replace it with --force");
 
-  fs::path part = target;
-  part += ".kiln-download";
-  std::ofstream out(part, std::ios::binary | std::ios::trunc);
-  if (!out) fail("cannot write " + part.string());
+  // A new file of our own beside the target (O_EXCL, a random name: never a symlink or a
+  // file someone placed there), renamed over the target only once it is whole and checked.
+  const auto dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::string tmpl = (dir / ".kiln-download-XXXXXX").string();
+  const int fd = ::mkstemp(tmpl.data());
+  if (fd < 0) fail("cannot create a file in " + dir.string() + ": " + std::strerror(errno));
+  const fs::path part = tmpl;
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  ::fchmod(fd, 0666 & ~mask);  // mkstemp makes 0600; a saved file gets the usual mode
+  bool fd_open = true;
   std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
   EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
   std::uint64_t bytes = 0;
   try {
+    bool write_failed = false;
     cli::fetch(url, [&](std::string_view b) {
-      out.write(b.data(), static_cast<std::streamsize>(b.size()));
+      for (std::size_t off = 0; off < b.size() && !write_failed;) {
+        const auto n = ::write(fd, b.data() + off, b.size() - off);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) {
+          write_failed = true;
+          break;
+        }
+        off += static_cast<std::size_t>(n);
+      }
       EVP_DigestUpdate(ctx.get(), b.data(), b.size());
       bytes += b.size();
     });
-    out.close();
-    if (!out) fail("cannot write " + part.string() + " (disk full?)");
+    const bool synced = !write_failed && ::fsync(fd) == 0;
+    fd_open = false;
+    if (::close(fd) != 0 || !synced)
+      fail("cannot write " + part.string() + ": " + std::strerror(errno) + " (disk full?)");
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_DigestFinal_ex(ctx.get(), md, &len);
@@ -69,13 +92,17 @@ int download(const DownloadArgs& a) {
       fail("the downloaded bytes do not match the asset's SHA-256 (" + got + ", expected " + sha +
            "); nothing was saved");
   } catch (...) {
+    if (fd_open) ::close(fd);
     fs::remove(part, ec);
     throw;
   }
   fs::rename(part, target, ec);
   if (ec) {
+    const auto why = ec.message();
     fs::remove(part, ec);
-    fail("cannot save " + target.string() + ": " + ec.message());
+    fail(
+        "cannot save " + target.string() + ": " + why +
+        (why.find("too long") != std::string::npos ? " (choose a shorter name with -o FILE)" : ""));
   }
   std::fprintf(stderr, "saved %s (%llu bytes)\n", target.string().c_str(),
                static_cast<unsigned long long>(bytes));

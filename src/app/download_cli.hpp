@@ -1,6 +1,7 @@
 // `kiln download ASSET --project P`: saves an asset of a project to a file named as the
 // asset (or -o FILE). The API gives a presigned URL; the bytes come straight from object
-// storage into a temporary file beside the target, are checked against the asset's SHA-256
+// storage into a new file of its own beside the target (mkstemp: never a link or file placed
+// there by someone else), are checked against the asset's SHA-256
 // when it has one, and only then take the target's name (an interrupted download leaves
 // no half file under it). An existing file is not replaced without --force.
 #pragma once

@@ -1,32 +1,13 @@
 #include "app/landing.hpp"
 
+#include "s3/xml.hpp"
+
 namespace kiln::app {
 namespace {
 
+// The five characters XML and HTML escape alike (&apos; is HTML5 too).
 std::string html_escape(std::string_view s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&':
-        out += "&amp;";
-        break;
-      case '<':
-        out += "&lt;";
-        break;
-      case '>':
-        out += "&gt;";
-        break;
-      case '"':
-        out += "&quot;";
-        break;
-      case '\'':
-        out += "&#39;";
-        break;
-      default:
-        out += c;
-    }
-  }
-  return out;
+  return s3::xml::escape(s);
 }
 
 std::string ws_url(const std::string& http) {
@@ -75,8 +56,10 @@ std::string landing_html(const Landing& l) {
                              html_escape(l.buckets) + ")");
   }
   if (!l.service_key_file.empty()) {
-    item("Service key", "in <code>" + html_escape(l.service_key_file) +
-                            "</code>: mint a user token with <code>POST /v1/tokens</code>");
+    // Where it lives is for the operator (the banner says it); the page says what it is for.
+    item("Service key",
+         "<code>service-key</code> in the server's data directory: mint a "
+         "user token with <code>POST /v1/tokens</code>");
   }
   item("Operations", "<a href=\"/readyz\">/readyz</a>, <a href=\"/healthz\">/healthz</a>, " +
                          std::string("<a href=\"/metrics\">/metrics</a>"));

@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -95,7 +96,16 @@ int main(int argc, char** argv) {
       "parallel parts, resumable (run the same command again), deduplicated by SHA-256");
   upload_cmd->add_option("file", up.file, "The file")->required()->check(CLI::ExistingFile);
   upload_cmd->add_option("--project", up.project, "The project's id")->required();
-  upload_cmd->add_option("--api", up.api, "The Kiln API's base URL")->capture_default_str();
+  const auto http_url = CLI::Validator(
+      [](std::string& v) -> std::string {
+        return v.starts_with("http://") || v.starts_with("https://")
+                   ? std::string()
+                   : "'" + v + "' is not an http:// or https:// URL";
+      },
+      "URL");
+  upload_cmd->add_option("--api", up.api, "The Kiln API's base URL")
+      ->capture_default_str()
+      ->check(http_url);
   upload_cmd->add_option("--token", up.token, "A user token (default: $KILN_TOKEN)");
   upload_cmd->add_option("--name", up.name, "The asset's name (default: the file's name)");
   upload_cmd->add_option("--content-type", up.content_type,
@@ -115,7 +125,9 @@ int main(int argc, char** argv) {
       "storage, checked against its SHA-256)");
   download_cmd->add_option("asset", down.asset, "The asset's id")->required();
   download_cmd->add_option("--project", down.project, "The project's id")->required();
-  download_cmd->add_option("--api", down.api, "The Kiln API's base URL")->capture_default_str();
+  download_cmd->add_option("--api", down.api, "The Kiln API's base URL")
+      ->capture_default_str()
+      ->check(http_url);
   download_cmd->add_option("--token", down.token, "A user token (default: $KILN_TOKEN)");
   download_cmd->add_option("-o,--output", down.output, "The file (default: the asset's name)");
   download_cmd->add_flag("--force", down.force, "Replace an existing file");
@@ -146,6 +158,8 @@ int main(int argc, char** argv) {
     // whatever the parser noticed first.
     if (auto unknown = kiln::app::unknown_flag(app, argc, argv)) {
       std::fprintf(stderr, "kiln: %s\n", unknown->c_str());
+    } else if (auto cmd = kiln::app::unknown_command(app, argc, argv)) {
+      std::fprintf(stderr, "kiln: %s\n", cmd->c_str());
     } else {
       std::fprintf(stderr, "kiln: %s (kiln --help)\n", e.what());
     }
@@ -201,6 +215,17 @@ int main(int argc, char** argv) {
                      std::chrono::system_clock::now().time_since_epoch())
                      .count() +
                  token_ttl;
+    const bool user_ok = !token_user.empty() && token_user.size() <= 128 &&
+                         std::all_of(token_user.begin(), token_user.end(), [](char ch) {
+                           const auto u = static_cast<unsigned char>(ch);
+                           return u > 0x20 && u != 0x7f && ch != '/' && ch != '"' && ch != '\\';
+                         });
+    if (!user_ok) {
+      std::fprintf(stderr,
+                   "kiln token: --user must be 1-128 printable characters without spaces, '/', "
+                   "'\"' or '\\' (the ids the REST API accepts)\n");
+      return 2;
+    }
     if (!token_roles.empty()) {
       std::fprintf(stderr,
                    "kiln token: --role is gone: a token proves identity only, and roles come "

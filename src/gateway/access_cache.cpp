@@ -22,7 +22,8 @@ AccessDecision judge(const ProjectAccess& access, std::string_view user, std::st
   if (access.scenes.find(scene) == access.scenes.end()) {
     d.code = Code::NotFound;
     d.message = "project " + std::string(project) + " has no scene '" + std::string(scene) +
-                "' (create it: POST /v1/projects/" + std::string(project) + "/scenes)";
+                "' (scenes are created with POST /v1/projects/" + std::string(project) +
+                "/scenes; the id of a deleted scene is not used again)";
     return d;
   }
   d.role = role->second;
@@ -56,12 +57,15 @@ void AccessCache::decide(const std::string& user, const std::string& room,
       auto min_load = after_now || !e.loading ? e.started + 1 : e.started;
       min_load = std::max(min_load, e.required);
       start = wait_locked(project, e, min_load, [this, user, room, done](Shared data, bool fresh) {
-        if (!data) {
+        auto d = data ? judge(*data, user, room) : AccessDecision{};
+        // Without a fresh read only a let-in is taken from the old entry: a refusal from it
+        // could be older than the change that allows the join (a scene just created).
+        if (!data || (!fresh && d.code != Code::Ok)) {
           {
             std::lock_guard l(mu_);
             ++stats_.refused;
           }
-          AccessDecision d;
+          d = AccessDecision{};
           d.code = Code::Unavailable;
           d.message = "access cannot be checked now (the database does not answer); try again";
           d.after_ms = 1'000;
@@ -72,7 +76,7 @@ void AccessCache::decide(const std::string& user, const std::string& room,
           std::lock_guard l(mu_);
           ++stats_.stale;
         }
-        done(judge(*data, user, room));
+        done(std::move(d));
       });
     }
   }

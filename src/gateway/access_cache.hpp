@@ -12,9 +12,10 @@
 // that arrive meanwhile share the next), so refused joins cost one read per project at a
 // time however many arrive.
 //
-// When the database cannot answer, an entry read less than `stale_max` ago still decides
-// (joins go on through a short outage); without one, the join is refused as unavailable
-// with a retry hint. Thread-safe; answers come from the loader's thread or inline.
+// When the database cannot answer, an entry read less than `stale_max` ago still lets
+// members in (joins go on through a short outage), but never refuses (the change that
+// allows the join may be newer than it); otherwise the join is refused as unavailable with
+// a retry hint. Thread-safe; answers come from the loader's thread or inline.
 #pragma once
 
 #include "auth/jwt.hpp"

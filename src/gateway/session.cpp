@@ -159,17 +159,32 @@ void Session::handle(collab::msg::Hello&& m) {
   authenticated_ = true;
   member_.user = r.claims.sub;
   member_.name = r.claims.name;  // the token's `roles` claim is not used: access is live
-  send(encode::welcome(m.id, member_.session, member_.node, member_.user, member_.name,
-                       ctx_.options.heartbeat.count()));
-  if (ctx_.options.revocation_check) {
-    // The database answers within milliseconds; frames meanwhile are served (the welcome
-    // is not held back), and the session ends the moment a revocation is known.
-    std::weak_ptr<Session> weak = shared_from_this();
-    ctx_.options.revocation_check(member_.user, r.claims.ver, [weak](bool revoked) {
-      if (!revoked) return;
-      if (auto self = weak.lock()) self->close(Close::Forbidden, "this token was revoked");
-    });
+  if (!ctx_.options.revocation_check) {
+    send(encode::welcome(m.id, member_.session, member_.node, member_.user, member_.name,
+                         ctx_.options.heartbeat.count()));
+    return;
   }
+  // No welcome for a revoked token: frames after the hello wait (as after a join) until the
+  // database has said (within milliseconds; a database that cannot answer lets it on).
+  joining_ = true;
+  std::weak_ptr<Session> weak = shared_from_this();
+  ctx_.options.revocation_check(member_.user, r.claims.ver, [weak, id = m.id](bool revoked) {
+    auto self = weak.lock();
+    if (!self) return;
+    if (auto t = self->transport_.lock()) {
+      t->run([weak, id, revoked] {
+        auto s = weak.lock();
+        if (!s || s->closed_) return;
+        if (revoked) {
+          s->close(Close::Forbidden, "this token was revoked");
+          return;
+        }
+        s->send(encode::welcome(id, s->member_.session, s->member_.node, s->member_.user,
+                                s->member_.name, s->ctx_.options.heartbeat.count()));
+        s->resume();
+      });
+    }
+  });
 }
 
 void Session::handle(collab::msg::Join&& m) {

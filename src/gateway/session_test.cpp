@@ -237,6 +237,29 @@ TEST_F(SessionTest, ClosingLeavesEveryRoom) {
   EXPECT_EQ(hub.rooms(), 0u);
 }
 
+// A revoked token never gets a welcome: the session waits for the database's answer.
+TEST_F(SessionTest, NoWelcomeBeforeTheRevocationCheckAnswers) {
+  std::vector<std::function<void(bool)>> asked;
+  ctx.options.revocation_check = [&](const std::string&, std::int64_t, auto done) {
+    asked.push_back(std::move(done));
+  };
+  auto a = connect("sa");
+  auto b = connect("sb");
+  hello(a, "ann");
+  hello(b, "bob");
+  a.session->on_text(R"({"t":"ping","id":5})", t0);
+  ASSERT_EQ(asked.size(), 2u);
+  EXPECT_TRUE(a.transport->frames.empty()) << "nothing before the answer";
+  asked[0](false);
+  ASSERT_EQ(a.transport->frames.size(), 2u);
+  EXPECT_EQ(json::parse(a.transport->frames[0]).at("t").as_string(), "welcome");
+  EXPECT_EQ(a.transport->last().at("t").as_string(), "pong") << "held frames follow";
+  asked[1](true);
+  EXPECT_TRUE(b.transport->frames.empty()) << "a revoked token gets no welcome";
+  ASSERT_TRUE(b.transport->closed);
+  EXPECT_EQ(b.transport->closed->first, Close::Forbidden);
+}
+
 // --- access from live membership, not from the token --------------------------------
 
 TEST_F(SessionTest, TheTokensRolesClaimGrantsNothing) {

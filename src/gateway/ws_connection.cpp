@@ -1,6 +1,7 @@
 // The WebSocket transport: the one translation unit of the gateway that instantiates
 // Beast's websocket stream. Protocol logic lives in Session (sans-io).
 #include "gateway/gateway_impl.hpp"
+#include "platform/http.hpp"
 #include "platform/http_upgrade.hpp"
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
@@ -149,9 +150,10 @@ asio::awaitable<void> WsConnection::reject(bhttp::status status, std::string_vie
   bhttp::response<bhttp::string_body> res{status, 11};
   res.set(bhttp::field::content_type, "application/problem+json");
   res.set(bhttp::field::connection, "close");
-  res.body() = "{\"type\":\"https://kiln.dev/problems/websocket\",\"status\":" +
-               std::to_string(static_cast<int>(status)) + ",\"detail\":\"" + std::string(detail) +
-               "\"}";
+  // The same problem shape as every other refusal (RFC 9457, with a title).
+  res.body() = http::Response::problem(static_cast<int>(status),
+                                       "https://kiln.dev/problems/websocket", "", detail)
+                   .body;
   res.prepare_payload();
   auto& stream = ws_.next_layer();
   stream.expires_after(std::chrono::seconds(5));

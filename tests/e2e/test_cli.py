@@ -52,6 +52,18 @@ class CommandLine(unittest.TestCase):
             r = run_kiln(*args)
             self.assertEqual(r.returncode, 2, (args, r.stderr))
             self.assertIn(f"unknown flag '{typo}'; did you mean '{meant}'?", r.stderr)
+        r = run_kiln("srve")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command 'srve'; did you mean 'serve'?", r.stderr)
+        for cmd in (["upload", "/etc/hostname", "--project", "p", "--api", "127.0.0.1:7800"],
+                    ["download", "a1", "--project", "p", "--api", "localhost"]):
+            r = run_kiln(*cmd)
+            self.assertEqual(r.returncode, 2, (cmd, r.stderr))
+            self.assertIn("not an http:// or https:// URL", r.stderr)
+        for user in ("", "a b", "a/b"):
+            r = run_kiln("token", "--user", user, "--auth-jwt-secret", "x" * 40)
+            self.assertEqual(r.returncode, 2, (user, r.stdout))
+            self.assertIn("--user must be", r.stderr)
         r = run_kiln("serve", "--zzzzzzzzzzzz")
         self.assertEqual(r.returncode, 2)
         self.assertNotIn("did you mean", r.stderr, "nothing close: no guess")
@@ -68,6 +80,10 @@ class CommandLine(unittest.TestCase):
         self.assertIn("--http-listen <host:port>", out)
         self.assertIn("--gateway-access-ttl-ms <integer", out)
         self.assertNotIn(" TEXT ", out.split("Settings", 1)[1], "settings show their real types")
+        self.assertNotIn("INT:INT", out)
+        sections = [l.strip() for l in out.split("Settings", 1)[1].splitlines()
+                    if l.startswith("  ") and not l.startswith("    ")]
+        self.assertEqual(len(sections), len(set(sections)), "each section once")
         r = run_kiln("serve", "--help")
         self.assertEqual(r.returncode, 0)
         self.assertIn("serve", r.stdout.splitlines()[0])

@@ -60,6 +60,7 @@ class Endpoints(unittest.TestCase):
         page = body.decode()
         for needle in ('href="/openapi.yaml"', "/v1/collab", "kiln.v1", "service-key", "/readyz"):
             self.assertIn(needle, page)
+        self.assertNotIn(self.kiln.data_dir, page, "the page tells no file system path")
         banner = "".join(self.kiln.banner)
         base = f"http://{self.kiln.host}:{self.kiln.port}"
         self.assertIn(f"{base}/openapi.yaml", banner)

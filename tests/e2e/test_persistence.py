@@ -217,8 +217,10 @@ class PostgresWorkers(unittest.TestCase):
             async def one(batch):
                 c = await Client.connect(ws_url(gw), user="filler", roles=ROLES)
                 for r in batch:
-                    assert (await c.join(r))["t"] == "joined"
-                    assert (await c.op(r, entity(0)))["t"] == "ack"
+                    j = await c.join(r)
+                    assert j["t"] == "joined", j
+                    a = await c.op(r, entity(0))
+                    assert a["t"] == "ack", a
                     await c.request({"t": "leave", "room": r})
                 await c.close()
             await asyncio.gather(*(one(rooms[i::20]) for i in range(20)))

@@ -203,6 +203,11 @@ class UploadCli(unittest.TestCase):
         self.assertEqual(up.finish()[0], 0)
         aid = up.of("done")[0]["asset"]["id"]
         where = tempfile.mkdtemp(prefix="kiln-download-", dir=self.tmp)
+        # A link planted where a careless downloader would write first is never followed.
+        victim = os.path.join(self.tmp, "victim.txt")
+        with open(victim, "w") as f:
+            f.write("precious")
+        os.symlink(victim, os.path.join(where, "crate model.glb.kiln-download"))
         r = subprocess.run([KILN, "download", aid, "--project", "down", "--api", self.api],
                            cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -217,7 +222,10 @@ class UploadCli(unittest.TestCase):
         r = subprocess.run([KILN, "download", aid, "--project", "down", "--api", self.api, "-o", "copy.glb"],
                            cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(sorted(os.listdir(where)), ["copy.glb", "crate model.glb"])
+        self.assertEqual(sorted(os.listdir(where)),
+                         ["copy.glb", "crate model.glb", "crate model.glb.kiln-download"])
+        with open(victim) as f:
+            self.assertEqual(f.read(), "precious")
         # Someone else's project: the API's 404, said plainly.
         r = subprocess.run([KILN, "download", aid, "--project", "nope", "--api", self.api],
                            cwd=where, env=self.env, capture_output=True, text=True, timeout=WAIT)

@@ -163,19 +163,46 @@ class UploadSuite:
         st, _, done = self.call("POST", self.up(uid) + "/complete", self.ann)
         self.assertEqual(st, 201, done)
 
-    def test_a_declared_size_that_does_not_match_is_refused_and_can_be_sent_again(self):
+    def test_a_declared_size_that_does_not_match_is_refused(self):
         data = os.urandom(50_000)
-        st, doc = self.create(filename="a.bin", size=len(data) + 1, content_type="application/octet-stream")
+        st, doc = self.create(filename="a.bin", size=len(data) + 1, content_type="application/octet-stream",
+                              sha256=sha(data))
         uid = doc["upload"]["id"]
-        s, _, b = send(doc["put"]["url"], body=data)
+        s, _, b = send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
         self.assertEqual(s, 200, b)
         self.problem(self.call("POST", self.up(uid) + "/complete", self.ann), 409, "size-mismatch")
         st, _, now = self.call("GET", self.up(uid), self.ann)
-        self.assertEqual(now["state"], "open")  # the PUT may be sent again (the wrong object is gone)
-        s, _, b = send(now["put"]["url"], body=data + b"x")
-        self.assertEqual(s, 200, b)
-        st, _, done = self.call("POST", self.up(uid) + "/complete", self.ann)
-        self.assertEqual((st, done["asset"]["size"]), (201, len(data) + 1))
+        self.assertEqual(now["state"], "open")  # the wrong object is gone; abort to start over
+        self.assertEqual(send(now["put"]["url"], "HEAD")[0], 403)  # signed for PUT only
+        self.assertEqual(self.call("DELETE", self.up(uid), self.ann)[0], 204)
+        self.assertEqual(self.call("GET", f"/v1/projects/{self.pid}/assets", self.ann)[2]["items"], [])
+
+    def test_a_single_put_needs_its_hash_and_its_url_can_put_nothing_else(self):
+        data = os.urandom(5000)
+        self.problem(self.create(filename="a.png", size=len(data), content_type="image/png"), 400,
+                     "sha256-required")
+        st, doc = self.create(filename="a.png", size=len(data), content_type="image/png", sha256=sha(data))
+        put = doc["put"]
+        self.assertEqual(put["headers"]["content-type"], "image/png")
+        self.assertEqual(send(put["url"], body=data, headers=put["headers"])[0], 200)
+        st, _, done = self.call("POST", self.up(doc["upload"]["id"]) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+        # The URL is still valid after completion: other bytes, or the same bytes as another
+        # type, are refused; the asset's bytes and type stay what was completed.
+        exe = b"MZ\x90\x00" + os.urandom(4000)
+        self.assertNotEqual(send(put["url"], body=exe, headers=put["headers"])[0], 200)
+        html = dict(put["headers"], **{"content-type": "text/html"})
+        self.assertEqual(send(put["url"], body=data, headers=html)[0], 403)
+        meta = self.call("GET", f"/v1/projects/{self.pid}/assets/{done['asset']['id']}", self.ann)[2]
+        s, hd, got = send(meta["download"]["url"], "GET")
+        self.assertEqual((s, sha(got), hd["content-type"]), (200, sha(data), "image/png"))
+
+    def test_names_that_show_as_another_are_refused(self):
+        for name in ("a\u0085b.png", "\u202etxt.exe", "a\u200fb.png", "x\u2066y.png"):
+            self.problem(self.create(filename=name, size=10, content_type="image/png", sha256="0" * 64),
+                         400, "invalid-request")
+        st, doc = self.create(filename="Ünïcødé ✓.png", size=10, content_type="image/png", sha256="0" * 64)
+        self.assertEqual(st, 201, doc)
 
     def test_a_file_the_project_has_is_not_sent_again(self):
         data = os.urandom(10_000)
@@ -371,9 +398,10 @@ class UploadSuite:
         viewer = self.add_member("vic", "viewer")
         eve = self.mint("eve")
         data = os.urandom(1000)
-        st, doc = self.create(filename="a.bin", size=len(data), content_type="application/octet-stream")
+        st, doc = self.create(filename="a.bin", size=len(data), content_type="application/octet-stream",
+                              sha256=sha(data))
         uid = doc["upload"]["id"]
-        send(doc["put"]["url"], body=data)
+        send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
         for who in (bob, eve):
             for method, suffix, body in (("GET", "", None), ("POST", "/complete", None),
                                          ("POST", "/parts", {"parts": [1]}), ("DELETE", "", None)):
@@ -446,7 +474,8 @@ class OnServe(UploadSuite, unittest.TestCase):
         ann = self.mint("ann")
         self.call("POST", "/v1/projects", ann, {"id": "stale", "name": "S"})
         st, _, doc = self.call("POST", "/v1/projects/stale/uploads", ann,
-                               {"filename": "x.glb", "size": 7 * MIB, "content_type": "model/gltf-binary"})
+                               {"filename": "x.glb", "size": 7 * MIB, "content_type": "model/gltf-binary",
+                                "sha256": "0" * 64})
         self.assertEqual(st, 201, doc)
         k.wait_for_log(lambda r: r.get("msg") == "api: stale uploads aborted", "the stale sweep")
         st, _, now = self.call("GET", "/v1/projects/stale/uploads/" + doc["upload"]["id"], ann)
