@@ -43,6 +43,12 @@ constexpr std::array kSignatures = {
     Signature{0, "\xcf\xfa\xed\xfe"sv, "application/x-mach-binary"},
     Signature{0, "\xfe\xed\xfa\xcf"sv, "application/x-mach-binary"},
     Signature{0, "\xca\xfe\xba\xbe"sv, "application/x-mach-binary"},
+    Signature{0, "\xfe\xed\xfa\xce"sv, "application/x-mach-binary"},
+    Signature{0, "\xce\xfa\xed\xfe"sv, "application/x-mach-binary"},
+    Signature{0, "\0asm"sv, "application/wasm"},
+    Signature{0, "\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"sv, "application/x-ole-storage"},
+    Signature{0, "dex\n"sv, "application/vnd.android.dex"},
+    Signature{0, "L\0\0\0\x01\x14\x02\0"sv, "application/x-ms-shortcut"},
     Signature{0, "#!"sv, "text/x-shellscript"},
 };
 

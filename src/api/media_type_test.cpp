@@ -29,6 +29,10 @@ TEST(SniffMediaType, ExecutablesAndScriptsAreNamed) {
                              "ELF\x02\x01\x01"s),
             "application/x-executable");
   EXPECT_EQ(sniff_media_type("#!/bin/sh\nrm -rf /\n"), "text/x-shellscript");
+  EXPECT_EQ(sniff_media_type("\xfe\xed\xfa\xce\0\0\0\x07"s), "application/x-mach-binary");
+  EXPECT_EQ(sniff_media_type("\xce\xfa\xed\xfe\x07\0\0\0"s), "application/x-mach-binary");
+  EXPECT_EQ(sniff_media_type("\0asm\x01\0\0\0"s), "application/wasm");
+  EXPECT_EQ(sniff_media_type("\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"s), "application/x-ole-storage");
 }
 
 TEST(SniffMediaType, UnknownShortAndLookAlikeInputsAreUnknown) {

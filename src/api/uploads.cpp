@@ -225,6 +225,12 @@ std::string mib(std::uint64_t bytes) {
 
 // A storage call that failed: 502 with S3's code (logged by the caller's catch-all).
 [[noreturn]] void storage_failed(const s3::S3Error& e) {
+  // An object that vanished under a completion (an asset of the same content deleted
+  // meanwhile) is the client's to send again, not a storage outage.
+  if (e.code() == "NoSuchKey")
+    refuse(409, "not-uploaded",
+           "The store no longer holds this upload's bytes (an asset with the same content "
+           "was deleted meanwhile); send them again.");
   log::warn("api: object storage call failed", {{"status", e.status()}, {"code", e.code()}});
   refuse(502, "storage-unavailable",
          "The object storage refused or did not answer (" + e.code() + "); retry shortly.");
@@ -264,8 +270,11 @@ static std::optional<AssetRow> asset_by_sha(db::Connection& c, const std::string
 static json::object put_instructions(Api::Impl& api, const UploadRow& u) {
   // The bytes (their checksum) and the type they are stored with are signed: the URL,
   // valid until it expires, can put nothing else, also after completion.
+  // The key is content-addressed, shared by every upload of these bytes whatever type each
+  // declared: the object is stored as octet-stream (downloads name the asset's type), so no
+  // upload's URL can change what another asset's bytes are served as.
   std::vector<std::pair<std::string, std::string>> signed_headers;
-  signed_headers.emplace_back("content-type", u.content_type);
+  signed_headers.emplace_back("content-type", "application/octet-stream");
   if (!u.sha256.empty())
     signed_headers.emplace_back("x-amz-checksum-sha256", base64_of_hex(u.sha256));
   const auto ttl = api.options.uploads.url_ttl_s;
@@ -299,13 +308,31 @@ static bool mark_aborted(Api::Impl& api, const UploadRow& u, const std::string& 
 
 // Deletes the upload's object unless an asset uses its key (a content-addressed key may be
 // another upload's asset). Asked of the primary: a lagging replica could miss a new asset.
-static void delete_unless_used(Api::Impl& api, s3::Client& s3c, const UploadRow& u) {
-  bool used = false;
+// Takes the project row's lock (PostgreSQL; SQLite's write transaction is exclusive
+// already). Whatever makes or removes an object key of the project's assets does it under
+// this lock: a completion checks its bytes and records its asset, a deletion checks that
+// no live asset uses the key and removes the bytes, never interleaved (a content-addressed
+// key is shared by every upload of the same bytes).
+static void lock_project(db::Connection& c, const std::string& project) {
+  if (c.dialect() == db::Dialect::Postgres)
+    c.exec("SELECT id FROM projects WHERE id = $1 FOR UPDATE", {project});
+}
+
+// Removes the object at `key` unless a live asset uses it, under the project's lock (a
+// crash inside leaves the object: unreferenced bytes, never an asset without them).
+static void delete_key_unless_used(Api::Impl& api, s3::Client& s3c, const std::string& project,
+                                   const std::string& key) {
   api.store.write([&](db::Connection& c) {
-    used = !c.exec("SELECT 1 FROM assets WHERE object_key = $1 AND deleted_at IS NULL", {u.key})
-                .rows.empty();
+    lock_project(c, project);
+    const bool used =
+        !c.exec("SELECT 1 FROM assets WHERE object_key = $1 AND deleted_at IS NULL", {key})
+             .rows.empty();
+    if (!used) s3c.delete_object(api.options.uploads.bucket, key);
   });
-  if (!used) s3c.delete_object(api.options.uploads.bucket, u.key);
+}
+
+static void delete_unless_used(Api::Impl& api, s3::Client& s3c, const UploadRow& u) {
+  delete_key_unless_used(api, s3c, u.project, u.key);
 }
 
 // Removes what the store holds for an upload that will not complete.
@@ -530,6 +557,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
   bool duplicate = false;
   const auto now = now_ms();
   auto record = [&](db::Connection& c) {
+    lock_project(c, u.project);  // no deletion of this key meanwhile (lock_project)
     auto cur = c.exec("SELECT " + std::string(kUploadCols) + " FROM uploads WHERE id = $1" +
                           (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
                       {u.id});
@@ -547,6 +575,18 @@ static Completed complete(Api::Impl& api, UploadRow u,
       out.asset = *same;
       duplicate = true;
     } else {
+      // The bytes checked above may have gone since with a deleted asset of the same
+      // content (its deletion holds this lock while it removes them): look again, under it.
+      std::optional<s3::ObjectMeta> still;
+      try {
+        still = api.storage->take()->head_object(bucket, u.key);
+      } catch (const s3::S3Error& e) {
+        storage_failed(e);
+      }
+      if (!still || still->size != u.size)
+        refuse(409, "not-uploaded",
+               "The store no longer holds this upload's bytes (an asset with the same content "
+               "was deleted meanwhile); send them again.");
       out.asset = AssetRow{"a" + ids::random_hex(12),
                            u.project,
                            u.filename,
@@ -611,13 +651,16 @@ struct NewUpload {
 // Checks and records a new upload (quota reserved in the same transaction), then creates
 // the multipart upload when it is one. Returns the row, or the existing asset (dedup).
 static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Principal& who,
-                                                      const std::string& project,
-                                                      const NewUpload& n, db::Receipt& receipt) {
+                                                      const std::string& project, NewUpload n,
+                                                      db::Receipt& receipt) {
   const auto& o = api.options.uploads;
+  // Media types are case-insensitive (RFC 6838 §4.2): kept and compared in lowercase.
+  for (auto& ch : n.content_type)
+    ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
   if (!valid_filename(n.filename))
     refuse(400, "invalid-request",
-           "'filename' must be 1-255 bytes without control characters, '/' or '\\', and not "
-           "'.' or '..'.");
+           "'filename' must be 1-255 bytes of UTF-8 without control characters, bidirectional "
+           "formatting characters, '/' or '\\', and not '.' or '..'.");
   if (!valid_media_type(n.content_type))
     refuse(400, "invalid-request", "'content_type' must be a media type such as image/png.");
   if (!type_allowed(o.content_types, n.content_type))
@@ -939,11 +982,12 @@ Response Api::Impl::delete_asset(const Request& req, const Principal& who) {
         {"e" + ids::random_hex(12), "asset.deleted", project, json::serialize(event), now});
   });
   if (!gone) not_found();
-  // The bytes go after the row (a crash in between leaves an unreferenced object, never an
-  // asset without bytes). The same content uploaded again gets a new asset and key.
+  // Then the bytes, under the project's lock and only if no live asset uses the key: a
+  // completion of the same content that recorded its asset in between keeps them; one
+  // after finds them gone and asks for them again. Never an asset without bytes.
   if (storage) {
     try {
-      storage->take()->delete_object(options.uploads.bucket, gone->key);
+      delete_key_unless_used(*this, *storage->take(), project, gone->key);
     } catch (const s3::S3Error& e) {
       log::warn("api: could not delete a deleted asset's object",
                 {{"asset", id}, {"code", e.code()}});

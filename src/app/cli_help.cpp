@@ -25,12 +25,16 @@ std::vector<const CLI::Option*> own_options(const CLI::App& cmd) {
 }
 
 std::string option_line(const CLI::Option& o) {
-  std::string name = o.get_positional()       ? o.get_name()
-                     : o.get_lnames().empty() ? o.get_name()
-                                              : "--" + o.get_lnames().front();
-  if (!o.get_positional() && o.get_type_size() != 0) {
-    // CLI11's "INT:INT in [1 - 64]" and "TEXT" in this help's own words.
-    const auto t = o.get_type_name();
+  std::string name;
+  if (o.get_positional()) {
+    name = o.get_name();
+  } else {
+    for (const auto& sn : o.get_snames()) name += "-" + sn + ", ";
+    name += o.get_lnames().empty() ? o.get_name() : "--" + o.get_lnames().front();
+  }
+  const auto t = o.get_type_name();
+  if (!o.get_positional() && !t.empty()) {
+    // CLI11's "INT:INT in [1 - 64]" and "TEXT" in this help's own words; flags take none.
     name += t.find("INT") != std::string::npos ? " <integer>" : " <text>";
   }
   std::string line = "    " + name;
@@ -101,9 +105,13 @@ void settings_block(std::ostringstream& out, const config::Schema& schema) {
 std::string help_text(const CLI::App& app, const CLI::App* command, const config::Schema& schema) {
   std::ostringstream out;
   if (command != nullptr) {
-    out << "Usage: kiln [SETTINGS] " << command->get_name() << " [FLAGS] [SETTINGS]\n\n";
+    // The clients (upload, download) and `version` read no server settings.
+    const auto& n = command->get_name();
+    const bool client = n == "upload" || n == "download" || n == "version";
+    out << "Usage: kiln " << (client ? "" : "[SETTINGS] ") << n << " [FLAGS]"
+        << (client ? "" : " [SETTINGS]") << "\n\n";
     command_block(out, *command, true);
-    settings_block(out, schema);
+    if (!client) settings_block(out, schema);
     return out.str();
   }
   out << app.get_description() << "\n\nUsage: kiln [--config FILE] [SETTINGS] COMMAND [FLAGS]\n"
@@ -143,14 +151,22 @@ std::optional<std::string> unknown_command(const CLI::App& app, int argc, char**
 }
 
 std::optional<std::string> unknown_flag(const CLI::App& app, int argc, char** argv) {
+  // Known here: the settings (any command), and the flags of the command given.
   std::set<std::string> known = {"--help", "--version"};
-  auto collect = [&](const CLI::App& a, auto&& self) -> void {
+  auto add = [&](const CLI::App& a) {
     for (const auto* o : a.get_options()) {
       for (const auto& l : o->get_lnames()) known.insert("--" + l);
     }
-    for (const auto* sub : a.get_subcommands({})) self(*sub, self);
   };
-  collect(app, collect);
+  add(app);
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    for (const auto* sub : app.get_subcommands({})) {
+      if (sub->get_name() != arg) continue;
+      add(*sub);
+      for (const auto* subsub : sub->get_subcommands({})) add(*subsub);
+    }
+  }
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--") break;

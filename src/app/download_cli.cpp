@@ -104,8 +104,10 @@ int download(const DownloadArgs& a) {
         "cannot save " + target.string() + ": " + why +
         (why.find("too long") != std::string::npos ? " (choose a shorter name with -o FILE)" : ""));
   }
-  std::fprintf(stderr, "saved %s (%llu bytes)\n", target.string().c_str(),
-               static_cast<unsigned long long>(bytes));
+  std::fprintf(stderr, "saved %s (%llu bytes%s)\n", target.string().c_str(),
+               static_cast<unsigned long long>(bytes),
+               sha.empty() ? "; not checked: the asset was uploaded without a SHA-256"
+                           : ", SHA-256 checked");
   return 0;
 }
 

@@ -18,6 +18,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <string_view>
 
 #ifndef KILN_VERSION
 #define KILN_VERSION "0.0.0"
@@ -140,6 +141,16 @@ int main(int argc, char** argv) {
     command = "config doc";
   });
 
+  // `kiln help [COMMAND]`, as `kiln [COMMAND] --help`.
+  if (argc >= 2 && std::string_view(argv[1]) == "help") {
+    const CLI::App* asked = nullptr;
+    if (argc >= 3) {
+      for (const auto* sub : app.get_subcommands({}))
+        if (sub->get_name() == argv[2]) asked = sub;
+    }
+    std::fputs(kiln::app::help_text(app, asked, schema).c_str(), stdout);
+    return 0;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForVersion& e) {

@@ -2,6 +2,8 @@
 
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <cctype>
 #include <ctime>
 #include <variant>
 
@@ -190,6 +192,17 @@ std::variant<Verified, Refused> verify(const Request& req, std::int64_t now,
   }
   if (std::find(p.signed_headers.begin(), p.signed_headers.end(), "host") == p.signed_headers.end())
     return refuse(403, "AccessDenied", "The host header must be signed.");
+  // As S3: every x-amz-* header the request carries is one the signer signed (an unsigned
+  // x-amz-meta-*, -acl or -checksum would otherwise ride on someone else's URL).
+  for (const auto& [name, value] : r.headers) {
+    std::string lower(name);
+    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    if (lower.rfind("x-amz-", 0) == 0 && std::find(p.signed_headers.begin(), p.signed_headers.end(),
+                                                   lower) == p.signed_headers.end())
+      return refuse(
+          403, "AccessDenied",
+          "There were headers present in the request which were not signed: " + lower + ".");
+  }
   auto secret = secrets(p.access_key);
   if (!secret)
     return refuse(403, "InvalidAccessKeyId",

@@ -127,6 +127,12 @@ TEST(Verify, PresignedUrlsSignExtraHeaders) {
   auto without = r;
   without.headers.pop_back();
   EXPECT_NE(code_of(verify(without, kNow, lookup, {})), "ok");
+  // An x-amz-* header the URL did not sign is refused, as S3 does (HeadersNotSigned).
+  for (const char* extra : {"x-amz-meta-evil", "X-Amz-Acl", "x-amz-server-side-encryption"}) {
+    auto more = r;
+    more.headers.emplace_back(extra, "1");
+    EXPECT_EQ(code_of(verify(more, kNow, lookup, {})), "AccessDenied") << extra;
+  }
 }
 
 }  // namespace

@@ -64,6 +64,8 @@ class CommandLine(unittest.TestCase):
             r = run_kiln("token", "--user", user, "--auth-jwt-secret", "x" * 40)
             self.assertEqual(r.returncode, 2, (user, r.stdout))
             self.assertIn("--user must be", r.stderr)
+        r = run_kiln("serve", "--projcet", "x")
+        self.assertNotIn("did you mean '--project'", r.stderr, "serve has no --project")
         r = run_kiln("serve", "--zzzzzzzzzzzz")
         self.assertEqual(r.returncode, 2)
         self.assertNotIn("did you mean", r.stderr, "nothing close: no guess")
@@ -90,6 +92,13 @@ class CommandLine(unittest.TestCase):
         self.assertIn("--http-listen <host:port>", r.stdout)
         r = run_kiln("upload", "--help")
         self.assertIn("--project", r.stdout)
+        r = run_kiln("download", "--help")
+        self.assertIn("-o, --output <text>", r.stdout)
+        self.assertIn("    --force  ", r.stdout, "a flag takes no value")
+        self.assertNotIn("--http-listen", r.stdout, "a client reads no server settings")
+        r = run_kiln("help", "serve")
+        self.assertEqual(r.returncode, 0)
+        self.assertIn("--http-listen", r.stdout)
 
     def test_config_show_says_where_generated_secrets_are_and_one_boolean_grammar(self):
         r = run_kiln("config", "show", "--data-dir", "/srv/kiln", "--http-access-log", "yes")

@@ -183,7 +183,7 @@ class UploadSuite:
                      "sha256-required")
         st, doc = self.create(filename="a.png", size=len(data), content_type="image/png", sha256=sha(data))
         put = doc["put"]
-        self.assertEqual(put["headers"]["content-type"], "image/png")
+        self.assertEqual(put["headers"]["content-type"], "application/octet-stream")
         self.assertEqual(send(put["url"], body=data, headers=put["headers"])[0], 200)
         st, _, done = self.call("POST", self.up(doc["upload"]["id"]) + "/complete", self.ann)
         self.assertEqual(st, 201, done)
@@ -193,6 +193,12 @@ class UploadSuite:
         self.assertNotEqual(send(put["url"], body=exe, headers=put["headers"])[0], 200)
         html = dict(put["headers"], **{"content-type": "text/html"})
         self.assertEqual(send(put["url"], body=data, headers=html)[0], 403)
+        meta_hdr = dict(put["headers"], **{"x-amz-meta-evil": "1"})
+        self.assertEqual(send(put["url"], body=data, headers=meta_hdr)[0], 403, "unsigned x-amz-*")
+        # Another upload of the same bytes declaring another type cannot change what this
+        # asset is served as (the shared object is stored as octet-stream).
+        st, other = self.create(filename="b.svg", size=len(data), content_type="image/svg+xml", sha256=sha(data))
+        self.assertEqual((st, other["deduplicated"]), (200, True))
         meta = self.call("GET", f"/v1/projects/{self.pid}/assets/{done['asset']['id']}", self.ann)[2]
         s, hd, got = send(meta["download"]["url"], "GET")
         self.assertEqual((s, sha(got), hd["content-type"]), (200, sha(data), "image/png"))
