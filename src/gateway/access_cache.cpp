@@ -41,7 +41,6 @@ void AccessCache::decide(const std::string& user, const std::string& room,
   {
     std::lock_guard lock(mu_);
     auto& e = entries_[project];
-    bool after_now = false;  // a refusal is only given from a read that began after the join
     if (e.required > e.done) {
       // A change was announced and is being read: nobody is let in from the entry before.
     } else if (e.data && now_() - e.loaded_at < options_.ttl) {
@@ -49,13 +48,12 @@ void AccessCache::decide(const std::string& user, const std::string& room,
       if (d.code == Code::Ok) {
         ++stats_.hits;
         start = [d = std::move(d), done = std::move(done)]() mutable { done(std::move(d)); };
-      } else {
-        after_now = true;
       }
     }
     if (!start) {
-      auto min_load = after_now || !e.loading ? e.started + 1 : e.started;
-      min_load = std::max(min_load, e.required);
+      // A read that began before the join arrived may predate the change that allows it
+      // (a scene created a moment ago, its bus message not here yet): only one begun after.
+      const auto min_load = std::max(e.started + 1, e.required);
       start = wait_locked(project, e, min_load, [this, user, room, done](Shared data, bool fresh) {
         auto d = data ? judge(*data, user, room) : AccessDecision{};
         // Without a fresh read only a let-in is taken from the old entry: a refusal from it

@@ -5,12 +5,12 @@
 // are read through a Loader (the database, off the event loop) and kept for `ttl`; an access
 // change announced on the access bus makes the gateway read the entry again at once (stale
 // by milliseconds), and the gateway reads every project in use again every `ttl` (what the
-// bus lost is applied within `ttl` plus one read). A join is let in from a fresh entry; it
-// is refused (not a member, no such scene) only by a read that began after the join
-// arrived: a user added or a scene created a moment ago is let in at once, whether or not
-// the bus has delivered the change. Reads are one at a time per project (joins and changes
-// that arrive meanwhile share the next), so refused joins cost one read per project at a
-// time however many arrive.
+// bus lost is applied within `ttl` plus one read). A join is let in from a fresh entry;
+// anything else (a refusal: not a member, no such scene; or no fresh entry) is decided by a
+// read that began after the join arrived: a user added or a scene created a moment ago is
+// let in at once, whether or not the bus has delivered the change. Reads are one at a time
+// per project (joins and changes that arrive during one share the next), so refused joins
+// cost one read per project at a time however many arrive.
 //
 // When the database cannot answer, an entry read less than `stale_max` ago still lets
 // members in (joins go on through a short outage), but never refuses (the change that

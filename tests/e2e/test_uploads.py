@@ -222,6 +222,53 @@ class UploadSuite:
         self.assertEqual(doc["asset"]["id"], done["asset"]["id"])
         self.assertNotIn("upload", doc)
 
+    def test_deleting_an_asset_while_the_same_bytes_complete_never_leaves_an_asset_without_bytes(self):
+        # Two uploads of the same bytes share the content-addressed object: one completes,
+        # then its asset is deleted while the other completes. Whichever wins, every live
+        # asset's bytes are downloadable, and a refused completion says to send them again.
+        import time
+
+        def call(*args):  # many calls in a row: the per-user rate limit is waited out as told
+            for _ in range(50):
+                got = self.call(*args)
+                if got[0] != 429:
+                    return got
+                time.sleep(float(got[1].get("retry-after", "1")))
+            return got
+
+        def create(**body):
+            st, _, doc = call("POST", f"/v1/projects/{self.pid}/uploads", self.ann, body)
+            return st, doc
+
+        outcomes = []
+        for i in range(16):
+            data = os.urandom(3000) + bytes([i])
+            h = sha(data)
+            docs = [create(filename=f"r{i}-{k}.bin", size=len(data), content_type="application/octet-stream",
+                                sha256=h)[1] for k in range(2)]
+            for d in docs:
+                self.assertEqual(send(d["put"]["url"], body=data, headers=d["put"]["headers"])[0], 200)
+            first = call("POST", self.up(docs[0]["upload"]["id"]) + "/complete", self.ann)[2]["asset"]
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                # The completion first: it has more to do (it reads the object), so the two
+                # overlap in either order over the rounds.
+                done = pool.submit(call, "POST", self.up(docs[1]["upload"]["id"]) + "/complete", self.ann)
+                deleted = pool.submit(call, "DELETE", f"/v1/projects/{self.pid}/assets/{first['id']}", self.ann)
+                deleted, done = deleted.result(), done.result()
+            self.assertEqual(deleted[0], 204, deleted)
+            outcomes.append(done[0])
+            if done[0] in (200, 201):
+                st, _, meta = call("GET", f"/v1/projects/{self.pid}/assets/{done[2]['asset']['id']}", self.ann)
+                if st == 200:  # live: its bytes are there
+                    s, _, got = send(meta["download"]["url"], "GET")
+                    self.assertEqual((s, sha(got)), (200, h), f"round {i}: a live asset without its bytes")
+            else:
+                self.assertEqual((done[0], done[2]["type"]), (409, P + "not-uploaded"), done)
+            for a in call("GET", f"/v1/projects/{self.pid}/assets", self.ann)[2]["items"]:
+                s, _, got = send(call("GET", f"/v1/projects/{self.pid}/assets/{a['id']}", self.ann)[2]["download"]["url"], "GET")
+                self.assertEqual(s, 200, f"round {i}: asset {a['id']} has no bytes")
+        print(f"\ncompletions racing deletions: {outcomes}", flush=True)
+
     def test_deleting_an_asset_frees_its_bytes_and_quota(self):
         data = os.urandom(40 * MIB)  # multipart (threshold 6 MiB); the quota is 64 MiB
         st, doc = self.create(filename="big.glb", size=len(data), content_type="model/gltf-binary",
