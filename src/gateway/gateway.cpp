@@ -20,6 +20,22 @@ namespace kiln::gateway {
 
 namespace asio = boost::asio;
 
+namespace {
+
+// The completion of a background coroutine: an exception that ended it is logged.
+auto log_failure(const char* what) {
+  return [what](std::exception_ptr e) {
+    if (!e) return;
+    try {
+      std::rethrow_exception(e);
+    } catch (const std::exception& ex) {
+      log::error(what, {{"error", ex.what()}});
+    }
+  };
+}
+
+}  // namespace
+
 Gateway::Impl::Impl(Runtime& rt, Options opts, collab::RoomEngine& eng,
                     const auth::Verifier& verifier, metrics::Registry& reg)
     : runtime(rt),
@@ -176,14 +192,7 @@ void Gateway::start() {
           }
         }
       },
-      [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("gateway tick failed", {{"error", ex.what()}});
-        }
-      });
+      log_failure("gateway tick failed"));
 }
 
 void Gateway::start_access_refresh() {
@@ -206,14 +215,7 @@ void Gateway::start_access_refresh() {
           gw->refresh_all();
         }
       },
-      [](std::exception_ptr e) {
-        if (!e) return;
-        try {
-          std::rethrow_exception(e);
-        } catch (const std::exception& ex) {
-          log::error("gateway access refresh failed", {{"error", ex.what()}});
-        }
-      });
+      log_failure("gateway access refresh failed"));
 }
 
 void Gateway::drain(std::chrono::milliseconds window, std::function<void()> on_empty) {
