@@ -8,7 +8,9 @@
 #include <boost/crc.hpp>
 
 #include <algorithm>
+#include <cctype>
 #include <ctime>
+#include <iterator>
 
 namespace kiln::objects {
 namespace {
@@ -80,6 +82,75 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
   }
   return out;
 }
+
+// S3's subresources (the query parameters that name another operation on the same path,
+// AWS SigV4 "sub-resources" and the S3 API reference).
+constexpr std::string_view kSubresources[] = {"accelerate",     "acl",
+                                              "analytics",      "attributes",
+                                              "cors",           "delete",
+                                              "encryption",     "intelligent-tiering",
+                                              "inventory",      "legal-hold",
+                                              "lifecycle",      "location",
+                                              "logging",        "metadataConfiguration",
+                                              "metrics",        "notification",
+                                              "object-lock",    "ownershipControls",
+                                              "partNumber",     "policy",
+                                              "policyStatus",   "publicAccessBlock",
+                                              "renameObject",   "replication",
+                                              "requestPayment", "restore",
+                                              "retention",      "select",
+                                              "select-type",    "session",
+                                              "tagging",        "torrent",
+                                              "uploadId",       "uploads",
+                                              "versionId",      "versioning",
+                                              "versions",       "website"};
+
+// Request headers that ask for something this store does not give (encryption, object
+// lock, ACL grants, tags, redirects): refused, never ignored.
+bool protection_header(std::string_view lower_name, std::string_view value) {
+  if (lower_name == "x-amz-acl") return value != "private" && value != "bucket-owner-full-control";
+  for (std::string_view p : {"x-amz-server-side-encryption", "x-amz-object-lock-", "x-amz-grant-",
+                             "x-amz-copy-source-server-side-encryption-", "x-amz-tagging",
+                             "x-amz-website-redirect-location", "x-amz-bucket-object-lock-"}) {
+    if (lower_name.starts_with(p)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// Why the request asks for something not implemented, or nullopt. `bucket_level`: the path
+// names a bucket (or nothing), not an object.
+std::optional<std::string> S3Api::not_implemented(const std::string& method,
+                                                  const std::map<std::string, std::string>& q,
+                                                  bool bucket_level, const S3Request& r) {
+  for (const auto& [name, value] : q) {
+    if (std::find(std::begin(kSubresources), std::end(kSubresources), name) ==
+        std::end(kSubresources))
+      continue;  // an ordinary parameter (prefix, max-keys, x-id...)
+    bool ok = false;
+    if (name == "uploads") ok = bucket_level ? method == "GET" : method == "POST";
+    if (name == "uploadId")
+      ok = !bucket_level && (method == "POST" || method == "GET" || method == "DELETE" ||
+                             (method == "PUT" && q.count("partNumber") != 0));
+    if (name == "partNumber") ok = !bucket_level && method == "PUT" && q.count("uploadId") != 0;
+    if (name == "versionId") ok = !bucket_level && value == "null";  // unversioned: "null"
+    if (!ok)
+      return "Kiln's object store does not implement the '" + name + "' subresource for " + method +
+             " on " + (bucket_level ? "a bucket" : "an object") + "; nothing was changed.";
+  }
+  for (const auto& [name, value] : r.headers) {
+    std::string lower(name);
+    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    if (protection_header(lower, value))
+      return "A header you provided implies functionality that is not implemented (" + lower +
+             ": Kiln's object store does not encrypt, lock, tag or grant); nothing was "
+             "stored.";
+  }
+  return std::nullopt;
+}
+
+namespace {
 
 void object_headers(const ObjectInfo& o, S3Response& r) {
   r.headers.emplace_back("ETag", o.etag);
@@ -415,6 +486,10 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   }
   const auto q = query_map(r.query);
   auto has = [&](const char* k) { return q.count(k) != 0; };
+  // Routed on method, path and subresources together: what this store does not implement
+  // is refused and changes nothing (a PUT ?tagging must never replace the object's bytes).
+  if (auto why = not_implemented(r.method, q, key.empty(), r))
+    return error(501, "NotImplemented", *why, path);
 
   if (bucket.empty()) {
     if (r.method != "GET")

@@ -70,6 +70,13 @@ class S3Api {
   // The bucket a virtual-hosted-style request names in its Host, if it is one.
   std::optional<std::string> virtual_bucket(const S3Request& r) const;
   std::variant<S3Response, std::unique_ptr<BodySink>> route(const S3Request& r);
+  // Why a request asks for what this store does not implement (an S3 subresource other
+  // than the multipart ones, or a header asking for encryption, object lock, ACL grants,
+  // tags or a redirect), or nullopt. Such a request is answered 501 NotImplemented and
+  // changes nothing. `bucket_level`: the path names a bucket, not an object.
+  static std::optional<std::string> not_implemented(const std::string& method,
+                                                    const std::map<std::string, std::string>& q,
+                                                    bool bucket_level, const S3Request& r);
   Store& store_;
   ApiOptions options_;
 };

@@ -9,7 +9,9 @@ const {
   S3Client, PutObjectCommand, GetObjectCommand, HeadObjectCommand, DeleteObjectCommand,
   ListObjectsV2Command, CopyObjectCommand, CreateMultipartUploadCommand, UploadPartCommand,
   ListPartsCommand, CompleteMultipartUploadCommand, AbortMultipartUploadCommand,
-  ListMultipartUploadsCommand,
+  ListMultipartUploadsCommand, PutObjectTaggingCommand, GetObjectTaggingCommand,
+  DeleteObjectTaggingCommand, PutObjectAclCommand, PutBucketVersioningCommand,
+  PutBucketPolicyCommand, PutBucketEncryptionCommand, GetBucketVersioningCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
 
@@ -179,4 +181,38 @@ test('flexible checksums: every algorithm, as a header and as an aws-chunked tra
     Bucket, Key: 'sum/wrong', Body: body, ChecksumCRC32: 'AAAAAA==',
   })), (e) => e.name === 'BadDigest' && /CRC32/.test(e.message));
   await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'sum/wrong' })), (e) => e.$metadata.httpStatusCode === 404);
+});
+
+test('what the store does not implement is refused with 501 and changes nothing', async () => {
+  const body = Buffer.from('keep me');
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'ni/a.bin', Body: body }));
+  const notImplemented = (e) => e.$metadata.httpStatusCode === 501 && e.name === 'NotImplemented';
+  const refused = [
+    new PutObjectTaggingCommand({ Bucket, Key: 'ni/a.bin', Tagging: { TagSet: [{ Key: 'k', Value: 'v' }] } }),
+    new GetObjectTaggingCommand({ Bucket, Key: 'ni/a.bin' }),
+    new DeleteObjectTaggingCommand({ Bucket, Key: 'ni/a.bin' }),
+    new PutObjectAclCommand({ Bucket, Key: 'ni/a.bin', ACL: 'public-read' }),
+    new PutBucketVersioningCommand({ Bucket, VersioningConfiguration: { Status: 'Enabled' } }),
+    new GetBucketVersioningCommand({ Bucket }),
+    new PutBucketPolicyCommand({ Bucket, Policy: '{"Version":"2012-10-17","Statement":[]}' }),
+    new PutBucketEncryptionCommand({ Bucket, ServerSideEncryptionConfiguration: {
+      Rules: [{ ApplyServerSideEncryptionByDefault: { SSEAlgorithm: 'AES256' } }] } }),
+    // A protection asked for in a header is refused, never ignored.
+    new PutObjectCommand({ Bucket, Key: 'ni/sse.bin', Body: body, ServerSideEncryption: 'AES256' }),
+    new PutObjectCommand({ Bucket, Key: 'ni/lock.bin', Body: body, ObjectLockMode: 'COMPLIANCE',
+      ObjectLockRetainUntilDate: new Date(Date.now() + 86400000) }),
+    new PutObjectCommand({ Bucket, Key: 'ni/acl.bin', Body: body, ACL: 'public-read' }),
+    new PutObjectCommand({ Bucket, Key: 'ni/tags.bin', Body: body, Tagging: 'a=b' }),
+  ];
+  for (const cmd of refused) {
+    await assert.rejects(s3.send(cmd), notImplemented, cmd.constructor.name);
+  }
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'ni/a.bin' }));
+  assert.strictEqual(await got.Body.transformToString(), 'keep me', 'the object is untouched');
+  for (const Key of ['ni/sse.bin', 'ni/lock.bin', 'ni/acl.bin', 'ni/tags.bin']) {
+    await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key })),
+      (e) => e.$metadata.httpStatusCode === 404, `${Key} was not stored`);
+  }
+  // What it does implement still works, private ACLs included.
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'ni/private.bin', Body: body, ACL: 'private' }));
 });
