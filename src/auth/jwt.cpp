@@ -8,12 +8,30 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <cmath>
 #include <optional>
 #include <stdexcept>
 #include <vector>
 
 namespace kiln::auth {
 namespace {
+
+// A NumericDate (RFC 7519 section 2): a JSON number of seconds since 1970, possibly with a
+// fraction; finite and from 0 to the end of year 9999 (anything else is not a date).
+std::optional<double> numeric_date(const boost::json::value& v) {
+  double d = 0;
+  if (v.is_int64()) {
+    d = static_cast<double>(v.get_int64());
+  } else if (v.is_uint64()) {
+    d = static_cast<double>(v.get_uint64());
+  } else if (v.is_double()) {
+    d = v.get_double();
+  } else {
+    return std::nullopt;
+  }
+  if (!std::isfinite(d) || d < 0 || d > 253402300799.0) return std::nullopt;
+  return d;
+}
 
 namespace json = boost::json;
 
@@ -181,21 +199,29 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
     return refuse("token 'name' must be a string of at most 256 bytes");
   }
   out.claims.name = name ? std::string(name->get_string()) : out.claims.sub;
+  // exp, nbf, iat: NumericDate (RFC 7519 section 2), seconds since the epoch as any JSON
+  // number, fractions included; compared as numbers.
   const auto* exp = p.if_contains("exp");
-  if (exp == nullptr || !exp->is_int64()) return refuse("token needs an integer 'exp'");
-  out.claims.exp = exp->get_int64();
-  const auto leeway = impl_->leeway.count();
-  if (now > out.claims.exp + leeway) return refuse("token expired");
+  const auto exp_s = exp ? numeric_date(*exp) : std::nullopt;
+  if (!exp_s)
+    return refuse("token needs 'exp', a NumericDate (seconds since 1970, 0 to year 9999)");
+  out.claims.exp = static_cast<std::int64_t>(std::floor(*exp_s));
+  const auto leeway = static_cast<double>(impl_->leeway.count());
+  if (static_cast<double>(now) > *exp_s + leeway) return refuse("token expired");
   if (const auto* nbf = p.if_contains("nbf")) {
-    if (!nbf->is_int64()) return refuse("token 'nbf' must be an integer");
-    if (now + leeway < nbf->get_int64()) return refuse("token not valid yet");
+    const auto nbf_s = numeric_date(*nbf);
+    if (!nbf_s) return refuse("token 'nbf' must be a NumericDate (seconds since 1970)");
+    if (static_cast<double>(now) + leeway < *nbf_s) return refuse("token not valid yet");
   }
-  for (auto [field, slot] :
-       {std::pair{"iat", &out.claims.iat}, std::pair{"ver", &out.claims.ver}}) {
-    if (const auto* v = p.if_contains(field)) {
-      if (!v->is_int64()) return refuse(std::string("token '") + field + "' must be an integer");
-      *slot = v->get_int64();
-    }
+  if (const auto* iat = p.if_contains("iat")) {
+    const auto iat_s = numeric_date(*iat);
+    if (!iat_s) return refuse("token 'iat' must be a NumericDate (seconds since 1970)");
+    out.claims.iat = static_cast<std::int64_t>(std::floor(*iat_s));
+  }
+  if (const auto* v = p.if_contains("ver")) {
+    if (!v->is_int64() || v->get_int64() < 0)
+      return refuse("token 'ver' must be a non-negative integer");
+    out.claims.ver = v->get_int64();
   }
   if (const auto* roles = p.if_contains("roles")) {
     if (!roles->is_object()) return refuse("token 'roles' must be an object");

@@ -147,5 +147,32 @@ TEST(Jwt, BadClaimsAreRefused) {
   EXPECT_TRUE(check(R"({"sub":"u","exp":1900000000})"));
 }
 
+// RFC 7519 section 2: a NumericDate is any JSON number of seconds, fractions included (the
+// identity providers that sign RS256 tokens emit them); compared as numbers.
+TEST(Jwt, NumericDatesMayHaveFractionsAndExponents) {
+  auto v = Verifier::hs256("k");
+  auto check = [&](const std::string& payload) {
+    return v.verify(sign_hs256_raw(R"({"alg":"HS256"})", payload, "k"), kNow);
+  };
+  const auto now = std::to_string(kNow);
+  EXPECT_TRUE(check(R"({"sub":"u","exp":)" + now + R"(.5e0})").ok);
+  EXPECT_TRUE(check(R"({"sub":"u","exp":)" + std::to_string(kNow + 600) + R"(.5,"nbf":)" +
+                    std::to_string(kNow - 2) + R"(.5,"iat":)" + now + R"(.25})")
+                  .ok);
+  auto far = check(R"({"sub":"u","exp":1e10})");
+  EXPECT_TRUE(far.ok) << far.error;
+  EXPECT_EQ(far.claims.exp, 10'000'000'000);
+  // Past by a fraction beyond the leeway: expired; not yet valid by a fraction: refused.
+  EXPECT_EQ(check(R"({"sub":"u","exp":)" + std::to_string(kNow - 31) + R"(.5})").error,
+            "token expired");
+  EXPECT_EQ(check(R"({"sub":"u","exp":1e10,"nbf":)" + std::to_string(kNow + 31) + R"(.5})").error,
+            "token not valid yet");
+  // Not dates: strings, booleans, null, negative, absurd magnitudes.
+  for (const char* bad : {R"("1900000000")", "true", "null", "-1", "1e300", "2.6e11"}) {
+    EXPECT_FALSE(check(std::string(R"({"sub":"u","exp":)") + bad + "}").ok) << bad;
+    EXPECT_FALSE(check(std::string(R"({"sub":"u","exp":1e10,"nbf":)") + bad + "}").ok) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace kiln::auth

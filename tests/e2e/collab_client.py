@@ -30,9 +30,10 @@ def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
-def token(sub, roles, name=None, secret=SECRET, exp_in=3600, alg="HS256", header=None):
+def token(sub, roles, name=None, secret=SECRET, exp_in=3600, alg="HS256", header=None, claims=None):
     head = header or {"alg": alg, "typ": "JWT"}
     payload = {"sub": sub, "name": name or sub, "exp": int(time.time()) + exp_in, "roles": roles}
+    payload.update(claims or {})
     signing_input = b64url(json.dumps(head).encode()) + "." + b64url(json.dumps(payload).encode())
     if alg == "none":
         return signing_input + "."

@@ -112,6 +112,21 @@ class ApiSuite:
         self.assertEqual(me["id"], "ann")
         self.assertEqual([p["id"] for p in me["projects"]], [pid])
 
+    def test_numeric_dates_with_fractions_are_dates(self):
+        # RFC 7519: exp, nbf and iat are JSON numbers, fractions and exponents included (as
+        # identity providers emit them); both the API and the gateway accept them.
+        now = time.time()
+        for claims in ({"exp": now + 600.5, "nbf": now - 1.5, "iat": now - 0.25}, {"exp": 1e10}):
+            tok = token("frac", {}, claims=claims)
+            self.assertEqual(self.call("GET", "/v1/me", tok)[0], 200, claims)
+
+            async def hello():
+                c = await Client.connect(f"ws://{self.gw.host}:{self.gw.port}/v1/collab")
+                return await c.request({"t": "hello", "token": tok})
+            self.assertEqual(run(hello())["t"], "welcome", claims)
+        for claims in ({"exp": now - 120.5}, {"exp": "soon"}, {"exp": 1e300}, {"exp": now + 60, "nbf": now + 600.5}):
+            self.assert_problem(self.call("GET", "/v1/me", token("frac", {}, claims=claims)), 401, "unauthorized")
+
     def test_revoked_tokens_stop_working_and_new_ones_work(self):
         old = self.mint("rev")
         self.assertEqual(self.call("GET", "/v1/me", old)[0], 200)
