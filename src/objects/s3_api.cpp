@@ -160,31 +160,46 @@ void object_headers(const ObjectInfo& o, S3Response& r) {
   for (const auto& [k, v] : o.metadata) r.headers.emplace_back("x-amz-meta-" + k, v);
 }
 
-// "bytes=a-b", "bytes=a-", "bytes=-n" -> [first, last]; nullopt: unsatisfiable.
-std::optional<std::pair<std::uint64_t, std::uint64_t>> parse_range(std::string_view v,
-                                                                   std::uint64_t size) {
-  if (!v.starts_with("bytes=") || v.find(',') != std::string_view::npos) return std::nullopt;
+// A Range header against an object of `size` bytes (RFC 9110 section 14): one byte range
+// ("bytes=a-b", "bytes=a-", "bytes=-n") is served; an unknown unit, a malformed set or
+// several ranges are ignored (the whole object, as S3 answers); a valid range that starts
+// past the end (or a zero suffix) is unsatisfiable. Positions past 2^64-1 are clamped.
+struct RangeAsked {
+  enum class Kind { Whole, Part, Unsatisfiable } kind = Kind::Whole;
+  std::uint64_t first = 0, last = 0;
+};
+
+RangeAsked parse_range(std::string_view v, std::uint64_t size) {
+  using K = RangeAsked::Kind;
+  if (!v.starts_with("bytes=") || v.find(',') != std::string_view::npos) return {};
   v.remove_prefix(6);
   const auto dash = v.find('-');
-  if (dash == std::string_view::npos) return std::nullopt;
+  if (dash == std::string_view::npos) return {};
+  // Digits only; a value past 2^64-1 is clamped to it.
   auto num = [](std::string_view s, std::uint64_t& out) {
-    if (s.empty() || s.size() > 19) return false;
+    if (s.empty()) return false;
     out = 0;
     for (char c : s) {
       if (!std::isdigit(static_cast<unsigned char>(c))) return false;
-      out = out * 10 + static_cast<std::uint64_t>(c - '0');
+      const auto d = static_cast<std::uint64_t>(c - '0');
+      out = out > (UINT64_MAX - d) / 10 ? UINT64_MAX : out * 10 + d;
     }
     return true;
   };
   std::uint64_t a = 0, b = 0;
-  if (dash == 0) {
-    if (!num(v.substr(1), b) || b == 0 || size == 0) return std::nullopt;
-    return std::pair{size - std::min(b, size), size - 1};
+  if (dash == 0) {  // the last n bytes
+    if (!num(v.substr(1), b)) return {};
+    if (b == 0 || size == 0) return {K::Unsatisfiable};
+    return {K::Part, size - std::min(b, size), size - 1};
   }
-  if (!num(v.substr(0, dash), a) || a >= size) return std::nullopt;
-  if (dash + 1 == v.size()) return std::pair{a, size - 1};
-  if (!num(v.substr(dash + 1), b) || b < a) return std::nullopt;
-  return std::pair{a, std::min(b, size - 1)};
+  if (!num(v.substr(0, dash), a)) return {};
+  if (dash + 1 != v.size()) {
+    if (!num(v.substr(dash + 1), b) || b < a) return {};  // "3-2" is no range: ignored
+  } else {
+    b = UINT64_MAX;
+  }
+  if (a >= size) return {K::Unsatisfiable};
+  return {K::Part, a, std::min(b, size - 1)};
 }
 
 // Writes a body into a store Writer and commits it with the declared digests.
@@ -760,18 +775,20 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       resp.headers.emplace_back(name, it->second);
     }
     if (auto range = header(r, "range")) {
-      auto rg = parse_range(*range, o->size);
-      if (!rg) {
+      const auto rg = parse_range(*range, o->size);
+      if (rg.kind == RangeAsked::Kind::Unsatisfiable) {
         auto e = error(416, "InvalidRange", "The requested range is not satisfiable.", path);
         e.headers.emplace_back("Content-Range", "bytes */" + std::to_string(o->size));
         return e;
       }
-      resp.status = 206;
-      resp.offset = rg->first;
-      resp.length = rg->second - rg->first + 1;
-      resp.headers.emplace_back("Content-Range", "bytes " + std::to_string(rg->first) + "-" +
-                                                     std::to_string(rg->second) + "/" +
-                                                     std::to_string(o->size));
+      if (rg.kind == RangeAsked::Kind::Part) {
+        resp.status = 206;
+        resp.offset = rg.first;
+        resp.length = rg.last - rg.first + 1;
+        resp.headers.emplace_back("Content-Range", "bytes " + std::to_string(rg.first) + "-" +
+                                                       std::to_string(rg.last) + "/" +
+                                                       std::to_string(o->size));
+      }  // Whole: a Range this store ignores (RFC 9110 section 14.2), the whole object
     }
     resp.head_only = r.method == "HEAD";
     return resp;

@@ -47,6 +47,18 @@ test('range GET', async () => {
   assert.strictEqual(await tail.Body.transformToString(), 'def');
   await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range: 'bytes=99-' })),
     (e) => e.$metadata.httpStatusCode === 416);
+  await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range: 'bytes=-0' })),
+    (e) => e.$metadata.httpStatusCode === 416, 'a zero suffix is unsatisfiable');
+  // RFC 9110 section 14.2 (and S3): a Range that is not one valid byte range is ignored and
+  // the whole object is served; an end past 2^64-1 is clamped.
+  for (const Range of ['bytes=3-2', 'bytes=0-0,5-6', 'items=0-1', 'bytes=x-1', 'bytes 0-1']) {
+    const whole = await s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range }));
+    assert.strictEqual(whole.$metadata.httpStatusCode, 200, Range);
+    assert.strictEqual(await whole.Body.transformToString(), body.toString(), Range);
+  }
+  const big = await s3.send(new GetObjectCommand({ Bucket, Key: 'range.bin', Range: 'bytes=10-99999999999999999999999' }));
+  assert.strictEqual(big.$metadata.httpStatusCode, 206);
+  assert.strictEqual(await big.Body.transformToString(), 'abcdef');
 });
 
 test('list with prefix, delimiter and pages', async () => {
