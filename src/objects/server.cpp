@@ -1,6 +1,8 @@
 // The one translation unit of the object store that instantiates Beast.
 #include "objects/server.hpp"
 
+#include "platform/http_framing.hpp"
+
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
@@ -237,6 +239,19 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       }
       if (hec) break;
       auto& req = parser.get();
+      {
+        // Unambiguous framing before any body byte is read (RFC 9112 section 6).
+        std::vector<std::pair<std::string_view, std::string_view>> fields;
+        for (const auto& f : req) fields.emplace_back(f.name_string(), f.value());
+        if (auto bad = http::framing_error(fields)) {
+          auto e = api.error(bad->status, bad->status == 501 ? "NotImplemented" : "BadRequest",
+                             "The request's framing is refused: " + bad->reason + ".", "");
+          requests.with({"other", std::to_string(bad->status)}).inc();
+          if (co_await respond(stream, e, false, false, ids::random_hex(8)))
+            co_await linger(stream, buffer);
+          break;
+        }
+      }
       const std::string request_id = ids::random_hex(8);
       S3Request sr;
       sr.method = std::string(req.method_string());

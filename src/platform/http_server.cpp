@@ -1,6 +1,8 @@
 // The one translation unit that instantiates Beast's HTTP stream operations.
 #include "platform/http_server.hpp"
 
+#include "platform/http_framing.hpp"
+
 #include "platform/http_upgrade.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
@@ -418,7 +420,35 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
       timed_out = true;
       c->stream.cancel();
     });
-    auto [ec, n] = co_await bhttp::async_read(c->stream, buffer, parser, nothrow);
+    // The header section first: a body is read only once its framing is unambiguous
+    // (RFC 9112 section 6: no request smuggling), and a client that sent
+    // `Expect: 100-continue` is told to go on (or refused at once) before it sends it.
+    auto [ec, n] = co_await bhttp::async_read_header(c->stream, buffer, parser, nothrow);
+    if (!ec) {
+      std::vector<std::pair<std::string_view, std::string_view>> fields;
+      for (const auto& f : parser.get()) fields.emplace_back(f.name_string(), f.value());
+      if (auto bad = framing_error(fields)) {
+        deadline.cancel();
+        log::info("http request refused",
+                  {{"remote", remote}, {"status", bad->status}, {"reason", bad->reason}});
+        co_await answer_and_linger(*c, buffer, bad->status, "framing");
+        break;
+      }
+      if (!parser.is_done()) {
+        if (beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
+          const auto length = parser.content_length();
+          if (length && *length > options.max_body_bytes) {
+            deadline.cancel();
+            co_await answer_and_linger(*c, buffer, 413, "body_too_large");
+            break;
+          }
+          bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
+          auto [cec, cn] = co_await bhttp::async_write(c->stream, cont, nothrow);
+          if (cec) break;
+        }
+        std::tie(ec, n) = co_await bhttp::async_read(c->stream, buffer, parser, nothrow);
+      }
+    }
     deadline.cancel();
     if (ec) {
       auto failure = timed_out ? ReadFailure{408, "timeout"} : classify(ec);

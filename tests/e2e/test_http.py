@@ -75,6 +75,45 @@ class Endpoints(unittest.TestCase):
         doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
         self.assertEqual(body, doc.read_bytes())
 
+    def raw(self, request: bytes) -> bytes:
+        with socket.create_connection((self.kiln.host, self.kiln.port), timeout=WAIT) as s:
+            s.sendall(request)
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    return out
+                out += chunk
+
+    def test_ambiguous_framing_is_refused_on_every_route(self):
+        # RFC 9112 section 6 (request smuggling): the API, the gateway's upgrade path and the
+        # health routes share the listener; the object store has its own (test_objects).
+        from test_objects import SMUGGLING
+        for path in (b"/v1/projects", b"/v1/collab", b"/healthz"):
+            for what, rest, status in SMUGGLING:
+                resp = self.raw(b"POST " + path + b" HTTP/1.1\r\nHost: x\r\n" + rest +
+                                b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(resp.startswith(b"HTTP/1.1 %d" % status), (path, what, resp[:200]))
+                self.assertEqual(resp.count(b"HTTP/1.1 "), 1, (path, what, "pipelined request answered"))
+
+    def test_expect_100_continue_is_answered_before_the_body(self):
+        body = b'{"name":"x"}'
+        with socket.create_connection((self.kiln.host, self.kiln.port), timeout=WAIT) as s:
+            s.sendall(b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+            first = s.recv(4096)
+            self.assertTrue(first.startswith(b"HTTP/1.1 100 Continue"), first)
+            s.sendall(body)
+            rest = first[first.index(b"\r\n\r\n") + 4:]
+            while b"\r\n\r\n" not in rest:
+                rest += s.recv(4096)
+            self.assertTrue(rest.startswith(b"HTTP/1.1 401"), rest[:200])  # no credential
+        # Too large for the listener: the final status at once, no 100.
+        resp = self.raw(b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                        b"Content-Length: 999999999\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 413"), resp[:200])
+
     def test_index_lists_endpoints(self):
         status, _, body = self.kiln.request("GET", "/")
         self.assertEqual(status, 200)

@@ -13,6 +13,17 @@ NPM = os.environ.get("KILN_NPM_DIR", "")
 SECRET = "objects-secret-0123456789abcdef0123456789"
 
 
+SMUGGLING = [  # (what, request head + body, status); each followed by a pipelined GET
+    ("TE gzip then CL", b"Transfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\nhello", 400),
+    ("CL then TE gzip", b"Content-Length: 5\r\nTransfer-Encoding: gzip\r\n\r\nhello", 400),
+    ("TE chunked and CL", b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n", 400),
+    ("final coding not chunked", b"Transfer-Encoding: chunked, gzip\r\n\r\nhello", 400),
+    ("a coding not implemented", b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 501),
+    ("conflicting CL", b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
+    ("CL list", b"Content-Length: 5, 6\r\n\r\nhello!", 400),
+]
+
+
 @unittest.skipUnless(NPM, "KILN_NPM_DIR not set (run through ctest)")
 class ObjectStore(unittest.TestCase):
     @classmethod
@@ -50,6 +61,13 @@ class ObjectStore(unittest.TestCase):
                 if not chunk:
                     return out
                 out += chunk
+
+    def test_ambiguous_framing_is_refused_and_nothing_after_it_is_answered(self):
+        for what, rest, status in SMUGGLING:
+            resp = self.raw(b"PUT /kiln/smuggled HTTP/1.1\r\nHost: x\r\n" + rest +
+                            b"GET /kiln/x HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(resp.startswith(b"HTTP/1.1 %d" % status), (what, resp[:200]))
+            self.assertEqual(resp.count(b"HTTP/1.1 "), 1, (what, "the pipelined request was not answered"))
 
     def test_unsigned_requests_are_denied(self):
         resp = self.raw(b"GET /kiln/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
