@@ -97,6 +97,22 @@ class Endpoints(unittest.TestCase):
                 self.assertTrue(resp.startswith(b"HTTP/1.1 %d" % status), (path, what, resp[:200]))
                 self.assertEqual(resp.count(b"HTTP/1.1 "), 1, (path, what, "pipelined request answered"))
 
+    def test_the_neighbours_of_smuggling(self):
+        # RFC 9112: whitespace before a colon and bare LF line ends are 400, a chunk size past
+        # 64 bits is 400; each closes the connection (nothing pipelined is answered). An
+        # obs-fold may be replaced by a space (section 5.2): it is, and the request is served.
+        get = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        for what, req in [
+                ("whitespace before colon", b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello"),
+                ("bare LF", b"GET /healthz HTTP/1.1\nHost: x\n\n"),
+                ("chunk size overflow", b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                        b"FFFFFFFFFFFFFFFFFF1\r\nhello\r\n0\r\n\r\n")]:
+            resp = self.raw(req + get)
+            self.assertTrue(resp.startswith(b"HTTP/1.1 400"), (what, resp[:200]))
+            self.assertEqual(resp.count(b"HTTP/1.1 "), 1, what)
+        resp = self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n" + get)
+        self.assertEqual(resp.count(b"HTTP/1.1 200"), 2, resp[:300])
+
     def test_expect_100_continue_is_answered_before_the_body(self):
         body = b'{"name":"x"}'
         with socket.create_connection((self.kiln.host, self.kiln.port), timeout=WAIT) as s:
