@@ -30,6 +30,21 @@ std::optional<std::string> header(const S3Request& r, std::string_view name) {
   return std::nullopt;
 }
 
+// S3 conditional writes: If-None-Match: * (create only) and If-Match: "etag".
+WriteCondition write_condition(const S3Request& r) {
+  WriteCondition c;
+  if (auto v = header(r, "if-none-match")) {
+    if (v->find_first_not_of(" \t") == std::string::npos ||
+        v->substr(v->find_first_not_of(" \t"), 1) != "*")
+      throw Error(501, "NotImplemented",
+                  "A header you provided implies functionality that is not implemented "
+                  "(If-None-Match on a write supports only *).");
+    c.if_none_match_any = true;
+  }
+  if (auto v = header(r, "if-match")) c.if_match = *v;
+  return c;
+}
+
 std::map<std::string, std::string> query_map(std::string_view q) {
   std::map<std::string, std::string> out;
   std::size_t pos = 0;
@@ -61,6 +76,34 @@ std::string http_date(std::int64_t ms) {
   char buf[40];
   std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
   return buf;
+}
+
+// An IMF-fixdate (RFC 9110 section 5.6.7) in seconds since 1970, or nullopt.
+std::optional<std::int64_t> parse_http_date(const std::string& v) {
+  std::tm tm{};
+  const char* end = strptime(v.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return static_cast<std::int64_t>(timegm(&tm));
+}
+
+// Whether an If-Match / If-None-Match list names this ETag ("*" names any).
+bool etag_listed(const std::string& list, const std::string& etag) {
+  std::string_view rest = list;
+  const auto bare = [](std::string_view e) {
+    while (!e.empty() && (e.front() == ' ' || e.front() == '\t')) e.remove_prefix(1);
+    while (!e.empty() && (e.back() == ' ' || e.back() == '\t')) e.remove_suffix(1);
+    if (e.starts_with("W/")) e.remove_prefix(2);
+    if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
+    return e;
+  };
+  const auto mine = bare(etag);
+  while (true) {
+    const auto comma = rest.find(',');
+    const auto e = bare(rest.substr(0, comma));
+    if (e == "*" || (!e.empty() && e == mine)) return true;
+    if (comma == std::string_view::npos) return false;
+    rest.remove_prefix(comma + 1);
+  }
 }
 
 constexpr std::string_view kXmlHead = R"(<?xml version="1.0" encoding="UTF-8"?>)";
@@ -670,7 +713,14 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
                         "</ETag></CopyObjectResult>");
   }
   if (r.method == "PUT") {
-    auto w = store_.put(bucket, key, content_type, user_metadata(r));
+    const auto cond = write_condition(r);
+    if (cond.any()) {
+      // Answered before the body when the key already decides it; checked again when the
+      // bytes are published (a racing writer).
+      auto cur = store_.head(bucket, key);
+      check_condition(cond, cur ? std::optional(cur->etag) : std::nullopt);
+    }
+    auto w = store_.put(bucket, key, content_type, user_metadata(r), cond);
     return wrap(std::make_unique<ObjectSink>(std::move(w), sha, md5, [](const ObjectInfo& o) {
       S3Response resp;
       resp.headers.emplace_back("ETag", o.etag);
@@ -685,8 +735,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   }
   if (r.method == "POST" && has("uploadId")) {
     const auto id = q.at("uploadId");
-    return std::make_unique<XmlSink>(options_.max_xml_bytes, [this, bucket, key,
-                                                              id](const std::string& body) {
+    const auto cond = write_condition(r);
+    return std::make_unique<XmlSink>(options_.max_xml_bytes, [this, bucket, key, id,
+                                                              cond](const std::string& body) {
       std::vector<std::pair<int, std::string>> parts;
       for (const auto& p : x::elements(body, "Part")) {
         auto n = x::elements(p, "PartNumber");
@@ -701,7 +752,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
         }
         parts.emplace_back(number, x::unescape(e[0]));
       }
-      auto info = store_.complete(bucket, key, id, parts);
+      auto info = store_.complete(bucket, key, id, parts, cond);
       return xml(200, "<CompleteMultipartUploadResult" + std::string(kNs) + "><Location>/" +
                           x::escape(bucket) + "/" + x::escape(key) + "</Location><Bucket>" +
                           x::escape(bucket) + "</Bucket><Key>" + x::escape(key) + "</Key><ETag>" +
@@ -752,6 +803,31 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     if (!o) return error(404, "NoSuchKey", "The specified key does not exist.", path);
     S3Response resp;
     object_headers(*o, resp);
+    // RFC 9110 section 13.2.2's order: If-Match, If-Unmodified-Since, If-None-Match,
+    // If-Modified-Since (each date one only when its ETag partner is absent).
+    const auto modified_s = o->last_modified_ms / 1000;
+    const auto im = header(r, "if-match"), inm = header(r, "if-none-match");
+    const auto ius = header(r, "if-unmodified-since"), ims = header(r, "if-modified-since");
+    bool failed = im && !etag_listed(*im, o->etag);
+    if (!im && ius) {
+      if (auto t = parse_http_date(*ius); t && modified_s > *t) failed = true;
+    }
+    if (failed)
+      return error(412, "PreconditionFailed",
+                   "At least one of the pre-conditions you specified did not hold.", path);
+    bool not_modified = inm && etag_listed(*inm, o->etag);
+    if (!inm && ims) {
+      if (auto t = parse_http_date(*ims); t && modified_s <= *t) not_modified = true;
+    }
+    if (not_modified) {
+      S3Response nm;
+      nm.status = 304;
+      for (const auto& h : resp.headers) {
+        if (h.first == "ETag" || h.first == "Last-Modified") nm.headers.push_back(h);
+      }
+      nm.head_only = true;
+      return nm;
+    }
     resp.file = o->blob;
     resp.offset = 0;
     resp.length = o->size;

@@ -309,16 +309,45 @@ ObjectInfo Store::publish(const fs::path& tmp, ObjectInfo info,
   return info;
 }
 
+void check_condition(const WriteCondition& c, const std::optional<std::string>& current_etag) {
+  if (c.if_none_match_any && current_etag)
+    throw Error(412, "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold (If-None-Match: "
+                "the key exists).");
+  if (!c.if_match.empty()) {
+    if (!current_etag) throw Error(404, "NoSuchKey", "The specified key does not exist.");
+    if (c.if_match != "*" && unquote(c.if_match) != unquote(*current_etag))
+      throw Error(412, "PreconditionFailed",
+                  "At least one of the pre-conditions you specified did not hold (If-Match).");
+  }
+}
+
+namespace {
+
+std::function<void(db::Connection&)> condition_check(const std::string& bucket,
+                                                     const std::string& key, WriteCondition c) {
+  if (!c.any()) return {};
+  return [bucket, key, c](db::Connection& conn) {
+    auto cur = conn.exec("SELECT etag FROM objects WHERE bucket = $1 AND key = $2", {bucket, key});
+    check_condition(c, cur.rows.empty() ? std::nullopt : std::optional(cur.rows[0].str(0)));
+  };
+}
+
+}  // namespace
+
 std::unique_ptr<Writer> Store::put(const std::string& bucket, const std::string& key,
                                    const std::string& content_type,
-                                   std::map<std::string, std::string> metadata) {
+                                   std::map<std::string, std::string> metadata,
+                                   WriteCondition condition) {
   check_bucket(bucket);
   check_key(key);
   auto w = std::unique_ptr<Writer>(new Writer(*this, new_tmp(), limits_.max_object_bytes));
-  w->publish_ = [this, bucket, key, content_type, metadata = std::move(metadata)](
+  w->publish_ = [this, bucket, key, content_type, metadata = std::move(metadata),
+                 check = condition_check(bucket, key, condition)](
                     const fs::path& tmp, std::uint64_t size, const std::string& md5) {
-    return publish(
-        tmp, ObjectInfo{bucket, key, size, "\"" + md5 + "\"", content_type, 0, metadata, {}}, {});
+    return publish(tmp,
+                   ObjectInfo{bucket, key, size, "\"" + md5 + "\"", content_type, 0, metadata, {}},
+                   check);
   };
   return w;
 }
@@ -497,7 +526,8 @@ std::vector<PartInfo> Store::list_parts(const std::string& bucket, const std::st
 
 ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
                            const std::string& upload_id,
-                           const std::vector<std::pair<int, std::string>>& parts) {
+                           const std::vector<std::pair<int, std::string>>& parts,
+                           WriteCondition condition) {
   find_upload(bucket, key, upload_id);
   if (parts.empty()) throw Error(400, "MalformedXML", "You must specify at least one part.");
   std::map<int, PartInfo> have;
@@ -562,10 +592,11 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   ::close(out);
   auto info = publish(
       tmp, ObjectInfo{bucket, key, total, etag, content_type, 0, meta_map(metadata), {}},
-      [&](db::Connection& c) {
+      [&, check = condition_check(bucket, key, condition)](db::Connection& c) {
         // Completed or aborted meanwhile: nothing is published.
         if (c.exec("SELECT 1 FROM uploads WHERE id = $1", {upload_id}).rows.empty())
           throw Error(404, "NoSuchUpload", "The specified multipart upload does not exist.");
+        if (check) check(c);
         c.exec("DELETE FROM parts WHERE upload = $1", {upload_id});
         c.exec("DELETE FROM uploads WHERE id = $1", {upload_id});
       });

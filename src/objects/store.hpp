@@ -86,6 +86,18 @@ struct StoreLimits {
 
 class Store;
 
+// A conditional write (S3 conditional writes; RFC 9110 section 13.1): checked against the
+// key's current object in the same transaction that publishes, so two writers that both
+// ask for "create only" cannot both succeed. Failing: 412 PreconditionFailed (If-Match on a
+// missing key: 404 NoSuchKey), and nothing is written.
+struct WriteCondition {
+  bool if_none_match_any = false;  // If-None-Match: *
+  std::string if_match;            // If-Match: "etag" (or "*"); "" when absent
+  [[nodiscard]] bool any() const { return if_none_match_any || !if_match.empty(); }
+};
+// Throws the Error the condition calls for against the current object (nullopt: none).
+void check_condition(const WriteCondition& c, const std::optional<std::string>& current_etag);
+
 // Bytes of one object or part being received. commit() makes them visible; destroying an
 // uncommitted writer discards them.
 class Writer {
@@ -130,7 +142,8 @@ class Store {
 
   std::unique_ptr<Writer> put(const std::string& bucket, const std::string& key,
                               const std::string& content_type,
-                              std::map<std::string, std::string> metadata);
+                              std::map<std::string, std::string> metadata,
+                              WriteCondition condition = {});
   std::optional<ObjectInfo> head(const std::string& bucket, const std::string& key);
   // False when there was nothing to delete (S3 answers 204 either way).
   bool remove(const std::string& bucket, const std::string& key);
@@ -150,7 +163,8 @@ class Store {
                                    bool& truncated);
   ObjectInfo complete(const std::string& bucket, const std::string& key,
                       const std::string& upload_id,
-                      const std::vector<std::pair<int, std::string>>& parts);
+                      const std::vector<std::pair<int, std::string>>& parts,
+                      WriteCondition condition = {});
   void abort(const std::string& bucket, const std::string& key, const std::string& upload_id);
   std::vector<UploadInfo> list_uploads(const std::string& bucket, const std::string& prefix);
 

@@ -228,3 +228,40 @@ test('what the store does not implement is refused with 501 and changes nothing'
   // What it does implement still works, private ACLs included.
   await s3.send(new PutObjectCommand({ Bucket, Key: 'ni/private.bin', Body: body, ACL: 'private' }));
 });
+
+test('conditional writes and reads (S3 conditional writes; RFC 9110 section 13)', async () => {
+  const Key = 'cond/a.txt';
+  const first = await s3.send(new PutObjectCommand({ Bucket, Key, Body: 'one', IfNoneMatch: '*' }));
+  const failed = (e) => e.$metadata.httpStatusCode === 412;
+  await assert.rejects(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'two', IfNoneMatch: '*' })),
+    failed, 'create-only on an existing key');
+  await assert.rejects(s3.send(new PutObjectCommand({ Bucket, Key, Body: 'two', IfMatch: '"0123"' })),
+    failed, 'a stale If-Match');
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key }));
+  assert.strictEqual(await got.Body.transformToString(), 'one', 'untouched by the refused writes');
+  const second = await s3.send(new PutObjectCommand({ Bucket, Key, Body: 'two', IfMatch: first.ETag }));
+  await assert.rejects(s3.send(new PutObjectCommand({ Bucket, Key: 'cond/none', Body: 'x', IfMatch: first.ETag })),
+    (e) => e.$metadata.httpStatusCode === 404, 'If-Match on a missing key');
+  // Racing create-only writers: exactly one wins (checked where the object is published).
+  const racers = await Promise.allSettled([0, 1, 2, 3, 4, 5].map((i) =>
+    s3.send(new PutObjectCommand({ Bucket, Key: 'cond/race', Body: `writer ${i}`, IfNoneMatch: '*' }))));
+  assert.strictEqual(racers.filter((x) => x.status === 'fulfilled').length, 1);
+  assert.ok(racers.filter((x) => x.status === 'rejected').every((x) => failed(x.reason)));
+  // Reads: 304 for the current ETag, 412 for a stale If-Match, dates compared in seconds.
+  await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key, IfNoneMatch: second.ETag })),
+    (e) => e.$metadata.httpStatusCode === 304);
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key, IfMatch: first.ETag })), failed);
+  const fresh = await s3.send(new GetObjectCommand({ Bucket, Key, IfNoneMatch: first.ETag }));
+  assert.strictEqual(await fresh.Body.transformToString(), 'two');
+  const future = new Date(Date.now() + 3600e3);
+  await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key, IfModifiedSince: future })),
+    (e) => e.$metadata.httpStatusCode === 304);
+  await assert.rejects(s3.send(new GetObjectCommand({ Bucket, Key, IfUnmodifiedSince: new Date(0) })), failed);
+  // CompleteMultipartUpload with If-None-Match: * on a key that exists: 412, nothing replaced.
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key }));
+  const p1 = await s3.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: 1, Body: 'three' }));
+  await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, IfNoneMatch: '*',
+    MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag }] } })), failed);
+  const still = await s3.send(new GetObjectCommand({ Bucket, Key }));
+  assert.strictEqual(await still.Body.transformToString(), 'two');
+});
