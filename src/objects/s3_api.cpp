@@ -343,6 +343,23 @@ std::unique_ptr<Checksum> Checksum::make(std::string_view header) {
               "The " + alg + " you specified did not match the calculated checksum.");
 }
 
+// Adds a header to the inner sink's answer (the SHA-256 checksum the store verified).
+class EchoSink final : public BodySink {
+ public:
+  EchoSink(std::unique_ptr<BodySink> inner, std::string name, std::string value)
+      : inner_(std::move(inner)), name_(std::move(name)), value_(std::move(value)) {}
+  void write(std::string_view b) override { inner_->write(b); }
+  S3Response finish() override {
+    auto resp = inner_->finish();
+    resp.headers.emplace_back(name_, value_);
+    return resp;
+  }
+
+ private:
+  std::unique_ptr<BodySink> inner_;
+  std::string name_, value_;
+};
+
 // A body whose checksum was declared in a header: checked before the inner sink commits.
 class ChecksumSink final : public BodySink {
  public:
@@ -354,7 +371,9 @@ class ChecksumSink final : public BodySink {
   }
   S3Response finish() override {
     if (sum_->base64() != expected_) checksum_mismatch(*sum_);
-    return inner_->finish();
+    auto resp = inner_->finish();
+    resp.headers.emplace_back(sum_->name(), expected_);  // as S3 does: the checksum it verified
+    return resp;
   }
 
  private:
@@ -426,7 +445,9 @@ class ChunkedSink final : public BodySink {
             "The body ended without the " + sum_->name() + " trailer x-amz-trailer announced.");
       if (sum_->base64() != *trailer_) checksum_mismatch(*sum_);
     }
-    return inner_->finish();
+    auto resp = inner_->finish();
+    if (sum_) resp.headers.emplace_back(sum_->name(), *trailer_);  // the checksum verified
+    return resp;
   }
 
  private:
@@ -679,7 +700,10 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       header_value = std::string(*v);
     }
   }
+  const auto sha256_header = header(r, "x-amz-checksum-sha256");
   auto wrap = [&](std::unique_ptr<BodySink> s) -> std::unique_ptr<BodySink> {
+    if (sha256_header)
+      s = std::make_unique<EchoSink>(std::move(s), "x-amz-checksum-sha256", *sha256_header);
     if (header_sum)
       s = std::make_unique<ChecksumSink>(std::move(s), std::move(header_sum), header_value);
     if (chunked) return std::make_unique<ChunkedSink>(std::move(s), std::move(trailer_sum));

@@ -49,7 +49,8 @@ struct ApiOptions {
   std::map<std::string, std::string> credentials;  // access key -> secret
   s3::VerifyOptions verify;
   std::vector<std::string> cors_origins;  // "*" allows any; empty: no CORS headers
-  std::size_t max_xml_bytes = 1 << 20;    // CompleteMultipartUpload bodies
+  // CompleteMultipartUpload bodies: 10,000 parts with a checksum each are ~1.8 MB.
+  std::size_t max_xml_bytes = 4 << 20;
   // Virtual-hosted-style requests: a Host of `<bucket>.<domain>[:port]` names the bucket
   // and the whole path is the key. Empty: path-style only.
   std::string virtual_host_domain = "localhost";

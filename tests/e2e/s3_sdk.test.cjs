@@ -180,7 +180,9 @@ test('flexible checksums: every algorithm, as a header and as an aws-chunked tra
   }, { step: 'finalizeRequest', name: 'recordChecksum' });
   for (const ChecksumAlgorithm of ['CRC32', 'CRC32C', 'CRC64NVME', 'SHA1', 'SHA256']) {
     const Key = `sum/${ChecksumAlgorithm}`;
-    await sdk.send(new PutObjectCommand({ Bucket, Key, Body: body, ChecksumAlgorithm }));
+    const put = await sdk.send(new PutObjectCommand({ Bucket, Key, Body: body, ChecksumAlgorithm }));
+    // The store answers with the checksum it verified, as S3 does.
+    assert.ok(put[`Checksum${ChecksumAlgorithm}`], `${ChecksumAlgorithm} echoed`);
     await sdk.send(new PutObjectCommand({
       Bucket, Key: `${Key}-stream`, Body: Readable.from([body]), ContentLength: body.length, ChecksumAlgorithm,
     }));
@@ -264,4 +266,19 @@ test('conditional writes and reads (S3 conditional writes; RFC 9110 section 13)'
     MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p1.ETag }] } })), failed);
   const still = await s3.send(new GetObjectCommand({ Bucket, Key }));
   assert.strictEqual(await still.Body.transformToString(), 'two');
+});
+
+test('a completion of 10,000 parts with a checksum each is read whole (about 1.8 MB)', async () => {
+  const Key = 'big-complete';
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key }));
+  const p1 = await s3.send(new UploadPartCommand({ Bucket, Key, UploadId, PartNumber: 1, Body: 'x' }));
+  const Parts = [];
+  for (let n = 1; n <= 10000; n++) {
+    Parts.push({ PartNumber: n, ETag: n === 1 ? p1.ETag : `"${'0'.repeat(32)}"`, ChecksumCRC32: 'AAAAAA==' });
+  }
+  // Parsed to the end, not refused as too large (MaxMessageLengthExceeded): the parts it
+  // names are then judged (part 1 is too small to be followed by others).
+  await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId,
+    MultipartUpload: { Parts } })), (e) => ['InvalidPart', 'EntityTooSmall'].includes(e.name));
+  await s3.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }));
 });
