@@ -126,6 +126,29 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
   return out;
 }
 
+// ListObjects (version 1) from a page of the store's listing: Marker echoed, NextMarker
+// (the last key or prefix) when truncated, as S3 answers it.
+S3Response list_v1(const std::string& bucket, const std::string& prefix,
+                   const std::string& delimiter, const std::string& marker, int max_keys,
+                   const ListResult& res) {
+  std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
+                     "</Name><Prefix>" + x::escape(prefix) + "</Prefix><Marker>" +
+                     x::escape(marker) + "</Marker><MaxKeys>" + std::to_string(max_keys) +
+                     "</MaxKeys>";
+  if (!delimiter.empty()) body += "<Delimiter>" + x::escape(delimiter) + "</Delimiter>";
+  body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
+  if (res.truncated) body += "<NextMarker>" + x::escape(res.next_start_after) + "</NextMarker>";
+  for (const auto& o : res.objects) {
+    body += "<Contents><Key>" + x::escape(o.key) + "</Key><LastModified>" +
+            iso8601(o.last_modified_ms) + "</LastModified><ETag>" + x::escape(o.etag) +
+            "</ETag><Size>" + std::to_string(o.size) +
+            "</Size><StorageClass>STANDARD</StorageClass></Contents>";
+  }
+  for (const auto& p : res.common_prefixes)
+    body += "<CommonPrefixes><Prefix>" + x::escape(p) + "</Prefix></CommonPrefixes>";
+  return xml(200, body + "</ListBucketResult>");
+}
+
 // S3's subresources (the query parameters that name another operation on the same path,
 // AWS SigV4 "sub-resources" and the S3 API reference).
 constexpr std::string_view kSubresources[] = {"accelerate",     "acl",
@@ -607,8 +630,10 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       return xml(200, body + "</ListMultipartUploadsResult>");
     }
     if (r.method == "GET") {
-      if (!has("list-type") || q.at("list-type") != "2")
-        return error(400, "InvalidArgument", "Only ListObjectsV2 (list-type=2) is supported.",
+      // ListObjectsV2 (list-type=2), or ListObjects (v1: marker, NextMarker).
+      const bool v2 = has("list-type");
+      if (v2 && q.at("list-type") != "2")
+        return error(400, "InvalidArgument", "list-type must be 2 (or absent, for ListObjects).",
                      path);
       const auto prefix = q.count("prefix") ? q.at("prefix") : "";
       const auto delimiter = q.count("delimiter") ? q.at("delimiter") : "";
@@ -622,7 +647,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       }
       std::string after = q.count("start-after") ? q.at("start-after") : "";
       if (has("continuation-token")) after = s3::percent_decode(q.at("continuation-token"));
+      if (!v2) after = q.count("marker") ? q.at("marker") : "";
       auto res = store_.list(bucket, prefix, delimiter, after, max_keys);
+      if (!v2) return list_v1(bucket, prefix, delimiter, after, max_keys, res);
       std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
                          "</Name><Prefix>" + x::escape(prefix) + "</Prefix><KeyCount>" +
                          std::to_string(res.objects.size() + res.common_prefixes.size()) +

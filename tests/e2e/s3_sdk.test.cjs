@@ -12,6 +12,7 @@ const {
   ListMultipartUploadsCommand, PutObjectTaggingCommand, GetObjectTaggingCommand,
   DeleteObjectTaggingCommand, PutObjectAclCommand, PutBucketVersioningCommand,
   PutBucketPolicyCommand, PutBucketEncryptionCommand, GetBucketVersioningCommand,
+  ListObjectsCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
 
@@ -281,4 +282,24 @@ test('a completion of 10,000 parts with a checksum each is read whole (about 1.8
   await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId,
     MultipartUpload: { Parts } })), (e) => ['InvalidPart', 'EntityTooSmall'].includes(e.name));
   await s3.send(new AbortMultipartUploadCommand({ Bucket, Key, UploadId }));
+});
+
+test('ListObjects (v1): prefix, delimiter, marker pages, NextMarker', async () => {
+  for (const k of ['v1/a', 'v1/b', 'v1/c/1', 'v1/c/2', 'v1/d']) {
+    await s3.send(new PutObjectCommand({ Bucket, Key: k, Body: k }));
+  }
+  const top = await s3.send(new ListObjectsCommand({ Bucket, Prefix: 'v1/', Delimiter: '/' }));
+  assert.deepStrictEqual(top.Contents.map((c) => c.Key), ['v1/a', 'v1/b', 'v1/d']);
+  assert.deepStrictEqual(top.CommonPrefixes.map((p) => p.Prefix), ['v1/c/']);
+  assert.strictEqual(top.IsTruncated, false);
+  const seen = [];
+  let Marker;
+  for (let i = 0; i < 10; i++) {
+    const page = await s3.send(new ListObjectsCommand({ Bucket, Prefix: 'v1/', MaxKeys: 2, Marker }));
+    seen.push(...(page.Contents || []).map((c) => c.Key));
+    assert.strictEqual(page.Marker || undefined, Marker);
+    if (!page.IsTruncated) break;
+    Marker = page.NextMarker || page.Contents[page.Contents.length - 1].Key;
+  }
+  assert.deepStrictEqual(seen, ['v1/a', 'v1/b', 'v1/c/1', 'v1/c/2', 'v1/d']);
 });
