@@ -201,6 +201,7 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method,
                              (method == "PUT" && q.count("partNumber") != 0));
     if (name == "partNumber") ok = !bucket_level && method == "PUT" && q.count("uploadId") != 0;
     if (name == "versionId") ok = !bucket_level && value == "null";  // unversioned: "null"
+    if (name == "delete") ok = bucket_level && method == "POST";     // DeleteObjects
     if (!ok)
       return "Kiln's object store does not implement the '" + name + "' subresource for " + method +
              " on " + (bucket_level ? "a bucket" : "an object") + "; nothing was changed.";
@@ -505,6 +506,62 @@ class XmlSink final : public BodySink {
 
 S3Api::S3Api(Store& store, ApiOptions options) : store_(store), options_(std::move(options)) {}
 
+// DeleteObjects (POST /bucket?delete): at most 1,000 keys; the body's integrity is required
+// as S3 requires it (Content-MD5 or an x-amz-checksum-* header) and checked.
+std::unique_ptr<BodySink> S3Api::delete_objects(const S3Request& r, const std::string& bucket) {
+  std::string md5 = header(r, "content-md5").value_or("");
+  std::unique_ptr<Checksum> sum;
+  std::string sum_value;
+  for (const auto& [k, v] : r.headers) {
+    std::string lower_k = lower(k);
+    if (lower_k.starts_with("x-amz-checksum-") && lower_k != "x-amz-checksum-algorithm" &&
+        lower_k != "x-amz-checksum-type") {
+      sum = Checksum::make(lower_k);
+      sum_value = v;
+    }
+  }
+  if (md5.empty() && !sum)
+    throw Error(400, "InvalidRequest",
+                "Missing required header for this request: Content-MD5 (or x-amz-checksum-*).");
+  auto shared_sum = std::shared_ptr<Checksum>(std::move(sum));
+  return std::make_unique<XmlSink>(
+      options_.max_xml_bytes, [this, bucket, md5, shared_sum, sum_value](const std::string& body) {
+        if (!md5.empty()) {
+          unsigned char d[EVP_MAX_MD_SIZE];
+          unsigned int n = 0;
+          EVP_Digest(body.data(), body.size(), d, &n, EVP_md5(), nullptr);
+          unsigned char b64[64];
+          const int len = EVP_EncodeBlock(b64, d, static_cast<int>(n));
+          if (md5 != std::string(reinterpret_cast<char*>(b64), static_cast<std::size_t>(len)))
+            throw Error(400, "BadDigest",
+                        "The Content-MD5 you specified did not match what we received.");
+        }
+        if (shared_sum) {
+          shared_sum->update(body);
+          if (shared_sum->base64() != sum_value) checksum_mismatch(*shared_sum);
+        }
+        const auto objects = x::elements(body, "Object");
+        if (objects.empty() || objects.size() > 1000)
+          throw Error(400, "MalformedXML", "DeleteObjects takes 1 to 1,000 Object elements.");
+        const auto quiet = x::elements(body, "Quiet");
+        const bool is_quiet = !quiet.empty() && quiet[0] == "true";
+        std::string out = "<DeleteResult" + std::string(kNs) + ">";
+        for (const auto& o : objects) {
+          const auto keys = x::elements(o, "Key");
+          if (keys.size() != 1) throw Error(400, "MalformedXML", "Each Object needs one Key.");
+          const auto key = x::unescape(keys[0]);
+          try {
+            store_.remove(bucket, key);
+            if (!is_quiet) out += "<Deleted><Key>" + x::escape(key) + "</Key></Deleted>";
+          } catch (const Error& e) {
+            out += "<Error><Key>" + x::escape(key) + "</Key><Code>" + x::escape(e.code()) +
+                   "</Code><Message>" + x::escape(e.what()) + "</Message></Error>";
+          }
+        }
+        return xml(200, out + "</DeleteResult>");
+      });
+}
+
 S3Response S3Api::error(int status, const std::string& code, const std::string& message,
                         const std::string& resource) const {
   auto r = xml(status, "<Error><Code>" + x::escape(code) + "</Code><Message>" + x::escape(message) +
@@ -618,6 +675,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       resp.head_only = true;
       return resp;
     }
+    if (r.method == "POST" && has("delete")) return delete_objects(r, bucket);
     if (r.method == "GET" && has("uploads")) {
       const auto prefix = q.count("prefix") ? q.at("prefix") : "";
       std::string body = "<ListMultipartUploadsResult" + std::string(kNs) + "><Bucket>" +

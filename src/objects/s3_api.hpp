@@ -75,6 +75,8 @@ class S3Api {
   // than the multipart ones, or a header asking for encryption, object lock, ACL grants,
   // tags or a redirect), or nullopt. Such a request is answered 501 NotImplemented and
   // changes nothing. `bucket_level`: the path names a bucket, not an object.
+  // DeleteObjects: a sink for its XML body.
+  std::unique_ptr<BodySink> delete_objects(const S3Request& r, const std::string& bucket);
   static std::optional<std::string> not_implemented(const std::string& method,
                                                     const std::map<std::string, std::string>& q,
                                                     bool bucket_level, const S3Request& r);

@@ -12,7 +12,7 @@ const {
   ListMultipartUploadsCommand, PutObjectTaggingCommand, GetObjectTaggingCommand,
   DeleteObjectTaggingCommand, PutObjectAclCommand, PutBucketVersioningCommand,
   PutBucketPolicyCommand, PutBucketEncryptionCommand, GetBucketVersioningCommand,
-  ListObjectsCommand,
+  ListObjectsCommand, DeleteObjectsCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
 
@@ -302,4 +302,16 @@ test('ListObjects (v1): prefix, delimiter, marker pages, NextMarker', async () =
     Marker = page.NextMarker || page.Contents[page.Contents.length - 1].Key;
   }
   assert.deepStrictEqual(seen, ['v1/a', 'v1/b', 'v1/c/1', 'v1/c/2', 'v1/d']);
+});
+
+test('DeleteObjects: many keys in one request, missing ones reported deleted, quiet mode', async () => {
+  for (const k of ['del/a', 'del/b', 'del/c']) await s3.send(new PutObjectCommand({ Bucket, Key: k, Body: k }));
+  const out = await s3.send(new DeleteObjectsCommand({ Bucket, Delete: {
+    Objects: [{ Key: 'del/a' }, { Key: 'del/b' }, { Key: 'del/never' }] } }));
+  assert.deepStrictEqual(out.Deleted.map((d) => d.Key).sort(), ['del/a', 'del/b', 'del/never']);
+  assert.ok(!out.Errors || out.Errors.length === 0);
+  const quiet = await s3.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: [{ Key: 'del/c' }], Quiet: true } }));
+  assert.ok(!quiet.Deleted || quiet.Deleted.length === 0);
+  const left = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'del/' }));
+  assert.strictEqual(left.KeyCount, 0);
 });
