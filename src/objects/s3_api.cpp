@@ -708,11 +708,22 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       if (!v2) after = q.count("marker") ? q.at("marker") : "";
       auto res = store_.list(bucket, prefix, delimiter, after, max_keys);
       if (!v2) return list_v1(bucket, prefix, delimiter, after, max_keys, res);
+      // EncodingType=url: names in the answer are URL-encoded (keys may hold any byte);
+      // StartAfter and FetchOwner are echoed as S3 does.
+      const auto encoding = q.count("encoding-type") ? q.at("encoding-type") : "";
+      if (!encoding.empty() && encoding != "url")
+        return error(400, "InvalidArgument", "Invalid Encoding Method specified in Request", path);
+      const auto name = [&](const std::string& v) {
+        return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
+      };
+      const bool owner = q.count("fetch-owner") && q.at("fetch-owner") == "true";
       std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
-                         "</Name><Prefix>" + x::escape(prefix) + "</Prefix><KeyCount>" +
+                         "</Name><Prefix>" + name(prefix) + "</Prefix><KeyCount>" +
                          std::to_string(res.objects.size() + res.common_prefixes.size()) +
                          "</KeyCount><MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
-      if (!delimiter.empty()) body += "<Delimiter>" + x::escape(delimiter) + "</Delimiter>";
+      if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
+      if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+      if (has("start-after")) body += "<StartAfter>" + name(q.at("start-after")) + "</StartAfter>";
       body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
       if (has("continuation-token"))
         body +=
@@ -721,13 +732,16 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
         body += "<NextContinuationToken>" + x::escape(s3::uri_encode(res.next_start_after)) +
                 "</NextContinuationToken>";
       for (const auto& o : res.objects) {
-        body += "<Contents><Key>" + x::escape(o.key) + "</Key><LastModified>" +
+        body += "<Contents><Key>" + name(o.key) + "</Key><LastModified>" +
                 iso8601(o.last_modified_ms) + "</LastModified><ETag>" + x::escape(o.etag) +
-                "</ETag><Size>" + std::to_string(o.size) +
-                "</Size><StorageClass>STANDARD</StorageClass></Contents>";
+                "</ETag><Size>" + std::to_string(o.size) + "</Size>";
+        if (owner)
+          body += "<Owner><ID>" + x::escape(who.access_key) + "</ID><DisplayName>" +
+                  x::escape(who.access_key) + "</DisplayName></Owner>";
+        body += "<StorageClass>STANDARD</StorageClass></Contents>";
       }
       for (const auto& p : res.common_prefixes)
-        body += "<CommonPrefixes><Prefix>" + x::escape(p) + "</Prefix></CommonPrefixes>";
+        body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
       return xml(200, body + "</ListBucketResult>");
     }
     return error(405, "MethodNotAllowed",

@@ -315,3 +315,16 @@ test('DeleteObjects: many keys in one request, missing ones reported deleted, qu
   const left = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'del/' }));
   assert.strictEqual(left.KeyCount, 0);
 });
+
+test('ListObjectsV2 echoes StartAfter, gives owners on FetchOwner, URL-encodes on EncodingType=url', async () => {
+  for (const k of ['enc/a b', 'enc/c+d', 'enc/é']) await s3.send(new PutObjectCommand({ Bucket, Key: k, Body: k }));
+  const page = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'enc/', StartAfter: 'enc/a b', FetchOwner: true }));
+  assert.strictEqual(page.StartAfter, 'enc/a b');
+  assert.deepStrictEqual(page.Contents.map((c) => c.Key), ['enc/c+d', 'enc/é']);
+  assert.ok(page.Contents.every((c) => c.Owner && c.Owner.ID), 'owners with FetchOwner');
+  const plain = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'enc/' }));
+  assert.ok(plain.Contents.every((c) => !c.Owner), 'no owner without FetchOwner');
+  // The SDK sends EncodingType=url itself and decodes the names: the keys come back exact.
+  const encoded = await s3.send(new ListObjectsV2Command({ Bucket, Prefix: 'enc/', EncodingType: 'url' }));
+  assert.deepStrictEqual(encoded.Contents.map((c) => decodeURIComponent(c.Key)), ['enc/a b', 'enc/c+d', 'enc/é']);
+});
