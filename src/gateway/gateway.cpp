@@ -24,14 +24,7 @@ namespace {
 
 // The completion of a background coroutine: an exception that ended it is logged.
 auto log_failure(const char* what) {
-  return [what](std::exception_ptr e) {
-    if (!e) return;
-    try {
-      std::rethrow_exception(e);
-    } catch (const std::exception& ex) {
-      log::error(what, {{"error", ex.what()}});
-    }
-  };
+  return [what](std::exception_ptr e) { log::exception(e, what); };
 }
 
 }  // namespace

@@ -89,15 +89,6 @@ struct GaugeHold {
   metrics::Gauge& gauge;
 };
 
-void log_exception(std::exception_ptr e, const char* what) {
-  if (!e) return;
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    log::error(what, {{"error", ex.what()}});
-  }
-}
-
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
@@ -183,7 +174,7 @@ void Server::start() {
   if (ec) throw std::runtime_error("cannot listen on " + where + ": " + ec.message());
   impl_->bound_port = a.local_endpoint().port();
   asio::co_spawn(impl_->accept_strand, impl_->accept_loop(),
-                 [](std::exception_ptr e) { log_exception(e, "http accept loop failed"); });
+                 [](std::exception_ptr e) { log::exception(e, "http accept loop failed"); });
 }
 
 std::uint16_t Server::port() const {
@@ -272,7 +263,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
         rejected.with({"max_connections"}).inc();
         auto ex = socket.get_executor();
         asio::co_spawn(ex, refuse(std::move(socket)),
-                       [](std::exception_ptr e) { log_exception(e, "http refuse failed"); });
+                       [](std::exception_ptr e) { log::exception(e, "http refuse failed"); });
         continue;
       }
       id = ++next_id;
@@ -281,7 +272,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     }
     open.inc();
     asio::co_spawn(conn->executor, session(id, conn), [self, id](std::exception_ptr e) {
-      log_exception(e, "http session failed");
+      log::exception(e, "http session failed");
       self->forget(id);
     });
   }

@@ -154,4 +154,15 @@ void write(Level level, std::string_view msg, Fields fields) {
   }
 }
 
+void exception(std::exception_ptr e, std::string_view what) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    error(what, {{"error", ex.what()}});
+  } catch (...) {
+    error(what, {{"error", "unknown exception"}});
+  }
+}
+
 }  // namespace kiln::log

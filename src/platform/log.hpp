@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <initializer_list>
 #include <string>
 #include <string_view>
@@ -61,6 +62,10 @@ inline void warn(std::string_view m, Fields f = {}) {
 inline void error(std::string_view m, Fields f = {}) {
   write(Level::Error, m, f);
 }
+
+// Logs at error level the exception `e` holds (the end of a background task), with `what`
+// as the message; nothing when `e` is null.
+void exception(std::exception_ptr e, std::string_view what);
 
 // Formats one line without writing it (used by write(); exposed for tests).
 std::string format_line(const Options& options, Level level, std::string_view msg, Fields fields,

@@ -216,6 +216,20 @@ def shared_sqlite():
     return f"sqlite:{d}/kiln.db"
 
 
+def raw_exchange(host, port, request: bytes) -> bytes:
+    """Sends bytes as they are, half-closes, and returns everything the server sent until it
+    closed (for framing tests a well-behaved client library would not send)."""
+    with socket.create_connection((host, port), timeout=WAIT) as s:
+        s.sendall(request)
+        s.shutdown(socket.SHUT_WR)
+        out = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                return out
+            out += chunk
+
+
 def send_request(s, method, path, headers=None, body=b""):
     hdrs = {"Host": "kiln.test"}
     if body:

@@ -9,7 +9,7 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import WAIT, Kiln, closed_by_peer, read_response
+from harness import WAIT, Kiln, closed_by_peer, raw_exchange, read_response
 
 
 def metrics_of(kiln):
@@ -76,15 +76,7 @@ class Endpoints(unittest.TestCase):
         self.assertEqual(body, doc.read_bytes())
 
     def raw(self, request: bytes) -> bytes:
-        with socket.create_connection((self.kiln.host, self.kiln.port), timeout=WAIT) as s:
-            s.sendall(request)
-            s.shutdown(socket.SHUT_WR)
-            out = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return out
-                out += chunk
+        return raw_exchange(self.kiln.host, self.kiln.port, request)
 
     def test_ambiguous_framing_is_refused_on_every_route(self):
         # RFC 9112 section 6 (request smuggling): the API, the gateway's upgrade path and the

@@ -2,11 +2,10 @@
 JavaScript v3 (s3_sdk.test.cjs, run with node's own test runner) and raw sockets for what
 a well-behaved SDK never sends (hostile keys, bodies cut short)."""
 import os
-import socket
 import subprocess
 import unittest
 
-from harness import WAIT, Kiln
+from harness import Kiln, raw_exchange
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NPM = os.environ.get("KILN_NPM_DIR", "")
@@ -52,15 +51,7 @@ class ObjectStore(unittest.TestCase):
         self.assertIn("fail 0", r.stdout)
 
     def raw(self, request: bytes) -> bytes:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=WAIT) as s:
-            s.sendall(request)
-            s.shutdown(socket.SHUT_WR)
-            out = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    return out
-                out += chunk
+        return raw_exchange("127.0.0.1", self.port, request)
 
     def test_ambiguous_framing_is_refused_and_nothing_after_it_is_answered(self):
         for what, rest, status in SMUGGLING:
