@@ -508,9 +508,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
         log::info("object store: removed crash leftovers",
                   {{"files", static_cast<std::int64_t>(swept)}});
       }
-      for (const auto& b : config::split_list(cfg.str("objects.buckets")))
-        object_store->create_bucket(b);
       objects::ApiOptions oo;
+      oo.protected_buckets = config::split_list(cfg.str("objects.buckets"));
+      for (const auto& b : oo.protected_buckets) object_store->create_bucket(b);
       oo.credentials[cfg.str("objects.access_key")] = objects_secret(cfg);
       oo.verify.region = cfg.str("objects.region");
       oo.verify.max_skew_s = cfg.integer("objects.max_skew_s");

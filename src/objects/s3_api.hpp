@@ -45,6 +45,9 @@ class BodySink {
   virtual S3Response finish() = 0;
 };
 
+// A request's query parameters, percent-decoded.
+using Query = std::map<std::string, std::string>;
+
 struct ApiOptions {
   std::map<std::string, std::string> credentials;  // access key -> secret
   s3::VerifyOptions verify;
@@ -54,6 +57,8 @@ struct ApiOptions {
   // Virtual-hosted-style requests: a Host of `<bucket>.<domain>[:port]` names the bucket
   // and the whole path is the key. Empty: path-style only.
   std::string virtual_host_domain = "localhost";
+  // Buckets DeleteBucket refuses (403): the ones Kiln itself stores into (objects.buckets).
+  std::vector<std::string> protected_buckets;
 };
 
 class S3Api {
@@ -71,14 +76,23 @@ class S3Api {
   // The bucket a virtual-hosted-style request names in its Host, if it is one.
   std::optional<std::string> virtual_bucket(const S3Request& r) const;
   std::variant<S3Response, std::unique_ptr<BodySink>> route(const S3Request& r);
+  // Bucket-level operations (s3_bucket.cpp); `owner`: the access key that signed.
+  std::variant<S3Response, std::unique_ptr<BodySink>> bucket_request(const S3Request& r,
+                                                                     const std::string& owner,
+                                                                     const std::string& bucket,
+                                                                     const Query& q);
+  std::variant<S3Response, std::unique_ptr<BodySink>> create_bucket(const S3Request& r,
+                                                                    const std::string& bucket);
+  S3Response list_objects(const Query& q, const std::string& owner, const std::string& bucket);
+  S3Response list_versions(const Query& q, const std::string& owner, const std::string& bucket);
+  S3Response list_uploads(const Query& q, const std::string& owner, const std::string& bucket);
   // Why a request asks for what this store does not implement (an S3 subresource other
   // than the multipart ones, or a header asking for encryption, object lock, ACL grants,
   // tags or a redirect), or nullopt. Such a request is answered 501 NotImplemented and
   // changes nothing. `bucket_level`: the path names a bucket, not an object.
   // DeleteObjects: a sink for its XML body.
   std::unique_ptr<BodySink> delete_objects(const S3Request& r, const std::string& bucket);
-  static std::optional<std::string> not_implemented(const std::string& method,
-                                                    const std::map<std::string, std::string>& q,
+  static std::optional<std::string> not_implemented(const std::string& method, const Query& q,
                                                     bool bucket_level, const S3Request& r);
   Store& store_;
   ApiOptions options_;

@@ -161,6 +161,33 @@ void Store::create_bucket(const std::string& bucket) {
       {bucket, now_ms()});
 }
 
+void Store::delete_bucket(const std::string& bucket) {
+  std::vector<std::string> uploads;
+  {
+    std::lock_guard lock(db_->mu);
+    auto& c = *db_->conn;
+    c.begin_write();
+    try {
+      if (c.exec("SELECT 1 FROM buckets WHERE name = $1", {bucket}).rows.empty())
+        throw Error(404, "NoSuchBucket", "The specified bucket does not exist.");
+      if (!c.exec("SELECT 1 FROM objects WHERE bucket = $1 LIMIT 1", {bucket}).rows.empty())
+        throw Error(409, "BucketNotEmpty", "The bucket you tried to delete is not empty.");
+      for (const auto& r : c.exec("SELECT id FROM uploads WHERE bucket = $1", {bucket}).rows)
+        uploads.push_back(r.str(0));
+      c.exec("DELETE FROM parts WHERE upload IN (SELECT id FROM uploads WHERE bucket = $1)",
+             {bucket});
+      c.exec("DELETE FROM uploads WHERE bucket = $1", {bucket});
+      c.exec("DELETE FROM buckets WHERE name = $1", {bucket});
+      c.exec("COMMIT");
+    } catch (...) {
+      c.exec("ROLLBACK");
+      throw;
+    }
+  }
+  std::error_code ec;  // parts of aborted uploads; leftovers go with sweep()
+  for (const auto& id : uploads) fs::remove_all(root_ / "parts" / id, ec);
+}
+
 bool Store::bucket_exists(const std::string& bucket) {
   std::lock_guard lock(db_->mu);
   return !db_->conn->exec("SELECT 1 FROM buckets WHERE name = $1", {bucket}).rows.empty();
@@ -282,6 +309,9 @@ ObjectInfo Store::publish(const fs::path& tmp, ObjectInfo info,
     auto& c = *db_->conn;
     c.begin_write();
     try {
+      // The bucket may have been deleted while the bytes arrived.
+      if (c.exec("SELECT 1 FROM buckets WHERE name = $1", {info.bucket}).rows.empty())
+        throw Error(404, "NoSuchBucket", "The specified bucket does not exist.");
       if (also) also(c);
       auto prev = c.exec("SELECT blob FROM objects WHERE bucket = $1 AND key = $2",
                          {info.bucket, info.key});
@@ -384,6 +414,12 @@ ListResult Store::list(const std::string& bucket, const std::string& prefix,
   ListResult out;
   if (max_keys <= 0) return out;
   std::string cursor = start_after;
+  // A marker inside a group (a common prefix, or the group itself, as NextMarker names it)
+  // starts after every key of that group: they were rolled up into it on an earlier page.
+  if (!delimiter.empty() && start_after.compare(0, prefix.size(), prefix) == 0) {
+    if (const auto at = start_after.find(delimiter, prefix.size()); at != std::string::npos)
+      cursor = start_after.substr(0, at + delimiter.size()) + "\xff";
+  }
   int taken = 0;
   for (;;) {
     db::Result res;
@@ -407,7 +443,7 @@ ListResult Store::list(const std::string& bucket, const std::string& prefix,
         if (at != std::string::npos) {
           const auto group = key.substr(0, at + delimiter.size());
           out.common_prefixes.push_back(group);
-          out.next_start_after = group + "\xff";  // after every key under it
+          out.next_start_after = group;  // the next page starts after every key under it
           ++taken;
           cursor = group + "\xff";  // skip every key under the group
           goto next_batch;

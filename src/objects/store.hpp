@@ -137,6 +137,9 @@ class Store {
   Store& operator=(const Store&) = delete;
 
   void create_bucket(const std::string& bucket);  // idempotent
+  // Deletes an empty bucket, aborting its multipart uploads. Throws Error: 404 NoSuchBucket,
+  // 409 BucketNotEmpty (objects remain).
+  void delete_bucket(const std::string& bucket);
   [[nodiscard]] bool bucket_exists(const std::string& bucket);
   [[nodiscard]] std::vector<std::string> buckets();
 

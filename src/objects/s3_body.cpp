@@ -1,0 +1,258 @@
+#include "objects/s3_body.hpp"
+
+#include <openssl/evp.h>
+#include <boost/crc.hpp>
+
+#include <algorithm>
+#include <cctype>
+#include <optional>
+
+namespace kiln::objects::detail {
+
+namespace {
+
+// Writes a body into a store Writer and commits it with the declared digests.
+class ObjectSink final : public BodySink {
+ public:
+  ObjectSink(std::unique_ptr<Writer> w, std::string sha, std::string md5,
+             std::function<S3Response(const ObjectInfo&)> answer)
+      : w_(std::move(w)), sha_(std::move(sha)), md5_(std::move(md5)), answer_(std::move(answer)) {
+    if (sha_.empty()) w_->skip_sha256();  // an unsigned payload: nothing to compare with
+  }
+  void write(std::string_view b) override { w_->write(b); }
+  S3Response finish() override { return answer_(w_->commit(sha_, md5_)); }
+
+ private:
+  std::unique_ptr<Writer> w_;
+  std::string sha_, md5_;
+  std::function<S3Response(const ObjectInfo&)> answer_;
+};
+
+template <typename Crc>
+class CrcChecksum final : public Checksum {
+ public:
+  explicit CrcChecksum(std::string name) { name_ = std::move(name); }
+  void update(std::string_view b) override { crc_.process_bytes(b.data(), b.size()); }
+  std::string raw() override {
+    auto v = crc_.checksum();
+    std::string out(sizeof v, '\0');
+    for (std::size_t i = sizeof v; i-- > 0; v >>= 8) out[i] = static_cast<char>(v & 0xff);
+    return out;
+  }
+
+ private:
+  Crc crc_;
+};
+
+class DigestChecksum final : public Checksum {
+ public:
+  DigestChecksum(std::string name, const EVP_MD* md) : ctx_(EVP_MD_CTX_new()) {
+    name_ = std::move(name);
+    EVP_DigestInit_ex(ctx_, md, nullptr);
+  }
+  ~DigestChecksum() override { EVP_MD_CTX_free(ctx_); }
+  DigestChecksum(const DigestChecksum&) = delete;
+  DigestChecksum& operator=(const DigestChecksum&) = delete;
+  void update(std::string_view b) override { EVP_DigestUpdate(ctx_, b.data(), b.size()); }
+  std::string raw() override {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_, md, &len);
+    return std::string(reinterpret_cast<char*>(md), len);
+  }
+
+ private:
+  EVP_MD_CTX* ctx_;
+};
+
+// Adds a header to the inner sink's answer (the SHA-256 checksum the store verified).
+class EchoSink final : public BodySink {
+ public:
+  EchoSink(std::unique_ptr<BodySink> inner, std::string name, std::string value)
+      : inner_(std::move(inner)), name_(std::move(name)), value_(std::move(value)) {}
+  void write(std::string_view b) override { inner_->write(b); }
+  S3Response finish() override {
+    auto resp = inner_->finish();
+    resp.headers.emplace_back(name_, value_);
+    return resp;
+  }
+
+ private:
+  std::unique_ptr<BodySink> inner_;
+  std::string name_, value_;
+};
+
+// A body whose checksum was declared in a header: checked before the inner sink commits.
+class ChecksumSink final : public BodySink {
+ public:
+  ChecksumSink(std::unique_ptr<BodySink> inner, std::unique_ptr<Checksum> sum, std::string expected)
+      : inner_(std::move(inner)), sum_(std::move(sum)), expected_(std::move(expected)) {}
+  void write(std::string_view b) override {
+    sum_->update(b);
+    inner_->write(b);
+  }
+  S3Response finish() override {
+    if (sum_->base64() != expected_) checksum_mismatch(*sum_);
+    auto resp = inner_->finish();
+    resp.headers.emplace_back(sum_->name(), expected_);  // as S3 does: the checksum it verified
+    return resp;
+  }
+
+ private:
+  std::unique_ptr<BodySink> inner_;
+  std::unique_ptr<Checksum> sum_;
+  std::string expected_;
+};
+
+// aws-chunked (STREAMING-UNSIGNED-PAYLOAD-TRAILER): "<hex size>\r\n<data>\r\n" ... "0\r\n"
+// then trailers and "\r\n". Decodes into the inner sink.
+class ChunkedSink final : public BodySink {
+ public:
+  // `sum`: the checksum the x-amz-trailer header announced (checked against the trailer).
+  ChunkedSink(std::unique_ptr<BodySink> inner, std::unique_ptr<Checksum> sum)
+      : inner_(std::move(inner)), sum_(std::move(sum)) {}
+  void write(std::string_view b) override {
+    while (!b.empty()) {
+      if (state_ == State::Data) {
+        const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left_, b.size()));
+        if (sum_) sum_->update(b.substr(0, n));
+        inner_->write(b.substr(0, n));
+        left_ -= n;
+        b.remove_prefix(n);
+        if (left_ == 0) state_ = State::DataEnd;
+        continue;
+      }
+      line_.push_back(b.front());
+      b.remove_prefix(1);
+      if (line_.size() > 4096) throw Error(400, "InvalidRequest", "Malformed aws-chunked body.");
+      if (!line_.ends_with("\r\n")) continue;
+      const auto l = line_.substr(0, line_.size() - 2);
+      line_.clear();
+      if (state_ == State::DataEnd) {
+        if (!l.empty()) throw Error(400, "InvalidRequest", "Malformed aws-chunked body.");
+        state_ = State::Size;
+      } else if (state_ == State::Size) {
+        const auto semi = l.find(';');
+        const auto hexsize = l.substr(0, semi);
+        if (hexsize.empty() || hexsize.size() > 15 ||
+            hexsize.find_first_not_of("0123456789abcdefABCDEF") != std::string::npos)
+          throw Error(400, "InvalidRequest", "Malformed aws-chunked size.");
+        left_ = std::stoull(hexsize, nullptr, 16);
+        state_ = left_ == 0 ? State::Trailers : State::Data;
+      } else if (state_ == State::Trailers) {
+        if (l.empty()) {
+          state_ = State::Done;
+        } else if (sum_) {
+          const auto colon = l.find(':');
+          std::string name = l.substr(0, colon);
+          for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          if (colon != std::string::npos && name == sum_->name()) {
+            auto v = l.substr(colon + 1);
+            while (!v.empty() && v.front() == ' ') v.erase(0, 1);
+            trailer_ = v;
+          }
+        }
+      } else {
+        throw Error(400, "InvalidRequest", "Bytes after the end of an aws-chunked body.");
+      }
+    }
+  }
+  S3Response finish() override {
+    if (state_ != State::Done && !(state_ == State::Trailers && line_.empty()))
+      throw Error(400, "IncompleteBody", "The aws-chunked body ended early.");
+    if (sum_) {
+      if (!trailer_)
+        throw Error(
+            400, "InvalidRequest",
+            "The body ended without the " + sum_->name() + " trailer x-amz-trailer announced.");
+      if (sum_->base64() != *trailer_) checksum_mismatch(*sum_);
+    }
+    auto resp = inner_->finish();
+    if (sum_) resp.headers.emplace_back(sum_->name(), *trailer_);  // the checksum verified
+    return resp;
+  }
+
+ private:
+  enum class State { Size, Data, DataEnd, Trailers, Done };
+  std::unique_ptr<BodySink> inner_;
+  std::unique_ptr<Checksum> sum_;
+  std::optional<std::string> trailer_;
+  State state_ = State::Size;
+  std::uint64_t left_ = 0;
+  std::string line_;
+};
+
+// Collects a small XML body, then runs `fn` on it.
+class XmlSink final : public BodySink {
+ public:
+  XmlSink(std::size_t limit, std::function<S3Response(const std::string&)> fn)
+      : limit_(limit), fn_(std::move(fn)) {}
+  void write(std::string_view b) override {
+    if (body_.size() + b.size() > limit_)
+      throw Error(400, "MaxMessageLengthExceeded", "Your request was too big.");
+    body_.append(b);
+  }
+  S3Response finish() override { return fn_(body_); }
+
+ private:
+  std::size_t limit_;
+  std::function<S3Response(const std::string&)> fn_;
+  std::string body_;
+};
+
+}  // namespace
+
+std::string Checksum::base64() {
+  const auto r = raw();
+  std::string out(4 * ((r.size() + 2) / 3) + 1, '\0');
+  const int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(r.data()), static_cast<int>(r.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+std::unique_ptr<Checksum> Checksum::make(std::string_view header) {
+  using Crc32c = boost::crc_optimal<32, 0x1EDC6F41, 0xFFFFFFFF, 0xFFFFFFFF, true, true>;
+  using Crc64Nvme = boost::crc_optimal<64, 0xAD93D23594C93659ULL, 0xFFFFFFFFFFFFFFFFULL,
+                                       0xFFFFFFFFFFFFFFFFULL, true, true>;
+  const std::string h(header);
+  if (h == "x-amz-checksum-crc32") return std::make_unique<CrcChecksum<boost::crc_32_type>>(h);
+  if (h == "x-amz-checksum-crc32c") return std::make_unique<CrcChecksum<Crc32c>>(h);
+  if (h == "x-amz-checksum-crc64nvme") return std::make_unique<CrcChecksum<Crc64Nvme>>(h);
+  if (h == "x-amz-checksum-sha1") return std::make_unique<DigestChecksum>(h, EVP_sha1());
+  if (h == "x-amz-checksum-sha256") return std::make_unique<DigestChecksum>(h, EVP_sha256());
+  return nullptr;
+}
+
+[[noreturn]] void checksum_mismatch(const Checksum& c) {
+  auto alg = c.name().substr(std::string_view("x-amz-checksum-").size());
+  for (auto& ch : alg) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  throw Error(400, "BadDigest",
+              "The " + alg + " you specified did not match the calculated checksum.");
+}
+
+std::unique_ptr<BodySink> object_sink(std::unique_ptr<Writer> w, std::string sha256_hex,
+                                      std::string md5_base64,
+                                      std::function<S3Response(const ObjectInfo&)> answer) {
+  return std::make_unique<ObjectSink>(std::move(w), std::move(sha256_hex), std::move(md5_base64),
+                                      std::move(answer));
+}
+std::unique_ptr<BodySink> echo_sink(std::unique_ptr<BodySink> inner, std::string name,
+                                    std::string value) {
+  return std::make_unique<EchoSink>(std::move(inner), std::move(name), std::move(value));
+}
+std::unique_ptr<BodySink> checksum_sink(std::unique_ptr<BodySink> inner,
+                                        std::unique_ptr<Checksum> sum, std::string expected) {
+  return std::make_unique<ChecksumSink>(std::move(inner), std::move(sum), std::move(expected));
+}
+std::unique_ptr<BodySink> chunked_sink(std::unique_ptr<BodySink> inner,
+                                       std::unique_ptr<Checksum> sum) {
+  return std::make_unique<ChunkedSink>(std::move(inner), std::move(sum));
+}
+std::unique_ptr<BodySink> xml_sink(std::size_t limit,
+                                   std::function<S3Response(const std::string&)> fn) {
+  return std::make_unique<XmlSink>(limit, std::move(fn));
+}
+
+}  // namespace kiln::objects::detail

@@ -1,0 +1,386 @@
+// The embedded store's bucket-level S3 operations (S3 API reference): CreateBucket,
+// HeadBucket, DeleteBucket, GetBucketLocation, ListObjects (v1 and v2),
+// ListObjectVersions (an unversioned bucket: every object is version "null"),
+// ListMultipartUploads and DeleteObjects.
+#include "objects/s3_api.hpp"
+#include "objects/s3_body.hpp"
+#include "objects/s3_util.hpp"
+#include "s3/sigv4.hpp"
+#include "s3/xml.hpp"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace kiln::objects {
+namespace {
+
+namespace x = s3::xml;
+using namespace detail;
+
+// max-keys / max-uploads: an integer 0..2^31-1, at most 1,000 used (as S3).
+int page_size(const Query& q, const char* name) {
+  auto it = q.find(name);
+  if (it == q.end()) return 1000;
+  long long v = -1;
+  const auto& s = it->second;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || end != s.data() + s.size() || v < 0 || v > INT32_MAX)
+    throw Error(400, "InvalidArgument",
+                std::string("Provided ") + name + " not an integer or within integer range.");
+  return static_cast<int>(std::min<long long>(v, 1000));
+}
+
+std::string param(const Query& q, const char* name) {
+  auto it = q.find(name);
+  return it == q.end() ? std::string() : it->second;
+}
+
+// EncodingType: "url" (names in the answer URL-encoded) or absent; anything else is 400.
+std::string encoding_type(const Query& q) {
+  auto e = param(q, "encoding-type");
+  if (!e.empty() && e != "url")
+    throw Error(400, "InvalidArgument", "Invalid Encoding Method specified in Request");
+  return e;
+}
+
+std::string owner_xml(const std::string& id) {
+  return "<Owner><ID>" + x::escape(id) + "</ID><DisplayName>" + x::escape(id) +
+         "</DisplayName></Owner>";
+}
+
+// S3's bucket naming rules: 3-63 characters of a-z, 0-9, '.', '-'; starting and ending with
+// a letter or digit; no "..", no IPv4 address, no reserved prefix or suffix.
+void check_bucket_name(const std::string& b) {
+  const auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  bool ok =
+      b.size() >= 3 && b.size() <= 63 && alnum(b.front()) && alnum(b.back()) &&
+      std::all_of(b.begin(), b.end(), [&](char c) { return alnum(c) || c == '-' || c == '.'; }) &&
+      b.find("..") == std::string::npos && b.find(".-") == std::string::npos &&
+      b.find("-.") == std::string::npos && !b.starts_with("xn--") && !b.starts_with("sthree-") &&
+      !b.ends_with("-s3alias") && !b.ends_with("--ol-s3");
+  if (ok) {  // not an IPv4 address
+    int dots = 0;
+    bool digits = true;
+    for (char c : b) {
+      dots += c == '.';
+      digits = digits && (c == '.' || (c >= '0' && c <= '9'));
+    }
+    ok = !(digits && dots == 3);
+  }
+  if (!ok)
+    throw Error(400, "InvalidBucketName",
+                "The specified bucket is not valid: bucket names are 3-63 characters of a-z, 0-9, "
+                "'.' and '-', begin and end with a letter or digit, and are not IP addresses.");
+}
+
+}  // namespace
+
+std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::bucket_request(const S3Request& r,
+                                                                          const std::string& owner,
+                                                                          const std::string& bucket,
+                                                                          const Query& q) {
+  const auto has = [&](const char* k) { return q.count(k) != 0; };
+  if (r.method == "PUT") return create_bucket(r, bucket);
+  if (r.method == "HEAD") {
+    if (!store_.bucket_exists(bucket))
+      throw Error(404, "NoSuchBucket", "The specified bucket does not exist.");
+    S3Response resp;
+    resp.headers.emplace_back("x-amz-bucket-region", options_.verify.region);
+    resp.head_only = true;
+    return resp;
+  }
+  if (r.method == "DELETE") {
+    if (std::find(options_.protected_buckets.begin(), options_.protected_buckets.end(), bucket) !=
+        options_.protected_buckets.end())
+      throw Error(403, "AccessDenied",
+                  "Bucket '" + bucket +
+                      "' is one of objects.buckets (Kiln's own assets live there); it is not "
+                      "deleted.");
+    store_.delete_bucket(bucket);
+    S3Response resp;
+    resp.status = 204;
+    return resp;
+  }
+  if (r.method == "POST" && has("delete")) return delete_objects(r, bucket);
+  if (r.method != "GET")
+    throw Error(405, "MethodNotAllowed",
+                "The specified method is not allowed against this resource.");
+  if (has("location")) {
+    if (!store_.bucket_exists(bucket))
+      throw Error(404, "NoSuchBucket", "The specified bucket does not exist.");
+    // us-east-1 is the empty constraint (S3's GetBucketLocation).
+    return xml(
+        200, "<LocationConstraint" + std::string(kNs) + ">" +
+                 (options_.verify.region == "us-east-1" ? "" : x::escape(options_.verify.region)) +
+                 "</LocationConstraint>");
+  }
+  if (has("uploads")) return list_uploads(q, owner, bucket);
+  if (has("versions")) return list_versions(q, owner, bucket);
+  return list_objects(q, owner, bucket);
+}
+
+std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::create_bucket(
+    const S3Request& r, const std::string& bucket) {
+  check_bucket_name(bucket);
+  const auto length = header(r, "content-length");
+  auto create = [this, bucket](const std::string& body) {
+    // A CreateBucketConfiguration may name a LocationConstraint: it must be this store's
+    // region (us-east-1 also as the empty constraint).
+    if (!body.empty()) {
+      const auto where = x::elements(body, "LocationConstraint");
+      if (where.size() > 1) throw Error(400, "MalformedXML", "One LocationConstraint at most.");
+      if (!where.empty() && x::unescape(where[0]) != options_.verify.region &&
+          !(where[0].empty() && options_.verify.region == "us-east-1"))
+        throw Error(400, "InvalidLocationConstraint",
+                    "The specified location-constraint is not valid: this store is in " +
+                        options_.verify.region + ".");
+    }
+    store_.create_bucket(bucket);  // exists already: 200 (as us-east-1 answers its owner)
+    S3Response resp;
+    resp.headers.emplace_back("Location", "/" + bucket);
+    return resp;
+  };
+  if (!length || *length == "0") return create("");
+  return xml_sink(options_.max_xml_bytes, create);
+}
+
+S3Response S3Api::list_objects(const Query& q, const std::string& owner,
+                               const std::string& bucket) {
+  // ListObjectsV2 (list-type=2), or ListObjects (v1: marker, NextMarker).
+  const bool v2 = q.count("list-type") != 0;
+  if (v2 && q.at("list-type") != "2")
+    throw Error(400, "InvalidArgument", "list-type must be 2 (or absent, for ListObjects).");
+  const auto prefix = param(q, "prefix"), delimiter = param(q, "delimiter");
+  const int max_keys = page_size(q, "max-keys");
+  const auto encoding = encoding_type(q);
+  const auto name = [&](const std::string& v) {
+    return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
+  };
+  std::string after;
+  if (v2) {
+    after = param(q, "start-after");
+    if (q.count("continuation-token")) {
+      after = s3::percent_decode(q.at("continuation-token"));
+      if (q.at("continuation-token").empty())
+        throw Error(400, "InvalidArgument", "The continuation token provided is incorrect");
+    }
+  } else {
+    after = param(q, "marker");
+  }
+  const auto res = store_.list(bucket, prefix, delimiter, after, max_keys);
+  std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
+                     "</Name><Prefix>" + name(prefix) + "</Prefix>";
+  if (v2) {
+    body += "<KeyCount>" + std::to_string(res.objects.size() + res.common_prefixes.size()) +
+            "</KeyCount>";
+    if (q.count("start-after"))
+      body += "<StartAfter>" + name(q.at("start-after")) + "</StartAfter>";
+    if (q.count("continuation-token"))
+      body +=
+          "<ContinuationToken>" + x::escape(q.at("continuation-token")) + "</ContinuationToken>";
+    if (res.truncated)
+      body += "<NextContinuationToken>" + x::escape(s3::uri_encode(res.next_start_after)) +
+              "</NextContinuationToken>";
+  } else {
+    body += "<Marker>" + name(after) + "</Marker>";
+    // NextMarker: S3 sends it only with a delimiter; sent always (clients use it if present).
+    if (res.truncated) body += "<NextMarker>" + name(res.next_start_after) + "</NextMarker>";
+  }
+  body += "<MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
+  if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
+  if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+  body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
+  // v1 always names the owner; v2 when fetch-owner=true.
+  const bool with_owner = !v2 || param(q, "fetch-owner") == "true";
+  for (const auto& o : res.objects) {
+    body += "<Contents><Key>" + name(o.key) + "</Key><LastModified>" + iso8601(o.last_modified_ms) +
+            "</LastModified><ETag>" + x::escape(o.etag) + "</ETag><Size>" + std::to_string(o.size) +
+            "</Size>";
+    if (with_owner) body += owner_xml(owner);
+    body += "<StorageClass>STANDARD</StorageClass></Contents>";
+  }
+  for (const auto& p : res.common_prefixes)
+    body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
+  return xml(200, body + "</ListBucketResult>");
+}
+
+S3Response S3Api::list_versions(const Query& q, const std::string& owner,
+                                const std::string& bucket) {
+  // The bucket is unversioned: each object is its one version, "null", and the latest.
+  const auto prefix = param(q, "prefix"), delimiter = param(q, "delimiter");
+  const auto key_marker = param(q, "key-marker"), version_marker = param(q, "version-id-marker");
+  const int max_keys = page_size(q, "max-keys");
+  const auto encoding = encoding_type(q);
+  if (!version_marker.empty() && key_marker.empty())
+    throw Error(400, "InvalidArgument",
+                "A version-id marker cannot be specified without a key marker.");
+  if (!version_marker.empty() && version_marker != "null")
+    throw Error(400, "InvalidArgument", "Invalid version id specified");
+  const auto name = [&](const std::string& v) {
+    return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
+  };
+  const auto res = store_.list(bucket, prefix, delimiter, key_marker, max_keys);
+  std::string body = "<ListVersionsResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
+                     "</Name><Prefix>" + name(prefix) + "</Prefix><KeyMarker>" + name(key_marker) +
+                     "</KeyMarker><VersionIdMarker>" + x::escape(version_marker) +
+                     "</VersionIdMarker><MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
+  if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
+  if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+  body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
+  if (res.truncated) {
+    body += "<NextKeyMarker>" + name(res.next_start_after) + "</NextKeyMarker>";
+    if (std::find(res.common_prefixes.begin(), res.common_prefixes.end(), res.next_start_after) ==
+        res.common_prefixes.end())
+      body += "<NextVersionIdMarker>null</NextVersionIdMarker>";
+  }
+  for (const auto& o : res.objects) {
+    body += "<Version><Key>" + name(o.key) +
+            "</Key><VersionId>null</VersionId><IsLatest>true</IsLatest><LastModified>" +
+            iso8601(o.last_modified_ms) + "</LastModified><ETag>" + x::escape(o.etag) +
+            "</ETag><Size>" + std::to_string(o.size) + "</Size>" + owner_xml(owner) +
+            "<StorageClass>STANDARD</StorageClass></Version>";
+  }
+  for (const auto& p : res.common_prefixes)
+    body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
+  return xml(200, body + "</ListVersionsResult>");
+}
+
+S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
+                               const std::string& bucket) {
+  const auto prefix = param(q, "prefix"), delimiter = param(q, "delimiter");
+  const auto key_marker = param(q, "key-marker"), id_marker = param(q, "upload-id-marker");
+  const int max = page_size(q, "max-uploads");
+  const auto encoding = encoding_type(q);
+  const auto name = [&](const std::string& v) {
+    return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
+  };
+  // Sorted by key, then by initiation (S3's order); paged after (key-marker, upload-id-marker).
+  auto all = store_.list_uploads(bucket, prefix);
+  std::stable_sort(all.begin(), all.end(), [](const UploadInfo& a, const UploadInfo& b) {
+    return a.key != b.key ? a.key < b.key : a.initiated_ms < b.initiated_ms;
+  });
+  std::vector<UploadInfo> page;
+  std::vector<std::string> prefixes;
+  bool truncated = false, past_id_marker = id_marker.empty();
+  std::string next_key, next_id;
+  for (const auto& u : all) {
+    if (!key_marker.empty()) {
+      if (u.key < key_marker) continue;
+      if (u.key == key_marker) {
+        if (id_marker.empty()) continue;  // key-marker alone: uploads of later keys
+        if (!past_id_marker) {
+          past_id_marker = u.id == id_marker;
+          continue;
+        }
+      }
+    }
+    std::string common;
+    if (!delimiter.empty()) {
+      const auto d = u.key.find(delimiter, prefix.size());
+      if (d != std::string::npos) common = u.key.substr(0, d + delimiter.size());
+    }
+    if (!common.empty() && !prefixes.empty() && prefixes.back() == common) continue;
+    if (static_cast<int>(page.size() + prefixes.size()) == max) {
+      truncated = true;
+      break;
+    }
+    if (!common.empty()) {
+      prefixes.push_back(common);
+      next_key = common;
+      next_id.clear();
+    } else {
+      page.push_back(u);
+      next_key = u.key;
+      next_id = u.id;
+    }
+  }
+  std::string body = "<ListMultipartUploadsResult" + std::string(kNs) + "><Bucket>" +
+                     x::escape(bucket) + "</Bucket><KeyMarker>" + name(key_marker) +
+                     "</KeyMarker><UploadIdMarker>" + x::escape(id_marker) +
+                     "</UploadIdMarker><Prefix>" + name(prefix) + "</Prefix>";
+  if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
+  if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+  if (truncated)
+    body += "<NextKeyMarker>" + name(next_key) + "</NextKeyMarker><NextUploadIdMarker>" +
+            x::escape(next_id) + "</NextUploadIdMarker>";
+  body += "<MaxUploads>" + std::to_string(max) + "</MaxUploads><IsTruncated>" +
+          (truncated ? "true" : "false") + "</IsTruncated>";
+  for (const auto& u : page) {
+    body += "<Upload><Key>" + name(u.key) + "</Key><UploadId>" + x::escape(u.id) +
+            "</UploadId><Initiator><ID>" + x::escape(owner) + "</ID><DisplayName>" +
+            x::escape(owner) + "</DisplayName></Initiator>" + owner_xml(owner) +
+            "<StorageClass>STANDARD</StorageClass><Initiated>" + iso8601(u.initiated_ms) +
+            "</Initiated></Upload>";
+  }
+  for (const auto& p : prefixes)
+    body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
+  return xml(200, body + "</ListMultipartUploadsResult>");
+}
+
+// DeleteObjects (POST /bucket?delete): at most 1,000 keys; the body's integrity is required
+// as S3 requires it (Content-MD5 or an x-amz-checksum-* header) and checked.
+std::unique_ptr<BodySink> S3Api::delete_objects(const S3Request& r, const std::string& bucket) {
+  std::string md5 = header(r, "content-md5").value_or("");
+  std::unique_ptr<Checksum> sum;
+  std::string sum_value;
+  for (const auto& [k, v] : r.headers) {
+    std::string lower_k = lower(k);
+    if (lower_k.starts_with("x-amz-checksum-") && lower_k != "x-amz-checksum-algorithm" &&
+        lower_k != "x-amz-checksum-type") {
+      sum = Checksum::make(lower_k);
+      sum_value = v;
+    }
+  }
+  if (md5.empty() && !sum)
+    throw Error(400, "InvalidRequest",
+                "Missing required header for this request: Content-MD5 (or x-amz-checksum-*).");
+  auto shared_sum = std::shared_ptr<Checksum>(std::move(sum));
+  return xml_sink(
+      options_.max_xml_bytes, [this, bucket, md5, shared_sum, sum_value](const std::string& body) {
+        if (!md5.empty()) {
+          unsigned char d[EVP_MAX_MD_SIZE];
+          unsigned int n = 0;
+          EVP_Digest(body.data(), body.size(), d, &n, EVP_md5(), nullptr);
+          unsigned char b64[64];
+          const int len = EVP_EncodeBlock(b64, d, static_cast<int>(n));
+          if (md5 != std::string(reinterpret_cast<char*>(b64), static_cast<std::size_t>(len)))
+            throw Error(400, "BadDigest",
+                        "The Content-MD5 you specified did not match what we received.");
+        }
+        if (shared_sum) {
+          shared_sum->update(body);
+          if (shared_sum->base64() != sum_value) checksum_mismatch(*shared_sum);
+        }
+        const auto objects = x::elements(body, "Object");
+        if (objects.empty() || objects.size() > 1000)
+          throw Error(400, "MalformedXML", "DeleteObjects takes 1 to 1,000 Object elements.");
+        const auto quiet = x::elements(body, "Quiet");
+        const bool is_quiet = !quiet.empty() && quiet[0] == "true";
+        std::string out = "<DeleteResult" + std::string(kNs) + ">";
+        for (const auto& o : objects) {
+          const auto keys = x::elements(o, "Key");
+          if (keys.size() != 1) throw Error(400, "MalformedXML", "Each Object needs one Key.");
+          const auto key = x::unescape(keys[0]);
+          // Unversioned: "null" is the one version there is; any other id names none.
+          const auto version = x::elements(o, "VersionId");
+          std::string version_xml;
+          if (!version.empty())
+            version_xml = "<VersionId>" + x::escape(x::unescape(version[0])) + "</VersionId>";
+          try {
+            if (!version.empty() && x::unescape(version[0]) != "null")
+              throw Error(400, "InvalidArgument", "Invalid version id specified");
+            store_.remove(bucket, key);
+            if (!is_quiet)
+              out += "<Deleted><Key>" + x::escape(key) + "</Key>" + version_xml + "</Deleted>";
+          } catch (const Error& e) {
+            out += "<Error><Key>" + x::escape(key) + "</Key>" + version_xml + "<Code>" +
+                   x::escape(e.code()) + "</Code><Message>" + x::escape(e.what()) +
+                   "</Message></Error>";
+          }
+        }
+        return xml(200, out + "</DeleteResult>");
+      });
+}
+}  // namespace kiln::objects

@@ -1,0 +1,115 @@
+#include "objects/s3_util.hpp"
+
+#include "s3/sigv4.hpp"
+
+#include <cctype>
+#include <ctime>
+
+namespace kiln::objects::detail {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::optional<std::string> header(const S3Request& r, std::string_view name) {
+  for (const auto& [k, v] : r.headers) {
+    if (lower(k) == name) return v;
+  }
+  return std::nullopt;
+}
+
+WriteCondition write_condition(const S3Request& r) {
+  WriteCondition c;
+  if (auto v = header(r, "if-none-match")) {
+    if (v->find_first_not_of(" \t") == std::string::npos ||
+        v->substr(v->find_first_not_of(" \t"), 1) != "*")
+      throw Error(501, "NotImplemented",
+                  "A header you provided implies functionality that is not implemented "
+                  "(If-None-Match on a write supports only *).");
+    c.if_none_match_any = true;
+  }
+  if (auto v = header(r, "if-match")) c.if_match = *v;
+  return c;
+}
+
+std::map<std::string, std::string> query_map(std::string_view q) {
+  std::map<std::string, std::string> out;
+  std::size_t pos = 0;
+  while (pos <= q.size() && !q.empty()) {
+    auto amp = q.find('&', pos);
+    auto pair = q.substr(pos, amp == std::string_view::npos ? std::string_view::npos : amp - pos);
+    auto eq = pair.find('=');
+    out[s3::percent_decode(pair.substr(0, eq))] =
+        eq == std::string_view::npos ? "" : s3::percent_decode(pair.substr(eq + 1));
+    if (amp == std::string_view::npos) break;
+    pos = amp + 1;
+  }
+  return out;
+}
+
+std::string iso8601(std::int64_t ms) {
+  const std::time_t t = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  return std::string(buf) + "." + std::to_string(1000 + ms % 1000).substr(1) + "Z";
+}
+
+std::string http_date(std::int64_t ms) {
+  const std::time_t t = ms / 1000;
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[40];
+  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  return buf;
+}
+
+std::optional<std::int64_t> parse_http_date(const std::string& v) {
+  std::tm tm{};
+  const char* end = strptime(v.c_str(), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  if (end == nullptr || *end != '\0') return std::nullopt;
+  return static_cast<std::int64_t>(timegm(&tm));
+}
+
+bool etag_listed(const std::string& list, const std::string& etag) {
+  std::string_view rest = list;
+  const auto bare = [](std::string_view e) {
+    while (!e.empty() && (e.front() == ' ' || e.front() == '\t')) e.remove_prefix(1);
+    while (!e.empty() && (e.back() == ' ' || e.back() == '\t')) e.remove_suffix(1);
+    if (e.starts_with("W/")) e.remove_prefix(2);
+    if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
+    return e;
+  };
+  const auto mine = bare(etag);
+  while (true) {
+    const auto comma = rest.find(',');
+    const auto e = bare(rest.substr(0, comma));
+    if (e == "*" || (!e.empty() && e == mine)) return true;
+    if (comma == std::string_view::npos) return false;
+    rest.remove_prefix(comma + 1);
+  }
+}
+
+S3Response xml(int status, std::string body) {
+  S3Response r;
+  r.status = status;
+  r.headers.emplace_back("Content-Type", "application/xml");
+  r.body = std::string(kXmlHead) + std::move(body);
+  return r;
+}
+
+std::map<std::string, std::string> user_metadata(const S3Request& r) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : r.headers) {
+    auto n = lower(k);
+    if (n.starts_with("x-amz-meta-")) out[n.substr(11)] = v;
+  }
+  return out;
+}
+
+// ListObjects (version 1) from a page of the store's listing: Marker echoed, NextMarker
+
+}  // namespace kiln::objects::detail
