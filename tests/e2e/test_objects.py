@@ -28,6 +28,7 @@ class ObjectStore(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.kiln = Kiln("--objects-secret-key", SECRET, "--objects-cors-origins", "http://editor.example",
+                        "--objects-buckets", "kiln,kiln-spare",
                         "--http-access-log", "false", role="objects")
         rec = cls.kiln.wait_for_log(lambda r: r.get("msg") == "object store listening", "the object store")
         cls.port = rec["port"]
