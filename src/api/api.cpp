@@ -11,6 +11,11 @@ Api::Api(db::Store& store, const auth::Verifier& verifier, ThreadPool& pool, Api
 Api::~Api() = default;
 
 void Api::install(http::Router& router) {
+  std::weak_ptr<Impl> weak_impl = impl_;
+  router.set_header_check([weak_impl](const Request& req) -> std::optional<Response> {
+    auto self = weak_impl.lock();
+    return self ? self->header_check(req) : std::nullopt;
+  });
   using Fn = Response (Impl::*)(const Request&, const Principal&);
   auto add = [&](const char* method, const char* pattern, const char* name, Fn fn,
                  bool slow = false) {

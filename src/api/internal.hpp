@@ -195,6 +195,7 @@ struct Principal {
   bool service = false;
   std::string user;  // the user id (empty for the service key)
   std::string name;
+  std::int64_t token_version = 0;  // the token's `ver` (revocation)
 };
 
 struct Api::Impl {
@@ -249,6 +250,34 @@ struct Api::Impl {
   // --- authentication, limits, consistency --------------------------------------------
 
   Principal authenticate(const Request& req) {
+    auto who = verify_credential(req);
+    if (auto u = store.get_user(who.user);
+        !who.service && u && who.token_version < u->token_version) {
+      auth_failures.with({"revoked"}).inc();
+      refuse(401, "unauthorized", "This token was revoked; get a new one.");
+    }
+    return who;
+  }
+
+  // What the header section alone decides (http::Router::HeaderCheck), before a body is
+  // read: a missing or invalid credential (401; revocation needs the database and is
+  // checked with the request), a body that is not JSON (415: every route takes JSON).
+  std::optional<Response> header_check(const Request& req) {
+    try {
+      verify_credential(req);
+      const auto ct = req.header("Content-Type");
+      if (!ct || ct->substr(0, ct->find(';')) != "application/json")
+        refuse(415, "unsupported-media-type", "Send the body as application/json.");
+      return std::nullopt;
+    } catch (const Refusal& r) {
+      auto resp = problem(r.status, r.type, r.detail);
+      if (r.status == 401) resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kiln\"");
+      return resp;
+    }
+  }
+
+  // The credential's signature, expiry and shape (no database): the principal it names.
+  Principal verify_credential(const Request& req) {
     auto h = req.header("Authorization");
     if (!h || !h->starts_with("Bearer ") || h->size() <= 7) {
       auth_failures.with({"missing"}).inc();
@@ -271,11 +300,7 @@ struct Api::Impl {
       auth_failures.with({"invalid"}).inc();
       refuse(401, "unauthorized", "Invalid token: " + r.error + ".");
     }
-    if (auto u = store.get_user(r.claims.sub); u && r.claims.ver < u->token_version) {
-      auth_failures.with({"revoked"}).inc();
-      refuse(401, "unauthorized", "This token was revoked; get a new one.");
-    }
-    return Principal{false, r.claims.sub, r.claims.name};
+    return Principal{false, r.claims.sub, r.claims.name, r.claims.ver};
   }
 
   void limit(const Principal& who) {

@@ -79,6 +79,15 @@ class Router {
   // Every route as (method, pattern), for checking documentation against the code.
   [[nodiscard]] std::vector<std::pair<std::string, std::string>> routes() const;
 
+  // A decision from the header section alone (the request's body not read: Request::body is
+  // empty), for requests that carry a body: a response here (401, 415...) is sent at once and
+  // the connection closed, so a client that sent `Expect: 100-continue` never sends its body
+  // (RFC 9110 section 10.1.1), and no other client's body is read for nothing. nullopt: read
+  // the body and route as usual. Runs on the event loop: it must not block (no database).
+  using HeaderCheck = std::function<std::optional<Response>(const Request&)>;
+  void set_header_check(HeaderCheck check) { header_check_ = std::move(check); }
+  [[nodiscard]] const HeaderCheck& header_check() const { return header_check_; }
+
  private:
   struct Entry {
     std::string method;
@@ -88,6 +97,7 @@ class Router {
     AsyncHandler async_handler;
   };
   std::vector<Entry> entries_;
+  HeaderCheck header_check_;
 };
 
 // "Reason phrase" for common codes, for problem titles.

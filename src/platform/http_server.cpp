@@ -89,6 +89,22 @@ struct GaugeHold {
   metrics::Gauge& gauge;
 };
 
+// A Request from Beast's header section (the body is left to the caller).
+Request request_of(const bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
+  Request req;
+  req.method = std::string(breq.method_string());
+  req.target = std::string(breq.target());
+  auto q = req.target.find('?');
+  req.path = req.target.substr(0, q);
+  if (q != std::string::npos) req.query = req.target.substr(q + 1);
+  for (const auto& f : breq) {
+    req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  }
+  req.remote = remote;
+  req.request_id = accept_or_make_request_id(req.header("X-Request-Id"));
+  return req;
+}
+
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Impl> {
@@ -139,7 +155,15 @@ struct Server::Impl : std::enable_shared_from_this<Impl> {
   asio::awaitable<void> refuse(tcp::socket socket);
   asio::awaitable<void> answer_and_linger(Connection& c, beast::flat_buffer& buffer, int status,
                                           std::string_view reason);
+  // Sends `resp` with `Connection: close`, then reads and discards what the client still
+  // sends for a bounded time (so that a close does not reset the answer away).
+  asio::awaitable<void> close_with(Connection& c, beast::flat_buffer& buffer, Response resp,
+                                   const std::string& route, const std::string& method);
   Response dispatch(const Request& req, std::string& route);
+  // The answer the header section alone decides for a request whose body is still to come
+  // (no route; the router's header check), with its route label; nullopt: read the body.
+  std::optional<std::pair<Response, std::string>> decide_from_header(
+      const bhttp::request<bhttp::string_body>& breq, const std::string& remote);
   asio::awaitable<Response> call_async(const AsyncHandler& handler, const Request& req);
   void forget(std::uint64_t id);
 };
@@ -294,6 +318,26 @@ asio::awaitable<void> Server::Impl::refuse(tcp::socket socket) {
   stream.socket().shutdown(tcp::socket::shutdown_both, ignored);
 }
 
+std::optional<std::pair<Response, std::string>> Server::Impl::decide_from_header(
+    const bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
+  Request req = request_of(breq, remote);
+  if (cors_preflight(req, options.cors_origins)) return std::nullopt;
+  if (beast::websocket::is_upgrade(breq)) return std::nullopt;
+  auto m = router.match(req.method, req.path);
+  std::optional<Response> early;
+  if (m.handler == nullptr && m.async_handler == nullptr) {
+    std::string route;
+    early = dispatch(req, route);  // 404 or 405
+  } else if (router.header_check()) {
+    req.params = std::move(m.params);
+    early = router.header_check()(req);
+  }
+  if (!early) return std::nullopt;
+  add_cors(req, *early, options.cors_origins);
+  early->headers.emplace_back("X-Request-Id", req.request_id);
+  return std::pair{std::move(*early), m.route};
+}
+
 Response Server::Impl::dispatch(const Request& req, std::string& route) {
   auto m = router.match(req.method, req.path);
   route = m.route;
@@ -352,15 +396,24 @@ asio::awaitable<Response> Server::Impl::call_async(const AsyncHandler& handler,
 asio::awaitable<void> Server::Impl::answer_and_linger(Connection& c, beast::flat_buffer& buffer,
                                                       int status, std::string_view reason) {
   rejected.with({std::string(reason)}).inc();
-  requests.with({"unmatched", "other", std::to_string(status)}).inc();
-  auto problem =
+  co_await close_with(
+      c, buffer,
       Response::problem(status, std::string("https://kiln.dev/problems/") + std::string(reason),
                         std::string(http::reason(status)),
-                        "The request was refused before routing: " + std::string(reason) + ".");
-  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(status), 11};
-  res.set(bhttp::field::content_type, problem.content_type);
+                        "The request was refused before routing: " + std::string(reason) + "."),
+      "unmatched", "other");
+}
+
+asio::awaitable<void> Server::Impl::close_with(Connection& c, beast::flat_buffer& buffer,
+                                               Response resp, const std::string& route,
+                                               const std::string& method) {
+  requests.with({route, method, std::to_string(resp.status)}).inc();
+  bhttp::response<bhttp::string_body> res{static_cast<bhttp::status>(resp.status), 11};
+  res.set(bhttp::field::server, "kiln");
+  res.set(bhttp::field::content_type, resp.content_type);
+  for (const auto& [k, v] : resp.headers) res.set(k, v);
   res.set(bhttp::field::connection, "close");
-  res.body() = std::move(problem.body);
+  res.body() = std::move(resp.body);
   res.prepare_payload();
   c.stream.expires_after(options.request_timeout);
   auto [wec, wn] = co_await bhttp::async_write(c.stream, res, nothrow);
@@ -426,13 +479,21 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
         break;
       }
       if (!parser.is_done()) {
+        // A body follows: what the header section decides (no route, a bad credential, a
+        // type the route does not take, too large) is answered before any of it is read.
+        const auto length = parser.content_length();
+        if (length && *length > options.max_body_bytes) {
+          deadline.cancel();
+          co_await answer_and_linger(*c, buffer, 413, "body_too_large");
+          break;
+        }
+        if (auto early = decide_from_header(parser.get(), remote)) {
+          deadline.cancel();
+          co_await close_with(*c, buffer, std::move(early->first), early->second,
+                              method_label(std::string(parser.get().method_string())));
+          break;
+        }
         if (beast::iequals(parser.get()[bhttp::field::expect], "100-continue")) {
-          const auto length = parser.content_length();
-          if (length && *length > options.max_body_bytes) {
-            deadline.cancel();
-            co_await answer_and_linger(*c, buffer, 413, "body_too_large");
-            break;
-          }
           bhttp::response<bhttp::empty_body> cont{bhttp::status::continue_, 11};
           auto [cec, cn] = co_await bhttp::async_write(c->stream, cont, nothrow);
           if (cec) break;
@@ -471,18 +532,8 @@ asio::awaitable<void> Server::Impl::session(std::uint64_t /*id*/, std::shared_pt
       }
     }
 
-    Request req;
-    req.method = std::string(breq.method_string());
-    req.target = std::string(breq.target());
-    auto q = req.target.find('?');
-    req.path = req.target.substr(0, q);
-    if (q != std::string::npos) req.query = req.target.substr(q + 1);
-    for (const auto& f : breq) {
-      req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-    }
+    Request req = request_of(breq, remote);
     req.body = std::move(breq.body());
-    req.remote = remote;
-    req.request_id = accept_or_make_request_id(req.header("X-Request-Id"));
 
     std::string route;
     Response resp;

@@ -39,8 +39,11 @@ mkdir -p "$out"
 work="$(mktemp -d)"
 secret="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-"$bin" objects --data-dir "$work/data" --objects-listen "127.0.0.1:$port" \
-  --objects-secret-key "$secret" --objects-virtual-host-domain "" --http-access-log false \
+# The secret goes by environment, not argv (other users can read argv); the role's health
+# listener on a free port too (it would take 7700 from a running `kiln serve`).
+KILN_OBJECTS_SECRET_KEY="$secret" "$bin" objects --data-dir "$work/data" \
+  --objects-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 \
+  --objects-virtual-host-domain "" --http-access-log false \
   --log-format text --log-level warn >"$out/kiln.log" 2>&1 &
 kiln_pid=$!
 cleanup() { kill "$kiln_pid" 2>/dev/null || true; wait "$kiln_pid" 2>/dev/null || true; rm -rf "$work"; }

@@ -97,7 +97,9 @@ class Endpoints(unittest.TestCase):
         for what, req in [
                 ("whitespace before colon", b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\nhello"),
                 ("bare LF", b"GET /healthz HTTP/1.1\nHost: x\n\n"),
-                ("chunk size overflow", b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                ("chunk size overflow", b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                                        b"Authorization: Bearer " + self.kiln.service_key().encode() +
+                                        b"\r\nContent-Type: application/json\r\n\r\n"
                                         b"FFFFFFFFFFFFFFFFFF1\r\nhello\r\n0\r\n\r\n")]:
             resp = self.raw(req + get)
             self.assertTrue(resp.startswith(b"HTTP/1.1 400"), (what, resp[:200]))
@@ -105,22 +107,55 @@ class Endpoints(unittest.TestCase):
         resp = self.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n" + get)
         self.assertEqual(resp.count(b"HTTP/1.1 200"), 2, resp[:300])
 
-    def test_expect_100_continue_is_answered_before_the_body(self):
-        body = b'{"name":"x"}'
+    def expect_exchange(self, path, headers, body):
+        """Sends a header section with `Expect: 100-continue`, then the body only if the
+        server said 100. Returns (interim status line or None, final response bytes)."""
         with socket.create_connection((self.kiln.host, self.kiln.port), timeout=WAIT) as s:
-            s.sendall(b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                      b"Expect: 100-continue\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n")
-            first = s.recv(4096)
-            self.assertTrue(first.startswith(b"HTTP/1.1 100 Continue"), first)
-            s.sendall(body)
-            rest = first[first.index(b"\r\n\r\n") + 4:]
-            while b"\r\n\r\n" not in rest:
-                rest += s.recv(4096)
-            self.assertTrue(rest.startswith(b"HTTP/1.1 401"), rest[:200])  # no credential
+            s.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\n{headers}Expect: 100-continue\r\n"
+                      f"Content-Length: {len(body)}\r\n\r\n".encode())
+            got = b""
+            while b"\r\n\r\n" not in got:
+                got += s.recv(4096)
+            interim = None
+            if got.startswith(b"HTTP/1.1 100"):
+                interim = got[:got.index(b"\r\n")]
+                got = got[got.index(b"\r\n\r\n") + 4:]
+                s.sendall(body)
+                while b"\r\n\r\n" not in got:
+                    got += s.recv(4096)
+            return interim, got
+
+    def test_expect_100_continue_is_answered_before_the_body(self):
+        # RFC 9110 section 10.1.1: 100 Continue, or the final status as soon as the header
+        # section decides it, so the client never sends a body for nothing.
+        body = b'{"name":"expect","owner":"u-expect"}'
+        key = f"Authorization: Bearer {self.kiln.service_key()}\r\n"
+        json_ct = "Content-Type: application/json\r\n"
+        interim, final = self.expect_exchange("/v1/projects", key + json_ct, body)
+        self.assertEqual(interim, b"HTTP/1.1 100 Continue")
+        self.assertTrue(final.startswith(b"HTTP/1.1 201"), final[:300])
+        for what, path, headers, status in [
+                ("no credential", "/v1/projects", json_ct, 401),
+                ("a forged token", "/v1/projects", json_ct + "Authorization: Bearer a.b.c\r\n", 401),
+                ("a body that is not JSON", "/v1/projects", key + "Content-Type: text/plain\r\n", 415),
+                ("no such route", "/v1/nothing-here", key + json_ct, 404),
+                ("a method the path does not take", "/v1/me", key + json_ct, 405)]:
+            interim, final = self.expect_exchange(path, headers, body)
+            self.assertIsNone(interim, what)
+            self.assertTrue(final.startswith(b"HTTP/1.1 %d" % status), (what, final[:300]))
+            self.assertIn(b"application/problem+json", final, what)
+            if status == 401:
+                self.assertIn(b"WWW-Authenticate: Bearer", final, what)
         # Too large for the listener: the final status at once, no 100.
         resp = self.raw(b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
                         b"Content-Length: 999999999\r\n\r\n")
         self.assertTrue(resp.startswith(b"HTTP/1.1 413"), resp[:200])
+        # Without Expect, a body behind a refused header section is not read either: the
+        # connection closes after the answer, and what was pipelined is not served.
+        resp = self.raw(b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(body) + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 401"), resp[:200])
+        self.assertEqual(resp.count(b"HTTP/1.1 "), 1, resp[:400])
 
     def test_index_lists_endpoints(self):
         status, _, body = self.kiln.request("GET", "/")
@@ -254,8 +289,10 @@ class BadInput(unittest.TestCase):
 
     def test_oversized_chunked_body_is_413(self):
         chunk = b"%x\r\n%s\r\n" % (4096, b"z" * 4096)
-        status, _ = self.raw(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                             + chunk)
+        # A route that takes a body, with a credential and type that let it be read.
+        status, _ = self.raw(b"POST /v1/projects HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                             b"Authorization: Bearer " + self.kiln.service_key().encode() +
+                             b"\r\nContent-Type: application/json\r\n\r\n" + chunk)
         self.assertEqual(status, 413)
         self.assertStillServing()
 
