@@ -306,6 +306,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     return s;
   };
 
+  // CopyObject and UploadPartCopy (s3_copy.cpp).
+  if (r.method == "PUT" && header(r, "x-amz-copy-source")) return copy_object(r, q, bucket, key);
   if (r.method == "PUT" && has("partNumber") && has("uploadId")) {
     int number = 0;
     try {
@@ -320,17 +322,6 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       resp.headers.emplace_back("ETag", o.etag);
       return resp;
     }));
-  }
-  if (r.method == "PUT" && header(r, "x-amz-copy-source")) {
-    auto src = s3::percent_decode(*header(r, "x-amz-copy-source"));
-    if (!src.empty() && src.front() == '/') src.erase(0, 1);
-    const auto s = src.find('/');
-    if (s == std::string::npos)
-      return error(400, "InvalidArgument", "x-amz-copy-source must be bucket/key.", path);
-    auto info = store_.copy(src.substr(0, s), src.substr(s + 1), bucket, key);
-    return xml(200, "<CopyObjectResult><LastModified>" + iso8601(info.last_modified_ms) +
-                        "</LastModified><ETag>" + x::escape(info.etag) +
-                        "</ETag></CopyObjectResult>");
   }
   if (r.method == "PUT") {
     const auto cond = write_condition(r);
@@ -422,22 +413,11 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     if (!o) return error(404, "NoSuchKey", "The specified key does not exist.", path);
     S3Response resp;
     object_headers(*o, resp);
-    // RFC 9110 section 13.2.2's order: If-Match, If-Unmodified-Since, If-None-Match,
-    // If-Modified-Since (each date one only when its ETag partner is absent).
-    const auto modified_s = o->last_modified_ms / 1000;
-    const auto im = header(r, "if-match"), inm = header(r, "if-none-match");
-    const auto ius = header(r, "if-unmodified-since"), ims = header(r, "if-modified-since");
-    bool failed = im && !etag_listed(*im, o->etag);
-    if (!im && ius) {
-      if (auto t = parse_http_date(*ius); t && modified_s > *t) failed = true;
-    }
-    if (failed)
+    const auto pre = evaluate_preconditions(r, "", *o);
+    if (pre == Precondition::Failed)
       return error(412, "PreconditionFailed",
                    "At least one of the pre-conditions you specified did not hold.", path);
-    bool not_modified = inm && etag_listed(*inm, o->etag);
-    if (!inm && ims) {
-      if (auto t = parse_http_date(*ims); t && modified_s <= *t) not_modified = true;
-    }
+    const bool not_modified = pre == Precondition::NotModified;
     if (not_modified) {
       S3Response nm;
       nm.status = 304;

@@ -86,6 +86,9 @@ class S3Api {
   S3Response list_objects(const Query& q, const std::string& owner, const std::string& bucket);
   S3Response list_versions(const Query& q, const std::string& owner, const std::string& bucket);
   S3Response list_uploads(const Query& q, const std::string& owner, const std::string& bucket);
+  // CopyObject, or UploadPartCopy when q names a part (s3_copy.cpp).
+  S3Response copy_object(const S3Request& r, const Query& q, const std::string& bucket,
+                         const std::string& key);
   // Why a request asks for what this store does not implement (an S3 subresource other
   // than the multipart ones, or a header asking for encryption, object lock, ACL grants,
   // tags or a redirect), or nullopt. Such a request is answered 501 NotImplemented and

@@ -112,4 +112,21 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
 
 // ListObjects (version 1) from a page of the store's listing: Marker echoed, NextMarker
 
+Precondition evaluate_preconditions(const S3Request& r, std::string_view prefix,
+                                    const ObjectInfo& o) {
+  const auto h = [&](const char* name) { return header(r, std::string(prefix) + name); };
+  const auto modified_s = o.last_modified_ms / 1000;
+  const auto im = h("if-match"), inm = h("if-none-match");
+  const auto ius = h("if-unmodified-since"), ims = h("if-modified-since");
+  if (im && !etag_listed(*im, o.etag)) return Precondition::Failed;
+  if (!im && ius) {
+    if (auto t = parse_http_date(*ius); t && modified_s > *t) return Precondition::Failed;
+  }
+  if (inm && etag_listed(*inm, o.etag)) return Precondition::NotModified;
+  if (!inm && ims) {
+    if (auto t = parse_http_date(*ims); t && modified_s <= *t) return Precondition::NotModified;
+  }
+  return Precondition::Holds;
+}
+
 }  // namespace kiln::objects::detail

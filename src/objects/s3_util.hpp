@@ -31,6 +31,14 @@ std::optional<std::int64_t> parse_http_date(const std::string& v);
 // Whether an If-Match / If-None-Match list names this (quoted) ETag; "*" names any.
 bool etag_listed(const std::string& list, const std::string& etag);
 
+// The preconditions of a read (RFC 9110 section 13.2.2's order: If-Match,
+// If-Unmodified-Since, If-None-Match, If-Modified-Since; each date one counts only when its
+// ETag partner is absent). `prefix`: "" for GET/HEAD's own headers, "x-amz-copy-source-" for
+// a copy's source. Dates that do not parse are ignored (as RFC 9110 says).
+enum class Precondition { Holds, Failed, NotModified };
+Precondition evaluate_preconditions(const S3Request& r, std::string_view prefix,
+                                    const ObjectInfo& o);
+
 inline constexpr std::string_view kXmlHead = R"(<?xml version="1.0" encoding="UTF-8"?>)";
 inline constexpr std::string_view kNs = R"( xmlns="http://s3.amazonaws.com/doc/2006-03-01/")";
 // An XML answer: the declaration, then `body`.

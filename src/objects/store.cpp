@@ -458,28 +458,24 @@ ListResult Store::list(const std::string& bucket, const std::string& prefix,
   }
 }
 
-ObjectInfo Store::copy(const std::string& src_bucket, const std::string& src_key,
-                       const std::string& dst_bucket, const std::string& dst_key) {
-  auto src = head(src_bucket, src_key);
-  if (!src) throw Error(404, "NoSuchKey", "The specified key does not exist.");
-  auto w = put(dst_bucket, dst_key, src->content_type, src->metadata);
-  int in = ::open(src->blob.c_str(), O_RDONLY | O_CLOEXEC);
+void Store::read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t length,
+                      Writer& w) {
+  int in = ::open(src.blob.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) throw Error(404, "NoSuchKey", "The specified key does not exist.");
   std::string buf(1 << 20, '\0');
-  for (;;) {
-    const ssize_t n = ::read(in, buf.data(), buf.size());
+  while (length > 0) {
+    const auto want = static_cast<std::size_t>(std::min<std::uint64_t>(buf.size(), length));
+    const ssize_t n = ::pread(in, buf.data(), want, static_cast<off_t>(offset));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
+    if (n <= 0) {
       ::close(in);
       io_failure("read");
     }
-    if (n == 0) break;
-    w->write(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    w.write(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    offset += static_cast<std::uint64_t>(n);
+    length -= static_cast<std::uint64_t>(n);
   }
   ::close(in);
-  auto info = w->commit();
-  if (src->etag.find('-') != std::string::npos) info.etag = src->etag;  // S3 keeps it
-  return info;
 }
 
 // --- multipart ---------------------------------------------------------------------------

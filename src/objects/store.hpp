@@ -152,8 +152,9 @@ class Store {
   bool remove(const std::string& bucket, const std::string& key);
   ListResult list(const std::string& bucket, const std::string& prefix,
                   const std::string& delimiter, const std::string& start_after, int max_keys);
-  ObjectInfo copy(const std::string& src_bucket, const std::string& src_key,
-                  const std::string& dst_bucket, const std::string& dst_key);
+  // Streams bytes [offset, offset + length) of `src` (from head()) into `w`; the caller
+  // commits. Throws Error 404 NoSuchKey when the object was replaced or deleted since.
+  void read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t length, Writer& w);
 
   UploadInfo create_upload(const std::string& bucket, const std::string& key,
                            const std::string& content_type,

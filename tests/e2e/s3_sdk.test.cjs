@@ -13,7 +13,7 @@ const {
   DeleteObjectTaggingCommand, PutObjectAclCommand, PutBucketVersioningCommand,
   PutBucketPolicyCommand, PutBucketEncryptionCommand, GetBucketVersioningCommand,
   ListObjectsCommand, DeleteObjectsCommand, CreateBucketCommand, DeleteBucketCommand,
-  HeadBucketCommand, ListObjectVersionsCommand, GetBucketLocationCommand,
+  HeadBucketCommand, ListObjectVersionsCommand, GetBucketLocationCommand, UploadPartCopyCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
 
@@ -80,12 +80,62 @@ test('list with prefix, delimiter and pages', async () => {
   assert.deepStrictEqual(seen, ['l/a', 'l/b', 'l/c/1', 'l/c/2', 'l/d']);
 });
 
-test('copy', async () => {
-  await s3.send(new PutObjectCommand({ Bucket, Key: 'copy/src', Body: 'original' }));
+test('copy: metadata directive, preconditions on the source, never onto itself unchanged', async () => {
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'copy/src', Body: 'original', ContentType: 'text/plain',
+    Metadata: { a: '1' } }));
   const r = await s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/dst', CopySource: `${Bucket}/copy/src` }));
   assert.strictEqual(r.CopyObjectResult.ETag, `"${md5('original')}"`);
   const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'copy/dst' }));
   assert.strictEqual(await got.Body.transformToString(), 'original');
+  assert.strictEqual(got.ContentType, 'text/plain', 'COPY keeps the type');
+  assert.deepStrictEqual(got.Metadata, { a: '1' }, 'COPY keeps the metadata');
+  await s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/dst', CopySource: `${Bucket}/copy/src`,
+    MetadataDirective: 'REPLACE', ContentType: 'application/json', Metadata: { b: '2' } }));
+  const replaced = await s3.send(new HeadObjectCommand({ Bucket, Key: 'copy/dst' }));
+  assert.strictEqual(replaced.ContentType, 'application/json');
+  assert.deepStrictEqual(replaced.Metadata, { b: '2' });
+  // Onto itself: only with REPLACE (S3's InvalidRequest otherwise).
+  await assert.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/src', CopySource: `${Bucket}/copy/src` })),
+    (e) => e.name === 'InvalidRequest' && e.$metadata.httpStatusCode === 400);
+  await s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/src', CopySource: `${Bucket}/copy/src`,
+    MetadataDirective: 'REPLACE', Metadata: { c: '3' } }));
+  assert.deepStrictEqual((await s3.send(new HeadObjectCommand({ Bucket, Key: 'copy/src' }))).Metadata, { c: '3' });
+  await assert.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/x', CopySource: `${Bucket}/copy/src`,
+    MetadataDirective: 'MOVE' })), { name: 'InvalidArgument' });
+  // Preconditions on the source: 412 and nothing written.
+  const etag = `"${md5('original')}"`;
+  for (const cond of [{ CopySourceIfMatch: '"0000"' }, { CopySourceIfNoneMatch: etag },
+    { CopySourceIfUnmodifiedSince: new Date(Date.now() - 86400e3) },
+    { CopySourceIfModifiedSince: new Date(Date.now() + 86400e3) }]) {
+    await assert.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/cond', CopySource: `${Bucket}/copy/src`, ...cond })),
+      (e) => e.$metadata.httpStatusCode === 412, JSON.stringify(cond));
+  }
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'copy/cond' })), (e) => e.$metadata.httpStatusCode === 404);
+  await s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/cond', CopySource: `${Bucket}/copy/src`, CopySourceIfMatch: etag }));
+  await assert.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/y', CopySource: `${Bucket}/copy/none` })), { name: 'NoSuchKey' });
+  await assert.rejects(s3.send(new CopyObjectCommand({ Bucket, Key: 'copy/y', CopySource: `${Bucket}/copy/src?versionId=abc` })),
+    (e) => e.$metadata.httpStatusCode === 400);
+});
+
+test('UploadPartCopy: parts from ranges of other objects, with the range checked', async () => {
+  const big = crypto.randomBytes(6 << 20);
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'pc/src', Body: big }));
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'pc/dst' }));
+  const p1 = await s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pc/dst', UploadId, PartNumber: 1,
+    CopySource: `${Bucket}/pc/src`, CopySourceRange: `bytes=0-${(5 << 20) - 1}` }));
+  const p2 = await s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pc/dst', UploadId, PartNumber: 2,
+    CopySource: `${Bucket}/pc/src`, CopySourceRange: `bytes=${5 << 20}-${big.length - 1}` }));
+  assert.strictEqual(p1.CopyPartResult.ETag, `"${md5(big.subarray(0, 5 << 20))}"`);
+  for (const CopySourceRange of [`bytes=0-${big.length}`, 'bytes=5-4', 'bytes=-5', 'items=0-1']) {
+    await assert.rejects(s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pc/dst', UploadId, PartNumber: 3,
+      CopySource: `${Bucket}/pc/src`, CopySourceRange })), (e) => e.$metadata.httpStatusCode === 400, CopySourceRange);
+  }
+  const parts = await s3.send(new ListPartsCommand({ Bucket, Key: 'pc/dst', UploadId }));
+  assert.deepStrictEqual(parts.Parts.map((p) => [p.PartNumber, p.Size]), [[1, 5 << 20], [2, big.length - (5 << 20)]]);
+  await s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'pc/dst', UploadId, MultipartUpload: {
+    Parts: [{ PartNumber: 1, ETag: p1.CopyPartResult.ETag }, { PartNumber: 2, ETag: p2.CopyPartResult.ETag }] } }));
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'pc/dst' }));
+  assert.ok(Buffer.from(await got.Body.transformToByteArray()).equals(big), 'the copy is byte-exact');
 });
 
 test('multipart upload with S3 ETags, ListParts, abort', async () => {
