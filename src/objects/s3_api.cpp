@@ -90,14 +90,6 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
 
 namespace {
 
-void object_headers(const ObjectInfo& o, S3Response& r) {
-  r.headers.emplace_back("ETag", o.etag);
-  r.headers.emplace_back("Last-Modified", http_date(o.last_modified_ms));
-  r.headers.emplace_back("Content-Type", o.content_type);
-  r.headers.emplace_back("Accept-Ranges", "bytes");
-  for (const auto& [k, v] : o.metadata) r.headers.emplace_back("x-amz-meta-" + k, v);
-}
-
 // A Range header against an object of `size` bytes (RFC 9110 section 14): one byte range
 // ("bytes=a-b", "bytes=a-", "bytes=-n") is served; an unknown unit, a malformed set or
 // several ranges are ignored (the whole object, as S3 answers); a valid range that starts
@@ -190,6 +182,11 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   const std::string path = s3::percent_decode(r.path);
   // CORS preflight: answered without authentication (browsers send no credentials).
   if (r.method == "OPTIONS") {
+    if (!header(r, "origin") || !header(r, "access-control-request-method"))
+      return error(400, "BadRequest",
+                   "Insufficient information. Origin and Access-Control-Request-Method are "
+                   "required for a CORS preflight.",
+                   path);
     S3Response resp;
     resp.status = 200;
     add_cors(r, resp);
@@ -201,6 +198,14 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     resp.headers.emplace_back("Access-Control-Max-Age", "3000");
     return resp;
   }
+  // POST Object (HTML form uploads with a policy document) is not implemented: refused
+  // before authentication, since such a request carries its signature in the form.
+  if (r.method == "POST" &&
+      lower(header(r, "content-type").value_or("")).starts_with("multipart/form-data"))
+    return error(501, "NotImplemented",
+                 "POST Object (browser form uploads with a policy) is not implemented; upload "
+                 "with a presigned PUT (Kiln's upload API gives one).",
+                 path);
   s3::Request sr{r.method, r.path, r.query, r.headers, {}};
   auto checked = s3::verify(
       sr, r.now_unix,
@@ -235,12 +240,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   if (bucket.empty()) {
     if (r.method != "GET")
       return error(405, "MethodNotAllowed", "The specified method is not allowed.", path);
-    std::string body = "<ListAllMyBucketsResult" + std::string(kNs) + "><Owner><ID>" +
-                       x::escape(who.access_key) + "</ID></Owner><Buckets>";
-    for (const auto& b : store_.buckets())
-      body += "<Bucket><Name>" + x::escape(b) +
-              "</Name><CreationDate>1970-01-01T00:00:00.000Z</CreationDate></Bucket>";
-    return xml(200, body + "</Buckets></ListAllMyBucketsResult>");
+    return list_buckets(q, who.access_key);
   }
 
   if (key.empty()) return bucket_request(r, who.access_key, bucket, q);

@@ -83,6 +83,7 @@ class S3Api {
                                                                      const Query& q);
   std::variant<S3Response, std::unique_ptr<BodySink>> create_bucket(const S3Request& r,
                                                                     const std::string& bucket);
+  S3Response list_buckets(const Query& q, const std::string& owner);
   S3Response list_objects(const Query& q, const std::string& owner, const std::string& bucket);
   S3Response list_versions(const Query& q, const std::string& owner, const std::string& bucket);
   S3Response list_uploads(const Query& q, const std::string& owner, const std::string& bucket);

@@ -77,6 +77,42 @@ void check_bucket_name(const std::string& b) {
 
 }  // namespace
 
+// ListBuckets: prefix, max-buckets (1..10,000) and continuation-token pages, by name.
+S3Response S3Api::list_buckets(const Query& q, const std::string& owner) {
+  const auto prefix = param(q, "prefix"), after = param(q, "continuation-token");
+  std::size_t max = 10'000;
+  if (q.count("max-buckets")) {
+    const auto& v = q.at("max-buckets");
+    long long n = 0;
+    const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+    if (ec != std::errc() || end != v.data() + v.size() || n < 1 || n > 10'000)
+      throw Error(400, "InvalidArgument", "max-buckets must be an integer from 1 to 10000.");
+    max = static_cast<std::size_t>(n);
+  }
+  const auto all = store_.buckets();
+  std::vector<const Store::BucketInfo*> page;
+  bool truncated = false;
+  for (const auto& b : all) {
+    if (!b.name.starts_with(prefix) || (!after.empty() && b.name <= after)) continue;
+    if (page.size() == max) {
+      truncated = true;
+      break;
+    }
+    page.push_back(&b);
+  }
+  std::string body =
+      "<ListAllMyBucketsResult" + std::string(kNs) + ">" + owner_xml(owner) + "<Buckets>";
+  for (const auto* b : page)
+    body += "<Bucket><Name>" + x::escape(b->name) + "</Name><CreationDate>" +
+            iso8601(b->created_ms) + "</CreationDate><BucketRegion>" +
+            x::escape(options_.verify.region) + "</BucketRegion></Bucket>";
+  body += "</Buckets>";
+  if (truncated)
+    body += "<ContinuationToken>" + x::escape(page.back()->name) + "</ContinuationToken>";
+  if (q.count("prefix")) body += "<Prefix>" + x::escape(prefix) + "</Prefix>";
+  return xml(200, body + "</ListAllMyBucketsResult>");
+}
+
 std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::bucket_request(const S3Request& r,
                                                                           const std::string& owner,
                                                                           const std::string& bucket,
@@ -162,9 +198,8 @@ S3Response S3Api::list_objects(const Query& q, const std::string& owner,
   if (v2) {
     after = param(q, "start-after");
     if (q.count("continuation-token")) {
+      // An empty token is the first page (S3 echoes it).
       after = s3::percent_decode(q.at("continuation-token"));
-      if (q.at("continuation-token").empty())
-        throw Error(400, "InvalidArgument", "The continuation token provided is incorrect");
     }
   } else {
     after = param(q, "marker");

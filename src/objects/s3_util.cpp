@@ -2,8 +2,10 @@
 
 #include "s3/sigv4.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <ctime>
+#include <iterator>
 
 namespace kiln::objects::detail {
 
@@ -105,9 +107,32 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
   std::map<std::string, std::string> out;
   for (const auto& [k, v] : r.headers) {
     auto n = lower(k);
-    if (n.starts_with("x-amz-meta-")) out[n.substr(11)] = v;
+    if (n.starts_with("x-amz-meta-")) {
+      out[n.substr(11)] = v;
+    } else if (std::find(std::begin(kStoredHeaders), std::end(kStoredHeaders), n) !=
+               std::end(kStoredHeaders)) {
+      out[":" + n] = v;  // header names hold no ':', so no x-amz-meta- name can be this
+    }
   }
+  std::size_t user_bytes = 0;  // S3: at most 2 KB of user-defined metadata
+  for (const auto& [k, v] : out) user_bytes += k.starts_with(':') ? 0 : k.size() + v.size();
+  if (user_bytes > 2048)
+    throw Error(400, "MetadataTooLarge",
+                "Your metadata headers exceed the maximum allowed metadata size (2 KB).");
   return out;
+}
+
+void object_headers(const ObjectInfo& o, S3Response& r) {
+  r.headers.emplace_back("ETag", o.etag);
+  r.headers.emplace_back("Last-Modified", http_date(o.last_modified_ms));
+  r.headers.emplace_back("Content-Type", o.content_type);
+  r.headers.emplace_back("Accept-Ranges", "bytes");
+  for (const auto& [k, v] : o.metadata) {
+    if (k.starts_with(':'))
+      r.headers.emplace_back(k.substr(1), v);
+    else
+      r.headers.emplace_back("x-amz-meta-" + k, v);
+  }
 }
 
 // ListObjects (version 1) from a page of the store's listing: Marker echoed, NextMarker

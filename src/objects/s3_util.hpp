@@ -43,7 +43,13 @@ inline constexpr std::string_view kXmlHead = R"(<?xml version="1.0" encoding="UT
 inline constexpr std::string_view kNs = R"( xmlns="http://s3.amazonaws.com/doc/2006-03-01/")";
 // An XML answer: the declaration, then `body`.
 S3Response xml(int status, std::string body);
-// x-amz-meta-* headers: names lower-cased, without the prefix.
+// The request headers S3 stores with an object and sends back on GET and HEAD.
+inline constexpr std::string_view kStoredHeaders[] = {
+    "cache-control", "content-disposition", "content-encoding", "content-language", "expires"};
+// What a write stores beside the type: x-amz-meta-* headers (names lower-cased, without the
+// prefix) and kStoredHeaders (under ':' + name).
 std::map<std::string, std::string> user_metadata(const S3Request& r);
+// An object's ETag, Last-Modified, Content-Type, Accept-Ranges and stored headers.
+void object_headers(const ObjectInfo& o, S3Response& r);
 
 }  // namespace kiln::objects::detail

@@ -122,8 +122,11 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 
   // Writes a response: headers, then the XML body or the file range, streamed.
-  asio::awaitable<bool> respond(beast::tcp_stream& stream, const S3Response& r, bool head,
-                                bool keep_alive, const std::string& request_id) {
+  asio::awaitable<bool> respond(beast::tcp_stream& stream, S3Response r, bool head, bool keep_alive,
+                                const std::string& request_id) {
+    // An error document names the request, as the x-amz-request-id header does (S3).
+    if (r.status >= 300 && r.body.ends_with("</Error>"))
+      r.body.insert(r.body.size() - 8, "<RequestId>" + request_id + "</RequestId>");
     const bool from_file = !r.file.empty() && !r.head_only && !head;
     bhttp::response<bhttp::buffer_body> res{static_cast<bhttp::status>(r.status), 11};
     res.set(bhttp::field::server, "kiln");

@@ -130,6 +130,9 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, content_type TEXT NOT NULL,
   metadata TEXT NOT NULL, initiated BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS completed_uploads (
+  id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL,
+  completed BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS parts (
   upload TEXT NOT NULL, number INTEGER NOT NULL, size BIGINT NOT NULL, etag TEXT NOT NULL,
   last_modified BIGINT NOT NULL, PRIMARY KEY (upload, number));
@@ -193,11 +196,11 @@ bool Store::bucket_exists(const std::string& bucket) {
   return !db_->conn->exec("SELECT 1 FROM buckets WHERE name = $1", {bucket}).rows.empty();
 }
 
-std::vector<std::string> Store::buckets() {
+std::vector<Store::BucketInfo> Store::buckets() {
   std::lock_guard lock(db_->mu);
-  std::vector<std::string> out;
-  for (const auto& r : db_->conn->exec("SELECT name FROM buckets ORDER BY name").rows)
-    out.push_back(r.str(0));
+  std::vector<BucketInfo> out;
+  for (const auto& r : db_->conn->exec("SELECT name, created_at FROM buckets ORDER BY name").rows)
+    out.push_back({r.str(0), r.i64(1)});
   return out;
 }
 
@@ -287,6 +290,9 @@ ObjectInfo row_info(const std::string& bucket, const db::Row& r) {
   o.last_modified_ms = r.i64(6);
   return o;
 }
+
+// How long a completed upload's id is remembered for a repeated completion.
+constexpr std::int64_t kCompletedMemoryMs = 24LL * 3600 * 1000;
 
 constexpr const char* kObjectColumns =
     "key, blob, size, etag, content_type, metadata, last_modified";
@@ -560,6 +566,22 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
                            const std::string& upload_id,
                            const std::vector<std::pair<int, std::string>>& parts,
                            WriteCondition condition) {
+  // Completed already (a client retrying after a lost answer): answered like the first
+  // time while the object it made is still the key's (S3 does the same).
+  {
+    std::lock_guard lock(db_->mu);
+    auto done = db_->conn->exec(
+        "SELECT etag FROM completed_uploads WHERE id = $1 AND bucket = $2 AND key = $3 AND "
+        "completed > $4",
+        {upload_id, bucket, key, now_ms() - kCompletedMemoryMs});
+    if (!done.rows.empty()) {
+      auto cur = db_->conn->exec(
+          std::string("SELECT ") + kObjectColumns + " FROM objects WHERE bucket = $1 AND key = $2",
+          {bucket, key});
+      if (!cur.rows.empty() && cur.rows[0].str(3) == done.rows[0].str(0))
+        return row_info(bucket, cur.rows[0]);
+    }
+  }
   find_upload(bucket, key, upload_id);
   if (parts.empty()) throw Error(400, "MalformedXML", "You must specify at least one part.");
   std::map<int, PartInfo> have;
@@ -631,6 +653,10 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
         if (check) check(c);
         c.exec("DELETE FROM parts WHERE upload = $1", {upload_id});
         c.exec("DELETE FROM uploads WHERE id = $1", {upload_id});
+        c.exec(
+            "INSERT INTO completed_uploads (id, bucket, key, etag, completed) VALUES ($1, $2, $3, "
+            "$4, $5)",
+            {upload_id, bucket, key, etag, now_ms()});
       });
   std::error_code ec;
   fs::remove_all(root_ / "parts" / upload_id, ec);
@@ -679,6 +705,8 @@ std::size_t Store::sweep(std::chrono::seconds age) {
     std::lock_guard lock(db_->mu);
     for (const auto& r : db_->conn->exec("SELECT blob FROM objects").rows)
       referenced.insert(r.str(0));
+    db_->conn->exec("DELETE FROM completed_uploads WHERE completed < $1",
+                    {now_ms() - kCompletedMemoryMs});
   }
   for (const auto& e : fs::recursive_directory_iterator(root_ / "blobs", ec)) {
     if (!e.is_regular_file(ec) || referenced.count(e.path().string()) != 0) continue;

@@ -51,8 +51,10 @@ struct ObjectInfo {
   std::string etag;  // quoted, as S3 sends it: "\"<md5 hex>\"" or "\"<md5 of md5s>-N\""
   std::string content_type;
   std::int64_t last_modified_ms = 0;
-  std::map<std::string, std::string> metadata;  // x-amz-meta-* (names lowercase, no prefix)
-  std::string blob;                             // path of the data on disk
+  // x-amz-meta-* (names lowercase, no prefix), and the other headers S3 stores with an
+  // object (Cache-Control, Expires...) under ':' + lowercase name.
+  std::map<std::string, std::string> metadata;
+  std::string blob;  // path of the data on disk
 };
 
 struct ListResult {
@@ -141,7 +143,11 @@ class Store {
   // 409 BucketNotEmpty (objects remain).
   void delete_bucket(const std::string& bucket);
   [[nodiscard]] bool bucket_exists(const std::string& bucket);
-  [[nodiscard]] std::vector<std::string> buckets();
+  struct BucketInfo {
+    std::string name;
+    std::int64_t created_ms = 0;
+  };
+  [[nodiscard]] std::vector<BucketInfo> buckets();  // by name
 
   std::unique_ptr<Writer> put(const std::string& bucket, const std::string& key,
                               const std::string& content_type,

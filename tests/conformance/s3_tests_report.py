@@ -1,7 +1,7 @@
 """pytest plugin for tests/conformance/s3-tests.sh: records each test's outcome and feature
 markers, and classifies a failure as `refused` when the store answered it with a code Kiln
-documents for what it does not implement (501 NotImplemented, or the refusals listed in
-REFUSAL_CODES), so that docs/objects.md can say, per marker, what passes, what fails and what
+documents for what it does not implement (501 NotImplemented: in the error, or as the status
+an assertion compared), so that docs/objects.md can say, per marker, what passes, what fails and what
 is refused by design.
 
 Writes JSON lines to the file named by KILN_S3_TESTS_REPORT:
@@ -16,6 +16,8 @@ import re
 REFUSAL_CODES = ("NotImplemented",)
 
 _CODE = re.compile(r"(?:Error|error)[^\n]*?\(([A-Za-z]+)\)|'Code': '([A-Za-z]+)'")
+# An assertion on the status the store answered, where it answered 501 ("assert 501 == 400").
+_STATUS_501 = re.compile(r"assert 501 ==|== 501\b|status(?:_code)?['\"]?\]? == 501")
 _out = None
 _markers = {}
 _results = {}
@@ -60,7 +62,7 @@ def pytest_runtest_logreport(report):
     else:
         code = _code(text)
         outcome = "failed"
-        if code in REFUSAL_CODES or "NotImplemented" in text:
+        if code in REFUSAL_CODES or "NotImplemented" in text or _STATUS_501.search(text):
             outcome, code = "refused", code or "NotImplemented"
         if report.when != "call":
             code = f"{code or 'error'} in {report.when}"

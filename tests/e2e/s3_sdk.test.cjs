@@ -13,7 +13,7 @@ const {
   DeleteObjectTaggingCommand, PutObjectAclCommand, PutBucketVersioningCommand,
   PutBucketPolicyCommand, PutBucketEncryptionCommand, GetBucketVersioningCommand,
   ListObjectsCommand, DeleteObjectsCommand, CreateBucketCommand, DeleteBucketCommand,
-  HeadBucketCommand, ListObjectVersionsCommand, GetBucketLocationCommand, UploadPartCopyCommand,
+  HeadBucketCommand, ListBucketsCommand, ListObjectVersionsCommand, GetBucketLocationCommand, UploadPartCopyCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
 
@@ -445,4 +445,52 @@ test('ListObjectVersions on the unversioned store: every object once, as version
     (e) => e.$metadata.httpStatusCode === 400);
   const v = await s3.send(new GetObjectCommand({ Bucket, Key: 'ver/b', VersionId: 'null' }));
   assert.strictEqual(await v.Body.transformToString(), 'ver/b');
+});
+
+test('a repeated CompleteMultipartUpload is answered like the first while its object stands', async () => {
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'again', CacheControl: 'max-age=60' }));
+  const p = await s3.send(new UploadPartCommand({ Bucket, Key: 'again', UploadId, PartNumber: 1, Body: 'one part' }));
+  const done = { Bucket, Key: 'again', UploadId, MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.ETag }] } };
+  const first = await s3.send(new CompleteMultipartUploadCommand(done));
+  const second = await s3.send(new CompleteMultipartUploadCommand(done));
+  assert.strictEqual(second.ETag, first.ETag);
+  assert.strictEqual((await s3.send(new HeadObjectCommand({ Bucket, Key: 'again' }))).CacheControl, 'max-age=60');
+  // Once the key holds another object, the upload is gone.
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'again', Body: 'replaced' }));
+  await assert.rejects(s3.send(new CompleteMultipartUploadCommand(done)), { name: 'NoSuchUpload' });
+  assert.strictEqual(await (await s3.send(new GetObjectCommand({ Bucket, Key: 'again' }))).Body.transformToString(), 'replaced');
+});
+
+test('stored headers (Cache-Control, Content-Disposition, Expires...) and the 2 KB metadata limit', async () => {
+  const Expires = new Date(Math.floor(Date.now() / 1000 + 3600) * 1000);
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'headers', Body: 'h', CacheControl: 'no-cache',
+    ContentDisposition: 'attachment; filename="h.txt"', ContentEncoding: 'identity', ContentLanguage: 'pt-BR', Expires }));
+  const h = await s3.send(new HeadObjectCommand({ Bucket, Key: 'headers' }));
+  assert.strictEqual(h.CacheControl, 'no-cache');
+  assert.strictEqual(h.ContentDisposition, 'attachment; filename="h.txt"');
+  assert.strictEqual(h.ContentEncoding, 'identity');
+  assert.strictEqual(h.ContentLanguage, 'pt-BR');
+  assert.strictEqual(h.Expires.getTime(), Expires.getTime());
+  assert.deepStrictEqual(h.Metadata, {}, 'stored headers are not user metadata');
+  await assert.rejects(s3.send(new PutObjectCommand({ Bucket, Key: 'meta-big', Body: 'x', Metadata: { big: 'v'.repeat(2100) } })),
+    (e) => e.name === 'MetadataTooLarge' && e.$metadata.httpStatusCode === 400);
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'meta-big' })), (e) => e.$metadata.httpStatusCode === 404);
+});
+
+test('ListBuckets: creation dates, prefix and pages', async () => {
+  const before = Date.now() - 2000;
+  for (const b of ['lb-a', 'lb-b', 'lb-c']) await s3.send(new CreateBucketCommand({ Bucket: b }));
+  const all = await s3.send(new ListBucketsCommand({ Prefix: 'lb-' }));
+  assert.deepStrictEqual(all.Buckets.map((b) => b.Name), ['lb-a', 'lb-b', 'lb-c']);
+  assert.ok(all.Buckets.every((b) => b.CreationDate.getTime() >= before), 'real creation dates');
+  const seen = [];
+  let ContinuationToken;
+  for (let i = 0; i < 5; i++) {
+    const page = await s3.send(new ListBucketsCommand({ Prefix: 'lb-', MaxBuckets: 2, ContinuationToken }));
+    seen.push(...page.Buckets.map((b) => b.Name));
+    if (!page.ContinuationToken) break;
+    ContinuationToken = page.ContinuationToken;
+  }
+  assert.deepStrictEqual(seen, ['lb-a', 'lb-b', 'lb-c']);
+  for (const b of ['lb-a', 'lb-b', 'lb-c']) await s3.send(new DeleteBucketCommand({ Bucket: b }));
 });

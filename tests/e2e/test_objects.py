@@ -2,6 +2,7 @@
 JavaScript v3 (s3_sdk.test.cjs, run with node's own test runner) and raw sockets for what
 a well-behaved SDK never sends (hostile keys, bodies cut short)."""
 import os
+import re
 import subprocess
 import unittest
 
@@ -65,6 +66,26 @@ class ObjectStore(unittest.TestCase):
         resp = self.raw(b"GET /kiln/anything HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         self.assertTrue(resp.startswith(b"HTTP/1.1 403"), resp[:200])
         self.assertIn(b"<Code>AccessDenied</Code>", resp)
+        # The error document names the request as its x-amz-request-id header does.
+        rid = re.search(rb"x-amz-request-id: (\w+)", resp, re.I).group(1)
+        self.assertIn(b"<RequestId>" + rid + b"</RequestId>", resp)
+
+    def test_a_preflight_without_origin_is_400(self):
+        resp = self.raw(b"OPTIONS /kiln/x HTTP/1.1\r\nHost: x\r\nAccess-Control-Request-Method: PUT\r\n"
+                        b"Connection: close\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 400"), resp[:200])
+        resp = self.raw(b"OPTIONS /kiln/x HTTP/1.1\r\nHost: x\r\nOrigin: http://editor.example\r\n"
+                        b"Access-Control-Request-Method: PUT\r\nConnection: close\r\n\r\n")
+        self.assertTrue(resp.startswith(b"HTTP/1.1 200"), resp[:200])
+
+    def test_browser_form_uploads_are_refused_as_not_implemented(self):
+        # POST Object (an HTML form with a policy) is not implemented: 501, nothing stored.
+        body = (b"--b\r\nContent-Disposition: form-data; name=\"key\"\r\n\r\nform.txt\r\n"
+                b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f\"\r\n\r\nhi\r\n--b--\r\n")
+        resp = self.raw(b"POST /kiln HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        self.assertTrue(resp.startswith(b"HTTP/1.1 501"), resp[:200])
+        self.assertIn(b"<Code>NotImplemented</Code>", resp)
 
     def test_a_refused_upload_is_answered_not_reset(self):
         # A PUT with a forged signature and a 4 MiB body: the 403 must reach the client even
