@@ -495,8 +495,9 @@ static Completed complete(Api::Impl& api, UploadRow u,
                "The store refused the parts (" + std::string(e.what()) +
                    "); upload them again and retry.");
       }
-      if (e.status() != 404) storage_failed(e);
-      // NoSuchUpload: a concurrent complete did it; the object check below decides.
+      // NoSuchUpload, or PreconditionFailed (the key holds an object: the completion is
+      // create-only): a concurrent complete did it; the object check below decides.
+      if (e.status() != 404 && e.status() != 412) storage_failed(e);
     }
   }
   std::optional<s3::ObjectMeta> head;

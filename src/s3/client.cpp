@@ -488,7 +488,8 @@ ObjectMeta Client::complete_multipart(const std::string& bucket, const std::stri
                         bucket,
                         key,
                         "uploadId=" + uri_encode(upload_id),
-                        {{"Content-Type", "application/xml"}},
+                        // Create only: the upload's key is its own (S3 conditional writes).
+                        {{"Content-Type", "application/xml"}, {"If-None-Match", "*"}},
                         Body::of(body),
                         nullptr,
                         {},

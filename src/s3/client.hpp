@@ -110,6 +110,8 @@ class Client {
                           const std::string& upload_id, int number, const Body& body);  // ETag
   std::vector<Part> list_parts(const std::string& bucket, const std::string& key,
                                const std::string& upload_id);  // every page
+  // Sent with `If-None-Match: *` (create only): an object already at `key` is 412
+  // PreconditionFailed (S3 conditional writes) and stays.
   ObjectMeta complete_multipart(const std::string& bucket, const std::string& key,
                                 const std::string& upload_id, const std::vector<Part>& parts);
   void abort_multipart(const std::string& bucket, const std::string& key,

@@ -148,6 +148,20 @@ void exercise(Client& c, const std::string& endpoint, bool checks_signatures, bo
   }
   EXPECT_EQ(c.get_object("kiln", "mp/big.bin"), big);
   if (full) {
+    // Completion is create-only (If-None-Match: *): another upload to a key that holds an
+    // object is refused and the object stays.
+    const auto again = c.create_multipart("kiln", "mp/big.bin");
+    std::vector<Part> one{Part{1, c.upload_part("kiln", "mp/big.bin", again, 1, Body::of("x")), 1}};
+    try {
+      c.complete_multipart("kiln", "mp/big.bin", again, one);
+      ADD_FAILURE() << "a completion replaced an existing object";
+    } catch (const S3Error& e) {
+      EXPECT_EQ(e.status(), 412);
+      EXPECT_EQ(e.code(), "PreconditionFailed");
+    }
+    EXPECT_EQ(c.get_object("kiln", "mp/big.bin"), big);
+  }
+  if (full) {
     const auto second = c.create_multipart("kiln", "mp/aborted");
     c.abort_multipart("kiln", "mp/aborted", second);
   }

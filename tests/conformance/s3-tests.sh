@@ -41,7 +41,8 @@ secret="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 # The secret goes by environment, not argv (other users can read argv); the role's health
 # listener on a free port too (it would take 7700 from a running `kiln serve`).
-KILN_OBJECTS_SECRET_KEY="$secret" "$bin" objects --data-dir "$work/data" \
+# (KILN_BIN and KILN_S3_TESTS are this script's; kiln refuses KILN_* names it does not know.)
+env -u KILN_BIN -u KILN_S3_TESTS KILN_OBJECTS_SECRET_KEY="$secret" "$bin" objects --data-dir "$work/data" \
   --objects-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 \
   --objects-virtual-host-domain "" --http-access-log false \
   --log-format text --log-level warn >"$out/kiln.log" 2>&1 &
