@@ -253,7 +253,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   const auto md5 = header(r, "content-md5").value_or("");
   // x-amz-checksum-sha256 (base64): the body's SHA-256, checked like a signed payload hash
   // (presigned uploads sign this header so that the store refuses any other bytes).
-  if (auto c = header(r, "x-amz-checksum-sha256")) {
+  // (On a completion, the x-amz-checksum-* headers name the whole object: s3_multipart.cpp.)
+  if (auto c = r.method == "PUT" ? header(r, "x-amz-checksum-sha256") : std::nullopt) {
     unsigned char raw[48];
     const int n = c->size() == 44
                       ? EVP_DecodeBlock(raw, reinterpret_cast<const unsigned char*>(c->data()), 44)
@@ -316,6 +317,26 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       return error(400, "InvalidArgument",
                    "Part number must be an integer between 1 and 10000, inclusive.", path);
     }
+    // An upload that declared its checksum algorithm: each part's checksum is recorded
+    // (computed when the part carries none); a part may not carry another algorithm's.
+    const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
+    if (auto alg = upload.metadata.find(":x-amz-checksum-algorithm");
+        alg != upload.metadata.end()) {
+      const auto want = "x-amz-checksum-" + lower(alg->second);
+      const auto given = header_sum      ? header_sum->name()
+                         : trailer_sum   ? trailer_sum->name()
+                         : sha256_header ? std::string("x-amz-checksum-sha256")
+                                         : std::string();
+      if (!given.empty() && given != want)
+        return error(400, "InvalidRequest",
+                     "This upload's checksum algorithm is " + alg->second + "; the part sent " +
+                         checksum_algorithm(given) + ".",
+                     path);
+      if (given.empty()) {
+        header_sum = Checksum::make(want);
+        header_value.clear();  // computed, not checked
+      }
+    }
     auto w = store_.put_part(bucket, key, q.at("uploadId"), number);
     return wrap(object_sink(std::move(w), sha, md5, [](const ObjectInfo& o) {
       S3Response resp;
@@ -338,37 +359,10 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       return resp;
     }));
   }
-  if (r.method == "POST" && has("uploads")) {
-    auto u = store_.create_upload(bucket, key, content_type, user_metadata(r));
-    return xml(200, "<InitiateMultipartUploadResult" + std::string(kNs) + "><Bucket>" +
-                        x::escape(bucket) + "</Bucket><Key>" + x::escape(key) + "</Key><UploadId>" +
-                        u.id + "</UploadId></InitiateMultipartUploadResult>");
-  }
-  if (r.method == "POST" && has("uploadId")) {
-    const auto id = q.at("uploadId");
-    const auto cond = write_condition(r);
-    return xml_sink(options_.max_xml_bytes, [this, bucket, key, id, cond](const std::string& body) {
-      std::vector<std::pair<int, std::string>> parts;
-      for (const auto& p : x::elements(body, "Part")) {
-        auto n = x::elements(p, "PartNumber");
-        auto e = x::elements(p, "ETag");
-        if (n.size() != 1 || e.size() != 1)
-          throw Error(400, "MalformedXML", "Each Part needs PartNumber and ETag.");
-        int number = 0;
-        try {
-          number = std::stoi(n[0]);
-        } catch (const std::exception&) {
-          throw Error(400, "MalformedXML", "PartNumber must be an integer.");
-        }
-        parts.emplace_back(number, x::unescape(e[0]));
-      }
-      auto info = store_.complete(bucket, key, id, parts, cond);
-      return xml(200, "<CompleteMultipartUploadResult" + std::string(kNs) + "><Location>/" +
-                          x::escape(bucket) + "/" + x::escape(key) + "</Location><Bucket>" +
-                          x::escape(bucket) + "</Bucket><Key>" + x::escape(key) + "</Key><ETag>" +
-                          x::escape(info.etag) + "</ETag></CompleteMultipartUploadResult>");
-    });
-  }
+  // CreateMultipartUpload and CompleteMultipartUpload (s3_multipart.cpp).
+  if (r.method == "POST" && has("uploads")) return create_multipart(r, bucket, key);
+  if (r.method == "POST" && has("uploadId"))
+    return complete_multipart(r, q.at("uploadId"), bucket, key);
   if (r.method == "GET" && has("uploadId")) {
     int marker = 0, max = 1000;
     try {
@@ -379,7 +373,15 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
                    path);
     }
     bool truncated = false;
+    const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
+    const auto alg = upload.metadata.count(":x-amz-checksum-algorithm")
+                         ? upload.metadata.at(":x-amz-checksum-algorithm")
+                         : std::string();
     auto parts = store_.list_parts(bucket, key, q.at("uploadId"), marker, max, truncated);
+    const auto part_checksum_xml = [&](const PartInfo& p) {
+      if (alg.empty() || p.checksum.empty()) return std::string();
+      return "<Checksum" + alg + ">" + x::escape(p.checksum) + "</Checksum" + alg + ">";
+    };
     std::string body = "<ListPartsResult" + std::string(kNs) + "><Bucket>" + x::escape(bucket) +
                        "</Bucket><Key>" + x::escape(key) + "</Key><UploadId>" +
                        x::escape(q.at("uploadId")) + "</UploadId><PartNumberMarker>" +
@@ -392,7 +394,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     for (const auto& p : parts) {
       body += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><LastModified>" +
               iso8601(p.last_modified_ms) + "</LastModified><ETag>" + x::escape(p.etag) +
-              "</ETag><Size>" + std::to_string(p.size) + "</Size></Part>";
+              "</ETag><Size>" + std::to_string(p.size) + "</Size>" + part_checksum_xml(p) +
+              "</Part>";
     }
     return xml(200, body + "</ListPartsResult>");
   }
@@ -464,6 +467,12 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
                                                        std::to_string(rg.last) + "/" +
                                                        std::to_string(o->size));
       }  // Whole: a Range this store ignores (RFC 9110 section 14.2), the whole object
+    }
+    // The stored checksum, when asked for and the whole object is sent (S3: a range has none).
+    if (lower(header(r, "x-amz-checksum-mode").value_or("")) == "enabled" && resp.status == 200) {
+      for (const auto& [k, v] : o->metadata) {
+        if (k.starts_with(":x-amz-checksum-")) resp.headers.emplace_back(k.substr(1), v);
+      }
     }
     resp.head_only = r.method == "HEAD";
     return resp;

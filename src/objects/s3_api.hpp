@@ -42,6 +42,9 @@ class BodySink {
  public:
   virtual ~BodySink() = default;
   virtual void write(std::string_view bytes) = 0;  // may throw Error
+  // The body's flexible checksum (x-amz-checksum-<alg> name, base64 value), verified by an
+  // outer sink, for the innermost sink to record with what it stores. Before finish().
+  virtual void note_checksum(const std::string& /*name*/, const std::string& /*value*/) {}
   virtual S3Response finish() = 0;
 };
 
@@ -87,6 +90,10 @@ class S3Api {
   S3Response list_objects(const Query& q, const std::string& owner, const std::string& bucket);
   S3Response list_versions(const Query& q, const std::string& owner, const std::string& bucket);
   S3Response list_uploads(const Query& q, const std::string& owner, const std::string& bucket);
+  S3Response create_multipart(const S3Request& r, const std::string& bucket,
+                              const std::string& key);
+  std::unique_ptr<BodySink> complete_multipart(const S3Request& r, const std::string& upload_id,
+                                               const std::string& bucket, const std::string& key);
   // CopyObject, or UploadPartCopy when q names a part (s3_copy.cpp).
   S3Response copy_object(const S3Request& r, const Query& q, const std::string& bucket,
                          const std::string& key);

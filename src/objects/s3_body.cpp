@@ -20,6 +20,9 @@ class ObjectSink final : public BodySink {
     if (sha_.empty()) w_->skip_sha256();  // an unsigned payload: nothing to compare with
   }
   void write(std::string_view b) override { w_->write(b); }
+  void note_checksum(const std::string& name, const std::string& value) override {
+    w_->set_checksum(name, value);
+  }
   S3Response finish() override { return answer_(w_->commit(sha_, md5_)); }
 
  private:
@@ -71,7 +74,11 @@ class EchoSink final : public BodySink {
   EchoSink(std::unique_ptr<BodySink> inner, std::string name, std::string value)
       : inner_(std::move(inner)), name_(std::move(name)), value_(std::move(value)) {}
   void write(std::string_view b) override { inner_->write(b); }
+  void note_checksum(const std::string& name, const std::string& value) override {
+    inner_->note_checksum(name, value);
+  }
   S3Response finish() override {
+    inner_->note_checksum(name_, value_);  // checked by the store's own SHA-256 at commit
     auto resp = inner_->finish();
     resp.headers.emplace_back(name_, value_);
     return resp;
@@ -91,10 +98,15 @@ class ChecksumSink final : public BodySink {
     sum_->update(b);
     inner_->write(b);
   }
+  void note_checksum(const std::string& name, const std::string& value) override {
+    inner_->note_checksum(name, value);
+  }
   S3Response finish() override {
-    if (sum_->base64() != expected_) checksum_mismatch(*sum_);
+    const auto value = sum_->base64();
+    if (!expected_.empty() && value != expected_) checksum_mismatch(*sum_);
+    inner_->note_checksum(sum_->name(), value);
     auto resp = inner_->finish();
-    resp.headers.emplace_back(sum_->name(), expected_);  // as S3 does: the checksum it verified
+    resp.headers.emplace_back(sum_->name(), value);  // as S3 does: the checksum it verified
     return resp;
   }
 
@@ -157,6 +169,9 @@ class ChunkedSink final : public BodySink {
       }
     }
   }
+  void note_checksum(const std::string& name, const std::string& value) override {
+    inner_->note_checksum(name, value);
+  }
   S3Response finish() override {
     if (state_ != State::Done && !(state_ == State::Trailers && line_.empty()))
       throw Error(400, "IncompleteBody", "The aws-chunked body ended early.");
@@ -167,6 +182,7 @@ class ChunkedSink final : public BodySink {
             "The body ended without the " + sum_->name() + " trailer x-amz-trailer announced.");
       if (sum_->base64() != *trailer_) checksum_mismatch(*sum_);
     }
+    if (sum_) inner_->note_checksum(sum_->name(), *trailer_);
     auto resp = inner_->finish();
     if (sum_) resp.headers.emplace_back(sum_->name(), *trailer_);  // the checksum verified
     return resp;
@@ -223,6 +239,111 @@ std::unique_ptr<Checksum> Checksum::make(std::string_view header) {
   if (h == "x-amz-checksum-sha1") return std::make_unique<DigestChecksum>(h, EVP_sha1());
   if (h == "x-amz-checksum-sha256") return std::make_unique<DigestChecksum>(h, EVP_sha256());
   return nullptr;
+}
+
+std::string checksum_algorithm(std::string_view header) {
+  std::string alg(
+      header.substr(std::min(header.size(), std::string_view("x-amz-checksum-").size())));
+  for (auto& ch : alg) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return alg;
+}
+
+namespace {
+
+std::string from_base64(const std::string& b64) {
+  std::string out(b64.size() / 4 * 3 + 3, '\0');
+  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(b64.data()),
+                                static_cast<int>(b64.size()));
+  if (n < 0 || b64.size() % 4 != 0)
+    throw Error(400, "InvalidPart", "A part's checksum is not base64.");
+  std::size_t pad = 0;
+  while (pad < 2 && pad < b64.size() && b64[b64.size() - 1 - pad] == '=') ++pad;
+  out.resize(static_cast<std::size_t>(n) - pad);
+  return out;
+}
+
+std::string to_base64(std::string_view raw) {
+  std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
+  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                                reinterpret_cast<const unsigned char*>(raw.data()),
+                                static_cast<int>(raw.size()));
+  out.resize(static_cast<std::size_t>(n));
+  return out;
+}
+
+// GF(2) matrix operations for combining CRCs (the method of zlib's crc32_combine, for any
+// reflected CRC whose initial value and final XOR are all ones, as S3's CRCs are): the CRC
+// of A||B is the CRC of A advanced over len(B) zero bytes, XOR the CRC of B.
+std::uint64_t gf2_times(const std::uint64_t* mat, std::uint64_t vec) {
+  std::uint64_t sum = 0;
+  for (int i = 0; vec != 0; ++i, vec >>= 1) {
+    if (vec & 1) sum ^= mat[i];
+  }
+  return sum;
+}
+
+void gf2_square(std::uint64_t* square, const std::uint64_t* mat, int width) {
+  for (int n = 0; n < width; ++n) square[n] = gf2_times(mat, mat[n]);
+}
+
+std::uint64_t crc_combine(std::uint64_t crc1, std::uint64_t crc2, std::uint64_t len2,
+                          std::uint64_t reflected_poly, int width) {
+  if (len2 == 0) return crc1;
+  std::uint64_t odd[64], even[64];
+  odd[0] = reflected_poly;  // the operator for one zero bit
+  for (int n = 1; n < width; ++n) odd[n] = std::uint64_t{1} << (n - 1);
+  gf2_square(even, odd, width);  // two zero bits
+  gf2_square(odd, even, width);  // four
+  do {  // one zero byte first, then doubling: apply the operator for each set bit of len2
+    gf2_square(even, odd, width);
+    if (len2 & 1) crc1 = gf2_times(even, crc1);
+    len2 >>= 1;
+    if (len2 == 0) break;
+    gf2_square(odd, even, width);
+    if (len2 & 1) crc1 = gf2_times(odd, crc1);
+    len2 >>= 1;
+  } while (len2 != 0);
+  return crc1 ^ crc2;
+}
+
+}  // namespace
+
+std::string multipart_checksum(std::string_view header, std::string_view type,
+                               const std::vector<std::pair<std::string, std::uint64_t>>& parts) {
+  const auto alg = checksum_algorithm(header);
+  if (type == "COMPOSITE") {
+    if (alg == "CRC64NVME")
+      throw Error(400, "InvalidRequest",
+                  "The COMPOSITE checksum type is not defined for CRC64NVME.");
+    auto sum = Checksum::make(header);
+    for (const auto& [b64, size] : parts) sum->update(from_base64(b64));
+    return sum->base64() + "-" + std::to_string(parts.size());
+  }
+  if (type != "FULL_OBJECT")
+    throw Error(400, "InvalidRequest", "x-amz-checksum-type must be COMPOSITE or FULL_OBJECT.");
+  std::uint64_t poly = 0;
+  int width = 32;
+  if (alg == "CRC32") poly = 0xEDB88320;
+  if (alg == "CRC32C") poly = 0x82F63B78;
+  if (alg == "CRC64NVME") poly = 0x9A6C9329AC4BC9B5ULL, width = 64;
+  if (poly == 0)
+    throw Error(400, "InvalidRequest",
+                "The FULL_OBJECT checksum type is defined for CRC32, CRC32C and CRC64NVME only.");
+  std::uint64_t crc = 0;
+  bool first = true;
+  for (const auto& [b64, size] : parts) {
+    const auto raw = from_base64(b64);
+    if (raw.size() != static_cast<std::size_t>(width / 8))
+      throw Error(400, "InvalidPart", "A part's checksum has the wrong length.");
+    std::uint64_t v = 0;
+    for (unsigned char c : raw) v = (v << 8) | c;  // big-endian, as S3 sends it
+    crc = first ? v : crc_combine(crc, v, size, poly, width);
+    first = false;
+  }
+  std::string raw(static_cast<std::size_t>(width / 8), '\0');
+  for (std::size_t i = raw.size(); i-- > 0; crc >>= 8) raw[i] = static_cast<char>(crc & 0xff);
+  return to_base64(raw);
 }
 
 [[noreturn]] void checksum_mismatch(const Checksum& c) {

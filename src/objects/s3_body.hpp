@@ -12,6 +12,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace kiln::objects::detail {
 
@@ -31,6 +33,15 @@ class Checksum {
   std::string name_;
 };
 
+// S3's name of a checksum header's algorithm ("x-amz-checksum-crc32" -> "CRC32").
+std::string checksum_algorithm(std::string_view header);
+// The checksum of a multipart object from its parts' checksums (base64) and sizes:
+// COMPOSITE, the algorithm over the parts' raw checksums, "-N" appended; FULL_OBJECT (CRC
+// algorithms only), the CRC of the whole object, combined from the parts' CRCs. Throws Error
+// 400 InvalidRequest for a combination S3 does not define.
+std::string multipart_checksum(std::string_view header, std::string_view type,
+                               const std::vector<std::pair<std::string, std::uint64_t>>& parts);
+
 // Throws BadDigest naming the checksum's algorithm.
 [[noreturn]] void checksum_mismatch(const Checksum& c);
 
@@ -43,7 +54,9 @@ std::unique_ptr<BodySink> object_sink(std::unique_ptr<Writer> w, std::string sha
 std::unique_ptr<BodySink> echo_sink(std::unique_ptr<BodySink> inner, std::string name,
                                     std::string value);
 // Checks the body against a checksum declared in a header (base64 `expected`) before the
-// inner sink finishes (BadDigest otherwise); the answer carries the checksum verified.
+// inner sink finishes (BadDigest otherwise); the answer carries the checksum verified. An
+// empty `expected` computes the checksum without checking (an upload that declared its
+// algorithm, with a part that carries none).
 std::unique_ptr<BodySink> checksum_sink(std::unique_ptr<BodySink> inner,
                                         std::unique_ptr<Checksum> sum, std::string expected);
 // Decodes aws-chunked into the inner sink; `sum` (may be null): the checksum x-amz-trailer

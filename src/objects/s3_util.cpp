@@ -128,6 +128,8 @@ void object_headers(const ObjectInfo& o, S3Response& r) {
   r.headers.emplace_back("Content-Type", o.content_type);
   r.headers.emplace_back("Accept-Ranges", "bytes");
   for (const auto& [k, v] : o.metadata) {
+    if (k.starts_with(":x-amz-checksum-"))
+      continue;  // sent only when asked for (x-amz-checksum-mode: ENABLED), by the caller
     if (k.starts_with(':'))
       r.headers.emplace_back(k.substr(1), v);
     else

@@ -135,8 +135,14 @@ CREATE TABLE IF NOT EXISTS completed_uploads (
   completed BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS parts (
   upload TEXT NOT NULL, number INTEGER NOT NULL, size BIGINT NOT NULL, etag TEXT NOT NULL,
-  last_modified BIGINT NOT NULL, PRIMARY KEY (upload, number));
+  last_modified BIGINT NOT NULL, checksum TEXT NOT NULL DEFAULT '', PRIMARY KEY (upload, number));
 )sql");
+  // Added after the first release of the store: data directories made before get the column.
+  bool has_checksum = false;
+  for (const auto& r : db_->conn->exec("PRAGMA table_info(parts)").rows)
+    has_checksum = has_checksum || r.str(1) == "checksum";
+  if (!has_checksum)
+    db_->conn->exec("ALTER TABLE parts ADD COLUMN checksum TEXT NOT NULL DEFAULT ''");
 }
 
 Store::~Store() = default;
@@ -378,9 +384,14 @@ std::unique_ptr<Writer> Store::put(const std::string& bucket, const std::string&
   check_bucket(bucket);
   check_key(key);
   auto w = std::unique_ptr<Writer>(new Writer(*this, new_tmp(), limits_.max_object_bytes));
-  w->publish_ = [this, bucket, key, content_type, metadata = std::move(metadata),
+  auto* writer = w.get();
+  w->publish_ = [this, bucket, key, content_type, metadata = std::move(metadata), writer,
                  check = condition_check(bucket, key, condition)](
-                    const fs::path& tmp, std::uint64_t size, const std::string& md5) {
+                    const fs::path& tmp, std::uint64_t size, const std::string& md5) mutable {
+    if (!writer->checksum_name_.empty()) {  // stored as S3 does, shown with checksum mode
+      metadata[":" + writer->checksum_name_] = writer->checksum_;
+      metadata[":x-amz-checksum-type"] = "FULL_OBJECT";
+    }
     return publish(tmp,
                    ObjectInfo{bucket, key, size, "\"" + md5 + "\"", content_type, 0, metadata, {}},
                    check);
@@ -491,7 +502,7 @@ UploadInfo Store::create_upload(const std::string& bucket, const std::string& ke
                                 std::map<std::string, std::string> metadata) {
   check_bucket(bucket);
   check_key(key);
-  UploadInfo u{ids::random_hex(16), bucket, key, now_ms()};
+  UploadInfo u{ids::random_hex(16), bucket, key, now_ms(), metadata};
   fs::create_directories(root_ / "parts" / u.id);
   std::lock_guard lock(db_->mu);
   db_->conn->exec(
@@ -506,15 +517,15 @@ UploadInfo Store::find_upload(const std::string& bucket, const std::string& key,
                               const std::string& upload_id) {
   check_bucket(bucket);
   std::lock_guard lock(db_->mu);
-  auto res =
-      db_->conn->exec("SELECT initiated FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
-                      {upload_id, bucket, key});
+  auto res = db_->conn->exec(
+      "SELECT initiated, metadata FROM uploads WHERE id = $1 AND bucket = $2 AND key = $3",
+      {upload_id, bucket, key});
   if (res.rows.empty()) {
     throw Error(
         404, "NoSuchUpload",
         "The specified multipart upload does not exist: it may have been aborted or completed.");
   }
-  return UploadInfo{upload_id, bucket, key, res.rows[0].i64(0)};
+  return UploadInfo{upload_id, bucket, key, res.rows[0].i64(0), meta_map(res.rows[0].str(1))};
 }
 
 std::unique_ptr<Writer> Store::put_part(const std::string& bucket, const std::string& key,
@@ -524,8 +535,9 @@ std::unique_ptr<Writer> Store::put_part(const std::string& bucket, const std::st
                 "Part number must be an integer between 1 and 10000, inclusive.");
   find_upload(bucket, key, upload_id);
   auto w = std::unique_ptr<Writer>(new Writer(*this, new_tmp(), limits_.max_part_bytes));
-  w->publish_ = [this, bucket, key, upload_id, part_number](const fs::path& tmp, std::uint64_t size,
-                                                            const std::string& md5) {
+  auto* writer = w.get();
+  w->publish_ = [this, bucket, key, upload_id, part_number, writer](
+                    const fs::path& tmp, std::uint64_t size, const std::string& md5) {
     const auto dest = root_ / "parts" / upload_id / std::to_string(part_number);
     std::lock_guard lock(db_->mu);
     // The upload may have been aborted or completed while the part arrived.
@@ -533,11 +545,11 @@ std::unique_ptr<Writer> Store::put_part(const std::string& bucket, const std::st
       throw Error(404, "NoSuchUpload", "The specified multipart upload does not exist.");
     fs::rename(tmp, dest);
     db_->conn->exec(
-        "INSERT INTO parts (upload, number, size, etag, last_modified) VALUES ($1, $2, $3, $4, $5) "
-        "ON CONFLICT (upload, number) DO UPDATE SET size = excluded.size, etag = excluded.etag, "
-        "last_modified = excluded.last_modified",
+        "INSERT INTO parts (upload, number, size, etag, last_modified, checksum) VALUES ($1, $2, "
+        "$3, $4, $5, $6) ON CONFLICT (upload, number) DO UPDATE SET size = excluded.size, etag = "
+        "excluded.etag, last_modified = excluded.last_modified, checksum = excluded.checksum",
         {upload_id, std::int64_t{part_number}, static_cast<std::int64_t>(size), "\"" + md5 + "\"",
-         now_ms()});
+         now_ms(), writer->checksum_});
     return ObjectInfo{bucket, key, size, "\"" + md5 + "\"", {}, now_ms(), {}, dest.string()};
   };
   return w;
@@ -549,13 +561,13 @@ std::vector<PartInfo> Store::list_parts(const std::string& bucket, const std::st
   find_upload(bucket, key, upload_id);
   std::lock_guard lock(db_->mu);
   auto res = db_->conn->exec(
-      "SELECT number, size, etag, last_modified FROM parts WHERE upload = $1 AND number > $2 "
-      "ORDER BY number LIMIT $3",
+      "SELECT number, size, etag, last_modified, checksum FROM parts WHERE upload = $1 AND "
+      "number > $2 ORDER BY number LIMIT $3",
       {upload_id, std::int64_t{marker}, std::int64_t{max + 1}});
   std::vector<PartInfo> out;
   for (const auto& r : res.rows) {
     out.push_back(PartInfo{static_cast<int>(r.i64(0)), static_cast<std::uint64_t>(r.i64(1)),
-                           r.str(2), r.i64(3)});
+                           r.str(2), r.i64(3), r.str(4)});
   }
   truncated = static_cast<int>(out.size()) > max;
   if (truncated) out.pop_back();
@@ -563,9 +575,8 @@ std::vector<PartInfo> Store::list_parts(const std::string& bucket, const std::st
 }
 
 ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
-                           const std::string& upload_id,
-                           const std::vector<std::pair<int, std::string>>& parts,
-                           WriteCondition condition) {
+                           const std::string& upload_id, const std::vector<CompletedPart>& parts,
+                           WriteCondition condition, const FinishMetadata& finish) {
   // Completed already (a client retrying after a lost answer): answered like the first
   // time while the object it made is still the key's (S3 does the same).
   {
@@ -582,27 +593,27 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
         return row_info(bucket, cur.rows[0]);
     }
   }
-  find_upload(bucket, key, upload_id);
+  const auto upload = find_upload(bucket, key, upload_id);
   if (parts.empty()) throw Error(400, "MalformedXML", "You must specify at least one part.");
   std::map<int, PartInfo> have;
-  std::string content_type, metadata;
+  std::string content_type;
   {
     std::lock_guard lock(db_->mu);
     for (const auto& r :
-         db_->conn->exec("SELECT number, size, etag FROM parts WHERE upload = $1", {upload_id})
+         db_->conn
+             ->exec("SELECT number, size, etag, checksum FROM parts WHERE upload = $1", {upload_id})
              .rows) {
-      have[static_cast<int>(r.i64(0))] =
-          PartInfo{static_cast<int>(r.i64(0)), static_cast<std::uint64_t>(r.i64(1)), r.str(2), 0};
+      have[static_cast<int>(r.i64(0))] = PartInfo{
+          static_cast<int>(r.i64(0)), static_cast<std::uint64_t>(r.i64(1)), r.str(2), 0, r.str(3)};
     }
-    auto u =
-        db_->conn->exec("SELECT content_type, metadata FROM uploads WHERE id = $1", {upload_id});
+    auto u = db_->conn->exec("SELECT content_type FROM uploads WHERE id = $1", {upload_id});
     content_type = u.rows.at(0).str(0);
-    metadata = u.rows.at(0).str(1);
   }
   int prev = 0;
   std::string md5s;  // the parts' binary MD5s, concatenated
+  std::vector<PartInfo> used;
   for (std::size_t i = 0; i < parts.size(); ++i) {
-    const auto& [number, etag] = parts[i];
+    const auto& [number, etag, checksum] = parts[i];
     if (number <= prev)
       throw Error(400, "InvalidPartOrder", "The list of parts was not in ascending order.");
     prev = number;
@@ -618,6 +629,11 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
                   "Your proposed upload is smaller than the minimum allowed size: part " +
                       std::to_string(number) + " (all but the last part are at least 5 MiB).");
     }
+    if (!checksum.empty() && checksum != it->second.checksum)
+      throw Error(400, "InvalidPart",
+                  "The checksum given for part " + std::to_string(number) +
+                      " is not the one it was uploaded with.");
+    used.push_back(it->second);
     const auto h = unquote(it->second.etag);
     for (std::size_t k = 0; k + 1 < h.size(); k += 2)
       md5s.push_back(static_cast<char>(std::stoi(h.substr(k, 2), nullptr, 16)));
@@ -627,15 +643,17 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   EVP_Digest(md5s.data(), md5s.size(), md, &len, EVP_md5(), nullptr);
   const std::string etag = "\"" + hex(md, len) + "-" + std::to_string(parts.size()) + "\"";
 
+  auto object_metadata = finish ? finish(upload.metadata, used) : upload.metadata;
+
   // Assemble into tmp/, then publish exactly like a single PUT.
   const auto tmp = new_tmp();
   int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (out < 0) io_failure("create " + tmp.string());
   std::uint64_t total = 0;
   try {
-    for (const auto& [number, _] : parts) {
-      append_file(out, root_ / "parts" / upload_id / std::to_string(number));
-      total += have[number].size;
+    for (const auto& part : parts) {
+      append_file(out, root_ / "parts" / upload_id / std::to_string(part.number));
+      total += have[part.number].size;
     }
     if (::fsync(out) != 0) io_failure("fsync");
   } catch (...) {
@@ -645,7 +663,7 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   }
   ::close(out);
   auto info = publish(
-      tmp, ObjectInfo{bucket, key, total, etag, content_type, 0, meta_map(metadata), {}},
+      tmp, ObjectInfo{bucket, key, total, etag, content_type, 0, std::move(object_metadata), {}},
       [&, check = condition_check(bucket, key, condition)](db::Connection& c) {
         // Completed or aborted meanwhile: nothing is published.
         if (c.exec("SELECT 1 FROM uploads WHERE id = $1", {upload_id}).rows.empty())
@@ -688,7 +706,7 @@ std::vector<UploadInfo> Store::list_uploads(const std::string& bucket, const std
                   {bucket, prefix})
            .rows) {
     if (r.str(1).compare(0, prefix.size(), prefix) != 0) break;
-    out.push_back(UploadInfo{r.str(0), bucket, r.str(1), r.i64(2)});
+    out.push_back(UploadInfo{r.str(0), bucket, r.str(1), r.i64(2), {}});
   }
   return out;
 }

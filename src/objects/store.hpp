@@ -69,6 +69,7 @@ struct PartInfo {
   std::uint64_t size = 0;
   std::string etag;  // quoted
   std::int64_t last_modified_ms = 0;
+  std::string checksum;  // the part's S3 flexible checksum, base64 ("" when none was given)
 };
 
 struct UploadInfo {
@@ -76,6 +77,14 @@ struct UploadInfo {
   std::string bucket;
   std::string key;
   std::int64_t initiated_ms = 0;
+  std::map<std::string, std::string> metadata;  // as given to create_upload
+};
+
+// A part named in a CompleteMultipartUpload body.
+struct CompletedPart {
+  int number = 0;
+  std::string etag;
+  std::string checksum;  // base64; "" when the body gave none
 };
 
 struct StoreLimits {
@@ -110,6 +119,12 @@ class Writer {
   void write(std::string_view bytes);  // throws Error (EntityTooLarge) past the limit
   // No SHA-256 will be declared (an unsigned payload): do not compute it. Before write().
   void skip_sha256() { sha256_ = false; }
+  // The body's flexible checksum, verified by the caller: recorded with a part (its value),
+  // or with an object (under ':' + name, as a stored header).
+  void set_checksum(std::string name, std::string base64) {
+    checksum_name_ = std::move(name);
+    checksum_ = std::move(base64);
+  }
   [[nodiscard]] std::uint64_t size() const { return size_; }
   // Checks the digests the client declared (hex SHA-256, base64 MD5; empty: none), then
   // publishes. Throws Error (XAmzContentSHA256Mismatch, BadDigest) and discards on mismatch.
@@ -126,6 +141,7 @@ class Writer {
   std::uint64_t size_ = 0;
   std::uint64_t limit_;
   bool sha256_ = true;
+  std::string checksum_name_, checksum_;
   std::unique_ptr<Digests> digests_;
   std::function<ObjectInfo(const std::filesystem::path&, std::uint64_t, const std::string&)>
       publish_;
@@ -171,10 +187,18 @@ class Store {
   std::vector<PartInfo> list_parts(const std::string& bucket, const std::string& key,
                                    const std::string& upload_id, int marker, int max,
                                    bool& truncated);
+  // Assembles the parts into the object. Throws Error: InvalidPart (a part missing, or its
+  // ETag or a given checksum differing), InvalidPartOrder, EntityTooSmall, NoSuchUpload,
+  // the condition's. `finish` (may be empty) turns the upload's metadata and the parts used
+  // into the object's metadata (e.g. adding the object's checksum); it may throw Error.
+  using FinishMetadata = std::function<std::map<std::string, std::string>(
+      std::map<std::string, std::string> upload_metadata, const std::vector<PartInfo>& parts)>;
   ObjectInfo complete(const std::string& bucket, const std::string& key,
-                      const std::string& upload_id,
-                      const std::vector<std::pair<int, std::string>>& parts,
-                      WriteCondition condition = {});
+                      const std::string& upload_id, const std::vector<CompletedPart>& parts,
+                      WriteCondition condition = {}, const FinishMetadata& finish = {});
+  // The upload (its metadata too). Throws Error 404 NoSuchUpload / NoSuchBucket.
+  UploadInfo find_upload(const std::string& bucket, const std::string& key,
+                         const std::string& upload_id);
   void abort(const std::string& bucket, const std::string& key, const std::string& upload_id);
   std::vector<UploadInfo> list_uploads(const std::string& bucket, const std::string& prefix);
 
@@ -187,8 +211,6 @@ class Store {
   friend class Writer;
   void check_bucket(const std::string& bucket);
   void check_key(const std::string& key) const;
-  UploadInfo find_upload(const std::string& bucket, const std::string& key,
-                         const std::string& upload_id);
   std::filesystem::path new_tmp();
   // Moves the finished file into blobs/ and records it under info.bucket/info.key in one
   // transaction (running `also` inside it first); the replaced blob is removed after.

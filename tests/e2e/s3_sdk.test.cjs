@@ -494,3 +494,69 @@ test('ListBuckets: creation dates, prefix and pages', async () => {
   assert.deepStrictEqual(seen, ['lb-a', 'lb-b', 'lb-c']);
   for (const b of ['lb-a', 'lb-b', 'lb-c']) await s3.send(new DeleteBucketCommand({ Bucket: b }));
 });
+
+test('multipart checksums: the algorithm declared, parts recorded and checked, COMPOSITE and FULL_OBJECT answered and stored', async () => {
+  const parts = [crypto.randomBytes(5 << 20), crypto.randomBytes(5 << 20), crypto.randomBytes(1234)];
+  const whole = Buffer.concat(parts);
+  const field = { CRC32: 'ChecksumCRC32', CRC32C: 'ChecksumCRC32C', CRC64NVME: 'ChecksumCRC64NVME', SHA256: 'ChecksumSHA256' };
+  // The oracle for a whole object's checksum: the SDK's own, sent with a single PUT (which
+  // the store verifies) and read back with checksum mode.
+  const single = async (alg) => {
+    await s3.send(new PutObjectCommand({ Bucket, Key: `ck/whole-${alg}`, Body: whole, ChecksumAlgorithm: alg }));
+    return (await s3.send(new HeadObjectCommand({ Bucket, Key: `ck/whole-${alg}`, ChecksumMode: 'ENABLED' })))[field[alg]];
+  };
+  for (const [alg, type] of [['CRC32', 'COMPOSITE'], ['SHA256', 'COMPOSITE'], ['CRC32', 'FULL_OBJECT'],
+    ['CRC32C', 'FULL_OBJECT'], ['CRC64NVME', 'FULL_OBJECT']]) {
+    const Key = `ck/${alg}-${type}`;
+    const created = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key, ChecksumAlgorithm: alg, ChecksumType: type }));
+    assert.strictEqual(created.ChecksumAlgorithm, alg);
+    const done = [];
+    for (let i = 0; i < parts.length; i++) {
+      const p = await s3.send(new UploadPartCommand({ Bucket, Key, UploadId: created.UploadId, PartNumber: i + 1,
+        Body: parts[i], ChecksumAlgorithm: alg }));
+      assert.ok(p[field[alg]], `${alg}: the part's checksum is answered`);
+      done.push({ PartNumber: i + 1, ETag: p.ETag, [field[alg]]: p[field[alg]] });
+    }
+    const listed = await s3.send(new ListPartsCommand({ Bucket, Key, UploadId: created.UploadId }));
+    assert.deepStrictEqual(listed.Parts.map((p) => p[field[alg]]), done.map((d) => d[field[alg]]));
+    // A part named with another checksum than it was uploaded with: InvalidPart.
+    const bad = done.map((d, i) => (i === 1 ? { ...d, [field[alg]]: done[0][field[alg]] } : d));
+    await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: created.UploadId,
+      MultipartUpload: { Parts: bad } })), { name: 'InvalidPart' });
+    const out = await s3.send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId: created.UploadId,
+      MultipartUpload: { Parts: done } }));
+    let expected;
+    if (type === 'COMPOSITE') {
+      const h = crypto.createHash(alg === 'SHA256' ? 'sha256' : 'md5');
+      if (alg === 'SHA256') {
+        for (const d of done) h.update(Buffer.from(d[field[alg]], 'base64'));
+        expected = `${h.digest('base64')}-3`;
+      } else {
+        // CRC32 of the parts' raw CRC32s: the SDK's own CRC32 of those 12 bytes, by a PUT.
+        const raw = Buffer.concat(done.map((d) => Buffer.from(d[field[alg]], 'base64')));
+        await s3.send(new PutObjectCommand({ Bucket, Key: 'ck/raw', Body: raw, ChecksumAlgorithm: 'CRC32' }));
+        const r = await s3.send(new HeadObjectCommand({ Bucket, Key: 'ck/raw', ChecksumMode: 'ENABLED' }));
+        expected = `${r.ChecksumCRC32}-3`;
+      }
+    } else {
+      expected = await single(alg);
+    }
+    assert.strictEqual(out[field[alg]], expected, `${alg} ${type}`);
+    assert.strictEqual(out.ChecksumType, type);
+    const head = await s3.send(new HeadObjectCommand({ Bucket, Key, ChecksumMode: 'ENABLED' }));
+    assert.strictEqual(head[field[alg]], expected, 'stored with the object');
+    const plain = await s3.send(new HeadObjectCommand({ Bucket, Key }));
+    assert.strictEqual(plain[field[alg]], undefined, 'only with checksum mode');
+    const got = await s3.send(new GetObjectCommand({ Bucket, Key }));
+    assert.ok(Buffer.from(await got.Body.transformToByteArray()).equals(whole));
+  }
+  // A wrong whole-object checksum on the completion: BadDigest, nothing stored.
+  const c = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'ck/bad', ChecksumAlgorithm: 'SHA256' }));
+  const p = await s3.send(new UploadPartCommand({ Bucket, Key: 'ck/bad', UploadId: c.UploadId, PartNumber: 1, Body: 'x', ChecksumAlgorithm: 'SHA256' }));
+  await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'ck/bad', UploadId: c.UploadId,
+    ChecksumSHA256: 'Ok6Cs5b96ux6+MWQkJO7UBT5sKPBeXBLwvj/hK89smg=-1',
+    MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.ETag, ChecksumSHA256: p.ChecksumSHA256 }] } })), { name: 'BadDigest' });
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'ck/bad' })), (e) => e.$metadata.httpStatusCode === 404);
+  await assert.rejects(s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'ck/x', ChecksumAlgorithm: 'SHA256', ChecksumType: 'FULL_OBJECT' })),
+    (e) => e.$metadata.httpStatusCode === 400);
+});
