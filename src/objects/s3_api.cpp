@@ -73,6 +73,8 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
       ok = !bucket_level && (method == "GET" || method == "HEAD" || method == "DELETE");
     if (name == "delete") ok = bucket_level && method == "POST";  // DeleteObjects
     if (name == "versions" || name == "location") ok = bucket_level && method == "GET";
+    if (name == "cors")
+      ok = bucket_level && (method == "GET" || method == "PUT" || method == "DELETE");
     if (!ok)
       return "Kiln's object store does not implement the '" + name + "' subresource for " + method +
              " on " + (bucket_level ? "a bucket" : "an object") + "; nothing was changed.";
@@ -143,20 +145,6 @@ S3Response S3Api::error(int status, const std::string& code, const std::string& 
   return r;
 }
 
-void S3Api::add_cors(const S3Request& r, S3Response& resp) const {
-  auto origin = header(r, "origin");
-  if (!origin || options_.cors_origins.empty()) return;
-  const bool any = std::find(options_.cors_origins.begin(), options_.cors_origins.end(), "*") !=
-                   options_.cors_origins.end();
-  if (!any && std::find(options_.cors_origins.begin(), options_.cors_origins.end(), *origin) ==
-                  options_.cors_origins.end())
-    return;
-  resp.headers.emplace_back("Access-Control-Allow-Origin", any ? "*" : *origin);
-  resp.headers.emplace_back("Access-Control-Expose-Headers",
-                            "ETag, x-amz-version-id, Content-Length, Content-Range");
-  if (!any) resp.headers.emplace_back("Vary", "Origin");
-}
-
 std::optional<std::string> S3Api::virtual_bucket(const S3Request& r) const {
   const auto& domain = options_.virtual_host_domain;
   if (domain.empty()) return std::nullopt;
@@ -181,23 +169,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::begin(const S3Request
 std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request& r) {
   const std::string path = s3::percent_decode(r.path);
   // CORS preflight: answered without authentication (browsers send no credentials).
-  if (r.method == "OPTIONS") {
-    if (!header(r, "origin") || !header(r, "access-control-request-method"))
-      return error(400, "BadRequest",
-                   "Insufficient information. Origin and Access-Control-Request-Method are "
-                   "required for a CORS preflight.",
-                   path);
-    S3Response resp;
-    resp.status = 200;
-    add_cors(r, resp);
-    if (resp.headers.empty())
-      return error(403, "AccessForbidden", "CORSResponse: this origin is not allowed.", path);
-    resp.headers.emplace_back("Access-Control-Allow-Methods", "GET, PUT, POST, DELETE, HEAD");
-    resp.headers.emplace_back("Access-Control-Allow-Headers",
-                              header(r, "access-control-request-headers").value_or("*"));
-    resp.headers.emplace_back("Access-Control-Max-Age", "3000");
-    return resp;
-  }
+  if (r.method == "OPTIONS") return preflight(r, path);
   // POST Object (HTML form uploads with a policy document) is not implemented: refused
   // before authentication, since such a request carries its signature in the form.
   if (r.method == "POST" &&

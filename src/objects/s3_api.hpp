@@ -72,7 +72,8 @@ class S3Api {
   // An S3 error document.
   S3Response error(int status, const std::string& code, const std::string& message,
                    const std::string& resource) const;
-  // CORS headers for a response to a request with these headers.
+  // CORS headers for a response to a request with these headers: the bucket's CORS
+  // configuration decides when it has one, `cors_origins` otherwise (s3_cors.cpp).
   void add_cors(const S3Request& r, S3Response& resp) const;
 
  private:
@@ -94,6 +95,13 @@ class S3Api {
                               const std::string& key);
   std::unique_ptr<BodySink> complete_multipart(const S3Request& r, const std::string& upload_id,
                                                const std::string& bucket, const std::string& key);
+  // The bucket a request names (path-style or virtual-hosted), "" for none.
+  std::string bucket_of(const S3Request& r) const;
+  // A CORS preflight (OPTIONS), answered without authentication.
+  S3Response preflight(const S3Request& r, const std::string& path);
+  // PutBucketCors, GetBucketCors, DeleteBucketCors.
+  std::variant<S3Response, std::unique_ptr<BodySink>> cors_configuration(const S3Request& r,
+                                                                         const std::string& bucket);
   // CopyObject, or UploadPartCopy when q names a part (s3_copy.cpp).
   S3Response copy_object(const S3Request& r, const Query& q, const std::string& bucket,
                          const std::string& key);

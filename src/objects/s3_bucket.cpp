@@ -118,6 +118,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::bucket_request(const 
                                                                           const std::string& bucket,
                                                                           const Query& q) {
   const auto has = [&](const char* k) { return q.count(k) != 0; };
+  if (has("cors")) return cors_configuration(r, bucket);  // s3_cors.cpp
   if (r.method == "PUT") return create_bucket(r, bucket);
   if (r.method == "HEAD") {
     if (!store_.bucket_exists(bucket))

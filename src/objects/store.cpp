@@ -130,6 +130,7 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE TABLE IF NOT EXISTS uploads (
   id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, content_type TEXT NOT NULL,
   metadata TEXT NOT NULL, initiated BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS bucket_cors (bucket TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS completed_uploads (
   id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL,
   completed BIGINT NOT NULL);
@@ -186,6 +187,7 @@ void Store::delete_bucket(const std::string& bucket) {
       c.exec("DELETE FROM parts WHERE upload IN (SELECT id FROM uploads WHERE bucket = $1)",
              {bucket});
       c.exec("DELETE FROM uploads WHERE bucket = $1", {bucket});
+      c.exec("DELETE FROM bucket_cors WHERE bucket = $1", {bucket});
       c.exec("DELETE FROM buckets WHERE name = $1", {bucket});
       c.exec("COMMIT");
     } catch (...) {
@@ -208,6 +210,26 @@ std::vector<Store::BucketInfo> Store::buckets() {
   for (const auto& r : db_->conn->exec("SELECT name, created_at FROM buckets ORDER BY name").rows)
     out.push_back({r.str(0), r.i64(1)});
   return out;
+}
+
+std::optional<std::string> Store::bucket_cors(const std::string& bucket) {
+  std::lock_guard lock(db_->mu);
+  auto r = db_->conn->exec("SELECT document FROM bucket_cors WHERE bucket = $1", {bucket});
+  if (r.rows.empty()) return std::nullopt;
+  return r.rows[0].str(0);
+}
+
+void Store::set_bucket_cors(const std::string& bucket, const std::optional<std::string>& document) {
+  check_bucket(bucket);
+  std::lock_guard lock(db_->mu);
+  if (!document) {
+    db_->conn->exec("DELETE FROM bucket_cors WHERE bucket = $1", {bucket});
+    return;
+  }
+  db_->conn->exec(
+      "INSERT INTO bucket_cors (bucket, document) VALUES ($1, $2) ON CONFLICT (bucket) DO UPDATE "
+      "SET document = excluded.document",
+      {bucket, *document});
 }
 
 void Store::check_bucket(const std::string& bucket) {

@@ -164,6 +164,9 @@ class Store {
     std::int64_t created_ms = 0;
   };
   [[nodiscard]] std::vector<BucketInfo> buckets();  // by name
+  // A bucket's CORS configuration document (nullopt: none); set nullopt to delete it.
+  std::optional<std::string> bucket_cors(const std::string& bucket);
+  void set_bucket_cors(const std::string& bucket, const std::optional<std::string>& document);
 
   std::unique_ptr<Writer> put(const std::string& bucket, const std::string& key,
                               const std::string& content_type,

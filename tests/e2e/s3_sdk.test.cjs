@@ -13,7 +13,7 @@ const {
   DeleteObjectTaggingCommand, PutObjectAclCommand, PutBucketVersioningCommand,
   PutBucketPolicyCommand, PutBucketEncryptionCommand, GetBucketVersioningCommand,
   ListObjectsCommand, DeleteObjectsCommand, CreateBucketCommand, DeleteBucketCommand,
-  HeadBucketCommand, ListBucketsCommand, ListObjectVersionsCommand, GetBucketLocationCommand, UploadPartCopyCommand,
+  HeadBucketCommand, ListBucketsCommand, PutBucketCorsCommand, GetBucketCorsCommand, DeleteBucketCorsCommand, ListObjectVersionsCommand, GetBucketLocationCommand, UploadPartCopyCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
 
@@ -559,4 +559,41 @@ test('multipart checksums: the algorithm declared, parts recorded and checked, C
   await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'ck/bad' })), (e) => e.$metadata.httpStatusCode === 404);
   await assert.rejects(s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'ck/x', ChecksumAlgorithm: 'SHA256', ChecksumType: 'FULL_OBJECT' })),
     (e) => e.$metadata.httpStatusCode === 400);
+});
+
+test('bucket CORS configuration: rules decide preflights and responses; without one, objects.cors_origins', async () => {
+  const b = 'cors-rules';
+  await s3.send(new CreateBucketCommand({ Bucket: b }));
+  await assert.rejects(s3.send(new GetBucketCorsCommand({ Bucket: b })), { name: 'NoSuchCORSConfiguration' });
+  await s3.send(new PutBucketCorsCommand({ Bucket: b, CORSConfiguration: { CORSRules: [
+    { AllowedOrigins: ['https://*.studio.example'], AllowedMethods: ['GET', 'PUT'], AllowedHeaders: ['content-type', 'x-amz-*'],
+      ExposeHeaders: ['ETag'], MaxAgeSeconds: 600 },
+    { AllowedOrigins: ['*'], AllowedMethods: ['GET'] }] } }));
+  const got = await s3.send(new GetBucketCorsCommand({ Bucket: b }));
+  assert.deepStrictEqual(got.CORSRules[0].AllowedOrigins, ['https://*.studio.example']);
+  assert.strictEqual(got.CORSRules[0].MaxAgeSeconds, 600);
+  const preflight = (origin, method, headers) => fetch(`${endpoint}/${b}/x`, { method: 'OPTIONS', headers: {
+    Origin: origin, 'Access-Control-Request-Method': method, ...(headers ? { 'Access-Control-Request-Headers': headers } : {}) } });
+  let r = await preflight('https://editor.studio.example', 'PUT', 'content-type, x-amz-date');
+  assert.strictEqual(r.status, 200);
+  assert.strictEqual(r.headers.get('access-control-allow-origin'), 'https://editor.studio.example');
+  assert.strictEqual(r.headers.get('access-control-max-age'), '600');
+  assert.strictEqual(r.headers.get('access-control-allow-headers'), 'content-type, x-amz-date');
+  r = await preflight('https://editor.studio.example', 'DELETE');
+  assert.strictEqual(r.status, 403, 'a method no rule allows');
+  r = await preflight('https://editor.studio.example', 'PUT', 'x-secret');
+  assert.strictEqual(r.status, 403, 'a header no rule allows');
+  r = await preflight('https://elsewhere.example', 'GET');
+  assert.strictEqual(r.headers.get('access-control-allow-origin'), '*', 'the second rule');
+  r = await preflight('https://elsewhere.example', 'PUT');
+  assert.strictEqual(r.status, 403);
+  await assert.rejects(s3.send(new PutBucketCorsCommand({ Bucket: b, CORSConfiguration: { CORSRules: [
+    { AllowedOrigins: ['*'], AllowedMethods: ['PATCH'] }] } })), (e) => e.$metadata.httpStatusCode === 400);
+  await s3.send(new DeleteBucketCorsCommand({ Bucket: b }));
+  // Without a configuration the store's objects.cors_origins (http://editor.example here) decide.
+  r = await preflight('https://editor.studio.example', 'PUT');
+  assert.strictEqual(r.status, 403);
+  r = await preflight('http://editor.example', 'PUT');
+  assert.strictEqual(r.status, 200);
+  await s3.send(new DeleteBucketCommand({ Bucket: b }));
 });
