@@ -206,8 +206,10 @@ S3Response S3Api::list_objects(const Query& q, const std::string& owner,
     after = param(q, "marker");
   }
   const auto res = store_.list(bucket, prefix, delimiter, after, max_keys);
+  // ListObjects (v1) sends its Prefix as given also with EncodingType=url (S3 does; the SDKs
+  // decode only Marker, NextMarker, Delimiter and the names in it); v2 encodes it.
   std::string body = "<ListBucketResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
-                     "</Name><Prefix>" + name(prefix) + "</Prefix>";
+                     "</Name><Prefix>" + (v2 ? name(prefix) : x::escape(prefix)) + "</Prefix>";
   if (v2) {
     body += "<KeyCount>" + std::to_string(res.objects.size() + res.common_prefixes.size()) +
             "</KeyCount>";

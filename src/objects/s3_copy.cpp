@@ -54,8 +54,10 @@ std::pair<std::uint64_t, std::uint64_t> parse_copy_range(std::string_view v, std
   auto r1 = std::from_chars(a.data(), a.data() + a.size(), first);
   auto r2 = std::from_chars(b.data(), b.data() + b.size(), last);
   if (a.empty() || b.empty() || r1.ec != std::errc() || r1.ptr != a.data() + a.size() ||
-      r2.ec != std::errc() || r2.ptr != b.data() + b.size() || first > last || last >= size)
+      r2.ec != std::errc() || r2.ptr != b.data() + b.size() || first > last)
     throw bad();
+  if (last >= size)  // well-formed, but past the source's end
+    throw Error(416, "InvalidRange", "The requested range is not satisfiable.");
   return {first, last - first + 1};
 }
 

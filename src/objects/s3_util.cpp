@@ -111,7 +111,22 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
       out[n.substr(11)] = v;
     } else if (std::find(std::begin(kStoredHeaders), std::end(kStoredHeaders), n) !=
                std::end(kStoredHeaders)) {
-      out[":" + n] = v;  // header names hold no ':', so no x-amz-meta- name can be this
+      auto value = v;
+      if (n == "content-encoding") {  // aws-chunked is the request's framing, not the object's
+        std::string kept;
+        for (std::size_t pos = 0; pos <= value.size();) {
+          auto comma = value.find(',', pos);
+          auto coding = value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+          coding.erase(0, coding.find_first_not_of(" \t"));
+          coding.erase(coding.find_last_not_of(" \t") + 1);
+          if (!coding.empty() && lower(coding) != "aws-chunked")
+            kept += (kept.empty() ? "" : ", ") + coding;
+          if (comma == std::string::npos) break;
+          pos = comma + 1;
+        }
+        value = kept;
+      }
+      if (!value.empty()) out[":" + n] = value;  // header names hold no ':': no x-amz-meta- clash
     }
   }
   std::size_t user_bytes = 0;  // S3: at most 2 KB of user-defined metadata

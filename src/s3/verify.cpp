@@ -163,9 +163,11 @@ std::variant<Verified, Refused> verify(const Request& req, std::int64_t now,
           "X-Amz-Signature are required.");
     char* end = nullptr;
     const long long exp = std::strtoll(expires.c_str(), &end, 10);
-    if (*end != '\0' || exp < 1 || exp > o.max_expires_s)
+    if (expires.empty() || *end != '\0' || exp > o.max_expires_s)
       return refuse(400, "AuthorizationQueryParametersError",
                     "X-Amz-Expires must be from 1 to 604800 seconds.");
+    // A lifetime of zero or less was over when it was signed (as S3 answers it).
+    if (exp < 1) return refuse(403, "AccessDenied", "Request has expired.");
     const auto signed_at = parse_amz_date(amz_date);
     if (!signed_at)
       return refuse(400, "AuthorizationQueryParametersError", "X-Amz-Date is malformed.");

@@ -98,6 +98,10 @@ TEST(Verify, PresignedUrls) {
   EXPECT_EQ(code_of(verify(longer, kNow, lookup, {})), "SignatureDoesNotMatch");
   EXPECT_EQ(code_of(verify(presigned_get(kNow, 604801), kNow, lookup, {})),
             "AuthorizationQueryParametersError");
+  // A lifetime of zero or less was over when signed: expired (403), as S3 answers it.
+  auto negative = verify(presigned_get(kNow, -1000), kNow, lookup, {});
+  EXPECT_EQ(code_of(negative), "AccessDenied");
+  EXPECT_EQ(std::get<Refused>(negative).status, 403);
   EXPECT_EQ(code_of(verify(presigned_get(kNow + 3600, 7200), kNow, lookup, {})),
             "RequestTimeTooSkewed");
   Request unsigned_get{"GET", "/media/a.txt", "", {{"Host", "h"}}, {}};

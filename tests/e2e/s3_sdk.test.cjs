@@ -126,7 +126,10 @@ test('UploadPartCopy: parts from ranges of other objects, with the range checked
   const p2 = await s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pc/dst', UploadId, PartNumber: 2,
     CopySource: `${Bucket}/pc/src`, CopySourceRange: `bytes=${5 << 20}-${big.length - 1}` }));
   assert.strictEqual(p1.CopyPartResult.ETag, `"${md5(big.subarray(0, 5 << 20))}"`);
-  for (const CopySourceRange of [`bytes=0-${big.length}`, 'bytes=5-4', 'bytes=-5', 'items=0-1']) {
+  await assert.rejects(s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pc/dst', UploadId, PartNumber: 3,
+    CopySource: `${Bucket}/pc/src`, CopySourceRange: `bytes=0-${big.length}` })),
+  (e) => e.name === 'InvalidRange' && e.$metadata.httpStatusCode === 416, 'past the end');
+  for (const CopySourceRange of ['bytes=5-4', 'bytes=-5', 'items=0-1']) {
     await assert.rejects(s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pc/dst', UploadId, PartNumber: 3,
       CopySource: `${Bucket}/pc/src`, CopySourceRange })), (e) => e.$metadata.httpStatusCode === 400, CopySourceRange);
   }
