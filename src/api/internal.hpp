@@ -87,12 +87,20 @@ inline int rank(std::string_view role) {
   return 0;
 }
 
+// Whether the request says its body is JSON (media types are case-insensitive, parameters
+// and spaces around them allowed: RFC 9110 section 8.3.1).
+inline bool is_json(const Request& req) {
+  auto ct = req.header("Content-Type");
+  if (!ct) return false;
+  auto type = ct->substr(0, ct->find(';'));
+  while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
+  return http::iequals(type, "application/json");
+}
+
 // The request body as a JSON object with only the fields named.
 inline json::object body_object(const Request& req,
                                 std::initializer_list<std::string_view> allowed) {
-  auto ct = req.header("Content-Type");
-  if (!ct || ct->substr(0, ct->find(';')) != "application/json")
-    refuse(415, "unsupported-media-type", "Send the body as application/json.");
+  if (!is_json(req)) refuse(415, "unsupported-media-type", "Send the body as application/json.");
   boost::system::error_code ec;
   json::parse_options po;
   po.max_depth = 16;
@@ -265,8 +273,7 @@ struct Api::Impl {
   std::optional<Response> header_check(const Request& req) {
     try {
       verify_credential(req);
-      const auto ct = req.header("Content-Type");
-      if (!ct || ct->substr(0, ct->find(';')) != "application/json")
+      if (!is_json(req))
         refuse(415, "unsupported-media-type", "Send the body as application/json.");
       return std::nullopt;
     } catch (const Refusal& r) {
@@ -279,7 +286,8 @@ struct Api::Impl {
   // The credential's signature, expiry and shape (no database): the principal it names.
   Principal verify_credential(const Request& req) {
     auto h = req.header("Authorization");
-    if (!h || !h->starts_with("Bearer ") || h->size() <= 7) {
+    // The scheme is case-insensitive (RFC 9110 section 11.1): "bearer" is "Bearer".
+    if (!h || h->size() <= 7 || !http::iequals(h->substr(0, 7), "Bearer ")) {
       auth_failures.with({"missing"}).inc();
       refuse(401, "unauthorized",
              "Send 'Authorization: Bearer <token>' (a user token or the service key).");

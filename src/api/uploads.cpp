@@ -3,6 +3,7 @@
 #include "api/media_type.hpp"
 
 #include "platform/config.hpp"
+#include "platform/utf8.hpp"
 #include "s3/sigv4.hpp"
 
 #include <set>
@@ -128,37 +129,13 @@ json::object asset_json(const AssetRow& a) {
 bool valid_filename(std::string_view s) {
   if (s.empty() || s.size() > 255 || s == "." || s == "..") return false;
   for (std::size_t i = 0; i < s.size();) {
-    const auto b = static_cast<unsigned char>(s[i]);
-    std::uint32_t cp = 0;
-    std::size_t len = 0;
-    if (b < 0x80) {
-      cp = b;
-      len = 1;
-    } else if ((b & 0xe0) == 0xc0) {
-      cp = b & 0x1f;
-      len = 2;
-    } else if ((b & 0xf0) == 0xe0) {
-      cp = b & 0x0f;
-      len = 3;
-    } else if ((b & 0xf8) == 0xf0) {
-      cp = b & 0x07;
-      len = 4;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (std::size_t k = 1; k < len; ++k) {
-      const auto c = static_cast<unsigned char>(s[i + k]);
-      if ((c & 0xc0) != 0x80) return false;
-      cp = (cp << 6) | (c & 0x3f);
-    }
-    const std::uint32_t min[] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min[len] || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return false;
+    const auto decoded = utf8::decode(s, i);
+    if (!decoded) return false;
+    const char32_t cp = *decoded;
     if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == '/' || cp == '\\' || cp == 0x061c ||
         cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
         (cp >= 0x2066 && cp <= 0x2069))
       return false;
-    i += len;
   }
   return true;
 }

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <ctime>
 #include <iterator>
 
@@ -41,13 +42,55 @@ constexpr std::string_view kSubresources[] = {"accelerate",     "acl",
                                               "versionId",      "versioning",
                                               "versions",       "website"};
 
+// A query parameter that must be a decimal integer from lo to hi: 400 InvalidArgument
+// otherwise (never "1.5" read as 1).
+int integer_param(const Query& q, const char* name, int lo, int hi, int absent,
+                  const std::string& message) {
+  auto it = q.find(name);
+  if (it == q.end()) return absent;
+  int v = 0;
+  const auto& s = it->second;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || v < lo || v > hi)
+    throw Error(400, "InvalidArgument", message);
+  return v;
+}
+
+// The query parameters that are not subresources: they shape the operation the method and
+// subresources name (S3 API reference), or come from SDKs (x-id).
+constexpr std::string_view kParameters[] = {"list-type",
+                                            "prefix",
+                                            "delimiter",
+                                            "max-keys",
+                                            "marker",
+                                            "continuation-token",
+                                            "start-after",
+                                            "fetch-owner",
+                                            "encoding-type",
+                                            "key-marker",
+                                            "version-id-marker",
+                                            "upload-id-marker",
+                                            "max-uploads",
+                                            "max-parts",
+                                            "part-number-marker",
+                                            "max-buckets",
+                                            "bucket-region",
+                                            "response-content-type",
+                                            "response-content-disposition",
+                                            "response-content-language",
+                                            "response-content-encoding",
+                                            "response-cache-control",
+                                            "response-expires",
+                                            "x-id"};
+
 // Request headers that ask for something this store does not give (encryption, object
 // lock, ACL grants, tags, redirects): refused, never ignored.
 bool protection_header(std::string_view lower_name, std::string_view value) {
   if (lower_name == "x-amz-acl") return value != "private" && value != "bucket-owner-full-control";
   for (std::string_view p : {"x-amz-server-side-encryption", "x-amz-object-lock-", "x-amz-grant-",
                              "x-amz-copy-source-server-side-encryption-", "x-amz-tagging",
-                             "x-amz-website-redirect-location", "x-amz-bucket-object-lock-"}) {
+                             "x-amz-website-redirect-location", "x-amz-bucket-object-lock-",
+                             "x-amz-if-match-last-modified-time", "x-amz-if-match-size"}) {
     if (lower_name.starts_with(p)) return true;
   }
   return false;
@@ -61,8 +104,17 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
                                                   bool bucket_level, const S3Request& r) {
   for (const auto& [name, value] : q) {
     if (std::find(std::begin(kSubresources), std::end(kSubresources), name) ==
-        std::end(kSubresources))
-      continue;  // an ordinary parameter (prefix, max-keys, x-id...)
+        std::end(kSubresources)) {
+      // An ordinary parameter, a SigV4 one, or a hoisted x-amz-* header; any other name is
+      // an operation this store does not know (a new subresource: refused, never run as the
+      // plain operation).
+      if (std::find(std::begin(kParameters), std::end(kParameters), name) !=
+              std::end(kParameters) ||
+          name.starts_with("X-Amz-") || lower(name).starts_with("x-amz-"))
+        continue;
+      return "Kiln's object store does not know the query parameter '" + name + "' (for " + method +
+             " on " + (bucket_level ? "a bucket" : "an object") + "); nothing was changed.";
+    }
     bool ok = false;
     if (name == "uploads") ok = bucket_level ? method == "GET" : method == "POST";
     if (name == "uploadId")
@@ -84,7 +136,8 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (protection_header(lower, value))
       return "A header you provided implies functionality that is not implemented (" + lower +
-             ": Kiln's object store does not encrypt, lock, tag or grant); nothing was "
+             ": Kiln's object store does not encrypt, lock, tag, grant or delete by date or "
+             "size); nothing was "
              "stored.";
   }
   return std::nullopt;
@@ -103,7 +156,9 @@ struct RangeAsked {
 
 RangeAsked parse_range(std::string_view v, std::uint64_t size) {
   using K = RangeAsked::Kind;
-  if (!v.starts_with("bytes=") || v.find(',') != std::string_view::npos) return {};
+  // Range units are case-insensitive (RFC 9110 section 14.1).
+  if (v.size() < 6 || lower(v.substr(0, 6)) != "bytes=" || v.find(',') != std::string_view::npos)
+    return {};
   v.remove_prefix(6);
   const auto dash = v.find('-');
   if (dash == std::string_view::npos) return {};
@@ -191,6 +246,20 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     return error(refused->status, refused->code, refused->message, path);
   const auto& who = std::get<s3::Verified>(checked);
 
+  // Presigned URLs may carry x-amz-* headers as signed query parameters (the SDKs hoist
+  // them): from here on they count as the headers they are, so nothing they ask for is
+  // ignored (an x-amz-acl=public-read in a URL is refused like the header).
+  S3Request hoisted = r;
+  for (const auto& [name, value] : query_map(r.query)) {
+    if (lower(name).starts_with("x-amz-") && !name.starts_with("X-Amz-"))
+      hoisted.headers.emplace_back(name, value);
+  }
+  return route_verified(hoisted, who, path);
+}
+
+std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const S3Request& r,
+                                                                          const s3::Verified& who,
+                                                                          const std::string& path) {
   if (path.empty() || path.front() != '/')
     return error(400, "InvalidURI", "Couldn't parse the specified URI.", path);
   std::string bucket, key;
@@ -272,6 +341,19 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     }
   }
   const auto sha256_header = header(r, "x-amz-checksum-sha256");
+  {  // one checksum per request, as S3 requires (a second would go unchecked)
+    int declared = 0;
+    for (const auto& [k, v] : r.headers) {
+      const auto n = lower(k);
+      declared += n.starts_with("x-amz-checksum-") && n != "x-amz-checksum-algorithm" &&
+                  n != "x-amz-checksum-type" && n != "x-amz-checksum-mode";
+    }
+    if (declared > 1 || (declared == 1 && header(r, "x-amz-trailer")))
+      return error(400, "InvalidRequest",
+                   "Expecting a single x-amz-checksum- header. Multiple checksum Types are not "
+                   "allowed.",
+                   path);
+  }
   auto wrap = [&](std::unique_ptr<BodySink> s) -> std::unique_ptr<BodySink> {
     if (sha256_header) s = echo_sink(std::move(s), "x-amz-checksum-sha256", *sha256_header);
     if (header_sum) s = checksum_sink(std::move(s), std::move(header_sum), header_value);
@@ -279,16 +361,28 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     return s;
   };
 
+  // A declared size past the limit is refused before the body (and before 100 Continue).
+  if (r.method == "PUT" && !header(r, "x-amz-copy-source")) {
+    const auto declared = header(r, "x-amz-decoded-content-length")
+                              .value_or(header(r, "content-length").value_or(""));
+    std::uint64_t size = 0;
+    const auto [end, ec] =
+        std::from_chars(declared.data(), declared.data() + declared.size(), size);
+    const auto limit =
+        has("partNumber") ? store_.limits().max_part_bytes : store_.limits().max_object_bytes;
+    if ((ec == std::errc::result_out_of_range) ||
+        (ec == std::errc() && end == declared.data() + declared.size() && size > limit))
+      return error(400, "EntityTooLarge",
+                   "Your proposed upload exceeds the maximum allowed size (" +
+                       std::to_string(limit) + " bytes).",
+                   path);
+  }
   // CopyObject and UploadPartCopy (s3_copy.cpp).
   if (r.method == "PUT" && header(r, "x-amz-copy-source")) return copy_object(r, q, bucket, key);
   if (r.method == "PUT" && has("partNumber") && has("uploadId")) {
-    int number = 0;
-    try {
-      number = std::stoi(q.at("partNumber"));
-    } catch (const std::exception&) {
-      return error(400, "InvalidArgument",
-                   "Part number must be an integer between 1 and 10000, inclusive.", path);
-    }
+    const int number = integer_param(q, "partNumber", 1, 10'000, 0,
+                                     "Part number must be an integer between 1 and 10000, "
+                                     "inclusive.");
     // An upload that declared its checksum algorithm: each part's checksum is recorded
     // (computed when the part carries none); a part may not carry another algorithm's.
     const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
@@ -336,14 +430,11 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   if (r.method == "POST" && has("uploadId"))
     return complete_multipart(r, q.at("uploadId"), bucket, key);
   if (r.method == "GET" && has("uploadId")) {
-    int marker = 0, max = 1000;
-    try {
-      if (has("part-number-marker")) marker = std::stoi(q.at("part-number-marker"));
-      if (has("max-parts")) max = std::clamp(std::stoi(q.at("max-parts")), 1, 1000);
-    } catch (const std::exception&) {
-      return error(400, "InvalidArgument", "part-number-marker and max-parts must be integers.",
-                   path);
-    }
+    const int marker = integer_param(q, "part-number-marker", 0, 10'000, 0,
+                                     "part-number-marker must be an integer from 0 to 10000.");
+    const int max = std::min(
+        integer_param(q, "max-parts", 1, INT32_MAX, 1000, "max-parts must be a positive integer."),
+        1000);
     bool truncated = false;
     const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
     const auto alg = upload.metadata.count(":x-amz-checksum-algorithm")
@@ -378,7 +469,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     return resp;
   }
   if (r.method == "DELETE") {
-    store_.remove(bucket, key);
+    // A conditional delete (If-Match) is checked with the deletion, in one transaction.
+    store_.remove(bucket, key, header(r, "if-match").value_or(""));
     S3Response resp;
     resp.status = 204;
     return resp;
@@ -403,6 +495,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
       return nm;
     }
     resp.file = o->blob;
+    resp.data = o->data;
     resp.offset = 0;
     resp.length = o->size;
     // GetObject's response-* overrides: signed with the request, so a presigned download
@@ -417,14 +510,29 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
     for (const auto& [param, name] : kOverrides) {
       auto it = q.find(param);
       if (it == q.end()) continue;
-      if (it->second.find_first_of("\r\n") != std::string::npos || it->second.empty())
+      const bool ctl = std::any_of(it->second.begin(), it->second.end(), [](char c) {
+        const auto u = static_cast<unsigned char>(c);
+        return (u < 0x20 && u != '\t') || u == 0x7f;  // RFC 9110 section 5.5: no CTLs
+      });
+      if (ctl || it->second.empty())
         return error(400, "InvalidArgument", std::string(param) + " must be one header line.",
                      path);
       const auto lname = lower(name);
       std::erase_if(resp.headers, [&](const auto& h) { return lower(h.first) == lname; });
       resp.headers.emplace_back(name, it->second);
     }
-    if (auto range = header(r, "range")) {
+    // If-Range (RFC 9110 section 13.1.5): the range only while the object is the one the
+    // client has (a strong ETag match, or not modified since the date); otherwise the whole.
+    bool range_valid = true;
+    if (auto if_range = header(r, "if-range")) {
+      if (if_range->starts_with("\"")) {
+        range_valid = *if_range == o->etag;
+      } else {
+        const auto t = parse_http_date(*if_range);
+        range_valid = t && o->last_modified_ms / 1000 <= *t;
+      }
+    }
+    if (auto range = range_valid ? header(r, "range") : std::nullopt) {
       const auto rg = parse_range(*range, o->size);
       if (rg.kind == RangeAsked::Kind::Unsatisfiable) {
         auto e = error(416, "InvalidRange", "The requested range is not satisfiable.", path);

@@ -32,6 +32,7 @@ struct S3Response {
   std::string body;  // XML, or empty
   // A byte range of a file to send after the headers (GET object); `file` empty: none.
   std::string file;
+  std::shared_ptr<const BlobHandle> data;  // when set, the file's bytes are read from it
   std::uint64_t offset = 0;
   std::uint64_t length = 0;
   bool head_only = false;  // HEAD: headers (with Content-Length) and no body
@@ -80,6 +81,10 @@ class S3Api {
   // The bucket a virtual-hosted-style request names in its Host, if it is one.
   std::optional<std::string> virtual_bucket(const S3Request& r) const;
   std::variant<S3Response, std::unique_ptr<BodySink>> route(const S3Request& r);
+  // What follows authentication: `r` with hoisted x-amz-* query parameters as headers.
+  std::variant<S3Response, std::unique_ptr<BodySink>> route_verified(const S3Request& r,
+                                                                     const s3::Verified& who,
+                                                                     const std::string& path);
   // Bucket-level operations (s3_bucket.cpp); `owner`: the access key that signed.
   std::variant<S3Response, std::unique_ptr<BodySink>> bucket_request(const S3Request& r,
                                                                      const std::string& owner,

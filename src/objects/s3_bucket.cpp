@@ -5,6 +5,7 @@
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
+#include "objects/s3_xml_body.hpp"
 #include "s3/sigv4.hpp"
 #include "s3/xml.hpp"
 
@@ -166,10 +167,10 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::create_bucket(
     // A CreateBucketConfiguration may name a LocationConstraint: it must be this store's
     // region (us-east-1 also as the empty constraint).
     if (!body.empty()) {
-      const auto where = x::elements(body, "LocationConstraint");
-      if (where.size() > 1) throw Error(400, "MalformedXML", "One LocationConstraint at most.");
-      if (!where.empty() && x::unescape(where[0]) != options_.verify.region &&
-          !(where[0].empty() && options_.verify.region == "us-east-1"))
+      const auto doc = parse_xml_body(body, "CreateBucketConfiguration");
+      const auto* where = doc.one("LocationConstraint");
+      if (where != nullptr && where->text != options_.verify.region &&
+          !(where->text.empty() && options_.verify.region == "us-east-1"))
         throw Error(400, "InvalidLocationConstraint",
                     "The specified location-constraint is not valid: this store is in " +
                         options_.verify.region + ".");
@@ -294,41 +295,45 @@ S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
   const auto name = [&](const std::string& v) {
     return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
   };
-  // Sorted by key, then by initiation (S3's order); paged after (key-marker, upload-id-marker).
-  auto all = store_.list_uploads(bucket, prefix);
-  std::stable_sort(all.begin(), all.end(), [](const UploadInfo& a, const UploadInfo& b) {
-    return a.key != b.key ? a.key < b.key : a.initiated_ms < b.initiated_ms;
-  });
+  // S3's order (key, then initiation); pages start after (key-marker, upload-id-marker), or
+  // after every upload of key-marker when no upload-id-marker is given; a key-marker that is
+  // a group (a common prefix) starts after the whole group.
+  UploadCursor cursor{key_marker, INT64_MAX, {}};
+  if (key_marker.empty()) cursor.initiated = -1;
+  if (!id_marker.empty() && !key_marker.empty()) {
+    try {
+      const auto u = store_.find_upload(bucket, key_marker, id_marker);
+      cursor = {key_marker, u.initiated_ms, id_marker};
+    } catch (const Error&) {  // gone since: the page starts after the key
+    }
+  }
+  const auto group_of = [&](const std::string& k) -> std::string {
+    if (delimiter.empty() || k.compare(0, prefix.size(), prefix) != 0) return {};
+    const auto d = k.find(delimiter, prefix.size());
+    return d == std::string::npos ? std::string() : k.substr(0, d + delimiter.size());
+  };
+  if (const auto g = group_of(key_marker); !g.empty()) cursor = {g + "\xff", -1, {}};
   std::vector<UploadInfo> page;
   std::vector<std::string> prefixes;
-  bool truncated = false, past_id_marker = id_marker.empty();
+  bool truncated = false;
   std::string next_key, next_id;
-  for (const auto& u : all) {
-    if (!key_marker.empty()) {
-      if (u.key < key_marker) continue;
-      if (u.key == key_marker) {
-        if (id_marker.empty()) continue;  // key-marker alone: uploads of later keys
-        if (!past_id_marker) {
-          past_id_marker = u.id == id_marker;
-          continue;
-        }
+  while (!truncated) {
+    const auto batch = store_.list_uploads(bucket, prefix, cursor, 1000);
+    if (batch.empty()) break;
+    for (const auto& u : batch) {
+      cursor = {u.key, u.initiated_ms, u.id};
+      const auto common = group_of(u.key);
+      if (static_cast<int>(page.size() + prefixes.size()) == max) {
+        truncated = true;
+        break;
       }
-    }
-    std::string common;
-    if (!delimiter.empty()) {
-      const auto d = u.key.find(delimiter, prefix.size());
-      if (d != std::string::npos) common = u.key.substr(0, d + delimiter.size());
-    }
-    if (!common.empty() && !prefixes.empty() && prefixes.back() == common) continue;
-    if (static_cast<int>(page.size() + prefixes.size()) == max) {
-      truncated = true;
-      break;
-    }
-    if (!common.empty()) {
-      prefixes.push_back(common);
-      next_key = common;
-      next_id.clear();
-    } else {
+      if (!common.empty()) {
+        prefixes.push_back(common);
+        next_key = common;
+        next_id.clear();
+        cursor = {common + "\xff", -1, {}};  // the rest of the group is rolled up in it
+        break;                               // fetch again after the group
+      }
       page.push_back(u);
       next_key = u.key;
       next_id = u.id;
@@ -360,6 +365,8 @@ S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
 // DeleteObjects (POST /bucket?delete): at most 1,000 keys; the body's integrity is required
 // as S3 requires it (Content-MD5 or an x-amz-checksum-* header) and checked.
 std::unique_ptr<BodySink> S3Api::delete_objects(const S3Request& r, const std::string& bucket) {
+  if (!store_.bucket_exists(bucket))
+    throw Error(404, "NoSuchBucket", "The specified bucket does not exist.");
   std::string md5 = header(r, "content-md5").value_or("");
   std::unique_ptr<Checksum> sum;
   std::string sum_value;
@@ -391,25 +398,36 @@ std::unique_ptr<BodySink> S3Api::delete_objects(const S3Request& r, const std::s
           shared_sum->update(body);
           if (shared_sum->base64() != sum_value) checksum_mismatch(*shared_sum);
         }
-        const auto objects = x::elements(body, "Object");
+        const auto doc = parse_xml_body(body, "Delete");
+        const auto objects = doc.all("Object");
         if (objects.empty() || objects.size() > 1000)
           throw Error(400, "MalformedXML", "DeleteObjects takes 1 to 1,000 Object elements.");
-        const auto quiet = x::elements(body, "Quiet");
-        const bool is_quiet = !quiet.empty() && quiet[0] == "true";
+        const auto* quiet = doc.one("Quiet");
+        const bool is_quiet = quiet != nullptr && quiet->text == "true";
+        // Validated whole before anything is deleted.
+        for (const auto* o : objects) {
+          const auto* k = o->one("Key");
+          if (k == nullptr || k->text.empty())
+            throw Error(400, "MalformedXML", "Each Object needs one Key.");
+          if (o->one("LastModifiedTime") != nullptr || o->one("Size") != nullptr)
+            throw Error(501, "NotImplemented",
+                        "A header you provided implies functionality that is not implemented "
+                        "(conditional deletes by LastModifiedTime or Size; ETag is supported); "
+                        "nothing was deleted.");
+        }
         std::string out = "<DeleteResult" + std::string(kNs) + ">";
-        for (const auto& o : objects) {
-          const auto keys = x::elements(o, "Key");
-          if (keys.size() != 1) throw Error(400, "MalformedXML", "Each Object needs one Key.");
-          const auto key = x::unescape(keys[0]);
+        for (const auto* o : objects) {
+          const auto& key = o->one("Key")->text;
           // Unversioned: "null" is the one version there is; any other id names none.
-          const auto version = x::elements(o, "VersionId");
+          const auto* version = o->one("VersionId");
+          const auto* etag = o->one("ETag");  // a conditional delete (If-Match)
           std::string version_xml;
-          if (!version.empty())
-            version_xml = "<VersionId>" + x::escape(x::unescape(version[0])) + "</VersionId>";
+          if (version != nullptr)
+            version_xml = "<VersionId>" + x::escape(version->text) + "</VersionId>";
           try {
-            if (!version.empty() && x::unescape(version[0]) != "null")
+            if (version != nullptr && version->text != "null")
               throw Error(400, "InvalidArgument", "Invalid version id specified");
-            store_.remove(bucket, key);
+            store_.remove(bucket, key, etag != nullptr ? etag->text : std::string());
             if (!is_quiet)
               out += "<Deleted><Key>" + x::escape(key) + "</Key>" + version_xml + "</Deleted>";
           } catch (const Error& e) {

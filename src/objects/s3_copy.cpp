@@ -5,6 +5,7 @@
 // metadata directive (COPY keeps the source's type and x-amz-meta-*, REPLACE takes the
 // request's).
 #include "objects/s3_api.hpp"
+#include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
 #include "s3/sigv4.hpp"
 #include "s3/xml.hpp"
@@ -86,12 +87,26 @@ S3Response S3Api::copy_object(const S3Request& r, const Query& q, const std::str
       throw Error(400, "InvalidRequest",
                   "The specified copy source is larger than the maximum allowable size for a "
                   "copy source: 5368709120");
+    // An upload that declared a checksum algorithm records every part's, this one's too.
+    const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
+    std::unique_ptr<Checksum> sum;
+    if (auto alg = upload.metadata.find(":x-amz-checksum-algorithm"); alg != upload.metadata.end())
+      sum = Checksum::make("x-amz-checksum-" + lower(alg->second));
     auto w = store_.put_part(bucket, key, q.at("uploadId"), number);
-    store_.read_into(*o, offset, length, *w);
+    store_.read_into(*o, offset, length, *w, [&](std::string_view chunk) {
+      if (sum) sum->update(chunk);
+    });
+    std::string checksum_xml;
+    if (sum) {
+      const auto value = sum->base64();
+      w->set_checksum(sum->name(), value);
+      const auto element = "Checksum" + checksum_algorithm(sum->name());
+      checksum_xml = "<" + element + ">" + value + "</" + element + ">";
+    }
     const auto part = w->commit();
     return xml(200, "<CopyPartResult" + std::string(kNs) + "><LastModified>" +
                         iso8601(part.last_modified_ms) + "</LastModified><ETag>" +
-                        x::escape(part.etag) + "</ETag></CopyPartResult>");
+                        x::escape(part.etag) + "</ETag>" + checksum_xml + "</CopyPartResult>");
   }
 
   const auto directive = header(r, "x-amz-metadata-directive").value_or("COPY");

@@ -7,6 +7,7 @@
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
+#include "objects/s3_xml_body.hpp"
 #include "s3/sigv4.hpp"
 #include "s3/xml.hpp"
 
@@ -24,26 +25,25 @@ struct CorsRule {
   std::string max_age;  // seconds, as given; "" when absent
 };
 
-std::vector<std::string> values(const std::string& rule, const char* element) {
+std::vector<std::string> values(const XmlElement& rule, const char* element) {
   std::vector<std::string> out;
-  for (const auto& v : x::elements(rule, element)) out.push_back(x::unescape(v));
+  for (const auto* v : rule.all(element)) out.push_back(v->text);
   return out;
 }
 
 // S3's limits: at most 100 rules; methods GET, PUT, POST, DELETE, HEAD; at most one '*' in
 // an origin or header pattern. Throws Error 400 MalformedXML / InvalidRequest.
 std::vector<CorsRule> parse_rules(const std::string& body) {
-  if (body.find("<CORSConfiguration") == std::string::npos)
-    throw Error(400, "MalformedXML", "The body is not a CORSConfiguration document.");
-  const auto rules = x::elements(body, "CORSRule");
+  const auto doc = parse_xml_body(body, "CORSConfiguration");
+  const auto rules = doc.all("CORSRule");
   if (rules.empty() || rules.size() > 100)
     throw Error(400, "MalformedXML", "A CORSConfiguration holds 1 to 100 CORSRule elements.");
   std::vector<CorsRule> out;
-  for (const auto& r : rules) {
-    CorsRule rule{values(r, "AllowedOrigin"),
-                  values(r, "AllowedMethod"),
-                  values(r, "AllowedHeader"),
-                  values(r, "ExposeHeader"),
+  for (const auto* r : rules) {
+    CorsRule rule{values(*r, "AllowedOrigin"),
+                  values(*r, "AllowedMethod"),
+                  values(*r, "AllowedHeader"),
+                  values(*r, "ExposeHeader"),
                   {}};
     if (rule.origins.empty() || rule.methods.empty())
       throw Error(400, "MalformedXML",
@@ -60,9 +60,9 @@ std::vector<CorsRule> parse_rules(const std::string& body) {
                       "AllowedOrigin and AllowedHeader may contain at most one wildcard: " + p);
       }
     }
-    if (auto age = x::elements(r, "MaxAgeSeconds"); !age.empty()) {
+    if (const auto* age = r->one("MaxAgeSeconds")) {
       int v = 0;
-      const auto& s = age[0];
+      const auto& s = age->text;
       if (auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
           ec != std::errc() || end != s.data() + s.size() || v < 0)
         throw Error(400, "MalformedXML", "MaxAgeSeconds must be a non-negative integer.");

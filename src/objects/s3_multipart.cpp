@@ -8,6 +8,7 @@
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
+#include "objects/s3_xml_body.hpp"
 #include "s3/xml.hpp"
 
 #include <charconv>
@@ -59,27 +60,28 @@ std::unique_ptr<BodySink> S3Api::complete_multipart(const S3Request& r, const st
   const auto cond = write_condition(r);
   // A checksum of the whole object the client computed, to check against ours.
   std::string whole_name, whole_value;
+  const auto whole_type = header(r, "x-amz-checksum-type").value_or("");
   for (const auto& alg : kAlgorithms) {
     const auto name = "x-amz-checksum-" + lower(alg);
     if (auto v = header(r, name)) whole_name = name, whole_value = *v;
   }
-  return xml_sink(options_.max_xml_bytes, [this, bucket, key, id, cond, whole_name,
-                                           whole_value](const std::string& body) {
+  return xml_sink(options_.max_xml_bytes, [this, bucket, key, id, cond, whole_name, whole_value,
+                                           whole_type](const std::string& body) {
     std::vector<CompletedPart> parts;
-    for (const auto& p : x::elements(body, "Part")) {
-      auto n = x::elements(p, "PartNumber");
-      auto e = x::elements(p, "ETag");
-      if (n.size() != 1 || e.size() != 1)
+    const auto doc = parse_xml_body(body, "CompleteMultipartUpload");
+    for (const auto* p : doc.all("Part")) {
+      const auto* n = p->one("PartNumber");
+      const auto* e = p->one("ETag");
+      if (n == nullptr || e == nullptr)
         throw Error(400, "MalformedXML", "Each Part needs PartNumber and ETag.");
       int number = 0;
-      const auto& digits = n[0];
+      const auto& digits = n->text;
       if (auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), number);
           ec != std::errc() || end != digits.data() + digits.size())
         throw Error(400, "MalformedXML", "PartNumber must be an integer.");
-      CompletedPart part{number, x::unescape(e[0]), {}};
+      CompletedPart part{number, e->text, {}};
       for (const auto& alg : kAlgorithms) {
-        if (auto c = x::elements(p, "Checksum" + std::string(alg)); !c.empty())
-          part.checksum = x::unescape(c[0]);
+        if (const auto* c = p->one("Checksum" + std::string(alg))) part.checksum = c->text;
       }
       parts.push_back(std::move(part));
     }
@@ -95,6 +97,10 @@ std::unique_ptr<BodySink> S3Api::complete_multipart(const S3Request& r, const st
       }
       name = "x-amz-checksum-" + lower(alg->second);
       type = meta[":x-amz-checksum-type"];
+      if (!whole_type.empty() && whole_type != type)
+        throw Error(400, "InvalidRequest",
+                    "This upload's checksum type is " + type + "; the completion named " +
+                        whole_type + ".");
       std::vector<std::pair<std::string, std::uint64_t>> sums;
       for (const auto& p : used) {
         if (p.checksum.empty())

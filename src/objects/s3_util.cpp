@@ -116,7 +116,8 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
         std::string kept;
         for (std::size_t pos = 0; pos <= value.size();) {
           auto comma = value.find(',', pos);
-          auto coding = value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+          auto coding =
+              value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
           coding.erase(0, coding.find_first_not_of(" \t"));
           coding.erase(coding.find_last_not_of(" \t") + 1);
           if (!coding.empty() && lower(coding) != "aws-chunked")

@@ -137,7 +137,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     if (!r.file.empty()) {
       res.content_length(r.length);
       if (from_file) {
-        fd = ::open(r.file.c_str(), O_RDONLY | O_CLOEXEC);
+        // The descriptor the lookup opened (the object it named, whatever happened since).
+        fd = r.data ? ::dup(r.data->fd()) : ::open(r.file.c_str(), O_RDONLY | O_CLOEXEC);
         if (fd < 0) {
           // Deleted between the lookup and now.
           auto e = api.error(404, "NoSuchKey", "The specified key does not exist.", "");

@@ -2,6 +2,7 @@
 
 #include "db/sql.hpp"
 #include "platform/ids.hpp"
+#include "platform/utf8.hpp"
 #include "s3/sigv4.hpp"
 
 #include <fcntl.h>
@@ -78,19 +79,17 @@ void fsync_dir(const fs::path& dir) {
 }
 
 // Appends the file at `from` to the open descriptor `out` (kernel copy, flat memory).
-void append_file(int out, const fs::path& from) {
-  int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) io_failure("open part");
+// Appends everything readable from `in` (from its start) to `out`.
+void append_fd(int out, int in) {
+  loff_t at = 0;
   for (;;) {
-    const ssize_t n = ::copy_file_range(in, nullptr, out, nullptr, 1 << 30, 0);
+    const ssize_t n = ::copy_file_range(in, &at, out, nullptr, 1 << 30, 0);
     if (n == 0) break;
     if (n < 0) {
       if (errno == EINTR) continue;
-      ::close(in);
       io_failure("copy part");
     }
   }
-  ::close(in);
 }
 
 }  // namespace
@@ -243,6 +242,9 @@ void Store::check_key(const std::string& key) const {
     throw Error(400, "KeyTooLongError", "Your key is too long (at most 1024 bytes).");
   if (key.find('\0') != std::string::npos)
     throw Error(400, "InvalidArgument", "Object keys cannot contain NUL.");
+  // S3 keys are Unicode in UTF-8: other bytes could not be listed as XML.
+  if (!utf8::valid(key))
+    throw Error(400, "InvalidArgument", "Object keys are UTF-8; this one is not.");
 }
 
 // --- writer ------------------------------------------------------------------------------
@@ -414,9 +416,9 @@ std::unique_ptr<Writer> Store::put(const std::string& bucket, const std::string&
       metadata[":" + writer->checksum_name_] = writer->checksum_;
       metadata[":x-amz-checksum-type"] = "FULL_OBJECT";
     }
-    return publish(tmp,
-                   ObjectInfo{bucket, key, size, "\"" + md5 + "\"", content_type, 0, metadata, {}},
-                   check);
+    return publish(
+        tmp, ObjectInfo{bucket, key, size, "\"" + md5 + "\"", content_type, 0, metadata, {}, {}},
+        check);
   };
   return w;
 }
@@ -428,15 +430,26 @@ std::optional<ObjectInfo> Store::head(const std::string& bucket, const std::stri
       std::string("SELECT ") + kObjectColumns + " FROM objects WHERE bucket = $1 AND key = $2",
       {bucket, key});
   if (res.rows.empty()) return std::nullopt;
-  return row_info(bucket, res.rows[0]);
+  auto info = row_info(bucket, res.rows[0]);
+  // Opened under the lock every writer takes to replace or delete the row, before which
+  // the blob is never removed: this is the data the row names.
+  const int fd = ::open(info.blob.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) io_failure("open " + info.blob);
+  info.data = std::make_shared<const BlobHandle>(fd);
+  return info;
 }
 
-bool Store::remove(const std::string& bucket, const std::string& key) {
+bool Store::remove(const std::string& bucket, const std::string& key, const std::string& if_match) {
   check_bucket(bucket);
   std::string blob;
   {
     std::lock_guard lock(db_->mu);
     auto& c = *db_->conn;
+    if (!if_match.empty()) {  // checked and deleted under the one lock every writer takes
+      auto cur = c.exec("SELECT etag FROM objects WHERE bucket = $1 AND key = $2", {bucket, key});
+      check_condition(WriteCondition{false, if_match},
+                      cur.rows.empty() ? std::nullopt : std::optional(cur.rows[0].str(0)));
+    }
     auto res =
         c.exec("DELETE FROM objects WHERE bucket = $1 AND key = $2 RETURNING blob", {bucket, key});
     if (res.rows.empty()) return false;
@@ -497,9 +510,13 @@ ListResult Store::list(const std::string& bucket, const std::string& prefix,
   }
 }
 
-void Store::read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t length,
-                      Writer& w) {
-  int in = ::open(src.blob.c_str(), O_RDONLY | O_CLOEXEC);
+BlobHandle::~BlobHandle() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Store::read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t length, Writer& w,
+                      const std::function<void(std::string_view)>& observe) {
+  int in = src.data ? ::dup(src.data->fd()) : ::open(src.blob.c_str(), O_RDONLY | O_CLOEXEC);
   if (in < 0) throw Error(404, "NoSuchKey", "The specified key does not exist.");
   std::string buf(1 << 20, '\0');
   while (length > 0) {
@@ -510,7 +527,9 @@ void Store::read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t
       ::close(in);
       io_failure("read");
     }
-    w.write(std::string_view(buf.data(), static_cast<std::size_t>(n)));
+    const std::string_view chunk(buf.data(), static_cast<std::size_t>(n));
+    w.write(chunk);
+    if (observe) observe(chunk);
     offset += static_cast<std::uint64_t>(n);
     length -= static_cast<std::uint64_t>(n);
   }
@@ -572,7 +591,7 @@ std::unique_ptr<Writer> Store::put_part(const std::string& bucket, const std::st
         "excluded.etag, last_modified = excluded.last_modified, checksum = excluded.checksum",
         {upload_id, std::int64_t{part_number}, static_cast<std::int64_t>(size), "\"" + md5 + "\"",
          now_ms(), writer->checksum_});
-    return ObjectInfo{bucket, key, size, "\"" + md5 + "\"", {}, now_ms(), {}, dest.string()};
+    return ObjectInfo{bucket, key, size, "\"" + md5 + "\"", {}, now_ms(), {}, dest.string(), {}};
   };
   return w;
 }
@@ -618,6 +637,9 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   const auto upload = find_upload(bucket, key, upload_id);
   if (parts.empty()) throw Error(400, "MalformedXML", "You must specify at least one part.");
   std::map<int, PartInfo> have;
+  // Each part's file, opened under the lock its upload's publish takes to replace it: the
+  // bytes assembled are the ones whose ETag was checked, however a part is re-sent meanwhile.
+  std::map<int, std::shared_ptr<BlobHandle>> files;
   std::string content_type;
   {
     std::lock_guard lock(db_->mu);
@@ -625,8 +647,12 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
          db_->conn
              ->exec("SELECT number, size, etag, checksum FROM parts WHERE upload = $1", {upload_id})
              .rows) {
-      have[static_cast<int>(r.i64(0))] = PartInfo{
-          static_cast<int>(r.i64(0)), static_cast<std::uint64_t>(r.i64(1)), r.str(2), 0, r.str(3)};
+      const auto number = static_cast<int>(r.i64(0));
+      have[number] = PartInfo{number, static_cast<std::uint64_t>(r.i64(1)), r.str(2), 0, r.str(3)};
+      const auto path = root_ / "parts" / upload_id / std::to_string(number);
+      const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) io_failure("open part " + path.string());
+      files[number] = std::make_shared<BlobHandle>(fd);
     }
     auto u = db_->conn->exec("SELECT content_type FROM uploads WHERE id = $1", {upload_id});
     content_type = u.rows.at(0).str(0);
@@ -674,7 +700,7 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   std::uint64_t total = 0;
   try {
     for (const auto& part : parts) {
-      append_file(out, root_ / "parts" / upload_id / std::to_string(part.number));
+      append_fd(out, files.at(part.number)->fd());
       total += have[part.number].size;
     }
     if (::fsync(out) != 0) io_failure("fsync");
@@ -685,7 +711,8 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   }
   ::close(out);
   auto info = publish(
-      tmp, ObjectInfo{bucket, key, total, etag, content_type, 0, std::move(object_metadata), {}},
+      tmp,
+      ObjectInfo{bucket, key, total, etag, content_type, 0, std::move(object_metadata), {}, {}},
       [&, check = condition_check(bucket, key, condition)](db::Connection& c) {
         // Completed or aborted meanwhile: nothing is published.
         if (c.exec("SELECT 1 FROM uploads WHERE id = $1", {upload_id}).rows.empty())
@@ -717,15 +744,16 @@ void Store::abort(const std::string& bucket, const std::string& key, const std::
   fs::remove_all(root_ / "parts" / upload_id, ec);
 }
 
-std::vector<UploadInfo> Store::list_uploads(const std::string& bucket, const std::string& prefix) {
+std::vector<UploadInfo> Store::list_uploads(const std::string& bucket, const std::string& prefix,
+                                            const UploadCursor& after, int limit) {
   check_bucket(bucket);
   std::lock_guard lock(db_->mu);
   std::vector<UploadInfo> out;
   for (const auto& r :
        db_->conn
-           ->exec("SELECT id, key, initiated FROM uploads WHERE bucket = $1 AND key >= $2 "
-                  "ORDER BY key, initiated LIMIT 1000",
-                  {bucket, prefix})
+           ->exec("SELECT id, key, initiated FROM uploads WHERE bucket = $1 AND key >= $2 AND "
+                  "(key, initiated, id) > ($3, $4, $5) ORDER BY key, initiated, id LIMIT $6",
+                  {bucket, prefix, after.key, after.initiated, after.id, std::int64_t{limit}})
            .rows) {
     if (r.str(1).compare(0, prefix.size(), prefix) != 0) break;
     out.push_back(UploadInfo{r.str(0), bucket, r.str(1), r.i64(2), {}});

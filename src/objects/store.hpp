@@ -44,6 +44,22 @@ class Error : public std::runtime_error {
   std::string code_;
 };
 
+// An open descriptor of an object's data, taken under the same lock as the index read that
+// named it: the bytes stay readable, and the same, however the key is overwritten or
+// deleted afterwards (S3's strong read-after-write: a reader gets the old or the new object,
+// never "no such key").
+class BlobHandle {
+ public:
+  explicit BlobHandle(int fd) : fd_(fd) {}
+  ~BlobHandle();
+  BlobHandle(const BlobHandle&) = delete;
+  BlobHandle& operator=(const BlobHandle&) = delete;
+  [[nodiscard]] int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
 struct ObjectInfo {
   std::string bucket;
   std::string key;
@@ -54,7 +70,8 @@ struct ObjectInfo {
   // x-amz-meta-* (names lowercase, no prefix), and the other headers S3 stores with an
   // object (Cache-Control, Expires...) under ':' + lowercase name.
   std::map<std::string, std::string> metadata;
-  std::string blob;  // path of the data on disk
+  std::string blob;                        // path of the data on disk
+  std::shared_ptr<const BlobHandle> data;  // set by head(): the data, held open
 };
 
 struct ListResult {
@@ -78,6 +95,13 @@ struct UploadInfo {
   std::string key;
   std::int64_t initiated_ms = 0;
   std::map<std::string, std::string> metadata;  // as given to create_upload
+};
+
+// A position in the listing of multipart uploads: after (key, initiated, id).
+struct UploadCursor {
+  std::string key;
+  std::int64_t initiated = -1;
+  std::string id;
 };
 
 // A part named in a CompleteMultipartUpload body.
@@ -173,13 +197,17 @@ class Store {
                               std::map<std::string, std::string> metadata,
                               WriteCondition condition = {});
   std::optional<ObjectInfo> head(const std::string& bucket, const std::string& key);
-  // False when there was nothing to delete (S3 answers 204 either way).
-  bool remove(const std::string& bucket, const std::string& key);
+  // False when there was nothing to delete (S3 answers 204 either way). `if_match` (an
+  // If-Match list, "" for none) is checked in the same transaction: 412 PreconditionFailed
+  // when it names another ETag, 404 NoSuchKey when there is no object, and nothing deleted.
+  bool remove(const std::string& bucket, const std::string& key, const std::string& if_match = {});
   ListResult list(const std::string& bucket, const std::string& prefix,
                   const std::string& delimiter, const std::string& start_after, int max_keys);
-  // Streams bytes [offset, offset + length) of `src` (from head()) into `w`; the caller
-  // commits. Throws Error 404 NoSuchKey when the object was replaced or deleted since.
-  void read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t length, Writer& w);
+  // Streams bytes [offset, offset + length) of `src` (from head(): the bytes it named, also
+  // when the key was overwritten or deleted since) into `w`; the caller commits.
+  // `observe` (may be empty) sees every chunk too (a checksum computed on the way).
+  void read_into(const ObjectInfo& src, std::uint64_t offset, std::uint64_t length, Writer& w,
+                 const std::function<void(std::string_view)>& observe = {});
 
   UploadInfo create_upload(const std::string& bucket, const std::string& key,
                            const std::string& content_type,
@@ -203,7 +231,11 @@ class Store {
   UploadInfo find_upload(const std::string& bucket, const std::string& key,
                          const std::string& upload_id);
   void abort(const std::string& bucket, const std::string& key, const std::string& upload_id);
-  std::vector<UploadInfo> list_uploads(const std::string& bucket, const std::string& prefix);
+  // Uploads whose key starts with `prefix`, in S3's order (key, then initiation, then id),
+  // after the cursor (key, initiated, id; an empty key and -1: from the start), at most
+  // `limit`.
+  std::vector<UploadInfo> list_uploads(const std::string& bucket, const std::string& prefix,
+                                       const UploadCursor& after = {}, int limit = 1000);
 
   // Removes blobs no object references and temporary files older than `age` (after a crash).
   std::size_t sweep(std::chrono::seconds age);

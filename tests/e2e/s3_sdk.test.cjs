@@ -16,12 +16,46 @@ const {
   HeadBucketCommand, ListBucketsCommand, PutBucketCorsCommand, GetBucketCorsCommand, DeleteBucketCorsCommand, ListObjectVersionsCommand, GetBucketLocationCommand, UploadPartCopyCommand,
 } = require('@aws-sdk/client-s3');
 const { getSignedUrl } = require('@aws-sdk/s3-request-presigner');
+const { SignatureV4 } = require('@smithy/signature-v4');  // the SDK's own signer
+
 
 const endpoint = process.env.KILN_S3_ENDPOINT;
 const credentials = { accessKeyId: process.env.KILN_S3_KEY, secretAccessKey: process.env.KILN_S3_SECRET };
 const Bucket = 'kiln';
 const s3 = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials });
 const md5 = (b) => crypto.createHash('md5').update(b).digest('hex');
+// For presigned PUTs: without it the SDK hoists the checksum of an empty body into the URL
+// (x-amz-checksum-crc32=AAAAAA==), which the store checks, as S3 does (AWS's advice for
+// presigning: WHEN_REQUIRED).
+const presigner = new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials,
+  requestChecksumCalculation: 'WHEN_REQUIRED' });
+
+// SHA-256 for the signer, from node's crypto.
+class Sha256 {
+  constructor(secret) { this.h = secret ? crypto.createHmac('sha256', secret) : crypto.createHash('sha256'); }
+  update(d) { this.h.update(d); }
+  async digest() { return new Uint8Array(this.h.digest()); }
+}
+const signer = new SignatureV4({ credentials, region: 'us-east-1', service: 's3', sha256: Sha256,
+  uriEscapePath: false });  // S3 signs the path as sent (paths given here are encoded)
+
+// A request exactly as given (method, path, query, headers, body), signed with SigV4 and
+// its payload hash: for inputs a well-behaved SDK would not send.
+async function signedFetch(method, path, { query = {}, headers = {}, body = '' } = {}) {
+  const url = new URL(endpoint);
+  const payload = Buffer.from(body);
+  const req = await signer.sign({
+    method, protocol: url.protocol, hostname: url.hostname, port: Number(url.port), path, query,
+    headers: { host: url.host, 'x-amz-content-sha256': crypto.createHash('sha256').update(payload).digest('hex'), ...headers },
+    body: payload,
+  });
+  const qs = Object.entries(query).map(([k, v]) => (v === '' ? encodeURIComponent(k)
+    : `${encodeURIComponent(k)}=${encodeURIComponent(v)}`)).join('&');
+  const res = await fetch(`${endpoint}${path}${qs ? `?${qs}` : ''}`, {
+    method, headers: req.headers, body: method === 'GET' || method === 'HEAD' ? undefined : payload });
+  return { status: res.status, text: await res.text(), headers: res.headers };
+}
+const md5b64 = (b) => crypto.createHash('md5').update(b).digest('base64');
 
 test('put, head, get, delete', async () => {
   const body = Buffer.from('hello from the sdk');
@@ -179,7 +213,12 @@ test('wrong credentials and missing buckets are refused', async () => {
 });
 
 test('presigned PUT and GET, expired and replayed URLs', async () => {
-  const putUrl = await getSignedUrl(s3, new PutObjectCommand({ Bucket, Key: 'pre/file.bin' }), { expiresIn: 300 });
+  const putUrl = await getSignedUrl(presigner, new PutObjectCommand({ Bucket, Key: 'pre/file.bin' }), { expiresIn: 300 });
+  // With the SDK's default, the URL names the empty body's CRC32: other bytes are refused.
+  const hoisted = await getSignedUrl(s3, new PutObjectCommand({ Bucket, Key: 'pre/hoisted.bin' }), { expiresIn: 300 });
+  assert.match(hoisted, /x-amz-checksum-crc32=/);
+  const refused = await fetch(hoisted, { method: 'PUT', body: 'not empty' });
+  assert.strictEqual(refused.status, 400, 'a hoisted checksum is checked like the header');
   const body = crypto.randomBytes(300000);
   const put = await fetch(putUrl, { method: 'PUT', body });
   assert.strictEqual(put.status, 200, await put.text());
@@ -211,7 +250,7 @@ test('CORS preflight and exposed ETag for the browser', async () => {
   assert.strictEqual(pre.status, 200);
   assert.strictEqual(pre.headers.get('access-control-allow-origin'), 'http://editor.example');
   assert.match(pre.headers.get('access-control-allow-methods'), /PUT/);
-  const url = await getSignedUrl(s3, new PutObjectCommand({ Bucket, Key: 'cors.txt' }), { expiresIn: 60 });
+  const url = await getSignedUrl(presigner, new PutObjectCommand({ Bucket, Key: 'cors.txt' }), { expiresIn: 60 });
   const put = await fetch(url, { method: 'PUT', body: 'x', headers: { Origin: 'http://editor.example' } });
   assert.strictEqual(put.status, 200);
   assert.match(put.headers.get('access-control-expose-headers'), /ETag/);
@@ -599,4 +638,142 @@ test('bucket CORS configuration: rules decide preflights and responses; without 
   r = await preflight('http://editor.example', 'PUT');
   assert.strictEqual(r.status, 200);
   await s3.send(new DeleteBucketCommand({ Bucket: b }));
+});
+
+test('conditional deletes: If-Match on DeleteObject, ETag in DeleteObjects; by date or size refused', async () => {
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'cd/a', Body: 'a' }));
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'cd/b', Body: 'b' }));
+  await assert.rejects(s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd/a', IfMatch: '"00000000000000000000000000000000"' })),
+    (e) => e.$metadata.httpStatusCode === 412);
+  assert.strictEqual((await s3.send(new HeadObjectCommand({ Bucket, Key: 'cd/a' }))).ContentLength, 1, 'kept');
+  await s3.send(new DeleteObjectCommand({ Bucket, Key: 'cd/a', IfMatch: `"${md5('a')}"` }));
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'cd/a' })), (e) => e.$metadata.httpStatusCode === 404);
+  const out = await s3.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: [
+    { Key: 'cd/b', ETag: '"00000000000000000000000000000000"' }] } }));
+  assert.deepStrictEqual(out.Errors.map((e) => [e.Key, e.Code]), [['cd/b', 'PreconditionFailed']]);
+  assert.strictEqual((await s3.send(new HeadObjectCommand({ Bucket, Key: 'cd/b' }))).ContentLength, 1, 'kept');
+  const bySize = await signedFetch('DELETE', `/${Bucket}/cd/b`, { headers: { 'x-amz-if-match-size': '1' } });
+  assert.strictEqual(bySize.status, 501);
+  assert.strictEqual((await s3.send(new HeadObjectCommand({ Bucket, Key: 'cd/b' }))).ContentLength, 1, 'kept');
+});
+
+test('an unknown query parameter is refused and changes nothing (a new S3 subresource is not the plain operation)', async () => {
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'unk/a', Body: 'keep me' }));
+  await s3.send(new CreateBucketCommand({ Bucket: 'unk-bucket' }));
+  for (const [method, path, query] of [['PUT', `/${Bucket}/unk/a`, { abac: '' }], ['DELETE', `/${Bucket}/unk/a`, { abac: '' }],
+    ['DELETE', '/unk-bucket', { metadataTable: '' }], ['PUT', '/unk-bucket', { abac: '' }], ['GET', `/${Bucket}/unk/a`, { whatever: '1' }]]) {
+    const r = await signedFetch(method, path, { query, body: method === 'PUT' ? '<x/>' : '' });
+    assert.strictEqual(r.status, 501, `${method} ${path} ${JSON.stringify(query)}: ${r.text}`);
+    assert.match(r.text, /NotImplemented/);
+  }
+  const got = await s3.send(new GetObjectCommand({ Bucket, Key: 'unk/a' }));
+  assert.strictEqual(await got.Body.transformToString(), 'keep me');
+  await s3.send(new HeadBucketCommand({ Bucket: 'unk-bucket' }));
+  await s3.send(new DeleteBucketCommand({ Bucket: 'unk-bucket' }));
+  // A presigned URL's hoisted x-amz-* parameters count as the headers they are.
+  const url = await getSignedUrl(presigner, new PutObjectCommand({ Bucket, Key: 'unk/acl', ACL: 'public-read' }), { expiresIn: 60 });
+  assert.match(url, /x-amz-acl=public-read/);
+  const put = await fetch(url, { method: 'PUT', body: 'x' });
+  assert.strictEqual(put.status, 501, 'a public-read ACL in the query is refused like the header');
+});
+
+test('XML bodies are parsed as XML: character references decoded, malformed documents refused with nothing changed', async () => {
+  const keys = ['xr/nl\nkey', 'xr/cr\rkey', 'xr/ls\u2028key', 'xr/amp&key'];
+  for (const Key of keys) await s3.send(new PutObjectCommand({ Bucket, Key, Body: 'x' }));
+  const out = await s3.send(new DeleteObjectsCommand({ Bucket, Delete: { Objects: keys.map((Key) => ({ Key })) } }));
+  assert.strictEqual(out.Deleted.length, keys.length);
+  for (const Key of keys) {
+    await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key })), (e) => e.$metadata.httpStatusCode === 404, JSON.stringify(Key));
+  }
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'xr/keep', Body: 'x' }));
+  for (const body of ['<Delete><Object><Key>xr/keep</Key></Object>', '<Other><Object><Key>xr/keep</Key></Object></Other>',
+    'not xml at all', '<Delete><Object><Key>xr/keep</Key></Object></Delete><Delete/>']) {
+    const r = await signedFetch('POST', `/${Bucket}`, { query: { delete: '' }, headers: { 'content-md5': md5b64(body) }, body });
+    assert.strictEqual(r.status, 400, body);
+    assert.match(r.text, /MalformedXML/, body);
+  }
+  assert.strictEqual((await s3.send(new HeadObjectCommand({ Bucket, Key: 'xr/keep' }))).ContentLength, 1, 'nothing deleted');
+  const bad = await signedFetch('PUT', '/xr-not-made', { body: 'this is not xml' });
+  assert.strictEqual(bad.status, 400);
+  await assert.rejects(s3.send(new HeadBucketCommand({ Bucket: 'xr-not-made' })), (e) => e.$metadata.httpStatusCode === 404);
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'xr/mpu' }));
+  const p = await s3.send(new UploadPartCommand({ Bucket, Key: 'xr/mpu', UploadId, PartNumber: 1, Body: 'x' }));
+  const body = `<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>${p.ETag}</ETag></Part>`;
+  const r = await signedFetch('POST', `/${Bucket}/xr/mpu`, { query: { uploadId: UploadId }, body });
+  assert.strictEqual(r.status, 400);
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'xr/mpu' })), (e) => e.$metadata.httpStatusCode === 404);
+});
+
+test('strict numbers, one checksum per request, If-Range, case-insensitive range units, early EntityTooLarge', async () => {
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'sn/mpu' }));
+  for (const partNumber of ['1.5', '1abc', ' 2', '0', '10001', '']) {
+    const r = await signedFetch('PUT', `/${Bucket}/sn/mpu`, { query: { partNumber, uploadId: UploadId }, body: 'x' });
+    assert.strictEqual(r.status, 400, JSON.stringify(partNumber));
+  }
+  const listed = await signedFetch('GET', `/${Bucket}/sn/mpu`, { query: { uploadId: UploadId, 'max-parts': '1abc' } });
+  assert.strictEqual(listed.status, 400);
+  const crc = await signedFetch('PUT', `/${Bucket}/sn/two`, { body: 'hello', headers: {
+    'x-amz-checksum-crc32': 'AAAAAA==', 'x-amz-checksum-sha1': crypto.createHash('sha1').update('hello').digest('base64') } });
+  assert.strictEqual(crc.status, 400);
+  assert.match(crc.text, /single x-amz-checksum/);
+  await assert.rejects(s3.send(new HeadObjectCommand({ Bucket, Key: 'sn/two' })), (e) => e.$metadata.httpStatusCode === 404);
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'sn/r', Body: '0123456789' }));
+  const etag = `"${md5('0123456789')}"`;
+  // If-Range (RFC 9110 section 13.1.5; the SDK has no field for it).
+  const stale = await signedFetch('GET', `/${Bucket}/sn/r`, { headers: { range: 'bytes=0-1', 'if-range': '"0000"' } });
+  assert.strictEqual(stale.status, 200, 'a stale If-Range gets the whole object');
+  assert.strictEqual(stale.text, '0123456789');
+  const fresh = await signedFetch('GET', `/${Bucket}/sn/r`, { headers: { range: 'bytes=0-1', 'if-range': etag } });
+  assert.strictEqual(fresh.status, 206);
+  assert.strictEqual(fresh.text, '01');
+  const upper = await s3.send(new GetObjectCommand({ Bucket, Key: 'sn/r', Range: 'Bytes=2-3' }));
+  assert.strictEqual(await upper.Body.transformToString(), '23');
+  const big = await signedFetch('PUT', `/${Bucket}/sn/huge`, { headers: { 'x-amz-decoded-content-length': String(6e12) }, body: 'x' });
+  assert.strictEqual(big.status, 400);
+  assert.match(big.text, /EntityTooLarge/);
+  const notText = await signedFetch('PUT', `/${Bucket}/sn/%FF`, { body: 'x' });
+  assert.strictEqual(notText.status, 400, 'a key that is not UTF-8');
+});
+
+test('ListMultipartUploads pages past 1,000 and past a group, and lists every upload once', async () => {
+  const ids = [];
+  for (let i = 0; i < 1005; i++) {
+    const Key = `lmu/k${String(i).padStart(5, '0')}`;
+    ids.push((await s3.send(new CreateMultipartUploadCommand({ Bucket, Key }))).UploadId);
+  }
+  for (const Key of ['lmu/z/1', 'lmu/z/2', 'lmu/zz']) ids.push((await s3.send(new CreateMultipartUploadCommand({ Bucket, Key }))).UploadId);
+  const seen = [];
+  let KeyMarker, UploadIdMarker;
+  for (let i = 0; i < 10; i++) {
+    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket, Prefix: 'lmu/', KeyMarker, UploadIdMarker }));
+    seen.push(...(page.Uploads || []).map((u) => u.UploadId));
+    if (!page.IsTruncated) break;
+    ({ NextKeyMarker: KeyMarker, NextUploadIdMarker: UploadIdMarker } = page);
+  }
+  assert.deepStrictEqual(seen.sort(), [...ids].sort(), 'every upload, once');
+  const groups = [];
+  KeyMarker = 'lmu/k01002';
+  UploadIdMarker = undefined;
+  for (let i = 0; i < 20; i++) {
+    const page = await s3.send(new ListMultipartUploadsCommand({ Bucket, Prefix: 'lmu/', Delimiter: '/', MaxUploads: 1, KeyMarker, UploadIdMarker }));
+    groups.push(...(page.CommonPrefixes || []).map((p) => p.Prefix), ...(page.Uploads || []).map((u) => u.Key));
+    if (!page.IsTruncated) break;
+    ({ NextKeyMarker: KeyMarker, NextUploadIdMarker: UploadIdMarker } = page);
+  }
+  assert.deepStrictEqual(groups, ['lmu/k01003', 'lmu/k01004', 'lmu/z/', 'lmu/zz'], 'a group once, then on');
+  for (const u of (await s3.send(new ListMultipartUploadsCommand({ Bucket, Prefix: 'lmu/' }))).Uploads || []) {
+    await s3.send(new AbortMultipartUploadCommand({ Bucket, Key: u.Key, UploadId: u.UploadId }));
+  }
+});
+
+test('UploadPartCopy into an upload that declared a checksum algorithm records the part\'s checksum', async () => {
+  const src = crypto.randomBytes(1000);
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'pcc/src', Body: src }));
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'pcc/dst', ChecksumAlgorithm: 'SHA256' }));
+  const p = await s3.send(new UploadPartCopyCommand({ Bucket, Key: 'pcc/dst', UploadId, PartNumber: 1, CopySource: `${Bucket}/pcc/src` }));
+  const sha = crypto.createHash('sha256').update(src).digest('base64');
+  assert.strictEqual(p.CopyPartResult.ChecksumSHA256, sha);
+  const done = await s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'pcc/dst', UploadId,
+    MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.CopyPartResult.ETag, ChecksumSHA256: sha }] } }));
+  assert.strictEqual(done.ChecksumSHA256, `${crypto.createHash('sha256').update(Buffer.from(sha, 'base64')).digest('base64')}-1`);
 });

@@ -9,7 +9,7 @@ import unittest
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import WAIT, Kiln, closed_by_peer, raw_exchange, read_response
+from harness import WAIT, Kiln, closed_by_peer, raw_exchange, read_response, send_request
 
 
 def metrics_of(kiln):
@@ -156,6 +156,16 @@ class Endpoints(unittest.TestCase):
                         b"Content-Length: %d\r\n\r\n" % len(body) + body + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(resp.startswith(b"HTTP/1.1 401"), resp[:200])
         self.assertEqual(resp.count(b"HTTP/1.1 "), 1, resp[:400])
+
+    def test_media_types_and_auth_schemes_are_case_insensitive(self):
+        # RFC 9110 sections 8.3.1 and 11.1: "APPLICATION/JSON" is JSON, "bearer" is Bearer.
+        body = b'{"name":"cases","owner":"u-cases"}'
+        with socket.create_connection((self.kiln.host, self.kiln.port), timeout=WAIT) as s:
+            send_request(s, "POST", "/v1/projects", {
+                "authorization": f"bearer {self.kiln.service_key()}",
+                "Content-Type": "APPLICATION/JSON ; charset=utf-8"}, body)
+            status, _, resp = read_response(s)
+        self.assertEqual(status, 201, resp)
 
     def test_index_lists_endpoints(self):
         status, _, body = self.kiln.request("GET", "/")
