@@ -777,3 +777,28 @@ test('UploadPartCopy into an upload that declared a checksum algorithm records t
     MultipartUpload: { Parts: [{ PartNumber: 1, ETag: p.CopyPartResult.ETag, ChecksumSHA256: sha }] } }));
   assert.strictEqual(done.ChecksumSHA256, `${crypto.createHash('sha256').update(Buffer.from(sha, 'base64')).digest('base64')}-1`);
 });
+
+test('a key being overwritten is always readable: GET and CopyObject see the old or the new object, never NoSuchKey', async () => {
+  const a = crypto.randomBytes(200000), b = crypto.randomBytes(200000);
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'ow/k', Body: a }));
+  let stop = false;
+  const writer = (async () => {
+    for (let i = 0; !stop && i < 400; i++) await s3.send(new PutObjectCommand({ Bucket, Key: 'ow/k', Body: i % 2 ? a : b }));
+  })();
+  const failures = [];
+  const reader = async (n) => {
+    for (let i = 0; i < 60; i++) {
+      try {
+        const got = Buffer.from(await (await s3.send(new GetObjectCommand({ Bucket, Key: 'ow/k' }))).Body.transformToByteArray());
+        if (!got.equals(a) && !got.equals(b)) failures.push(`reader ${n}: a mixed body`);
+        await s3.send(new CopyObjectCommand({ Bucket, Key: `ow/copy${n}`, CopySource: `${Bucket}/ow/k` }));
+      } catch (e) {
+        failures.push(`reader ${n}: ${e.name}`);
+      }
+    }
+  };
+  await Promise.all([reader(1), reader(2), reader(3)]);
+  stop = true;
+  await writer;
+  assert.deepStrictEqual(failures, []);
+});
