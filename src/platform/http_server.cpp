@@ -89,6 +89,12 @@ struct GaugeHold {
   metrics::Gauge& gauge;
 };
 
+std::string hyphenated(std::string_view reason) {
+  std::string out(reason);
+  std::replace(out.begin(), out.end(), '_', '-');
+  return out;
+}
+
 // A Request from Beast's header section (the body is left to the caller).
 Request request_of(const bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
   Request req;
@@ -398,7 +404,8 @@ asio::awaitable<void> Server::Impl::answer_and_linger(Connection& c, beast::flat
   rejected.with({std::string(reason)}).inc();
   co_await close_with(
       c, buffer,
-      Response::problem(status, std::string("https://kiln.dev/problems/") + std::string(reason),
+      // The problem type spells the metric's reason with hyphens, as every other type.
+      Response::problem(status, "https://kiln.dev/problems/" + hyphenated(reason),
                         std::string(http::reason(status)),
                         "The request was refused before routing: " + std::string(reason) + "."),
       "unmatched", "other");
