@@ -103,6 +103,9 @@ class ChecksumSink final : public BodySink {
   }
   S3Response finish() override {
     const auto value = sum_->base64();
+    // A value that cannot be this algorithm's (another length) is malformed, not a mismatch.
+    if (!expected_.empty() && expected_.size() != value.size())
+      throw Error(400, "InvalidRequest", "Value for " + sum_->name() + " header is invalid.");
     if (!expected_.empty() && value != expected_) checksum_mismatch(*sum_);
     inner_->note_checksum(sum_->name(), value);
     auto resp = inner_->finish();

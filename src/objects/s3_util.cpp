@@ -51,23 +51,26 @@ std::map<std::string, std::string> query_map(std::string_view q) {
   return out;
 }
 
-std::string iso8601(std::int64_t ms) {
-  const std::time_t t = ms / 1000;
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[40];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  return std::string(buf) + "." + std::to_string(1000 + ms % 1000).substr(1) + "Z";
-}
+namespace {
 
-std::string http_date(std::int64_t ms) {
+// Milliseconds since 1970 in UTC, formatted by strftime.
+std::string utc(std::int64_t ms, const char* format) {
   const std::time_t t = ms / 1000;
   std::tm tm{};
   gmtime_r(&t, &tm);
   char buf[40];
-  std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+  std::strftime(buf, sizeof buf, format, &tm);
   return buf;
 }
+
+}  // namespace
+
+std::string iso8601(std::int64_t ms) {
+  return utc(ms, "%Y-%m-%dT%H:%M:%S") + "." + std::to_string(1000 + ms % 1000).substr(1) + "Z";
+}
+
+std::string http_date(std::int64_t ms) { return utc(ms, "%a, %d %b %Y %H:%M:%S GMT"); }
+
 
 std::optional<std::int64_t> parse_http_date(const std::string& v) {
   std::tm tm{};
