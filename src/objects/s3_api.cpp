@@ -56,6 +56,16 @@ int integer_param(const Query& q, const char* name, int lo, int hi, int absent,
   return v;
 }
 
+// SigV4's query parameters (AWS SigV4, presigned URLs): the only x-amz-* names in a query
+// that are not hoisted headers.
+bool sigv4_parameter(std::string_view name) {
+  for (std::string_view p : {"x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires",
+                             "x-amz-signedheaders", "x-amz-signature", "x-amz-security-token"}) {
+    if (lower(name) == p) return true;
+  }
+  return false;
+}
+
 // The query parameters that are not subresources: they shape the operation the method and
 // subresources name (S3 API reference), or come from SDKs (x-id).
 constexpr std::string_view kParameters[] = {"list-type",
@@ -87,11 +97,25 @@ constexpr std::string_view kParameters[] = {"list-type",
 // lock, ACL grants, tags, redirects): refused, never ignored.
 bool protection_header(std::string_view lower_name, std::string_view value) {
   if (lower_name == "x-amz-acl") return value != "private" && value != "bucket-owner-full-control";
-  for (std::string_view p : {"x-amz-server-side-encryption", "x-amz-object-lock-", "x-amz-grant-",
-                             "x-amz-copy-source-server-side-encryption-", "x-amz-tagging",
-                             "x-amz-website-redirect-location", "x-amz-bucket-object-lock-",
-                             "x-amz-if-match-last-modified-time", "x-amz-if-match-size"}) {
+  if (lower_name == "x-amz-storage-class") return value != "STANDARD";  // one class here
+  for (std::string_view p :
+       {"x-amz-server-side-encryption", "x-amz-object-lock-", "x-amz-grant-",
+        "x-amz-copy-source-server-side-encryption-", "x-amz-tagging",
+        "x-amz-website-redirect-location", "x-amz-bucket-object-lock-",
+        "x-amz-if-match-last-modified-time", "x-amz-if-match-size", "x-amz-write-offset-bytes",
+        "x-amz-if-match-initiated-time", "x-amz-request-payer", "x-amz-bucket-namespace"}) {
     if (lower_name.starts_with(p)) return true;
+  }
+  return false;
+}
+
+// The x-amz-checksum-* headers S3 defines (the algorithms, and the headers that name one).
+bool known_checksum_header(std::string_view lower_name) {
+  for (std::string_view k :
+       {"x-amz-checksum-crc32", "x-amz-checksum-crc32c", "x-amz-checksum-crc64nvme",
+        "x-amz-checksum-sha1", "x-amz-checksum-sha256", "x-amz-checksum-algorithm",
+        "x-amz-checksum-type", "x-amz-checksum-mode"}) {
+    if (lower_name == k) return true;
   }
   return false;
 }
@@ -110,7 +134,7 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
       // plain operation).
       if (std::find(std::begin(kParameters), std::end(kParameters), name) !=
               std::end(kParameters) ||
-          name.starts_with("X-Amz-") || lower(name).starts_with("x-amz-"))
+          lower(name).starts_with("x-amz-"))  // SigV4's own, or a hoisted header (checked as one)
         continue;
       return "Kiln's object store does not know the query parameter '" + name + "' (for " + method +
              " on " + (bucket_level ? "a bucket" : "an object") + "); nothing was changed.";
@@ -136,9 +160,22 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
     for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
     if (protection_header(lower, value))
       return "A header you provided implies functionality that is not implemented (" + lower +
-             ": Kiln's object store does not encrypt, lock, tag, grant or delete by date or "
-             "size); nothing was "
-             "stored.";
+             ": Kiln's object store has one storage class and does not encrypt, lock, tag, "
+             "grant, append or delete by date or size); nothing was changed.";
+  }
+  // Preconditions S3 does not define on writes and deletes (RFC 9110 section 13 would
+  // evaluate them): refused rather than ignored.
+  const bool changes = method == "PUT" || method == "DELETE" || method == "POST";
+  if (changes && !bucket_level) {
+    for (const char* h : {"if-modified-since", "if-unmodified-since"}) {
+      if (header(r, h))
+        return std::string(
+                   "A header you provided implies functionality that is not implemented (") +
+               h + " on " + method + "; If-Match and If-None-Match: * are); nothing was changed.";
+    }
+    if (method == "DELETE" && header(r, "if-none-match"))
+      return "A header you provided implies functionality that is not implemented "
+             "(If-None-Match on DELETE; If-Match is); nothing was changed.";
   }
   return std::nullopt;
 }
@@ -251,8 +288,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   // ignored (an x-amz-acl=public-read in a URL is refused like the header).
   S3Request hoisted = r;
   for (const auto& [name, value] : query_map(r.query)) {
-    if (lower(name).starts_with("x-amz-") && !name.starts_with("X-Amz-"))
-      hoisted.headers.emplace_back(name, value);
+    if (lower(name).starts_with("x-amz-") && !sigv4_parameter(name))
+      hoisted.headers.emplace_back(lower(name), value);
   }
   return route_verified(hoisted, who, path);
 }
@@ -260,6 +297,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
 std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const S3Request& r,
                                                                           const s3::Verified& who,
                                                                           const std::string& path) {
+  // The one owner there is: the access key that signed (S3 answers 403 for another).
+  if (auto owner = header(r, "x-amz-expected-bucket-owner"); owner && *owner != who.access_key)
+    return error(403, "AccessDenied", "Access Denied (x-amz-expected-bucket-owner).", path);
   if (path.empty() || path.front() != '/')
     return error(400, "InvalidURI", "Couldn't parse the specified URI.", path);
   std::string bucket, key;
@@ -345,8 +385,18 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
     int declared = 0;
     for (const auto& [k, v] : r.headers) {
       const auto n = lower(k);
-      declared += n.starts_with("x-amz-checksum-") && n != "x-amz-checksum-algorithm" &&
-                  n != "x-amz-checksum-type" && n != "x-amz-checksum-mode";
+      if (!n.starts_with("x-amz-checksum-")) continue;
+      if (!known_checksum_header(n))  // sha512, md5, xxhash64...: not checked, so refused
+        return error(400, "InvalidRequest",
+                     "The checksum " + n +
+                         " is not one this store verifies (CRC32, CRC32C, "
+                         "CRC64NVME, SHA1, SHA256).",
+                     path);
+      const bool value_header = n != "x-amz-checksum-algorithm" && n != "x-amz-checksum-type" &&
+                                n != "x-amz-checksum-mode";
+      if (value_header && v.empty())
+        return error(400, "InvalidRequest", "Value for " + n + " header is invalid.", path);
+      declared += value_header;
     }
     if (declared > 1 || (declared == 1 && header(r, "x-amz-trailer")))
       return error(400, "InvalidRequest",
@@ -354,10 +404,21 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
                    "allowed.",
                    path);
   }
+  // aws-chunked: the decoded size is declared (S3 requires it) and then held to.
+  std::uint64_t decoded_length = 0;
+  if (chunked && r.method == "PUT") {
+    const auto v = header(r, "x-amz-decoded-content-length");
+    const auto [end, ec] = v ? std::from_chars(v->data(), v->data() + v->size(), decoded_length)
+                             : std::from_chars_result{nullptr, std::errc::invalid_argument};
+    if (!v || v->empty() || ec != std::errc() || end != v->data() + v->size())
+      return error(411, "MissingContentLength",
+                   "An aws-chunked body needs x-amz-decoded-content-length (its size in bytes).",
+                   path);
+  }
   auto wrap = [&](std::unique_ptr<BodySink> s) -> std::unique_ptr<BodySink> {
     if (sha256_header) s = echo_sink(std::move(s), "x-amz-checksum-sha256", *sha256_header);
     if (header_sum) s = checksum_sink(std::move(s), std::move(header_sum), header_value);
-    if (chunked) return chunked_sink(std::move(s), std::move(trailer_sum));
+    if (chunked) return chunked_sink(std::move(s), std::move(trailer_sum), decoded_length);
     return s;
   };
 
@@ -441,6 +502,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
                          ? upload.metadata.at(":x-amz-checksum-algorithm")
                          : std::string();
     auto parts = store_.list_parts(bucket, key, q.at("uploadId"), marker, max, truncated);
+    const auto type = upload.metadata.count(":x-amz-checksum-type")
+                          ? upload.metadata.at(":x-amz-checksum-type")
+                          : std::string();
     const auto part_checksum_xml = [&](const PartInfo& p) {
       if (alg.empty() || p.checksum.empty()) return std::string();
       return "<Checksum" + alg + ">" + x::escape(p.checksum) + "</Checksum" + alg + ">";
@@ -454,6 +518,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
     if (truncated && !parts.empty())
       body += "<NextPartNumberMarker>" + std::to_string(parts.back().number) +
               "</NextPartNumberMarker>";
+    if (!alg.empty())
+      body += "<ChecksumAlgorithm>" + alg + "</ChecksumAlgorithm><ChecksumType>" + type +
+              "</ChecksumType>";
     for (const auto& p : parts) {
       body += "<Part><PartNumber>" + std::to_string(p.number) + "</PartNumber><LastModified>" +
               iso8601(p.last_modified_ms) + "</LastModified><ETag>" + x::escape(p.etag) +
@@ -527,9 +594,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
     if (auto if_range = header(r, "if-range")) {
       if (if_range->starts_with("\"")) {
         range_valid = *if_range == o->etag;
-      } else {
+      } else {  // a date validates only as Last-Modified exactly, and only once it is strong
         const auto t = parse_http_date(*if_range);
-        range_valid = t && o->last_modified_ms / 1000 <= *t;
+        range_valid = t && o->last_modified_ms / 1000 == *t && *t < r.now_unix;
       }
     }
     if (auto range = range_valid ? header(r, "range") : std::nullopt) {

@@ -102,6 +102,8 @@ class S3Api {
                                                const std::string& bucket, const std::string& key);
   // The bucket a request names (path-style or virtual-hosted), "" for none.
   std::string bucket_of(const S3Request& r) const;
+  // CORS headers from objects.cors_origins for `origin`; false when it is not allowed.
+  bool global_cors(const std::string& origin, S3Response& resp) const;
   // A CORS preflight (OPTIONS), answered without authentication.
   S3Response preflight(const S3Request& r, const std::string& path);
   // PutBucketCors, GetBucketCors, DeleteBucketCors.

@@ -1,5 +1,7 @@
 #include "objects/s3_body.hpp"
 
+#include "objects/s3_util.hpp"
+
 #include <openssl/evp.h>
 #include <boost/crc.hpp>
 
@@ -124,12 +126,17 @@ class ChecksumSink final : public BodySink {
 class ChunkedSink final : public BodySink {
  public:
   // `sum`: the checksum the x-amz-trailer header announced (checked against the trailer).
-  ChunkedSink(std::unique_ptr<BodySink> inner, std::unique_ptr<Checksum> sum)
-      : inner_(std::move(inner)), sum_(std::move(sum)) {}
+  ChunkedSink(std::unique_ptr<BodySink> inner, std::unique_ptr<Checksum> sum,
+              std::uint64_t decoded_length)
+      : inner_(std::move(inner)), sum_(std::move(sum)), declared_(decoded_length) {}
   void write(std::string_view b) override {
     while (!b.empty()) {
       if (state_ == State::Data) {
         const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(left_, b.size()));
+        decoded_ += n;
+        if (decoded_ > declared_)
+          throw Error(400, "IncompleteBody",
+                      "The aws-chunked body holds more than x-amz-decoded-content-length.");
         if (sum_) sum_->update(b.substr(0, n));
         inner_->write(b.substr(0, n));
         left_ -= n;
@@ -178,6 +185,11 @@ class ChunkedSink final : public BodySink {
   S3Response finish() override {
     if (state_ != State::Done && !(state_ == State::Trailers && line_.empty()))
       throw Error(400, "IncompleteBody", "The aws-chunked body ended early.");
+    if (decoded_ != declared_)
+      throw Error(400, "IncompleteBody",
+                  "The aws-chunked body holds " + std::to_string(decoded_) +
+                      " bytes; x-amz-decoded-content-length says " + std::to_string(declared_) +
+                      ".");
     if (sum_) {
       if (!trailer_)
         throw Error(
@@ -198,6 +210,7 @@ class ChunkedSink final : public BodySink {
   std::optional<std::string> trailer_;
   State state_ = State::Size;
   std::uint64_t left_ = 0;
+  std::uint64_t declared_, decoded_ = 0;
   std::string line_;
 };
 
@@ -371,12 +384,51 @@ std::unique_ptr<BodySink> checksum_sink(std::unique_ptr<BodySink> inner,
   return std::make_unique<ChecksumSink>(std::move(inner), std::move(sum), std::move(expected));
 }
 std::unique_ptr<BodySink> chunked_sink(std::unique_ptr<BodySink> inner,
-                                       std::unique_ptr<Checksum> sum) {
-  return std::make_unique<ChunkedSink>(std::move(inner), std::move(sum));
+                                       std::unique_ptr<Checksum> sum,
+                                       std::uint64_t decoded_length) {
+  return std::make_unique<ChunkedSink>(std::move(inner), std::move(sum), decoded_length);
 }
 std::unique_ptr<BodySink> xml_sink(std::size_t limit,
                                    std::function<S3Response(const std::string&)> fn) {
   return std::make_unique<XmlSink>(limit, std::move(fn));
+}
+
+std::unique_ptr<BodySink> checked_xml_sink(const S3Request& r, std::size_t limit,
+                                           bool checksums_cover_body, bool required,
+                                           std::function<S3Response(const std::string&)> fn) {
+  const auto md5 = header(r, "content-md5").value_or("");
+  if (!md5.empty() && (md5.size() != 24 || md5.substr(22) != "==" ||
+                       md5.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                             "0123456789+/=") != std::string::npos))
+    throw Error(400, "InvalidDigest", "The Content-MD5 you specified is not valid.");
+  std::shared_ptr<Checksum> sum;
+  std::string sum_value;
+  if (checksums_cover_body) {
+    for (const auto& [k, v] : r.headers) {
+      if (auto made = Checksum::make(lower(k))) {
+        sum = std::move(made);
+        sum_value = v;
+      }
+    }
+  }
+  if (required && md5.empty() && !sum)
+    throw Error(400, "InvalidRequest",
+                "Missing required header for this request: Content-MD5 (or x-amz-checksum-*).");
+  return xml_sink(limit, [md5, sum, sum_value, fn = std::move(fn)](const std::string& body) {
+    if (!md5.empty()) {
+      unsigned char d[EVP_MAX_MD_SIZE];
+      unsigned int n = 0;
+      EVP_Digest(body.data(), body.size(), d, &n, EVP_md5(), nullptr);
+      if (md5 != to_base64(std::string_view(reinterpret_cast<char*>(d), n)))
+        throw Error(400, "BadDigest",
+                    "The Content-MD5 you specified did not match what we received.");
+    }
+    if (sum) {
+      sum->update(body);
+      if (sum->base64() != sum_value) checksum_mismatch(*sum);
+    }
+    return fn(body);
+  });
 }
 
 }  // namespace kiln::objects::detail

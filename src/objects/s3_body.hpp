@@ -8,6 +8,7 @@
 #include "objects/s3_api.hpp"
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -61,11 +62,21 @@ std::unique_ptr<BodySink> checksum_sink(std::unique_ptr<BodySink> inner,
                                         std::unique_ptr<Checksum> sum, std::string expected);
 // Decodes aws-chunked into the inner sink; `sum` (may be null): the checksum x-amz-trailer
 // announced, checked against the trailer. Malformed: 400 InvalidRequest / IncompleteBody.
+// `decoded_length`: x-amz-decoded-content-length, the bytes the chunks must add up to
+// (400 IncompleteBody otherwise).
 std::unique_ptr<BodySink> chunked_sink(std::unique_ptr<BodySink> inner,
-                                       std::unique_ptr<Checksum> sum);
+                                       std::unique_ptr<Checksum> sum, std::uint64_t decoded_length);
 // Collects a body of at most `limit` bytes (400 MaxMessageLengthExceeded past it), then
 // answers with fn(body).
 std::unique_ptr<BodySink> xml_sink(std::size_t limit,
                                    std::function<S3Response(const std::string&)> fn);
+
+// An XML request body checked against the request's integrity headers before `fn` sees it:
+// Content-MD5 (base64 of 16 bytes: InvalidDigest when it is not; BadDigest when it differs)
+// and, when `checksums_cover_body`, one x-amz-checksum-* header (BadDigest). `required`:
+// one of them must be there (S3 requires it for DeleteObjects and PutBucketCors).
+std::unique_ptr<BodySink> checked_xml_sink(const S3Request& r, std::size_t limit,
+                                           bool checksums_cover_body, bool required,
+                                           std::function<S3Response(const std::string&)> fn);
 
 }  // namespace kiln::objects::detail

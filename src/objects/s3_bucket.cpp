@@ -168,6 +168,12 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::create_bucket(
     // region (us-east-1 also as the empty constraint).
     if (!body.empty()) {
       const auto doc = parse_xml_body(body, "CreateBucketConfiguration");
+      for (const auto& c : doc.children) {  // directory buckets, tags...: not this store's
+        if (c.name != "LocationConstraint")
+          throw Error(
+              501, "NotImplemented",
+              "CreateBucketConfiguration " + c.name + " is not implemented; nothing was created.");
+      }
       const auto* where = doc.one("LocationConstraint");
       if (where != nullptr && where->text != options_.verify.region &&
           !(where->text.empty() && options_.verify.region == "us-east-1"))
@@ -181,7 +187,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::create_bucket(
     return resp;
   };
   if (!length || *length == "0") return create("");
-  return xml_sink(options_.max_xml_bytes, create);
+  return checked_xml_sink(r, options_.max_xml_bytes, true, false, create);
 }
 
 S3Response S3Api::list_objects(const Query& q, const std::string& owner,
@@ -367,37 +373,9 @@ S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
 std::unique_ptr<BodySink> S3Api::delete_objects(const S3Request& r, const std::string& bucket) {
   if (!store_.bucket_exists(bucket))
     throw Error(404, "NoSuchBucket", "The specified bucket does not exist.");
-  std::string md5 = header(r, "content-md5").value_or("");
-  std::unique_ptr<Checksum> sum;
-  std::string sum_value;
-  for (const auto& [k, v] : r.headers) {
-    std::string lower_k = lower(k);
-    if (lower_k.starts_with("x-amz-checksum-") && lower_k != "x-amz-checksum-algorithm" &&
-        lower_k != "x-amz-checksum-type") {
-      sum = Checksum::make(lower_k);
-      sum_value = v;
-    }
-  }
-  if (md5.empty() && !sum)
-    throw Error(400, "InvalidRequest",
-                "Missing required header for this request: Content-MD5 (or x-amz-checksum-*).");
-  auto shared_sum = std::shared_ptr<Checksum>(std::move(sum));
-  return xml_sink(
-      options_.max_xml_bytes, [this, bucket, md5, shared_sum, sum_value](const std::string& body) {
-        if (!md5.empty()) {
-          unsigned char d[EVP_MAX_MD_SIZE];
-          unsigned int n = 0;
-          EVP_Digest(body.data(), body.size(), d, &n, EVP_md5(), nullptr);
-          unsigned char b64[64];
-          const int len = EVP_EncodeBlock(b64, d, static_cast<int>(n));
-          if (md5 != std::string(reinterpret_cast<char*>(b64), static_cast<std::size_t>(len)))
-            throw Error(400, "BadDigest",
-                        "The Content-MD5 you specified did not match what we received.");
-        }
-        if (shared_sum) {
-          shared_sum->update(body);
-          if (shared_sum->base64() != sum_value) checksum_mismatch(*shared_sum);
-        }
+  return checked_xml_sink(
+      r, options_.max_xml_bytes, /*checksums_cover_body=*/true, /*required=*/true,
+      [this, bucket](const std::string& body) {
         const auto doc = parse_xml_body(body, "Delete");
         const auto objects = doc.all("Object");
         if (objects.empty() || objects.size() > 1000)

@@ -53,6 +53,16 @@ std::vector<CorsRule> parse_rules(const std::string& body) {
         throw Error(400, "InvalidRequest",
                     "Found unsupported HTTP method in CORS config. Unsupported method is " + m);
     }
+    for (const auto* list : {&rule.origins, &rule.headers, &rule.expose}) {
+      for (const auto& v : *list) {  // they become header values (RFC 9110 section 5.5)
+        if (v.empty() || std::any_of(v.begin(), v.end(), [](char c) {
+              const auto u = static_cast<unsigned char>(c);
+              return u < 0x20 || u == 0x7f;
+            }))
+          throw Error(400, "InvalidRequest",
+                      "CORS origins and headers are non-empty and hold no control characters.");
+      }
+    }
     for (const auto* list : {&rule.origins, &rule.headers}) {
       for (const auto& p : *list) {
         if (std::count(p.begin(), p.end(), '*') > 1)
@@ -160,8 +170,7 @@ S3Response S3Api::preflight(const S3Request& r, const std::string& path) {
         "Vary", "Origin, Access-Control-Request-Headers, Access-Control-Request-Method");
     return resp;
   }
-  add_cors(r, resp);  // objects.cors_origins
-  if (resp.headers.empty())
+  if (!global_cors(*origin, resp))  // objects.cors_origins
     return error(403, "AccessForbidden", "CORSResponse: this origin is not allowed.", path);
   resp.headers.emplace_back("Access-Control-Allow-Methods", "GET, PUT, POST, DELETE, HEAD");
   resp.headers.emplace_back("Access-Control-Allow-Headers",
@@ -173,7 +182,8 @@ S3Response S3Api::preflight(const S3Request& r, const std::string& path) {
 void S3Api::add_cors(const S3Request& r, S3Response& resp) const {
   auto origin = header(r, "origin");
   if (!origin) return;
-  if (r.method != "OPTIONS") {
+  if (r.method == "OPTIONS") return;  // a preflight's answer is made whole by preflight()
+  {
     const auto bucket = bucket_of(r);
     std::optional<std::string> config;
     try {
@@ -202,16 +212,21 @@ void S3Api::add_cors(const S3Request& r, S3Response& resp) const {
       return;
     }
   }
-  if (options_.cors_origins.empty()) return;
+  global_cors(*origin, resp);
+}
+
+bool S3Api::global_cors(const std::string& origin, S3Response& resp) const {
+  if (options_.cors_origins.empty()) return false;
   const bool any = std::find(options_.cors_origins.begin(), options_.cors_origins.end(), "*") !=
                    options_.cors_origins.end();
-  if (!any && std::find(options_.cors_origins.begin(), options_.cors_origins.end(), *origin) ==
+  if (!any && std::find(options_.cors_origins.begin(), options_.cors_origins.end(), origin) ==
                   options_.cors_origins.end())
-    return;
-  resp.headers.emplace_back("Access-Control-Allow-Origin", any ? "*" : *origin);
+    return false;
+  resp.headers.emplace_back("Access-Control-Allow-Origin", any ? "*" : origin);
   resp.headers.emplace_back("Access-Control-Expose-Headers",
                             "ETag, x-amz-version-id, Content-Length, Content-Range");
   if (!any) resp.headers.emplace_back("Vary", "Origin");
+  return true;
 }
 
 std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::cors_configuration(
@@ -230,7 +245,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::cors_configuration(
     resp.status = 204;
     return resp;
   }
-  return xml_sink(64 * 1024, [this, bucket](const std::string& body) {
+  // Content-MD5 (or a checksum) required, as S3 requires it for PutBucketCors.
+  return checked_xml_sink(r, 64 * 1024, true, true, [this, bucket](const std::string& body) {
     const auto rules = parse_rules(body);
     // Stored as a canonical document of what was understood (GetBucketCors answers it).
     std::string doc = "<CORSConfiguration" + std::string(kNs) + ">";

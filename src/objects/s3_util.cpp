@@ -69,8 +69,9 @@ std::string iso8601(std::int64_t ms) {
   return utc(ms, "%Y-%m-%dT%H:%M:%S") + "." + std::to_string(1000 + ms % 1000).substr(1) + "Z";
 }
 
-std::string http_date(std::int64_t ms) { return utc(ms, "%a, %d %b %Y %H:%M:%S GMT"); }
-
+std::string http_date(std::int64_t ms) {
+  return utc(ms, "%a, %d %b %Y %H:%M:%S GMT");
+}
 
 std::optional<std::int64_t> parse_http_date(const std::string& v) {
   std::tm tm{};

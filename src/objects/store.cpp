@@ -132,7 +132,7 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE TABLE IF NOT EXISTS bucket_cors (bucket TEXT PRIMARY KEY, document TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS completed_uploads (
   id TEXT PRIMARY KEY, bucket TEXT NOT NULL, key TEXT NOT NULL, etag TEXT NOT NULL,
-  completed BIGINT NOT NULL);
+  parts TEXT NOT NULL, completed BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS parts (
   upload TEXT NOT NULL, number INTEGER NOT NULL, size BIGINT NOT NULL, etag TEXT NOT NULL,
   last_modified BIGINT NOT NULL, checksum TEXT NOT NULL DEFAULT '', PRIMARY KEY (upload, number));
@@ -242,9 +242,17 @@ void Store::check_key(const std::string& key) const {
     throw Error(400, "KeyTooLongError", "Your key is too long (at most 1024 bytes).");
   if (key.find('\0') != std::string::npos)
     throw Error(400, "InvalidArgument", "Object keys cannot contain NUL.");
-  // S3 keys are Unicode in UTF-8: other bytes could not be listed as XML.
+  // S3 keys are Unicode in UTF-8; listings are XML 1.0, which cannot carry the other control
+  // characters (nor U+FFFE, U+FFFF): such a key could be stored but never listed.
   if (!utf8::valid(key))
     throw Error(400, "InvalidArgument", "Object keys are UTF-8; this one is not.");
+  for (std::size_t i = 0; i < key.size();) {
+    const auto cp = *utf8::decode(key, i);
+    if ((cp < 0x20 && cp != '\t' && cp != '\n' && cp != '\r') || cp == 0xfffe || cp == 0xffff)
+      throw Error(400, "InvalidArgument",
+                  "Object keys may not hold control characters other than tab, LF and CR "
+                  "(XML 1.0 cannot list them).");
+  }
 }
 
 // --- writer ------------------------------------------------------------------------------
@@ -321,6 +329,13 @@ ObjectInfo row_info(const std::string& bucket, const db::Row& r) {
   return o;
 }
 
+// The part list of a completion, as a repeated one must name it again ("n:etag,...").
+std::string parts_fingerprint(const std::vector<CompletedPart>& parts) {
+  std::string out;
+  for (const auto& p : parts) out += std::to_string(p.number) + ":" + unquote(p.etag) + ",";
+  return out;
+}
+
 // How long a completed upload's id is remembered for a repeated completion.
 constexpr std::int64_t kCompletedMemoryMs = 24LL * 3600 * 1000;
 
@@ -382,7 +397,19 @@ void check_condition(const WriteCondition& c, const std::optional<std::string>& 
                 "the key exists).");
   if (!c.if_match.empty()) {
     if (!current_etag) throw Error(404, "NoSuchKey", "The specified key does not exist.");
-    if (c.if_match != "*" && unquote(c.if_match) != unquote(*current_etag))
+    // A list of ETags (RFC 9110 section 13.1.1): any one of them, or "*".
+    bool listed = false;
+    std::string_view rest = c.if_match;
+    while (!listed) {
+      const auto comma = rest.find(',');
+      auto e = rest.substr(0, comma);
+      while (!e.empty() && (e.front() == ' ' || e.front() == '\t')) e.remove_prefix(1);
+      while (!e.empty() && (e.back() == ' ' || e.back() == '\t')) e.remove_suffix(1);
+      listed = e == "*" || (!e.empty() && unquote(e) == unquote(*current_etag));
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+    if (!listed)
       throw Error(412, "PreconditionFailed",
                   "At least one of the pre-conditions you specified did not hold (If-Match).");
   }
@@ -624,8 +651,8 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
     std::lock_guard lock(db_->mu);
     auto done = db_->conn->exec(
         "SELECT etag FROM completed_uploads WHERE id = $1 AND bucket = $2 AND key = $3 AND "
-        "completed > $4",
-        {upload_id, bucket, key, now_ms() - kCompletedMemoryMs});
+        "parts = $4 AND completed > $5",
+        {upload_id, bucket, key, parts_fingerprint(parts), now_ms() - kCompletedMemoryMs});
     if (!done.rows.empty()) {
       auto cur = db_->conn->exec(
           std::string("SELECT ") + kObjectColumns + " FROM objects WHERE bucket = $1 AND key = $2",
@@ -721,9 +748,9 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
         c.exec("DELETE FROM parts WHERE upload = $1", {upload_id});
         c.exec("DELETE FROM uploads WHERE id = $1", {upload_id});
         c.exec(
-            "INSERT INTO completed_uploads (id, bucket, key, etag, completed) VALUES ($1, $2, $3, "
-            "$4, $5)",
-            {upload_id, bucket, key, etag, now_ms()});
+            "INSERT INTO completed_uploads (id, bucket, key, etag, parts, completed) VALUES ($1, "
+            "$2, $3, $4, $5, $6)",
+            {upload_id, bucket, key, etag, parts_fingerprint(parts), now_ms()});
       });
   std::error_code ec;
   fs::remove_all(root_ / "parts" / upload_id, ec);

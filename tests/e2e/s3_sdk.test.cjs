@@ -802,3 +802,88 @@ test('a key being overwritten is always readable: GET and CopyObject see the old
   await writer;
   assert.deepStrictEqual(failures, []);
 });
+
+test('second review: deep or hostile XML, header injection, capitalised hoisted headers, ignored asks', async () => {
+  // Nesting: refused before the parser recurses; the store stays up.
+  const deep = `<Delete>${'<a>'.repeat(9000)}${'</a>'.repeat(9000)}</Delete>`;
+  let r = await signedFetch('POST', `/${Bucket}`, { query: { delete: '' }, headers: { 'content-md5': md5b64(deep) }, body: deep });
+  assert.strictEqual(r.status, 400);
+  for (const body of ['<!DOCTYPE d [<!ENTITY e "x">]><Delete><Object><Key>&e;</Key></Object></Delete>',
+    '<Delete><Object><Key>a &bogus; b</Key></Object></Delete>', '<Delete><Object><Key>a<Junk/>b</Key></Object></Delete>',
+    '<Delete><Object><Key>nul&#0;key</Key></Object></Delete>', '<Delete><Object><Key>&#xD800;</Key></Object></Delete>']) {
+    r = await signedFetch('POST', `/${Bucket}`, { query: { delete: '' }, headers: { 'content-md5': md5b64(body) }, body });
+    assert.strictEqual(r.status, 400, body);
+    assert.match(r.text, /MalformedXML/, body);
+  }
+  await s3.send(new HeadBucketCommand({ Bucket }));  // alive
+  // CORS values become header lines: CR/LF and other controls are refused.
+  await s3.send(new CreateBucketCommand({ Bucket: 'inj-cors' }));
+  const cors = '<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod>' +
+    '<ExposeHeader>ETag&#x0D;&#x0A;Set-Cookie: injected=1</ExposeHeader></CORSRule></CORSConfiguration>';
+  r = await signedFetch('PUT', '/inj-cors', { query: { cors: '' }, headers: { 'content-md5': md5b64(cors) }, body: cors });
+  assert.strictEqual(r.status, 400);
+  const good = '<CORSConfiguration><CORSRule><AllowedOrigin>*</AllowedOrigin><AllowedMethod>GET</AllowedMethod></CORSRule></CORSConfiguration>';
+  r = await signedFetch('PUT', '/inj-cors', { query: { cors: '' }, body: good });
+  assert.strictEqual(r.status, 400, 'PutBucketCors needs Content-MD5, as S3');
+  r = await signedFetch('PUT', '/inj-cors', { query: { cors: '' }, headers: { 'content-md5': md5b64('other') }, body: good });
+  assert.match(r.text, /BadDigest/);
+  r = await signedFetch('PUT', '/inj-cors', { query: { cors: '' }, headers: { 'content-md5': 'not-md5' }, body: good });
+  assert.match(r.text, /InvalidDigest/);
+  await assert.rejects(s3.send(new GetBucketCorsCommand({ Bucket: 'inj-cors' })), { name: 'NoSuchCORSConfiguration' });
+  const tags = '<CreateBucketConfiguration><Tags><Tag><Key>k</Key><Value>v</Value></Tag></Tags></CreateBucketConfiguration>';
+  r = await signedFetch('PUT', '/inj-tags', { body: tags });
+  assert.strictEqual(r.status, 501);
+  await s3.send(new DeleteBucketCommand({ Bucket: 'inj-cors' }));
+  // Hoisted headers are headers whatever their case.
+  await s3.send(new PutObjectCommand({ Bucket, Key: 'hz/k', Body: 'keep' }));
+  for (const [method, query] of [['PUT', { 'X-Amz-Acl': 'public-read' }], ['PUT', { 'X-Amz-Server-Side-Encryption': 'AES256' }],
+    ['DELETE', { 'X-Amz-If-Match-Size': '999' }], ['PUT', { 'X-Amz-Checksum-Crc32': 'AAAAAA==' }]]) {
+    r = await signedFetch(method, `/${Bucket}/hz/k`, { query, body: method === 'PUT' ? 'changed' : '' });
+    assert.ok(r.status === 501 || r.status === 400, `${method} ${JSON.stringify(query)}: ${r.status}`);
+  }
+  assert.strictEqual(await (await s3.send(new GetObjectCommand({ Bucket, Key: 'hz/k' }))).Body.transformToString(), 'keep');
+  // Asks the store does not honour are refused, never ignored.
+  for (const [method, headers] of [['PUT', { 'x-amz-write-offset-bytes': '2' }], ['PUT', { 'x-amz-storage-class': 'GLACIER' }],
+    ['PUT', { 'if-unmodified-since': 'Mon, 01 Jan 1990 00:00:00 GMT' }], ['DELETE', { 'if-none-match': `"${md5('keep')}"` }],
+    ['DELETE', { 'if-unmodified-since': 'Mon, 01 Jan 1990 00:00:00 GMT' }]]) {
+    r = await signedFetch(method, `/${Bucket}/hz/k`, { headers, body: method === 'PUT' ? 'changed' : '' });
+    assert.strictEqual(r.status, 501, `${method} ${JSON.stringify(headers)}`);
+  }
+  for (const headers of [{ 'x-amz-checksum-sha512': 'AAAA' }, { 'x-amz-checksum-crc32': '' }]) {
+    r = await signedFetch('PUT', `/${Bucket}/hz/k`, { headers, body: 'changed' });
+    assert.strictEqual(r.status, 400, JSON.stringify(headers));
+  }
+  r = await signedFetch('GET', `/${Bucket}/hz/k`, { headers: { 'x-amz-expected-bucket-owner': '123456789012' } });
+  assert.strictEqual(r.status, 403);
+  assert.strictEqual(await (await s3.send(new GetObjectCommand({ Bucket, Key: 'hz/k' }))).Body.transformToString(), 'keep');
+  // If-Match takes a list; a date in If-Range must be Last-Modified exactly.
+  r = await signedFetch('PUT', `/${Bucket}/hz/k`, { headers: { 'if-match': `"0000", "${md5('keep')}"` }, body: 'kept2' });
+  assert.strictEqual(r.status, 200);
+  r = await signedFetch('GET', `/${Bucket}/hz/k`, { headers: { range: 'bytes=0-1', 'if-range': 'Fri, 01 Jan 2100 00:00:00 GMT' } });
+  assert.strictEqual(r.status, 200, 'a date that is not Last-Modified: the whole object');
+  // Keys XML 1.0 cannot list are refused.
+  r = await signedFetch('PUT', `/${Bucket}/hz/ctl%01key`, { body: 'x' });
+  assert.strictEqual(r.status, 400);
+});
+
+test('second review: aws-chunked sizes held to the declared length; repeated completions name the same parts; x-amz-mp-object-size', async () => {
+  const data = 'hello world!!!!!!!!';  // 19 bytes
+  const chunked = `${data.length.toString(16)}\r\n${data}\r\n0\r\n\r\n`;
+  const base = { 'x-amz-content-sha256': 'STREAMING-UNSIGNED-PAYLOAD-TRAILER', 'content-encoding': 'aws-chunked' };
+  let r = await signedFetch('PUT', `/${Bucket}/ck2/a`, { headers: { ...base, 'x-amz-decoded-content-length': '5' }, body: chunked });
+  assert.strictEqual(r.status, 400);
+  r = await signedFetch('PUT', `/${Bucket}/ck2/a`, { headers: base, body: chunked });
+  assert.strictEqual(r.status, 411);
+  r = await signedFetch('PUT', `/${Bucket}/ck2/a`, { headers: { ...base, 'x-amz-decoded-content-length': '19' }, body: chunked });
+  assert.strictEqual(r.status, 200, r.text);
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket, Key: 'ck2/mpu', ChecksumAlgorithm: 'CRC32' }));
+  const p = await s3.send(new UploadPartCommand({ Bucket, Key: 'ck2/mpu', UploadId, PartNumber: 1, Body: 'xyz', ChecksumAlgorithm: 'CRC32' }));
+  const listed = await s3.send(new ListPartsCommand({ Bucket, Key: 'ck2/mpu', UploadId }));
+  assert.strictEqual(listed.ChecksumAlgorithm, 'CRC32');
+  const Parts = [{ PartNumber: 1, ETag: p.ETag }];
+  await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'ck2/mpu', UploadId, MpuObjectSize: 4,
+    MultipartUpload: { Parts } })), (e) => e.$metadata.httpStatusCode === 400);
+  await s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'ck2/mpu', UploadId, MpuObjectSize: 3, MultipartUpload: { Parts } }));
+  await assert.rejects(s3.send(new CompleteMultipartUploadCommand({ Bucket, Key: 'ck2/mpu', UploadId,
+    MultipartUpload: { Parts: [{ PartNumber: 1, ETag: `"${'0'.repeat(32)}"` }] } })), { name: 'NoSuchUpload' });
+});
