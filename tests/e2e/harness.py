@@ -17,12 +17,29 @@ import time
 KILN = os.environ.get("KILN_BIN", "kiln")
 WAIT = 20.0  # generous bound for any single event on a loaded 2-core machine
 
+# What a sanitizer (the asan preset) prints: a report fails the test that started the process.
+SANITIZER = re.compile(r"ERROR: \w*Sanitizer|SUMMARY: \w*Sanitizer|runtime error: |"
+                       r"WARNING: ThreadSanitizer")
+
+
+def needs(condition, what):
+    """Skips a test or class when a server, package or fixture it needs is missing; the
+    reason starts with "missing: ", which run.py turns into a failure under CI=true."""
+    import unittest
+    return unittest.skipUnless(condition, "missing: " + what)
+
 
 class Kiln:
     """One running `kiln` process with its stdout URL line and its log lines."""
 
     def __init__(self, *args, env=None, role="serve", data_dir=None, http_listen="127.0.0.1:0",
-                 objects_listen="127.0.0.1:0", cwd=None):
+                 objects_listen="127.0.0.1:0", cwd=None, expect_errors=()):
+        # stop() asserts a clean exit (status 0 after SIGTERM), no sanitizer report and no
+        # error-level log record but those whose message matches one of `expect_errors`
+        # (regular expressions; expect_error() adds more while the test runs).
+        self.expect_errors = list(expect_errors)
+        self.exit_checked = False  # set by wait_exit() (the caller judges the status)
+        self.killed = False  # set by signal(SIGKILL)
         # A given data_dir outlives the process (a restart test starts another on it).
         self.keep_data = data_dir is not None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="kiln-e2e-")
@@ -127,19 +144,49 @@ class Kiln:
         with open(os.path.join(self.data_dir, "service-key")) as f:
             return f.read().strip()
 
+    def expect_error(self, pattern):
+        """An error-level log message this test causes on purpose (a regular expression)."""
+        self.expect_errors.append(pattern)
+
     def signal(self, sig=signal.SIGTERM):
+        if sig == signal.SIGKILL:
+            self.killed = True
         self.proc.send_signal(sig)
 
     def wait_exit(self, timeout=WAIT):
         code = self.proc.wait(timeout)
+        self.exit_checked = True
         self.stop()
         return code
+
+    def problems(self):
+        """What this process's exit and output show that no test asked for."""
+        found = []
+        code = self.proc.returncode
+        if not self.killed and not self.exit_checked and code != 0:
+            found.append(f"exit status {code} after SIGTERM (expected 0)")
+        for line in self.lines:
+            if SANITIZER.search(line):
+                found.append("sanitizer: " + line)
+            elif line.startswith("{"):
+                try:
+                    rec = json.loads(line)
+                except ValueError:
+                    continue
+                if rec.get("level") in ("error", "critical") and not any(
+                        re.search(p, rec.get("msg", "")) for p in self.expect_errors):
+                    found.append("error log: " + line)
+        return found
 
     def stop(self):
         from collab_client import detach
         detach(self)  # the port may be reused by another test's node
+        companion_problems = []
         for c in self.companions:
-            c.stop()
+            try:
+                c.stop()
+            except AssertionError as e:  # this node is stopped all the same
+                companion_problems.append(str(e))
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -152,6 +199,11 @@ class Kiln:
         self.proc.stderr.close()
         if not self.keep_data:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        if not getattr(self, "_judged", False):
+            self._judged = True  # stop() may run again (tearDown after a test's own stop)
+            found = self.problems() + companion_problems
+            if found:
+                raise AssertionError(f"kiln {' '.join(self.args)[:200]}: " + "\n".join(found[:20]))
 
 
 def with_api(gateways, *args):

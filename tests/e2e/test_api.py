@@ -16,7 +16,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, Client, run, token
-from harness import Kiln
+from harness import Kiln, needs
 from test_persistence import PG, STANDALONE, psql, wait_until
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
@@ -518,7 +518,7 @@ class OnServe(ApiSuite, unittest.TestCase):
         return k, k
 
 
-@unittest.skipUnless(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+@needs(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
 class OnPostgres(ApiSuite, unittest.TestCase):
     """`kiln api` and `kiln gateway` as separate nodes: PostgreSQL through PgBouncer (reads
     from the streaming replica), Redis between them."""

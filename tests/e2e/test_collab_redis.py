@@ -6,7 +6,7 @@ import unittest
 import uuid
 
 from collab_client import SECRET
-from harness import Kiln, shared_sqlite, with_api
+from harness import Kiln, shared_sqlite, with_api, needs
 from test_collab import CollabSuite
 
 STANDALONE, CLUSTER = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[:2]
@@ -22,14 +22,14 @@ def gateways(*args, mode, address, count=2):
     return gws
 
 
-@unittest.skipUnless(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
+@needs(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
 class RedisStandaloneEngine(CollabSuite, unittest.TestCase):
     @staticmethod
     def start(*args):
         return gateways(*args, mode="standalone", address=STANDALONE)
 
 
-@unittest.skipUnless(CLUSTER, "KILN_TEST_REDIS not set (run through ctest)")
+@needs(CLUSTER, "KILN_TEST_REDIS not set (run through ctest)")
 class RedisClusterEngine(CollabSuite, unittest.TestCase):
     @staticmethod
     def start(*args):

@@ -28,7 +28,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, token
-from harness import WAIT, Kiln, module_access
+from harness import WAIT, Kiln, module_access, needs
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 EDITORS, SECONDS, PERIOD = 60, 12.0, 0.1
@@ -149,7 +149,7 @@ class Editor:
         await read
 
 
-@unittest.skipUnless(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
+@needs(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
 class OneRoomUnderContention(unittest.TestCase):
     def scenario(self, chaos=None):
         prefix = "ct-" + uuid.uuid4().hex[:8]
@@ -212,7 +212,7 @@ class OneRoomUnderContention(unittest.TestCase):
 
     def test_sixty_editors_with_one_gateway_killed(self):
         async def kill(nodes):
-            nodes[1].proc.send_signal(signal.SIGKILL)
+            nodes[1].signal(signal.SIGKILL)
         self.scenario(kill)
 
     def test_a_join_burst_logs_no_epoch_reset(self):
@@ -287,7 +287,7 @@ class PrivateRedis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@unittest.skipUnless(shutil.which("redis-server"), "redis-server not installed")
+@needs(shutil.which("redis-server"), "redis-server not installed")
 class RedisRestart(unittest.TestCase):
     def edit_then_restart_redis(self, *config):
         redis = PrivateRedis(*config)

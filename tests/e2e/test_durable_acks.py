@@ -54,17 +54,22 @@ def batch(i):
             {"op": "set", "entity": f"e{i}", "key": "n", "value": i}]
 
 
+# The error a damaged journal is reported with (the tests that damage one expect it).
+DAMAGE = r"^journal: a damaged segment"
+
+
 class DurableAcks(unittest.TestCase):
     def setUp(self):
         self.data = tempfile.mkdtemp(prefix="kiln-e2e-journal-")
         self.addCleanup(shutil.rmtree, self.data, True)
 
-    def serve(self, *args, data=None, persist_ms="3600000"):
+    def serve(self, *args, data=None, persist_ms="3600000", expect_errors=()):
         # No persister pass during the test (by default): only the journal can bring the
         # batches back.
         k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false",
                  "--persist-interval-ms", persist_ms, "--gateway-ops-per-second", "100000",
-                 "--gateway-messages-per-second", "100000", *args, data_dir=data or self.data)
+                 "--gateway-messages-per-second", "100000", *args, data_dir=data or self.data,
+                 expect_errors=expect_errors)
         self.addCleanup(k.stop)
         attach([k], Directory(k, k.service_key()))
         return k
@@ -75,7 +80,7 @@ class DurableAcks(unittest.TestCase):
                         "--objects-listen", "127.0.0.1:0", "--auth-jwt-secret", SECRET)
 
     def kill9(self, k):
-        k.proc.send_signal(signal.SIGKILL)
+        k.signal(signal.SIGKILL)
         self.assertEqual(k.wait_exit(), -signal.SIGKILL)
 
     def check_prefix(self, snapshot, acked_upto):
@@ -145,7 +150,7 @@ class DurableAcks(unittest.TestCase):
                         self.assertEqual(m["id"], 1000 + acked + 1, "acks in the order sent")
                         acked = m["id"] - 1000
                         if acked == total // 2:
-                            k.proc.send_signal(signal.SIGKILL)  # mid-burst
+                            k.signal(signal.SIGKILL)  # mid-burst
             except (websockets.ConnectionClosed, asyncio.TimeoutError):
                 pass
             return acked
@@ -232,7 +237,7 @@ class DurableAcks(unittest.TestCase):
         seg = sorted(glob.glob(os.path.join(self.data, "journal", "*.kjl")))[-1]
         with open(seg, "r+b") as f:
             f.truncate(4000)  # well inside what was acknowledged
-        k2 = self.serve()
+        k2 = self.serve(expect_errors=[DAMAGE])
         k2.wait_for_log(lambda r: "damaged segment" in r.get("msg", ""), "the damage reported")
         self.assertTrue(os.path.exists(seg + ".damaged"), "a copy kept for inspection")
         self.assertEqual(metric(k2, "kiln_journal_damaged_segments"), 1)
@@ -260,7 +265,7 @@ class DurableAcks(unittest.TestCase):
         self.kill9(k)
         segs = sorted(glob.glob(os.path.join(self.data, "journal", "*.kjl")))
         os.remove(segs[2])
-        k2 = self.serve("--journal-segment-bytes", "65536")
+        k2 = self.serve("--journal-segment-bytes", "65536", expect_errors=[DAMAGE])
         second, last = run(big(1000, 2))
         self.assertNotEqual(second["epoch"], first["epoch"])
         self.kill9(k2)
@@ -276,7 +281,7 @@ class DurableAcks(unittest.TestCase):
         seg = sorted(glob.glob(os.path.join(self.data, "journal", "*.kjl")))[-1]
         with open(seg, "r+b") as f:
             f.write(b"XXXXXXXX")
-        k2 = self.serve()
+        k2 = self.serve(expect_errors=[DAMAGE])
         j = run(state(ws_url(k2), "proj/header", {"epoch": before["epoch"], "seq": 5}))
         self.assertNotEqual(j["epoch"], before["epoch"])
         self.assertFalse(j["recovered"])

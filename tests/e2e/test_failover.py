@@ -19,7 +19,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, token
-from harness import Kiln, module_access
+from harness import Kiln, module_access, needs
 
 STANDALONE, CLUSTER = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[:2]
 SERVERS_DIR = os.environ.get("KILN_TEST_REDIS_DIR", "")
@@ -183,7 +183,7 @@ class Editor:
         await self.ws.close()
 
 
-@unittest.skipUnless(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
+@needs(STANDALONE, "KILN_TEST_REDIS not set (run through ctest)")
 class Failover(unittest.TestCase):
     def run_scenario(self, chaos, clients=CLIENTS, gateways=3, redis_cluster=False, ops=OPS_PER_CLIENT,
                      extra=()):
@@ -251,7 +251,7 @@ class Failover(unittest.TestCase):
         async def kill(cluster):
             victim = cluster.nodes[0]
             cluster.dead.add(victim)
-            victim.proc.send_signal(signal.SIGKILL)
+            victim.signal(signal.SIGKILL)
         cluster, editors, rooms = self.run_scenario(kill)
         # Presence converges: the dead node's sessions leave within the TTL (reaped by the
         # survivors); what remains is exactly nobody (every editor has closed).
@@ -285,7 +285,7 @@ class Failover(unittest.TestCase):
         self.run_scenario(rolling)
 
 
-@unittest.skipUnless(CLUSTER and SERVERS_DIR, "KILN_TEST_REDIS(_DIR) not set (run through ctest)")
+@needs(CLUSTER and SERVERS_DIR, "KILN_TEST_REDIS(_DIR) not set (run through ctest)")
 class RedisPrimaryFailover(Failover):
     """Kill -9 the Cluster primary that holds a room while its clients edit; its replica is
     promoted. The promise (docs/redis-keyspace.md): acknowledged batches survive unless the

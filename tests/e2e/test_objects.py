@@ -6,7 +6,7 @@ import re
 import subprocess
 import unittest
 
-from harness import Kiln, raw_exchange
+from harness import Kiln, raw_exchange, needs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NPM = os.environ.get("KILN_NPM_DIR", "")
@@ -24,7 +24,7 @@ SMUGGLING = [  # (what, request head + body, status); each followed by a pipelin
 ]
 
 
-@unittest.skipUnless(NPM, "KILN_NPM_DIR not set (run through ctest)")
+@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
 class ObjectStore(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -16,7 +16,7 @@ import unittest
 import uuid
 
 from collab_client import SECRET, Client, Directory, attach, run
-from harness import WAIT, Kiln, SharedAccess
+from harness import WAIT, Kiln, SharedAccess, needs
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 PG = os.environ.get("KILN_TEST_PG", "").split()  # pgbouncer primary replica, host:port
@@ -149,7 +149,7 @@ def redis(*args):
                           text=True, timeout=WAIT, check=True).stdout.strip()
 
 
-@unittest.skipUnless(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+@needs(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
 class PostgresWorkers(unittest.TestCase):
     """Gateways and workers on Redis, the database reached through PgBouncer."""
 
@@ -230,7 +230,7 @@ class PostgresWorkers(unittest.TestCase):
         count = lambda: int(psql(self.db, "SELECT count(*) FROM room_snapshots"))
         w1 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
         wait_until(lambda: count() > 0, "the first worker to start storing")
-        w1.proc.send_signal(signal.SIGKILL)
+        w1.signal(signal.SIGKILL)
         w1.proc.wait(WAIT)
         at_kill = count()
         self.assertLess(at_kill, 600, "the worker was killed after its pass, not during it")
@@ -249,7 +249,7 @@ class PostgresWorkers(unittest.TestCase):
         self.assertGreaterEqual(metric(w2, 'kiln_persist_passes_total{result="ok"}'), 1)
         self.assertGreaterEqual(metric(w3, 'kiln_persist_passes_total{result="ok"}'), 1)
 
-    @unittest.skipUnless(PG_DIR, "KILN_TEST_PG_DIR not set (run through ctest)")
+    @needs(PG_DIR, "KILN_TEST_PG_DIR not set (run through ctest)")
     def test_postgres_stopped_for_a_minute_loses_no_acknowledged_op(self):
         # Also the gateway's access decisions during the outage (docs/protocol.md, Access):
         # a project read before it still decides joins (up to gateway.access_stale_ms), one

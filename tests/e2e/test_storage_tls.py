@@ -12,7 +12,7 @@ import tempfile
 import time
 import unittest
 
-from harness import KILN, WAIT, Kiln
+from harness import KILN, WAIT, Kiln, needs
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 SECRET = "objects-secret-0123456789abcdef0123456789"
@@ -25,7 +25,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-@unittest.skipUnless(shutil.which("socat") and shutil.which("openssl"), "socat and openssl are needed")
+@needs(shutil.which("socat") and shutil.which("openssl"), "socat and openssl are needed")
 class StorageOverTls(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -17,7 +17,7 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import WAIT, Kiln
+from harness import WAIT, Kiln, needs
 from test_persistence import PG, STANDALONE, psql
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
@@ -536,7 +536,7 @@ class OnServe(UploadSuite, unittest.TestCase):
         self.assertIn("stale", now["error"])
 
 
-@unittest.skipUnless(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+@needs(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
 class OnPostgres(UploadSuite, unittest.TestCase):
     """`kiln api` (PostgreSQL through PgBouncer, replica reads) and `kiln objects` apart."""
 

@@ -11,7 +11,7 @@ import subprocess
 import unittest
 import urllib.parse
 
-from harness import WAIT, Kiln
+from harness import WAIT, Kiln, needs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NPM = os.environ.get("KILN_NPM_DIR", "")
@@ -21,7 +21,7 @@ MIB = 1 << 20
 EDITOR = "http://localhost:9"
 
 
-@unittest.skipUnless(NPM, "KILN_NPM_DIR not set (run through ctest)")
+@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
 class Uppy(unittest.TestCase):
     def setUp(self):
         self.kiln = Kiln("--api-service-key", SERVICE_KEY, "--objects-cors-origins", EDITOR,
