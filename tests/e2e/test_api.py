@@ -16,7 +16,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, Client, run, token
-from harness import Kiln, needs
+from harness import WAIT, Kiln, needs
 from test_persistence import PG, STANDALONE, psql, wait_until
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
@@ -78,7 +78,6 @@ class ApiSuite:
             self.assertEqual(got[1]["www-authenticate"], 'Bearer realm="kiln"', path)
 
     def test_forged_expired_and_confused_tokens_are_401(self):
-        now = int(time.time())
         bad = {
             "alg none": token("ann", {}, alg="none"),
             "RS256 header on an HS256 signature": token("ann", {}, header={"alg": "RS256", "typ": "JWT"}),
@@ -91,7 +90,6 @@ class ApiSuite:
             got = self.call("GET", "/v1/me", t)
             self.assert_problem(got, 401, "unauthorized")
             self.assertNotIn(t, json.dumps(got[2]), what)
-        self.assertLess(now, time.time() + 1)
 
     def test_tokens_need_the_service_key_and_carry_roles_from_membership(self):
         ann = self.mint("ann", "Ann")
@@ -314,23 +312,20 @@ class ApiSuite:
 
         async def scenario():
             c = await session("a")
-            t0 = time.monotonic()
+            # Waits on the event itself (bounded generously: a busy machine is not a failure).
             await asyncio.to_thread(self.call, "PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "viewer"})
-            n = await asyncio.wait_for(c.next("notify"), 1.0)
+            n = await asyncio.wait_for(c.next("notify"), WAIT)
             self.assertEqual((n["kind"], n["project"], n["role"]), ("access", pid, "viewer"))
-            self.assertLess(time.monotonic() - t0, 1.0)
             nack = await c.op(room, {"op": "create", "entity": "b", "parent": "root"})
             self.assertEqual((nack["t"], nack["code"]), ("nack", "forbidden"))
-            t0 = time.monotonic()
             await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}/members/bob", ann)
-            code, _ = await asyncio.wait_for(c.closed(), 1.0)
+            code, _ = await asyncio.wait_for(c.closed(), WAIT)
             self.assertEqual(code, 4003)
-            self.assertLess(time.monotonic() - t0, 1.0)
             # Back as editor, then every token revoked: the session closes too.
             await asyncio.to_thread(self.call, "PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})
             c2 = await session("c")
             await asyncio.to_thread(self.call, "POST", "/v1/users/bob/revoke", SERVICE_KEY)
-            code, _ = await asyncio.wait_for(c2.closed(), 1.0)
+            code, _ = await asyncio.wait_for(c2.closed(), WAIT)
             self.assertEqual(code, 4003)
             # The revoked token cannot open a new session either.
             c3 = await Client.connect(url)
@@ -491,9 +486,9 @@ class ApiSuite:
                 c = await self.hello(gw, eve)
                 self.assertEqual((await c.join(f"{pid}/main"))["t"], "joined")
                 sessions.append(c)
-            t0 = time.monotonic()
             got = await asyncio.to_thread(self.call, "DELETE", f"/v1/projects/{pid}/members/eve", ann, node=quiet)
             self.assertEqual(got[0], 204, got)
+            t0 = time.monotonic()  # from the change (the call's own time is not the bound's)
             for c in sessions:
                 code, _ = await asyncio.wait_for(c.closed(), 10.0)
                 self.assertEqual(code, 4003)
