@@ -241,9 +241,18 @@ class PostgresWorkers(unittest.TestCase):
         # Nothing lost: every room is stored at its one acknowledged seq.
         self.assertEqual(count(), 600)
         self.assertEqual(psql(self.db, "SELECT count(DISTINCT room) FROM room_snapshots WHERE seq = 1"), "600")
-        # Nothing doubled: one snapshot per room, whoever wrote it.
+        # Nothing doubled: one snapshot per room, whoever wrote it (the table's key would
+        # refuse a second row; what the leases must prevent is two workers storing one room
+        # at once, seen as a failed write on the key, or as both counting it stored).
         self.assertEqual(psql(self.db, "SELECT count(*) FROM (SELECT room FROM room_snapshots "
                                        "GROUP BY room HAVING count(*) > 1) d"), "0")
+        result = lambda w, r: metric(w, f'kiln_persist_rooms_total{{result="{r}"}}') or 0
+        self.assertEqual(result(w2, "stored") + result(w3, "stored"), 600 - at_kill,
+                         "each room left was stored by exactly one of the two workers")
+        self.assertEqual(result(w2, "failed") + result(w3, "failed"), 0, "no write collided")
+        # They were at work at once, and the leases kept them apart: each found rooms the
+        # other held (with leases that grant everything, this is 0).
+        self.assertGreaterEqual(result(w2, "leased_elsewhere") + result(w3, "leased_elsewhere"), 1)
         writers = set(psql(self.db, "SELECT DISTINCT writer FROM room_snapshots").split())
         self.assertTrue(writers, "someone wrote")
         self.assertGreaterEqual(metric(w2, 'kiln_persist_passes_total{result="ok"}'), 1)
