@@ -81,7 +81,15 @@ class EchoSink final : public BodySink {
   }
   S3Response finish() override {
     inner_->note_checksum(name_, value_);  // checked by the store's own SHA-256 at commit
-    auto resp = inner_->finish();
+    S3Response resp;
+    try {
+      resp = inner_->finish();
+    } catch (const Error& e) {
+      // The bytes are not the ones the checksum header names: S3's code for that.
+      if (e.code() != "XAmzContentSHA256Mismatch") throw;
+      throw Error(400, "BadDigest",
+                  "The SHA256 you specified did not match the calculated checksum.");
+    }
     resp.headers.emplace_back(name_, value_);
     return resp;
   }

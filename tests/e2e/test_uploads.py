@@ -152,7 +152,7 @@ class UploadSuite:
         other = os.urandom(len(data))
         s, _, b = send(doc["put"]["url"], body=other, headers=doc["put"]["headers"])
         self.assertEqual(s, 400, b)
-        self.assertIn(b"Mismatch", b.replace(b"BadDigest", b"Mismatch"))
+        self.assertIn(b"<Code>BadDigest</Code>", b)  # S3's code for bytes a checksum header refuses
         # Without the signed checksum header the signature does not match.
         s, _, b = send(doc["put"]["url"], body=data)
         self.assertEqual(s, 403, b)
