@@ -9,15 +9,6 @@
 #include <cstdlib>
 #include <string_view>
 
-namespace {
-
-kiln::collab::Scene& scene() {
-  static kiln::collab::Scene s(1000);
-  return s;
-}
-
-}  // namespace
-
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace kiln::collab;
   const std::string_view frame(reinterpret_cast<const char*>(data), size);
@@ -27,7 +18,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (op == nullptr) return 0;
   std::vector<Op> ops;
   if (parse_batch(op->ops, 1000, ops)) return 0;
-  auto& s = scene();
+  // A fresh scene per input: a crash reproduces from the one input that found it.
+  Scene s(1000);
   const auto before = s.snapshot();
   if (s.apply(ops) && s.snapshot() != before) {
     std::fprintf(stderr, "refused batch changed the scene\n");
