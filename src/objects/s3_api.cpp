@@ -286,11 +286,14 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   // Presigned URLs may carry x-amz-* headers as signed query parameters (the SDKs hoist
   // them): from here on they count as the headers they are, so nothing they ask for is
   // ignored (an x-amz-acl=public-read in a URL is refused like the header).
-  S3Request hoisted = r;
+  std::vector<std::pair<std::string, std::string>> extra;
   for (const auto& [name, value] : query_map(r.query)) {
     if (lower(name).starts_with("x-amz-") && !sigv4_parameter(name))
-      hoisted.headers.emplace_back(lower(name), value);
+      extra.emplace_back(lower(name), value);
   }
+  if (extra.empty()) return route_verified(r, who, path);  // the common case: no copy
+  S3Request hoisted = r;
+  hoisted.headers.insert(hoisted.headers.end(), extra.begin(), extra.end());
   return route_verified(hoisted, who, path);
 }
 
