@@ -38,12 +38,30 @@ std::string param(const Query& q, const char* name) {
   return it == q.end() ? std::string() : it->second;
 }
 
-// EncodingType: "url" (names in the answer URL-encoded) or absent; anything else is 400.
-std::string encoding_type(const Query& q) {
+// How a listing writes names: XML-escaped, and URL-encoded first with EncodingType=url (keys
+// may hold any byte); another encoding is 400 InvalidArgument.
+struct ListedNames {
+  bool url = false;
+  std::string operator()(const std::string& v) const {
+    return x::escape(url ? s3::uri_encode(v, true) : v);
+  }
+  // The EncodingType element the answer carries, and its CommonPrefixes.
+  [[nodiscard]] std::string encoding_xml() const {
+    return url ? "<EncodingType>url</EncodingType>" : "";
+  }
+  [[nodiscard]] std::string prefixes_xml(const std::vector<std::string>& prefixes) const {
+    std::string out;
+    for (const auto& p : prefixes)
+      out += "<CommonPrefixes><Prefix>" + (*this)(p) + "</Prefix></CommonPrefixes>";
+    return out;
+  }
+};
+
+ListedNames listed_names(const Query& q) {
   auto e = param(q, "encoding-type");
   if (!e.empty() && e != "url")
     throw Error(400, "InvalidArgument", "Invalid Encoding Method specified in Request");
-  return e;
+  return ListedNames{e == "url"};
 }
 
 std::string owner_xml(const std::string& id) {
@@ -198,10 +216,7 @@ S3Response S3Api::list_objects(const Query& q, const std::string& owner,
     throw Error(400, "InvalidArgument", "list-type must be 2 (or absent, for ListObjects).");
   const auto prefix = param(q, "prefix"), delimiter = param(q, "delimiter");
   const int max_keys = page_size(q, "max-keys");
-  const auto encoding = encoding_type(q);
-  const auto name = [&](const std::string& v) {
-    return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
-  };
+  const auto name = listed_names(q);
   std::string after;
   if (v2) {
     after = param(q, "start-after");
@@ -235,7 +250,7 @@ S3Response S3Api::list_objects(const Query& q, const std::string& owner,
   }
   body += "<MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
   if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
-  if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+  body += name.encoding_xml();
   body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
   // v1 always names the owner; v2 when fetch-owner=true.
   const bool with_owner = !v2 || param(q, "fetch-owner") == "true";
@@ -246,8 +261,7 @@ S3Response S3Api::list_objects(const Query& q, const std::string& owner,
     if (with_owner) body += owner_xml(owner);
     body += "<StorageClass>STANDARD</StorageClass></Contents>";
   }
-  for (const auto& p : res.common_prefixes)
-    body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
+  body += name.prefixes_xml(res.common_prefixes);
   return xml(200, body + "</ListBucketResult>");
 }
 
@@ -257,22 +271,19 @@ S3Response S3Api::list_versions(const Query& q, const std::string& owner,
   const auto prefix = param(q, "prefix"), delimiter = param(q, "delimiter");
   const auto key_marker = param(q, "key-marker"), version_marker = param(q, "version-id-marker");
   const int max_keys = page_size(q, "max-keys");
-  const auto encoding = encoding_type(q);
+  const auto name = listed_names(q);
   if (!version_marker.empty() && key_marker.empty())
     throw Error(400, "InvalidArgument",
                 "A version-id marker cannot be specified without a key marker.");
   if (!version_marker.empty() && version_marker != "null")
     throw Error(400, "InvalidArgument", "Invalid version id specified");
-  const auto name = [&](const std::string& v) {
-    return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
-  };
   const auto res = store_.list(bucket, prefix, delimiter, key_marker, max_keys);
   std::string body = "<ListVersionsResult" + std::string(kNs) + "><Name>" + x::escape(bucket) +
                      "</Name><Prefix>" + name(prefix) + "</Prefix><KeyMarker>" + name(key_marker) +
                      "</KeyMarker><VersionIdMarker>" + x::escape(version_marker) +
                      "</VersionIdMarker><MaxKeys>" + std::to_string(max_keys) + "</MaxKeys>";
   if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
-  if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+  body += name.encoding_xml();
   body += std::string("<IsTruncated>") + (res.truncated ? "true" : "false") + "</IsTruncated>";
   if (res.truncated) {
     body += "<NextKeyMarker>" + name(res.next_start_after) + "</NextKeyMarker>";
@@ -287,8 +298,7 @@ S3Response S3Api::list_versions(const Query& q, const std::string& owner,
             "</ETag><Size>" + std::to_string(o.size) + "</Size>" + owner_xml(owner) +
             "<StorageClass>STANDARD</StorageClass></Version>";
   }
-  for (const auto& p : res.common_prefixes)
-    body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
+  body += name.prefixes_xml(res.common_prefixes);
   return xml(200, body + "</ListVersionsResult>");
 }
 
@@ -297,10 +307,7 @@ S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
   const auto prefix = param(q, "prefix"), delimiter = param(q, "delimiter");
   const auto key_marker = param(q, "key-marker"), id_marker = param(q, "upload-id-marker");
   const int max = page_size(q, "max-uploads");
-  const auto encoding = encoding_type(q);
-  const auto name = [&](const std::string& v) {
-    return x::escape(encoding == "url" ? s3::uri_encode(v, true) : v);
-  };
+  const auto name = listed_names(q);
   // S3's order (key, then initiation); pages start after (key-marker, upload-id-marker), or
   // after every upload of key-marker when no upload-id-marker is given; a key-marker that is
   // a group (a common prefix) starts after the whole group.
@@ -350,7 +357,7 @@ S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
                      "</KeyMarker><UploadIdMarker>" + x::escape(id_marker) +
                      "</UploadIdMarker><Prefix>" + name(prefix) + "</Prefix>";
   if (!delimiter.empty()) body += "<Delimiter>" + name(delimiter) + "</Delimiter>";
-  if (!encoding.empty()) body += "<EncodingType>url</EncodingType>";
+  body += name.encoding_xml();
   if (truncated)
     body += "<NextKeyMarker>" + name(next_key) + "</NextKeyMarker><NextUploadIdMarker>" +
             x::escape(next_id) + "</NextUploadIdMarker>";
@@ -363,8 +370,7 @@ S3Response S3Api::list_uploads(const Query& q, const std::string& owner,
             "<StorageClass>STANDARD</StorageClass><Initiated>" + iso8601(u.initiated_ms) +
             "</Initiated></Upload>";
   }
-  for (const auto& p : prefixes)
-    body += "<CommonPrefixes><Prefix>" + name(p) + "</Prefix></CommonPrefixes>";
+  body += name.prefixes_xml(prefixes);
   return xml(200, body + "</ListMultipartUploadsResult>");
 }
 
