@@ -1,9 +1,12 @@
 #include "collab/scene.hpp"
 
+#include "collab/scene_model.hpp"
+
 #include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
+#include <map>
 #include <random>
 
 namespace kiln::collab {
@@ -228,15 +231,20 @@ TEST(Ops, StructuralValidation) {
       Code::Invalid);
 }
 
-// Property test: random batches (many of them invalid) never break the tree, and a
-// refused batch leaves the scene byte-for-byte as it was.
-TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
-  std::mt19937 rng(12345);
+// Property test: random batches (many of them invalid) checked against a reference model
+// (scene_model.hpp) that states the rules directly. Every batch must end with the model's
+// code; after it the scene's snapshot and every sibling order must equal the model's, and
+// the tree must stay valid. A `set` that wrote nothing, a `move` that kept the old parent, a
+// delete that left a grandchild, a refused batch that changed anything: each is a mismatch.
+class SceneProperty : public ::testing::Test {
+ protected:
+  std::mt19937 rng{12345};
   const std::vector<std::string> ids = {"a", "b", "c", "d", "e", "f", "g", "h", "root"};
-  auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
-  Scene s;
-  int accepted = 0, refused = 0;
-  for (int round = 0; round < 3000; ++round) {
+  static constexpr std::size_t kMaxEntities = 4;  // small, so creates also hit too_large
+
+  std::string pick(const std::vector<std::string>& v) { return v[rng() % v.size()]; }
+
+  std::vector<Op> random_batch(const Scene& s, int round) {
     std::vector<Op> ops;
     const int n = 1 + static_cast<int>(rng() % 3);
     std::vector<std::string> existing;
@@ -254,12 +262,22 @@ TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
         case 0:
           op.kind = Op::Kind::Create;
           op.parent = rng() % 5 != 0 ? pick(parents) : pick(ids);
-          op.index = std::to_string(rng() % 3);
+          if (rng() % 4 != 0) op.index = std::to_string(rng() % 3);
+          if (rng() % 2) op.props["k" + std::to_string(rng() % 2)] = round;
           break;
         case 1:
           op.kind = Op::Kind::Set;
           op.key = "k" + std::to_string(rng() % 2);
-          op.value = (rng() % 3 == 0) ? boost::json::value(nullptr) : boost::json::value(round);
+          switch (rng() % 4) {
+            case 0:
+              op.value = nullptr;
+              break;
+            case 1:
+              op.value = boost::json::object{{"x", round}, {"y", "s"}};
+              break;
+            default:
+              op.value = round;
+          }
           break;
         case 2:
           op.kind = Op::Kind::Move;
@@ -271,19 +289,79 @@ TEST(SceneProperty, RandomOpSequencesKeepTheTreeValid) {
       }
       ops.push_back(op);
     }
-    const auto before = s.snapshot();
-    if (auto e = s.apply(ops)) {
-      ++refused;
-      // JSON equality: property order inside an object is not part of the state.
-      ASSERT_EQ(s.snapshot(), before) << "round " << round;
-    } else {
-      ++accepted;
+    return ops;
+  }
+
+  static std::string describe(const std::vector<Op>& ops) {
+    boost::json::array a;
+    for (const auto& op : ops) a.push_back(to_json(op));
+    return boost::json::serialize(a);
+  }
+
+  static void expect_same(const Scene& s, const model::SceneModel& m, int round) {
+    ASSERT_EQ(s.snapshot(), m.snapshot()) << "round " << round;
+    ASSERT_EQ(s.size(), m.entities().size()) << "round " << round;
+    ASSERT_EQ(s.children("root"), m.children("root")) << "round " << round;
+    for (const auto& [id, e] : m.entities()) {
+      ASSERT_EQ(s.children(id), m.children(id)) << "round " << round << " children of " << id;
     }
     ASSERT_EQ(s.check_invariants(), "") << "round " << round;
   }
-  // The generator must exercise both paths for the test to mean anything.
-  EXPECT_GT(accepted, 300);
-  EXPECT_GT(refused, 300);
+};
+
+TEST_F(SceneProperty, RandomBatchesAgreeWithTheReferenceModel) {
+  Scene s(kMaxEntities);
+  model::SceneModel m(kMaxEntities);
+  std::map<Code, int> codes;
+  for (int round = 0; round < 4000; ++round) {
+    const auto ops = random_batch(s, round);
+    const auto got = s.apply(ops).code;
+    const auto want = m.apply(ops);
+    ASSERT_EQ(to_string(got), to_string(want)) << "round " << round << ": " << describe(ops);
+    ++codes[got];
+    expect_same(s, m, round);
+    if (HasFatalFailure()) return;
+  }
+  // The generator must reach every outcome for the test to mean anything.
+  EXPECT_GT(codes[Code::Ok], 500);
+  for (auto c : {Code::NotFound, Code::Exists, Code::Cycle, Code::Invalid, Code::TooLarge}) {
+    EXPECT_GT(codes[c], 20) << to_string(c);
+  }
+}
+
+// validate() and validate_sequence() decide as apply() would and change nothing.
+TEST_F(SceneProperty, ValidationAgreesWithTheModelAndChangesNothing) {
+  Scene s(kMaxEntities);
+  model::SceneModel m(kMaxEntities);
+  int accepted_in_sequences = 0;
+  for (int round = 0; round < 1500; ++round) {
+    std::vector<std::vector<Op>> batches;
+    for (int b = 0; b < 3; ++b) batches.push_back(random_batch(s, round));
+    std::vector<const std::vector<Op>*> ptrs;
+    for (const auto& b : batches) ptrs.push_back(&b);
+    const auto before = s.snapshot();
+
+    ASSERT_EQ(to_string(s.validate(batches[0]).code),
+              to_string(model::SceneModel(m).apply(batches[0])))
+        << "round " << round;
+    ASSERT_EQ(s.snapshot(), before) << "round " << round;
+
+    auto trial = m;  // the model applies the sequence; refused batches are skipped
+    const auto results = s.validate_sequence(ptrs);
+    ASSERT_EQ(results.size(), batches.size());
+    for (std::size_t b = 0; b < batches.size(); ++b) {
+      const auto want = trial.apply(batches[b]);
+      ASSERT_EQ(to_string(results[b].code), to_string(want)) << "round " << round << " batch " << b;
+      if (want == Code::Ok) ++accepted_in_sequences;
+    }
+    ASSERT_EQ(s.snapshot(), before) << "round " << round;
+
+    // Then move on: apply the first batch for real, so the scene keeps changing.
+    ASSERT_EQ(to_string(s.apply(batches[0]).code), to_string(m.apply(batches[0])));
+    expect_same(s, m, round);
+    if (HasFatalFailure()) return;
+  }
+  EXPECT_GT(accepted_in_sequences, 300);
 }
 
 }  // namespace
