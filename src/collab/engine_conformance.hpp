@@ -335,16 +335,29 @@ TEST_P(EngineConformance, FullRoomRefusesNewMembers) {
   EXPECT_EQ(join(rm, bob, bob_rec).error.code, Code::TooLarge);
 }
 
+// Isolation without a timing window: after ann's batch in room one is acknowledged, bob
+// writes in room two. Had ann's batch leaked into room two's log, bob's batch would get
+// seq 2; had it been published on room two's channel, it would reach bob before his own
+// ack (one channel delivers in order, and ann's publish was done before bob's submit).
 TEST_P(EngineConformance, RoomsAreIsolated) {
   const auto one = room("iso"), two = room("iso");
   join(one, ann, ann_rec);
   join(two, bob, bob_rec);
-  // The ack comes from the same delivery as any peer's ops frame: once ann has it, a frame
-  // for bob would be there already.
   EXPECT_EQ(submit(one, ann, ann_rec, 1, R"([{"op":"create","entity":"a","parent":"root"}])").first,
             1u);
-  EXPECT_TRUE(bob_rec->of_type("ops").empty());
-  EXPECT_EQ(join(two, ann, ann_rec).seq, 0u);
+  EXPECT_EQ(submit(two, bob, bob_rec, 1, R"([{"op":"create","entity":"b","parent":"root"}])").first,
+            1u);
+  EXPECT_TRUE(bob_rec->of_type("ops").empty()) << "room one's batch reached a member of room two";
+  auto r = join(two, Member{"s-cy", "cy", "Cy", "node-1"}, std::make_shared<Recorder>());
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_EQ(r.seq, 1u);
+  const auto& ents = r.snapshot->at("entities").as_object();
+  EXPECT_EQ(ents.size(), 1u);
+  EXPECT_TRUE(ents.contains("b"));
+  // The same the other way round: ann writes again after bob's batch.
+  EXPECT_EQ(submit(one, ann, ann_rec, 2, R"([{"op":"create","entity":"c","parent":"root"}])").first,
+            2u);
+  EXPECT_TRUE(ann_rec->of_type("ops").empty()) << "room two's batch reached a member of room one";
 }
 
 // --- persistence: what the write-behind persister and the loader rely on ---------------
