@@ -230,10 +230,29 @@ class PostgresWorkers(unittest.TestCase):
         count = lambda: int(psql(self.db, "SELECT count(*) FROM room_snapshots"))
         w1 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
         wait_until(lambda: count() > 0, "the first worker to start storing")
+        # Killed in the middle of a write, not between passes: a session of the test locks
+        # the snapshots table, the worker's next insert waits on the lock (seen in pg_locks),
+        # and the worker is killed while it waits, its leases held and its pass half done.
+        host, port = PG[1].split(":")
+        blocker = subprocess.Popen(["psql", "-h", host, "-p", port, "-U", "postgres", "-d", self.db,
+                                    "-Aqt", "-v", "ON_ERROR_STOP=1"],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.addCleanup(blocker.kill)
+        blocker.stdin.write("BEGIN; LOCK TABLE room_snapshots IN EXCLUSIVE MODE; SELECT 'locked';\n")
+        blocker.stdin.flush()
+        self.assertEqual(blocker.stdout.readline().strip(), "locked")
+        wait_until(lambda: psql(self.db, "SELECT count(*) FROM pg_locks WHERE NOT granted AND "
+                                         "relation = 'room_snapshots'::regclass") != "0",
+                   "the worker's insert waiting on the lock")
         w1.signal(signal.SIGKILL)
         w1.proc.wait(WAIT)
+        blocker.stdin.write("COMMIT;\n")
+        blocker.stdin.close()
+        self.assertEqual(blocker.wait(WAIT), 0)
         at_kill = count()
         self.assertLess(at_kill, 600, "the worker was killed after its pass, not during it")
+        self.assertGreater(int(psql(self.db, "SELECT count(*) FROM room_leases")), 0,
+                           "the killed worker held leases")
 
         w2 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
         w3 = self.node("worker", "--persist-interval-ms", "100", "--persist-lease-ms", "2000")
