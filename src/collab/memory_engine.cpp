@@ -276,8 +276,9 @@ void MemoryRoomEngine::join_loaded(Room& r, const std::string& id, const Member&
                                    std::function<void(JoinResult)>& done) {
   JoinResult result;
   if (r.members.size() >= limits_.max_members && r.members.count(member.session) == 0) {
-    result.error = fail(Code::TooLarge, "the room holds at most " +
-                                            std::to_string(limits_.max_members) + " members");
+    result.error =
+        fail_limit("members_per_room", Code::TooLarge,
+                   "the room holds at most " + std::to_string(limits_.max_members) + " members");
     done(std::move(result));
     return;
   }

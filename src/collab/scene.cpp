@@ -122,8 +122,8 @@ Error Scene::apply_one(const Op& op, std::vector<Undo>& undo) {
         return fail(Code::NotFound, "parent '" + op.parent + "' does not exist");
       }
       if (entities_.size() >= max_entities_) {
-        return fail(Code::TooLarge,
-                    "the scene holds at most " + std::to_string(max_entities_) + " entities");
+        return fail_limit("entities_per_scene", Code::TooLarge,
+                          "the scene holds at most " + std::to_string(max_entities_) + " entities");
       }
       Entity e{op.parent, op.index.value_or(""), op.props};
       link(op.entity, e);

@@ -538,9 +538,10 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
             return;
           }
           if (r.elements[0].integer == 0) {
-            res.error = collab::fail(
-                Code::TooLarge, "the room holds at most " +
-                                    std::to_string(self->options.limits.max_members) + " members");
+            res.error = collab::fail_limit("members_per_room", Code::TooLarge,
+                                           "the room holds at most " +
+                                               std::to_string(self->options.limits.max_members) +
+                                               " members");
             pj.done(std::move(res));
             return;
           }
@@ -689,10 +690,10 @@ struct RedisRoomEngine::Impl : std::enable_shared_from_this<Impl> {
     if (!room->copy.enqueue(std::move(sub), options.max_queued)) {
       // The room receives more than Redis takes: back-pressure, with a time to retry.
       if (options.on_busy) options.on_busy();
-      refused(collab::fail(Code::Unavailable,
-                           "the room has " + std::to_string(waiting) +
-                               " batches waiting on this node; send again later",
-                           options.busy_retry_after.count()));
+      refused(collab::fail_limit("room_queue", Code::Unavailable,
+                                 "the room has " + std::to_string(waiting) +
+                                     " batches waiting on this node; send again later",
+                                 options.busy_retry_after.count()));
       return;
     }
     pump(room);

@@ -270,7 +270,7 @@ void Session::enter(std::int64_t id, const std::string& room, std::optional<coll
       return;
     }
     if (r.error) {
-      if (r.error.code == Code::TooLarge) trip("members_per_room");
+      if (r.error.limit != nullptr) trip(r.error.limit);
       nack(id, room, r.error.code, r.error.message, r.error.after_ms);
       return;
     }
@@ -310,8 +310,10 @@ void Session::handle(collab::msg::Op&& m, Clock::time_point now) {
   std::weak_ptr<Session> weak = shared_from_this();
   ctx_.engine.submit(m.room, member_, m.id, std::move(ops),
                      [weak, id = m.id, room = m.room](collab::Error e) {
-                       if (auto self = weak.lock())
-                         self->nack(id, room, e.code, e.message, e.after_ms);
+                       auto self = weak.lock();
+                       if (!self) return;
+                       if (e.limit != nullptr) self->trip(e.limit);
+                       self->nack(id, room, e.code, e.message, e.after_ms);
                      });
 }
 
