@@ -6,18 +6,89 @@ gateways, with clients spread across nodes (`self.url(i)` picks node i mod N).
 """
 import asyncio
 import json
+import os
+import re
+import shutil
 import signal
+import socket
+import struct
+import subprocess
+import tempfile
 import time
 import unittest
 
 import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
-from collab_client import (SECRET, Client, Directory, RawWebSocket, attach, directory_for, run,
+from collab_client import (SECRET, Client, Directory, RawWebSocket, attach, b64url, directory_for, run,
                            token)
-from harness import Kiln
+from harness import WAIT, Kiln
 
 ROLES = {"p": "editor", "other": "editor"}
+
+
+def metric_samples(node, family):
+    """{labels-tuple or None: value} of one counter family on a node's /metrics."""
+    _, _, body = node.request("GET", "/metrics")
+    out = {}
+    for f in text_string_to_metric_families(body.decode()):
+        if f.name == family:
+            for smp in f.samples:
+                if smp.name.endswith("_total"):
+                    out[tuple(sorted(smp.labels.values())) or None] = smp.value
+    return out
+
+
+def trips(node):
+    return {k[0]: v for k, v in metric_samples(node, "kiln_gateway_limit_trips").items()}
+
+
+def delta(before, after):
+    return {k: after.get(k, 0) - before.get(k, 0) for k in set(before) | set(after)
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def wait_for_metric(node, name, value):
+    """Waits until an unlabelled gauge or counter on /metrics reads `value`."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        body = node.request("GET", "/metrics")[2].decode()
+        m = re.search(r"^" + re.escape(name) + r" (\S+)$", body, re.M)
+        if m and float(m.group(1)) == value:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{name} never reached {value} (last: {m and m.group(1)})")
+        time.sleep(0.05)
+
+
+def read_frames(sock, deadline):
+    """Reads WebSocket frames (server to client: unmasked) until the TCP connection ends or
+    a close frame; returns (opcodes seen in order, close code or None, when it ended)."""
+    buf, seen = b"", []
+    sock.settimeout(max(0.1, deadline - time.monotonic()))
+    while True:
+        while True:
+            if len(buf) >= 2:
+                n, off = buf[1] & 0x7F, 2
+                if n == 126 and len(buf) >= 4:
+                    n, off = struct.unpack("!H", buf[2:4])[0], 4
+                elif n == 127 and len(buf) >= 10:
+                    n, off = struct.unpack("!Q", buf[2:10])[0], 10
+                if n < 126 and len(buf) >= off + n:
+                    opcode, payload, buf = buf[0] & 0x0F, buf[off:off + n], buf[off + n:]
+                    seen.append(opcode)
+                    if opcode == 0x8:
+                        code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
+                        return seen, code, time.monotonic()
+                    continue
+            break
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            chunk = b""
+        if not chunk:
+            return seen, None, time.monotonic()
+        buf += chunk
 
 
 class CollabSuite:
@@ -458,6 +529,180 @@ class CollabSuite:
             await a.close()
         run(go())
 
+    def test_a_silent_peer_is_dropped_after_two_heartbeats(self):
+        nodes = self.fresh("--gateway-heartbeat-ms", "2000")
+        n = nodes[0]
+
+        async def go():
+            # A well-behaved client (the library answers pings) connected at the same time.
+            alive = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            self.assertEqual(alive.welcome["heartbeat_ms"], 2000)
+            raw = RawWebSocket(n.host, n.port)
+            self.assertEqual(raw.status, 101)
+            raw.send_frame(0x1, json.dumps({"t": "hello", "id": 1, "token": token("mute", ROLES)}).encode())
+            silent_from = time.monotonic()  # the last frame the mute peer ever sends
+            seen, code, ended = await asyncio.to_thread(read_frames, raw.sock, silent_from + WAIT)
+            raw.close()
+            silent_for = ended - silent_from
+            self.assertIn(0x9, seen, "the server pinged the silent peer")
+            self.assertEqual(seen[0], 0x1, "the welcome came first")
+            # Two heartbeats are 4 s; the bounds leave a busy machine room, not a third beat.
+            self.assertGreaterEqual(silent_for, 3.0, "dropped before two heartbeats of silence")
+            self.assertLess(silent_for, 6.0, "not dropped after two heartbeats of silence")
+            # The client that answers pings was not dropped: it was silent as long, but ponged.
+            self.assertEqual((await alive.request({"t": "ping"}))["t"], "pong")
+        run(go())
+
+    def test_eph_over_the_rate_is_dropped_and_counted(self):
+        nodes = self.fresh("--gateway-eph-per-second", "5")  # burst 10
+        room = self.room()
+
+        async def go():
+            a = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            b = await Client.connect(self.url(0, nodes), "bob", ROLES)
+            await a.join(room)
+            await b.join(room)
+            before = trips(nodes[0])
+            dropped_before = metric_samples(nodes[0], "kiln_gateway_eph_dropped").get(None, 0)
+            t0 = time.monotonic()
+            for x in range(50):
+                await a.send({"t": "eph", "room": room, "kind": "cursor", "data": {"x": x}})
+            await a.request({"t": "ping"})  # frames are taken in order: the flood was handled
+            elapsed = time.monotonic() - t0
+            d = delta(before, trips(nodes[0]))
+            dropped = metric_samples(nodes[0], "kiln_gateway_eph_dropped").get(None, 0) - dropped_before
+            self.assertEqual(d.get("eph_per_second", 0), dropped, "each drop is a trip")
+            allowed = 10 + 5 * elapsed + 1  # the burst plus what refilled while sending
+            self.assertGreaterEqual(dropped, 50 - allowed)
+            self.assertLessEqual(dropped, 50 - 10)
+            # The peer sees accepted updates only, then (once the bucket refilled) a marker.
+            k = 0
+            while True:
+                await a.send({"t": "eph", "room": room, "kind": "cursor", "data": {"x": f"end{k}"}})
+                k += 1
+                try:
+                    await asyncio.wait_for(b.next("eph", lambda m: any(
+                        str(e["data"]["x"]).startswith("end") for e in m["batch"])), 0.3)
+                    break
+                except asyncio.TimeoutError:
+                    self.assertLess(k, 100, "no eph got through after the flood")
+            xs = [e["data"]["x"] for f in b.inbox if f["t"] == "eph" for e in f["batch"]
+                  if isinstance(e["data"]["x"], int)]
+            self.assertTrue(xs, "some of the flood got through")
+            self.assertLess(max(xs), 50 - dropped + 1, "a dropped update reached the peer")
+        run(go())
+
+    def test_joining_a_room_twice_is_invalid(self):
+        room = self.room()
+
+        async def go():
+            c = await Client.connect(self.url(), "ann", ROLES)
+            self.assertEqual((await c.join(room))["t"], "joined")
+            r = await c.join(room)
+            self.assertEqual((r["t"], r["code"]), ("nack", "invalid"), r)
+            # Still a member once: an op is acked, a leave leaves, a second leave is refused.
+            self.assertEqual((await c.op(room, {"op": "create", "entity": "a", "parent": "root"}))["t"], "ack")
+            self.assertEqual((await c.request({"t": "leave", "room": room}))["t"], "left")
+            r = await c.op(room, {"op": "create", "entity": "b", "parent": "root"})
+            self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+        run(go())
+
+    def test_a_new_role_takes_effect_on_an_open_session(self):
+        room = self.room()
+        user = f"riser{self.room_counter}"
+        new_project = f"later{self.room_counter}-{int(time.time() * 1000) % 100000}"
+
+        async def go():
+            c = await Client.connect(self.url(), user, {"p": "viewer"})
+            self.assertEqual((await c.join(room))["t"], "joined")
+            r = await c.op(room, {"op": "create", "entity": "a", "parent": "root"})
+            self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
+            # Upgraded while connected: told, and the same session may edit.
+            await asyncio.to_thread(c.directory.grant, user, {"p": "editor"})
+            n = await asyncio.wait_for(c.next("notify"), WAIT)
+            self.assertEqual((n["kind"], n["project"], n["role"]), ("access", "p", "editor"))
+            self.assertEqual((await c.op(room, {"op": "create", "entity": "a", "parent": "root"}))["t"], "ack")
+            # A project created (and the user added) after the session opened: joined at once.
+            await asyncio.to_thread(c.directory.grant, user, {new_project: "editor"})
+            await asyncio.to_thread(c.directory.scene, f"{new_project}/main")
+            self.assertEqual((await c.join(f"{new_project}/main", create=False))["t"], "joined")
+        run(go())
+
+    def test_limits_that_nack_are_counted(self):
+        nodes = self.fresh("--gateway-max-rooms-per-connection", "2", "--room-max-members", "1",
+                           "--room-max-entities", "2", "--gateway-max-ops-per-batch", "3",
+                           "--gateway-ops-per-second", "1")
+        rooms = [self.room() for _ in range(3)]
+        create = lambda e: {"op": "create", "entity": e, "parent": "root"}
+
+        async def go():
+            node = nodes[0]
+            c = await Client.connect(self.url(0, nodes), "ann", ROLES)
+            before = trips(node)
+            for r in rooms[:2]:
+                self.assertEqual((await c.join(r))["t"], "joined")
+            r = await c.join(rooms[2])
+            self.assertEqual((r["t"], r["code"]), ("nack", "too_large"), r)
+            self.assertEqual(delta(before, trips(node)), {"rooms_per_connection": 1})
+
+            before = trips(node)
+            bob = await Client.connect(self.url(0, nodes), "bob", ROLES)
+            r = await bob.join(rooms[0])
+            self.assertEqual((r["t"], r["code"]), ("nack", "too_large"), r)
+            self.assertEqual(delta(before, trips(node)), {"members_per_room": 1})
+
+            before = trips(node)  # 1 batch per second, burst 2
+            r = await c.op(rooms[0], create("a"), create("b"), create("c"), create("d"))
+            self.assertEqual((r["t"], r["code"]), ("nack", "too_large"), r)
+            self.assertEqual(delta(before, trips(node)), {"ops_per_batch": 1})
+            before = trips(node)
+            r = await c.op(rooms[0], create("a"), create("b"), create("c"))
+            self.assertEqual((r["t"], r["code"]), ("nack", "too_large"), r)
+            self.assertIn("entities", r["message"])
+            self.assertEqual(delta(before, trips(node)), {"entities_per_scene": 1})
+            before = trips(node)
+            limited = 0
+            for _ in range(5):
+                r = await c.op(rooms[0], create("z"))
+                limited += r["t"] == "nack" and r["code"] == "rate_limited"
+            self.assertGreaterEqual(limited, 1)
+            self.assertEqual(delta(before, trips(node)), {"ops_per_second": limited})
+
+            before = trips(node)
+            await c.send({"t": "eph", "room": rooms[0], "kind": "cursor", "data": {"s": "x" * 5000}})
+            self.assertEqual((await c.next("error"))["code"], "too_large")
+            self.assertEqual(delta(before, trips(node)), {"eph_data": 1})
+        run(go())
+
+    def test_limits_that_close_are_counted(self):
+        nodes = self.fresh("--gateway-messages-per-second", "5", "--gateway-hello-timeout-ms", "300",
+                           "--gateway-max-frame-bytes", "1024", "--gateway-max-sessions", "2")
+        node = nodes[0]
+
+        def closes_with(code, *frames, hello=True):
+            before = trips(node)
+            self.assertCloses(code, *frames, nodes=nodes, hello=hello)
+            return delta(before, trips(node))
+
+        self.assertEqual(closes_with(4001, hello=False), {"hello_timeout": 1})
+        self.assertEqual(closes_with(4001, {"t": "hello", "id": 1, "token": "not.a.token"}, hello=False),
+                         {"bad_token": 1})
+        self.assertEqual(closes_with(4009, "x" * 2000), {"frame_bytes": 1})
+        self.assertEqual(closes_with(4029, *[{"t": "ping", "id": i} for i in range(40)]),
+                         {"messages_per_second": 1})
+
+        async def full():
+            # Two sessions held; the third upgrade is answered 503 before any WebSocket.
+            await asyncio.to_thread(wait_for_metric, node, "kiln_gateway_sessions", 0)
+            held = [await Client.connect(self.url(0, nodes), "ann", ROLES) for _ in range(2)]
+            before = trips(node)
+            raw = await asyncio.to_thread(RawWebSocket, node.host, node.port)
+            self.assertEqual(raw.status, 503)
+            raw.close()
+            self.assertEqual(delta(before, trips(node)), {"sessions": 1})
+            self.assertEqual((await held[0].request({"t": "ping"}))["t"], "pong")
+        run(full())
+
     # --- close codes and hostile input ------------------------------------------------------
 
     def assertCloses(self, code, *frames, nodes=None, hello=True):
@@ -596,6 +841,50 @@ class MemoryEngine(CollabSuite, unittest.TestCase):
         k = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false", *args)
         attach([k], Directory(k, k.service_key()))
         return [k]
+
+    def test_rs256_tokens_end_to_end(self):
+        # An identity provider's key pair, made by OpenSSL (an independent signer): Kiln holds
+        # only the public key, accepts what the private key signed on both the WebSocket and
+        # the REST API, and refuses HS256 tokens (even ones signed with the old secret).
+        keys = tempfile.mkdtemp(prefix="kiln-rs256-")
+        self.addCleanup(shutil.rmtree, keys, True)
+        private, public = os.path.join(keys, "idp.pem"), os.path.join(keys, "idp.pub.pem")
+        subprocess.run(["openssl", "genrsa", "-out", private, "2048"], check=True, capture_output=True)
+        subprocess.run(["openssl", "rsa", "-in", private, "-pubout", "-out", public], check=True,
+                       capture_output=True)
+
+        def rs256(sub, exp_in=3600):
+            head = b64url(json.dumps({"alg": "RS256", "typ": "JWT"}).encode())
+            body = b64url(json.dumps({"sub": sub, "name": sub.title(), "exp": int(time.time()) + exp_in}).encode())
+            sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", private],
+                                 input=f"{head}.{body}".encode(), check=True, capture_output=True).stdout
+            return f"{head}.{body}.{b64url(sig)}"
+
+        k = Kiln("--auth-jwt-public-key-file", public, "--http-access-log", "false")
+        self.addCleanup(k.stop)
+        directory = attach([k], Directory(k, k.service_key()))
+        directory.grant("ann", {"p": "editor"})
+        directory.scene("p/rs")
+        url = f"ws://{k.host}:{k.port}/v1/collab"
+
+        status, _, doc = k.call("GET", "/v1/projects", rs256("ann"))
+        self.assertEqual(status, 200, doc)
+        self.assertEqual([p["id"] for p in doc["items"]], ["p"])
+        status, _, _ = k.call("GET", "/v1/projects", token("ann", {}))
+        self.assertEqual(status, 401)
+        status, _, _ = k.call("GET", "/v1/projects", rs256("ann", exp_in=-3600))
+        self.assertEqual(status, 401)
+
+        async def go():
+            c = await Client.connect(url)
+            w = await c.request({"t": "hello", "token": rs256("ann")})
+            self.assertEqual((w["t"], w["user"]["id"], w["user"]["name"]), ("welcome", "ann", "Ann"))
+            self.assertEqual((await c.join("p/rs", create=False))["t"], "joined")
+            self.assertEqual((await c.op("p/rs", {"op": "create", "entity": "a", "parent": "root"}))["t"], "ack")
+            hs = await Client.connect(url)
+            await hs.send({"t": "hello", "id": 1, "token": token("ann", {})})
+            self.assertEqual((await hs.closed())[0], 4001)
+        run(go())
 
 
 if __name__ == "__main__":

@@ -73,6 +73,25 @@ async def state(url, room, since=None):
     return j
 
 
+async def edit_with_eph(url, room, op_marker, eph_marker):
+    """One acknowledged batch carrying op_marker, and a burst of cursor updates carrying
+    eph_marker that a peer is seen to receive (so they went through the room)."""
+    a = await Client.connect(url, user="ann", roles=ROLES)
+    b = await Client.connect(url, user="bob", roles=ROLES)
+    assert (await a.join(room))["t"] == "joined"
+    assert (await b.join(room))["t"] == "joined"
+    ack = await a.op(room, {"op": "create", "entity": "lamp", "parent": "root",
+                            "props": {"label": op_marker}})
+    assert ack["t"] == "ack", ack
+    for i in range(5):
+        await a.send({"t": "eph", "room": room, "kind": "cursor", "data": {"tag": eph_marker, "i": i}})
+    got = await b.next("eph", lambda m: any(e["data"].get("tag") == eph_marker for e in m["batch"]))
+    assert got, "the peer received the ephemeral updates"
+    await a.close()
+    await b.close()
+    return ack["seq"]
+
+
 class SqliteServe(unittest.TestCase):
     """`kiln serve` on its embedded defaults: the memory engine persisted to SQLite."""
 
@@ -122,6 +141,26 @@ class SqliteServe(unittest.TestCase):
         k2 = self.serve("--persist-interval-ms", "3600000")
         # Editing continues after the stored seq.
         self.assertEqual(run(edit(ws_url(k2), "proj/a", 1, start=100)), acked["proj/a"] + 1)
+
+    def test_ephemeral_data_never_reaches_the_database(self):
+        # docs/protocol.md: cursors and selections are never written. The database file,
+        # its WAL and the journal are searched for the marker bytes after a flush; the
+        # durable batch's marker, written the same way, must be found (the search works).
+        k = self.serve("--persist-interval-ms", "3600000")
+        op_marker, eph_marker = "op-" + uuid.uuid4().hex, "eph-" + uuid.uuid4().hex
+        run(edit_with_eph(ws_url(k), "proj/eph", op_marker, eph_marker))
+        k.signal(signal.SIGTERM)
+        self.assertEqual(k.wait_exit(), 0)
+        found = {op_marker: [], eph_marker: []}
+        for root, _, files in os.walk(self.data):
+            for name in files:
+                with open(os.path.join(root, name), "rb") as f:
+                    data = f.read()
+                for m in found:
+                    if m.encode() in data:
+                        found[m].append(name)
+        self.assertTrue(found[op_marker], "the durable batch was stored (the search works)")
+        self.assertEqual(found[eph_marker], [], "ephemeral data was written to disk")
 
     def test_the_persister_reports_in_metrics_and_readyz(self):
         k = self.serve("--persist-interval-ms", "100")
@@ -208,6 +247,18 @@ class PostgresWorkers(unittest.TestCase):
         worker.wait_for_log(lambda r: r.get("msg") == "persister: rooms newer than stored had no dirty mark",
                             "the reconciliation's warning")
         self.assertGreaterEqual(metric(worker, "kiln_persist_reconciled_rooms_total"), 1)
+
+    def test_ephemeral_data_never_reaches_the_database(self):
+        gw = self.node("gateway")
+        self.node("worker", "--persist-interval-ms", "100")
+        op_marker, eph_marker = "op-" + uuid.uuid4().hex, "eph-" + uuid.uuid4().hex
+        acked = run(edit_with_eph(ws_url(gw), "proj/eph", op_marker, eph_marker))
+        wait_until(lambda: (self.stored("proj/eph") or (0,))[0] == acked, "the worker to store the room")
+        host, port = PG[1].split(":")
+        dump = subprocess.run(["pg_dump", "-h", host, "-p", port, "-U", "postgres", "--data-only", self.db],
+                              capture_output=True, text=True, timeout=WAIT, check=True).stdout
+        self.assertIn(op_marker, dump, "the durable batch was stored (the search works)")
+        self.assertNotIn(eph_marker, dump, "ephemeral data was written to the database")
 
     def test_a_worker_killed_mid_flush_and_two_workers_at_once_lose_and_double_nothing(self):
         gw = self.node("gateway")
