@@ -14,9 +14,12 @@ import signal
 import subprocess
 import tempfile
 import threading
+import time
 import unittest
 import urllib.parse
 import http.client
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import KILN, WAIT, Kiln
 
@@ -30,9 +33,9 @@ INTERRUPTIONS = 20
 class Run:
     """One `kiln upload --events` process; its stdout events, read as they come."""
 
-    def __init__(self, args, env):
+    def __init__(self, args, env, parallel=PARALLEL):
         self.proc = subprocess.Popen([KILN, "upload", *args, "--events", "--no-progress",
-                                      "--parallel", str(PARALLEL)],
+                                      "--parallel", str(parallel)],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         self.events = []
         self.cv = threading.Condition()
@@ -66,6 +69,13 @@ class Run:
     def of(self, kind):
         with self.cv:
             return [e for e in self.events if e["event"] == kind]
+
+
+def samples(k):
+    """The node's metrics: {(name, ((label, value), ...)): value}."""
+    _, _, text = k.request("GET", "/metrics")
+    return {(x.name, tuple(sorted(x.labels.items()))): x.value
+            for f in text_string_to_metric_families(text.decode()) for x in f.samples}
 
 
 class UploadCli(unittest.TestCase):
@@ -253,6 +263,53 @@ class UploadCli(unittest.TestCase):
             self.assertTrue(limited and float(limited[0].split()[-1]) > 0, limited)
         finally:
             k.stop()
+
+    def small_parts_node(self, *args):
+        """A `kiln serve` of its own with 5 MiB parts (multipart above 6 MiB)."""
+        k = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                 "--uploads-multipart-threshold-bytes", str(6 * MIB), "--uploads-part-size-bytes",
+                 str(5 * MIB), *args)
+        self.addCleanup(k.stop)
+        st, _, doc = k.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": "ann"}})
+        self.assertEqual(st, 201, doc)
+        tok = doc["token"]
+        self.assertEqual(k.call("POST", "/v1/projects", tok, {"id": "p", "name": "P"})[0], 201)
+        return k, f"http://{k.host}:{k.port}", dict(self.env, KILN_TOKEN=tok)
+
+    def write_random(self, path, size, seed):
+        with open(path, "wb") as f:
+            f.write(random.Random(seed).randbytes(size))
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).hexdigest()
+
+    def test_a_changed_file_starts_over(self):
+        k, api, env = self.small_parts_node()
+        path = os.path.join(self.tmp, "changing.bin")
+        args = [path, "--project", "p", "--api", api, "--state-dir", os.path.join(self.tmp, "state-changing")]
+        # Same size with other bytes (only the mtime tells), then another size.
+        for seed, size, new_size in ((1, 20 * MIB, 20 * MIB), (3, 20 * MIB, 22 * MIB)):
+            with self.subTest(size=size, new_size=new_size):
+                self.write_random(path, size, seed)
+                first = Run(args, env, parallel=1)
+                first.wait_for(lambda ev: any(e["event"] == "part" for e in ev))
+                first.proc.send_signal(signal.SIGKILL)
+                code, err = first.finish()
+                self.assertEqual(code, -signal.SIGKILL, "the first run ended before it was interrupted")
+                old = first.of("upload")[0]["id"]
+                st, now = k.call("GET", f"/v1/projects/p/uploads/{old}", env["KILN_TOKEN"])[::2]
+                self.assertEqual((st, now["state"], len(now["parts"]) >= 1), (200, "open", True), now)
+                before = os.stat(path).st_mtime_ns
+                digest = self.write_random(path, new_size, seed + 1)
+                self.assertNotEqual(os.stat(path).st_mtime_ns, before, "the rewrite kept the mtime")
+                again = Run(args, env, parallel=1)
+                code, err = again.finish()
+                self.assertEqual(code, 0, err)
+                start = again.of("upload")[0]
+                self.assertNotEqual(start["id"], old, "the changed file resumed the old upload")
+                self.assertFalse(start["resumed"])
+                self.assertEqual(start["to_send"], list(range(1, start["parts"] + 1)))
+                asset = again.of("done")[0]["asset"]
+                self.assertEqual((asset["sha256"], asset["size"]), (digest, new_size))
 
     def test_refusals_are_clear(self):
         path, _ = self.make_file("x.png", 1)
