@@ -311,6 +311,44 @@ class UploadCli(unittest.TestCase):
                 asset = again.of("done")[0]["asset"]
                 self.assertEqual((asset["sha256"], asset["size"]), (digest, new_size))
 
+    def test_a_part_url_that_expired_during_a_stall_is_signed_again_once(self):
+        # Part URLs live uploads.url_ttl_s (10 s at least). The uploader is stopped (SIGSTOP:
+        # a laptop closed) while it holds the URLs of one batch (four parts), until they have
+        # expired, then continued: each URL the store refuses (403) is signed afresh once.
+        ttl = 10
+        k, api, env = self.small_parts_node("--uploads-url-ttl-s", str(ttl))
+        path = os.path.join(self.tmp, "stall.bin")
+        digest = self.write_random(path, 20 * MIB, 5)  # four parts: one batch of URLs
+        before = samples(k)
+        run = Run([path, "--project", "p", "--api", api, "--state-dir", os.path.join(self.tmp, "state-stall")],
+                  env, parallel=1)
+        # The batch's URLs are signed before the first part starts; the other three are unused
+        # yet (parts of 5 MiB take far longer to send than this test takes to stop it).
+        run.wait_for(lambda ev: any(e["event"] == "part-start" for e in ev))
+        run.proc.send_signal(signal.SIGSTOP)
+        stopped = time.time()
+        try:
+            # Every URL it holds was signed before `stopped` (X-Amz-Date in whole seconds): a
+            # deadline, not a synchronisation.
+            time.sleep(max(0.0, stopped + ttl + 1.5 - time.time()))
+        finally:
+            run.proc.send_signal(signal.SIGCONT)
+        code, err = run.finish()
+        self.assertEqual(code, 0, err)
+        asset = run.of("done")[0]["asset"]
+        self.assertEqual((asset["sha256"], asset["size"]), (digest, 20 * MIB))
+        after = samples(k)
+
+        def moved(name, **labels):
+            key = (name, tuple(sorted(labels.items())))
+            return after.get(key, 0) - before.get(key, 0)
+        refused = moved("kiln_objects_requests_total", method="PUT", status="403")
+        signed = moved("kiln_http_requests_total", route="api_upload_parts", method="POST", status="200")
+        self.assertGreaterEqual(refused, 1, "no part URL had expired: the stall did not outlast them")
+        # One batch for the four parts, and one signing more for each refused URL.
+        self.assertEqual(signed, 1 + refused, (signed, refused))
+        print(f"\n{refused:.0f} expired part URLs refused and signed again", flush=True)
+
     def test_refusals_are_clear(self):
         path, _ = self.make_file("x.png", 1)
         run = Run(self.upload_args(path, "nope"), self.env)
