@@ -11,22 +11,24 @@ import http.client
 import json
 import os
 import sqlite3
+import threading
 import unittest
 import urllib.parse
 import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import WAIT, Kiln, needs
-from test_persistence import PG, STANDALONE, psql
+from harness import WAIT, Kiln, needs, read_response, send_request
+from test_persistence import PG, STANDALONE, psql, wait_until
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 STORE_SECRET = "objects-secret-0123456789abcdef0123456789"
 P = "https://kiln.dev/problems/"
 MIB = 1 << 20
 # Small parts keep the multipart tests quick: 5 MiB is S3's minimum part size.
+QUOTA = 64 * MIB
 SETTINGS = ["--uploads-multipart-threshold-bytes", str(6 * MIB), "--uploads-part-size-bytes", str(5 * MIB),
-            "--uploads-project-quota-bytes", str(64 * MIB), "--uploads-max-size-bytes", str(48 * MIB)]
+            "--uploads-project-quota-bytes", str(QUOTA), "--uploads-max-size-bytes", str(48 * MIB)]
 
 
 def send(url, method="PUT", body=b"", headers=None):
@@ -314,6 +316,39 @@ class UploadSuite:
         s, _, got = send(self.call("GET", f"/v1/projects/{self.pid}/assets/{done[0][2]['asset']['id']}",
                                    self.ann)[2]["download"]["url"], "GET")
         self.assertEqual(sha(got), sha(data))  # the shared content-addressed object survived
+
+    def test_uploads_created_at_once_never_pass_the_quota_together(self):
+        # 32 creations of 5 MiB (single PUTs, each other bytes) sent at the same moment on
+        # connections opened beforehand, against the 64 MiB quota: exactly 12 fit.
+        size, n = 5 * MIB, 32
+        ready = threading.Barrier(n)
+
+        def create(i):
+            body = json.dumps({"filename": f"c{i}.bin", "size": size, "content_type": "application/octet-stream",
+                               "sha256": sha(uuid.uuid4().bytes)}).encode()
+            s = self.api.connect()
+            try:
+                ready.wait(WAIT)
+                # The service key: its rate limit (burst 400) is not what is under test.
+                send_request(s, "POST", f"/v1/projects/{self.pid}/uploads",
+                             {"Authorization": "Bearer " + SERVICE_KEY, "Content-Type": "application/json"}, body)
+                st, _, b = read_response(s)
+                return st, json.loads(b)
+            finally:
+                s.close()
+
+        with concurrent.futures.ThreadPoolExecutor(n) as pool:
+            results = list(pool.map(create, range(n)))
+        accepted = [doc["upload"] for st, doc in results if st == 201]
+        for st, doc in results:
+            if st != 201:
+                self.problem((st, doc), 413, "quota-exceeded")
+        self.assertEqual(len(accepted), QUOTA // size, [st for st, _ in results])
+        self.assertLessEqual(sum(u["size"] for u in accepted), QUOTA)
+        held = self.sql(f"SELECT id FROM uploads WHERE project_id = '{self.pid}' AND state = 'open'")
+        self.assertEqual(sorted(held), sorted(u["id"] for u in accepted))
+        total = self.sql(f"SELECT SUM(size) FROM uploads WHERE project_id = '{self.pid}' AND state = 'open'")
+        self.assertLessEqual(int(total[0]), QUOTA)
 
     # --- multipart ----------------------------------------------------------------------
 
