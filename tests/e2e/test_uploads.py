@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import sqlite3
+import subprocess
 import threading
 import unittest
 import urllib.parse
@@ -581,6 +582,7 @@ class OnPostgres(UploadSuite, unittest.TestCase):
         store = Kiln("--objects-secret-key", STORE_SECRET, "--http-access-log", "false", role="objects")
         self.nodes.append(store)
         port = store.wait_for_log(lambda r: r.get("msg") == "object store listening", "the store")["port"]
+        self.storage = ["--storage-endpoint", f"http://127.0.0.1:{port}", "--storage-secret-key", STORE_SECRET]
         api = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
                    "--database-url", f"postgresql://postgres@{PG[0]}/{self.db}",
                    "--database-read-urls", f"postgresql://postgres@{PG[2]}/{self.db}",
@@ -588,6 +590,65 @@ class OnPostgres(UploadSuite, unittest.TestCase):
                    *args, role="api")
         self.nodes.append(api)
         return api
+
+    def test_several_api_nodes_sweeping_at_once_abort_each_stale_upload_once(self):
+        # 40 open uploads (6 multipart, each with its upload in the store), then three API
+        # nodes that find them stale. A session holding the uploads table's lock stops each
+        # node's first sweep at its read, so that all three read the same stale uploads and
+        # race to claim them the moment it lets go.
+        ids = []
+        for i in range(40):
+            multipart = i % 7 == 0
+            body = {"filename": f"s{i}.bin", "size": 7 * MIB if multipart else 1000,
+                    "content_type": "application/octet-stream"}
+            if not multipart:
+                body["sha256"] = sha(uuid.uuid4().bytes)
+            st, _, doc = self.call("POST", f"/v1/projects/{self.pid}/uploads", SERVICE_KEY, body)
+            self.assertEqual(st, 201, doc)
+            ids.append(doc["upload"]["id"])
+        self.api.stop()  # its own sweep (stale after 7 days) must not be one of the readers
+        locker = subprocess.Popen(["psql", "-h", PG[1].split(":")[0], "-p", PG[1].split(":")[1], "-U", "postgres",
+                                   "-d", self.db, "-q", "-v", "ON_ERROR_STOP=1"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+        try:
+            locker.stdin.write("BEGIN;\nLOCK TABLE uploads IN ACCESS EXCLUSIVE MODE;\n")
+            locker.stdin.flush()
+            wait_until(lambda: psql(self.db, "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                                             "WHERE c.relname = 'uploads' AND l.mode = 'AccessExclusiveLock' "
+                                             "AND l.granted") == "1", "the lock on uploads")
+            # Each node sweeps once (1 s after it starts; the interval is a day), on the primary.
+            sweepers = [Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                             "--database-url", f"postgresql://postgres@{PG[0]}/{self.db}", *self.storage,
+                             "--uploads-stale-after-s", "1", "--uploads-sweep-interval-s", "86400",
+                             "--database-statement-timeout-ms", "120000", role="api")
+                        for _ in range(3)]
+            self.nodes += sweepers
+            wait_until(lambda: psql(self.db, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                             "AND wait_event_type = 'Lock' AND query LIKE '%FROM uploads WHERE state%'")
+                       == "3", "the three nodes' sweeps waiting on the lock")
+        finally:
+            locker.stdin.write("COMMIT;\n")
+            locker.stdin.close()
+            locker.wait(WAIT)
+        wait_until(lambda: self.sql(f"SELECT count(*) FROM uploads WHERE project_id = '{self.pid}' "
+                                    "AND state = 'open'") == ["0"], "every stale upload aborted")
+
+        def stale_count(k):
+            _, _, text = k.request("GET", "/metrics")
+            return sum(x.value for f in text_string_to_metric_families(text.decode()) for x in f.samples
+                       if x.name == "kiln_uploads_total" and x.labels == {"event": "stale"})
+        per_node = wait_until(lambda: (lambda c: c if sum(c) >= len(ids) else None)([stale_count(k) for k in sweepers]),
+                              "the aborts counted")
+        for k in sweepers:
+            k.stop()  # judged: no error-level log; the sweeps in progress finish first
+        logged = [sum(r["count"] for r in k.log_records() if r.get("msg") == "api: stale uploads aborted")
+                  for k in sweepers]
+        print(f"\nstale uploads aborted per node: {[int(c) for c in per_node]}", flush=True)
+        self.assertEqual(sum(per_node), len(ids), per_node)
+        self.assertEqual(sum(logged), len(ids), logged)
+        rows = self.sql(f"SELECT id || ' ' || state || ' ' || error FROM uploads WHERE project_id = '{self.pid}'")
+        self.assertEqual(sorted(r.split(" ", 2)[:2] for r in rows), sorted([u, "aborted"] for u in ids))
+        self.assertTrue(all("stale" in r.split(" ", 2)[2] for r in rows), rows)
 
     def sql(self, query):
         out = psql(self.db, query)
