@@ -3,24 +3,31 @@
 #include "adapters/redis/test_env.hpp"
 #include "collab/engine_conformance.hpp"
 #include "engines/redis_engine.hpp"
+#include "engines/redis_messages.hpp"
 #include "platform/ids.hpp"
 #include "platform/runtime.hpp"
 
+#include <atomic>
 #include <cstdlib>
+#include <functional>
 #include <future>
 #include <thread>
 
 namespace kiln::engines {
 namespace {
 
+using collab::Hub;
+using collab::Member;
 using collab::conformance::EngineConformance;
 using collab::conformance::Harness;
 using collab::conformance::Named;
+using collab::conformance::Recorder;
 
 class RedisHarness : public Harness {
  public:
   RedisHarness(const collab::EngineLimits& limits, bool cluster,
-               std::chrono::milliseconds evict_after = std::chrono::seconds(30))
+               std::chrono::milliseconds evict_after = std::chrono::seconds(30),
+               const std::function<void(RedisEngineOptions&)>& tweak = {})
       : runtime_(1) {
     auto ep = redis::test_endpoint(cluster ? 1 : 0);
     if (!ep) throw std::runtime_error("KILN_TEST_REDIS not set (run through ctest)");
@@ -34,6 +41,7 @@ class RedisHarness : public Harness {
     eo.limits = limits;
     eo.connection = o;
     eo.evict_after = evict_after;
+    if (tweak) tweak(eo);
     engine_ =
         std::make_unique<RedisRoomEngine>(runtime_, client_, eo, [] { return ids::random_hex(8); });
     options_ = eo;
@@ -170,6 +178,98 @@ TEST_P(RedisEngineOnly, HistoryThatGoesBackwardsStartsANewEpoch) {
   ASSERT_FALSE(again.error);
   EXPECT_NE(again.epoch, first.epoch);
   EXPECT_FALSE(again.recovered);
+}
+
+// redis-keyspace.md, durability: with ack_replicas N the ack waits for N replicas, at most
+// wait_timeout; past it the ack is sent anyway and counted. The standalone server of the
+// fixture has no replica (every ack times out); each Cluster primary has one (none does).
+TEST_P(RedisEngineOnly, AnAckWaitsForTheReplicasAtMostTheTimeoutAndIsCounted) {
+  const bool cluster = GetParam().name == "cluster";
+  std::atomic<int> timeouts{0};
+  harness = std::make_unique<RedisHarness>(collab::EngineLimits{}, cluster,
+                                           std::chrono::seconds(30), [&](RedisEngineOptions& o) {
+                                             o.ack_replicas = 1;
+                                             o.wait_timeout = std::chrono::milliseconds(300);
+                                             o.on_wait_timeout = [&] { ++timeouts; };
+                                           });
+  harness->engine().set_events(&hub);
+  const auto rm = room("wait");
+  ASSERT_FALSE(join(rm, ann, ann_rec).error);
+  for (int i = 1; i <= 3; ++i) {
+    const auto started = std::chrono::steady_clock::now();
+    const auto [seq, e] =
+        submit(rm, ann, ann_rec, i,
+               R"([{"op":"create","entity":"e)" + std::to_string(i) + R"(","parent":"root"}])");
+    const auto took = std::chrono::steady_clock::now() - started;
+    ASSERT_FALSE(e) << e.message;
+    EXPECT_EQ(seq, static_cast<std::uint64_t>(i)) << "acked although the replicas were silent";
+    if (!cluster) {
+      EXPECT_GE(took, std::chrono::milliseconds(300)) << "the ack did not wait for the replicas";
+    }
+  }
+  EXPECT_EQ(timeouts.load(), cluster ? 0 : 3);
+}
+
+// redis-keyspace.md, step 5: a node that receives S+2 before S+1 fills the gap from the log
+// before delivering anything later. The fault is made exactly: batch S+1 is written to the
+// log and the room's seq by hand and never published, as if its message was lost; node 2
+// then appends S+2 (it must catch up from the log first, the channel brings nothing), and
+// node 1 receives S+2 on the channel with S+1 missing.
+TEST_P(RedisEngineOnly, ABatchLostOnTheChannelIsFilledFromTheLogInOrder) {
+  auto h = std::make_unique<RedisHarness>(collab::EngineLimits{}, GetParam().name == "cluster");
+  auto* raw = h.get();
+  harness = std::move(h);
+  harness->engine().set_events(&hub);
+  Hub hub2{"node-2"};
+  harness->node(1).set_events(&hub2);
+  extra_nodes.push_back(&harness->node(1));
+  const auto rm = room("gap");
+  ASSERT_FALSE(join(rm, ann, ann_rec).error);
+  Member cy{"s-cy", "cy", "Cy", "node-2"};
+  auto cy_rec = std::make_shared<Recorder>();
+  ASSERT_FALSE(join_at(harness->node(1), hub2, rm, cy, cy_rec).error);
+  ASSERT_EQ(submit(rm, ann, ann_rec, 1, R"([{"op":"create","entity":"a","parent":"root"}])").first,
+            1u);
+  ASSERT_EQ(cy_rec->wait_for("ops", 1).size(), 1u);
+
+  const std::string meta = raw->prefix() + ":{" + rm + "}:meta";
+  const std::string log = raw->prefix() + ":{" + rm + "}:log";
+  OpsMessage lost;
+  lost.seq = 2;
+  lost.user = "mallory";
+  lost.session = "s-mallory";
+  lost.request_id = 7;
+  lost.frame =
+      R"({"t":"ops","room":")" + rm +
+      R"(","seq":2,"author":"mallory","ops":[{"op":"create","entity":"lost","parent":"root","index":"","props":{}}]})";
+  ASSERT_FALSE(raw->command(log, {"XADD", log, "2-0", "m", encode_ops(lost)}).is_error());
+  ASSERT_FALSE(raw->command(meta, {"HSET", meta, "seq", "2"}).is_error());
+
+  auto& node2 = harness->node(1);
+  auto refused = std::make_shared<std::promise<collab::Error>>();
+  auto refusal = refused->get_future();
+  // Valid on node 2's copy (at seq 1), so it is appended, conflicts, and is appended again.
+  node2.submit(rm, cy, 1, ops(R"([{"op":"create","entity":"b","parent":"root"}])"),
+               [refused](collab::Error e) { refused->set_value(std::move(e)); });
+  auto acks = cy_rec->wait_for("ack", 1);
+  if (acks.empty() && refusal.wait_for(std::chrono::seconds(0)) == std::future_status::ready) {
+    FAIL() << "node 2 refused the batch: " << refusal.get().message;
+  }
+  ASSERT_EQ(acks.size(), 1u) << "node 2 never appended after the lost batch";
+  EXPECT_EQ(acks[0].at("seq").as_int64(), 3) << "node 2 appended on top of the lost batch";
+  auto got = ann_rec->wait_for("ops", 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].at("seq").as_int64(), 2) << "the lost batch came to node 1 from the log";
+  EXPECT_EQ(got[0].at("author").as_string(), "mallory");
+  EXPECT_EQ(got[1].at("seq").as_int64(), 3);
+  // Both copies agree with what a newcomer loads from Redis.
+  auto r = join(rm, bob, bob_rec);
+  ASSERT_TRUE(r.snapshot);
+  EXPECT_EQ(r.seq, 3u);
+  const auto& ents = r.snapshot->at("entities").as_object();
+  EXPECT_TRUE(ents.contains("a"));
+  EXPECT_TRUE(ents.contains("lost"));
+  EXPECT_TRUE(ents.contains("b"));
 }
 
 INSTANTIATE_TEST_SUITE_P(Redis, RedisEngineOnly,

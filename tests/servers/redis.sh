@@ -74,6 +74,17 @@ case "$cmd" in
     ok=0
     for _ in $(seq 200); do cluster_ok && { ok=1; break; }; sleep 0.05; done
     [[ $ok == 1 ]] || { echo "cluster did not reach cluster_state:ok" >&2; cat "$dir/create.log" >&2; exit 1; }
+    # Ready means every replica is in sync with its primary: tests of WAIT and failover
+    # need the replicas, not only the slots.
+    for p in "${ports[@]}"; do
+      redis-cli -p "$p" info replication | grep -q '^role:slave' || continue
+      for _ in $(seq 200); do
+        redis-cli -p "$p" info replication | grep -q 'master_link_status:up' && break
+        sleep 0.05
+      done
+      redis-cli -p "$p" info replication | grep -q 'master_link_status:up' ||
+        { echo "replica $p did not sync with its primary" >&2; exit 1; }
+    done
     echo "redis: standalone 127.0.0.1:$port, cluster 127.0.0.1:$base-$((base + 5))"
     ;;
   stop)
