@@ -14,6 +14,7 @@ import unittest
 import uuid
 
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from collab_client import SECRET, Client, run, token
 from harness import WAIT, Kiln, needs
@@ -22,6 +23,19 @@ from test_persistence import PG, STANDALONE, psql, wait_until
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 ACCESS_TTL_MS = 1000
 P = "https://kiln.dev/problems/"
+
+
+def counters(k, name):
+    """The samples of counter `name` on node k: {((label, value), ...): value}."""
+    _, _, text = k.request("GET", "/metrics")
+    return {tuple(sorted(x.labels.items())): x.value
+            for f in text_string_to_metric_families(text.decode()) for x in f.samples if x.name == name}
+
+
+def moved(before, after):
+    """What each sample of a one-label counter gained between two readings, by that label's
+    value (the samples that moved only)."""
+    return {labels[0][1]: v - before.get(labels, 0) for labels, v in after.items() if v != before.get(labels, 0)}
 
 
 class ApiSuite:
@@ -290,6 +304,36 @@ class ApiSuite:
         self.assertEqual(status, 201, doc)
         return doc["token"]
 
+    # --- errors and metrics the API promises (docs/api.md) --------------------------------
+
+    def test_the_service_key_rate_limit_is_429_and_counted_as_service(self):
+        api = self.lone_api("--api-service-requests-per-second", "1")  # burst 2
+        before = counters(api, "kiln_api_rate_limited_total")
+        got = [self.call("GET", "/v1/projects/nope", SERVICE_KEY, node=api) for _ in range(8)]
+        self.assertEqual([g[0] for g in got[:2]], [404, 404], "the burst")
+        limited = [g for g in got if g[0] == 429]
+        self.assertGreaterEqual(len(limited), 1, [g[0] for g in got])
+        for g in limited:
+            self.assert_problem(g, 429, "rate-limited")
+            self.assertEqual(g[1]["retry-after"], "1")
+        self.assertEqual({g[0] for g in got} - {429}, {404})
+        self.assertEqual(moved(before, counters(api, "kiln_api_rate_limited_total")), {"service": len(limited)})
+
+    def test_auth_failures_are_counted_by_reason(self):
+        old = self.mint("gone")
+        self.assertEqual(self.call("POST", "/v1/users/gone/revoke", SERVICE_KEY)[0], 200)
+        fresh = self.mint("gone")
+        before = counters(self.api, "kiln_api_auth_failures_total")
+        refusals = {"missing": [None] * 2,
+                    "invalid": [token("ann", {}, secret="x" * 40), "a.b.c", "not-the-service-key-0123456789abcdef0123"],
+                    "revoked": [old] * 4}
+        for reason, creds in refusals.items():
+            for cred in creds:
+                self.assert_problem(self.call("GET", "/v1/me", cred), 401, "unauthorized")
+        self.assertEqual(self.call("GET", "/v1/me", fresh)[0], 200)  # not a failure
+        self.assertEqual(moved(before, counters(self.api, "kiln_api_auth_failures_total")),
+                         {"missing": 2, "invalid": 3, "revoked": 4})
+
     # --- live permission changes on open gateway sessions ----------------------------------
 
     def test_downgrade_removal_and_revocation_reach_open_sessions_within_a_second(self):
@@ -512,6 +556,12 @@ class OnServe(ApiSuite, unittest.TestCase):
                  "--http-access-log", "false", *args)
         return k, k
 
+    def lone_api(self, *args):
+        k = Kiln("--auth-jwt-secret", SECRET, "--api-service-key", SERVICE_KEY,
+                 "--http-access-log", "false", *args)
+        self.addCleanup(k.stop)
+        return k
+
 
 @needs(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
 class OnPostgres(ApiSuite, unittest.TestCase):
@@ -548,6 +598,13 @@ class OnPostgres(ApiSuite, unittest.TestCase):
                   "--redis-addresses", STANDALONE, "--redis-prefix", "nobody-" + self.prefix,
                   "--database-url", f"postgresql://postgres@{PG[0]}/{self.db}"]
         return Kiln(*common, role="api")
+
+    def lone_api(self, *args, storage=()):
+        """A `kiln api` node alone on this test's database (through PgBouncer, no replica)."""
+        k = Kiln("--auth-jwt-secret", SECRET, "--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                 "--database-url", f"postgresql://postgres@{PG[0]}/{self.db}", *storage, *args, role="api")
+        self.addCleanup(k.stop)
+        return k
 
     def test_reads_of_your_own_writes_while_the_replica_lags(self):
         ann = self.mint("ann")
