@@ -123,10 +123,21 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
     }
   }
 
+  // Node i of the harness with a hub of the test's own: the hub lives as long as the
+  // fixture, so a delivery still in flight when the test body ends finds it alive (the
+  // engine is told to stop delivering in TearDown, before the hub goes).
+  Hub& attach_node(std::size_t i) {
+    extra_hubs.push_back(std::make_unique<Hub>("node-" + std::to_string(i + 1)));
+    harness->node(i).set_events(extra_hubs.back().get());
+    extra_nodes.push_back(&harness->node(i));
+    return *extra_hubs.back();
+  }
+
   std::string room(std::string_view name) {
     return "p/" + std::string(name) + "-" + std::to_string(++counter_);
   }
 
+  std::vector<std::unique_ptr<Hub>> extra_hubs;  // before the harness: destroyed after it
   Hub hub{"node-1"};
   std::unique_ptr<Harness> harness;
   std::vector<RoomEngine*> extra_nodes;  // nodes with a hub of the test's (unset at the end)
@@ -175,14 +186,8 @@ TEST_P(EngineConformance, OneAuthorsBatchesApplyInTheOrderSentUnderContention) {
   ASSERT_FALSE(
       submit(rm, ann, ann_rec, 1, R"([{"op":"create","entity":"board","parent":"root"}])").second);
   const std::size_t nodes = harness->nodes();
-  std::vector<std::unique_ptr<Hub>> hubs;
   std::vector<Hub*> hub_of{&hub};
-  for (std::size_t i = 1; i < nodes; ++i) {
-    hubs.push_back(std::make_unique<Hub>("node-" + std::to_string(i + 1)));
-    harness->node(i).set_events(hubs.back().get());
-    extra_nodes.push_back(&harness->node(i));
-    hub_of.push_back(hubs.back().get());
-  }
+  for (std::size_t i = 1; i < nodes; ++i) hub_of.push_back(&attach_node(i));
   constexpr int kAuthors = 30;
   constexpr int kBatches = 20;
   std::vector<Member> members;

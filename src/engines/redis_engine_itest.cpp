@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <functional>
 #include <future>
+#include <set>
 #include <thread>
 
 namespace kiln::engines {
@@ -220,9 +221,7 @@ TEST_P(RedisEngineOnly, ABatchLostOnTheChannelIsFilledFromTheLogInOrder) {
   auto* raw = h.get();
   harness = std::move(h);
   harness->engine().set_events(&hub);
-  Hub hub2{"node-2"};
-  harness->node(1).set_events(&hub2);
-  extra_nodes.push_back(&harness->node(1));
+  Hub& hub2 = attach_node(1);
   const auto rm = room("gap");
   ASSERT_FALSE(join(rm, ann, ann_rec).error);
   Member cy{"s-cy", "cy", "Cy", "node-2"};
@@ -270,6 +269,80 @@ TEST_P(RedisEngineOnly, ABatchLostOnTheChannelIsFilledFromTheLogInOrder) {
   EXPECT_TRUE(ents.contains("a"));
   EXPECT_TRUE(ents.contains("lost"));
   EXPECT_TRUE(ents.contains("b"));
+}
+
+// redis-keyspace.md: snapshots every snapshot_every batches and a log trimmed to what loading
+// and resuming need, under a fault: the room's Redis server drops every engine connection
+// (CLIENT KILL) every few batches, so snapshot writes and appends in flight are cut, and
+// subscriptions (messages published meanwhile are lost to the node). After
+// it a node that never held the room loads it from Redis (snapshot + log) and must see
+// exactly what the writer's node sees: every acknowledged batch, nothing twice; and the
+// log must hold every entry loading and resuming need.
+TEST_P(RedisEngineOnly, SnapshotsAndTrimmingLoseNothingWhenConnectionsAreCut) {
+  collab::EngineLimits limits;
+  limits.log_retention = 3;
+  auto h =
+      std::make_unique<RedisHarness>(limits, GetParam().name == "cluster", std::chrono::seconds(30),
+                                     [](RedisEngineOptions& o) { o.snapshot_every = 4; });
+  auto* raw = h.get();
+  harness = std::move(h);
+  harness->engine().set_events(&hub);
+  const auto rm = room("trim");
+  ASSERT_FALSE(join(rm, ann, ann_rec).error);
+  const std::string meta = raw->prefix() + ":{" + rm + "}:meta";
+  const std::string log = raw->prefix() + ":{" + rm + "}:log";
+  std::set<std::string> acked;
+  int kills = 0;
+  for (int i = 1; i <= 60; ++i) {
+    const auto id = "e" + std::to_string(i);
+    const auto [seq, e] = submit(rm, ann, ann_rec, i,
+                                 R"([{"op":"create","entity":")" + id + R"(","parent":"root"}])");
+    if (!e) acked.insert(id);
+    if (i % 4 == 0) {
+      // Right after the batch that triggers a snapshot write: the command connections
+      // (this one included: the engine's), or the subscriptions (messages are lost).
+      auto r = raw->command(
+          meta, {"CLIENT", "KILL", "TYPE", i % 8 == 0 ? "normal" : "pubsub", "SKIPME", "no"});
+      if (!r.is_error() && r.integer > 0) ++kills;
+    }
+  }
+  ASSERT_GE(kills, 5) << "the fault was not made";
+  ASSERT_GE(acked.size(), 30u) << "too few batches got through to test anything";
+
+  // What Redis holds: snap_seq <= seq, and the log holds (min(snap_seq, seq - retention), seq]
+  // without a hole.
+  auto m = raw->command(meta, {"HMGET", meta, "seq", "snap_seq"});
+  ASSERT_EQ(m.elements.size(), 2u);
+  const auto seq = std::stoull(m.elements[0].str);
+  const auto snap_seq = std::stoull(m.elements[1].str);
+  EXPECT_LE(snap_seq, seq);
+  EXPECT_GT(snap_seq, 0u) << "no snapshot was stored";
+  auto entries = raw->command(log, {"XRANGE", log, "-", "+"});
+  ASSERT_FALSE(entries.is_error());
+  std::vector<std::uint64_t> ids;
+  for (const auto& en : entries.elements) ids.push_back(std::stoull(en.elements.at(0).str));
+  const auto need_from = std::min(snap_seq, seq - std::min<std::uint64_t>(seq, 3)) + 1;
+  ASSERT_FALSE(ids.empty());
+  EXPECT_LE(ids.front(), need_from) << "the log was trimmed past what loading or resuming need";
+  EXPECT_EQ(ids.back(), seq);
+  for (std::size_t k = 1; k < ids.size(); ++k)
+    EXPECT_EQ(ids[k], ids[k - 1] + 1) << "a hole in the log";
+  EXPECT_LT(ids.size(), 60u) << "the log was never trimmed";
+
+  // A node that never held the room loads it from Redis; the writer's node answers from its
+  // copy. Both agree, and hold every acknowledged batch once.
+  Hub& hub3 = attach_node(2);
+  auto loaded = join_at(harness->node(2), hub3, rm, Member{"s-new", "new", "New", "node-3"},
+                        std::make_shared<Recorder>());
+  auto held = join(rm, bob, bob_rec);
+  ASSERT_TRUE(loaded.snapshot);
+  ASSERT_TRUE(held.snapshot);
+  EXPECT_EQ(loaded.seq, seq);
+  EXPECT_EQ(held.seq, seq);
+  EXPECT_EQ(*loaded.snapshot, *held.snapshot);
+  const auto& ents = loaded.snapshot->at("entities").as_object();
+  EXPECT_EQ(ents.size(), seq) << "one entity per applied batch";
+  for (const auto& id : acked) EXPECT_TRUE(ents.contains(id)) << id << " was acknowledged";
 }
 
 INSTANTIATE_TEST_SUITE_P(Redis, RedisEngineOnly,
