@@ -397,6 +397,57 @@ TEST_P(EngineConformance, ChangedRoomsAreDirtyUntilStoredAtTheirSeq) {
   EXPECT_FALSE(p.read_room("p/never-used-" + rm.substr(2)));
 }
 
+// persistence.md step 3: the clear of a dirty mark races new batches. A persister loop
+// (read the state, "store" it, clear the mark at the stored seq) runs while an author
+// writes; whenever a batch lands between the read and the clear, the room must stay dirty
+// at the newer seq. At the end, once nothing is dirty, what was stored last is the room's
+// last batch: no change is left out of the database.
+TEST_P(EngineConformance, AClearRacingANewBatchLeavesTheRoomDirty) {
+  const auto rm = room("race");
+  join(rm, ann, ann_rec);
+  auto& p = harness->persistence();
+  auto dirty_seq = [&]() -> std::optional<std::uint64_t> {
+    for (const auto& d : p.dirty_rooms(1000))
+      if (d.room == rm) return d.seq;
+    return std::nullopt;
+  };
+  // The author writes one batch at a time until enough clears have raced a batch (or a
+  // bound), so the race is met on every engine however fast or slow its calls are.
+  constexpr int kMaxBatches = 5000;
+  std::atomic<int> kept_dirty{0};  // clears that found a newer batch: the race happened
+  std::atomic<int> written{0};
+  std::thread author([&] {
+    for (int k = 1; k <= kMaxBatches && kept_dirty < 5; ++k) {
+      submit(rm, ann, ann_rec, k,
+             R"([{"op":"create","entity":"e)" + std::to_string(k) + R"(","parent":"root"}])");
+      written = k;
+    }
+  });
+  std::uint64_t stored = 0;
+  std::atomic<bool> done{false};
+  auto pass = [&] {
+    if (!dirty_seq()) return false;
+    auto state = p.read_room(rm);
+    if (!state) return false;
+    stored = state->seq;
+    p.mark_stored(rm, state->seq);
+    if (auto now = dirty_seq(); now && *now > state->seq) ++kept_dirty;
+    return true;
+  };
+  std::thread persister([&] {
+    while (!done) pass();
+  });
+  author.join();
+  done = true;
+  persister.join();
+  while (pass()) {
+  }
+  EXPECT_FALSE(dirty_seq());
+  EXPECT_EQ(stored, static_cast<std::uint64_t>(written.load()))
+      << "the room was clean while a batch was not stored";
+  EXPECT_GE(kept_dirty.load(), 1) << "no clear raced a batch: the test did not test the race";
+}
+
 TEST_P(EngineConformance, ARoomNotHeldStartsFromTheStoredSnapshotWithANewEpoch) {
   auto asked = std::make_shared<std::atomic<int>>(0);
   harness->set_loader([asked](const std::string& r, auto done) {
