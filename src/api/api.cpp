@@ -35,9 +35,11 @@ void Api::install(http::Router& router) {
           if (r.status == 429) resp.headers.emplace_back("Retry-After", "1");
           respond(std::move(resp));
         } catch (const db::Error& e) {
-          const bool down =
-              e.kind() == db::Error::Kind::Unavailable || e.kind() == db::Error::Kind::Timeout;
-          log::error("api: database error", {{"request_id", req.request_id}, {"error", e.what()}});
+          const bool down = e.temporary();
+          // A database that cannot answer now is an outage to see (warn), not a fault of
+          // Kiln's (error).
+          (down ? log::warn : log::error)("api: database error",
+                                          {{"request_id", req.request_id}, {"error", e.what()}});
           auto resp =
               down ? problem(503, "unavailable", "The database is unavailable; retry shortly.")
                    : problem(500, "internal",

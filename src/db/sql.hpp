@@ -44,6 +44,12 @@ class Error : public std::runtime_error {
     Other,        // a bug in Kiln's SQL or a server-side failure
   };
   Error(Kind k, const std::string& what) : std::runtime_error(what), kind_(k) {}
+  // The database could not do it now (unreachable, too slow, or still contended after the
+  // store's retries): the same request may succeed later. What the API answers with 503
+  // `unavailable` and Retry-After, and what stops a persister pass early.
+  [[nodiscard]] bool temporary() const {
+    return kind_ == Kind::Unavailable || kind_ == Kind::Timeout || kind_ == Kind::Busy;
+  }
   [[nodiscard]] Kind kind() const { return kind_; }
 
  private:

@@ -139,6 +139,9 @@ class SqliteConnection final : public Connection {
       case SQLITE_CONSTRAINT:
         throw Error(Error::Kind::Conflict, why);
       case SQLITE_BUSY:
+        // The busy handler already waited statement_timeout for the lock: retrying would
+        // wait as long again. Another process (or a long transaction) holds the database.
+        throw Error(Error::Kind::Timeout, why + ": locked for longer than the statement timeout");
       case SQLITE_LOCKED:
         throw Error(Error::Kind::Busy, why);
       case SQLITE_INTERRUPT:

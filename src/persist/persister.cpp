@@ -23,7 +23,7 @@ const char* const kResults[] = {"stored",     "not_newer", "leased_elsewhere",
 
 // The database is down or overloaded: the rest of the pass would fail the same way.
 bool database_down(const db::Error& e) {
-  return e.kind() == db::Error::Kind::Unavailable || e.kind() == db::Error::Kind::Timeout;
+  return e.temporary();
 }
 
 }  // namespace
