@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
 #include <csignal>
 #include <cstdio>
 #include <filesystem>
@@ -275,6 +276,12 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   redis::ConnectionOptions ro;
   if (redis_rooms && (collab_role || persist_role || api_role)) {
     ro.command_timeout = std::chrono::milliseconds(cfg.integer("redis.command_timeout_ms"));
+    // CLIENT LIST on the server names the node: kiln-<role>-<node id>.
+    ro.client_name = "kiln-" + role_name + "-" + lo.node;
+    for (auto& ch : ro.client_name) {
+      if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '-' && ch != '_' && ch != '.')
+        ch = '_';
+    }
     std::vector<redis::Endpoint> seeds;
     for (const auto& item : config::split_list(cfg.str("redis.addresses"))) {
       auto colon = item.rfind(':');

@@ -200,6 +200,16 @@ class AsioConnection final : public Connection,
       }
       backoff = options_.backoff_min;
       parser_ = std::make_unique<ReplyParser>();
+      if (!options_.client_name.empty()) {
+        // First on the new connection, before anything queued meanwhile.
+        unsent_.push_front(Pending{format_command({"CLIENT", "SETNAME", options_.client_name}),
+                                   [endpoint = options_.endpoint.str()](const Reply& r) {
+                                     if (r.is_error())
+                                       log::warn("redis CLIENT SETNAME failed",
+                                                 {{"endpoint", endpoint}, {"error", r.str}});
+                                   },
+                                   std::chrono::steady_clock::now(), false});
+      }
       up_.store(true);
       const auto gen = generation_;
       if (state_) state_(true);

@@ -29,6 +29,9 @@ struct ConnectionOptions {
   std::chrono::milliseconds backoff_min{50};
   std::chrono::milliseconds backoff_max{2'000};
   std::size_t max_pending = 100'000;  // beyond it commands fail at once
+  // Sent as CLIENT SETNAME first on every (re)connect when not empty, so that CLIENT LIST
+  // on the server says which Kiln node holds a connection. Letters, digits, '-', '_', '.'.
+  std::string client_name;
 };
 
 class Connection {

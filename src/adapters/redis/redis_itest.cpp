@@ -108,7 +108,9 @@ TEST_F(Standalone, ReconnectsAfterTheServerDropsUs) {
   // Kill exactly our connection (other tests may run in parallel against this server).
   auto id = call(*client, "k", {"CLIENT", "ID"});
   ASSERT_EQ(id.type, Reply::Type::Integer);
-  auto admin = Connection::create(loop.runtime(), ConnectionOptions{ep});
+  ConnectionOptions admin_options;
+  admin_options.endpoint = ep;
+  auto admin = Connection::create(loop.runtime(), admin_options);
   auto killed = call(*admin, {"CLIENT", "KILL", "ID", std::to_string(id.integer)});
   EXPECT_EQ(killed.integer, 1);
   // The next commands may fail while the connection is rebuilt, then succeed: bounded.
@@ -118,6 +120,29 @@ TEST_F(Standalone, ReconnectsAfterTheServerDropsUs) {
     if (!r.is_error()) break;
   }
   EXPECT_EQ(r.str, "PONG");
+  admin->close();
+}
+
+// The client name is the first thing on every connection, the first and each reconnect.
+TEST_F(Standalone, TheClientNameIsSetOnEveryConnection) {
+  ConnectionOptions o;
+  o.endpoint = ep;
+  o.client_name = "itest-named";
+  auto named = Connection::create(loop.runtime(), o);
+  EXPECT_EQ(call(*named, {"CLIENT", "GETNAME"}).str, "itest-named");
+  auto id = call(*named, {"CLIENT", "ID"});
+  ConnectionOptions admin_options;
+  admin_options.endpoint = ep;
+  auto admin = Connection::create(loop.runtime(), admin_options);
+  EXPECT_EQ(call(*admin, {"CLIENT", "KILL", "ID", std::to_string(id.integer)}).integer, 1);
+  Reply r;
+  for (int i = 0; i < 50; ++i) {  // bounded: the first commands may meet the lost connection
+    r = call(*named, {"CLIENT", "GETNAME"});
+    if (!r.is_error()) break;
+  }
+  EXPECT_EQ(r.str, "itest-named");
+  EXPECT_NE(call(*named, {"CLIENT", "ID"}).integer, id.integer) << "a new connection";
+  named->close();
   admin->close();
 }
 
@@ -222,7 +247,9 @@ TEST_F(Cluster, MovedIsFollowed) {
   Endpoint other = owner;
   for (int p = 27000; p < 27006 && other == owner; ++p) {
     Endpoint e{"127.0.0.1", static_cast<std::uint16_t>(p)};
-    auto c = Connection::create(loop.runtime(), ConnectionOptions{e});
+    ConnectionOptions eo;
+    eo.endpoint = e;
+    auto c = Connection::create(loop.runtime(), eo);
     auto r = call(*c, {"GET", key});
     if (parse_redirect(r)) other = e;
     c->close();
