@@ -2,6 +2,7 @@
 import os
 import pathlib
 import shutil
+import sqlite3
 import tempfile
 import unittest
 
@@ -161,6 +162,31 @@ class CommandLine(unittest.TestCase):
             again = run_kiln("migrate", "--data-dir", d)
             self.assertEqual(again.returncode, 0, again.stderr)
             self.assertIn("(0 migrations applied)", again.stdout)
+
+    def test_with_migrate_on_start_off_an_older_schema_is_refused_untouched(self):
+        # persistence.md: a node finding an older schema refuses to start and says to run
+        # `kiln migrate`; it changes nothing. "Older" made for real: the newest migration's
+        # record is removed from a migrated database (as if the binary were upgraded).
+        with tempfile.TemporaryDirectory() as d:
+            self.assertEqual(run_kiln("migrate", "--data-dir", d).returncode, 0)
+            db = sqlite3.connect(os.path.join(d, "kiln.db"))
+            latest = db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0]
+            db.execute("DELETE FROM schema_migrations WHERE version = ?", (latest,))
+            db.commit()
+            r = run_kiln("serve", "--data-dir", d, "--database-migrate-on-start", "false",
+                         "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0")
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            self.assertIn(f"has schema version {latest - 1}, this kiln needs {latest}", r.stderr)
+            self.assertIn("run `kiln migrate`", r.stderr)
+            self.assertEqual(db.execute("SELECT max(version) FROM schema_migrations").fetchone()[0],
+                             latest - 1, "the refusing node changed the schema")
+            db.close()
+        # An empty database is older too.
+        with tempfile.TemporaryDirectory() as d:
+            r = run_kiln("serve", "--data-dir", d, "--database-migrate-on-start", "false",
+                         "--http-listen", "127.0.0.1:0", "--objects-listen", "127.0.0.1:0")
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+            self.assertIn("has schema version 0", r.stderr)
 
     def test_migrate_against_an_unreachable_database_fails_without_leaking_the_password(self):
         r = run_kiln("migrate", "--database-url", "postgresql://kiln:hunter2@127.0.0.1:1/kiln",
