@@ -39,6 +39,10 @@ void Session::trip(const char* limit) {
 void Session::nack(std::optional<std::int64_t> id, std::string_view room, Code code,
                    std::string_view message, std::int64_t after_ms) {
   if (ctx_.metrics.nacks) ctx_.metrics.nacks->with({std::string(collab::to_string(code))}).inc();
+  // protocol.md: `unavailable` is temporary and always says when to try again; a refusal
+  // that did not name a time (a room that could not be loaded, an engine that did not
+  // answer) gets the default.
+  if (code == Code::Unavailable && after_ms <= 0) after_ms = kDefaultRetryAfterMs;
   send(encode::nack(id, room, code, message, after_ms));
 }
 

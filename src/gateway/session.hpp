@@ -76,6 +76,8 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   // most kMaxHeldFrames; more closes the connection with 4029).
   void on_text(std::string_view frame, Clock::time_point now);
   static constexpr std::size_t kMaxHeldFrames = 1'000;
+  // after_ms of an `unavailable` nack whose cause named no time of its own.
+  static constexpr std::int64_t kDefaultRetryAfterMs = 1'000;
   void on_hello_timeout();
   // The connection is gone: leave every room.
   void on_closed();

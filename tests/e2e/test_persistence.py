@@ -238,6 +238,83 @@ class PostgresWorkers(unittest.TestCase):
         self.assertEqual(sorted(j["snapshot"]["entities"]), sorted(f"e{i}" for i in range(6)))
         self.assertEqual(run(edit(ws_url(gw2), "proj/lost", 1, start=50)), acked + 1)
 
+    def test_persister_and_loader_read_the_primary_while_the_replica_lags(self):
+        # persistence.md: "Reads the persister and the room loader make always go to the
+        # primary: a stale snapshot would lose edits." The replica's replay is paused after it
+        # has the room at seq 3; the room goes on to seq 6 (stored on the primary). A
+        # reconciling worker reading stored seqs from the replica would store the room again
+        # (not_newer); a gateway loading the room from the replica would start it at seq 3.
+        replica = f"postgresql://postgres@{PG[2]}/{self.db}"
+        gw = self.node("gateway", "--database-read-urls", replica)
+        worker = self.node("worker", "--database-read-urls", replica, "--persist-interval-ms", "100",
+                           "--persist-reconcile-every", "1")
+        room = "proj/lagging"
+        first = run(edit(ws_url(gw), room, 3))
+        wait_until(lambda: (self.stored(room) or (0,))[0] == first, "the first snapshot")
+
+        def replica_seq():
+            try:
+                out = psql(self.db, f"SELECT max(seq) FROM room_snapshots WHERE room = '{room}'", hostport=PG[2])
+                return int(out or 0)
+            except AssertionError:  # the replica has not replayed CREATE DATABASE yet
+                return 0
+        wait_until(lambda: replica_seq() == first, "the replica to have the first snapshot")
+        psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
+        self.addCleanup(psql, "postgres", "SELECT pg_wal_replay_resume()", PG[2])
+        wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()", hostport=PG[2]) == "paused",
+                   "the replica's replay to pause")
+
+        acked = run(edit(ws_url(gw), room, 3, start=3))
+        wait_until(lambda: (self.stored(room) or (0,))[0] == acked, "the newer snapshot on the primary")
+        self.assertEqual(replica_seq(), first, "the replica lags")
+        passes = metric(worker, 'kiln_persist_passes_total{result="ok"}')
+        wait_until(lambda: metric(worker, 'kiln_persist_passes_total{result="ok"}') >= passes + 3,
+                   "three more passes, each reconciling")
+        self.assertEqual(metric(worker, 'kiln_persist_rooms_total{result="not_newer"}') or 0, 0,
+                         "the worker read stored seqs from the lagging replica")
+        self.assertEqual(metric(worker, 'kiln_persist_reconciled_rooms_total') or 0, 0)
+
+        gw.stop()
+        worker.stop()
+        redis("DEL", *redis("--scan", "--pattern", f"{self.prefix}:{{{room}}}:*").split())
+        gw2 = self.node("gateway", "--database-read-urls", replica)
+        j = run(state(ws_url(gw2), room))
+        self.assertEqual(j["seq"], acked, "the room was loaded from the lagging replica")
+        self.assertEqual(sorted(j["snapshot"]["entities"]), sorted(f"e{i}" for i in range(6)))
+
+    def test_gateways_racing_to_load_one_room_agree(self):
+        # persistence.md: on Redis, nodes racing to start the same room agree (the first seed
+        # wins). The room is stored, Redis loses it, and 12 clients on 3 new gateways ask for
+        # it at the same moment: one epoch, one seq, one scene.
+        gw = self.node("gateway")
+        worker = self.node("worker", "--persist-interval-ms", "100")
+        room = "proj/raced"
+        acked = run(edit(ws_url(gw), room, 5))
+        wait_until(lambda: (self.stored(room) or (0,))[0] == acked, "the snapshot")
+        gw.stop()
+        worker.stop()
+        redis("DEL", *redis("--scan", "--pattern", f"{self.prefix}:{{{room}}}:*").split())
+        gateways = [self.node("gateway") for _ in range(3)]
+
+        async def race():
+            clients = [await Client.connect(ws_url(gateways[i % 3]), user=f"u{i}", roles=ROLES)
+                       for i in range(12)]
+            go = asyncio.Event()
+
+            async def join(c):
+                await go.wait()
+                return await c.join(room)
+            tasks = [asyncio.create_task(join(c)) for c in clients]
+            go.set()
+            return await asyncio.gather(*tasks)
+        joined = run(race())
+        self.assertEqual({j["t"] for j in joined}, {"joined"}, joined)
+        self.assertEqual(len({j["epoch"] for j in joined}), 1, "the gateways started different epochs")
+        self.assertEqual({j["seq"] for j in joined}, {acked})
+        scenes = {json.dumps(j["snapshot"], sort_keys=True) for j in joined}
+        self.assertEqual(len(scenes), 1)
+        self.assertEqual(sorted(json.loads(scenes.pop())["entities"]), sorted(f"e{i}" for i in range(5)))
+
     def test_a_room_whose_dirty_mark_went_missing_is_found_by_reconciliation(self):
         gw = self.node("gateway")
         acked = run(edit(ws_url(gw), "proj/unmarked", 4))
@@ -344,6 +421,14 @@ class PostgresWorkers(unittest.TestCase):
 
         self.access.directory.grant("ann", {"cold": "editor"})
         self.access.directory.scene("cold/s")  # never joined on this gateway before the outage
+        # A room stored in the database that Redis lost, in a project the gateway knows:
+        # edited through another gateway, stored, its Redis keys deleted.
+        stored_only = "proj/stored-only"
+        other = self.node("gateway")
+        stored_seq = run(edit(ws_url(other), stored_only, 2))
+        wait_until(lambda: (self.stored(stored_only) or (0,))[0] == stored_seq, "the stored-only room's snapshot")
+        other.stop()
+        redis("DEL", *redis("--scan", "--pattern", f"{self.prefix}:{{{stored_only}}}:*").split())
 
         async def scenario():
             c = await Client.connect(ws_url(gw), user="ann", roles=ROLES)
@@ -382,6 +467,8 @@ class PostgresWorkers(unittest.TestCase):
             late = await Client.connect(ws_url(gw), user="ann", roles=ROLES)
             observed["cached_join"] = await late.join("proj/side", create=False)
             observed["uncached_join"] = await late.join("cold/s", create=False)
+            # Access is known, but the room must come from the database: not started empty.
+            observed["unloadable_join"] = await late.join(stored_only, create=False)
             observed["stale_decisions"] = await asyncio.to_thread(metric, gw, "kiln_gateway_access_stale_total")
             await asyncio.to_thread(subprocess.run, ["bash", script, "start-primary", PG_DIR], check=True)
             observed["last"] = last
@@ -402,6 +489,12 @@ class PostgresWorkers(unittest.TestCase):
         u = observed["uncached_join"]
         self.assertEqual((u["t"], u["code"]), ("nack", "unavailable"), u)
         self.assertGreater(u["after_ms"], 0)
+        u = observed["unloadable_join"]
+        self.assertEqual((u["t"], u["code"]), ("nack", "unavailable"), u)
+        self.assertGreater(u["after_ms"], 0)
+        j = run(state(ws_url(gw), stored_only))  # the database is back: loaded, not empty
+        self.assertEqual(j["seq"], stored_seq)
+        self.assertEqual(sorted(j["snapshot"]["entities"]), ["e0", "e1"])
         last = observed["last"]
         wait_until(lambda: (self.stored(room) or (0,))[0] == last, "the snapshot after the outage", timeout=60)
         seq, body = self.stored(room)
