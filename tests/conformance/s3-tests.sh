@@ -38,22 +38,28 @@ out="${OUT:-$root/build/s3-tests}"
 mkdir -p "$out"
 work="$(mktemp -d)"
 secret="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-port="$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-# The secret goes by environment, not argv (other users can read argv); the role's health
-# listener on a free port too (it would take 7700 from a running `kiln serve`).
+# The secret goes by environment, not argv (other users can read argv). Both listeners on
+# port 0 (the store's is read back from its log; the health listener would take 7700 from a
+# running `kiln serve`).
 # (KILN_BIN and KILN_S3_TESTS are this script's; kiln refuses KILN_* names it does not know.)
 env -u KILN_BIN -u KILN_S3_TESTS KILN_OBJECTS_SECRET_KEY="$secret" "$bin" objects --data-dir "$work/data" \
-  --objects-listen "127.0.0.1:$port" --http-listen 127.0.0.1:0 \
+  --objects-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
   --objects-virtual-host-domain "" --http-access-log false \
-  --log-format text --log-level warn >"$out/kiln.log" 2>&1 &
+  --log-format json --log-level info >"$out/kiln.log" 2>&1 &
 kiln_pid=$!
 cleanup() { kill "$kiln_pid" 2>/dev/null || true; wait "$kiln_pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
+port=
 for _ in $(seq 100); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+  port="$("$py" -c 'import json, sys
+for line in open(sys.argv[1]):
+    if line.startswith("{") and json.loads(line).get("msg") == "object store listening":
+        print(json.loads(line)["port"]); break' "$out/kiln.log")"
+  [[ -n "$port" ]] && break
   kill -0 "$kiln_pid" 2>/dev/null || { cat "$out/kiln.log" >&2; exit 1; }
   sleep 0.1
 done
+[[ -n "$port" ]] || { echo "the store did not say where it listens" >&2; cat "$out/kiln.log" >&2; exit 1; }
 
 # Every user the suite knows is the store's one credential: tests that need a second user
 # fail for that reason alone (the store has one identity by design).

@@ -22,6 +22,20 @@ SANITIZER = re.compile(r"ERROR: \w*Sanitizer|SUMMARY: \w*Sanitizer|runtime error
                        r"WARNING: ThreadSanitizer")
 
 
+def helper_ports():
+    """Ports for helper servers that cannot bind port 0 and report it (redis-server: port 0
+    turns TCP off; socat). Random ones between the fixtures' ports (up to 27005) and the
+    kernel's ephemeral range, so that no port-0 bind (every Kiln the tests start) takes one
+    meanwhile; a caller whose server finds its port taken (another test's helper) tries the
+    next. Never bind-then-close: the port would be free for anyone until the server binds."""
+    import random
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        ephemeral_low = int(f.read().split()[0])
+    rng = random.SystemRandom()
+    for _ in range(50):
+        yield rng.randint(28000, ephemeral_low - 1)
+
+
 def needs(condition, what):
     """Skips a test or class when a server, package or fixture it needs is missing; the
     reason starts with "missing: ", which run.py turns into a failure under CI=true."""

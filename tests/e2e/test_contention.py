@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -28,7 +27,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, token
-from harness import WAIT, Kiln, module_access, needs
+from harness import WAIT, Kiln, helper_ports, module_access, needs
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 EDITORS, SECONDS, PERIOD = 60, 12.0, 0.1
@@ -248,33 +247,39 @@ class OneRoomUnderContention(unittest.TestCase):
             self.assertRegex(body.decode(), r"(?m)^kiln_room_epoch_resets_total 0$")
 
 
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 class PrivateRedis:
     """A redis-server of this test's own, restartable with kill -9 on the same directory."""
 
     def __init__(self, *config):
         self.dir = tempfile.mkdtemp(prefix="kiln-e2e-redis-")
-        self.port = free_port()
         self.config = config
-        self.start()
+        for port in helper_ports():
+            self.port = port
+            if self._start():
+                return
+        raise AssertionError("redis-server found no free port")
 
-    def start(self):
+    def _start(self):
+        """Starts on self.port: True once ready, False if it could not listen there."""
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
              "--save", "", "--protected-mode", "no", *self.config],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        output = []
         for line in self.proc.stdout:
             if "Ready to accept connections" in line:
-                break
-        else:
-            raise AssertionError("redis-server did not start")
+                return True
+            output.append(line)
+        self.proc.wait(WAIT)
+        self.proc.stdout.close()
+        if any("Address already in use" in l for l in output):
+            return False
+        raise AssertionError("redis-server did not start:\n" + "".join(output))
+
+    def start(self):
+        """Starts again on the same port (the gateways know it)."""
+        if not self._start():
+            raise AssertionError(f"redis-server could not listen on {self.port} again")
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

@@ -12,17 +12,11 @@ import tempfile
 import time
 import unittest
 
-from harness import KILN, WAIT, Kiln, needs
+from harness import KILN, WAIT, Kiln, helper_ports, needs
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 SECRET = "objects-secret-0123456789abcdef0123456789"
 MIB = 1 << 20
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @needs(shutil.which("socat") and shutil.which("openssl"), "socat and openssl are needed")
@@ -36,19 +30,30 @@ class StorageOverTls(unittest.TestCase):
                         "-addext", "subjectAltName=DNS:localhost"], check=True, capture_output=True)
         cls.store = Kiln("--objects-secret-key", SECRET, "--http-access-log", "false", role="objects")
         port = cls.store.wait_for_log(lambda r: r.get("msg") == "object store listening", "the store")["port"]
-        cls.tls_port = free_port()
-        cls.socat = subprocess.Popen(
-            ["socat", f"OPENSSL-LISTEN:{cls.tls_port},bind=127.0.0.1,reuseaddr,fork,cert={cls.cert},"
-             f"key={key},verify=0", f"TCP:127.0.0.1:{port}"], stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + WAIT
-        while True:  # until socat accepts connections
-            try:
-                socket.create_connection(("127.0.0.1", cls.tls_port), timeout=1).close()
+        for cls.tls_port in helper_ports():  # socat cannot report a port-0 bind
+            cls.socat = subprocess.Popen(
+                ["socat", f"OPENSSL-LISTEN:{cls.tls_port},bind=127.0.0.1,fork,cert={cls.cert},"
+                 f"key={key},verify=0", f"TCP:127.0.0.1:{port}"],
+                stderr=open(os.path.join(cls.tmp, "socat.err"), "w"))
+            deadline = time.monotonic() + WAIT
+            while True:  # until socat accepts connections, or exits (the port was taken)
+                try:
+                    socket.create_connection(("127.0.0.1", cls.tls_port), timeout=1).close()
+                    break
+                except OSError:
+                    if cls.socat.poll() is not None:
+                        break
+                    if time.monotonic() > deadline:
+                        raise AssertionError("socat did not start")
+                    time.sleep(0.05)  # polling an outside process's listen; bounded
+            if cls.socat.poll() is None:
                 break
-            except OSError:
-                if time.monotonic() > deadline or cls.socat.poll() is not None:
-                    raise AssertionError("socat did not start")
-                time.sleep(0.05)
+            with open(os.path.join(cls.tmp, "socat.err")) as f:
+                err = f.read()
+            if "Address already in use" not in err:
+                raise AssertionError("socat did not start: " + err)
+        else:
+            raise AssertionError("socat found no free port")
         cls.endpoint = f"https://localhost:{cls.tls_port}"
 
     @classmethod
