@@ -9,8 +9,12 @@
 #   bash tests/servers/postgres.sh start DIR
 #   bash tests/servers/postgres.sh stop DIR
 #   bash tests/servers/postgres.sh stop-primary|start-primary DIR   (failure tests)
+#   bash tests/servers/postgres.sh kill-primary DIR   (SIGKILL of every primary process: a crash)
+# The servers keep PostgreSQL's durability defaults (fsync, full_page_writes and
+# synchronous_commit on): the tests and benchmarks that speak of durability measure what
+# they claim.
 set -euo pipefail
-cmd=${1:?start|stop|stop-primary|start-primary}
+cmd=${1:?start|stop|stop-primary|start-primary|kill-primary}
 dir=${2:?directory}
 port=${PG_PORT:-25432}
 rport=$((port + 1))
@@ -74,6 +78,21 @@ case "$cmd" in
     as_pg "$bin/pg_ctl" -D "$dir/primary" -m fast stop >/dev/null
     exit 0
     ;;
+  kill-primary)
+    # The postmaster and every backend at once, as a crash would; the next start-primary
+    # recovers from the WAL.
+    pids="$(head -1 "$dir/primary/postmaster.pid") $(pgrep -P "$(head -1 "$dir/primary/postmaster.pid")" | tr '\n' ' ')"
+    # shellcheck disable=SC2086
+    kill -KILL $pids 2>/dev/null || true
+    for _ in $(seq 200); do
+      alive=0
+      for p in $pids; do if kill -0 "$p" 2>/dev/null; then alive=1; fi; done
+      ((alive)) || break
+      sleep 0.05
+    done
+    ! pg_up "$port" || { echo "the primary still answers after SIGKILL" >&2; exit 1; }
+    exit 0
+    ;;
   start-primary)
     start_server primary "$port"
     wait_up "$port" "$dir/primary.log"
@@ -103,8 +122,6 @@ cat >>"$dir/primary/postgresql.conf" <<EOF
 wal_level = replica
 max_wal_senders = 4
 hot_standby = on
-fsync = off
-full_page_writes = off
 max_connections = 200
 EOF
 echo "host replication postgres 127.0.0.1/32 trust" >>"$dir/primary/pg_hba.conf"
