@@ -4,6 +4,7 @@
 
 #include "collab/hub.hpp"
 
+#include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
 
 #include <chrono>
@@ -36,10 +37,14 @@ struct Recorder : Subscriber {
     std::lock_guard lock(mu);
     return of_type_locked(t);
   }
-  // Waits until at least n frames of type t have arrived; returns them.
+  // Waits until at least n frames of type t have arrived; returns them. A wait that runs
+  // out fails the test here, saying what was awaited (the caller's checks add what is wrong).
   std::vector<json::object> wait_for(std::string_view t, std::size_t n) {
     std::unique_lock lock(mu);
-    cv.wait_for(lock, kWait, [&] { return of_type_locked(t).size() >= n; });
+    if (!cv.wait_for(lock, kWait, [&] { return of_type_locked(t).size() >= n; })) {
+      ADD_FAILURE() << "waited " << kWait.count() << " s for " << n << " '" << t
+                    << "' frames; " << of_type_locked(t).size() << " came";
+    }
     return of_type_locked(t);
   }
 

@@ -230,7 +230,7 @@ TEST_F(PersisterTest, TheLoopStoresEveryInterval) {
   // Wait (bounded) for the loop's pass to store it.
   for (int i = 0; i < 400 && !engine.dirty_rooms(10).empty(); ++i) std::this_thread::sleep_for(5ms);
   p.stop(false);
-  EXPECT_TRUE(engine.dirty_rooms(10).empty());
+  ASSERT_TRUE(engine.dirty_rooms(10).empty()) << "no pass of the loop stored the room within 2 s";
   EXPECT_EQ(store.latest_snapshot("p/a")->seq, 1u);
 }
 
