@@ -310,7 +310,9 @@ class UploadSuite:
             ups.append(doc["upload"]["id"])
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             done = list(pool.map(lambda u: self.call("POST", self.up(u) + "/complete", self.ann), ups))
-        self.assertTrue(all(st in (200, 201) for st, _, _ in done), done)
+        # Each upload's first completion is 201; the loser's completes onto the winner's asset.
+        self.assertEqual([st for st, _, _ in done], [201, 201], done)
+        self.assertEqual({d["upload"]["state"] for _, _, d in done}, {"completed"}, done)
         self.assertEqual(len({d["asset"]["id"] for _, _, d in done}), 1, done)
         self.assertEqual(len(self.sql(f"SELECT id FROM assets WHERE project_id = '{self.pid}'")), 1)
         self.assertEqual(len(self.sql(f"SELECT id FROM events WHERE project_id = '{self.pid}'")), 1)
