@@ -42,8 +42,8 @@ struct Recorder : Subscriber {
   std::vector<json::object> wait_for(std::string_view t, std::size_t n) {
     std::unique_lock lock(mu);
     if (!cv.wait_for(lock, kWait, [&] { return of_type_locked(t).size() >= n; })) {
-      ADD_FAILURE() << "waited " << kWait.count() << " s for " << n << " '" << t
-                    << "' frames; " << of_type_locked(t).size() << " came";
+      ADD_FAILURE() << "waited " << kWait.count() << " s for " << n << " '" << t << "' frames; "
+                    << of_type_locked(t).size() << " came";
     }
     return of_type_locked(t);
   }
