@@ -402,6 +402,7 @@ void Session::apply_access(const collab::AccessChange& c) {
     return;
   }
   bool in_project = false;
+  bool changed = false;
   auth::Role role{};
   const bool keeps = c.kind == Kind::Role && !c.role.empty() && auth::parse_role(c.role, role);
   {
@@ -409,11 +410,17 @@ void Session::apply_access(const collab::AccessChange& c) {
     for (auto& [room, r] : rooms_) {
       if (collab::room_project(room) != c.project) continue;
       in_project = true;
-      if (keeps) r = role;
+      if (keeps && r != role) {
+        r = role;
+        changed = true;
+      }
     }
   }
   if (keeps) {
-    send(encode::notify_access(c.project, c.role));
+    // Told when it changes what the session may do in its rooms, or when it is a role in a
+    // project the session has no room of yet; the role it already has (an announcement
+    // that arrived after the join had read it) is not news.
+    if (changed || !in_project) send(encode::notify_access(c.project, c.role));
     return;
   }
   if (in_project) {

@@ -384,5 +384,30 @@ TEST_F(InRoom, NothingChangedSendsNothing) {
   EXPECT_FALSE(a.transport->closed);
 }
 
+// A role announced on the access bus: told when it changes the session's role in its rooms
+// or names a project the session has no room of; the role the session already has (an
+// announcement arriving after the join read it) is not news.
+TEST_F(InRoom, ARoleOnTheBusIsToldOnlyWhenItIsNews) {
+  collab::AccessChange c;
+  c.kind = collab::AccessChange::Kind::Role;
+  c.user = "ann";
+  c.project = "p";
+  c.role = auth::to_string(access.roles.at("ann"));
+  const auto before = a.transport->frames.size();
+  a.session->apply_access(c);
+  EXPECT_EQ(a.transport->frames.size(), before) << "the role it has";
+  c.role = "viewer";
+  a.session->apply_access(c);
+  EXPECT_EQ(a.transport->last().at("t").as_string(), "notify");
+  EXPECT_EQ(a.transport->last().at("role").as_string(), "viewer");
+  op(10, "p/s");
+  EXPECT_EQ(a.transport->last().at("message").as_string(), "viewers cannot edit");
+  c.project = "elsewhere";
+  c.role = "editor";
+  a.session->apply_access(c);
+  EXPECT_EQ(a.transport->last().at("project").as_string(), "elsewhere")
+      << "a role in a new project";
+}
+
 }  // namespace
 }  // namespace kiln::gateway

@@ -619,7 +619,7 @@ class CollabSuite:
             self.assertEqual((r["t"], r["code"]), ("nack", "forbidden"))
             # Upgraded while connected: told, and the same session may edit.
             await asyncio.to_thread(c.directory.grant, user, {"p": "editor"})
-            n = await asyncio.wait_for(c.next("notify"), WAIT)
+            n = await asyncio.wait_for(c.next("notify", lambda m: m.get("project") == "p"), WAIT)
             self.assertEqual((n["kind"], n["project"], n["role"]), ("access", "p", "editor"))
             self.assertEqual((await c.op(room, {"op": "create", "entity": "a", "parent": "root"}))["t"], "ack")
             # A project created (and the user added) after the session opened: joined at once.
