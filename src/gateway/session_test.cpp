@@ -2,6 +2,7 @@
 #include "gateway/session.hpp"
 
 #include "collab/memory_engine.hpp"
+#include "platform/metrics.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
@@ -309,6 +310,29 @@ TEST_F(SessionTest, FramesAfterAJoinWaitForTheAccessDecision) {
   ASSERT_EQ(a.transport->frames.size(), 3u);
   EXPECT_EQ(json::parse(a.transport->frames[1]).at("t").as_string(), "joined");
   EXPECT_EQ(json::parse(a.transport->frames[2]).at("t").as_string(), "ack");
+}
+
+// protocol.md, Limits: at most kMaxHeldFrames frames wait behind an unanswered join; one
+// more closes 4029 and counts a `held_frames` trip (frames paced under the message rate, so
+// that limit is not the one met).
+TEST_F(SessionTest, FramesPastTheHeldLimitBehindAJoinClose4029AndAreCounted) {
+  metrics::Registry reg;
+  auto& trips = reg.counter("kiln_gateway_limit_trips_total", "trips", {"limit"});
+  ctx.metrics.limit_trips = &trips;
+  hold_decisions = true;
+  auto a = connect("sa");
+  hello(a, "ann");
+  a.session->on_text(R"({"t":"join","id":2,"room":"p/s"})", t0);
+  std::size_t sent = 0;
+  for (; sent <= Session::kMaxHeldFrames && !a.transport->closed; ++sent) {
+    a.session->on_text(R"({"t":"ping","id":)" + std::to_string(sent + 3) + "}",
+                       t0 + std::chrono::milliseconds(150 * (sent + 1)));
+  }
+  ASSERT_TRUE(a.transport->closed);
+  EXPECT_EQ(a.transport->closed->first, Close::RateLimited);
+  EXPECT_EQ(sent, Session::kMaxHeldFrames + 1) << "closed at the frame past the limit";
+  EXPECT_EQ(trips.with({"held_frames"}).value(), 1u);
+  EXPECT_EQ(trips.with({"messages_per_second"}).value(), 0u);
 }
 
 struct InRoom : SessionTest {

@@ -770,6 +770,7 @@ class CollabSuite:
             # for it grows once the kernel's socket buffers are full.
             slow = await Client.connect(self.url(0, nodes), "slow", ROLES, max_queue=1, read_limit=2 ** 12)
             await slow.join(room)
+            before = trips(nodes[0])
             fast = await Client.connect(self.url(0, nodes), "fast", ROLES)
             await fast.join(room)
             blob = "x" * (100 * 1024)
@@ -780,6 +781,7 @@ class CollabSuite:
                 if slow.ws.closed:
                     break
             self.assertEqual((await slow.closed())[0], 4008)
+            self.assertEqual(delta(before, trips(nodes[0])), {"queue_bytes": 1})
             # The fast client is unaffected.
             self.assertEqual((await fast.request({"t": "ping"}))["t"], "pong")
         run(go())
