@@ -24,6 +24,10 @@ if ((${#sources[@]})) && ! clang-format --dry-run -Werror "${sources[@]}"; then
   status=1
 fi
 
+step "layering check"
+# Each library includes only what its row allows; Asio/Beast only in the listed files.
+/usr/bin/python3 scripts/check_layering.py src || status=1
+
 jobs=$(nproc)
 for preset in "${presets[@]}"; do
   step "configure + build ($preset)"

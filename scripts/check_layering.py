@@ -1,0 +1,89 @@
+#!/usr/bin/env python3
+"""Checks Kiln's library boundaries (docs/architecture.md, "Layering"): every production
+file under src/<library>/ includes only the Kiln libraries its row below allows, and only
+the files listed in ASIO_TUS include Asio or Beast (STYLE rule 12: compile time on two
+cores). Tests (*_test.cpp, *_itest.cpp, test_*.hpp, *conformance*.hpp) may include more.
+
+A row names libraries ("collab") or single headers ("collab/access.hpp": the port only).
+Exit status 1 with one line per forbidden include; 0 when the tree keeps the table.
+    python3 scripts/check_layering.py [SRC_DIR]
+"""
+import pathlib
+import re
+import sys
+
+# library -> what its production files may include from other Kiln libraries.
+ALLOWED = {
+    "platform": set(),
+    "auth": {"platform"},
+    "collab": {"platform"},
+    "adapters": {"platform"},
+    "db": {"platform"},
+    "s3": {"platform"},
+    "journal": {"collab", "platform"},
+    "engines": {"collab", "adapters", "platform"},
+    "gateway": {"collab", "auth", "platform"},
+    "persist": {"collab/persistence.hpp", "db", "platform"},
+    # The store's private index speaks SQL through db's connection port only.
+    "objects": {"db/sql.hpp", "s3", "platform"},
+    # The API decides access changes on the access bus port only, never a room engine.
+    # Debt (issue #16, move 4): api/internal.hpp borrows gateway/token_bucket.hpp; it moves to
+    # the platform core with the API's split.
+    "api": {"auth", "collab/access.hpp", "db", "s3", "platform", "gateway/token_bucket.hpp"},
+    "app": {"*"},
+}
+
+# The translation units that may include Asio or Beast (everything else sees plain interfaces).
+ASIO_TUS = {
+    "platform/asio_impl.cpp", "platform/http_server.cpp", "platform/http_upgrade.hpp",
+    "platform/runtime.cpp", "platform/runtime_asio.hpp", "adapters/redis/connection.cpp",
+    "gateway/gateway.cpp", "gateway/ws_connection.cpp", "objects/server.cpp", "s3/client.cpp",
+}
+
+INCLUDE = re.compile(r'^\s*#\s*include\s+([<"])([^">]+)[">]', re.M)
+
+
+def is_test(path: pathlib.Path) -> bool:
+    n = path.name
+    return (n.endswith("_test.cpp") or n.endswith("_itest.cpp") or n.startswith("test_")
+            or "conformance" in n or n == "test_env.hpp" or n.startswith("test_recorder"))
+
+
+def allowed(lib: str, header: str) -> bool:
+    rules = ALLOWED[lib]
+    if "*" in rules:
+        return True
+    target = header.split("/", 1)[0]
+    return target == lib or target in rules or header in rules
+
+
+def main() -> int:
+    src = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else "src")
+    problems = []
+    for path in sorted(src.rglob("*")):
+        if path.suffix not in (".cpp", ".hpp") or is_test(path):
+            continue
+        rel = path.relative_to(src).as_posix()
+        lib = rel.split("/", 1)[0]
+        if lib not in ALLOWED:
+            problems.append(f"{rel}: library '{lib}' has no row in scripts/check_layering.py")
+            continue
+        for kind, header in INCLUDE.findall(path.read_text(errors="replace")):
+            if kind == "<":
+                if re.match(r"boost/(asio|beast)", header) and rel not in ASIO_TUS:
+                    problems.append(f"{rel}: includes <{header}> (Asio/Beast stay in the files "
+                                    "listed in ASIO_TUS, behind plain interfaces)")
+                continue
+            if "/" in header and (src / header).exists() and not allowed(lib, header):
+                problems.append(f"{rel}: includes \"{header}\", which '{lib}' may not use")
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"layering: {len(problems)} forbidden include(s); see docs/architecture.md",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
