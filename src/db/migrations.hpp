@@ -158,6 +158,13 @@ CREATE INDEX events_pending ON events (consumed_at, created_at);
      R"sql(
 ALTER TABLE assets ADD COLUMN detected_type TEXT;
 )sql"},
+    // Migration 2 made a builds table ahead of any code; it returns with the build farm,
+    // shaped by what that code needs (issue #16).
+    {5, "drop the unused builds table",
+     R"sql(
+DROP INDEX builds_by_project;
+DROP TABLE builds;
+)sql"},
 };
 
 }  // namespace kiln::db
