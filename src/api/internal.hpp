@@ -8,6 +8,7 @@
 
 #include "auth/jwt.hpp"
 #include "gateway/token_bucket.hpp"
+#include "platform/codec.hpp"
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
@@ -94,7 +95,7 @@ inline bool is_json(const Request& req) {
   if (!ct) return false;
   auto type = ct->substr(0, ct->find(';'));
   while (!type.empty() && (type.back() == ' ' || type.back() == '\t')) type.remove_suffix(1);
-  return http::iequals(type, "application/json");
+  return codec::iequals(type, "application/json");
 }
 
 // The request body as a JSON object with only the fields named.
@@ -173,27 +174,14 @@ inline Response ok_json(int status, const json::value& v) {
 // Opaque page cursors: base64url of "c1:" + the last id (keyset pagination: stable while
 // rows are inserted concurrently).
 inline std::string make_cursor(const std::string& last_id) {
-  return auth::base64url("c1:" + last_id);
+  return codec::base64url("c1:" + last_id);
 }
 
 inline std::string read_cursor(const std::optional<std::string>& cursor) {
   if (!cursor || cursor->empty()) return {};
-  std::string raw;
-  // base64url decode (no padding)
-  static constexpr std::string_view kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  std::uint32_t acc = 0;
-  int bits = 0;
-  for (char c : *cursor) {
-    auto pos = kAlphabet.find(c);
-    if (pos == std::string_view::npos) refuse(400, "invalid-request", "Invalid 'cursor'.");
-    acc = (acc << 6) | static_cast<std::uint32_t>(pos);
-    bits += 6;
-    if (bits >= 8) {
-      bits -= 8;
-      raw.push_back(static_cast<char>((acc >> bits) & 0xff));
-    }
-  }
+  const auto decoded = codec::base64url_decode(*cursor);
+  if (!decoded) refuse(400, "invalid-request", "Invalid 'cursor'.");
+  const std::string& raw = *decoded;
   if (!raw.starts_with("c1:") || raw.size() > 3 + 128)
     refuse(400, "invalid-request", "Invalid 'cursor'.");
   return raw.substr(3);
@@ -287,7 +275,7 @@ struct Api::Impl {
   Principal verify_credential(const Request& req) {
     auto h = req.header("Authorization");
     // The scheme is case-insensitive (RFC 9110 section 11.1): "bearer" is "Bearer".
-    if (!h || h->size() <= 7 || !http::iequals(h->substr(0, 7), "Bearer ")) {
+    if (!h || h->size() <= 7 || !codec::iequals(h->substr(0, 7), "Bearer ")) {
       auth_failures.with({"missing"}).inc();
       refuse(401, "unauthorized",
              "Send 'Authorization: Bearer <token>' (a user token or the service key).");

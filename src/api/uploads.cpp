@@ -2,25 +2,19 @@
 #include "api/internal.hpp"
 #include "api/media_type.hpp"
 
+#include "platform/clock.hpp"
+#include "platform/codec.hpp"
 #include "platform/config.hpp"
 #include "platform/utf8.hpp"
 #include "s3/sigv4.hpp"
 
 #include <set>
 
-#include <openssl/evp.h>
-
 namespace kiln::api {
 namespace {
 
 constexpr std::uint64_t kMinPart = 5ULL << 20;  // S3: every part but the last
 constexpr std::uint64_t kMaxParts = 10'000;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 struct UploadRow {
   std::string id, project, user, filename;
@@ -165,13 +159,9 @@ bool type_allowed(const std::vector<std::string>& allowed, std::string_view type
   });
 }
 
+// `hex` was validated as 64 hex digits when the upload was created.
 std::string base64_of_hex(std::string_view hex) {
-  unsigned char raw[32];
-  for (std::size_t i = 0; i < 32; ++i)
-    raw[i] = static_cast<unsigned char>(std::stoi(std::string(hex.substr(i * 2, 2)), nullptr, 16));
-  unsigned char out[48];
-  const int n = EVP_EncodeBlock(out, raw, 32);
-  return std::string(reinterpret_cast<char*>(out), static_cast<std::size_t>(n));
+  return codec::base64(codec::hex_decode(hex).value_or(""));
 }
 
 std::uint64_t need_size(const json::object& o, std::string_view field) {
@@ -277,7 +267,7 @@ static bool mark_aborted(Api::Impl& api, const UploadRow& u, const std::string& 
     changed = c.exec(
                    "UPDATE uploads SET state = 'aborted', error = $2, updated_at = $3 "
                    "WHERE id = $1 AND state = 'open'",
-                   {u.id, reason, now_ms()})
+                   {u.id, reason, clock::unix_ms()})
                   .affected == 1;
   });
   return changed;
@@ -344,20 +334,9 @@ static std::vector<s3::Part> held_parts(Api::Impl& api, const UploadRow& u) {
 
 static std::string sha256_of_object(Api::Impl& api, const UploadRow& u) {
   auto s3c = api.storage->take();
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  try {
-    s3c->get_object(api.options.uploads.bucket, u.key,
-                    [&](std::string_view b) { EVP_DigestUpdate(ctx, b.data(), b.size()); });
-  } catch (...) {
-    EVP_MD_CTX_free(ctx);
-    throw;
-  }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  return s3::hex(std::string_view(reinterpret_cast<char*>(md), len));
+  codec::Sha256 sha;
+  s3c->get_object(api.options.uploads.bucket, u.key, [&](std::string_view b) { sha.update(b); });
+  return sha.finish_hex();
 }
 
 struct Completed {
@@ -533,7 +512,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
   // One transaction: the asset (or the one with the same hash that won a race), the
   // upload's state, the event.
   bool duplicate = false;
-  const auto now = now_ms();
+  const auto now = clock::unix_ms();
   auto record = [&](db::Connection& c) {
     lock_project(c, u.project);  // no deletion of this key meanwhile (lock_project)
     auto cur = c.exec("SELECT " + std::string(kUploadCols) + " FROM uploads WHERE id = $1" +
@@ -678,7 +657,7 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
     u.part_size = ps;
   }
   u.state = "open";
-  u.created_at = u.updated_at = now_ms();
+  u.created_at = u.updated_at = clock::unix_ms();
 
   // A multipart upload exists in the store before its row does, so that the row is never
   // seen without it (a reader would take it for a single PUT); refused ones are aborted.
@@ -826,7 +805,8 @@ Response Api::Impl::presign_parts(const Request& req, const Principal& who) {
   }
   // Activity keeps the upload from being swept as stale.
   store.write([&](db::Connection& c) {
-    c.exec("UPDATE uploads SET updated_at = $2 WHERE id = $1 AND state = 'open'", {u.id, now_ms()});
+    c.exec("UPDATE uploads SET updated_at = $2 WHERE id = $1 AND state = 'open'",
+           {u.id, clock::unix_ms()});
   });
   return ok_json(200,
                  json::object{{"parts", out}, {"expires_at", now_s() + options.uploads.url_ttl_s}});
@@ -951,7 +931,7 @@ Response Api::Impl::delete_asset(const Request& req, const Principal& who) {
                       {id, project});
     if (res.rows.empty()) return;
     gone = asset_of(res.rows[0]);
-    const auto now = now_ms();
+    const auto now = clock::unix_ms();
     c.exec("UPDATE assets SET deleted_at = $2 WHERE id = $1", {id, now});
     auto event = asset_json(*gone);
     event["type"] = "asset.deleted";
@@ -1077,7 +1057,8 @@ Response Api::Impl::uppy_sign_batch(const Request& req, const Principal& who) {
   }
   if (count == 0) refuse(400, "invalid-request", "'partNumbers' lists the parts: 1,2,3.");
   store.write([&](db::Connection& c) {
-    c.exec("UPDATE uploads SET updated_at = $2 WHERE id = $1 AND state = 'open'", {u.id, now_ms()});
+    c.exec("UPDATE uploads SET updated_at = $2 WHERE id = $1 AND state = 'open'",
+           {u.id, clock::unix_ms()});
   });
   return ok_json(200, json::object{{"presignedUrls", urls}});
 }
@@ -1121,7 +1102,7 @@ Response Api::Impl::uppy_abort(const Request& req, const Principal& who) {
 
 std::size_t Api::Impl::sweep_stale_uploads() {
   if (!storage) return 0;
-  const auto cutoff = now_ms() - options.uploads.stale_after_s * 1000;
+  const auto cutoff = clock::unix_ms() - options.uploads.stale_after_s * 1000;
   std::vector<UploadRow> stale;
   store.read({}, [&](db::Connection& c) {
     for (const auto& r : c.exec("SELECT " + std::string(kUploadCols) +

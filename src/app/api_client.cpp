@@ -1,8 +1,7 @@
 #include "app/api_client.hpp"
 
+#include "platform/codec.hpp"
 #include "s3/sigv4.hpp"
-
-#include <openssl/evp.h>
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -31,8 +30,7 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
 std::string sha256_file(const std::string& path, std::uint64_t size, bool show) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open " + path);
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  codec::Sha256 sha;
   std::string buf(1 << 20, '\0');
   std::uint64_t done = 0;
   auto last = std::chrono::steady_clock::now();
@@ -41,11 +39,10 @@ std::string sha256_file(const std::string& path, std::uint64_t size, bool show) 
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       ::close(fd);
-      EVP_MD_CTX_free(ctx);
       fail("cannot read " + path);
     }
     if (n == 0) break;
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<std::size_t>(n));
+    sha.update(buf.data(), static_cast<std::size_t>(n));
     done += static_cast<std::uint64_t>(n);
     if (show && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(200)) {
       last = std::chrono::steady_clock::now();
@@ -53,12 +50,8 @@ std::string sha256_file(const std::string& path, std::uint64_t size, bool show) 
     }
   }
   ::close(fd);
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
   if (show) std::fprintf(stderr, "\r\033[K");
-  return s3::hex(std::string_view(reinterpret_cast<char*>(md), len));
+  return sha.finish_hex();
 }
 
 ApiClient::ApiClient(const std::string& base, std::string token) : token_(std::move(token)) {

@@ -1,9 +1,8 @@
 #include "app/download_cli.hpp"
 
 #include "app/api_client.hpp"
+#include "platform/codec.hpp"
 #include "s3/sigv4.hpp"
-
-#include <openssl/evp.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -62,8 +61,7 @@ int download(const DownloadArgs& a) {
   ::umask(mask);
   ::fchmod(fd, 0666 & ~mask);  // mkstemp makes 0600; a saved file gets the usual mode
   bool fd_open = true;
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  codec::Sha256 sha256;
   std::uint64_t bytes = 0;
   try {
     bool write_failed = false;
@@ -77,17 +75,14 @@ int download(const DownloadArgs& a) {
         }
         off += static_cast<std::size_t>(n);
       }
-      EVP_DigestUpdate(ctx.get(), b.data(), b.size());
+      sha256.update(b);
       bytes += b.size();
     });
     const bool synced = !write_failed && ::fsync(fd) == 0;
     fd_open = false;
     if (::close(fd) != 0 || !synced)
       fail("cannot write " + part.string() + ": " + std::strerror(errno) + " (disk full?)");
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int len = 0;
-    EVP_DigestFinal_ex(ctx.get(), md, &len);
-    const auto got = s3::hex(std::string_view(reinterpret_cast<char*>(md), len));
+    const auto got = sha256.finish_hex();
     if (!sha.empty() && got != sha)
       fail("the downloaded bytes do not match the asset's SHA-256 (" + got + ", expected " + sha +
            "); nothing was saved");

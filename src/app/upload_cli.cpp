@@ -1,6 +1,7 @@
 #include "app/upload_cli.hpp"
 
 #include "app/api_client.hpp"
+#include "platform/codec.hpp"
 
 #include "s3/client.hpp"
 #include "s3/sigv4.hpp"
@@ -186,7 +187,7 @@ int upload(const UploadArgs& a) {
   const std::int64_t mtime_ns = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
   const auto state_file =
       state_dir(a) /
-      (s3::sha256_hex(abs + "\n" + a.project + "\n" + a.api).substr(0, 32) + ".json");
+      (codec::sha256_hex(abs + "\n" + a.project + "\n" + a.api).substr(0, 32) + ".json");
   const std::string base = "/v1/projects/" + s3::uri_encode(a.project) + "/uploads";
 
   ApiClient api(a.api, a.token);

@@ -1,8 +1,9 @@
 #include "auth/jwt.hpp"
 
+#include "platform/codec.hpp"
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
@@ -35,36 +36,6 @@ std::optional<double> numeric_date(const boost::json::value& v) {
 
 namespace json = boost::json;
 
-std::optional<std::string> unbase64url(std::string_view in) {
-  std::string s(in);
-  for (char& c : s) {
-    if (c == '-')
-      c = '+';
-    else if (c == '_')
-      c = '/';
-    else if (c == '+' || c == '/' || c == '=')
-      return std::nullopt;  // not base64url
-  }
-  while (s.size() % 4 != 0) s += '=';
-  std::string out(s.size() / 4 * 3, '\0');
-  int n =
-      EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                      reinterpret_cast<const unsigned char*>(s.data()), static_cast<int>(s.size()));
-  if (n < 0) return std::nullopt;
-  std::size_t pad = 0;
-  for (auto it = s.rbegin(); it != s.rend() && *it == '='; ++it) ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
-
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-  unsigned char mac[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), mac, &len);
-  return std::string(reinterpret_cast<char*>(mac), len);
-}
-
 VerifyResult refuse(std::string why) {
   return VerifyResult{false, std::move(why), {}};
 }
@@ -91,22 +62,6 @@ bool parse_role(std::string_view s, Role& out) {
     }
   }
   return false;
-}
-
-std::string base64url(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<std::size_t>(n));
-  while (!out.empty() && out.back() == '=') out.pop_back();
-  for (char& c : out) {
-    if (c == '+')
-      c = '-';
-    else if (c == '/')
-      c = '_';
-  }
-  return out;
 }
 
 struct Verifier::Impl {
@@ -152,9 +107,9 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
   if (dot2 == std::string_view::npos || token.find('.', dot2 + 1) != std::string_view::npos) {
     return refuse("token is not three dot-separated parts");
   }
-  auto header_raw = unbase64url(token.substr(0, dot1));
-  auto payload_raw = unbase64url(token.substr(dot1 + 1, dot2 - dot1 - 1));
-  auto sig = unbase64url(token.substr(dot2 + 1));
+  auto header_raw = codec::base64url_decode(token.substr(0, dot1));
+  auto payload_raw = codec::base64url_decode(token.substr(dot1 + 1, dot2 - dot1 - 1));
+  auto sig = codec::base64url_decode(token.substr(dot2 + 1));
   if (!header_raw || !payload_raw || !sig) return refuse("token is not base64url");
 
   boost::system::error_code ec;
@@ -169,7 +124,7 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
 
   const std::string_view signing_input = token.substr(0, dot2);
   if (impl_->alg == Impl::Alg::HS256) {
-    auto mac = hmac_sha256(impl_->secret, signing_input);
+    auto mac = codec::hmac_sha256(impl_->secret, signing_input);
     if (sig->size() != mac.size() || CRYPTO_memcmp(sig->data(), mac.data(), mac.size()) != 0) {
       return refuse("token signature is invalid");
     }
@@ -240,8 +195,8 @@ VerifyResult Verifier::verify(std::string_view token, std::int64_t now) const {
 
 std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
                            std::string_view secret) {
-  std::string input = base64url(header_json) + "." + base64url(payload_json);
-  return input + "." + base64url(hmac_sha256(secret, input));
+  std::string input = codec::base64url(header_json) + "." + codec::base64url(payload_json);
+  return input + "." + codec::base64url(codec::hmac_sha256(secret, input));
 }
 
 std::string sign_hs256(const Claims& c, std::string_view secret) {

@@ -56,6 +56,5 @@ std::string sign_hs256(const Claims& claims, std::string_view secret);
 // Signs with an arbitrary header and payload (tests of hostile tokens).
 std::string sign_hs256_raw(std::string_view header_json, std::string_view payload_json,
                            std::string_view secret);
-std::string base64url(std::string_view bytes);
 
 }  // namespace kiln::auth

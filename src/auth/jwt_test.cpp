@@ -1,5 +1,7 @@
 #include "auth/jwt.hpp"
 
+#include "platform/codec.hpp"
+
 #include <gtest/gtest.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -64,8 +66,8 @@ TEST(Jwt, ExpiryAndNotBeforeWithLeeway) {
 
 TEST(Jwt, AlgNoneIsRefused) {
   auto v = Verifier::hs256("k");
-  std::string token = base64url(R"({"alg":"none","typ":"JWT"})") + "." +
-                      base64url(R"({"sub":"u","exp":1900000000})") + ".";
+  std::string token = codec::base64url(R"({"alg":"none","typ":"JWT"})") + "." +
+                      codec::base64url(R"({"sub":"u","exp":1900000000})") + ".";
   auto r = v.verify(token, kNow);
   EXPECT_FALSE(r.ok);
   EXPECT_EQ(r.error, "token algorithm must be HS256");
@@ -87,7 +89,7 @@ std::pair<std::string, EVP_PKEY*> rsa_key() {
 }
 
 std::string sign_rs256(EVP_PKEY* key, std::string_view header, std::string_view payload) {
-  std::string input = base64url(header) + "." + base64url(payload);
+  std::string input = codec::base64url(header) + "." + codec::base64url(payload);
   EVP_MD_CTX* ctx = EVP_MD_CTX_new();
   EVP_DigestSignInit(ctx, nullptr, EVP_sha256(), nullptr, key);
   std::size_t len = 0;
@@ -98,7 +100,7 @@ std::string sign_rs256(EVP_PKEY* key, std::string_view header, std::string_view 
                  reinterpret_cast<const unsigned char*>(input.data()), input.size());
   sig.resize(len);
   EVP_MD_CTX_free(ctx);
-  return input + "." + base64url(sig);
+  return input + "." + codec::base64url(sig);
 }
 
 TEST(Jwt, Rs256AndAlgorithmConfusion) {

@@ -1,6 +1,7 @@
 #include "db/store.hpp"
 
 #include "db/migrations.hpp"
+#include "platform/clock.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
 
@@ -11,12 +12,6 @@ namespace kiln::db {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 std::int64_t i64(std::uint64_t v) {
   return static_cast<std::int64_t>(v);
@@ -244,7 +239,7 @@ int Store::migrate() {
       if (!done.rows.empty()) return;
       c.exec(m.sql);
       c.exec("INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)",
-             {std::int64_t{m.version}, std::string(m.name), now_ms()});
+             {std::int64_t{m.version}, std::string(m.name), clock::unix_ms()});
       ++applied;
       log::info("database migration applied", {{"version", m.version}, {"name", m.name}});
     });
@@ -294,8 +289,8 @@ SaveResult Store::save_snapshot(const RoomSnapshot& s, const std::string& holder
     c.exec(
         "INSERT INTO room_snapshots (room, seq, epoch, body, bytes, stored_at, writer) "
         "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        {s.room, i64(s.seq), s.epoch, s.body, static_cast<std::int64_t>(s.body.size()), now_ms(),
-         holder});
+        {s.room, i64(s.seq), s.epoch, s.body, static_cast<std::int64_t>(s.body.size()),
+         clock::unix_ms(), holder});
     c.exec(
         "DELETE FROM room_snapshots WHERE room = $1 AND seq < (SELECT MIN(seq) FROM (SELECT "
         "seq FROM room_snapshots WHERE room = $1 ORDER BY seq DESC LIMIT $2) AS newest)",
@@ -346,13 +341,13 @@ Receipt Store::upsert_user(const std::string& id, const std::string& name) {
     c.exec(
         "INSERT INTO users (id, name, created_at) VALUES ($1, $2, $3) ON CONFLICT (id) DO "
         "UPDATE SET name = excluded.name",
-        {id, name, now_ms()});
+        {id, name, clock::unix_ms()});
   });
 }
 
 Receipt Store::create_project(const Project& p, const std::string& owner) {
   return write([&](Connection& c) {
-    const auto at = p.created_at ? p.created_at : now_ms();
+    const auto at = p.created_at ? p.created_at : clock::unix_ms();
     c.exec(
         "INSERT INTO projects (id, name, created_by, created_at, updated_at) VALUES ($1, $2, "
         "$3, $4, $4)",
@@ -368,13 +363,13 @@ Receipt Store::set_member(const std::string& project, const std::string& user,
     c.exec(
         "INSERT INTO members (project_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) ON "
         "CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-        {project, user, role, now_ms()});
+        {project, user, role, clock::unix_ms()});
   });
 }
 
 Receipt Store::create_scene(const SceneRow& s) {
   return write([&](Connection& c) {
-    const auto at = s.created_at ? s.created_at : now_ms();
+    const auto at = s.created_at ? s.created_at : clock::unix_ms();
     c.exec(
         "INSERT INTO scenes (project_id, id, name, created_at, updated_at) VALUES ($1, $2, $3, "
         "$4, $4)",
@@ -518,14 +513,14 @@ Receipt Store::rename_project(const std::string& id, const std::string& name, bo
     found = c.exec(
                  "UPDATE projects SET name = $2, updated_at = $3 WHERE id = $1 AND deleted_at "
                  "IS NULL",
-                 {id, name, now_ms()})
+                 {id, name, clock::unix_ms()})
                 .affected == 1;
   });
 }
 
 Receipt Store::delete_project(const std::string& id, bool& found) {
   return write([&](Connection& c) {
-    const auto at = now_ms();
+    const auto at = clock::unix_ms();
     found = c.exec(
                  "UPDATE projects SET deleted_at = $2, updated_at = $2 WHERE id = $1 AND "
                  "deleted_at IS NULL",
@@ -544,7 +539,7 @@ Receipt Store::rename_scene(const std::string& project, const std::string& id,
     found = c.exec(
                  "UPDATE scenes SET name = $3, updated_at = $4 WHERE project_id = $1 AND id = $2 "
                  "AND deleted_at IS NULL",
-                 {project, id, name, now_ms()})
+                 {project, id, name, clock::unix_ms()})
                 .affected == 1;
   });
 }
@@ -554,7 +549,7 @@ Receipt Store::delete_scene(const std::string& project, const std::string& id, b
     found = c.exec(
                  "UPDATE scenes SET deleted_at = $3, updated_at = $3 WHERE project_id = $1 AND "
                  "id = $2 AND deleted_at IS NULL",
-                 {project, id, now_ms()})
+                 {project, id, clock::unix_ms()})
                 .affected == 1;
   });
 }
@@ -595,7 +590,7 @@ MemberChange Store::change_member(const std::string& project, const std::string&
     c.exec(
         "INSERT INTO members (project_id, user_id, role, added_at) VALUES ($1, $2, $3, $4) ON "
         "CONFLICT (project_id, user_id) DO UPDATE SET role = excluded.role",
-        {project, user, role, now_ms()});
+        {project, user, role, clock::unix_ms()});
   });
   return result;
 }
@@ -631,7 +626,7 @@ std::int64_t Store::revoke_tokens(const std::string& user) {
         "INSERT INTO users (id, name, created_at, token_version) VALUES ($1, $1, $2, 1) ON "
         "CONFLICT (id) DO UPDATE SET token_version = users.token_version + 1 RETURNING "
         "token_version",
-        {user, now_ms()});
+        {user, clock::unix_ms()});
     version = res.rows.at(0).i64(0);
   });
   return version;

@@ -2,11 +2,10 @@
 
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
+#include "platform/codec.hpp"
 #include "platform/log.hpp"
 #include "s3/sigv4.hpp"
 #include "s3/xml.hpp"
-
-#include <openssl/evp.h>
 
 #include <algorithm>
 #include <cctype>
@@ -61,7 +60,7 @@ int integer_param(const Query& q, const char* name, int lo, int hi, int absent,
 bool sigv4_parameter(std::string_view name) {
   for (std::string_view p : {"x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires",
                              "x-amz-signedheaders", "x-amz-signature", "x-amz-security-token"}) {
-    if (lower(name) == p) return true;
+    if (codec::ascii_lower(name) == p) return true;
   }
   return false;
 }
@@ -134,7 +133,8 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
       // plain operation).
       if (std::find(std::begin(kParameters), std::end(kParameters), name) !=
               std::end(kParameters) ||
-          lower(name).starts_with("x-amz-"))  // SigV4's own, or a hoisted header (checked as one)
+          codec::ascii_lower(name).starts_with(
+              "x-amz-"))  // SigV4's own, or a hoisted header (checked as one)
         continue;
       return "Kiln's object store does not know the query parameter '" + name + "' (for " + method +
              " on " + (bucket_level ? "a bucket" : "an object") + "); nothing was changed.";
@@ -156,8 +156,7 @@ std::optional<std::string> S3Api::not_implemented(const std::string& method, con
              " on " + (bucket_level ? "a bucket" : "an object") + "; nothing was changed.";
   }
   for (const auto& [name, value] : r.headers) {
-    std::string lower(name);
-    for (auto& c : lower) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    const std::string lower = codec::ascii_lower(name);
     if (protection_header(lower, value))
       return "A header you provided implies functionality that is not implemented (" + lower +
              ": Kiln's object store has one storage class and does not encrypt, lock, tag, "
@@ -194,7 +193,8 @@ struct RangeAsked {
 RangeAsked parse_range(std::string_view v, std::uint64_t size) {
   using K = RangeAsked::Kind;
   // Range units are case-insensitive (RFC 9110 section 14.1).
-  if (v.size() < 6 || lower(v.substr(0, 6)) != "bytes=" || v.find(',') != std::string_view::npos)
+  if (v.size() < 6 || codec::ascii_lower(v.substr(0, 6)) != "bytes=" ||
+      v.find(',') != std::string_view::npos)
     return {};
   v.remove_prefix(6);
   const auto dash = v.find('-');
@@ -243,7 +243,7 @@ std::optional<std::string> S3Api::virtual_bucket(const S3Request& r) const {
   auto host = header(r, "host").value_or("");
   if (host.starts_with('[')) return std::nullopt;  // an IPv6 literal
   host = host.substr(0, host.find(':'));
-  for (auto& c : host) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  host = codec::ascii_lower(host);
   if (host.size() <= domain.size() + 1 || !host.ends_with(domain) ||
       host[host.size() - domain.size() - 1] != '.')
     return std::nullopt;
@@ -265,7 +265,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   // POST Object (HTML form uploads with a policy document) is not implemented: refused
   // before authentication, since such a request carries its signature in the form.
   if (r.method == "POST" &&
-      lower(header(r, "content-type").value_or("")).starts_with("multipart/form-data"))
+      codec::ascii_lower(header(r, "content-type").value_or("")).starts_with("multipart/form-data"))
     return error(501, "NotImplemented",
                  "POST Object (browser form uploads with a policy) is not implemented; upload "
                  "with a presigned PUT (Kiln's upload API gives one).",
@@ -288,8 +288,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route(const S3Request
   // ignored (an x-amz-acl=public-read in a URL is refused like the header).
   std::vector<std::pair<std::string, std::string>> extra;
   for (const auto& [name, value] : query_map(r.query)) {
-    if (lower(name).starts_with("x-amz-") && !sigv4_parameter(name))
-      extra.emplace_back(lower(name), value);
+    if (codec::ascii_lower(name).starts_with("x-amz-") && !sigv4_parameter(name))
+      extra.emplace_back(codec::ascii_lower(name), value);
   }
   if (extra.empty()) return route_verified(r, who, path);  // the common case: no copy
   S3Request hoisted = r;
@@ -339,14 +339,11 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
   // (presigned uploads sign this header so that the store refuses any other bytes).
   // (On a completion, the x-amz-checksum-* headers name the whole object: s3_multipart.cpp.)
   if (auto c = r.method == "PUT" ? header(r, "x-amz-checksum-sha256") : std::nullopt) {
-    unsigned char raw[48];
-    const int n = c->size() == 44
-                      ? EVP_DecodeBlock(raw, reinterpret_cast<const unsigned char*>(c->data()), 44)
-                      : -1;
-    if (n != 33 || c->back() != '=' || (*c)[42] == '=')  // 32 bytes + one padding byte
+    const auto raw = codec::base64_decode(*c);
+    if (!raw || raw->size() != 32)
       return error(400, "InvalidRequest", "Value for x-amz-checksum-sha256 header is invalid.",
                    path);
-    const auto declared = s3::hex(std::string_view(reinterpret_cast<const char*>(raw), 32));
+    const auto declared = codec::hex(*raw);
     if (sha.empty())
       sha = declared;
     else if (sha != declared)
@@ -366,7 +363,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
   std::unique_ptr<Checksum> trailer_sum;
   if (auto t = header(r, "x-amz-trailer")) {
     std::string name(*t);
-    for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    name = codec::ascii_lower(name);
     trailer_sum = Checksum::make(name);
     if (!trailer_sum || !chunked)
       return error(400, "InvalidRequest",
@@ -387,7 +384,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
   {  // one checksum per request, as S3 requires (a second would go unchecked)
     int declared = 0;
     for (const auto& [k, v] : r.headers) {
-      const auto n = lower(k);
+      const auto n = codec::ascii_lower(k);
       if (!n.starts_with("x-amz-checksum-")) continue;
       if (!known_checksum_header(n))  // sha512, md5, xxhash64...: not checked, so refused
         return error(400, "InvalidRequest",
@@ -452,7 +449,7 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
     const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
     if (auto alg = upload.metadata.find(":x-amz-checksum-algorithm");
         alg != upload.metadata.end()) {
-      const auto want = "x-amz-checksum-" + lower(alg->second);
+      const auto want = "x-amz-checksum-" + codec::ascii_lower(alg->second);
       const auto given = header_sum      ? header_sum->name()
                          : trailer_sum   ? trailer_sum->name()
                          : sha256_header ? std::string("x-amz-checksum-sha256")
@@ -587,8 +584,9 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
       if (ctl || it->second.empty())
         return error(400, "InvalidArgument", std::string(param) + " must be one header line.",
                      path);
-      const auto lname = lower(name);
-      std::erase_if(resp.headers, [&](const auto& h) { return lower(h.first) == lname; });
+      const auto lname = codec::ascii_lower(name);
+      std::erase_if(resp.headers,
+                    [&](const auto& h) { return codec::ascii_lower(h.first) == lname; });
       resp.headers.emplace_back(name, it->second);
     }
     // If-Range (RFC 9110 section 13.1.5): the range only while the object is the one the
@@ -619,7 +617,8 @@ std::variant<S3Response, std::unique_ptr<BodySink>> S3Api::route_verified(const 
       }  // Whole: a Range this store ignores (RFC 9110 section 14.2), the whole object
     }
     // The stored checksum, when asked for and the whole object is sent (S3: a range has none).
-    if (lower(header(r, "x-amz-checksum-mode").value_or("")) == "enabled" && resp.status == 200) {
+    if (codec::ascii_lower(header(r, "x-amz-checksum-mode").value_or("")) == "enabled" &&
+        resp.status == 200) {
       for (const auto& [k, v] : o->metadata) {
         if (k.starts_with(":x-amz-checksum-")) resp.headers.emplace_back(k.substr(1), v);
       }

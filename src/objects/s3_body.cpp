@@ -1,6 +1,7 @@
 #include "objects/s3_body.hpp"
 
 #include "objects/s3_util.hpp"
+#include "platform/codec.hpp"
 
 #include <openssl/evp.h>
 #include <boost/crc.hpp>
@@ -175,7 +176,7 @@ class ChunkedSink final : public BodySink {
         } else if (sum_) {
           const auto colon = l.find(':');
           std::string name = l.substr(0, colon);
-          for (auto& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+          name = codec::ascii_lower(name);
           if (colon != std::string::npos && name == sum_->name()) {
             auto v = l.substr(colon + 1);
             while (!v.empty() && v.front() == ' ') v.erase(0, 1);
@@ -243,13 +244,7 @@ class XmlSink final : public BodySink {
 }  // namespace
 
 std::string Checksum::base64() {
-  const auto r = raw();
-  std::string out(4 * ((r.size() + 2) / 3) + 1, '\0');
-  const int n =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                      reinterpret_cast<const unsigned char*>(r.data()), static_cast<int>(r.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
+  return codec::base64(raw());
 }
 
 std::unique_ptr<Checksum> Checksum::make(std::string_view header) {
@@ -275,25 +270,9 @@ std::string checksum_algorithm(std::string_view header) {
 namespace {
 
 std::string from_base64(const std::string& b64) {
-  std::string out(b64.size() / 4 * 3 + 3, '\0');
-  const int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(b64.data()),
-                                static_cast<int>(b64.size()));
-  if (n < 0 || b64.size() % 4 != 0)
-    throw Error(400, "InvalidPart", "A part's checksum is not base64.");
-  std::size_t pad = 0;
-  while (pad < 2 && pad < b64.size() && b64[b64.size() - 1 - pad] == '=') ++pad;
-  out.resize(static_cast<std::size_t>(n) - pad);
-  return out;
-}
-
-std::string to_base64(std::string_view raw) {
-  std::string out(4 * ((raw.size() + 2) / 3) + 1, '\0');
-  const int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                                reinterpret_cast<const unsigned char*>(raw.data()),
-                                static_cast<int>(raw.size()));
-  out.resize(static_cast<std::size_t>(n));
-  return out;
+  auto raw = codec::base64_decode(b64);
+  if (!raw) throw Error(400, "InvalidPart", "A part's checksum is not base64.");
+  return std::move(*raw);
 }
 
 // GF(2) matrix operations for combining CRCs (the method of zlib's crc32_combine, for any
@@ -367,7 +346,7 @@ std::string multipart_checksum(std::string_view header, std::string_view type,
   }
   std::string raw(static_cast<std::size_t>(width / 8), '\0');
   for (std::size_t i = raw.size(); i-- > 0; crc >>= 8) raw[i] = static_cast<char>(crc & 0xff);
-  return to_base64(raw);
+  return codec::base64(raw);
 }
 
 [[noreturn]] void checksum_mismatch(const Checksum& c) {
@@ -413,7 +392,7 @@ std::unique_ptr<BodySink> checked_xml_sink(const S3Request& r, std::size_t limit
   std::string sum_value;
   if (checksums_cover_body) {
     for (const auto& [k, v] : r.headers) {
-      if (auto made = Checksum::make(lower(k))) {
+      if (auto made = Checksum::make(codec::ascii_lower(k))) {
         sum = std::move(made);
         sum_value = v;
       }
@@ -427,7 +406,7 @@ std::unique_ptr<BodySink> checked_xml_sink(const S3Request& r, std::size_t limit
       unsigned char d[EVP_MAX_MD_SIZE];
       unsigned int n = 0;
       EVP_Digest(body.data(), body.size(), d, &n, EVP_md5(), nullptr);
-      if (md5 != to_base64(std::string_view(reinterpret_cast<char*>(d), n)))
+      if (md5 != codec::base64(std::string_view(reinterpret_cast<char*>(d), n)))
         throw Error(400, "BadDigest",
                     "The Content-MD5 you specified did not match what we received.");
     }

@@ -1,4 +1,6 @@
 // CopyObject and UploadPartCopy (S3 API reference): the source named by x-amz-copy-source
+
+#include "platform/codec.hpp"
 // ("bucket/key", URL-encoded, optionally "?versionId=null"), its preconditions
 // (x-amz-copy-source-if-match, -if-none-match, -if-modified-since, -if-unmodified-since:
 // 412 PreconditionFailed), a byte range for a part (x-amz-copy-source-range), and the
@@ -91,7 +93,7 @@ S3Response S3Api::copy_object(const S3Request& r, const Query& q, const std::str
     const auto upload = store_.find_upload(bucket, key, q.at("uploadId"));
     std::unique_ptr<Checksum> sum;
     if (auto alg = upload.metadata.find(":x-amz-checksum-algorithm"); alg != upload.metadata.end())
-      sum = Checksum::make("x-amz-checksum-" + lower(alg->second));
+      sum = Checksum::make("x-amz-checksum-" + codec::ascii_lower(alg->second));
     auto w = store_.put_part(bucket, key, q.at("uploadId"), number);
     store_.read_into(*o, offset, length, *w, [&](std::string_view chunk) {
       if (sum) sum->update(chunk);

@@ -1,4 +1,6 @@
 // CORS for the embedded store (S3's bucket CORS configuration: PutBucketCors, GetBucketCors,
+
+#include "platform/codec.hpp"
 // DeleteBucketCors; the Fetch standard's preflight). A bucket with a configuration answers
 // browsers by its rules: the first rule whose AllowedOrigin matches the Origin (one '*' may
 // stand for any run of characters), whose AllowedMethod has the method, and whose
@@ -85,8 +87,8 @@ std::vector<CorsRule> parse_rules(const std::string& body) {
 
 // A pattern with at most one '*' (any run of characters).
 bool matches(const std::string& pattern, const std::string& value, bool fold_case) {
-  auto p = fold_case ? lower(pattern) : pattern;
-  auto v = fold_case ? lower(value) : value;
+  auto p = fold_case ? codec::ascii_lower(pattern) : pattern;
+  auto v = fold_case ? codec::ascii_lower(value) : value;
   const auto star = p.find('*');
   if (star == std::string::npos) return p == v;
   const auto head = p.substr(0, star), tail = p.substr(star + 1);

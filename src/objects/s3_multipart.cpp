@@ -9,6 +9,7 @@
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
 #include "objects/s3_xml_body.hpp"
+#include "platform/codec.hpp"
 #include "s3/xml.hpp"
 
 #include <algorithm>
@@ -37,7 +38,7 @@ S3Response S3Api::create_multipart(const S3Request& r, const std::string& bucket
     type = header(r, "x-amz-checksum-type")
                .value_or(algorithm == "CRC64NVME" ? "FULL_OBJECT" : "COMPOSITE");
     // Refused now rather than at completion: a combination S3 does not define.
-    multipart_checksum("x-amz-checksum-" + lower(algorithm), type, {});
+    multipart_checksum("x-amz-checksum-" + codec::ascii_lower(algorithm), type, {});
     metadata[":x-amz-checksum-algorithm"] = algorithm;
     metadata[":x-amz-checksum-type"] = type;
   } else if (header(r, "x-amz-checksum-type")) {
@@ -73,7 +74,7 @@ std::unique_ptr<BodySink> S3Api::complete_multipart(const S3Request& r, const st
     expected_size = n;
   }
   for (const auto& alg : kAlgorithms) {
-    const auto name = "x-amz-checksum-" + lower(alg);
+    const auto name = "x-amz-checksum-" + codec::ascii_lower(alg);
     if (auto v = header(r, name)) whole_name = name, whole_value = *v;
   }
   // Its x-amz-checksum-* headers name the object's checksum; Content-MD5 covers the body.
@@ -128,7 +129,7 @@ std::unique_ptr<BodySink> S3Api::complete_multipart(const S3Request& r, const st
                       whole_name + ".");
             return meta;
           }
-          name = "x-amz-checksum-" + lower(alg->second);
+          name = "x-amz-checksum-" + codec::ascii_lower(alg->second);
           type = meta[":x-amz-checksum-type"];
           if (!whole_type.empty() && whole_type != type)
             throw Error(400, "InvalidRequest",

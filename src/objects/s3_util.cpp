@@ -1,5 +1,6 @@
 #include "objects/s3_util.hpp"
 
+#include "platform/codec.hpp"
 #include "s3/sigv4.hpp"
 
 #include <algorithm>
@@ -9,15 +10,9 @@
 
 namespace kiln::objects::detail {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::optional<std::string> header(const S3Request& r, std::string_view name) {
   for (const auto& [k, v] : r.headers) {
-    if (lower(k) == name) return v;
+    if (codec::ascii_lower(k) == name) return v;
   }
   return std::nullopt;
 }
@@ -110,7 +105,7 @@ S3Response xml(int status, std::string body) {
 std::map<std::string, std::string> user_metadata(const S3Request& r) {
   std::map<std::string, std::string> out;
   for (const auto& [k, v] : r.headers) {
-    auto n = lower(k);
+    auto n = codec::ascii_lower(k);
     if (n.starts_with("x-amz-meta-")) {
       out[n.substr(11)] = v;
     } else if (std::find(std::begin(kStoredHeaders), std::end(kStoredHeaders), n) !=
@@ -124,7 +119,7 @@ std::map<std::string, std::string> user_metadata(const S3Request& r) {
               value.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
           coding.erase(0, coding.find_first_not_of(" \t"));
           coding.erase(coding.find_last_not_of(" \t") + 1);
-          if (!coding.empty() && lower(coding) != "aws-chunked")
+          if (!coding.empty() && codec::ascii_lower(coding) != "aws-chunked")
             kept += (kept.empty() ? "" : ", ") + coding;
           if (comma == std::string::npos) break;
           pos = comma + 1;

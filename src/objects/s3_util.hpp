@@ -13,8 +13,6 @@
 
 namespace kiln::objects::detail {
 
-// ASCII lower case.
-std::string lower(std::string_view s);
 // The first header of that (lower-case) name, compared case-insensitively.
 std::optional<std::string> header(const S3Request& r, std::string_view name);
 // S3 conditional writes: If-None-Match: * (create only) and If-Match: "etag". Throws Error

@@ -1,5 +1,8 @@
 #include "objects/store.hpp"
 
+#include "platform/clock.hpp"
+#include "platform/codec.hpp"
+
 #include "db/sql.hpp"
 #include "platform/ids.hpp"
 #include "platform/utf8.hpp"
@@ -24,29 +27,18 @@ namespace json = boost::json;
 
 namespace {
 
-std::int64_t now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
 std::string hex(const unsigned char* p, std::size_t n) {
-  return s3::hex(std::string_view(reinterpret_cast<const char*>(p), n));
+  return codec::hex(std::string_view(reinterpret_cast<const char*>(p), n));
 }
 
 std::string base64(const unsigned char* p, std::size_t n) {
-  std::string out(4 * ((n + 2) / 3), '\0');
-  const int len =
-      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), p, static_cast<int>(n));
-  out.resize(static_cast<std::size_t>(len));
-  return out;
+  return codec::base64(std::string_view(reinterpret_cast<const char*>(p), n));
 }
 
 std::string unquote(std::string_view etag) {
   std::string e(etag);
   if (e.size() >= 2 && e.front() == '"' && e.back() == '"') e = e.substr(1, e.size() - 2);
-  for (auto& c : e) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return e;
+  return codec::ascii_lower(e);
 }
 
 std::string meta_json(const std::map<std::string, std::string>& m) {
@@ -167,7 +159,7 @@ void Store::create_bucket(const std::string& bucket) {
   std::lock_guard lock(db_->mu);
   db_->conn->exec(
       "INSERT INTO buckets (name, created_at) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-      {bucket, now_ms()});
+      {bucket, clock::unix_ms()});
 }
 
 void Store::delete_bucket(const std::string& bucket) {
@@ -352,7 +344,7 @@ ObjectInfo Store::publish(const fs::path& tmp, ObjectInfo info,
   fs::rename(tmp, dest);
   fsync_dir(dest.parent_path());
   info.blob = dest.string();
-  info.last_modified_ms = now_ms();
+  info.last_modified_ms = clock::unix_ms();
   if (info.content_type.empty()) info.content_type = "binary/octet-stream";
   std::string old;
   {
@@ -570,7 +562,7 @@ UploadInfo Store::create_upload(const std::string& bucket, const std::string& ke
                                 std::map<std::string, std::string> metadata) {
   check_bucket(bucket);
   check_key(key);
-  UploadInfo u{ids::random_hex(16), bucket, key, now_ms(), metadata};
+  UploadInfo u{ids::random_hex(16), bucket, key, clock::unix_ms(), metadata};
   fs::create_directories(root_ / "parts" / u.id);
   std::lock_guard lock(db_->mu);
   db_->conn->exec(
@@ -617,8 +609,9 @@ std::unique_ptr<Writer> Store::put_part(const std::string& bucket, const std::st
         "$3, $4, $5, $6) ON CONFLICT (upload, number) DO UPDATE SET size = excluded.size, etag = "
         "excluded.etag, last_modified = excluded.last_modified, checksum = excluded.checksum",
         {upload_id, std::int64_t{part_number}, static_cast<std::int64_t>(size), "\"" + md5 + "\"",
-         now_ms(), writer->checksum_});
-    return ObjectInfo{bucket, key, size, "\"" + md5 + "\"", {}, now_ms(), {}, dest.string(), {}};
+         clock::unix_ms(), writer->checksum_});
+    return ObjectInfo{bucket, key,           size, "\"" + md5 + "\"", {}, clock::unix_ms(),
+                      {},     dest.string(), {}};
   };
   return w;
 }
@@ -652,7 +645,7 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
     auto done = db_->conn->exec(
         "SELECT etag FROM completed_uploads WHERE id = $1 AND bucket = $2 AND key = $3 AND "
         "parts = $4 AND completed > $5",
-        {upload_id, bucket, key, parts_fingerprint(parts), now_ms() - kCompletedMemoryMs});
+        {upload_id, bucket, key, parts_fingerprint(parts), clock::unix_ms() - kCompletedMemoryMs});
     if (!done.rows.empty()) {
       auto cur = db_->conn->exec(
           std::string("SELECT ") + kObjectColumns + " FROM objects WHERE bucket = $1 AND key = $2",
@@ -750,7 +743,7 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
         c.exec(
             "INSERT INTO completed_uploads (id, bucket, key, etag, parts, completed) VALUES ($1, "
             "$2, $3, $4, $5, $6)",
-            {upload_id, bucket, key, etag, parts_fingerprint(parts), now_ms()});
+            {upload_id, bucket, key, etag, parts_fingerprint(parts), clock::unix_ms()});
       });
   std::error_code ec;
   fs::remove_all(root_ / "parts" / upload_id, ec);
@@ -801,7 +794,7 @@ std::size_t Store::sweep(std::chrono::seconds age) {
     for (const auto& r : db_->conn->exec("SELECT blob FROM objects").rows)
       referenced.insert(r.str(0));
     db_->conn->exec("DELETE FROM completed_uploads WHERE completed < $1",
-                    {now_ms() - kCompletedMemoryMs});
+                    {clock::unix_ms() - kCompletedMemoryMs});
   }
   for (const auto& e : fs::recursive_directory_iterator(root_ / "blobs", ec)) {
     if (!e.is_regular_file(ec) || referenced.count(e.path().string()) != 0) continue;

@@ -1,5 +1,6 @@
 #include "platform/http.hpp"
 
+#include "platform/codec.hpp"
 #include "platform/ids.hpp"
 
 #include <boost/json/serialize.hpp>
@@ -10,16 +11,9 @@
 
 namespace kiln::http {
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-           return std::tolower(static_cast<unsigned char>(x)) ==
-                  std::tolower(static_cast<unsigned char>(y));
-         });
-}
-
 std::optional<std::string_view> Request::header(std::string_view name) const {
   for (const auto& [k, v] : headers) {
-    if (iequals(k, name)) return std::string_view(v);
+    if (codec::iequals(k, name)) return std::string_view(v);
   }
   return std::nullopt;
 }

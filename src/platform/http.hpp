@@ -103,9 +103,6 @@ class Router {
 // "Reason phrase" for common codes, for problem titles.
 std::string_view reason(int status);
 
-// ASCII case-insensitive equality (header names, tokens: RFC 9110 section 5.1).
-bool iequals(std::string_view a, std::string_view b);
-
 // A request id taken from the client if it is short and plain, otherwise generated.
 std::string accept_or_make_request_id(std::optional<std::string_view> from_client);
 

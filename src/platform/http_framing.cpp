@@ -1,5 +1,6 @@
 #include "platform/http_framing.hpp"
 
+#include "platform/codec.hpp"
 #include "platform/http.hpp"
 
 #include <algorithm>
@@ -35,17 +36,17 @@ std::optional<FramingError> framing_error(
   std::vector<std::string_view> lengths;
   bool has_te = false;
   for (const auto& [name, value] : headers) {
-    if (iequals(name, "transfer-encoding")) {
+    if (codec::iequals(name, "transfer-encoding")) {
       has_te = true;
       for (auto e : elements(value)) codings.push_back(e);
-    } else if (iequals(name, "content-length")) {
+    } else if (codec::iequals(name, "content-length")) {
       for (auto e : elements(value)) lengths.push_back(e);
       if (elements(value).empty()) lengths.emplace_back("");
     }
   }
   if (has_te) {
     if (!lengths.empty()) return FramingError{400, "both Transfer-Encoding and Content-Length"};
-    if (codings.empty() || !iequals(codings.back(), "chunked"))
+    if (codings.empty() || !codec::iequals(codings.back(), "chunked"))
       return FramingError{400, "a Transfer-Encoding whose final coding is not chunked"};
     for (std::size_t i = 0; i + 1 < codings.size(); ++i)
       return FramingError{501, "the transfer coding '" + std::string(codings[i]) +

@@ -1,5 +1,7 @@
 // The one translation unit of the S3 client that instantiates Beast.
+
 #include "s3/client.hpp"
+#include "platform/codec.hpp"
 
 #include "s3/xml.hpp"
 
@@ -30,12 +32,6 @@ using boost::system::error_code;
 namespace {
 
 constexpr std::size_t kChunk = 64 * 1024;
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
 
 // A connection failure: worth retrying on a new connection.
 struct NetworkError {
@@ -178,7 +174,7 @@ struct Client::Impl {
                                    .count());
     const bool from_file = !c.body.file.empty();
     const std::string payload =
-        from_file ? std::string(kUnsignedPayload) : sha256_hex(c.body.bytes);
+        from_file ? std::string(kUnsignedPayload) : codec::sha256_hex(c.body.bytes);
     Request sr{c.method,
                path,
                c.query,
@@ -252,7 +248,8 @@ struct Client::Impl {
     if (ec) throw NetworkError{"read: " + ec.message()};
     Reply r;
     r.status = static_cast<int>(parser.get().result_int());
-    for (const auto& f : parser.get()) r.headers[lower(f.name_string())] = std::string(f.value());
+    for (const auto& f : parser.get())
+      r.headers[codec::ascii_lower(f.name_string())] = std::string(f.value());
     const bool to_sink = c.sink != nullptr && r.status / 100 == 2;
     std::string chunk(kChunk, '\0');
     while (!parser.is_done()) {
@@ -541,7 +538,7 @@ std::string Client::presign(const std::string& method, const std::string& bucket
 
 std::string Client::Reply::header(std::string_view name) const {
   for (const auto& [k, v] : headers)
-    if (k == lower(name)) return v;
+    if (k == codec::ascii_lower(name)) return v;
   return {};
 }
 

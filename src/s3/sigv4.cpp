@@ -1,38 +1,11 @@
 #include "s3/sigv4.hpp"
 
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
-#include <openssl/sha.h>
+#include "platform/codec.hpp"
 
 #include <algorithm>
 #include <ctime>
 
 namespace kiln::s3 {
-
-std::string hex(std::string_view bytes) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(bytes.size() * 2);
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
-std::string sha256_hex(std::string_view data) {
-  unsigned char md[SHA256_DIGEST_LENGTH];
-  SHA256(reinterpret_cast<const unsigned char*>(data.data()), data.size(), md);
-  return hex(std::string_view(reinterpret_cast<const char*>(md), sizeof md));
-}
-
-std::string hmac_sha256(std::string_view key, std::string_view data) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
-       reinterpret_cast<const unsigned char*>(data.data()), data.size(), md, &len);
-  return std::string(reinterpret_cast<const char*>(md), len);
-}
 
 std::string uri_encode(std::string_view s, bool keep_slash) {
   static constexpr char kDigits[] = "0123456789ABCDEF";
@@ -134,12 +107,6 @@ std::string canonical_query(std::string_view query) {
 
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 // Trimmed, with runs of spaces collapsed to one.
 std::string clean_value(std::string_view v) {
   std::string out;
@@ -163,7 +130,7 @@ std::pair<std::string, std::string> canonical_headers(
     const std::vector<std::string>& only) {
   std::vector<std::pair<std::string, std::string>> merged;  // name -> joined values
   for (const auto& [name, value] : headers) {
-    auto n = lower(name);
+    auto n = codec::ascii_lower(name);
     if (!only.empty() && std::find(only.begin(), only.end(), n) == only.end()) continue;
     auto it =
         std::find_if(merged.begin(), merged.end(), [&](const auto& p) { return p.first == n; });
@@ -193,19 +160,20 @@ std::string canonical_request(const Request& r, const Options& o,
 std::string string_to_sign(std::string_view amz_date, const Scope& scope,
                            std::string_view canonical) {
   return std::string(kAlgorithm) + "\n" + std::string(amz_date) + "\n" + scope.str() + "\n" +
-         sha256_hex(canonical);
+         codec::sha256_hex(canonical);
 }
 
 std::string signing_key(std::string_view secret, const Scope& scope) {
-  auto k = hmac_sha256("AWS4" + std::string(secret), scope.date);
-  k = hmac_sha256(k, scope.region);
-  k = hmac_sha256(k, scope.service);
-  return hmac_sha256(k, "aws4_request");
+  auto k = codec::hmac_sha256("AWS4" + std::string(secret), scope.date);
+  k = codec::hmac_sha256(k, scope.region);
+  k = codec::hmac_sha256(k, scope.service);
+  return codec::hmac_sha256(k, "aws4_request");
 }
 
 std::string signature(std::string_view secret, const Scope& scope, std::string_view amz_date,
                       std::string_view canonical) {
-  return hex(hmac_sha256(signing_key(secret, scope), string_to_sign(amz_date, scope, canonical)));
+  return codec::hex(
+      codec::hmac_sha256(signing_key(secret, scope), string_to_sign(amz_date, scope, canonical)));
 }
 
 std::string authorization(const Credentials& c, const Scope& scope, std::string_view amz_date,

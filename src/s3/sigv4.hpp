@@ -49,9 +49,6 @@ inline constexpr std::string_view kAlgorithm = "AWS4-HMAC-SHA256";
 // %XX (uppercase); '/' kept when `keep_slash`.
 std::string uri_encode(std::string_view s, bool keep_slash = false);
 std::string percent_decode(std::string_view s);
-std::string sha256_hex(std::string_view data);
-std::string hmac_sha256(std::string_view key, std::string_view data);  // raw bytes
-std::string hex(std::string_view bytes);
 
 std::string canonical_uri(std::string_view path, const Options& o);
 std::string canonical_query(std::string_view query);

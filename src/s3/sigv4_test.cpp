@@ -1,4 +1,6 @@
 // SigV4 against the S3 examples in AWS's documentation (header-signed GET with Range,
+
+#include "platform/codec.hpp"
 // presigned GET). AWS's own test suite runs in sigv4_suite_test.cpp (it needs npm).
 #include "s3/sigv4.hpp"
 
@@ -18,9 +20,9 @@ TEST(SigV4S3Examples, HeaderSignedGetObjectWithRange) {
             "",
             {{"Host", "examplebucket.s3.amazonaws.com"},
              {"Range", "bytes=0-9"},
-             {"x-amz-content-sha256", sha256_hex("")},
+             {"x-amz-content-sha256", codec::sha256_hex("")},
              {"x-amz-date", "20130524T000000Z"}},
-            sha256_hex("")};
+            codec::sha256_hex("")};
   const Scope scope{"20130524", "us-east-1", "s3"};
   EXPECT_EQ(authorization(kDocs, scope, "20130524T000000Z", r, kS3),
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
@@ -37,8 +39,8 @@ TEST(SigV4S3Examples, HeaderSignedPutObject) {
              {"Date", "Fri, 24 May 2013 00:00:00 GMT"},
              {"x-amz-date", "20130524T000000Z"},
              {"x-amz-storage-class", "REDUCED_REDUNDANCY"},
-             {"x-amz-content-sha256", sha256_hex(body)}},
-            sha256_hex(body)};
+             {"x-amz-content-sha256", codec::sha256_hex(body)}},
+            codec::sha256_hex(body)};
   const Scope scope{"20130524", "us-east-1", "s3"};
   EXPECT_EQ(authorization(kDocs, scope, "20130524T000000Z", r, kS3),
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
@@ -51,9 +53,9 @@ TEST(SigV4S3Examples, HeaderSignedListObjects) {
             "/",
             "max-keys=2&prefix=J",
             {{"Host", "examplebucket.s3.amazonaws.com"},
-             {"x-amz-content-sha256", sha256_hex("")},
+             {"x-amz-content-sha256", codec::sha256_hex("")},
              {"x-amz-date", "20130524T000000Z"}},
-            sha256_hex("")};
+            codec::sha256_hex("")};
   const Scope scope{"20130524", "us-east-1", "s3"};
   EXPECT_EQ(authorization(kDocs, scope, "20130524T000000Z", r, kS3),
             "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "

@@ -1,5 +1,7 @@
 #include "s3/verify.hpp"
 
+#include "platform/codec.hpp"
+
 #include <openssl/crypto.h>
 
 #include <algorithm>
@@ -10,15 +12,9 @@
 namespace kiln::s3 {
 namespace {
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return out;
-}
-
 std::optional<std::string> header(const Request& r, std::string_view name) {
   for (const auto& [k, v] : r.headers) {
-    if (lower(k) == name) return v;
+    if (codec::ascii_lower(k) == name) return v;
   }
   return std::nullopt;
 }
@@ -197,8 +193,7 @@ std::variant<Verified, Refused> verify(const Request& req, std::int64_t now,
   // As S3: every x-amz-* header the request carries is one the signer signed (an unsigned
   // x-amz-meta-*, -acl or -checksum would otherwise ride on someone else's URL).
   for (const auto& [name, value] : r.headers) {
-    std::string lower(name);
-    for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+    const std::string lower = codec::ascii_lower(name);
     if (lower.rfind("x-amz-", 0) == 0 && std::find(p.signed_headers.begin(), p.signed_headers.end(),
                                                    lower) == p.signed_headers.end())
       return refuse(

@@ -1,4 +1,6 @@
 // The verifier against requests signed by the signer (itself pinned by AWS's suite), and
+
+#include "platform/codec.hpp"
 // every way a request can be wrong: tampered, expired, skewed, another key, another scope.
 #include "s3/verify.hpp"
 
@@ -21,9 +23,9 @@ Request signed_put(std::int64_t at, const std::string& path = "/media/a.txt") {
             path,
             "",
             {{"Host", "127.0.0.1:7701"},
-             {"x-amz-content-sha256", sha256_hex("hi")},
+             {"x-amz-content-sha256", codec::sha256_hex("hi")},
              {"x-amz-date", amz_date(at)}},
-            sha256_hex("hi")};
+            codec::sha256_hex("hi")};
   const Scope scope{amz_date(at).substr(0, 8), "us-east-1", "s3"};
   r.headers.emplace_back("Authorization", authorization(kCreds, scope, amz_date(at), r, kS3));
   return r;
@@ -37,14 +39,14 @@ TEST(Verify, HeaderSignedRequests) {
   auto ok = verify(signed_put(kNow), kNow, lookup, {});
   ASSERT_EQ(code_of(ok), "ok");
   EXPECT_EQ(std::get<Verified>(ok).access_key, "AKIDKILN");
-  EXPECT_EQ(std::get<Verified>(ok).payload_hash, sha256_hex("hi"));
+  EXPECT_EQ(std::get<Verified>(ok).payload_hash, codec::sha256_hex("hi"));
   EXPECT_FALSE(std::get<Verified>(ok).presigned);
 
   auto tampered = signed_put(kNow);
   tampered.path = "/media/b.txt";
   EXPECT_EQ(code_of(verify(tampered, kNow, lookup, {})), "SignatureDoesNotMatch");
   auto body_swapped = signed_put(kNow);
-  body_swapped.headers[1].second = sha256_hex("other");
+  body_swapped.headers[1].second = codec::sha256_hex("other");
   EXPECT_EQ(code_of(verify(body_swapped, kNow, lookup, {})), "SignatureDoesNotMatch");
   EXPECT_EQ(code_of(verify(signed_put(kNow - 16 * 60), kNow, lookup, {})), "RequestTimeTooSkewed");
   EXPECT_EQ(code_of(verify(signed_put(kNow + 16 * 60), kNow, lookup, {})), "RequestTimeTooSkewed");
