@@ -10,6 +10,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -18,7 +19,6 @@ import time
 import unittest
 import uuid
 
-import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from collab_client import SECRET, Client, run, token
@@ -83,15 +83,20 @@ class ApiSuite:
 
     # --- auth ------------------------------------------------------------------------------
 
+    # Served without credentials, by design: probes, the index, the contract, and the
+    # WebSocket (it authenticates with its first frame, `hello`).
+    PUBLIC = {("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/"),
+              ("GET", "/openapi.yaml"), ("GET", "/v1/collab")}
+
     def test_every_route_needs_credentials(self):
-        for method, path in [("GET", "/v1/me"), ("POST", "/v1/tokens"), ("GET", "/v1/projects"),
-                             ("POST", "/v1/projects"), ("GET", "/v1/projects/x"),
-                             ("PATCH", "/v1/projects/x"), ("DELETE", "/v1/projects/x"),
-                             ("GET", "/v1/projects/x/members"), ("PUT", "/v1/projects/x/members/u"),
-                             ("DELETE", "/v1/projects/x/members/u"), ("GET", "/v1/projects/x/scenes"),
-                             ("POST", "/v1/projects/x/scenes"), ("GET", "/v1/projects/x/scenes/s"),
-                             ("PATCH", "/v1/projects/x/scenes/s"), ("DELETE", "/v1/projects/x/scenes/s"),
-                             ("POST", "/v1/users/u/revoke")]:
+        # Every route the binary serves (its own list on GET /), not a list kept by hand.
+        status, _, body = self.api.request("GET", "/")
+        self.assertEqual(status, 200)
+        routes = {(r["method"], r["path"]) for r in json.loads(body)["routes"]} - self.PUBLIC
+        self.assertTrue({("POST", "/v1/projects/{project}/uploads"),
+                         ("GET", "/v1/projects/{project}/assets/{asset}")} <= routes, routes)
+        for method, template in sorted(routes):
+            path = re.sub(r"\{[^}]+\}", "x", template)
             got = self.call(method, path)
             self.assert_problem(got, 401, "unauthorized")
             self.assertEqual(got[1]["www-authenticate"], 'Bearer realm="kiln"', path)
@@ -365,7 +370,7 @@ class ApiSuite:
 
     # --- live permission changes on open gateway sessions ----------------------------------
 
-    def test_downgrade_removal_and_revocation_reach_open_sessions_within_a_second(self):
+    def test_downgrade_removal_and_revocation_reach_open_sessions(self):
         ann, bob = self.mint("ann"), self.mint("bob")
         pid = self.new_project(ann, "live-" + uuid.uuid4().hex[:6])
         self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "editor"})
@@ -387,7 +392,10 @@ class ApiSuite:
             c = await session("a")
             # Waits on the event itself (bounded generously: a busy machine is not a failure).
             await asyncio.to_thread(self.call, "PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "viewer"})
+            answered = time.monotonic()
             n = await asyncio.wait_for(c.next("notify"), WAIT)
+            # api.md: "within a second" (the API answers once the change is passed on).
+            self.assertLess(time.monotonic() - answered, 1.0, "the demotion took over a second")
             self.assertEqual((n["kind"], n["project"], n["role"]), ("access", pid, "viewer"))
             nack = await c.op(room, {"op": "create", "entity": "b", "parent": "root"})
             self.assertEqual((nack["t"], nack["code"]), ("nack", "forbidden"))

@@ -377,7 +377,7 @@ class CollabSuite:
                 r = await c.op(room, {"op": "create", "entity": f"e{k}", "parent": "root"})
                 codes.append(r.get("code", "ack"))
             self.assertIn("rate_limited", codes)
-            self.assertEqual(codes[0], "ack")
+            self.assertEqual(codes[:2], ["ack", "ack"], "the burst is twice the rate")
             await c.close()
         run(go())
 
@@ -589,7 +589,9 @@ class CollabSuite:
             xs = [e["data"]["x"] for f in b.inbox if f["t"] == "eph" for e in f["batch"]
                   if isinstance(e["data"]["x"], int)]
             self.assertTrue(xs, "some of the flood got through")
-            self.assertLess(max(xs), 50 - dropped + 1, "a dropped update reached the peer")
+            # Which updates were accepted depends on when tokens refilled; how many does not:
+            # the peer cannot have seen more distinct updates than were accepted.
+            self.assertLessEqual(len(set(xs)), 50 - dropped, "a dropped update reached the peer")
         run(go())
 
     def test_joining_a_room_twice_is_invalid(self):

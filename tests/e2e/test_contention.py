@@ -164,7 +164,7 @@ class OneRoomUnderContention(unittest.TestCase):
             await ws.send(json.dumps({"t": "join", "id": 2, "room": ROOM}))
             await ws.send(json.dumps({"t": "op", "id": 3, "room": ROOM, "ops": [
                 {"op": "create", "entity": "board", "parent": "root"}]}))
-            while json.loads(await ws.recv())["t"] != "ack":
+            while json.loads(await asyncio.wait_for(ws.recv(), WAIT))["t"] != "ack":
                 pass
             await ws.close()
             editors = [Editor(i, nodes) for i in range(EDITORS)]
@@ -180,7 +180,7 @@ class OneRoomUnderContention(unittest.TestCase):
             await ws.send(json.dumps({"t": "hello", "id": 1, "token": token("newcomer", {"p": "viewer"})}))
             await ws.send(json.dumps({"t": "join", "id": 2, "room": ROOM}))
             while True:
-                m = json.loads(await ws.recv())
+                m = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
                 if m["t"] == "joined":
                     break
             await ws.close()
@@ -337,8 +337,11 @@ class RedisRestart(unittest.TestCase):
                             {"op": "create", "entity": "after", "parent": "root"}]}))
                     if m["t"] == "ack" and m["id"] == 100:
                         break
-            except websockets.ConnectionClosed:
-                told = True
+            except websockets.ConnectionClosed as e:
+                # protocol.md: a room whose history may be gone tells its members `reconnect`
+                # and closes with 1012; any other close is not being told.
+                self.assertEqual(e.code, 1012, f"closed with {e.code} {e.reason!r}")
+                self.assertTrue(told, "closed 1012 without a reconnect frame first")
             await ws.close()
             ws = await websockets.connect(url(g), subprotocols=["kiln.v1"], max_size=None)
             await ws.send(json.dumps({"t": "hello", "id": 1, "token": token("ann", {"p": "editor"})}))

@@ -19,7 +19,7 @@ import uuid
 import websockets
 
 from collab_client import SECRET, token
-from harness import Kiln, module_access, needs
+from harness import WAIT, Kiln, module_access, needs
 
 STANDALONE, CLUSTER = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[:2]
 SERVERS_DIR = os.environ.get("KILN_TEST_REDIS_DIR", "")
@@ -203,8 +203,10 @@ class Failover(unittest.TestCase):
                 await asyncio.sleep(0.02)
             await chaos(cluster)
             acked_at_chaos[0] = sum(len(e.acked) for e in editors)
+            acked_by_editor.update({e.idx: len(e.acked) for e in editors})
             await asyncio.wait_for(asyncio.gather(*tasks), 240)
         acked_at_chaos = [0]
+        acked_by_editor = {}
         asyncio.run(go())
 
         reconnected = [r for e in editors for r in e.reconnects]
@@ -232,6 +234,10 @@ class Failover(unittest.TestCase):
                   f"the kill, {total - acked_at_chaos[0]} after", flush=True)
             self.assertGreater(acked_at_chaos[0], 0, "the kill came under load")
             self.assertGreater(total - acked_at_chaos[0], 0, "writes went on after the failover")
+            # ... in the room whose slot the killed primary held (p/fo0), not only elsewhere.
+            in_struck_room = sum(len(e.acked) - acked_by_editor[e.idx] for e in editors
+                                 if e.room == rooms[0])
+            self.assertGreater(in_struck_room, 0, f"{rooms[0]} took writes after its primary died")
         # The room's log, read fresh: every acknowledged op exactly once; every client saw
         # exactly this order.
         async def final_logs():
@@ -240,10 +246,10 @@ class Failover(unittest.TestCase):
                 ed = next(e for e in editors if e.room == room)
                 ws = await websockets.connect(cluster.urls()[0], subprotocols=["kiln.v1"])
                 await ws.send(json.dumps({"t": "hello", "id": 1, "token": token("auditor", {"p": "viewer"})}))
-                await ws.recv()
+                await asyncio.wait_for(ws.recv(), WAIT)
                 await ws.send(json.dumps({"t": "join", "id": 2, "room": room, "since": {"epoch": ed.epoch, "seq": 0}}))
                 while True:
-                    m = json.loads(await ws.recv())
+                    m = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
                     if m["t"] == "joined":
                         break
                 await ws.close()
@@ -276,10 +282,10 @@ class Failover(unittest.TestCase):
         async def presence_of(room):
             ws = await websockets.connect(cluster.urls()[0], subprotocols=["kiln.v1"])
             await ws.send(json.dumps({"t": "hello", "id": 1, "token": token("watcher", {"p": "viewer"})}))
-            await ws.recv()
+            await asyncio.wait_for(ws.recv(), WAIT)
             await ws.send(json.dumps({"t": "join", "id": 2, "room": room}))
             while True:
-                m = json.loads(await ws.recv())
+                m = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
                 if m["t"] == "joined":
                     await ws.close()
                     return [p["session"] for p in m["presence"]]

@@ -398,6 +398,9 @@ class PostgresWorkers(unittest.TestCase):
         self.assertEqual(result(w2, "stored") + result(w3, "stored"), 600 - at_kill,
                          "each room left was stored by exactly one of the two workers")
         self.assertEqual(result(w2, "failed") + result(w3, "failed"), 0, "no write collided")
+        # Had both stored one room, the second would have found it stored (not_newer).
+        self.assertEqual(result(w2, "not_newer") + result(w3, "not_newer"), 0,
+                         "a room was handled by both workers")
         # They were at work at once, and the leases kept them apart: each found rooms the
         # other held (with leases that grant everything, this is 0).
         self.assertGreaterEqual(result(w2, "leased_elsewhere") + result(w3, "leased_elsewhere"), 1)
