@@ -133,6 +133,13 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
     return *extra_hubs.back();
   }
 
+  // The seq the room is marked dirty at, or nullopt when it is clean.
+  std::optional<std::uint64_t> dirty_seq_of(const std::string& rm) {
+    for (const auto& d : harness->persistence().dirty_rooms(1000))
+      if (d.room == rm) return d.seq;
+    return std::nullopt;
+  }
+
   std::string room(std::string_view name) {
     return "p/" + std::string(name) + "-" + std::to_string(++counter_);
   }
@@ -371,11 +378,7 @@ TEST_P(EngineConformance, ChangedRoomsAreDirtyUntilStoredAtTheirSeq) {
   const auto rm = room("dirty");
   join(rm, ann, ann_rec);
   auto& p = harness->persistence();
-  auto dirty_seq = [&]() -> std::optional<std::uint64_t> {
-    for (const auto& d : p.dirty_rooms(1000))
-      if (d.room == rm) return d.seq;
-    return std::nullopt;
-  };
+  auto dirty_seq = [&] { return dirty_seq_of(rm); };
   EXPECT_FALSE(dirty_seq()) << "a room nobody changed is not dirty";
   create_entities(rm, 3);
   ASSERT_EQ(dirty_seq(), std::optional<std::uint64_t>(3));
@@ -406,11 +409,7 @@ TEST_P(EngineConformance, AClearRacingANewBatchLeavesTheRoomDirty) {
   const auto rm = room("race");
   join(rm, ann, ann_rec);
   auto& p = harness->persistence();
-  auto dirty_seq = [&]() -> std::optional<std::uint64_t> {
-    for (const auto& d : p.dirty_rooms(1000))
-      if (d.room == rm) return d.seq;
-    return std::nullopt;
-  };
+  auto dirty_seq = [&] { return dirty_seq_of(rm); };
   // The author writes one batch at a time until enough clears have raced a batch (or a
   // bound), so the race is met on every engine however fast or slow its calls are.
   constexpr int kMaxBatches = 5000;
