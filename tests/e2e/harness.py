@@ -58,6 +58,7 @@ class Kiln:
         self.keep_data = data_dir is not None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix="kiln-e2e-")
         self.args = list(args)
+        self.role = role
         self.companions = []  # nodes stopped with this one (e.g. the API node of gateways)
         cmd = [KILN, role, "--http-listen", http_listen, "--objects-listen", objects_listen,
                "--data-dir", self.data_dir, *args]
@@ -179,6 +180,9 @@ class Kiln:
         code = self.proc.returncode
         if not self.killed and not self.exit_checked and code != 0:
             found.append(f"exit status {code} after SIGTERM (expected 0)")
+            if code == -signal.SIGKILL:  # it did not stop within WAIT: what it said last
+                found.append(f"not stopped {WAIT:.0f} s after SIGTERM; its last log lines:")
+                found.extend("  " + line for line in self.lines[-12:])
         for line in self.lines:
             if SANITIZER.search(line):
                 found.append("sanitizer: " + line)
@@ -217,7 +221,8 @@ class Kiln:
             self._judged = True  # stop() may run again (tearDown after a test's own stop)
             found = self.problems() + companion_problems
             if found:
-                raise AssertionError(f"kiln {' '.join(self.args)[:200]}: " + "\n".join(found[:20]))
+                raise AssertionError(f"kiln {self.role} {' '.join(self.args)[:200]}: " +
+                                     "\n".join(found[:30]))
 
 
 def with_api(gateways, *args):

@@ -198,6 +198,13 @@ class AsioConnection final : public Connection,
         backoff = std::min(backoff * 2, options_.backoff_max);
         continue;
       }
+      if (closed_) {
+        // close() ran while this connection was being made (during the resolve, before the
+        // socket existed, so nothing was there to abort): do not serve it.
+        error_code ignored;
+        socket_.close(ignored);
+        break;
+      }
       backoff = options_.backoff_min;
       parser_ = std::make_unique<ReplyParser>();
       if (!options_.client_name.empty()) {
