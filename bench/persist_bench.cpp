@@ -5,8 +5,8 @@
 // interval). Prints one JSON object.
 //   kiln-persist-bench --db sqlite:/tmp/x.db --rooms 2000 --entities 100
 #include "collab/memory_engine.hpp"
-#include "db/store.hpp"
 #include "persist/persister.hpp"
+#include "store/database.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
@@ -42,10 +42,10 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64));
   CLI11_PARSE(app, argc, argv);
 
-  db::StoreOptions so;
+  store::DatabaseOptions so;
   so.url = url;
   so.pool_size = static_cast<std::size_t>(threads) + 1;
-  db::Store store(so);
+  store::Database store(so);
   store.migrate();
   collab::MemoryRoomEngine engine({}, [] { return std::string("bench"); });
   collab::Member m{"s", "u", "U", "n"};
@@ -94,7 +94,7 @@ int main(int argc, char** argv) {
   auto [stored2, failed2, s2] = timed_pass();
 
   boost::json::object out;
-  out["database"] = db::redact(url).substr(0, url.find(':'));
+  out["database"] = sql::redact(url).substr(0, url.find(':'));
   out["rooms"] = rooms;
   out["entities_per_room"] = entities;
   out["snapshot_bytes"] = snapshot_bytes;

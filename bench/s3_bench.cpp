@@ -2,7 +2,7 @@
 // (the embedded store, s3rver...): one PUT of the whole file, one multipart upload with
 // parallel parts, and one GET; `--uploads N` runs N multipart uploads at once (the memory
 // test). Prints one JSON object.
-#include "s3/client.hpp"
+#include "clients/s3/client.hpp"
 
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>

@@ -2,8 +2,8 @@
 
 namespace kiln::api {
 
-Api::Api(db::Store& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
-         metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow)
+Api::Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& pool,
+         ApiOptions options, metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow)
     : impl_(std::make_shared<Impl>(store, verifier, pool, std::move(options), registry, bus)) {
   impl_->slow = slow != nullptr ? slow : &pool;
 }
@@ -34,7 +34,7 @@ void Api::install(http::Router& router) {
             resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kiln\"");
           if (r.status == 429) resp.headers.emplace_back("Retry-After", "1");
           respond(std::move(resp));
-        } catch (const db::Error& e) {
+        } catch (const sql::Error& e) {
           const bool down = e.temporary();
           // A database that cannot answer now is an outage to see (warn), not a fault of
           // Kiln's (error).

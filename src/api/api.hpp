@@ -12,8 +12,8 @@
 
 #include "api/uploads.hpp"
 #include "collab/access.hpp"
-#include "db/store.hpp"
 #include "platform/http.hpp"
+#include "store/database.hpp"
 
 #include <chrono>
 #include <memory>
@@ -47,7 +47,7 @@ class Api {
  public:
   // `slow`: threads for upload completions (they may read a whole object back to check its
   // hash), so that they never hold every thread of `pool`; null: `pool`.
-  Api(db::Store& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
+  Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
       metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow = nullptr);
   ~Api();
   Api(const Api&) = delete;

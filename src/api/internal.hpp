@@ -146,20 +146,20 @@ inline std::string id_or_new(const json::object& o, std::string_view prefix) {
 }
 
 // A membership change that did not happen, as its problem.
-inline void check(db::MemberChange c) {
-  if (c == db::MemberChange::NotFound) not_found();
-  if (c == db::MemberChange::LastOwner)
+inline void check(store::MemberChange c) {
+  if (c == store::MemberChange::NotFound) not_found();
+  if (c == store::MemberChange::LastOwner)
     refuse(409, "last-owner", "A project keeps at least one owner: make someone else owner first.");
 }
 
-inline json::object project_json(const db::Project& p, const std::string& role) {
+inline json::object project_json(const store::Project& p, const std::string& role) {
   json::object o{
       {"id", p.id}, {"name", p.name}, {"created_by", p.created_by}, {"created_at", p.created_at}};
   if (!role.empty()) o["role"] = role;
   return o;
 }
 
-inline json::object scene_json(const db::SceneRow& s) {
+inline json::object scene_json(const store::SceneRow& s) {
   return {{"project", s.project_id},
           {"id", s.id},
           {"name", s.name},
@@ -195,8 +195,8 @@ struct Principal {
 };
 
 struct Api::Impl {
-  Impl(db::Store& s, const auth::Verifier& v, ThreadPool& p, ApiOptions o, metrics::Registry& reg,
-       collab::AccessBus* b)
+  Impl(store::Database& s, const auth::Verifier& v, ThreadPool& p, ApiOptions o,
+       metrics::Registry& reg, collab::AccessBus* b)
       : store(s),
         verifier(v),
         pool(p),
@@ -223,7 +223,7 @@ struct Api::Impl {
     }
   }
 
-  db::Store& store;
+  store::Database& store;
   const auth::Verifier& verifier;
   ThreadPool& pool;
   ThreadPool* slow = nullptr;  // upload completions (set by Api)
@@ -241,7 +241,7 @@ struct Api::Impl {
 
   std::mutex mu;
   std::unordered_map<std::string, gateway::TokenBucket> buckets;  // by principal
-  std::unordered_map<std::string, db::Receipt> last_write;        // by principal
+  std::unordered_map<std::string, store::Receipt> last_write;     // by principal
 
   // --- authentication, limits, consistency --------------------------------------------
 
@@ -317,8 +317,8 @@ struct Api::Impl {
 
   // The caller's latest write, so that their next read sees it (read-your-writes): from
   // the `Kiln-After` header (a client moving between API nodes) or this node's memory.
-  db::Receipt after(const Principal& who, const Request& req) {
-    db::Receipt r;
+  store::Receipt after(const Principal& who, const Request& req) {
+    store::Receipt r;
     if (auto h = req.header("Kiln-After")) {
       // An LSN, "<hex>/<hex>" (at most 8 hex digits each); anything else is ignored.
       const auto slash = h->find('/');
@@ -338,7 +338,7 @@ struct Api::Impl {
     return it == last_write.end() ? r : it->second;
   }
 
-  void wrote(const Principal& who, const db::Receipt& r, Response& resp) {
+  void wrote(const Principal& who, const store::Receipt& r, Response& resp) {
     if (r.lsn.empty()) return;
     resp.headers.emplace_back("Kiln-After", r.lsn);
     std::lock_guard lock(mu);
@@ -460,12 +460,12 @@ struct Api::Impl {
     } else if (body.contains("owner")) {
       refuse(400, "invalid-request", "'owner' is for the service key; you own what you create.");
     }
-    db::Project p{id, name, owner, 0, {}};
-    db::Receipt r;
+    store::Project p{id, name, owner, 0, {}};
+    store::Receipt r;
     try {
       r = store.create_project(p, owner);
-    } catch (const db::Error& e) {
-      if (e.kind() == db::Error::Kind::Conflict)
+    } catch (const sql::Error& e) {
+      if (e.kind() == sql::Error::Kind::Conflict)
         refuse(409, "conflict",
                "A project with this id exists or existed (the id of a deleted project is not "
                "used again); choose another id.");
@@ -548,7 +548,7 @@ struct Api::Impl {
     const auto role = need_string(body, "role");
     if (!valid_role(role))
       refuse(400, "invalid-request", "'role' must be owner, editor or viewer.");
-    db::Receipt r;
+    store::Receipt r;
     check(store.change_member(id, user, role, r));
     publish({collab::AccessChange::Kind::Role, user, id, role, {}});
     auto resp = ok_json(200, json::object{{"project", id}, {"user", user}, {"role", role}});
@@ -561,7 +561,7 @@ struct Api::Impl {
     const auto user = req.param("user");
     const auto role = role_in(who, id, req);
     if (who.service || user != who.user) need(role, "owner");  // anyone may leave
-    db::Receipt r;
+    store::Receipt r;
     check(store.remove_member(id, user, r));
     publish({collab::AccessChange::Kind::Role, user, id, "", {}});
     Response resp{204, "application/json", "", {}};
@@ -575,11 +575,11 @@ struct Api::Impl {
     auto body = body_object(req, {"id", "name"});
     const auto name = need_name(body);
     const auto id = id_or_new(body, "s");
-    db::Receipt r;
+    store::Receipt r;
     try {
-      r = store.create_scene(db::SceneRow{project, id, name, 0, 0});
-    } catch (const db::Error& e) {
-      if (e.kind() == db::Error::Kind::Conflict)
+      r = store.create_scene(store::SceneRow{project, id, name, 0, 0});
+    } catch (const sql::Error& e) {
+      if (e.kind() == sql::Error::Kind::Conflict)
         refuse(409, "conflict",
                "A scene with this id exists or existed in the project (the id of a deleted "
                "scene is not used again); choose another id.");

@@ -2,11 +2,11 @@
 #include "api/internal.hpp"
 #include "api/media_type.hpp"
 
+#include "clients/s3/sigv4.hpp"
 #include "platform/clock.hpp"
 #include "platform/codec.hpp"
 #include "platform/config.hpp"
 #include "platform/utf8.hpp"
-#include "s3/sigv4.hpp"
 
 #include <set>
 
@@ -39,7 +39,7 @@ constexpr std::string_view kUploadCols =
     "id, project_id, user_id, filename, size, content_type, sha256, object_key, multipart_id, "
     "part_size, state, asset_id, error, created_at, updated_at";
 
-UploadRow upload_of(const db::Row& r) {
+UploadRow upload_of(const sql::Row& r) {
   UploadRow u;
   u.id = r.str(0);
   u.project = r.str(1);
@@ -71,7 +71,7 @@ constexpr std::string_view kAssetCols =
     "id, project_id, name, sha256, size, content_type, object_key, upload_id, created_by, "
     "created_at, detected_type";
 
-AssetRow asset_of(const db::Row& r) {
+AssetRow asset_of(const sql::Row& r) {
   return AssetRow{r.str(0), r.str(1), r.str(2), r.str(3), static_cast<std::uint64_t>(r.i64(4)),
                   r.str(5), r.str(6), r.str(7), r.str(8), r.i64(9),
                   r.str(10)};
@@ -214,7 +214,7 @@ static UploadRow load_upload(Api::Impl& api, const Request& req, const Principal
   api.role_in(who, project, req);
   if (!valid_id(id)) not_found();
   std::optional<UploadRow> row;
-  api.store.read(api.after(who, req), [&](db::Connection& c) {
+  api.store.read(api.after(who, req), [&](sql::Connection& c) {
     auto res = c.exec(
         "SELECT " + std::string(kUploadCols) + " FROM uploads WHERE id = $1 AND project_id = $2",
         {id, project});
@@ -224,7 +224,7 @@ static UploadRow load_upload(Api::Impl& api, const Request& req, const Principal
   return std::move(*row);
 }
 
-static std::optional<AssetRow> asset_by_sha(db::Connection& c, const std::string& project,
+static std::optional<AssetRow> asset_by_sha(sql::Connection& c, const std::string& project,
                                             const std::string& sha) {
   auto res = c.exec("SELECT " + std::string(kAssetCols) +
                         " FROM assets WHERE project_id = $1 AND sha256 = $2 AND deleted_at IS NULL",
@@ -263,7 +263,7 @@ static std::string part_url(Api::Impl& api, const UploadRow& u, std::uint64_t n)
 // Marks the upload aborted (only if still open) with a reason; true if this call did it.
 static bool mark_aborted(Api::Impl& api, const UploadRow& u, const std::string& reason) {
   bool changed = false;
-  api.store.write([&](db::Connection& c) {
+  api.store.write([&](sql::Connection& c) {
     changed = c.exec(
                    "UPDATE uploads SET state = 'aborted', error = $2, updated_at = $3 "
                    "WHERE id = $1 AND state = 'open'",
@@ -280,8 +280,8 @@ static bool mark_aborted(Api::Impl& api, const UploadRow& u, const std::string& 
 // this lock: a completion checks its bytes and records its asset, a deletion checks that
 // no live asset uses the key and removes the bytes, never interleaved (a content-addressed
 // key is shared by every upload of the same bytes).
-static void lock_project(db::Connection& c, const std::string& project) {
-  if (c.dialect() == db::Dialect::Postgres)
+static void lock_project(sql::Connection& c, const std::string& project) {
+  if (c.dialect() == sql::Dialect::Postgres)
     c.exec("SELECT id FROM projects WHERE id = $1 FOR UPDATE", {project});
 }
 
@@ -289,7 +289,7 @@ static void lock_project(db::Connection& c, const std::string& project) {
 // crash inside leaves the object: unreferenced bytes, never an asset without them).
 static void delete_key_unless_used(Api::Impl& api, s3::Client& s3c, const std::string& project,
                                    const std::string& key) {
-  api.store.write([&](db::Connection& c) {
+  api.store.write([&](sql::Connection& c) {
     lock_project(c, project);
     const bool used =
         !c.exec("SELECT 1 FROM assets WHERE object_key = $1 AND deleted_at IS NULL", {key})
@@ -343,10 +343,10 @@ struct Completed {
   AssetRow asset;
   UploadRow upload;
   bool created = false;  // false: it was completed before (an idempotent repeat)
-  db::Receipt receipt;
+  store::Receipt receipt;
 };
 
-static AssetRow asset_by_id(db::Connection& c, const std::string& id) {
+static AssetRow asset_by_id(sql::Connection& c, const std::string& id) {
   auto res = c.exec("SELECT " + std::string(kAssetCols) + " FROM assets WHERE id = $1", {id});
   if (res.rows.empty()) throw std::runtime_error("asset " + id + " is missing");
   return asset_of(res.rows[0]);
@@ -376,7 +376,7 @@ static Completed complete(Api::Impl& api, UploadRow u,
   Completed out;
   const auto& bucket = api.options.uploads.bucket;
   if (u.state == "completed") {
-    api.store.read({}, [&](db::Connection& c) { out.asset = asset_by_id(c, u.asset_id); });
+    api.store.read({}, [&](sql::Connection& c) { out.asset = asset_by_id(c, u.asset_id); });
     out.upload = u;
     return out;
   }
@@ -513,10 +513,10 @@ static Completed complete(Api::Impl& api, UploadRow u,
   // upload's state, the event.
   bool duplicate = false;
   const auto now = clock::unix_ms();
-  auto record = [&](db::Connection& c) {
+  auto record = [&](sql::Connection& c) {
     lock_project(c, u.project);  // no deletion of this key meanwhile (lock_project)
     auto cur = c.exec("SELECT " + std::string(kUploadCols) + " FROM uploads WHERE id = $1" +
-                          (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
+                          (c.dialect() == sql::Dialect::Postgres ? " FOR UPDATE" : ""),
                       {u.id});
     if (cur.rows.empty()) throw std::runtime_error("upload vanished");
     out.upload = upload_of(cur.rows[0]);
@@ -558,9 +558,9 @@ static Completed complete(Api::Impl& api, UploadRow u,
       c.exec("INSERT INTO assets (" + std::string(kAssetCols) +
                  ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
              {out.asset.id, out.asset.project, out.asset.name,
-              u.sha256.empty() ? db::Value{} : db::Value{u.sha256},
+              u.sha256.empty() ? sql::Value{} : sql::Value{u.sha256},
               static_cast<std::int64_t>(u.size), u.content_type, u.key, u.id, u.user, now,
-              detected.empty() ? db::Value{} : db::Value{detected}});
+              detected.empty() ? sql::Value{} : sql::Value{detected}});
       auto event = asset_json(out.asset);
       event["type"] = "asset.uploaded";
       c.exec(
@@ -576,10 +576,10 @@ static Completed complete(Api::Impl& api, UploadRow u,
   };
   try {
     out.receipt = api.store.write(record);
-  } catch (const db::Error& e) {
+  } catch (const sql::Error& e) {
     // Another upload of the same bytes inserted its asset first (the unique index): once
     // more, and this one finds it.
-    if (e.kind() != db::Error::Kind::Conflict || u.sha256.empty()) throw;
+    if (e.kind() != sql::Error::Kind::Conflict || u.sha256.empty()) throw;
     out.receipt = api.store.write(record);
   }
   if (duplicate && out.asset.key != u.key) discard_storage(api, u);  // its bytes exist already
@@ -609,7 +609,7 @@ struct NewUpload {
 // the multipart upload when it is one. Returns the row, or the existing asset (dedup).
 static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Principal& who,
                                                       const std::string& project, NewUpload n,
-                                                      db::Receipt& receipt) {
+                                                      store::Receipt& receipt) {
   const auto& o = api.options.uploads;
   // Media types are case-insensitive (RFC 6838 §4.2): kept and compared in lowercase.
   for (auto& ch : n.content_type)
@@ -665,7 +665,7 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
     // The common dedup case first, without creating anything.
     if (!n.sha256.empty()) {
       std::optional<AssetRow> known;
-      api.store.read({}, [&](db::Connection& c) { known = asset_by_sha(c, project, n.sha256); });
+      api.store.read({}, [&](sql::Connection& c) { known = asset_by_sha(c, project, n.sha256); });
       if (known) {
         api.upload_events.with({"deduplicated"}).inc();
         return *known;
@@ -687,10 +687,10 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
   };
   std::optional<AssetRow> existing;
   try {
-    receipt = api.store.write([&](db::Connection& c) {
+    receipt = api.store.write([&](sql::Connection& c) {
       // Serialise quota decisions per project (the project row's lock; SQLite's write lock).
       auto p = c.exec(std::string("SELECT id FROM projects WHERE id = $1 AND deleted_at IS NULL") +
-                          (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
+                          (c.dialect() == sql::Dialect::Postgres ? " FOR UPDATE" : ""),
                       {project});
       if (p.rows.empty()) not_found();
       if (!n.sha256.empty() && (existing = asset_by_sha(c, project, n.sha256))) return;
@@ -708,9 +708,9 @@ static std::variant<UploadRow, AssetRow> start_upload(Api::Impl& api, const Prin
       c.exec("INSERT INTO uploads (" + std::string(kUploadCols) +
                  ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'open', NULL, NULL, $11, $11)",
              {u.id, u.project, u.user, u.filename, static_cast<std::int64_t>(u.size),
-              u.content_type, u.sha256.empty() ? db::Value{} : db::Value{u.sha256}, u.key,
-              u.multipart_id.empty() ? db::Value{} : db::Value{u.multipart_id},
-              u.part_size > 0 ? db::Value{static_cast<std::int64_t>(u.part_size)} : db::Value{},
+              u.content_type, u.sha256.empty() ? sql::Value{} : sql::Value{u.sha256}, u.key,
+              u.multipart_id.empty() ? sql::Value{} : sql::Value{u.multipart_id},
+              u.part_size > 0 ? sql::Value{static_cast<std::int64_t>(u.part_size)} : sql::Value{},
               u.created_at});
     });
   } catch (...) {
@@ -740,7 +740,7 @@ Response Api::Impl::create_upload(const Request& req, const Principal& who) {
   n.size = need_size(body, "size");
   n.content_type = need_string(body, "content_type");
   n.sha256 = opt_string(body, "sha256").value_or("");
-  db::Receipt r;
+  store::Receipt r;
   auto started = start_upload(*this, who, project, n, r);
   if (auto* a = std::get_if<AssetRow>(&started)) {
     return ok_json(200, json::object{{"deduplicated", true}, {"asset", asset_json(*a)}});
@@ -804,7 +804,7 @@ Response Api::Impl::presign_parts(const Request& req, const Principal& who) {
         json::object{{"number", n}, {"size", u.part_bytes(n)}, {"url", part_url(*this, u, n)}});
   }
   // Activity keeps the upload from being swept as stale.
-  store.write([&](db::Connection& c) {
+  store.write([&](sql::Connection& c) {
     c.exec("UPDATE uploads SET updated_at = $2 WHERE id = $1 AND state = 'open'",
            {u.id, clock::unix_ms()});
   });
@@ -884,7 +884,7 @@ Response Api::Impl::list_assets(const Request& req, const Principal& who) {
   const auto limit = page_limit(req);
   const auto after_id = read_cursor(req.query_param("cursor"));
   std::vector<AssetRow> rows;
-  store.read(after(who, req), [&](db::Connection& c) {
+  store.read(after(who, req), [&](sql::Connection& c) {
     for (const auto& r :
          c.exec("SELECT " + std::string(kAssetCols) +
                     " FROM assets WHERE project_id = $1 AND deleted_at IS NULL AND id > $2 "
@@ -906,7 +906,7 @@ Response Api::Impl::get_asset(const Request& req, const Principal& who) {
   role_in(who, project, req);
   if (!valid_id(id)) not_found();
   std::optional<AssetRow> a;
-  store.read(after(who, req), [&](db::Connection& c) {
+  store.read(after(who, req), [&](sql::Connection& c) {
     auto res = c.exec("SELECT " + std::string(kAssetCols) +
                           " FROM assets WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL",
                       {id, project});
@@ -924,10 +924,10 @@ Response Api::Impl::delete_asset(const Request& req, const Principal& who) {
   need(role_in(who, project, req), "editor");
   if (!valid_id(id)) not_found();
   std::optional<AssetRow> gone;
-  auto r = store.write([&](db::Connection& c) {
+  auto r = store.write([&](sql::Connection& c) {
     auto res = c.exec("SELECT " + std::string(kAssetCols) +
                           " FROM assets WHERE id = $1 AND project_id = $2 AND deleted_at IS NULL" +
-                          (c.dialect() == db::Dialect::Postgres ? " FOR UPDATE" : ""),
+                          (c.dialect() == sql::Dialect::Postgres ? " FOR UPDATE" : ""),
                       {id, project});
     if (res.rows.empty()) return;
     gone = asset_of(res.rows[0]);
@@ -965,7 +965,7 @@ static UploadRow load_uppy(Api::Impl& api, const Request& req, const Principal& 
   const auto id = req.param("upload");
   if (!valid_id(id)) not_found();
   std::string project;
-  api.store.read(api.after(who, req), [&](db::Connection& c) {
+  api.store.read(api.after(who, req), [&](sql::Connection& c) {
     auto res = c.exec("SELECT project_id FROM uploads WHERE id = $1", {id});
     if (!res.rows.empty()) project = res.rows[0].str(0);
   });
@@ -1009,7 +1009,7 @@ Response Api::Impl::uppy_create(const Request& req, const Principal& who) {
   n.size = need_size(m, "size");
   n.sha256 = opt_string(m, "sha256").value_or("");
   n.force_multipart = true;
-  db::Receipt r;
+  store::Receipt r;
   auto started = start_upload(*this, who, project, n, r);
   if (std::holds_alternative<AssetRow>(started))  // Uppy has no "already there": say so
     refuse(409, "duplicate",
@@ -1056,7 +1056,7 @@ Response Api::Impl::uppy_sign_batch(const Request& req, const Principal& who) {
     urls[std::to_string(n)] = part_url(*this, u, static_cast<std::uint64_t>(n));
   }
   if (count == 0) refuse(400, "invalid-request", "'partNumbers' lists the parts: 1,2,3.");
-  store.write([&](db::Connection& c) {
+  store.write([&](sql::Connection& c) {
     c.exec("UPDATE uploads SET updated_at = $2 WHERE id = $1 AND state = 'open'",
            {u.id, clock::unix_ms()});
   });
@@ -1104,7 +1104,7 @@ std::size_t Api::Impl::sweep_stale_uploads() {
   if (!storage) return 0;
   const auto cutoff = clock::unix_ms() - options.uploads.stale_after_s * 1000;
   std::vector<UploadRow> stale;
-  store.read({}, [&](db::Connection& c) {
+  store.read({}, [&](sql::Connection& c) {
     for (const auto& r : c.exec("SELECT " + std::string(kUploadCols) +
                                     " FROM uploads WHERE state = 'open' AND updated_at < $1 "
                                     "ORDER BY updated_at LIMIT 500",

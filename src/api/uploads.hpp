@@ -9,7 +9,7 @@
 // `asset.uploaded` event (the `events` outbox) are written in one transaction.
 #pragma once
 
-#include "s3/client.hpp"
+#include "clients/s3/client.hpp"
 
 #include <cstdint>
 #include <memory>

@@ -1,7 +1,7 @@
 #include "app/api_client.hpp"
 
+#include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
-#include "s3/sigv4.hpp"
 
 #include <fcntl.h>
 #include <unistd.h>

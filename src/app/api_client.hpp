@@ -3,7 +3,7 @@
 // URL splitting, file hashing and streaming a presigned URL to a sink.
 #pragma once
 
-#include "s3/client.hpp"
+#include "clients/s3/client.hpp"
 
 #include <boost/json.hpp>
 

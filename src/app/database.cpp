@@ -7,8 +7,8 @@
 
 namespace kiln::app {
 
-db::StoreOptions store_options(const config::Config& cfg) {
-  db::StoreOptions o;
+store::DatabaseOptions store_options(const config::Config& cfg) {
+  store::DatabaseOptions o;
   o.url = cfg.str("database.url");
   if (o.url.empty()) {
     o.url =
@@ -27,10 +27,11 @@ db::StoreOptions store_options(const config::Config& cfg) {
   return o;
 }
 
-std::unique_ptr<db::Store> open_store(const config::Config& cfg, metrics::Registry* registry) {
+std::unique_ptr<store::Database> open_store(const config::Config& cfg,
+                                            metrics::Registry* registry) {
   auto options = store_options(cfg);
-  auto store = std::make_unique<db::Store>(options, registry);
-  const auto where = db::redact(options.url);
+  auto store = std::make_unique<store::Database>(options, registry);
+  const auto where = sql::redact(options.url);
   if (cfg.boolean("database.migrate_on_start")) {
     const int applied = store->migrate();
     log::info("database ready", {{"database", where},
@@ -39,31 +40,32 @@ std::unique_ptr<db::Store> open_store(const config::Config& cfg, metrics::Regist
     return store;
   }
   const int have = store->schema_version();
-  if (have != db::Store::latest_schema_version()) {
-    throw db::Error(db::Error::Kind::Other,
-                    "the database at " + where + " has schema version " + std::to_string(have) +
-                        ", this kiln needs " + std::to_string(db::Store::latest_schema_version()) +
-                        ": run `kiln migrate` (database.migrate_on_start is off)");
+  if (have != store::Database::latest_schema_version()) {
+    throw sql::Error(sql::Error::Kind::Other,
+                     "the database at " + where + " has schema version " + std::to_string(have) +
+                         ", this kiln needs " +
+                         std::to_string(store::Database::latest_schema_version()) +
+                         ": run `kiln migrate` (database.migrate_on_start is off)");
   }
   return store;
 }
 
 int run_migrate(const config::Config& cfg) {
   auto options = store_options(cfg);
-  const auto where = db::redact(options.url);
+  const auto where = sql::redact(options.url);
   try {
     if (options.url.starts_with("sqlite:")) {
       std::error_code ec;
       std::filesystem::create_directories(
           std::filesystem::path(options.url.substr(7)).parent_path(), ec);
     }
-    db::Store store(options);
+    store::Database store(options);
     const int before = store.schema_version();
     const int applied = store.migrate();
     std::printf("kiln: database %s: schema version %d -> %d (%d migrations applied)\n",
                 where.c_str(), before, store.schema_version(), applied);
     return 0;
-  } catch (const db::Error& e) {
+  } catch (const sql::Error& e) {
     std::fprintf(stderr, "kiln: migrate failed on %s: %s\n", where.c_str(), e.what());
     return 1;
   }

@@ -1,8 +1,8 @@
 #include "app/download_cli.hpp"
 
 #include "app/api_client.hpp"
+#include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
-#include "s3/sigv4.hpp"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,6 +1,6 @@
 #include "app/landing.hpp"
 
-#include "s3/xml.hpp"
+#include "clients/s3/xml.hpp"
 
 namespace kiln::app {
 namespace {

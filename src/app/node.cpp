@@ -1,11 +1,11 @@
 #include "app/node.hpp"
 
-#include "adapters/redis/client.hpp"
 #include "api/api.hpp"
 #include "app/database.hpp"
 #include "app/durability.hpp"
 #include "app/landing.hpp"
 #include "app/secrets.hpp"
+#include "clients/redis/client.hpp"
 #include "collab/access.hpp"
 #include "collab/memory_engine.hpp"
 #include "engines/redis_access_bus.hpp"
@@ -244,7 +244,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
 
   // The database: every role but objects (a gateway decides joins from live membership
   // and starts rooms from their stored snapshots).
-  std::unique_ptr<db::Store> store;
+  std::unique_ptr<store::Database> store;
   if (persist_role || api_role || collab_role) {
     try {
       store = open_store(cfg, &registry);

@@ -3,8 +3,8 @@
 #include "app/api_client.hpp"
 #include "platform/codec.hpp"
 
-#include "s3/client.hpp"
-#include "s3/sigv4.hpp"
+#include "clients/s3/client.hpp"
+#include "clients/s3/sigv4.hpp"
 
 #include <openssl/evp.h>
 #include <boost/json.hpp>

@@ -7,7 +7,7 @@
 // event loop.
 #pragma once
 
-#include "adapters/redis/client.hpp"
+#include "clients/redis/client.hpp"
 #include "collab/access.hpp"
 
 #include <memory>

@@ -20,7 +20,7 @@
 // channel, detects a gap by seq and fills it from the log before delivering anything later.
 #pragma once
 
-#include "adapters/redis/client.hpp"
+#include "clients/redis/client.hpp"
 #include "collab/persistence.hpp"
 #include "collab/room_engine.hpp"
 #include "engines/redis_persist_source.hpp"

@@ -1,6 +1,6 @@
 // The RoomEngine conformance suite on the Redis engine, against the real standalone Redis
 // and the 6-node Cluster of the `redis` CTest fixture (KILN_TEST_REDIS).
-#include "adapters/redis/test_env.hpp"
+#include "clients/redis/test_env.hpp"
 #include "collab/engine_conformance.hpp"
 #include "engines/redis_engine.hpp"
 #include "engines/redis_messages.hpp"

@@ -3,7 +3,7 @@
 // No I/O; tested in redis_messages_test.cpp.
 #pragma once
 
-#include "adapters/redis/reply.hpp"
+#include "clients/redis/reply.hpp"
 #include "collab/ops.hpp"
 #include "collab/scene.hpp"
 

@@ -4,7 +4,7 @@
 // so a `kiln worker` reads rooms without holding copies of them.
 #pragma once
 
-#include "adapters/redis/client.hpp"
+#include "clients/redis/client.hpp"
 #include "collab/persistence.hpp"
 
 #include <memory>

@@ -3,7 +3,7 @@
 // the messages they read and write: docs/redis-keyspace.md.
 #pragma once
 
-#include "adapters/redis/client.hpp"
+#include "clients/redis/client.hpp"
 
 namespace kiln::engines::scripts {
 

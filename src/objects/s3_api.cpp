@@ -1,11 +1,11 @@
 #include "objects/s3_api.hpp"
 
+#include "clients/s3/sigv4.hpp"
+#include "clients/s3/xml.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
 #include "platform/codec.hpp"
 #include "platform/log.hpp"
-#include "s3/sigv4.hpp"
-#include "s3/xml.hpp"
 
 #include <algorithm>
 #include <cctype>

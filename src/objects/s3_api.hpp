@@ -6,8 +6,8 @@
 // or a presigned query (s3/verify.hpp), every request but CORS preflights.
 #pragma once
 
+#include "clients/s3/verify.hpp"
 #include "objects/store.hpp"
-#include "s3/verify.hpp"
 
 #include <map>
 #include <memory>

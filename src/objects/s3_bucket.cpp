@@ -2,12 +2,12 @@
 // HeadBucket, DeleteBucket, GetBucketLocation, ListObjects (v1 and v2),
 // ListObjectVersions (an unversioned bucket: every object is version "null"),
 // ListMultipartUploads and DeleteObjects.
+#include "clients/s3/sigv4.hpp"
+#include "clients/s3/xml.hpp"
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
 #include "objects/s3_xml_body.hpp"
-#include "s3/sigv4.hpp"
-#include "s3/xml.hpp"
 
 #include <openssl/evp.h>
 

@@ -6,11 +6,11 @@
 // 412 PreconditionFailed), a byte range for a part (x-amz-copy-source-range), and the
 // metadata directive (COPY keeps the source's type and x-amz-meta-*, REPLACE takes the
 // request's).
+#include "clients/s3/sigv4.hpp"
+#include "clients/s3/xml.hpp"
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
-#include "s3/sigv4.hpp"
-#include "s3/xml.hpp"
 
 #include <charconv>
 

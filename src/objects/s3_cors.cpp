@@ -6,12 +6,12 @@
 // stand for any run of characters), whose AllowedMethod has the method, and whose
 // AllowedHeader patterns cover every requested header. A bucket without one falls back to
 // `objects.cors_origins`.
+#include "clients/s3/sigv4.hpp"
+#include "clients/s3/xml.hpp"
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
 #include "objects/s3_xml_body.hpp"
-#include "s3/sigv4.hpp"
-#include "s3/xml.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -5,12 +5,12 @@
 // recorded (s3_api.cpp, UploadPart); the completion checks the ones its body names, and the
 // object's checksum (composite "...-N", or the whole object's CRC) is answered, checked
 // against an x-amz-checksum-<alg> header on the completion, and stored with the object.
+#include "clients/s3/xml.hpp"
 #include "objects/s3_api.hpp"
 #include "objects/s3_body.hpp"
 #include "objects/s3_util.hpp"
 #include "objects/s3_xml_body.hpp"
 #include "platform/codec.hpp"
-#include "s3/xml.hpp"
 
 #include <algorithm>
 #include <charconv>

@@ -1,7 +1,7 @@
 #include "objects/s3_util.hpp"
 
+#include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
-#include "s3/sigv4.hpp"
 
 #include <algorithm>
 #include <cctype>

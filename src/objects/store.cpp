@@ -3,10 +3,10 @@
 #include "platform/clock.hpp"
 #include "platform/codec.hpp"
 
-#include "db/sql.hpp"
+#include "clients/s3/sigv4.hpp"
+#include "clients/sql/sql.hpp"
 #include "platform/ids.hpp"
 #include "platform/utf8.hpp"
-#include "s3/sigv4.hpp"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -90,7 +90,7 @@ void append_fd(int out, int in) {
 
 struct Store::Db {
   std::mutex mu;
-  std::unique_ptr<db::Connection> conn;
+  std::unique_ptr<sql::Connection> conn;
 };
 
 struct Writer::Digests {
@@ -109,9 +109,9 @@ struct Writer::Digests {
 Store::Store(fs::path root, StoreLimits limits) : root_(std::move(root)), limits_(limits) {
   for (const char* d : {"blobs", "parts", "tmp"}) fs::create_directories(root_ / d);
   db_ = std::make_unique<Db>();
-  db::ConnectOptions co;
+  sql::ConnectOptions co;
   co.statement_timeout = std::chrono::seconds(30);
-  db_->conn = db::connect("sqlite:" + (root_ / "index.db").string(), co);
+  db_->conn = sql::connect("sqlite:" + (root_ / "index.db").string(), co);
   db_->conn->exec(R"sql(
 CREATE TABLE IF NOT EXISTS buckets (name TEXT PRIMARY KEY, created_at BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS objects (
@@ -307,7 +307,7 @@ ObjectInfo Writer::commit(std::string_view expected_sha256_hex,
 
 namespace {
 
-ObjectInfo row_info(const std::string& bucket, const db::Row& r) {
+ObjectInfo row_info(const std::string& bucket, const sql::Row& r) {
   // key, blob, size, etag, content_type, metadata, last_modified
   ObjectInfo o;
   o.bucket = bucket;
@@ -337,7 +337,7 @@ constexpr const char* kObjectColumns =
 }  // namespace
 
 ObjectInfo Store::publish(const fs::path& tmp, ObjectInfo info,
-                          const std::function<void(db::Connection&)>& also) {
+                          const std::function<void(sql::Connection&)>& also) {
   const std::string id = ids::random_hex(16);
   const auto dest = blob_path(id);
   fs::create_directories(dest.parent_path());
@@ -409,10 +409,10 @@ void check_condition(const WriteCondition& c, const std::optional<std::string>& 
 
 namespace {
 
-std::function<void(db::Connection&)> condition_check(const std::string& bucket,
-                                                     const std::string& key, WriteCondition c) {
+std::function<void(sql::Connection&)> condition_check(const std::string& bucket,
+                                                      const std::string& key, WriteCondition c) {
   if (!c.any()) return {};
-  return [bucket, key, c](db::Connection& conn) {
+  return [bucket, key, c](sql::Connection& conn) {
     auto cur = conn.exec("SELECT etag FROM objects WHERE bucket = $1 AND key = $2", {bucket, key});
     check_condition(c, cur.rows.empty() ? std::nullopt : std::optional(cur.rows[0].str(0)));
   };
@@ -493,7 +493,7 @@ ListResult Store::list(const std::string& bucket, const std::string& prefix,
   }
   int taken = 0;
   for (;;) {
-    db::Result res;
+    sql::Result res;
     {
       std::lock_guard lock(db_->mu);
       res = db_->conn->exec(std::string("SELECT ") + kObjectColumns +
@@ -733,7 +733,7 @@ ObjectInfo Store::complete(const std::string& bucket, const std::string& key,
   auto info = publish(
       tmp,
       ObjectInfo{bucket, key, total, etag, content_type, 0, std::move(object_metadata), {}, {}},
-      [&, check = condition_check(bucket, key, condition)](db::Connection& c) {
+      [&, check = condition_check(bucket, key, condition)](sql::Connection& c) {
         // Completed or aborted meanwhile: nothing is published.
         if (c.exec("SELECT 1 FROM uploads WHERE id = $1", {upload_id}).rows.empty())
           throw Error(404, "NoSuchUpload", "The specified multipart upload does not exist.");

@@ -25,7 +25,7 @@
 #include <string_view>
 #include <vector>
 
-namespace kiln::db {
+namespace kiln::sql {
 class Connection;
 }
 
@@ -250,7 +250,7 @@ class Store {
   // Moves the finished file into blobs/ and records it under info.bucket/info.key in one
   // transaction (running `also` inside it first); the replaced blob is removed after.
   ObjectInfo publish(const std::filesystem::path& tmp, ObjectInfo info,
-                     const std::function<void(db::Connection&)>& also);
+                     const std::function<void(sql::Connection&)>& also);
   std::filesystem::path blob_path(const std::string& id) const;
 
   std::filesystem::path root_;

@@ -22,7 +22,7 @@ const char* const kResults[] = {"stored",     "not_newer", "leased_elsewhere",
                                 "lease_lost", "gone",      "failed"};
 
 // The database is down or overloaded: the rest of the pass would fail the same way.
-bool database_down(const db::Error& e) {
+bool database_down(const sql::Error& e) {
   return e.temporary();
 }
 
@@ -64,8 +64,8 @@ struct Persister::Metrics {
   metrics::Histogram& seconds;
 };
 
-Persister::Persister(db::Store& store, collab::PersistSource& source, PersisterOptions options,
-                     metrics::Registry* registry)
+Persister::Persister(store::Database& store, collab::PersistSource& source,
+                     PersisterOptions options, metrics::Registry* registry)
     : store_(store), source_(source), options_(std::move(options)) {
   if (registry) metrics_ = std::make_unique<Metrics>(*registry);
 }
@@ -129,17 +129,17 @@ void Persister::store_room(const std::string& room, PassReport& report) {
     source_.mark_stored(room, UINT64_MAX >> 11);  // above any seq (exact in a double score)
     return;
   }
-  db::RoomSnapshot snap{room, state->seq, state->epoch, std::move(state->snapshot), 0};
+  store::RoomSnapshot snap{room, state->seq, state->epoch, std::move(state->snapshot), 0};
   switch (store_.save_snapshot(snap, options_.holder, options_.lease, options_.keep)) {
-    case db::SaveResult::Stored:
+    case store::SaveResult::Stored:
       ++report.stored;
       source_.mark_stored(room, snap.seq);
       break;
-    case db::SaveResult::NotNewer:
+    case store::SaveResult::NotNewer:
       ++report.not_newer;
       source_.mark_stored(room, snap.seq);
       break;
-    case db::SaveResult::LeaseLost:
+    case store::SaveResult::LeaseLost:
       ++report.lease_lost;
       break;
   }
@@ -171,7 +171,7 @@ PassReport Persister::pass(bool reconcile) {
                   {{"rooms", static_cast<std::int64_t>(report.reconciled)}});
       }
     }
-  } catch (const db::Error& e) {
+  } catch (const sql::Error& e) {
     report.error = e.what();
     report.database_down = database_down(e);
     ++report.failed;
@@ -183,7 +183,7 @@ PassReport Persister::pass(bool reconcile) {
   for (std::size_t i = 0; i < rooms.size(); ++i) {
     try {
       store_room(rooms[i], report);
-    } catch (const db::Error& e) {
+    } catch (const sql::Error& e) {
       ++report.failed;
       if (report.error.empty()) report.error = e.what();
       if (database_down(e)) {

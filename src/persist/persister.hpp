@@ -10,7 +10,7 @@
 #pragma once
 
 #include "collab/persistence.hpp"
-#include "db/store.hpp"
+#include "store/database.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -50,7 +50,7 @@ struct PassReport {
 
 class Persister {
  public:
-  Persister(db::Store& store, collab::PersistSource& source, PersisterOptions options,
+  Persister(store::Database& store, collab::PersistSource& source, PersisterOptions options,
             metrics::Registry* registry = nullptr);
   ~Persister();
   Persister(const Persister&) = delete;
@@ -74,7 +74,7 @@ class Persister {
   void store_room(const std::string& room, PassReport& report);
 
   struct Metrics;
-  db::Store& store_;
+  store::Database& store_;
   collab::PersistSource& source_;
   PersisterOptions options_;
   std::unique_ptr<Metrics> metrics_;  // null without a registry

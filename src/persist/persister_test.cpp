@@ -18,7 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-db::StoreOptions sqlite_options() {
+store::DatabaseOptions sqlite_options() {
   static const fs::path dir = [] {
     auto d = fs::temp_directory_path() / ("kiln-persist-test-" + std::to_string(::getpid()));
     fs::remove_all(d);
@@ -26,7 +26,7 @@ db::StoreOptions sqlite_options() {
     return d;
   }();
   static int n = 0;
-  db::StoreOptions o;
+  store::DatabaseOptions o;
   o.url = "sqlite:" + (dir / ("p" + std::to_string(++n) + ".db")).string();
   return o;
 }
@@ -55,7 +55,7 @@ class PersisterTest : public ::testing::Test {
   }
   std::int64_t rows(const std::string& where = "1 = 1") {
     std::int64_t n = 0;
-    store.write([&](db::Connection& c) {
+    store.write([&](sql::Connection& c) {
       n = c.exec("SELECT count(*) FROM room_snapshots WHERE " + where).rows[0].i64(0);
     });
     return n;
@@ -68,7 +68,7 @@ class PersisterTest : public ::testing::Test {
     return o;
   }
 
-  db::Store store{sqlite_options()};
+  store::Database store{sqlite_options()};
   collab::MemoryRoomEngine engine{{}, [n = 0]() mutable { return "ep" + std::to_string(++n); }};
   collab::Member ann{"s-ann", "ann", "Ann", "n1"};
   int next_id = 0;
@@ -131,7 +131,7 @@ TEST_F(PersisterTest, TwoWorkersNeverWriteOneRoomTwice) {
   }
   EXPECT_EQ(rows(), expected);  // keep = 5 per room, 5 rounds: nothing pruned
   // Each room has exactly one writer: the worker that took its lease first.
-  store.write([&](db::Connection& c) {
+  store.write([&](sql::Connection& c) {
     auto res = c.exec("SELECT room, count(DISTINCT writer) FROM room_snapshots GROUP BY room");
     ASSERT_EQ(res.rows.size(), 6u);
     for (const auto& row : res.rows) EXPECT_EQ(row.i64(1), 1) << row.str(0);
@@ -186,10 +186,10 @@ TEST_F(PersisterTest, ReconciliationFindsARoomWhoseMarkWentMissing) {
 TEST_F(PersisterTest, AnUnreachableDatabaseLeavesRoomsDirtyAndSaysSo) {
   join(engine, "p/a");
   edit(engine, "p/a", 3);
-  db::StoreOptions down;
+  store::DatabaseOptions down;
   down.url = "postgresql://kiln:secret@127.0.0.1:1/kiln";
   down.connect.connect_timeout = 1s;
-  db::Store unreachable(down);
+  store::Database unreachable(down);
   metrics::Registry reg;
   Persister p(unreachable, engine, opts("w"), &reg);
   auto r = p.pass(false);
