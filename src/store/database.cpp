@@ -562,10 +562,9 @@ namespace {
 std::pair<bool, std::int64_t> lock_owners(Connection& c, const std::string& project) {
   auto live = c.exec("SELECT 1 FROM projects WHERE id = $1 AND deleted_at IS NULL", {project});
   if (live.rows.empty()) return {false, 0};
-  const bool pg = c.dialect() == Dialect::Postgres;
   auto owners = c.exec(std::string("SELECT user_id FROM members WHERE project_id = $1 AND role = "
                                    "'owner'") +
-                           (pg ? " FOR UPDATE" : ""),
+                           std::string(sql::for_update(c)),
                        {project});
   return {true, static_cast<std::int64_t>(owners.rows.size())};
 }

@@ -4,6 +4,7 @@
 // fallback when a replica is down. Servers: tests/servers/postgres.sh (CTest fixture).
 #include "platform/ids.hpp"
 #include "platform/metrics.hpp"
+#include "store/repository_conformance.hpp"
 #include "store/store_conformance.hpp"
 
 #include <cstdlib>

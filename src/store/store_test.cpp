@@ -1,4 +1,5 @@
 // The store conformance suite on SQLite (the embedded default), plus SQLite specifics.
+#include "store/repository_conformance.hpp"
 #include "store/store_conformance.hpp"
 
 #include <filesystem>

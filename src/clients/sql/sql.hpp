@@ -85,4 +85,10 @@ std::string redact(const std::string& url);
 // Which driver a URL names, or nullopt when it names none.
 std::optional<Dialect> dialect_of(const std::string& url);
 
+// " FOR UPDATE" on PostgreSQL (the rows a SELECT returns stay locked until the transaction
+// ends), "" on SQLite (whose write transaction excludes every other writer already).
+inline std::string_view for_update(const Connection& c) {
+  return c.dialect() == Dialect::Postgres ? " FOR UPDATE" : "";
+}
+
 }  // namespace kiln::sql
