@@ -10,7 +10,7 @@
 // threads, never on the event loop.
 #pragma once
 
-#include "api/uploads.hpp"
+#include "assets/service.hpp"
 #include "collab/access.hpp"
 #include "platform/http.hpp"
 #include "store/database.hpp"
@@ -40,7 +40,7 @@ struct ApiOptions {
   double service_requests_per_second = 200;
   std::size_t page_size = 50;
   std::size_t max_page_size = 200;
-  UploadOptions uploads;
+  assets::UploadOptions uploads;
 };
 
 class Api {

@@ -4,7 +4,8 @@
 #pragma once
 
 #include "api/api.hpp"
-#include "api/uploads.hpp"
+#include "api/problem.hpp"
+#include "assets/service.hpp"
 
 #include "auth/jwt.hpp"
 #include "gateway/token_bucket.hpp"
@@ -27,28 +28,6 @@ namespace kiln::api {
 namespace json = boost::json;
 using http::Request;
 using http::Response;
-
-inline constexpr std::string_view kProblems = "https://kiln.dev/problems/";
-
-inline Response problem(int status, std::string_view type, std::string_view detail) {
-  return Response::problem(status, std::string(kProblems) + std::string(type),
-                           std::string(http::reason(status)), detail);
-}
-
-// A refusal a handler throws; turned into a problem response.
-struct Refusal {
-  int status;
-  std::string type;
-  std::string detail;
-};
-
-[[noreturn]] inline void refuse(int status, std::string type, std::string detail) {
-  throw Refusal{status, std::move(type), std::move(detail)};
-}
-
-[[noreturn]] inline void not_found() {
-  refuse(404, "not-found", "No such resource, or no access to it.");
-}
 
 inline std::int64_t now_s() {
   return std::chrono::duration_cast<std::chrono::seconds>(
@@ -208,20 +187,7 @@ struct Api::Impl {
         rate_limited(reg.counter("kiln_api_rate_limited_total",
                                  "Requests refused 429, by principal kind (user, service).",
                                  {"kind"})),
-        upload_events(reg.counter(
-            "kiln_uploads_total",
-            "Uploads by what happened: started, deduplicated, completed, aborted (by request), "
-            "stale (swept), size_mismatch, sha256_mismatch.",
-            {"event"})),
-        uploaded_bytes(reg.counter("kiln_uploads_completed_bytes_total",
-                                   "Bytes of the assets that uploads completed.", {})) {
-    if (!options.uploads.storage.endpoint.empty()) {
-      storage = std::make_unique<StorageClients>(options.uploads.storage, 16);
-      auto pub = options.uploads.storage;
-      if (!options.uploads.public_endpoint.empty()) pub.endpoint = options.uploads.public_endpoint;
-      presigner = std::make_unique<s3::Client>(pub);
-    }
-  }
+        uploads(s, options.uploads, reg) {}
 
   store::Database& store;
   const auth::Verifier& verifier;
@@ -231,13 +197,7 @@ struct Api::Impl {
   collab::AccessBus* bus;
   metrics::Family<metrics::Counter>& auth_failures;
   metrics::Family<metrics::Counter>& rate_limited;
-  metrics::Family<metrics::Counter>& upload_events;
-  metrics::Family<metrics::Counter>& uploaded_bytes;
-
-  // Direct uploads (uploads.cpp): S3 clients for the API's own calls, and one for signing
-  // URLs that name the public endpoint. Null when no storage is configured.
-  std::unique_ptr<StorageClients> storage;
-  std::unique_ptr<s3::Client> presigner;
+  assets::UploadService uploads;  // direct uploads and assets (uploads.cpp)
 
   std::mutex mu;
   std::unordered_map<std::string, gateway::TokenBucket> buckets;  // by principal
@@ -676,7 +636,9 @@ struct Api::Impl {
   Response uppy_sign_batch(const Request& req, const Principal& who);
   Response uppy_complete(const Request& req, const Principal& who);
   Response uppy_abort(const Request& req, const Principal& who);
-  std::size_t sweep_stale_uploads();
+  void need_storage();
+  store::Upload load_upload(const Request& req, const Principal& who);
+  store::Upload load_uppy(const Request& req, const Principal& who);
 };
 
 }  // namespace kiln::api

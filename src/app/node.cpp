@@ -71,8 +71,8 @@ std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep) {
 
 // Where the API's uploads go and their limits (settings storage.*, uploads.*). `embedded_port`:
 // the port the embedded store bound in this process, 0 when it runs elsewhere.
-api::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embedded_port) {
-  api::UploadOptions up;
+assets::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embedded_port) {
+  assets::UploadOptions up;
   auto& st = up.storage;
   st.endpoint = cfg.str("storage.endpoint");
   if (st.endpoint.empty()) {
@@ -98,11 +98,11 @@ api::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embed
   up.cdn_base = cfg.str("storage.cdn_base");
   while (up.cdn_base.ends_with('/')) up.cdn_base.pop_back();
   auto bytes = [&](const char* key) { return static_cast<std::uint64_t>(cfg.integer(key)); };
-  up.multipart_threshold = bytes("uploads.multipart_threshold_bytes");
-  up.part_size = bytes("uploads.part_size_bytes");
-  up.max_size = bytes("uploads.max_size_bytes");
+  up.policy.multipart_threshold = bytes("uploads.multipart_threshold_bytes");
+  up.policy.part_size = bytes("uploads.part_size_bytes");
+  up.policy.max_size = bytes("uploads.max_size_bytes");
   up.project_quota = bytes("uploads.project_quota_bytes");
-  up.content_types = config::split_list(cfg.str("uploads.content_types"));
+  up.policy.content_types = config::split_list(cfg.str("uploads.content_types"));
   up.url_ttl_s = cfg.integer("uploads.url_ttl_s");
   up.download_ttl_s = cfg.integer("uploads.download_ttl_s");
   up.stale_after_s = cfg.integer("uploads.stale_after_s");

@@ -1,10 +1,10 @@
 // Each signature against the start of a real file of its kind, and the look-alikes that
 // must not match.
-#include "api/media_type.hpp"
+#include "assets/media_type.hpp"
 
 #include <gtest/gtest.h>
 
-namespace kiln::api {
+namespace kiln::assets {
 namespace {
 
 using namespace std::string_literals;
@@ -45,4 +45,4 @@ TEST(SniffMediaType, UnknownShortAndLookAlikeInputsAreUnknown) {
 }
 
 }  // namespace
-}  // namespace kiln::api
+}  // namespace kiln::assets

@@ -1,8 +1,8 @@
-#include "api/media_type.hpp"
+#include "assets/media_type.hpp"
 
 #include <array>
 
-namespace kiln::api {
+namespace kiln::assets {
 namespace {
 
 struct Signature {
@@ -64,4 +64,4 @@ std::string sniff_media_type(std::string_view head) {
   return "";
 }
 
-}  // namespace kiln::api
+}  // namespace kiln::assets

@@ -9,7 +9,7 @@
 #include <string>
 #include <string_view>
 
-namespace kiln::api {
+namespace kiln::assets {
 
 // How many leading bytes sniff() looks at.
 inline constexpr std::size_t kSniffBytes = 64;
@@ -18,4 +18,4 @@ inline constexpr std::size_t kSniffBytes = 64;
 // matches (text formats such as OBJ or glTF JSON, and formats without one).
 std::string sniff_media_type(std::string_view head);
 
-}  // namespace kiln::api
+}  // namespace kiln::assets
