@@ -30,10 +30,8 @@ ALLOWED = {
     # The object store's private index speaks SQL through the connection port only.
     "objects": {"clients/sql/sql.hpp", "clients/s3", "platform"},
     # The API decides access changes on the access bus port only, never a room engine.
-    # Debt (issue #16, move 4): api/internal.hpp borrows gateway/token_bucket.hpp; it moves to
-    # the platform core with the API's split.
     "api": {"assets", "auth", "collab/access.hpp", "store", "clients/sql/sql.hpp", "clients/s3",
-            "platform", "gateway/token_bucket.hpp"},
+            "platform"},
     "app": {"*"},
 }
 

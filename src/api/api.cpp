@@ -1,4 +1,7 @@
-#include "api/internal.hpp"
+#include "api/impl.hpp"
+
+#include "platform/log.hpp"
+#include "platform/thread_pool.hpp"
 
 namespace kiln::api {
 

@@ -1,6 +1,6 @@
 // Uploads and assets over HTTP (docs/api.md): the request's shape and the caller's role
 // here, the decisions in assets::UploadService (assets/service.hpp).
-#include "api/internal.hpp"
+#include "api/impl.hpp"
 
 #include "assets/json.hpp"
 #include "platform/config.hpp"

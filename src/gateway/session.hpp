@@ -10,7 +10,7 @@
 #include "collab/room_engine.hpp"
 #include "gateway/access_cache.hpp"
 #include "gateway/gateway.hpp"
-#include "gateway/token_bucket.hpp"
+#include "platform/token_bucket.hpp"
 
 #include <deque>
 #include <functional>

@@ -1,8 +1,8 @@
-#include "gateway/token_bucket.hpp"
+#include "platform/token_bucket.hpp"
 
 #include <gtest/gtest.h>
 
-namespace kiln::gateway {
+namespace kiln {
 namespace {
 
 using namespace std::chrono_literals;
@@ -22,4 +22,4 @@ TEST(TokenBucket, BurstThenRate) {
 }
 
 }  // namespace
-}  // namespace kiln::gateway
+}  // namespace kiln

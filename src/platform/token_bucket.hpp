@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <chrono>
 
-namespace kiln::gateway {
+namespace kiln {
 
 class TokenBucket {
  public:
@@ -32,4 +32,4 @@ class TokenBucket {
   Clock::time_point last_;
 };
 
-}  // namespace kiln::gateway
+}  // namespace kiln

@@ -1,0 +1,108 @@
+// The API's state and handlers (Api::Impl), shared by its translation units, one per
+// resource: access.cpp (authentication, limits, read-your-writes, roles), tokens.cpp (me,
+// tokens, revocation), projects.cpp (projects, members), scenes.cpp, uploads.cpp (uploads,
+// assets, the Uppy routes); api.cpp holds the route table.
+#pragma once
+
+#include "api/api.hpp"
+#include "api/problem.hpp"
+#include "api/request.hpp"
+#include "assets/service.hpp"
+#include "platform/metrics.hpp"
+#include "platform/token_bucket.hpp"
+
+#include <mutex>
+#include <unordered_map>
+
+namespace kiln::api {
+
+struct Principal {
+  bool service = false;
+  std::string user;  // the user id (empty for the service key)
+  std::string name;
+  std::int64_t token_version = 0;  // the token's `ver` (revocation)
+};
+
+struct Api::Impl {
+  Impl(store::Database& s, const auth::Verifier& v, ThreadPool& p, ApiOptions o,
+       metrics::Registry& reg, collab::AccessBus* b)
+      : store(s),
+        verifier(v),
+        pool(p),
+        options(std::move(o)),
+        bus(b),
+        auth_failures(reg.counter("kiln_api_auth_failures_total",
+                                  "Requests refused 401, by reason (missing, invalid, revoked).",
+                                  {"reason"})),
+        rate_limited(reg.counter("kiln_api_rate_limited_total",
+                                 "Requests refused 429, by principal kind (user, service).",
+                                 {"kind"})),
+        uploads(s, options.uploads, reg) {}
+
+  store::Database& store;
+  const auth::Verifier& verifier;
+  ThreadPool& pool;
+  ThreadPool* slow = nullptr;  // upload completions (set by Api)
+  ApiOptions options;
+  collab::AccessBus* bus;
+  metrics::Family<metrics::Counter>& auth_failures;
+  metrics::Family<metrics::Counter>& rate_limited;
+  assets::UploadService uploads;  // direct uploads and assets (uploads.cpp)
+
+  std::mutex mu;
+  std::unordered_map<std::string, TokenBucket> buckets;        // by principal
+  std::unordered_map<std::string, store::Receipt> last_write;  // by principal
+
+  // --- authentication, limits, consistency --------------------------------------------
+  Principal authenticate(const Request& req);
+  std::optional<Response> header_check(const Request& req);
+  Principal verify_credential(const Request& req);
+  void limit(const Principal& who);
+  store::Receipt after(const Principal& who, const Request& req);
+  void wrote(const Principal& who, const store::Receipt& r, Response& resp);
+  static std::string key_of(const Principal& who);
+  std::string role_in(const Principal& who, const std::string& project, const Request& req);
+  void need(const std::string& have, std::string_view at_least);
+  void publish(collab::AccessChange c);
+  std::size_t page_limit(const Request& req);
+
+  // --- handlers ------------------------------------------------------------------------
+  Response me(const Request& req, const Principal& who);
+  Response mint_token(const Request& req, const Principal& who);
+  Response revoke(const Request& req, const Principal& who);
+  Response create_project(const Request& req, const Principal& who);
+  Response list_projects(const Request& req, const Principal& who);
+  Response get_project(const Request& req, const Principal& who);
+  Response rename_project(const Request& req, const Principal& who);
+  Response delete_project(const Request& req, const Principal& who);
+  Response list_members(const Request& req, const Principal& who);
+  Response put_member(const Request& req, const Principal& who);
+  Response delete_member(const Request& req, const Principal& who);
+  Response create_scene(const Request& req, const Principal& who);
+  Response list_scenes(const Request& req, const Principal& who);
+  Response get_scene(const Request& req, const Principal& who);
+  Response rename_scene(const Request& req, const Principal& who);
+  Response delete_scene(const Request& req, const Principal& who);
+
+  // --- uploads, assets (uploads.cpp) ----------------------------------------------------
+  Response create_upload(const Request& req, const Principal& who);
+  Response get_upload(const Request& req, const Principal& who);
+  Response presign_parts(const Request& req, const Principal& who);
+  Response complete_upload(const Request& req, const Principal& who);
+  Response abort_upload(const Request& req, const Principal& who);
+  Response list_assets(const Request& req, const Principal& who);
+  Response get_asset(const Request& req, const Principal& who);
+  Response delete_asset(const Request& req, const Principal& who);
+  // The same operations under the routes Uppy's @uppy/aws-s3 calls (Companion's shapes).
+  Response uppy_create(const Request& req, const Principal& who);
+  Response uppy_list_parts(const Request& req, const Principal& who);
+  Response uppy_sign_part(const Request& req, const Principal& who);
+  Response uppy_sign_batch(const Request& req, const Principal& who);
+  Response uppy_complete(const Request& req, const Principal& who);
+  Response uppy_abort(const Request& req, const Principal& who);
+  void need_storage();
+  store::Upload load_upload(const Request& req, const Principal& who);
+  store::Upload load_uppy(const Request& req, const Principal& who);
+};
+
+}  // namespace kiln::api

@@ -1,0 +1,99 @@
+// /v1/projects/{project}/scenes.
+#include "api/impl.hpp"
+
+#include "platform/log.hpp"
+
+namespace kiln::api {
+
+Response Api::Impl::create_scene(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  need(role_in(who, project, req), "editor");
+  auto body = body_object(req, {"id", "name"});
+  const auto name = need_name(body);
+  const auto id = id_or_new(body, "s");
+  store::Receipt r;
+  try {
+    r = store.create_scene(store::SceneRow{project, id, name, 0, 0});
+  } catch (const sql::Error& e) {
+    if (e.kind() == sql::Error::Kind::Conflict)
+      refuse(409, "conflict",
+             "A scene with this id exists or existed in the project (the id of a deleted "
+             "scene is not used again); choose another id.");
+    throw;
+  }
+  publish({collab::AccessChange::Kind::SceneCreated, {}, project, {}, id});
+  auto s = store.get_scene(project, id, r);
+  if (!s) not_found();
+  auto o = scene_json(*s);
+  o["room"] = project + "/" + id;
+  auto resp = ok_json(201, o);
+  resp.headers.emplace_back("Location", "/v1/projects/" + project + "/scenes/" + id);
+  wrote(who, r, resp);
+  return resp;
+}
+
+Response Api::Impl::list_scenes(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  role_in(who, project, req);
+  const auto limit = page_limit(req);
+  const auto after_id = read_cursor(req.query_param("cursor"));
+  auto rows = store.list_scenes(project, after(who, req), limit + 1, after_id);
+  json::array items;
+  for (std::size_t i = 0; i < rows.size() && i < limit; ++i) items.push_back(scene_json(rows[i]));
+  json::value next = nullptr;
+  if (rows.size() > limit) next = json::string(make_cursor(rows[limit - 1].id));
+  return ok_json(200, json::object{{"items", items}, {"next_cursor", next}});
+}
+
+Response Api::Impl::get_scene(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("scene");
+  role_in(who, project, req);
+  if (!valid_id(id)) not_found();
+  auto s = store.get_scene(project, id, after(who, req));
+  if (!s) not_found();
+  auto o = scene_json(*s);
+  o["room"] = project + "/" + id;
+  json::value snap = nullptr;
+  if (auto stored = store.latest_snapshot(project + "/" + id)) {
+    boost::system::error_code ec;
+    auto scene = json::parse(stored->body, ec);
+    snap = json::object{{"seq", static_cast<std::int64_t>(stored->seq)},
+                        {"stored_at", stored->stored_at},
+                        {"scene", ec ? json::value(nullptr) : std::move(scene)}};
+  }
+  o["snapshot"] = std::move(snap);
+  return ok_json(200, o);
+}
+
+Response Api::Impl::rename_scene(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("scene");
+  need(role_in(who, project, req), "editor");
+  auto body = body_object(req, {"name"});
+  const auto name = need_name(body);
+  bool found = false;
+  auto r = store.rename_scene(project, id, name, found);
+  if (!found) not_found();
+  auto s = store.get_scene(project, id, r);
+  if (!s) not_found();
+  auto resp = ok_json(200, scene_json(*s));
+  wrote(who, r, resp);
+  return resp;
+}
+
+Response Api::Impl::delete_scene(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("scene");
+  need(role_in(who, project, req), "editor");
+  bool found = false;
+  auto r = store.delete_scene(project, id, found);
+  if (!found) not_found();
+  publish({collab::AccessChange::Kind::SceneDeleted, {}, project, {}, id});
+  log::info("api: scene deleted", {{"project", project}, {"scene", id}});
+  Response resp{204, "application/json", "", {}};
+  wrote(who, r, resp);
+  return resp;
+}
+
+}  // namespace kiln::api

@@ -1,0 +1,72 @@
+// /v1/me, /v1/tokens (minting, with the service key), /v1/users/{user}/revoke.
+#include "api/impl.hpp"
+
+#include "auth/jwt.hpp"
+#include "platform/log.hpp"
+
+namespace kiln::api {
+
+Response Api::Impl::me(const Request& req, const Principal& who) {
+  if (who.service) refuse(403, "forbidden", "The service key is not a user.");
+  json::array projects;
+  for (const auto& p : store.list_projects(who.user, after(who, req), options.max_page_size))
+    projects.push_back(project_json(p, p.role));
+  return ok_json(200, json::object{{"id", who.user}, {"name", who.name}, {"projects", projects}});
+}
+
+Response Api::Impl::mint_token(const Request& req, const Principal& who) {
+  if (!who.service) refuse(403, "forbidden", "Minting tokens needs the service key.");
+  auto body = body_object(req, {"user", "ttl_s"});
+  const auto* user = body.if_contains("user");
+  if (user == nullptr || !user->is_object())
+    refuse(400, "invalid-request", "'user' must be an object {id, name}.");
+  const auto& uo = user->as_object();
+  for (const auto& kv : uo) {
+    if (kv.key() != "id" && kv.key() != "name")
+      refuse(400, "invalid-request", "Unknown field 'user." + std::string(kv.key()) + "'.");
+  }
+  const auto id = need_string(uo, "id");
+  const auto name = opt_string(uo, "name").value_or(id);
+  if (!valid_user_id(id))
+    refuse(400, "invalid-request",
+           "'user.id' must be 1-128 printable characters without spaces, '/', '\"' or '\\'.");
+  if (!valid_name(name))
+    refuse(400, "invalid-request",
+           "'user.name' must be 1-200 characters without control characters.");
+  std::int64_t ttl = options.token_ttl_s;
+  if (const auto* t = body.if_contains("ttl_s")) {
+    if (!t->is_int64() || t->get_int64() < 60 || t->get_int64() > options.token_max_ttl_s)
+      refuse(
+          400, "invalid-request",
+          "'ttl_s' must be an integer from 60 to " + std::to_string(options.token_max_ttl_s) + ".");
+    ttl = t->get_int64();
+  }
+  if (options.jwt_secret.empty())
+    refuse(501, "not-implemented",
+           "Tokens are RS256 here (auth.jwt_public_key_file): mint them with the private key.");
+  store.upsert_user(id, name);
+  auth::Claims c;
+  c.sub = id;
+  c.name = name;
+  c.iat = now_s();
+  c.exp = c.iat + ttl;
+  c.ver = store.get_user(id)->token_version;
+  json::object roles;  // for the caller's display; the token itself carries none
+  for (const auto& [project, role] : store.roles_of(id)) roles[project] = role;
+  return ok_json(201, json::object{{"token", auth::sign_hs256(c, options.jwt_secret)},
+                                   {"expires_at", c.exp},
+                                   {"user", {{"id", id}, {"name", name}}},
+                                   {"roles", roles}});
+}
+
+Response Api::Impl::revoke(const Request& req, const Principal& who) {
+  if (!who.service) refuse(403, "forbidden", "Revoking tokens needs the service key.");
+  const auto user = req.param("user");
+  if (!valid_user_id(user)) refuse(400, "invalid-request", "Invalid user id.");
+  const auto version = store.revoke_tokens(user);
+  publish({collab::AccessChange::Kind::Revoked, user, {}, {}, {}});
+  log::info("api: tokens revoked", {{"user", user}, {"token_version", version}});
+  return ok_json(200, json::object{{"user", user}, {"token_version", version}});
+}
+
+}  // namespace kiln::api
