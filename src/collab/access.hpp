@@ -34,6 +34,9 @@ class AccessBus {
   virtual void publish(const AccessChange& change) = 0;
   // Handlers are called from any thread; register them before publishing starts.
   virtual void subscribe(Handler handler) = 0;
+  // Stops delivering and releases connections; publishing afterwards does nothing useful
+  // but is harmless. Idempotent.
+  virtual void close() {}
 };
 
 class LocalAccessBus final : public AccessBus {

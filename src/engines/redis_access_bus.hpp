@@ -24,7 +24,7 @@ class RedisAccessBus final : public collab::AccessBus {
 
   void publish(const collab::AccessChange& change) override;
   void subscribe(Handler handler) override;
-  void close();
+  void close() override;
 
   // The wire form (JSON), exposed for tests.
   static std::string encode(const collab::AccessChange& change);

@@ -1,0 +1,74 @@
+// The objects module: the embedded S3-compatible store on its own listener (objects role,
+// serve).
+#include "app/modules.hpp"
+#include "app/secrets.hpp"
+#include "objects/server.hpp"
+#include "platform/log.hpp"
+
+namespace kiln::app {
+namespace {
+
+class ObjectsModule final : public Module {
+ public:
+  explicit ObjectsModule(Node& node) : node_(node) {
+    const auto& cfg = node.cfg;
+    try {
+      const auto dir = cfg.str("objects.dir").empty()
+                           ? node.data_dir / "objects"
+                           : std::filesystem::absolute(cfg.str("objects.dir"));
+      store_ = std::make_unique<objects::Store>(dir);
+      // What a crash left behind (unpublished bytes, unreferenced blobs) goes at start.
+      if (const auto swept = store_->sweep(std::chrono::hours(1)); swept > 0) {
+        log::info("object store: removed crash leftovers",
+                  {{"files", static_cast<std::int64_t>(swept)}});
+      }
+      objects::ApiOptions oo;
+      oo.protected_buckets = config::split_list(cfg.str("objects.buckets"));
+      for (const auto& b : oo.protected_buckets) store_->create_bucket(b);
+      oo.credentials[cfg.str("objects.access_key")] = objects_secret(cfg);
+      oo.verify.region = cfg.str("objects.region");
+      oo.verify.max_skew_s = cfg.integer("objects.max_skew_s");
+      oo.cors_origins = config::split_list(cfg.str("objects.cors_origins"));
+      oo.virtual_host_domain = cfg.str("objects.virtual_host_domain");
+      api_ = std::make_unique<objects::S3Api>(*store_, oo);
+      objects::ServerOptions xo;
+      std::tie(xo.host, xo.port) = split_endpoint(cfg.str("objects.listen"));
+      // Listening now: the API (configured next) signs URLs naming the bound port.
+      server_ = std::make_unique<objects::Server>(*node.runtime, *api_, xo, node.registry);
+      server_->start();
+      node.objects_port = server_->port();
+      log::info("object store listening", {{"address", xo.host},
+                                           {"port", static_cast<std::int64_t>(server_->port())},
+                                           {"dir", dir.string()}});
+    } catch (const std::exception& e) {
+      log::error("object store unusable", {{"error", e.what()}});
+      throw StartupError(1, std::string("object store: ") + e.what() + " (settings objects.*)");
+    }
+  }
+
+  bool drain(std::chrono::milliseconds, std::function<void()> done) override {
+    server_->drain(std::move(done));
+    return true;
+  }
+  void close_all() override { server_->close_all(); }
+  void describe(Landing& landing) override {
+    auto [host, port] = split_endpoint(node_.cfg.str("objects.listen"));
+    if (host == "0.0.0.0" || host == "::") host = "127.0.0.1";
+    landing.objects = "http://" + host + ":" + std::to_string(server_->port());
+    landing.buckets = node_.cfg.str("objects.buckets");
+  }
+
+ private:
+  Node& node_;
+  std::unique_ptr<objects::Store> store_;
+  std::unique_ptr<objects::S3Api> api_;
+  std::unique_ptr<objects::Server> server_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_objects(Node& node) {
+  return std::make_unique<ObjectsModule>(node);
+}
+
+}  // namespace kiln::app

@@ -1,0 +1,53 @@
+// The persist module: the write-behind persister (worker role, serve).
+#include "app/modules.hpp"
+#include "persist/persister.hpp"
+
+namespace kiln::app {
+namespace {
+
+class PersistModule final : public Module {
+ public:
+  PersistModule(Node& node, RoomsModule& rooms) : in_memory_(rooms.in_memory()) {
+    const auto& cfg = node.cfg;
+    persist::PersisterOptions po;
+    po.holder = node.id;
+    po.interval = std::chrono::milliseconds(cfg.integer("persist.interval_ms"));
+    po.lease = std::chrono::milliseconds(cfg.integer("persist.lease_ms"));
+    po.keep = static_cast<std::size_t>(cfg.integer("persist.keep_snapshots"));
+    po.reconcile_every = static_cast<int>(cfg.integer("persist.reconcile_every"));
+    po.max_rooms_per_pass = static_cast<std::size_t>(cfg.integer("persist.max_rooms_per_pass"));
+    persister_ =
+        std::make_unique<persist::Persister>(*node.db, *rooms.persist_source(), po, &node.registry);
+    // The worker exists to persist: failing passes make it not ready. In serve, editing
+    // goes on meanwhile: reported, status "degraded".
+    node.health.add_check(
+        "persistence", [p = persister_.get()] { return p->problem(); }, node.role == "worker");
+  }
+
+  void start(http::Server&) override { persister_->start(); }
+  // Every dirty room stored one last time once the sessions are gone (the Redis engine
+  // needs the loop to answer, which still runs).
+  void finish() override {
+    persister_->stop(true);
+    flushed_ = true;
+  }
+  void stop(bool) override {
+    // Stopped without a drain (a second signal): the memory engine can still be flushed
+    // (it needs no event loop); the Redis engine keeps its rooms in Redis anyway.
+    if (!flushed_) persister_->stop(in_memory_);
+    persister_.reset();
+  }
+
+ private:
+  bool in_memory_;
+  bool flushed_ = false;
+  std::unique_ptr<persist::Persister> persister_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms) {
+  return std::make_unique<PersistModule>(node, rooms);
+}
+
+}  // namespace kiln::app
