@@ -4,7 +4,7 @@
 // room, the second stores them all again (the steady state: every room dirty once per
 // interval). Prints one JSON object.
 //   kiln-persist-bench --db sqlite:/tmp/x.db --rooms 2000 --entities 100
-#include "collab/memory_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
 #include "persist/persister.hpp"
 #include "store/database.hpp"
 
@@ -19,7 +19,7 @@ namespace {
 
 using namespace kiln;
 
-void submit(collab::MemoryRoomEngine& e, const std::string& room, const collab::Member& m,
+void submit(engines::MemoryRoomEngine& e, const std::string& room, const collab::Member& m,
             std::string_view batch) {
   std::vector<collab::Op> ops;
   if (collab::parse_batch(boost::json::parse(batch), 100'000, ops))
@@ -47,7 +47,7 @@ int main(int argc, char** argv) {
   so.pool_size = static_cast<std::size_t>(threads) + 1;
   store::Database store(so);
   store.migrate();
-  collab::MemoryRoomEngine engine({}, [] { return std::string("bench"); });
+  engines::MemoryRoomEngine engine({}, [] { return std::string("bench"); });
   collab::Member m{"s", "u", "U", "n"};
   for (int r = 0; r < rooms; ++r) {
     const auto room = "bench/r" + std::to_string(r);

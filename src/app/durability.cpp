@@ -1,6 +1,6 @@
 #include "app/durability.hpp"
 
-#include "collab/memory_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
 #include "platform/config.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
@@ -16,7 +16,7 @@ namespace kiln::app {
 std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
                                                const std::filesystem::path& dir,
                                                metrics::Registry& registry,
-                                               collab::MemoryRoomEngine& engine) {
+                                               engines::MemoryRoomEngine& engine) {
   journal::Options jo;
   jo.dir = dir;
   jo.fsync =

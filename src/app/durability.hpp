@@ -14,7 +14,7 @@ class Config;
 namespace metrics {
 class Registry;
 }
-namespace collab {
+namespace engines {
 class MemoryRoomEngine;
 }
 }  // namespace kiln
@@ -27,7 +27,7 @@ namespace kiln::app {
 std::unique_ptr<journal::Journal> open_journal(const config::Config& cfg,
                                                const std::filesystem::path& dir,
                                                metrics::Registry& registry,
-                                               collab::MemoryRoomEngine& engine);
+                                               engines::MemoryRoomEngine& engine);
 
 // The node id kept in <dir>/node-id, `fresh` written there on first use; "" when it cannot
 // be kept. `kiln serve` is one node for good: the id holds its persister leases, so a

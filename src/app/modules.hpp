@@ -30,11 +30,11 @@ namespace kiln {
 namespace collab {
 class RoomEngine;
 class PersistSource;
-class MemoryRoomEngine;
 }  // namespace collab
 namespace engines {
+class MemoryRoomEngine;
 class RedisRoomEngine;
-}
+}  // namespace engines
 namespace journal {
 class Journal;
 }
@@ -138,7 +138,7 @@ class RoomsModule final : public Module {
   std::unique_ptr<collab::RoomEngine> engine_;
   collab::PersistSource* persist_source_ = nullptr;
   engines::RedisRoomEngine* redis_engine_ = nullptr;
-  collab::MemoryRoomEngine* memory_engine_ = nullptr;
+  engines::MemoryRoomEngine* memory_engine_ = nullptr;
   std::unique_ptr<journal::Journal> journal_;  // after the engine: destroyed before it
 };
 

@@ -6,7 +6,8 @@
 #include "app/modules.hpp"
 #include "app/secrets.hpp"
 #include "auth/jwt.hpp"
-#include "engines/redis_access_bus.hpp"
+#include "engines/memory/local_access_bus.hpp"
+#include "engines/redis/redis_access_bus.hpp"
 #include "platform/http_server.hpp"
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
@@ -184,7 +185,7 @@ void open_backends(Node& node) {
   }
   // Access changes (members, roles, deleted projects, revoked tokens) from the API to the
   // gateways: in process for `kiln serve`, over Redis between nodes.
-  if (node.role == "serve") node.access_bus = std::make_unique<collab::LocalAccessBus>();
+  if (node.role == "serve") node.access_bus = std::make_unique<engines::LocalAccessBus>();
   if (cfg.str("room.engine") == "redis" && (roles.collab || roles.persist || roles.api))
     connect_redis(node);
   if (roles.collab || roles.api) {

@@ -1,14 +1,12 @@
 // Access changes that open collaboration sessions must follow within a second: a member
 // removed or given another role, a project deleted, a user's tokens revoked. The API
 // publishes them; every gateway node subscribes and applies them to its sessions. In one
-// process (`kiln serve`) the bus is LocalAccessBus; across nodes it runs over Redis
-// (engines/redis_access_bus.hpp).
+// process (`kiln serve`) the bus is engines::LocalAccessBus (engines/memory); across nodes
+// it runs over Redis (engines/redis). Both pass collab/access_bus_conformance.hpp.
 #pragma once
 
 #include <functional>
-#include <mutex>
 #include <string>
-#include <vector>
 
 namespace kiln::collab {
 
@@ -37,26 +35,6 @@ class AccessBus {
   // Stops delivering and releases connections; publishing afterwards does nothing useful
   // but is harmless. Idempotent.
   virtual void close() {}
-};
-
-class LocalAccessBus final : public AccessBus {
- public:
-  void publish(const AccessChange& change) override {
-    std::vector<Handler> handlers;
-    {
-      std::lock_guard lock(mu_);
-      handlers = handlers_;
-    }
-    for (auto& h : handlers) h(change);
-  }
-  void subscribe(Handler handler) override {
-    std::lock_guard lock(mu_);
-    handlers_.push_back(std::move(handler));
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<Handler> handlers_;
 };
 
 }  // namespace kiln::collab

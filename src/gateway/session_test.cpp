@@ -1,7 +1,7 @@
 // Session logic without sockets: frames in, frames and closes out.
 #include "gateway/session.hpp"
 
-#include "collab/memory_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
 #include "platform/metrics.hpp"
 
 #include <gtest/gtest.h>
@@ -117,7 +117,7 @@ class SessionTest : public ::testing::Test {
 
   Session::Clock::time_point t0{};
   collab::Hub hub{"n"};
-  collab::MemoryRoomEngine engine;
+  engines::MemoryRoomEngine engine;
   auth::Verifier verifier;
   SessionContext ctx;
 };

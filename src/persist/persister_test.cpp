@@ -3,7 +3,7 @@
 // through PgBouncer is exercised end to end in tests/e2e/test_persistence.py.
 #include "persist/persister.hpp"
 
-#include "collab/memory_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
 #include "platform/metrics.hpp"
 
 #include <gtest/gtest.h>
@@ -35,13 +35,13 @@ class PersisterTest : public ::testing::Test {
  protected:
   void SetUp() override { store.migrate(); }
 
-  void join(collab::MemoryRoomEngine& e, const std::string& room) {
+  void join(engines::MemoryRoomEngine& e, const std::string& room) {
     std::promise<collab::JoinResult> p;
     e.join(room, ann, std::nullopt, [&](collab::JoinResult r) { p.set_value(std::move(r)); });
     auto r = p.get_future().get();
     ASSERT_FALSE(r.error) << r.error.message;
   }
-  void edit(collab::MemoryRoomEngine& e, const std::string& room, int n) {
+  void edit(engines::MemoryRoomEngine& e, const std::string& room, int n) {
     for (int i = 0; i < n; ++i) {
       std::vector<collab::Op> ops;
       const std::string id = "e" + std::to_string(next_id++);
@@ -69,7 +69,7 @@ class PersisterTest : public ::testing::Test {
   }
 
   store::Database store{sqlite_options()};
-  collab::MemoryRoomEngine engine{{}, [n = 0]() mutable { return "ep" + std::to_string(++n); }};
+  engines::MemoryRoomEngine engine{{}, [n = 0]() mutable { return "ep" + std::to_string(++n); }};
   collab::Member ann{"s-ann", "ann", "Ann", "n1"};
   int next_id = 0;
 };
@@ -102,7 +102,7 @@ TEST_F(PersisterTest, TheStoredSnapshotRestoresTheRoomInANewEngine) {
   Persister(store, engine, opts("w1")).pass(false);
 
   // A new process: the room is not in its engine, so it comes from the database.
-  collab::MemoryRoomEngine fresh{{}, [] { return std::string("new-epoch"); }};
+  engines::MemoryRoomEngine fresh{{}, [] { return std::string("new-epoch"); }};
   fresh.set_loader([this](const std::string& room, auto done) {
     auto s = store.latest_snapshot(room);
     done(s ? std::optional(collab::StoredRoom{s->seq, s->body, s->epoch}) : std::nullopt, "");

@@ -1,8 +1,8 @@
 // The rooms module: the room engine for the gateway and the persister (see modules.hpp).
 #include "app/durability.hpp"
 #include "app/modules.hpp"
-#include "collab/memory_engine.hpp"
-#include "engines/redis_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
+#include "engines/redis/redis_engine.hpp"
 #include "journal/journal.hpp"
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
@@ -74,7 +74,8 @@ RoomsModule::RoomsModule(Node& node) : node_(node) {
     persist_source_ = re.get();
     engine_ = std::move(re);
   } else {
-    auto me = std::make_unique<collab::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
+    auto me =
+        std::make_unique<engines::MemoryRoomEngine>(limits, [] { return ids::random_hex(8); });
     memory_engine_ = me.get();
     persist_source_ = me.get();
     engine_ = std::move(me);

@@ -1,7 +1,7 @@
-#include "engines/redis_engine.hpp"
+#include "engines/redis/redis_engine.hpp"
 
-#include "engines/redis_scripts.hpp"
-#include "engines/room_copy.hpp"
+#include "engines/redis/redis_scripts.hpp"
+#include "engines/redis/room_copy.hpp"
 
 #include "collab/scene.hpp"
 #include "platform/log.hpp"

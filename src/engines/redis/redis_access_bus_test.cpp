@@ -1,6 +1,6 @@
 // The access bus's wire form: every kind of change survives the trip through Redis, and a
 // message this node cannot read is dropped, never applied as something else.
-#include "engines/redis_access_bus.hpp"
+#include "engines/redis/redis_access_bus.hpp"
 
 #include <gtest/gtest.h>
 

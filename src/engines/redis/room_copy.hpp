@@ -7,7 +7,7 @@
 
 #include "collab/room_engine.hpp"
 #include "collab/scene.hpp"
-#include "engines/redis_messages.hpp"
+#include "engines/redis/redis_messages.hpp"
 
 #include <deque>
 #include <functional>

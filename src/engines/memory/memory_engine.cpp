@@ -1,10 +1,12 @@
-#include "collab/memory_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
 
 #include <boost/json/array.hpp>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
-namespace kiln::collab {
+namespace kiln::engines {
+
+using namespace collab;  // the port's vocabulary
 
 struct MemoryRoomEngine::PendingJoin {
   Member member;
@@ -386,4 +388,4 @@ void MemoryRoomEngine::publish_eph(EphBatch batch) {
   if (auto* s = sink_.load()) s->on_eph(batch);
 }
 
-}  // namespace kiln::collab
+}  // namespace kiln::engines

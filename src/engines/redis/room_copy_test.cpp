@@ -1,7 +1,7 @@
 // The Redis engine's pure parts: the messages on a room's channel, a room rebuilt from a
 // load script's reply, and a node's copy of a room (arrival order, gaps, held batches, the
 // submit queue's group commit). No Redis here.
-#include "engines/room_copy.hpp"
+#include "engines/redis/room_copy.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/json/parse.hpp>

@@ -1,4 +1,4 @@
-#include "engines/redis_access_bus.hpp"
+#include "engines/redis/redis_access_bus.hpp"
 
 #include "platform/log.hpp"
 

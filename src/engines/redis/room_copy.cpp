@@ -1,4 +1,4 @@
-#include "engines/room_copy.hpp"
+#include "engines/redis/room_copy.hpp"
 
 #include <boost/json/array.hpp>
 

@@ -1,4 +1,4 @@
-#include "engines/redis_messages.hpp"
+#include "engines/redis/redis_messages.hpp"
 
 #include <boost/json/parse.hpp>
 

@@ -1,8 +1,8 @@
 // The hub and the in-memory engine beyond the conformance suite (engine_conformance.hpp):
 // coalescing details, ghost entries, sequence checks.
 #include "collab/hub.hpp"
-#include "collab/memory_engine.hpp"
 #include "collab/test_recorder.hpp"
+#include "engines/memory/memory_engine.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/json/parse.hpp>
@@ -47,7 +47,7 @@ class EngineTest : public ::testing::Test {
  protected:
   void SetUp() override {
     int n = 0;
-    engine = std::make_unique<MemoryRoomEngine>(
+    engine = std::make_unique<engines::MemoryRoomEngine>(
         limits, [n]() mutable { return "epoch" + std::to_string(++n); });
     engine->set_events(&hub);
   }
@@ -88,7 +88,7 @@ class EngineTest : public ::testing::Test {
 
   EngineLimits limits;
   Hub hub{"node-1"};
-  std::unique_ptr<MemoryRoomEngine> engine;
+  std::unique_ptr<engines::MemoryRoomEngine> engine;
   Member ann{"s-ann", "ann", "Ann", "node-1"};
   Member bob{"s-bob", "bob", "Bob", "node-1"};
   std::shared_ptr<Recorder> ann_rec = std::make_shared<Recorder>();

@@ -2,8 +2,8 @@
 // and the 6-node Cluster of the `redis` CTest fixture (KILN_TEST_REDIS).
 #include "clients/redis/test_env.hpp"
 #include "collab/engine_conformance.hpp"
-#include "engines/redis_engine.hpp"
-#include "engines/redis_messages.hpp"
+#include "engines/redis/redis_engine.hpp"
+#include "engines/redis/redis_messages.hpp"
 #include "platform/ids.hpp"
 #include "platform/runtime.hpp"
 

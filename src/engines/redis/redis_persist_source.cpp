@@ -1,7 +1,7 @@
-#include "engines/redis_persist_source.hpp"
+#include "engines/redis/redis_persist_source.hpp"
 
-#include "engines/redis_messages.hpp"
-#include "engines/redis_scripts.hpp"
+#include "engines/redis/redis_messages.hpp"
+#include "engines/redis/redis_scripts.hpp"
 
 #include <boost/json/serialize.hpp>
 

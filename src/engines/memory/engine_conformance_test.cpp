@@ -1,6 +1,6 @@
 // The RoomEngine conformance suite on the in-memory engine.
 #include "collab/engine_conformance.hpp"
-#include "collab/memory_engine.hpp"
+#include "engines/memory/memory_engine.hpp"
 
 namespace kiln::collab::conformance {
 namespace {
@@ -11,7 +11,7 @@ struct MemoryHarness : Harness {
   RoomEngine& engine() override { return engine_; }
   PersistSource& persistence() override { return engine_; }
   void set_loader(RoomLoader loader) override { engine_.set_loader(std::move(loader)); }
-  MemoryRoomEngine engine_;
+  engines::MemoryRoomEngine engine_;
 };
 
 INSTANTIATE_TEST_SUITE_P(Memory, EngineConformance,

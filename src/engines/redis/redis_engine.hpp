@@ -23,7 +23,7 @@
 #include "clients/redis/client.hpp"
 #include "collab/persistence.hpp"
 #include "collab/room_engine.hpp"
-#include "engines/redis_persist_source.hpp"
+#include "engines/redis/redis_persist_source.hpp"
 
 #include <chrono>
 #include <functional>
