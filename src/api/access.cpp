@@ -11,7 +11,7 @@ namespace kiln::api {
 
 Principal Api::Impl::authenticate(const Request& req) {
   auto who = verify_credential(req);
-  if (auto u = store.get_user(who.user);
+  if (auto u = projects.get_user(who.user);
       !who.service && u && who.token_version < u->token_version) {
     auth_failures.with({"revoked"}).inc();
     refuse(401, "unauthorized", "This token was revoked; get a new one.");
@@ -117,10 +117,10 @@ std::string Api::Impl::role_in(const Principal& who, const std::string& project,
                                const Request& req) {
   if (!valid_id(project)) not_found();
   if (who.service) {
-    if (!store.get_project(project, after(who, req))) not_found();
+    if (!projects.get_project(project, after(who, req))) not_found();
     return "owner";
   }
-  auto role = store.member_role(project, who.user, after(who, req));
+  auto role = projects.member_role(project, who.user, after(who, req));
   if (role.empty()) not_found();
   return role;
 }

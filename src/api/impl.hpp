@@ -10,6 +10,7 @@
 #include "assets/service.hpp"
 #include "platform/metrics.hpp"
 #include "platform/token_bucket.hpp"
+#include "store/projects.hpp"
 
 #include <mutex>
 #include <unordered_map>
@@ -27,6 +28,7 @@ struct Api::Impl {
   Impl(store::Database& s, const auth::Verifier& v, ThreadPool& p, ApiOptions o,
        metrics::Registry& reg, collab::AccessBus* b)
       : store(s),
+        projects(s),
         verifier(v),
         pool(p),
         options(std::move(o)),
@@ -40,6 +42,7 @@ struct Api::Impl {
         uploads(s, options.uploads, reg) {}
 
   store::Database& store;
+  store::Projects projects;  // users, projects, members, scenes
   const auth::Verifier& verifier;
   ThreadPool& pool;
   ThreadPool* slow = nullptr;  // upload completions (set by Api)

@@ -20,7 +20,7 @@ Response Api::Impl::create_project(const Request& req, const Principal& who) {
   store::Project p{id, name, owner, 0, {}};
   store::Receipt r;
   try {
-    r = store.create_project(p, owner);
+    r = projects.create_project(p, owner);
   } catch (const sql::Error& e) {
     if (e.kind() == sql::Error::Kind::Conflict)
       refuse(409, "conflict",
@@ -29,7 +29,7 @@ Response Api::Impl::create_project(const Request& req, const Principal& who) {
     throw;
   }
   publish({collab::AccessChange::Kind::Role, owner, id, "owner", {}});
-  auto created = store.get_project(id, r);
+  auto created = projects.get_project(id, r);
   auto resp = ok_json(201, project_json(created.value_or(p), "owner"));
   resp.headers.emplace_back("Location", "/v1/projects/" + id);
   wrote(who, r, resp);
@@ -40,7 +40,7 @@ Response Api::Impl::list_projects(const Request& req, const Principal& who) {
   if (who.service) refuse(403, "forbidden", "Listing 'my projects' needs a user token.");
   const auto limit = page_limit(req);
   const auto after_id = read_cursor(req.query_param("cursor"));
-  auto rows = store.list_projects(who.user, after(who, req), limit + 1, after_id);
+  auto rows = projects.list_projects(who.user, after(who, req), limit + 1, after_id);
   json::array items;
   for (std::size_t i = 0; i < rows.size() && i < limit; ++i)
     items.push_back(project_json(rows[i], rows[i].role));
@@ -52,7 +52,7 @@ Response Api::Impl::list_projects(const Request& req, const Principal& who) {
 Response Api::Impl::get_project(const Request& req, const Principal& who) {
   const auto id = req.param("project");
   const auto role = role_in(who, id, req);
-  auto p = store.get_project(id, after(who, req));
+  auto p = projects.get_project(id, after(who, req));
   if (!p) not_found();
   return ok_json(200, project_json(*p, who.service ? "" : role));
 }
@@ -63,9 +63,9 @@ Response Api::Impl::rename_project(const Request& req, const Principal& who) {
   auto body = body_object(req, {"name"});
   const auto name = need_name(body);
   bool found = false;
-  auto r = store.rename_project(id, name, found);
+  auto r = projects.rename_project(id, name, found);
   if (!found) not_found();
-  auto p = store.get_project(id, r);
+  auto p = projects.get_project(id, r);
   if (!p) not_found();
   auto resp = ok_json(200, project_json(*p, ""));
   wrote(who, r, resp);
@@ -76,7 +76,7 @@ Response Api::Impl::delete_project(const Request& req, const Principal& who) {
   const auto id = req.param("project");
   need(role_in(who, id, req), "owner");
   bool found = false;
-  auto r = store.delete_project(id, found);
+  auto r = projects.delete_project(id, found);
   if (!found) not_found();
   publish({collab::AccessChange::Kind::ProjectDeleted, {}, id, {}, {}});
   log::info("api: project deleted", {{"project", id}});
@@ -89,7 +89,7 @@ Response Api::Impl::list_members(const Request& req, const Principal& who) {
   const auto id = req.param("project");
   role_in(who, id, req);
   json::array items;
-  for (const auto& m : store.list_members(id, after(who, req))) {
+  for (const auto& m : projects.list_members(id, after(who, req))) {
     items.push_back(json::object{
         {"user", m.user_id}, {"name", m.name}, {"role", m.role}, {"added_at", m.added_at}});
   }
@@ -105,7 +105,7 @@ Response Api::Impl::put_member(const Request& req, const Principal& who) {
   const auto role = need_string(body, "role");
   if (!valid_role(role)) refuse(400, "invalid-request", "'role' must be owner, editor or viewer.");
   store::Receipt r;
-  check(store.change_member(id, user, role, r));
+  check(projects.change_member(id, user, role, r));
   publish({collab::AccessChange::Kind::Role, user, id, role, {}});
   auto resp = ok_json(200, json::object{{"project", id}, {"user", user}, {"role", role}});
   wrote(who, r, resp);
@@ -118,7 +118,7 @@ Response Api::Impl::delete_member(const Request& req, const Principal& who) {
   const auto role = role_in(who, id, req);
   if (who.service || user != who.user) need(role, "owner");  // anyone may leave
   store::Receipt r;
-  check(store.remove_member(id, user, r));
+  check(projects.remove_member(id, user, r));
   publish({collab::AccessChange::Kind::Role, user, id, "", {}});
   Response resp{204, "application/json", "", {}};
   wrote(who, r, resp);

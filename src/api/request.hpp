@@ -7,7 +7,7 @@
 #include "platform/codec.hpp"
 #include "platform/http.hpp"
 #include "platform/ids.hpp"
-#include "store/database.hpp"
+#include "store/projects.hpp"
 
 #include <boost/json.hpp>
 

@@ -1,5 +1,6 @@
 // /v1/projects/{project}/scenes.
 #include "api/impl.hpp"
+#include "store/rooms.hpp"
 
 #include "platform/log.hpp"
 
@@ -13,7 +14,7 @@ Response Api::Impl::create_scene(const Request& req, const Principal& who) {
   const auto id = id_or_new(body, "s");
   store::Receipt r;
   try {
-    r = store.create_scene(store::SceneRow{project, id, name, 0, 0});
+    r = projects.create_scene(store::SceneRow{project, id, name, 0, 0});
   } catch (const sql::Error& e) {
     if (e.kind() == sql::Error::Kind::Conflict)
       refuse(409, "conflict",
@@ -22,7 +23,7 @@ Response Api::Impl::create_scene(const Request& req, const Principal& who) {
     throw;
   }
   publish({collab::AccessChange::Kind::SceneCreated, {}, project, {}, id});
-  auto s = store.get_scene(project, id, r);
+  auto s = projects.get_scene(project, id, r);
   if (!s) not_found();
   auto o = scene_json(*s);
   o["room"] = project + "/" + id;
@@ -37,7 +38,7 @@ Response Api::Impl::list_scenes(const Request& req, const Principal& who) {
   role_in(who, project, req);
   const auto limit = page_limit(req);
   const auto after_id = read_cursor(req.query_param("cursor"));
-  auto rows = store.list_scenes(project, after(who, req), limit + 1, after_id);
+  auto rows = projects.list_scenes(project, after(who, req), limit + 1, after_id);
   json::array items;
   for (std::size_t i = 0; i < rows.size() && i < limit; ++i) items.push_back(scene_json(rows[i]));
   json::value next = nullptr;
@@ -50,12 +51,12 @@ Response Api::Impl::get_scene(const Request& req, const Principal& who) {
   const auto id = req.param("scene");
   role_in(who, project, req);
   if (!valid_id(id)) not_found();
-  auto s = store.get_scene(project, id, after(who, req));
+  auto s = projects.get_scene(project, id, after(who, req));
   if (!s) not_found();
   auto o = scene_json(*s);
   o["room"] = project + "/" + id;
   json::value snap = nullptr;
-  if (auto stored = store.latest_snapshot(project + "/" + id)) {
+  if (auto stored = store::Rooms(store).latest_snapshot(project + "/" + id)) {
     boost::system::error_code ec;
     auto scene = json::parse(stored->body, ec);
     snap = json::object{{"seq", static_cast<std::int64_t>(stored->seq)},
@@ -73,9 +74,9 @@ Response Api::Impl::rename_scene(const Request& req, const Principal& who) {
   auto body = body_object(req, {"name"});
   const auto name = need_name(body);
   bool found = false;
-  auto r = store.rename_scene(project, id, name, found);
+  auto r = projects.rename_scene(project, id, name, found);
   if (!found) not_found();
-  auto s = store.get_scene(project, id, r);
+  auto s = projects.get_scene(project, id, r);
   if (!s) not_found();
   auto resp = ok_json(200, scene_json(*s));
   wrote(who, r, resp);
@@ -87,7 +88,7 @@ Response Api::Impl::delete_scene(const Request& req, const Principal& who) {
   const auto id = req.param("scene");
   need(role_in(who, project, req), "editor");
   bool found = false;
-  auto r = store.delete_scene(project, id, found);
+  auto r = projects.delete_scene(project, id, found);
   if (!found) not_found();
   publish({collab::AccessChange::Kind::SceneDeleted, {}, project, {}, id});
   log::info("api: scene deleted", {{"project", project}, {"scene", id}});

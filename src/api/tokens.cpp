@@ -8,10 +8,10 @@ namespace kiln::api {
 
 Response Api::Impl::me(const Request& req, const Principal& who) {
   if (who.service) refuse(403, "forbidden", "The service key is not a user.");
-  json::array projects;
-  for (const auto& p : store.list_projects(who.user, after(who, req), options.max_page_size))
-    projects.push_back(project_json(p, p.role));
-  return ok_json(200, json::object{{"id", who.user}, {"name", who.name}, {"projects", projects}});
+  json::array mine;
+  for (const auto& p : projects.list_projects(who.user, after(who, req), options.max_page_size))
+    mine.push_back(project_json(p, p.role));
+  return ok_json(200, json::object{{"id", who.user}, {"name", who.name}, {"projects", mine}});
 }
 
 Response Api::Impl::mint_token(const Request& req, const Principal& who) {
@@ -44,15 +44,15 @@ Response Api::Impl::mint_token(const Request& req, const Principal& who) {
   if (options.jwt_secret.empty())
     refuse(501, "not-implemented",
            "Tokens are RS256 here (auth.jwt_public_key_file): mint them with the private key.");
-  store.upsert_user(id, name);
+  projects.upsert_user(id, name);
   auth::Claims c;
   c.sub = id;
   c.name = name;
   c.iat = now_s();
   c.exp = c.iat + ttl;
-  c.ver = store.get_user(id)->token_version;
+  c.ver = projects.get_user(id)->token_version;
   json::object roles;  // for the caller's display; the token itself carries none
-  for (const auto& [project, role] : store.roles_of(id)) roles[project] = role;
+  for (const auto& [project, role] : projects.roles_of(id)) roles[project] = role;
   return ok_json(201, json::object{{"token", auth::sign_hs256(c, options.jwt_secret)},
                                    {"expires_at", c.exp},
                                    {"user", {{"id", id}, {"name", name}}},
@@ -63,7 +63,7 @@ Response Api::Impl::revoke(const Request& req, const Principal& who) {
   if (!who.service) refuse(403, "forbidden", "Revoking tokens needs the service key.");
   const auto user = req.param("user");
   if (!valid_user_id(user)) refuse(400, "invalid-request", "Invalid user id.");
-  const auto version = store.revoke_tokens(user);
+  const auto version = projects.revoke_tokens(user);
   publish({collab::AccessChange::Kind::Revoked, user, {}, {}, {}});
   log::info("api: tokens revoked", {{"user", user}, {"token_version", version}});
   return ok_json(200, json::object{{"user", user}, {"token_version", version}});

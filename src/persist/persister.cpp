@@ -66,7 +66,7 @@ struct Persister::Metrics {
 
 Persister::Persister(store::Database& store, collab::PersistSource& source,
                      PersisterOptions options, metrics::Registry* registry)
-    : store_(store), source_(source), options_(std::move(options)) {
+    : rooms_(store), source_(source), options_(std::move(options)) {
   if (registry) metrics_ = std::make_unique<Metrics>(*registry);
 }
 
@@ -118,7 +118,7 @@ void Persister::loop() {
 }
 
 void Persister::store_room(const std::string& room, PassReport& report) {
-  if (!store_.acquire_lease(room, options_.holder, options_.lease)) {
+  if (!rooms_.acquire_lease(room, options_.holder, options_.lease)) {
     ++report.leased_elsewhere;
     return;
   }
@@ -130,7 +130,7 @@ void Persister::store_room(const std::string& room, PassReport& report) {
     return;
   }
   store::RoomSnapshot snap{room, state->seq, state->epoch, std::move(state->snapshot), 0};
-  switch (store_.save_snapshot(snap, options_.holder, options_.lease, options_.keep)) {
+  switch (rooms_.save_snapshot(snap, options_.holder, options_.lease, options_.keep)) {
     case store::SaveResult::Stored:
       ++report.stored;
       source_.mark_stored(room, snap.seq);
@@ -157,7 +157,7 @@ PassReport Persister::pass(bool reconcile) {
       auto all = source_.all_rooms();
       std::vector<std::string> names;
       for (const auto& r : all) names.push_back(r.room);
-      const auto stored = store_.stored_seqs(names);
+      const auto stored = rooms_.stored_seqs(names);
       for (const auto& r : all) {
         auto it = stored.find(r.room);
         const std::uint64_t have = it == stored.end() ? 0 : it->second;

@@ -10,7 +10,7 @@
 #pragma once
 
 #include "collab/persistence.hpp"
-#include "store/database.hpp"
+#include "store/rooms.hpp"
 
 #include <chrono>
 #include <condition_variable>
@@ -74,7 +74,7 @@ class Persister {
   void store_room(const std::string& room, PassReport& report);
 
   struct Metrics;
-  store::Database& store_;
+  store::Rooms rooms_;
   collab::PersistSource& source_;
   PersisterOptions options_;
   std::unique_ptr<Metrics> metrics_;  // null without a registry

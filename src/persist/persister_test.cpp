@@ -84,7 +84,7 @@ TEST_F(PersisterTest, OneSnapshotPerDirtyRoomPerPassWhateverTheEdits) {
   EXPECT_EQ(first.dirty, 5u);
   EXPECT_EQ(first.stored, 5u);
   EXPECT_EQ(rows(), 5);
-  EXPECT_EQ(store.latest_snapshot("p/r0")->seq, 40u);
+  EXPECT_EQ(store::Rooms(store).latest_snapshot("p/r0")->seq, 40u);
   auto idle = p.pass(false);  // nothing changed: nothing written
   EXPECT_EQ(idle.dirty, 0u);
   EXPECT_EQ(rows(), 5);
@@ -92,7 +92,7 @@ TEST_F(PersisterTest, OneSnapshotPerDirtyRoomPerPassWhateverTheEdits) {
   edit(engine, "p/r3", 1);
   auto second = p.pass(false);
   EXPECT_EQ(second.stored, 2u);
-  EXPECT_EQ(store.latest_snapshot("p/r1")->seq, 43u);
+  EXPECT_EQ(store::Rooms(store).latest_snapshot("p/r1")->seq, 43u);
   EXPECT_EQ(rows(), 7);
 }
 
@@ -104,7 +104,7 @@ TEST_F(PersisterTest, TheStoredSnapshotRestoresTheRoomInANewEngine) {
   // A new process: the room is not in its engine, so it comes from the database.
   engines::MemoryRoomEngine fresh{{}, [] { return std::string("new-epoch"); }};
   fresh.set_loader([this](const std::string& room, auto done) {
-    auto s = store.latest_snapshot(room);
+    auto s = store::Rooms(store).latest_snapshot(room);
     done(s ? std::optional(collab::StoredRoom{s->seq, s->body, s->epoch}) : std::nullopt, "");
   });
   std::promise<collab::JoinResult> p;
@@ -141,7 +141,7 @@ TEST_F(PersisterTest, TwoWorkersNeverWriteOneRoomTwice) {
 TEST_F(PersisterTest, ARoomLeasedElsewhereStaysDirty) {
   join(engine, "p/x");
   edit(engine, "p/x", 2);
-  ASSERT_TRUE(store.acquire_lease("p/x", "other-worker", 1min));
+  ASSERT_TRUE(store::Rooms(store).acquire_lease("p/x", "other-worker", 1min));
   Persister p(store, engine, opts("me"));
   auto r = p.pass(false);
   EXPECT_EQ(r.leased_elsewhere, 1u);
@@ -179,7 +179,7 @@ TEST_F(PersisterTest, ReconciliationFindsARoomWhoseMarkWentMissing) {
   auto r = p.pass(true);
   EXPECT_EQ(r.reconciled, 1u);
   EXPECT_EQ(r.stored, 1u);
-  EXPECT_EQ(store.latest_snapshot("p/a")->seq, 7u);
+  EXPECT_EQ(store::Rooms(store).latest_snapshot("p/a")->seq, 7u);
   EXPECT_NE(reg.render().find("kiln_persist_reconciled_rooms_total 1"), std::string::npos);
 }
 
@@ -217,7 +217,7 @@ TEST_F(PersisterTest, StopWithAFinalFlushLeavesNothingDirty) {
   p.start();
   edit(engine, "p/a", 5);
   p.stop(true);
-  EXPECT_EQ(store.latest_snapshot("p/a")->seq, 5u);
+  EXPECT_EQ(store::Rooms(store).latest_snapshot("p/a")->seq, 5u);
   EXPECT_TRUE(engine.dirty_rooms(10).empty());
 }
 
@@ -231,7 +231,7 @@ TEST_F(PersisterTest, TheLoopStoresEveryInterval) {
   for (int i = 0; i < 400 && !engine.dirty_rooms(10).empty(); ++i) std::this_thread::sleep_for(5ms);
   p.stop(false);
   ASSERT_TRUE(engine.dirty_rooms(10).empty()) << "no pass of the loop stored the room within 2 s";
-  EXPECT_EQ(store.latest_snapshot("p/a")->seq, 1u);
+  EXPECT_EQ(store::Rooms(store).latest_snapshot("p/a")->seq, 1u);
 }
 
 }  // namespace

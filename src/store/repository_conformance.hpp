@@ -34,7 +34,7 @@ inline Asset an_asset(const std::string& id, const std::string& project, const s
 }
 
 TEST_P(StoreConformance, AnUploadKeepsEveryColumn) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   auto multi = an_upload("u1", "p", 123'456'789);
   multi.sha256 = std::string(64, 'a');
   multi.multipart_id = "mp-1";
@@ -65,7 +65,7 @@ TEST_P(StoreConformance, AnUploadKeepsEveryColumn) {
 }
 
 TEST_P(StoreConformance, AnUploadLeavesOpenOnceAndOnlyOnce) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   store_->write([&](Connection& c) {
     uploads::insert(c, an_upload("u1", "p", 10));
     uploads::insert(c, an_upload("u2", "p", 10));
@@ -89,7 +89,7 @@ TEST_P(StoreConformance, AnUploadLeavesOpenOnceAndOnlyOnce) {
 }
 
 TEST_P(StoreConformance, StaleUploadsAreTheOpenIdleOnesOldestFirst) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   store_->write([&](Connection& c) {
     for (auto [id, at] : {std::pair{"u-100", 100}, {"u-50", 50}, {"u-300", 300}, {"u-60", 60}}) {
       auto u = an_upload(id, "p", 1);
@@ -112,8 +112,8 @@ TEST_P(StoreConformance, StaleUploadsAreTheOpenIdleOnesOldestFirst) {
 }
 
 TEST_P(StoreConformance, AProjectHoldsOneLiveAssetPerContent) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
-  store_->create_project(Project{"q", "Q", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"q", "Q", "ann", 0, {}}, "ann");
   const std::string sha(64, 'b');
   store_->write([&](Connection& c) { assets::insert(c, an_asset("a1", "p", sha, 10)); });
   try {
@@ -140,7 +140,7 @@ TEST_P(StoreConformance, AProjectHoldsOneLiveAssetPerContent) {
 }
 
 TEST_P(StoreConformance, AssetsPageByIdAndKeysAreInUseWhileLive) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   store_->write([&](Connection& c) {
     for (const char* id : {"a3", "a1", "a2", "a4"}) assets::insert(c, an_asset(id, "p", "", 1));
     assets::mark_deleted(c, "a2", 2000);
@@ -160,8 +160,8 @@ TEST_P(StoreConformance, AssetsPageByIdAndKeysAreInUseWhileLive) {
 }
 
 TEST_P(StoreConformance, BytesInUseAreLiveAssetsAndOpenUploads) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
-  store_->create_project(Project{"q", "Q", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"q", "Q", "ann", 0, {}}, "ann");
   store_->write([&](Connection& c) {
     EXPECT_EQ(assets::bytes_in_use(c, "p"), 0u);
     assets::insert(c, an_asset("a1", "p", "", 5'000'000'000));  // past 32 bits
@@ -176,10 +176,10 @@ TEST_P(StoreConformance, BytesInUseAreLiveAssetsAndOpenUploads) {
 }
 
 TEST_P(StoreConformance, TheProjectLockSaysWhetherTheProjectIsLive) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
-  store_->create_project(Project{"gone", "G", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"gone", "G", "ann", 0, {}}, "ann");
   bool found = false;
-  store_->delete_project("gone", found);
+  projects_->delete_project("gone", found);
   ASSERT_TRUE(found);
   store_->write([&](Connection& c) {
     EXPECT_TRUE(projects::lock(c, "p"));
@@ -194,7 +194,7 @@ TEST_P(StoreConformance, TheProjectLockSaysWhetherTheProjectIsLive) {
 // did not stop it (PostgreSQL's read committed would show B the same usage as A, and both
 // would insert). With the lock, B reads after A's commit and refuses.
 TEST_P(StoreConformance, QuotaDecisionsUnderTheProjectLockNeverOvershoot) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   constexpr std::uint64_t kQuota = 100;
   std::mutex mu;
   std::condition_variable cv;
@@ -241,7 +241,7 @@ TEST_P(StoreConformance, QuotaDecisionsUnderTheProjectLockNeverOvershoot) {
 }
 
 TEST_P(StoreConformance, OutboxEventsCommitWithTheirChangeOrNotAtAll) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   try {
     store_->write([&](Connection& c) {
       outbox::append(c, "asset.uploaded", "p", R"({"id":"lost"})", 1000);

@@ -5,6 +5,8 @@
 #pragma once
 
 #include "store/database.hpp"
+#include "store/projects.hpp"
+#include "store/rooms.hpp"
 
 #include <gtest/gtest.h>
 
@@ -29,6 +31,8 @@ class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
     options_ = GetParam().fresh();
     store_ = std::make_unique<Database>(options_);
     store_->migrate();
+    rooms_ = std::make_unique<Rooms>(*store_);
+    projects_ = std::make_unique<Projects>(*store_);
   }
   RoomSnapshot snap(const std::string& room, std::uint64_t seq) {
     return RoomSnapshot{room, seq, "e1", R"({"entities":{"n)" + std::to_string(seq) + R"(":{}}})",
@@ -44,6 +48,8 @@ class StoreConformance : public ::testing::TestWithParam<StoreFactory> {
   }
   DatabaseOptions options_;
   std::unique_ptr<Database> store_;
+  std::unique_ptr<Rooms> rooms_;
+  std::unique_ptr<Projects> projects_;
 };
 
 TEST_P(StoreConformance, MigrationsApplyOnceAndRecordTheirVersion) {
@@ -88,51 +94,51 @@ TEST_P(StoreConformance, ASchemaNewerThanTheBinaryIsRefused) {
 }
 
 TEST_P(StoreConformance, ALeaseHasOneHolderUntilItExpires) {
-  EXPECT_TRUE(store_->acquire_lease("p/s", "worker-a", std::chrono::minutes(1)));
-  EXPECT_FALSE(store_->acquire_lease("p/s", "worker-b", std::chrono::minutes(1)));
-  EXPECT_TRUE(store_->acquire_lease("p/s", "worker-a", std::chrono::minutes(1)));  // renewal
-  EXPECT_TRUE(store_->acquire_lease("p/t", "worker-b", std::chrono::minutes(1)));  // other room
+  EXPECT_TRUE(rooms_->acquire_lease("p/s", "worker-a", std::chrono::minutes(1)));
+  EXPECT_FALSE(rooms_->acquire_lease("p/s", "worker-b", std::chrono::minutes(1)));
+  EXPECT_TRUE(rooms_->acquire_lease("p/s", "worker-a", std::chrono::minutes(1)));  // renewal
+  EXPECT_TRUE(rooms_->acquire_lease("p/t", "worker-b", std::chrono::minutes(1)));  // other room
   // A lease that expires at once (ttl 0) can be taken over.
-  EXPECT_TRUE(store_->acquire_lease("p/u", "worker-a", std::chrono::milliseconds(0)));
-  EXPECT_TRUE(store_->acquire_lease("p/u", "worker-b", std::chrono::minutes(1)));
+  EXPECT_TRUE(rooms_->acquire_lease("p/u", "worker-a", std::chrono::milliseconds(0)));
+  EXPECT_TRUE(rooms_->acquire_lease("p/u", "worker-b", std::chrono::minutes(1)));
 }
 
 TEST_P(StoreConformance, SnapshotsAreStoredOnlyWhenNewer) {
   const auto ttl = std::chrono::minutes(1);
-  ASSERT_TRUE(store_->acquire_lease("p/s", "w", ttl));
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 10), "w", ttl, 5), SaveResult::Stored);
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 10), "w", ttl, 5), SaveResult::NotNewer);
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 7), "w", ttl, 5), SaveResult::NotNewer);
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 11), "w", ttl, 5), SaveResult::Stored);
-  auto latest = store_->latest_snapshot("p/s");
+  ASSERT_TRUE(rooms_->acquire_lease("p/s", "w", ttl));
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 10), "w", ttl, 5), SaveResult::Stored);
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 10), "w", ttl, 5), SaveResult::NotNewer);
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 7), "w", ttl, 5), SaveResult::NotNewer);
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 11), "w", ttl, 5), SaveResult::Stored);
+  auto latest = rooms_->latest_snapshot("p/s");
   ASSERT_TRUE(latest);
   EXPECT_EQ(latest->seq, 11u);
   EXPECT_EQ(latest->body, snap("p/s", 11).body);
   EXPECT_EQ(latest->epoch, "e1");
   EXPECT_GT(latest->stored_at, 0);
-  EXPECT_FALSE(store_->latest_snapshot("p/none"));
+  EXPECT_FALSE(rooms_->latest_snapshot("p/none"));
   EXPECT_EQ(snapshot_rows("p/s"), 2u);
 }
 
 TEST_P(StoreConformance, OnlyTheNewestSnapshotsAreKept) {
   const auto ttl = std::chrono::minutes(1);
-  ASSERT_TRUE(store_->acquire_lease("p/s", "w", ttl));
+  ASSERT_TRUE(rooms_->acquire_lease("p/s", "w", ttl));
   for (std::uint64_t seq = 1; seq <= 6; ++seq)
-    ASSERT_EQ(store_->save_snapshot(snap("p/s", seq), "w", ttl, 3), SaveResult::Stored);
+    ASSERT_EQ(rooms_->save_snapshot(snap("p/s", seq), "w", ttl, 3), SaveResult::Stored);
   EXPECT_EQ(snapshot_rows("p/s"), 3u);
-  EXPECT_EQ(store_->latest_snapshot("p/s")->seq, 6u);
+  EXPECT_EQ(rooms_->latest_snapshot("p/s")->seq, 6u);
 }
 
 TEST_P(StoreConformance, AWorkerThatLostItsLeaseWritesNothing) {
-  ASSERT_TRUE(store_->acquire_lease("p/s", "slow", std::chrono::milliseconds(0)));
-  ASSERT_TRUE(store_->acquire_lease("p/s", "fast", std::chrono::minutes(1)));
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 5), "slow", std::chrono::minutes(1), 5),
+  ASSERT_TRUE(rooms_->acquire_lease("p/s", "slow", std::chrono::milliseconds(0)));
+  ASSERT_TRUE(rooms_->acquire_lease("p/s", "fast", std::chrono::minutes(1)));
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 5), "slow", std::chrono::minutes(1), 5),
             SaveResult::LeaseLost);
   EXPECT_EQ(snapshot_rows("p/s"), 0u);
   // A worker that never held the lease cannot write either.
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 5), "stranger", std::chrono::minutes(1), 5),
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 5), "stranger", std::chrono::minutes(1), 5),
             SaveResult::LeaseLost);
-  EXPECT_EQ(store_->save_snapshot(snap("p/s", 5), "fast", std::chrono::minutes(1), 5),
+  EXPECT_EQ(rooms_->save_snapshot(snap("p/s", 5), "fast", std::chrono::minutes(1), 5),
             SaveResult::Stored);
 }
 
@@ -145,8 +151,8 @@ TEST_P(StoreConformance, RacingWorkersNeverDoubleASnapshot) {
     for (int i = 0; i < 40; ++i) {
       const auto s = ++seq;
       try {
-        if (!store_->acquire_lease("p/race", me, ttl)) continue;
-        if (store_->save_snapshot(snap("p/race", s), me, ttl, 1000) == SaveResult::Stored) ++stored;
+        if (!rooms_->acquire_lease("p/race", me, ttl)) continue;
+        if (rooms_->save_snapshot(snap("p/race", s), me, ttl, 1000) == SaveResult::Stored) ++stored;
       } catch (const Error& e) {
         ADD_FAILURE() << e.what();
       }
@@ -176,8 +182,8 @@ TEST_P(StoreConformance, StoredSeqsCoverEveryRoomAsked) {
           {rooms[static_cast<std::size_t>(i)], std::int64_t{i + 1}});
     }
   });
-  ASSERT_TRUE(store_->acquire_lease("p/r1", "w", ttl));
-  auto seqs = store_->stored_seqs(rooms);
+  ASSERT_TRUE(rooms_->acquire_lease("p/r1", "w", ttl));
+  auto seqs = rooms_->stored_seqs(rooms);
   EXPECT_EQ(seqs.size(), 225u);
   EXPECT_EQ(seqs.at("p/r0"), 1u);
   EXPECT_EQ(seqs.at("p/r448"), 449u);
@@ -185,44 +191,44 @@ TEST_P(StoreConformance, StoredSeqsCoverEveryRoomAsked) {
 }
 
 TEST_P(StoreConformance, ProjectsMembersAndScenes) {
-  store_->upsert_user("u1", "Ada");
-  store_->upsert_user("u1", "Ada L.");  // an upsert, not a conflict
-  store_->create_project(Project{"proj-b", "Beta", "u1", 0, {}}, "u1");
-  store_->create_project(Project{"proj-a", "Alpha", "u1", 0, {}}, "u1");
-  store_->create_project(Project{"proj-c", "Gamma", "u2", 0, {}}, "u2");
-  store_->set_member("proj-c", "u1", "viewer");
+  projects_->upsert_user("u1", "Ada");
+  projects_->upsert_user("u1", "Ada L.");  // an upsert, not a conflict
+  projects_->create_project(Project{"proj-b", "Beta", "u1", 0, {}}, "u1");
+  projects_->create_project(Project{"proj-a", "Alpha", "u1", 0, {}}, "u1");
+  projects_->create_project(Project{"proj-c", "Gamma", "u2", 0, {}}, "u2");
+  projects_->set_member("proj-c", "u1", "viewer");
   try {
-    store_->create_project(Project{"proj-a", "Again", "u1", 0, {}}, "u1");
+    projects_->create_project(Project{"proj-a", "Again", "u1", 0, {}}, "u1");
     FAIL() << "a duplicate project id was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::Conflict) << e.what();
   }
   try {
-    store_->set_member("proj-a", "u3", "admin");
+    projects_->set_member("proj-a", "u3", "admin");
     FAIL() << "an unknown role was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::Conflict) << e.what();
   }
-  auto mine = store_->list_projects("u1", {});
+  auto mine = projects_->list_projects("u1", {});
   ASSERT_EQ(mine.size(), 3u);
   EXPECT_EQ(mine[0].id, "proj-a");
   EXPECT_EQ(mine[0].role, "owner");
   EXPECT_EQ(mine[2].id, "proj-c");
   EXPECT_EQ(mine[2].role, "viewer");
-  auto page = store_->list_projects("u1", {}, 2);
+  auto page = projects_->list_projects("u1", {}, 2);
   ASSERT_EQ(page.size(), 2u);
-  auto rest = store_->list_projects("u1", {}, 2, page.back().id);
+  auto rest = projects_->list_projects("u1", {}, 2, page.back().id);
   ASSERT_EQ(rest.size(), 1u);
   EXPECT_EQ(rest[0].id, "proj-c");
-  EXPECT_EQ(store_->get_project("proj-b", {})->name, "Beta");
-  EXPECT_FALSE(store_->get_project("nope", {}));
-  store_->create_scene(SceneRow{"proj-a", "main", "Main", 0});
-  store_->create_scene(SceneRow{"proj-a", "level-2", "Level 2", 0});
-  auto scenes = store_->list_scenes("proj-a", {});
+  EXPECT_EQ(projects_->get_project("proj-b", {})->name, "Beta");
+  EXPECT_FALSE(projects_->get_project("nope", {}));
+  projects_->create_scene(SceneRow{"proj-a", "main", "Main", 0});
+  projects_->create_scene(SceneRow{"proj-a", "level-2", "Level 2", 0});
+  auto scenes = projects_->list_scenes("proj-a", {});
   ASSERT_EQ(scenes.size(), 2u);
   EXPECT_EQ(scenes[0].id, "level-2");
   try {
-    store_->create_scene(SceneRow{"missing-project", "s", "S", 0});
+    projects_->create_scene(SceneRow{"missing-project", "s", "S", 0});
     FAIL() << "a scene of a missing project was accepted";
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), Error::Kind::Conflict) << e.what();
@@ -231,10 +237,10 @@ TEST_P(StoreConformance, ProjectsMembersAndScenes) {
 
 TEST_P(StoreConformance, ParametersAreNeverSplicedIntoSql) {
   const std::string hostile = "x'); DROP TABLE users; --\"\\ \xC3\xA9";
-  store_->upsert_user("u-hostile", hostile);
-  store_->create_project(Project{"p-h", hostile, "u-hostile", 0, {}}, "u-hostile");
-  EXPECT_EQ(store_->get_project("p-h", {})->name, hostile);
-  store_->upsert_user("u2", "still works");  // the users table is still there
+  projects_->upsert_user("u-hostile", hostile);
+  projects_->create_project(Project{"p-h", hostile, "u-hostile", 0, {}}, "u-hostile");
+  EXPECT_EQ(projects_->get_project("p-h", {})->name, hostile);
+  projects_->upsert_user("u2", "still works");  // the users table is still there
 }
 
 TEST_P(StoreConformance, AFailedTransactionLeavesNothingBehind) {
@@ -254,18 +260,18 @@ TEST_P(StoreConformance, AFailedTransactionLeavesNothingBehind) {
 }
 
 TEST_P(StoreConformance, AProjectAlwaysKeepsAnOwner) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   Receipt r;
-  EXPECT_EQ(store_->change_member("p", "ann", "editor", r), MemberChange::LastOwner);
-  EXPECT_EQ(store_->remove_member("p", "ann", r), MemberChange::LastOwner);
-  EXPECT_EQ(store_->change_member("p", "bob", "owner", r), MemberChange::Done);
-  EXPECT_EQ(store_->change_member("p", "ann", "viewer", r), MemberChange::Done);  // bob owns
-  EXPECT_EQ(store_->member_role("p", "ann", r), "viewer");
-  EXPECT_EQ(store_->remove_member("p", "bob", r), MemberChange::LastOwner);
-  EXPECT_EQ(store_->remove_member("p", "ann", r), MemberChange::Done);
-  EXPECT_EQ(store_->remove_member("p", "ann", r), MemberChange::NotFound);
-  EXPECT_EQ(store_->change_member("nope", "ann", "viewer", r), MemberChange::NotFound);
-  auto members = store_->list_members("p", r);
+  EXPECT_EQ(projects_->change_member("p", "ann", "editor", r), MemberChange::LastOwner);
+  EXPECT_EQ(projects_->remove_member("p", "ann", r), MemberChange::LastOwner);
+  EXPECT_EQ(projects_->change_member("p", "bob", "owner", r), MemberChange::Done);
+  EXPECT_EQ(projects_->change_member("p", "ann", "viewer", r), MemberChange::Done);  // bob owns
+  EXPECT_EQ(projects_->member_role("p", "ann", r), "viewer");
+  EXPECT_EQ(projects_->remove_member("p", "bob", r), MemberChange::LastOwner);
+  EXPECT_EQ(projects_->remove_member("p", "ann", r), MemberChange::Done);
+  EXPECT_EQ(projects_->remove_member("p", "ann", r), MemberChange::NotFound);
+  EXPECT_EQ(projects_->change_member("nope", "ann", "viewer", r), MemberChange::NotFound);
+  auto members = projects_->list_members("p", r);
   ASSERT_EQ(members.size(), 1u);
   EXPECT_EQ(members[0].user_id, "bob");
 }
@@ -273,59 +279,59 @@ TEST_P(StoreConformance, AProjectAlwaysKeepsAnOwner) {
 TEST_P(StoreConformance, TwoOwnersDemotingEachOtherAtOnceLeaveOne) {
   for (int round = 0; round < 10; ++round) {
     const std::string p = "race" + std::to_string(round);
-    store_->create_project(Project{p, "P", "a", 0, {}}, "a");
+    projects_->create_project(Project{p, "P", "a", 0, {}}, "a");
     Receipt r;
-    ASSERT_EQ(store_->change_member(p, "b", "owner", r), MemberChange::Done);
+    ASSERT_EQ(projects_->change_member(p, "b", "owner", r), MemberChange::Done);
     std::atomic<int> done{0};
     auto demote = [&](const std::string& who) {
       Receipt rr;
-      if (store_->change_member(p, who, "editor", rr) == MemberChange::Done) ++done;
+      if (projects_->change_member(p, who, "editor", rr) == MemberChange::Done) ++done;
     };
     std::thread x(demote, "a"), y(demote, "b");
     x.join();
     y.join();
     EXPECT_EQ(done.load(), 1) << "exactly one demotion may win";
     std::size_t owners = 0;
-    for (const auto& m : store_->list_members(p, {})) owners += m.role == "owner";
+    for (const auto& m : projects_->list_members(p, {})) owners += m.role == "owner";
     EXPECT_EQ(owners, 1u);
   }
 }
 
 TEST_P(StoreConformance, DeletedProjectsAndScenesDisappear) {
-  store_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
-  store_->create_scene(SceneRow{"p", "s1", "One", 0, 0});
-  store_->create_scene(SceneRow{"p", "s2", "Two", 0, 0});
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  projects_->create_scene(SceneRow{"p", "s1", "One", 0, 0});
+  projects_->create_scene(SceneRow{"p", "s2", "Two", 0, 0});
   bool found = false;
-  store_->rename_scene("p", "s1", "Uno", found);
+  projects_->rename_scene("p", "s1", "Uno", found);
   EXPECT_TRUE(found);
-  EXPECT_EQ(store_->get_scene("p", "s1", {})->name, "Uno");
-  store_->delete_scene("p", "s2", found);
+  EXPECT_EQ(projects_->get_scene("p", "s1", {})->name, "Uno");
+  projects_->delete_scene("p", "s2", found);
   EXPECT_TRUE(found);
-  EXPECT_FALSE(store_->get_scene("p", "s2", {}));
-  store_->delete_scene("p", "s2", found);
+  EXPECT_FALSE(projects_->get_scene("p", "s2", {}));
+  projects_->delete_scene("p", "s2", found);
   EXPECT_FALSE(found);
-  store_->rename_project("p", "Renamed", found);
+  projects_->rename_project("p", "Renamed", found);
   EXPECT_TRUE(found);
-  EXPECT_EQ(store_->roles_of("ann").at("p"), "owner");
-  store_->delete_project("p", found);
+  EXPECT_EQ(projects_->roles_of("ann").at("p"), "owner");
+  projects_->delete_project("p", found);
   EXPECT_TRUE(found);
-  EXPECT_FALSE(store_->get_project("p", {}));
-  EXPECT_EQ(store_->member_role("p", "ann", {}), "");
-  EXPECT_TRUE(store_->roles_of("ann").empty());
-  EXPECT_FALSE(store_->get_scene("p", "s1", {}));
-  store_->rename_project("p", "Again", found);
+  EXPECT_FALSE(projects_->get_project("p", {}));
+  EXPECT_EQ(projects_->member_role("p", "ann", {}), "");
+  EXPECT_TRUE(projects_->roles_of("ann").empty());
+  EXPECT_FALSE(projects_->get_scene("p", "s1", {}));
+  projects_->rename_project("p", "Again", found);
   EXPECT_FALSE(found);
 }
 
 TEST_P(StoreConformance, RevokingTokensRaisesTheUsersTokenVersion) {
-  store_->upsert_user("ann", "Ann");
-  EXPECT_EQ(store_->get_user("ann")->token_version, 0);
-  EXPECT_EQ(store_->revoke_tokens("ann"), 1);
-  EXPECT_EQ(store_->revoke_tokens("ann"), 2);
-  EXPECT_EQ(store_->get_user("ann")->token_version, 2);
-  EXPECT_EQ(store_->get_user("ann")->name, "Ann");
-  EXPECT_EQ(store_->revoke_tokens("ghost"), 1);  // a user never seen before
-  EXPECT_FALSE(store_->get_user("nobody"));
+  projects_->upsert_user("ann", "Ann");
+  EXPECT_EQ(projects_->get_user("ann")->token_version, 0);
+  EXPECT_EQ(projects_->revoke_tokens("ann"), 1);
+  EXPECT_EQ(projects_->revoke_tokens("ann"), 2);
+  EXPECT_EQ(projects_->get_user("ann")->token_version, 2);
+  EXPECT_EQ(projects_->get_user("ann")->name, "Ann");
+  EXPECT_EQ(projects_->revoke_tokens("ghost"), 1);  // a user never seen before
+  EXPECT_FALSE(projects_->get_user("nobody"));
 }
 
 }  // namespace kiln::store

@@ -92,6 +92,7 @@ class Routing : public ::testing::Test {
     o.read_your_writes_wait = std::chrono::milliseconds(300);
     store_ = std::make_unique<Database>(o, &registry_);
     store_->migrate();
+    projects_ = std::make_unique<Projects>(*store_);
   }
   void TearDown() override {
     // Never leave the shared replica paused.
@@ -109,17 +110,18 @@ class Routing : public ::testing::Test {
   metrics::Registry registry_;
   std::string db_;
   std::unique_ptr<Database> store_;
+  std::unique_ptr<Projects> projects_;
 };
 
 TEST_F(Routing, ReadsGoToTheReplicaWritesToThePrimary) {
-  auto r = store_->create_project(Project{"p1", "One", "u1", 0, {}}, "u1");
+  auto r = projects_->create_project(Project{"p1", "One", "u1", 0, {}}, "u1");
   EXPECT_FALSE(r.lsn.empty()) << "a write with replicas configured returns its LSN";
   // The replica replays the migrations and the write within moments; a read with the
   // receipt that comes before it does goes to the primary (reason "lag"), so ask until the
   // replica serves one (bounded): the point is that it does, with the receipt honoured.
   std::optional<Project> got;
   for (int i = 0; i < 50 && reads("replica", "ok") < 1; ++i) {
-    got = store_->get_project("p1", r);
+    got = projects_->get_project("p1", r);
     ASSERT_TRUE(got);
   }
   EXPECT_EQ(reads("replica", "ok"), 1);
@@ -132,12 +134,12 @@ TEST_F(Routing, ReadsGoToTheReplicaWritesToThePrimary) {
 }
 
 TEST_F(Routing, ReadYourWritesWithAPausedReplicaGoesToThePrimary) {
-  auto first = store_->create_project(Project{"before", "Before", "u1", 0, {}}, "u1");
+  auto first = projects_->create_project(Project{"before", "Before", "u1", 0, {}}, "u1");
   // Wait until the replica has it (a read with the receipt that the replica serves), then
   // pause replay.
   for (int i = 0; i < 50; ++i) {
     const auto served = reads("replica", "ok");
-    store_->list_projects("u1", first);
+    projects_->list_projects("u1", first);
     if (reads("replica", "ok") > served) break;
   }
   {
@@ -151,14 +153,14 @@ TEST_F(Routing, ReadYourWritesWithAPausedReplicaGoesToThePrimary) {
     }
   }
 
-  auto receipt = store_->create_project(Project{"after", "After", "u1", 0, {}}, "u1");
+  auto receipt = projects_->create_project(Project{"after", "After", "u1", 0, {}}, "u1");
   // Without the receipt: the replica answers, and it does not have the write (proof that
   // the replica is lagging and that reads do go to it).
-  auto stale = store_->list_projects("u1", {});
+  auto stale = projects_->list_projects("u1", {});
   EXPECT_EQ(stale.size(), 1u);
   // With the receipt: the replica cannot show the write in time, so the primary answers.
   const auto before_lag = reads("primary", "lag");
-  auto fresh = store_->list_projects("u1", receipt);
+  auto fresh = projects_->list_projects("u1", receipt);
   ASSERT_EQ(fresh.size(), 2u);
   EXPECT_EQ(fresh[0].id, "after");
   EXPECT_EQ(reads("primary", "lag"), before_lag + 1);
@@ -166,7 +168,7 @@ TEST_F(Routing, ReadYourWritesWithAPausedReplicaGoesToThePrimary) {
   // Resumed, the replica catches up and serves the same read.
   sql::connect(url(env().replica, "postgres"), {})->exec("SELECT pg_wal_replay_resume()");
   const auto before_ok = reads("replica", "ok");
-  auto again = store_->list_projects("u1", receipt);
+  auto again = projects_->list_projects("u1", receipt);
   EXPECT_EQ(again.size(), 2u);
   EXPECT_EQ(reads("replica", "ok"), before_ok + 1);
 }
@@ -178,9 +180,10 @@ TEST_F(Routing, AReplicaThatIsDownFallsBackToThePrimaryAndIsCounted) {
   metrics::Registry reg;
   Database s(o, &reg);
   s.migrate();
-  s.create_project(Project{"p", "P", "u", 0, {}}, "u");
-  EXPECT_EQ(s.list_projects("u", {}).size(), 1u);
-  EXPECT_EQ(s.list_projects("u", {}).size(), 1u);  // skipped this time (replica_retry)
+  Projects projects(s);
+  projects.create_project(Project{"p", "P", "u", 0, {}}, "u");
+  EXPECT_EQ(projects.list_projects("u", {}).size(), 1u);
+  EXPECT_EQ(projects.list_projects("u", {}).size(), 1u);  // skipped this time (replica_retry)
   const auto text = reg.render();
   EXPECT_NE(text.find("kiln_db_reads_total{target=\"primary\",reason=\"replica_down\"} 2"),
             std::string::npos)

@@ -4,6 +4,7 @@
 #include "gateway/gateway.hpp"
 #include "platform/http_server.hpp"
 #include "platform/log.hpp"
+#include "store/projects.hpp"
 
 namespace kiln::app {
 namespace {
@@ -40,7 +41,7 @@ class CollabModule final : public Module {
                                     std::function<void(bool)> done) {
         auto task = [&node, user, ver, done] {
           try {
-            auto u = node.db->get_user(user);
+            auto u = store::Projects(*node.db).get_user(user);
             done(u && ver < u->token_version);
           } catch (const std::exception& e) {
             log::warn("gateway: cannot check token revocation", {{"error", e.what()}});
@@ -53,7 +54,7 @@ class CollabModule final : public Module {
       go.access_loader = [&node](const std::string& project, auto done) {
         auto task = [&node, project, done] {
           try {
-            auto row = node.db->project_access(project);
+            auto row = store::Projects(*node.db).project_access(project);
             gateway::ProjectAccess a;
             a.live = row.live;
             for (auto& [user, role] : row.members) {

@@ -1,4 +1,5 @@
 // The rooms module: the room engine for the gateway and the persister (see modules.hpp).
+#include "store/rooms.hpp"
 #include "app/durability.hpp"
 #include "app/modules.hpp"
 #include "engines/memory/memory_engine.hpp"
@@ -87,7 +88,7 @@ RoomsModule::RoomsModule(Node& node) : node_(node) {
     collab::RoomLoader loader = [&node](const std::string& room, auto done) {
       auto task = [&node, room, done] {
         try {
-          auto s = node.db->latest_snapshot(room);
+          auto s = store::Rooms(*node.db).latest_snapshot(room);
           done(s ? std::optional(collab::StoredRoom{s->seq, std::move(s->body), s->epoch})
                  : std::nullopt,
                "");

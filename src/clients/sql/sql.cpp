@@ -54,4 +54,21 @@ std::unique_ptr<Connection> connect(const std::string& url, const ConnectOptions
   return nullptr;
 }
 
+std::string with_now(Dialect d, std::string_view text) {
+  static constexpr std::string_view kNow = "{now}";
+  const std::string_view now = d == Dialect::Postgres
+                                   ? "(extract(epoch from clock_timestamp()) * 1000)::bigint"
+                                   : "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+  std::string out;
+  out.reserve(text.size() + 64);
+  for (std::size_t pos = 0;;) {
+    auto at = text.find(kNow, pos);
+    out.append(text.substr(pos, at == std::string_view::npos ? std::string_view::npos : at - pos));
+    if (at == std::string_view::npos) break;
+    out.append(now);
+    pos = at + kNow.size();
+  }
+  return out;
+}
+
 }  // namespace kiln::sql

@@ -85,6 +85,10 @@ std::string redact(const std::string& url);
 // Which driver a URL names, or nullopt when it names none.
 std::optional<Dialect> dialect_of(const std::string& url);
 
+// `text` with every "{now}" replaced by the database's clock in ms since the Unix epoch
+// (leases are timed by the database, never by a node's clock).
+std::string with_now(Dialect d, std::string_view text);
+
 // " FOR UPDATE" on PostgreSQL (the rows a SELECT returns stay locked until the transaction
 // ends), "" on SQLite (whose write transaction excludes every other writer already).
 inline std::string_view for_update(const Connection& c) {

@@ -1,0 +1,32 @@
+# Writes OUT, a C++ file defining kiln::store::migrations(): every DIR/NNNN_name.sql in
+# order of NNNN, its version NNNN, its name the first line's text after "-- ", its SQL the
+# whole file (a build step: the binary applies the migrations the repository has).
+#   cmake -DDIR=src/store/migrations -DOUT=migrations.cpp -P embed_migrations.cmake
+file(GLOB files "${DIR}/*.sql")
+list(SORT files)
+set(entries "")
+set(n 0)
+foreach(f IN LISTS files)
+  get_filename_component(base "${f}" NAME)
+  if(NOT base MATCHES "^([0-9][0-9][0-9][0-9])_[a-z0-9_]+\\.sql$")
+    message(FATAL_ERROR "${f}: migrations are named NNNN_lowercase_words.sql")
+  endif()
+  math(EXPR version "${CMAKE_MATCH_1}")
+  math(EXPR n "${n} + 1")
+  if(NOT version EQUAL n)
+    message(FATAL_ERROR "${f}: migration ${n} expected (versions run 1, 2, 3... without gaps)")
+  endif()
+  file(STRINGS "${f}" first LIMIT_COUNT 1)
+  if(NOT first MATCHES "^-- (.+)$")
+    message(FATAL_ERROR "${f}: the first line names the migration: -- what it does")
+  endif()
+  string(REPLACE "\\;" ";" name "${CMAKE_MATCH_1}")  # file(STRINGS) escapes list separators
+  string(REPLACE "\\" "\\\\" name "${name}")
+  string(REPLACE "\"" "\\\"" name "${name}")
+  file(READ "${f}" content HEX)
+  string(REGEX REPLACE "([0-9a-f][0-9a-f])" "'\\\\x\\1'," bytes "${content}")
+  string(APPEND entries "constexpr char kSql${version}[] = {${bytes} '\\0'};\n")
+  string(APPEND list "    {${version}, \"${name}\", kSql${version}},\n")
+endforeach()
+file(WRITE "${OUT}.tmp" "// Generated from ${DIR} by cmake/embed_migrations.cmake; do not edit.\n#include \"store/migrations.hpp\"\nnamespace kiln::store {\nnamespace {\n${entries}constexpr Migration kAll[] = {\n${list}};\n}  // namespace\nstd::span<const Migration> migrations() { return kAll; }\n}  // namespace kiln::store\n")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
