@@ -1,4 +1,5 @@
 #include "app/database.hpp"
+#include "app/settings.hpp"
 
 #include "platform/log.hpp"
 
@@ -69,6 +70,41 @@ int run_migrate(const config::Config& cfg) {
     std::fprintf(stderr, "kiln: migrate failed on %s: %s\n", where.c_str(), e.what());
     return 1;
   }
+}
+
+void add_database_settings(config::Schema& s) {
+  using namespace setting;
+  Setting db_url =
+      text("database.url", "",
+           "The database (the primary): `postgresql://user:password@host:port/db` (libpq URL; "
+           "through PgBouncer in transaction mode is fine) or `sqlite:PATH`. Empty: SQLite at "
+           "`<data.dir>/kiln.db`.");
+  db_url.secret = true;
+  db_url.default_shown = "sqlite:<data.dir>/kiln.db";
+  s.add(db_url);
+  Setting read_urls = text("database.read_urls", "",
+                           "Comma-separated PostgreSQL replica URLs for list/get reads. Empty: "
+                           "every read goes to database.url.");
+  read_urls.secret = true;
+  s.add(read_urls);
+  s.add(integer("database.pool_size", 8, 1, 1'000,
+                "Connections per database (the primary, and each replica) per process."));
+  s.add(integer("database.pool_timeout_ms", 5'000, 10, 600'000,
+                "How long a query waits for a free pooled connection before failing."));
+  s.add(integer("database.connect_timeout_ms", 5'000, 100, 600'000,
+                "Connecting to the database fails after this long."));
+  s.add(integer("database.statement_timeout_ms", 10'000, 10, 3'600'000,
+                "A statement running longer is cancelled (a cancel request, PgBouncer-safe) "
+                "and fails."));
+  s.add(integer("database.read_your_writes_wait_ms", 500, 0, 60'000,
+                "A read that must see the caller's own write waits at most this long for a "
+                "replica to replay it, then reads the primary."));
+  s.add(integer("database.replica_retry_ms", 5'000, 100, 3'600'000,
+                "A replica that failed is skipped for this long (reads go elsewhere)."));
+  s.add(flag("database.migrate_on_start", true,
+             "Apply pending schema migrations at start-up (safe with several nodes starting at "
+             "once). Off: run `kiln migrate` yourself; a node finding an older schema refuses "
+             "to start."));
 }
 
 }  // namespace kiln::app

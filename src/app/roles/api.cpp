@@ -2,6 +2,7 @@
 #include "api/api.hpp"
 #include "app/modules.hpp"
 #include "app/secrets.hpp"
+#include "app/settings.hpp"
 #include "platform/log.hpp"
 
 namespace kiln::app {
@@ -127,6 +128,86 @@ class ApiModule final : public Module {
 
 std::unique_ptr<Module> make_api(Node& node) {
   return std::make_unique<ApiModule>(node);
+}
+
+void add_api_settings(config::Schema& s) {
+  using namespace setting;
+  Setting key = text("api.service_key", "",
+                     "The key the studio's backend sends (`Authorization: Bearer <key>`) to "
+                     "mint user tokens and manage projects for users; at least 32 bytes. Empty: "
+                     "generated once into `<data.dir>/service-key` (mode 0600).");
+  key.secret = true;
+  key.default_shown = "generated, in <data.dir>/service-key";
+  s.add(key);
+  s.add(integer("api.token_ttl_s", 3'600, 60, 30 * 86'400,
+                "Lifetime of tokens minted by `POST /v1/tokens` when the request names none."));
+  s.add(integer("api.token_max_ttl_s", 7 * 86'400, 60, 365 * 86'400,
+                "Longest lifetime `POST /v1/tokens` accepts."));
+  s.add(integer("api.user_requests_per_second", 20, 1, 1'000'000,
+                "API requests per second per user (burst twice that); beyond it 429 with "
+                "Retry-After."));
+  s.add(integer("api.service_requests_per_second", 200, 1, 1'000'000,
+                "API requests per second for the service key (burst twice that)."));
+  s.add(integer("api.page_size", 50, 1, 1'000, "Items per page when a list names no `limit`."));
+  s.add(integer("api.max_page_size", 200, 1, 10'000, "Largest `limit` a list accepts."));
+  s.add(integer("api.threads", 8, 1, 256,
+                "Threads running API handlers (they block on the database)."));
+  s.add(integer("api.max_queued", 1'000, 1, 1'000'000,
+                "API requests waiting for a thread at most; beyond it 503 with Retry-After."));
+}
+
+void add_upload_settings(config::Schema& s) {
+  using namespace setting;
+  s.add(text("storage.endpoint", "",
+             "The S3-compatible object storage the API signs uploads for and calls "
+             "(`http(s)://host[:port]`, path-style). Empty: the embedded store (objects.listen; in "
+             "`kiln serve` the port it bound)."));
+  s.add(text("storage.public_endpoint", "",
+             "The storage endpoint as browsers and `kiln upload` reach it, named in presigned "
+             "URLs. Empty: storage.endpoint."));
+  s.add(text("storage.ca_file", "",
+             "With an https:// storage endpoint: a PEM file of CAs to trust. Empty: the "
+             "system's (SSL_CERT_FILE and SSL_CERT_DIR are honoured)."));
+  s.add(text("storage.bucket", "kiln", "The bucket assets are stored in.", /*allow_empty=*/false));
+  s.add(text("storage.region", "", "The region to sign for. Empty: objects.region."));
+  s.add(text("storage.access_key", "", "The access key id. Empty: objects.access_key."));
+  Setting ssecret = text("storage.secret_key", "",
+                         "The secret key. Empty: the embedded store's (objects.secret_key).");
+  ssecret.secret = true;
+  s.add(ssecret);
+  s.add(text("storage.cdn_base", "",
+             "A CDN in front of the bucket (`https://cdn.example.com`): downloads are "
+             "`<cdn_base>/<key>` URLs, cacheable forever (objects are never rewritten). Empty: "
+             "presigned GETs."));
+  constexpr std::int64_t kMiB = 1 << 20;
+  s.add(integer("uploads.multipart_threshold_bytes", 100 * kMiB, 0, 5LL << 30,
+                "Files larger than this upload in parts (multipart, resumable); smaller ones with "
+                "one presigned PUT."));
+  s.add(integer("uploads.part_size_bytes", 16 * kMiB, 5 * kMiB, 5LL << 30,
+                "Part size of multipart uploads (grown for files that would need more than "
+                "10,000 parts)."));
+  s.add(integer("uploads.max_size_bytes", 64LL << 30, 1, 5LL << 40, "Largest file accepted."));
+  s.add(integer("uploads.project_quota_bytes", 100LL << 30, 1, 1LL << 50,
+                "Bytes a project may hold: its assets plus its open uploads."));
+  s.add(text("uploads.content_types",
+             "model/*,image/*,audio/*,video/*,font/*,text/plain,application/json,"
+             "application/octet-stream,application/zip,application/gltf-buffer",
+             "Comma-separated media types uploads may declare; `type/*` allows a family, "
+             "`*/*` everything.",
+             /*allow_empty=*/false));
+  s.add(integer("uploads.url_ttl_s", 900, 10, 7 * 86'400,
+                "Lifetime of presigned upload URLs (single PUTs and parts)."));
+  s.add(integer("uploads.download_ttl_s", 3'600, 10, 7 * 86'400,
+                "Lifetime of presigned download URLs."));
+  s.add(integer("uploads.stale_after_s", 7 * 86'400, 1, 365 * 86'400,
+                "Open uploads with no activity for this long are aborted (their parts removed)."));
+  s.add(integer("uploads.sweep_interval_s", 600, 1, 86'400,
+                "How often each API node looks for stale uploads."));
+  s.add(integer("uploads.complete_threads", 2, 1, 256,
+                "Threads completing uploads, apart from api.threads: a completion may read a "
+                "whole object back to check its SHA-256."));
+  s.add(integer("uploads.max_parts_per_request", 100, 1, 10'000,
+                "Part URLs one request may ask for."));
 }
 
 }  // namespace kiln::app

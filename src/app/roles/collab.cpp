@@ -1,5 +1,6 @@
 // The collab module: the collaboration gateway on /v1/collab (gateway role, serve).
 #include "app/modules.hpp"
+#include "app/settings.hpp"
 #include "auth/jwt.hpp"
 #include "gateway/gateway.hpp"
 #include "platform/http_server.hpp"
@@ -107,6 +108,45 @@ class CollabModule final : public Module {
 
 std::unique_ptr<Module> make_collab(Node& node, RoomsModule& rooms) {
   return std::make_unique<CollabModule>(node, rooms);
+}
+
+void add_gateway_settings(config::Schema& s) {
+  using namespace setting;
+  s.add(integer("gateway.hello_timeout_ms", 10'000, 100, 120'000,
+                "A connection that has not sent a valid `hello` by then is closed with 4001."));
+  s.add(integer("gateway.heartbeat_ms", 15'000, 1'000, 300'000,
+                "WebSocket ping interval (told to clients in `welcome`); a peer silent for "
+                "twice this long is dropped."));
+  s.add(integer("gateway.access_ttl_ms", 5'000, 100, 600'000,
+                "Joins are decided from the database's live membership, cached per project for "
+                "this long; every project in use is read again this often, so an access change "
+                "the access bus lost still takes effect within it."));
+  s.add(integer("gateway.access_stale_ms", 300'000, 0, 86'400'000,
+                "While the database does not answer, joins are decided from a cached entry up "
+                "to this old; past it (or with none) a join gets `nack unavailable`."));
+  s.add(
+      integer("gateway.tick_ms", 50, 5, 1'000,
+              "Ephemeral updates (cursors, drags) are coalesced and sent at most once per tick."));
+  s.add(integer("gateway.max_frame_bytes", 256 * KiB, 1 * KiB, 16 * MiB,
+                "Largest client frame; larger ones close the connection with 4009."));
+  s.add(integer("gateway.max_ops_per_batch", 1'000, 1, 100'000,
+                "Ops in one `op` request; more gets `nack too_large`."));
+  s.add(integer("gateway.max_rooms_per_connection", 16, 1, 1'000,
+                "Rooms one connection may be in at once; more gets `nack too_large`."));
+  s.add(integer("gateway.max_sessions", 20'000, 1, 1'000'000,
+                "WebSocket sessions on this node; beyond it upgrades get 503."));
+  s.add(integer("gateway.max_queue_bytes", 4 * MiB, 64 * KiB, 1 * GiB,
+                "Bytes waiting to be sent to one client; a client that falls further behind is "
+                "closed with 4008."));
+  s.add(integer("gateway.ops_per_second", 20, 1, 100'000,
+                "Durable batches per second per connection (burst twice that); beyond it "
+                "`nack rate_limited`."));
+  s.add(integer("gateway.eph_per_second", 120, 1, 100'000,
+                "Ephemeral updates per second per connection (burst twice that); beyond it they "
+                "are dropped and counted."));
+  s.add(integer("gateway.messages_per_second", 400, 1, 1'000'000,
+                "All frames per second per connection (burst twice that); beyond it the "
+                "connection is closed with 4029."));
 }
 
 }  // namespace kiln::app

@@ -2,6 +2,7 @@
 // serve).
 #include "app/modules.hpp"
 #include "app/secrets.hpp"
+#include "app/settings.hpp"
 #include "objects/server.hpp"
 #include "platform/log.hpp"
 
@@ -69,6 +70,34 @@ class ObjectsModule final : public Module {
 
 std::unique_ptr<Module> make_objects(Node& node) {
   return std::make_unique<ObjectsModule>(node);
+}
+
+void add_objects_settings(config::Schema& s) {
+  using namespace setting;
+  s.add(endpoint("objects.listen", "127.0.0.1:7701",
+                 "Address of the embedded S3-compatible object store (`kiln objects`, and "
+                 "`kiln serve`)."));
+  s.add(text("objects.dir", "",
+             "Where the object store keeps its data. Empty: `<data.dir>/objects`."));
+  s.add(text("objects.region", "us-east-1", "The region clients sign for (SigV4 scope).",
+             /*allow_empty=*/false));
+  s.add(text("objects.access_key", "kiln", "The access key id clients sign with.",
+             /*allow_empty=*/false));
+  Setting osecret = text("objects.secret_key", "",
+                         "The secret key clients sign with (at least 32 bytes). Empty: generated "
+                         "once into `<data.dir>/objects-secret` (mode 0600).");
+  osecret.secret = true;
+  osecret.default_shown = "generated, in <data.dir>/objects-secret";
+  s.add(osecret);
+  s.add(text("objects.buckets", "kiln", "Comma-separated buckets created at start."));
+  s.add(text("objects.cors_origins", "",
+             "Comma-separated origins allowed to call the store from a browser (`*`: any); "
+             "responses then expose ETag. Empty: no CORS."));
+  s.add(text("objects.virtual_host_domain", "localhost",
+             "Virtual-hosted-style requests: a Host of `<bucket>.<this domain>` names the bucket "
+             "(`kiln.localhost:7701/key`). Empty: path-style only (`/bucket/key`)."));
+  s.add(integer("objects.max_skew_s", 900, 1, 86'400,
+                "Largest difference between a signed request's time and this node's clock."));
 }
 
 }  // namespace kiln::app

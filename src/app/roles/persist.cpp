@@ -1,5 +1,6 @@
 // The persist module: the write-behind persister (worker role, serve).
 #include "app/modules.hpp"
+#include "app/settings.hpp"
 #include "persist/persister.hpp"
 
 namespace kiln::app {
@@ -48,6 +49,22 @@ class PersistModule final : public Module {
 
 std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms) {
   return std::make_unique<PersistModule>(node, rooms);
+}
+
+void add_persist_settings(config::Schema& s) {
+  using namespace setting;
+  s.add(integer("persist.interval_ms", 30'000, 100, 86'400'000,
+                "Write-behind: every dirty room's snapshot reaches the database at most once "
+                "per interval (the `worker` role, and `kiln serve`)."));
+  s.add(integer("persist.lease_ms", 90'000, 1'000, 86'400'000,
+                "A worker keeps the rooms it stores for this long after each store; another "
+                "worker takes a room over after its lease expires. Longer than the interval."));
+  s.add(integer("persist.keep_snapshots", 5, 1, 10'000, "Snapshots kept per room (newest)."));
+  s.add(integer("persist.reconcile_every", 10, 0, 1'000'000,
+                "Every N passes, compare every room in the engine with the stored seq, to store "
+                "rooms whose dirty mark was lost. 0: never."));
+  s.add(integer("persist.max_rooms_per_pass", 10'000, 1, 10'000'000,
+                "Dirty rooms handled per pass at most (the rest wait for the next)."));
 }
 
 }  // namespace kiln::app

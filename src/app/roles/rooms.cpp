@@ -2,6 +2,7 @@
 #include "store/rooms.hpp"
 #include "app/durability.hpp"
 #include "app/modules.hpp"
+#include "app/settings.hpp"
 #include "engines/memory/memory_engine.hpp"
 #include "engines/redis/redis_engine.hpp"
 #include "journal/journal.hpp"
@@ -134,6 +135,65 @@ void RoomsModule::start(http::Server&) {
 void RoomsModule::stop(bool) {
   node_.db_threads.reset();  // finishes loads in flight before the engine goes
   if (redis_engine_) redis_engine_->close();
+}
+
+void add_rooms_settings(config::Schema& s) {
+  using namespace setting;
+  s.add(choice("room.engine", "memory", {"memory", "redis"},
+               "Where room state lives: `memory` (this process; one node) or `redis` (shared "
+               "by every gateway node; see the redis.* settings)."));
+  s.add(choice("redis.mode", "standalone", {"standalone", "cluster"},
+               "`standalone`: one Redis server (or a proxy); `cluster`: Redis Cluster, "
+               "`redis.addresses` are seed nodes."));
+  s.add(text("redis.addresses", "127.0.0.1:6379",
+             "Comma-separated host:port list: the server, or the Cluster's seed nodes.",
+             /*allow_empty=*/false));
+  s.add(text("redis.prefix", "kiln", "Prefix of every Redis key and channel Kiln uses.",
+             /*allow_empty=*/false));
+  s.add(integer("redis.command_timeout_ms", 5'000, 50, 600'000,
+                "A Redis reply later than this drops the connection (it is rebuilt)."));
+  s.add(integer("redis.ack_replicas", 0, 0, 16,
+                "Ack durability. 0: a batch is acknowledged once the Redis primary has it (a "
+                "primary failover can lose the latest ones; clients are then told to resync). "
+                "N: acknowledged only after N replicas confirm it (WAIT N), which survives a "
+                "failover to one of them. Use N only where the primaries have N replicas."));
+  s.add(integer("redis.wait_timeout_ms", 1'000, 10, 60'000,
+                "With redis.ack_replicas > 0: how long to wait for the replicas; after that the "
+                "ack is sent anyway, logged and counted (kiln_redis_wait_timeouts_total)."));
+  s.add(integer("room.presence_ttl_ms", 30'000, 1'000, 3'600'000,
+                "With the redis engine: members of a node that stopped refreshing them for this "
+                "long are removed and the room told (`presence` left)."));
+  s.add(integer("room.evict_after_ms", 30'000, 0, 86'400'000,
+                "With the redis engine: a room with no member on this node is dropped from it "
+                "(its copy and subscription) after this long."));
+  s.add(integer("room.snapshot_every", 500, 1, 1'000'000,
+                "With the redis engine: batches between snapshots stored in Redis (the log is "
+                "trimmed behind them, keeping room.log_retention for resume)."));
+  s.add(integer("room.log_retention", 10'000, 1, 10'000'000,
+                "Accepted batches kept per room for resume; older `since` gets a snapshot."));
+  s.add(integer("room.max_queued", 10'000, 1, 1'000'000,
+                "With the redis engine: batches waiting per room on one node for their append; "
+                "beyond it a batch gets `nack unavailable` with `after_ms` (the room takes "
+                "fewer batches than it receives)."));
+  s.add(flag("journal.enabled", true,
+             "With the memory engine (kiln serve): every accepted batch reaches an append-only "
+             "log in <data.dir>/journal before it is acknowledged or shown to anyone; start-up "
+             "replays it, so an ack survives a crash. Off: acks are provisional until the "
+             "persister stores the room (every persist.interval_ms)."));
+  s.add(choice("journal.fsync", "group", {"group", "interval"},
+               "group: one fsync per group of batches (those accepted while the previous fsync "
+               "ran) before their acks: an ack survives a power loss. interval: acks once the "
+               "batch is written (it survives a crash of Kiln, not of the machine), fsync every "
+               "journal.fsync_interval_ms."));
+  s.add(integer("journal.fsync_interval_ms", 100, 1, 60'000,
+                "With journal.fsync interval: time between fsyncs."));
+  s.add(integer("journal.segment_bytes", 16 << 20, 1 << 16, 1 << 30,
+                "Journal segment size; space is reserved a segment at a time, so a full disk "
+                "refuses batches (nack unavailable) before accepting them."));
+  s.add(integer("room.max_entities", 100'000, 1, 10'000'000,
+                "Entities per scene; creates beyond it get `nack too_large`."));
+  s.add(integer("room.max_members", 200, 1, 100'000,
+                "Members per room; joins beyond it get `nack too_large`."));
 }
 
 }  // namespace kiln::app
