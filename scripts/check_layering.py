@@ -35,6 +35,8 @@ ALLOWED = {
     # The API decides access changes on the access bus port only, never a room engine.
     "api": {"assets", "auth", "collab/access.hpp", "store", "clients/sql/sql.hpp", "clients/s3",
             "platform"},
+    # A client of Kiln's own API (kiln upload, the build agent): HTTP and S3 clients only.
+    "client": {"clients/s3", "platform"},
     "app": {"*"},
 }
 

@@ -1,6 +1,6 @@
 #include "app/download_cli.hpp"
 
-#include "app/api_client.hpp"
+#include "client/api_client.hpp"
 #include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
 
@@ -19,7 +19,7 @@ namespace {
 
 namespace fs = std::filesystem;
 namespace json = boost::json;
-using cli::fail;
+using client::fail;
 
 std::string str(const json::object& o, const char* k) {
   const auto* v = o.if_contains(k);
@@ -37,7 +37,7 @@ fs::path target_for(const DownloadArgs& a, const std::string& asset_name) {
 
 int download(const DownloadArgs& a) {
   if (a.token.empty()) fail("no token: pass --token or set KILN_TOKEN");
-  cli::ApiClient api(a.api, a.token);
+  client::ApiClient api(a.api, a.token);
   auto [status, doc] = api.call("GET", "/v1/projects/" + a.project + "/assets/" + a.asset);
   if (!doc.is_object()) fail("the API answered HTTP " + std::to_string(status) + " without JSON");
   const auto& o = doc.as_object();
@@ -65,7 +65,7 @@ int download(const DownloadArgs& a) {
   std::uint64_t bytes = 0;
   try {
     bool write_failed = false;
-    cli::fetch(url, [&](std::string_view b) {
+    client::fetch(url, [&](std::string_view b) {
       for (std::size_t off = 0; off < b.size() && !write_failed;) {
         const auto n = ::write(fd, b.data() + off, b.size() - off);
         if (n < 0 && errno == EINTR) continue;
@@ -111,7 +111,7 @@ int download(const DownloadArgs& a) {
 int run_download(const DownloadArgs& args) {
   try {
     return download(args);
-  } catch (const cli::Failure& f) {
+  } catch (const client::Failure& f) {
     std::fprintf(stderr, "kiln download: %s\n", f.message.c_str());
     return 1;
   }

@@ -1,4 +1,4 @@
-// What the command-line clients (`kiln upload`, `kiln download`) share: the Kiln API over
+// A client of Kiln's REST API (`kiln upload`, `kiln download`; the build agent later): over
 // plain HTTP (JSON in and out, problem+json errors as Failures, 429/503 waited out as told),
 // URL splitting, file hashing and streaming a presigned URL to a sink.
 #pragma once
@@ -15,7 +15,7 @@
 #include <string_view>
 #include <utility>
 
-namespace kiln::app::cli {
+namespace kiln::client {
 
 // A command's failure, told to the user as it is.
 struct Failure {
@@ -27,8 +27,9 @@ struct Failure {
 // system's CAs are trusted (SSL_CERT_FILE / SSL_CERT_DIR to point elsewhere).
 std::pair<std::string, std::string> split_url(const std::string& url);
 
-// The file's SHA-256, lowercase hex; a percentage on stderr when `show`.
-std::string sha256_file(const std::string& path, std::uint64_t size, bool show);
+// The file's SHA-256, lowercase hex; `progress(bytes hashed)` now and then when given.
+std::string sha256_file(const std::string& path,
+                        const std::function<void(std::uint64_t)>& progress = {});
 
 // GETs a URL that needs no signing of ours (a presigned download), streaming a 2xx body to
 // `sink`; fails with the status otherwise.
@@ -47,4 +48,4 @@ class ApiClient {
   std::unique_ptr<s3::Client> client_;
 };
 
-}  // namespace kiln::app::cli
+}  // namespace kiln::client

@@ -1,4 +1,4 @@
-#include "app/api_client.hpp"
+#include "client/api_client.hpp"
 
 #include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
@@ -11,7 +11,7 @@
 #include <cstdio>
 #include <thread>
 
-namespace kiln::app::cli {
+namespace kiln::client {
 
 namespace json = boost::json;
 
@@ -27,7 +27,8 @@ std::pair<std::string, std::string> split_url(const std::string& url) {
   return {url.substr(0, slash), url.substr(slash)};
 }
 
-std::string sha256_file(const std::string& path, std::uint64_t size, bool show) {
+std::string sha256_file(const std::string& path,
+                        const std::function<void(std::uint64_t)>& progress) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open " + path);
   codec::Sha256 sha;
@@ -44,13 +45,12 @@ std::string sha256_file(const std::string& path, std::uint64_t size, bool show) 
     if (n == 0) break;
     sha.update(buf.data(), static_cast<std::size_t>(n));
     done += static_cast<std::uint64_t>(n);
-    if (show && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(200)) {
+    if (progress && std::chrono::steady_clock::now() - last > std::chrono::milliseconds(200)) {
       last = std::chrono::steady_clock::now();
-      std::fprintf(stderr, "\rhashing %3d%%", size ? static_cast<int>(done * 100 / size) : 100);
+      progress(done);
     }
   }
   ::close(fd);
-  if (show) std::fprintf(stderr, "\r\033[K");
   return sha.finish_hex();
 }
 
@@ -115,4 +115,4 @@ void fetch(const std::string& url, const std::function<void(std::string_view)>& 
   if (r.status / 100 != 2) fail("the store answered HTTP " + std::to_string(r.status));
 }
 
-}  // namespace kiln::app::cli
+}  // namespace kiln::client
