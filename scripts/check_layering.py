@@ -45,9 +45,10 @@ NESTED = {"clients", "engines"}
 
 # The translation units that may include Asio or Beast (everything else sees plain interfaces).
 ASIO_TUS = {
-    "platform/asio_impl.cpp", "platform/http_server.cpp", "platform/http_upgrade.hpp",
+    "platform/asio_impl.cpp", "platform/http_server.cpp", "platform/http_server_impl.hpp",
+    "platform/http_stream_session.cpp", "platform/http_upgrade.hpp",
     "platform/runtime.cpp", "platform/runtime_asio.hpp", "clients/redis/connection.cpp",
-    "gateway/gateway.cpp", "gateway/ws_connection.cpp", "objects/server.cpp",
+    "gateway/gateway.cpp", "gateway/ws_connection.cpp",
     "clients/s3/client.cpp",
 }
 

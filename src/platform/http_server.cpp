@@ -1,181 +1,16 @@
-// The one translation unit that instantiates Beast's HTTP stream operations.
-#include "platform/http_server.hpp"
-
-#include "platform/http_framing.hpp"
-
-#include "platform/http_upgrade.hpp"
-#include "platform/log.hpp"
-#include "platform/metrics.hpp"
-#include "platform/runtime_asio.hpp"
-
-#include <boost/asio/as_tuple.hpp>
-#include <boost/asio/co_spawn.hpp>
-#include <boost/asio/ip/tcp.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/steady_timer.hpp>
-#include <boost/asio/strand.hpp>
-#include <boost/asio/use_awaitable.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http.hpp>
-#include <boost/beast/websocket/rfc6455.hpp>
-
-#include <algorithm>
-#include <atomic>
-#include <cmath>
-#include <mutex>
-#include <stdexcept>
-#include <unordered_map>
+// Listening, connections, drain, and routed requests (buffered bodies). One of the two
+// translation units that instantiate Beast's HTTP operations (http_server_impl.hpp).
+#include "platform/http_server_impl.hpp"
 
 namespace kiln::http {
 
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = beast::http;
-using tcp = asio::ip::tcp;
-using boost::system::error_code;
-
-namespace {
-
-constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
-
-// After an error response the client may still be sending (an oversized body): read and
-// discard a bounded amount so that closing does not reset the connection before the
-// client has read the response.
-constexpr std::size_t kLingerBytes = 1 << 20;
-constexpr std::chrono::seconds kLingerTime{2};
-
-struct Connection {
-  explicit Connection(tcp::socket s) : executor(s.get_executor()), stream(std::move(s)) {}
-  asio::any_io_executor executor;  // the connection's strand; outlives a moved-out stream
-  beast::tcp_stream stream;
-  bool idle = true;       // only touched on the strand
-  bool upgraded = false;  // the stream was handed to an upgrade handler; only on the strand
-};
-
-std::string method_label(std::string_view m) {
-  for (const char* known : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}) {
-    if (m == known) return known;
-  }
-  return "other";
-}
-
-// What to answer when reading a request failed; 0 means close without a word.
-struct ReadFailure {
-  int status = 0;
-  const char* reason = "";
-};
-
-ReadFailure classify(const error_code& ec) {
-  if (ec == bhttp::error::header_limit) return {431, "header_too_large"};
-  if (ec == bhttp::error::body_limit) return {413, "body_too_large"};
-  if (ec == bhttp::error::end_of_stream || ec == bhttp::error::partial_message ||
-      ec == asio::error::eof || ec == asio::error::connection_reset ||
-      ec == asio::error::operation_aborted) {
-    return {0, "closed"};
-  }
-  if (ec.category() == bhttp::make_error_code(bhttp::error::bad_method).category()) {
-    return {400, "malformed"};
-  }
-  return {0, "io_error"};
-}
-
-// Holds a gauge up for as long as it lives.
-struct GaugeHold {
-  explicit GaugeHold(metrics::Gauge& g) : gauge(g) { gauge.inc(); }
-  ~GaugeHold() { gauge.dec(); }
-  GaugeHold(const GaugeHold&) = delete;
-  GaugeHold& operator=(const GaugeHold&) = delete;
-  metrics::Gauge& gauge;
-};
-
-std::string hyphenated(std::string_view reason) {
-  std::string out(reason);
-  std::replace(out.begin(), out.end(), '_', '-');
-  return out;
-}
-
-// A Request from Beast's header section (the body is left to the caller).
-Request request_of(const bhttp::request<bhttp::string_body>& breq, const std::string& remote) {
-  Request req;
-  req.method = std::string(breq.method_string());
-  req.target = std::string(breq.target());
-  auto q = req.target.find('?');
-  req.path = req.target.substr(0, q);
-  if (q != std::string::npos) req.query = req.target.substr(q + 1);
-  for (const auto& f : breq) {
-    req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
-  }
-  req.remote = remote;
-  req.request_id = accept_or_make_request_id(req.header("X-Request-Id"));
-  return req;
-}
-
-}  // namespace
-
-struct Server::Impl : std::enable_shared_from_this<Impl> {
-  Impl(Runtime& rt, ServerOptions opts, Router r, metrics::Registry& reg)
-      : runtime(rt),
-        options(std::move(opts)),
-        router(std::move(r)),
-        accept_strand(asio::make_strand(rt.impl().io)),
-        acceptor(accept_strand),
-        requests(reg.counter("kiln_http_requests_total", "HTTP requests answered.",
-                             {"route", "method", "status"})),
-        duration(reg.histogram("kiln_http_request_duration_seconds",
-                               "Time from a request's last byte to its response's last byte.",
-                               {"route"}, metrics::latency_buckets())),
-        open(reg.gauge("kiln_http_open_connections", "HTTP connections open now.").get()),
-        in_progress(reg.gauge("kiln_http_requests_in_progress",
-                              "Requests whose first byte has arrived and whose response is not "
-                              "yet sent.")
-                        .get()),
-        accepted(reg.counter("kiln_http_connections_total", "HTTP connections accepted.").get()),
-        rejected(reg.counter("kiln_http_rejected_total",
-                             "Requests or connections refused by a limit or malformed.",
-                             {"reason"})) {}
-
-  Runtime& runtime;
-  ServerOptions options;
-  Router router;
-  asio::strand<asio::io_context::executor_type> accept_strand;
-  tcp::acceptor acceptor;
-  std::uint16_t bound_port = 0;
-
-  std::atomic<bool> draining{false};
-  mutable std::mutex mu;
-  std::unordered_map<std::uint64_t, std::shared_ptr<Connection>> conns;
-  std::uint64_t next_id = 0;
-  std::function<void()> on_empty;
-  std::vector<std::pair<std::string, UpgradeHandler>> upgrades;
-
-  metrics::Family<metrics::Counter>& requests;
-  metrics::Family<metrics::Histogram>& duration;
-  metrics::Gauge& open;
-  metrics::Gauge& in_progress;
-  metrics::Counter& accepted;
-  metrics::Family<metrics::Counter>& rejected;
-
-  asio::awaitable<void> accept_loop();
-  asio::awaitable<void> session(std::uint64_t id, std::shared_ptr<Connection> c);
-  asio::awaitable<void> refuse(tcp::socket socket);
-  asio::awaitable<void> answer_and_linger(Connection& c, beast::flat_buffer& buffer, int status,
-                                          std::string_view reason);
-  // Sends `resp` with `Connection: close`, then reads and discards what the client still
-  // sends for a bounded time (so that a close does not reset the answer away).
-  asio::awaitable<void> close_with(Connection& c, beast::flat_buffer& buffer, Response resp,
-                                   const std::string& route, const std::string& method);
-  Response dispatch(const Request& req, std::string& route);
-  // The answer the header section alone decides for a request whose body is still to come
-  // (no route; the router's header check), with its route label; nullopt: read the body.
-  std::optional<std::pair<Response, std::string>> decide_from_header(
-      const bhttp::request<bhttp::string_body>& breq, const std::string& remote);
-  asio::awaitable<Response> call_async(const AsyncHandler& handler, const Request& req);
-  void forget(std::uint64_t id);
-};
-
 Server::Server(Runtime& runtime, ServerOptions options, Router router, metrics::Registry& registry)
-    : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(router), registry)) {}
+    : impl_(std::make_shared<Impl>(runtime, std::move(options), std::move(router), nullptr,
+                                   registry)) {}
+
+Server::Server(Runtime& runtime, ServerOptions options, StreamHandler& handler,
+               metrics::Registry& registry)
+    : impl_(std::make_shared<Impl>(runtime, std::move(options), Router{}, &handler, registry)) {}
 
 Server::~Server() = default;
 
@@ -280,7 +115,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       co_await pause.async_wait(nothrow);
       continue;
     }
-    accepted.inc();
+    if (stream == nullptr) accepted.inc();
     // Small frames (acks, cursors) must leave at once: Nagle's algorithm with delayed ACKs
     // holds them up to 40 ms.
     error_code nodelay_ec;
@@ -290,6 +125,7 @@ asio::awaitable<void> Server::Impl::accept_loop() {
     {
       std::lock_guard lock(mu);
       if (conns.size() >= options.max_connections) {
+        if (stream != nullptr) continue;  // a streamed listener (S3) closes it unanswered
         rejected.with({"max_connections"}).inc();
         auto ex = socket.get_executor();
         asio::co_spawn(ex, refuse(std::move(socket)),
@@ -301,10 +137,11 @@ asio::awaitable<void> Server::Impl::accept_loop() {
       conns.emplace(id, conn);
     }
     open.inc();
-    asio::co_spawn(conn->executor, session(id, conn), [self, id](std::exception_ptr e) {
-      log::exception(e, "http session failed");
-      self->forget(id);
-    });
+    asio::co_spawn(conn->executor, stream != nullptr ? stream_session(conn) : session(id, conn),
+                   [self, id](std::exception_ptr e) {
+                     log::exception(e, "http session failed");
+                     self->forget(id);
+                   });
   }
 }
 

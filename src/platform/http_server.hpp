@@ -32,7 +32,12 @@ struct ServerOptions {
   std::size_t max_connections = 10'000;
   bool access_log = true;
   std::vector<std::string> cors_origins;  // http::cors_preflight / add_cors
+  // A streamed listener: no byte in either direction for this long cuts the connection
+  // (request_timeout does not apply to a body of any size).
+  std::chrono::milliseconds io_timeout{120'000};
 };
+
+class StreamHandler;  // platform/http_stream.hpp
 
 // A request that asks to switch protocols (WebSocket) on a registered path is handed over
 // with its connection; the HTTP server forgets the connection from then on.
@@ -42,6 +47,9 @@ using UpgradeHandler = std::function<void(std::unique_ptr<Upgrade>)>;
 class Server {
  public:
   Server(Runtime& runtime, ServerOptions options, Router router, metrics::Registry& registry);
+  // A listener whose every request is streamed to `handler` (which outlives the server).
+  Server(Runtime& runtime, ServerOptions options, StreamHandler& handler,
+         metrics::Registry& registry);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -3,7 +3,8 @@
 #include "app/modules.hpp"
 #include "app/secrets.hpp"
 #include "app/settings.hpp"
-#include "objects/server.hpp"
+#include "objects/s3_listener.hpp"
+#include "platform/http_server.hpp"
 #include "platform/log.hpp"
 
 namespace kiln::app {
@@ -32,10 +33,11 @@ class ObjectsModule final : public Module {
       oo.cors_origins = config::split_list(cfg.str("objects.cors_origins"));
       oo.virtual_host_domain = cfg.str("objects.virtual_host_domain");
       api_ = std::make_unique<objects::S3Api>(*store_, oo);
-      objects::ServerOptions xo;
+      http::ServerOptions xo;
       std::tie(xo.host, xo.port) = split_endpoint(cfg.str("objects.listen"));
+      listener_ = std::make_unique<objects::S3Listener>(*api_);
       // Listening now: the API (configured next) signs URLs naming the bound port.
-      server_ = std::make_unique<objects::Server>(*node.runtime, *api_, xo, node.registry);
+      server_ = std::make_unique<http::Server>(*node.runtime, xo, *listener_, node.registry);
       server_->start();
       node.objects_port = server_->port();
       log::info("object store listening", {{"address", xo.host},
@@ -63,7 +65,8 @@ class ObjectsModule final : public Module {
   Node& node_;
   std::unique_ptr<objects::Store> store_;
   std::unique_ptr<objects::S3Api> api_;
-  std::unique_ptr<objects::Server> server_;
+  std::unique_ptr<objects::S3Listener> listener_;
+  std::unique_ptr<http::Server> server_;
 };
 
 }  // namespace

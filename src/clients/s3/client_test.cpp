@@ -2,7 +2,8 @@
 // s3rver (npm), an independent implementation; and its retries against a server that
 // answers 503 (the interaction under test).
 #include "clients/s3/client.hpp"
-#include "objects/server.hpp"
+#include "objects/s3_listener.hpp"
+#include "platform/http_server.hpp"
 #include "platform/metrics.hpp"
 #include "platform/runtime.hpp"
 
@@ -35,9 +36,10 @@ class EmbeddedStore {
     objects::ApiOptions ao;
     ao.credentials["kiln"] = kSecret;
     api_ = std::make_unique<objects::S3Api>(*store_, ao);
-    objects::ServerOptions so;
+    http::ServerOptions so;
     so.port = 0;
-    server_ = std::make_unique<objects::Server>(runtime_, *api_, so, registry_);
+    listener_ = std::make_unique<objects::S3Listener>(*api_);
+    server_ = std::make_unique<http::Server>(runtime_, so, *listener_, registry_);
     server_->start();
     thread_ = std::thread([this] { runtime_.run(); });
   }
@@ -56,7 +58,8 @@ class EmbeddedStore {
   fs::path dir_;
   std::unique_ptr<objects::Store> store_;
   std::unique_ptr<objects::S3Api> api_;
-  std::unique_ptr<objects::Server> server_;
+  std::unique_ptr<objects::S3Listener> listener_;
+  std::unique_ptr<http::Server> server_;
   std::thread thread_;
 };
 
