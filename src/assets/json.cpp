@@ -2,6 +2,7 @@
 
 #include "assets/upload.hpp"
 
+#include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
 namespace kiln::assets {
@@ -45,6 +46,12 @@ boost::json::object asset_json(const store::Asset& a) {
           {"upload", a.upload},
           {"created_by", a.created_by},
           {"created_at", a.created_at}};
+}
+
+std::string event_json(const store::Asset& a, std::string_view type) {
+  auto o = asset_json(a);
+  o["type"] = type;
+  return boost::json::serialize(o);
 }
 
 }  // namespace kiln::assets

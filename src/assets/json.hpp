@@ -11,5 +11,7 @@ namespace kiln::assets {
 
 boost::json::object upload_json(const store::Upload& u);
 boost::json::object asset_json(const store::Asset& a);
+// An `asset.*` event's body in the outbox: the asset's JSON and its `type`.
+std::string event_json(const store::Asset& a, std::string_view type);
 
 }  // namespace kiln::assets

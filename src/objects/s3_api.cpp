@@ -1,3 +1,7 @@
+// The S3 request router: authentication (SigV4 header or presigned), path- and
+// virtual-hosted addressing, and the object operations; bucket, multipart, copy, CORS and
+// XML-body handlers live in s3_*.cpp. Over 500 lines because of the operations' checks
+// (conditional requests, ranges, checksums), each next to the operation it guards.
 #include "objects/s3_api.hpp"
 
 #include "clients/s3/sigv4.hpp"

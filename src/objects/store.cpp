@@ -1,3 +1,6 @@
+// The object store's storage engine: the private SQLite index (Store::Db), blobs published
+// atomically, and multipart assembly. Over 500 lines on purpose: every operation follows one
+// lock and publication discipline on one private schema, which reads best in one place.
 #include "objects/store.hpp"
 
 #include "platform/clock.hpp"

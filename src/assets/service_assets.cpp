@@ -1,0 +1,85 @@
+// UploadService's asset half: listing, reading, download URLs, deletion (service.hpp).
+#include "assets/json.hpp"
+#include "assets/service.hpp"
+#include "clients/s3/sigv4.hpp"
+#include "platform/clock.hpp"
+#include "platform/log.hpp"
+#include "store/outbox.hpp"
+
+#include <boost/json/serialize.hpp>
+
+namespace kiln::assets {
+namespace {
+
+// RFC 6266 `attachment` with the name twice: an ASCII fallback (quotes, backslashes and
+// controls replaced) and the exact UTF-8 name (RFC 8187 `filename*`).
+std::string content_disposition(const std::string& name) {
+  std::string ascii;
+  for (unsigned char c : name)
+    ascii += (c < 0x20 || c >= 0x7f || c == '"' || c == '\\') ? '_' : static_cast<char>(c);
+  return "attachment; filename=\"" + ascii + "\"; filename*=UTF-8''" + s3::uri_encode(name, false);
+}
+
+}  // namespace
+
+std::vector<store::Asset> UploadService::list_assets(const std::string& project,
+                                                     const std::string& after_id, std::size_t limit,
+                                                     const store::Receipt& after) {
+  std::vector<store::Asset> rows;
+  db_.read(after,
+           [&](sql::Connection& c) { rows = store::assets::page(c, project, after_id, limit); });
+  return rows;
+}
+
+Result<store::Asset> UploadService::find_asset(const std::string& project, const std::string& id,
+                                               const store::Receipt& after) {
+  std::optional<store::Asset> a;
+  db_.read(after, [&](sql::Connection& c) { a = store::assets::find(c, project, id); });
+  if (!a) return Error{Errc::not_found, "No such resource, or no access to it."};
+  return std::move(*a);
+}
+
+Download UploadService::download(const store::Asset& a) const {
+  const auto& o = options_;
+  if (!o.cdn_base.empty()) {
+    // Objects are written once (content-addressed, or a key per upload): cache forever.
+    return {o.cdn_base + "/" + s3::uri_encode(a.key, true), std::nullopt,
+            "public, max-age=31536000, immutable"};
+  }
+  // The browser (and `kiln download`) saves it under the asset's name, not the object key,
+  // and it is served as the type it was accepted as, whatever the object was stored with.
+  const auto query =
+      "response-content-disposition=" + s3::uri_encode(content_disposition(a.name), false) +
+      "&response-content-type=" + s3::uri_encode(a.content_type, false);
+  return {presigner_->presign("GET", o.bucket, a.key, o.download_ttl_s, query),
+          clock::unix_ms() / 1000 + o.download_ttl_s,
+          "private, max-age=" + std::to_string(o.download_ttl_s)};
+}
+
+Result<store::Receipt> UploadService::delete_asset(const std::string& project,
+                                                   const std::string& id) {
+  std::optional<store::Asset> gone;
+  auto receipt = db_.write([&](sql::Connection& c) {
+    gone = store::assets::lock(c, project, id);
+    if (!gone) return;
+    const auto now = clock::unix_ms();
+    store::assets::mark_deleted(c, id, now);
+    store::outbox::append(c, "asset.deleted", project, event_json(*gone, "asset.deleted"), now);
+  });
+  if (!gone) return Error{Errc::not_found, "No such resource, or no access to it."};
+  // Then the bytes, under the project's lock and only if no live asset uses the key: a
+  // completion of the same content that recorded its asset in between keeps them; one
+  // after finds them gone and asks for them again. Never an asset without bytes.
+  if (storage_) {
+    try {
+      delete_key_unless_used(*storage_->take(), project, gone->key);
+    } catch (const s3::S3Error& e) {
+      log::warn("api: could not delete a deleted asset's object",
+                {{"asset", id}, {"code", e.code()}});
+    }
+  }
+  log::info("api: asset deleted", {{"project", project}, {"asset", id}});
+  return receipt;
+}
+
+}  // namespace kiln::assets
