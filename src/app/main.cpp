@@ -35,7 +35,7 @@ struct RoleInfo {
 // Roles that are not built yet say so and exit non-zero: no fake behaviour.
 constexpr RoleInfo kRoles[] = {
     {"gateway", "WebSocket collaboration (/v1/collab) on the configured room engine", nullptr},
-    {"api", "REST: projects, members, scenes, tokens (/v1)", nullptr},
+    {"api", "REST: projects, members, scenes, tokens, uploads, assets (/v1)", nullptr},
     {"objects", "embedded S3-compatible object store (objects.listen)", nullptr},
     {"worker", "write-behind persister: rooms in Redis to the database", nullptr},
     {"agent", "build agent", "the build farm"},

@@ -332,6 +332,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
 
   const auto drain_window = std::chrono::milliseconds(cfg.integer("shutdown.drain_ms"));
   bool draining = false;
+  // Set by a second signal and once the loop has returned: a drain that completes after it
+  // (connections cut by close_all report in while the loop winds down) starts nothing.
+  std::atomic<bool> stopping{false};
   std::thread final_flush;
   auto close_all = [&] {
     server.close_all();
@@ -340,6 +343,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   runtime.on_signals({SIGTERM, SIGINT}, [&](int sig) {
     if (draining) {
       log::warn("second signal: closing every connection now", {{"signal", sig}});
+      stopping = true;
       close_all();
       runtime.stop();
       return;
@@ -355,7 +359,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     // calls block, and the Redis engine needs the loop to answer them.
     auto pending = std::make_shared<std::atomic<int>>(2);  // the server, and this call
     auto one_done = [&, pending] {
-      if (--*pending > 0) return;
+      if (--*pending > 0 || stopping.load()) return;
       log::info("drained: every connection closed");
       final_flush = std::thread([&] {
         for (auto& m : modules) m->finish();
@@ -398,6 +402,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   std::fflush(stdout);
 
   runtime.run();
+  stopping = true;
   const bool drained = final_flush.joinable();
   if (final_flush.joinable()) final_flush.join();
   // In reverse: what uses a module stops before it (the API's threads before the

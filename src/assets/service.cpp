@@ -105,6 +105,8 @@ Result<Started> UploadService::start(const Actor& who, const std::string& projec
   store::Receipt receipt;
   try {
     receipt = db_.write([&](sql::Connection& c) {
+      refused.reset();  // the database may run this again (a retried transaction)
+      existing.reset();
       // Quota decisions are serialised per project by its lock.
       if (!store::projects::lock(c, project)) {
         refused = Error{Errc::not_found, "No such resource, or no access to it."};

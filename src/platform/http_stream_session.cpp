@@ -196,7 +196,7 @@ asio::awaitable<void> Server::Impl::stream_session(std::shared_ptr<Connection> c
       // A body nobody wants (an error before the upload): do not read it, close after.
       if (body_left) keep_alive = false;
     }
-    if (answer.close) keep_alive = false;
+    if (answer.close || draining.load()) keep_alive = false;  // a drain answers with close
     count(head.method, answer.status);
     const bool ok = co_await send_answer(c, std::move(answer), head, keep_alive);
     // The client may still be sending the body that was refused.

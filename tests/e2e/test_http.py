@@ -394,6 +394,24 @@ class Shutdown(unittest.TestCase):
     def test_sigint_does_the_same(self):
         self.drain_and_check(signal.SIGINT)
 
+    def test_a_second_signal_during_a_drain_stops_at_once_and_cleanly(self):
+        # Ctrl-C twice while a request is still arriving: the node stops now (exit 0), and
+        # the drain that completes as the cut connections close starts nothing after the
+        # modules have stopped (it once ran the persister's final flush on a stopped node).
+        kiln = Kiln("--shutdown-drain-ms", "20000")
+        busy = kiln.connect()
+        busy.sendall(b"GET /readyz HTTP/1.1\r\nHost: x\r\n")  # a request in progress
+        wait_for_metric(kiln, "kiln_http_requests_in_progress", lambda v: v >= 2)
+        kiln.signal(signal.SIGTERM)
+        kiln.wait_for_log(lambda r: r["msg"] == "stopped accepting new connections", "drain start")
+        kiln.signal(signal.SIGTERM)
+        self.assertEqual(kiln.wait_exit(), 0)
+        self.assertTrue(closed_by_peer(busy))
+        busy.close()
+        msgs = [r["msg"] for r in kiln.log_records()]
+        self.assertIn("second signal: closing every connection now", msgs)
+        self.assertIn("stopped", msgs)
+
     def test_drain_window_cuts_requests_that_never_finish(self):
         kiln = Kiln("--shutdown-drain-ms", "300")
         stuck = kiln.connect()

@@ -29,13 +29,14 @@ class PersistModule final : public Module {
   // Every dirty room stored one last time once the sessions are gone (the Redis engine
   // needs the loop to answer, which still runs).
   void finish() override {
+    if (!persister_) return;
     persister_->stop(true);
     flushed_ = true;
   }
   void stop(bool) override {
     // Stopped without a drain (a second signal): the memory engine can still be flushed
     // (it needs no event loop); the Redis engine keeps its rooms in Redis anyway.
-    if (!flushed_) persister_->stop(in_memory_);
+    if (persister_ && !flushed_) persister_->stop(in_memory_);
     persister_.reset();
   }
 
