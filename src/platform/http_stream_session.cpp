@@ -130,13 +130,18 @@ asio::awaitable<void> Server::Impl::stream_session(std::shared_ptr<Connection> c
     const bool refused_head =
         hec.category() == bhttp::make_error_code(bhttp::error::bad_method).category() &&
         hec != bhttp::error::end_of_stream && hec != bhttp::error::partial_message;
-    Request none;
-    none.request_id = ids::random_hex(8);
+    // A request refused before its head was read has only an id.
+    auto unread = [] {
+      Request r;
+      r.request_id = ids::random_hex(8);
+      return r;
+    };
     if (refused_head) {
       const bool big = hec == bhttp::error::header_limit;
       auto a = stream->refused(400, big ? "header_too_large" : "malformed");
       count("other", a.status);
-      if (co_await send_answer(c, std::move(a), none, false)) co_await linger(c, buffer);
+      const auto h = unread();
+      if (co_await send_answer(c, std::move(a), h, false)) co_await linger(c, buffer);
       break;
     }
     if (hec) break;
@@ -148,7 +153,8 @@ asio::awaitable<void> Server::Impl::stream_session(std::shared_ptr<Connection> c
       if (auto bad = framing_error(fields)) {
         auto a = stream->refused(bad->status, bad->reason);
         count("other", a.status);
-        if (co_await send_answer(c, std::move(a), none, false)) co_await linger(c, buffer);
+        const auto h = unread();
+        if (co_await send_answer(c, std::move(a), h, false)) co_await linger(c, buffer);
         break;
       }
     }
