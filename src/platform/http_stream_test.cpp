@@ -1,0 +1,183 @@
+// The HTTP server's streamed listener (http_stream.hpp) over real sockets on loopback: a
+// body reaches the sink in pieces of at most 64 KiB and in order, an answer streams from its
+// source with its length, a sink that refuses mid-body gets its answer out and the
+// connection closed, and a malformed request gets the handler's refusal.
+#include "platform/http_stream.hpp"
+#include "platform/http_server.hpp"
+#include "platform/metrics.hpp"
+#include "platform/runtime.hpp"
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <mutex>
+#include <thread>
+
+namespace kiln::http {
+namespace {
+
+// Counts bytes of a repeating pattern; answers with how many and whether they were in order.
+class CountingSink final : public BodySink {
+ public:
+  CountingSink(std::size_t refuse_after, std::atomic<std::size_t>& largest)
+      : refuse_after_(refuse_after), largest_(largest) {}
+  bool write(std::string_view piece) override {
+    if (piece.size() > largest_) largest_ = piece.size();
+    for (char c : piece) ordered_ = ordered_ && c == static_cast<char>('a' + got_++ % 26);
+    return refuse_after_ == 0 || got_ < refuse_after_;
+  }
+  StreamAnswer finish() override {
+    StreamAnswer a;
+    const bool refused = refuse_after_ != 0 && got_ >= refuse_after_;
+    a.status = refused ? 413 : 200;
+    a.body = std::to_string(got_) + (ordered_ ? " ordered" : " scrambled");
+    return a;
+  }
+
+ private:
+  std::size_t refuse_after_;
+  std::atomic<std::size_t>& largest_;
+  std::size_t got_ = 0;
+  bool ordered_ = true;
+};
+
+// `n` bytes of the same pattern.
+class PatternSource final : public BodySource {
+ public:
+  std::size_t read(char* out, std::size_t max) override {
+    for (std::size_t i = 0; i < max; ++i) out[i] = static_cast<char>('a' + sent_++ % 26);
+    return max;
+  }
+
+ private:
+  std::size_t sent_ = 0;
+};
+
+class Handler final : public StreamHandler {
+ public:
+  std::string metrics_prefix() const override { return "kiln_test"; }
+  std::variant<StreamAnswer, std::unique_ptr<BodySink>> begin(const Request& head) override {
+    if (head.method == "PUT")
+      return std::make_unique<CountingSink>(head.path == "/refuse" ? 100'000 : 0, largest);
+    StreamAnswer a;
+    a.length = 300'000;
+    a.source = std::make_unique<PatternSource>();
+    return a;
+  }
+  StreamAnswer refused(int status, const std::string& reason) override {
+    StreamAnswer a;
+    a.status = status;
+    a.body = "refused: " + reason;
+    return a;
+  }
+  std::atomic<std::size_t> largest{0};
+};
+
+class StreamServer : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions o;
+    o.port = 0;
+    server_ = std::make_unique<Server>(runtime_, o, handler_, registry_);
+    server_->start();
+    thread_ = std::thread([this] { runtime_.run(); });
+  }
+  void TearDown() override {
+    server_->close_all();
+    runtime_.stop();
+    thread_.join();
+    runtime_.run_ready_handlers();
+  }
+  int connect() {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(server_->port());
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    timeval tv{20, 0};  // a bound on every read: a hang fails the test
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    return fd;
+  }
+  static void send_all(int fd, std::string_view s) {
+    while (!s.empty()) {
+      const auto n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;  // the server closed: what it answered is still readable
+      s.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  // Everything until the server closes the connection.
+  static std::string read_all(int fd) {
+    std::string out;
+    char buf[65536];
+    for (;;) {
+      const auto n = ::recv(fd, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      out.append(buf, static_cast<std::size_t>(n));
+    }
+    ::close(fd);
+    return out;
+  }
+  static std::string pattern(std::size_t n) {
+    std::string s(n, '\0');
+    for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + i % 26);
+    return s;
+  }
+
+  metrics::Registry registry_;
+  Runtime runtime_{1};
+  Handler handler_;
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+TEST_F(StreamServer, ABodyReachesTheSinkInOrderInPiecesOfAtMost64KiB) {
+  const int fd = connect();
+  const std::size_t n = 5'000'000;
+  send_all(fd, "PUT /object HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: " +
+                   std::to_string(n) + "\r\n\r\n");
+  send_all(fd, pattern(n));
+  const auto answer = read_all(fd);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 200")) << answer.substr(0, 200);
+  EXPECT_NE(answer.find("\r\n\r\n5000000 ordered"), std::string::npos) << answer.substr(0, 300);
+  EXPECT_GT(handler_.largest.load(), 0u);
+  EXPECT_LE(handler_.largest.load(), 64u * 1024);
+}
+
+TEST_F(StreamServer, AnAnswerStreamsFromItsSourceWithItsLength) {
+  const int fd = connect();
+  send_all(fd, "GET /object HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  const auto answer = read_all(fd);
+  const auto end = answer.find("\r\n\r\n");
+  ASSERT_NE(end, std::string::npos);
+  EXPECT_NE(answer.substr(0, end).find("Content-Length: 300000"), std::string::npos);
+  EXPECT_EQ(answer.substr(end + 4), pattern(300'000));
+}
+
+TEST_F(StreamServer, ASinkThatRefusesMidBodyIsAnsweredAndTheConnectionClosed) {
+  const int fd = connect();
+  const std::size_t n = 2'000'000;  // refused after 100,000 bytes
+  send_all(fd,
+           "PUT /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: " + std::to_string(n) + "\r\n\r\n");
+  std::thread sender([&] { send_all(fd, pattern(n)); });
+  const auto answer = read_all(fd);  // ends: the server closed after answering
+  sender.join();
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 413")) << answer.substr(0, 200);
+  EXPECT_NE(answer.find("Connection: close"), std::string::npos) << answer.substr(0, 300);
+}
+
+TEST_F(StreamServer, AMalformedRequestGetsTheHandlersRefusal) {
+  const int fd = connect();
+  send_all(fd, "NOT A REQUEST\r\n\r\n");
+  const auto answer = read_all(fd);
+  EXPECT_TRUE(answer.starts_with("HTTP/1.1 400")) << answer;
+  EXPECT_NE(answer.find("refused: malformed"), std::string::npos) << answer;
+}
+
+}  // namespace
+}  // namespace kiln::http
