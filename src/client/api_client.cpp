@@ -1,6 +1,5 @@
 #include "client/api_client.hpp"
 
-#include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
 
 #include <fcntl.h>
@@ -58,27 +57,30 @@ ApiClient::ApiClient(const std::string& base, std::string token) : token_(std::m
   auto [endpoint, prefix] = split_url(base);
   prefix_ = prefix == "/" ? "" : prefix;
   while (prefix_.ends_with('/')) prefix_.pop_back();
-  s3::ClientOptions o;
+  http::ClientOptions o;
   o.endpoint = endpoint;
   o.timeout = std::chrono::minutes(5);  // completing a large upload verifies its hash
-  client_ = std::make_unique<s3::Client>(o);
+  o.user_agent = "kiln-cli";
+  client_ = std::make_unique<http::Client>(o);
 }
 
 std::pair<int, json::value> ApiClient::call(const std::string& method, const std::string& path,
                                             const json::value* body,
                                             std::initializer_list<int> allowed) {
-  std::vector<std::pair<std::string, std::string>> h{{"Authorization", "Bearer " + token_},
-                                                     {"Accept", "application/json"}};
+  http::ClientRequest req{
+      method, prefix_ + path,
+      http::Headers{{"Authorization", "Bearer " + token_}, {"Accept", "application/json"}}};
   std::string data;
   if (body) {
     data = json::serialize(*body);
-    h.emplace_back("Content-Type", "application/json");
+    req.headers.emplace_back("Content-Type", "application/json");
+    req.body = http::Body::of(data);
   }
-  s3::Client::Reply r;
+  http::ClientResponse r;
   for (int attempt = 1;; ++attempt) {
     try {
-      r = client_->send_unsigned(method, prefix_ + path, h, s3::Body::of(data));
-    } catch (const s3::S3Error& e) {
+      r = client_->send(req);
+    } catch (const http::NetworkError& e) {
       fail("cannot reach the Kiln API: " + std::string(e.what()));
     }
     // Rate-limited or busy: wait as told (Retry-After, at most 30 s), a few times.
@@ -102,14 +104,17 @@ std::pair<int, json::value> ApiClient::call(const std::string& method, const std
 
 void fetch(const std::string& url, const std::function<void(std::string_view)>& sink) {
   auto [endpoint, target] = split_url(url);
-  s3::ClientOptions o;
+  http::ClientOptions o;
   o.endpoint = endpoint;
   o.timeout = std::chrono::minutes(5);
-  s3::Client client(o);
-  s3::Client::Reply r;
+  o.user_agent = "kiln-download";
+  http::Client client(o);
+  http::ClientRequest req{"GET", target};
+  req.sink = &sink;
+  http::ClientResponse r;
   try {
-    r = client.send_unsigned("GET", target, {}, s3::Body{}, &sink);
-  } catch (const s3::S3Error& e) {
+    r = client.send(req);
+  } catch (const http::NetworkError& e) {
     fail("cannot download: " + std::string(e.what()));
   }
   if (r.status / 100 != 2) fail("the store answered HTTP " + std::to_string(r.status));

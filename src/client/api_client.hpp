@@ -3,7 +3,7 @@
 // URL splitting, file hashing and streaming a presigned URL to a sink.
 #pragma once
 
-#include "clients/s3/client.hpp"
+#include "platform/http_client.hpp"
 
 #include <boost/json.hpp>
 
@@ -45,7 +45,7 @@ class ApiClient {
 
  private:
   std::string prefix_, token_;
-  std::unique_ptr<s3::Client> client_;
+  std::unique_ptr<http::Client> client_;
 };
 
 }  // namespace kiln::client

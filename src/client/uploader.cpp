@@ -1,8 +1,8 @@
 #include "client/uploader.hpp"
 
-#include "clients/s3/client.hpp"
 #include "clients/s3/sigv4.hpp"
 #include "platform/codec.hpp"
+#include "platform/http_client.hpp"
 
 #include <boost/json.hpp>
 
@@ -67,11 +67,23 @@ void save_state(const fs::path& f, const State& s) {
   fs::rename(tmp, f);
 }
 
-// One PUT of a file range to a presigned URL.
-s3::Client::Reply put(s3::Client& store, const std::string& target,
-                      const std::vector<std::pair<std::string, std::string>>& headers,
-                      const std::string& file, std::uint64_t offset, std::uint64_t length) {
-  return store.send_unsigned("PUT", target, headers, s3::Body::file_range(file, offset, length));
+// One PUT of a file range to a presigned URL's target (path and query).
+http::ClientResponse put(http::Client& store, const std::string& target, http::Headers headers,
+                         const std::string& file, std::uint64_t offset, std::uint64_t length) {
+  http::ClientRequest r{"PUT", target, std::move(headers),
+                        http::Body::file_range(file, offset, length)};
+  try {
+    return store.send(r);
+  } catch (const http::NetworkError& e) {
+    fail("cannot reach the object store: " + std::string(e.what()));
+  }
+}
+
+std::unique_ptr<http::Client> store_client(const std::string& endpoint) {
+  http::ClientOptions o;
+  o.endpoint = endpoint;
+  o.user_agent = "kiln-upload";
+  return std::make_unique<http::Client>(o);
 }
 
 // Sends the parts `todo` of multipart upload `id`, `parallel` at a time; their URLs asked
@@ -86,7 +98,7 @@ void send_parts(const UploadJob& job, UploadListener& listener, const std::strin
   auto worker = [&] {
     try {
       ApiClient api(job.api, job.token);
-      std::unique_ptr<s3::Client> store;
+      std::unique_ptr<http::Client> store;
       std::string store_endpoint;
       for (;;) {
         std::vector<std::uint64_t> batch;
@@ -105,11 +117,7 @@ void send_parts(const UploadJob& job, UploadListener& listener, const std::strin
           const auto n = p.at("number").to_number<std::uint64_t>();
           const auto len = p.at("size").to_number<std::uint64_t>();
           auto [endpoint, target] = split_url(std::string(p.at("url").as_string()));
-          if (!store || endpoint != store_endpoint) {
-            s3::ClientOptions o;
-            o.endpoint = store_endpoint = endpoint;
-            store = std::make_unique<s3::Client>(o);
-          }
+          if (!store || endpoint != store_endpoint) store = store_client(store_endpoint = endpoint);
           listener.part_started(n);
           auto r = put(*store, target, {}, file, (n - 1) * part_size, len);
           if (r.status == 403) {
@@ -253,13 +261,11 @@ UploadOutcome upload_file(const UploadJob& job, UploadListener& listener) {
 
   if (!upload.at("multipart").as_bool()) {
     auto [endpoint, target] = split_url(std::string(put_spec.at("url").as_string()));
-    s3::ClientOptions o;
-    o.endpoint = endpoint;
-    s3::Client c(o);
-    std::vector<std::pair<std::string, std::string>> h;
+    auto store = store_client(endpoint);
+    http::Headers h;
     for (const auto& kv : put_spec.at("headers").as_object())
       h.emplace_back(std::string(kv.key()), std::string(kv.value().as_string()));
-    auto r = put(c, target, h, abs, 0, size);
+    auto r = put(*store, target, std::move(h), abs, 0, size);
     if (r.status != 200)
       fail("the object store refused the upload: HTTP " + std::to_string(r.status) + " " +
            r.body.substr(0, 300));

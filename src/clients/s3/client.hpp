@@ -1,6 +1,6 @@
-// An S3 client: SigV4-signed requests over HTTP/1.1 (Beast, blocking, one connection kept
-// alive per client), path-style or virtual-hosted-style addressing, retries with
-// exponential backoff and jitter on 5xx, throttling (503 SlowDown) and dropped
+// An S3 client: SigV4-signed requests over the platform's HTTP client (blocking, one
+// connection kept alive per client), path-style or virtual-hosted-style addressing, retries
+// with exponential backoff and jitter on 5xx, throttling (503 SlowDown) and dropped
 // connections. Bodies stream from files in 64 KiB chunks and into a callback: memory
 // stays flat whatever the object size.
 //
@@ -9,6 +9,7 @@
 #pragma once
 
 #include "clients/s3/sigv4.hpp"
+#include "platform/http_client.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -70,17 +71,8 @@ struct Upload {
   std::string id;
 };
 
-// A request body: bytes in memory, or a range of a file.
-struct Body {
-  std::string_view bytes;
-  std::string file;
-  std::uint64_t offset = 0;
-  std::uint64_t length = 0;
-  static Body of(std::string_view b) { return Body{b, {}, 0, b.size()}; }
-  static Body file_range(std::string path, std::uint64_t offset, std::uint64_t length) {
-    return Body{{}, std::move(path), offset, length};
-  }
-};
+// A request body: bytes in memory, or a range of a file (platform/http_client.hpp).
+using Body = http::Body;
 
 class Client {
  public:
@@ -125,22 +117,6 @@ class Client {
   std::string presign(const std::string& method, const std::string& bucket, const std::string& key,
                       std::int64_t expires_s, const std::string& query = "",
                       const std::vector<std::pair<std::string, std::string>>& headers = {}) const;
-
-  // A request that is not signed here, to this client's endpoint: a presigned URL's
-  // target (path and query), or a plain HTTP peer (the uploader talks to the Kiln API with
-  // it). Retried like every call; a non-2xx answer is returned, not thrown (only network
-  // failures after the last attempt throw S3Error with status 0).
-  struct Reply {
-    int status = 0;
-    std::vector<std::pair<std::string, std::string>> headers;  // lowercase names
-    std::string body;                                          // at most 8 MiB
-    [[nodiscard]] std::string header(std::string_view name) const;
-  };
-  // With `sink`, a 2xx body is streamed to it (any size) instead of kept in `body`.
-  Reply send_unsigned(const std::string& method, const std::string& target,
-                      const std::vector<std::pair<std::string, std::string>>& headers,
-                      const Body& body,
-                      const std::function<void(std::string_view)>* sink = nullptr);
 
   struct Impl;
 
