@@ -49,7 +49,7 @@ ASIO_TUS = {
     "platform/asio_impl.cpp", "platform/http_server.cpp", "platform/http_server_impl.hpp",
     "platform/http_stream_session.cpp", "platform/http_upgrade.hpp",
     "platform/runtime.cpp", "platform/runtime_asio.hpp", "clients/redis/connection.cpp",
-    "gateway/gateway.cpp", "gateway/ws_connection.cpp",
+    "gateway/gateway.cpp", "platform/websocket.cpp",
     "platform/http_client.cpp",
 }
 

@@ -1,7 +1,6 @@
 #include "gateway/gateway.hpp"
 
 #include "gateway/gateway_impl.hpp"
-#include "platform/http_upgrade.hpp"
 #include "platform/log.hpp"
 #include "platform/runtime_asio.hpp"
 
@@ -161,7 +160,7 @@ Gateway::~Gateway() {
 }
 
 http::UpgradeHandler Gateway::upgrade_handler() {
-  return [gw = impl_](std::unique_ptr<http::Upgrade> up) { start_connection(gw, std::move(up)); };
+  return collab_endpoint(impl_);
 }
 
 void Gateway::start() {

@@ -1,5 +1,5 @@
-// Gateway internals shared by gateway.cpp (registry, drain, tick) and ws_connection.cpp
-// (the WebSocket transport, the only file here that includes Beast's websocket).
+// Gateway internals shared by gateway.cpp (registry, drain, tick) and connection.cpp (a
+// Session on the platform's WebSocket transport).
 #pragma once
 
 #include "collab/hub.hpp"
@@ -16,7 +16,7 @@
 
 namespace kiln::gateway {
 
-// A live WebSocket connection as the gateway's registry sees it.
+// A live collaboration connection as the gateway's registry sees it.
 class Connection {
  public:
   virtual ~Connection() = default;
@@ -62,7 +62,7 @@ struct Gateway::Impl : std::enable_shared_from_this<Gateway::Impl> {
   void refresh_all();
 };
 
-// Takes over an upgraded HTTP connection and runs its WebSocket session.
-void start_connection(std::shared_ptr<Gateway::Impl> gw, std::unique_ptr<http::Upgrade> up);
+// The collaboration endpoint: a Session per WebSocket connection (connection.cpp).
+http::UpgradeHandler collab_endpoint(const std::shared_ptr<Gateway::Impl>& gw);
 
 }  // namespace kiln::gateway

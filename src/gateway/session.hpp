@@ -1,5 +1,5 @@
 // One client's protocol state, without any I/O (sans-io): frames in, frames and close
-// requests out through a Transport. The WebSocket connection (ws_connection.cpp) feeds it;
+// requests out through a Transport. The collaboration connection (connection.cpp, on the platform's WebSocket transport) feeds it;
 // unit tests feed it directly.
 #pragma once
 

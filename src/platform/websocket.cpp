@@ -1,0 +1,322 @@
+// The WebSocket transport: the one translation unit that instantiates Beast's websocket
+// stream. Sessions (the collaboration session, later the terminal) live behind
+// WebSocketHandler and never see it.
+#include "platform/websocket.hpp"
+#include "platform/http_upgrade.hpp"
+#include "platform/log.hpp"
+#include "platform/metrics.hpp"
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/http/write.hpp>
+#include <boost/beast/websocket.hpp>
+
+#include <deque>
+#include <mutex>
+
+namespace kiln::http {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace bhttp = beast::http;
+namespace websocket = beast::websocket;
+
+namespace {
+
+constexpr auto nothrow = asio::as_tuple(asio::use_awaitable);
+// Reads grow the buffer 4 KiB at a time, and a buffer grown by a large message is given
+// back afterwards: an idle connection must cost little memory (10,000 per node).
+constexpr std::size_t kReadChunk = 4 * 1024;
+constexpr std::size_t kKeepBuffer = 16 * 1024;
+
+bool offers_subprotocol(std::string_view header, std::string_view wanted) {
+  while (!header.empty()) {
+    auto comma = header.find(',');
+    auto token = header.substr(0, comma);
+    while (!token.empty() && (token.front() == ' ' || token.front() == '\t'))
+      token.remove_prefix(1);
+    while (!token.empty() && (token.back() == ' ' || token.back() == '\t')) token.remove_suffix(1);
+    if (token == wanted) return true;
+    if (comma == std::string_view::npos) break;
+    header.remove_prefix(comma + 1);
+  }
+  return false;
+}
+
+Request head_of(const Upgrade& up) {
+  Request req;
+  req.method = std::string(up.request.method_string());
+  req.target = std::string(up.request.target());
+  const auto q = req.target.find('?');
+  req.path = req.target.substr(0, q);
+  if (q != std::string::npos) req.query = req.target.substr(q + 1);
+  for (const auto& f : up.request)
+    req.headers.emplace_back(std::string(f.name_string()), std::string(f.value()));
+  req.remote = up.remote;
+  req.request_id = up.request_id;
+  return req;
+}
+
+class Connection final : public WebSocket, public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(std::shared_ptr<const WebSocketOptions> options,
+             std::shared_ptr<WebSocketHandler> handler, beast::tcp_stream stream,
+             std::string remote)
+      : options_(std::move(options)),
+        o_(*options_),
+        handler_(std::move(handler)),
+        ws_(std::move(stream)),
+        timer_(ws_.get_executor()),
+        remote_(std::move(remote)) {}
+
+  asio::awaitable<void> run(Upgrade& up);
+
+  void send(std::shared_ptr<const std::string> message) override {
+    std::lock_guard lock(mu_);
+    if (dead_ || close_) return;
+    const bool first = queue_.empty() && in_flight_ == 0;
+    queued_bytes_ += message->size();
+    if (queued_bytes_ > o_.max_queue_bytes && !first) {
+      // A consumer that cannot keep up is closed, never allowed to grow memory.
+      queue_.clear();
+      queued_bytes_ = 0;
+      if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"queue_bytes"}).inc();
+      close_.emplace(o_.slow_consumer_code, "slow consumer");
+    } else {
+      queue_.push_back(std::move(message));
+    }
+    wake_locked();
+  }
+
+  void close(std::uint16_t code, std::string reason, bool drop_queued) override {
+    std::lock_guard lock(mu_);
+    if (dead_ || close_) return;
+    if (drop_queued) {
+      queue_.clear();
+      queued_bytes_ = 0;
+    }
+    close_.emplace(code, std::move(reason));
+    wake_locked();
+  }
+
+  void post(std::function<void()> fn) override {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), fn = std::move(fn)] { fn(); });
+  }
+
+  void after(std::chrono::milliseconds delay, std::function<void()> fn) override {
+    asio::post(ws_.get_executor(), [self = shared_from_this(), delay, fn = std::move(fn)] {
+      if (self->ended_) return;
+      self->timer_.expires_after(delay);
+      self->timer_.async_wait([self, fn](const beast::error_code& ec) {
+        if (!ec && !self->ended_) fn();
+      });
+    });
+  }
+
+  const std::string& remote() const override { return remote_; }
+
+ private:
+  // Starts the write chain if it is not running (mu_ held).
+  void wake_locked() {
+    if (writing_ || !started_) return;
+    writing_ = true;
+    asio::post(ws_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+  }
+
+  asio::awaitable<void> reject(bhttp::status status, std::string_view detail);
+  void write_next();
+  asio::awaitable<void> read_loop();
+
+  std::shared_ptr<const WebSocketOptions> options_;  // the endpoint's, shared
+  const WebSocketOptions& o_;
+  std::shared_ptr<WebSocketHandler> handler_;
+  websocket::stream<beast::tcp_stream> ws_;
+  asio::steady_timer timer_;
+  std::string remote_;
+  bool ended_ = false;  // strand only: the read loop is over
+
+  std::mutex mu_;
+  std::deque<std::shared_ptr<const std::string>> queue_;
+  std::size_t queued_bytes_ = 0;
+  std::size_t in_flight_ = 0;  // the message being written (under mu_)
+  bool started_ = false;       // the handshake is done: messages may be written
+  bool writing_ = false;       // a write chain is running
+  bool close_sent_ = false;
+  bool dead_ = false;
+  std::optional<std::pair<std::uint16_t, std::string>> close_;
+};
+
+asio::awaitable<void> Connection::reject(bhttp::status status, std::string_view detail) {
+  bhttp::response<bhttp::string_body> res{status, 11};
+  res.set(bhttp::field::content_type, "application/problem+json");
+  res.set(bhttp::field::connection, "close");
+  // The same problem shape as every other refusal (RFC 9457, with a title).
+  res.body() =
+      Response::problem(static_cast<int>(status), "https://kiln.dev/problems/websocket", "", detail)
+          .body;
+  res.prepare_payload();
+  auto& stream = ws_.next_layer();
+  stream.expires_after(std::chrono::seconds(5));
+  co_await bhttp::async_write(stream, res, nothrow);
+  beast::error_code ignored;
+  stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+}
+
+asio::awaitable<void> Connection::run(Upgrade& up) {
+  if (!o_.subprotocol.empty() &&
+      !offers_subprotocol(up.request[bhttp::field::sec_websocket_protocol], o_.subprotocol)) {
+    co_await reject(bhttp::status::bad_request,
+                    "the WebSocket subprotocol " + o_.subprotocol + " is required");
+    co_return;
+  }
+  if (auto refused = handler_->admit(head_of(up))) {
+    co_await reject(static_cast<bhttp::status>(refused->status), refused->detail);
+    co_return;
+  }
+  ws_.next_layer().expires_never();  // the websocket stream keeps its own timeouts
+  websocket::stream_base::timeout timeouts;
+  timeouts.handshake_timeout = o_.handshake_timeout;
+  if (o_.idle_timeout.count() > 0) {
+    timeouts.idle_timeout = o_.idle_timeout;  // pings at half of it: a silent peer is dropped
+    timeouts.keep_alive_pings = true;
+  } else {
+    timeouts.idle_timeout = websocket::stream_base::none();
+  }
+  ws_.set_option(timeouts);
+  ws_.set_option(websocket::stream_base::decorator([p = o_.subprotocol](auto& res) {
+    res.set(bhttp::field::server, "kiln");
+    if (!p.empty()) res.set(bhttp::field::sec_websocket_protocol, p);
+  }));
+  // The message size is enforced in read_loop with the endpoint's close code; Beast's own
+  // limit (which closes with 1009 and reads no further) is turned off.
+  ws_.read_message_max(0);
+  ws_.auto_fragment(false);
+
+  auto [ec] = co_await ws_.async_accept(up.request, nothrow);
+  if (!ec) {
+    {
+      std::lock_guard lock(mu_);
+      started_ = true;
+      wake_locked();
+    }
+    handler_->on_open(shared_from_this());
+    co_await read_loop();
+  }
+  ended_ = true;
+  timer_.cancel();
+  {
+    std::lock_guard lock(mu_);
+    dead_ = true;
+    queue_.clear();
+    queued_bytes_ = 0;
+  }
+  handler_->on_closed();
+  handler_.reset();
+}
+
+asio::awaitable<void> Connection::read_loop() {
+  beast::flat_buffer buf;
+  const std::size_t max = o_.max_message_bytes;
+  bool discarding = false;  // after a close request: read only to finish the handshake
+  for (;;) {
+    buf.clear();
+    if (buf.capacity() > kKeepBuffer) buf.shrink_to_fit();
+    std::size_t total = 0;
+    for (;;) {
+      auto [ec, n] = co_await ws_.async_read_some(buf, kReadChunk, nothrow);
+      if (ec) co_return;  // closed, reset, or timed out
+      total += n;
+      if (discarding || total > max) {
+        buf.clear();  // flat memory whatever the peer sends
+        if (!discarding) {
+          if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"frame_bytes"}).inc();
+          close(o_.too_large_code, "message larger than " + std::to_string(max) + " bytes", false);
+          discarding = true;
+        }
+      }
+      if (ws_.is_message_done()) break;
+    }
+    if (discarding) continue;
+    {
+      std::lock_guard lock(mu_);
+      if (close_) discarding = true;
+    }
+    if (discarding) continue;
+    const auto data = buf.cdata();
+    handler_->on_message(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                         ws_.got_binary());
+  }
+}
+
+// The write path is a plain callback chain, not a coroutine: at tens of thousands of
+// messages per second the coroutine and timer machinery per message cost more than the
+// write. Runs on the connection's strand; `writing_` (under mu_) says a chain is running.
+void Connection::write_next() {
+  std::shared_ptr<const std::string> message;
+  std::optional<std::pair<std::uint16_t, std::string>> closing;
+  {
+    std::lock_guard lock(mu_);
+    if (dead_) {
+      writing_ = false;
+      return;
+    }
+    in_flight_ = 0;  // the previous write, if any, is done
+    if (!queue_.empty()) {
+      message = std::move(queue_.front());
+      queue_.pop_front();
+      queued_bytes_ -= message->size();
+      in_flight_ = message->size();
+    } else if (close_ && !close_sent_) {
+      closing = close_;
+      close_sent_ = true;
+    } else {
+      writing_ = false;
+      return;
+    }
+  }
+  auto self = shared_from_this();
+  if (closing) {
+    if (o_.metrics.closes) o_.metrics.closes->with({std::to_string(closing->first)}).inc();
+    std::string reason = closing->second.substr(0, 120);  // a close reason fits 123 bytes
+    ws_.async_close(
+        websocket::close_reason(static_cast<websocket::close_code>(closing->first), reason),
+        [self](const beast::error_code&) {
+          std::lock_guard lock(self->mu_);
+          self->writing_ = false;
+        });
+    return;
+  }
+  ws_.text(true);
+  ws_.async_write(asio::buffer(*message),
+                  [self, message](const beast::error_code& ec, std::size_t) {
+                    if (ec) {
+                      std::lock_guard lock(self->mu_);
+                      self->dead_ = true;
+                      self->writing_ = false;
+                      return;
+                    }
+                    if (self->o_.metrics.messages_out) self->o_.metrics.messages_out->inc();
+                    self->write_next();
+                  });
+}
+
+}  // namespace
+
+UpgradeHandler websocket_endpoint(WebSocketOptions options,
+                                  std::function<std::shared_ptr<WebSocketHandler>()> make) {
+  auto shared = std::make_shared<const WebSocketOptions>(std::move(options));
+  return [shared, make = std::move(make)](std::unique_ptr<Upgrade> up) {
+    auto executor = up->stream.get_executor();
+    auto conn = std::make_shared<Connection>(shared, make(), std::move(up->stream), up->remote);
+    // The upgrade (its request) lives as long as the coroutine.
+    auto owned = std::shared_ptr<Upgrade>(std::move(up));
+    asio::co_spawn(
+        executor, [conn, owned]() -> asio::awaitable<void> { co_await conn->run(*owned); },
+        [conn](std::exception_ptr e) { log::exception(e, "websocket session failed"); });
+  };
+}
+
+}  // namespace kiln::http

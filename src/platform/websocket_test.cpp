@@ -1,0 +1,245 @@
+// The WebSocket transport (websocket.hpp) with a session that is not the collaboration one:
+// an echo handler on loopback, spoken to with hand-made RFC 6455 frames (masked, as a client
+// must). The handshake and its refusals, messages both ways, a message over the limit closed
+// with the endpoint's code, binary messages flagged, the per-connection timer, and on_closed
+// called exactly once.
+#include "platform/websocket.hpp"
+#include "platform/metrics.hpp"
+#include "platform/runtime.hpp"
+
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <mutex>
+#include <thread>
+
+namespace kiln::http {
+namespace {
+
+// Echoes text upper-cased, answers binary with "binary N", closes with 4321 on "timer" after
+// 50 ms; refuses the upgrade when the path is /full.
+// Counts on_closed calls; a test waits for a count (bounded, woken by the handler).
+struct ClosedCount {
+  std::mutex mu;
+  std::condition_variable cv;
+  int n = 0;
+  void add() {
+    std::lock_guard lock(mu);
+    ++n;
+    cv.notify_all();
+  }
+  bool wait_for(int want) {
+    std::unique_lock lock(mu);
+    return cv.wait_for(lock, std::chrono::seconds(20), [&] { return n >= want; });
+  }
+  int now() {
+    std::lock_guard lock(mu);
+    return n;
+  }
+};
+
+class Echo final : public WebSocketHandler {
+ public:
+  explicit Echo(ClosedCount& closed) : closed_(closed) {}
+  std::optional<WebSocketRefusal> admit(const Request& head) override {
+    if (head.path == "/full") return WebSocketRefusal{503, "full for the test"};
+    return std::nullopt;
+  }
+  void on_open(std::shared_ptr<WebSocket> socket) override { socket_ = std::move(socket); }
+  void on_message(std::string_view data, bool binary) override {
+    if (binary) {
+      socket_->send(std::make_shared<const std::string>("binary " + std::to_string(data.size())));
+    } else if (data == "timer") {
+      auto s = socket_;
+      socket_->after(std::chrono::milliseconds(50), [s] { s->close(4321, "timer fired"); });
+    } else {
+      std::string up(data);
+      for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      socket_->send(std::make_shared<const std::string>(up));
+    }
+  }
+  void on_closed() override {
+    socket_.reset();
+    closed_.add();
+  }
+
+ private:
+  ClosedCount& closed_;
+  std::shared_ptr<WebSocket> socket_;
+};
+
+class WebSocketTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ServerOptions so;
+    so.port = 0;
+    server_ = std::make_unique<Server>(runtime_, so, Router{}, registry_);
+    WebSocketOptions o;
+    o.subprotocol = "echo.v1";
+    o.max_message_bytes = 1000;
+    o.too_large_code = 4009;
+    o.metrics.limit_trips = &registry_.counter("kiln_test_trips_total", "trips", {"limit"});
+    for (const char* path : {"/ws", "/full"})
+      server_->add_upgrade(
+          path, websocket_endpoint(o, [this] { return std::make_shared<Echo>(closed_); }));
+    server_->start();
+    thread_ = std::thread([this] { runtime_.run(); });
+  }
+  void TearDown() override {
+    server_->close_all();
+    runtime_.stop();
+    thread_.join();
+    runtime_.run_ready_handlers();
+  }
+
+  // Connects and sends the upgrade request; returns the socket and the response head.
+  std::pair<int, std::string> upgrade(const std::string& path,
+                                      const std::string& protocol = "echo.v1") {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(server_->port());
+    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    timeval tv{20, 0};  // a bound on every read: a hang fails the test
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    std::string req =
+        "GET " + path +
+        " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+    if (!protocol.empty()) req += "Sec-WebSocket-Protocol: " + protocol + "\r\n";
+    req += "\r\n";
+    send_all(fd, req);
+    std::string head;
+    char c;
+    while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) head += c;
+    return {fd, head};
+  }
+  static void send_all(int fd, std::string_view s) {
+    while (!s.empty()) {
+      const auto n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
+      if (n <= 0) return;
+      s.remove_prefix(static_cast<std::size_t>(n));
+    }
+  }
+  // One client frame: FIN, `opcode`, masked (RFC 6455 section 5.3).
+  static void send_frame(int fd, std::string_view payload, int opcode = 1) {
+    std::string f;
+    f += static_cast<char>(0x80 | opcode);
+    if (payload.size() < 126) {
+      f += static_cast<char>(0x80 | payload.size());
+    } else {
+      f += static_cast<char>(0x80 | 126);
+      f += static_cast<char>(payload.size() >> 8);
+      f += static_cast<char>(payload.size() & 0xff);
+    }
+    const char mask[4] = {0x12, 0x34, 0x56, 0x78};
+    f.append(mask, 4);
+    for (std::size_t i = 0; i < payload.size(); ++i)
+      f += static_cast<char>(payload[i] ^ mask[i % 4]);
+    send_all(fd, f);
+  }
+  static bool read_exact(int fd, char* out, std::size_t n) {
+    while (n > 0) {
+      const auto got = ::recv(fd, out, n, 0);
+      if (got <= 0) return false;
+      out += got;
+      n -= static_cast<std::size_t>(got);
+    }
+    return true;
+  }
+  // One server frame (unmasked, payload < 64 KiB): (opcode, payload); opcode -1 when closed.
+  static std::pair<int, std::string> read_frame(int fd) {
+    unsigned char h[2];
+    if (!read_exact(fd, reinterpret_cast<char*>(h), 2)) return {-1, {}};
+    std::size_t len = h[1] & 0x7f;
+    if (len == 126) {
+      unsigned char l[2];
+      if (!read_exact(fd, reinterpret_cast<char*>(l), 2)) return {-1, {}};
+      len = (static_cast<std::size_t>(l[0]) << 8) | l[1];
+    }
+    std::string payload(len, '\0');
+    if (!read_exact(fd, payload.data(), len)) return {-1, {}};
+    return {h[0] & 0x0f, payload};
+  }
+  static int close_code(const std::string& payload) {
+    return payload.size() < 2 ? 0
+                              : (static_cast<unsigned char>(payload[0]) << 8) |
+                                    static_cast<unsigned char>(payload[1]);
+  }
+
+  metrics::Registry registry_;
+  Runtime runtime_{1};
+  ClosedCount closed_;
+  std::unique_ptr<Server> server_;
+  std::thread thread_;
+};
+
+TEST_F(WebSocketTest, MessagesGoBothWaysThroughTheSession) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  EXPECT_NE(head.find("Sec-WebSocket-Protocol: echo.v1"), std::string::npos) << head;
+  // RFC 6455 section 1.3's example key and its accept value.
+  EXPECT_NE(head.find("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), std::string::npos) << head;
+  send_frame(fd, "hello");
+  send_frame(fd, "again");
+  EXPECT_EQ(read_frame(fd), std::make_pair(1, std::string("HELLO")));
+  EXPECT_EQ(read_frame(fd), std::make_pair(1, std::string("AGAIN")));
+  send_frame(fd, std::string("\x01\x02\x03", 3), 2);
+  EXPECT_EQ(read_frame(fd), std::make_pair(1, std::string("binary 3")));
+  ::close(fd);  // the peer goes away without a close frame: on_closed still runs, once
+  EXPECT_TRUE(closed_.wait_for(1));
+  EXPECT_EQ(closed_.now(), 1);
+}
+
+TEST_F(WebSocketTest, AMessageOverTheLimitClosesWithTheEndpointsCode) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  send_frame(fd, std::string(1001, 'x'));
+  send_frame(fd, "not answered: a close was asked for");
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);  // close
+  EXPECT_EQ(close_code(payload), 4009);
+  EXPECT_NE(payload.find("larger than 1000 bytes"), std::string::npos) << payload;
+  EXPECT_NE(registry_.render().find("kiln_test_trips_total{limit=\"frame_bytes\"} 1"),
+            std::string::npos);
+  send_frame(fd, std::string(payload.substr(0, 2)), 8);  // the client's close: the handshake ends
+  EXPECT_EQ(read_frame(fd).first, -1);                   // the server closed the connection
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+  EXPECT_EQ(closed_.now(), 1);
+}
+
+TEST_F(WebSocketTest, TheConnectionsTimerRunsOnItsStrand) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  send_frame(fd, "timer");
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);
+  EXPECT_EQ(close_code(payload), 4321);
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+TEST_F(WebSocketTest, RefusalsComeBeforeTheHandshakeAsProblems) {
+  auto [fd, head] = upgrade("/ws", "");
+  EXPECT_TRUE(head.starts_with("HTTP/1.1 400")) << head;
+  std::string rest(4096, '\0');
+  const auto n = ::recv(fd, rest.data(), rest.size(), 0);
+  EXPECT_NE(rest.substr(0, n > 0 ? n : 0).find("subprotocol echo.v1 is required"),
+            std::string::npos);
+  ::close(fd);
+  auto [fd2, head2] = upgrade("/full");
+  EXPECT_TRUE(head2.starts_with("HTTP/1.1 503")) << head2;
+  EXPECT_NE(head2.find("application/problem+json"), std::string::npos) << head2;
+  ::close(fd2);
+  EXPECT_EQ(closed_.now(), 0);  // never admitted: nothing to close
+}
+
+}  // namespace
+}  // namespace kiln::http
