@@ -233,7 +233,9 @@ void Node::every(std::chrono::milliseconds first, std::chrono::milliseconds peri
 int run_node(const config::Config& cfg, const std::string& role_name) {
   Node node(cfg, role_name);
   node.roles.collab = role_name == "serve" || role_name == "gateway";
-  node.roles.persist = role_name == "serve" || role_name == "worker";
+  // A worker runs what it has work for: storing rooms held in Redis (persist).
+  node.roles.persist =
+      role_name == "serve" || (role_name == "worker" && cfg.str("room.engine") == "redis");
   node.roles.api = role_name == "serve" || role_name == "api";
   node.roles.objects = role_name == "serve" || role_name == "objects";
 
@@ -269,13 +271,24 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
                  data_dir.c_str());
     return 1;
   }
-  // A worker runs what it has work for; today that is storing rooms held in Redis.
-  if (role_name == "worker" && cfg.str("room.engine") != "redis") {
+  // A worker with nothing to run is a configuration mistake, said at once.
+  if (role_name == "worker" && !node.roles.persist) {
     std::fprintf(stderr,
-                 "kiln: configuration error: the worker role stores rooms held in Redis "
+                 "kiln: configuration error: a worker runs what it has work for, and this "
+                 "configuration gives it none: the worker role stores rooms held in Redis "
                  "(room.engine=redis); with room.engine=memory the rooms live inside "
                  "`kiln serve`, which persists them itself\n");
     return 2;
+  }
+
+  for (const char* key : {"http.cors_origins", "objects.cors_origins"}) {
+    if (auto bad = http::bad_wildcard_pattern(config::split_list(cfg.str(key)))) {
+      std::fprintf(stderr,
+                   "kiln: configuration error: %s: an origin may contain at most one '*' "
+                   "(got '%s')\n",
+                   key, bad->c_str());
+      return 2;
+    }
   }
 
   metrics::register_process_metrics(node.registry);

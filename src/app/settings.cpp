@@ -36,7 +36,8 @@ config::Schema build() {
   s.add(flag("http.access_log", true, "Log one line per HTTP request (path without query)."));
   s.add(text("http.cors_origins", "",
              "Comma-separated origins whose pages may call the API from a browser "
-             "(`https://editor.example.com`; `*`: any). Empty: no CORS (same-origin pages and "
+             "(`https://editor.example.com`; one `*` matches any run of characters: "
+             "`https://*.example.com`; `*`: any). Empty: no CORS (same-origin pages and "
              "non-browser clients only)."));
   s.add(choice("log.level", "info", {"trace", "debug", "info", "warn", "error"},
                "Lowest level written to the log."));

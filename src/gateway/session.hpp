@@ -1,6 +1,6 @@
 // One client's protocol state, without any I/O (sans-io): frames in, frames and close
-// requests out through a Transport. The collaboration connection (connection.cpp, on the platform's WebSocket transport) feeds it;
-// unit tests feed it directly.
+// requests out through a Transport. The collaboration connection (connection.cpp, on the platform's
+// WebSocket transport) feeds it; unit tests feed it directly.
 #pragma once
 
 #include "auth/jwt.hpp"

@@ -1,6 +1,7 @@
 // CORS for the embedded store (S3's bucket CORS configuration: PutBucketCors, GetBucketCors,
 
 #include "platform/codec.hpp"
+#include "platform/http.hpp"
 // DeleteBucketCors; the Fetch standard's preflight). A bucket with a configuration answers
 // browsers by its rules: the first rule whose AllowedOrigin matches the Origin (one '*' may
 // stand for any run of characters), whose AllowedMethod has the method, and whose
@@ -66,11 +67,9 @@ std::vector<CorsRule> parse_rules(const std::string& body) {
       }
     }
     for (const auto* list : {&rule.origins, &rule.headers}) {
-      for (const auto& p : *list) {
-        if (std::count(p.begin(), p.end(), '*') > 1)
-          throw Error(400, "InvalidRequest",
-                      "AllowedOrigin and AllowedHeader may contain at most one wildcard: " + p);
-      }
+      if (auto p = http::bad_wildcard_pattern(*list))
+        throw Error(400, "InvalidRequest",
+                    "AllowedOrigin and AllowedHeader may contain at most one wildcard: " + *p);
     }
     if (const auto* age = r->one("MaxAgeSeconds")) {
       int v = 0;
@@ -83,16 +82,6 @@ std::vector<CorsRule> parse_rules(const std::string& body) {
     out.push_back(std::move(rule));
   }
   return out;
-}
-
-// A pattern with at most one '*' (any run of characters).
-bool matches(const std::string& pattern, const std::string& value, bool fold_case) {
-  auto p = fold_case ? codec::ascii_lower(pattern) : pattern;
-  auto v = fold_case ? codec::ascii_lower(value) : value;
-  const auto star = p.find('*');
-  if (star == std::string::npos) return p == v;
-  const auto head = p.substr(0, star), tail = p.substr(star + 1);
-  return v.size() >= head.size() + tail.size() && v.starts_with(head) && v.ends_with(tail);
 }
 
 std::string join(const std::vector<std::string>& v) {
@@ -119,13 +108,11 @@ std::vector<std::string> split_headers(const std::string& list) {
 const CorsRule* match_rule(const std::vector<CorsRule>& rules, const std::string& origin,
                            const std::string& method, const std::vector<std::string>& headers) {
   for (const auto& rule : rules) {
-    if (std::none_of(rule.origins.begin(), rule.origins.end(),
-                     [&](const auto& o) { return matches(o, origin, false); }))
-      continue;
+    if (!http::origin_allowed(origin, rule.origins)) continue;
     if (std::find(rule.methods.begin(), rule.methods.end(), method) == rule.methods.end()) continue;
     const bool headers_ok = std::all_of(headers.begin(), headers.end(), [&](const auto& h) {
       return std::any_of(rule.headers.begin(), rule.headers.end(),
-                         [&](const auto& p) { return matches(p, h, true); });
+                         [&](const auto& p) { return http::wildcard_match(p, h, true); });
     });
     if (headers_ok) return &rule;
   }
@@ -218,12 +205,9 @@ void S3Api::add_cors(const S3Request& r, S3Response& resp) const {
 }
 
 bool S3Api::global_cors(const std::string& origin, S3Response& resp) const {
-  if (options_.cors_origins.empty()) return false;
+  if (!http::origin_allowed(origin, options_.cors_origins)) return false;
   const bool any = std::find(options_.cors_origins.begin(), options_.cors_origins.end(), "*") !=
                    options_.cors_origins.end();
-  if (!any && std::find(options_.cors_origins.begin(), options_.cors_origins.end(), origin) ==
-                  options_.cors_origins.end())
-    return false;
   resp.headers.emplace_back("Access-Control-Allow-Origin", any ? "*" : origin);
   resp.headers.emplace_back("Access-Control-Expose-Headers",
                             "ETag, x-amz-version-id, Content-Length, Content-Range");

@@ -227,16 +227,29 @@ std::string accept_or_make_request_id(std::optional<std::string_view> from_clien
   return ids::random_hex(8);
 }
 
-namespace {
-
-bool origin_allowed(const std::optional<std::string_view>& origin,
-                    const std::vector<std::string>& origins) {
-  if (!origin || origin->empty()) return false;
-  return std::any_of(origins.begin(), origins.end(),
-                     [&](const std::string& o) { return o == "*" || o == *origin; });
+bool wildcard_match(std::string_view pattern, std::string_view value, bool fold_case) {
+  auto equal = [fold_case](std::string_view a, std::string_view b) {
+    return fold_case ? codec::iequals(a, b) : a == b;
+  };
+  const auto star = pattern.find('*');
+  if (star == std::string_view::npos) return equal(pattern, value);
+  const auto head = pattern.substr(0, star), tail = pattern.substr(star + 1);
+  return value.size() >= head.size() + tail.size() && equal(value.substr(0, head.size()), head) &&
+         equal(value.substr(value.size() - tail.size()), tail);
 }
 
-}  // namespace
+bool origin_allowed(std::optional<std::string_view> origin,
+                    const std::vector<std::string>& patterns) {
+  if (!origin || origin->empty()) return false;
+  return std::any_of(patterns.begin(), patterns.end(),
+                     [&](const std::string& p) { return wildcard_match(p, *origin); });
+}
+
+std::optional<std::string> bad_wildcard_pattern(const std::vector<std::string>& patterns) {
+  for (const auto& p : patterns)
+    if (std::count(p.begin(), p.end(), '*') > 1) return p;
+  return std::nullopt;
+}
 
 std::optional<Response> cors_preflight(const Request& req,
                                        const std::vector<std::string>& origins) {

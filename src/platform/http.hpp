@@ -44,7 +44,18 @@ struct Response {
                           std::string_view detail);
 };
 
-// CORS for browsers on other origins (`origins`: exact origins, or "*" for any; empty: no
+// A pattern with at most one '*', which matches any run of characters (S3's CORS
+// AllowedOrigin and AllowedHeader): "https://*.example.com", "x-amz-*", "*". Without a '*' the
+// value must equal the pattern. `fold_case`: ASCII case-insensitive (header names).
+bool wildcard_match(std::string_view pattern, std::string_view value, bool fold_case = false);
+// Whether a browser's Origin is allowed by one of `patterns` (wildcard_match; an empty or
+// absent Origin never is).
+bool origin_allowed(std::optional<std::string_view> origin,
+                    const std::vector<std::string>& patterns);
+// The first pattern with more than one '*' (a configuration mistake), if any.
+std::optional<std::string> bad_wildcard_pattern(const std::vector<std::string>& patterns);
+
+// CORS for browsers on other origins (`origins`: origin patterns as above, "*" for any; empty: no
 // CORS headers at all). A preflight (OPTIONS with Access-Control-Request-Method) is answered
 // here, before routing and authentication (browsers send no credentials with it); other
 // responses to an allowed Origin get Access-Control-Allow-Origin and the exposed headers.

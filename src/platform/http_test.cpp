@@ -155,5 +155,30 @@ TEST(Cors, ResponsesToAllowedOriginsCarryTheHeaders) {
   EXPECT_TRUE(none.headers.empty());
 }
 
+// One '*' matches any run of characters, as S3's AllowedOrigin; the API, the store's
+// objects.cors_origins and a bucket's CORS rules all match with it.
+TEST(Cors, OriginPatternsTakeOneWildcard) {
+  EXPECT_TRUE(wildcard_match("https://*.example.com", "https://editor.example.com"));
+  EXPECT_TRUE(wildcard_match("https://*.example.com", "https://a.b.example.com"));
+  EXPECT_FALSE(wildcard_match("https://*.example.com", "https://example.com"));
+  EXPECT_FALSE(wildcard_match("https://*.example.com", "https://evil.com/.example.com.x"));
+  EXPECT_FALSE(wildcard_match("https://*.example.com", "http://editor.example.com"));
+  EXPECT_TRUE(wildcard_match("*", "null"));
+  EXPECT_FALSE(wildcard_match("https://Editor.example", "https://editor.example"));
+  EXPECT_TRUE(wildcard_match("X-Amz-*", "x-amz-date", true));
+  EXPECT_FALSE(wildcard_match("ab*ba", "aba"));  // head and tail may not overlap
+  EXPECT_FALSE(origin_allowed(std::string_view(""), {"*"}));
+  EXPECT_FALSE(origin_allowed(std::nullopt, {"*"}));
+  EXPECT_EQ(bad_wildcard_pattern({"https://*.a", "*://*.b"}), "*://*.b");
+  EXPECT_EQ(bad_wildcard_pattern({"*", "https://*.a"}), std::nullopt);
+
+  Request pre;
+  pre.method = "OPTIONS";
+  pre.headers = {{"Origin", "https://editor.studio.example"},
+                 {"Access-Control-Request-Method", "PUT"}};
+  EXPECT_EQ(cors_preflight(pre, {"https://*.studio.example"})->status, 204);
+  EXPECT_EQ(cors_preflight(pre, {"https://*.other.example"})->status, 403);
+}
+
 }  // namespace
 }  // namespace kiln::http

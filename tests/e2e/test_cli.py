@@ -141,6 +141,12 @@ class CommandLine(unittest.TestCase):
         finally:
             kiln.stop()
 
+    def test_an_origin_with_two_wildcards_is_refused_at_start(self):
+        for flag in ("--http-cors-origins", "--objects-cors-origins"):
+            r = run_kiln("serve", flag, "https://ok.example,*://*.example")
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("an origin may contain at most one '*' (got '*://*.example')", r.stderr)
+
     def test_worker_needs_rooms_in_redis(self):
         r = run_kiln("worker")
         self.assertEqual(r.returncode, 2)

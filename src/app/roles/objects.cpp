@@ -94,8 +94,9 @@ void add_objects_settings(config::Schema& s) {
   s.add(osecret);
   s.add(text("objects.buckets", "kiln", "Comma-separated buckets created at start."));
   s.add(text("objects.cors_origins", "",
-             "Comma-separated origins allowed to call the store from a browser (`*`: any); "
-             "responses then expose ETag. Empty: no CORS."));
+             "Comma-separated origins allowed to call the store from a browser (one `*` "
+             "matches any run of characters: `https://*.example.com`; `*`: any); responses "
+             "then expose ETag. Empty: no CORS. A bucket's own CORS rules come first."));
   s.add(text("objects.virtual_host_domain", "localhost",
              "Virtual-hosted-style requests: a Host of `<bucket>.<this domain>` names the bucket "
              "(`kiln.localhost:7701/key`). Empty: path-style only (`/bucket/key`)."));
