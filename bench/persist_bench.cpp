@@ -62,7 +62,7 @@ int main(int argc, char** argv) {
     }
     submit(engine, room, m, batch + "]");
   }
-  const auto snapshot_bytes = engine.read_room("bench/r0")->snapshot.size();
+  const auto snapshot_bytes = engine.read_room("bench/r0").value()->snapshot.size();
 
   auto timed_pass = [&] {
     std::vector<std::unique_ptr<persist::Persister>> ps;

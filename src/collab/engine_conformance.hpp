@@ -135,7 +135,7 @@ class EngineConformance : public ::testing::TestWithParam<Named> {
 
   // The seq the room is marked dirty at, or nullopt when it is clean.
   std::optional<std::uint64_t> dirty_seq_of(const std::string& rm) {
-    for (const auto& d : harness->persistence().dirty_rooms(1000))
+    for (const auto& d : harness->persistence().dirty_rooms(1000).value())
       if (d.room == rm) return d.seq;
     return std::nullopt;
   }
@@ -382,22 +382,22 @@ TEST_P(EngineConformance, ChangedRoomsAreDirtyUntilStoredAtTheirSeq) {
   EXPECT_FALSE(dirty_seq()) << "a room nobody changed is not dirty";
   create_entities(rm, 3);
   ASSERT_EQ(dirty_seq(), std::optional<std::uint64_t>(3));
-  auto state = p.read_room(rm);
+  auto state = p.read_room(rm).value();
   ASSERT_TRUE(state);
   EXPECT_EQ(state->seq, 3u);
   EXPECT_FALSE(state->epoch.empty());
   auto snap = json::parse(state->snapshot);
   EXPECT_EQ(snap.at("entities").as_object().size(), 3u);
-  p.mark_stored(rm, 2);  // an older store does not clear a newer change
+  ASSERT_TRUE(p.mark_stored(rm, 2));  // an older store does not clear a newer change
   EXPECT_EQ(dirty_seq(), std::optional<std::uint64_t>(3));
-  p.mark_stored(rm, 3);
+  ASSERT_TRUE(p.mark_stored(rm, 3));
   EXPECT_FALSE(dirty_seq());
   submit(rm, ann, ann_rec, 99, R"([{"op":"create","entity":"z","parent":"root"}])");
   EXPECT_EQ(dirty_seq(), std::optional<std::uint64_t>(4));
   bool listed = false;
-  for (const auto& r : p.all_rooms()) listed = listed || (r.room == rm && r.seq == 4);
+  for (const auto& r : p.all_rooms().value()) listed = listed || (r.room == rm && r.seq == 4);
   EXPECT_TRUE(listed) << "all_rooms() lists every room with its seq";
-  EXPECT_FALSE(p.read_room("p/never-used-" + rm.substr(2)));
+  EXPECT_FALSE(p.read_room("p/never-used-" + rm.substr(2)).value());
 }
 
 // persistence.md step 3: the clear of a dirty mark races new batches. A persister loop
@@ -426,10 +426,10 @@ TEST_P(EngineConformance, AClearRacingANewBatchLeavesTheRoomDirty) {
   std::atomic<bool> done{false};
   auto pass = [&] {
     if (!dirty_seq()) return false;
-    auto state = p.read_room(rm);
+    auto state = p.read_room(rm).value();
     if (!state) return false;
     stored = state->seq;
-    p.mark_stored(rm, state->seq);
+    EXPECT_TRUE(p.mark_stored(rm, state->seq));
     if (auto now = dirty_seq(); now && *now > state->seq) ++kept_dirty;
     return true;
   };

@@ -6,9 +6,14 @@
 //    they were last stored, reads their state, and tells the engine what is stored.
 #pragma once
 
+#include "platform/result.hpp"
+
+#include <boost/assert/source_location.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -39,22 +44,41 @@ struct RoomState {
   std::string snapshot;  // JSON
 };
 
-// The engine as the persister sees it. Every call blocks and throws std::runtime_error
-// when the engine cannot answer; call them from the persister's own thread, never from an
-// event loop's.
+// Why the engine could not answer the persister. Either way the room stays dirty and a
+// later pass tries again; the persister reports the detail (health, log, metrics).
+struct SourceError {
+  enum class Code {
+    unavailable,  // no answer in time, or an error reply (Redis down, failing over)
+    unreadable,   // the room's stored state cannot be read back (corrupt)
+  };
+  Code code;
+  std::string detail;
+};
+
+template <class T>
+using SourceResult = kiln::Result<T, SourceError>;
+
+// What SourceResult::value() throws on an error (found by argument-dependent lookup).
+[[noreturn]] inline void throw_exception_from_error(const SourceError& e,
+                                                    const boost::source_location&) {
+  throw std::runtime_error(e.detail);
+}
+
+// The engine as the persister sees it. Every call blocks (call them from the persister's own
+// thread, never from an event loop's) and answers a value or a SourceError; none throws.
 class PersistSource {
  public:
   virtual ~PersistSource() = default;
   // Rooms marked changed and not yet marked stored, with the seq of the newest mark (at
   // most `limit`).
-  virtual std::vector<RoomVersion> dirty_rooms(std::size_t limit) = 0;
+  virtual SourceResult<std::vector<RoomVersion>> dirty_rooms(std::size_t limit) = 0;
   // Every room the engine holds, with its seq: the reconciliation that finds a room whose
   // dirty mark went missing.
-  virtual std::vector<RoomVersion> all_rooms() = 0;
+  virtual SourceResult<std::vector<RoomVersion>> all_rooms() = 0;
   // The room's state now; nullopt when the engine does not hold it.
-  virtual std::optional<RoomState> read_room(const std::string& room) = 0;
+  virtual SourceResult<std::optional<RoomState>> read_room(const std::string& room) = 0;
   // The room is stored at `seq`: clears its dirty mark unless a later change marked it.
-  virtual void mark_stored(const std::string& room, std::uint64_t seq) = 0;
+  virtual SourceResult<void> mark_stored(const std::string& room, std::uint64_t seq) = 0;
 };
 
 }  // namespace kiln::collab

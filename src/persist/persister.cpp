@@ -122,27 +122,39 @@ void Persister::store_room(const std::string& room, PassReport& report) {
     ++report.leased_elsewhere;
     return;
   }
-  auto state = source_.read_room(room);
+  auto read = source_.read_room(room);
+  if (!read) return source_failed(read.error(), report);
+  auto& state = *read;
   if (!state) {
     // Evicted or deleted: nothing to store, and the mark would only linger.
     ++report.gone;
-    source_.mark_stored(room, UINT64_MAX >> 11);  // above any seq (exact in a double score)
+    // Above any seq (exact in a double score). Should the clear fail, the next pass finds
+    // the room gone again.
+    if (auto cleared = source_.mark_stored(room, UINT64_MAX >> 11); !cleared)
+      source_failed(cleared.error(), report);
     return;
   }
   store::RoomSnapshot snap{room, state->seq, state->epoch, std::move(state->snapshot), 0};
   switch (rooms_.save_snapshot(snap, options_.holder, options_.lease, options_.keep)) {
     case store::SaveResult::Stored:
       ++report.stored;
-      source_.mark_stored(room, snap.seq);
       break;
     case store::SaveResult::NotNewer:
       ++report.not_newer;
-      source_.mark_stored(room, snap.seq);
       break;
     case store::SaveResult::LeaseLost:
       ++report.lease_lost;
-      break;
+      return;
   }
+  // Stored: a mark that fails to clear only makes the next pass store the room again
+  // (NotNewer), which is harmless; it is still reported.
+  if (auto cleared = source_.mark_stored(room, snap.seq); !cleared)
+    source_failed(cleared.error(), report);
+}
+
+void Persister::source_failed(const collab::SourceError& e, PassReport& report) {
+  ++report.failed;
+  if (report.error.empty()) report.error = e.detail;
 }
 
 PassReport Persister::pass(bool reconcile) {
@@ -151,14 +163,21 @@ PassReport Persister::pass(bool reconcile) {
   PassReport report;
   std::vector<std::string> rooms;
   try {
-    for (auto& d : source_.dirty_rooms(options_.max_rooms_per_pass)) rooms.push_back(d.room);
-    if (reconcile) {
+    auto dirty = source_.dirty_rooms(options_.max_rooms_per_pass);
+    if (!dirty) {
+      source_failed(dirty.error(), report);
+    } else {
+      for (auto& d : *dirty) rooms.push_back(d.room);
+    }
+    auto all = reconcile ? source_.all_rooms() : std::vector<collab::RoomVersion>();
+    if (!all) source_failed(all.error(), report);
+    if (reconcile && all) {
+      // Rooms newer in the engine than in the database, marked or not.
       std::unordered_set<std::string> marked(rooms.begin(), rooms.end());
-      auto all = source_.all_rooms();
       std::vector<std::string> names;
-      for (const auto& r : all) names.push_back(r.room);
+      for (const auto& r : *all) names.push_back(r.room);
       const auto stored = rooms_.stored_seqs(names);
-      for (const auto& r : all) {
+      for (const auto& r : *all) {
         auto it = stored.find(r.room);
         const std::uint64_t have = it == stored.end() ? 0 : it->second;
         if (r.seq > have && marked.insert(r.room).second) {

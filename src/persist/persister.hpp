@@ -72,6 +72,8 @@ class Persister {
   void loop();
   void record(const PassReport& r, double seconds);
   void store_room(const std::string& room, PassReport& report);
+  // The engine could not answer: counted as a failure; the first error is the pass's.
+  static void source_failed(const collab::SourceError& e, PassReport& report);
 
   struct Metrics;
   store::Rooms rooms_;

@@ -7,7 +7,9 @@
 #include "platform/metrics.hpp"
 
 #include <gtest/gtest.h>
+
 #include <boost/json/parse.hpp>
+#include <set>
 
 #include <filesystem>
 #include <future>
@@ -146,7 +148,7 @@ TEST_F(PersisterTest, ARoomLeasedElsewhereStaysDirty) {
   auto r = p.pass(false);
   EXPECT_EQ(r.leased_elsewhere, 1u);
   EXPECT_EQ(rows(), 0);
-  EXPECT_EQ(engine.dirty_rooms(10).size(), 1u);
+  EXPECT_EQ(engine.dirty_rooms(10)->size(), 1u);
 }
 
 // A source whose dirty marks went missing (a gateway that died between its append and its
@@ -154,12 +156,18 @@ TEST_F(PersisterTest, ARoomLeasedElsewhereStaysDirty) {
 class LostMarks final : public collab::PersistSource {
  public:
   explicit LostMarks(collab::PersistSource& inner) : inner_(inner) {}
-  std::vector<collab::RoomVersion> dirty_rooms(std::size_t) override { return {}; }
-  std::vector<collab::RoomVersion> all_rooms() override { return inner_.all_rooms(); }
-  std::optional<collab::RoomState> read_room(const std::string& r) override {
+  collab::SourceResult<std::vector<collab::RoomVersion>> dirty_rooms(std::size_t) override {
+    return std::vector<collab::RoomVersion>();
+  }
+  collab::SourceResult<std::vector<collab::RoomVersion>> all_rooms() override {
+    return inner_.all_rooms();
+  }
+  collab::SourceResult<std::optional<collab::RoomState>> read_room(const std::string& r) override {
     return inner_.read_room(r);
   }
-  void mark_stored(const std::string& r, std::uint64_t seq) override { inner_.mark_stored(r, seq); }
+  collab::SourceResult<void> mark_stored(const std::string& r, std::uint64_t seq) override {
+    return inner_.mark_stored(r, seq);
+  }
 
  private:
   collab::PersistSource& inner_;
@@ -183,6 +191,76 @@ TEST_F(PersisterTest, ReconciliationFindsARoomWhoseMarkWentMissing) {
   EXPECT_NE(reg.render().find("kiln_persist_reconciled_rooms_total 1"), std::string::npos);
 }
 
+// An engine that cannot answer for some rooms (Redis failing over, a corrupt room): the
+// interaction under test is what the persister does with the errors it is given as values.
+class Failing final : public collab::PersistSource {
+ public:
+  explicit Failing(collab::PersistSource& inner) : inner_(inner) {}
+  collab::SourceResult<std::vector<collab::RoomVersion>> dirty_rooms(std::size_t n) override {
+    if (listing_down) return down();
+    return inner_.dirty_rooms(n);
+  }
+  collab::SourceResult<std::vector<collab::RoomVersion>> all_rooms() override {
+    return inner_.all_rooms();
+  }
+  collab::SourceResult<std::optional<collab::RoomState>> read_room(const std::string& r) override {
+    if (r == unreadable)
+      return collab::SourceError{collab::SourceError::Code::unreadable, "corrupt: " + r};
+    return inner_.read_room(r);
+  }
+  collab::SourceResult<void> mark_stored(const std::string& r, std::uint64_t seq) override {
+    if (r == unmarkable) return down();
+    return inner_.mark_stored(r, seq);
+  }
+  static collab::SourceError down() {
+    return {collab::SourceError::Code::unavailable, "redis: no reply within 30 s"};
+  }
+  bool listing_down = false;
+  std::string unreadable, unmarkable;
+
+ private:
+  collab::PersistSource& inner_;
+};
+
+TEST_F(PersisterTest, AnEngineThatCannotAnswerLeavesItsRoomsDirtyAndTheOthersStored) {
+  for (const char* r : {"p/ok", "p/corrupt", "p/unmarked"}) {
+    join(engine, r);
+    edit(engine, r, 2);
+  }
+  Failing source(engine);
+  source.unreadable = "p/corrupt";
+  source.unmarkable = "p/unmarked";
+  Persister p(store, source, opts("w"));
+  auto r = p.pass(false);
+  EXPECT_EQ(r.dirty, 3u);
+  EXPECT_EQ(r.stored, 2u);  // p/ok, and p/unmarked (stored; only its mark failed)
+  EXPECT_EQ(r.failed, 2u);
+  EXPECT_FALSE(r.database_down);
+  EXPECT_EQ(rows("room = 'p/corrupt'"), 0);
+  std::set<std::string> dirty;
+  for (const auto& d : engine.dirty_rooms(10).value()) dirty.insert(d.room);
+  EXPECT_EQ(dirty, (std::set<std::string>{"p/corrupt", "p/unmarked"}));
+  // The first error the pass met (rooms come in the engine's order) is the one told.
+  EXPECT_TRUE(r.error == "corrupt: p/corrupt" || r.error == "redis: no reply within 30 s")
+      << r.error;
+  ASSERT_TRUE(p.problem());
+  EXPECT_NE(p.problem()->find("(2 rooms waiting): " + r.error), std::string::npos) << *p.problem();
+  // The listing itself fails: nothing is tried, the pass says why.
+  source.listing_down = true;
+  auto none = p.pass(false);
+  EXPECT_EQ(none.dirty, 0u);
+  EXPECT_EQ(none.failed, 1u);
+  EXPECT_EQ(none.error, "redis: no reply within 30 s");
+  // Back: the next pass stores what was left and the problem clears.
+  source.listing_down = false;
+  source.unreadable.clear();
+  source.unmarkable.clear();
+  auto back = p.pass(false);
+  EXPECT_EQ(back.failed, 0u);
+  EXPECT_TRUE(engine.dirty_rooms(10).value().empty());
+  EXPECT_FALSE(p.problem());
+}
+
 TEST_F(PersisterTest, AnUnreachableDatabaseLeavesRoomsDirtyAndSaysSo) {
   join(engine, "p/a");
   edit(engine, "p/a", 3);
@@ -195,7 +273,7 @@ TEST_F(PersisterTest, AnUnreachableDatabaseLeavesRoomsDirtyAndSaysSo) {
   auto r = p.pass(false);
   EXPECT_EQ(r.failed, 1u);
   EXPECT_TRUE(r.database_down);
-  EXPECT_EQ(engine.dirty_rooms(10).size(), 1u) << "the room must stay dirty";
+  EXPECT_EQ(engine.dirty_rooms(10)->size(), 1u) << "the room must stay dirty";
   auto problem = p.problem();
   ASSERT_TRUE(problem);
   EXPECT_NE(problem->find("1 rooms waiting"), std::string::npos) << *problem;
@@ -218,7 +296,7 @@ TEST_F(PersisterTest, StopWithAFinalFlushLeavesNothingDirty) {
   edit(engine, "p/a", 5);
   p.stop(true);
   EXPECT_EQ(store::Rooms(store).latest_snapshot("p/a")->seq, 5u);
-  EXPECT_TRUE(engine.dirty_rooms(10).empty());
+  EXPECT_TRUE(engine.dirty_rooms(10)->empty());
 }
 
 TEST_F(PersisterTest, TheLoopStoresEveryInterval) {
@@ -228,9 +306,10 @@ TEST_F(PersisterTest, TheLoopStoresEveryInterval) {
   Persister p(store, engine, opts("w"), &reg);  // 50 ms
   p.start();
   // Wait (bounded) for the loop's pass to store it.
-  for (int i = 0; i < 400 && !engine.dirty_rooms(10).empty(); ++i) std::this_thread::sleep_for(5ms);
+  for (int i = 0; i < 400 && !engine.dirty_rooms(10)->empty(); ++i)
+    std::this_thread::sleep_for(5ms);
   p.stop(false);
-  ASSERT_TRUE(engine.dirty_rooms(10).empty()) << "no pass of the loop stored the room within 2 s";
+  ASSERT_TRUE(engine.dirty_rooms(10)->empty()) << "no pass of the loop stored the room within 2 s";
   EXPECT_EQ(store::Rooms(store).latest_snapshot("p/a")->seq, 1u);
 }
 

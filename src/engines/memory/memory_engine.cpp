@@ -206,7 +206,7 @@ std::vector<std::pair<std::string, MemoryRoomEngine::Room*>> MemoryRoomEngine::s
   return out;
 }
 
-std::vector<RoomVersion> MemoryRoomEngine::dirty_rooms(std::size_t limit) {
+SourceResult<std::vector<RoomVersion>> MemoryRoomEngine::dirty_rooms(std::size_t limit) {
   std::vector<RoomVersion> out;
   for (auto& [id, r] : snapshot_rooms()) {
     std::lock_guard lock(r->mu);
@@ -216,7 +216,7 @@ std::vector<RoomVersion> MemoryRoomEngine::dirty_rooms(std::size_t limit) {
   return out;
 }
 
-std::vector<RoomVersion> MemoryRoomEngine::all_rooms() {
+SourceResult<std::vector<RoomVersion>> MemoryRoomEngine::all_rooms() {
   std::vector<RoomVersion> out;
   for (auto& [id, r] : snapshot_rooms()) {
     std::lock_guard lock(r->mu);
@@ -225,30 +225,32 @@ std::vector<RoomVersion> MemoryRoomEngine::all_rooms() {
   return out;
 }
 
-std::optional<RoomState> MemoryRoomEngine::read_room(const std::string& id) {
+SourceResult<std::optional<RoomState>> MemoryRoomEngine::read_room(const std::string& id) {
   Room* r = nullptr;
   {
     std::lock_guard lock(mu_);
     auto it = rooms_.find(id);
-    if (it == rooms_.end()) return std::nullopt;
+    if (it == rooms_.end()) return std::optional<RoomState>();
     r = it->second.get();
   }
   std::lock_guard lock(r->mu);
-  if (!r->loaded) return std::nullopt;
-  return RoomState{id, r->epoch, r->seq, boost::json::serialize(r->scene.snapshot())};
+  if (!r->loaded) return std::optional<RoomState>();
+  return std::optional<RoomState>(
+      RoomState{id, r->epoch, r->seq, boost::json::serialize(r->scene.snapshot())});
 }
 
-void MemoryRoomEngine::mark_stored(const std::string& id, std::uint64_t seq) {
+SourceResult<void> MemoryRoomEngine::mark_stored(const std::string& id, std::uint64_t seq) {
   Room* r = nullptr;
   {
     std::lock_guard lock(mu_);
     auto it = rooms_.find(id);
-    if (it == rooms_.end()) return;
+    if (it == rooms_.end()) return {};
     r = it->second.get();
   }
   std::lock_guard lock(r->mu);
   r->stored_seq = std::max(r->stored_seq, seq);
   if (log_) log_->stored(id, seq);
+  return {};
 }
 
 std::size_t MemoryRoomEngine::room_count() const {

@@ -54,10 +54,11 @@ class MemoryRoomEngine final : public collab::RoomEngine, public collab::Persist
     on_replay_gap_ = std::move(fn);
   }
 
-  std::vector<collab::RoomVersion> dirty_rooms(std::size_t limit) override;
-  std::vector<collab::RoomVersion> all_rooms() override;
-  std::optional<collab::RoomState> read_room(const std::string& room) override;
-  void mark_stored(const std::string& room, std::uint64_t seq) override;
+  collab::SourceResult<std::vector<collab::RoomVersion>> dirty_rooms(std::size_t limit) override;
+  collab::SourceResult<std::vector<collab::RoomVersion>> all_rooms() override;
+  collab::SourceResult<std::optional<collab::RoomState>> read_room(
+      const std::string& room) override;
+  collab::SourceResult<void> mark_stored(const std::string& room, std::uint64_t seq) override;
 
  private:
   struct Room;

@@ -97,20 +97,23 @@ void RedisRoomEngine::set_loader(collab::RoomLoader loader) {
   impl_->loader = std::move(loader);
 }
 
-std::vector<collab::RoomVersion> RedisRoomEngine::dirty_rooms(std::size_t limit) {
+collab::SourceResult<std::vector<collab::RoomVersion>> RedisRoomEngine::dirty_rooms(
+    std::size_t limit) {
   return persist_.dirty_rooms(limit);
 }
 
-std::vector<collab::RoomVersion> RedisRoomEngine::all_rooms() {
+collab::SourceResult<std::vector<collab::RoomVersion>> RedisRoomEngine::all_rooms() {
   return persist_.all_rooms();
 }
 
-std::optional<collab::RoomState> RedisRoomEngine::read_room(const std::string& room) {
+collab::SourceResult<std::optional<collab::RoomState>> RedisRoomEngine::read_room(
+    const std::string& room) {
   return persist_.read_room(room);
 }
 
-void RedisRoomEngine::mark_stored(const std::string& room, std::uint64_t seq) {
-  persist_.mark_stored(room, seq);
+collab::SourceResult<void> RedisRoomEngine::mark_stored(const std::string& room,
+                                                        std::uint64_t seq) {
+  return persist_.mark_stored(room, seq);
 }
 
 std::size_t RedisRoomEngine::rooms() const {

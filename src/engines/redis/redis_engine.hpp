@@ -84,10 +84,11 @@ class RedisRoomEngine final : public collab::RoomEngine, public collab::PersistS
   void set_loader(collab::RoomLoader loader);
 
   // PersistSource (blocking: the persister's thread only): RedisPersistSource's.
-  std::vector<collab::RoomVersion> dirty_rooms(std::size_t limit) override;
-  std::vector<collab::RoomVersion> all_rooms() override;
-  std::optional<collab::RoomState> read_room(const std::string& room) override;
-  void mark_stored(const std::string& room, std::uint64_t seq) override;
+  collab::SourceResult<std::vector<collab::RoomVersion>> dirty_rooms(std::size_t limit) override;
+  collab::SourceResult<std::vector<collab::RoomVersion>> all_rooms() override;
+  collab::SourceResult<std::optional<collab::RoomState>> read_room(
+      const std::string& room) override;
+  collab::SourceResult<void> mark_stored(const std::string& room, std::uint64_t seq) override;
 
   // Refreshes this node's members' presence and reaps members of dead nodes; the owner
   // calls it every presence_ttl / 3.

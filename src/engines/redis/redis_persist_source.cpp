@@ -24,21 +24,33 @@ std::string RedisPersistSource::key(const std::string& room, const char* what) c
 
 namespace {
 
-// Runs one command and waits for its reply; throws when it fails (persister thread only).
-Reply wait_reply(const std::function<void(redis::Client::Callback)>& send) {
+using collab::SourceError;
+using collab::SourceResult;
+
+SourceError unavailable(std::string detail) {
+  return SourceError{SourceError::Code::unavailable, std::move(detail)};
+}
+
+// Waits for one reply (persister thread only): the reply, or why there is none.
+SourceResult<Reply> await_reply(std::future<Reply>& f) {
+  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
+    return unavailable("redis: no reply within 30 s");
+  auto r = f.get();
+  if (r.is_error()) return unavailable("redis: " + r.str);
+  return r;
+}
+
+// Runs one command and waits for its reply.
+SourceResult<Reply> wait_reply(const std::function<void(redis::Client::Callback)>& send) {
   auto p = std::make_shared<std::promise<Reply>>();
   auto f = p->get_future();
   send([p](Reply r) { p->set_value(std::move(r)); });
-  if (f.wait_for(std::chrono::seconds(30)) != std::future_status::ready)
-    throw std::runtime_error("redis: no reply within 30 s");
-  auto r = f.get();
-  if (r.is_error()) throw std::runtime_error("redis: " + r.str);
-  return r;
+  return await_reply(f);
 }
 
 }  // namespace
 
-std::vector<collab::RoomVersion> RedisPersistSource::dirty_rooms(std::size_t limit) {
+SourceResult<std::vector<collab::RoomVersion>> RedisPersistSource::dirty_rooms(std::size_t limit) {
   const auto dirty = prefix_ + ":dirty";
   auto r = wait_reply([&](auto cb) {
     client_->command(
@@ -46,13 +58,14 @@ std::vector<collab::RoomVersion> RedisPersistSource::dirty_rooms(std::size_t lim
         {"ZRANGE", dirty, "0", std::to_string(std::max<std::size_t>(limit, 1) - 1), "WITHSCORES"},
         std::move(cb));
   });
+  if (!r) return r.error();
   std::vector<collab::RoomVersion> out;
-  for (std::size_t i = 0; i + 1 < r.elements.size(); i += 2)
-    out.push_back(collab::RoomVersion{r.elements[i].str, to_u64(r.elements[i + 1].str)});
+  for (std::size_t i = 0; i + 1 < r->elements.size(); i += 2)
+    out.push_back(collab::RoomVersion{r->elements[i].str, to_u64(r->elements[i + 1].str)});
   return out;
 }
 
-std::vector<collab::RoomVersion> RedisPersistSource::all_rooms() {
+SourceResult<std::vector<collab::RoomVersion>> RedisPersistSource::all_rooms() {
   // SCAN every primary for the rooms' meta keys, then ask each room's seq.
   const std::string head = prefix_ + ":{";
   const std::string tail = "}:meta";
@@ -64,9 +77,10 @@ std::vector<collab::RoomVersion> RedisPersistSource::all_rooms() {
         client_->command_at(node, {"SCAN", cursor, "MATCH", head + "*" + tail, "COUNT", "1000"},
                             std::move(cb));
       });
-      if (r.elements.size() < 2) throw std::runtime_error("redis: unexpected SCAN reply");
-      cursor = r.elements[0].str;
-      for (const auto& k : r.elements[1].elements) {
+      if (!r) return r.error();
+      if (r->elements.size() < 2) return unavailable("redis: unexpected SCAN reply");
+      cursor = r->elements[0].str;
+      for (const auto& k : r->elements[1].elements) {
         const auto& key = k.str;
         if (key.size() > head.size() + tail.size() && key.starts_with(head) && key.ends_with(tail))
           rooms.push_back(key.substr(head.size(), key.size() - head.size() - tail.size()));
@@ -86,31 +100,36 @@ std::vector<collab::RoomVersion> RedisPersistSource::all_rooms() {
   }
   std::vector<collab::RoomVersion> out;
   for (std::size_t i = 0; i < rooms.size(); ++i) {
-    if (replies[i].wait_for(std::chrono::seconds(30)) != std::future_status::ready)
-      throw std::runtime_error("redis: no reply within 30 s");
-    auto r = replies[i].get();
-    if (r.is_error()) throw std::runtime_error("redis: " + r.str);
-    out.push_back(collab::RoomVersion{rooms[i], reply_u64(r)});
+    auto r = await_reply(replies[i]);
+    if (!r) return r.error();
+    out.push_back(collab::RoomVersion{rooms[i], reply_u64(*r)});
   }
   return out;
 }
 
-std::optional<collab::RoomState> RedisPersistSource::read_room(const std::string& room) {
+SourceResult<std::optional<collab::RoomState>> RedisPersistSource::read_room(
+    const std::string& room) {
   auto r = wait_reply([&](auto cb) {
     client_->eval(kRead, {key(room, "meta"), key(room, "snap"), key(room, "log")}, {},
                   std::move(cb));
   });
-  if (r.elements.size() < 5) return std::nullopt;
-  auto rb = rebuild(r, max_entities_, 0);
-  if (!rb) throw std::runtime_error("the room's snapshot in Redis is unreadable: " + room);
-  return collab::RoomState{room, rb->epoch, rb->seq, boost::json::serialize(rb->scene.snapshot())};
+  if (!r) return r.error();
+  if (r->elements.size() < 5) return std::optional<collab::RoomState>();
+  auto rb = rebuild(*r, max_entities_, 0);
+  if (!rb)
+    return SourceError{SourceError::Code::unreadable,
+                       "the room's snapshot in Redis is unreadable: " + room};
+  return std::optional<collab::RoomState>(
+      collab::RoomState{room, rb->epoch, rb->seq, boost::json::serialize(rb->scene.snapshot())});
 }
 
-void RedisPersistSource::mark_stored(const std::string& room, std::uint64_t seq) {
+SourceResult<void> RedisPersistSource::mark_stored(const std::string& room, std::uint64_t seq) {
   const auto dirty = prefix_ + ":dirty";
-  wait_reply([&](auto cb) {
+  auto r = wait_reply([&](auto cb) {
     client_->eval(kMarkStored, {dirty}, {room, std::to_string(seq)}, std::move(cb));
   });
+  if (!r) return r.error();
+  return {};
 }
 
 }  // namespace kiln::engines

@@ -19,10 +19,11 @@ class RedisPersistSource final : public collab::PersistSource {
 
   // Each blocks (at most 30 s per reply) and throws std::runtime_error when Redis does not
   // answer: the persister's thread only, never an event loop's.
-  std::vector<collab::RoomVersion> dirty_rooms(std::size_t limit) override;
-  std::vector<collab::RoomVersion> all_rooms() override;
-  std::optional<collab::RoomState> read_room(const std::string& room) override;
-  void mark_stored(const std::string& room, std::uint64_t seq) override;
+  collab::SourceResult<std::vector<collab::RoomVersion>> dirty_rooms(std::size_t limit) override;
+  collab::SourceResult<std::vector<collab::RoomVersion>> all_rooms() override;
+  collab::SourceResult<std::optional<collab::RoomState>> read_room(
+      const std::string& room) override;
+  collab::SourceResult<void> mark_stored(const std::string& room, std::uint64_t seq) override;
 
  private:
   std::string key(const std::string& room, const char* what) const;
