@@ -9,12 +9,12 @@
 
 namespace kiln::api {
 
-Principal Api::Impl::authenticate(const Request& req) {
-  auto who = verify_credential(req);
+Checked<Principal> Api::Impl::authenticate(const Request& req) {
+  KILN_TRY(who, verify_credential(req));
   if (auto u = projects.get_user(who.user);
       !who.service && u && who.token_version < u->token_version) {
     auth_failures.with({"revoked"}).inc();
-    refuse(401, "unauthorized", "This token was revoked; get a new one.");
+    return Refusal{401, "unauthorized", "This token was revoked; get a new one."};
   }
   return who;
 }
@@ -23,25 +23,19 @@ Principal Api::Impl::authenticate(const Request& req) {
 // read: a missing or invalid credential (401; revocation needs the database and is
 // checked with the request), a body that is not JSON (415: every route takes JSON).
 std::optional<Response> Api::Impl::header_check(const Request& req) {
-  try {
-    verify_credential(req);
-    if (!is_json(req)) refuse(415, "unsupported-media-type", "Send the body as application/json.");
-    return std::nullopt;
-  } catch (const Refusal& r) {
-    auto resp = problem(r.status, r.type, r.detail);
-    if (r.status == 401) resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kiln\"");
-    return resp;
-  }
+  if (auto who = verify_credential(req); !who) return answer(who.error());
+  if (!is_json(req)) return answer(not_json());
+  return std::nullopt;
 }
 
 // The credential's signature, expiry and shape (no database): the principal it names.
-Principal Api::Impl::verify_credential(const Request& req) {
+Checked<Principal> Api::Impl::verify_credential(const Request& req) {
   auto h = req.header("Authorization");
   // The scheme is case-insensitive (RFC 9110 section 11.1): "bearer" is "Bearer".
   if (!h || h->size() <= 7 || !codec::iequals(h->substr(0, 7), "Bearer ")) {
     auth_failures.with({"missing"}).inc();
-    refuse(401, "unauthorized",
-           "Send 'Authorization: Bearer <token>' (a user token or the service key).");
+    return Refusal{401, "unauthorized",
+                   "Send 'Authorization: Bearer <token>' (a user token or the service key)."};
   }
   const std::string_view token = h->substr(7);
   if (std::count(token.begin(), token.end(), '.') != 2) {
@@ -51,18 +45,18 @@ Principal Api::Impl::verify_credential(const Request& req) {
       return Principal{true, {}, {}};
     }
     auth_failures.with({"invalid"}).inc();
-    refuse(401, "unauthorized",
-           "The bearer credential is neither a valid token nor the service key.");
+    return Refusal{401, "unauthorized",
+                   "The bearer credential is neither a valid token nor the service key."};
   }
   auto r = verifier.verify(token, now_s());
   if (!r.ok) {
     auth_failures.with({"invalid"}).inc();
-    refuse(401, "unauthorized", "Invalid token: " + r.error + ".");
+    return Refusal{401, "unauthorized", "Invalid token: " + r.error + "."};
   }
   return Principal{false, r.claims.sub, r.claims.name, r.claims.ver};
 }
 
-void Api::Impl::limit(const Principal& who) {
+Checked<void> Api::Impl::limit(const Principal& who) {
   const auto key = who.service ? std::string("service") : "u:" + who.user;
   const double rate =
       who.service ? options.service_requests_per_second : options.user_requests_per_second;
@@ -72,10 +66,11 @@ void Api::Impl::limit(const Principal& who) {
   auto it = buckets.try_emplace(key, rate, rate * 2, now).first;
   if (!it->second.take(now)) {
     rate_limited.with({who.service ? "service" : "user"}).inc();
-    throw Refusal{429, "rate-limited",
-                  "Too many requests; at most " + std::to_string(static_cast<int>(rate)) +
-                      " per second (burst " + std::to_string(static_cast<int>(rate * 2)) + ")."};
+    return Refusal{429, "rate-limited",
+                   "Too many requests; at most " + std::to_string(static_cast<int>(rate)) +
+                       " per second (burst " + std::to_string(static_cast<int>(rate * 2)) + ")."};
   }
+  return {};
 }
 
 // The caller's latest write, so that their next read sees it (read-your-writes): from
@@ -113,36 +108,37 @@ std::string Api::Impl::key_of(const Principal& who) {
 }
 
 // The caller's role in the project, or 404 (a project they cannot see does not exist).
-std::string Api::Impl::role_in(const Principal& who, const std::string& project,
-                               const Request& req) {
-  if (!valid_id(project)) not_found();
+Checked<std::string> Api::Impl::role_in(const Principal& who, const std::string& project,
+                                        const Request& req) {
+  if (!valid_id(project)) return not_found();
   if (who.service) {
-    if (!projects.get_project(project, after(who, req))) not_found();
-    return "owner";
+    if (!projects.get_project(project, after(who, req))) return not_found();
+    return std::string("owner");
   }
   auto role = projects.member_role(project, who.user, after(who, req));
-  if (role.empty()) not_found();
+  if (role.empty()) return not_found();
   return role;
 }
 
-void Api::Impl::need(const std::string& have, std::string_view at_least) {
+Checked<void> Api::Impl::need(const std::string& have, std::string_view at_least) {
   if (rank(have) < rank(at_least))
-    refuse(403, "forbidden",
-           "This needs the " + std::string(at_least) + " role; you are " + have + ".");
+    return Refusal{403, "forbidden",
+                   "This needs the " + std::string(at_least) + " role; you are " + have + "."};
+  return {};
 }
 
 void Api::Impl::publish(collab::AccessChange c) {
   if (bus) bus->publish(c);
 }
 
-std::size_t Api::Impl::page_limit(const Request& req) {
+Checked<std::size_t> Api::Impl::page_limit(const Request& req) {
   auto l = req.query_param("limit");
   if (!l) return options.page_size;
   char* end = nullptr;
   const long v = std::strtol(l->c_str(), &end, 10);
   if (l->empty() || *end != '\0' || v < 1 || static_cast<std::size_t>(v) > options.max_page_size)
-    refuse(400, "invalid-request",
-           "'limit' must be an integer from 1 to " + std::to_string(options.max_page_size) + ".");
+    return invalid("'limit' must be an integer from 1 to " + std::to_string(options.max_page_size) +
+                   ".");
   return static_cast<std::size_t>(v);
 }
 

@@ -19,7 +19,7 @@ void Api::install(http::Router& router) {
     auto self = weak_impl.lock();
     return self ? self->header_check(req) : std::nullopt;
   });
-  using Fn = Response (Impl::*)(const Request&, const Principal&);
+  using Fn = Checked<Response> (Impl::*)(const Request&, const Principal&);
   auto add = [&](const char* method, const char* pattern, const char* name, Fn fn,
                  bool slow = false) {
     std::weak_ptr<Impl> weak = impl_;
@@ -28,15 +28,13 @@ void Api::install(http::Router& router) {
       if (!self) return respond(problem(503, "unavailable", "Shutting down."));
       auto task = [self, fn, req = std::move(req), respond]() {
         try {
-          const auto who = self->authenticate(req);
-          self->limit(who);
-          respond(((*self).*fn)(req, who));
-        } catch (const Refusal& r) {
-          auto resp = problem(r.status, r.type, r.detail);
-          if (r.status == 401)
-            resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kiln\"");
-          if (r.status == 429) resp.headers.emplace_back("Retry-After", "1");
-          respond(std::move(resp));
+          // A refusal is a value all the way up; exceptions here are outages and bugs.
+          auto handled = [&]() -> Checked<Response> {
+            KILN_TRY(who, self->authenticate(req));
+            KILN_CHECK(self->limit(who));
+            return ((*self).*fn)(req, who);
+          }();
+          respond(handled ? std::move(*handled) : answer(handled.error()));
         } catch (const sql::Error& e) {
           const bool down = e.temporary();
           // A database that cannot answer now is an outage to see (warn), not a fault of

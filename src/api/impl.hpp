@@ -57,55 +57,56 @@ struct Api::Impl {
   std::unordered_map<std::string, store::Receipt> last_write;  // by principal
 
   // --- authentication, limits, consistency --------------------------------------------
-  Principal authenticate(const Request& req);
+  Checked<Principal> authenticate(const Request& req);
   std::optional<Response> header_check(const Request& req);
-  Principal verify_credential(const Request& req);
-  void limit(const Principal& who);
+  Checked<Principal> verify_credential(const Request& req);
+  Checked<void> limit(const Principal& who);
   store::Receipt after(const Principal& who, const Request& req);
   void wrote(const Principal& who, const store::Receipt& r, Response& resp);
   static std::string key_of(const Principal& who);
-  std::string role_in(const Principal& who, const std::string& project, const Request& req);
-  void need(const std::string& have, std::string_view at_least);
+  Checked<std::string> role_in(const Principal& who, const std::string& project,
+                               const Request& req);
+  static Checked<void> need(const std::string& have, std::string_view at_least);
   void publish(collab::AccessChange c);
-  std::size_t page_limit(const Request& req);
+  Checked<std::size_t> page_limit(const Request& req);
 
   // --- handlers ------------------------------------------------------------------------
-  Response me(const Request& req, const Principal& who);
-  Response mint_token(const Request& req, const Principal& who);
-  Response revoke(const Request& req, const Principal& who);
-  Response create_project(const Request& req, const Principal& who);
-  Response list_projects(const Request& req, const Principal& who);
-  Response get_project(const Request& req, const Principal& who);
-  Response rename_project(const Request& req, const Principal& who);
-  Response delete_project(const Request& req, const Principal& who);
-  Response list_members(const Request& req, const Principal& who);
-  Response put_member(const Request& req, const Principal& who);
-  Response delete_member(const Request& req, const Principal& who);
-  Response create_scene(const Request& req, const Principal& who);
-  Response list_scenes(const Request& req, const Principal& who);
-  Response get_scene(const Request& req, const Principal& who);
-  Response rename_scene(const Request& req, const Principal& who);
-  Response delete_scene(const Request& req, const Principal& who);
+  Checked<Response> me(const Request& req, const Principal& who);
+  Checked<Response> mint_token(const Request& req, const Principal& who);
+  Checked<Response> revoke(const Request& req, const Principal& who);
+  Checked<Response> create_project(const Request& req, const Principal& who);
+  Checked<Response> list_projects(const Request& req, const Principal& who);
+  Checked<Response> get_project(const Request& req, const Principal& who);
+  Checked<Response> rename_project(const Request& req, const Principal& who);
+  Checked<Response> delete_project(const Request& req, const Principal& who);
+  Checked<Response> list_members(const Request& req, const Principal& who);
+  Checked<Response> put_member(const Request& req, const Principal& who);
+  Checked<Response> delete_member(const Request& req, const Principal& who);
+  Checked<Response> create_scene(const Request& req, const Principal& who);
+  Checked<Response> list_scenes(const Request& req, const Principal& who);
+  Checked<Response> get_scene(const Request& req, const Principal& who);
+  Checked<Response> rename_scene(const Request& req, const Principal& who);
+  Checked<Response> delete_scene(const Request& req, const Principal& who);
 
   // --- uploads, assets (uploads.cpp) ----------------------------------------------------
-  Response create_upload(const Request& req, const Principal& who);
-  Response get_upload(const Request& req, const Principal& who);
-  Response presign_parts(const Request& req, const Principal& who);
-  Response complete_upload(const Request& req, const Principal& who);
-  Response abort_upload(const Request& req, const Principal& who);
-  Response list_assets(const Request& req, const Principal& who);
-  Response get_asset(const Request& req, const Principal& who);
-  Response delete_asset(const Request& req, const Principal& who);
+  Checked<Response> create_upload(const Request& req, const Principal& who);
+  Checked<Response> get_upload(const Request& req, const Principal& who);
+  Checked<Response> presign_parts(const Request& req, const Principal& who);
+  Checked<Response> complete_upload(const Request& req, const Principal& who);
+  Checked<Response> abort_upload(const Request& req, const Principal& who);
+  Checked<Response> list_assets(const Request& req, const Principal& who);
+  Checked<Response> get_asset(const Request& req, const Principal& who);
+  Checked<Response> delete_asset(const Request& req, const Principal& who);
   // The same operations under the routes Uppy's @uppy/aws-s3 calls (Companion's shapes).
-  Response uppy_create(const Request& req, const Principal& who);
-  Response uppy_list_parts(const Request& req, const Principal& who);
-  Response uppy_sign_part(const Request& req, const Principal& who);
-  Response uppy_sign_batch(const Request& req, const Principal& who);
-  Response uppy_complete(const Request& req, const Principal& who);
-  Response uppy_abort(const Request& req, const Principal& who);
-  void need_storage();
-  store::Upload load_upload(const Request& req, const Principal& who);
-  store::Upload load_uppy(const Request& req, const Principal& who);
+  Checked<Response> uppy_create(const Request& req, const Principal& who);
+  Checked<Response> uppy_list_parts(const Request& req, const Principal& who);
+  Checked<Response> uppy_sign_part(const Request& req, const Principal& who);
+  Checked<Response> uppy_sign_batch(const Request& req, const Principal& who);
+  Checked<Response> uppy_complete(const Request& req, const Principal& who);
+  Checked<Response> uppy_abort(const Request& req, const Principal& who);
+  Checked<void> need_storage();
+  Checked<store::Upload> load_upload(const Request& req, const Principal& who);
+  Checked<store::Upload> load_uppy(const Request& req, const Principal& who);
 };
 
 }  // namespace kiln::api

@@ -1,11 +1,15 @@
 // Problem types (RFC 9457): every `type` the API answers with is declared here once, with
-// its status; docs/api.md lists them. Handlers refuse with a Refusal (thrown to the top of
-// the request, which answers it) or turn a context's error value into one.
+// its status; docs/api.md lists them. A refusal is a value: handlers and the parsing they
+// call return `Checked<T>` (a T or a Refusal), a context's error converts to its Refusal,
+// and the top of the request answers it (`answer`). Nothing is thrown.
 #pragma once
 
 #include "assets/errors.hpp"
 #include "platform/http.hpp"
 
+#include <boost/assert/source_location.hpp>
+
+#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -16,21 +20,6 @@ inline constexpr std::string_view kProblems = "https://kiln.dev/problems/";
 inline http::Response problem(int status, std::string_view type, std::string_view detail) {
   return http::Response::problem(status, std::string(kProblems) + std::string(type),
                                  std::string(http::reason(status)), detail);
-}
-
-// A refusal a handler throws to the top of its request; turned into a problem response.
-struct Refusal {
-  int status;
-  std::string type;
-  std::string detail;
-};
-
-[[noreturn]] inline void refuse(int status, std::string type, std::string detail) {
-  throw Refusal{status, std::move(type), std::move(detail)};
-}
-
-[[noreturn]] inline void not_found() {
-  refuse(404, "not-found", "No such resource, or no access to it.");
 }
 
 struct ProblemType {
@@ -84,16 +73,46 @@ constexpr ProblemType problem_type(assets::Errc c) {
   return {500, "internal"};
 }
 
-[[noreturn]] inline void refuse(const assets::Error& e) {
-  const auto t = problem_type(e.code);
-  refuse(t.status, std::string(t.type), e.detail);
+// Why a request is refused: its status, problem type and the sentence a user reads.
+struct Refusal {
+  Refusal() = default;  // result<T, Refusal>::error() on a value: a 500 nobody answers
+  Refusal(int s, std::string t, std::string d)
+      : status(s), type(std::move(t)), detail(std::move(d)) {}
+  // An upload or asset refusal becomes its problem (implicit: KILN_TRY converts).
+  Refusal(const assets::Error& e)  // NOLINT(google-explicit-constructor)
+      : status(problem_type(e.code).status), type(problem_type(e.code).type), detail(e.detail) {}
+
+  int status = 500;
+  std::string type = "internal";
+  std::string detail;
+};
+
+// A T, or the refusal that ends the request.
+template <class T>
+using Checked = kiln::Result<T, Refusal>;
+
+// What Checked::value() throws on a refusal (found by argument-dependent lookup); the API
+// itself never calls value() on one.
+[[noreturn]] inline void throw_exception_from_error(const Refusal& r,
+                                                    const boost::source_location&) {
+  throw std::runtime_error(r.type + ": " + r.detail);
 }
 
-// The value, or the request refused with the error's problem.
-template <class T>
-T or_refuse(assets::Result<T> r) {
-  if (!r) refuse(r.error());
-  return std::move(*r);
+inline Refusal not_found() {
+  return {404, "not-found", "No such resource, or no access to it."};
+}
+
+inline Refusal invalid(std::string detail) {
+  return {400, "invalid-request", std::move(detail)};
+}
+
+// The problem response of a refusal: 401 says how to authenticate (RFC 9110 section
+// 11.6.1), 429 when to come back.
+inline http::Response answer(const Refusal& r) {
+  auto resp = problem(r.status, r.type, r.detail);
+  if (r.status == 401) resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kiln\"");
+  if (r.status == 429) resp.headers.emplace_back("Retry-After", "1");
+  return resp;
 }
 
 }  // namespace kiln::api

@@ -1,6 +1,6 @@
 // Request parsing and response helpers shared by the API's handlers: ids and names as the
 // API accepts them, JSON bodies with only the fields named, page cursors. A malformed
-// request is refused (problem.hpp) with the field it is about.
+// request is a Refusal value (problem.hpp) naming the field it is about.
 #pragma once
 
 #include "api/problem.hpp"
@@ -17,10 +17,6 @@
 #include <string>
 
 namespace kiln::api {
-
-namespace json = boost::json;
-using http::Request;
-using http::Response;
 
 namespace json = boost::json;
 using http::Request;
@@ -74,58 +70,64 @@ inline bool is_json(const Request& req) {
   return codec::iequals(type, "application/json");
 }
 
+inline Refusal not_json() {
+  return {415, "unsupported-media-type", "Send the body as application/json."};
+}
+
 // The request body as a JSON object with only the fields named.
-inline json::object body_object(const Request& req,
-                                std::initializer_list<std::string_view> allowed) {
-  if (!is_json(req)) refuse(415, "unsupported-media-type", "Send the body as application/json.");
+inline Checked<json::object> body_object(const Request& req,
+                                         std::initializer_list<std::string_view> allowed) {
+  if (!is_json(req)) return not_json();
   boost::system::error_code ec;
   json::parse_options po;
   po.max_depth = 16;
   auto v = json::parse(req.body, ec, {}, po);
-  if (ec) refuse(400, "invalid-json", "The body is not valid JSON: " + ec.message());
-  if (!v.is_object()) refuse(400, "invalid-request", "The body must be a JSON object.");
+  if (ec) return Refusal{400, "invalid-json", "The body is not valid JSON: " + ec.message()};
+  if (!v.is_object()) return invalid("The body must be a JSON object.");
   for (const auto& kv : v.as_object()) {
     if (std::find(allowed.begin(), allowed.end(), kv.key()) == allowed.end())
-      refuse(400, "invalid-request", "Unknown field '" + std::string(kv.key()) + "'.");
+      return invalid("Unknown field '" + std::string(kv.key()) + "'.");
   }
   return std::move(v.as_object());
 }
 
-inline std::optional<std::string> opt_string(const json::object& o, std::string_view field) {
+inline Checked<std::optional<std::string>> opt_string(const json::object& o,
+                                                      std::string_view field) {
   const auto* v = o.if_contains(field);
-  if (v == nullptr || v->is_null()) return std::nullopt;
-  if (!v->is_string())
-    refuse(400, "invalid-request", "'" + std::string(field) + "' must be a string.");
-  return std::string(v->get_string());
+  if (v == nullptr || v->is_null()) return std::optional<std::string>();
+  if (!v->is_string()) return invalid("'" + std::string(field) + "' must be a string.");
+  return std::optional<std::string>(v->get_string());
 }
 
-inline std::string need_string(const json::object& o, std::string_view field) {
-  auto v = opt_string(o, field);
-  if (!v) refuse(400, "invalid-request", "'" + std::string(field) + "' is required.");
-  return *v;
+inline Checked<std::string> need_string(const json::object& o, std::string_view field) {
+  KILN_TRY(v, opt_string(o, field));
+  if (!v) return invalid("'" + std::string(field) + "' is required.");
+  return std::move(*v);
 }
 
 // The body's "name": required, 1-200 characters without control characters.
-inline std::string need_name(const json::object& o) {
-  auto name = need_string(o, "name");
+inline Checked<std::string> need_name(const json::object& o) {
+  KILN_TRY(name, need_string(o, "name"));
   if (!valid_name(name))
-    refuse(400, "invalid-request", "'name' must be 1-200 characters without control characters.");
+    return invalid("'name' must be 1-200 characters without control characters.");
   return name;
 }
 
 // The body's "id" when given (checked), else a new one with this prefix.
-inline std::string id_or_new(const json::object& o, std::string_view prefix) {
-  auto id = opt_string(o, "id").value_or(std::string(prefix) + ids::random_hex(8));
-  if (!valid_id(id))
-    refuse(400, "invalid-request", "'id' must be 1-64 characters of [A-Za-z0-9_-].");
+inline Checked<std::string> id_or_new(const json::object& o, std::string_view prefix) {
+  KILN_TRY(given, opt_string(o, "id"));
+  auto id = given.value_or(std::string(prefix) + ids::random_hex(8));
+  if (!valid_id(id)) return invalid("'id' must be 1-64 characters of [A-Za-z0-9_-].");
   return id;
 }
 
 // A membership change that did not happen, as its problem.
-inline void check(store::MemberChange c) {
-  if (c == store::MemberChange::NotFound) not_found();
+inline Checked<void> check(store::MemberChange c) {
+  if (c == store::MemberChange::NotFound) return not_found();
   if (c == store::MemberChange::LastOwner)
-    refuse(409, "last-owner", "A project keeps at least one owner: make someone else owner first.");
+    return Refusal{409, "last-owner",
+                   "A project keeps at least one owner: make someone else owner first."};
+  return {};
 }
 
 inline json::object project_json(const store::Project& p, const std::string& role) {
@@ -153,14 +155,12 @@ inline std::string make_cursor(const std::string& last_id) {
   return codec::base64url("c1:" + last_id);
 }
 
-inline std::string read_cursor(const std::optional<std::string>& cursor) {
-  if (!cursor || cursor->empty()) return {};
+inline Checked<std::string> read_cursor(const std::optional<std::string>& cursor) {
+  if (!cursor || cursor->empty()) return std::string();
   const auto decoded = codec::base64url_decode(*cursor);
-  if (!decoded) refuse(400, "invalid-request", "Invalid 'cursor'.");
-  const std::string& raw = *decoded;
-  if (!raw.starts_with("c1:") || raw.size() > 3 + 128)
-    refuse(400, "invalid-request", "Invalid 'cursor'.");
-  return raw.substr(3);
+  if (!decoded || !decoded->starts_with("c1:") || decoded->size() > 3 + 128)
+    return invalid("Invalid 'cursor'.");
+  return decoded->substr(3);
 }
 
 }  // namespace kiln::api

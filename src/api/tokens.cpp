@@ -6,44 +6,51 @@
 
 namespace kiln::api {
 
-Response Api::Impl::me(const Request& req, const Principal& who) {
-  if (who.service) refuse(403, "forbidden", "The service key is not a user.");
+namespace {
+
+Refusal forbidden(std::string detail) {
+  return {403, "forbidden", std::move(detail)};
+}
+
+}  // namespace
+
+Checked<Response> Api::Impl::me(const Request& req, const Principal& who) {
+  if (who.service) return forbidden("The service key is not a user.");
   json::array mine;
   for (const auto& p : projects.list_projects(who.user, after(who, req), options.max_page_size))
     mine.push_back(project_json(p, p.role));
   return ok_json(200, json::object{{"id", who.user}, {"name", who.name}, {"projects", mine}});
 }
 
-Response Api::Impl::mint_token(const Request& req, const Principal& who) {
-  if (!who.service) refuse(403, "forbidden", "Minting tokens needs the service key.");
-  auto body = body_object(req, {"user", "ttl_s"});
+Checked<Response> Api::Impl::mint_token(const Request& req, const Principal& who) {
+  if (!who.service) return forbidden("Minting tokens needs the service key.");
+  KILN_TRY(body, body_object(req, {"user", "ttl_s"}));
   const auto* user = body.if_contains("user");
-  if (user == nullptr || !user->is_object())
-    refuse(400, "invalid-request", "'user' must be an object {id, name}.");
+  if (user == nullptr || !user->is_object()) return invalid("'user' must be an object {id, name}.");
   const auto& uo = user->as_object();
   for (const auto& kv : uo) {
     if (kv.key() != "id" && kv.key() != "name")
-      refuse(400, "invalid-request", "Unknown field 'user." + std::string(kv.key()) + "'.");
+      return invalid("Unknown field 'user." + std::string(kv.key()) + "'.");
   }
-  const auto id = need_string(uo, "id");
-  const auto name = opt_string(uo, "name").value_or(id);
+  KILN_TRY(id, need_string(uo, "id"));
+  KILN_TRY(given_name, opt_string(uo, "name"));
+  const auto name = given_name.value_or(id);
   if (!valid_user_id(id))
-    refuse(400, "invalid-request",
-           "'user.id' must be 1-128 printable characters without spaces, '/', '\"' or '\\'.");
+    return invalid(
+        "'user.id' must be 1-128 printable characters without spaces, '/', '\"' or '\\'.");
   if (!valid_name(name))
-    refuse(400, "invalid-request",
-           "'user.name' must be 1-200 characters without control characters.");
+    return invalid("'user.name' must be 1-200 characters without control characters.");
   std::int64_t ttl = options.token_ttl_s;
   if (const auto* t = body.if_contains("ttl_s")) {
     if (!t->is_int64() || t->get_int64() < 60 || t->get_int64() > options.token_max_ttl_s)
-      refuse(
-          400, "invalid-request",
-          "'ttl_s' must be an integer from 60 to " + std::to_string(options.token_max_ttl_s) + ".");
+      return invalid("'ttl_s' must be an integer from 60 to " +
+                     std::to_string(options.token_max_ttl_s) + ".");
     ttl = t->get_int64();
   }
   if (options.jwt_secret.empty())
-    refuse(501, "not-implemented",
-           "Tokens are RS256 here (auth.jwt_public_key_file): mint them with the private key.");
+    return Refusal{
+        501, "not-implemented",
+        "Tokens are RS256 here (auth.jwt_public_key_file): mint them with the private key."};
   projects.upsert_user(id, name);
   auth::Claims c;
   c.sub = id;
@@ -59,10 +66,10 @@ Response Api::Impl::mint_token(const Request& req, const Principal& who) {
                                    {"roles", roles}});
 }
 
-Response Api::Impl::revoke(const Request& req, const Principal& who) {
-  if (!who.service) refuse(403, "forbidden", "Revoking tokens needs the service key.");
+Checked<Response> Api::Impl::revoke(const Request& req, const Principal& who) {
+  if (!who.service) return forbidden("Revoking tokens needs the service key.");
   const auto user = req.param("user");
-  if (!valid_user_id(user)) refuse(400, "invalid-request", "Invalid user id.");
+  if (!valid_user_id(user)) return invalid("Invalid user id.");
   const auto version = projects.revoke_tokens(user);
   publish({collab::AccessChange::Kind::Revoked, user, {}, {}, {}});
   log::info("api: tokens revoked", {{"user", user}, {"token_version", version}});

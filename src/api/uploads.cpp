@@ -13,9 +13,9 @@ namespace {
 using assets::asset_json;
 using assets::upload_json;
 
-std::uint64_t need_size(const json::object& o, std::string_view field) {
+Checked<std::uint64_t> need_size(const json::object& o, std::string_view field) {
   const auto* v = o.if_contains(field);
-  if (v == nullptr) refuse(400, "invalid-request", "'" + std::string(field) + "' is required.");
+  if (v == nullptr) return invalid("'" + std::string(field) + "' is required.");
   if (v->is_uint64()) return v->get_uint64();
   if (v->is_int64() && v->get_int64() >= 0) return static_cast<std::uint64_t>(v->get_int64());
   if (v->is_string()) {  // Uppy sends metadata as strings
@@ -24,9 +24,9 @@ std::uint64_t need_size(const json::object& o, std::string_view field) {
     const auto n = std::strtoull(s.c_str(), &end, 10);
     if (!s.empty() && s.size() <= 20 && *end == '\0' &&
         std::isdigit(static_cast<unsigned char>(s[0])))
-      return n;
+      return static_cast<std::uint64_t>(n);
   }
-  refuse(400, "invalid-request", "'" + std::string(field) + "' must be a non-negative integer.");
+  return invalid("'" + std::string(field) + "' must be a non-negative integer.");
 }
 
 assets::Actor actor(const Principal& who) {
@@ -39,73 +39,82 @@ json::object put_json(const assets::PresignedRequest& r) {
   return {{"method", r.method}, {"url", r.url}, {"headers", headers}, {"expires_at", r.expires_at}};
 }
 
-int part_number(std::string_view s) {
+Checked<int> part_number(std::string_view s) {
   if (s.empty() || s.size() > 5 ||
       !std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; }))
-    refuse(400, "invalid-request", "Part numbers are integers from 1 to 10000.");
+    return invalid("Part numbers are integers from 1 to 10000.");
   const int n = std::stoi(std::string(s));
   if (n < 1 || n > static_cast<int>(assets::kMaxParts))
-    refuse(400, "invalid-request", "Part numbers are integers from 1 to 10000.");
+    return invalid("Part numbers are integers from 1 to 10000.");
   return n;
 }
 
 // A completion's part list: [{<number>, <etag>}] under the given field names.
-std::vector<std::pair<int, std::string>> part_list(const json::value* list, std::string_view number,
-                                                   std::string_view etag,
-                                                   const std::string& shape) {
+using PartList = std::vector<std::pair<int, std::string>>;
+
+Checked<PartList> part_list(const json::value* list, std::string_view number, std::string_view etag,
+                            const std::string& shape) {
   if (list == nullptr || !list->is_array() || list->as_array().size() > assets::kMaxParts)
-    refuse(400, "invalid-request", "'parts' must be an array of " + shape + ".");
-  std::vector<std::pair<int, std::string>> parts;
+    return invalid("'parts' must be an array of " + shape + ".");
+  PartList parts;
   for (const auto& v : list->as_array()) {
     const auto* po = v.if_object();
     if (po == nullptr || !po->contains(number) || !po->at(number).is_int64())
-      refuse(400, "invalid-request", "'parts' must be an array of " + shape + ".");
-    parts.emplace_back(static_cast<int>(po->at(number).get_int64()), need_string(*po, etag));
+      return invalid("'parts' must be an array of " + shape + ".");
+    KILN_TRY(tag, need_string(*po, etag));
+    parts.emplace_back(static_cast<int>(po->at(number).get_int64()), std::move(tag));
   }
   return parts;
 }
 
 }  // namespace
 
-void Api::Impl::need_storage() {
+Checked<void> Api::Impl::need_storage() {
   if (!uploads.has_storage())
-    refuse(503, "unavailable", "No object storage is configured (settings storage.*).");
+    return Refusal{503, "unavailable", "No object storage is configured (settings storage.*)."};
+  return {};
 }
 
 // The upload, if the caller may touch it: a member of its project, and its creator (the
 // service key may touch any). Anything else is 404, as for an upload that does not exist.
-store::Upload Api::Impl::load_upload(const Request& req, const Principal& who) {
+Checked<store::Upload> Api::Impl::load_upload(const Request& req, const Principal& who) {
   const auto project = req.param("project");
   const auto id = req.param("upload");
-  role_in(who, project, req);
-  if (!valid_id(id)) not_found();
-  return or_refuse(uploads.find(actor(who), project, id, after(who, req)));
+  KILN_CHECK(role_in(who, project, req));
+  if (!valid_id(id)) return not_found();
+  KILN_TRY(u, uploads.find(actor(who), project, id, after(who, req)));
+  return u;
 }
 
 // Uppy names an upload by (uploadId, key): uploadId is the Kiln upload's id and key its
 // object key, which must match. The project comes from the upload.
-store::Upload Api::Impl::load_uppy(const Request& req, const Principal& who) {
+Checked<store::Upload> Api::Impl::load_uppy(const Request& req, const Principal& who) {
   const auto id = req.param("upload");
-  if (!valid_id(id)) not_found();
-  auto u = or_refuse(uploads.find(actor(who), id, after(who, req)));
-  role_in(who, u.project, req);
-  if (req.query_param("key").value_or("") != u.key || !u.multipart()) not_found();
+  if (!valid_id(id)) return not_found();
+  KILN_TRY(u, uploads.find(actor(who), id, after(who, req)));
+  KILN_CHECK(role_in(who, u.project, req));
+  if (req.query_param("key").value_or("") != u.key || !u.multipart()) return not_found();
   return u;
 }
 
 // --- /v1 routes -----------------------------------------------------------------------------
 
-Response Api::Impl::create_upload(const Request& req, const Principal& who) {
+Checked<Response> Api::Impl::create_upload(const Request& req, const Principal& who) {
   const auto project = req.param("project");
-  need(role_in(who, project, req), "editor");
-  need_storage();
-  auto body = body_object(req, {"filename", "size", "content_type", "sha256"});
+  KILN_TRY(role, role_in(who, project, req));
+  KILN_CHECK(need(role, "editor"));
+  KILN_CHECK(need_storage());
+  KILN_TRY(body, body_object(req, {"filename", "size", "content_type", "sha256"}));
   assets::NewUpload n;
-  n.filename = need_string(body, "filename");
-  n.size = need_size(body, "size");
-  n.content_type = need_string(body, "content_type");
-  n.sha256 = opt_string(body, "sha256").value_or("");
-  auto started = or_refuse(uploads.start(actor(who), project, std::move(n)));
+  KILN_TRY(filename, need_string(body, "filename"));
+  KILN_TRY(size, need_size(body, "size"));
+  KILN_TRY(content_type, need_string(body, "content_type"));
+  KILN_TRY(sha256, opt_string(body, "sha256"));
+  n.filename = std::move(filename);
+  n.size = size;
+  n.content_type = std::move(content_type);
+  n.sha256 = sha256.value_or("");
+  KILN_TRY(started, uploads.start(actor(who), project, std::move(n)));
   if (auto* a = std::get_if<store::Asset>(&started.what))
     return ok_json(200, json::object{{"deduplicated", true}, {"asset", asset_json(*a)}});
   const auto& u = std::get<store::Upload>(started.what);
@@ -117,14 +126,15 @@ Response Api::Impl::create_upload(const Request& req, const Principal& who) {
   return resp;
 }
 
-Response Api::Impl::get_upload(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_upload(req, who);
+Checked<Response> Api::Impl::get_upload(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_upload(req, who));
   auto o = upload_json(u);
   if (u.state == store::UploadState::Open && u.multipart()) {
     json::array parts;
     std::set<int> have;
-    for (const auto& p : or_refuse(uploads.held_parts(u))) {
+    KILN_TRY(held, uploads.held_parts(u));
+    for (const auto& p : held) {
       parts.push_back(json::object{{"number", p.number}, {"size", p.size}, {"etag", p.etag}});
       have.insert(p.number);
     }
@@ -141,24 +151,25 @@ Response Api::Impl::get_upload(const Request& req, const Principal& who) {
   return ok_json(200, o);
 }
 
-Response Api::Impl::presign_parts(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_upload(req, who);
-  auto body = body_object(req, {"parts"});
+Checked<Response> Api::Impl::presign_parts(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_upload(req, who));
+  KILN_TRY(body, body_object(req, {"parts"}));
   const auto* list = body.if_contains("parts");
   if (list == nullptr || !list->is_array() || list->as_array().empty())
-    refuse(400, "invalid-request", "'parts' must be a non-empty array of part numbers.");
+    return invalid("'parts' must be a non-empty array of part numbers.");
   const auto max = options.uploads.max_parts_per_request;
   if (list->as_array().size() > max)
-    refuse(400, "invalid-request", "At most " + std::to_string(max) + " parts per request.");
-  if (auto open = assets::need_open(u); !open) refuse(open.error());
+    return invalid("At most " + std::to_string(max) + " parts per request.");
+  KILN_CHECK(assets::need_open(u));
   if (!u.multipart())
-    refuse(409, "not-multipart", "This upload is a single PUT: GET the upload for its URL.");
+    return Refusal{409, "not-multipart",
+                   "This upload is a single PUT: GET the upload for its URL."};
   const auto count = assets::part_count(u);
   json::array out;
   for (const auto& v : list->as_array()) {
     if (!v.is_int64() || v.get_int64() < 1 || static_cast<std::uint64_t>(v.get_int64()) > count)
-      refuse(400, "invalid-request", "Part numbers run from 1 to " + std::to_string(count) + ".");
+      return invalid("Part numbers run from 1 to " + std::to_string(count) + ".");
     const auto n = static_cast<std::uint64_t>(v.get_int64());
     out.push_back(json::object{
         {"number", n}, {"size", assets::part_bytes(u, n)}, {"url", uploads.part_url(u, n)}});
@@ -168,35 +179,38 @@ Response Api::Impl::presign_parts(const Request& req, const Principal& who) {
                  json::object{{"parts", out}, {"expires_at", now_s() + options.uploads.url_ttl_s}});
 }
 
-Response Api::Impl::complete_upload(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_upload(req, who);
-  std::vector<std::pair<int, std::string>> parts;
+Checked<Response> Api::Impl::complete_upload(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_upload(req, who));
+  PartList parts;
   if (!req.body.empty()) {
-    auto body = body_object(req, {"parts"});
-    if (const auto* list = body.if_contains("parts"))
-      parts = part_list(list, "number", "etag", "{number, etag}");
+    KILN_TRY(body, body_object(req, {"parts"}));
+    if (const auto* list = body.if_contains("parts")) {
+      KILN_TRY(listed, part_list(list, "number", "etag", "{number, etag}"));
+      parts = std::move(listed);
+    }
   }
-  auto done = or_refuse(uploads.complete(u, parts));
+  KILN_TRY(done, uploads.complete(u, parts));
   auto resp = ok_json(done.created ? 201 : 200, json::object{{"asset", asset_json(done.asset)},
                                                              {"upload", upload_json(done.upload)}});
   wrote(who, done.receipt, resp);
   return resp;
 }
 
-Response Api::Impl::abort_upload(const Request& req, const Principal& who) {
-  need_storage();
-  or_refuse(uploads.abort(load_upload(req, who), "aborted by request"));
+Checked<Response> Api::Impl::abort_upload(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_upload(req, who));
+  KILN_CHECK(uploads.abort(u, "aborted by request"));
   return Response{204, "application/json", "", {}};
 }
 
 // --- assets -----------------------------------------------------------------------------
 
-Response Api::Impl::list_assets(const Request& req, const Principal& who) {
+Checked<Response> Api::Impl::list_assets(const Request& req, const Principal& who) {
   const auto project = req.param("project");
-  role_in(who, project, req);
-  const auto limit = page_limit(req);
-  const auto after_id = read_cursor(req.query_param("cursor"));
+  KILN_CHECK(role_in(who, project, req));
+  KILN_TRY(limit, page_limit(req));
+  KILN_TRY(after_id, read_cursor(req.query_param("cursor")));
   auto rows = uploads.list_assets(project, after_id, limit + 1, after(who, req));
   json::array items;
   for (std::size_t i = 0; i < rows.size() && i < limit; ++i) items.push_back(asset_json(rows[i]));
@@ -205,12 +219,12 @@ Response Api::Impl::list_assets(const Request& req, const Principal& who) {
   return ok_json(200, json::object{{"items", items}, {"next_cursor", next}});
 }
 
-Response Api::Impl::get_asset(const Request& req, const Principal& who) {
+Checked<Response> Api::Impl::get_asset(const Request& req, const Principal& who) {
   const auto project = req.param("project");
   const auto id = req.param("asset");
-  role_in(who, project, req);
-  if (!valid_id(id)) not_found();
-  const auto a = or_refuse(uploads.find_asset(project, id, after(who, req)));
+  KILN_CHECK(role_in(who, project, req));
+  if (!valid_id(id)) return not_found();
+  KILN_TRY(a, uploads.find_asset(project, id, after(who, req)));
   auto o = asset_json(a);
   if (uploads.has_storage()) {
     const auto d = uploads.download(a);
@@ -222,12 +236,13 @@ Response Api::Impl::get_asset(const Request& req, const Principal& who) {
   return ok_json(200, o);
 }
 
-Response Api::Impl::delete_asset(const Request& req, const Principal& who) {
+Checked<Response> Api::Impl::delete_asset(const Request& req, const Principal& who) {
   const auto project = req.param("project");
   const auto id = req.param("asset");
-  need(role_in(who, project, req), "editor");
-  if (!valid_id(id)) not_found();
-  const auto r = or_refuse(uploads.delete_asset(project, id));
+  KILN_TRY(role, role_in(who, project, req));
+  KILN_CHECK(need(role, "editor"));
+  if (!valid_id(id)) return not_found();
+  KILN_TRY(r, uploads.delete_asset(project, id));
   Response resp{204, "application/json", "", {}};
   wrote(who, r, resp);
   return resp;
@@ -235,78 +250,83 @@ Response Api::Impl::delete_asset(const Request& req, const Principal& who) {
 
 // --- Uppy (@uppy/aws-s3, Companion's route shapes) ------------------------------------------
 
-Response Api::Impl::uppy_create(const Request& req, const Principal& who) {
-  need_storage();
-  auto body = body_object(req, {"filename", "type", "metadata"});
+Checked<Response> Api::Impl::uppy_create(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(body, body_object(req, {"filename", "type", "metadata"}));
   const auto* meta = body.if_contains("metadata");
   if (meta == nullptr || !meta->is_object())
-    refuse(400, "invalid-request",
-           "'metadata' must be an object with 'project' and 'size' (Uppy: allowedMetaFields).");
+    return invalid(
+        "'metadata' must be an object with 'project' and 'size' (Uppy: allowedMetaFields).");
   const auto& m = meta->as_object();
-  const auto project = need_string(m, "project");
-  need(role_in(who, project, req), "editor");
+  KILN_TRY(project, need_string(m, "project"));
+  KILN_TRY(role, role_in(who, project, req));
+  KILN_CHECK(need(role, "editor"));
   assets::NewUpload n;
-  n.filename = need_string(body, "filename");
-  n.content_type = opt_string(body, "type").value_or("application/octet-stream");
+  KILN_TRY(filename, need_string(body, "filename"));
+  KILN_TRY(type, opt_string(body, "type"));
+  KILN_TRY(size, need_size(m, "size"));
+  KILN_TRY(sha256, opt_string(m, "sha256"));
+  n.filename = std::move(filename);
+  n.content_type = type.value_or("");
   if (n.content_type.empty()) n.content_type = "application/octet-stream";
-  n.size = need_size(m, "size");
-  n.sha256 = opt_string(m, "sha256").value_or("");
+  n.size = size;
+  n.sha256 = sha256.value_or("");
   n.force_multipart = true;
-  auto started = or_refuse(uploads.start(actor(who), project, std::move(n)));
+  KILN_TRY(started, uploads.start(actor(who), project, std::move(n)));
   if (auto* a = std::get_if<store::Asset>(&started.what))  // Uppy has no "already there"
-    refuse(409, "duplicate", "An asset with this SHA-256 exists in the project: " + a->id + ".");
+    return Refusal{409, "duplicate",
+                   "An asset with this SHA-256 exists in the project: " + a->id + "."};
   const auto& u = std::get<store::Upload>(started.what);
   auto resp = ok_json(200, json::object{{"uploadId", u.id}, {"key", u.key}});
   wrote(who, started.receipt, resp);
   return resp;
 }
 
-Response Api::Impl::uppy_list_parts(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_uppy(req, who);
-  if (auto open = assets::need_open(u); !open) refuse(open.error());
+Checked<Response> Api::Impl::uppy_list_parts(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_uppy(req, who));
+  KILN_CHECK(assets::need_open(u));
   json::array out;
-  for (const auto& p : or_refuse(uploads.held_parts(u)))
+  KILN_TRY(held, uploads.held_parts(u));
+  for (const auto& p : held)
     out.push_back(json::object{{"PartNumber", p.number}, {"Size", p.size}, {"ETag", p.etag}});
   return ok_json(200, out);
 }
 
-Response Api::Impl::uppy_sign_part(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_uppy(req, who);
-  if (auto open = assets::need_open(u); !open) refuse(open.error());
-  const auto n = part_number(req.param("part"));
+Checked<Response> Api::Impl::uppy_sign_part(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_uppy(req, who));
+  KILN_CHECK(assets::need_open(u));
+  KILN_TRY(n, part_number(req.param("part")));
   return ok_json(200, json::object{{"url", uploads.part_url(u, static_cast<std::uint64_t>(n))},
                                    {"expires", options.uploads.url_ttl_s}});
 }
 
-Response Api::Impl::uppy_sign_batch(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_uppy(req, who);
-  if (auto open = assets::need_open(u); !open) refuse(open.error());
+Checked<Response> Api::Impl::uppy_sign_batch(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_uppy(req, who));
+  KILN_CHECK(assets::need_open(u));
   const auto list = req.query_param("partNumbers").value_or("");
   json::object urls;
   std::size_t count = 0;
   for (const auto& s : config::split_list(list)) {
     if (++count > options.uploads.max_parts_per_request)
-      refuse(400, "invalid-request",
-             "At most " + std::to_string(options.uploads.max_parts_per_request) +
-                 " parts per request.");
-    const auto n = part_number(s);
+      return invalid("At most " + std::to_string(options.uploads.max_parts_per_request) +
+                     " parts per request.");
+    KILN_TRY(n, part_number(s));
     urls[std::to_string(n)] = uploads.part_url(u, static_cast<std::uint64_t>(n));
   }
-  if (count == 0) refuse(400, "invalid-request", "'partNumbers' lists the parts: 1,2,3.");
+  if (count == 0) return invalid("'partNumbers' lists the parts: 1,2,3.");
   uploads.touch(u);
   return ok_json(200, json::object{{"presignedUrls", urls}});
 }
 
-Response Api::Impl::uppy_complete(const Request& req, const Principal& who) {
-  need_storage();
-  const auto u = load_uppy(req, who);
-  auto body = body_object(req, {"parts"});
-  const auto parts =
-      part_list(body.if_contains("parts"), "PartNumber", "ETag", "{PartNumber, ETag}");
-  auto done = or_refuse(uploads.complete(u, parts));
+Checked<Response> Api::Impl::uppy_complete(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_uppy(req, who));
+  KILN_TRY(body, body_object(req, {"parts"}));
+  KILN_TRY(parts, part_list(body.if_contains("parts"), "PartNumber", "ETag", "{PartNumber, ETag}"));
+  KILN_TRY(done, uploads.complete(u, parts));
   auto resp = ok_json(
       200, json::object{{"location", "/v1/projects/" + u.project + "/assets/" + done.asset.id},
                         {"asset", asset_json(done.asset)}});
@@ -314,9 +334,10 @@ Response Api::Impl::uppy_complete(const Request& req, const Principal& who) {
   return resp;
 }
 
-Response Api::Impl::uppy_abort(const Request& req, const Principal& who) {
-  need_storage();
-  or_refuse(uploads.abort(load_uppy(req, who), "aborted by request"));
+Checked<Response> Api::Impl::uppy_abort(const Request& req, const Principal& who) {
+  KILN_CHECK(need_storage());
+  KILN_TRY(u, load_uppy(req, who));
+  KILN_CHECK(uploads.abort(u, "aborted by request"));
   return ok_json(200, json::object{});
 }
 

@@ -7,9 +7,15 @@
 //   Result<Upload, assets::Error> r = service.find(...);
 //   if (!r) return problem_of(r.error());
 //   use(*r);
+//
+// Or, in a function that returns a Result whose error the callee's converts to:
+//   KILN_TRY(upload, service.find(...));   // `upload` is the value, or the error is returned
+//   KILN_CHECK(service.abort(...));        // the error is returned; no value is kept
 #pragma once
 
 #include <boost/system/result.hpp>
+
+#include <utility>
 
 namespace kiln {
 
@@ -17,3 +23,15 @@ template <class T, class E>
 using Result = boost::system::result<T, E>;
 
 }  // namespace kiln
+
+#define KILN_RESULT_CONCAT2(a, b) a##b
+#define KILN_RESULT_CONCAT(a, b) KILN_RESULT_CONCAT2(a, b)
+#define KILN_TRY_IMPL(var, tmp, ...)       \
+  auto tmp = (__VA_ARGS__);                \
+  if (!tmp) return std::move(tmp).error(); \
+  auto var = std::move(*tmp)
+// `var` = the value of the Result `...`, or its error returned from the enclosing function.
+#define KILN_TRY(var, ...) KILN_TRY_IMPL(var, KILN_RESULT_CONCAT(kiln_try_, __LINE__), __VA_ARGS__)
+// The error of the Result `...` returned from the enclosing function; its value dropped.
+#define KILN_CHECK(...) \
+  if (auto kiln_check_ = (__VA_ARGS__); !kiln_check_) return std::move(kiln_check_).error()
