@@ -28,6 +28,9 @@ ALLOWED = {
     "engines/redis": {"collab", "clients/redis", "platform"},
     "gateway": {"collab", "auth", "platform"},
     "persist": {"collab/persistence.hpp", "store", "platform"},
+    # Jobs: the rules (pure), the JobQueue port, its database adapter over the repository,
+    # the worker.
+    "jobs": {"store", "clients/sql/sql.hpp", "platform"},
     # Uploads and assets: the rules (pure), the service over the repositories and S3.
     "assets": {"store", "clients/sql/sql.hpp", "clients/s3", "platform"},
     # The object store's private index speaks SQL through the connection port only.

@@ -6,51 +6,13 @@
 #include "platform/metrics.hpp"
 #include "store/repository_conformance.hpp"
 #include "store/store_conformance.hpp"
+#include "store/test_pg.hpp"
 
 #include <cstdlib>
 #include <sstream>
 
 namespace kiln::store {
 namespace {
-
-struct PgEnv {
-  std::string bouncer, primary, replica;  // host:port each
-};
-
-PgEnv env() {
-  const char* v = std::getenv("KILN_TEST_PG");
-  std::istringstream in(v ? v : "");
-  PgEnv e;
-  in >> e.bouncer >> e.primary >> e.replica;
-  return e;
-}
-
-std::string url(const std::string& hostport, const std::string& db) {
-  return "postgresql://postgres@" + hostport + "/" + db;
-}
-
-// A new database on the primary, reached through PgBouncer; its replica URL is direct.
-DatabaseOptions fresh_pg() {
-  const auto e = env();
-  const std::string db = "t_" + ids::random_hex(6);
-  {
-    auto admin = sql::connect(url(e.primary, "postgres"), {});
-    admin->exec("CREATE DATABASE " + db);
-  }
-  // Wait for the replica to replay the CREATE DATABASE (bounded).
-  for (int i = 0; i < 200; ++i) {
-    try {
-      sql::connect(url(e.replica, db), {});
-      break;
-    } catch (const Error&) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-  }
-  DatabaseOptions o;
-  o.url = url(e.bouncer, db);
-  o.pool_size = 4;
-  return o;
-}
 
 INSTANTIATE_TEST_SUITE_P(PostgresViaPgBouncer, StoreConformance,
                          ::testing::Values(StoreFactory{"postgres", fresh_pg}),

@@ -1,0 +1,68 @@
+// The JobQueue on the database alone (docs/jobs.md): SQLite in `kiln serve`, PostgreSQL
+// (through PgBouncer in transaction mode) for deployments that run no broker. Workers poll:
+// a lease is one write transaction that first turns expired leases into failed attempts,
+// then takes ready jobs with `FOR UPDATE SKIP LOCKED` on PostgreSQL (concurrent workers take
+// different jobs and never wait on each other) or under SQLite's exclusive write lock.
+//
+// A database that cannot answer (sql::Error temporary()) is Errc::unavailable; any other
+// sql::Error is a bug in Kiln and is thrown.
+#pragma once
+
+#include "jobs/queue.hpp"
+#include "store/database.hpp"
+
+#include <functional>
+#include <map>
+
+namespace kiln::jobs {
+
+struct DatabaseQueueOptions {
+  RetryPolicy default_policy;
+  std::map<std::string, RetryPolicy, std::less<>> policies;  // by job type
+  // The backoff's jitter, a draw in [0, 1); default: a random engine per thread.
+  std::function<double()> random;
+  // Added to the database's clock (ms): tests move time forward without waiting.
+  std::function<std::int64_t()> clock_offset_ms;
+  std::size_t reap_batch = 100;  // expired leases handled per lease() call, at most
+};
+
+class DatabaseQueue final : public JobQueue {
+ public:
+  DatabaseQueue(store::Database& db, DatabaseQueueOptions options);
+
+  Result<Enqueued> enqueue(const NewJob& job) override;
+  Result<std::vector<Lease>> lease(const LeaseRequest& request) override;
+  Result<Beat> heartbeat(const LeaseRef& lease, int progress, std::string_view status,
+                         std::chrono::milliseconds extend) override;
+  Result<void> complete(const LeaseRef& lease, std::string_view result) override;
+  Result<Failed> fail(const LeaseRef& lease, const FailReport& report) override;
+  Result<State> cancel(const std::string& job) override;
+  Result<void> retry(const std::string& job) override;
+  Result<Job> get(const std::string& job) override;
+  Result<std::vector<Job>> list(const ListRequest& request) override;
+  Result<std::vector<TypeStats>> stats() override;
+
+  [[nodiscard]] const RetryPolicy& policy(std::string_view type) const;
+
+ private:
+  std::int64_t now(sql::Connection& c) const;
+  double draw() const;
+  // Runs `fn` in a write transaction; a database that cannot answer is Errc::unavailable.
+  template <class T>
+  Result<T> write(const std::function<Result<T>(sql::Connection&)>& fn);
+  template <class T>
+  Result<T> read(const std::function<Result<T>(sql::Connection&)>& fn);
+  // The job under this lease, locked, or lease_lost / not_found.
+  Result<store::Job> current(sql::Connection& c, const LeaseRef& lease);
+  // An expired lease becomes a failed attempt (or a cancellation).
+  void reap(sql::Connection& c, store::Job& j, std::int64_t now);
+
+  store::Database& db_;
+  DatabaseQueueOptions options_;
+};
+
+// Checks what a caller gives the queue (shapes and limits, docs/jobs.md); nullopt when fine.
+std::optional<Error> check(const NewJob& job);
+std::optional<Error> check(const LeaseRequest& request);
+
+}  // namespace kiln::jobs

@@ -1,0 +1,73 @@
+// Runs job handlers on a JobQueue (docs/jobs.md): leases jobs of the types it has handlers
+// for, within a concurrency limit per process and per type, heartbeats each running job,
+// and reports its outcome. A handler returns its result or a FailReport (retryable or
+// permanent); an exception out of a handler is a retryable failure naming it. Drain: stop
+// leasing, let running handlers finish within the grace period, then tell them to stop and
+// report them as failed attempts ("worker stopping", retryable) so that another worker takes
+// them after their backoff.
+#pragma once
+
+#include "jobs/queue.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+namespace kiln::metrics {
+class Registry;
+}
+
+namespace kiln::jobs {
+
+// What a running handler sees of its job.
+class JobContext {
+ public:
+  virtual ~JobContext() = default;
+  [[nodiscard]] virtual const Lease& lease() const = 0;
+  // Records progress (0-100) and a status line with the next heartbeat (at most every
+  // heartbeat interval; the latest wins).
+  virtual void progress(int percent, std::string status) = 0;
+  // True once the handler should stop: the job was cancelled, its lease was lost, or the
+  // worker is stopping. A long handler checks it between steps.
+  [[nodiscard]] virtual bool stopping() const = 0;
+};
+
+using HandlerResult = kiln::Result<std::string, FailReport>;  // result JSON, or why not
+using Handler = std::function<HandlerResult(JobContext&)>;
+
+struct WorkerOptions {
+  std::string name;     // this worker's name in the jobs' history (node id + pid)
+  int concurrency = 4;  // handlers running at once in this process
+  std::map<std::string, int, std::less<>> per_type;  // at most this many of one type (optional)
+  std::chrono::milliseconds lease{30'000};
+  std::chrono::milliseconds heartbeat{10'000};     // < lease / 2
+  std::chrono::milliseconds idle_poll{500};        // the wait after a lease found nothing
+  std::chrono::milliseconds error_backoff{2'000};  // the wait after the queue failed
+};
+
+class Worker {
+ public:
+  Worker(JobQueue& queue, WorkerOptions options, metrics::Registry* registry = nullptr);
+  ~Worker();  // stops (as stop())
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+
+  // Before start(): the handler of one job type.
+  void handle(std::string type, Handler handler);
+  void start();
+  // Stops leasing; returns once every running handler has reported or `grace` passed (the
+  // rest are told to stop and reported as retryable failures when they return).
+  void drain(std::chrono::milliseconds grace);
+  void stop();
+  [[nodiscard]] int running() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::jobs

@@ -1,0 +1,136 @@
+// The worker over the database queue on SQLite: handlers run within their limits, a
+// cancellation reaches a running handler through its heartbeat, a handler's exception is a
+// retryable failure, and a drain waits for running handlers. Synchronised on the handlers'
+// own signals and on drain(), never on sleeps.
+#include "jobs/worker.hpp"
+#include "jobs/test_queue.hpp"
+
+#include <gtest/gtest.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <future>
+
+namespace kiln::jobs {
+namespace {
+
+store::DatabaseOptions sqlite() {
+  static const auto dir = [] {
+    auto d =
+        std::filesystem::temp_directory_path() / ("kiln-worker-test-" + std::to_string(::getpid()));
+    std::filesystem::remove_all(d);
+    std::filesystem::create_directories(d);
+    return d;
+  }();
+  static std::atomic<int> n{0};
+  store::DatabaseOptions o;
+  o.url = "sqlite:" + (dir / ("w" + std::to_string(++n) + ".db")).string();
+  return o;
+}
+
+WorkerOptions fast(int concurrency) {
+  WorkerOptions o;
+  o.name = "test-worker";
+  o.concurrency = concurrency;
+  o.lease = std::chrono::seconds(30);
+  o.heartbeat = std::chrono::milliseconds(50);
+  o.idle_poll = std::chrono::milliseconds(20);
+  return o;
+}
+
+// A gate handlers wait at until the test opens it; counts how many wait at once.
+struct Gate {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  int inside = 0, most = 0, total = 0;
+  void pass() {
+    std::unique_lock lock(mu);
+    ++inside;
+    ++total;
+    most = std::max(most, inside);
+    cv.notify_all();
+    cv.wait(lock, [&] { return open; });
+    --inside;
+  }
+  void wait_for(int n) {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return total >= n; }));
+  }
+  void release() {
+    std::lock_guard lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+};
+
+TEST(Worker, RunsHandlersWithinThePerTypeLimit) {
+  DatabaseHarness h(sqlite());
+  auto& q = h.queue();
+  for (int i = 0; i < 6; ++i) ASSERT_TRUE(q.enqueue(NewJob{"t.slow", "{}", "", 0, 0}));
+  Gate gate;
+  auto o = fast(4);
+  o.per_type["t.slow"] = 2;
+  Worker w(q, o);
+  w.handle("t.slow", [&](JobContext& ctx) -> HandlerResult {
+    ctx.progress(50, "at the gate");
+    gate.pass();
+    return std::string(R"({"ok":true})");
+  });
+  w.start();
+  gate.wait_for(2);
+  gate.release();
+  gate.wait_for(6);  // every job's handler has started: the drain lets them finish
+  w.drain(std::chrono::seconds(20));
+  auto done = q.list(ListRequest{State::succeeded, "t.slow", "", 10});
+  ASSERT_TRUE(done);
+  EXPECT_EQ(done->size(), 6u);
+  EXPECT_LE(gate.most, 2) << "more t.slow handlers ran at once than its limit";
+  EXPECT_EQ(done->at(0).result, R"({"ok":true})");
+}
+
+TEST(Worker, ACancelReachesTheRunningHandlerThroughItsHeartbeat) {
+  DatabaseHarness h(sqlite());
+  auto& q = h.queue();
+  auto id = q.enqueue(NewJob{"t.long", "{}", "", 0, 0});
+  ASSERT_TRUE(id);
+  std::promise<void> started;
+  Worker w(q, fast(1));
+  w.handle("t.long", [&](JobContext& ctx) -> HandlerResult {
+    started.set_value();
+    while (!ctx.stopping()) std::this_thread::yield();  // the handler's own loop
+    return FailReport{Failure::retryable, "stopped: cancelled"};
+  });
+  w.start();
+  started.get_future().wait();
+  ASSERT_TRUE(q.cancel(id->id));
+  w.drain(std::chrono::seconds(20));  // returns once the handler reported
+  auto j = q.get(id->id);
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->state, State::cancelled);
+  ASSERT_EQ(j->history.size(), 1u);
+  EXPECT_EQ(j->history[0].outcome, "cancelled");
+}
+
+TEST(Worker, AHandlersExceptionIsARetryableFailureNamingIt) {
+  DatabaseHarness h(sqlite());
+  auto& q = h.queue();
+  auto id = q.enqueue(NewJob{"t.throws", "{}", "", 0, 0});
+  ASSERT_TRUE(id);
+  std::promise<void> ran;
+  Worker w(q, fast(1));
+  w.handle("t.throws", [&](JobContext&) -> HandlerResult {
+    ran.set_value();
+    throw std::runtime_error("disk full");
+  });
+  w.start();
+  ran.get_future().wait();
+  w.drain(std::chrono::seconds(20));
+  auto j = q.get(id->id);
+  ASSERT_TRUE(j);
+  EXPECT_EQ(j->state, State::queued) << "retryable: queued again after its backoff";
+  EXPECT_EQ(j->last_error, "the handler threw: disk full");
+}
+
+}  // namespace
+}  // namespace kiln::jobs
