@@ -22,4 +22,10 @@ std::vector<Event> pending(sql::Connection& c, std::size_t limit) {
   return out;
 }
 
+bool consume(sql::Connection& c, const std::string& id, std::int64_t now_ms) {
+  return c.exec("UPDATE events SET consumed_at = $2 WHERE id = $1 AND consumed_at IS NULL",
+                {id, now_ms})
+             .affected > 0;
+}
+
 }  // namespace kiln::store::outbox

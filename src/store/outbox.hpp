@@ -1,6 +1,7 @@
 // The `events` outbox: facts written in the same transaction as the change they describe
 // (`asset.uploaded`, `asset.deleted`), so that none is lost and none is told of a change
-// that did not commit. A relay reads them in order and marks them consumed (issue #17).
+// that did not commit. The relay (jobs/relay.hpp) reads them in order, makes their jobs and
+// marks them consumed.
 //
 // Each function runs on the connection it is given, inside the caller's transaction.
 // Throws sql::Error.
@@ -29,6 +30,8 @@ Event append(sql::Connection& c, std::string kind, std::string project, std::str
              std::int64_t now_ms);
 // Events not consumed yet, oldest first (ties by id), at most `limit`.
 std::vector<Event> pending(sql::Connection& c, std::size_t limit);
+// Marks the event consumed (its job exists); false when it was consumed already.
+bool consume(sql::Connection& c, const std::string& id, std::int64_t now_ms);
 
 }  // namespace outbox
 }  // namespace kiln::store
