@@ -58,6 +58,7 @@ struct Roles {
   bool persist = false;  // the write-behind persister
   bool api = false;      // the REST API: /v1
   bool objects = false;  // the embedded object store: its own listener
+  bool jobs = false;     // the job queue's worker and the outbox relay
 };
 
 // What every role of one process shares. Members are destroyed in reverse order: the
@@ -144,6 +145,7 @@ class RoomsModule final : public Module {
 
 std::unique_ptr<Module> make_collab(Node& node, RoomsModule& rooms);
 std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms);
+std::unique_ptr<Module> make_jobs(Node& node);
 std::unique_ptr<Module> make_api(Node& node);  // after make_objects (it signs for its port)
 std::unique_ptr<Module> make_objects(Node& node);
 

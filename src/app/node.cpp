@@ -170,7 +170,7 @@ void open_backends(Node& node) {
   const auto& roles = node.roles;
   // The database: every role but objects (a gateway decides joins from live membership
   // and starts rooms from their stored snapshots).
-  if (roles.persist || roles.api || roles.collab) {
+  if (roles.persist || roles.api || roles.collab || roles.jobs) {
     try {
       node.db = open_store(cfg, &node.registry);
     } catch (const std::exception& e) {
@@ -207,6 +207,7 @@ void make_modules(Node& node, std::vector<std::unique_ptr<Module>>& modules) {
     modules.push_back(std::move(r));
   }
   if (node.roles.persist && node.db && rooms) modules.push_back(make_persist(node, *rooms));
+  if (node.roles.jobs && node.db) modules.push_back(make_jobs(node));
   if (node.roles.collab) modules.push_back(make_collab(node, *rooms));
   if (node.roles.objects) modules.push_back(make_objects(node));
   if (node.roles.api) modules.push_back(make_api(node));
@@ -233,9 +234,10 @@ void Node::every(std::chrono::milliseconds first, std::chrono::milliseconds peri
 int run_node(const config::Config& cfg, const std::string& role_name) {
   Node node(cfg, role_name);
   node.roles.collab = role_name == "serve" || role_name == "gateway";
-  // A worker runs what it has work for: storing rooms held in Redis (persist).
+  // A worker runs what it has work for: jobs, and storing rooms held in Redis (persist).
   node.roles.persist =
       role_name == "serve" || (role_name == "worker" && cfg.str("room.engine") == "redis");
+  node.roles.jobs = role_name == "serve" || role_name == "worker";
   node.roles.api = role_name == "serve" || role_name == "api";
   node.roles.objects = role_name == "serve" || role_name == "objects";
 
@@ -270,15 +272,6 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
                  "kiln: data directory %s is in use by another kiln serve (setting data.dir)\n",
                  data_dir.c_str());
     return 1;
-  }
-  // A worker with nothing to run is a configuration mistake, said at once.
-  if (role_name == "worker" && !node.roles.persist) {
-    std::fprintf(stderr,
-                 "kiln: configuration error: a worker runs what it has work for, and this "
-                 "configuration gives it none: the worker role stores rooms held in Redis "
-                 "(room.engine=redis); with room.engine=memory the rooms live inside "
-                 "`kiln serve`, which persists them itself\n");
-    return 2;
   }
 
   for (const char* key : {"http.cors_origins", "objects.cors_origins"}) {

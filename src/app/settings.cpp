@@ -61,6 +61,7 @@ config::Schema build() {
   add_rooms_settings(s);
   add_database_settings(s);
   add_persist_settings(s);
+  add_jobs_settings(s);
   add_api_settings(s);
   add_objects_settings(s);
   add_upload_settings(s);

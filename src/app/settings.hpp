@@ -15,6 +15,7 @@ void add_gateway_settings(config::Schema& s);   // gateway.*
 void add_rooms_settings(config::Schema& s);     // room.*, redis.*, journal.*
 void add_database_settings(config::Schema& s);  // database.*
 void add_persist_settings(config::Schema& s);   // persist.*
+void add_jobs_settings(config::Schema& s);      // jobs.*
 void add_api_settings(config::Schema& s);       // api.*
 void add_objects_settings(config::Schema& s);   // objects.*
 void add_upload_settings(config::Schema& s);    // storage.*, uploads.*

@@ -147,10 +147,18 @@ class CommandLine(unittest.TestCase):
             self.assertEqual(r.returncode, 2, r.stderr)
             self.assertIn("an origin may contain at most one '*' (got '*://*.example')", r.stderr)
 
-    def test_worker_needs_rooms_in_redis(self):
-        r = run_kiln("worker")
-        self.assertEqual(r.returncode, 2)
-        self.assertIn("the worker role stores rooms held in Redis (room.engine=redis)", r.stderr)
+    def test_a_worker_without_redis_runs_jobs_and_stores_no_rooms(self):
+        # A worker runs what it has work for: jobs always; rooms only when they live in
+        # Redis (room.engine=redis); with the memory engine `kiln serve` stores its own.
+        kiln = Kiln(role="worker")
+        try:
+            status, _, body = kiln.request("GET", "/readyz")
+            self.assertEqual(status, 200, body)
+            status, _, metrics = kiln.request("GET", "/metrics")
+            self.assertIn(b"kiln_jobs_outbox_relayed_total", metrics)
+            self.assertNotIn(b"kiln_persist_passes_total", metrics)
+        finally:
+            kiln.stop()
 
     def test_api_with_a_storage_endpoint_needs_its_secret_key(self):
         with tempfile.TemporaryDirectory() as d:

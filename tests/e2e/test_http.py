@@ -51,7 +51,8 @@ class Endpoints(unittest.TestCase):
         self.assertEqual(status, 200)
         self.assertEqual(json.loads(body),
                          {"status": "ready",
-                          "checks": {"data_dir": "ok", "journal": "ok", "persistence": "ok"}})
+                          "checks": {"data_dir": "ok", "journal": "ok", "persistence": "ok",
+                                     "jobs": "ok"}})
 
     def test_a_browser_gets_a_landing_page_and_the_banner_says_where_things_are(self):
         status, headers, body = self.kiln.request("GET", "/", {"Accept": "text/html,*/*;q=0.8"})

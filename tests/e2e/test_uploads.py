@@ -559,6 +559,33 @@ class OnServe(UploadSuite, unittest.TestCase):
         with sqlite3.connect(os.path.join(self.api.data_dir, "kiln.db")) as db:
             return [r[0] for r in db.execute(query)]
 
+    def test_an_uploaded_asset_becomes_one_asset_process_job_that_the_worker_runs(self):
+        # The outbox relay makes `asset.uploaded` into `asset.process` (the event id as its
+        # idempotency key); serve's worker runs the stub handler, which says it processed
+        # nothing (the asset pipeline arrives with its issue).
+        data = os.urandom(50_000)
+        st, doc = self.create(filename="rock.png", size=len(data), content_type="image/png", sha256=sha(data))
+        self.assertEqual(st, 201, doc)
+        put = doc["put"]
+        s, _, b = send(put["url"], body=data, headers=put["headers"])
+        self.assertEqual(s, 200, b)
+        st, _, done = self.call("POST", self.up(doc["upload"]["id"]) + "/complete", self.ann)
+        self.assertEqual(st, 201, done)
+        asset = done["asset"]["id"]
+        event = self.sql("SELECT id FROM events WHERE kind = 'asset.uploaded' AND body LIKE "
+                         f"'%\"id\":\"{asset}\"%'")
+        self.assertEqual(len(event), 1, event)
+        key = "event:" + event[0]
+        state = wait_until(lambda: [x for x in self.sql(
+            f"SELECT state FROM jobs WHERE type = 'asset.process' AND idempotency_key = '{key}'")
+            if x == "succeeded"], "the asset.process job to succeed")
+        self.assertEqual(state, ["succeeded"])
+        result = json.loads(self.sql(f"SELECT result FROM jobs WHERE idempotency_key = '{key}'")[0])
+        self.assertEqual(result["processed"], False)
+        self.assertIn("issue #18", result["reason"])
+        self.assertEqual(self.sql("SELECT count(*) FROM events WHERE consumed_at IS NULL"), [0])
+        self.assertEqual(self.sql("SELECT count(*) FROM jobs"), [1])
+
     def test_stale_uploads_are_aborted(self):
         k = self.start("--uploads-stale-after-s", "1", "--uploads-sweep-interval-s", "1")
         self.api = k

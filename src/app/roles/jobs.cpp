@@ -1,0 +1,155 @@
+// The jobs module (worker role, serve): the job queue on the database, the worker that runs
+// handlers, the outbox relay, and the queue's metrics (docs/jobs.md).
+#include "app/modules.hpp"
+#include "app/settings.hpp"
+#include "jobs/database_queue.hpp"
+#include "jobs/relay.hpp"
+#include "jobs/worker.hpp"
+#include "platform/log.hpp"
+#include "platform/metrics.hpp"
+
+#include <condition_variable>
+#include <thread>
+
+namespace kiln::app {
+namespace {
+
+// asset.process until the asset pipeline (issue #18) fills it: it says so and processes
+// nothing, so that nothing pretends to have made levels or textures.
+jobs::HandlerResult asset_process_stub(jobs::JobContext& ctx) {
+  ctx.progress(100, "nothing to do yet: the asset pipeline arrives with issue #18");
+  return std::string(
+      R"json({"processed":false,"reason":"the asset pipeline is not built yet (issue #18)"})json");
+}
+
+class JobsModule final : public Module {
+ public:
+  explicit JobsModule(Node& node) : node_(node) {
+    const auto& cfg = node.cfg;
+    jobs::DatabaseQueueOptions qo;
+    qo.default_policy.max_attempts = static_cast<int>(cfg.integer("jobs.max_attempts"));
+    qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
+    qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
+    queue_ = std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
+    jobs::WorkerOptions wo;
+    wo.name = node.id;
+    wo.concurrency = static_cast<int>(cfg.integer("jobs.concurrency"));
+    wo.lease = std::chrono::milliseconds(cfg.integer("jobs.lease_ms"));
+    wo.heartbeat = wo.lease / 3;
+    wo.idle_poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
+    worker_ = std::make_unique<jobs::Worker>(*queue_, wo, &node.registry);
+    worker_->handle("asset.process", asset_process_stub);
+    relay_ = std::make_unique<jobs::OutboxRelay>(
+        *node.db, *queue_, jobs::RelayOptions{node.id, std::chrono::seconds(10), 200});
+    auto& reg = node.registry;
+    depth_ = &reg.gauge("kiln_jobs_queue_depth", "Jobs by type and state (queued, leased, dead).",
+                        {"type", "state"});
+    oldest_ = &reg.gauge("kiln_jobs_oldest_ready_age_seconds",
+                         "Age of the oldest job that could run now, by type.", {"type"});
+    relayed_ =
+        &reg.counter("kiln_jobs_outbox_relayed_total", "Outbox events made into jobs.").get();
+    node.health.add_check(
+        "jobs", [this] { return problem(); }, node.role == "worker");
+  }
+
+  void start(http::Server&) override {
+    worker_->start();
+    background_ = std::thread([this] { loop(); });
+  }
+  bool drain(std::chrono::milliseconds window, std::function<void()> done) override {
+    // Off the event loop: a drain waits for running handlers.
+    drainer_ = std::thread([this, window, done = std::move(done)] {
+      worker_->drain(window);
+      done();
+    });
+    return true;
+  }
+  void stop(bool) override { shut_down(); }
+  // Also on a way out that stops no module (the HTTP server could not listen).
+  ~JobsModule() override { shut_down(); }
+
+ private:
+  // Every poll interval: the relay's pass, and the queue's stats into the gauges (scrapes
+  // must not wait on the database).
+  void loop() {
+    const auto period = std::chrono::milliseconds(node_.cfg.integer("jobs.poll_ms"));
+    for (;;) {
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, period, [&] { return stopping_; });
+        if (stopping_) return;
+      }
+      const auto pass = relay_->pass();
+      relayed_->inc(pass.relayed);
+      note(pass.error ? pass.error->detail : "");
+      if (auto st = queue_->stats()) {
+        for (const auto& t : *st) {
+          depth_->with({t.type, "queued"}).set(static_cast<double>(t.queued));
+          depth_->with({t.type, "leased"}).set(static_cast<double>(t.leased));
+          depth_->with({t.type, "dead"}).set(static_cast<double>(t.dead));
+          oldest_->with({t.type}).set(static_cast<double>(t.oldest_ready_age_ms) / 1000.0);
+        }
+      }
+    }
+  }
+  void shut_down() {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+    }
+    cv_.notify_all();
+    if (background_.joinable()) background_.join();
+    if (drainer_.joinable()) drainer_.join();
+    if (worker_) worker_->stop();
+  }
+  void note(const std::string& error) {
+    std::lock_guard lock(mu_);
+    if (!error.empty() && error_.empty())
+      log::warn("jobs: outbox relay failed", {{"error", error}});
+    error_ = error;
+  }
+  std::optional<std::string> problem() {
+    std::lock_guard lock(mu_);
+    if (error_.empty()) return std::nullopt;
+    return "the outbox relay fails: " + error_;
+  }
+
+  Node& node_;
+  std::unique_ptr<jobs::DatabaseQueue> queue_;
+  std::unique_ptr<jobs::Worker> worker_;
+  std::unique_ptr<jobs::OutboxRelay> relay_;
+  metrics::Family<metrics::Gauge>* depth_ = nullptr;
+  metrics::Family<metrics::Gauge>* oldest_ = nullptr;
+  metrics::Counter* relayed_ = nullptr;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  std::string error_;
+  std::thread background_, drainer_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_jobs(Node& node) {
+  return std::make_unique<JobsModule>(node);
+}
+
+void add_jobs_settings(config::Schema& s) {
+  using namespace setting;
+  s.add(integer("jobs.concurrency", 4, 1, 1'000,
+                "Job handlers running at once in this process (the `worker` role, and "
+                "`kiln serve`)."));
+  s.add(integer("jobs.lease_ms", 30'000, 1'000, 86'400'000,
+                "A worker holds a job this long between heartbeats (every third of it); a job "
+                "whose worker died runs again after it."));
+  s.add(integer("jobs.poll_ms", 200, 10, 60'000,
+                "An idle worker asks for work this often; the outbox relay runs as often."));
+  s.add(integer("jobs.max_attempts", 5, 1, 1'000,
+                "Attempts of a job before it is dead (a permanent failure is dead at once)."));
+  s.add(integer("jobs.backoff_base_ms", 1'000, 1, 86'400'000,
+                "Retry backoff: the wait after attempt n is random in [0, min(cap, base * "
+                "2^(n-1))) (full jitter)."));
+  s.add(integer("jobs.backoff_cap_ms", 600'000, 1, 86'400'000, "Retry backoff's cap."));
+}
+
+}  // namespace kiln::app
