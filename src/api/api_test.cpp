@@ -200,6 +200,13 @@ TEST_F(ApiTest, BadRequestsSayWhatIsWrong) {
            {"POST", "/v1/projects", "[]", "invalid-request"},
            {"POST", "/v1/projects", R"({"name":"P","colour":"red"})", "invalid-request"},
            {"POST", "/v1/projects", R"({"name":""})", "invalid-request"},
+           // Names people read: no DEL, C1 or bidi formatting characters; 200 characters at
+           // most, counted as characters (51 four-byte emoji are 204 bytes and fine).
+           {"POST", "/v1/projects", "{\"name\":\"a\u007fb\"}", "invalid-request"},
+           {"POST", "/v1/projects", "{\"name\":\"a\u0085b\"}", "invalid-request"},
+           {"POST", "/v1/projects", "{\"name\":\"x\u202egnp.exe\"}", "invalid-request"},
+           {"POST", "/v1/projects", R"({"name":")" + std::string(201, 'n') + R"("})",
+            "invalid-request"},
            {"POST", "/v1/projects", R"({"name":"P","id":"a b"})", "invalid-request"},
            {"POST", "/v1/projects", R"({"name":"P","id":"p1"})", "conflict"},
            {"PUT", "/v1/projects/p1/members/bob", R"({"role":"admin"})", "invalid-request"},
@@ -213,6 +220,14 @@ TEST_F(ApiTest, BadRequestsSayWhatIsWrong) {
                                 << json::serialize(a.body);
     EXPECT_GE(a.status, 400);
   }
+}
+
+TEST_F(ApiTest, NamesAreCountedInCharacters) {
+  const auto ann = token_for("ann");
+  std::string fire;
+  for (int i = 0; i < 51; ++i) fire += "\xF0\x9F\x94\xA5";  // U+1F525, 4 bytes each
+  auto a = call("POST", "/v1/projects", ann, R"({"name":")" + fire + R"("})");
+  EXPECT_EQ(a.status, 201) << json::serialize(a.body);
 }
 
 TEST_F(ApiTest, PagesWalkEveryRowOnce) {
@@ -291,6 +306,14 @@ TEST_F(ApiTest, UploadsAreRefusedWithTheirReason) {
             "invalid-request");
   EXPECT_EQ(upload(R"("filename":"a.png","size":-1,"content_type":"image/png",)" + sha).type(),
             "invalid-request");
+  // Sizes as strings (Uppy's metadata) are whole numbers that fit 64 bits, nothing else.
+  for (const char* size :
+       {R"("99999999999999999999")", R"("-1")", R"("+1")", R"(" 1")", R"("1.0")"})
+    EXPECT_EQ(upload(R"("filename":"a.png","size":)" + std::string(size) +
+                     R"(,"content_type":"image/png",)" + sha)
+                  .type(),
+              "invalid-request")
+        << size;
   // The quota counts open uploads: 60 + 60 > 100.
   EXPECT_EQ(upload(R"("filename":"a.png","size":60,"content_type":"image/png",)" + sha).status,
             201);

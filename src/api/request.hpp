@@ -7,6 +7,7 @@
 #include "platform/codec.hpp"
 #include "platform/http.hpp"
 #include "platform/ids.hpp"
+#include "platform/utf8.hpp"
 #include "store/projects.hpp"
 
 #include <boost/json.hpp>
@@ -43,10 +44,11 @@ inline bool valid_user_id(std::string_view s) {
   });
 }
 
+// Names people read (projects, scenes, users): 1-200 characters (code points) of UTF-8,
+// without control or bidirectional formatting characters.
 inline bool valid_name(std::string_view s) {
-  return !s.empty() && s.size() <= 200 && std::none_of(s.begin(), s.end(), [](char c) {
-    return static_cast<unsigned char>(c) < 0x20;
-  });
+  const auto n = utf8::printable_length(s);
+  return n && *n >= 1 && *n <= 200;
 }
 
 inline bool valid_role(std::string_view r) {
@@ -105,11 +107,12 @@ inline Checked<std::string> need_string(const json::object& o, std::string_view 
   return std::move(*v);
 }
 
-// The body's "name": required, 1-200 characters without control characters.
+// The body's "name": required, valid_name().
 inline Checked<std::string> need_name(const json::object& o) {
   KILN_TRY(name, need_string(o, "name"));
   if (!valid_name(name))
-    return invalid("'name' must be 1-200 characters without control characters.");
+    return invalid(
+        "'name' must be 1-200 characters without control or bidirectional formatting characters.");
   return name;
 }
 

@@ -39,7 +39,9 @@ Checked<Response> Api::Impl::mint_token(const Request& req, const Principal& who
     return invalid(
         "'user.id' must be 1-128 printable characters without spaces, '/', '\"' or '\\'.");
   if (!valid_name(name))
-    return invalid("'user.name' must be 1-200 characters without control characters.");
+    return invalid(
+        "'user.name' must be 1-200 characters without control or bidirectional formatting "
+        "characters.");
   std::int64_t ttl = options.token_ttl_s;
   if (const auto* t = body.if_contains("ttl_s")) {
     if (!t->is_int64() || t->get_int64() < 60 || t->get_int64() > options.token_max_ttl_s)

@@ -5,6 +5,7 @@
 #include "assets/json.hpp"
 #include "platform/config.hpp"
 
+#include <charconv>
 #include <set>
 
 namespace kiln::api {
@@ -19,12 +20,10 @@ Checked<std::uint64_t> need_size(const json::object& o, std::string_view field) 
   if (v->is_uint64()) return v->get_uint64();
   if (v->is_int64() && v->get_int64() >= 0) return static_cast<std::uint64_t>(v->get_int64());
   if (v->is_string()) {  // Uppy sends metadata as strings
-    const auto& s = v->get_string();
-    char* end = nullptr;
-    const auto n = std::strtoull(s.c_str(), &end, 10);
-    if (!s.empty() && s.size() <= 20 && *end == '\0' &&
-        std::isdigit(static_cast<unsigned char>(s[0])))
-      return static_cast<std::uint64_t>(n);
+    const std::string_view s = v->get_string();
+    std::uint64_t n = 0;
+    const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), n);
+    if (!s.empty() && ec == std::errc() && end == s.data() + s.size()) return n;
   }
   return invalid("'" + std::string(field) + "' must be a non-negative integer.");
 }
@@ -169,7 +168,7 @@ Checked<Response> Api::Impl::presign_parts(const Request& req, const Principal& 
   json::array out;
   for (const auto& v : list->as_array()) {
     if (!v.is_int64() || v.get_int64() < 1 || static_cast<std::uint64_t>(v.get_int64()) > count)
-      return invalid("Part numbers run from 1 to " + std::to_string(count) + ".");
+      return invalid("Part numbers are integers from 1 to " + std::to_string(count) + ".");
     const auto n = static_cast<std::uint64_t>(v.get_int64());
     out.push_back(json::object{
         {"number", n}, {"size", assets::part_bytes(u, n)}, {"url", uploads.part_url(u, n)}});

@@ -11,16 +11,7 @@ namespace kiln::assets {
 
 bool valid_filename(std::string_view s) {
   if (s.empty() || s.size() > 255 || s == "." || s == "..") return false;
-  for (std::size_t i = 0; i < s.size();) {
-    const auto decoded = utf8::decode(s, i);
-    if (!decoded) return false;
-    const char32_t cp = *decoded;
-    if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == '/' || cp == '\\' || cp == 0x061c ||
-        cp == 0x200e || cp == 0x200f || (cp >= 0x202a && cp <= 0x202e) ||
-        (cp >= 0x2066 && cp <= 0x2069))
-      return false;
-  }
-  return true;
+  return utf8::printable_length(s) && s.find_first_of("/\\") == std::string_view::npos;
 }
 
 bool valid_sha256(std::string_view s) {
@@ -125,11 +116,14 @@ Result<std::vector<s3::Part>> parts_to_complete(
       std::erase(e, '"');
       return e;
     };
+    // The list's shape first: a list out of order is invalid whatever the store holds.
     int prev = 0;
     for (const auto& [n, etag] : client_parts) {
       if (n <= prev)
         return Error{Errc::invalid_parts, "List parts once each, in ascending order of number."};
       prev = n;
+    }
+    for (const auto& [n, etag] : client_parts) {
       auto it = by_number.find(n);
       if (it == by_number.end() || unquoted(it->second.etag) != unquoted(etag))
         return Error{Errc::parts_missing,

@@ -115,6 +115,8 @@ TEST(PartsToComplete, MissingWrongOrUnorderedPartsAreRefused) {
   EXPECT_NE(missing.error().detail.find("Parts not uploaded yet: 2."), std::string::npos);
   std::vector<s3::Part> all{{1, "e1", 10}, {2, "e2", 10}, {3, "e3", 5}};
   EXPECT_EQ(parts_to_complete(u, all, {{2, "e2"}, {1, "e1"}}).error().code, Errc::invalid_parts);
+  // Out of order is invalid whatever the store holds (not "missing" for an unknown ETag).
+  EXPECT_EQ(parts_to_complete(u, all, {{2, "x"}, {1, "y"}}).error().code, Errc::invalid_parts);
   EXPECT_EQ(parts_to_complete(u, all, {{1, "e1"}, {1, "e1"}}).error().code, Errc::invalid_parts);
   EXPECT_EQ(parts_to_complete(u, all, {{1, "other"}, {2, "e2"}, {3, "e3"}}).error().code,
             Errc::parts_missing);

@@ -241,8 +241,17 @@ bool wildcard_match(std::string_view pattern, std::string_view value, bool fold_
 bool origin_allowed(std::optional<std::string_view> origin,
                     const std::vector<std::string>& patterns) {
   if (!origin || origin->empty()) return false;
-  return std::any_of(patterns.begin(), patterns.end(),
-                     [&](const std::string& p) { return wildcard_match(p, *origin); });
+  return std::any_of(patterns.begin(), patterns.end(), [&](const std::string& p) {
+    if (p == "*") return true;
+    if (!wildcard_match(p, *origin)) return false;
+    // What the '*' stands for stays inside the host (and port): "https://*.example.com"
+    // does not take "https://evil.test/.example.com" (browsers send no such Origin, but a
+    // pattern should not read looser than it is).
+    const auto star = p.find('*');
+    if (star == std::string::npos) return true;
+    const auto run = origin->substr(star, origin->size() - (p.size() - 1));
+    return run.find_first_of("/?#@") == std::string_view::npos;
+  });
 }
 
 std::optional<std::string> bad_wildcard_pattern(const std::vector<std::string>& patterns) {

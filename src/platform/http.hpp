@@ -48,8 +48,9 @@ struct Response {
 // AllowedOrigin and AllowedHeader): "https://*.example.com", "x-amz-*", "*". Without a '*' the
 // value must equal the pattern. `fold_case`: ASCII case-insensitive (header names).
 bool wildcard_match(std::string_view pattern, std::string_view value, bool fold_case = false);
-// Whether a browser's Origin is allowed by one of `patterns` (wildcard_match; an empty or
-// absent Origin never is).
+// Whether a browser's Origin is allowed by one of `patterns` (wildcard_match, whose '*'
+// here does not stand for '/', '?', '#' or '@'; "*" alone allows any; an empty or absent
+// Origin never is).
 bool origin_allowed(std::optional<std::string_view> origin,
                     const std::vector<std::string>& patterns);
 // The first pattern with more than one '*' (a configuration mistake), if any.

@@ -168,6 +168,10 @@ TEST(Cors, OriginPatternsTakeOneWildcard) {
   EXPECT_TRUE(wildcard_match("X-Amz-*", "x-amz-date", true));
   EXPECT_FALSE(wildcard_match("ab*ba", "aba"));  // head and tail may not overlap
   EXPECT_FALSE(origin_allowed(std::string_view(""), {"*"}));
+  for (const char* sly : {"https://evil.test/.example.com", "https://evil.test?.example.com",
+                          "https://user@evil.example.com"})
+    EXPECT_FALSE(origin_allowed(std::string_view(sly), {"https://*.example.com"})) << sly;
+  EXPECT_TRUE(origin_allowed(std::string_view("http://localhost:5173"), {"http://localhost:*"}));
   EXPECT_FALSE(origin_allowed(std::nullopt, {"*"}));
   EXPECT_EQ(bad_wildcard_pattern({"https://*.a", "*://*.b"}), "*://*.b");
   EXPECT_EQ(bad_wildcard_pattern({"*", "https://*.a"}), std::nullopt);

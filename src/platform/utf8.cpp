@@ -41,4 +41,18 @@ bool valid(std::string_view s) {
   return true;
 }
 
+bool is_control_or_bidi(char32_t cp) {
+  return cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x061c || cp == 0x200e || cp == 0x200f ||
+         (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
+}
+
+std::optional<std::size_t> printable_length(std::string_view s) {
+  std::size_t n = 0;
+  for (std::size_t i = 0; i < s.size(); ++n) {
+    const auto cp = decode(s, i);
+    if (!cp || is_control_or_bidi(*cp)) return std::nullopt;
+  }
+  return n;
+}
+
 }  // namespace kiln::utf8

@@ -19,3 +19,17 @@ TEST(Utf8, AcceptsTextAndRefusesWhatRfc3629Forbids) {
 }
 
 }  // namespace kiln::utf8
+
+namespace kiln::utf8 {
+
+TEST(Utf8, PrintableLengthCountsCharactersAndRefusesControlsAndBidi) {
+  EXPECT_EQ(printable_length("rock"), 4u);
+  EXPECT_EQ(printable_length("\xC3\xA9t\xC3\xA9"), 3u);  // été
+  EXPECT_EQ(printable_length("\xF0\x9F\x94\xA5"), 1u);   // one emoji, four bytes
+  EXPECT_EQ(printable_length(""), 0u);
+  for (const char* bad :
+       {"a\tb", "a\x7f", "a\xC2\x85", "x\xE2\x80\xAEgnp.exe", "\xE2\x81\xA6x", "\xD8\x9C", "\xFF"})
+    EXPECT_FALSE(printable_length(bad)) << bad;
+}
+
+}  // namespace kiln::utf8

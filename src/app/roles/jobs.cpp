@@ -50,6 +50,11 @@ class JobsModule final : public Module {
         &reg.counter("kiln_jobs_outbox_relayed_total", "Outbox events made into jobs.").get();
     node.health.add_check(
         "jobs", [this] { return problem(); }, node.role == "worker");
+    if (node.role == "worker" && node.db->dialect() == sql::Dialect::Sqlite)
+      log::warn(
+          "jobs: this worker's database is SQLite: only processes on this machine that name the "
+          "same file share its jobs (set database.url to the PostgreSQL the API nodes use)",
+          {{"database", node.cfg.str("database.url")}});
   }
 
   void start(http::Server&) override {
