@@ -5,10 +5,7 @@
 
 #include "platform/result.hpp"
 
-#include <stdexcept>
 #include <string>
-
-#include <boost/assert/source_location.hpp>
 
 namespace kiln::assets {
 
@@ -34,17 +31,9 @@ enum class Errc {
   storage_unavailable,  // the object storage failed or did not answer
 };
 
-struct Error {
-  Errc code;
-  std::string detail;
-};
+using Error = ErrorOf<Errc>;
 
 template <class T>
 using Result = kiln::Result<T, Error>;
-
-// What Result::value() throws on an error (found by argument-dependent lookup).
-[[noreturn]] inline void throw_exception_from_error(const Error& e, const boost::source_location&) {
-  throw std::runtime_error(e.detail);
-}
 
 }  // namespace kiln::assets

@@ -84,11 +84,15 @@ double DatabaseQueue::draw() const {
   return std::uniform_real_distribution<double>(0.0, 1.0)(rng);
 }
 
-template <class T>
-Result<T> DatabaseQueue::write(const std::function<Result<T>(sql::Connection&)>& fn) {
+namespace {
+
+// Runs `fn` through `run` (a transaction, or the primary); a database that cannot answer
+// is Errc::unavailable, any other sql::Error a bug (thrown).
+template <class T, class Run>
+Result<T> guarded(Run&& run, const std::function<Result<T>(sql::Connection&)>& fn) {
   std::optional<Result<T>> out;
   try {
-    db_.write([&](sql::Connection& c) { out.emplace(fn(c)); });
+    run([&](sql::Connection& c) { out.emplace(fn(c)); });
   } catch (const sql::Error& e) {
     if (!e.temporary()) throw;
     return Error{Errc::unavailable, std::string("the database cannot answer now: ") + e.what()};
@@ -96,16 +100,16 @@ Result<T> DatabaseQueue::write(const std::function<Result<T>(sql::Connection&)>&
   return std::move(*out);
 }
 
+}  // namespace
+
+template <class T>
+Result<T> DatabaseQueue::write(const std::function<Result<T>(sql::Connection&)>& fn) {
+  return guarded<T>([&](const auto& f) { db_.write(f); }, fn);
+}
+
 template <class T>
 Result<T> DatabaseQueue::read(const std::function<Result<T>(sql::Connection&)>& fn) {
-  std::optional<Result<T>> out;
-  try {
-    db_.on_primary([&](sql::Connection& c) { out.emplace(fn(c)); });
-  } catch (const sql::Error& e) {
-    if (!e.temporary()) throw;
-    return Error{Errc::unavailable, std::string("the database cannot answer now: ") + e.what()};
-  }
-  return std::move(*out);
+  return guarded<T>([&](const auto& f) { db_.on_primary(f); }, fn);
 }
 
 Result<Enqueued> DatabaseQueue::enqueue(const NewJob& n) {

@@ -12,12 +12,9 @@
 #include "platform/result.hpp"
 #include "store/jobs.hpp"
 
-#include <boost/assert/source_location.hpp>
-
 #include <chrono>
 #include <cstdint>
 #include <optional>
-#include <stdexcept>
 #include <string>
 #include <string_view>
 
@@ -44,18 +41,10 @@ enum class Errc {
   unavailable,  // the database (or broker) cannot answer now: retry later
 };
 
-struct Error {
-  Errc code;
-  std::string detail;
-};
+using Error = ErrorOf<Errc>;
 
 template <class T>
 using Result = kiln::Result<T, Error>;
-
-// What Result::value() throws on an error (found by argument-dependent lookup).
-[[noreturn]] inline void throw_exception_from_error(const Error& e, const boost::source_location&) {
-  throw std::runtime_error(e.detail);
-}
 
 // Limits on what a job carries (a job is a pointer to work, not the work's data).
 inline constexpr std::size_t kMaxTypeBytes = 64;

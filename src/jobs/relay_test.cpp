@@ -12,17 +12,7 @@ namespace kiln::jobs {
 namespace {
 
 store::DatabaseOptions sqlite() {
-  static const auto dir = [] {
-    auto d =
-        std::filesystem::temp_directory_path() / ("kiln-relay-test-" + std::to_string(::getpid()));
-    std::filesystem::remove_all(d);
-    std::filesystem::create_directories(d);
-    return d;
-  }();
-  static std::atomic<int> n{0};
-  store::DatabaseOptions o;
-  o.url = "sqlite:" + (dir / ("r" + std::to_string(++n) + ".db")).string();
-  return o;
+  return temp_sqlite("relay-test");
 }
 
 class RelayTest : public ::testing::Test {

@@ -5,6 +5,12 @@
 #include "jobs/test_harness.hpp"
 #include "store/database.hpp"
 
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <string>
+
 namespace kiln::jobs {
 
 class DatabaseHarness final : public QueueHarness {
@@ -24,6 +30,19 @@ class DatabaseHarness final : public QueueHarness {
   store::Database db_;
   std::unique_ptr<DatabaseQueue> queue_;
 };
+
+// A new SQLite database file for one test, under a directory of this process's (`name`
+// tells the test binaries' directories apart).
+inline store::DatabaseOptions temp_sqlite(const std::string& name) {
+  static std::atomic<int> n{0};
+  const auto dir =
+      std::filesystem::temp_directory_path() / ("kiln-" + name + "-" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  store::DatabaseOptions o;
+  o.url = "sqlite:" + (dir / (std::to_string(++n) + ".db")).string();
+  std::filesystem::remove(dir / (std::to_string(n) + ".db"));
+  return o;
+}
 
 inline std::unique_ptr<QueueHarness> make_database_harness(store::DatabaseOptions o) {
   return std::make_unique<DatabaseHarness>(std::move(o));

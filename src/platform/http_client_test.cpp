@@ -3,10 +3,8 @@
 // many requests), and against scripted raw sockets that misbehave (5xx then success, a body
 // cut short, a body over the limit, silence, nothing listening).
 #include "platform/http_client.hpp"
-#include "platform/http_server.hpp"
 #include "platform/http_stream.hpp"
-#include "platform/metrics.hpp"
-#include "platform/runtime.hpp"
+#include "platform/test_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -91,30 +89,18 @@ class Handler final : public StreamHandler {
 class AgainstTheListener : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServerOptions o;
-    o.port = 0;
-    server_ = std::make_unique<Server>(runtime_, o, handler_, registry_);
-    server_->start();
-    thread_ = std::thread([this] { runtime_.run(); });
-  }
-  void TearDown() override {
-    server_->close_all();
-    runtime_.stop();
-    thread_.join();
-    runtime_.run_ready_handlers();
+    loop_.start(std::make_unique<Server>(loop_.runtime, LoopbackServer::any_port(), handler_,
+                                         loop_.registry));
   }
   ClientOptions options() const {
     ClientOptions o;
-    o.endpoint = "http://127.0.0.1:" + std::to_string(server_->port()) + "/";
+    o.endpoint = "http://127.0.0.1:" + std::to_string(loop_.port()) + "/";
     o.timeout = std::chrono::seconds(20);
     return o;
   }
 
-  metrics::Registry registry_;
-  Runtime runtime_{1};
   Handler handler_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
+  LoopbackServer loop_;  // after the handler: stopped before it is destroyed
 };
 
 TEST_F(AgainstTheListener, AFileRangeArrivesWholeAndInOrder) {
@@ -153,8 +139,8 @@ TEST_F(AgainstTheListener, AnAnswerStreamsIntoTheSinkAndOneConnectionServesMany)
   EXPECT_LE(largest, 64u * 1024);
   EXPECT_EQ(handler_.requests.load(), 3);
   // Keep-alive: the three requests came on the one connection still open.
-  EXPECT_NE(registry_.render().find("kiln_test_open_connections 1\n"), std::string::npos)
-      << registry_.render();
+  EXPECT_NE(loop_.registry.render().find("kiln_test_open_connections 1\n"), std::string::npos)
+      << loop_.registry.render();
 }
 
 TEST_F(AgainstTheListener, HostAndUserAgentDefaultToTheEndpointAndTheOptions) {
@@ -162,7 +148,7 @@ TEST_F(AgainstTheListener, HostAndUserAgentDefaultToTheEndpointAndTheOptions) {
   o.user_agent = "kiln-test/1";
   Client c(o);
   EXPECT_EQ(c.send({"GET", "/echo-host"}).body,
-            "127.0.0.1:" + std::to_string(server_->port()) + " kiln-test/1");
+            "127.0.0.1:" + std::to_string(loop_.port()) + " kiln-test/1");
   EXPECT_EQ(c.send({"GET", "/echo-host", {{"Host", "bucket.example"}}}).body,
             "bucket.example kiln-test/1");
 }
@@ -204,13 +190,6 @@ class RawServer {
     while (got.find("\r\n\r\n") == std::string::npos && ::read(fd, &c, 1) == 1) got += c;
     return got;
   }
-  static void write_all(int fd, std::string_view s) {
-    while (!s.empty()) {
-      const auto n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-      if (n <= 0) return;
-      s.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
   std::atomic<int> accepted{0};
 
  private:
@@ -235,10 +214,10 @@ const std::string k200 = "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length
 TEST(HttpClient, RetriesServerErrorsAndThrottlingThenReturnsTheAnswer) {
   RawServer s(3, [](int fd, int i) {
     RawServer::read_head(fd);
-    RawServer::write_all(fd, i == 0   ? k503
-                             : i == 1 ? "HTTP/1.1 429 Too Many Requests\r\nConnection: "
-                                        "close\r\nContent-Length: 0\r\n\r\n"
-                                      : k200);
+    send_all(fd, i == 0   ? k503
+                 : i == 1 ? "HTTP/1.1 429 Too Many Requests\r\nConnection: "
+                            "close\r\nContent-Length: 0\r\n\r\n"
+                          : k200);
   });
   Client c(fast(s.endpoint(), 4));
   auto r = c.send({"GET", "/x"});
@@ -250,7 +229,7 @@ TEST(HttpClient, RetriesServerErrorsAndThrottlingThenReturnsTheAnswer) {
 TEST(HttpClient, AServerErrorAfterTheLastAttemptIsAValue) {
   RawServer s(2, [](int fd, int) {
     RawServer::read_head(fd);
-    RawServer::write_all(fd, k503);
+    send_all(fd, k503);
   });
   Client c(fast(s.endpoint(), 2));
   auto r = c.send({"GET", "/x"});
@@ -262,7 +241,7 @@ TEST(HttpClient, AServerErrorAfterTheLastAttemptIsAValue) {
 TEST(HttpClient, ARequestThatMustNotRepeatIsSentOnce) {
   RawServer s(2, [](int fd, int i) {
     RawServer::read_head(fd);
-    RawServer::write_all(fd, i == 0 ? k503 : k200);
+    send_all(fd, i == 0 ? k503 : k200);
   });
   Client c(fast(s.endpoint(), 4));
   ClientRequest req{"POST", "/once"};
@@ -277,8 +256,7 @@ TEST(HttpClient, ARequestThatMustNotRepeatIsSentOnce) {
 TEST(HttpClient, ABodyCutShortAfterItReachedTheSinkIsAnErrorNotARetry) {
   RawServer s(2, [](int fd, int) {
     RawServer::read_head(fd);
-    RawServer::write_all(fd,
-                         "HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + pattern(100'000));
+    send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 200000\r\n\r\n" + pattern(100'000));
   });
   Client c(fast(s.endpoint(), 4));
   std::string got;
@@ -295,7 +273,7 @@ TEST(HttpClient, ABodyCutShortAfterItReachedTheSinkIsAnErrorNotARetry) {
 TEST(HttpClient, ABodyOverTheLimitIsRefusedNamingIt) {
   RawServer s(1, [](int fd, int) {
     RawServer::read_head(fd);
-    RawServer::write_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + pattern(5000));
+    send_all(fd, "HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n" + pattern(5000));
   });
   auto o = fast(s.endpoint(), 1);
   o.max_body = 4096;

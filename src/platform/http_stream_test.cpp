@@ -3,9 +3,7 @@
 // source with its length, a sink that refuses mid-body gets its answer out and the
 // connection closed, and a malformed request gets the handler's refusal.
 #include "platform/http_stream.hpp"
-#include "platform/http_server.hpp"
-#include "platform/metrics.hpp"
-#include "platform/runtime.hpp"
+#include "platform/test_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -81,36 +79,10 @@ class Handler final : public StreamHandler {
 class StreamServer : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServerOptions o;
-    o.port = 0;
-    server_ = std::make_unique<Server>(runtime_, o, handler_, registry_);
-    server_->start();
-    thread_ = std::thread([this] { runtime_.run(); });
+    loop_.start(std::make_unique<Server>(loop_.runtime, LoopbackServer::any_port(), handler_,
+                                         loop_.registry));
   }
-  void TearDown() override {
-    server_->close_all();
-    runtime_.stop();
-    thread_.join();
-    runtime_.run_ready_handlers();
-  }
-  int connect() {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(server_->port());
-    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    timeval tv{20, 0};  // a bound on every read: a hang fails the test
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    return fd;
-  }
-  static void send_all(int fd, std::string_view s) {
-    while (!s.empty()) {
-      const auto n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-      if (n <= 0) return;  // the server closed: what it answered is still readable
-      s.remove_prefix(static_cast<std::size_t>(n));
-    }
-  }
+  int connect() { return connect_loopback(loop_.port()); }
   // Everything until the server closes the connection.
   static std::string read_all(int fd) {
     std::string out;
@@ -129,11 +101,8 @@ class StreamServer : public ::testing::Test {
     return s;
   }
 
-  metrics::Registry registry_;
-  Runtime runtime_{1};
   Handler handler_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
+  LoopbackServer loop_;  // after the handler: stopped before it is destroyed
 };
 
 TEST_F(StreamServer, ABodyReachesTheSinkInOrderInPiecesOfAtMost64KiB) {

@@ -13,14 +13,33 @@
 //   KILN_CHECK(service.abort(...));        // the error is returned; no value is kept
 #pragma once
 
+#include <boost/assert/source_location.hpp>
 #include <boost/system/result.hpp>
 
+#include <stdexcept>
+#include <string>
 #include <utility>
 
 namespace kiln {
 
 template <class T, class E>
 using Result = boost::system::result<T, E>;
+
+// A context's error: its code (the context's enum) and the sentence a user reads.
+//   namespace assets { using Error = ErrorOf<Errc>; }
+template <class Code>
+struct ErrorOf {
+  Code code;
+  std::string detail;
+};
+
+// What Result::value() throws on an ErrorOf (found by argument-dependent lookup); callers
+// test the result instead.
+template <class Code>
+[[noreturn]] void throw_exception_from_error(const ErrorOf<Code>& e,
+                                             const boost::source_location&) {
+  throw std::runtime_error(e.detail);
+}
 
 }  // namespace kiln
 

@@ -4,8 +4,7 @@
 // with the endpoint's code, binary messages flagged, the per-connection timer, and on_closed
 // called exactly once.
 #include "platform/websocket.hpp"
-#include "platform/metrics.hpp"
-#include "platform/runtime.hpp"
+#include "platform/test_server.hpp"
 
 #include <gtest/gtest.h>
 
@@ -76,38 +75,23 @@ class Echo final : public WebSocketHandler {
 class WebSocketTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    ServerOptions so;
-    so.port = 0;
-    server_ = std::make_unique<Server>(runtime_, so, Router{}, registry_);
+    auto server = std::make_unique<Server>(loop_.runtime, LoopbackServer::any_port(), Router{},
+                                           loop_.registry);
     WebSocketOptions o;
     o.subprotocol = "echo.v1";
     o.max_message_bytes = 1000;
     o.too_large_code = 4009;
-    o.metrics.limit_trips = &registry_.counter("kiln_test_trips_total", "trips", {"limit"});
+    o.metrics.limit_trips = &loop_.registry.counter("kiln_test_trips_total", "trips", {"limit"});
     for (const char* path : {"/ws", "/full"})
-      server_->add_upgrade(
+      server->add_upgrade(
           path, websocket_endpoint(o, [this] { return std::make_shared<Echo>(closed_); }));
-    server_->start();
-    thread_ = std::thread([this] { runtime_.run(); });
-  }
-  void TearDown() override {
-    server_->close_all();
-    runtime_.stop();
-    thread_.join();
-    runtime_.run_ready_handlers();
+    loop_.start(std::move(server));
   }
 
   // Connects and sends the upgrade request; returns the socket and the response head.
   std::pair<int, std::string> upgrade(const std::string& path,
                                       const std::string& protocol = "echo.v1") {
-    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_port = htons(server_->port());
-    ::inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
-    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-    timeval tv{20, 0};  // a bound on every read: a hang fails the test
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    const int fd = connect_loopback(loop_.port());
     std::string req =
         "GET " + path +
         " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -119,13 +103,6 @@ class WebSocketTest : public ::testing::Test {
     char c;
     while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) head += c;
     return {fd, head};
-  }
-  static void send_all(int fd, std::string_view s) {
-    while (!s.empty()) {
-      const auto n = ::send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-      if (n <= 0) return;
-      s.remove_prefix(static_cast<std::size_t>(n));
-    }
   }
   // One client frame: FIN, `opcode`, masked (RFC 6455 section 5.3).
   static void send_frame(int fd, std::string_view payload, int opcode = 1) {
@@ -173,11 +150,8 @@ class WebSocketTest : public ::testing::Test {
                                     static_cast<unsigned char>(payload[1]);
   }
 
-  metrics::Registry registry_;
-  Runtime runtime_{1};
   ClosedCount closed_;
-  std::unique_ptr<Server> server_;
-  std::thread thread_;
+  LoopbackServer loop_;  // after closed_: stopped before it is destroyed
 };
 
 TEST_F(WebSocketTest, MessagesGoBothWaysThroughTheSession) {
@@ -206,7 +180,7 @@ TEST_F(WebSocketTest, AMessageOverTheLimitClosesWithTheEndpointsCode) {
   EXPECT_EQ(op, 8);  // close
   EXPECT_EQ(close_code(payload), 4009);
   EXPECT_NE(payload.find("larger than 1000 bytes"), std::string::npos) << payload;
-  EXPECT_NE(registry_.render().find("kiln_test_trips_total{limit=\"frame_bytes\"} 1"),
+  EXPECT_NE(loop_.registry.render().find("kiln_test_trips_total{limit=\"frame_bytes\"} 1"),
             std::string::npos);
   send_frame(fd, std::string(payload.substr(0, 2)), 8);  // the client's close: the handshake ends
   EXPECT_EQ(read_frame(fd).first, -1);                   // the server closed the connection
