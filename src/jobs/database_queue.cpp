@@ -152,22 +152,26 @@ void DatabaseQueue::reap(sql::Connection& c, store::Job& j, std::int64_t t) {
   const std::string why = "the lease of " + j.worker + " expired (no heartbeat)";
   store::jobs::end_attempt(c, j.id, j.attempts, t, "expired", why);
   j.last_error = why;
+  failed(j, Failure::retryable, t);
+  store::jobs::update(c, j);
+}
+
+void DatabaseQueue::failed(store::Job& j, Failure kind, std::int64_t t) {
   j.updated_at = t;
   if (j.cancel_requested) {
     j.state = State::cancelled;
     j.finished_at = t;
-  } else {
-    auto p = policy(j.type);
-    p.max_attempts = j.max_attempts;
-    const auto next = after_failure(p, j.attempts, Failure::retryable, draw());
-    j.state = next.next;
-    if (j.state == State::dead) {
-      j.finished_at = t;
-    } else {
-      j.not_before = t + next.delay.count();
-    }
+    return;
   }
-  store::jobs::update(c, j);
+  auto p = policy(j.type);
+  p.max_attempts = j.max_attempts;  // a retried dead job has more than its type's
+  const auto next = after_failure(p, j.attempts, kind, draw());
+  j.state = next.next;
+  if (j.state == State::dead) {
+    j.finished_at = t;
+  } else {
+    j.not_before = t + next.delay.count();
+  }
 }
 
 Result<std::vector<Lease>> DatabaseQueue::lease(const LeaseRequest& r) {
@@ -245,24 +249,10 @@ Result<Failed> DatabaseQueue::fail(const LeaseRef& l, const FailReport& report) 
     store::jobs::end_attempt(c, j.id, j.attempts, t, j.cancel_requested ? "cancelled" : "failed",
                              error);
     j.last_error = error;
-    j.updated_at = t;
+    failed(j, report.kind, t);
     Failed out;
-    if (j.cancel_requested) {
-      j.state = State::cancelled;
-      j.finished_at = t;
-    } else {
-      auto p = policy(j.type);
-      p.max_attempts = j.max_attempts;
-      const auto next = after_failure(p, j.attempts, report.kind, draw());
-      j.state = next.next;
-      if (j.state == State::dead) {
-        j.finished_at = t;
-      } else {
-        j.not_before = t + next.delay.count();
-        out.retry_at_ms = j.not_before;
-      }
-    }
     out.state = j.state;
+    if (j.state == State::queued) out.retry_at_ms = j.not_before;
     store::jobs::update(c, j);
     return out;
   });

@@ -56,6 +56,9 @@ class DatabaseQueue final : public JobQueue {
   Result<store::Job> current(sql::Connection& c, const LeaseRef& lease);
   // An expired lease becomes a failed attempt (or a cancellation).
   void reap(sql::Connection& c, store::Job& j, std::int64_t now);
+  // A failed attempt's consequence on the row: cancelled (if asked), queued after its
+  // backoff, or dead.
+  void failed(store::Job& j, Failure kind, std::int64_t now);
 
   store::Database& db_;
   DatabaseQueueOptions options_;
