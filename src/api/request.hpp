@@ -4,6 +4,7 @@
 #pragma once
 
 #include "api/problem.hpp"
+#include "platform/clock.hpp"
 #include "platform/codec.hpp"
 #include "platform/http.hpp"
 #include "platform/ids.hpp"
@@ -24,9 +25,7 @@ using http::Request;
 using http::Response;
 
 inline std::int64_t now_s() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
+  return clock::unix_ms() / 1000;
 }
 
 // Ids in paths and bodies: the room syntax's project/scene ids.

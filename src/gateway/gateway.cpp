@@ -1,6 +1,7 @@
 #include "gateway/gateway.hpp"
 
 #include "gateway/gateway_impl.hpp"
+#include "platform/clock.hpp"
 #include "platform/log.hpp"
 #include "platform/runtime_asio.hpp"
 
@@ -53,11 +54,7 @@ Gateway::Impl::Impl(Runtime& rt, Options opts, collab::RoomEngine& eng,
   ctx.metrics.resyncs = &reg.counter("kiln_gateway_resyncs_total",
                                      "Sessions told to resume because a gap could not be filled.")
                              .get();
-  ctx.now_unix = [] {
-    return std::chrono::duration_cast<std::chrono::seconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-  };
+  ctx.now_unix = [] { return clock::unix_ms() / 1000; };
   ctx.defer = [&rt](std::function<void()> fn) { rt.post(std::move(fn)); };
   if (options.access_loader) {
     access = std::make_unique<AccessCache>(options.access, options.access_loader);

@@ -56,9 +56,12 @@ class Directory:
         self.scenes = set()
 
     def _call(self, method, path, body, ok):
+        # 429, and 503 while the database is unreachable (a failover, a restart), are waited
+        # out as the server says (Retry-After), as a real client does; 503 for 30 s at most.
+        unavailable_until = time.monotonic() + 30
         for _ in range(100):
             status, headers, doc = self.api.call(method, path, self.key, body)
-            if status != 429:
+            if status != 429 and not (status == 503 and time.monotonic() < unavailable_until):
                 break
             time.sleep(float(headers.get("retry-after", "1")))  # the server's own hint
         assert status in ok, (method, path, status, doc)

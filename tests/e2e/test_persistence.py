@@ -509,8 +509,11 @@ class PostgresWorkers(unittest.TestCase):
             while time.monotonic() - stopped < OUTAGE_S:
                 await op()  # editing goes on, every op acknowledged
                 if not readyz_503:
+                    # The worker has two checks that need the database (persistence, and the
+                    # jobs' outbox relay): wait for the persister's to say why.
                     status, _, body = await asyncio.to_thread(worker.request, "GET", "/readyz")
-                    if status == 503:
+                    checks = json.loads(body).get("checks", {}) if status == 503 else {}
+                    if checks.get("persistence", "ok") != "ok":
                         readyz_503 = True
                         observed["readyz"] = json.loads(body)
                 if not metrics_down:

@@ -96,7 +96,14 @@ case "$cmd" in
   start-primary)
     start_server primary "$port"
     wait_up "$port" "$dir/primary.log"
-    exit 0
+    # Back means back for the nodes too, which reach it through PgBouncer: wait (bounded)
+    # until PgBouncer has logged in to it again (it retries every server_login_retry).
+    for _ in $(seq 200); do
+      as_pg "$bin/psql" -h 127.0.0.1 -p "$bport" -U postgres -d kiln -Atc "SELECT 1" >/dev/null 2>&1 && exit 0
+      sleep 0.05
+    done
+    echo "PgBouncer did not reach the restarted primary within 10 s" >&2
+    exit 1
     ;;
   start) ;;
   *)
@@ -147,6 +154,9 @@ unix_socket_dir =
 auth_type = trust
 auth_file = $dir/userlist.txt
 pool_mode = transaction
+; After the primary was down, try it again every second (default 15 s): the failure tests
+; restart it and go on at once.
+server_login_retry = 1
 max_client_conn = 1000
 default_pool_size = 20
 admin_users = postgres
