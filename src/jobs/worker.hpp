@@ -58,8 +58,9 @@ class Worker {
   // Before start(): the handler of one job type.
   void handle(std::string type, Handler handler);
   void start();
-  // Stops leasing; returns once every running handler has reported or `grace` passed (the
-  // rest are told to stop and reported as retryable failures when they return).
+  // Stops leasing; returns once every running handler has reported, or after `grace` tells
+  // the rest to stop (JobContext::stopping) and waits one more `grace` for them. A handler
+  // that ignores it keeps its job until its lease expires; stop() then waits for it.
   void drain(std::chrono::milliseconds grace);
   void stop();
   [[nodiscard]] int running() const;

@@ -74,10 +74,11 @@ class JobsModule final : public Module {
   ~JobsModule() override { shut_down(); }
 
  private:
-  // Every poll interval: the relay's pass, and the queue's stats into the gauges (scrapes
-  // must not wait on the database).
+  // Every poll interval the relay's pass; every 5 s the queue's stats into the gauges
+  // (scrapes must not wait on the database).
   void loop() {
     const auto period = std::chrono::milliseconds(node_.cfg.integer("jobs.poll_ms"));
+    auto next_stats = std::chrono::steady_clock::now();
     for (;;) {
       {
         std::unique_lock lock(mu_);
@@ -87,6 +88,8 @@ class JobsModule final : public Module {
       const auto pass = relay_->pass();
       relayed_->inc(pass.relayed);
       note(pass.error ? pass.error->detail : "");
+      if (std::chrono::steady_clock::now() < next_stats) continue;
+      next_stats = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       if (auto st = queue_->stats()) {
         for (const auto& t : *st) {
           depth_->with({t.type, "queued"}).set(static_cast<double>(t.queued));
