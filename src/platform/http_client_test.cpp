@@ -23,12 +23,6 @@
 namespace kiln::http {
 namespace {
 
-std::string pattern(std::size_t n, std::size_t from = 0) {
-  std::string s(n, '\0');
-  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (from + i) % 26);
-  return s;
-}
-
 // Checks the bytes it is given against the pattern; answers how many and whether in order.
 class PatternSink final : public BodySink {
  public:
@@ -46,19 +40,6 @@ class PatternSink final : public BodySink {
  private:
   std::size_t got_ = 0;
   bool ordered_ = true;
-};
-
-class PatternSource final : public BodySource {
- public:
-  std::size_t read(char* out, std::size_t max) override {
-    const auto s = pattern(max, sent_);
-    std::copy(s.begin(), s.end(), out);
-    sent_ += max;
-    return max;
-  }
-
- private:
-  std::size_t sent_ = 0;
 };
 
 class Handler final : public StreamHandler {

@@ -44,18 +44,6 @@ class CountingSink final : public BodySink {
   bool ordered_ = true;
 };
 
-// `n` bytes of the same pattern.
-class PatternSource final : public BodySource {
- public:
-  std::size_t read(char* out, std::size_t max) override {
-    for (std::size_t i = 0; i < max; ++i) out[i] = static_cast<char>('a' + sent_++ % 26);
-    return max;
-  }
-
- private:
-  std::size_t sent_ = 0;
-};
-
 class Handler final : public StreamHandler {
  public:
   std::string metrics_prefix() const override { return "kiln_test"; }
@@ -94,11 +82,6 @@ class StreamServer : public ::testing::Test {
     }
     ::close(fd);
     return out;
-  }
-  static std::string pattern(std::size_t n) {
-    std::string s(n, '\0');
-    for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + i % 26);
-    return s;
   }
 
   Handler handler_;

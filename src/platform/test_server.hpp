@@ -4,6 +4,7 @@
 #pragma once
 
 #include "platform/http_server.hpp"
+#include "platform/http_stream.hpp"
 #include "platform/metrics.hpp"
 #include "platform/runtime.hpp"
 
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include <memory>
+#include <string>
 #include <string_view>
 #include <thread>
 
@@ -77,5 +79,25 @@ inline void send_all(int fd, std::string_view s) {
     s.remove_prefix(static_cast<std::size_t>(n));
   }
 }
+
+// `n` bytes of 'a'..'z' repeating, from offset `from` of that pattern: bodies whose order and
+// completeness a test can check piece by piece.
+inline std::string pattern(std::size_t n, std::size_t from = 0) {
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (from + i) % 26);
+  return s;
+}
+
+// An answer body of the pattern, as long as the answer says.
+class PatternSource final : public BodySource {
+ public:
+  std::size_t read(char* out, std::size_t max) override {
+    for (std::size_t i = 0; i < max; ++i) out[i] = static_cast<char>('a' + sent_++ % 26);
+    return max;
+  }
+
+ private:
+  std::size_t sent_ = 0;
+};
 
 }  // namespace kiln::http
