@@ -267,12 +267,18 @@ class PostgresWorkers(unittest.TestCase):
         acked = run(edit(ws_url(gw), room, 3, start=3))
         wait_until(lambda: (self.stored(room) or (0,))[0] == acked, "the newer snapshot on the primary")
         self.assertEqual(replica_seq(), first, "the replica lags")
+        # Counted from here: while the edits ran, a pass could fall between an append and its
+        # dirty mark (not atomic, by design), reconcile the room, and find it not newer when
+        # the mark arrived: rightly.
+        reconciled = metric(worker, 'kiln_persist_reconciled_rooms_total') or 0
+        not_newer = metric(worker, 'kiln_persist_rooms_total{result="not_newer"}') or 0
         passes = metric(worker, 'kiln_persist_passes_total{result="ok"}')
         wait_until(lambda: metric(worker, 'kiln_persist_passes_total{result="ok"}') >= passes + 3,
                    "three more passes, each reconciling")
-        self.assertEqual(metric(worker, 'kiln_persist_rooms_total{result="not_newer"}') or 0, 0,
+        self.assertEqual(metric(worker, 'kiln_persist_rooms_total{result="not_newer"}') or 0, not_newer,
                          "the worker read stored seqs from the lagging replica")
-        self.assertEqual(metric(worker, 'kiln_persist_reconciled_rooms_total') or 0, 0)
+        self.assertEqual(metric(worker, 'kiln_persist_reconciled_rooms_total') or 0, reconciled,
+                         "the worker compared the room with the lagging replica's seq")
 
         gw.stop()
         worker.stop()
