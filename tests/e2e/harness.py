@@ -183,6 +183,8 @@ class Kiln:
             if code == -signal.SIGKILL:  # it did not stop within WAIT: what it said last
                 found.append(f"not stopped {WAIT:.0f} s after SIGTERM; its last log lines:")
                 found.extend("  " + line for line in self.lines[-12:])
+                found.append("its threads then:")
+                found.extend("  " + line for line in getattr(self, "stacks", "").splitlines())
         for line in self.lines:
             if SANITIZER.search(line):
                 found.append("sanitizer: " + line)
@@ -210,6 +212,7 @@ class Kiln:
             try:
                 self.proc.wait(WAIT)
             except subprocess.TimeoutExpired:
+                self.stacks = thread_stacks(self.proc.pid)
                 self.proc.kill()
                 self.proc.wait()
         self._reader.join(WAIT)
@@ -222,7 +225,19 @@ class Kiln:
             found = self.problems() + companion_problems
             if found:
                 raise AssertionError(f"kiln {self.role} {' '.join(self.args)[:200]}: " +
-                                     "\n".join(found[:30]))
+                                     "\n".join(found[:400]))
+
+
+def thread_stacks(pid):
+    """Every thread's stack of a running process (gdb), frames without their arguments:
+    what a process that does not stop is waiting for."""
+    try:
+        out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-nx", "-ex", "set print frame-arguments none",
+                              "-ex", "thread apply all bt 12"],
+                             capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"(no stacks: {e})"
+    return "\n".join(line[:160] for line in out.splitlines() if line.startswith(("#", "Thread")))
 
 
 def with_api(gateways, *args):
