@@ -36,8 +36,8 @@ ALLOWED = {
     # The object store's private index speaks SQL through the connection port only.
     "objects": {"clients/sql/sql.hpp", "clients/s3", "platform"},
     # The API decides access changes on the access bus port only, never a room engine.
-    "api": {"assets", "auth", "collab/access.hpp", "store", "clients/sql/sql.hpp", "clients/s3",
-            "platform"},
+    "api": {"assets", "auth", "collab/access.hpp", "jobs/queue.hpp", "jobs/job.hpp", "store",
+            "clients/sql/sql.hpp", "clients/s3", "platform"},
     # A client of Kiln's own API (kiln upload, the build agent): the platform's HTTP client
     # (and S3's percent-encoding).
     "client": {"clients/s3", "platform"},

@@ -6,9 +6,11 @@
 namespace kiln::api {
 
 Api::Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& pool,
-         ApiOptions options, metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow)
+         ApiOptions options, metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow,
+         jobs::JobQueue* jobs)
     : impl_(std::make_shared<Impl>(store, verifier, pool, std::move(options), registry, bus)) {
   impl_->slow = slow != nullptr ? slow : &pool;
+  impl_->jobs = jobs;
 }
 
 Api::~Api() = default;
@@ -86,6 +88,10 @@ void Api::install(http::Router& router) {
   add("GET", "/v1/projects/{project}/assets", "api_assets_list", &Impl::list_assets);
   add("GET", "/v1/projects/{project}/assets/{asset}", "api_asset_get", &Impl::get_asset);
   add("DELETE", "/v1/projects/{project}/assets/{asset}", "api_asset_delete", &Impl::delete_asset);
+  add("GET", "/v1/admin/jobs", "api_admin_jobs_list", &Impl::list_jobs);
+  add("GET", "/v1/admin/jobs/{job}", "api_admin_job_get", &Impl::get_job);
+  add("POST", "/v1/admin/jobs/{job}/retry", "api_admin_job_retry", &Impl::retry_job);
+  add("POST", "/v1/admin/jobs/{job}/cancel", "api_admin_job_cancel", &Impl::cancel_job);
   // Uppy's @uppy/aws-s3 (Companion's shapes); "batch" before "{part}": the first match wins.
   add("POST", "/s3/multipart", "uppy_create", &Impl::uppy_create);
   add("GET", "/s3/multipart/{upload}", "uppy_list_parts", &Impl::uppy_list_parts);

@@ -1,6 +1,6 @@
 // The REST API (`/v1`, the `api` role; part of `kiln serve`): projects, members, scenes,
-// tokens, me. JSON in and out; errors are application/problem+json (RFC 9457) with stable
-// `type` URIs (docs/api.md, docs/openapi.yaml).
+// tokens, me, the job queue's admin routes. JSON in and out; errors are application/problem+json
+// (RFC 9457) with stable `type` URIs (docs/api.md, docs/openapi.yaml).
 //
 // Every route authenticates: a user token (as the gateway checks them, plus revocation)
 // or the service key (`Authorization: Bearer <key>`), which the studio's backend uses to
@@ -27,6 +27,9 @@ class Verifier;
 namespace metrics {
 class Registry;
 }
+namespace jobs {
+class JobQueue;
+}
 }  // namespace kiln
 
 namespace kiln::api {
@@ -46,9 +49,11 @@ struct ApiOptions {
 class Api {
  public:
   // `slow`: threads for upload completions (they may read a whole object back to check its
-  // hash), so that they never hold every thread of `pool`; null: `pool`.
+  // hash), so that they never hold every thread of `pool`; null: `pool`. `jobs`: the job
+  // queue the admin routes (/v1/admin/jobs) read and act on; null: they answer 503.
   Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& pool, ApiOptions options,
-      metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow = nullptr);
+      metrics::Registry& registry, collab::AccessBus* bus, ThreadPool* slow = nullptr,
+      jobs::JobQueue* jobs = nullptr);
   ~Api();
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;

@@ -1,13 +1,15 @@
 // The API's state and handlers (Api::Impl), shared by its translation units, one per
 // resource: access.cpp (authentication, limits, read-your-writes, roles), tokens.cpp (me,
 // tokens, revocation), projects.cpp (projects, members), scenes.cpp, uploads.cpp (uploads,
-// assets, the Uppy routes); api.cpp holds the route table.
+// assets, the Uppy routes), jobs.cpp (the job queue's admin routes); api.cpp holds the route
+// table.
 #pragma once
 
 #include "api/api.hpp"
 #include "api/problem.hpp"
 #include "api/request.hpp"
 #include "assets/service.hpp"
+#include "jobs/queue.hpp"
 #include "platform/metrics.hpp"
 #include "platform/token_bucket.hpp"
 #include "store/projects.hpp"
@@ -105,6 +107,14 @@ struct Api::Impl {
   Checked<Response> uppy_complete(const Request& req, const Principal& who);
   Checked<Response> uppy_abort(const Request& req, const Principal& who);
   Checked<void> need_storage();
+
+  // --- the job queue's admin routes (jobs.cpp): the service key only ----------------------
+  jobs::JobQueue* jobs = nullptr;  // null: 503
+  Checked<Response> list_jobs(const Request& req, const Principal& who);
+  Checked<Response> get_job(const Request& req, const Principal& who);
+  Checked<Response> retry_job(const Request& req, const Principal& who);
+  Checked<Response> cancel_job(const Request& req, const Principal& who);
+  Checked<jobs::JobQueue*> admin_queue(const Principal& who);
   Checked<store::Upload> load_upload(const Request& req, const Principal& who);
   Checked<store::Upload> load_uppy(const Request& req, const Principal& who);
 };

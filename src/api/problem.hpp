@@ -5,6 +5,7 @@
 #pragma once
 
 #include "assets/errors.hpp"
+#include "jobs/job.hpp"
 #include "platform/http.hpp"
 
 #include <boost/assert/source_location.hpp>
@@ -73,6 +74,28 @@ constexpr ProblemType problem_type(assets::Errc c) {
   return {500, "internal"};
 }
 
+// The problem type of each job queue refusal.
+constexpr ProblemType problem_type(jobs::Errc c) {
+  using E = jobs::Errc;
+  switch (c) {
+    case E::not_found:
+      return {404, "not-found"};
+    case E::invalid:
+      return {400, "invalid-request"};
+    case E::finished:
+      return {409, "job-finished"};
+    case E::not_dead:
+      return {409, "job-not-dead"};
+    case E::conflict:
+      return {409, "conflict"};
+    case E::lease_lost:  // a worker's call, never an admin's
+      return {409, "lease-lost"};
+    case E::unavailable:
+      return {503, "unavailable"};
+  }
+  return {500, "internal"};
+}
+
 // Why a request is refused: its status, problem type and the sentence a user reads.
 struct Refusal {
   Refusal() = default;  // result<T, Refusal>::error() on a value: a 500 nobody answers
@@ -81,10 +104,17 @@ struct Refusal {
   // An upload or asset refusal becomes its problem (implicit: KILN_TRY converts).
   Refusal(const assets::Error& e)  // NOLINT(google-explicit-constructor)
       : status(problem_type(e.code).status), type(problem_type(e.code).type), detail(e.detail) {}
+  // A job queue refusal likewise (a database that cannot answer: come back in 2 s).
+  Refusal(const jobs::Error& e)  // NOLINT(google-explicit-constructor)
+      : status(problem_type(e.code).status),
+        type(problem_type(e.code).type),
+        detail(e.detail),
+        retry_after_s(e.code == jobs::Errc::unavailable ? 2 : 0) {}
 
   int status = 500;
   std::string type = "internal";
   std::string detail;
+  int retry_after_s = 0;  // > 0: Retry-After (429 always says 1)
 };
 
 // A T, or the refusal that ends the request.
@@ -111,7 +141,9 @@ inline Refusal invalid(std::string detail) {
 inline http::Response answer(const Refusal& r) {
   auto resp = problem(r.status, r.type, r.detail);
   if (r.status == 401) resp.headers.emplace_back("WWW-Authenticate", "Bearer realm=\"kiln\"");
-  if (r.status == 429) resp.headers.emplace_back("Retry-After", "1");
+  if (r.status == 429 || r.retry_after_s > 0)
+    resp.headers.emplace_back("Retry-After",
+                              std::to_string(r.retry_after_s > 0 ? r.retry_after_s : 1));
   return resp;
 }
 

@@ -9,6 +9,7 @@
 #include "auth/jwt.hpp"
 #include "clients/redis/client.hpp"
 #include "collab/access.hpp"
+#include "jobs/queue.hpp"
 #include "platform/config.hpp"
 #include "platform/health.hpp"
 #include "platform/http.hpp"
@@ -86,6 +87,7 @@ struct Node {
   std::shared_ptr<std::atomic<bool>> redis_ok = std::make_shared<std::atomic<bool>>(false);
   std::unique_ptr<collab::AccessBus> access_bus;  // API -> gateways
   std::unique_ptr<auth::Verifier> verifier;       // user tokens (collab, api)
+  std::unique_ptr<jobs::JobQueue> jobs;           // the job queue (jobs, api: its admin routes)
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   std::uint16_t objects_port = 0;  // the embedded object store's bound port, 0 if none here
 
@@ -145,8 +147,10 @@ class RoomsModule final : public Module {
 
 std::unique_ptr<Module> make_collab(Node& node, RoomsModule& rooms);
 std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms);
-std::unique_ptr<Module> make_jobs(Node& node);
-std::unique_ptr<Module> make_api(Node& node);  // after make_objects (it signs for its port)
+// The job queue the node's roles share, on its database (settings jobs.*).
+std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node);
+std::unique_ptr<Module> make_jobs(Node& node);  // needs node.jobs
+std::unique_ptr<Module> make_api(Node& node);   // after make_objects (it signs for its port)
 std::unique_ptr<Module> make_objects(Node& node);
 
 // "host:port" split at the last colon.

@@ -178,6 +178,7 @@ void open_backends(Node& node) {
       throw StartupError(1, std::string("database: ") + e.what() + " (settings database.*)");
     }
   }
+  if (node.db && (roles.jobs || roles.api)) node.jobs = make_job_queue(node);
   if (node.db && roles.collab) {
     node.db_threads = std::make_unique<ThreadPool>(
         std::min<std::size_t>(4, static_cast<std::size_t>(cfg.integer("database.pool_size"))),
@@ -207,7 +208,7 @@ void make_modules(Node& node, std::vector<std::unique_ptr<Module>>& modules) {
     modules.push_back(std::move(r));
   }
   if (node.roles.persist && node.db && rooms) modules.push_back(make_persist(node, *rooms));
-  if (node.roles.jobs && node.db) modules.push_back(make_jobs(node));
+  if (node.roles.jobs && node.jobs) modules.push_back(make_jobs(node));
   if (node.roles.collab) modules.push_back(make_collab(node, *rooms));
   if (node.roles.objects) modules.push_back(make_objects(node));
   if (node.roles.api) modules.push_back(make_api(node));

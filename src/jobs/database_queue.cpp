@@ -283,8 +283,8 @@ Result<void> DatabaseQueue::retry(const std::string& id) {
     auto j = store::jobs::lock(c, id);
     if (!j) return Error{Errc::not_found, "No job " + id + "."};
     if (j->state != State::dead)
-      return invalid("Only a dead job is retried; job " + id + " is " +
-                     std::string(to_string(j->state)) + ".");
+      return Error{Errc::not_dead, "Only a dead job is retried; job " + id + " is " +
+                                       std::string(to_string(j->state)) + "."};
     const auto t = now(c);
     j->state = State::queued;
     j->max_attempts = j->attempts + policy(j->type).max_attempts;

@@ -37,6 +37,7 @@ enum class Errc {
   lease_lost,   // the caller's lease is not the job's current one (expired and taken again,
                 // cancelled, finished): the worker must stop and must not report a result
   finished,     // the job is succeeded, dead or cancelled already
+  not_dead,     // retry of a job that is not dead (only a dead job is retried)
   conflict,     // an idempotency key reused with another payload
   unavailable,  // the database (or broker) cannot answer now: retry later
 };

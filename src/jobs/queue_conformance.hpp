@@ -269,7 +269,7 @@ TEST_P(QueueConformance, ADeadJobRetriedRunsAgainWithItsHistoryKept) {
   ASSERT_TRUE(q().fail(l[0].ref, FailReport{Failure::permanent, "bad input"}));
   auto not_dead = q().retry(add("t.other"));
   ASSERT_FALSE(not_dead);
-  EXPECT_EQ(not_dead.error().code, Errc::invalid);
+  EXPECT_EQ(not_dead.error().code, Errc::not_dead);
   ASSERT_TRUE(q().retry(id));
   auto again = take({"t.work"});
   ASSERT_EQ(again.size(), 1u);

@@ -228,6 +228,19 @@ class Kiln:
                                      "\n".join(found[:400]))
 
 
+def wait_until(predicate, what, timeout=WAIT):
+    """Polls a condition on an outside system (a database, Redis, what a node reports)
+    until it holds; returns its value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 def thread_stacks(pid):
     """Every thread's stack of a running process (gdb), frames without their arguments:
     what a process that does not stop is waiting for."""

@@ -13,7 +13,7 @@ import unittest
 import jsonschema
 import yaml
 
-from harness import Kiln
+from harness import Kiln, wait_until
 
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
@@ -153,6 +153,23 @@ class OpenApi(unittest.TestCase):
               f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=200)
         check("DELETE", "/v1/projects/{project}/assets/{asset}",
               f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=204)
+        # The job queue: the completed upload's asset.process job (made by the outbox relay,
+        # run by serve's worker).
+        jobs = "/v1/admin/jobs"
+
+        def processed():
+            status, doc = self.call("GET", jobs + "?type=asset.process&state=succeeded", SERVICE_KEY)
+            return status == 200 and doc["items"]
+        job = wait_until(processed, "the upload's asset.process job to succeed")[0]
+        check("GET", jobs, jobs + "?type=asset.process&limit=5", SERVICE_KEY, expect=200)
+        check("GET", jobs, jobs + "?state=finished", SERVICE_KEY, expect=400)
+        check("GET", jobs, jobs, tok, expect=403)
+        shown = check("GET", jobs + "/{job}", f"{jobs}/{job['id']}", SERVICE_KEY, expect=200)
+        self.assertEqual(shown["payload"]["asset"], done["asset"]["id"])
+        self.assertEqual([a["outcome"] for a in shown["history"]], ["succeeded"])
+        check("GET", jobs + "/{job}", f"{jobs}/j0123", SERVICE_KEY, expect=404)
+        check("POST", jobs + "/{job}/retry", f"{jobs}/{job['id']}/retry", SERVICE_KEY, expect=409)
+        check("POST", jobs + "/{job}/cancel", f"{jobs}/{job['id']}/cancel", SERVICE_KEY, expect=409)
         check("POST", "/v1/projects", "/v1/projects", tok, {"id": "oa-gone", "name": "Gone"}, 201)
         check("DELETE", "/v1/projects/{project}", "/v1/projects/oa-gone", tok, expect=204)
         check("POST", "/v1/users/{user}/revoke", "/v1/users/oa/revoke", SERVICE_KEY, expect=200)

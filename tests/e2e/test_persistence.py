@@ -16,7 +16,7 @@ import unittest
 import uuid
 
 from collab_client import SECRET, Client, Directory, attach, run
-from harness import WAIT, Kiln, SharedAccess, needs
+from harness import WAIT, Kiln, SharedAccess, needs, wait_until
 
 STANDALONE = (os.environ.get("KILN_TEST_REDIS", "") + " ").split(" ")[0]
 PG = os.environ.get("KILN_TEST_PG", "").split()  # pgbouncer primary replica, host:port
@@ -31,18 +31,6 @@ def ws_url(k):
 
 def entity(i):
     return {"op": "create", "entity": f"e{i}", "parent": "root"}
-
-
-def wait_until(predicate, what, timeout=WAIT):
-    """Polls a condition on an outside system (PostgreSQL, Redis) until it holds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def metric(k, name):

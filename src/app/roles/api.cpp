@@ -89,7 +89,8 @@ class ApiModule final : public Module {
         static_cast<std::size_t>(cfg.integer("uploads.complete_threads")),
         static_cast<std::size_t>(cfg.integer("api.max_queued")));
     api_ = std::make_unique<api::Api>(*node.db, *node.verifier, *threads_, std::move(ao),
-                                      node.registry, node.access_bus.get(), upload_threads_.get());
+                                      node.registry, node.access_bus.get(), upload_threads_.get(),
+                                      node.jobs.get());
     api_->install(node.router);
   }
 

@@ -24,13 +24,8 @@ jobs::HandlerResult asset_process_stub(jobs::JobContext& ctx) {
 
 class JobsModule final : public Module {
  public:
-  explicit JobsModule(Node& node) : node_(node) {
+  explicit JobsModule(Node& node) : node_(node), queue_(node.jobs.get()) {
     const auto& cfg = node.cfg;
-    jobs::DatabaseQueueOptions qo;
-    qo.default_policy.max_attempts = static_cast<int>(cfg.integer("jobs.max_attempts"));
-    qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
-    qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
-    queue_ = std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
     jobs::WorkerOptions wo;
     wo.name = node.id;
     wo.concurrency = static_cast<int>(cfg.integer("jobs.concurrency"));
@@ -123,7 +118,7 @@ class JobsModule final : public Module {
   }
 
   Node& node_;
-  std::unique_ptr<jobs::DatabaseQueue> queue_;
+  jobs::JobQueue* queue_;  // the node's
   std::unique_ptr<jobs::Worker> worker_;
   std::unique_ptr<jobs::OutboxRelay> relay_;
   metrics::Family<metrics::Gauge>* depth_ = nullptr;
@@ -137,6 +132,15 @@ class JobsModule final : public Module {
 };
 
 }  // namespace
+
+std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node) {
+  const auto& cfg = node.cfg;
+  jobs::DatabaseQueueOptions qo;
+  qo.default_policy.max_attempts = static_cast<int>(cfg.integer("jobs.max_attempts"));
+  qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
+  qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
+  return std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
+}
 
 std::unique_ptr<Module> make_jobs(Node& node) {
   return std::make_unique<JobsModule>(node);
