@@ -6,7 +6,6 @@ import hashlib
 import http.client
 import json
 import urllib.parse
-import os
 import pathlib
 import unittest
 

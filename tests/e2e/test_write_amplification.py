@@ -6,7 +6,6 @@ The load comes from kiln-bench; the figures are printed for docs/benchmarks.md.
 """
 import json
 import os
-import re
 import subprocess
 import time
 import unittest
