@@ -258,6 +258,28 @@ Result<Failed> DatabaseQueue::fail(const LeaseRef& l, const FailReport& report) 
   });
 }
 
+Result<void> DatabaseQueue::release(const LeaseRef& l, std::string_view why) {
+  const auto reason = clip(why.empty() ? "handed back (no reason given)" : why, kMaxErrorBytes);
+  return write<void>([&](sql::Connection& c) -> Result<void> {
+    KILN_TRY(j, current(c, l));
+    const auto t = now(c);
+    store::jobs::end_attempt(c, j.id, j.attempts, t, j.cancel_requested ? "cancelled" : "released",
+                             reason);
+    j.updated_at = t;
+    if (j.cancel_requested) {
+      j.state = State::cancelled;
+      j.finished_at = t;
+    } else {
+      // The attempt is spent in the history (numbers stay unique) but not against the limit.
+      j.state = State::queued;
+      j.max_attempts += 1;
+      j.not_before = t;
+    }
+    store::jobs::update(c, j);
+    return {};
+  });
+}
+
 Result<State> DatabaseQueue::cancel(const std::string& id) {
   return write<State>([&](sql::Connection& c) -> Result<State> {
     auto j = store::jobs::lock(c, id);

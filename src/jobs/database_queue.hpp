@@ -36,6 +36,7 @@ class DatabaseQueue final : public JobQueue {
                          std::chrono::milliseconds extend) override;
   Result<void> complete(const LeaseRef& lease, std::string_view result) override;
   Result<Failed> fail(const LeaseRef& lease, const FailReport& report) override;
+  Result<void> release(const LeaseRef& lease, std::string_view why) override;
   Result<State> cancel(const std::string& job) override;
   Result<void> retry(const std::string& job) override;
   Result<Job> get(const std::string& job) override;

@@ -106,6 +106,11 @@ class JobQueue {
   virtual Result<void> complete(const LeaseRef& lease, std::string_view result) = 0;
   // The attempt failed: queued again after a backoff, or dead (permanent, or attempts spent).
   virtual Result<Failed> fail(const LeaseRef& lease, const FailReport& report) = 0;
+  // Hands a leased job back unfinished (its worker is shutting down): queued again at once,
+  // ready for any worker; the attempt is recorded as "released" with `why` and does not count
+  // against the attempt limit. A job whose cancel was requested is cancelled instead.
+  // lease_lost when the lease is not current.
+  virtual Result<void> release(const LeaseRef& lease, std::string_view why) = 0;
   // A queued job is cancelled at once; a leased one when its worker hears it (heartbeat) or
   // its lease expires. Returns the job's state after the call. finished for a finished job.
   virtual Result<State> cancel(const std::string& job) = 0;

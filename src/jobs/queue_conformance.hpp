@@ -262,6 +262,38 @@ TEST_P(QueueConformance, ACancelledJobWhoseWorkerDiedEndsCancelled) {
   EXPECT_EQ(job(id).state, State::cancelled);
 }
 
+// A draining worker hands its job back: ready for another worker at once, the attempt in
+// the history but not against the limit, the releasing holder fenced off.
+TEST_P(QueueConformance, AReleasedJobRunsAgainAtOnceWithoutSpendingAnAttempt) {
+  const auto id = add("t.work");
+  const int limit = job(id).max_attempts;
+  auto first = take({"t.work"}, 1, "w-drains");
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_TRUE(q().release(first[0].ref, "worker stopping"));
+  auto again = take({"t.work"}, 1, "w-next");
+  ASSERT_EQ(again.size(), 1u) << "ready at once, no backoff";
+  EXPECT_EQ(again[0].ref.attempt, 2);
+  EXPECT_EQ(job(id).max_attempts, limit + 1) << "the handed-back attempt is not spent";
+  auto stale = q().release(first[0].ref, "again");
+  ASSERT_FALSE(stale);
+  EXPECT_EQ(stale.error().code, Errc::lease_lost);
+  ASSERT_TRUE(q().complete(again[0].ref, "{}"));
+  const auto h = job(id).history;
+  ASSERT_EQ(h.size(), 2u);
+  EXPECT_EQ(h[0].outcome, "released");
+  EXPECT_EQ(h[0].error, "worker stopping");
+  EXPECT_EQ(h[0].worker, "w-drains");
+
+  // A job whose cancel was asked for is cancelled, not queued again.
+  const auto cancelled = add("t.work");
+  auto l = take({"t.work"});
+  ASSERT_EQ(l.size(), 1u);
+  ASSERT_TRUE(q().cancel(cancelled));
+  ASSERT_TRUE(q().release(l[0].ref, "worker stopping"));
+  EXPECT_EQ(job(cancelled).state, State::cancelled);
+  EXPECT_TRUE(take({"t.work"}).empty());
+}
+
 TEST_P(QueueConformance, ADeadJobRetriedRunsAgainWithItsHistoryKept) {
   const auto id = add("t.work");
   auto l = take({"t.work"});

@@ -141,10 +141,17 @@ struct Worker::Impl {
   }
 
   // The handler's outcome to the queue: a result completes the job (the work is done, even if
-  // a cancel arrived meanwhile); a FailReport fails the attempt; a lost lease reports nothing.
+  // a cancel arrived meanwhile); a FailReport fails the attempt, but a retryable one while the
+  // worker stops hands the job back (the handler was interrupted, not wrong); a lost lease
+  // reports nothing.
   void report(Running& job, const HandlerResult& outcome) {
     const auto& l = job.lease();
     if (job.lost_) return count(l.type, "lease_lost");
+    if (!outcome && outcome.error().kind == Failure::retryable && stopping) {
+      auto r = queue.release(l.ref, "worker stopping: " + outcome.error().error);
+      if (!r) log::warn("jobs: release refused", {{"job", l.ref.job}, {"error", r.error().detail}});
+      return count(l.type, r ? "released" : "report_failed");
+    }
     if (outcome) {
       auto r = queue.complete(l.ref, *outcome);
       if (!r)
@@ -210,12 +217,23 @@ void Worker::drain(std::chrono::milliseconds grace) {
   i.leasing = false;
   i.cv.notify_all();
   std::unique_lock lock(i.mu);
-  if (!i.cv.wait_for(lock, grace, [&] { return i.running == 0; })) {
-    // Handlers see stopping() and return what they report; one that does not return within
-    // another grace period is left to its lease (it expires and the job runs elsewhere).
-    i.stopping = true;
-    if (!i.cv.wait_for(lock, grace, [&] { return i.running == 0; }))
-      log::warn("jobs: handlers still running after the drain", {{"running", i.running}});
+  if (i.cv.wait_for(lock, grace, [&] { return i.running == 0; })) return;
+  // Handlers see stopping() and return: a retryable failure then hands the job back.
+  i.stopping = true;
+  if (i.cv.wait_for(lock, grace, [&] { return i.running == 0; })) return;
+  // One that still runs loses its job now, not when its lease would expire: the job is
+  // handed back for another worker and this handler's report, if it ever comes, is dropped.
+  std::vector<std::shared_ptr<Running>> left(i.jobs.begin(), i.jobs.end());
+  lock.unlock();
+  log::warn("jobs: handlers still running after the drain; their jobs are handed back",
+            {{"running", static_cast<std::int64_t>(left.size())}});
+  for (const auto& job : left) {
+    job->lost_ = true;
+    job->stop_ = true;
+    const auto& l = job->lease();
+    // Refused when the handler reported just before: then its report stands.
+    if (auto r = i.queue.release(l.ref, "worker stopping: the handler did not stop in time"))
+      i.count(l.type, "released");
   }
 }
 

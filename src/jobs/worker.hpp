@@ -2,9 +2,10 @@
 // for, within a concurrency limit per process and per type, heartbeats each running job,
 // and reports its outcome. A handler returns its result or a FailReport (retryable or
 // permanent); an exception out of a handler is a retryable failure naming it. Drain: stop
-// leasing, let running handlers finish within the grace period, then tell them to stop and
-// report them as failed attempts ("worker stopping", retryable) so that another worker takes
-// them after their backoff.
+// leasing, let running handlers finish within the grace period, then tell them to stop; a
+// handler that then returns a retryable failure hands its job back (JobQueue::release: ready
+// for another worker at once, no attempt spent), and one still running after a second grace
+// period has its job handed back without it.
 #pragma once
 
 #include "jobs/queue.hpp"
@@ -59,8 +60,9 @@ class Worker {
   void handle(std::string type, Handler handler);
   void start();
   // Stops leasing; returns once every running handler has reported, or after `grace` tells
-  // the rest to stop (JobContext::stopping) and waits one more `grace` for them. A handler
-  // that ignores it keeps its job until its lease expires; stop() then waits for it.
+  // the rest to stop (JobContext::stopping) and waits one more `grace` for them. The jobs of
+  // handlers that still run are then handed back (their reports are dropped); stop() waits
+  // for those handlers to return.
   void drain(std::chrono::milliseconds grace);
   void stop();
   [[nodiscard]] int running() const;

@@ -25,7 +25,7 @@ struct JobAttempt {
   std::string worker;
   std::int64_t started_at = 0;
   std::int64_t ended_at = 0;  // 0 while running
-  std::string outcome;        // "", "succeeded", "failed", "expired", "cancelled"
+  std::string outcome;        // "", "succeeded", "failed", "expired", "released", "cancelled"
   std::string error;
 };
 
