@@ -22,6 +22,7 @@ ALLOWED = {
     "clients/redis": {"platform"},
     "clients/sql": {"platform"},
     "clients/s3": {"platform"},
+    "clients/amqp": set(),
     "store": {"clients/sql", "platform"},
     "journal": {"collab", "platform"},
     "engines/memory": {"collab", "platform"},
@@ -30,7 +31,7 @@ ALLOWED = {
     "persist": {"collab/persistence.hpp", "store", "platform"},
     # Jobs: the rules (pure), the JobQueue port, its database adapter over the repository,
     # the worker.
-    "jobs": {"store", "clients/sql/sql.hpp", "platform"},
+    "jobs": {"store", "clients/sql/sql.hpp", "clients/amqp", "platform"},
     # Uploads and assets: the rules (pure), the service over the repositories and S3.
     "assets": {"store", "clients/sql/sql.hpp", "clients/s3", "platform"},
     # The object store's private index speaks SQL through the connection port only.

@@ -75,7 +75,8 @@ const RetryPolicy& DatabaseQueue::policy(std::string_view type) const {
 }
 
 std::int64_t DatabaseQueue::now(sql::Connection& c) const {
-  return store::jobs::now(c) + (options_.clock_offset_ms ? options_.clock_offset_ms() : 0);
+  const auto base = options_.clock_ms ? options_.clock_ms() : store::jobs::now(c);
+  return base + (options_.clock_offset_ms ? options_.clock_offset_ms() : 0);
 }
 
 double DatabaseQueue::draw() const {
@@ -139,13 +140,17 @@ Result<Enqueued> DatabaseQueue::enqueue(const NewJob& n) {
       return Enqueued{j.id, true, State::queued};
     });
   };
-  try {
-    return attempt();
-  } catch (const sql::Error& e) {
-    // Two enqueues with one key raced: the unique index kept one; the loser returns it.
-    if (e.kind() != sql::Error::Kind::Conflict || n.idempotency_key.empty()) throw;
-    return attempt();
-  }
+  auto made = [&]() {
+    try {
+      return attempt();
+    } catch (const sql::Error& e) {
+      // Two enqueues with one key raced: the unique index kept one; the loser returns it.
+      if (e.kind() != sql::Error::Kind::Conflict || n.idempotency_key.empty()) throw;
+      return attempt();
+    }
+  }();
+  if (made && made->created) wake();
+  return made;
 }
 
 void DatabaseQueue::reap(sql::Connection& c, store::Job& j, std::int64_t t) {
@@ -174,26 +179,68 @@ void DatabaseQueue::failed(store::Job& j, Failure kind, std::int64_t t) {
   }
 }
 
-Result<std::vector<Lease>> DatabaseQueue::lease(const LeaseRequest& r) {
-  if (auto bad = check(r)) return *bad;
+Lease DatabaseQueue::take(sql::Connection& c, store::Job& j, const LeaseRequest& r,
+                          std::int64_t t) {
+  j.state = State::leased;
+  j.attempts += 1;
+  j.worker = r.worker;
+  j.lease_expires_at = t + r.duration.count();
+  j.progress = 0;
+  j.status.clear();
+  j.updated_at = t;
+  store::jobs::update(c, j);
+  store::jobs::begin_attempt(c, j.id, j.attempts, r.worker, t);
+  return Lease{LeaseRef{j.id, j.attempts}, j.type, j.payload, j.idempotency_key,
+               j.lease_expires_at};
+}
+
+Result<std::vector<Lease>> DatabaseQueue::lease_now(const LeaseRequest& r) {
   return write<std::vector<Lease>>([&](sql::Connection& c) -> Result<std::vector<Lease>> {
     const auto t = now(c);
     for (auto& j : store::jobs::lock_expired(c, t, options_.reap_batch)) reap(c, j, t);
     std::vector<Lease> out;
-    for (auto& j : store::jobs::lock_ready(c, r.types, t, r.max_jobs)) {
-      j.state = State::leased;
-      j.attempts += 1;
-      j.worker = r.worker;
-      j.lease_expires_at = t + r.duration.count();
-      j.progress = 0;
-      j.status.clear();
-      j.updated_at = t;
-      store::jobs::update(c, j);
-      store::jobs::begin_attempt(c, j.id, j.attempts, r.worker, t);
-      out.push_back(Lease{LeaseRef{j.id, j.attempts}, j.type, j.payload, j.idempotency_key,
-                          j.lease_expires_at});
-    }
+    for (auto& j : store::jobs::lock_ready(c, r.types, t, r.max_jobs))
+      out.push_back(take(c, j, r, t));
     return out;
+  });
+}
+
+Result<std::vector<Lease>> DatabaseQueue::lease(const LeaseRequest& r) {
+  if (auto bad = check(r)) return *bad;
+  const auto deadline = std::chrono::steady_clock::now() + r.wait;
+  for (;;) {
+    std::uint64_t seen = 0;
+    {
+      std::lock_guard lock(wake_mu_);
+      seen = wakes_;
+    }
+    auto got = lease_now(r);
+    const auto now = std::chrono::steady_clock::now();
+    if (!got || !got->empty() || now >= deadline) return got;
+    std::unique_lock lock(wake_mu_);
+    wake_cv_.wait_until(lock, std::min(deadline, now + options_.poll),
+                        [&] { return wakes_ != seen; });
+  }
+}
+
+void DatabaseQueue::wake() {
+  {
+    std::lock_guard lock(wake_mu_);
+    ++wakes_;
+  }
+  wake_cv_.notify_all();
+}
+
+Result<std::optional<Lease>> DatabaseQueue::lease_job(const std::string& id,
+                                                      const LeaseRequest& r) {
+  if (auto bad = check(r)) return *bad;
+  return write<std::optional<Lease>>([&](sql::Connection& c) -> Result<std::optional<Lease>> {
+    auto j = store::jobs::lock(c, id);
+    if (!j) return Error{Errc::not_found, "No job " + id + "."};
+    const auto t = now(c);
+    const bool wanted = std::find(r.types.begin(), r.types.end(), j->type) != r.types.end();
+    if (j->state != State::queued || j->not_before > t || !wanted) return std::nullopt;
+    return take(c, *j, r, t);
   });
 }
 
@@ -260,7 +307,7 @@ Result<Failed> DatabaseQueue::fail(const LeaseRef& l, const FailReport& report) 
 
 Result<void> DatabaseQueue::release(const LeaseRef& l, std::string_view why) {
   const auto reason = clip(why.empty() ? "handed back (no reason given)" : why, kMaxErrorBytes);
-  return write<void>([&](sql::Connection& c) -> Result<void> {
+  auto done = write<void>([&](sql::Connection& c) -> Result<void> {
     KILN_TRY(j, current(c, l));
     const auto t = now(c);
     store::jobs::end_attempt(c, j.id, j.attempts, t, j.cancel_requested ? "cancelled" : "released",
@@ -278,6 +325,8 @@ Result<void> DatabaseQueue::release(const LeaseRef& l, std::string_view why) {
     store::jobs::update(c, j);
     return {};
   });
+  if (done) wake();
+  return done;
 }
 
 Result<State> DatabaseQueue::cancel(const std::string& id) {
@@ -301,7 +350,7 @@ Result<State> DatabaseQueue::cancel(const std::string& id) {
 }
 
 Result<void> DatabaseQueue::retry(const std::string& id) {
-  return write<void>([&](sql::Connection& c) -> Result<void> {
+  auto done = write<void>([&](sql::Connection& c) -> Result<void> {
     auto j = store::jobs::lock(c, id);
     if (!j) return Error{Errc::not_found, "No job " + id + "."};
     if (j->state != State::dead)
@@ -317,6 +366,8 @@ Result<void> DatabaseQueue::retry(const std::string& id) {
     store::jobs::update(c, *j);
     return {};
   });
+  if (done) wake();
+  return done;
 }
 
 Result<Job> DatabaseQueue::get(const std::string& id) {

@@ -11,8 +11,10 @@
 #include "jobs/queue.hpp"
 #include "store/database.hpp"
 
+#include <condition_variable>
 #include <functional>
 #include <map>
+#include <mutex>
 
 namespace kiln::jobs {
 
@@ -23,7 +25,13 @@ struct DatabaseQueueOptions {
   std::function<double()> random;
   // Added to the database's clock (ms): tests move time forward without waiting.
   std::function<std::int64_t()> clock_offset_ms;
+  // Instead of the database's clock (ms since the Unix epoch; tests whose clock must stand
+  // still while they wait in real time). clock_offset_ms is added to it too.
+  std::function<std::int64_t()> clock_ms;
   std::size_t reap_batch = 100;  // expired leases handled per lease() call, at most
+  // While a lease waits (LeaseRequest::wait), the database is asked again this often; an
+  // enqueue, release or retry through this queue object wakes it at once.
+  std::chrono::milliseconds poll{200};
 };
 
 class DatabaseQueue final : public JobQueue {
@@ -45,6 +53,11 @@ class DatabaseQueue final : public JobQueue {
 
   [[nodiscard]] const RetryPolicy& policy(std::string_view type) const;
 
+  // Leases this one job if it is queued, ready now and of one of the request's types (a
+  // broker's delivery names it); nullopt when it is not (finished, leased, not ready yet,
+  // another type): the database decides. not_found when there is no such job.
+  Result<std::optional<Lease>> lease_job(const std::string& id, const LeaseRequest& request);
+
  private:
   std::int64_t now(sql::Connection& c) const;
   double draw() const;
@@ -55,6 +68,12 @@ class DatabaseQueue final : public JobQueue {
   Result<T> read(const std::function<Result<T>(sql::Connection&)>& fn);
   // The job under this lease, locked, or lease_lost / not_found.
   Result<store::Job> current(sql::Connection& c, const LeaseRef& lease);
+  // One transaction: expired leases reaped, then ready jobs leased (no waiting).
+  Result<std::vector<Lease>> lease_now(const LeaseRequest& request);
+  // The job, locked and ready, becomes leased under `request`: its row and its attempt.
+  Lease take(sql::Connection& c, store::Job& j, const LeaseRequest& request, std::int64_t now);
+  // Wakes leases waiting in this process (new work is ready).
+  void wake();
   // An expired lease becomes a failed attempt (or a cancellation).
   void reap(sql::Connection& c, store::Job& j, std::int64_t now);
   // A failed attempt's consequence on the row: cancelled (if asked), queued after its
@@ -63,6 +82,9 @@ class DatabaseQueue final : public JobQueue {
 
   store::Database& db_;
   DatabaseQueueOptions options_;
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  std::uint64_t wakes_ = 0;  // (wake_mu_)
 };
 
 // Checks what a caller gives the queue (shapes and limits, docs/jobs.md); nullopt when fine.

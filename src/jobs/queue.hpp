@@ -43,6 +43,10 @@ struct LeaseRequest {
   std::vector<std::string> types;              // the types this worker runs
   std::size_t max_jobs = 1;                    // at most this many jobs (1-100)
   std::chrono::milliseconds duration{30'000};  // until a heartbeat extends it
+  // When nothing is ready, wait at most this long for work to arrive (0: answer at once).
+  // Work that arrives ends the wait at once: an enqueue in this process or a broker's
+  // delivery; the database adapter also looks again every poll interval.
+  std::chrono::milliseconds wait{0};
 };
 
 // The worker's proof of its lease: the job and the attempt it was given.

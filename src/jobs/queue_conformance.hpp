@@ -1,6 +1,6 @@
 // The JobQueue conformance suite: what every adapter promises (docs/jobs.md), run on the
 // database adapter over SQLite (queue_test.cpp) and over PostgreSQL through PgBouncer
-// (queue_itest.cpp), and on the RabbitMQ adapter when it lands. Time is moved by the
+// (queue_itest.cpp), and on the RabbitMQ adapter (rabbitmq_itest.cpp). Time is moved by the
 // harness (a clock offset), never waited for; the backoff's jitter is a fixed draw.
 #pragma once
 
@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <functional>
+#include <future>
 #include <memory>
 #include <mutex>
 #include <set>
@@ -36,7 +37,7 @@ class QueueConformance : public ::testing::TestWithParam<QueueFactory> {
   std::vector<Lease> take(const std::vector<std::string>& types, std::size_t n = 1,
                           const std::string& worker = "w1",
                           std::chrono::milliseconds lease = std::chrono::seconds(30)) {
-    auto r = q().lease(LeaseRequest{worker, types, n, lease});
+    auto r = q().lease(LeaseRequest{worker, types, n, lease, GetParam().lease_wait});
     EXPECT_TRUE(r) << (r ? "" : r.error().detail);
     return r ? *r : std::vector<Lease>{};
   }
@@ -112,6 +113,8 @@ TEST_P(QueueConformance, ConcurrentEnqueuesWithOneKeyMakeOneJob) {
 }
 
 TEST_P(QueueConformance, HigherPriorityFirstThenTheLongestWaiting) {
+  if (!GetParam().orders_by_priority)
+    GTEST_SKIP() << GetParam().name << " starts jobs in publication order (docs/jobs.md)";
   const auto low = add("t.work", -5);
   const auto old = add("t.work", 0);
   h_->advance(std::chrono::milliseconds(10));
@@ -262,6 +265,22 @@ TEST_P(QueueConformance, ACancelledJobWhoseWorkerDiedEndsCancelled) {
   EXPECT_EQ(job(id).state, State::cancelled);
 }
 
+// A lease that waits gets work enqueued while it waits.
+TEST_P(QueueConformance, AWaitingLeaseGetsWorkEnqueuedMeanwhile) {
+  EXPECT_TRUE(take({"t.later"}).empty());
+  std::promise<std::vector<Lease>> got;
+  std::thread waiter([&] {
+    auto r = q().lease(
+        LeaseRequest{"w1", {"t.later"}, 1, std::chrono::seconds(30), std::chrono::seconds(30)});
+    got.set_value(r ? *r : std::vector<Lease>{});
+  });
+  const auto id = add("t.later");
+  auto leases = got.get_future().get();
+  waiter.join();
+  ASSERT_EQ(leases.size(), 1u) << "the wait ended without the job";
+  EXPECT_EQ(leases[0].ref.job, id);
+}
+
 // A draining worker hands its job back: ready for another worker at once, the attempt in
 // the history but not against the limit, the releasing holder fenced off.
 TEST_P(QueueConformance, AReleasedJobRunsAgainAtOnceWithoutSpendingAnAttempt) {
@@ -321,8 +340,11 @@ TEST_P(QueueConformance, ConcurrentWorkersNeverLeaseOneJobTwice) {
   for (int w = 0; w < 4; ++w) {
     workers.emplace_back([&, w] {
       for (;;) {
-        auto r = q().lease(
-            LeaseRequest{"w" + std::to_string(w), {"t.pile"}, 5, std::chrono::seconds(60)});
+        auto r = q().lease(LeaseRequest{"w" + std::to_string(w),
+                                        {"t.pile"},
+                                        5,
+                                        std::chrono::seconds(60),
+                                        GetParam().lease_wait});
         ASSERT_TRUE(r) << r.error().detail;
         if (r->empty()) return;
         for (const auto& l : *r) {

@@ -29,6 +29,12 @@ struct QueueFactory {
   // Makes a queue whose type "t.flaky" allows 3 attempts with a 10 s base and a 15 s cap
   // (every other type: 5 attempts, 1 s base, 10 min cap), reading `offset_ms` and `jitter`.
   std::function<std::unique_ptr<QueueHarness>()> make;
+  // How long the suite's leases wait for work (an adapter told of work asynchronously, like
+  // RabbitMQ, needs a moment; the database adapter answers at once).
+  std::chrono::milliseconds lease_wait{0};
+  // Whether ready jobs start by priority across the queue (RabbitMQ's quorum queues deliver
+  // in publication order; only its database sweep orders by priority).
+  bool orders_by_priority = true;
 };
 
 inline void PrintTo(const QueueFactory& f, std::ostream* os) {

@@ -98,16 +98,15 @@ struct Worker::Impl {
           continue;
         }
       }
-      auto got = queue.lease(LeaseRequest{options.name, types, 1, options.lease});
+      // Waits up to idle_poll for work (woken by new work), then looks at the limits again.
+      auto got =
+          queue.lease(LeaseRequest{options.name, types, 1, options.lease, options.idle_poll});
       if (!got) {
         log::warn("jobs: lease failed", {{"error", got.error().detail}});
         wait(options.error_backoff);
         continue;
       }
-      if (got->empty()) {
-        wait(options.idle_poll);
-        continue;
-      }
+      if (got->empty()) continue;
       run(std::move(got->front()));
     }
   }

@@ -44,8 +44,9 @@ struct WorkerOptions {
   int concurrency = 4;  // handlers running at once in this process
   std::map<std::string, int, std::less<>> per_type;  // at most this many of one type (optional)
   std::chrono::milliseconds lease{30'000};
-  std::chrono::milliseconds heartbeat{10'000};     // < lease / 2
-  std::chrono::milliseconds idle_poll{500};        // the wait after a lease found nothing
+  std::chrono::milliseconds heartbeat{10'000};  // < lease / 2
+  std::chrono::milliseconds idle_poll{
+      500};  // a lease waits this long for work (LeaseRequest::wait)
   std::chrono::milliseconds error_backoff{2'000};  // the wait after the queue failed
 };
 

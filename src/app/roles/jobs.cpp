@@ -139,6 +139,7 @@ std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node) {
   qo.default_policy.max_attempts = static_cast<int>(cfg.integer("jobs.max_attempts"));
   qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
   qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
+  qo.poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
   return std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
 }
 
