@@ -31,7 +31,8 @@ ctl() { "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" "$@"; }
 launch() {
   mkdir -p "$HOME" "$dir/log"
   rm -f "$RABBITMQ_PID_FILE"  # a killed node's: await_startup would ask a dead process
-  nohup "$bin/rabbitmq-server" >"$dir/log/stdout.log" 2>&1 &
+  # A session of its own: it outlives the process that started it (a test restarting it).
+  setsid nohup "$bin/rabbitmq-server" >"$dir/log/stdout.log" 2>&1 </dev/null &
   # await_startup needs the node to exist first: wait for its pid file, then for the boot.
   for _ in $(seq 600); do
     [[ -s $RABBITMQ_PID_FILE ]] && break

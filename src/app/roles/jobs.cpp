@@ -3,11 +3,14 @@
 #include "app/modules.hpp"
 #include "app/settings.hpp"
 #include "jobs/database_queue.hpp"
+#include "jobs/rabbitmq_queue.hpp"
 #include "jobs/relay.hpp"
 #include "jobs/worker.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <condition_variable>
 #include <thread>
 
@@ -140,7 +143,43 @@ std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node) {
   qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
   qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
   qo.poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
-  return std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
+  if (cfg.str("jobs.queue") != "rabbitmq")
+    return std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
+
+  jobs::RabbitQueueOptions ro;
+  try {
+    if (cfg.str("jobs.rabbitmq_url").empty())
+      throw amqp::Error("jobs.queue is rabbitmq: set jobs.rabbitmq_url", false);
+    ro.url = amqp::parse_url(cfg.str("jobs.rabbitmq_url"));
+  } catch (const amqp::Error& e) {
+    throw StartupError(
+        2, std::string("configuration error: ") + e.what() + " (setting jobs.rabbitmq_url)");
+  }
+  ro.prefix = cfg.str("jobs.rabbitmq_prefix");
+  const bool name_ok =
+      ro.prefix.size() <= 100 && std::all_of(ro.prefix.begin(), ro.prefix.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
+      });
+  if (!name_ok)
+    throw StartupError(2,
+                       "configuration error: jobs.rabbitmq_prefix must be 1-100 of [A-Za-z0-9._-]");
+  const auto prefetch = cfg.integer("jobs.rabbitmq_prefetch");
+  ro.prefetch = static_cast<std::uint16_t>(std::min<std::int64_t>(
+      65'535, prefetch > 0 ? prefetch : 2 * cfg.integer("jobs.concurrency")));
+  ro.sweep = std::chrono::milliseconds(cfg.integer("jobs.sweep_ms"));
+  ro.name = "kiln " + node.role + " " + node.id;
+  auto q = std::make_unique<jobs::RabbitQueue>(*node.db, qo, ro, &node.registry);
+  // Not critical: without the broker, workers find jobs by the database sweep.
+  node.health.add_check(
+      "jobs.broker",
+      [r = q.get()]() -> std::optional<std::string> {
+        auto p = r->problem();
+        if (p.empty()) return std::nullopt;
+        return "RabbitMQ cannot be used (jobs wait for the database sweep): " + p;
+      },
+      false);
+  log::info("jobs: on RabbitMQ", {{"broker", ro.url.redacted()}, {"prefix", ro.prefix}});
+  return q;
 }
 
 std::unique_ptr<Module> make_jobs(Node& node) {
@@ -157,6 +196,28 @@ void add_jobs_settings(config::Schema& s) {
                 "whose worker died runs again after it."));
   s.add(integer("jobs.poll_ms", 200, 10, 60'000,
                 "An idle worker asks for work this often; the outbox relay runs as often."));
+  s.add(choice("jobs.queue", "database", {"database", "rabbitmq"},
+               "How workers hear of jobs: `database` (they ask it every jobs.poll_ms; SQLite or "
+               "PostgreSQL) or `rabbitmq` (deliveries from jobs.rabbitmq_url, with a database "
+               "sweep every jobs.sweep_ms behind them). The database holds every job either way."));
+  Setting url = text("jobs.rabbitmq_url", "",
+                     "The broker for jobs.queue = rabbitmq: `amqp://user:password@host:port/vhost` "
+                     "(RabbitMQ's URI spec: no path is the vhost `/`).");
+  url.secret = true;
+  s.add(url);
+  Setting prefix =
+      text("jobs.rabbitmq_prefix", "kiln.jobs",
+           "Names of the exchange (`<prefix>`), the queue of each job type "
+           "(`<prefix>.<type>`, quorum) and the dead letters (`<prefix>.dead-letters`).",
+           false);
+  s.add(prefix);
+  s.add(integer("jobs.rabbitmq_prefetch", 0, 0, 65'535,
+                "Deliveries a worker holds unacknowledged at most; 0: twice jobs.concurrency."));
+  s.add(
+      integer("jobs.sweep_ms", 5'000, 100, 3'600'000,
+              "With jobs.queue = rabbitmq, how often a worker also takes ready jobs straight from "
+              "the database: jobs whose retry backoff ended, whose worker died, or whose message "
+              "was lost in a broker outage wait at most this long."));
   s.add(integer("jobs.max_attempts", 5, 1, 1'000,
                 "Attempts of a job before it is dead (a permanent failure is dead at once)."));
   s.add(integer("jobs.backoff_base_ms", 1'000, 1, 86'400'000,
