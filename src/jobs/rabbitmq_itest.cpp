@@ -92,13 +92,22 @@ LeaseRequest wants(const std::string& type, std::chrono::milliseconds wait) {
   return LeaseRequest{"w1", {type}, 1, std::chrono::seconds(30), wait};
 }
 
-// Sweeps an hour apart: only a delivery can lease these jobs.
+// Sweeps an hour apart: only a delivery can lease these jobs (once the consumer is
+// connected: until then leases poll the database).
 constexpr auto kNoSweep = std::chrono::hours(1);
+
+// Subscribes to `type` and waits for the consuming connection (the broker's pace).
+void consuming(RabbitHarness& h, const std::string& type) {
+  ASSERT_TRUE(h.queue().lease(wants(type, std::chrono::milliseconds(0))));
+  for (int i = 0; i < 400 && !h.rabbit().connected(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ASSERT_TRUE(h.rabbit().connected()) << h.rabbit().problem();
+}
 
 TEST(RabbitQueue, ADeliveryLeasesTheJobItNamesWithoutASweep) {
   RabbitHarness h(kNoSweep);
   auto& q = h.queue();
-  ASSERT_TRUE(q.lease(wants("t.fast", std::chrono::milliseconds(0))));  // subscribes; sweeps
+  consuming(h, "t.fast");
   auto e = q.enqueue(NewJob{"t.fast", R"({"n":1})", "", 0, 0});
   ASSERT_TRUE(e);
   auto got = q.lease(wants("t.fast", std::chrono::seconds(20)));
@@ -112,7 +121,7 @@ TEST(RabbitQueue, ADeliveryLeasesTheJobItNamesWithoutASweep) {
 TEST(RabbitQueue, TheDatabaseDecidesWhatAMessageMeans) {
   RabbitHarness h(kNoSweep);
   auto& q = h.queue();
-  ASSERT_TRUE(q.lease(wants("t.msg", std::chrono::milliseconds(0))));
+  consuming(h, "t.msg");
   auto e = q.enqueue(NewJob{"t.msg", "{}", "", 0, 0});
   ASSERT_TRUE(e);
   auto got = q.lease(wants("t.msg", std::chrono::seconds(20)));
@@ -171,7 +180,7 @@ std::set<std::string> lease_all(JobQueue& q, const std::string& type, std::size_
 TEST(RabbitQueue, ABrokerRestartOrOutageDelaysJobsAndLosesNone) {
   RabbitHarness h(std::chrono::milliseconds(1000));
   auto& q = h.queue();
-  ASSERT_TRUE(q.lease(wants("t.outage", std::chrono::milliseconds(0))));
+  consuming(h, "t.outage");
   std::set<std::string> ids;
   auto add = [&](int n) {
     for (int i = 0; i < n; ++i) {

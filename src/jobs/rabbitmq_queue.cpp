@@ -107,50 +107,87 @@ struct RabbitQueue::Impl {
     if (f) f->with({label}).inc();
   }
 
-  // --- publishing (any thread) --------------------------------------------------------------
+  // --- publishing (its own thread) ------------------------------------------------------
+  // An enqueue hands the message over and returns: the job is in the database already, and
+  // a sweep finds it if no message does. The publisher sends what has gathered in one go and
+  // awaits the confirms together.
+  static constexpr std::size_t kMaxWaiting = 100'000;  // beyond: dropped (the sweep finds them)
   std::mutex pub_mu;
-  std::unique_ptr<amqp::Connection> pub;
-  std::set<std::string> pub_declared;
-  Clock::time_point pub_down_until{};
-  int pub_failures = 0;
-  std::string pub_error;
+  std::condition_variable pub_cv;
+  std::deque<std::pair<std::string, std::string>> to_publish;  // (type, job id) (pub_mu)
+  bool pub_stopping = false;                                   // (pub_mu)
+  std::thread publisher;
 
-  // Tells consumers of `type` that job `id` is ready. Best effort: the job is in the database
-  // already, and a sweep finds it if no message does.
   void publish(const std::string& type, const std::string& id) {
-    std::lock_guard lock(pub_mu);
-    if (Clock::now() < pub_down_until) return count(published, "skipped");
-    std::string error;
-    for (int attempt = 0; attempt < 2; ++attempt) {  // the second on a fresh connection
-      try {
-        if (!pub) {
-          pub = std::make_unique<amqp::Connection>(connection("publisher", 0));
-          pub->confirm_select();
-          declare_common(*pub);
-          pub_declared.clear();
-        }
-        if (!pub_declared.contains(type)) {
-          declare_type(*pub, type);
-          pub_declared.insert(type);
-        }
-        pub->publish(options.prefix, type, id, options.confirm_timeout);
-        if (!pub_error.empty()) log::info("jobs: publishing to RabbitMQ again");
-        pub_error.clear();
-        pub_failures = 0;
-        return count(published, "ok");
-      } catch (const amqp::Error& e) {
-        pub.reset();
-        error = e.what();
-        if (!e.lost()) break;
-      }
+    {
+      std::lock_guard lock(pub_mu);
+      if (to_publish.size() >= kMaxWaiting) return count(published, "skipped");
+      to_publish.emplace_back(type, id);
+      if (!publisher.joinable()) publisher = std::thread([this] { publish_loop(); });
     }
-    ++pub_failures;
-    pub_down_until = Clock::now() + reconnect_wait(pub_failures);
-    if (pub_error.empty())
-      log::warn("jobs: cannot publish to RabbitMQ; workers find new jobs by the database sweep",
-                {{"broker", options.url.redacted()}, {"error", error}});
-    pub_error = error;
-    count(published, "failed");
+    pub_cv.notify_one();
+  }
+
+  void publish_loop() {
+    std::unique_ptr<amqp::Connection> c;
+    std::set<std::string> declared;
+    Clock::time_point down_until{};
+    int failures = 0;
+    std::string last_error;
+    for (;;) {
+      std::vector<std::pair<std::string, std::string>> batch;
+      {
+        std::unique_lock lock(pub_mu);
+        pub_cv.wait(lock, [&] { return pub_stopping || !to_publish.empty(); });
+        if (to_publish.empty()) return;  // stopping, nothing left
+        while (!to_publish.empty() && batch.size() < 1'000) {
+          batch.push_back(std::move(to_publish.front()));
+          to_publish.pop_front();
+        }
+      }
+      if (Clock::now() < down_until) {
+        if (published) published->with({"skipped"}).inc(static_cast<double>(batch.size()));
+        continue;
+      }
+      std::string error;
+      for (int attempt = 0; attempt < 2; ++attempt) {  // the second on a fresh connection
+        try {
+          if (!c) {
+            c = std::make_unique<amqp::Connection>(connection("publisher", 0));
+            c->confirm_select();
+            declare_common(*c);
+            declared.clear();
+          }
+          std::vector<std::pair<std::string, std::string>> messages;
+          for (auto& [type, id] : batch) {
+            if (!declared.contains(type)) {
+              declare_type(*c, type);
+              declared.insert(type);
+            }
+            messages.emplace_back(type, id);
+          }
+          c->publish_all(options.prefix, messages, options.confirm_timeout);
+          if (!last_error.empty()) log::info("jobs: publishing to RabbitMQ again");
+          last_error.clear();
+          failures = 0;
+          error.clear();
+          if (published) published->with({"ok"}).inc(static_cast<double>(batch.size()));
+          break;
+        } catch (const amqp::Error& e) {
+          c.reset();
+          error = e.what();
+          if (!e.lost()) break;
+        }
+      }
+      if (error.empty()) continue;
+      ++failures;
+      down_until = Clock::now() + reconnect_wait(failures);
+      if (last_error.empty())
+        log::warn("jobs: cannot publish to RabbitMQ; workers find new jobs by the database sweep",
+                  {{"broker", options.url.redacted()}, {"error", error}});
+      last_error = error;
+      if (published) published->with({"failed"}).inc(static_cast<double>(batch.size()));
+    }
   }
 
   // --- consuming (its own thread) ------------------------------------------------------------
@@ -300,6 +337,8 @@ struct RabbitQueue::Impl {
   Result<std::vector<Lease>> lease(const LeaseRequest& r) {
     if (auto bad = check(r)) return *bad;
     subscribe(r.types);
+    // No broker: the database adapter's own way (it polls, and in-process enqueues wake it).
+    if (!connected) return db.lease(r);
     const auto deadline = Clock::now() + r.wait;
     std::vector<Lease> out;
     auto one = r;
@@ -317,6 +356,9 @@ struct RabbitQueue::Impl {
         swept.wait = std::chrono::milliseconds(0);
         auto got = db.lease(swept);
         if (!got) return out.empty() ? got : Result<std::vector<Lease>>(std::move(out));
+        // Work no message announced (a retry whose backoff ended, an expired lease, a message
+        // lost): there may be more, so the next lease sweeps again.
+        if (!got->empty()) next_sweep_ms.store(now_ms);
         for (auto& l : *got) out.push_back(std::move(l));
         if (out.size() >= r.max_jobs) return out;
       }
@@ -380,8 +422,12 @@ struct RabbitQueue::Impl {
     cv.notify_all();
     wake();
     if (consumer.joinable()) consumer.join();
-    std::lock_guard lock(pub_mu);
-    pub.reset();
+    {
+      std::lock_guard lock(pub_mu);
+      pub_stopping = true;
+    }
+    pub_cv.notify_all();
+    if (publisher.joinable()) publisher.join();  // what was handed over is sent first
   }
 };
 

@@ -11,14 +11,16 @@
 // `x-dead-letter-exchange` `<prefix>.dlx`, a fanout to the quorum queue
 // `<prefix>.dead-letters` (kept for an operator to look at; no job is lost with it).
 //
-// Publishing: after the database committed (enqueue, release, retry), persistent, with
-// publisher confirms. Consuming: one connection per process on a thread of its own, manual
+// Publishing: after the database committed (enqueue, release, retry), the message is handed
+// to a publisher thread, which sends what has gathered in one go, persistent, and awaits the
+// publisher confirms together; an enqueue never waits for the broker. Consuming: one connection per process on a thread of its own, manual
 // acks after the database took the job, a prefetch limit. When the broker cannot be reached,
 // calls still succeed on the database and workers find the work by asking the database
 // directly: every `sweep` interval a lease also takes ready jobs from the database (which
-// also finds jobs whose retry backoff ended and leases that expired). So a broker outage
-// delays jobs by at most a sweep interval and loses none. The connections come back with
-// exponential backoff and full jitter.
+// also finds jobs whose retry backoff ended and leases that expired), and again at once
+// while sweeps find work; while the consuming connection is down, leases poll the database
+// as the database adapter does. So a broker outage slows nothing but the wake-up, and loses
+// no job. The connections come back with exponential backoff and full jitter.
 #pragma once
 
 #include "clients/amqp/amqp.hpp"

@@ -2,8 +2,11 @@
 
 #include "platform/ids.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
+#include <iterator>
+#include <tuple>
 
 namespace kiln::store {
 
@@ -139,17 +142,24 @@ std::vector<Job> lock_expired(sql::Connection& c, std::int64_t now, std::size_t 
 
 std::vector<Job> lock_ready(sql::Connection& c, const std::vector<std::string>& types,
                             std::int64_t now, std::size_t limit) {
-  if (types.empty()) return {};
-  std::string in;
-  std::vector<sql::Value> params{now, static_cast<std::int64_t>(limit)};
+  // One query per type, each read in the index's order (jobs_ready: no sort of every queued
+  // job), merged here. With several types, rows beyond `limit` stay locked until the
+  // transaction ends: other workers skip them for that long.
+  std::vector<Job> out;
   for (const auto& t : types) {
-    params.emplace_back(t);
-    in += (in.empty() ? "$" : ", $") + std::to_string(params.size());
+    auto some = jobs_of(c.exec(select() +
+                                   "WHERE state = 'queued' AND type = $1 AND not_before <= $2 "
+                                   "ORDER BY priority DESC, not_before, id LIMIT $3" +
+                                   std::string(skip_locked(c)),
+                               {t, now, static_cast<std::int64_t>(limit)}));
+    std::move(some.begin(), some.end(), std::back_inserter(out));
   }
-  return jobs_of(c.exec(select() + "WHERE state = 'queued' AND not_before <= $1 AND type IN (" +
-                            in + ") ORDER BY priority DESC, not_before, id LIMIT $2" +
-                            std::string(skip_locked(c)),
-                        params));
+  std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) {
+    if (a.priority != b.priority) return a.priority > b.priority;
+    return std::tie(a.not_before, a.id) < std::tie(b.not_before, b.id);
+  });
+  if (out.size() > limit) out.resize(limit);
+  return out;
 }
 
 void update(sql::Connection& c, const Job& j) {

@@ -58,7 +58,9 @@ class OnRabbitMq(unittest.TestCase):
             return page["items"]
         job = wait_until(done, "the asset.process job to succeed")[0]
         self.assertEqual(job["payload"]["asset"], asset["id"])
-        self.assertEqual(metric(k, 'kiln_jobs_broker_published_total{result="ok"}'), 1)
+        # Confirmed by the broker (the publisher awaits it after the delivery may have run).
+        wait_until(lambda: metric(k, 'kiln_jobs_broker_published_total{result="ok"}') == 1,
+                   "the publisher confirm")
         self.assertEqual(metric(k, 'kiln_jobs_broker_deliveries_total{outcome="leased"}'), 1,
                          "the job was not leased from a delivery")
         _, _, ready = k.request("GET", "/readyz")

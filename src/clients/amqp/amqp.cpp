@@ -6,6 +6,7 @@
 
 #include <sys/time.h>
 
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -88,6 +89,9 @@ Url parse_url(const std::string& url) {
 struct Connection::Impl {
   amqp_connection_state_t conn = nullptr;
   ConnectionOptions options;
+  bool confirming = false;
+  std::uint64_t published = 0;  // publish sequence numbers used (confirm mode)
+  std::uint64_t confirmed = 0;  // and how many of them the broker answered
 
   ~Impl() {
     if (conn == nullptr) return;
@@ -177,21 +181,34 @@ void Connection::qos(std::uint16_t prefetch) {
 void Connection::confirm_select() {
   amqp_confirm_select(impl_->conn, kChannel);
   impl_->check("confirm.select");
+  impl_->confirming = true;
 }
 
 void Connection::publish(const std::string& exchange, const std::string& key,
                          const std::string& body, std::chrono::milliseconds timeout) {
+  publish_all(exchange, {{key, body}}, timeout);
+}
+
+void Connection::publish_all(const std::string& exchange,
+                             const std::vector<std::pair<std::string, std::string>>& messages,
+                             std::chrono::milliseconds timeout) {
   auto& i = *impl_;
   amqp_basic_properties_t props{};
   props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
   props.delivery_mode = 2;  // persistent
   props.content_type = amqp_cstring_bytes("text/plain");
-  i.status(
-      amqp_basic_publish(i.conn, kChannel, bytes(exchange), bytes(key), 0, 0, &props, bytes(body)),
-      "basic.publish");
-  // One message in flight at a time: the next method frame on the channel is its confirm.
+  for (const auto& [key, body] : messages) {
+    i.status(amqp_basic_publish(i.conn, kChannel, bytes(exchange), bytes(key), 0, 0, &props,
+                                bytes(body)),
+             "basic.publish");
+    ++i.published;
+  }
+  if (!i.confirming) return;
+  // Confirms carry the channel's publish sequence numbers (1, 2, ...); `multiple` acks every
+  // number up to its own.
   const auto deadline = std::chrono::steady_clock::now() + timeout;
-  for (;;) {
+  std::uint64_t refused = 0;
+  while (i.confirmed < i.published) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0)
@@ -202,20 +219,29 @@ void Connection::publish(const std::string& exchange, const std::string& key,
     if (s == AMQP_STATUS_TIMEOUT) continue;
     i.status(s, "waiting for the publisher confirm");
     if (frame.frame_type != AMQP_FRAME_METHOD) continue;
-    switch (frame.payload.method.id) {
-      case AMQP_BASIC_ACK_METHOD:
-        amqp_maybe_release_buffers(i.conn);
-        return;
-      case AMQP_BASIC_NACK_METHOD:
-        amqp_maybe_release_buffers(i.conn);
-        throw Error("the broker refused the message (basic.nack)", false);
-      case AMQP_CHANNEL_CLOSE_METHOD:
-      case AMQP_CONNECTION_CLOSE_METHOD:
-        throw Error("the broker closed the channel while publishing");
-      default:
-        continue;
+    const auto id = frame.payload.method.id;
+    if (id == AMQP_BASIC_ACK_METHOD || id == AMQP_BASIC_NACK_METHOD) {
+      std::uint64_t tag = 0;
+      bool multiple = false;
+      if (id == AMQP_BASIC_ACK_METHOD) {
+        const auto* m = static_cast<amqp_basic_ack_t*>(frame.payload.method.decoded);
+        tag = m->delivery_tag;
+        multiple = m->multiple != 0;
+      } else {
+        const auto* m = static_cast<amqp_basic_nack_t*>(frame.payload.method.decoded);
+        tag = m->delivery_tag;
+        multiple = m->multiple != 0;
+        refused += multiple ? tag - i.confirmed : 1;
+      }
+      if (multiple || tag == i.confirmed + 1) i.confirmed = std::max(i.confirmed, tag);
+      else i.confirmed += 1;  // an out-of-order single confirm: counted
+    } else if (id == AMQP_CHANNEL_CLOSE_METHOD || id == AMQP_CONNECTION_CLOSE_METHOD) {
+      throw Error("the broker closed the channel while publishing");
     }
   }
+  amqp_maybe_release_buffers(i.conn);
+  if (refused > 0)
+    throw Error("the broker refused " + std::to_string(refused) + " message(s) (basic.nack)", false);
 }
 
 std::string Connection::consume(const std::string& queue) {

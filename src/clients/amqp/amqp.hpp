@@ -83,6 +83,12 @@ class Connection {
   // disk on a quorum of the queue's replicas) or throws on a nack or after `timeout`.
   void publish(const std::string& exchange, const std::string& key, const std::string& body,
                std::chrono::milliseconds timeout);
+  // Many persistent messages (routing key, body) sent back to back, then, in confirm mode,
+  // their confirms awaited together (the broker may ack several at once): one round trip for
+  // the lot. Throws on a nack (naming how many were refused) or after `timeout`.
+  void publish_all(const std::string& exchange,
+                   const std::vector<std::pair<std::string, std::string>>& messages,
+                   std::chrono::milliseconds timeout);
   // Starts consuming with manual acks; returns the consumer tag.
   std::string consume(const std::string& queue);
   // The next delivery, waiting at most `timeout` (0: only what has arrived); nullopt if none.
