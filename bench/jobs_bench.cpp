@@ -46,7 +46,8 @@ int main(int argc, char** argv) {
   std::string url, broker, prefix = "kiln.bench";
   int n = 10'000, workers = 4, concurrency = 1, samples = 200;
   app.add_option("--db", url, "sqlite:PATH or postgresql://...")->required();
-  app.add_option("--broker", broker, "RabbitMQ host:port (guest/guest); none: the database adapter");
+  app.add_option("--broker", broker,
+                 "RabbitMQ host:port (guest/guest); none: the database adapter");
   app.add_option("--prefix", prefix, "RabbitMQ names");
   app.add_option("--jobs", n)->check(CLI::Range(1, 10'000'000));
   app.add_option("--workers", workers)->check(CLI::Range(1, 64));
@@ -150,7 +151,8 @@ int main(int argc, char** argv) {
   // Every job once: handler calls, and jobs that needed more than one attempt.
   std::int64_t reattempted = 0, succeeded = 0;
   for (std::string after;;) {
-    auto page = producer.queue->list(jobs::ListRequest{jobs::State::succeeded, "bench.noop", after, 500});
+    auto page =
+        producer.queue->list(jobs::ListRequest{jobs::State::succeeded, "bench.noop", after, 500});
     if (!page || page->empty()) break;
     for (const auto& j : *page) reattempted += j.attempts > 1 ? 1 : 0;
     succeeded += static_cast<std::int64_t>(page->size());
@@ -158,8 +160,9 @@ int main(int argc, char** argv) {
   }
   std::sort(latencies_ms.begin(), latencies_ms.end());
   auto pct = [&](double p) {
-    return latencies_ms[std::min(latencies_ms.size() - 1,
-                                 static_cast<std::size_t>(p * static_cast<double>(latencies_ms.size())))];
+    return latencies_ms[std::min(
+        latencies_ms.size() - 1,
+        static_cast<std::size_t>(p * static_cast<double>(latencies_ms.size())))];
   };
   boost::json::object out{{"adapter", broker.empty() ? "database" : "rabbitmq"},
                           {"database", url.substr(0, url.find(':'))},

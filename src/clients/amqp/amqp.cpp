@@ -233,15 +233,18 @@ void Connection::publish_all(const std::string& exchange,
         multiple = m->multiple != 0;
         refused += multiple ? tag - i.confirmed : 1;
       }
-      if (multiple || tag == i.confirmed + 1) i.confirmed = std::max(i.confirmed, tag);
-      else i.confirmed += 1;  // an out-of-order single confirm: counted
+      if (multiple || tag == i.confirmed + 1)
+        i.confirmed = std::max(i.confirmed, tag);
+      else
+        i.confirmed += 1;  // an out-of-order single confirm: counted
     } else if (id == AMQP_CHANNEL_CLOSE_METHOD || id == AMQP_CONNECTION_CLOSE_METHOD) {
       throw Error("the broker closed the channel while publishing");
     }
   }
   amqp_maybe_release_buffers(i.conn);
   if (refused > 0)
-    throw Error("the broker refused " + std::to_string(refused) + " message(s) (basic.nack)", false);
+    throw Error("the broker refused " + std::to_string(refused) + " message(s) (basic.nack)",
+                false);
 }
 
 std::string Connection::consume(const std::string& queue) {
