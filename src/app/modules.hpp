@@ -91,9 +91,12 @@ struct Node {
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   std::uint16_t objects_port = 0;  // the embedded object store's bound port, 0 if none here
 
-  // Runs `fn` every `period` on the event loop, first after `first`.
+  // Runs `fn` every `period` on the event loop, first after `first`, until stop_periodic().
   void every(std::chrono::milliseconds first, std::chrono::milliseconds period,
              std::function<void()> fn);
+  // Ends every periodic task: none runs again, not even one whose timer is due (run_node
+  // calls it once the loop has returned, before the modules stop).
+  void stop_periodic() { keep_alive.clear(); }
 };
 
 // A role module: built (configured) from the Node's config, then started, drained and

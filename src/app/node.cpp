@@ -224,7 +224,10 @@ std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep) {
 void Node::every(std::chrono::milliseconds first, std::chrono::milliseconds period,
                  std::function<void()> fn) {
   auto tick = std::make_shared<std::function<void()>>();
+  // Every copy the loop holds checks that the task is still kept before it runs: a timer
+  // already due when stop_periodic() runs does nothing.
   *tick = [this, fn = std::move(fn), period, weak = std::weak_ptr(tick)] {
+    if (weak.expired()) return;
     fn();
     if (auto t = weak.lock()) runtime->after(period, *t);
   };
@@ -380,12 +383,14 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     }
     one_done();
     runtime.after(drain_window, [&] {
+      if (stopping) return;  // the loop ended first: the modules may be stopped already
       log::warn("drain window over: cutting remaining connections",
                 {{"open_connections", static_cast<std::int64_t>(server.open_connections())}});
       // Cut connections end their sessions, and the last one to end stops the loop (the
       // drain callback above). Should one not end, stop anyway a moment later.
       close_all();
       runtime.after(std::chrono::seconds(1), [&] {
+        if (stopping) return;
         if (!final_flush.joinable()) runtime.stop();  // else it stops the loop when done
       });
     });
@@ -409,6 +414,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   std::fflush(stdout);
 
   runtime.run();
+  node.stop_periodic();  // before the modules their tasks call into stop
   stopping = true;
   const bool drained = final_flush.joinable();
   if (final_flush.joinable()) final_flush.join();
