@@ -429,6 +429,8 @@ TEST_P(QueueConformance, ListsPageByStateAndTypeAndStatsCountWhatWaits) {
   EXPECT_GE(st->at(0).oldest_ready_age_ms, 3000);
   EXPECT_EQ(st->at(1).leased, 1);
   EXPECT_EQ(st->at(1).oldest_ready_age_ms, 0);
+  EXPECT_GE(st->at(1).oldest_lease_age_ms, 3000) << "the lease began 3 s ago";
+  EXPECT_EQ(st->at(0).oldest_lease_age_ms, 0) << "t.a has no lease";
 }
 
 }  // namespace kiln::jobs

@@ -50,6 +50,8 @@ struct Worker::Impl {
           &reg->counter("kiln_jobs_outcomes_total",
                         "Attempts this worker finished, by type and outcome.", {"type", "outcome"});
       running_gauge = &reg->gauge("kiln_jobs_running", "Handlers running now, by type.", {"type"});
+      attempts = &reg->counter("kiln_jobs_attempts_total",
+                               "Attempts this worker started (leases taken), by type.", {"type"});
     }
   }
 
@@ -58,6 +60,7 @@ struct Worker::Impl {
   std::map<std::string, Handler, std::less<>> handlers;
   metrics::Family<metrics::Counter>* outcomes = nullptr;
   metrics::Family<metrics::Gauge>* running_gauge = nullptr;
+  metrics::Family<metrics::Counter>* attempts = nullptr;
 
   std::mutex mu;
   std::condition_variable cv;
@@ -121,6 +124,7 @@ struct Worker::Impl {
       jobs.push_back(job);
     }
     if (running_gauge) running_gauge->with({type}).inc();
+    if (attempts) attempts->with({type}).inc();
     HandlerResult outcome = FailReport{Failure::retryable, "no handler"};
     auto it = handlers.find(type);
     try {

@@ -226,7 +226,17 @@ std::vector<JobTypeStats> stats(sql::Connection& c, std::int64_t now) {
               {now})
            .rows) {
     const std::int64_t oldest = r.null(4) ? 0 : now - r.i64(4);
-    out.push_back(JobTypeStats{r.str(0), r.i64(1), r.i64(2), r.i64(3), oldest < 0 ? 0 : oldest});
+    out.push_back(JobTypeStats{r.str(0), r.i64(1), r.i64(2), r.i64(3), oldest < 0 ? 0 : oldest, 0});
+  }
+  // The current attempt of each leased job started when its lease began.
+  for (const auto& r : c.exec("SELECT j.type, MIN(a.started_at) FROM jobs j "
+                              "JOIN job_attempts a ON a.job_id = j.id AND a.attempt = j.attempts "
+                              "WHERE j.state = 'leased' GROUP BY j.type",
+                              {})
+                           .rows) {
+    for (auto& t : out)
+      if (t.type == r.str(0) && !r.null(1))
+        t.oldest_lease_age_ms = std::max<std::int64_t>(0, now - r.i64(1));
   }
   return out;
 }

@@ -54,13 +54,15 @@ struct Job {
   std::vector<JobAttempt> history;  // filled by attempts(), not by the row reads
 };
 
-// Per type: jobs queued and leased, dead ones, and the age of the oldest ready one.
+// Per type: jobs queued and leased, dead ones, the age of the oldest ready one and of the
+// oldest current lease (a stuck handler shows as a growing lease age).
 struct JobTypeStats {
   std::string type;
   std::int64_t queued = 0;
   std::int64_t leased = 0;
   std::int64_t dead = 0;
   std::int64_t oldest_ready_age_ms = 0;
+  std::int64_t oldest_lease_age_ms = 0;  // the longest-running current attempt's age
 };
 
 namespace jobs {

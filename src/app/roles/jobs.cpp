@@ -44,6 +44,10 @@ class JobsModule final : public Module {
                         {"type", "state"});
     oldest_ = &reg.gauge("kiln_jobs_oldest_ready_age_seconds",
                          "Age of the oldest job that could run now, by type.", {"type"});
+    lease_age_ = &reg.gauge("kiln_jobs_oldest_lease_age_seconds",
+                            "How long the longest-running current attempt has held its lease, "
+                            "by type.",
+                            {"type"});
     relayed_ =
         &reg.counter("kiln_jobs_outbox_relayed_total", "Outbox events made into jobs.").get();
     node.health.add_check(
@@ -94,6 +98,7 @@ class JobsModule final : public Module {
           depth_->with({t.type, "leased"}).set(static_cast<double>(t.leased));
           depth_->with({t.type, "dead"}).set(static_cast<double>(t.dead));
           oldest_->with({t.type}).set(static_cast<double>(t.oldest_ready_age_ms) / 1000.0);
+          lease_age_->with({t.type}).set(static_cast<double>(t.oldest_lease_age_ms) / 1000.0);
         }
       }
     }
@@ -126,6 +131,7 @@ class JobsModule final : public Module {
   std::unique_ptr<jobs::OutboxRelay> relay_;
   metrics::Family<metrics::Gauge>* depth_ = nullptr;
   metrics::Family<metrics::Gauge>* oldest_ = nullptr;
+  metrics::Family<metrics::Gauge>* lease_age_ = nullptr;
   metrics::Counter* relayed_ = nullptr;
   std::mutex mu_;
   std::condition_variable cv_;
