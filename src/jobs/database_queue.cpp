@@ -370,6 +370,16 @@ Result<void> DatabaseQueue::retry(const std::string& id) {
   return done;
 }
 
+Result<std::size_t> DatabaseQueue::purge(std::chrono::milliseconds finished_age,
+                                         std::chrono::milliseconds dead_age, std::size_t limit) {
+  if (finished_age.count() < 0 || dead_age.count() < 0 || limit < 1 || limit > 10'000)
+    return invalid("A purge keeps jobs for a non-negative age and deletes 1 to 10,000 at once.");
+  return write<std::size_t>([&](sql::Connection& c) -> Result<std::size_t> {
+    const auto t = now(c);
+    return store::jobs::purge(c, t - finished_age.count(), t - dead_age.count(), limit);
+  });
+}
+
 Result<Job> DatabaseQueue::get(const std::string& id) {
   return read<Job>([&](sql::Connection& c) -> Result<Job> {
     auto j = store::jobs::find(c, id);

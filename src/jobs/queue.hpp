@@ -121,6 +121,12 @@ class JobQueue {
   // A dead job queued again with a fresh set of attempts (the history is kept).
   virtual Result<void> retry(const std::string& job) = 0;
 
+  // Deletes up to `limit` finished jobs with their history: succeeded and cancelled ones
+  // finished more than `finished_age` ago, dead ones more than `dead_age` ago. Returns how
+  // many. An idempotency key names its job only while the job is kept.
+  virtual Result<std::size_t> purge(std::chrono::milliseconds finished_age,
+                                    std::chrono::milliseconds dead_age, std::size_t limit) = 0;
+
   virtual Result<Job> get(const std::string& job) = 0;                    // with its history
   virtual Result<std::vector<Job>> list(const ListRequest& request) = 0;  // without history
   virtual Result<std::vector<TypeStats>> stats() = 0;

@@ -400,6 +400,40 @@ TEST_P(QueueConformance, BadInputIsRefusedNamingWhatIsWrong) {
   EXPECT_EQ(job(id).state, State::leased) << "a refused report changes nothing";
 }
 
+// Retention: finished jobs go after their age (dead ones kept longer), with their history;
+// what still waits or runs is never touched.
+TEST_P(QueueConformance, APurgeDeletesOnlyFinishedJobsPastTheirAge) {
+  const auto done = add("t.work");
+  const auto dead = add("t.work");
+  auto l = take({"t.work"}, 2);
+  ASSERT_EQ(l.size(), 2u);
+  for (const auto& x : l) {
+    if (x.ref.job == done)
+      ASSERT_TRUE(q().complete(x.ref, "{}"));
+    else
+      ASSERT_TRUE(q().fail(x.ref, FailReport{Failure::permanent, "bad"}));
+  }
+  const auto waiting = add("t.work");
+  const auto running = add("t.run");
+  ASSERT_EQ(take({"t.run"}).size(), 1u);
+  h_->advance(std::chrono::hours(2));
+  auto none = q().purge(std::chrono::hours(3), std::chrono::hours(3), 100);
+  ASSERT_TRUE(none);
+  EXPECT_EQ(*none, 0u) << "jobs younger than their age were purged";
+  auto one = q().purge(std::chrono::hours(1), std::chrono::hours(24), 100);
+  ASSERT_TRUE(one);
+  EXPECT_EQ(*one, 1u);
+  EXPECT_EQ(q().get(done).error().code, Errc::not_found);
+  EXPECT_TRUE(q().get(dead)) << "a dead job is kept for its own, longer age";
+  auto both = q().purge(std::chrono::hours(1), std::chrono::hours(1), 100);
+  ASSERT_TRUE(both);
+  EXPECT_EQ(*both, 1u);
+  EXPECT_EQ(q().get(dead).error().code, Errc::not_found);
+  EXPECT_EQ(q().get(waiting)->state, State::queued);
+  EXPECT_EQ(q().get(running)->state, State::leased);
+  EXPECT_FALSE(q().purge(std::chrono::hours(1), std::chrono::hours(1), 0)) << "a limit of 0";
+}
+
 TEST_P(QueueConformance, ListsPageByStateAndTypeAndStatsCountWhatWaits) {
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) ids.push_back(add("t.a"));

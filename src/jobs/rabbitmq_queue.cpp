@@ -480,6 +480,11 @@ Result<void> RabbitQueue::retry(const std::string& job) {
   return {};
 }
 
+Result<std::size_t> RabbitQueue::purge(std::chrono::milliseconds finished_age,
+                                       std::chrono::milliseconds dead_age, std::size_t limit) {
+  return impl_->db.purge(finished_age, dead_age, limit);
+}
+
 Result<Job> RabbitQueue::get(const std::string& job) {
   return impl_->db.get(job);
 }

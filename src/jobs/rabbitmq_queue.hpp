@@ -67,6 +67,8 @@ class RabbitQueue final : public JobQueue {
   Result<void> release(const LeaseRef& lease, std::string_view why) override;
   Result<State> cancel(const std::string& job) override;
   Result<void> retry(const std::string& job) override;
+  Result<std::size_t> purge(std::chrono::milliseconds finished_age,
+                            std::chrono::milliseconds dead_age, std::size_t limit) override;
   Result<Job> get(const std::string& job) override;
   Result<std::vector<Job>> list(const ListRequest& request) override;
   Result<std::vector<TypeStats>> stats() override;

@@ -241,5 +241,22 @@ std::vector<JobTypeStats> stats(sql::Connection& c, std::int64_t now) {
   return out;
 }
 
+std::size_t purge(sql::Connection& c, std::int64_t finished_before, std::int64_t dead_before,
+                  std::size_t limit) {
+  const auto rows =
+      c.exec(
+           "SELECT id FROM jobs WHERE (state IN ('succeeded', 'cancelled') AND finished_at < $1) "
+           "OR (state = 'dead' AND finished_at < $2) ORDER BY finished_at LIMIT $3" +
+               std::string(skip_locked(c)),
+           {finished_before, dead_before, static_cast<std::int64_t>(limit)})
+          .rows;
+  for (const auto& r : rows) {
+    const auto id = r.str(0);
+    c.exec("DELETE FROM job_attempts WHERE job_id = $1", {id});
+    c.exec("DELETE FROM jobs WHERE id = $1", {id});
+  }
+  return rows.size();
+}
+
 }  // namespace jobs
 }  // namespace kiln::store

@@ -98,6 +98,11 @@ std::vector<JobAttempt> attempts(sql::Connection& c, const std::string& job);
 std::vector<Job> list(sql::Connection& c, std::optional<JobState> state, const std::string& type,
                       const std::string& after, std::size_t limit);
 std::vector<JobTypeStats> stats(sql::Connection& c, std::int64_t now);
+// Deletes up to `limit` finished jobs with their attempts: succeeded and cancelled ones
+// finished before `finished_before`, dead ones before `dead_before`, oldest first. Returns
+// how many.
+std::size_t purge(sql::Connection& c, std::int64_t finished_before, std::int64_t dead_before,
+                  std::size_t limit);
 
 }  // namespace jobs
 }  // namespace kiln::store

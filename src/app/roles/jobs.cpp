@@ -81,6 +81,7 @@ class JobsModule final : public Module {
   void loop() {
     const auto period = std::chrono::milliseconds(node_.cfg.integer("jobs.poll_ms"));
     auto next_stats = std::chrono::steady_clock::now();
+    auto next_purge = std::chrono::steady_clock::now();
     for (;;) {
       {
         std::unique_lock lock(mu_);
@@ -90,6 +91,10 @@ class JobsModule final : public Module {
       const auto pass = relay_->pass();
       relayed_->inc(pass.relayed);
       note(pass.error ? pass.error->detail : "");
+      if (std::chrono::steady_clock::now() >= next_purge) {
+        next_purge = std::chrono::steady_clock::now() + std::chrono::minutes(1);
+        purge();
+      }
       if (std::chrono::steady_clock::now() < next_stats) continue;
       next_stats = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       if (auto st = queue_->stats()) {
@@ -102,6 +107,24 @@ class JobsModule final : public Module {
         }
       }
     }
+  }
+  // Finished jobs past their retention, a thousand at a time, at most ten thousand a minute
+  // (safe on several workers at once: each takes other rows).
+  void purge() {
+    const auto kept = std::chrono::seconds(node_.cfg.integer("jobs.retention_s"));
+    const auto dead_kept = std::chrono::seconds(node_.cfg.integer("jobs.dead_retention_s"));
+    std::size_t total = 0;
+    for (int batch = 0; batch < 10; ++batch) {
+      auto n = queue_->purge(kept, dead_kept, 1'000);
+      if (!n) {
+        log::warn("jobs: retention purge failed", {{"error", n.error().detail}});
+        return;
+      }
+      total += *n;
+      if (*n < 1'000) break;
+    }
+    if (total > 0)
+      log::info("jobs: finished jobs purged", {{"jobs", static_cast<std::int64_t>(total)}});
   }
   void shut_down() {
     {
@@ -224,6 +247,12 @@ void add_jobs_settings(config::Schema& s) {
               "With jobs.queue = rabbitmq, how often a worker also takes ready jobs straight from "
               "the database: jobs whose retry backoff ended, whose worker died, or whose message "
               "was lost in a broker outage wait at most this long."));
+  s.add(integer("jobs.retention_s", 7 * 86'400, 60, 10 * 365 * 86'400,
+                "Succeeded and cancelled jobs are deleted with their history this long after they "
+                "finished (an idempotency key names its job only while it is kept)."));
+  s.add(integer("jobs.dead_retention_s", 30 * 86'400, 60, 10 * 365 * 86'400,
+                "Dead jobs are kept this long after they died, for an operator to look at and "
+                "retry."));
   s.add(integer("jobs.max_attempts", 5, 1, 1'000,
                 "Attempts of a job before it is dead (a permanent failure is dead at once)."));
   s.add(integer("jobs.backoff_base_ms", 1'000, 1, 86'400'000,
