@@ -8,7 +8,7 @@
 // (an out-of-memory kill, a segfault: a poison job).
 //
 //   jobs_fault_worker NAME DATABASE_URL [BROKER_HOST:PORT PREFIX]
-// SIGTERM drains (2 s) and exits 0.
+// Leases last 1.5 s (KILN_FAULT_LEASE_MS). SIGTERM drains (2 s) and exits 0.
 #include "jobs/rabbitmq_queue.hpp"
 #include "jobs/worker.hpp"
 
@@ -16,6 +16,7 @@
 
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <memory>
 
@@ -62,7 +63,9 @@ int main(int argc, char** argv) {
   jobs::WorkerOptions wo;
   wo.name = argv[1];
   wo.concurrency = 2;
-  wo.lease = std::chrono::milliseconds(1'500);
+  // Short, so that a killed worker's job moves on quickly; KILN_FAULT_LEASE_MS overrides.
+  const char* lease_ms = std::getenv("KILN_FAULT_LEASE_MS");
+  wo.lease = std::chrono::milliseconds(lease_ms != nullptr ? std::atoi(lease_ms) : 1'500);
   wo.heartbeat = std::chrono::milliseconds(300);
   wo.idle_poll = std::chrono::milliseconds(100);
   jobs::Worker worker(*queue, wo);

@@ -143,6 +143,31 @@ struct Worker::Impl {
     cv.notify_all();
   }
 
+  // A report the database could not take now (`unavailable`: an outage, a failover) is tried
+  // again with backoff for as long as a lease lasts: the work is done, and running it again
+  // because its outcome was not recorded would be the worst way to spend a brief outage. The
+  // job's heartbeats go on meanwhile; a lost lease ends the tries.
+  template <class Call>
+  auto reported(Running& job, Call call) {
+    const auto deadline = std::chrono::steady_clock::now() + options.lease;
+    auto wait = std::chrono::milliseconds(50);
+    for (;;) {
+      auto r = call();
+      if (r || r.error().code != Errc::unavailable || job.lost_ ||
+          std::chrono::steady_clock::now() + wait > deadline)
+        return r;
+      if (wait == std::chrono::milliseconds(50))
+        log::warn("jobs: a report waits for the database",
+                  {{"job", job.lease().ref.job}, {"error", r.error().detail}});
+      {
+        std::unique_lock lock(mu);
+        cv.wait_for(lock, wait, [&] { return done; });
+        if (done) return r;
+      }
+      wait = std::min(wait * 2, std::chrono::milliseconds(1'000));
+    }
+  }
+
   // The handler's outcome to the queue: a result completes the job (the work is done, even if
   // a cancel arrived meanwhile); a FailReport fails the attempt, but a retryable one while the
   // worker stops hands the job back (the handler was interrupted, not wrong); a lost lease
@@ -151,17 +176,18 @@ struct Worker::Impl {
     const auto& l = job.lease();
     if (job.lost_) return count(l.type, "lease_lost");
     if (!outcome && outcome.error().kind == Failure::retryable && stopping) {
-      auto r = queue.release(l.ref, "worker stopping: " + outcome.error().error);
+      auto r = reported(
+          job, [&] { return queue.release(l.ref, "worker stopping: " + outcome.error().error); });
       if (!r) log::warn("jobs: release refused", {{"job", l.ref.job}, {"error", r.error().detail}});
       return count(l.type, r ? "released" : "report_failed");
     }
     if (outcome) {
-      auto r = queue.complete(l.ref, *outcome);
+      auto r = reported(job, [&] { return queue.complete(l.ref, *outcome); });
       if (!r)
         log::warn("jobs: complete refused", {{"job", l.ref.job}, {"error", r.error().detail}});
       return count(l.type, r ? "succeeded" : "report_failed");
     }
-    auto r = queue.fail(l.ref, outcome.error());
+    auto r = reported(job, [&] { return queue.fail(l.ref, outcome.error()); });
     if (!r) log::warn("jobs: fail refused", {{"job", l.ref.job}, {"error", r.error().detail}});
     count(l.type, !r ? "report_failed" : r->state == State::dead ? "dead" : "failed");
   }
