@@ -37,7 +37,9 @@ constexpr RoleInfo kRoles[] = {
     {"gateway", "WebSocket collaboration (/v1/collab) on the configured room engine", nullptr},
     {"api", "REST: projects, members, scenes, tokens, uploads, assets (/v1)", nullptr},
     {"objects", "embedded S3-compatible object store (objects.listen)", nullptr},
-    {"worker", "write-behind persister: rooms in Redis to the database", nullptr},
+    {"worker",
+     "job handlers and the outbox relay; the write-behind persister when rooms live in Redis",
+     nullptr},
     {"agent", "build agent", "the build farm"},
     {"sandboxd", "sandbox host for scripts and terminals", "sandboxes"},
 };

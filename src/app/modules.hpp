@@ -150,6 +150,9 @@ class RoomsModule final : public Module {
 
 std::unique_ptr<Module> make_collab(Node& node, RoomsModule& rooms);
 std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms);
+// The jobs.* settings that the schema cannot check (the broker's URL and names); throws
+// StartupError 2. Called before the database is opened.
+void check_jobs_settings(const config::Config& cfg);
 // The job queue the node's roles share, on its database (settings jobs.*).
 std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node);
 std::unique_ptr<Module> make_jobs(Node& node);  // needs node.jobs

@@ -312,6 +312,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     }
   } reverse_destroy{modules};
   try {
+    check_jobs_settings(cfg);
     open_backends(node);
     make_modules(node, modules);
   } catch (const StartupError& e) {

@@ -279,6 +279,7 @@ Result<void> DatabaseQueue::complete(const LeaseRef& l, std::string_view result)
     store::jobs::end_attempt(c, j.id, j.attempts, t, "succeeded", "");
     j.state = State::succeeded;
     j.result = body;
+    j.last_error.clear();  // the failed attempts' errors stay in the history
     j.progress = 100;
     j.updated_at = t;
     j.finished_at = t;

@@ -145,7 +145,7 @@ TEST(RabbitQueue, TheDatabaseDecidesWhatAMessageMeans) {
   const auto args = amqp::Arguments{{"x-queue-type", std::string("quorum")}};
   std::uint32_t dead = 0;
   for (int i = 0; i < 200 && dead < 2; ++i) {
-    dead = side.declare_queue(h.prefix() + ".dead-letters", args);
+    dead = side.declare_queue(h.prefix() + "._dead-letters", args);
     if (dead < 2) std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the broker's pace
   }
   EXPECT_EQ(dead, 2u);

@@ -80,8 +80,8 @@ struct RabbitQueue::Impl {
   void declare_common(amqp::Connection& c) const {
     c.declare_exchange(options.prefix, "direct");
     c.declare_exchange(options.prefix + ".dlx", "fanout");
-    c.declare_queue(options.prefix + ".dead-letters", {{"x-queue-type", std::string("quorum")}});
-    c.bind(options.prefix + ".dead-letters", options.prefix + ".dlx", "");
+    c.declare_queue(options.prefix + "._dead-letters", {{"x-queue-type", std::string("quorum")}});
+    c.bind(options.prefix + "._dead-letters", options.prefix + ".dlx", "");
   }
   void declare_type(amqp::Connection& c, const std::string& type) const {
     c.declare_queue(queue_of(type),
@@ -200,6 +200,7 @@ struct RabbitQueue::Impl {
   std::uint64_t generation = 0;  // of the current consuming connection (mu)
   std::string consume_error;     // (mu)
   std::atomic<bool> connected{false};
+  bool ever_connected = false;  // (mu)
   std::thread consumer;
 
   void wake() {
@@ -235,9 +236,11 @@ struct RabbitQueue::Impl {
     buffer.clear();
     ops.clear();
     if (consume_error.empty())
-      log::warn(
-          "jobs: RabbitMQ connection lost; reconnecting (workers sweep the database meanwhile)",
-          {{"broker", options.url.redacted()}, {"error", error}});
+      log::warn(ever_connected ? "jobs: RabbitMQ connection lost; reconnecting (workers take jobs "
+                                 "from the database meanwhile)"
+                               : "jobs: cannot connect to RabbitMQ; retrying (workers take jobs "
+                                 "from the database meanwhile)",
+                {{"broker", options.url.redacted()}, {"error", error}});
     consume_error = error;
   }
 
@@ -263,6 +266,7 @@ struct RabbitQueue::Impl {
           if (!consume_error.empty()) log::info("jobs: consuming from RabbitMQ again");
           consume_error.clear();
           connected = true;
+          ever_connected = true;
           if (up) up->set(1);
           failures = 0;
         }

@@ -9,7 +9,8 @@
 // per job type a quorum queue `<prefix>.<type>` bound with the type as its key, with
 // `x-delivery-limit` (a message redelivered more often is dead-lettered) and
 // `x-dead-letter-exchange` `<prefix>.dlx`, a fanout to the quorum queue
-// `<prefix>.dead-letters` (kept for an operator to look at; no job is lost with it).
+// `<prefix>._dead-letters` (kept for an operator to look at; no job is lost with it; a job
+// type cannot start with `_`, so no type's queue takes its name).
 //
 // Publishing: after the database committed (enqueue, release, retry), the message is handed
 // to a publisher thread, which sends what has gathered in one go, persistent, and awaits the

@@ -79,6 +79,7 @@ class OnRabbitMq(unittest.TestCase):
                 self.assertEqual(p.returncode, 2, p.stderr)
                 self.assertIn(says, p.stderr)
                 self.assertNotIn("s3cret", p.stderr + p.stdout)
+                self.assertNotIn("database ready", p.stderr, "the database was opened first")
 
 
 if __name__ == "__main__":

@@ -165,16 +165,11 @@ class JobsModule final : public Module {
 
 }  // namespace
 
-std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node) {
-  const auto& cfg = node.cfg;
-  jobs::DatabaseQueueOptions qo;
-  qo.default_policy.max_attempts = static_cast<int>(cfg.integer("jobs.max_attempts"));
-  qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
-  qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
-  qo.poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
-  if (cfg.str("jobs.queue") != "rabbitmq")
-    return std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
+namespace {
 
+// The broker settings, checked (StartupError 2 naming the setting; the password is never
+// repeated). check_jobs_settings runs this before anything touches the database.
+jobs::RabbitQueueOptions rabbitmq_options(const config::Config& cfg) {
   jobs::RabbitQueueOptions ro;
   try {
     if (cfg.str("jobs.rabbitmq_url").empty())
@@ -191,20 +186,39 @@ std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node) {
       });
   if (!name_ok)
     throw StartupError(2,
-                       "configuration error: jobs.rabbitmq_prefix must be 1-100 of [A-Za-z0-9._-]");
-  const auto prefetch = cfg.integer("jobs.rabbitmq_prefetch");
-  ro.prefetch = static_cast<std::uint16_t>(std::min<std::int64_t>(
-      65'535, prefetch > 0 ? prefetch : 2 * cfg.integer("jobs.concurrency")));
+                       "configuration error: jobs.rabbitmq_prefix must be 1-100 of "
+                       "[A-Za-z0-9._-] (setting jobs.rabbitmq_prefix)");
+  return ro;
+}
+
+}  // namespace
+
+void check_jobs_settings(const config::Config& cfg) {
+  if (cfg.str("jobs.queue") == "rabbitmq") (void)rabbitmq_options(cfg);
+}
+
+std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node) {
+  const auto& cfg = node.cfg;
+  jobs::DatabaseQueueOptions qo;
+  qo.default_policy.max_attempts = static_cast<int>(cfg.integer("jobs.max_attempts"));
+  qo.default_policy.base = std::chrono::milliseconds(cfg.integer("jobs.backoff_base_ms"));
+  qo.default_policy.cap = std::chrono::milliseconds(cfg.integer("jobs.backoff_cap_ms"));
+  qo.poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
+  if (cfg.str("jobs.queue") != "rabbitmq")
+    return std::make_unique<jobs::DatabaseQueue>(*node.db, qo);
+
+  jobs::RabbitQueueOptions ro = rabbitmq_options(cfg);
   ro.sweep = std::chrono::milliseconds(cfg.integer("jobs.sweep_ms"));
   ro.name = "kiln " + node.role + " " + node.id;
   auto q = std::make_unique<jobs::RabbitQueue>(*node.db, qo, ro, &node.registry);
   // Not critical: without the broker, workers find jobs by the database sweep.
+  // Unauthenticated (/readyz): why is in the log, not here (it names the broker's user and host).
   node.health.add_check(
       "jobs.broker",
       [r = q.get()]() -> std::optional<std::string> {
-        auto p = r->problem();
-        if (p.empty()) return std::nullopt;
-        return "RabbitMQ cannot be used (jobs wait for the database sweep): " + p;
+        if (r->problem().empty()) return std::nullopt;
+        return std::string(
+            "RabbitMQ cannot be used; workers take jobs from the database (see the log)");
       },
       false);
   log::info("jobs: on RabbitMQ", {{"broker", ro.url.redacted()}, {"prefix", ro.prefix}});
@@ -231,13 +245,14 @@ void add_jobs_settings(config::Schema& s) {
                "sweep every jobs.sweep_ms behind them). The database holds every job either way."));
   Setting url = text("jobs.rabbitmq_url", "",
                      "The broker for jobs.queue = rabbitmq: `amqp://user:password@host:port/vhost` "
-                     "(RabbitMQ's URI spec: no path is the vhost `/`).");
+                     "(RabbitMQ's URI spec: no path is the vhost `/`). Give it in the config file "
+                     "or KILN_JOBS_RABBITMQ_URL: a flag shows the password to `ps`.");
   url.secret = true;
   s.add(url);
   Setting prefix =
       text("jobs.rabbitmq_prefix", "kiln.jobs",
            "Names of the exchange (`<prefix>`), the queue of each job type "
-           "(`<prefix>.<type>`, quorum) and the dead letters (`<prefix>.dead-letters`).",
+           "(`<prefix>.<type>`, quorum) and the dead letters (`<prefix>._dead-letters`).",
            false);
   s.add(prefix);
   s.add(integer("jobs.rabbitmq_prefetch", 0, 0, 65'535,
