@@ -1,7 +1,7 @@
 // A worker process for the fault tests (fault_itest.cpp), built with the tests only: the
 // real Worker on the real queue (the database, or RabbitMQ over it), with handlers that
 // misbehave on purpose. It prints one line per event on stdout for the test to wait on:
-//   ready                     leasing
+//   ready                     about to lease
 //   started <job> <attempt>   a t.hang or t.crash handler began
 // Handlers: t.ok completes at once; t.hang hangs until the worker stops for attempts up to
 // the payload's "hang_attempts", then completes; t.crash kills its own process with SIGKILL
@@ -14,18 +14,21 @@
 
 #include <boost/json/parse.hpp>
 
+#include <unistd.h>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <iostream>
 #include <memory>
 
 namespace {
 
 using namespace kiln;
 
+// One whole line in one write: lines from the main thread and from handlers, and the log's
+// lines on stderr (the same pipe in the tests), never interleave.
 void say(const std::string& line) {
-  std::cout << line << std::endl;  // flushed: the test reads it through a pipe
+  const auto out = line + "\n";
+  [[maybe_unused]] auto n = ::write(STDOUT_FILENO, out.data(), out.size());
 }
 
 }  // namespace
@@ -85,8 +88,8 @@ int main(int argc, char** argv) {
     ::raise(SIGKILL);
     return std::string("{}");
   });
+  say("ready");  // before the first lease: a handler's "started" always comes after it
   worker.start();
-  say("ready");
   int sig = 0;
   sigwait(&stop, &sig);
   worker.drain(std::chrono::seconds(2));

@@ -15,7 +15,7 @@
 # they claim.
 set -euo pipefail
 cmd=${1:?start|stop|stop-primary|start-primary|kill-primary}
-dir=${2:?directory}
+dir=$(realpath -m "${2:?directory}")  # absolute: the walk up to / below needs it
 port=${PG_PORT:-25432}
 rport=$((port + 1))
 bport=${PGB_PORT:-26432}
