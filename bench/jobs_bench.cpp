@@ -9,13 +9,19 @@
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 
+#include <signal.h>
+#include <spawn.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
 #include <mutex>
+#include <thread>
+
+extern char** environ;
 
 namespace {
 
@@ -39,6 +45,86 @@ struct Node {
   std::unique_ptr<jobs::JobQueue> queue;
 };
 
+const std::string kType = "bench.noop";
+
+// --worker: one worker process until SIGTERM.
+int run_worker(Node node, const std::string& name, int concurrency, int lease_ms) {
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  jobs::WorkerOptions wo;
+  wo.name = name;
+  wo.concurrency = concurrency;
+  wo.lease = std::chrono::milliseconds(lease_ms);
+  wo.heartbeat = wo.lease / 3;
+  wo.idle_poll = std::chrono::milliseconds(200);
+  jobs::Worker w(*node.queue, wo);
+  w.handle(kType, [](jobs::JobContext&) -> jobs::HandlerResult { return std::string("{}"); });
+  w.start();
+  int sig = 0;
+  sigwait(&stop, &sig);
+  w.drain(std::chrono::seconds(5));
+  w.stop();
+  return 0;
+}
+
+pid_t spawn(std::vector<std::string> args) {
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid = -1;
+  if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0)
+    throw std::runtime_error("cannot start a worker process");
+  return pid;
+}
+
+// N jobs drained by worker processes, one SIGKILLed once half are done: its job in flight
+// runs again after its lease; how long the whole takes, and that every other job ran once.
+int kill_one_halfway(jobs::JobQueue& q, int n, int workers, const std::vector<std::string>& child,
+                     const std::string& adapter, int lease_ms) {
+  for (int i = 0; i < n; ++i)
+    if (!q.enqueue(jobs::NewJob{kType, R"({"t":0})", "", 0, 0})) return 1;
+  std::vector<pid_t> pids;
+  const auto t0 = Clock::now();
+  for (int w = 0; w < workers; ++w) {
+    auto args = child;
+    args.insert(args.end(), {"--worker", "bench-" + std::to_string(w)});
+    pids.push_back(spawn(args));
+  }
+  double killed_at_s = 0;
+  for (;;) {
+    auto st = q.stats();
+    std::int64_t left = 0;
+    if (st)
+      for (const auto& t : *st)
+        if (t.type == kType) left = t.queued + t.leased;
+    if (killed_at_s == 0 && left <= n / 2) {
+      ::kill(pids[0], SIGKILL);
+      killed_at_s = std::chrono::duration<double>(Clock::now() - t0).count();
+    }
+    if (st && left == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the queue's state, polled
+  }
+  const double total_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  for (std::size_t i = 1; i < pids.size(); ++i) ::kill(pids[i], SIGTERM);
+  for (auto pid : pids) ::waitpid(pid, nullptr, 0);
+  std::int64_t reattempted = 0, succeeded = 0;
+  for (std::string after;;) {
+    auto page = q.list(jobs::ListRequest{jobs::State::succeeded, kType, after, 500});
+    if (!page || page->empty()) break;
+    for (const auto& j : *page) reattempted += j.attempts > 1 ? 1 : 0;
+    succeeded += static_cast<std::int64_t>(page->size());
+    after = page->back().id;
+  }
+  boost::json::object out{{"adapter", adapter},     {"jobs", n},
+                          {"workers", workers},     {"killed_one_at_s", killed_at_s},
+                          {"lease_ms", lease_ms},   {"jobs_per_s", n / total_s},
+                          {"succeeded", succeeded}, {"reattempted", reattempted}};
+  std::printf("%s\n", boost::json::serialize(out).c_str());
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -53,6 +139,14 @@ int main(int argc, char** argv) {
   app.add_option("--workers", workers)->check(CLI::Range(1, 64));
   app.add_option("--concurrency", concurrency, "Handlers per worker")->check(CLI::Range(1, 64));
   app.add_option("--samples", samples, "Jobs for the latency phase")->check(CLI::Range(1, 100'000));
+  std::string worker_name;
+  bool kill_one = false;
+  int lease_ms = 30'000;
+  app.add_option("--worker", worker_name,
+                 "Run as one worker process (--kill-one-halfway starts them)");
+  app.add_flag("--kill-one-halfway", kill_one,
+               "Workers as processes; one is SIGKILLed once half the jobs are done");
+  app.add_option("--lease-ms", lease_ms, "The workers' lease")->check(CLI::Range(100, 3'600'000));
   CLI11_PARSE(app, argc, argv);
 
   auto make_node = [&] {
@@ -74,8 +168,21 @@ int main(int argc, char** argv) {
     }
     return node;
   };
+  if (!worker_name.empty()) return run_worker(make_node(), worker_name, concurrency, lease_ms);
   Node producer = make_node();
   producer.db->migrate();
+  if (kill_one) {
+    std::vector<std::string> child{"/proc/self/exe",
+                                   "--db",
+                                   url,
+                                   "--concurrency",
+                                   std::to_string(concurrency),
+                                   "--lease-ms",
+                                   std::to_string(lease_ms)};
+    if (!broker.empty()) child.insert(child.end(), {"--broker", broker, "--prefix", prefix});
+    return kill_one_halfway(*producer.queue, n, workers, child,
+                            broker.empty() ? "database" : "rabbitmq", lease_ms);
+  }
 
   std::mutex mu;
   std::condition_variable cv;
