@@ -98,6 +98,11 @@ store::Receipt Api::Impl::after(const Principal& who, const Request& req) {
 void Api::Impl::wrote(const Principal& who, const store::Receipt& r, Response& resp) {
   if (r.lsn.empty()) return;
   resp.headers.emplace_back("Kiln-After", r.lsn);
+  remember(who, r);
+}
+
+void Api::Impl::remember(const Principal& who, const store::Receipt& r) {
+  if (r.lsn.empty()) return;
   std::lock_guard lock(mu);
   if (last_write.size() > 100'000) last_write.clear();
   last_write[key_of(who)] = r;

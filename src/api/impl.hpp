@@ -65,6 +65,8 @@ struct Api::Impl {
   Checked<void> limit(const Principal& who);
   store::Receipt after(const Principal& who, const Request& req);
   void wrote(const Principal& who, const store::Receipt& r, Response& resp);
+  // The caller's latest write, for their next reads on this node (no header to send back).
+  void remember(const Principal& who, const store::Receipt& r);
   static std::string key_of(const Principal& who);
   Checked<std::string> role_in(const Principal& who, const std::string& project,
                                const Request& req);

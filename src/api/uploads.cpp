@@ -189,7 +189,14 @@ Checked<Response> Api::Impl::complete_upload(const Request& req, const Principal
       parts = std::move(listed);
     }
   }
-  KILN_TRY(done, uploads.complete(u, parts));
+  auto completed = uploads.complete(u, parts);
+  if (!completed) {
+    // A refusal after the bytes were checked aborts the upload: the caller's next read must
+    // see it aborted (read-your-writes), though no receipt came back.
+    remember(who, store.position());
+    return Refusal(completed.error());
+  }
+  auto& done = *completed;
   auto resp = ok_json(done.created ? 201 : 200, json::object{{"asset", asset_json(done.asset)},
                                                              {"upload", upload_json(done.upload)}});
   wrote(who, done.receipt, resp);
@@ -200,7 +207,9 @@ Checked<Response> Api::Impl::abort_upload(const Request& req, const Principal& w
   KILN_CHECK(need_storage());
   KILN_TRY(u, load_upload(req, who));
   KILN_CHECK(uploads.abort(u, "aborted by request"));
-  return Response{204, "application/json", "", {}};
+  Response resp{204, "application/json", "", {}};
+  wrote(who, store.position(), resp);
+  return resp;
 }
 
 // --- assets -----------------------------------------------------------------------------

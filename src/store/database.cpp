@@ -105,6 +105,15 @@ Receipt Database::write(const std::function<void(Connection&)>& fn) {
   }
 }
 
+Receipt Database::position() {
+  Receipt r;
+  if (replicas_.empty()) return r;
+  auto c = primary_->acquire();
+  auto res = c->exec("SELECT pg_current_wal_insert_lsn()::text");
+  if (!res.rows.empty()) r.lsn = res.rows[0].str(0);
+  return r;
+}
+
 void Database::read(const Receipt& after, const std::function<void(Connection&)>& fn) {
   auto count = [&](const char* target, const char* reason) {
     if (registry_)

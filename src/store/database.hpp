@@ -74,6 +74,9 @@ class Database {
   // Runs `fn` in a write transaction on the primary (retried on Busy); the receipt carries
   // the WAL position after the commit when there are replicas to read from.
   Receipt write(const std::function<void(Connection&)>& fn);
+  // Where the primary's WAL is now ("" on SQLite or with no replicas): a receipt for writes
+  // made where no receipt came back (a service that wrote, then refused).
+  Receipt position();
   // Runs `fn` on a replica per the routing rules above, or on the primary.
   void read(const Receipt& after, const std::function<void(Connection&)>& fn);
   // Runs `fn` on the primary outside a transaction: a read that must not lag (what a
