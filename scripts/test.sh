@@ -16,6 +16,13 @@ bash scripts/setup.sh --test || exit 1
 
 status=0
 step() { printf '\n== %s (%ss)\n' "$1" "$(($(date +%s) - started))"; }
+# The output of each failed test again, last 60 lines each, after the summary: a CI log
+# that keeps only its tail still says why.
+failures() {
+  step "what the failed tests printed"
+  awk '/^[0-9]+\/[0-9]+ Testing: /{n=0; name=$0} {buf[n++]=$0}
+       /^Test Failed\./{print "--- " name; for (i = (n > 60 ? n - 60 : 0); i < n; i++) print buf[i]}' "$1"
+}
 
 step "clang-format check"
 mapfile -t sources < <(find src tests bench fuzz -name '*.cpp' -o -name '*.hpp' 2>/dev/null | sort)
@@ -38,6 +45,9 @@ for preset in "${presets[@]}"; do
   fi
   step "tests ($preset)"
   # shellcheck disable=SC2086
-  ctest --preset "$preset" -j"$jobs" ${CTEST_ARGS:-} || status=1
+  if ! ctest --preset "$preset" -j"$jobs" ${CTEST_ARGS:-}; then
+    status=1
+    failures "build/$preset/Testing/Temporary/LastTest.log"
+  fi
 done
 exit $status

@@ -70,6 +70,10 @@ EOF
     echo '[].' >"$dir/enabled_plugins"
     echo '[].' >"$dir/advanced.config"
     launch
+    # Every test makes queues of its own (kiln.test.*, kiln.fault.*, kiln.e2e.*): unused for
+    # two minutes, they go, so a broker that restarts mid-suite has few quorum queues to recover.
+    ctl -q set_policy --apply-to queues kiln-tests '^kiln\.(test|fault|e2e)\.' \
+      '{"expires":120000}' >/dev/null
     ;;
   stop)
     halt
