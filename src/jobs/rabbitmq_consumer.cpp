@@ -55,17 +55,28 @@ void Consumer::subscribe(const std::vector<std::string>& types) {
 void Consumer::send(Op op) {
   {
     std::lock_guard lock(mu_);
-    ops_.push_back(op);
+    ops_.push_back(std::move(op));
   }
   wake();
 }
 
 void Consumer::ack(const Pending& p) {
-  send(Op{true, p.generation, p.delivery.tag});
+  send(Op{p.generation, p.delivery.tag, std::nullopt, ""});
 }
 
-void Consumer::reject(const Pending& p) {
-  send(Op{false, p.generation, p.delivery.tag});
+void Consumer::dead_letter(const Pending& p, std::string reason) {
+  send(Op{p.generation, p.delivery.tag, p, std::move(reason)});
+}
+
+void Consumer::run(amqp::Connection& c, const Op& op) const {
+  if (op.dead) {
+    const auto& d = op.dead->delivery;
+    // Not in confirm mode: sent, not awaited; the channel keeps it before the ack.
+    c.publish(topology_.options.prefix + ".dlx", d.routing_key, d.body,
+              topology_.options.confirm_timeout,
+              {{"x-kiln-reason", op.reason}, {"x-kiln-queue", topology_.queue_of(d.routing_key)}});
+  }
+  c.ack(op.tag);
 }
 
 void Consumer::put_back(Pending p) {
@@ -157,13 +168,8 @@ void Consumer::loop() {
         c->consume(topology_.queue_of(t));
         subscribed.insert(t);
       }
-      for (const auto& op : todo) {
-        if (op.generation != gen) continue;
-        if (op.ack)
-          c->ack(op.tag);
-        else
-          c->reject(op.tag, false);
-      }
+      for (const auto& op : todo)
+        if (op.generation == gen) run(*c, op);
       if (!c->buffered()) {
         // At least every second: rabbitmq-c sends and checks heartbeats in next().
         pollfd fds[2] = {{c->fd(), POLLIN, 0}, {wake_fd_, POLLIN, 0}};

@@ -7,10 +7,12 @@
 // KILN_TEST_RABBITMQ: "host:port script dir" (the broker, and the script and directory
 // that restart it).
 #include "jobs/queue_conformance.hpp"
+#include "jobs/rabbitmq_link.hpp"
 #include "jobs/rabbitmq_queue.hpp"
 #include "jobs/test_queue.hpp"
 
 #include <cstdlib>
+#include <map>
 #include <sstream>
 
 namespace kiln::jobs {
@@ -138,9 +140,11 @@ TEST(RabbitQueue, TheDatabaseDecidesWhatAMessageMeans) {
   side.publish(h.prefix(), "t.msg", "j0000000000000000000000", std::chrono::seconds(10));
   // Deliveries are handled as workers lease: lease (and be given nothing) until both
   // strangers are dead-lettered. Not a fixed wait: on a loaded machine a delivery may come
-  // late, or again on a new connection if the first one dropped before its reject went out.
-  const auto args = amqp::Arguments{{"x-queue-type", std::string("quorum")}};
-  const auto dead_letters = [&] { return side.declare_queue(h.prefix() + "._dead-letters", args); };
+  // late, or again on a new connection if the first one dropped before its ack went out.
+  const auto dead_letters = [&] {
+    return side.declare_queue(h.prefix() + "._dead-letters",
+                              rabbit::Topology::dead_letter_arguments());
+  };
   const auto nothing_leased = [&] {
     auto none = q.lease(wants("t.msg", std::chrono::milliseconds(250)));
     ASSERT_TRUE(none) << none.error().detail;
@@ -155,6 +159,21 @@ TEST(RabbitQueue, TheDatabaseDecidesWhatAMessageMeans) {
   EXPECT_EQ(dead, 2u) << "consumer: " << h.rabbit().problem();
   nothing_leased();  // and nothing more is dead-lettered: the duplicate was dropped
   EXPECT_EQ(dead_letters(), 2u);
+  // Each says why, and where it came from.
+  side.consume(h.prefix() + "._dead-letters");
+  std::map<std::string, std::map<std::string, std::string>> seen;  // body -> string headers
+  while (seen.size() < 2) {
+    auto d = side.next(std::chrono::seconds(10));
+    ASSERT_TRUE(d) << "a counted dead letter was not delivered";
+    for (const auto& [k, v] : d->headers)
+      if (const auto* s = std::get_if<std::string>(&v)) seen[d->body][k] = *s;
+    side.ack(d->tag);
+  }
+  EXPECT_EQ(seen["rm -rf /"]["x-kiln-reason"],
+            "the message names no job (a job id is j and hex digits)");
+  EXPECT_EQ(seen["j0000000000000000000000"]["x-kiln-reason"],
+            "the database has no job j0000000000000000000000");
+  for (auto& [body, headers] : seen) EXPECT_EQ(headers["x-kiln-queue"], h.prefix() + ".t.msg");
   EXPECT_EQ(q.get(e->id)->state, State::succeeded);
   EXPECT_EQ(q.get(e->id)->history.size(), 1u) << "the duplicate started another attempt";
 }

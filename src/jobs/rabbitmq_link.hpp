@@ -1,7 +1,7 @@
 // Internal to the RabbitMQ adapter (rabbitmq_queue.hpp): the topology it declares, and its two
 // connections to the broker, each on a thread of its own: the Publisher, which sends job ids
 // with publisher confirms, and the Consumer, which receives deliveries and sends the acks and
-// rejects the database's decisions call for. Both reconnect with exponential backoff and full
+// dead letters the database's decisions call for. Both reconnect with exponential backoff and full
 // jitter; neither ever blocks a caller on the broker.
 #pragma once
 
@@ -24,7 +24,13 @@ namespace kiln::jobs::rabbit {
 struct Topology {
   const RabbitQueueOptions& options;
 
+  // At most this many dead letters are kept; beyond, the oldest go (x-overflow drop-head).
+  static constexpr std::int64_t kMaxDeadLetters = 100'000;
+
   [[nodiscard]] std::string queue_of(const std::string& type) const;
+  [[nodiscard]] std::string dead_letter_queue() const;
+  // The dead-letter queue's arguments (a redeclaration must repeat them).
+  [[nodiscard]] static amqp::Arguments dead_letter_arguments();
   // The direct exchange, the dead-letter exchange and its queue.
   void declare_common(amqp::Connection& c) const;
   // A type's quorum queue (delivery limit, dead-letter exchange), bound to the exchange.
@@ -87,8 +93,11 @@ class Consumer {
   // Keeps a delivery for the next take() (not acked, not requeued: no delivery count spent).
   void put_back(Pending p);
   void ack(const Pending& p);
-  // To the dead-letter exchange.
-  void reject(const Pending& p);
+  // To the dead letters with `reason` (the header x-kiln-reason; x-kiln-queue names the queue
+  // it came from): published to the dead-letter exchange, then acked, on the consuming
+  // channel. At most once, as RabbitMQ's own dead-lettering of quorum queues: a broker crash
+  // between the two can lose the dead letter (or, before the ack, make a second one).
+  void dead_letter(const Pending& p, std::string reason);
 
   [[nodiscard]] bool connected() const { return connected_; }
   [[nodiscard]] std::string problem() const;
@@ -96,13 +105,15 @@ class Consumer {
 
  private:
   struct Op {
-    bool ack = true;  // else reject without requeue
     std::uint64_t generation = 0;
     std::uint64_t tag = 0;
+    std::optional<Pending> dead;  // a dead letter to publish before the ack
+    std::string reason;
   };
   void loop();
   void wake();
   void send(Op op);
+  void run(amqp::Connection& c, const Op& op) const;
   void lost(const std::string& error);
   std::optional<Pending> pop(const std::vector<std::string>& types);  // mu_ held
 
@@ -114,7 +125,7 @@ class Consumer {
   bool stopping_ = false;         // (mu_)
   std::set<std::string> wanted_;  // types to consume (mu_)
   std::deque<Pending> buffer_;    // deliveries not yet taken (mu_)
-  std::vector<Op> ops_;           // acks and rejects to send (mu_)
+  std::vector<Op> ops_;           // acks and dead letters to send (mu_)
   std::uint64_t generation_ = 0;  // of the current connection (mu_)
   std::string error_;             // why the broker cannot be used, if it cannot (mu_)
   bool ever_connected_ = false;   // (mu_)

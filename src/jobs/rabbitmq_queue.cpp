@@ -85,7 +85,7 @@ struct RabbitQueue::Impl {
         log::warn("jobs: a RabbitMQ message names no job; dead-lettered",
                   {{"queue", options.prefix + "." + p->delivery.routing_key},
                    {"bytes", static_cast<std::int64_t>(id.size())}});
-        consumer.reject(*p);
+        consumer.dead_letter(*p, "the message names no job (a job id is j and hex digits)");
         count("dead_lettered");
         continue;
       }
@@ -95,7 +95,7 @@ struct RabbitQueue::Impl {
           log::warn(
               "jobs: a RabbitMQ message names a job the database does not have; dead-lettered",
               {{"job", id}});
-          consumer.reject(*p);
+          consumer.dead_letter(*p, "the database has no job " + id);
           count("dead_lettered");
           continue;
         }

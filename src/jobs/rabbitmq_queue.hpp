@@ -3,13 +3,15 @@
 // it); RabbitMQ tells workers of work. A message carries a job id, nothing else, and the
 // database decides what it means: a delivery whose job is queued and ready is leased; one
 // whose job is already leased, finished, cancelled or not ready yet is acked and dropped; one
-// that names no job (malformed) is rejected to the dead-letter exchange.
+// that names no job (malformed, or a job this database does not have) goes to the dead
+// letters with the reason in its header `x-kiln-reason`.
 //
 // Topology (declared by whoever needs it first, all durable): a direct exchange `<prefix>`;
 // per job type a quorum queue `<prefix>.<type>` bound with the type as its key, with
 // `x-delivery-limit` (a message redelivered more often is dead-lettered) and
 // `x-dead-letter-exchange` `<prefix>.dlx`, a fanout to the quorum queue
-// `<prefix>._dead-letters` (kept for an operator to look at; no job is lost with it; a job
+// `<prefix>._dead-letters` (the newest 100,000 kept for an operator to look at; nothing
+// reads them and no job is lost with them: the database keeps every job; a job
 // type cannot start with `_`, so no type's queue takes its name).
 //
 // Publishing: after the database committed (enqueue, release, retry), the message is handed

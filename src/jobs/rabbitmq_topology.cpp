@@ -17,11 +17,19 @@ std::string Topology::queue_of(const std::string& type) const {
   return options.prefix + "." + type;
 }
 
+std::string Topology::dead_letter_queue() const {
+  return options.prefix + "._dead-letters";
+}
+
+amqp::Arguments Topology::dead_letter_arguments() {
+  return {{"x-queue-type", std::string("quorum")}, {"x-max-length", kMaxDeadLetters}};
+}
+
 void Topology::declare_common(amqp::Connection& c) const {
   c.declare_exchange(options.prefix, "direct");
   c.declare_exchange(options.prefix + ".dlx", "fanout");
-  c.declare_queue(options.prefix + "._dead-letters", {{"x-queue-type", std::string("quorum")}});
-  c.bind(options.prefix + "._dead-letters", options.prefix + ".dlx", "");
+  c.declare_queue(dead_letter_queue(), dead_letter_arguments());
+  c.bind(dead_letter_queue(), options.prefix + ".dlx", "");
 }
 
 void Topology::declare_type(amqp::Connection& c, const std::string& type) const {

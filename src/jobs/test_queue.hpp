@@ -4,6 +4,7 @@
 #include "jobs/database_queue.hpp"
 #include "jobs/test_harness.hpp"
 #include "store/database.hpp"
+#include "store/test_sqlite.hpp"
 
 #include <unistd.h>
 
@@ -31,17 +32,9 @@ class DatabaseHarness final : public QueueHarness {
   std::unique_ptr<DatabaseQueue> queue_;
 };
 
-// A new SQLite database file for one test, under a directory of this process's (`name`
-// tells the test binaries' directories apart).
+// A new SQLite database file for one test (removed when the test process exits).
 inline store::DatabaseOptions temp_sqlite(const std::string& name) {
-  static std::atomic<int> n{0};
-  const auto dir =
-      std::filesystem::temp_directory_path() / ("kiln-" + name + "-" + std::to_string(::getpid()));
-  std::filesystem::create_directories(dir);
-  store::DatabaseOptions o;
-  o.url = "sqlite:" + (dir / (std::to_string(++n) + ".db")).string();
-  std::filesystem::remove(dir / (std::to_string(n) + ".db"));
-  return o;
+  return store::test::temp_sqlite(name);
 }
 
 inline std::unique_ptr<QueueHarness> make_database_harness(store::DatabaseOptions o) {

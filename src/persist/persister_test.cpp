@@ -2,6 +2,7 @@
 // when, and what it leaves for the next pass. The same persister on Redis and PostgreSQL
 // through PgBouncer is exercised end to end in tests/e2e/test_persistence.py.
 #include "persist/persister.hpp"
+#include "store/test_sqlite.hpp"
 
 #include "engines/memory/memory_engine.hpp"
 #include "platform/metrics.hpp"
@@ -11,25 +12,15 @@
 #include <boost/json/parse.hpp>
 #include <set>
 
-#include <filesystem>
 #include <future>
 
 namespace kiln::persist {
 namespace {
 
-namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
 store::DatabaseOptions sqlite_options() {
-  static const fs::path dir = [] {
-    auto d = fs::temp_directory_path() / ("kiln-persist-test-" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  static int n = 0;
-  store::DatabaseOptions o;
-  o.url = "sqlite:" + (dir / ("p" + std::to_string(++n) + ".db")).string();
+  auto o = store::test::temp_sqlite("persist");
   return o;
 }
 

@@ -1,24 +1,13 @@
 // The store conformance suite on SQLite (the embedded default), plus SQLite specifics.
 #include "store/repository_conformance.hpp"
 #include "store/store_conformance.hpp"
-
-#include <filesystem>
+#include "store/test_sqlite.hpp"
 
 namespace kiln::store {
 namespace {
 
-namespace fs = std::filesystem;
-
 DatabaseOptions fresh_sqlite() {
-  static const fs::path dir = [] {
-    auto d = fs::temp_directory_path() / ("kiln-db-test-" + std::to_string(::getpid()));
-    fs::remove_all(d);
-    fs::create_directories(d);
-    return d;
-  }();
-  static int n = 0;
-  DatabaseOptions o;
-  o.url = "sqlite:" + (dir / ("t" + std::to_string(++n) + ".db")).string();
+  auto o = test::temp_sqlite("store");
   o.pool_size = 4;
   return o;
 }

@@ -57,6 +57,52 @@ std::string describe(const amqp_rpc_reply_t& r, const char* what) {
   return out + "unknown failure";
 }
 
+// An AMQP field table over `arguments` (which must outlive it).
+struct Table {
+  explicit Table(const Arguments& arguments) : entries(arguments.size()) {
+    for (std::size_t n = 0; n < arguments.size(); ++n) {
+      const auto& [key, value] = arguments[n];
+      entries[n].key = bytes(key);
+      if (const auto* i = std::get_if<std::int64_t>(&value)) {
+        entries[n].value.kind = AMQP_FIELD_KIND_I64;
+        entries[n].value.value.i64 = *i;
+      } else {
+        entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
+        entries[n].value.value.bytes = bytes(std::get<std::string>(value));
+      }
+    }
+  }
+  amqp_table_t table() { return amqp_table_t{static_cast<int>(entries.size()), entries.data()}; }
+  std::vector<amqp_table_entry_t> entries;
+};
+
+// The string-valued and integer headers of a message (others: skipped).
+Arguments headers_of(const amqp_basic_properties_t& p) {
+  Arguments out;
+  if ((p._flags & AMQP_BASIC_HEADERS_FLAG) == 0) return out;
+  for (int n = 0; n < p.headers.num_entries; ++n) {
+    const auto& e = p.headers.entries[n];
+    switch (e.value.kind) {
+      case AMQP_FIELD_KIND_UTF8:
+      case AMQP_FIELD_KIND_BYTES:
+        out.emplace_back(text(e.key), text(e.value.value.bytes));
+        break;
+      case AMQP_FIELD_KIND_I64:
+        out.emplace_back(text(e.key), e.value.value.i64);
+        break;
+      case AMQP_FIELD_KIND_U64:
+        out.emplace_back(text(e.key), static_cast<std::int64_t>(e.value.value.u64));
+        break;
+      case AMQP_FIELD_KIND_I32:
+        out.emplace_back(text(e.key), static_cast<std::int64_t>(e.value.value.i32));
+        break;
+      default:
+        break;
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string Url::redacted() const {
@@ -148,20 +194,9 @@ void Connection::declare_exchange(const std::string& name, const std::string& ty
 }
 
 std::uint32_t Connection::declare_queue(const std::string& name, const Arguments& arguments) {
-  std::vector<amqp_table_entry_t> entries(arguments.size());
-  for (std::size_t n = 0; n < arguments.size(); ++n) {
-    const auto& [key, value] = arguments[n];
-    entries[n].key = bytes(key);
-    if (const auto* i = std::get_if<std::int64_t>(&value)) {
-      entries[n].value.kind = AMQP_FIELD_KIND_I64;
-      entries[n].value.value.i64 = *i;
-    } else {
-      entries[n].value.kind = AMQP_FIELD_KIND_UTF8;
-      entries[n].value.value.bytes = bytes(std::get<std::string>(value));
-    }
-  }
-  amqp_table_t table{static_cast<int>(entries.size()), entries.data()};
-  const auto* ok = amqp_queue_declare(impl_->conn, kChannel, bytes(name), 0, 1, 0, 0, table);
+  Table table(arguments);
+  const auto* ok =
+      amqp_queue_declare(impl_->conn, kChannel, bytes(name), 0, 1, 0, 0, table.table());
   impl_->check(("queue.declare " + name).c_str());
   return ok != nullptr ? ok->message_count : 0;
 }
@@ -185,18 +220,24 @@ void Connection::confirm_select() {
 }
 
 void Connection::publish(const std::string& exchange, const std::string& key,
-                         const std::string& body, std::chrono::milliseconds timeout) {
-  publish_all(exchange, {{key, body}}, timeout);
+                         const std::string& body, std::chrono::milliseconds timeout,
+                         const Arguments& headers) {
+  publish_all(exchange, {{key, body}}, timeout, headers);
 }
 
 void Connection::publish_all(const std::string& exchange,
                              const std::vector<std::pair<std::string, std::string>>& messages,
-                             std::chrono::milliseconds timeout) {
+                             std::chrono::milliseconds timeout, const Arguments& headers) {
   auto& i = *impl_;
+  Table table(headers);
   amqp_basic_properties_t props{};
   props._flags = AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_CONTENT_TYPE_FLAG;
   props.delivery_mode = 2;  // persistent
   props.content_type = amqp_cstring_bytes("text/plain");
+  if (!headers.empty()) {
+    props._flags |= AMQP_BASIC_HEADERS_FLAG;
+    props.headers = table.table();
+  }
   for (const auto& [key, body] : messages) {
     i.status(amqp_basic_publish(i.conn, kChannel, bytes(exchange), bytes(key), 0, 0, &props,
                                 bytes(body)),
@@ -267,6 +308,7 @@ std::optional<Delivery> Connection::next(std::chrono::milliseconds timeout) {
     d.routing_key = text(env.routing_key);
     d.body = text(env.message.body);
     d.redelivered = env.redelivered != 0;
+    d.headers = headers_of(env.message.properties);
     amqp_destroy_envelope(&env);
     return d;
   }

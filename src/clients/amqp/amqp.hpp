@@ -1,8 +1,8 @@
 // An AMQP 0-9-1 client (RabbitMQ) over rabbitmq-c (librabbitmq, Debian's librabbitmq-dev):
 // one connection with one channel, blocking calls with timeouts. Only what Kiln's job queue
 // uses: declaring durable exchanges and queues (quorum queues take their x-arguments),
-// publishing persistent messages with publisher confirms, consuming with manual acks and a
-// prefetch limit, ack / reject / nack.
+// publishing persistent messages (with headers) with publisher confirms, consuming with manual acks
+// and a prefetch limit, ack / reject / nack.
 //
 // A Connection is not thread-safe: one thread owns it (rabbitmq-c's rule). Every failure is
 // an amqp::Error; `lost()` says the connection is unusable (a socket error, a timeout, the
@@ -62,6 +62,7 @@ struct Delivery {
   std::string routing_key;
   std::string body;
   bool redelivered = false;
+  Arguments headers;  // the message's string and integer headers
 };
 
 class Connection {
@@ -82,13 +83,14 @@ class Connection {
   // A persistent message; in confirm mode, returns once the broker confirmed it (it is on
   // disk on a quorum of the queue's replicas) or throws on a nack or after `timeout`.
   void publish(const std::string& exchange, const std::string& key, const std::string& body,
-               std::chrono::milliseconds timeout);
+               std::chrono::milliseconds timeout, const Arguments& headers = {});
   // Many persistent messages (routing key, body) sent back to back, then, in confirm mode,
   // their confirms awaited together (the broker may ack several at once): one round trip for
-  // the lot. Throws on a nack (naming how many were refused) or after `timeout`.
+  // the lot. Throws on a nack (naming how many were refused) or after `timeout`. `headers`
+  // go on every message.
   void publish_all(const std::string& exchange,
                    const std::vector<std::pair<std::string, std::string>>& messages,
-                   std::chrono::milliseconds timeout);
+                   std::chrono::milliseconds timeout, const Arguments& headers = {});
   // Starts consuming with manual acks; returns the consumer tag.
   std::string consume(const std::string& queue);
   // The next delivery, waiting at most `timeout` (0: only what has arrived); nullopt if none.
