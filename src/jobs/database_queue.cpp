@@ -194,15 +194,24 @@ Lease DatabaseQueue::take(sql::Connection& c, store::Job& j, const LeaseRequest&
                j.lease_expires_at};
 }
 
-Result<std::vector<Lease>> DatabaseQueue::lease_now(const LeaseRequest& r) {
+Result<std::vector<Lease>> DatabaseQueue::lease_now(
+    const LeaseRequest& r, std::optional<std::chrono::milliseconds> grace) {
   return write<std::vector<Lease>>([&](sql::Connection& c) -> Result<std::vector<Lease>> {
     const auto t = now(c);
     for (auto& j : store::jobs::lock_expired(c, t, options_.reap_batch)) reap(c, j, t);
+    std::optional<std::int64_t> announced_before;
+    if (grace) announced_before = t - grace->count();
     std::vector<Lease> out;
-    for (auto& j : store::jobs::lock_ready(c, r.types, t, r.max_jobs))
+    for (auto& j : store::jobs::lock_ready(c, r.types, t, r.max_jobs, announced_before))
       out.push_back(take(c, j, r, t));
     return out;
   });
+}
+
+Result<std::vector<Lease>> DatabaseQueue::sweep(const LeaseRequest& r,
+                                                std::chrono::milliseconds grace) {
+  if (auto bad = check(r)) return *bad;
+  return lease_now(r, grace);
 }
 
 Result<std::vector<Lease>> DatabaseQueue::lease(const LeaseRequest& r) {

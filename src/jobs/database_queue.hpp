@@ -59,6 +59,12 @@ class DatabaseQueue final : public JobQueue {
   // broker's delivery names it); nullopt when it is not (finished, leased, not ready yet,
   // another type): the database decides. not_found when there is no such job.
   Result<std::optional<Lease>> lease_job(const std::string& id, const LeaseRequest& request);
+  // What a sweep behind a message transport takes, at once (request.wait is not waited):
+  // expired leases reaped, then ready jobs as lease() takes them, except that a job a message
+  // announced (never attempted, and ready when it was enqueued) is taken only once it has
+  // been ready for `grace`: until then its message is on its way, and a sweep that took the
+  // job would leave that message to be delivered and dropped.
+  Result<std::vector<Lease>> sweep(const LeaseRequest& request, std::chrono::milliseconds grace);
 
  private:
   std::int64_t now(sql::Connection& c) const;
@@ -70,8 +76,10 @@ class DatabaseQueue final : public JobQueue {
   Result<T> read(const std::function<Result<T>(sql::Connection&)>& fn);
   // The job under this lease, locked, or lease_lost / not_found.
   Result<store::Job> current(sql::Connection& c, const LeaseRef& lease);
-  // One transaction: expired leases reaped, then ready jobs leased (no waiting).
-  Result<std::vector<Lease>> lease_now(const LeaseRequest& request);
+  // One transaction: expired leases reaped, then ready jobs leased (no waiting); with a
+  // grace, announced jobs only once ready that long (sweep()).
+  Result<std::vector<Lease>> lease_now(const LeaseRequest& request,
+                                       std::optional<std::chrono::milliseconds> grace = {});
   // The job, locked and ready, becomes leased under `request`: its row and its attempt.
   Lease take(sql::Connection& c, store::Job& j, const LeaseRequest& request, std::int64_t now);
   // Wakes leases waiting in this process (new work is ready).

@@ -10,6 +10,7 @@
 #include "jobs/rabbitmq_link.hpp"
 #include "jobs/rabbitmq_queue.hpp"
 #include "jobs/test_queue.hpp"
+#include "platform/metrics.hpp"
 
 #include <cstdlib>
 #include <map>
@@ -60,13 +61,20 @@ class RabbitHarness final : public QueueHarness {
     ro.sweep = sweep;
     ro.connect_timeout = std::chrono::seconds(2);
     ro.reconnect_cap = std::chrono::seconds(1);
-    queue_ = std::make_unique<RabbitQueue>(db_, std::move(qo), std::move(ro));
+    queue_ = std::make_unique<RabbitQueue>(db_, std::move(qo), std::move(ro), &registry_);
   }
   JobQueue& queue() override { return *queue_; }
+  // kiln_jobs_broker_deliveries_total{outcome}.
+  std::uint64_t deliveries(const std::string& outcome) {
+    return registry_.counter("kiln_jobs_broker_deliveries_total", "", {"outcome"})
+        .with({outcome})
+        .value();
+  }
   RabbitQueue& rabbit() { return *queue_; }
   const std::string& prefix() const { return prefix_; }
 
  private:
+  metrics::Registry registry_;
   store::Database db_;
   std::string prefix_;
   std::unique_ptr<RabbitQueue> queue_;
@@ -118,6 +126,28 @@ TEST(RabbitQueue, ADeliveryLeasesTheJobItNamesWithoutASweep) {
   EXPECT_EQ(got->front().ref.job, e->id);
   EXPECT_EQ(got->front().payload, R"({"n":1})");
   EXPECT_TRUE(h.rabbit().connected());
+}
+
+// Sweeps are due at every lease, yet each job is leased by its own message: a sweep leaves a
+// job its message announced to that message for a sweep interval (the harness's clock stands
+// still, so never here). A sweep that took it would leave the message to be delivered and
+// dropped later, a database transaction per job, and in front of newer jobs' messages.
+TEST(RabbitQueue, ASweepLeavesAJobToTheMessageThatAnnouncedIt) {
+  RabbitHarness h(std::chrono::milliseconds(1));
+  auto& q = h.queue();
+  consuming(h, "t.announced");
+  constexpr int kJobs = 20;
+  for (int i = 0; i < kJobs; ++i) {
+    auto e = q.enqueue(NewJob{"t.announced", "{}", "", 0, 0});
+    ASSERT_TRUE(e);
+    auto got = q.lease(wants("t.announced", std::chrono::seconds(20)));
+    ASSERT_TRUE(got) << got.error().detail;
+    ASSERT_EQ(got->size(), 1u) << "not leased within 20 s; consumer: " << h.rabbit().problem();
+    EXPECT_EQ(got->front().ref.job, e->id);
+    ASSERT_TRUE(q.complete(got->front().ref, "{}"));
+  }
+  EXPECT_EQ(h.deliveries("leased"), static_cast<std::uint64_t>(kJobs));
+  EXPECT_EQ(h.deliveries("dropped"), 0u);
 }
 
 TEST(RabbitQueue, TheDatabaseDecidesWhatAMessageMeans) {

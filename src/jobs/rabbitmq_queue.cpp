@@ -63,11 +63,11 @@ struct RabbitQueue::Impl {
           next_sweep_ms.compare_exchange_strong(due, now_ms + options.sweep.count())) {
         auto swept = r;
         swept.max_jobs = r.max_jobs - out.size();
-        swept.wait = std::chrono::milliseconds(0);
-        auto got = db.lease(swept);
+        // A job a message announced is left to its message for a sweep interval.
+        auto got = db.sweep(swept, options.sweep);
         if (!got) return out.empty() ? got : Result<std::vector<Lease>>(std::move(out));
-        // Work no message announced (a retry whose backoff ended, an expired lease, a message
-        // lost): there may be more, so the next lease sweeps again.
+        // Work no message brought (a retry whose backoff ended, an expired lease, a message
+        // lost or late): there may be more, so the next lease sweeps again.
         if (!got->empty()) next_sweep_ms.store(now_ms);
         for (auto& l : *got) out.push_back(std::move(l));
         if (out.size() >= r.max_jobs) return out;

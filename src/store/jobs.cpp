@@ -141,17 +141,21 @@ std::vector<Job> lock_expired(sql::Connection& c, std::int64_t now, std::size_t 
 }
 
 std::vector<Job> lock_ready(sql::Connection& c, const std::vector<std::string>& types,
-                            std::int64_t now, std::size_t limit) {
+                            std::int64_t now, std::size_t limit,
+                            std::optional<std::int64_t> announced_before) {
   // One query per type, each read in the index's order (jobs_ready: no sort of every queued
   // job), merged here. With several types, rows beyond `limit` stay locked until the
   // transaction ends: other workers skip them for that long.
   std::vector<Job> out;
+  const std::string announced =
+      announced_before ? "AND (attempts > 0 OR not_before > created_at OR not_before <= $4) " : "";
   for (const auto& t : types) {
-    auto some = jobs_of(c.exec(select() +
-                                   "WHERE state = 'queued' AND type = $1 AND not_before <= $2 "
-                                   "ORDER BY priority DESC, not_before, id LIMIT $3" +
-                                   std::string(skip_locked(c)),
-                               {t, now, static_cast<std::int64_t>(limit)}));
+    std::vector<sql::Value> params{t, now, static_cast<std::int64_t>(limit)};
+    if (announced_before) params.emplace_back(*announced_before);
+    auto some = jobs_of(
+        c.exec(select() + "WHERE state = 'queued' AND type = $1 AND not_before <= $2 " + announced +
+                   "ORDER BY priority DESC, not_before, id LIMIT $3" + std::string(skip_locked(c)),
+               params));
     std::move(some.begin(), some.end(), std::back_inserter(out));
   }
   std::sort(out.begin(), out.end(), [](const Job& a, const Job& b) {

@@ -82,9 +82,12 @@ std::optional<Job> find_by_key(sql::Connection& c, const std::string& type, cons
 // holds (FOR UPDATE SKIP LOCKED on PostgreSQL), oldest lease first.
 std::vector<Job> lock_expired(sql::Connection& c, std::int64_t now, std::size_t limit);
 // Queued jobs of `types` whose not-before has come, locked, skipping rows another
-// transaction holds: highest priority first, then the longest waiting, then by id.
+// transaction holds: highest priority first, then the longest waiting, then by id. With
+// `announced_before`: of the jobs never attempted and ready when enqueued (those a broker's
+// message announces), only those ready since before it (ms).
 std::vector<Job> lock_ready(sql::Connection& c, const std::vector<std::string>& types,
-                            std::int64_t now, std::size_t limit);
+                            std::int64_t now, std::size_t limit,
+                            std::optional<std::int64_t> announced_before = std::nullopt);
 // Writes every column that changes after creation.
 void update(sql::Connection& c, const Job& j);
 

@@ -25,6 +25,9 @@ export RABBITMQ_PID_FILE="$dir/rabbitmq.pid"
 export RABBITMQ_CONFIG_FILE="$dir/rabbitmq"
 export RABBITMQ_ENABLED_PLUGINS_FILE="$dir/enabled_plugins"
 export RABBITMQ_ADVANCED_CONFIG_FILE="$dir/advanced.config"
+# An Erlang VM that fails (rabbitmqctl with no node to talk to) writes erl_crash.dump to its
+# working directory unless told otherwise: DIR's, never the caller's.
+export ERL_CRASH_DUMP="$dir/erl_crash.dump"
 
 ctl() { "$bin/rabbitmqctl" -n "$RABBITMQ_NODENAME" "$@"; }
 
@@ -46,6 +49,7 @@ launch() {
 }
 
 halt() {
+  [[ -s $RABBITMQ_PID_FILE ]] || return 0  # no node here
   ctl -q stop >/dev/null 2>&1 || true
   for _ in $(seq 400); do
     pid=$(cat "$RABBITMQ_PID_FILE" 2>/dev/null || true)
