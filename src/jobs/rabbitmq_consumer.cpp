@@ -108,6 +108,14 @@ std::optional<Pending> Consumer::take(const std::vector<std::string>& types,
   return p;
 }
 
+bool Consumer::waiting(const std::vector<std::string>& types) const {
+  std::lock_guard lock(mu_);
+  return std::any_of(buffer_.begin(), buffer_.end(), [&](const Pending& p) {
+    return p.generation == generation_ &&
+           std::find(types.begin(), types.end(), p.delivery.routing_key) != types.end();
+  });
+}
+
 // A connection ended: its deliveries and acks mean nothing on the next one (the broker
 // redelivers what was not acked).
 void Consumer::lost(const std::string& error) {

@@ -90,6 +90,8 @@ class Consumer {
   // at most; nullopt if none came (or the consumer stops).
   std::optional<Pending> take(const std::vector<std::string>& types,
                               std::chrono::steady_clock::time_point until);
+  // Whether a delivery of one of `types` has arrived and waits to be taken.
+  [[nodiscard]] bool waiting(const std::vector<std::string>& types) const;
   // Keeps a delivery for the next take() (not acked, not requeued: no delivery count spent).
   void put_back(Pending p);
   void ack(const Pending& p);

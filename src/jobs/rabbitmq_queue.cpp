@@ -67,8 +67,10 @@ struct RabbitQueue::Impl {
         auto got = db.sweep(swept, options.sweep);
         if (!got) return out.empty() ? got : Result<std::vector<Lease>>(std::move(out));
         // Work no message brought (a retry whose backoff ended, an expired lease, a message
-        // lost or late): there may be more, so the next lease sweeps again.
-        if (!got->empty()) next_sweep_ms.store(now_ms);
+        // lost or late): there may be more, so the next lease sweeps again, unless messages
+        // are waiting (they bring work; a sweep beside them would take jobs whose messages
+        // then wait to be dropped, a transaction each, in front of newer jobs).
+        if (!got->empty() && !consumer.waiting(r.types)) next_sweep_ms.store(now_ms);
         for (auto& l : *got) out.push_back(std::move(l));
         if (out.size() >= r.max_jobs) return out;
       }
