@@ -20,9 +20,11 @@
 // process on a thread of its own, manual acks after the database took the job, a prefetch limit.
 // When the broker cannot be reached, calls still succeed on the database and workers find the work
 // by asking the database directly: every `sweep` interval a lease also takes ready jobs from the
-// database (which also finds jobs whose retry backoff ended and leases that expired), and again at
-// once while sweeps find work; while the consuming connection is down, leases poll the database as
-// the database adapter does. So a broker outage slows nothing but the wake-up, and loses no job.
+// database (which also finds jobs whose retry backoff ended and leases that expired; a job a
+// message announced only once it has waited a sweep interval: DatabaseQueue::sweep), and again
+// at once while sweeps find work and no delivery waits; while the consuming connection is down,
+// leases poll the database as the database adapter does. So a broker outage slows nothing but
+// the wake-up, and loses no job.
 // The connections come back with exponential backoff and full jitter.
 #pragma once
 
