@@ -77,7 +77,9 @@ class OnRabbitMq(unittest.TestCase):
                            (["--jobs-queue", "rabbitmq", "--jobs-rabbitmq-url", "http://u:s3cret@h/"],
                             "not an AMQP URL"),
                            (["--jobs-queue", "rabbitmq", "--jobs-rabbitmq-url", f"amqp://{BROKER}",
-                             "--jobs-rabbitmq-prefix", "no spaces"], "jobs.rabbitmq_prefix")]:
+                             "--jobs-rabbitmq-prefix", "no spaces"], "jobs.rabbitmq_prefix"),
+                           (["--jobs-queue", "rabbitmq", "--jobs-rabbitmq-url", f"amqp://{BROKER}",
+                             "--jobs-rabbitmq-prefix", "amq.kiln"], "RabbitMQ reserves it")]:
             with self.subTest(args=args):
                 p = run_kiln("worker", "--data-dir", "data", *args, timeout=60)
                 self.assertEqual(p.returncode, 2, p.stderr)

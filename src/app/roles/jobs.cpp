@@ -3,6 +3,7 @@
 #include "app/modules.hpp"
 #include "app/settings.hpp"
 #include "jobs/database_queue.hpp"
+#include "jobs/queue_metrics.hpp"
 #include "jobs/rabbitmq_queue.hpp"
 #include "jobs/relay.hpp"
 #include "jobs/worker.hpp"
@@ -40,14 +41,7 @@ class JobsModule final : public Module {
     relay_ = std::make_unique<jobs::OutboxRelay>(
         *node.db, *queue_, jobs::RelayOptions{node.id, std::chrono::seconds(10), 200});
     auto& reg = node.registry;
-    depth_ = &reg.gauge("kiln_jobs_queue_depth", "Jobs by type and state (queued, leased, dead).",
-                        {"type", "state"});
-    oldest_ = &reg.gauge("kiln_jobs_oldest_ready_age_seconds",
-                         "Age of the oldest job that could run now, by type.", {"type"});
-    lease_age_ = &reg.gauge("kiln_jobs_oldest_lease_age_seconds",
-                            "How long the longest-running current attempt has held its lease, "
-                            "by type.",
-                            {"type"});
+    gauges_ = std::make_unique<jobs::QueueGauges>(reg);
     relayed_ =
         &reg.counter("kiln_jobs_outbox_relayed_total", "Outbox events made into jobs.").get();
     node.health.add_check(
@@ -97,15 +91,7 @@ class JobsModule final : public Module {
       }
       if (std::chrono::steady_clock::now() < next_stats) continue;
       next_stats = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      if (auto st = queue_->stats()) {
-        for (const auto& t : *st) {
-          depth_->with({t.type, "queued"}).set(static_cast<double>(t.queued));
-          depth_->with({t.type, "leased"}).set(static_cast<double>(t.leased));
-          depth_->with({t.type, "dead"}).set(static_cast<double>(t.dead));
-          oldest_->with({t.type}).set(static_cast<double>(t.oldest_ready_age_ms) / 1000.0);
-          lease_age_->with({t.type}).set(static_cast<double>(t.oldest_lease_age_ms) / 1000.0);
-        }
-      }
+      if (auto st = queue_->stats()) gauges_->update(*st);
     }
   }
   // Finished jobs past their retention, a thousand at a time, at most ten thousand a minute
@@ -152,9 +138,7 @@ class JobsModule final : public Module {
   jobs::JobQueue* queue_;  // the node's
   std::unique_ptr<jobs::Worker> worker_;
   std::unique_ptr<jobs::OutboxRelay> relay_;
-  metrics::Family<metrics::Gauge>* depth_ = nullptr;
-  metrics::Family<metrics::Gauge>* oldest_ = nullptr;
-  metrics::Family<metrics::Gauge>* lease_age_ = nullptr;
+  std::unique_ptr<jobs::QueueGauges> gauges_;
   metrics::Counter* relayed_ = nullptr;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -184,10 +168,14 @@ jobs::RabbitQueueOptions rabbitmq_options(const config::Config& cfg) {
       ro.prefix.size() <= 100 && std::all_of(ro.prefix.begin(), ro.prefix.end(), [](char c) {
         return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '_' || c == '-';
       });
-  if (!name_ok)
+  if (!name_ok || ro.prefix.empty())
     throw StartupError(2,
                        "configuration error: jobs.rabbitmq_prefix must be 1-100 of "
                        "[A-Za-z0-9._-] (setting jobs.rabbitmq_prefix)");
+  if (ro.prefix.starts_with("amq."))
+    throw StartupError(2,
+                       "configuration error: jobs.rabbitmq_prefix must not begin with 'amq.' "
+                       "(RabbitMQ reserves it) (setting jobs.rabbitmq_prefix)");
   return ro;
 }
 

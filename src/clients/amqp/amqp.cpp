@@ -180,7 +180,12 @@ Connection::Connection(const ConnectionOptions& options) : impl_(std::make_uniqu
       i.conn, options.url.vhost.c_str(), 0, AMQP_DEFAULT_FRAME_SIZE, options.heartbeat_s,
       &properties, AMQP_SASL_METHOD_PLAIN, options.url.user.c_str(), options.url.password.c_str());
   if (login.reply_type != AMQP_RESPONSE_NORMAL)
-    throw Error(describe(login, ("login to " + where).c_str()));
+    throw Error(describe(login, ("login to " + where + " (vhost '" + options.url.vhost + "'" +
+                                 (options.url.vhost.empty()
+                                      ? ": the URL ends in '/'; the vhost '/' is no path, or '/%2F'"
+                                      : "") +
+                                 ")")
+                                    .c_str()));
   amqp_channel_open(i.conn, kChannel);
   i.check("channel.open");
 }
