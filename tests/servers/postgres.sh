@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts (or stops) the PostgreSQL servers the integration tests talk to, all on 127.0.0.1:
 #   a PostgreSQL 15 primary on $PG_PORT (default 25432),
-#   a streaming replica made with pg_basebackup -R on $PG_PORT+1 (default 25433),
+#   a streaming replica made with pg_basebackup -R (with a replication slot) on $PG_PORT+1
+#   (default 25433),
 #   PgBouncer 1.18 in transaction pooling mode on $PGB_PORT (default 26432) with two
 #   databases: `kiln` (the primary) and `kiln_ro` (the replica).
 # PostgreSQL refuses to run as root, so the servers run as the `postgres` user that the
@@ -136,7 +137,12 @@ start_server primary "$port"
 wait_up "$port" "$dir/primary.log"
 as_pg "$bin/psql" -q -h 127.0.0.1 -p "$port" -U postgres -c "CREATE DATABASE kiln" >/dev/null
 
-as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/replica" -R -X stream -c fast
+# A physical replication slot: the primary keeps the WAL the replica has not received. Without
+# it a replica cut off while tests stop the primary (and write a lot after) could find the
+# segments it needs recycled ("requested WAL segment ... has already been removed") and
+# stay behind for the rest of the run.
+as_pg "$bin/pg_basebackup" -h 127.0.0.1 -p "$port" -U postgres -D "$dir/replica" -R -X stream -c fast \
+  -C -S kiln_replica
 start_server replica "$rport"
 wait_up "$rport" "$dir/replica.log"
 
