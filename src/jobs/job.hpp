@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -57,6 +58,12 @@ inline constexpr std::size_t kMaxErrorBytes = 2000;
 
 // A job type: 1-64 of [a-z0-9._-], starting with a letter ("asset.process").
 bool valid_type(std::string_view type);
+
+// Per-type handler limits, "type=n[,type=n...]" (the setting jobs.type_concurrency; spaces
+// around items and around `=` allowed; "" is none): at most n (1..max) handlers of that type
+// at once. Errc::invalid naming the first bad item: not `type=n`, a bad type (valid_type),
+// n not a whole number in 1..max, a type named twice, an empty item.
+Result<std::map<std::string, int, std::less<>>> parse_type_limits(std::string_view text, int max);
 
 // How a type's failures are retried: at most `max_attempts` attempts in all; after a
 // retryable failure (or an expired lease) the next attempt waits a backoff with full jitter

@@ -45,6 +45,34 @@ TEST(JobTypes, LowercaseDottedNamesOnly) {
   EXPECT_FALSE(valid_type(std::string(65, 'a')));
 }
 
+TEST(TypeLimits, ParsedOrRefusedNamingTheItem) {
+  auto ok = parse_type_limits(" asset.process=2, build.windows = 1 ", 4);
+  ASSERT_TRUE(ok) << ok.error().detail;
+  EXPECT_EQ(ok->size(), 2u);
+  EXPECT_EQ(ok->at("asset.process"), 2);
+  EXPECT_EQ(ok->at("build.windows"), 1);
+  EXPECT_TRUE(parse_type_limits("", 4)->empty());
+  EXPECT_TRUE(parse_type_limits("  ", 4)->empty());
+  for (const auto& [text, says] : std::vector<std::pair<std::string, std::string>>{
+           {"asset.process", "'asset.process': not type=n"},
+           {"asset.process=0", "from 1 to 4"},
+           {"asset.process=5", "from 1 to 4"},
+           {"asset.process=+2", "from 1 to 4"},
+           {"asset.process=2x", "from 1 to 4"},
+           {"asset.process=", "from 1 to 4"},
+           {"Asset=1", "'Asset=1': a job type"},
+           {"=1", "a job type"},
+           {"a=1,a=2", "'a=2': the type is named twice"},
+           {"a=1,", "an empty item"},
+           {"a=1,,b=1", "an empty item"}}) {
+    auto got = parse_type_limits(text, 4);
+    ASSERT_FALSE(got) << text;
+    EXPECT_EQ(got.error().code, Errc::invalid) << text;
+    EXPECT_NE(got.error().detail.find(says), std::string::npos)
+        << text << ": " << got.error().detail;
+  }
+}
+
 TEST(Clip, NeverSplitsAUtf8Sequence) {
   EXPECT_EQ(clip("abc", 10), "abc");
   EXPECT_EQ(clip("abcdef", 3), "abc");

@@ -185,9 +185,14 @@ class Kiln:
                 found.extend("  " + line for line in self.lines[-12:])
                 found.append("its threads then:")
                 found.extend("  " + line for line in getattr(self, "stacks", "").splitlines())
+        report = 0  # lines of a sanitizer report still to show (its stacks say where)
         for line in self.lines:
             if SANITIZER.search(line):
                 found.append("sanitizer: " + line)
+                report = 80 if "ERROR:" in line else 0
+            elif report > 0:
+                report -= 1
+                found.append("sanitizer:   " + line)
             elif line.startswith("{"):
                 try:
                     rec = json.loads(line)

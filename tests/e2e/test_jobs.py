@@ -88,5 +88,18 @@ class OnRabbitMq(unittest.TestCase):
                 self.assertNotIn("database ready", p.stderr, "the database was opened first")
 
 
+class Settings(unittest.TestCase):
+    def test_a_bad_per_type_limit_stops_the_start(self):
+        for value, says in [("asset.process=9", "from 1 to 4"), ("asset.process", "not type=n"),
+                            ("Asset=1", "a job type")]:
+            with self.subTest(value=value):
+                p = run_kiln("worker", "--data-dir", "data", "--jobs-type-concurrency", value,
+                             timeout=60)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn("jobs.type_concurrency", p.stderr)
+                self.assertIn(says, p.stderr)
+                self.assertNotIn("database ready", p.stderr, "the database was opened first")
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -33,6 +33,9 @@ class JobsModule final : public Module {
     jobs::WorkerOptions wo;
     wo.name = node.id;
     wo.concurrency = static_cast<int>(cfg.integer("jobs.concurrency"));
+    // Checked before the node started (check_jobs_settings).
+    if (auto limits = jobs::parse_type_limits(cfg.str("jobs.type_concurrency"), wo.concurrency))
+      wo.per_type = std::move(*limits);
     wo.lease = std::chrono::milliseconds(cfg.integer("jobs.lease_ms"));
     wo.heartbeat = wo.lease / 3;
     wo.idle_poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
@@ -182,6 +185,11 @@ jobs::RabbitQueueOptions rabbitmq_options(const config::Config& cfg) {
 }  // namespace
 
 void check_jobs_settings(const config::Config& cfg) {
+  if (auto limits = jobs::parse_type_limits(cfg.str("jobs.type_concurrency"),
+                                            static_cast<int>(cfg.integer("jobs.concurrency")));
+      !limits)
+    throw StartupError(2, "configuration error: jobs.type_concurrency " + limits.error().detail +
+                              " (setting jobs.type_concurrency)");
   if (cfg.str("jobs.queue") == "rabbitmq") (void)rabbitmq_options(cfg);
 }
 
@@ -222,6 +230,10 @@ void add_jobs_settings(config::Schema& s) {
   s.add(integer("jobs.concurrency", 4, 1, 1'000,
                 "Job handlers running at once in this process (the `worker` role, and "
                 "`kiln serve`)."));
+  s.add(text("jobs.type_concurrency", "",
+             "At most this many handlers of one type at once in this process, within "
+             "jobs.concurrency: `type=n[,type=n...]` (e.g. `asset.process=2`); other types share "
+             "what is left. Empty: no per-type limit."));
   s.add(integer("jobs.lease_ms", 30'000, 1'000, 86'400'000,
                 "A worker holds a job this long between heartbeats (every third of it); a job "
                 "whose worker died runs again after it."));
@@ -248,8 +260,9 @@ void add_jobs_settings(config::Schema& s) {
   s.add(
       integer("jobs.sweep_ms", 5'000, 100, 3'600'000,
               "With jobs.queue = rabbitmq, how often a worker also takes ready jobs straight from "
-              "the database: jobs whose retry backoff ended, whose worker died, or whose message "
-              "was lost in a broker outage wait at most this long."));
+              "the database: jobs whose retry backoff ended or whose worker died wait at most this "
+              "long; a job whose message was lost in a broker outage at most twice this long (a "
+              "sweep leaves a job to its message for one interval)."));
   s.add(integer("jobs.retention_s", 7 * 86'400, 60, 10 * 365 * 86'400,
                 "Succeeded and cancelled jobs are deleted with their history this long after they "
                 "finished (an idempotency key names its job only while it is kept)."));
