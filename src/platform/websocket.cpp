@@ -176,6 +176,13 @@ asio::awaitable<void> Connection::run(Upgrade& up) {
     co_await reject(static_cast<bhttp::status>(refused->status), refused->detail);
     co_return;
   }
+  // A loop that stops before this connection ended destroys this coroutine unfinished: the
+  // handler goes then too, or the cycle handler -> WebSocket -> handler outlives the loop.
+  // on_closed is not called on that path: what it would touch may be gone already.
+  struct DropHandler {
+    std::shared_ptr<WebSocketHandler>& handler;
+    ~DropHandler() { handler.reset(); }
+  } drop{handler_};
   ws_.next_layer().expires_never();  // the websocket stream keeps its own timeouts
   websocket::stream_base::timeout timeouts;
   timeouts.handshake_timeout = o_.handshake_timeout;

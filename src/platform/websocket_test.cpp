@@ -215,5 +215,64 @@ TEST_F(WebSocketTest, RefusalsComeBeforeTheHandshakeAsProblems) {
   EXPECT_EQ(closed_.now(), 0);  // never admitted: nothing to close
 }
 
+// A node whose loop stops while a connection is still open (a drain that ran out of time)
+// destroys that connection's coroutine unfinished: the handler must go with it. It holds the
+// WebSocket (as a handler may until on_closed), which holds the handler: left alone that
+// cycle outlives the loop (LeakSanitizer found it in e2e_failover's rolling restart).
+TEST(WebSocketLifetime, AHandlerDoesNotOutliveTheLoopOfAnUnfinishedConnection) {
+  ClosedCount closed;
+  std::weak_ptr<Echo> made;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool opened = false;
+  class Opening final : public WebSocketHandler {
+   public:
+    Opening(std::shared_ptr<Echo> echo, std::function<void()> opened)
+        : echo_(std::move(echo)), opened_(std::move(opened)) {}
+    std::optional<WebSocketRefusal> admit(const Request& h) override { return echo_->admit(h); }
+    void on_open(std::shared_ptr<WebSocket> s) override {
+      echo_->on_open(std::move(s));
+      opened_();
+    }
+    void on_message(std::string_view d, bool b) override { echo_->on_message(d, b); }
+    void on_closed() override { echo_->on_closed(); }
+
+   private:
+    std::shared_ptr<Echo> echo_;
+    std::function<void()> opened_;
+  };
+  auto runtime = std::make_unique<Runtime>(1);
+  metrics::Registry registry;
+  auto server = std::make_unique<Server>(*runtime, LoopbackServer::any_port(), Router{}, registry);
+  WebSocketOptions o;
+  o.subprotocol = "echo.v1";
+  server->add_upgrade("/ws", websocket_endpoint(o, [&] {
+                        auto echo = std::make_shared<Echo>(closed);
+                        made = echo;
+                        return std::make_shared<Opening>(echo, [&] {
+                          std::lock_guard lock(mu);
+                          opened = true;
+                          cv.notify_all();
+                        });
+                      }));
+  server->start();
+  std::thread loop([&] { runtime->run(); });
+  const int fd = connect_loopback(server->port());
+  send_all(fd,
+           "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Protocol: echo.v1\r\n\r\n");
+  {
+    std::unique_lock lock(mu);
+    ASSERT_TRUE(cv.wait_for(lock, std::chrono::seconds(20), [&] { return opened; }));
+  }
+  runtime->stop();  // the connection is open, its read pending
+  loop.join();
+  server.reset();
+  runtime.reset();  // destroys what never ran, the connection's coroutine among it
+  EXPECT_TRUE(made.expired()) << "the handler outlived the loop (a shared_ptr cycle)";
+  ::close(fd);
+}
+
 }  // namespace
 }  // namespace kiln::http
