@@ -1,5 +1,5 @@
 // The queue's gauges, what an autoscaler (KEDA's Prometheus scaler) and alerts read, from
-// JobQueue::stats() (docs/operations.md):
+// JobQueue::stats() (docs/jobs.md):
 //   kiln_jobs_queue_depth{type,state}            jobs queued, leased and dead
 //   kiln_jobs_oldest_ready_age_seconds{type}     the oldest job that could run now
 //   kiln_jobs_oldest_lease_age_seconds{type}     the longest-held current lease
