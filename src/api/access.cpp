@@ -112,15 +112,20 @@ std::string Api::Impl::key_of(const Principal& who) {
   return who.service ? std::string("service") : "u:" + who.user;
 }
 
-// The caller's role in the project, or 404 (a project they cannot see does not exist).
+// The caller's role in the project, or 404 (a project they cannot see does not exist). A
+// change (any method but GET and HEAD) is decided on the state as of now: its check reads at
+// the primary's current position, so that a grant or a removal made by someone else and not
+// yet replayed by a lagging replica counts (a removed member cannot change anything during
+// the lag; a member just made owner can act at once).
 Checked<std::string> Api::Impl::role_in(const Principal& who, const std::string& project,
                                         const Request& req) {
   if (!valid_id(project)) return not_found();
+  const auto at = req.method == "GET" || req.method == "HEAD" ? after(who, req) : store.position();
   if (who.service) {
-    if (!projects.get_project(project, after(who, req))) return not_found();
+    if (!projects.get_project(project, at)) return not_found();
     return std::string("owner");
   }
-  auto role = projects.member_role(project, who.user, after(who, req));
+  auto role = projects.member_role(project, who.user, at);
   if (role.empty()) return not_found();
   return role;
 }

@@ -711,6 +711,32 @@ class OnPostgres(ApiSuite, unittest.TestCase):
             waited = [c.result() for c in calls if c.result() is not refused]
         self.assertEqual([w[0] for w in waited], [200], "the other request waited for the thread")
 
+    def test_changes_are_decided_on_the_primary_while_the_replica_lags(self):
+        ann, bob, cy = self.mint("ann"), self.mint("bob"), self.mint("cy")
+        pid = self.new_project(ann, "acl-" + uuid.uuid4().hex[:6])
+        self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/cy", ann, {"role": "editor"})[0], 200)
+
+        def replica_has_cy():
+            try:
+                return psql(self.db, f"SELECT count(*) FROM members WHERE project_id = '{pid}' "
+                                     "AND user_id = 'cy'", hostport=PG[2]) == "1"
+            except AssertionError:  # the replica has not replayed CREATE DATABASE yet
+                return False
+        wait_until(replica_has_cy, "the replica to have cy's membership")
+        psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
+        wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()",
+                                hostport=PG[2]) == "paused", "the replica's replay to pause")
+        try:
+            # Granted by someone else, not yet on the replica: bob can act on it at once.
+            self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "owner"})[0], 200)
+            self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/ann", bob, {"role": "editor"})[0], 200)
+            # Removed by someone else, still a member on the replica: cy can change nothing.
+            self.assertEqual(self.call("DELETE", f"/v1/projects/{pid}/members/cy", bob)[0], 204)
+            self.assert_problem(self.call("POST", f"/v1/projects/{pid}/scenes", cy, {"name": "late"}),
+                                404, "not-found")
+        finally:
+            psql("postgres", "SELECT pg_wal_replay_resume()", hostport=PG[2])
+
     def test_reads_of_your_own_writes_while_the_replica_lags(self):
         ann = self.mint("ann")
         pid = self.new_project(ann, "ryw-" + uuid.uuid4().hex[:6])
