@@ -637,6 +637,20 @@ class OnPostgres(ApiSuite, unittest.TestCase):
         gws[0].peers = gws[1:]
         return api, gws[0]
 
+    def pause_the_replica_once(self, sql, what):
+        """Waits until the replica answers `sql` (a count) with 1, then pauses its replay until
+        the test ends (a pause is only requested at first: waits until it is in effect)."""
+        def replica_has_it():
+            try:
+                return psql(self.db, sql, hostport=PG[2]) == "1"
+            except AssertionError:  # the replica has not replayed CREATE DATABASE yet
+                return False
+        wait_until(replica_has_it, what)
+        psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
+        self.addCleanup(psql, "postgres", "SELECT pg_wal_replay_resume()", hostport=PG[2])
+        wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()",
+                                hostport=PG[2]) == "paused", "the replica's replay to pause")
+
     def api_without_bus(self):
         # An API node whose access bus reaches no gateway (another Redis prefix): the changes
         # it makes are announced to nobody, as when the bus is down.
@@ -715,64 +729,40 @@ class OnPostgres(ApiSuite, unittest.TestCase):
         ann, bob, cy = self.mint("ann"), self.mint("bob"), self.mint("cy")
         pid = self.new_project(ann, "acl-" + uuid.uuid4().hex[:6])
         self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/cy", ann, {"role": "editor"})[0], 200)
-
-        def replica_has_cy():
-            try:
-                return psql(self.db, f"SELECT count(*) FROM members WHERE project_id = '{pid}' "
-                                     "AND user_id = 'cy'", hostport=PG[2]) == "1"
-            except AssertionError:  # the replica has not replayed CREATE DATABASE yet
-                return False
-        wait_until(replica_has_cy, "the replica to have cy's membership")
-        psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
-        wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()",
-                                hostport=PG[2]) == "paused", "the replica's replay to pause")
-        try:
-            # Granted by someone else, not yet on the replica: bob can act on it at once.
-            self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "owner"})[0], 200)
-            self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/ann", bob, {"role": "editor"})[0], 200)
-            # Removed by someone else, still a member on the replica: cy can change nothing.
-            self.assertEqual(self.call("DELETE", f"/v1/projects/{pid}/members/cy", bob)[0], 204)
-            self.assert_problem(self.call("POST", f"/v1/projects/{pid}/scenes", cy, {"name": "late"}),
-                                404, "not-found")
-        finally:
-            psql("postgres", "SELECT pg_wal_replay_resume()", hostport=PG[2])
+        self.pause_the_replica_once(f"SELECT count(*) FROM members WHERE project_id = '{pid}' AND user_id = 'cy'",
+                                    "the replica to have cy's membership")
+        # Granted by someone else, not yet on the replica: bob can act on it at once.
+        self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/bob", ann, {"role": "owner"})[0], 200)
+        self.assertEqual(self.call("PUT", f"/v1/projects/{pid}/members/ann", bob, {"role": "editor"})[0], 200)
+        # Removed by someone else, still a member on the replica: cy can change nothing.
+        self.assertEqual(self.call("DELETE", f"/v1/projects/{pid}/members/cy", bob)[0], 204)
+        self.assert_problem(self.call("POST", f"/v1/projects/{pid}/scenes", cy, {"name": "late"}),
+                            404, "not-found")
 
     def test_reads_of_your_own_writes_while_the_replica_lags(self):
         ann = self.mint("ann")
         pid = self.new_project(ann, "ryw-" + uuid.uuid4().hex[:6])
-        # The replica has the project, then its replay stops (a pause is only requested at
-        # first: wait until it is in effect).
-        def replica_has_it():
-            try:
-                return psql(self.db, f"SELECT count(*) FROM projects WHERE id = '{pid}'", hostport=PG[2]) == "1"
-            except AssertionError:  # the replica has not replayed CREATE DATABASE yet
-                return False
-        wait_until(replica_has_it, "the replica to have the project")
-        psql("postgres", "SELECT pg_wal_replay_pause()", hostport=PG[2])
-        wait_until(lambda: psql("postgres", "SELECT pg_get_wal_replay_pause_state()",
-                                hostport=PG[2]) == "paused", "the replica's replay to pause")
+        self.pause_the_replica_once(f"SELECT count(*) FROM projects WHERE id = '{pid}'",
+                                    "the replica to have the project")
+        status, hd, doc = self.call("PATCH", f"/v1/projects/{pid}", ann, {"name": "Fresh"})
+        self.assertEqual(status, 200)
+        self.assertIn("kiln-after", hd)
+        # The same user reads it back: the replica lags, so the primary answers.
+        self.assertEqual(self.call("GET", f"/v1/projects/{pid}", ann)[2]["name"], "Fresh")
+        # A client moving to another API node carries the position in Kiln-After.
+        other, other_gw = self.start()
+        self.addCleanup(lambda: [g.stop() for g in [other_gw, *other_gw.peers]])
         try:
-            status, hd, doc = self.call("PATCH", f"/v1/projects/{pid}", ann, {"name": "Fresh"})
-            self.assertEqual(status, 200)
-            self.assertIn("kiln-after", hd)
-            # The same user reads it back: the replica lags, so the primary answers.
-            self.assertEqual(self.call("GET", f"/v1/projects/{pid}", ann)[2]["name"], "Fresh")
-            # A client moving to another API node carries the position in Kiln-After.
-            other, other_gw = self.start()
-            self.addCleanup(lambda: [g.stop() for g in [other_gw, *other_gw.peers]])
-            try:
-                got = self.call("GET", f"/v1/projects/{pid}", ann, node=other,
-                                headers={"Kiln-After": hd["kiln-after"]})
-                self.assertEqual(got[2]["name"], "Fresh")
-                stale = self.call("GET", f"/v1/projects/{pid}", ann, node=other)
-                self.assertEqual(stale[2]["name"], "Project", "without it, the lagging replica answers")
-                for junk in ("ABC", "0/0/0", "G/1", "1/" + "F" * 9, "';--"):
-                    got = self.call("GET", f"/v1/projects/{pid}", ann, node=other, headers={"Kiln-After": junk})
-                    self.assertEqual(got[0], 200, (junk, got[2]))  # ignored, not a 500
-            finally:
-                other.stop()
+            got = self.call("GET", f"/v1/projects/{pid}", ann, node=other,
+                            headers={"Kiln-After": hd["kiln-after"]})
+            self.assertEqual(got[2]["name"], "Fresh")
+            stale = self.call("GET", f"/v1/projects/{pid}", ann, node=other)
+            self.assertEqual(stale[2]["name"], "Project", "without it, the lagging replica answers")
+            for junk in ("ABC", "0/0/0", "G/1", "1/" + "F" * 9, "';--"):
+                got = self.call("GET", f"/v1/projects/{pid}", ann, node=other, headers={"Kiln-After": junk})
+                self.assertEqual(got[0], 200, (junk, got[2]))  # ignored, not a 500
         finally:
-            psql("postgres", "SELECT pg_wal_replay_resume()", hostport=PG[2])
+            other.stop()
 
 
 if __name__ == "__main__":
