@@ -85,7 +85,7 @@ struct RabbitQueue::Impl {
       const auto& id = p->delivery.body;
       if (!looks_like_job_id(id)) {
         log::warn("jobs: a RabbitMQ message names no job; dead-lettered",
-                  {{"queue", options.prefix + "." + p->delivery.routing_key},
+                  {{"queue", rabbit::Topology{options}.queue_of(p->delivery.routing_key)},
                    {"bytes", static_cast<std::int64_t>(id.size())}});
         consumer.dead_letter(*p, "the message names no job (a job id is j and hex digits)");
         count("dead_lettered");
