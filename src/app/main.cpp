@@ -1,6 +1,7 @@
 // `kiln`: one binary, many roles. Parses the command line, layers the configuration
 // (defaults < YAML file < KILN_* environment < flags) and starts the role asked for.
 #include "app/cli_help.hpp"
+#include "app/convert_cli.hpp"
 #include "app/database.hpp"
 #include "app/download_cli.hpp"
 #include "app/node.hpp"
@@ -135,6 +136,8 @@ int main(int argc, char** argv) {
   download_cmd->add_option("-o,--output", down.output, "The file (default: the asset's name)");
   download_cmd->add_flag("--force", down.force, "Replace an existing file");
   download_cmd->callback([&] { command = "download"; });
+  kiln::app::ConvertArgs conv;
+  kiln::app::add_convert_command(app, conv, command);
   auto* config_cmd = app.add_subcommand("config", "Inspect configuration");
   config_cmd->require_subcommand(1);
   config_cmd->add_subcommand("show", "Print the effective configuration (secrets redacted)")
@@ -190,6 +193,7 @@ int main(int argc, char** argv) {
     up.progress = !up_no_progress;
     return kiln::app::run_upload(up);
   }
+  if (command == "convert") return kiln::app::run_convert(conv);
   if (command == "download") {
     if (down.token.empty()) {
       if (const char* t = std::getenv("KILN_TOKEN")) down.token = t;

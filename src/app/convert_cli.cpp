@@ -1,0 +1,95 @@
+#include "app/convert_cli.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+
+namespace kiln::app {
+
+namespace pl = assets::pipeline;
+
+void add_convert_command(CLI::App& app, ConvertArgs& a, std::string& command) {
+  auto* cmd = app.add_subcommand(
+      "convert",
+      "Make an asset's levels from a model file (glTF, GLB, FBX, OBJ, DAE, PLY, STL, ...): "
+      "one GLB per level and manifest.json in --out, as a worker does after an upload");
+  auto& r = a.request;
+  cmd->add_option("file", r.input, "The model file")->required()->check(CLI::ExistingFile);
+  cmd->add_option("-o,--out", r.out_dir, "The directory for lod<N>.glb and manifest.json")
+      ->required();
+  cmd->add_option("--name", r.file_name, "The name the format is guessed from (default: FILE's)");
+  cmd->add_option("--lod-ratio", r.lod.ratio,
+                  "Each level's share of the previous level's triangles")
+      ->check(CLI::Range(0.05, 0.95));
+  cmd->add_option("--lod-min-triangles", r.lod.min_triangles, "No level aims below this many")
+      ->check(CLI::Range(1, 100'000'000));
+  cmd->add_option("--lod-max-levels", r.lod.max_levels, "Levels at most, the original included")
+      ->check(CLI::Range(1, 16));
+  cmd->add_option("--max-triangles", r.model_limits.max_triangles, "Refuse models with more")
+      ->check(CLI::Range(1, 1'000'000'000));
+  cmd->add_option("--max-texture-pixels", r.model_limits.max_texture_pixels,
+                  "Refuse images with more pixels (from their headers)")
+      ->check(CLI::Range(1, 1'000'000'000));
+  cmd->add_option("--cpu-seconds", a.cpu_seconds, "CPU time the import may use")
+      ->check(CLI::Range(1, 86'400));
+  cmd->add_option("--memory-bytes", r.limits.memory_bytes, "Address space the import may use")
+      ->check(CLI::Range(std::uint64_t{64} << 20, std::uint64_t{1} << 40));
+  cmd->add_option("--wall-seconds", a.wall_seconds, "Wall-clock time before it is stopped")
+      ->check(CLI::Range(1, 86'400));
+  cmd->add_flag("--json", a.json, "Print the manifest (JSON) instead of a summary");
+  cmd->add_flag("--child", a.child, "Run in this process (the isolated child's side)")->group("");
+  cmd->callback([&] { command = "convert"; });
+}
+
+int run_convert(ConvertArgs& a) {
+  auto& r = a.request;
+  if (r.file_name.empty()) r.file_name = std::filesystem::path(r.input).filename().string();
+  r.limits.cpu = std::chrono::seconds(a.cpu_seconds);
+  r.limits.wall = std::chrono::seconds(a.wall_seconds);
+  if (a.child) return pl::convert_child(r);
+
+  std::error_code ec;
+  std::filesystem::create_directories(r.out_dir, ec);
+  if (ec) {
+    std::fprintf(stderr, "kiln convert: cannot create %s: %s\n", r.out_dir.c_str(),
+                 ec.message().c_str());
+    return 1;
+  }
+  r.executable = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) {
+    std::fprintf(stderr, "kiln convert: cannot find its own executable: %s\n",
+                 ec.message().c_str());
+    return 1;
+  }
+  const bool tty = isatty(fileno(stderr)) != 0;
+  auto manifest = pl::convert_in_child(r, [&](std::string_view stage, int percent) {
+    if (tty)
+      std::fprintf(stderr, "\r%-8.*s %3d%%", static_cast<int>(stage.size()), stage.data(), percent);
+  });
+  if (tty) std::fputs("\r              \r", stderr);
+  if (!manifest) {
+    std::fprintf(stderr, "kiln convert: %s: %s (%s)\n", r.input.c_str(),
+                 manifest.error().detail.c_str(), pl::to_string(manifest.error().code));
+    return 3;
+  }
+  if (a.json) {
+    std::cout << boost::json::serialize(*manifest) << '\n';
+    return 0;
+  }
+  for (const auto& l : manifest->at("levels").as_array()) {
+    const auto& o = l.as_object();
+    std::printf("%s  %10lld triangles  error %-12.6g %10lld bytes\n",
+                std::string(o.at("file").as_string()).c_str(),
+                static_cast<long long>(o.at("triangles").to_number<std::int64_t>()),
+                o.at("error").to_number<double>(),
+                static_cast<long long>(o.at("bytes").to_number<std::int64_t>()));
+  }
+  for (const auto& w : manifest->at("warnings").as_array())
+    std::printf("warning: %s\n", std::string(w.as_string()).c_str());
+  return 0;
+}
+
+}  // namespace kiln::app

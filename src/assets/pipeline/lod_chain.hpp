@@ -1,0 +1,48 @@
+// The LOD chain: levels of a model at decreasing triangle counts, with meshoptimizer
+// (Debian's 0.18). Work shared across levels is done once: one vertex remap (identical
+// vertices welded over position, normal and UV), one vertex-cache-optimised index buffer
+// that every level simplifies from (each level from the full mesh, so errors do not
+// accumulate level over level). Each level is then optimised for the vertex cache, for
+// overdraw and for vertex fetch, and carries its own compacted vertices.
+//
+// A level's `error` is meshoptimizer's deviation bound (meshopt_simplify's result_error,
+// relative to the mesh extent) times meshopt_simplifyScale: in model units, the largest
+// distance the level's surface moved from the original's, what 3D Tiles calls its geometric
+// error. Errors are non-decreasing from level 0 (the original, error 0). When topology
+// stops meshopt_simplify far above a level's target, meshopt_simplifySloppy is used for that
+// primitive (a larger error, measured the same way).
+#pragma once
+
+#include "assets/pipeline/model.hpp"
+
+#include <array>
+#include <span>
+
+namespace kiln::assets::pipeline {
+
+struct LodOptions {
+  double ratio = 0.5;                 // each level aims at this share of the previous one's
+  std::uint64_t min_triangles = 500;  // the floor: no level aims below it
+  int max_levels = 8;                 // level 0 included
+};
+
+struct Sphere {
+  std::array<float, 3> center{0, 0, 0};
+  float radius = 0;
+};
+
+struct Level {
+  std::vector<Primitive> primitives;  // materials index the source model's
+  std::uint64_t triangles = 0;
+  double error = 0;  // model units
+  Box box;
+  Sphere sphere;  // around the box's center, holding every vertex
+};
+
+// Levels finest first; level 0 holds every triangle of `m` (validated: validate()).
+std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options);
+
+// The box and the bounding sphere of the primitives' positions.
+void compute_bounds(std::span<const Primitive> primitives, Box& box, Sphere& sphere);
+
+}  // namespace kiln::assets::pipeline
