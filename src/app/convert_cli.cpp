@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 namespace kiln::app {
@@ -75,8 +76,9 @@ int run_convert(ConvertArgs& a) {
                  manifest.error().detail.c_str(), pl::to_string(manifest.error().code));
     return 3;
   }
-  if (a.json) {
-    std::cout << boost::json::serialize(*manifest) << '\n';
+  if (a.json) {  // as the child wrote it (a parse and print could move a float's last digit)
+    std::ifstream in(r.out_dir + "/manifest.json");
+    std::cout << in.rdbuf() << '\n';
     return 0;
   }
   for (const auto& l : manifest->at("levels").as_array()) {

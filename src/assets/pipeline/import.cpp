@@ -32,8 +32,30 @@ Format detect_format(std::span<const std::uint8_t> b) {
   return Format::other;
 }
 
+namespace {
+// Names and warnings as valid UTF-8 (they end up in JSON: the GLB's and the manifest).
+Result<Model> clean(Result<Model> r) {
+  if (!r) {
+    r.error().detail = valid_utf8(r.error().detail);
+    return r;
+  }
+  for (auto& m : r->materials) m.name = valid_utf8(m.name);
+  for (auto& i : r->images) i.name = valid_utf8(i.name);
+  for (auto& w : r->warnings) w = valid_utf8(w);
+  return r;
+}
+Result<Model> import_any(std::span<const std::uint8_t> bytes, std::string_view file_name,
+                         const Limits& limits);
+}  // namespace
+
 Result<Model> import_model(std::span<const std::uint8_t> bytes, std::string_view file_name,
                            const Limits& limits) {
+  return clean(import_any(bytes, file_name, limits));
+}
+
+namespace {
+Result<Model> import_any(std::span<const std::uint8_t> bytes, std::string_view file_name,
+                         const Limits& limits) {
   const std::string ext = extension_of(file_name);
   const Format f = detect_format(bytes);
   if (f == Format::glb || f == Format::gltf) return import_gltf(bytes, limits);
@@ -46,5 +68,6 @@ Result<Model> import_model(std::span<const std::uint8_t> bytes, std::string_view
                  ".obj, .dae, .ply, .stl, ...)"};
   return import_assimp(bytes, ext, limits);
 }
+}  // namespace
 
 }  // namespace kiln::assets::pipeline

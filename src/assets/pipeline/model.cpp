@@ -1,5 +1,7 @@
 #include "assets/pipeline/model.hpp"
 
+#include "platform/utf8.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -56,6 +58,21 @@ Box Model::bounds() const {
     }
   }
   return b;
+}
+
+std::string valid_utf8(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size();) {
+    const std::size_t start = i;
+    if (utf8::decode(s, i)) {
+      out.append(s.substr(start, i - start));
+    } else {
+      out += "\xEF\xBF\xBD";
+      ++i;
+    }
+  }
+  return out;
 }
 
 Result<void> validate(const Model& m, const Limits& limits) {

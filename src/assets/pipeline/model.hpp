@@ -84,6 +84,10 @@ struct Model {
   Box bounds() const;  // of every position; zero box when there is none
 };
 
+// `s` with every byte that is not part of UTF-8 (RFC 3629) replaced by U+FFFD: names and
+// messages from files in other encodings (Latin-1 material names) become valid JSON text.
+std::string valid_utf8(std::string_view s);
+
 // Checks what every stage relies on: indices in range, positions finite, attribute arrays
 // of one vertex count, the limits. Importers call it last; it names the first fault.
 Result<void> validate(const Model& m, const Limits& limits);

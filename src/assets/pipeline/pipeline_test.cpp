@@ -363,3 +363,15 @@ TEST(PipelineConvert, TheManifestDescribesEveryLevel) {
 }
 
 }  // namespace
+
+namespace {
+TEST(PipelineImport, NamesInOtherEncodingsBecomeValidUtf8) {
+  // A Latin-1 material name ("Holz" with an e-acute, 0xE9): the GLB's JSON must be UTF-8.
+  const std::string obj = "mtllib x.mtl\nusemtl Holz\xE9\nv 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n";
+  auto m = pl::import_model(bytes_of(obj), "model.obj", {});
+  ASSERT_TRUE(m) << m.error().detail;
+  for (const auto& mat : m->materials) EXPECT_EQ(pl::valid_utf8(mat.name), mat.name);
+  EXPECT_EQ(pl::valid_utf8("Holz\xE9"), "Holz\xEF\xBF\xBD");
+  EXPECT_EQ(pl::valid_utf8("caf\xC3\xA9"), "caf\xC3\xA9");
+}
+}  // namespace

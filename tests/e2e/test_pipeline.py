@@ -1,0 +1,162 @@
+"""End-to-end: the asset pipeline through `kiln convert` (the child process with its limits,
+the real importers), every GLB checked by Khronos' glTF-Validator (npm gltf-validator), and
+every model of Debian's assimp-testmodels, malformed ones included, ending in levels or a
+clear error."""
+import json
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+from harness import needs, run_kiln
+
+NPM = os.environ.get("KILN_NPM_DIR", "")
+MODELS = pathlib.Path("/usr/share/assimp/models")
+HERE = pathlib.Path(__file__).resolve().parent
+SANITIZED = os.environ.get("KILN_SANITIZED") == "1"
+# What `kiln convert` may say when it refuses a file (assets/pipeline/model.hpp's Errc);
+# `internal` (our own fault) is not among them.
+REFUSALS = {"unsupported", "malformed", "too_large", "empty", "limits", "crashed"}
+# The formats the issue names (and OFF, whose malformed sample claims absurd counts).
+SWEPT = {".gltf", ".glb", ".fbx", ".obj", ".dae", ".ply", ".stl", ".off", ".3ds", ".x"}
+
+
+def validate(files):
+    """glTF-Validator's report per file: {path: {"errors", "warnings", "messages"}}."""
+    if not files:
+        return {}
+    env = dict(os.environ, NODE_PATH=os.path.join(NPM, "node_modules"))
+    r = subprocess.run(["node", str(HERE / "gltf_validate.cjs"), *map(str, files)],
+                       capture_output=True, text=True, env=env, timeout=600)
+    if r.returncode != 0:
+        raise AssertionError("gltf-validator failed: " + r.stderr[-2000:])
+    return {j["file"]: j for j in map(json.loads, r.stdout.splitlines())}
+
+
+def obj_grid(path, n):
+    """An OBJ height field of 2 * n * n triangles (a wavy surface: it has something to lose)."""
+    with open(path, "w") as f:
+        for y in range(n + 1):
+            for x in range(n + 1):
+                f.write(f"v {x} {y} {((x * 7919 + y * 104729) % 1000) / 1000.0:.3f}\n")
+        for y in range(n):
+            for x in range(n):
+                a = y * (n + 1) + x + 1
+                b = a + n + 1
+                f.write(f"f {a} {b} {a + 1}\nf {a + 1} {b} {b + 1}\n")
+
+
+@needs(MODELS.is_dir(), "missing: Debian's assimp-testmodels (scripts/packages-test.txt)")
+@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
+class Convert(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="kiln-e2e-pipeline-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def convert(self, source, *args, name=None):
+        out = os.path.join(self.tmp, name or pathlib.Path(source).name + ".out")
+        r = run_kiln("convert", str(source), "--out", out, "--json", *args, timeout=300)
+        return r, out
+
+    def test_the_formats_artists_upload_become_valid_levels(self):
+        grid = os.path.join(self.tmp, "terrain.obj")
+        obj_grid(grid, 160)  # 51,200 triangles
+        sources = [MODELS / "FBX/spider.fbx", MODELS / "OBJ/spider.obj", MODELS / "Collada/duck.dae",
+                   MODELS / "PLY/cube.ply", MODELS / "STL/Spider_ascii.stl",
+                   MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb", grid]
+        glbs = []
+        for src in sources:
+            with self.subTest(src=str(src)):
+                r, out = self.convert(src, "--lod-min-triangles", "100")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                manifest = json.loads(r.stdout)
+                self.assertEqual(manifest, json.loads(pathlib.Path(out, "manifest.json").read_text()))
+                levels = manifest["levels"]
+                self.assertGreaterEqual(len(levels), 1)
+                self.assertEqual(levels[0]["error"], 0)
+                self.assertEqual(levels[0]["triangles"], manifest["source"]["triangles"])
+                for a, b in zip(levels, levels[1:]):
+                    self.assertLess(b["triangles"], a["triangles"])
+                    self.assertGreaterEqual(b["error"], a["error"])
+                for lv in levels:
+                    path = os.path.join(out, lv["file"])
+                    self.assertEqual(os.path.getsize(path), lv["bytes"])
+                    glbs.append(path)
+        r, _ = self.convert(grid, name="grid-default")
+        self.assertGreaterEqual(len(json.loads(r.stdout)["levels"]), 5, "51k triangles, floor 500")
+        reports = validate(glbs)
+        bad = {f: rep["messages"] for f, rep in reports.items() if rep["errors"]}
+        self.assertEqual(bad, {}, "glTF-Validator errors")
+        self.assertEqual(len(reports), len(glbs))
+
+    def test_every_test_model_ends_in_levels_or_a_clear_error(self):
+        files = sorted(p for p in MODELS.rglob("*")
+                       if p.is_file() and (p.suffix.lower() in SWEPT or p.parent.name == "invalid"))
+        self.assertGreater(len(files), 100)
+        made, refused, glbs = 0, {}, []
+        for i, src in enumerate(files):
+            r, out = self.convert(src, "--wall-seconds", "120", name=f"m{i}")
+            if r.returncode == 0:
+                made += 1
+                manifest = json.loads(r.stdout)
+                glbs += [os.path.join(out, lv["file"]) for lv in manifest["levels"]]
+                continue
+            self.assertEqual(r.returncode, 3, f"{src}: {r.stderr}")
+            m = re.search(r"\((\w+)\)\n$", r.stderr)
+            self.assertTrue(m, f"{src}: no reason code: {r.stderr!r}")
+            self.assertIn(m.group(1), REFUSALS, f"{src}: {r.stderr}")
+            self.assertNotIn("\n", r.stderr.rstrip("\n"), "one line")
+            refused[str(src)] = m.group(1)
+        print(f"\n{made} of {len(files)} converted; refused: "
+              + json.dumps(sorted(set(refused.values()))))
+        self.assertGreater(made, len(files) // 2)
+        self.assertIn(str(MODELS / "invalid/OutOfMemory.off"), refused)
+        reports = validate(glbs)
+        bad = {f: rep["messages"] for f, rep in reports.items() if rep["errors"]}
+        self.assertEqual(bad, {}, "glTF-Validator errors")
+
+    def test_a_model_past_the_cpu_limit_is_stopped_with_a_reason(self):
+        big = os.path.join(self.tmp, "big.obj")
+        obj_grid(big, 700)  # 980,000 triangles: seconds of work
+        r, _ = self.convert(big, "--cpu-seconds", "1")
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("CPU time", r.stderr)
+        self.assertTrue(r.stderr.rstrip().endswith("(limits)"), r.stderr)
+
+    @unittest.skipIf(SANITIZED, "AddressSanitizer reserves the address space a limit would cap")
+    def test_a_model_past_the_memory_limit_is_stopped_with_a_reason(self):
+        big = os.path.join(self.tmp, "big.obj")
+        obj_grid(big, 700)
+        r, _ = self.convert(big, "--memory-bytes", str(64 << 20))
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertTrue(r.stderr.rstrip().endswith("(limits)"), r.stderr)
+
+    def test_hostile_glb_ends_in_a_clear_error_and_writes_nothing(self):
+        good, out = self.convert(MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb")
+        self.assertEqual(good.returncode, 0, good.stderr)
+        data = (MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb").read_bytes()
+        cut = os.path.join(self.tmp, "cut.glb")
+        pathlib.Path(cut).write_bytes(data[: len(data) // 2])
+        r, out = self.convert(cut)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("(malformed)", r.stderr)
+        self.assertEqual(os.listdir(out), [], "no level and no manifest for a refused file")
+        bogus = os.path.join(self.tmp, "fake.glb")
+        pathlib.Path(bogus).write_bytes(b"solid x\nendsolid x\n")
+        r, _ = self.convert(bogus)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("is not glTF", r.stderr)
+
+    def test_bad_arguments_exit_2(self):
+        for args in (["convert", "/nonexistent.glb", "--out", self.tmp],
+                     ["convert", str(MODELS / "PLY/cube.ply"), "--out", self.tmp, "--lod-ratio", "2"],
+                     ["convert", str(MODELS / "PLY/cube.ply")]):
+            r = run_kiln(*args)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+
+
+if __name__ == "__main__":
+    unittest.main()
