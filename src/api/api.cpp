@@ -88,6 +88,10 @@ void Api::install(http::Router& router) {
   add("GET", "/v1/projects/{project}/assets", "api_assets_list", &Impl::list_assets);
   add("GET", "/v1/projects/{project}/assets/{asset}", "api_asset_get", &Impl::get_asset);
   add("DELETE", "/v1/projects/{project}/assets/{asset}", "api_asset_delete", &Impl::delete_asset);
+  add("GET", "/v1/projects/{project}/assets/{asset}/manifest", "api_asset_manifest",
+      &Impl::get_manifest);
+  add("POST", "/v1/projects/{project}/assets/{asset}/process", "api_asset_process",
+      &Impl::process_asset);
   add("GET", "/v1/admin/jobs", "api_admin_jobs_list", &Impl::list_jobs);
   add("GET", "/v1/admin/jobs/{job}", "api_admin_job_get", &Impl::get_job);
   add("POST", "/v1/admin/jobs/{job}/retry", "api_admin_job_retry", &Impl::retry_job);

@@ -101,6 +101,8 @@ struct Api::Impl {
   Checked<Response> list_assets(const Request& req, const Principal& who);
   Checked<Response> get_asset(const Request& req, const Principal& who);
   Checked<Response> delete_asset(const Request& req, const Principal& who);
+  Checked<Response> get_manifest(const Request& req, const Principal& who);
+  Checked<Response> process_asset(const Request& req, const Principal& who);
   // The same operations under the routes Uppy's @uppy/aws-s3 calls (Companion's shapes).
   Checked<Response> uppy_create(const Request& req, const Principal& who);
   Checked<Response> uppy_list_parts(const Request& req, const Principal& who);

@@ -29,7 +29,7 @@ Checked<Response> Api::Impl::create_project(const Request& req, const Principal&
                    "A project with this id exists or existed (the id of a deleted project is not "
                    "used again); choose another id."};
   }
-  publish({collab::AccessChange::Kind::Role, owner, id, "owner", {}});
+  publish({collab::AccessChange::Kind::Role, owner, id, "owner", {}, {}});
   auto created = projects.get_project(id, r);
   auto resp = ok_json(201, project_json(created.value_or(p), "owner"));
   resp.headers.emplace_back("Location", "/v1/projects/" + id);
@@ -81,7 +81,7 @@ Checked<Response> Api::Impl::delete_project(const Request& req, const Principal&
   bool found = false;
   auto r = projects.delete_project(id, found);
   if (!found) return not_found();
-  publish({collab::AccessChange::Kind::ProjectDeleted, {}, id, {}, {}});
+  publish({collab::AccessChange::Kind::ProjectDeleted, {}, id, {}, {}, {}});
   log::info("api: project deleted", {{"project", id}});
   Response resp{204, "application/json", "", {}};
   wrote(who, r, resp);
@@ -110,7 +110,7 @@ Checked<Response> Api::Impl::put_member(const Request& req, const Principal& who
   if (!valid_role(role)) return invalid("'role' must be owner, editor or viewer.");
   store::Receipt r;
   KILN_CHECK(check(projects.change_member(id, user, role, r)));
-  publish({collab::AccessChange::Kind::Role, user, id, role, {}});
+  publish({collab::AccessChange::Kind::Role, user, id, role, {}, {}});
   auto resp = ok_json(200, json::object{{"project", id}, {"user", user}, {"role", role}});
   wrote(who, r, resp);
   return resp;
@@ -123,7 +123,7 @@ Checked<Response> Api::Impl::delete_member(const Request& req, const Principal& 
   if (who.service || user != who.user) KILN_CHECK(need(role, "owner"));  // anyone may leave
   store::Receipt r;
   KILN_CHECK(check(projects.remove_member(id, user, r)));
-  publish({collab::AccessChange::Kind::Role, user, id, "", {}});
+  publish({collab::AccessChange::Kind::Role, user, id, "", {}, {}});
   Response resp{204, "application/json", "", {}};
   wrote(who, r, resp);
   return resp;

@@ -23,7 +23,7 @@ Checked<Response> Api::Impl::create_scene(const Request& req, const Principal& w
                    "A scene with this id exists or existed in the project (the id of a deleted "
                    "scene is not used again); choose another id."};
   }
-  publish({collab::AccessChange::Kind::SceneCreated, {}, project, {}, id});
+  publish({collab::AccessChange::Kind::SceneCreated, {}, project, {}, id, {}});
   auto s = projects.get_scene(project, id, r);
   if (!s) return not_found();
   auto o = scene_json(*s);
@@ -93,7 +93,7 @@ Checked<Response> Api::Impl::delete_scene(const Request& req, const Principal& w
   bool found = false;
   auto r = projects.delete_scene(project, id, found);
   if (!found) return not_found();
-  publish({collab::AccessChange::Kind::SceneDeleted, {}, project, {}, id});
+  publish({collab::AccessChange::Kind::SceneDeleted, {}, project, {}, id, {}});
   log::info("api: scene deleted", {{"project", project}, {"scene", id}});
   Response resp{204, "application/json", "", {}};
   wrote(who, r, resp);

@@ -73,7 +73,7 @@ Checked<Response> Api::Impl::revoke(const Request& req, const Principal& who) {
   const auto user = req.param("user");
   if (!valid_user_id(user)) return invalid("Invalid user id.");
   const auto version = projects.revoke_tokens(user);
-  publish({collab::AccessChange::Kind::Revoked, user, {}, {}, {}});
+  publish({collab::AccessChange::Kind::Revoked, user, {}, {}, {}, {}});
   log::info("api: tokens revoked", {{"user", user}, {"token_version", version}});
   return ok_json(200, json::object{{"user", user}, {"token_version", version}});
 }

@@ -2,6 +2,7 @@
 // here, the decisions in assets::UploadService (assets/service.hpp).
 #include "api/impl.hpp"
 
+#include "assets/derived.hpp"
 #include "assets/json.hpp"
 #include "platform/config.hpp"
 
@@ -214,6 +215,24 @@ Checked<Response> Api::Impl::abort_upload(const Request& req, const Principal& w
 
 // --- assets -----------------------------------------------------------------------------
 
+namespace {
+// What the pipeline made of an asset (docs/api.md "Asset processing"): null when nothing
+// was recorded yet.
+json::value processing_json(const std::string& project, const std::string& asset,
+                            const std::optional<store::AssetProcessing>& p) {
+  if (!p) return nullptr;
+  json::object o{{"pipeline", p->pipeline}, {"state", p->state},   {"stage", p->stage},
+                 {"percent", p->percent},   {"levels", p->levels}, {"updated_at", p->updated_at}};
+  o["error"] = p->state == "failed"
+                   ? json::value(json::object{{"code", p->error_code}, {"detail", p->error}})
+                   : json::value(nullptr);
+  o["manifest"] = p->state == "ready"
+                      ? json::value("/v1/projects/" + project + "/assets/" + asset + "/manifest")
+                      : json::value(nullptr);
+  return o;
+}
+}  // namespace
+
 Checked<Response> Api::Impl::list_assets(const Request& req, const Principal& who) {
   const auto project = req.param("project");
   KILN_CHECK(role_in(who, project, req));
@@ -234,6 +253,7 @@ Checked<Response> Api::Impl::get_asset(const Request& req, const Principal& who)
   if (!valid_id(id)) return not_found();
   KILN_TRY(a, uploads.find_asset(project, id, after(who, req)));
   auto o = asset_json(a);
+  o["processing"] = processing_json(project, id, uploads.processing(a, after(who, req)));
   if (uploads.has_storage()) {
     const auto d = uploads.download(a);
     o["download"] = json::object{
@@ -242,6 +262,46 @@ Checked<Response> Api::Impl::get_asset(const Request& req, const Principal& who)
         {"cache_control", d.cache_control}};
   }
   return ok_json(200, o);
+}
+
+Checked<Response> Api::Impl::get_manifest(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("asset");
+  KILN_CHECK(role_in(who, project, req));
+  if (!valid_id(id)) return not_found();
+  KILN_TRY(a, uploads.find_asset(project, id, after(who, req)));
+  KILN_TRY(m, uploads.manifest(a, after(who, req)));
+  auto resp = ok_json(200, m);
+  // The level URLs inside are presigned for download_ttl_s: not cached past half of it.
+  resp.headers.emplace_back("Cache-Control",
+                            "private, max-age=" + std::to_string(std::max<std::int64_t>(
+                                                      1, uploads.options().download_ttl_s / 2)));
+  return resp;
+}
+
+// Processes the asset again: after a failure (a limit raised, a parser fixed), or for a
+// pipeline version it has no levels of. A ready asset is left as it is.
+Checked<Response> Api::Impl::process_asset(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("asset");
+  KILN_TRY(role, role_in(who, project, req));
+  KILN_CHECK(need(role, "editor"));
+  if (!valid_id(id)) return not_found();
+  KILN_TRY(a, uploads.find_asset(project, id, store::Receipt{}));
+  if (!jobs) return Refusal{503, "unavailable", "No job queue runs here."};
+  const auto was = uploads.reset_processing(a);
+  if (was && was->state == "ready")
+    return ok_json(200, json::object{{"processing", processing_json(project, id, was)}});
+  KILN_TRY(job, jobs->enqueue(jobs::NewJob{
+                    "asset.process",
+                    json::serialize(
+                        json::object{{"project", project}, {"asset", id}, {"reason", "requested"}}),
+                    "process:" + id + ":" + std::string(assets::kPipelineVersion) + ":" +
+                        std::to_string(clock::unix_ms()),
+                    0, 0}));
+  json::object out{{"job", job.id}};
+  out["processing"] = processing_json(project, id, uploads.processing(a, {}));
+  return ok_json(202, out);
 }
 
 Checked<Response> Api::Impl::delete_asset(const Request& req, const Principal& who) {

@@ -28,6 +28,9 @@
 #include <vector>
 
 namespace kiln {
+namespace assets {
+struct UploadOptions;
+}
 namespace collab {
 class RoomEngine;
 class PersistSource;
@@ -155,9 +158,14 @@ std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms);
 void check_jobs_settings(const config::Config& cfg);
 // The job queue the node's roles share, on its database (settings jobs.*).
 std::unique_ptr<jobs::JobQueue> make_job_queue(Node& node);
-std::unique_ptr<Module> make_jobs(Node& node);  // needs node.jobs
+std::unique_ptr<Module> make_jobs(Node& node);  // needs node.jobs; after make_objects
 std::unique_ptr<Module> make_api(Node& node);   // after make_objects (it signs for its port)
 std::unique_ptr<Module> make_objects(Node& node);
+
+// Where uploads and derived files go and the upload limits (settings storage.*, uploads.*):
+// the embedded store of this process when `embedded_port` is not 0. Throws
+// std::invalid_argument on settings that contradict each other.
+assets::UploadOptions upload_options(const config::Config& cfg, std::uint16_t embedded_port);
 
 // "host:port" split at the last colon.
 std::pair<std::string, std::uint16_t> split_endpoint(const std::string& ep);

@@ -156,8 +156,9 @@ void connect_redis(Node& node) {
     if (ok->load()) return std::nullopt;
     return std::string("unreachable");
   });
-  // Access changes travel between API and gateway nodes over Redis pub/sub.
-  if (node.roles.api || node.roles.collab) {
+  // Access changes travel between API and gateway nodes over Redis pub/sub; workers
+  // publish the asset pipeline's notifications on it.
+  if (node.roles.api || node.roles.collab || node.roles.jobs) {
     node.access_bus = std::make_unique<engines::RedisAccessBus>(*node.runtime, node.redis, ro,
                                                                 cfg.str("redis.prefix"));
   }
@@ -187,7 +188,8 @@ void open_backends(Node& node) {
   // Access changes (members, roles, deleted projects, revoked tokens) from the API to the
   // gateways: in process for `kiln serve`, over Redis between nodes.
   if (node.role == "serve") node.access_bus = std::make_unique<engines::LocalAccessBus>();
-  if (cfg.str("room.engine") == "redis" && (roles.collab || roles.persist || roles.api))
+  if (cfg.str("room.engine") == "redis" &&
+      (roles.collab || roles.persist || roles.api || roles.jobs))
     connect_redis(node);
   if (roles.collab || roles.api) {
     try {
@@ -208,10 +210,11 @@ void make_modules(Node& node, std::vector<std::unique_ptr<Module>>& modules) {
     modules.push_back(std::move(r));
   }
   if (node.roles.persist && node.db && rooms) modules.push_back(make_persist(node, *rooms));
-  if (node.roles.jobs && node.jobs) modules.push_back(make_jobs(node));
   if (node.roles.collab) modules.push_back(make_collab(node, *rooms));
   if (node.roles.objects) modules.push_back(make_objects(node));
   if (node.roles.api) modules.push_back(make_api(node));
+  // After objects: the asset pipeline stores into the embedded store of this process.
+  if (node.roles.jobs && node.jobs) modules.push_back(make_jobs(node));
 }
 
 }  // namespace

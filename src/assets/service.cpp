@@ -1,5 +1,7 @@
 #include "assets/service.hpp"
 
+#include "assets/derived.hpp"
+
 #include "assets/json.hpp"
 #include "assets/media_type.hpp"
 #include "clients/s3/sigv4.hpp"
@@ -408,6 +410,10 @@ Result<Completed> UploadService::record(const store::Upload& u, const std::strin
                                now,
                                detected};
       store::assets::insert(c, out.asset);
+      // A model gets levels: queued until a worker takes its job.
+      if (is_model(out.asset.name, out.asset.detected_type))
+        store::asset_processing::put(
+            c, {out.asset.id, kPipelineVersion, u.project, "queued", "", 0, "", 0, "", "", now});
       store::outbox::append(c, "asset.uploaded", u.project, event_json(out.asset, "asset.uploaded"),
                             now);
     }

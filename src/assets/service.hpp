@@ -16,8 +16,11 @@
 #include "assets/errors.hpp"
 #include "assets/upload.hpp"
 #include "clients/s3/client_pool.hpp"
+#include "store/asset_processing.hpp"
 #include "store/assets.hpp"
 #include "store/database.hpp"
+
+#include <boost/json/object.hpp>
 
 #include <memory>
 #include <optional>
@@ -133,6 +136,19 @@ class UploadService {
   // Where to fetch the asset's bytes (a presigned GET naming its file name and type, or
   // the CDN URL). Needs storage.
   [[nodiscard]] Download download(const store::Asset& a) const;
+  // What the pipeline made of the asset (kPipelineVersion's row), or nullopt when nothing
+  // was recorded yet (its job waits, or it was uploaded before the pipeline existed).
+  std::optional<store::AssetProcessing> processing(const store::Asset& a,
+                                                   const store::Receipt& after);
+  // The asset's manifest (the pipeline's JSON) with a `url` beside each level's `uri`.
+  // Errors: not_found (not ready), no_storage, storage_unavailable.
+  Result<boost::json::object> manifest(const store::Asset& a, const store::Receipt& after);
+  // Where to fetch one derived file (a presigned GET or the CDN URL).
+  [[nodiscard]] Download derived_download(const std::string& key,
+                                          const std::string& content_type) const;
+  // Forgets a failed (or any) processing of the current pipeline version so that the next
+  // asset.process job makes it again; returns the row as it was.
+  std::optional<store::AssetProcessing> reset_processing(const store::Asset& a);
   // Deletes the asset (soft), records `asset.deleted`, then removes its bytes unless
   // another live asset uses them. Errors: not_found.
   Result<store::Receipt> delete_asset(const std::string& project, const std::string& id);

@@ -1,4 +1,5 @@
 // UploadService's asset half: listing, reading, download URLs, deletion (service.hpp).
+#include "assets/derived.hpp"
 #include "assets/json.hpp"
 #include "assets/service.hpp"
 #include "clients/s3/sigv4.hpp"
@@ -6,6 +7,7 @@
 #include "platform/log.hpp"
 #include "store/outbox.hpp"
 
+#include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
 
 namespace kiln::assets {
@@ -54,6 +56,77 @@ Download UploadService::download(const store::Asset& a) const {
   return {presigner_->presign("GET", o.bucket, a.key, o.download_ttl_s, query),
           clock::unix_ms() / 1000 + o.download_ttl_s,
           "private, max-age=" + std::to_string(o.download_ttl_s)};
+}
+
+std::optional<store::AssetProcessing> UploadService::processing(const store::Asset& a,
+                                                                const store::Receipt& after) {
+  std::optional<store::AssetProcessing> p;
+  db_.read(after, [&](sql::Connection& c) {
+    p = store::asset_processing::find(c, a.id, kPipelineVersion);
+  });
+  return p;
+}
+
+Download UploadService::derived_download(const std::string& key,
+                                         const std::string& content_type) const {
+  const auto& o = options_;
+  // Derived keys name their content: cacheable forever.
+  if (!o.cdn_base.empty())
+    return {o.cdn_base + "/" + s3::uri_encode(key, true), std::nullopt,
+            "public, max-age=31536000, immutable"};
+  const auto query = "response-content-type=" + s3::uri_encode(content_type, false);
+  return {presigner_->presign("GET", o.bucket, key, o.download_ttl_s, query),
+          clock::unix_ms() / 1000 + o.download_ttl_s,
+          "private, max-age=" + std::to_string(o.download_ttl_s)};
+}
+
+Result<boost::json::object> UploadService::manifest(const store::Asset& a,
+                                                    const store::Receipt& after) {
+  if (!storage_)
+    return Error{Errc::no_storage, "No object storage is configured (settings storage.*)."};
+  const auto p = processing(a, after);
+  if (!p || p->state != "ready")
+    return Error{Errc::not_found, "The asset has no levels (yet): see its `processing`."};
+  std::string text;
+  try {
+    text = storage_->take()->get_object(options_.bucket, p->manifest_key);
+  } catch (const s3::S3Error& e) {
+    return storage_failed(e);
+  }
+  boost::system::error_code ec;
+  auto v = boost::json::parse(text, ec);
+  if (ec || !v.is_object())
+    return Error{Errc::storage_unavailable, "The stored manifest is not readable JSON."};
+  auto& m = v.as_object();
+  const auto dir = p->manifest_key.substr(0, p->manifest_key.rfind('/') + 1);
+  if (auto* levels = m.if_contains("levels"); levels && levels->is_array()) {
+    for (auto& l : levels->as_array()) {
+      auto* lo = l.if_object();
+      const auto* uri = lo ? lo->if_contains("uri") : nullptr;
+      if (!uri || !uri->is_string()) continue;
+      const auto d = derived_download(dir + std::string(uri->as_string()), "model/gltf-binary");
+      (*lo)["url"] = d.url;
+    }
+  }
+  return std::move(m);
+}
+
+std::optional<store::AssetProcessing> UploadService::reset_processing(const store::Asset& a) {
+  std::optional<store::AssetProcessing> was;
+  db_.write([&](sql::Connection& c) {
+    was = store::asset_processing::find(c, a.id, kPipelineVersion);
+    if (was && was->state != "ready") {
+      auto queued = *was;
+      queued.state = "queued";
+      queued.stage.clear();
+      queued.percent = 0;
+      queued.error_code.clear();
+      queued.error.clear();
+      queued.updated_at = clock::unix_ms();
+      store::asset_processing::put(c, queued);
+    }
+  });
+  return was;
 }
 
 Result<store::Receipt> UploadService::delete_asset(const std::string& project,

@@ -17,12 +17,15 @@ struct AccessChange {
     Revoked,         // every token of `user` is void
     SceneDeleted,    // `scene` of `project` is gone: its room closes
     SceneCreated,    // `scene` of `project` exists now: its room may be joined
+    Notify,          // tell `user`'s sessions: a `notify` frame with `payload`'s fields
   };
   Kind kind = Kind::Role;
   std::string user;
   std::string project;
   std::string role;
   std::string scene;
+  // Notify: the frame's fields besides "t", a JSON object ({"kind":"asset",...}).
+  std::string payload;
 };
 
 class AccessBus {

@@ -81,7 +81,7 @@ class AccessBusConformance : public ::testing::TestWithParam<BusFactory> {
   void wait_until_subscribed() {
     for (int attempt = 0; attempt < 100; ++attempt) {
       harness_->publisher().publish(
-          {AccessChange::Kind::Revoked, "probe-" + std::to_string(attempt), {}, {}, {}});
+          {AccessChange::Kind::Revoked, "probe-" + std::to_string(attempt), {}, {}, {}, {}});
       if (received_[0].wait_probe(std::chrono::milliseconds(100)) &&
           received_[1].wait_probe(std::chrono::milliseconds(100)))
         return;
@@ -96,13 +96,14 @@ TEST_P(AccessBusConformance, EveryKindReachesEverySubscriberWithItsFields) {
   wait_until_subscribed();
   using K = AccessChange::Kind;
   const std::vector<AccessChange> sent{
-      {K::Role, "ann", "p1", "viewer", ""},
-      {K::Role, "ann", "p1", "", ""},
-      {K::ProjectDeleted, "", "p1", "", ""},
-      {K::Revoked, "bob", "", "", ""},
-      {K::SceneDeleted, "", "p1", "", "level-1"},
-      {K::SceneCreated, "", "p1", "", "level-2"},
-      {K::Role, "ünïcödé \"user\"", "p-2", "owner", ""},
+      {K::Role, "ann", "p1", "viewer", "", ""},
+      {K::Role, "ann", "p1", "", "", ""},
+      {K::ProjectDeleted, "", "p1", "", "", ""},
+      {K::Revoked, "bob", "", "", "", ""},
+      {K::SceneDeleted, "", "p1", "", "level-1", ""},
+      {K::SceneCreated, "", "p1", "", "level-2", ""},
+      {K::Role, "ünïcödé \"user\"", "p-2", "owner", "", ""},
+      {K::Notify, "ann", "p1", "", "", R"({"kind":"asset","event":"ready","levels":5})"},
   };
   for (const auto& c : sent) harness_->publisher().publish(c);
   for (auto& r : received_) {
@@ -115,6 +116,7 @@ TEST_P(AccessBusConformance, EveryKindReachesEverySubscriberWithItsFields) {
       EXPECT_EQ(got[i].project, sent[i].project) << i;
       EXPECT_EQ(got[i].role, sent[i].role) << i;
       EXPECT_EQ(got[i].scene, sent[i].scene) << i;
+      EXPECT_EQ(got[i].payload, sent[i].payload) << i;
     }
   }
 }
@@ -126,7 +128,7 @@ TEST_P(AccessBusConformance, OnePublishersChangesArriveInOrder) {
   constexpr std::size_t kChanges = 500;
   for (std::size_t i = 0; i < kChanges; ++i) {
     harness_->publisher().publish(
-        {AccessChange::Kind::Role, "u" + std::to_string(i), "p", i % 2 ? "editor" : "", ""});
+        {AccessChange::Kind::Role, "u" + std::to_string(i), "p", i % 2 ? "editor" : "", "", ""});
   }
   for (auto& r : received_) {
     ASSERT_TRUE(r.wait_for(kChanges)) << r.changes().size() << " of " << kChanges;
@@ -142,7 +144,7 @@ TEST_P(AccessBusConformance, EveryHandlerOfANodeGetsEachChange) {
   Received second;
   harness_->subscriber(0).subscribe([&second](const AccessChange& c) { second.add(c); });
   wait_until_subscribed();
-  harness_->publisher().publish({AccessChange::Kind::Revoked, "ann", "", "", ""});
+  harness_->publisher().publish({AccessChange::Kind::Revoked, "ann", "", "", "", {}});
   ASSERT_TRUE(second.wait_for(1));
   ASSERT_TRUE(received_[0].wait_for(1));
   EXPECT_EQ(second.changes()[0].user, "ann");
@@ -152,7 +154,7 @@ TEST_P(AccessBusConformance, ClosingTwiceAndPublishingAfterCloseAreHarmless) {
   harness_->subscriber(1).close();
   harness_->subscriber(1).close();
   harness_->publisher().close();
-  harness_->publisher().publish({AccessChange::Kind::Revoked, "ann", "", "", ""});
+  harness_->publisher().publish({AccessChange::Kind::Revoked, "ann", "", "", "", {}});
 }
 
 }  // namespace kiln::collab::conformance

@@ -208,6 +208,19 @@ std::string notify_access(std::string_view project, std::string_view role) {
          ",\"role\":" + quote(role) + "}";
 }
 
+std::optional<std::string> notify(std::string_view fields) {
+  boost::system::error_code ec;
+  auto v = boost::json::parse(fields, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  auto& o = v.as_object();
+  const auto* kind = o.if_contains("kind");
+  if (!kind || !kind->is_string()) return std::nullopt;
+  boost::json::object frame{{"t", "notify"}};
+  for (auto& [k, val] : o)
+    if (k != "t") frame[k] = val;
+  return boost::json::serialize(frame);
+}
+
 std::string pong(std::int64_t id) {
   return "{\"t\":\"pong\",\"id\":" + std::to_string(id) + "}";
 }

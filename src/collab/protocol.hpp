@@ -104,6 +104,10 @@ std::string left(std::int64_t id, std::string_view room);
 std::string left_by_server(std::string_view room, std::string_view reason);
 // The session's role in a project changed (the API): {"t":"notify","kind":"access",...}.
 std::string notify_access(std::string_view project, std::string_view role);
+// Any other notification: {"t":"notify", ...fields} from a JSON object's text (the asset
+// pipeline's {"kind":"asset",...}); nullopt when `fields` is not a JSON object with a
+// string "kind".
+std::optional<std::string> notify(std::string_view fields);
 std::string pong(std::int64_t id);
 std::string reconnect(std::int64_t after_ms);
 std::string error(Code code, std::string_view message);

@@ -231,6 +231,10 @@ void Gateway::drain(std::chrono::milliseconds window, std::function<void()> on_e
 void Gateway::apply_access(const collab::AccessChange& change) {
   // The change as announced, at once; then the project as the database says now (changes
   // announced out of order, or one this node missed, end in the database's state).
+  if (change.kind == collab::AccessChange::Kind::Notify) {  // news, not an access change
+    for (auto& c : impl_->live()) c->with_session([change](Session& s) { s.apply_access(change); });
+    return;
+  }
   std::vector<std::weak_ptr<Connection>> in_project;
   for (auto& c : impl_->live()) {
     c->with_session([change](Session& s) { s.apply_access(change); });

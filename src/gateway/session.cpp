@@ -397,6 +397,10 @@ void Session::apply_access(const collab::AccessChange& c) {
     return;
   }
   if (c.kind != Kind::ProjectDeleted && c.user != member_.user) return;
+  if (c.kind == Kind::Notify) {
+    if (auto frame = encode::notify(c.payload)) send(std::move(*frame));
+    return;
+  }
   if (c.kind == Kind::Revoked) {
     close(Close::Forbidden, "your tokens were revoked");
     return;

@@ -16,7 +16,7 @@ constexpr const char* kLease = "outbox-relay";
 }  // namespace
 
 std::optional<NewJob> job_for(const store::Event& e) {
-  if (e.kind != "asset.uploaded") return std::nullopt;
+  if (e.kind != "asset.uploaded" && e.kind != "asset.deleted") return std::nullopt;
   boost::system::error_code ec;
   const auto body = boost::json::parse(e.body, ec);
   if (ec || !body.is_object()) return std::nullopt;
@@ -26,8 +26,14 @@ std::optional<NewJob> job_for(const store::Event& e) {
     return v != nullptr && v->is_string() ? *v : boost::json::value(nullptr);
   };
   NewJob n;
-  n.type = "asset.process";
   n.idempotency_key = "event:" + e.id;
+  if (e.kind == "asset.deleted") {
+    n.type = "asset.cleanup";
+    n.payload = boost::json::serialize(
+        boost::json::object{{"event", e.id}, {"project", e.project}, {"asset", text("id")}});
+    return n;
+  }
+  n.type = "asset.process";
   n.payload = boost::json::serialize(boost::json::object{{"event", e.id},
                                                          {"project", e.project},
                                                          {"asset", text("id")},

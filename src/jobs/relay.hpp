@@ -6,8 +6,8 @@
 // keeps all but one idle so that jobs are created in the events' order.
 //
 // Today: `asset.uploaded` -> `asset.process` {"event", "project", "asset", "sha256",
-// "content_type"}; other kinds are consumed with no job (`asset.deleted` has no consumer
-// yet).
+// "content_type"}; `asset.deleted` -> `asset.cleanup` {"event", "project", "asset"} (its
+// derived files removed); other kinds are consumed with no job.
 #pragma once
 
 #include "jobs/queue.hpp"

@@ -3,6 +3,7 @@
 // PgBouncer (store_itest.cpp). Include after store_conformance.hpp.
 #pragma once
 
+#include "store/asset_processing.hpp"
 #include "store/assets.hpp"
 #include "store/outbox.hpp"
 #include "store/store_conformance.hpp"
@@ -137,6 +138,43 @@ TEST_P(StoreConformance, AProjectHoldsOneLiveAssetPerContent) {
     EXPECT_EQ(assets::by_sha256(c, "p", sha)->id, "a6");
     EXPECT_FALSE(assets::find(c, "q", "a6"));  // not another project's
   });
+}
+
+TEST_P(StoreConformance, AnAssetsProcessingIsOneRowPerPipelineVersion) {
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  store_->write([&](Connection& c) {
+    assets::insert(c, an_asset("a1", "p", std::string(64, 'c'), 10));
+    asset_processing::put(c,
+                          {"a1", "kiln-lod/1", "p", "processing", "lod", 30, "", 0, "", "", 1000});
+    asset_processing::put(
+        c, {"a1", "kiln-lod/1", "p", "ready", "", 100, "d/p/x/manifest.json", 5, "", "", 2000});
+    asset_processing::put(c, {"a1", "kiln-lod/2", "p", "failed", "import", 10, "", 0, "malformed",
+                              "index 7 is out of range", 3000});
+  });
+  store_->read({}, [&](Connection& c) {
+    const auto r = asset_processing::find(c, "a1", "kiln-lod/1");
+    ASSERT_TRUE(r);
+    EXPECT_EQ(r->state, "ready");
+    EXPECT_EQ(r->manifest_key, "d/p/x/manifest.json");
+    EXPECT_EQ(r->levels, 5);
+    EXPECT_EQ(r->percent, 100);
+    EXPECT_EQ(r->error_code, "");
+    EXPECT_EQ(r->updated_at, 2000);
+    const auto all = asset_processing::of_asset(c, "a1");
+    ASSERT_EQ(all.size(), 2u);
+    EXPECT_EQ(all[1].error, "index 7 is out of range");
+    EXPECT_FALSE(asset_processing::find(c, "a2", "kiln-lod/1"));
+  });
+  try {
+    store_->write([&](Connection& c) {
+      asset_processing::put(c, {"a1", "kiln-lod/1", "p", "exploded", "", 0, "", 0, "", "", 1});
+    });
+    FAIL() << "a state outside the five was accepted";
+  } catch (const Error&) {
+  }
+  store_->write([&](Connection& c) { asset_processing::remove(c, "a1"); });
+  store_->read({},
+               [&](Connection& c) { EXPECT_TRUE(asset_processing::of_asset(c, "a1").empty()); });
 }
 
 TEST_P(StoreConformance, AssetsPageByIdAndKeysAreInUseWhileLive) {

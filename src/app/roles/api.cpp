@@ -6,7 +6,6 @@
 #include "platform/log.hpp"
 
 namespace kiln::app {
-namespace {
 
 // Where the API's uploads go and their limits (settings storage.*, uploads.*).
 // `embedded_port`: the port the embedded store bound in this process, 0 when it runs
@@ -49,6 +48,8 @@ assets::UploadOptions upload_options(const config::Config& cfg, std::uint16_t em
   up.max_parts_per_request = static_cast<std::size_t>(cfg.integer("uploads.max_parts_per_request"));
   return up;
 }
+
+namespace {
 
 // The API's settings (api.*, auth.*, and the uploads').
 api::ApiOptions api_options(const config::Config& cfg, std::uint16_t objects_port) {

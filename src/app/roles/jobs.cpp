@@ -2,6 +2,8 @@
 // handlers, the outbox relay, and the queue's metrics (docs/jobs.md).
 #include "app/modules.hpp"
 #include "app/settings.hpp"
+#include "assets/pipeline/processor.hpp"
+#include "assets/service.hpp"
 #include "jobs/database_queue.hpp"
 #include "jobs/queue_metrics.hpp"
 #include "jobs/rabbitmq_queue.hpp"
@@ -10,20 +12,41 @@
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
 
+#include <boost/json/serialize.hpp>
+
 #include <algorithm>
 #include <cctype>
 #include <condition_variable>
+#include <filesystem>
 #include <thread>
 
 namespace kiln::app {
 namespace {
 
-// asset.process until the asset pipeline (issue #18) fills it: it says so and processes
-// nothing, so that nothing pretends to have made levels or textures.
-jobs::HandlerResult asset_process_stub(jobs::JobContext& ctx) {
-  ctx.progress(100, "nothing to do yet: the asset pipeline arrives with issue #18");
-  return std::string(
-      R"json({"processed":false,"reason":"the asset pipeline is not built yet (issue #18)"})json");
+// The asset pipeline's options (settings pipeline.*, storage.*). Throws StartupError 2.
+assets::pipeline::ProcessorOptions pipeline_options(const Node& node) {
+  const auto& cfg = node.cfg;
+  namespace pl = assets::pipeline;
+  pl::ProcessorOptions o;
+  std::error_code ec;
+  o.executable = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec)
+    throw StartupError(1, "the asset pipeline cannot find its own executable: " + ec.message());
+  o.work_dir = cfg.str("pipeline.work_dir").empty()
+                   ? node.data_dir / "pipeline"
+                   : std::filesystem::path(cfg.str("pipeline.work_dir"));
+  auto n = [&](const char* key) { return static_cast<std::uint64_t>(cfg.integer(key)); };
+  o.max_source_bytes = n("pipeline.max_source_bytes");
+  o.isolation.cpu = std::chrono::seconds(cfg.integer("pipeline.cpu_seconds"));
+  o.isolation.wall = std::chrono::seconds(cfg.integer("pipeline.wall_seconds"));
+  o.isolation.memory_bytes = n("pipeline.memory_bytes");
+  o.lod.ratio = static_cast<double>(cfg.integer("pipeline.lod_ratio_percent")) / 100.0;
+  o.lod.min_triangles = n("pipeline.lod_min_triangles");
+  o.lod.max_levels = static_cast<int>(cfg.integer("pipeline.lod_max_levels"));
+  o.model_limits.max_triangles = n("pipeline.max_triangles");
+  o.model_limits.max_vertices = n("pipeline.max_triangles");
+  o.model_limits.max_texture_pixels = n("pipeline.max_texture_pixels");
+  return o;
 }
 
 class JobsModule final : public Module {
@@ -40,7 +63,7 @@ class JobsModule final : public Module {
     wo.heartbeat = wo.lease / 3;
     wo.idle_poll = std::chrono::milliseconds(cfg.integer("jobs.poll_ms"));
     worker_ = std::make_unique<jobs::Worker>(*queue_, wo, &node.registry);
-    worker_->handle("asset.process", asset_process_stub);
+    make_pipeline();
     relay_ = std::make_unique<jobs::OutboxRelay>(
         *node.db, *queue_, jobs::RelayOptions{node.id, std::chrono::seconds(10), 200});
     auto& reg = node.registry;
@@ -57,6 +80,7 @@ class JobsModule final : public Module {
   }
 
   void start(http::Server&) override {
+    clear_work_dir();
     worker_->start();
     background_ = std::thread([this] { loop(); });
   }
@@ -73,6 +97,49 @@ class JobsModule final : public Module {
   ~JobsModule() override { shut_down(); }
 
  private:
+  // asset.process and asset.cleanup on the node's database and object storage; the
+  // uploader's sessions hear of it through the access bus (in process, or Redis).
+  void make_pipeline() {
+    assets::UploadOptions up;
+    try {
+      up = upload_options(node_.cfg, node_.objects_port);
+    } catch (const std::exception& e) {
+      throw StartupError(2,
+                         std::string("configuration error: ") + e.what() + " (settings storage.*)");
+    }
+    pipeline_options_ = pipeline_options(node_);
+    pipeline_options_.bucket = up.bucket;
+    assets::pipeline::Notify notify;
+    if (auto* bus = node_.access_bus.get()) {
+      notify = [bus](const std::string& user, const std::string& project,
+                     const boost::json::object& fields) {
+        collab::AccessChange c;
+        c.kind = collab::AccessChange::Kind::Notify;
+        c.user = user;
+        c.project = project;
+        c.payload = boost::json::serialize(fields);
+        bus->publish(c);
+      };
+    }
+    processor_ = std::make_unique<assets::pipeline::AssetProcessor>(*node_.db, up.storage,
+                                                                    pipeline_options_, notify);
+    worker_->handle("asset.process",
+                    [p = processor_.get()](jobs::JobContext& ctx) { return p->process(ctx); });
+    worker_->handle("asset.cleanup",
+                    [p = processor_.get()](jobs::JobContext& ctx) { return p->cleanup(ctx); });
+  }
+  // What a worker killed mid-job left behind (its sources and outputs).
+  void clear_work_dir() {
+    std::error_code ec;
+    std::filesystem::create_directories(pipeline_options_.work_dir, ec);
+    if (ec)
+      throw StartupError(1, "pipeline.work_dir " + pipeline_options_.work_dir.string() +
+                                " cannot be created: " + ec.message());
+    for (const auto& entry : std::filesystem::directory_iterator(pipeline_options_.work_dir, ec))
+      if (entry.path().filename().string().starts_with("job-"))
+        std::filesystem::remove_all(entry.path(), ec);
+  }
+
   // Every poll interval the relay's pass; every 5 s the queue's stats into the gauges
   // (scrapes must not wait on the database).
   void loop() {
@@ -139,6 +206,8 @@ class JobsModule final : public Module {
 
   Node& node_;
   jobs::JobQueue* queue_;  // the node's
+  assets::pipeline::ProcessorOptions pipeline_options_;
+  std::unique_ptr<assets::pipeline::AssetProcessor> processor_;  // before the worker: outlives it
   std::unique_ptr<jobs::Worker> worker_;
   std::unique_ptr<jobs::OutboxRelay> relay_;
   std::unique_ptr<jobs::QueueGauges> gauges_;
@@ -275,6 +344,34 @@ void add_jobs_settings(config::Schema& s) {
                 "Retry backoff: the wait after attempt n is random in [0, min(cap, base * "
                 "2^(n-1))) (full jitter)."));
   s.add(integer("jobs.backoff_cap_ms", 600'000, 1, 86'400'000, "Retry backoff's cap."));
+
+  // The asset pipeline (docs/assets.md): what a worker makes of uploaded models.
+  s.add(text("pipeline.work_dir", "",
+             "Where a worker keeps a model and its levels while it processes them (removed "
+             "after each job, and at start). Empty: `pipeline` in the data directory."));
+  s.add(integer("pipeline.max_source_bytes", 2LL << 30, 1, 1LL << 40,
+                "Model files larger than this are not processed (the asset fails with "
+                "`too_large`)."));
+  s.add(integer("pipeline.cpu_seconds", 300, 1, 86'400,
+                "CPU time the import and LOD chain of one model may use (the child process's "
+                "RLIMIT_CPU); past it the asset fails with `limits`."));
+  s.add(integer("pipeline.wall_seconds", 600, 1, 86'400,
+                "Wall-clock time one model may take before its child process is killed."));
+  s.add(integer("pipeline.memory_bytes", 4LL << 30, 64LL << 20, 1LL << 40,
+                "Address space the child process importing one model may use (RLIMIT_AS): a "
+                "decompression bomb or an absurd count fails the asset, not the worker."));
+  s.add(integer("pipeline.lod_ratio_percent", 50, 5, 95,
+                "Each level aims at this share of the previous level's triangles."));
+  s.add(integer("pipeline.lod_min_triangles", 500, 1, 100'000'000,
+                "No level aims below this many triangles (the chain's floor)."));
+  s.add(integer("pipeline.lod_max_levels", 8, 1, 16,
+                "Levels per model at most, the original included."));
+  s.add(integer("pipeline.max_triangles", 20'000'000, 1, 1'000'000'000,
+                "Models with more triangles (or vertices) fail with `too_large`, checked before "
+                "the geometry is read."));
+  s.add(integer("pipeline.max_texture_pixels", 8192LL * 8192, 1, 1LL << 32,
+                "Images with more pixels fail the model with `too_large`, from their headers, "
+                "before anything decodes them."));
 }
 
 }  // namespace kiln::app

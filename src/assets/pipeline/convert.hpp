@@ -12,6 +12,7 @@
 // The stored manifest replaces each level's "file" with its content-addressed "url".
 #pragma once
 
+#include "assets/derived.hpp"
 #include "assets/pipeline/lod_chain.hpp"
 #include "assets/pipeline/model.hpp"
 
@@ -24,9 +25,7 @@
 
 namespace kiln::assets::pipeline {
 
-// Bumped whenever the output for the same input bytes changes: assets are reprocessed for
-// a new version only when asked (docs/assets.md).
-inline constexpr const char* kPipelineVersion = "kiln-lod/1";
+using assets::kPipelineVersion;
 
 struct ConvertOptions {
   Limits limits;

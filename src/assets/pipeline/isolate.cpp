@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -67,6 +68,7 @@ Result<json::object> convert_in_child(const ChildRequest& request,
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0)
     return Error{Errc::internal, std::string("pipe: ") + std::strerror(errno)};
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     close(out[0]);
@@ -79,6 +81,9 @@ Result<json::object> convert_in_child(const ChildRequest& request,
     const int devnull = open("/dev/null", O_RDONLY);
     if (devnull >= 0) dup2(devnull, STDIN_FILENO);
     setpgid(0, 0);
+    // A worker killed with SIGKILL takes its child along (the retry starts a fresh one).
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(126);
     execv(argv[0], argv.data());
     _exit(127);
   }

@@ -108,6 +108,7 @@ constexpr std::pair<Kind, std::string_view> kKinds[] = {
     {Kind::Revoked, "revoked"},
     {Kind::SceneDeleted, "scene_deleted"},
     {Kind::SceneCreated, "scene_created"},
+    {Kind::Notify, "notify"},
 };
 
 }  // namespace
@@ -119,6 +120,7 @@ std::string RedisAccessBus::encode(const collab::AccessChange& c) {
   }
   json::object o{{"k", kind}, {"u", c.user}, {"p", c.project}, {"r", c.role}};
   if (!c.scene.empty()) o["s"] = c.scene;
+  if (!c.payload.empty()) o["n"] = c.payload;
   return json::serialize(o);
 }
 
@@ -147,6 +149,8 @@ std::optional<collab::AccessChange> RedisAccessBus::decode(std::string_view text
   c.project = *p;
   c.role = *r;
   c.scene = str("s").value_or("");
+  c.payload = str("n").value_or("");
+  if (c.kind == Kind::Notify && c.payload.empty()) return std::nullopt;
   return c;
 }
 

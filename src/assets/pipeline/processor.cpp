@@ -1,0 +1,244 @@
+#include "assets/pipeline/processor.hpp"
+
+#include "platform/codec.hpp"
+#include "platform/ids.hpp"
+#include "platform/log.hpp"
+#include "store/asset_processing.hpp"
+#include "store/assets.hpp"
+
+#include <boost/json.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+namespace kiln::assets::pipeline {
+namespace {
+
+namespace json = boost::json;
+namespace fs = std::filesystem;
+
+std::int64_t now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+jobs::FailReport retry(std::string why) {
+  return {jobs::Failure::retryable, std::move(why)};
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A work directory removed when the job ends, whichever way.
+struct WorkDir {
+  explicit WorkDir(fs::path p) : path(std::move(p)) { fs::create_directories(path / "out"); }
+  ~WorkDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+  WorkDir(const WorkDir&) = delete;
+  WorkDir& operator=(const WorkDir&) = delete;
+  fs::path path;
+};
+
+}  // namespace
+
+struct AssetProcessor::Impl {
+  store::Database& db;
+  s3::ClientOptions storage;
+  ProcessorOptions options;
+  Notify notify;
+
+  void put_state(const store::Asset& a, const std::string& state, const std::string& stage,
+                 int percent, const std::string& manifest_key = {}, int levels = 0,
+                 const std::string& code = {}, const std::string& error = {}) {
+    store::AssetProcessing p{a.id,         kPipelineVersion, a.project, state, stage,   percent,
+                             manifest_key, levels,           code,      error, now_ms()};
+    db.write([&](sql::Connection& c) { store::asset_processing::put(c, p); });
+  }
+
+  void tell(const store::Asset& a, json::object fields) {
+    if (!notify) return;
+    fields["kind"] = "asset";
+    fields["project"] = a.project;
+    fields["asset"] = a.id;
+    fields["name"] = a.name;
+    try {
+      notify(a.created_by, a.project, fields);
+    } catch (const std::exception& e) {  // a notification is best effort: the state is stored
+      log::warn("assets: a notification was not sent", {{"asset", a.id}, {"error", e.what()}});
+    }
+  }
+};
+
+AssetProcessor::AssetProcessor(store::Database& db, s3::ClientOptions storage,
+                               ProcessorOptions options, Notify notify)
+    : impl_(std::make_unique<Impl>(
+          Impl{db, std::move(storage), std::move(options), std::move(notify)})) {}
+
+AssetProcessor::~AssetProcessor() = default;
+
+jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
+  auto& I = *impl_;
+  boost::system::error_code ec;
+  const auto payload = json::parse(ctx.lease().payload, ec);
+  const auto* o = payload.if_object();
+  const auto* project = o ? o->if_contains("project") : nullptr;
+  const auto* asset_id = o ? o->if_contains("asset") : nullptr;
+  if (!project || !project->is_string() || !asset_id || !asset_id->is_string())
+    return jobs::FailReport{jobs::Failure::permanent,
+                            "the payload names no project and asset: " + ctx.lease().payload};
+
+  std::optional<store::Asset> asset;
+  std::optional<store::AssetProcessing> done;
+  try {
+    I.db.read(I.db.position(), [&](sql::Connection& c) {
+      asset = store::assets::find(c, std::string(project->as_string()),
+                                  std::string(asset_id->as_string()));
+      if (asset) done = store::asset_processing::find(c, asset->id, kPipelineVersion);
+    });
+  } catch (const sql::Error& e) {
+    return retry(std::string("database: ") + e.what());
+  }
+  if (!asset) return std::string(R"({"state":"gone","reason":"the asset was deleted"})");
+  const store::Asset& a = *asset;
+  if (done && (done->state == "ready" || done->state == "skipped"))
+    return json::serialize(json::object{{"state", done->state}, {"already", true}});
+
+  try {
+    if (!is_model(a.name, a.detected_type)) {
+      I.put_state(a, "skipped", "", 100);
+      return std::string(R"({"state":"skipped","reason":"not a model file"})");
+    }
+    if (a.size > I.options.max_source_bytes) {
+      const std::string why = "the file is " + std::to_string(a.size) +
+                              " bytes; the pipeline takes at most " +
+                              std::to_string(I.options.max_source_bytes);
+      I.put_state(a, "failed", "download", 0, {}, 0, to_string(Errc::too_large), why);
+      I.tell(a, {{"event", "failed"}, {"code", to_string(Errc::too_large)}, {"detail", why}});
+      return json::serialize(json::object{{"state", "failed"}, {"code", "too_large"}});
+    }
+
+    I.put_state(a, "processing", "download", 0);
+    I.tell(a, {{"event", "progress"}, {"stage", "download"}, {"percent", 0}});
+    ctx.progress(0, "download");
+    WorkDir work(I.options.work_dir / ("job-" + ctx.lease().ref.job + "-" + ids::random_hex(4)));
+    const fs::path source = work.path / "source";
+    {
+      std::ofstream out(source, std::ios::binary | std::ios::trunc);
+      s3::Client s3c(I.storage);
+      s3c.get_object(I.options.bucket, a.key, [&](std::string_view chunk) {
+        out.write(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+      });
+      if (!out) return retry("cannot write the source to " + source.string());
+    }
+
+    ChildRequest req;
+    req.executable = I.options.executable;
+    req.input = source.string();
+    req.file_name = a.name;
+    req.out_dir = (work.path / "out").string();
+    req.limits = I.options.isolation;
+    req.lod = I.options.lod;
+    req.model_limits = I.options.model_limits;
+    int last_percent = -1;
+    auto manifest = convert_in_child(req, [&](std::string_view stage, int percent) {
+      // Overall: download 0-10, the child's stages 10-90, storing 90-100.
+      const int overall = 10 + percent * 80 / 100;
+      if (overall == last_percent) return;
+      last_percent = overall;
+      ctx.progress(overall, std::string(stage));
+      I.put_state(a, "processing", std::string(stage), overall);
+      I.tell(a, {{"event", "progress"}, {"stage", stage}, {"percent", overall}});
+    });
+    if (!manifest) {
+      const auto& e = manifest.error();
+      if (e.code == Errc::internal) return retry("the pipeline failed: " + e.detail);
+      I.put_state(a, "failed", "import", 0, {}, 0, to_string(e.code), e.detail);
+      I.tell(a, {{"event", "failed"}, {"code", to_string(e.code)}, {"detail", e.detail}});
+      return json::serialize(json::object{{"state", "failed"}, {"code", to_string(e.code)}});
+    }
+
+    ctx.progress(90, "store");
+    I.put_state(a, "processing", "store", 90);
+    I.tell(a, {{"event", "progress"}, {"stage", "store"}, {"percent", 90}});
+    const std::string prefix = derived_prefix(a.project, a.id);
+    s3::Client s3c(I.storage);
+    auto& levels = (*manifest)["levels"].as_array();
+    for (auto& lv : levels) {
+      auto& l = lv.as_object();
+      const std::string file(l.at("file").as_string());
+      const fs::path path = work.path / "out" / file;
+      const std::string bytes = read_all(path);
+      const std::string name =
+          file.substr(0, file.rfind('.')) + "-" + codec::sha256_hex(bytes).substr(0, 16) + ".glb";
+      s3c.put_object(I.options.bucket, prefix + name, http::Body::of(bytes), "model/gltf-binary");
+      l.erase("file");
+      l["uri"] = name;
+    }
+    (*manifest)["asset"] = a.id;
+    const std::string text = json::serialize(*manifest);
+    const std::string manifest_key =
+        prefix + "manifest-" + codec::sha256_hex(text).substr(0, 16) + ".json";
+    s3c.put_object(I.options.bucket, manifest_key, http::Body::of(text), "application/json");
+    I.put_state(a, "ready", "", 100, manifest_key, static_cast<int>(levels.size()));
+    I.tell(a, {{"event", "ready"}, {"levels", levels.size()}});
+    ctx.progress(100, "ready");
+    return json::serialize(
+        json::object{{"state", "ready"}, {"manifest", manifest_key}, {"levels", levels.size()}});
+  } catch (const sql::Error& e) {
+    return retry(std::string("database: ") + e.what());
+  } catch (const s3::S3Error& e) {
+    return retry(std::string("object storage: ") + e.what());
+  } catch (const std::filesystem::filesystem_error& e) {
+    return retry(std::string("work directory: ") + e.what());
+  }
+}
+
+jobs::HandlerResult AssetProcessor::cleanup(jobs::JobContext& ctx) {
+  auto& I = *impl_;
+  boost::system::error_code ec;
+  const auto payload = json::parse(ctx.lease().payload, ec);
+  const auto* o = payload.if_object();
+  const auto* project = o ? o->if_contains("project") : nullptr;
+  const auto* asset_id = o ? o->if_contains("asset") : nullptr;
+  if (!project || !project->is_string() || !asset_id || !asset_id->is_string())
+    return jobs::FailReport{jobs::Failure::permanent,
+                            "the payload names no project and asset: " + ctx.lease().payload};
+  const std::string p(project->as_string()), id(asset_id->as_string());
+  try {
+    std::optional<store::Asset> live;
+    I.db.read(I.db.position(), [&](sql::Connection& c) { live = store::assets::find(c, p, id); });
+    if (live) return std::string(R"({"removed":0,"reason":"the asset is live"})");
+    // Every pipeline version's files: the prefix of the asset, whatever rows say.
+    s3::Client s3c(I.storage);
+    const std::string prefix = derived_root(p, id);
+    std::size_t removed = 0;
+    std::string token;
+    do {
+      auto page = s3c.list_objects(I.options.bucket, prefix, "", token);
+      for (const auto& obj : page.objects) {
+        s3c.delete_object(I.options.bucket, obj.key);
+        ++removed;
+      }
+      token = page.next_token;
+    } while (!token.empty());
+    I.db.write([&](sql::Connection& c) { store::asset_processing::remove(c, id); });
+    return json::serialize(json::object{{"removed", removed}});
+  } catch (const sql::Error& e) {
+    return retry(std::string("database: ") + e.what());
+  } catch (const s3::S3Error& e) {
+    return retry(std::string("object storage: ") + e.what());
+  }
+}
+
+}  // namespace kiln::assets::pipeline

@@ -1,0 +1,251 @@
+"""End-to-end: uploaded models become levels (the asset pipeline on the job queue), on
+`kiln serve`: the asset's processing state in the REST API, its manifest and GLB levels
+(checked by Khronos' glTF-Validator), the uploader's sessions told through `notify`,
+hostile files failing with their reason, the explicit reprocess, deletion removing the
+derived files, and a worker killed mid-processing finishing the asset once on retry."""
+import asyncio
+import hashlib
+import json
+import os
+import pathlib
+import signal
+import tempfile
+import threading
+import unittest
+import urllib.parse
+
+import websockets
+
+from harness import Kiln, needs, wait_until
+from test_pipeline import MODELS, NPM, obj_grid, validate
+from test_uploads import send
+
+SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+class Listener:
+    """A collaboration session of one user, collecting the `notify` frames it receives."""
+
+    def __init__(self, node, token):
+        self.frames = []
+        self.cv = threading.Condition()
+        self.ready = threading.Event()
+        self.url = f"ws://{node.host}:{node.port}/v1/collab"
+        self.token = token
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self.run(),), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(30), "the session did not open"
+
+    async def run(self):
+        async with websockets.connect(self.url, subprotocols=["kiln.v1"]) as ws:
+            await ws.send(json.dumps({"t": "hello", "id": 1, "token": self.token}))
+            assert json.loads(await ws.recv())["t"] == "welcome"
+            self.ws = ws
+            self.ready.set()
+            try:
+                async for text in ws:
+                    m = json.loads(text)
+                    if m.get("t") == "notify":
+                        with self.cv:
+                            self.frames.append(m)
+                            self.cv.notify_all()
+            except websockets.ConnectionClosed:
+                pass
+
+    def wait_for(self, pred, what, timeout=120):
+        with self.cv:
+            if not self.cv.wait_for(lambda: any(pred(f) for f in self.frames), timeout):
+                raise AssertionError(f"no notify for {what}; got {self.frames}")
+            return next(f for f in self.frames if pred(f))
+
+    def close(self):
+        if hasattr(self, "ws"):
+            asyncio.run_coroutine_threadsafe(self.ws.close(), self.loop).result(10)
+        self.thread.join(10)
+
+
+@needs(MODELS.is_dir(), "missing: Debian's assimp-testmodels (scripts/packages-test.txt)")
+@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
+class OnServe(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="kiln-e2e-assets-")
+        self.node = self.start()
+
+    def start(self, *args, data_dir=None):
+        k = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false", *args, data_dir=data_dir)
+        self.addCleanup(k.stop)
+        self.node = k
+        self.ann = self.mint("ann")
+        self.pid = getattr(self, "pid", None) or "assets-" + os.urandom(4).hex()
+        st, _, doc = self.call("POST", "/v1/projects", self.ann, {"id": self.pid, "name": "Assets"})
+        self.assertIn(st, (201, 409), doc)
+        return k
+
+    def call(self, method, path, token=None, body=None):
+        return self.node.call(method, path, token, body)
+
+    def mint(self, user):
+        st, _, doc = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": user}})
+        self.assertEqual(st, 201, doc)
+        return doc["token"]
+
+    def upload(self, name, data):
+        st, _, doc = self.call("POST", f"/v1/projects/{self.pid}/uploads", self.ann,
+                               {"filename": name, "size": len(data), "sha256": sha(data),
+                                "content_type": "application/octet-stream"})
+        self.assertEqual(st, 201, doc)
+        s, _, b = send(doc["put"]["url"], body=data, headers=doc["put"]["headers"])
+        self.assertEqual(s, 200, b)
+        st, _, done = self.call("POST", f"/v1/projects/{self.pid}/uploads/{doc['upload']['id']}/complete",
+                                self.ann)
+        self.assertEqual(st, 201, done)
+        return done["asset"]["id"]
+
+    def asset(self, aid):
+        st, _, doc = self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)
+        self.assertEqual(st, 200, doc)
+        return doc
+
+    def settled(self, aid):
+        return wait_until(lambda: (lambda p: p if p and p["state"] in ("ready", "failed", "skipped") else None)(
+            self.asset(aid)["processing"]), f"asset {aid} processed", timeout=300)
+
+    def test_an_uploaded_model_becomes_valid_levels_and_its_uploader_hears_of_it(self):
+        listener = Listener(self.node, self.ann)
+        self.addCleanup(listener.close)
+        grid = pathlib.Path(self.tmp, "terrain.obj")
+        obj_grid(grid, 120)  # 28,800 triangles
+        aid = self.upload("terrain.obj", grid.read_bytes())
+        first = self.asset(aid)["processing"]
+        self.assertIn(first["state"], ("queued", "processing", "ready"), first)
+        done = self.settled(aid)
+        self.assertEqual(done["state"], "ready", done)
+        self.assertGreaterEqual(done["levels"], 4)
+        self.assertIsNone(done["error"])
+        st, hd, manifest = self.call("GET", done["manifest"], self.ann)
+        self.assertEqual(st, 200, manifest)
+        self.assertEqual(manifest["asset"], aid)
+        self.assertEqual(manifest["pipeline"], done["pipeline"])
+        self.assertEqual(manifest["source"]["triangles"], 28_800)
+        levels = manifest["levels"]
+        self.assertEqual(len(levels), done["levels"])
+        files = []
+        for i, lv in enumerate(levels):
+            s, h, body = send(lv["url"], "GET")
+            self.assertEqual(s, 200, lv)
+            self.assertEqual(len(body), lv["bytes"])
+            self.assertEqual(h["content-type"], "model/gltf-binary")
+            # Named by content: the key holds the first 16 hex digits of its SHA-256.
+            self.assertIn(sha(body)[:16], urllib.parse.urlsplit(lv["url"]).path)
+            path = pathlib.Path(self.tmp, f"lod{i}.glb")
+            path.write_bytes(body)
+            files.append(path)
+        for a, b in zip(levels, levels[1:]):
+            self.assertLess(b["triangles"], a["triangles"])
+            self.assertGreaterEqual(b["error"], a["error"])
+        bad = {f: r["messages"] for f, r in validate(files).items() if r["errors"]}
+        self.assertEqual(bad, {})
+        # The uploader's session heard progress, then the outcome.
+        listener.wait_for(lambda f: f.get("kind") == "asset" and f.get("event") == "progress", "progress")
+        ready = listener.wait_for(lambda f: f.get("kind") == "asset" and f.get("event") == "ready", "ready")
+        self.assertEqual((ready["asset"], ready["project"], ready["levels"]), (aid, self.pid, done["levels"]))
+        # A viewer of the project sees the manifest; a stranger does not.
+        bob = self.mint("bob")
+        self.assertEqual(self.call("GET", done["manifest"], bob)[0], 404)
+        st, _, _ = self.call("PUT", f"/v1/projects/{self.pid}/members/bob", self.ann, {"role": "viewer"})
+        self.assertEqual(st, 200)
+        self.assertEqual(self.call("GET", done["manifest"], bob)[0], 200)
+        # Processing it again changes nothing: it is ready.
+        st, _, again = self.call("POST", f"/v1/projects/{self.pid}/assets/{aid}/process", self.ann)
+        self.assertEqual((st, again["processing"]["state"]), (200, "ready"), again)
+        # Deleting the asset removes its levels from storage.
+        st, _, _ = self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)
+        self.assertEqual(st, 204)
+        wait_until(lambda: all(send(lv["url"], "GET")[0] == 404 for lv in levels), "the levels removed")
+
+    def test_hostile_models_fail_with_their_reason_and_the_job_is_not_dead(self):
+        listener = Listener(self.node, self.ann)
+        self.addCleanup(listener.close)
+        box = (MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb").read_bytes()
+        cases = {
+            "cut.glb": (box[: len(box) // 2], "malformed"),
+            "claims.glb": (b"solid x\nendsolid x\n" + os.urandom(16).hex().encode(), "unsupported"),
+            "bomb.off": ((MODELS / "invalid/OutOfMemory.off").read_bytes(), "limits"),
+        }
+        for name, (data, code) in cases.items():
+            with self.subTest(name=name):
+                aid = self.upload(name, data)
+                done = self.settled(aid)
+                self.assertEqual(done["state"], "failed", done)
+                self.assertEqual(done["error"]["code"], code, done)
+                self.assertTrue(done["error"]["detail"])
+                self.assertIsNone(done["manifest"])
+                told = listener.wait_for(lambda f, a=aid: f.get("asset") == a and f.get("event") == "failed",
+                                         f"{name} failed")
+                self.assertEqual(told["code"], code)
+                st, _, _ = self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}/manifest", self.ann)
+                self.assertEqual(st, 404)
+        # The node is alive and took no harm; the jobs succeeded (a bad file is not a dead job).
+        st, _, jobs = self.call("GET", "/v1/admin/jobs?type=asset.process&state=dead", SERVICE_KEY)
+        self.assertEqual((st, jobs["items"]), (200, []), jobs)
+        # Asking again processes it again (and it fails the same way).
+        aid = self.upload("again.glb", box[:100])
+        self.assertEqual(self.settled(aid)["state"], "failed")
+        st, _, doc = self.call("POST", f"/v1/projects/{self.pid}/assets/{aid}/process", self.ann)
+        self.assertEqual(st, 202, doc)
+        self.assertEqual(doc["processing"]["state"], "queued")
+        self.assertEqual(self.settled(aid)["state"], "failed")
+        # Viewers may not ask.
+        st, _, _ = self.call("PUT", f"/v1/projects/{self.pid}/members/vic", self.ann, {"role": "viewer"})
+        self.assertEqual(self.call("POST", f"/v1/projects/{self.pid}/assets/{aid}/process", self.mint("vic"))[0], 403)
+
+    def test_files_that_are_not_models_are_skipped(self):
+        aid = self.upload("notes.txt", b"not a model\n")
+        self.assertIsNone(self.asset(aid)["processing"])
+        st, _, jobs = wait_until(lambda: (lambda r: r if r[2]["items"] and r[2]["items"][0]["state"] == "succeeded"
+                                          else None)(self.call("GET", "/v1/admin/jobs?type=asset.process", SERVICE_KEY)),
+                                 "the job")
+        self.assertEqual(self.asset(aid)["processing"]["state"], "skipped")
+
+    def test_a_worker_killed_mid_processing_finishes_the_asset_once_on_retry(self):
+        node = self.start("--jobs-lease-ms", "2000", data_dir=tempfile.mkdtemp(prefix="kiln-e2e-assets-kill-"))
+        big = pathlib.Path(self.tmp, "big.obj")
+        obj_grid(big, 500)  # 500,000 triangles: seconds of work
+        aid = self.upload("big.obj", big.read_bytes())
+        wait_until(lambda: (self.asset(aid)["processing"] or {}).get("stage") in ("import", "lod", "write"),
+                   "the child at work", timeout=120)
+        node.signal(signal.SIGKILL)
+        node.proc.wait(30)
+        children = [p for p in os.listdir("/proc") if p.isdigit() and
+                    _cmdline(p).startswith(os.environ["KILN_BIN"] + "\0convert")]
+        # The child dies with its worker (PR_SET_PDEATHSIG), within moments.
+        wait_until(lambda: not [p for p in children if os.path.exists(f"/proc/{p}")], "the child gone")
+        again = self.start("--jobs-lease-ms", "2000", data_dir=node.data_dir)
+        self.node = again
+        done = self.settled(aid)
+        self.assertEqual(done["state"], "ready", done)
+        st, _, jobs = self.call("GET", "/v1/admin/jobs?type=asset.process", SERVICE_KEY)
+        mine = [j for j in jobs["items"] if j["payload"].get("asset") == aid]
+        self.assertEqual(len(mine), 1, jobs)
+        st, _, job = self.call("GET", f"/v1/admin/jobs/{mine[0]['id']}", SERVICE_KEY)
+        self.assertEqual(job["state"], "succeeded", job)
+        self.assertGreaterEqual(job["attempts"], 2, job)  # the killed one, and the retry
+        # One set of levels: the stored manifest names each level once.
+        st, _, manifest = self.call("GET", done["manifest"], self.ann)
+        self.assertEqual(len({lv["uri"] for lv in manifest["levels"]}), len(manifest["levels"]))
+
+
+def _cmdline(pid):
+    try:
+        return pathlib.Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""
+
+
+if __name__ == "__main__":
+    unittest.main()
