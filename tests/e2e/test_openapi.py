@@ -150,6 +150,32 @@ class OpenApi(unittest.TestCase):
         check("GET", "/v1/projects/{project}/assets", "/v1/projects/oa-proj/assets", tok, expect=200)
         check("GET", "/v1/projects/{project}/assets/{asset}",
               f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=200)
+        # A model: its levels (the pipeline on serve's worker), its manifest, processing again.
+        tri = b"v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n"
+        m = check("POST", ups, "/v1/projects/oa-proj/uploads", tok,
+                  {"filename": "tri.obj", "size": len(tri), "content_type": "application/octet-stream",
+                   "sha256": hashlib.sha256(tri).hexdigest()}, 201)
+        u = urllib.parse.urlsplit(m["put"]["url"])
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=20)
+        c.request("PUT", u.path + "?" + u.query, body=tri, headers=m["put"]["headers"])
+        self.assertEqual(c.getresponse().status, 200)
+        c.close()
+        model = check("POST", ups + "/{upload}/complete",
+                      f"/v1/projects/oa-proj/uploads/{m['upload']['id']}/complete", tok, expect=201)["asset"]
+        one = f"/v1/projects/oa-proj/assets/{model['id']}"
+
+        def ready():
+            doc = self.call("GET", one, tok)[1]
+            return doc["processing"] if doc["processing"]["state"] == "ready" else None
+        wait_until(ready, "the model's levels")
+        check("GET", "/v1/projects/{project}/assets/{asset}", one, tok, expect=200)
+        check("GET", "/v1/projects/{project}/assets/{asset}/manifest", one + "/manifest", tok, expect=200)
+        check("GET", "/v1/projects/{project}/assets/{asset}/manifest",
+              f"/v1/projects/oa-proj/assets/{done['asset']['id']}/manifest", tok, expect=404)
+        check("POST", "/v1/projects/{project}/assets/{asset}/process", one + "/process", tok, expect=200)
+        check("POST", "/v1/projects/{project}/assets/{asset}/process",
+              f"/v1/projects/oa-proj/assets/{done['asset']['id']}/process", tok, expect=202)
+        check("DELETE", "/v1/projects/{project}/assets/{asset}", one, tok, expect=204)
         check("DELETE", "/v1/projects/{project}/assets/{asset}",
               f"/v1/projects/oa-proj/assets/{done['asset']['id']}", tok, expect=204)
         # The job queue: the completed upload's asset.process job (made by the outbox relay,
@@ -158,7 +184,8 @@ class OpenApi(unittest.TestCase):
 
         def processed():
             status, doc = self.call("GET", jobs + "?type=asset.process&state=succeeded", SERVICE_KEY)
-            return status == 200 and doc["items"]
+            mine = [j for j in doc.get("items", []) if j["payload"].get("asset") == done["asset"]["id"]]
+            return status == 200 and mine
         job = wait_until(processed, "the upload's asset.process job to succeed")[0]
         check("GET", jobs, jobs + "?type=asset.process&limit=5", SERVICE_KEY, expect=200)
         check("GET", jobs, jobs + "?state=finished", SERVICE_KEY, expect=400)
