@@ -76,6 +76,8 @@ void Api::install(http::Router& router) {
   add("POST", "/v1/projects/{project}/scenes", "api_scenes_create", &Impl::create_scene);
   add("GET", "/v1/projects/{project}/scenes", "api_scenes_list", &Impl::list_scenes);
   add("GET", "/v1/projects/{project}/scenes/{scene}", "api_scene_get", &Impl::get_scene);
+  add("GET", "/v1/projects/{project}/scenes/{scene}/stream", "api_scene_stream",
+      &Impl::scene_stream);
   add("PATCH", "/v1/projects/{project}/scenes/{scene}", "api_scene_rename", &Impl::rename_scene);
   add("DELETE", "/v1/projects/{project}/scenes/{scene}", "api_scene_delete", &Impl::delete_scene);
   add("POST", "/v1/projects/{project}/uploads", "api_uploads_create", &Impl::create_upload);

@@ -89,6 +89,7 @@ struct Api::Impl {
   Checked<Response> create_scene(const Request& req, const Principal& who);
   Checked<Response> list_scenes(const Request& req, const Principal& who);
   Checked<Response> get_scene(const Request& req, const Principal& who);
+  Checked<Response> scene_stream(const Request& req, const Principal& who);
   Checked<Response> rename_scene(const Request& req, const Principal& who);
   Checked<Response> delete_scene(const Request& req, const Principal& who);
 

@@ -1,10 +1,16 @@
 // /v1/projects/{project}/scenes.
 #include "api/impl.hpp"
+#include "assets/derived.hpp"
+#include "assets/scene_stream.hpp"
 #include "store/rooms.hpp"
 
 #include "platform/log.hpp"
 
 namespace kiln::api {
+namespace {
+// A stream lists this many entities at most (a response of a few tens of MB).
+constexpr std::size_t kMaxStreamEntities = 100'000;
+}  // namespace
 
 Checked<Response> Api::Impl::create_scene(const Request& req, const Principal& who) {
   const auto project = req.param("project");
@@ -66,6 +72,92 @@ Checked<Response> Api::Impl::get_scene(const Request& req, const Principal& who)
   }
   o["snapshot"] = std::move(snap);
   return ok_json(200, o);
+}
+
+// What a viewer needs to stream a scene's assets (docs/assets.md "Streaming a scene"): the
+// entities that show assets with their world transforms and bounds, and each asset's levels,
+// as of the scene's last stored snapshot.
+Checked<Response> Api::Impl::scene_stream(const Request& req, const Principal& who) {
+  const auto project = req.param("project");
+  const auto id = req.param("scene");
+  KILN_CHECK(role_in(who, project, req));
+  if (!valid_id(id)) return not_found();
+  const auto receipt = after(who, req);
+  if (!projects.get_scene(project, id, receipt)) return not_found();
+  json::object snapshot;
+  json::value seq = nullptr, stored_at = nullptr;
+  if (auto stored = store::Rooms(store).latest_snapshot(project + "/" + id)) {
+    boost::system::error_code ec;
+    auto scene = json::parse(stored->body, ec);
+    if (!ec && scene.is_object()) snapshot = std::move(scene.as_object());
+    seq = static_cast<std::int64_t>(stored->seq);
+    stored_at = stored->stored_at;
+  }
+  const auto placed = assets::place_entities(snapshot);
+  if (placed.entities.size() > kMaxStreamEntities)
+    return Refusal{413, "too-large",
+                   "The scene has " + std::to_string(placed.entities.size()) +
+                       " entities that show assets; the stream lists at most " +
+                       std::to_string(kMaxStreamEntities) + "."};
+  // Each asset once: its state, its levels and its model-space sphere when ready.
+  json::object asset_docs;
+  std::map<std::string, std::optional<std::pair<std::array<double, 3>, double>>> spheres;
+  for (const auto& e : placed.entities) {
+    if (spheres.count(e.asset)) continue;
+    auto& sphere = spheres[e.asset];
+    auto a = uploads.find_asset(project, e.asset, receipt);
+    if (!a) {
+      asset_docs[e.asset] = json::object{{"state", "missing"}};
+      continue;
+    }
+    const auto p = uploads.processing(*a, receipt);
+    json::object doc{{"name", a->name}, {"state", p ? p->state : "none"}};
+    if (p && p->state == "ready") {
+      KILN_TRY(m, uploads.manifest_of(*p));
+      json::array levels;
+      for (const auto& l : m["levels"].as_array()) {
+        const auto& lo = l.as_object();
+        levels.push_back(json::object{{"level", lo.at("level")},
+                                      {"triangles", lo.at("triangles")},
+                                      {"error", lo.at("error")},
+                                      {"bytes", lo.at("bytes")},
+                                      {"url", lo.at("url")}});
+      }
+      doc["levels"] = std::move(levels);
+      const auto& s = m["bounds"].as_object().at("sphere").as_object();
+      const auto& c = s.at("center").as_array();
+      sphere =
+          std::make_pair(std::array<double, 3>{c[0].to_number<double>(), c[1].to_number<double>(),
+                                               c[2].to_number<double>()},
+                         s.at("radius").to_number<double>());
+    }
+    asset_docs[e.asset] = std::move(doc);
+  }
+  json::array entities;
+  for (const auto& e : placed.entities) {
+    json::array world;
+    for (double v : e.world) world.push_back(v);
+    json::object o{
+        {"id", e.id}, {"asset", e.asset}, {"world", std::move(world)}, {"scale", e.max_scale}};
+    if (const auto& s = spheres[e.asset]) {
+      const auto w = assets::world_sphere(e.world, e.max_scale, s->first, s->second);
+      o["sphere"] = json::object{{"center", json::array{w[0], w[1], w[2]}}, {"radius", w[3]}};
+    } else {
+      o["sphere"] = nullptr;
+    }
+    entities.push_back(std::move(o));
+  }
+  json::array skipped;
+  for (const auto& s : placed.skipped)
+    skipped.push_back(json::object{{"id", s.id}, {"why", s.why}});
+  return ok_json(200, json::object{{"scene", id},
+                                   {"room", project + "/" + id},
+                                   {"seq", seq},
+                                   {"stored_at", stored_at},
+                                   {"pipeline", assets::kPipelineVersion},
+                                   {"entities", std::move(entities)},
+                                   {"assets", std::move(asset_docs)},
+                                   {"skipped", std::move(skipped)}});
 }
 
 Checked<Response> Api::Impl::rename_scene(const Request& req, const Principal& who) {

@@ -22,7 +22,9 @@
 
 #include <boost/json/object.hpp>
 
+#include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <variant>
@@ -143,6 +145,8 @@ class UploadService {
   // The asset's manifest (the pipeline's JSON) with a `url` beside each level's `uri`.
   // Errors: not_found (not ready), no_storage, storage_unavailable.
   Result<boost::json::object> manifest(const store::Asset& a, const store::Receipt& after);
+  // The same for a processing row known to be ready (the scene stream's many assets).
+  Result<boost::json::object> manifest_of(const store::AssetProcessing& ready);
   // Where to fetch one derived file (a presigned GET or the CDN URL).
   [[nodiscard]] Download derived_download(const std::string& key,
                                           const std::string& content_type) const;
@@ -166,6 +170,10 @@ class UploadService {
   UploadOptions options_;
   std::unique_ptr<s3::ClientPool> storage_;  // null: no storage configured
   std::unique_ptr<s3::Client> presigner_;    // signs URLs naming the public endpoint
+  // Stored manifests by key: their keys name their content, so an entry never goes stale.
+  // Bounded (emptied when full).
+  std::mutex manifests_mu_;
+  std::map<std::string, boost::json::object, std::less<>> manifests_;
   metrics::Family<metrics::Counter>& events_;
   metrics::Family<metrics::Counter>& bytes_;
 };

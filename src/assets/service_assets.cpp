@@ -87,18 +87,38 @@ Result<boost::json::object> UploadService::manifest(const store::Asset& a,
   const auto p = processing(a, after);
   if (!p || p->state != "ready")
     return Error{Errc::not_found, "The asset has no levels (yet): see its `processing`."};
-  std::string text;
-  try {
-    text = storage_->take()->get_object(options_.bucket, p->manifest_key);
-  } catch (const s3::S3Error& e) {
-    return storage_failed(e);
+  return manifest_of(*p);
+}
+
+Result<boost::json::object> UploadService::manifest_of(const store::AssetProcessing& p) {
+  if (!storage_)
+    return Error{Errc::no_storage, "No object storage is configured (settings storage.*)."};
+  boost::json::object m;
+  bool cached = false;
+  {
+    std::lock_guard lock(manifests_mu_);
+    if (auto it = manifests_.find(p.manifest_key); it != manifests_.end()) {
+      m = it->second;
+      cached = true;
+    }
   }
-  boost::system::error_code ec;
-  auto v = boost::json::parse(text, ec);
-  if (ec || !v.is_object())
-    return Error{Errc::storage_unavailable, "The stored manifest is not readable JSON."};
-  auto& m = v.as_object();
-  const auto dir = p->manifest_key.substr(0, p->manifest_key.rfind('/') + 1);
+  if (!cached) {
+    std::string text;
+    try {
+      text = storage_->take()->get_object(options_.bucket, p.manifest_key);
+    } catch (const s3::S3Error& e) {
+      return storage_failed(e);
+    }
+    boost::system::error_code ec;
+    auto v = boost::json::parse(text, ec);
+    if (ec || !v.is_object())
+      return Error{Errc::storage_unavailable, "The stored manifest is not readable JSON."};
+    m = std::move(v.as_object());
+    std::lock_guard lock(manifests_mu_);
+    if (manifests_.size() >= 2'000) manifests_.clear();
+    manifests_.emplace(p.manifest_key, m);
+  }
+  const auto dir = p.manifest_key.substr(0, p.manifest_key.rfind('/') + 1);
   if (auto* levels = m.if_contains("levels"); levels && levels->is_array()) {
     for (auto& l : levels->as_array()) {
       auto* lo = l.if_object();
@@ -108,7 +128,7 @@ Result<boost::json::object> UploadService::manifest(const store::Asset& a,
       (*lo)["url"] = d.url;
     }
   }
-  return std::move(m);
+  return m;
 }
 
 std::optional<store::AssetProcessing> UploadService::reset_processing(const store::Asset& a) {

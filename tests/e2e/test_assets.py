@@ -204,6 +204,59 @@ class OnServe(unittest.TestCase):
         st, _, _ = self.call("PUT", f"/v1/projects/{self.pid}/members/vic", self.ann, {"role": "viewer"})
         self.assertEqual(self.call("POST", f"/v1/projects/{self.pid}/assets/{aid}/process", self.mint("vic"))[0], 403)
 
+    def test_a_scene_streams_its_entities_with_world_bounds_and_levels(self):
+        node = self.start("--persist-interval-ms", "200")
+        grid = pathlib.Path(self.tmp, "rock.obj")
+        obj_grid(grid, 40)  # 3,200 triangles, 40 x 40 x 1
+        aid = self.upload("rock.obj", grid.read_bytes())
+        self.assertEqual(self.settled(aid)["state"], "ready")
+        st, _, _ = self.call("POST", f"/v1/projects/{self.pid}/scenes", self.ann, {"id": "yard", "name": "Yard"})
+        self.assertEqual(st, 201)
+        ops = [{"op": "create", "entity": "rock1", "parent": "root",
+                "props": {"asset": aid, "position": [100, 0, 0]}},
+               {"op": "create", "entity": "group", "parent": "root", "props": {"scale": 2}},
+               {"op": "create", "entity": "rock2", "parent": "group",
+                "props": {"asset": aid, "rotation": [0, 0, 0, 1], "scale": [1, 1, 3]}},
+               {"op": "create", "entity": "bad", "parent": "root", "props": {"asset": aid, "position": "x"}},
+               {"op": "create", "entity": "ghost", "parent": "root", "props": {"asset": "a0000nothere"}}]
+
+        async def edit():
+            async with websockets.connect(f"ws://{node.host}:{node.port}/v1/collab",
+                                          subprotocols=["kiln.v1"]) as ws:
+                await ws.send(json.dumps({"t": "hello", "id": 1, "token": self.ann}))
+                await ws.send(json.dumps({"t": "join", "id": 2, "room": f"{self.pid}/yard"}))
+                await ws.send(json.dumps({"t": "op", "id": 3, "room": f"{self.pid}/yard", "ops": ops}))
+                while True:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if m.get("id") == 3:
+                        return m
+        ack = asyncio.run(edit())
+        self.assertEqual(ack["t"], "ack", ack)
+        path = f"/v1/projects/{self.pid}/scenes/yard/stream"
+        doc = wait_until(lambda: (lambda r: r[2] if r[2].get("seq") == ack["seq"] else None)(
+            self.call("GET", path, self.ann)), "the scene's snapshot stored")
+        byid = {e["id"]: e for e in doc["entities"]}
+        self.assertEqual(sorted(byid), ["ghost", "rock1", "rock2"])
+        # The model spans x, y in [0, 40]: its sphere's center (20, 20, ~0.5) moves with the
+        # entity, its radius scales with the largest axis scale.
+        man = self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}/manifest", self.ann)[2]
+        c, r = man["bounds"]["sphere"]["center"], man["bounds"]["sphere"]["radius"]
+        s1 = byid["rock1"]["sphere"]
+        self.assertAlmostEqual(s1["center"][0], c[0] + 100, places=3)
+        self.assertAlmostEqual(s1["radius"], r, places=3)
+        s2 = byid["rock2"]["sphere"]
+        self.assertAlmostEqual(s2["center"][1], c[1] * 2, places=3)
+        self.assertAlmostEqual(s2["radius"], r * 6, places=3)
+        self.assertEqual(byid["rock2"]["world"][12:15], [0, 0, 0])
+        self.assertIsNone(byid["ghost"]["sphere"])
+        self.assertEqual(doc["assets"]["a0000nothere"]["state"], "missing")
+        levels = doc["assets"][aid]["levels"]
+        self.assertEqual([lv["triangles"] for lv in levels], [lv["triangles"] for lv in man["levels"]])
+        self.assertEqual(send(levels[-1]["url"], "GET")[0], 200)
+        self.assertEqual([(x["id"], "position" in x["why"]) for x in doc["skipped"]], [("bad", True)])
+        # Members only.
+        self.assertEqual(self.call("GET", path, self.mint("eve"))[0], 404)
+
     def test_files_that_are_not_models_are_skipped(self):
         aid = self.upload("notes.txt", b"not a model\n")
         self.assertIsNone(self.asset(aid)["processing"])

@@ -116,6 +116,10 @@ class OpenApi(unittest.TestCase):
         check("GET", "/v1/projects/{project}/scenes", "/v1/projects/oa-proj/scenes", tok, expect=200)
         check("GET", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, expect=200)
         check("PATCH", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, {"name": "M"}, 200)
+        check("GET", "/v1/projects/{project}/scenes/{scene}/stream", "/v1/projects/oa-proj/scenes/main/stream", tok,
+              expect=200)
+        check("GET", "/v1/projects/{project}/scenes/{scene}/stream", "/v1/projects/oa-proj/scenes/nope/stream", tok,
+              expect=404)
         check("DELETE", "/v1/projects/{project}/scenes/{scene}", "/v1/projects/oa-proj/scenes/main", tok, expect=204)
         check("DELETE", "/v1/projects/{project}/members/{user}", "/v1/projects/oa-proj/members/bob", tok, expect=204)
         # Uploads: a small one (one PUT, sent here) and a large one (multipart, no bytes).
