@@ -126,6 +126,18 @@ class Convert(unittest.TestCase):
         self.assertIn("CPU time", r.stderr)
         self.assertTrue(r.stderr.rstrip().endswith("(limits)"), r.stderr)
 
+    def test_a_file_that_hangs_the_parser_is_stopped_by_the_cpu_limit(self):
+        # Found by fuzzing assimp's PLY reader (Debian's 5.2): it never returns on these
+        # 72 bytes. The child's RLIMIT_CPU ends it; the caller is unharmed.
+        hang = os.path.join(self.tmp, "hang.ply")
+        pathlib.Path(hang).write_bytes(b"ply\nformat ascii 1.0\nelement ver\n0 0 0\n1 0$clr.specular 0\n"
+                                       b"0 1 0\n3 0 1 2\n")
+        r, out = self.convert(hang, "--cpu-seconds", "2", "--wall-seconds", "60")
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("more than 2 s of CPU time", r.stderr)
+        self.assertTrue(r.stderr.rstrip().endswith("(limits)"), r.stderr)
+        self.assertEqual(os.listdir(out), [])
+
     @unittest.skipIf(SANITIZED, "AddressSanitizer reserves the address space a limit would cap")
     def test_a_model_past_the_memory_limit_is_stopped_with_a_reason(self):
         big = os.path.join(self.tmp, "big.obj")

@@ -94,31 +94,64 @@ struct ImageContext {
   std::string error;  // set when an image is past the limits: the import fails with it
 };
 
-// Keeps an image's encoded bytes (nothing is decoded here) after checking its header.
-bool keep_image(tinygltf::Image* image, const int index, std::string* err, std::string* warn, int,
-                int, const unsigned char* bytes, int size, void* user) {
-  auto& ctx = *static_cast<ImageContext*>(user);
-  const auto header = read_image_header({bytes, static_cast<std::size_t>(std::max(size, 0))});
+// An image's encoded bytes kept as they are (nothing is decoded), once its header is within
+// the limits; false with `why` when it is not.
+bool take_image(tinygltf::Image& image, int index, std::span<const std::uint8_t> bytes,
+                const Limits& l, std::string& why, std::string* warn) {
+  const auto header = read_image_header(bytes);
   if (!header) {
     if (warn) *warn += "image " + std::to_string(index) + " is not PNG, JPEG or WebP: dropped\n";
     return true;
   }
-  const auto& l = *ctx.limits;
   if (header->width > l.max_texture_side || header->height > l.max_texture_side ||
       std::uint64_t{header->width} * header->height > l.max_texture_pixels) {
-    ctx.error = "image " + std::to_string(index) + " is " + std::to_string(header->width) + "x" +
-                std::to_string(header->height) + " px; the limit is " +
-                std::to_string(l.max_texture_pixels) + " pixels and " +
-                std::to_string(l.max_texture_side) + " px a side";
+    why = "image " + std::to_string(index) + " is " + std::to_string(header->width) + "x" +
+          std::to_string(header->height) + " px; the limit is " +
+          std::to_string(l.max_texture_pixels) + " pixels and " +
+          std::to_string(l.max_texture_side) + " px a side";
+    return false;
+  }
+  image.image.assign(bytes.begin(), bytes.end());
+  image.width = static_cast<int>(header->width);
+  image.height = static_cast<int>(header->height);
+  image.mimeType = header->mime_type;
+  image.as_is = true;
+  return true;
+}
+
+// tinygltf's image callback. An image in a buffer view is left for after the load
+// (images_from_views): tinygltf 2.7 passes a view's range without checking that it lies
+// within its buffer, so those bytes are not read here. A data-URI image's bytes are its
+// decoded URI, exactly.
+bool keep_image(tinygltf::Image* image, const int index, std::string* err, std::string* warn, int,
+                int, const unsigned char* bytes, int size, void* user) {
+  auto& ctx = *static_cast<ImageContext*>(user);
+  if (image->bufferView >= 0) return true;
+  if (!take_image(*image, index, {bytes, static_cast<std::size_t>(std::max(size, 0))}, *ctx.limits,
+                  ctx.error, warn)) {
     if (err) *err = ctx.error;
     return false;
   }
-  image->image.assign(bytes, bytes + size);
-  image->width = static_cast<int>(header->width);
-  image->height = static_cast<int>(header->height);
-  image->mimeType = header->mime_type;
-  image->as_is = true;
   return true;
+}
+
+// The images in buffer views, their ranges checked first.
+Result<void> images_from_views(tinygltf::Model& m, const Limits& limits, std::string& warn) {
+  for (std::size_t i = 0; i < m.images.size(); ++i) {
+    auto& img = m.images[i];
+    if (img.bufferView < 0) continue;
+    const auto& bv = m.bufferViews.at(static_cast<std::size_t>(img.bufferView));
+    const auto& buf = m.buffers.at(static_cast<std::size_t>(bv.buffer)).data;
+    if (std::uint64_t(bv.byteOffset) + bv.byteLength > buf.size())
+      return Error{Errc::malformed, "image " + std::to_string(i) +
+                                        ": its buffer view runs past its buffer (" +
+                                        std::to_string(buf.size()) + " bytes; truncated?)"};
+    std::string why;
+    if (!take_image(img, static_cast<int>(i), {buf.data() + bv.byteOffset, bv.byteLength}, limits,
+                    why, &warn))
+      return Error{Errc::too_large, why};
+  }
+  return {};
 }
 
 double component_value(const unsigned char* p, int type, bool normalized) {
@@ -443,6 +476,7 @@ Result<Model> import_gltf(std::span<const std::uint8_t> bytes, const Limits& lim
     return Error{Errc::malformed,
                  "not valid glTF 2.0: " + (err.empty() ? "the parser refused it" : err)};
   }
+  KILN_CHECK(images_from_views(m, limits, warn));
   for (const auto& ext : m.extensionsRequired)
     if (ext != "KHR_materials_unlit" && ext != "KHR_texture_transform" &&
         ext != "KHR_mesh_quantization")

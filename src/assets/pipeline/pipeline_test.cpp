@@ -215,6 +215,20 @@ TEST(PipelineImport, AHugeImageIsRefusedFromItsHeader) {
   EXPECT_NE(m.error().detail.find("100000x100000"), std::string::npos) << m.error().detail;
 }
 
+// Found by fuzz_model: tinygltf 2.7 hands an image's buffer view to the image callback
+// without checking that it lies within its buffer (a heap overflow on read).
+TEST(PipelineImport, AnImageViewPastItsBufferIsRefusedUnread) {
+  auto m = import_text(gltf_triangle([](json::object& d, auto&) {
+    d["bufferViews"].as_array().push_back(
+        json::object{{"buffer", 0}, {"byteOffset", 40}, {"byteLength", 1'000'000}});
+    d["images"] = json::array{json::object{{"bufferView", 2}, {"mimeType", "image/png"}}};
+    d["textures"] = json::array{json::object{{"source", 0}}};
+  }));
+  ASSERT_FALSE(m) << "imported";
+  EXPECT_EQ(m.error().code, pl::Errc::malformed) << m.error().detail;
+  EXPECT_NE(m.error().detail.find("image 0"), std::string::npos) << m.error().detail;
+}
+
 TEST(PipelineImport, AFileThatClaimsOneFormatAndIsAnother) {
   const std::string obj = "v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n";
   auto as_glb = pl::import_model(bytes_of(obj), "model.glb", {});
