@@ -11,16 +11,21 @@ import pathlib
 import signal
 import tempfile
 import threading
+import shutil
 import unittest
 import urllib.parse
+import uuid
 
 import websockets
 
 from harness import Kiln, needs, wait_until
+from test_persistence import PG, STANDALONE, psql
 from test_pipeline import MODELS, NPM, obj_grid, validate
 from test_uploads import send
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
+STORE_SECRET = "objects-secret-0123456789abcdef0123456789"
+JWT_SECRET = "jwt-secret-0123456789abcdef0123456789abcdef"
 
 
 def sha(b):
@@ -69,22 +74,18 @@ class Listener:
         self.thread.join(10)
 
 
-@needs(MODELS.is_dir(), "missing: Debian's assimp-testmodels (scripts/packages-test.txt)")
-@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
-class OnServe(unittest.TestCase):
+class AssetSuite:
+    """The tests both deployments pass. Subclasses: start(*args) -> the API node (sets
+    self.node, and self.sessions: the node collaboration sessions connect to)."""
+
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="kiln-e2e-assets-")
-        self.node = self.start()
-
-    def start(self, *args, data_dir=None):
-        k = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false", *args, data_dir=data_dir)
-        self.addCleanup(k.stop)
-        self.node = k
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.start()
         self.ann = self.mint("ann")
-        self.pid = getattr(self, "pid", None) or "assets-" + os.urandom(4).hex()
+        self.pid = "assets-" + os.urandom(4).hex()
         st, _, doc = self.call("POST", "/v1/projects", self.ann, {"id": self.pid, "name": "Assets"})
-        self.assertIn(st, (201, 409), doc)
-        return k
+        self.assertEqual(st, 201, doc)
 
     def call(self, method, path, token=None, body=None):
         return self.node.call(method, path, token, body)
@@ -116,7 +117,7 @@ class OnServe(unittest.TestCase):
             self.asset(aid)["processing"]), f"asset {aid} processed", timeout=300)
 
     def test_an_uploaded_model_becomes_valid_levels_and_its_uploader_hears_of_it(self):
-        listener = Listener(self.node, self.ann)
+        listener = Listener(self.sessions, self.ann)
         self.addCleanup(listener.close)
         grid = pathlib.Path(self.tmp, "terrain.obj")
         obj_grid(grid, 120)  # 28,800 triangles
@@ -169,7 +170,7 @@ class OnServe(unittest.TestCase):
         wait_until(lambda: all(send(lv["url"], "GET")[0] == 404 for lv in levels), "the levels removed")
 
     def test_hostile_models_fail_with_their_reason_and_the_job_is_not_dead(self):
-        listener = Listener(self.node, self.ann)
+        listener = Listener(self.sessions, self.ann)
         self.addCleanup(listener.close)
         box = (MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb").read_bytes()
         cases = {
@@ -203,6 +204,23 @@ class OnServe(unittest.TestCase):
         # Viewers may not ask.
         st, _, _ = self.call("PUT", f"/v1/projects/{self.pid}/members/vic", self.ann, {"role": "viewer"})
         self.assertEqual(self.call("POST", f"/v1/projects/{self.pid}/assets/{aid}/process", self.mint("vic"))[0], 403)
+
+
+
+@needs(MODELS.is_dir(), "missing: Debian's assimp-testmodels (scripts/packages-test.txt)")
+@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
+class OnServe(AssetSuite, unittest.TestCase):
+    """`kiln serve`: SQLite, the embedded store, the worker and the gateway in one process."""
+
+    def start(self, *args, data_dir=None):
+        k = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false", *args, data_dir=data_dir)
+        self.addCleanup(k.stop)
+        self.node = self.sessions = k
+        if hasattr(self, "pid"):  # a node started by a test: the same user and project
+            self.ann = self.mint("ann")
+            st, _, doc = self.call("POST", "/v1/projects", self.ann, {"id": self.pid, "name": "Assets"})
+            self.assertIn(st, (201, 409), doc)
+        return k
 
     def test_a_scene_streams_its_entities_with_world_bounds_and_levels(self):
         node = self.start("--persist-interval-ms", "200")
@@ -291,6 +309,33 @@ class OnServe(unittest.TestCase):
         # One set of levels: the stored manifest names each level once.
         st, _, manifest = self.call("GET", done["manifest"], self.ann)
         self.assertEqual(len({lv["uri"] for lv in manifest["levels"]}), len(manifest["levels"]))
+
+
+@needs(MODELS.is_dir(), "missing: Debian's assimp-testmodels (scripts/packages-test.txt)")
+@needs(NPM, "KILN_NPM_DIR not set (run through ctest)")
+@needs(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+class OnNodes(AssetSuite, unittest.TestCase):
+    """The roles apart: `kiln objects`, `kiln api` and `kiln worker` on PostgreSQL through
+    PgBouncer, a `kiln gateway` holding the sessions; notifications cross Redis."""
+
+    def start(self):
+        db = "e2e_assets_" + uuid.uuid4().hex[:8]
+        psql("postgres", f"CREATE DATABASE {db}")
+        store = Kiln("--objects-secret-key", STORE_SECRET, "--http-access-log", "false", role="objects")
+        self.addCleanup(store.stop)
+        port = store.wait_for_log(lambda r: r.get("msg") == "object store listening", "the store")["port"]
+        common = ["--api-service-key", SERVICE_KEY, "--auth-jwt-secret", JWT_SECRET, "--http-access-log", "false",
+                  "--database-url", f"postgresql://postgres@{PG[0]}/{db}",
+                  "--storage-endpoint", f"http://127.0.0.1:{port}", "--storage-secret-key", STORE_SECRET,
+                  "--room-engine", "redis", "--redis-addresses", STANDALONE,
+                  "--redis-prefix", "assets-" + uuid.uuid4().hex[:6]]
+        self.node = Kiln(*common, "--database-read-urls", f"postgresql://postgres@{PG[2]}/{db}", role="api")
+        self.addCleanup(self.node.stop)
+        worker = Kiln(*common, role="worker")
+        self.addCleanup(worker.stop)
+        self.sessions = Kiln(*common, role="gateway")
+        self.addCleanup(self.sessions.stop)
+        return self.node
 
 
 def _cmdline(pid):

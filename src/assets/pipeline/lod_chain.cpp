@@ -115,6 +115,7 @@ std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options) {
   compute_bounds(full.primitives, full.box, full.sphere);
   const std::uint64_t total = full.triangles;
   levels.push_back(std::move(full));
+  if (options.on_level) options.on_level(0);
 
   const double ratio = std::clamp(options.ratio, 0.01, 0.95);
   double share = 1;
@@ -158,6 +159,7 @@ std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options) {
     level.error = std::max(level.error, prev.error);
     compute_bounds(level.primitives, level.box, level.sphere);
     levels.push_back(std::move(level));
+    if (options.on_level) options.on_level(levels.size() - 1);
   }
   return levels;
 }

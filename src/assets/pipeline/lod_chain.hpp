@@ -16,6 +16,7 @@
 #include "assets/pipeline/model.hpp"
 
 #include <array>
+#include <functional>
 #include <span>
 
 namespace kiln::assets::pipeline {
@@ -24,6 +25,8 @@ struct LodOptions {
   double ratio = 0.5;                 // each level aims at this share of the previous one's
   std::uint64_t min_triangles = 500;  // the floor: no level aims below it
   int max_levels = 8;                 // level 0 included
+  // Called as each level is done (0 after the shared work and level 0): progress, timing.
+  std::function<void(std::size_t level)> on_level;
 };
 
 struct Sphere {
