@@ -52,15 +52,22 @@ pl::Model load(const std::string& path) {
   return std::move(*m);
 }
 
-V3 sub(const V3& a, const V3& b) { return {a[0] - b[0], a[1] - b[1], a[2] - b[2]}; }
-double dot(const V3& a, const V3& b) { return a[0] * b[0] + a[1] * b[1] + a[2] * b[2]; }
+V3 sub(const V3& a, const V3& b) {
+  return {a[0] - b[0], a[1] - b[1], a[2] - b[2]};
+}
+double dot(const V3& a, const V3& b) {
+  return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+}
 
 // The closest point of triangle abc to p (Ericson, Real-Time Collision Detection, 5.1.5),
 // as its squared distance.
 double dist2_point_triangle(const V3& p, const V3& a, const V3& b, const V3& c) {
   const V3 ab = sub(b, a), ac = sub(c, a), ap = sub(p, a);
   const double d1 = dot(ab, ap), d2 = dot(ac, ap);
-  auto d2to = [&](const V3& q) { const V3 d = sub(p, q); return dot(d, d); };
+  auto d2to = [&](const V3& q) {
+    const V3 d = sub(p, q);
+    return dot(d, d);
+  };
   if (d1 <= 0 && d2 <= 0) return d2to(a);
   const V3 bp = sub(p, b);
   const double d3 = dot(ab, bp), d4 = dot(ac, bp);
@@ -85,8 +92,8 @@ double dist2_point_triangle(const V3& p, const V3& a, const V3& b, const V3& c) 
   }
   const double denom = 1 / (va + vb + vc);
   const double v = vb * denom, w = vc * denom;
-  return d2to({a[0] + ab[0] * v + ac[0] * w, a[1] + ab[1] * v + ac[1] * w,
-               a[2] + ab[2] * v + ac[2] * w});
+  return d2to(
+      {a[0] + ab[0] * v + ac[0] * w, a[1] + ab[1] * v + ac[1] * w, a[2] + ab[2] * v + ac[2] * w});
 }
 
 // A model's triangles in a uniform grid: the distance from a point to the surface by
@@ -145,7 +152,9 @@ class Surface {
   }
 
  private:
-  long cell_of(double v, int axis) const { return static_cast<long>(std::floor((v - lo_[axis]) / cell_)); }
+  long cell_of(double v, int axis) const {
+    return static_cast<long>(std::floor((v - lo_[axis]) / cell_));
+  }
   static std::uint64_t key(long x, long y, long z) {
     return (std::uint64_t(x & 0x1fffff) << 42) | (std::uint64_t(y & 0x1fffff) << 21) |
            std::uint64_t(z & 0x1fffff);
@@ -160,7 +169,8 @@ double one_sided(const pl::Model& from, const Surface& to) {
   double worst = 0;
   for (const auto& p : from.primitives)
     for (std::size_t v = 0; v + 2 < p.positions.size(); v += 3)
-      worst = std::max(worst, to.distance({p.positions[v], p.positions[v + 1], p.positions[v + 2]}));
+      worst =
+          std::max(worst, to.distance({p.positions[v], p.positions[v + 1], p.positions[v + 2]}));
   return worst;
 }
 
@@ -179,7 +189,8 @@ int run_chain(const std::string& path, pl::LodOptions o) {
   const double chain_ms = ms_since(t1);
   const auto t2 = Clock::now();
   std::vector<std::size_t> bytes;
-  for (const auto& l : levels) bytes.push_back(pl::write_glb({l.primitives, m.materials, m.images}).size());
+  for (const auto& l : levels)
+    bytes.push_back(pl::write_glb({l.primitives, m.materials, m.images}).size());
   const double write_ms = ms_since(t2);
   for (std::size_t i = 0; i < levels.size(); ++i)
     std::cout << boost::json::serialize(boost::json::object{{"level", i},

@@ -289,9 +289,13 @@ Checked<Response> Api::Impl::process_asset(const Request& req, const Principal& 
   if (!valid_id(id)) return not_found();
   KILN_TRY(a, uploads.find_asset(project, id, store::Receipt{}));
   if (!jobs) return Refusal{503, "unavailable", "No job queue runs here."};
-  const auto was = uploads.reset_processing(a);
-  if (was && was->state == "ready")
-    return ok_json(200, json::object{{"processing", processing_json(project, id, was)}});
+  if (!uploads.requeue(a)) {
+    // Ready (nothing to do: 200), or queued or processing already (its run counts: 202).
+    const auto now = uploads.processing(a, {});
+    json::object out{{"job", nullptr}};
+    out["processing"] = processing_json(project, id, now);
+    return ok_json(now && now->state == "ready" ? 200 : 202, out);
+  }
   KILN_TRY(job, jobs->enqueue(jobs::NewJob{
                     "asset.process",
                     json::serialize(

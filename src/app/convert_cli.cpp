@@ -54,11 +54,22 @@ int run_convert(ConvertArgs& a) {
 
   std::error_code ec;
   std::filesystem::create_directories(r.out_dir, ec);
-  if (ec) {
-    std::fprintf(stderr, "kiln convert: cannot create %s: %s\n", r.out_dir.c_str(),
-                 ec.message().c_str());
+  if (ec || !std::filesystem::is_directory(r.out_dir)) {
+    std::fprintf(stderr, "kiln convert: cannot create the directory %s: %s\n", r.out_dir.c_str(),
+                 ec ? ec.message().c_str() : "a file is in the way");
     return 1;
   }
+  // The directory holds one conversion: what an earlier run wrote goes first, and what a
+  // failed one wrote goes after it.
+  const auto clear_outputs = [&] {
+    std::error_code ignored;
+    for (const auto& entry : std::filesystem::directory_iterator(r.out_dir, ignored)) {
+      const auto name = entry.path().filename().string();
+      if (name == "manifest.json" || (name.starts_with("lod") && name.ends_with(".glb")))
+        std::filesystem::remove(entry.path(), ignored);
+    }
+  };
+  clear_outputs();
   r.executable = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   if (ec) {
     std::fprintf(stderr, "kiln convert: cannot find its own executable: %s\n",
@@ -72,6 +83,7 @@ int run_convert(ConvertArgs& a) {
   });
   if (tty) std::fputs("\r              \r", stderr);
   if (!manifest) {
+    clear_outputs();
     std::fprintf(stderr, "kiln convert: %s: %s (%s)\n", r.input.c_str(),
                  manifest.error().detail.c_str(), pl::to_string(manifest.error().code));
     return 3;

@@ -50,9 +50,16 @@ std::variant<Matrix, std::string> local_of(const json::object& props) {
   if (const auto* r = props.if_contains("rotation")) {
     auto v = numbers(r, 4);
     if (!v) return std::string("props.rotation is not an array of 4 finite numbers (x, y, z, w)");
-    const double len =
-        std::sqrt((*v)[0] * (*v)[0] + (*v)[1] * (*v)[1] + (*v)[2] * (*v)[2] + (*v)[3] * (*v)[3]);
-    if (len < 1e-9) return std::string("props.rotation is not a rotation (zero quaternion)");
+    // Scaled by its largest component first: squares neither overflow nor underflow.
+    double big = 0;
+    for (double c : *v) big = std::max(big, std::fabs(c));
+    if (big == 0) return std::string("props.rotation is not a rotation (zero quaternion)");
+    double len = 0;
+    for (double& c : *v) {
+      c /= big;
+      len += c * c;
+    }
+    len = std::sqrt(len);
     q = {(*v)[0] / len, (*v)[1] / len, (*v)[2] / len, (*v)[3] / len};
   }
   if (const auto* sc = props.if_contains("scale")) {
@@ -162,7 +169,13 @@ ScenePlacement place_entities(const json::object& snapshot) {
       continue;
     }
     const Matrix& m = std::get<Matrix>(w);
-    out.entities.push_back({eid, std::string(asset->as_string()), m, max_axis_scale(m)});
+    const double scale = max_axis_scale(m);
+    if (!std::isfinite(scale) ||
+        !std::all_of(m.begin(), m.end(), [](double x) { return std::isfinite(x); })) {
+      out.skipped.push_back({eid, "its transform overflows (scales or positions too large)"});
+      continue;
+    }
+    out.entities.push_back({eid, std::string(asset->as_string()), m, scale});
   }
   const auto by_id = [](const auto& a, const auto& b) { return a.id < b.id; };
   std::sort(out.entities.begin(), out.entities.end(), by_id);

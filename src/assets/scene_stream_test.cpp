@@ -64,6 +64,29 @@ TEST(SceneStream, MalformedTransformsAreSkippedWithTheirReason) {
   EXPECT_NE(p.skipped[5].why.find("scale"), std::string::npos);
 }
 
+TEST(SceneStream, TransformsThatOverflowAreSkippedNotPlacedAtInfinity) {
+  const auto p = place(R"({"entities": {
+    "g": {"parent": "root", "index": "", "props": {"scale": 1e200}},
+    "a": {"parent": "g", "index": "", "props": {"asset": "x", "scale": 1e200}},
+    "b": {"parent": "root", "index": "", "props": {"asset": "x", "position": [1e300, 0, 0], "scale": 1e300}}}})");
+  EXPECT_TRUE(p.entities.empty());
+  ASSERT_EQ(p.skipped.size(), 2u);
+  for (const auto& s : p.skipped) EXPECT_NE(s.why.find("overflows"), std::string::npos) << s.why;
+}
+
+TEST(SceneStream, RotationsAreNormalisedWithoutOverflowOrUnderflow) {
+  const auto p = place(R"({"entities": {
+    "big": {"parent": "root", "index": "", "props": {"asset": "x", "rotation": [1e308, 1e308, 0, 0]}},
+    "tiny": {"parent": "root", "index": "", "props": {"asset": "x", "rotation": [0, 1e-300, 0, 1e-300]}}}})");
+  ASSERT_EQ(p.entities.size(), 2u) << (p.skipped.empty() ? "" : p.skipped[0].why);
+  // [1, 1, 0, 0] normalised: 180 degrees about (1, 1, 0): +x goes to +y.
+  const auto x = apply(p.entities[0].world, 1, 0, 0);
+  EXPECT_NEAR(x[1], 1, 1e-9);
+  // [0, 1, 0, 1] normalised: 90 degrees about y: +x goes to -z.
+  const auto t = apply(p.entities[1].world, 1, 0, 0);
+  EXPECT_NEAR(t[2], -1, 1e-9);
+}
+
 TEST(SceneStream, ABrokenSnapshotWithACycleEndsWithAReason) {
   const auto p = place(R"({"entities": {
     "a": {"parent": "b", "index": "", "props": {"asset": "x"}},

@@ -150,9 +150,9 @@ class UploadService {
   // Where to fetch one derived file (a presigned GET or the CDN URL).
   [[nodiscard]] Download derived_download(const std::string& key,
                                           const std::string& content_type) const;
-  // Forgets a failed (or any) processing of the current pipeline version so that the next
-  // asset.process job makes it again; returns the row as it was.
-  std::optional<store::AssetProcessing> reset_processing(const store::Asset& a);
+  // Queues the asset for one more run of the current pipeline version (store::
+  // asset_processing::requeue): true when this call did and its caller enqueues the job.
+  bool requeue(const store::Asset& a);
   // Deletes the asset (soft), records `asset.deleted`, then removes its bytes unless
   // another live asset uses them. Errors: not_found.
   Result<store::Receipt> delete_asset(const std::string& project, const std::string& id);

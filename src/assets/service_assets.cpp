@@ -131,22 +131,12 @@ Result<boost::json::object> UploadService::manifest_of(const store::AssetProcess
   return m;
 }
 
-std::optional<store::AssetProcessing> UploadService::reset_processing(const store::Asset& a) {
-  std::optional<store::AssetProcessing> was;
+bool UploadService::requeue(const store::Asset& a) {
+  bool mine = false;
   db_.write([&](sql::Connection& c) {
-    was = store::asset_processing::find(c, a.id, kPipelineVersion);
-    if (was && was->state != "ready") {
-      auto queued = *was;
-      queued.state = "queued";
-      queued.stage.clear();
-      queued.percent = 0;
-      queued.error_code.clear();
-      queued.error.clear();
-      queued.updated_at = clock::unix_ms();
-      store::asset_processing::put(c, queued);
-    }
+    mine = store::asset_processing::requeue(c, a.id, kPipelineVersion, a.project, clock::unix_ms());
   });
-  return was;
+  return mine;
 }
 
 Result<store::Receipt> UploadService::delete_asset(const std::string& project,

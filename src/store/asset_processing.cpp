@@ -54,6 +54,22 @@ std::vector<AssetProcessing> of_asset(sql::Connection& c, const std::string& ass
   return out;
 }
 
+bool requeue(sql::Connection& c, const std::string& asset, const std::string& pipeline,
+             const std::string& project, std::int64_t now_ms) {
+  if (c.exec("INSERT INTO asset_processing (asset_id, pipeline, project_id, state, stage, percent, "
+             "levels, updated_at) VALUES ($1, $2, $3, 'queued', '', 0, 0, $4) "
+             "ON CONFLICT (asset_id, pipeline) DO NOTHING",
+             {asset, pipeline, project, now_ms})
+          .affected > 0)
+    return true;
+  return c.exec(
+              "UPDATE asset_processing SET state = 'queued', stage = '', percent = 0, "
+              "error_code = NULL, error = NULL, updated_at = $3 "
+              "WHERE asset_id = $1 AND pipeline = $2 AND state IN ('failed', 'skipped')",
+              {asset, pipeline, now_ms})
+             .affected > 0;
+}
+
 void remove(sql::Connection& c, const std::string& asset) {
   c.exec("DELETE FROM asset_processing WHERE asset_id = $1", {asset});
 }

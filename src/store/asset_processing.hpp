@@ -39,6 +39,11 @@ std::optional<AssetProcessing> find(sql::Connection& c, const std::string& asset
 // Every pipeline version's row of the asset (the deleted asset's derived files).
 std::vector<AssetProcessing> of_asset(sql::Connection& c, const std::string& asset);
 void remove(sql::Connection& c, const std::string& asset);
+// Queues (asset, pipeline) for one more run, atomically: true when this call did (no row, or
+// a failed or skipped one); false when it is queued, processing or ready already, so that
+// requests at once start one run.
+bool requeue(sql::Connection& c, const std::string& asset, const std::string& pipeline,
+             const std::string& project, std::int64_t now_ms);
 
 }  // namespace asset_processing
 }  // namespace kiln::store

@@ -177,6 +177,37 @@ TEST_P(StoreConformance, AnAssetsProcessingIsOneRowPerPipelineVersion) {
                [&](Connection& c) { EXPECT_TRUE(asset_processing::of_asset(c, "a1").empty()); });
 }
 
+TEST_P(StoreConformance, RequeuingAnAssetStartsOneRunAtATime) {
+  projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
+  const auto requeue = [&] {
+    bool mine = false;
+    store_->write(
+        [&](Connection& c) { mine = asset_processing::requeue(c, "a1", "v1", "p", 1000); });
+    return mine;
+  };
+  const auto set = [&](const char* state) {
+    store_->write([&](Connection& c) {
+      asset_processing::put(c, {"a1", "v1", "p", state, "", 0, "", 0, "", "", 500});
+    });
+  };
+  EXPECT_TRUE(requeue()) << "no row: this call queues it";
+  EXPECT_FALSE(requeue()) << "queued already";
+  set("processing");
+  EXPECT_FALSE(requeue());
+  set("ready");
+  EXPECT_FALSE(requeue());
+  set("failed");
+  EXPECT_TRUE(requeue());
+  store_->read({}, [&](Connection& c) {
+    const auto r = asset_processing::find(c, "a1", "v1");
+    EXPECT_EQ(r->state, "queued");
+    EXPECT_EQ(r->error, "");
+    EXPECT_EQ(r->updated_at, 1000);
+  });
+  set("skipped");
+  EXPECT_TRUE(requeue());
+}
+
 TEST_P(StoreConformance, AssetsPageByIdAndKeysAreInUseWhileLive) {
   projects_->create_project(Project{"p", "P", "ann", 0, {}}, "ann");
   store_->write([&](Connection& c) {

@@ -9,6 +9,7 @@ import json
 import os
 import pathlib
 import signal
+import sqlite3
 import tempfile
 import threading
 import shutil
@@ -72,6 +73,8 @@ class Listener:
         if hasattr(self, "ws"):
             asyncio.run_coroutine_threadsafe(self.ws.close(), self.loop).result(10)
         self.thread.join(10)
+        if not self.thread.is_alive():
+            self.loop.close()
 
 
 class AssetSuite:
@@ -275,6 +278,97 @@ class OnServe(AssetSuite, unittest.TestCase):
         # Members only.
         self.assertEqual(self.call("GET", path, self.mint("eve"))[0], 404)
 
+    def job_of(self, aid):
+        st, _, jobs = self.call("GET", "/v1/admin/jobs?type=asset.process", SERVICE_KEY)
+        mine = [j for j in jobs["items"] if j["payload"].get("asset") == aid]
+        return mine[-1] if mine else None
+
+    def busy(self, name, side=500):
+        """Uploads a model of 2 * side^2 triangles and waits until its child is at work."""
+        big = pathlib.Path(self.tmp, name)
+        obj_grid(big, side)
+        aid = self.upload(name, big.read_bytes())
+        wait_until(lambda: (self.asset(aid)["processing"] or {}).get("stage") in ("import", "lod", "write"),
+                   "the child at work", timeout=120)
+        return aid
+
+    def test_asking_again_at_once_starts_one_run(self):
+        aid = self.upload("broken.glb", b"glTF" + bytes(40))
+        self.assertEqual(self.settled(aid)["state"], "failed")
+        results = []
+        threads = [threading.Thread(target=lambda: results.append(
+            self.call("POST", f"/v1/projects/{self.pid}/assets/{aid}/process", self.ann))) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(sorted(r[0] for r in results), [202] * 4, results)
+        started = [r[2]["job"] for r in results if r[2]["job"]]
+        self.assertEqual(len(started), 1, results)
+        self.assertEqual(self.settled(aid)["state"], "failed")
+
+    def test_an_asset_deleted_while_processed_leaves_no_derived_files(self):
+        aid = self.busy("doomed.obj")
+        st, _, _ = self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)
+        self.assertEqual(st, 204)
+        job = wait_until(lambda: (lambda j: j if j and j["state"] == "succeeded" else None)(self.job_of(aid)),
+                         "the processing job to end", timeout=300)
+        self.assertIn(job["result"]["state"], ("gone", "ready"), job)
+        # The cleanup job ran (before or after): nothing of the asset is left.
+        def leftovers():
+            with sqlite3.connect(os.path.join(self.node.data_dir, "objects", "index.db")) as db:
+                return db.execute("SELECT count(*) FROM objects WHERE key LIKE ?",
+                                  (f"derived/{self.pid}/{aid}/%",)).fetchone()[0]
+        wait_until(lambda: leftovers() == 0, "no derived file left")
+        with sqlite3.connect(os.path.join(self.node.data_dir, "kiln.db")) as db:
+            rows = db.execute("SELECT count(*) FROM asset_processing WHERE asset_id = ?", (aid,)).fetchone()[0]
+        self.assertEqual(rows, 0)
+
+    def test_cancelling_its_job_stops_the_child(self):
+        # Heartbeats every second (a third of the lease) carry the cancel to the handler.
+        self.start("--jobs-lease-ms", "3000")
+        aid = self.busy("long.obj", side=700)
+        job = self.job_of(aid)
+        st, _, doc = self.call("POST", f"/v1/admin/jobs/{job['id']}/cancel", SERVICE_KEY)
+        self.assertEqual(st, 200, doc)
+        done = wait_until(lambda: (lambda j: j if j["state"] not in ("queued", "leased") else None)(self.job_of(aid)),
+                          "the job to end", timeout=60)
+        self.assertEqual(done["state"], "cancelled", done)
+        p = self.asset(aid)["processing"]
+        self.assertEqual((p["state"], p["error"]["code"]), ("failed", "stopped"), p)
+        wait_until(lambda: not [q for q in os.listdir("/proc") if q.isdigit() and f"job-{job['id']}" in _cmdline(q)],
+                   "the child gone")
+
+    def test_a_member_removed_is_not_told_of_her_uploads(self):
+        carl = self.mint("carl")
+        st, _, _ = self.call("POST", "/v1/projects", carl, {"id": self.pid + "-c", "name": "Carl's"})
+        self.assertEqual(st, 201)
+        project = self.pid + "-c"
+        st, _, _ = self.call("PUT", f"/v1/projects/{project}/members/ann", carl, {"role": "editor"})
+        self.assertEqual(st, 200)
+        listener = Listener(self.sessions, self.ann)
+        self.addCleanup(listener.close)
+        own, self.pid = self.pid, project
+        aid = self.upload("first.glb", b"glTF" + bytes(40))  # ann's upload in Carl's project
+        self.assertEqual(self.settled(aid)["state"], "failed")
+        listener.wait_for(lambda f: f.get("asset") == aid and f.get("event") == "failed", "her own failure")
+        st, _, _ = self.call("DELETE", f"/v1/projects/{project}/members/ann", carl)
+        self.assertEqual(st, 204)
+        st, _, doc = self.call("POST", f"/v1/projects/{project}/assets/{aid}/process", carl)
+        self.assertEqual(st, 202, doc)
+        queued_at = doc["processing"]["updated_at"]
+
+        def second_run_over():
+            p = self.call("GET", f"/v1/projects/{project}/assets/{aid}", carl)[2]["processing"]
+            return p["state"] == "failed" and p["updated_at"] > queued_at
+        wait_until(second_run_over, "the second run (which she is not told of)")
+        # Then a notification she is due (her own project): the other run's would be before it.
+        self.pid = own
+        mine = self.upload("second.glb", b"glTF" + bytes(44))
+        listener.wait_for(lambda f: f.get("asset") == mine and f.get("event") == "failed", "her own project's")
+        about = [f for f in listener.frames if f.get("asset") == aid and f.get("event") == "failed"]
+        self.assertEqual(len(about), 1, listener.frames)
+
     def test_files_that_are_not_models_are_skipped(self):
         aid = self.upload("notes.txt", b"not a model\n")
         self.assertIsNone(self.asset(aid)["processing"])
@@ -303,7 +397,8 @@ class OnServe(AssetSuite, unittest.TestCase):
         st, _, jobs = self.call("GET", "/v1/admin/jobs?type=asset.process", SERVICE_KEY)
         mine = [j for j in jobs["items"] if j["payload"].get("asset") == aid]
         self.assertEqual(len(mine), 1, jobs)
-        st, _, job = self.call("GET", f"/v1/admin/jobs/{mine[0]['id']}", SERVICE_KEY)
+        job = wait_until(lambda: (lambda j: j if j["state"] != "leased" else None)(
+            self.call("GET", f"/v1/admin/jobs/{mine[0]['id']}", SERVICE_KEY)[2]), "the job to end")
         self.assertEqual(job["state"], "succeeded", job)
         self.assertGreaterEqual(job["attempts"], 2, job)  # the killed one, and the retry
         # One set of levels: the stored manifest names each level once.

@@ -121,8 +121,8 @@ class JobsModule final : public Module {
         bus->publish(c);
       };
     }
-    processor_ = std::make_unique<assets::pipeline::AssetProcessor>(*node_.db, up.storage,
-                                                                    pipeline_options_, notify);
+    processor_ = std::make_unique<assets::pipeline::AssetProcessor>(
+        *node_.db, up.storage, pipeline_options_, notify, node_.registry);
     worker_->handle("asset.process",
                     [p = processor_.get()](jobs::JobContext& ctx) { return p->process(ctx); });
     worker_->handle("asset.cleanup",

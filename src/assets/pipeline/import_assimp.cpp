@@ -103,7 +103,6 @@ Result<Model> import_assimp(std::span<const std::uint8_t> bytes, std::string_vie
   if (bytes.empty()) return Error{Errc::malformed, "the file is empty"};
   Assimp::Importer imp;
   imp.SetIOHandler(new NoFiles);  // owned by the importer
-  imp.SetPropertyInteger(AI_CONFIG_PP_SBP_REMOVE, aiPrimitiveType_POINT | aiPrimitiveType_LINE);
   const std::string ext(extension);
   if (!imp.IsExtensionSupported("." + ext))
     return Error{Errc::unsupported, "." + ext + " is not a model format the pipeline reads"};
@@ -114,6 +113,10 @@ Result<Model> import_assimp(std::span<const std::uint8_t> bytes, std::string_vie
   if (!s) {
     std::string why = imp.GetErrorString();
     while (!why.empty() && (why.back() == '\n' || why.back() == ' ')) why.pop_back();
+    // assimp names the in-memory file by a placeholder: say "the file" instead.
+    for (auto at = why.find("$$$___magic___$$$"); at != std::string::npos;
+         at = why.find("$$$___magic___$$$"))
+      why.replace(at, std::string_view("$$$___magic___$$$." + ext).size(), "the file");
     if (why.find("bad_alloc") != std::string::npos)  // it caught the child's memory limit
       return Error{Errc::limits, "the ." + ext +
                                      " file needs more memory than the import may use (a count "
@@ -139,7 +142,11 @@ Result<Model> import_assimp(std::span<const std::uint8_t> bytes, std::string_vie
   materials_and_images(*s, out, limits);
   for (unsigned i = 0; i < s->mNumMeshes; ++i) {
     const aiMesh* m = s->mMeshes[i];
-    if (!(m->mPrimitiveTypes & aiPrimitiveType_TRIANGLE) || !m->mVertices) continue;
+    if (!(m->mPrimitiveTypes & aiPrimitiveType_TRIANGLE) || !m->mVertices) {
+      out.warnings.push_back(
+          "a mesh of points or lines was dropped (levels are made of triangles)");
+      continue;
+    }
     Primitive p;
     const std::size_t n = m->mNumVertices;
     p.positions.resize(n * 3);

@@ -500,7 +500,11 @@ Result<Model> import_gltf(std::span<const std::uint8_t> bytes, const Limits& lim
       if (!child[i]) roots.push_back(static_cast<int>(i));
   }
   for (int r : roots) KILN_CHECK(b.node(r, kIdentity, 0));
-  if (!warn.empty()) out.warnings.push_back(warn);
+  for (std::size_t at = 0; at < warn.size();) {  // one warning per line
+    const auto nl = std::min(warn.find('\n', at), warn.size());
+    if (nl > at) out.warnings.push_back(warn.substr(at, nl - at));
+    at = nl + 1;
+  }
   KILN_CHECK(validate(out, limits));
   return out;
 }

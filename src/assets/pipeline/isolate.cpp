@@ -48,7 +48,7 @@ std::vector<std::string> child_argv(const ChildRequest& r) {
 
 Errc code_named(std::string_view s) {
   for (Errc c : {Errc::unsupported, Errc::malformed, Errc::too_large, Errc::empty, Errc::limits,
-                 Errc::crashed, Errc::internal})
+                 Errc::crashed, Errc::internal, Errc::stopped})
     if (s == to_string(c)) return c;
   return Errc::internal;
 }
@@ -60,7 +60,8 @@ void say(const json::object& o) {
 }  // namespace
 
 Result<json::object> convert_in_child(const ChildRequest& request,
-                                      const std::function<void(std::string_view, int)>& progress) {
+                                      const std::function<void(std::string_view, int)>& progress,
+                                      const std::function<bool()>& stop) {
   const auto args = child_argv(request);
   std::vector<char*> argv;
   for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
@@ -91,8 +92,12 @@ Result<json::object> convert_in_child(const ChildRequest& request,
 
   const auto deadline = std::chrono::steady_clock::now() + request.limits.wall;
   std::string buffer, last;
-  bool timed_out = false;
+  bool timed_out = false, stopped = false;
   for (;;) {
+    if (stop && stop()) {
+      stopped = true;
+      break;
+    }
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
         deadline - std::chrono::steady_clock::now());
     if (left.count() <= 0) {
@@ -126,10 +131,11 @@ Result<json::object> convert_in_child(const ChildRequest& request,
     }
   }
   close(out[0]);
-  if (timed_out) kill(-pid, SIGKILL), kill(pid, SIGKILL);
+  if (timed_out || stopped) kill(-pid, SIGKILL), kill(pid, SIGKILL);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
+  if (stopped) return Error{Errc::stopped, "processing was stopped"};
   if (timed_out)
     return Error{Errc::limits, "processing took longer than " +
                                    std::to_string(request.limits.wall.count()) +
@@ -168,7 +174,7 @@ Result<json::object> convert_in_child(const ChildRequest& request,
 
 int convert_child(const ChildRequest& r) {
   const auto fail = [](Errc code, const std::string& detail) {
-    say({{"error", json::object{{"code", to_string(code)}, {"detail", detail}}}});
+    say({{"error", json::object{{"code", to_string(code)}, {"detail", valid_utf8(detail)}}}});
     return 3;
   };
   rlimit cpu{static_cast<rlim_t>(r.limits.cpu.count()),

@@ -36,9 +36,11 @@ struct ChildRequest {
 };
 
 // Runs the child and waits for it. The manifest (as written in out_dir) on success;
-// `progress(stage, percent)` is called from this thread as the child reports.
+// `progress(stage, percent)` is called from this thread as the child reports. `stop` is
+// asked about once a second: true kills the child (Errc::stopped).
 Result<boost::json::object> convert_in_child(
-    const ChildRequest& request, const std::function<void(std::string_view, int)>& progress = {});
+    const ChildRequest& request, const std::function<void(std::string_view, int)>& progress = {},
+    const std::function<bool()>& stop = {});
 
 // The child's side (what `kiln convert --child` runs): limits itself, converts, writes the
 // files and prints the protocol above. Returns the exit status.

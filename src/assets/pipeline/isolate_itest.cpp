@@ -85,6 +85,16 @@ TEST_F(Isolate, AHungChildIsKilledOnTheWallClock) {
   EXPECT_NE(m.error().detail.find("longer than 1 s"), std::string::npos);
 }
 
+TEST_F(Isolate, AStoppedCallerKillsItsChild) {
+  // The child would wait ten minutes; the caller stops at its first check (once a second).
+  auto r = child("echo '{\"stage\":\"import\",\"percent\":0}'\nsleep 600 & wait");
+  int asked = 0;
+  auto m = pl::convert_in_child(r, {}, [&] { return ++asked > 1; });
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, pl::Errc::stopped);
+  EXPECT_GE(asked, 2);
+}
+
 TEST_F(Isolate, AChildThatSaysNothingHasCrashed) {
   auto r = child("exit 0");
   auto m = pl::convert_in_child(r);

@@ -2,10 +2,10 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
-#include <utility>
 #include <cmath>
+#include <cstring>
 #include <limits>
+#include <utility>
 
 namespace kiln::assets::lod {
 namespace {
@@ -45,8 +45,8 @@ bool in_cone(const Vec3& v, double len, double r, const Vec3& dir, double ca, do
 
 // By (tier ascending, px descending, index ascending), the ranks being in index order: a
 // stable LSD radix sort on px's IEEE bits (monotonic for non-negative floats; inverted for
-// descending), 11 bits a pass (counts that stay in cache), then a stable pass on the tier. O(n): a frame of 100,000
-// entities sorts in about a millisecond, where a comparison sort takes several.
+// descending), 11 bits a pass (counts that stay in cache), then a stable pass on the tier. O(n): a
+// frame of 100,000 entities sorts in about a millisecond, where a comparison sort takes several.
 void Selector::sort_ranks() {
   const std::size_t n = ranks_.size();
   if (n < 2'048) {
@@ -168,7 +168,8 @@ void Selector::select(const Camera& camera, std::span<const Entity> entities,
       const auto& levels = entities[i].levels;
       if (levels.empty()) continue;
       ranks_.push_back({static_cast<float>(px_of(i, static_cast<int>(levels.size()) - 1)),
-                        static_cast<std::uint32_t>(i), static_cast<std::uint8_t>(in_view_[i] ? 0 : 1)});
+                        static_cast<std::uint32_t>(i),
+                        static_cast<std::uint8_t>(in_view_[i] ? 0 : 1)});
     }
     sort_ranks();
     if (base > options.memory_budget_bytes) {

@@ -7,6 +7,9 @@
 #include <limits>
 
 namespace kiln::assets::pipeline {
+namespace {
+constexpr float kMaxCoordinate = 1e18f;
+}  // namespace
 
 const char* to_string(Errc c) {
   switch (c) {
@@ -24,6 +27,8 @@ const char* to_string(Errc c) {
       return "crashed";
     case Errc::internal:
       return "internal";
+    case Errc::stopped:
+      return "stopped";
   }
   return "internal";
 }
@@ -104,9 +109,13 @@ Result<void> validate(const Model& m, const Limits& limits) {
       if (p.indices[i] >= n)
         return Error{Errc::malformed, where + "index " + std::to_string(p.indices[i]) +
                                           " is out of range (" + std::to_string(n) + " vertices)"};
-    for (float v : p.positions)
+    for (float v : p.positions) {
       if (!std::isfinite(v))
         return Error{Errc::malformed, where + "a position is not a finite number"};
+      // Past this, extents and bounding spheres overflow a float (and no scene is that big).
+      if (std::fabs(v) > kMaxCoordinate)
+        return Error{Errc::malformed, where + "a position is out of range (|coordinate| > 1e18)"};
+    }
     for (float v : p.normals)
       if (!std::isfinite(v)) return Error{Errc::malformed, where + "a normal is not finite"};
     for (float v : p.uvs)

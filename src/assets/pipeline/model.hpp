@@ -21,6 +21,7 @@ enum class Errc {
   limits,       // the importer ran out of its CPU time or memory (a bomb, or too large)
   crashed,      // the importer died (a parser bug on this input)
   internal,     // our own fault (could not write the output)
+  stopped,      // the caller stopped it (a cancelled job, a worker shutting down)
 };
 
 using Error = ErrorOf<Errc>;

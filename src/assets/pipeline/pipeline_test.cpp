@@ -149,6 +149,13 @@ TEST(PipelineImport, HostileGltfEndsInAClearError) {
          std::memcpy(bin.data(), &inf, 4);
        },
        pl::Errc::malformed, "finite"},
+      {"coordinates past any scene (a bounding sphere would overflow)",
+       [](auto&, auto& bin) {
+         const float big = 3e38f, neg = -3e38f;
+         std::memcpy(bin.data(), &neg, 4);
+         std::memcpy(bin.data() + 12, &big, 4);
+       },
+       pl::Errc::malformed, "out of range"},
       {"absurd count",
        [](json::object& d, auto&) {
          d["accessors"].as_array()[0].as_object()["count"] = 4'000'000'000ll;
@@ -246,6 +253,13 @@ TEST(PipelineImport, AFileThatClaimsOneFormatAndIsAnother) {
   auto unknown = pl::import_model(bytes_of(obj), "model.xyz123", {});
   ASSERT_FALSE(unknown);
   EXPECT_EQ(unknown.error().code, pl::Errc::unsupported);
+}
+
+TEST(PipelineImport, PointsAndLinesAloneAreEmptyNotMalformed) {
+  const std::string obj = "v 0 0 0\nv 1 0 0\nv 0 1 0\np 1 2 3\nl 1 2\n";
+  auto m = pl::import_model(bytes_of(obj), "cloud.obj", {});
+  ASSERT_FALSE(m);
+  EXPECT_EQ(m.error().code, pl::Errc::empty) << m.error().detail;
 }
 
 TEST(PipelineImport, AnObjNeverMakesTheImporterReadAPath) {

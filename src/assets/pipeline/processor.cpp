@@ -1,10 +1,12 @@
 #include "assets/pipeline/processor.hpp"
 
+#include "assets/derived.hpp"
 #include "platform/codec.hpp"
 #include "platform/ids.hpp"
 #include "platform/log.hpp"
 #include "store/asset_processing.hpp"
 #include "store/assets.hpp"
+#include "store/projects.hpp"
 
 #include <boost/json.hpp>
 
@@ -57,6 +59,28 @@ struct AssetProcessor::Impl {
   s3::ClientOptions storage;
   ProcessorOptions options;
   Notify notify;
+  metrics::Family<metrics::Counter>& outcomes;
+
+  bool live(const store::Asset& a) {
+    std::optional<store::Asset> now;
+    db.read(db.position(),
+            [&](sql::Connection& c) { now = store::assets::find(c, a.project, a.id); });
+    return now.has_value();
+  }
+  bool member(const store::Asset& a) {
+    return !store::Projects(db).member_role(a.project, a.created_by, db.position()).empty();
+  }
+  // Removes what was stored for a deleted asset (the cleanup job may have run before).
+  void forget(const store::Asset& a) {
+    s3::Client s3c(storage);
+    std::string token;
+    do {
+      auto page = s3c.list_objects(options.bucket, derived_root(a.project, a.id), "", token);
+      for (const auto& obj : page.objects) s3c.delete_object(options.bucket, obj.key);
+      token = page.next_token;
+    } while (!token.empty());
+    db.write([&](sql::Connection& c) { store::asset_processing::remove(c, a.id); });
+  }
 
   void put_state(const store::Asset& a, const std::string& state, const std::string& stage,
                  int percent, const std::string& manifest_key = {}, int levels = 0,
@@ -81,9 +105,13 @@ struct AssetProcessor::Impl {
 };
 
 AssetProcessor::AssetProcessor(store::Database& db, s3::ClientOptions storage,
-                               ProcessorOptions options, Notify notify)
+                               ProcessorOptions options, Notify notify, metrics::Registry& registry)
     : impl_(std::make_unique<Impl>(
-          Impl{db, std::move(storage), std::move(options), std::move(notify)})) {}
+          Impl{db, std::move(storage), std::move(options), std::move(notify),
+               registry.counter("kiln_assets_processed_total",
+                                "asset.process jobs by outcome: ready, failed (the file), skipped "
+                                "(not a model), stopped, internal (Kiln's fault), gone (deleted).",
+                                {"outcome"})})) {}
 
 AssetProcessor::~AssetProcessor() = default;
 
@@ -109,27 +137,44 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
   } catch (const sql::Error& e) {
     return retry(std::string("database: ") + e.what());
   }
-  if (!asset) return std::string(R"({"state":"gone","reason":"the asset was deleted"})");
+  if (!asset) {
+    I.outcomes.with({"gone"}).inc();
+    return std::string(R"({"state":"gone","reason":"the asset was deleted"})");
+  }
   const store::Asset& a = *asset;
   if (done && (done->state == "ready" || done->state == "skipped"))
     return json::serialize(json::object{{"state", done->state}, {"already", true}});
 
+  const auto started = std::chrono::steady_clock::now();
   try {
     if (!is_model(a.name, a.detected_type)) {
       I.put_state(a, "skipped", "", 100);
+      I.outcomes.with({"skipped"}).inc();
       return std::string(R"({"state":"skipped","reason":"not a model file"})");
     }
-    if (a.size > I.options.max_source_bytes) {
-      const std::string why = "the file is " + std::to_string(a.size) +
-                              " bytes; the pipeline takes at most " +
-                              std::to_string(I.options.max_source_bytes);
-      I.put_state(a, "failed", "download", 0, {}, 0, to_string(Errc::too_large), why);
-      I.tell(a, {{"event", "failed"}, {"code", to_string(Errc::too_large)}, {"detail", why}});
-      return json::serialize(json::object{{"state", "failed"}, {"code", "too_large"}});
-    }
+    // Only a current member hears of it (one read now, one before the outcome).
+    const bool tell = I.member(a);
+    const auto fail = [&](Errc code, const std::string& detail) {
+      I.put_state(a, "failed", "", 0, {}, 0, to_string(code), detail);
+      if (tell && I.member(a))
+        I.tell(a, {{"event", "failed"}, {"code", to_string(code)}, {"detail", detail}});
+      const bool ours = code == Errc::internal;
+      I.outcomes.with({ours ? "internal" : "failed"}).inc();
+      const log::Fields fields{
+          {"asset", a.id}, {"project", a.project}, {"code", to_string(code)}, {"detail", detail}};
+      if (ours)
+        log::warn("assets: processing failed (Kiln's fault)", fields);
+      else
+        log::info("assets: processing failed", fields);
+      return json::serialize(json::object{{"state", "failed"}, {"code", to_string(code)}});
+    };
+    if (a.size > I.options.max_source_bytes)
+      return fail(Errc::too_large, "the file is " + std::to_string(a.size) +
+                                       " bytes; the pipeline takes at most " +
+                                       std::to_string(I.options.max_source_bytes));
 
     I.put_state(a, "processing", "download", 0);
-    I.tell(a, {{"event", "progress"}, {"stage", "download"}, {"percent", 0}});
+    if (tell) I.tell(a, {{"event", "progress"}, {"stage", "download"}, {"percent", 0}});
     ctx.progress(0, "download");
     WorkDir work(I.options.work_dir / ("job-" + ctx.lease().ref.job + "-" + ids::random_hex(4)));
     const fs::path source = work.path / "source";
@@ -151,26 +196,30 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
     req.lod = I.options.lod;
     req.model_limits = I.options.model_limits;
     int last_percent = -1;
-    auto manifest = convert_in_child(req, [&](std::string_view stage, int percent) {
-      // Overall: download 0-10, the child's stages 10-90, storing 90-100.
-      const int overall = 10 + percent * 80 / 100;
-      if (overall == last_percent) return;
-      last_percent = overall;
-      ctx.progress(overall, std::string(stage));
-      I.put_state(a, "processing", std::string(stage), overall);
-      I.tell(a, {{"event", "progress"}, {"stage", stage}, {"percent", overall}});
-    });
-    if (!manifest) {
-      const auto& e = manifest.error();
-      if (e.code == Errc::internal) return retry("the pipeline failed: " + e.detail);
-      I.put_state(a, "failed", "import", 0, {}, 0, to_string(e.code), e.detail);
-      I.tell(a, {{"event", "failed"}, {"code", to_string(e.code)}, {"detail", e.detail}});
-      return json::serialize(json::object{{"state", "failed"}, {"code", to_string(e.code)}});
+    auto manifest = convert_in_child(
+        req,
+        [&](std::string_view stage, int percent) {
+          // Overall: download 0-10, the child's stages 10-90, storing 90-100.
+          const int overall = 10 + percent * 80 / 100;
+          if (overall == last_percent) return;
+          last_percent = overall;
+          ctx.progress(overall, std::string(stage));
+          I.put_state(a, "processing", std::string(stage), overall);
+          if (tell) I.tell(a, {{"event", "progress"}, {"stage", stage}, {"percent", overall}});
+        },
+        [&] { return ctx.stopping(); });
+    if (!manifest && manifest.error().code == Errc::stopped) {
+      I.put_state(a, "failed", "", 0, {}, 0, "stopped",
+                  "processing was stopped (its job was cancelled, or its worker shut down); it "
+                  "runs again when the job does, or with POST .../process");
+      I.outcomes.with({"stopped"}).inc();
+      return retry("stopped: the job was cancelled or the worker is stopping");
     }
+    if (!manifest) return fail(manifest.error().code, manifest.error().detail);
 
     ctx.progress(90, "store");
     I.put_state(a, "processing", "store", 90);
-    I.tell(a, {{"event", "progress"}, {"stage", "store"}, {"percent", 90}});
+    if (tell) I.tell(a, {{"event", "progress"}, {"stage", "store"}, {"percent", 90}});
     const std::string prefix = derived_prefix(a.project, a.id);
     s3::Client s3c(I.storage);
     auto& levels = (*manifest)["levels"].as_array();
@@ -191,8 +240,22 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
         prefix + "manifest-" + codec::sha256_hex(text).substr(0, 16) + ".json";
     s3c.put_object(I.options.bucket, manifest_key, http::Body::of(text), "application/json");
     I.put_state(a, "ready", "", 100, manifest_key, static_cast<int>(levels.size()));
-    I.tell(a, {{"event", "ready"}, {"levels", levels.size()}});
+    // Deleted meanwhile: its cleanup may have run before these files existed.
+    if (!I.live(a)) {
+      I.forget(a);
+      I.outcomes.with({"gone"}).inc();
+      return std::string(R"({"state":"gone","reason":"the asset was deleted while processed"})");
+    }
+    if (tell && I.member(a)) I.tell(a, {{"event", "ready"}, {"levels", levels.size()}});
     ctx.progress(100, "ready");
+    I.outcomes.with({"ready"}).inc();
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                        std::chrono::steady_clock::now() - started)
+                        .count();
+    log::info("assets: levels made", {{"asset", a.id},
+                                      {"project", a.project},
+                                      {"levels", static_cast<std::int64_t>(levels.size())},
+                                      {"ms", static_cast<std::int64_t>(ms)}});
     return json::serialize(
         json::object{{"state", "ready"}, {"manifest", manifest_key}, {"levels", levels.size()}});
   } catch (const sql::Error& e) {

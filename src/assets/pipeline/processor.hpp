@@ -12,8 +12,11 @@
 // the sentence), and the uploader's sessions are told through `notify` (kind "asset").
 // Idempotent: an asset ready for this pipeline version is not processed again; a retry after
 // a crash writes the same keys. A file the pipeline refuses (malformed, unsupported, too
-// large, over its limits, a crashing parser) is a failed asset, not a failed job; storage or
-// database outages are retryable failures.
+// large, over its limits, a crashing parser, or Kiln's own `internal` fault on it) is a
+// failed asset, not a failed job; storage or database outages are retryable failures. A
+// cancelled job or a worker shutting down kills the child: the asset shows `failed` with
+// code `stopped` until its job runs again. An asset deleted while it was processed has
+// what was stored for it removed. Only a current member of the project is told.
 //
 // asset.cleanup {"project", "asset"}: a deleted asset's derived files and rows are removed.
 #pragma once
@@ -22,6 +25,8 @@
 #include "clients/s3/client.hpp"
 #include "jobs/worker.hpp"
 #include "store/database.hpp"
+
+#include "platform/metrics.hpp"
 
 #include <filesystem>
 #include <functional>
@@ -46,8 +51,10 @@ using Notify = std::function<void(const std::string& user, const std::string& pr
 
 class AssetProcessor {
  public:
+  // `registry`: kiln_assets_processed_total{outcome} (ready, failed, skipped, stopped,
+  // internal, gone).
   AssetProcessor(store::Database& db, s3::ClientOptions storage, ProcessorOptions options,
-                 Notify notify);
+                 Notify notify, metrics::Registry& registry);
   ~AssetProcessor();
   AssetProcessor(const AssetProcessor&) = delete;
   AssetProcessor& operator=(const AssetProcessor&) = delete;
