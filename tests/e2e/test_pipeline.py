@@ -96,6 +96,13 @@ class Convert(unittest.TestCase):
         files = sorted(p for p in MODELS.rglob("*")
                        if p.is_file() and (p.suffix.lower() in SWEPT or p.parent.name == "invalid"))
         self.assertGreater(len(files), 100)
+        if SANITIZED:
+            # Two sanitized processes start per file (seconds each): the malformed samples
+            # only, so that the asan suite stays within its time (dev sweeps them all).
+            hostile = {"invalid", "IndexOutOfRange", "RecursiveNodes", "BoxWithInfinites-glTF-Binary",
+                       "IncorrectVertexArrays", "wrongTypes", "SchemaFailures", "BoxBadNormals-glTF-Binary"}
+            files = [p for p in files if p.parent.name in hostile] + [
+                MODELS / "FBX/spider.fbx", MODELS / "Collada/duck.dae", MODELS / "PLY/cube.ply"]
         made, refused, glbs = 0, {}, []
         for i, src in enumerate(files):
             r, out = self.convert(src, "--wall-seconds", "120", name=f"m{i}")
@@ -112,7 +119,9 @@ class Convert(unittest.TestCase):
             refused[str(src)] = m.group(1)
         print(f"\n{made} of {len(files)} converted; refused: "
               + json.dumps(sorted(set(refused.values()))))
-        self.assertGreater(made, len(files) // 2)
+        if not SANITIZED:
+            self.assertGreater(made, len(files) // 2)
+        self.assertGreaterEqual(made, 3)
         self.assertIn(str(MODELS / "invalid/OutOfMemory.off"), refused)
         reports = validate(glbs)
         bad = {f: rep["messages"] for f, rep in reports.items() if rep["errors"]}
