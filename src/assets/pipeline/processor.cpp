@@ -29,6 +29,21 @@ std::int64_t now_ms() {
       .count();
 }
 
+// The (project, asset) a job's payload names ({"project", "asset", ...}), or nullopt.
+std::optional<std::pair<std::string, std::string>> target_of(const jobs::Lease& lease) {
+  boost::system::error_code ec;
+  const auto payload = json::parse(lease.payload, ec);
+  const auto* o = payload.if_object();
+  const auto* project = o ? o->if_contains("project") : nullptr;
+  const auto* asset = o ? o->if_contains("asset") : nullptr;
+  if (!project || !project->is_string() || !asset || !asset->is_string()) return std::nullopt;
+  return std::make_pair(std::string(project->as_string()), std::string(asset->as_string()));
+}
+
+jobs::FailReport bad_payload(const jobs::Lease& lease) {
+  return {jobs::Failure::permanent, "the payload names no project and asset: " + lease.payload};
+}
+
 jobs::FailReport retry(std::string why) {
   return {jobs::Failure::retryable, std::move(why)};
 }
@@ -117,21 +132,14 @@ AssetProcessor::~AssetProcessor() = default;
 
 jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
   auto& I = *impl_;
-  boost::system::error_code ec;
-  const auto payload = json::parse(ctx.lease().payload, ec);
-  const auto* o = payload.if_object();
-  const auto* project = o ? o->if_contains("project") : nullptr;
-  const auto* asset_id = o ? o->if_contains("asset") : nullptr;
-  if (!project || !project->is_string() || !asset_id || !asset_id->is_string())
-    return jobs::FailReport{jobs::Failure::permanent,
-                            "the payload names no project and asset: " + ctx.lease().payload};
+  const auto target = target_of(ctx.lease());
+  if (!target) return bad_payload(ctx.lease());
 
   std::optional<store::Asset> asset;
   std::optional<store::AssetProcessing> done;
   try {
     I.db.read(I.db.position(), [&](sql::Connection& c) {
-      asset = store::assets::find(c, std::string(project->as_string()),
-                                  std::string(asset_id->as_string()));
+      asset = store::assets::find(c, target->first, target->second);
       if (asset) done = store::asset_processing::find(c, asset->id, kPipelineVersion);
     });
   } catch (const sql::Error& e) {
@@ -269,15 +277,9 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
 
 jobs::HandlerResult AssetProcessor::cleanup(jobs::JobContext& ctx) {
   auto& I = *impl_;
-  boost::system::error_code ec;
-  const auto payload = json::parse(ctx.lease().payload, ec);
-  const auto* o = payload.if_object();
-  const auto* project = o ? o->if_contains("project") : nullptr;
-  const auto* asset_id = o ? o->if_contains("asset") : nullptr;
-  if (!project || !project->is_string() || !asset_id || !asset_id->is_string())
-    return jobs::FailReport{jobs::Failure::permanent,
-                            "the payload names no project and asset: " + ctx.lease().payload};
-  const std::string p(project->as_string()), id(asset_id->as_string());
+  const auto target = target_of(ctx.lease());
+  if (!target) return bad_payload(ctx.lease());
+  const auto& [p, id] = *target;
   try {
     std::optional<store::Asset> live;
     I.db.read(I.db.position(), [&](sql::Connection& c) { live = store::assets::find(c, p, id); });
