@@ -13,17 +13,8 @@ namespace {
 
 namespace json = boost::json;
 
-constexpr Matrix kIdentity = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
-
 Matrix mul(const Matrix& a, const Matrix& b) {
-  Matrix r{};
-  for (int c = 0; c < 4; ++c)
-    for (int row = 0; row < 4; ++row) {
-      double s = 0;
-      for (int k = 0; k < 4; ++k) s += a[k * 4 + row] * b[c * 4 + k];
-      r[c * 4 + row] = s;
-    }
-  return r;
+  return multiply(a, b);
 }
 
 std::optional<std::vector<double>> numbers(const json::value* v, std::size_t n) {
@@ -72,29 +63,7 @@ std::variant<Matrix, std::string> local_of(const json::object& props) {
       return std::string("props.scale is neither a finite number nor an array of 3");
     }
   }
-  const auto [x, y, z, w] = q;
-  const Matrix r = {1 - 2 * (y * y + z * z),
-                    2 * (x * y + z * w),
-                    2 * (x * z - y * w),
-                    0,
-                    2 * (x * y - z * w),
-                    1 - 2 * (x * x + z * z),
-                    2 * (y * z + x * w),
-                    0,
-                    2 * (x * z + y * w),
-                    2 * (y * z - x * w),
-                    1 - 2 * (x * x + y * y),
-                    0,
-                    0,
-                    0,
-                    0,
-                    1};
-  Matrix m = r;
-  for (int c = 0; c < 3; ++c)
-    for (int row = 0; row < 3; ++row) m[c * 4 + row] *= s[c];
-  m[12] = t[0];
-  m[13] = t[1];
-  m[14] = t[2];
+  const Matrix m = compose(t, q, s);
   return m;
 }
 

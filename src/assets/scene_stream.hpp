@@ -6,6 +6,8 @@
 // glTF nodes). Pure: values in, values out.
 #pragma once
 
+#include "assets/transform.hpp"
+
 #include <boost/json/object.hpp>
 
 #include <array>
@@ -13,8 +15,6 @@
 #include <vector>
 
 namespace kiln::assets {
-
-using Matrix = std::array<double, 16>;  // column-major, as glTF
 
 struct PlacedEntity {
   std::string id;

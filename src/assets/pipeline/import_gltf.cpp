@@ -5,6 +5,8 @@
 #include "assets/pipeline/image_header.hpp"
 #include "assets/pipeline/import.hpp"
 
+#include "assets/transform.hpp"
+
 #include <tiny_gltf.h>
 
 #include <array>
@@ -15,19 +17,10 @@
 namespace kiln::assets::pipeline {
 namespace {
 
-using Mat4 = std::array<double, 16>;  // column-major, as glTF writes matrices
-
-constexpr Mat4 kIdentity = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+using Mat4 = Matrix;
 
 Mat4 mul(const Mat4& a, const Mat4& b) {
-  Mat4 r{};
-  for (int c = 0; c < 4; ++c)
-    for (int row = 0; row < 4; ++row) {
-      double s = 0;
-      for (int k = 0; k < 4; ++k) s += a[k * 4 + row] * b[c * 4 + k];
-      r[c * 4 + row] = s;
-    }
-  return r;
+  return multiply(a, b);
 }
 
 Mat4 local_matrix(const tinygltf::Node& n) {
@@ -36,41 +29,17 @@ Mat4 local_matrix(const tinygltf::Node& n) {
     for (int i = 0; i < 16; ++i) m[i] = n.matrix[i];
     return m;
   }
-  Mat4 t = kIdentity, r = kIdentity, s = kIdentity;
-  if (n.translation.size() == 3) {
-    t[12] = n.translation[0];
-    t[13] = n.translation[1];
-    t[14] = n.translation[2];
-  }
+  std::array<double, 3> t{0, 0, 0}, s{1, 1, 1};
+  std::array<double, 4> q{0, 0, 0, 1};
+  if (n.translation.size() == 3) t = {n.translation[0], n.translation[1], n.translation[2]};
   if (n.rotation.size() == 4) {
-    double x = n.rotation[0], y = n.rotation[1], z = n.rotation[2], w = n.rotation[3];
-    const double len = std::sqrt(x * x + y * y + z * z + w * w);
-    if (len > 0) {
-      x /= len, y /= len, z /= len, w /= len;
-      r = {1 - 2 * (y * y + z * z),
-           2 * (x * y + z * w),
-           2 * (x * z - y * w),
-           0,
-           2 * (x * y - z * w),
-           1 - 2 * (x * x + z * z),
-           2 * (y * z + x * w),
-           0,
-           2 * (x * z + y * w),
-           2 * (y * z - x * w),
-           1 - 2 * (x * x + y * y),
-           0,
-           0,
-           0,
-           0,
-           1};
-    }
+    const double len = std::sqrt(n.rotation[0] * n.rotation[0] + n.rotation[1] * n.rotation[1] +
+                                 n.rotation[2] * n.rotation[2] + n.rotation[3] * n.rotation[3]);
+    if (len > 0)
+      q = {n.rotation[0] / len, n.rotation[1] / len, n.rotation[2] / len, n.rotation[3] / len};
   }
-  if (n.scale.size() == 3) {
-    s[0] = n.scale[0];
-    s[5] = n.scale[1];
-    s[10] = n.scale[2];
-  }
-  return mul(t, mul(r, s));
+  if (n.scale.size() == 3) s = {n.scale[0], n.scale[1], n.scale[2]};
+  return compose(t, q, s);
 }
 
 // Filesystem callbacks that refuse: a user's model never makes the worker read a path.
