@@ -287,25 +287,17 @@ Checked<Response> Api::Impl::process_asset(const Request& req, const Principal& 
   KILN_TRY(role, role_in(who, project, req));
   KILN_CHECK(need(role, "editor"));
   if (!valid_id(id)) return not_found();
-  KILN_TRY(a, uploads.find_asset(project, id, store::Receipt{}));
+  KILN_TRY(a, uploads.find_asset(project, id, after(who, req)));
   if (!jobs) return Refusal{503, "unavailable", "No job queue runs here."};
-  if (!uploads.requeue(a)) {
-    // Ready (nothing to do: 200), or queued or processing already (its run counts: 202).
-    const auto now = uploads.processing(a, {});
-    json::object out{{"job", nullptr}};
-    out["processing"] = processing_json(project, id, now);
-    return ok_json(now && now->state == "ready" ? 200 : 202, out);
-  }
-  KILN_TRY(job, jobs->enqueue(jobs::NewJob{
-                    "asset.process",
-                    json::serialize(
-                        json::object{{"project", project}, {"asset", id}, {"reason", "requested"}}),
-                    "process:" + id + ":" + std::string(assets::kPipelineVersion) + ":" +
-                        std::to_string(clock::unix_ms()),
-                    0, 0}));
-  json::object out{{"job", job.id}};
-  out["processing"] = processing_json(project, id, uploads.processing(a, {}));
-  return ok_json(202, out);
+  // What this request did, as its own transaction left the row (not a replica's copy, nor
+  // what a worker made of it since).
+  const auto r = uploads.requeue(a);
+  json::object out{{"started", r.started}};
+  out["processing"] = processing_json(project, id, r.now);
+  // Ready (nothing to do: 200); queued by this call, or queued or processing already (202).
+  auto resp = ok_json(!r.started && r.now && r.now->state == "ready" ? 200 : 202, out);
+  wrote(who, r.receipt, resp);
+  return resp;
 }
 
 Checked<Response> Api::Impl::delete_asset(const Request& req, const Principal& who) {

@@ -150,9 +150,17 @@ class UploadService {
   // Where to fetch one derived file (a presigned GET or the CDN URL).
   [[nodiscard]] Download derived_download(const std::string& key,
                                           const std::string& content_type) const;
-  // Queues the asset for one more run of the current pipeline version (store::
-  // asset_processing::requeue): true when this call did and its caller enqueues the job.
-  bool requeue(const store::Asset& a);
+  // Queues the asset for one more run of the current pipeline version, in one transaction:
+  // the row queued (store::asset_processing::requeue) and the event
+  // `asset.process_requested` that the outbox relay turns into its job (so a job queue
+  // that is down delays the run, never loses it). `started` is false when the row was
+  // queued, processing or ready already; `now` is the row as that transaction left it.
+  struct Requeued {
+    bool started = false;
+    std::optional<store::AssetProcessing> now;
+    store::Receipt receipt;
+  };
+  Requeued requeue(const store::Asset& a);
   // Deletes the asset (soft), records `asset.deleted`, then removes its bytes unless
   // another live asset uses them. Errors: not_found.
   Result<store::Receipt> delete_asset(const std::string& project, const std::string& id);

@@ -131,12 +131,17 @@ Result<boost::json::object> UploadService::manifest_of(const store::AssetProcess
   return m;
 }
 
-bool UploadService::requeue(const store::Asset& a) {
-  bool mine = false;
-  db_.write([&](sql::Connection& c) {
-    mine = store::asset_processing::requeue(c, a.id, kPipelineVersion, a.project, clock::unix_ms());
+UploadService::Requeued UploadService::requeue(const store::Asset& a) {
+  Requeued out;
+  out.receipt = db_.write([&](sql::Connection& c) {
+    const auto now = clock::unix_ms();
+    out.started = store::asset_processing::requeue(c, a.id, kPipelineVersion, a.project, now);
+    if (out.started)
+      store::outbox::append(c, "asset.process_requested", a.project,
+                            event_json(a, "asset.process_requested"), now);
+    out.now = store::asset_processing::find(c, a.id, kPipelineVersion);
   });
-  return mine;
+  return out;
 }
 
 Result<store::Receipt> UploadService::delete_asset(const std::string& project,

@@ -16,7 +16,9 @@ constexpr const char* kLease = "outbox-relay";
 }  // namespace
 
 std::optional<NewJob> job_for(const store::Event& e) {
-  if (e.kind != "asset.uploaded" && e.kind != "asset.deleted") return std::nullopt;
+  if (e.kind != "asset.uploaded" && e.kind != "asset.process_requested" &&
+      e.kind != "asset.deleted")
+    return std::nullopt;
   boost::system::error_code ec;
   const auto body = boost::json::parse(e.body, ec);
   if (ec || !body.is_object()) return std::nullopt;

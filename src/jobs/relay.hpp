@@ -5,9 +5,10 @@
 // same job back; several relays may run at once (each enqueue is idempotent), and a lease
 // keeps all but one idle so that jobs are created in the events' order.
 //
-// Today: `asset.uploaded` -> `asset.process` {"event", "project", "asset", "sha256",
-// "content_type"}; `asset.deleted` -> `asset.cleanup` {"event", "project", "asset"} (its
-// derived files removed); other kinds are consumed with no job.
+// Today: `asset.uploaded` and `asset.process_requested` (POST .../assets/{a}/process) ->
+// `asset.process` {"event", "project", "asset", "sha256", "content_type"}; `asset.deleted` ->
+// `asset.cleanup` {"event", "project", "asset"} (its derived files removed); other kinds are
+// consumed with no job.
 #pragma once
 
 #include "jobs/queue.hpp"

@@ -50,14 +50,15 @@ TEST_F(RelayTest, EventsBecomeJobsOnceAndInOrder) {
   const auto gone = event("asset.deleted", "a0", 1500);
   const auto skip = event("scene.renamed", "s0", 1700);
   const auto e2 = event("asset.uploaded", "a2", 2000);
+  const auto again = event("asset.process_requested", "a1", 2500);  // POST .../process
   OutboxRelay relay(db_, h_.queue(), RelayOptions{"node-1", std::chrono::seconds(10), 100});
   auto p = relay.pass();
   EXPECT_FALSE(p.error);
-  EXPECT_EQ(p.relayed, 3u);
+  EXPECT_EQ(p.relayed, 4u);
   EXPECT_EQ(p.skipped, 1u);
   EXPECT_EQ(pending(), 0u);
   auto all = jobs();
-  ASSERT_EQ(all.size(), 3u);
+  ASSERT_EQ(all.size(), 4u);
   EXPECT_EQ(all[0].type, "asset.process");
   EXPECT_EQ(all[0].idempotency_key, "event:" + e1);
   EXPECT_NE(all[0].payload.find(R"("asset":"a1")"), std::string::npos) << all[0].payload;
@@ -65,8 +66,11 @@ TEST_F(RelayTest, EventsBecomeJobsOnceAndInOrder) {
   EXPECT_EQ(all[1].idempotency_key, "event:" + gone);
   EXPECT_NE(all[1].payload.find(R"("asset":"a0")"), std::string::npos) << all[1].payload;
   EXPECT_EQ(all[2].idempotency_key, "event:" + e2);
+  EXPECT_EQ(all[3].type, "asset.process");
+  EXPECT_EQ(all[3].idempotency_key, "event:" + again);
+  EXPECT_NE(all[3].payload.find(R"("asset":"a1")"), std::string::npos) << all[3].payload;
   EXPECT_EQ(relay.pass().relayed, 0u) << "consumed events make nothing twice";
-  EXPECT_EQ(jobs().size(), 3u);
+  EXPECT_EQ(jobs().size(), 4u);
   (void)skip;
 }
 
