@@ -36,6 +36,25 @@ def helper_ports():
         yield rng.randint(28000, ephemeral_low - 1)
 
 
+# Set by CMake for the sanitized presets (asan): the binary runs ~10x slower and the
+# sanitizers reserve the address space an RLIMIT_AS would cap.
+SANITIZED = os.environ.get("KILN_SANITIZED") == "1"
+
+
+def full_speed(reason):
+    """Marks a test (or a whole class) that needs the unsanitized build: minutes of work
+    under AddressSanitizer, an RLIMIT_AS, or kiln-bench (built in dev only). Skipped when
+    KILN_SANITIZED=1. When scripts/test.sh runs both presets, the dev run runs only these
+    (KILN_E2E_FULL_SPEED_ONLY=1, see run.py) and the asan run all the others: every test
+    runs once, under the sanitizers where it can."""
+    import unittest
+
+    def mark(test):
+        test.kiln_full_speed = True
+        return unittest.skipIf(SANITIZED, reason)(test)
+    return mark
+
+
 def needs(condition, what):
     """Skips a test or class when a server, package or fixture it needs is missing; the
     reason starts with "missing: ", which run.py turns into a failure under CI=true."""

@@ -5,14 +5,35 @@ every test was skipped, so a module that could not run is reported as skipped, n
 passed. A skip for a missing server, package or fixture says so (harness.needs: the reason
 starts with "missing: "); with CI=true such a skip is a failure, since CI installs
 everything.
+
+With KILN_E2E_FULL_SPEED_ONLY=1 only the tests marked `harness.full_speed` run (the dev
+preset's run beside the asan one in scripts/test.sh: the asan run covers the rest).
 """
 import os
 import sys
 import unittest
 
 
+def tests_of(suite):
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from tests_of(t)
+        else:
+            yield t
+
+
+def full_speed(test):
+    method = getattr(type(test), test._testMethodName, None)
+    return getattr(method, "kiln_full_speed", False) or getattr(type(test), "kiln_full_speed", False)
+
+
 def main(module):
     suite = unittest.defaultTestLoader.loadTestsFromName(module)
+    if os.environ.get("KILN_E2E_FULL_SPEED_ONLY") == "1":
+        suite = unittest.TestSuite(t for t in tests_of(suite) if full_speed(t))
+        if suite.countTestCases() == 0:
+            print(f"{module}: no test needs the unsanitized build (KILN_E2E_FULL_SPEED_ONLY=1)")
+            return 77
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
     sys.stdout.flush()
     if not result.wasSuccessful():

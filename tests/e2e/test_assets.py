@@ -20,15 +20,14 @@ import uuid
 
 import websockets
 
-from harness import Kiln, needs, wait_until
+from harness import Kiln, full_speed, needs, wait_until
 from test_persistence import PG, STANDALONE, psql
 from test_pipeline import MODELS, NPM, obj_grid, validate
 from test_uploads import send
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
-# Under AddressSanitizer (the asan preset) the child sets no RLIMIT_AS, and models of
-# hundreds of thousands of triangles take minutes: those tests run in the dev preset.
-SANITIZED = os.environ.get("KILN_SANITIZED") == "1"
+# Under AddressSanitizer (the asan preset) models of hundreds of thousands of triangles
+# take minutes: those tests run in the dev preset (harness.full_speed).
 BIG = "a model of 500,000 triangles takes minutes under AddressSanitizer (run in the dev preset)"
 STORE_SECRET = "objects-secret-0123456789abcdef0123456789"
 JWT_SECRET = "jwt-secret-0123456789abcdef0123456789abcdef"
@@ -182,6 +181,28 @@ class AssetSuite:
         self.assertEqual(st, 204)
         wait_until(lambda: all(send(lv["url"], "GET")[0] == 404 for lv in levels), "the levels removed")
 
+    def fails_with(self, listener, name, data, code):
+        """Uploads `data`: the asset fails with `code`, its uploader is told, it has no
+        manifest, and no job died (a bad file is not a dead job)."""
+        aid = self.upload(name, data)
+        done = self.settled(aid)
+        self.assertEqual(done["state"], "failed", done)
+        self.assertEqual(done["error"]["code"], code, done)
+        self.assertTrue(done["error"]["detail"])
+        self.assertIsNone(done["manifest"])
+        told = listener.wait_for(lambda f: f.get("asset") == aid and f.get("event") == "failed", f"{name} failed")
+        self.assertEqual(told["code"], code)
+        st, _, _ = self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}/manifest", self.ann)
+        self.assertEqual(st, 404)
+        st, _, jobs = self.call("GET", "/v1/admin/jobs?type=asset.process&state=dead", SERVICE_KEY)
+        self.assertEqual((st, jobs["items"]), (200, []), jobs)
+
+    @full_speed("the bomb is stopped by RLIMIT_AS, which a sanitized child does not set")
+    def test_a_decompression_bomb_fails_on_the_memory_limit(self):
+        listener = Listener(self.sessions, self.ann)
+        self.addCleanup(listener.close)
+        self.fails_with(listener, "bomb.off", (MODELS / "invalid/OutOfMemory.off").read_bytes(), "limits")
+
     def test_hostile_models_fail_with_their_reason_and_the_job_is_not_dead(self):
         listener = Listener(self.sessions, self.ann)
         self.addCleanup(listener.close)
@@ -190,24 +211,9 @@ class AssetSuite:
             "cut.glb": (box[: len(box) // 2], "malformed"),
             "claims.glb": (b"solid x\nendsolid x\n" + os.urandom(16).hex().encode(), "unsupported"),
         }
-        if not SANITIZED:  # the bomb is stopped by RLIMIT_AS, which a sanitized child does not set
-            cases["bomb.off"] = ((MODELS / "invalid/OutOfMemory.off").read_bytes(), "limits")
         for name, (data, code) in cases.items():
             with self.subTest(name=name):
-                aid = self.upload(name, data)
-                done = self.settled(aid)
-                self.assertEqual(done["state"], "failed", done)
-                self.assertEqual(done["error"]["code"], code, done)
-                self.assertTrue(done["error"]["detail"])
-                self.assertIsNone(done["manifest"])
-                told = listener.wait_for(lambda f, a=aid: f.get("asset") == a and f.get("event") == "failed",
-                                         f"{name} failed")
-                self.assertEqual(told["code"], code)
-                st, _, _ = self.call("GET", f"/v1/projects/{self.pid}/assets/{aid}/manifest", self.ann)
-                self.assertEqual(st, 404)
-        # The node is alive and took no harm; the jobs succeeded (a bad file is not a dead job).
-        st, _, jobs = self.call("GET", "/v1/admin/jobs?type=asset.process&state=dead", SERVICE_KEY)
-        self.assertEqual((st, jobs["items"]), (200, []), jobs)
+                self.fails_with(listener, name, data, code)
         # Asking again processes it again (and it fails the same way). The answer says what
         # the request did (queued), not what a replica behind the primary still holds.
         aid = self.upload("again.glb", box[:100])
@@ -330,7 +336,7 @@ class OnServe(AssetSuite, unittest.TestCase):
         self.assertEqual(len(started), 1, results)
         self.assertEqual(self.settled(aid)["state"], "failed")
 
-    @unittest.skipIf(SANITIZED, BIG)
+    @full_speed(BIG)
     def test_an_asset_deleted_while_processed_leaves_no_derived_files(self):
         aid = self.busy("doomed.obj")
         st, _, _ = self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)
@@ -348,7 +354,7 @@ class OnServe(AssetSuite, unittest.TestCase):
             rows = db.execute("SELECT count(*) FROM asset_processing WHERE asset_id = ?", (aid,)).fetchone()[0]
         self.assertEqual(rows, 0)
 
-    @unittest.skipIf(SANITIZED, BIG)
+    @full_speed(BIG)
     def test_cancelling_its_job_stops_the_child(self):
         # Heartbeats every second (a third of the lease) carry the cancel to the handler.
         self.start("--jobs-lease-ms", "3000")
@@ -402,7 +408,7 @@ class OnServe(AssetSuite, unittest.TestCase):
                                  "the job")
         self.assertEqual(self.asset(aid)["processing"]["state"], "skipped")
 
-    @unittest.skipIf(SANITIZED, BIG)
+    @full_speed(BIG)
     def test_a_worker_killed_mid_processing_finishes_the_asset_once_on_retry(self):
         node = self.start("--jobs-lease-ms", "2000", data_dir=tempfile.mkdtemp(prefix="kiln-e2e-assets-kill-"))
         big = pathlib.Path(self.tmp, "big.obj")

@@ -9,7 +9,7 @@ import sys
 import unittest
 
 from collab_client import SECRET
-from harness import Kiln
+from harness import Kiln, full_speed
 
 BENCH = os.environ.get("KILN_BENCH_BIN", "kiln-bench")
 SEED = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "seed_access.py")
@@ -23,6 +23,7 @@ def seed(node, users, rooms, key=None):
     assert r.returncode == 0, r.stderr
 
 
+@full_speed("kiln-bench (a load generator) is built in the dev preset only")
 class BenchSmoke(unittest.TestCase):
     def test_collab_bench_reports_latencies_and_memory(self):
         kiln = Kiln("--auth-jwt-secret", SECRET, "--http-access-log", "false")

@@ -11,12 +11,11 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import needs, run_kiln
+from harness import full_speed, needs, run_kiln
 
 NPM = os.environ.get("KILN_NPM_DIR", "")
 MODELS = pathlib.Path("/usr/share/assimp/models")
 HERE = pathlib.Path(__file__).resolve().parent
-SANITIZED = os.environ.get("KILN_SANITIZED") == "1"
 # What `kiln convert` may say when it refuses a file (assets/pipeline/model.hpp's Errc);
 # `internal` (our own fault) is not among them.
 REFUSALS = {"unsupported", "malformed", "too_large", "empty", "limits", "crashed"}
@@ -92,17 +91,29 @@ class Convert(unittest.TestCase):
         self.assertEqual(bad, {}, "glTF-Validator errors")
         self.assertEqual(len(reports), len(glbs))
 
+    @full_speed("two processes start per file, seconds each under AddressSanitizer")
     def test_every_test_model_ends_in_levels_or_a_clear_error(self):
         files = sorted(p for p in MODELS.rglob("*")
                        if p.is_file() and (p.suffix.lower() in SWEPT or p.parent.name == "invalid"))
         self.assertGreater(len(files), 100)
-        if SANITIZED:
-            # Two sanitized processes start per file (seconds each): the malformed samples
-            # only, so that the asan suite stays within its time (dev sweeps them all).
-            hostile = {"invalid", "IndexOutOfRange", "RecursiveNodes", "BoxWithInfinites-glTF-Binary",
-                       "IncorrectVertexArrays", "wrongTypes", "SchemaFailures", "BoxBadNormals-glTF-Binary"}
-            files = [p for p in files if p.parent.name in hostile] + [
-                MODELS / "FBX/spider.fbx", MODELS / "Collada/duck.dae", MODELS / "PLY/cube.ply"]
+        made, refused = self.sweep(files)
+        self.assertGreater(made, len(files) // 2)
+        self.assertIn(str(MODELS / "invalid/OutOfMemory.off"), refused)
+
+    def test_the_malformed_samples_end_in_a_clear_error(self):
+        # The hostile part of the sweep, and a model of each importer, which the sanitized
+        # build runs too.
+        hostile = {"invalid", "IndexOutOfRange", "RecursiveNodes", "BoxWithInfinites-glTF-Binary",
+                   "IncorrectVertexArrays", "wrongTypes", "SchemaFailures", "BoxBadNormals-glTF-Binary"}
+        files = sorted(p for p in MODELS.rglob("*") if p.is_file() and p.parent.name in hostile)
+        self.assertGreater(len(files), 20)
+        made, refused = self.sweep(files + [MODELS / "FBX/spider.fbx", MODELS / "Collada/duck.dae",
+                                            MODELS / "PLY/cube.ply"])
+        self.assertIn(str(MODELS / "invalid/OutOfMemory.off"), refused)
+
+    def sweep(self, files):
+        """Converts each file: levels that glTF-Validator accepts, or exit 3 with one line and
+        a known reason code. Returns (how many converted, {file: reason code})."""
         made, refused, glbs = 0, {}, []
         for i, src in enumerate(files):
             r, out = self.convert(src, "--wall-seconds", "120", name=f"m{i}")
@@ -119,13 +130,11 @@ class Convert(unittest.TestCase):
             refused[str(src)] = m.group(1)
         print(f"\n{made} of {len(files)} converted; refused: "
               + json.dumps(sorted(set(refused.values()))))
-        if not SANITIZED:
-            self.assertGreater(made, len(files) // 2)
         self.assertGreaterEqual(made, 3)
-        self.assertIn(str(MODELS / "invalid/OutOfMemory.off"), refused)
         reports = validate(glbs)
         bad = {f: rep["messages"] for f, rep in reports.items() if rep["errors"]}
         self.assertEqual(bad, {}, "glTF-Validator errors")
+        return made, refused
 
     def test_a_model_past_the_cpu_limit_is_stopped_with_a_reason(self):
         big = os.path.join(self.tmp, "big.obj")
@@ -147,7 +156,7 @@ class Convert(unittest.TestCase):
         self.assertTrue(r.stderr.rstrip().endswith("(limits)"), r.stderr)
         self.assertEqual(os.listdir(out), [])
 
-    @unittest.skipIf(SANITIZED, "AddressSanitizer reserves the address space a limit would cap")
+    @full_speed("AddressSanitizer reserves the address space a limit would cap")
     def test_a_model_past_the_memory_limit_is_stopped_with_a_reason(self):
         big = os.path.join(self.tmp, "big.obj")
         obj_grid(big, 700)

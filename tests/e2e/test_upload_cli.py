@@ -21,7 +21,7 @@ import http.client
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import KILN, WAIT, Kiln
+from harness import KILN, WAIT, Kiln, full_speed
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
 MIB = 1 << 20
@@ -78,6 +78,7 @@ def samples(k):
             for f in text_string_to_metric_families(text.decode()) for x in f.samples}
 
 
+@full_speed("1 GiB uploaded 20 times over: heavy")
 class UploadCli(unittest.TestCase):
     @classmethod
     def setUpClass(cls):

@@ -12,7 +12,7 @@ import unittest
 import uuid
 
 from collab_client import SECRET
-from harness import Kiln, needs
+from harness import Kiln, full_speed, needs
 from test_bench_smoke import seed
 from test_persistence import PG, STANDALONE, psql, wait_until
 
@@ -24,6 +24,7 @@ INTERVAL_S = 30
 
 
 @needs(STANDALONE and len(PG) == 3, "KILN_TEST_REDIS/KILN_TEST_PG not set (run through ctest)")
+@full_speed("kiln-bench (a load generator) is built in the dev preset only")
 class WriteAmplification(unittest.TestCase):
     def test_one_snapshot_per_dirty_room_per_interval(self):
         db = "e2e_wa_" + uuid.uuid4().hex[:8]
