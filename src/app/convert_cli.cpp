@@ -19,7 +19,8 @@ void add_convert_command(CLI::App& app, ConvertArgs& a, std::string& command) {
       "one GLB per level and manifest.json in --out, as a worker does after an upload");
   auto& r = a.request;
   cmd->add_option("file", r.input, "The model file")->required()->check(CLI::ExistingFile);
-  cmd->add_option("-o,--out", r.out_dir, "The directory for lod<N>.glb and manifest.json")
+  cmd->add_option("-o,--out", r.out_dir,
+                  "The directory for lod<N>.glb, tex<T>-<L>.webp and manifest.json")
       ->required();
   cmd->add_option("--name", r.file_name, "The name the format is guessed from (default: FILE's)");
   cmd->add_option("--lod-ratio", r.lod.ratio,
@@ -34,6 +35,14 @@ void add_convert_command(CLI::App& app, ConvertArgs& a, std::string& command) {
   cmd->add_option("--max-texture-pixels", r.model_limits.max_texture_pixels,
                   "Refuse images with more pixels (from their headers)")
       ->check(CLI::Range(1, 1'000'000'000));
+  cmd->add_option("--texture-max-side", r.textures.max_side,
+                  "The finest texture level's larger side at most (px)")
+      ->check(CLI::Range(16, 16'384));
+  cmd->add_option("--texture-min-side", r.textures.min_side,
+                  "Texture levels stop at the first this small (px)")
+      ->check(CLI::Range(1, 16'384));
+  cmd->add_option("--texture-quality", r.textures.quality, "WebP quality of texture levels")
+      ->check(CLI::Range(0, 100));
   cmd->add_option("--cpu-seconds", a.cpu_seconds, "CPU time the import may use")
       ->check(CLI::Range(1, 86'400));
   cmd->add_option("--memory-bytes", r.limits.memory_bytes, "Address space the import may use")
@@ -65,7 +74,8 @@ int run_convert(ConvertArgs& a) {
     std::error_code ignored;
     for (const auto& entry : std::filesystem::directory_iterator(r.out_dir, ignored)) {
       const auto name = entry.path().filename().string();
-      if (name == "manifest.json" || (name.starts_with("lod") && name.ends_with(".glb")))
+      if (name == "manifest.json" || (name.starts_with("lod") && name.ends_with(".glb")) ||
+          (name.starts_with("tex") && name.ends_with(".webp")))
         std::filesystem::remove(entry.path(), ignored);
     }
   };

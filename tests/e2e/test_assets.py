@@ -22,7 +22,7 @@ import websockets
 
 from harness import Kiln, full_speed, needs, wait_until
 from test_persistence import PG, STANDALONE, psql
-from test_pipeline import MODELS, NPM, obj_grid, validate
+from test_pipeline import MODELS, NPM, obj_grid, textured_gltf, validate
 from test_uploads import send
 
 SERVICE_KEY = "service-key-0123456789abcdef0123456789abcdef"
@@ -180,6 +180,25 @@ class AssetSuite:
         st, _, _ = self.call("DELETE", f"/v1/projects/{self.pid}/assets/{aid}", self.ann)
         self.assertEqual(st, 204)
         wait_until(lambda: all(send(lv["url"], "GET")[0] == 404 for lv in levels), "the levels removed")
+
+    def test_a_textured_model_serves_its_texture_levels(self):
+        src = pathlib.Path(self.tmp, "ground.gltf")
+        textured_gltf(src, 30, 600)  # 1,800 triangles, a 600 x 600 texture
+        aid = self.upload("ground.gltf", src.read_bytes())
+        done = self.settled(aid)
+        self.assertEqual(done["state"], "ready", done)
+        st, _, manifest = self.call("GET", done["manifest"], self.ann)
+        self.assertEqual(st, 200, manifest)
+        (texture,) = manifest["textures"]
+        self.assertEqual([t["width"] for t in texture["levels"]], [600, 300, 150])  # down to <= 256
+        for t in texture["levels"]:
+            s, h, body = send(t["url"], "GET")
+            self.assertEqual(s, 200, t)
+            self.assertEqual(h["content-type"], t["mime_type"])
+            self.assertEqual(len(body), t["bytes"])
+            self.assertIn(sha(body)[:16], urllib.parse.urlsplit(t["url"]).path)
+        self.assertEqual([lv["texture_level"] for lv in manifest["levels"]],
+                         [min(i, 2) for i in range(len(manifest["levels"]))])
 
     def fails_with(self, listener, name, data, code):
         """Uploads `data`: the asset fails with `code`, its uploader is told, it has no

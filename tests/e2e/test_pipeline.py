@@ -2,14 +2,17 @@
 the real importers), every GLB checked by Khronos' glTF-Validator (npm gltf-validator), and
 every model of Debian's assimp-testmodels, malformed ones included, ending in levels or a
 clear error."""
+import base64
 import json
 import os
 import pathlib
 import re
 import shutil
+import struct
 import subprocess
 import tempfile
 import unittest
+import zlib
 
 from harness import full_speed, needs, run_kiln
 
@@ -46,6 +49,50 @@ def obj_grid(path, n):
                 a = y * (n + 1) + x + 1
                 b = a + n + 1
                 f.write(f"f {a} {b} {a + 1}\nf {a + 1} {b} {b + 1}\n")
+
+
+def png(side):
+    """A side x side RGB PNG (a gradient with a pattern), written with zlib alone."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + bytes(v for x in range(side) for v in (x * 255 // side, y * 255 // side, (x ^ y) & 255))
+                    for y in range(side))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 6)) + chunk(b"IEND", b""))
+
+
+def textured_gltf(path, n, side):
+    """A .gltf of a wavy n x n grid (2 * n * n triangles) with UVs and a base-color texture
+    of side x side pixels, everything embedded as data URIs."""
+    pos, uv, idx = [], [], []
+    for y in range(n + 1):
+        for x in range(n + 1):
+            pos += [x, y, ((x * 7919 + y * 104729) % 1000) / 1000.0]
+            uv += [x / n, y / n]
+    for y in range(n):
+        for x in range(n):
+            a = y * (n + 1) + x
+            idx += [a, a + n + 1, a + 1, a + 1, a + n + 1, a + n + 2]
+    pb, ub = struct.pack(f"<{len(pos)}f", *pos), struct.pack(f"<{len(uv)}f", *uv)
+    ib = struct.pack(f"<{len(idx)}I", *idx)
+    buf = pb + ub + ib
+    doc = {"asset": {"version": "2.0"}, "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0}],
+           "meshes": [{"primitives": [{"attributes": {"POSITION": 0, "TEXCOORD_0": 1}, "indices": 2,
+                                       "material": 0}]}],
+           "materials": [{"pbrMetallicRoughness": {"baseColorTexture": {"index": 0}}}],
+           "textures": [{"source": 0}],
+           "images": [{"uri": "data:image/png;base64," + base64.b64encode(png(side)).decode()}],
+           "accessors": [
+               {"bufferView": 0, "componentType": 5126, "count": len(pos) // 3, "type": "VEC3",
+                "min": [0, 0, 0], "max": [n, n, 1]},
+               {"bufferView": 1, "componentType": 5126, "count": len(uv) // 2, "type": "VEC2"},
+               {"bufferView": 2, "componentType": 5125, "count": len(idx), "type": "SCALAR"}],
+           "bufferViews": [{"buffer": 0, "byteOffset": 0, "byteLength": len(pb)},
+                           {"buffer": 0, "byteOffset": len(pb), "byteLength": len(ub)},
+                           {"buffer": 0, "byteOffset": len(pb) + len(ub), "byteLength": len(ib)}],
+           "buffers": [{"byteLength": len(buf),
+                        "uri": "data:application/octet-stream;base64," + base64.b64encode(buf).decode()}]}
+    pathlib.Path(path).write_text(json.dumps(doc))
 
 
 @needs(MODELS.is_dir(), "missing: Debian's assimp-testmodels (scripts/packages-test.txt)")
@@ -92,6 +139,32 @@ class Convert(unittest.TestCase):
         self.assertEqual(len(reports), len(glbs))
 
     @full_speed("two processes start per file, seconds each under AddressSanitizer")
+    def test_textures_become_levels_the_validator_accepts(self):
+        src = os.path.join(self.tmp, "ground.gltf")
+        textured_gltf(src, 60, 1024)  # 7,200 triangles, a 1024 x 1024 texture
+        r, out = self.convert(src, "--lod-min-triangles", "200")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        manifest = json.loads(r.stdout)
+        (texture,) = manifest["textures"]
+        self.assertEqual((texture["source"]["width"], texture["source"]["mime_type"]), (1024, "image/png"))
+        self.assertEqual([(t["width"], t["height"]) for t in texture["levels"]], [(1024, 1024), (512, 512), (256, 256)])
+        magic = {"image/webp": lambda b: b[:4] == b"RIFF" and b[8:12] == b"WEBP",
+                 "image/png": lambda b: b[:8] == b"\x89PNG\r\n\x1a\n"}
+        for t in texture["levels"]:
+            data = pathlib.Path(out, t["file"]).read_bytes()
+            self.assertEqual(len(data), t["bytes"])
+            self.assertTrue(magic[t["mime_type"]](data), t)
+        self.assertEqual(texture["levels"][1]["mime_type"], "image/webp")
+        levels = manifest["levels"]
+        self.assertGreaterEqual(len(levels), 4)
+        self.assertEqual([lv["texture_level"] for lv in levels], [min(i, 2) for i in range(len(levels))])
+        glbs = [os.path.join(out, lv["file"]) for lv in levels]
+        reports = validate(glbs)
+        bad = {f: rep["messages"] for f, rep in reports.items() if rep["errors"]}
+        self.assertEqual(bad, {}, "glTF-Validator errors")
+        # The coarse levels are lighter by their texture too.
+        self.assertLess(levels[-1]["bytes"] * 4, levels[0]["bytes"])
+
     def test_every_test_model_ends_in_levels_or_a_clear_error(self):
         files = sorted(p for p in MODELS.rglob("*")
                        if p.is_file() and (p.suffix.lower() in SWEPT or p.parent.name == "invalid"))

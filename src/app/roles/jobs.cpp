@@ -46,6 +46,9 @@ assets::pipeline::ProcessorOptions pipeline_options(const Node& node) {
   o.model_limits.max_triangles = n("pipeline.max_triangles");
   o.model_limits.max_vertices = n("pipeline.max_triangles");
   o.model_limits.max_texture_pixels = n("pipeline.max_texture_pixels");
+  o.textures.max_side = static_cast<std::uint32_t>(n("pipeline.texture_max_side"));
+  o.textures.min_side = static_cast<std::uint32_t>(n("pipeline.texture_min_side"));
+  o.textures.quality = static_cast<int>(cfg.integer("pipeline.texture_quality"));
   return o;
 }
 
@@ -372,6 +375,13 @@ void add_jobs_settings(config::Schema& s) {
   s.add(integer("pipeline.max_texture_pixels", 8192LL * 8192, 1, 1LL << 32,
                 "Images with more pixels fail the model with `too_large`, from their headers, "
                 "before anything decodes them."));
+  s.add(integer("pipeline.texture_max_side", 8192, 16, 16'384,
+                "The finest texture level's larger side at most (px); larger textures are "
+                "scaled down to it."));
+  s.add(integer("pipeline.texture_min_side", 256, 1, 16'384,
+                "Texture levels halve until the first whose larger side is at most this (px)."));
+  s.add(integer("pipeline.texture_quality", 85, 0, 100,
+                "WebP quality (lossy, alpha kept) of texture levels."));
 }
 
 }  // namespace kiln::app

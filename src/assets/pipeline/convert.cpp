@@ -5,6 +5,9 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
+#include <iterator>
+
 namespace kiln::assets::pipeline {
 namespace {
 
@@ -29,33 +32,81 @@ Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view 
   };
   tell("import", 0);
   KILN_TRY(model, import_model(bytes, file_name, options.limits));
-  tell("lod", 30);
+  tell("lod", 20);
   const auto levels = build_lod_chain(model, options.lod);
-  tell("write", 80);
 
+  // The base-color textures' levels; one that does not decode is dropped with a warning.
+  tell("textures", 50);
   Converted out;
+  std::vector<std::vector<TextureLevel>> texture_levels_of(model.images.size());
+  std::vector<bool> used(model.images.size(), false);
+  for (const auto& m : model.materials)
+    if (m.base_color_texture >= 0 && static_cast<std::size_t>(m.base_color_texture) < used.size())
+      used[m.base_color_texture] = true;
+  json::array texture_docs;
+  for (std::size_t t = 0; t < model.images.size(); ++t) {
+    if (!used[t]) continue;
+    const auto& img = model.images[t];
+    auto made = texture_levels(img, options.textures);
+    if (!made) {
+      if (made.error().code == Errc::internal) return made.error();
+      model.warnings.push_back(made.error().detail + "; left out");
+      continue;
+    }
+    json::array docs;
+    for (std::size_t l = 0; l < made->size(); ++l) {
+      const auto& tl = (*made)[l];
+      const auto ext = tl.mime_type == "image/png"    ? ".png"
+                       : tl.mime_type == "image/jpeg" ? ".jpg"
+                                                      : ".webp";
+      OutputFile f{"tex" + std::to_string(t) + "-" + std::to_string(l) + ext, tl.bytes};
+      docs.push_back({{"level", l},
+                      {"file", f.file},
+                      {"mime_type", tl.mime_type},
+                      {"width", tl.width},
+                      {"height", tl.height},
+                      {"bytes", tl.bytes.size()}});
+      out.files.push_back(std::move(f));
+    }
+    texture_docs.push_back({{"name", img.name},
+                            {"source", json::object{{"mime_type", img.mime_type},
+                                                    {"width", img.width},
+                                                    {"height", img.height},
+                                                    {"bytes", img.data.size()}}},
+                            {"levels", std::move(docs)}});
+    texture_levels_of[t] = std::move(*made);
+    tell("textures", 50 + static_cast<int>(30 * (t + 1) / model.images.size()));
+  }
+  auto materials = model.materials;
+  for (auto& m : materials)
+    if (m.base_color_texture >= 0 && texture_levels_of[m.base_color_texture].empty())
+      m.base_color_texture = -1;
+
+  tell("write", 80);
   json::array level_docs;
+  std::vector<OutputFile> glbs;
   for (std::size_t i = 0; i < levels.size(); ++i) {
     const auto& l = levels[i];
-    LevelFile f;
-    f.file = "lod" + std::to_string(i) + ".glb";
-    f.glb = write_glb({l.primitives, model.materials, model.images});
-    json::object d{{"level", i},
-                   {"file", f.file},
-                   {"triangles", l.triangles},
-                   {"error", l.error},
-                   {"bytes", f.glb.size()}};
+    // Level i carries texture level i of each texture (its last past that).
+    std::vector<Image> images(model.images.size());
+    std::size_t texture_level = 0;
+    for (std::size_t t = 0; t < images.size(); ++t) {
+      const auto& tl = texture_levels_of[t];
+      if (tl.empty()) continue;
+      const auto pick = std::min(i, tl.size() - 1);
+      texture_level = std::max(texture_level, pick);
+      images[t] = Image{model.images[t].name, tl[pick].mime_type, tl[pick].bytes, tl[pick].width,
+                        tl[pick].height};
+    }
+    OutputFile f{"lod" + std::to_string(i) + ".glb", write_glb({l.primitives, materials, images})};
+    json::object d{{"level", i},       {"file", f.file},          {"triangles", l.triangles},
+                   {"error", l.error}, {"bytes", f.bytes.size()}, {"texture_level", texture_level}};
     for (auto& [k, v] : bounds_json(l.box, l.sphere)) d[k] = v;
     level_docs.push_back(std::move(d));
-    out.files.push_back(std::move(f));
+    glbs.push_back(std::move(f));
   }
-  json::array images;
-  for (const auto& img : model.images)
-    images.push_back({{"name", img.name},
-                      {"mime_type", img.mime_type},
-                      {"width", img.width},
-                      {"height", img.height},
-                      {"bytes", img.data.size()}});
+  out.files.insert(out.files.begin(), std::make_move_iterator(glbs.begin()),
+                   std::make_move_iterator(glbs.end()));
   json::array warnings;
   for (const auto& w : model.warnings) warnings.push_back(json::string(w));
   out.manifest = {{"pipeline", kPipelineVersion},
@@ -65,7 +116,7 @@ Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view 
                                           {"vertices", model.vertex_count()}}},
                   {"bounds", bounds_json(levels.front().box, levels.front().sphere)},
                   {"levels", std::move(level_docs)},
-                  {"images", std::move(images)},
+                  {"textures", std::move(texture_docs)},
                   {"warnings", std::move(warnings)}};
   tell("write", 100);
   return out;

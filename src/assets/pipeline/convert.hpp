@@ -1,20 +1,26 @@
-// A model file's bytes to its LOD chain as GLB files and the manifest that describes them:
-// import (import.hpp), validate, build the chain (lod_chain.hpp), write each level
-// (glb.hpp). In-process: call it on user bytes only inside isolate.hpp's child.
+// A model file's bytes to its LOD chain as GLB files, its textures' levels as WebP files, and
+// the manifest that describes them: import (import.hpp), validate, build the chain
+// (lod_chain.hpp), make each base-color texture's levels (texture.hpp), write each level
+// (glb.hpp) with the texture level of the same number (the last one past it) embedded. In-
+// process: call it on user bytes only inside isolate.hpp's child.
 //
 // Manifest (JSON, docs/assets.md "Manifest"), one per asset and pipeline version:
 //   {"pipeline": "kiln-lod/1", "source": {"name", "bytes", "triangles", "vertices"},
 //    "bounds": {"box": {"min": [x,y,z], "max": [x,y,z]}, "sphere": {"center": [..], "radius"}},
 //    "levels": [{"level": 0, "file": "lod0.glb", "triangles", "error", "bytes",
-//                "box", "sphere"}, ...],            finest first, error in model units
-//    "images": [{"name", "mime_type", "width", "height", "bytes"}],
+//                "texture_level", "box", "sphere"}, ...],  finest first, error in model units
+//    "textures": [{"name", "source": {"mime_type", "width", "height", "bytes"},
+//                  "levels": [{"level", "file": "tex<T>-<L>.webp", "mime_type", "width",
+//                              "height", "bytes"}]}],       finest first, px and bytes
 //    "warnings": ["..."]}
-// The stored manifest replaces each level's "file" with its content-addressed "url".
+// A texture that does not decode is left out with a warning (its material keeps its color).
+// The stored manifest replaces each "file" with its content-addressed "uri".
 #pragma once
 
 #include "assets/derived.hpp"
 #include "assets/pipeline/lod_chain.hpp"
 #include "assets/pipeline/model.hpp"
+#include "assets/pipeline/texture.hpp"
 
 #include <boost/json/object.hpp>
 
@@ -30,19 +36,21 @@ using assets::kPipelineVersion;
 struct ConvertOptions {
   Limits limits;
   LodOptions lod;
+  TextureOptions textures;
 };
 
-struct LevelFile {
-  std::string file;  // lod<N>.glb
-  std::vector<std::uint8_t> glb;
+struct OutputFile {
+  std::string file;  // lod<N>.glb, tex<T>-<L>.webp
+  std::vector<std::uint8_t> bytes;
 };
 
 struct Converted {
-  std::vector<LevelFile> files;
+  std::vector<OutputFile> files;  // the levels, then the texture levels
   boost::json::object manifest;
 };
 
-// `progress(stage, percent)` is told of each stage ("import", "lod", "write"), may be empty.
+// `progress(stage, percent)` is told of each stage ("import", "lod", "textures", "write"), may
+// be empty.
 Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view file_name,
                           const ConvertOptions& options,
                           const std::function<void(std::string_view, int)>& progress = {});

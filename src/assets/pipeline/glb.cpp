@@ -84,6 +84,7 @@ std::vector<std::uint8_t> write_glb(const GlbInput& in) {
   // material without the texture (a texture needs TEXCOORD_0).
   std::map<std::pair<int, bool>, int> material_of;
   std::map<int, int> texture_of;  // source image -> output texture
+  bool webp = false;
   const auto texture = [&](int image) {
     if (auto it = texture_of.find(image); it != texture_of.end()) return it->second;
     const auto& img = in.images[image];
@@ -91,7 +92,15 @@ std::vector<std::uint8_t> write_glb(const GlbInput& in) {
     json::object io{{"bufferView", bv}, {"mimeType", img.mime_type}};
     if (!img.name.empty()) io["name"] = img.name;
     images.push_back(std::move(io));
-    textures.push_back(json::object{{"source", images.size() - 1}});
+    if (img.mime_type == "image/webp") {
+      // EXT_texture_webp without a fallback: the extension is required.
+      webp = true;
+      textures.push_back(json::object{
+          {"extensions",
+           json::object{{"EXT_texture_webp", json::object{{"source", images.size() - 1}}}}}});
+    } else {
+      textures.push_back(json::object{{"source", images.size() - 1}});
+    }
     return texture_of[image] = static_cast<int>(textures.size()) - 1;
   };
   const auto material = [&](int src, bool has_uv) {
@@ -135,6 +144,10 @@ std::vector<std::uint8_t> write_glb(const GlbInput& in) {
   if (!textures.empty()) {
     doc["textures"] = std::move(textures);
     doc["images"] = std::move(images);
+  }
+  if (webp) {
+    doc["extensionsUsed"] = json::array{"EXT_texture_webp"};
+    doc["extensionsRequired"] = json::array{"EXT_texture_webp"};
   }
   while (w.bin_.size() % 4 != 0) w.bin_.push_back(0);
   doc["accessors"] = std::move(w.accessors_);

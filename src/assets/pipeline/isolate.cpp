@@ -43,7 +43,13 @@ std::vector<std::string> child_argv(const ChildRequest& r) {
           "--max-triangles",
           std::to_string(r.model_limits.max_triangles),
           "--max-texture-pixels",
-          std::to_string(r.model_limits.max_texture_pixels)};
+          std::to_string(r.model_limits.max_texture_pixels),
+          "--texture-max-side",
+          std::to_string(r.textures.max_side),
+          "--texture-min-side",
+          std::to_string(r.textures.min_side),
+          "--texture-quality",
+          std::to_string(r.textures.quality)};
 }
 
 Errc code_named(std::string_view s) {
@@ -200,14 +206,15 @@ int convert_child(const ChildRequest& r) {
     ConvertOptions opt;
     opt.limits = r.model_limits;
     opt.lod = r.lod;
+    opt.textures = r.textures;
     auto converted = convert(bytes, r.file_name, opt, [](std::string_view stage, int percent) {
       say({{"stage", stage}, {"percent", percent}});
     });
     if (!converted) return fail(converted.error().code, converted.error().detail);
     for (const auto& f : converted->files) {
       std::ofstream o(r.out_dir + "/" + f.file, std::ios::binary | std::ios::trunc);
-      o.write(reinterpret_cast<const char*>(f.glb.data()),
-              static_cast<std::streamsize>(f.glb.size()));
+      o.write(reinterpret_cast<const char*>(f.bytes.data()),
+              static_cast<std::streamsize>(f.bytes.size()));
       if (!o) return fail(Errc::internal, "cannot write " + r.out_dir + "/" + f.file);
     }
     std::ofstream m(r.out_dir + "/manifest.json", std::ios::trunc);

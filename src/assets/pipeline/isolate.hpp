@@ -29,10 +29,11 @@ struct ChildRequest {
   std::string executable;  // the kiln binary (/proc/self/exe in the worker)
   std::string input;       // the model file
   std::string file_name;   // its name as uploaded (the format hint)
-  std::string out_dir;     // exists, empty: the child writes lod<N>.glb and manifest.json
+  std::string out_dir;     // exists: the child writes lod<N>.glb, tex<T>-<L>.webp, manifest.json
   IsolationLimits limits;
   LodOptions lod;
   Limits model_limits;
+  TextureOptions textures;
 };
 
 // Runs the child and waits for it. The manifest (as written in out_dir) on success;

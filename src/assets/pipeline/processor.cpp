@@ -48,6 +48,19 @@ jobs::FailReport retry(std::string why) {
   return {jobs::Failure::retryable, std::move(why)};
 }
 
+// A name the converter gives its outputs: lod<N>.glb, tex<T>-<L>.{webp,png,jpg}.
+bool output_name(std::string_view f) {
+  if (f.empty() || f.size() > 64) return false;
+  const auto dot = f.find('.');
+  if (dot == std::string_view::npos || dot == 0) return false;
+  const auto stem = f.substr(0, dot), ext = f.substr(dot);
+  if (!std::all_of(stem.begin(), stem.end(), [](char c) {
+        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+      }))
+    return false;
+  return ext == ".glb" || ext == ".webp" || ext == ".png" || ext == ".jpg";
+}
+
 std::string read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
@@ -203,6 +216,7 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
     req.limits = I.options.isolation;
     req.lod = I.options.lod;
     req.model_limits = I.options.model_limits;
+    req.textures = I.options.textures;
     int last_percent = -1;
     auto manifest = convert_in_child(
         req,
@@ -230,17 +244,35 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
     if (tell) I.tell(a, {{"event", "progress"}, {"stage", "store"}, {"percent", 90}});
     const std::string prefix = derived_prefix(a.project, a.id);
     s3::Client s3c(I.storage);
+    // Each output file under a name of its content: its "file" becomes that "uri". The
+    // manifest comes from the child, which read hostile bytes: a name or type other than
+    // the converter writes is not followed (a failed asset, Kiln's fault: internal).
+    std::vector<std::pair<json::object*, std::string>> outputs;  // (entry, content type)
     auto& levels = (*manifest)["levels"].as_array();
-    for (auto& lv : levels) {
-      auto& l = lv.as_object();
-      const std::string file(l.at("file").as_string());
-      const fs::path path = work.path / "out" / file;
-      const std::string bytes = read_all(path);
+    for (auto& lv : levels) outputs.emplace_back(lv.if_object(), "model/gltf-binary");
+    if (auto* textures = manifest->if_contains("textures"); textures && textures->is_array())
+      for (auto& t : textures->as_array())
+        if (auto* tl = t.is_object() ? t.as_object().if_contains("levels") : nullptr;
+            tl && tl->is_array())
+          for (auto& l : tl->as_array()) outputs.emplace_back(l.if_object(), "image/webp");
+    for (auto& [o, type] : outputs) {
+      const auto* file = o ? o->if_contains("file") : nullptr;
+      const auto* mime = o ? o->if_contains("mime_type") : nullptr;
+      if (mime && mime->is_string()) type = std::string(mime->as_string());
+      if (!file || !file->is_string() || !output_name(file->as_string()) ||
+          (type != "model/gltf-binary" && type != "image/webp" && type != "image/png" &&
+           type != "image/jpeg"))
+        return fail(Errc::internal, "the converter's manifest names an output it does not write");
+    }
+    for (auto& [o, type] : outputs) {
+      const std::string file(o->at("file").as_string());
+      const std::string bytes = read_all(work.path / "out" / file);
+      const auto dot = file.rfind('.');
       const std::string name =
-          file.substr(0, file.rfind('.')) + "-" + codec::sha256_hex(bytes).substr(0, 16) + ".glb";
-      s3c.put_object(I.options.bucket, prefix + name, http::Body::of(bytes), "model/gltf-binary");
-      l.erase("file");
-      l["uri"] = name;
+          file.substr(0, dot) + "-" + codec::sha256_hex(bytes).substr(0, 16) + file.substr(dot);
+      s3c.put_object(I.options.bucket, prefix + name, http::Body::of(bytes), type);
+      o->erase("file");
+      (*o)["uri"] = name;
     }
     (*manifest)["asset"] = a.id;
     const std::string text = json::serialize(*manifest);

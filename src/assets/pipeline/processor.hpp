@@ -42,6 +42,7 @@ struct ProcessorOptions {
   IsolationLimits isolation;
   LodOptions lod;
   Limits model_limits;
+  TextureOptions textures;
 };
 
 // What the uploader's sessions are told: the user to tell, the project, and the frame's
