@@ -20,7 +20,8 @@ void add_convert_command(CLI::App& app, ConvertArgs& a, std::string& command) {
   auto& r = a.request;
   cmd->add_option("file", r.input, "The model file")->required()->check(CLI::ExistingFile);
   cmd->add_option("-o,--out", r.out_dir,
-                  "The directory for lod<N>.glb, tex<T>-<L>.webp and manifest.json")
+                  "The directory for lod<N>.glb, tex<T>-<L>.webp (or the source's .png/.jpg) "
+                  "and manifest.json")
       ->required();
   cmd->add_option("--name", r.file_name, "The name the format is guessed from (default: FILE's)");
   cmd->add_option("--lod-ratio", r.lod.ratio,
@@ -75,7 +76,8 @@ int run_convert(ConvertArgs& a) {
     for (const auto& entry : std::filesystem::directory_iterator(r.out_dir, ignored)) {
       const auto name = entry.path().filename().string();
       if (name == "manifest.json" || (name.starts_with("lod") && name.ends_with(".glb")) ||
-          (name.starts_with("tex") && name.ends_with(".webp")))
+          (name.starts_with("tex") &&
+           (name.ends_with(".webp") || name.ends_with(".png") || name.ends_with(".jpg"))))
         std::filesystem::remove(entry.path(), ignored);
     }
   };

@@ -164,6 +164,12 @@ class Convert(unittest.TestCase):
         self.assertEqual(bad, {}, "glTF-Validator errors")
         # The coarse levels are lighter by their texture too.
         self.assertLess(levels[-1]["bytes"] * 4, levels[0]["bytes"])
+        # The directory holds one conversion: an untextured model after it leaves no texture.
+        plain = os.path.join(self.tmp, "plain.obj")
+        obj_grid(plain, 10)
+        r, again = self.convert(plain, name="ground.gltf.out")
+        self.assertEqual((r.returncode, again), (0, out), r.stderr)
+        self.assertEqual(sorted(f for f in os.listdir(out) if not f.startswith("lod")), ["manifest.json"])
 
     def test_every_test_model_ends_in_levels_or_a_clear_error(self):
         files = sorted(p for p in MODELS.rglob("*")
