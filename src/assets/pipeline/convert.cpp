@@ -98,9 +98,22 @@ Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view 
       images[t] = Image{model.images[t].name, tl[pick].mime_type, tl[pick].bytes, tl[pick].width,
                         tl[pick].height};
     }
-    OutputFile f{"lod" + std::to_string(i) + ".glb", write_glb({l.primitives, materials, images})};
-    json::object d{{"level", i},       {"file", f.file},          {"triangles", l.triangles},
-                   {"error", l.error}, {"bytes", f.bytes.size()}, {"texture_level", texture_level}};
+    // Quantized where the grid moves positions by at most a tenth of the level's error
+    // (never level 0: exact), and that movement is added to the error it reports. One grid
+    // for every level (level 0's box holds them all): errors stay non-decreasing.
+    const double grid = quantization_error(levels.front().box);
+    const bool quantize = i > 0 && grid <= 0.1 * l.error;
+    GlbInput glb{l.primitives, materials, images};
+    glb.quantize = quantize;
+    glb.box = &levels.front().box;
+    OutputFile f{"lod" + std::to_string(i) + ".glb", write_glb(glb)};
+    json::object d{{"level", i},
+                   {"file", f.file},
+                   {"triangles", l.triangles},
+                   {"error", quantize ? l.error + grid : l.error},
+                   {"bytes", f.bytes.size()},
+                   {"quantized", quantize},
+                   {"texture_level", texture_level}};
     for (auto& [k, v] : bounds_json(l.box, l.sphere)) d[k] = v;
     level_docs.push_back(std::move(d));
     glbs.push_back(std::move(f));

@@ -7,8 +7,9 @@
 // Manifest (JSON, docs/assets.md "Manifest"), one per asset and pipeline version:
 //   {"pipeline": "kiln-lod/1", "source": {"name", "bytes", "triangles", "vertices"},
 //    "bounds": {"box": {"min": [x,y,z], "max": [x,y,z]}, "sphere": {"center": [..], "radius"}},
-//    "levels": [{"level": 0, "file": "lod0.glb", "triangles", "error", "bytes",
+//    "levels": [{"level": 0, "file": "lod0.glb", "triangles", "error", "bytes", "quantized",
 //                "texture_level", "box", "sphere"}, ...],  finest first, error in model units
+//                (a quantized level's includes how far the grid moved its positions)
 //    "textures": [{"name", "source": {"mime_type", "width", "height", "bytes"},
 //                  "levels": [{"level", "file": "tex<T>-<L>.webp", "mime_type", "width",
 //                              "height", "bytes"}]}],       finest first, px and bytes

@@ -18,8 +18,22 @@ struct GlbInput {
   std::span<const Material> materials;  // what primitives' `material` indexes
   std::span<const Image> images;        // what materials' textures index; empty: no textures
   std::string generator = "Kiln asset pipeline";
+  // KHR_mesh_quantization (then required): positions as 16-bit unsigned integers on a grid
+  // of quantization_step(box) model units, placed by the node's translation and uniform
+  // scale (uniform: normals stay right); normals as normalized 8-bit, UVs within [0, 1] as
+  // normalized 16-bit. Half the vertex bytes; positions move by up to
+  // quantization_error(box). `box`: the grid's (holding every position: the levels of one
+  // model share their level 0's, so they share one grid); null: the primitives' own.
+  bool quantize = false;
+  const Box* box = nullptr;
 };
 
 std::vector<std::uint8_t> write_glb(const GlbInput& in);
+
+// The position grid of a quantized GLB of primitives whose bounds are `box`: the largest
+// extent over 65,535 steps (model units), and how far a position may move onto it: half a
+// step along each axis, sqrt(3) / 2 steps.
+double quantization_step(const Box& box);
+double quantization_error(const Box& box);
 
 }  // namespace kiln::assets::pipeline

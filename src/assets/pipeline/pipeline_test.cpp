@@ -1,12 +1,12 @@
 // The pipeline in-process: importers on well-formed and hostile bytes, the LOD chain's
-// promises (decreasing triangles, non-decreasing error, bounds), GLB round trips. The child
+// promises (decreasing triangles, non-decreasing error, bounds). GLB round trips and
+// convert(): glb_test.cpp. The child
 // process, the validator and the full assimp-testmodels sweep are tests/e2e/test_pipeline.py.
-#include "assets/pipeline/convert.hpp"
 #include "assets/pipeline/glb.hpp"
 #include "assets/pipeline/image_header.hpp"
 #include "assets/pipeline/import.hpp"
 #include "assets/pipeline/lod_chain.hpp"
-#include "assets/pipeline/test_images.hpp"
+#include "assets/pipeline/test_inputs.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/json.hpp>
@@ -20,6 +20,7 @@
 
 namespace pl = kiln::assets::pipeline;
 namespace json = boost::json;
+using kiln::assets::pipeline::testing::sphere_model;
 
 namespace {
 
@@ -30,36 +31,6 @@ std::span<const std::uint8_t> bytes_of(const std::string& s) {
 std::vector<std::uint8_t> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-}
-
-// A UV sphere of about 2 * rings * segments triangles, radius r, with normals and UVs.
-pl::Primitive sphere(int rings, int segments, float r) {
-  pl::Primitive p;
-  for (int i = 0; i <= rings; ++i) {
-    const double th = std::numbers::pi * i / rings;
-    for (int j = 0; j <= segments; ++j) {
-      const double ph = 2 * std::numbers::pi * j / segments;
-      const double x = std::sin(th) * std::cos(ph), y = std::cos(th),
-                   z = std::sin(th) * std::sin(ph);
-      p.positions.insert(p.positions.end(), {float(r * x), float(r * y), float(r * z)});
-      p.normals.insert(p.normals.end(), {float(x), float(y), float(z)});
-      p.uvs.insert(p.uvs.end(), {float(j) / segments, float(i) / rings});
-    }
-  }
-  for (int i = 0; i < rings; ++i)
-    for (int j = 0; j < segments; ++j) {
-      const auto a = static_cast<std::uint32_t>(i * (segments + 1) + j), b = a + segments + 1;
-      p.indices.insert(p.indices.end(), {a, b, a + 1, a + 1, b, b + 1});
-    }
-  return p;
-}
-
-pl::Model sphere_model(int rings = 200, int segments = 200) {
-  pl::Model m;
-  m.primitives.push_back(sphere(rings, segments, 2.0f));
-  m.primitives[0].material = 0;
-  m.materials.push_back({"clay", {0.8f, 0.5f, 0.3f, 1}, -1, 0, 0.9f, false});
-  return m;
 }
 
 std::string base64(std::span<const std::uint8_t> in) {
@@ -355,115 +326,6 @@ TEST(PipelineLod, AFlatGridSimplifiesWithoutError) {
   ASSERT_GE(levels.size(), 2u);
   EXPECT_LT(levels.back().triangles, 1'000u);
   for (const auto& l : levels) EXPECT_LT(l.error, 1e-3) << l.triangles;
-}
-
-TEST(PipelineGlb, WritesWhatItsImporterReadsBack) {
-  const pl::Model m = sphere_model(30, 30);
-  const auto levels = pl::build_lod_chain(m, {});
-  for (const auto& l : levels) {
-    const auto glb = pl::write_glb({l.primitives, m.materials, m.images});
-    ASSERT_EQ(glb.size() % 4, 0u);
-    auto back = pl::import_model(glb, "level.glb", {});
-    ASSERT_TRUE(back) << back.error().detail;
-    EXPECT_EQ(back->triangle_count(), l.triangles);
-    EXPECT_EQ(back->primitives[0].normals.size(), l.primitives[0].normals.size());
-    ASSERT_EQ(back->materials.size(), 1u);
-    EXPECT_FLOAT_EQ(back->materials[0].base_color[0], 0.8f);
-  }
-}
-
-TEST(PipelineConvert, TheManifestDescribesEveryLevel) {
-  const pl::Model m = sphere_model(80, 80);
-  const auto levels = pl::build_lod_chain(m, {});
-  const auto glb = pl::write_glb({levels[0].primitives, m.materials, m.images});
-  std::vector<std::string> stages;
-  auto out =
-      pl::convert(glb, "ball.glb", {}, [&](std::string_view s, int) { stages.emplace_back(s); });
-  ASSERT_TRUE(out) << out.error().detail;
-  const auto& man = out->manifest;
-  EXPECT_EQ(man.at("pipeline").as_string(), pl::kPipelineVersion);
-  const auto& ls = man.at("levels").as_array();
-  ASSERT_EQ(ls.size(), out->files.size());
-  for (std::size_t i = 0; i < ls.size(); ++i) {
-    EXPECT_EQ(ls[i].at("bytes").to_number<std::size_t>(), out->files[i].bytes.size());
-    EXPECT_EQ(ls[i].at("file").as_string(), out->files[i].file);
-  }
-  EXPECT_EQ(man.at("source").at("triangles").to_number<std::uint64_t>(), m.triangle_count());
-  EXPECT_EQ(stages.front(), "import");
-}
-
-// The GLB's JSON chunk (glTF 2.0 spec 4.4.3).
-json::object glb_json(const std::vector<std::uint8_t>& glb) {
-  std::uint32_t len = 0;
-  std::memcpy(&len, glb.data() + 12, 4);
-  return json::parse(std::string_view(reinterpret_cast<const char*>(glb.data()) + 20, len))
-      .as_object();
-}
-
-pl::Model textured_sphere(std::vector<std::uint8_t> image) {
-  pl::Model m = sphere_model(60, 60);
-  const auto h = pl::read_image_header(image);
-  m.images.push_back({"albedo", h ? h->mime_type : "image/png", std::move(image), h ? h->width : 1,
-                      h ? h->height : 1});
-  m.materials[0].base_color_texture = 0;
-  return m;
-}
-
-TEST(PipelineConvert, EachLevelCarriesTheTextureLevelOfItsNumber) {
-  const pl::Model m = textured_sphere(pl::testing::png_of(1024, 1024));
-  const auto glb = pl::write_glb({m.primitives, m.materials, m.images});
-  pl::ConvertOptions o;
-  o.lod.min_triangles = 100;
-  auto out = pl::convert(glb, "ball.glb", o);
-  ASSERT_TRUE(out) << out.error().detail;
-  const auto& man = out->manifest;
-  const auto& textures = man.at("textures").as_array();
-  ASSERT_EQ(textures.size(), 1u);
-  const auto& tl = textures[0].at("levels").as_array();
-  ASSERT_EQ(tl.size(), 3u);  // 1024, 512, 256
-  EXPECT_EQ(textures[0].at("source").at("width").to_number<int>(), 1024);
-  EXPECT_EQ(tl[2].at("width").to_number<int>(), 256);
-  std::map<std::string, const pl::OutputFile*> files;
-  for (const auto& f : out->files) files[f.file] = &f;
-  for (const auto& l : tl) {
-    const auto* f = files[std::string(l.at("file").as_string())];
-    ASSERT_NE(f, nullptr);
-    EXPECT_EQ(f->bytes.size(), l.at("bytes").to_number<std::size_t>());
-  }
-  const auto& levels = man.at("levels").as_array();
-  ASSERT_GE(levels.size(), 4u);
-  for (std::size_t i = 0; i < levels.size(); ++i) {
-    const auto want = std::min<std::size_t>(i, 2);
-    EXPECT_EQ(levels[i].at("texture_level").to_number<std::size_t>(), want);
-    // The level embeds exactly that texture level's bytes.
-    const auto& glb_file = *files[std::string(levels[i].at("file").as_string())];
-    const auto doc = glb_json(glb_file.bytes);
-    const auto& img = doc.at("images").as_array().at(0).as_object();
-    const auto& view =
-        doc.at("bufferViews").as_array().at(img.at("bufferView").to_number<std::size_t>());
-    const auto& texture = *files[std::string(tl[want].at("file").as_string())];
-    EXPECT_EQ(view.at("byteLength").to_number<std::size_t>(), texture.bytes.size());
-    EXPECT_EQ(img.at("mimeType").as_string(), tl[want].at("mime_type").as_string());
-    if (img.at("mimeType") == "image/webp") {
-      EXPECT_EQ(doc.at("extensionsRequired").as_array().at(0).as_string(), "EXT_texture_webp");
-      EXPECT_TRUE(doc.at("textures").as_array().at(0).at("extensions").is_object());
-    }
-  }
-}
-
-TEST(PipelineConvert, ATextureThatDoesNotDecodeIsLeftOutWithAWarning) {
-  auto png = pl::testing::png_of(128, 128);
-  for (std::size_t i = 64; i < png.size(); ++i) png[i] = static_cast<std::uint8_t>(i * 7);
-  const pl::Model m = textured_sphere(png);
-  const auto glb = pl::write_glb({m.primitives, m.materials, m.images});
-  auto out = pl::convert(glb, "ball.glb", {});
-  ASSERT_TRUE(out) << out.error().detail;
-  EXPECT_TRUE(out->manifest.at("textures").as_array().empty());
-  const auto& warnings = out->manifest.at("warnings").as_array();
-  ASSERT_EQ(warnings.size(), 1u);
-  EXPECT_NE(warnings[0].as_string().find("does not decode"), std::string::npos);
-  const auto doc = glb_json(out->files.front().bytes);
-  EXPECT_FALSE(doc.contains("images")) << "the material keeps its color, not the texture";
 }
 
 }  // namespace

@@ -3,7 +3,7 @@
 // with its reason.
 #include "assets/pipeline/texture.hpp"
 #include "assets/pipeline/image_header.hpp"
-#include "assets/pipeline/test_images.hpp"
+#include "assets/pipeline/test_inputs.hpp"
 
 #include <gtest/gtest.h>
 #include <webp/decode.h>
