@@ -2,8 +2,8 @@
 # The asset pipeline's LOD chain against its peers, side by side in one run: Kiln's chain
 # (kiln-pipeline-bench chain: one import, one weld, one cache-optimised index buffer, every
 # level simplified from it), Debian's gltfpack (meshoptimizer's own tool, run once per
-# level: `-si RATIO -noq`) and npm @gltf-transform/cli (`simplify --ratio R --error 1`,
-# once per level), at the triangle counts of Kiln's levels, on the same GLB input (Kiln's
+# level: `-si RATIO` with its default quantization, as Kiln quantizes levels past 0) and
+# npm @gltf-transform/cli (`simplify --ratio R --error 1`, once per level), at the triangle counts of Kiln's levels, on the same GLB input (Kiln's
 # level 0 of each model). Every output's deviation from the input is measured with one
 # ruler (kiln-pipeline-bench error: the two-sided Hausdorff distance at vertices). Models:
 # a generated 2-million-triangle height field and models of Debian's assimp-testmodels.
@@ -71,7 +71,7 @@ for src in "${models[@]}"; do
     kiln_err=$("$bench" error "$base" "$work/$name.kiln/lod$level.glb" | jq .hausdorff)
     echo "{\"model\":\"$name\",\"tool\":\"kiln\",\"level\":$level,\"triangles\":$tris,\"ms\":$(jq .ms <<<"$line"),\"bytes\":$(jq .bytes <<<"$line"),\"hausdorff\":$kiln_err}"
     t0=$(now_ms)
-    gltfpack -i "$base" -o "$work/$name.gp$level.glb" -si "$ratio" -noq >/dev/null 2>&1
+    gltfpack -i "$base" -o "$work/$name.gp$level.glb" -si "$ratio" >/dev/null 2>&1
     ms=$(( $(now_ms) - t0 ))
     gp_total=$(( gp_total + ms ))
     m=$("$bench" error "$base" "$work/$name.gp$level.glb")

@@ -24,6 +24,11 @@ json::object bounds_json(const Box& b, const Sphere& s) {
 
 }  // namespace
 
+bool quantized(std::span<const Level> levels, std::size_t i) {
+  return i > 0 && i < levels.size() &&
+         quantization_error(levels.front().box) <= 0.1 * levels[i].error;
+}
+
 Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view file_name,
                           const ConvertOptions& options,
                           const std::function<void(std::string_view, int)>& progress) {
@@ -98,11 +103,9 @@ Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view 
       images[t] = Image{model.images[t].name, tl[pick].mime_type, tl[pick].bytes, tl[pick].width,
                         tl[pick].height};
     }
-    // Quantized where the grid moves positions by at most a tenth of the level's error
-    // (never level 0: exact), and that movement is added to the error it reports. One grid
-    // for every level (level 0's box holds them all): errors stay non-decreasing.
+    // One grid for every level (level 0's box holds them all): errors stay non-decreasing.
     const double grid = quantization_error(levels.front().box);
-    const bool quantize = i > 0 && grid <= 0.1 * l.error;
+    const bool quantize = quantized(levels, i);
     GlbInput glb{l.primitives, materials, images};
     glb.quantize = quantize;
     glb.box = &levels.front().box;

@@ -50,6 +50,12 @@ struct Converted {
   boost::json::object manifest;
 };
 
+// Whether convert() writes level i of `levels` quantized (glb.hpp's GlbInput::quantize, on
+// the grid of level 0's box): never level 0 (exact); another when that grid moves its
+// positions by at most a tenth of its error. Its reported error then adds
+// quantization_error(levels[0].box).
+bool quantized(std::span<const Level> levels, std::size_t i);
+
 // `progress(stage, percent)` is told of each stage ("import", "lod", "textures", "write"), may
 // be empty.
 Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view file_name,
