@@ -3,8 +3,8 @@
 # (kiln-pipeline-bench chain: one import, one weld, one cache-optimised index buffer, every
 # level simplified from it), Debian's gltfpack (meshoptimizer's own tool, run once per
 # level: `-si RATIO` with its default quantization, as Kiln quantizes levels past 0) and
-# npm @gltf-transform/cli (`simplify --ratio R --error 1`, once per level), at the triangle counts of Kiln's levels, on the same GLB input (Kiln's
-# level 0 of each model). Every output's deviation from the input is measured with one
+# npm @gltf-transform/cli (`simplify --ratio R --error 1`, once per level), at the triangle
+# counts of Kiln's levels, on the same GLB input (Kiln's level 0 of each model). Every output's deviation from the input is measured with one
 # ruler (kiln-pipeline-bench error: the two-sided Hausdorff distance at vertices). Models:
 # a generated 2-million-triangle height field and models of Debian's assimp-testmodels.
 # Prints one JSON line per (model, tool, level) and per (model, tool) total.
