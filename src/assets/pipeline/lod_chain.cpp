@@ -1,5 +1,7 @@
 #include "assets/pipeline/lod_chain.hpp"
 
+#include "assets/pipeline/deviation.hpp"
+
 #include <meshoptimizer.h>
 
 #include <algorithm>
@@ -156,7 +158,9 @@ std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options) {
     }
     const Level& prev = levels.back();
     if (level.triangles == 0 || level.triangles * 10 > prev.triangles * 9) break;  // no progress
-    level.error = std::max(level.error, prev.error);
+    const Surface surface(level.primitives);
+    const double measured = deviation(levels.front().primitives, surface, options.error_samples);
+    level.error = std::max({level.error, measured, prev.error});
     compute_bounds(level.primitives, level.box, level.sphere);
     levels.push_back(std::move(level));
     if (options.on_level) options.on_level(levels.size() - 1);

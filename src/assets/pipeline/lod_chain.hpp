@@ -5,12 +5,14 @@
 // accumulate level over level). Each level is then optimised for the vertex cache, for
 // overdraw and for vertex fetch, and carries its own compacted vertices.
 //
-// A level's `error` is meshoptimizer's deviation bound (meshopt_simplify's result_error,
-// relative to the mesh extent) times meshopt_simplifyScale: in model units, the largest
-// distance the level's surface moved from the original's, what 3D Tiles calls its geometric
-// error. Errors are non-decreasing from level 0 (the original, error 0). When topology
-// stops meshopt_simplify far above a level's target, meshopt_simplifySloppy is used for that
-// primitive (a larger error, measured the same way).
+// A level's `error` is how far the original lies from the level, in model units, what 3D
+// Tiles calls its geometric error: the larger of meshoptimizer's estimate (meshopt_simplify's
+// result_error, relative to the mesh extent, times meshopt_simplifyScale: a distance to the
+// planes of the collapsed triangles, which on rough surfaces is several times too small) and
+// the largest distance measured from the original's vertices to the level's surface
+// (deviation.hpp; up to `error_samples` of them, spread evenly). Errors are non-decreasing
+// from level 0 (the original, error 0). When topology stops meshopt_simplify far above a
+// level's target, meshopt_simplifySloppy is used for that primitive.
 #pragma once
 
 #include "assets/pipeline/model.hpp"
@@ -22,9 +24,10 @@
 namespace kiln::assets::pipeline {
 
 struct LodOptions {
-  double ratio = 0.5;                 // each level aims at this share of the previous one's
-  std::uint64_t min_triangles = 500;  // the floor: no level aims below it
-  int max_levels = 8;                 // level 0 included
+  double ratio = 0.5;                  // each level aims at this share of the previous one's
+  std::uint64_t min_triangles = 500;   // the floor: no level aims below it
+  int max_levels = 8;                  // level 0 included
+  std::size_t error_samples = 65'536;  // original vertices measured per level; 0: every one
   // Called as each level is done (0 after the shared work and level 0): progress, timing.
   std::function<void(std::size_t level)> on_level;
 };

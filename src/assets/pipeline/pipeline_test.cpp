@@ -2,6 +2,7 @@
 // promises (decreasing triangles, non-decreasing error, bounds). GLB round trips and
 // convert(): glb_test.cpp. The child
 // process, the validator and the full assimp-testmodels sweep are tests/e2e/test_pipeline.py.
+#include "assets/pipeline/deviation.hpp"
 #include "assets/pipeline/glb.hpp"
 #include "assets/pipeline/image_header.hpp"
 #include "assets/pipeline/import.hpp"
@@ -308,6 +309,47 @@ TEST(PipelineLod, BoundsHoldEveryVertexOfTheirLevel) {
                        p.positions[v + 2] - l.sphere.center[2]);
         ASSERT_LE(d, l.sphere.radius);
       }
+}
+
+// A rough height field: meshoptimizer's estimate (distance to the collapsed planes) falls
+// short of how far its vertices end up from a level; the chain measures them.
+TEST(PipelineLod, AnErrorIsAtLeastHowFarTheOriginalsVerticesLieFromTheLevel) {
+  pl::Model m;
+  pl::Primitive p;
+  const int n = 64;  // 4,225 vertices: under error_samples, so every one is measured
+  for (int y = 0; y <= n; ++y)
+    for (int x = 0; x <= n; ++x)
+      p.positions.insert(p.positions.end(),
+                         {float(x), float(y),
+                          float(std::sin(x * 0.2) * 3 + ((x * 7919 + y * 104729) % 97) / 97.0)});
+  for (int y = 0; y < n; ++y)
+    for (int x = 0; x < n; ++x) {
+      const auto a = static_cast<std::uint32_t>(y * (n + 1) + x), b = a + n + 1;
+      p.indices.insert(p.indices.end(), {a, b, a + 1, a + 1, b, b + 1});
+    }
+  m.primitives.push_back(std::move(p));
+  const auto levels = pl::build_lod_chain(m, {});
+  ASSERT_GE(levels.size(), 4u);
+  for (std::size_t i = 1; i < levels.size(); ++i) {
+    const pl::Surface level(levels[i].primitives);
+    const double far = pl::deviation(m.primitives, level, 0);
+    EXPECT_GT(far, 0.05) << "a rough surface loses something at level " << i;
+    EXPECT_GE(levels[i].error, far) << "level " << i;
+  }
+}
+
+TEST(PipelineLod, DistancesToASurfaceAreEuclidean) {
+  pl::Primitive tri;
+  tri.positions = {0, 0, 0, 10, 0, 0, 0, 10, 0};
+  tri.indices = {0, 1, 2};
+  const std::vector<pl::Primitive> prims{tri};
+  const pl::Surface s(prims);
+  EXPECT_DOUBLE_EQ(s.distance({1, 1, 0}), 0);                    // on it
+  EXPECT_DOUBLE_EQ(s.distance({1, 1, 5}), 5);                    // above its face
+  EXPECT_DOUBLE_EQ(s.distance({-3, -4, 0}), 5);                  // off its corner
+  EXPECT_NEAR(s.distance({10, 10, 0}), std::sqrt(50.0), 1e-12);  // off its long edge
+  EXPECT_NEAR(s.distance({500, 0, 0}), 490, 1e-9);               // far outside its grid
+  EXPECT_EQ(pl::Surface(std::vector<pl::Primitive>{}).distance({0, 0, 0}), INFINITY);
 }
 
 TEST(PipelineLod, AFlatGridSimplifiesWithoutError) {

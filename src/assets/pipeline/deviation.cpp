@@ -1,0 +1,159 @@
+#include "assets/pipeline/deviation.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+
+namespace kiln::assets::pipeline {
+namespace {
+
+using V3 = std::array<double, 3>;
+
+V3 sub(const V3& a, const V3& b) {
+  return {a[0] - b[0], a[1] - b[1], a[2] - b[2]};
+}
+double dot(const V3& a, const V3& b) {
+  return a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+}
+
+// The closest point of triangle abc to p (Ericson, Real-Time Collision Detection, 5.1.5),
+// as its squared distance.
+double dist2_point_triangle(const V3& p, const V3& a, const V3& b, const V3& c) {
+  const V3 ab = sub(b, a), ac = sub(c, a), ap = sub(p, a);
+  const double d1 = dot(ab, ap), d2 = dot(ac, ap);
+  auto d2to = [&](const V3& q) {
+    const V3 d = sub(p, q);
+    return dot(d, d);
+  };
+  if (d1 <= 0 && d2 <= 0) return d2to(a);
+  const V3 bp = sub(p, b);
+  const double d3 = dot(ab, bp), d4 = dot(ac, bp);
+  if (d3 >= 0 && d4 <= d3) return d2to(b);
+  const double vc = d1 * d4 - d3 * d2;
+  if (vc <= 0 && d1 >= 0 && d3 <= 0) {
+    const double v = d1 / (d1 - d3);
+    return d2to({a[0] + v * ab[0], a[1] + v * ab[1], a[2] + v * ab[2]});
+  }
+  const V3 cp = sub(p, c);
+  const double d5 = dot(ab, cp), d6 = dot(ac, cp);
+  if (d6 >= 0 && d5 <= d6) return d2to(c);
+  const double vb = d5 * d2 - d1 * d6;
+  if (vb <= 0 && d2 >= 0 && d6 <= 0) {
+    const double w = d2 / (d2 - d6);
+    return d2to({a[0] + w * ac[0], a[1] + w * ac[1], a[2] + w * ac[2]});
+  }
+  const double va = d3 * d6 - d5 * d4;
+  if (va <= 0 && (d4 - d3) >= 0 && (d5 - d6) >= 0) {
+    const double w = (d4 - d3) / ((d4 - d3) + (d5 - d6));
+    return d2to({b[0] + w * (c[0] - b[0]), b[1] + w * (c[1] - b[1]), b[2] + w * (c[2] - b[2])});
+  }
+  const double denom = 1 / (va + vb + vc);
+  const double v = vb * denom, w = vc * denom;
+  return d2to(
+      {a[0] + ab[0] * v + ac[0] * w, a[1] + ab[1] * v + ac[1] * w, a[2] + ab[2] * v + ac[2] * w});
+}
+
+std::uint64_t key(long x, long y, long z) {
+  return (std::uint64_t(x & 0x1fffff) << 42) | (std::uint64_t(y & 0x1fffff) << 21) |
+         std::uint64_t(z & 0x1fffff);
+}
+
+}  // namespace
+
+Surface::Surface(std::span<const Primitive> primitives) {
+  V3 lo{INFINITY, INFINITY, INFINITY}, hi{-INFINITY, -INFINITY, -INFINITY};
+  for (const auto& p : primitives) {
+    for (std::size_t i = 0; i + 2 < p.indices.size(); i += 3) {
+      std::array<V3, 3> t;
+      for (int k = 0; k < 3; ++k) {
+        const auto v = p.indices[i + k];
+        t[k] = {p.positions[v * 3], p.positions[v * 3 + 1], p.positions[v * 3 + 2]};
+      }
+      tris_.push_back(t);
+    }
+    for (std::size_t v = 0; v + 2 < p.positions.size(); v += 3)
+      for (int a = 0; a < 3; ++a) {
+        lo[a] = std::min(lo[a], double(p.positions[v + a]));
+        hi[a] = std::max(hi[a], double(p.positions[v + a]));
+      }
+  }
+  if (tris_.empty()) return;
+  double extent = 0;
+  for (int a = 0; a < 3; ++a) {
+    lo_[a] = lo[a];
+    extent = std::max(extent, hi[a] - lo[a]);
+  }
+  // About sixteen triangles per cell along a surface (4 x extent / sqrt(triangles)): most
+  // triangles then fall in one or two cells, so the grid is quick to build; a query tests
+  // a few hundred triangles.
+  cell_ = std::max(4 * extent / std::max(1.0, std::sqrt(double(tris_.size()))), 1e-9);
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> entries;  // (cell, triangle)
+  entries.reserve(tris_.size() * 2);
+  for (std::uint32_t i = 0; i < tris_.size(); ++i) {
+    std::array<long, 3> mn, mx;
+    for (int a = 0; a < 3; ++a) {
+      const double lo = std::min({tris_[i][0][a], tris_[i][1][a], tris_[i][2][a]});
+      const double hi = std::max({tris_[i][0][a], tris_[i][1][a], tris_[i][2][a]});
+      mn[a] = cell_of(lo, a);
+      mx[a] = cell_of(hi, a);
+    }
+    for (long x = mn[0]; x <= mx[0]; ++x)
+      for (long y = mn[1]; y <= mx[1]; ++y)
+        for (long z = mn[2]; z <= mx[2]; ++z) entries.emplace_back(key(x, y, z), i);
+  }
+  std::sort(entries.begin(), entries.end());
+  tri_of_.reserve(entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    if (i == 0 || entries[i].first != entries[i - 1].first) {
+      keys_.push_back(entries[i].first);
+      start_.push_back(static_cast<std::uint32_t>(i));
+    }
+    tri_of_.push_back(entries[i].second);
+  }
+  start_.push_back(static_cast<std::uint32_t>(entries.size()));
+}
+
+long Surface::cell_of(double v, int axis) const {
+  return static_cast<long>(std::floor((v - lo_[axis]) / cell_));
+}
+
+double Surface::distance(const V3& p) const {
+  if (tris_.empty()) return INFINITY;
+  const long cx = cell_of(p[0], 0), cy = cell_of(p[1], 1), cz = cell_of(p[2], 2);
+  double best = INFINITY;
+  for (long r = 0; r < 4096; ++r) {
+    for (long x = cx - r; x <= cx + r; ++x)
+      for (long y = cy - r; y <= cy + r; ++y)
+        for (long z = cz - r; z <= cz + r; ++z) {
+          if (std::max({std::labs(x - cx), std::labs(y - cy), std::labs(z - cz)}) != r) continue;
+          const auto k = key(x, y, z);
+          const auto it = std::lower_bound(keys_.begin(), keys_.end(), k);
+          if (it == keys_.end() || *it != k) continue;
+          const auto c = static_cast<std::size_t>(it - keys_.begin());
+          for (auto i = start_[c]; i < start_[c + 1]; ++i) {
+            const auto& t = tris_[tri_of_[i]];
+            best = std::min(best, dist2_point_triangle(p, t[0], t[1], t[2]));
+          }
+        }
+    // Every cell beyond shell r is at least r cells away.
+    if (best < INFINITY && std::sqrt(best) <= double(r) * cell_) break;
+  }
+  return std::sqrt(best);
+}
+
+double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples) {
+  std::size_t total = 0;
+  for (const auto& p : from) total += p.vertex_count();
+  const std::size_t stride =
+      max_samples == 0 || total <= max_samples ? 1 : (total + max_samples - 1) / max_samples;
+  double worst = 0;
+  std::size_t n = 0;
+  for (const auto& p : from)
+    for (std::size_t v = 0; v + 2 < p.positions.size(); v += 3, ++n)
+      if (n % stride == 0)
+        worst =
+            std::max(worst, to.distance({p.positions[v], p.positions[v + 1], p.positions[v + 2]}));
+  return worst;
+}
+
+}  // namespace kiln::assets::pipeline

@@ -1,0 +1,38 @@
+// How far one mesh lies from another: the distance from points to a mesh's surface, its
+// triangles in a uniform grid searched in shells of cells outwards (the closest point of a
+// triangle after Ericson, Real-Time Collision Detection, 5.1.5). The LOD chain measures each
+// level's deviation with it; kiln-pipeline-bench's `error` is the same ruler for every tool.
+#pragma once
+
+#include "assets/pipeline/model.hpp"
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace kiln::assets::pipeline {
+
+class Surface {
+ public:
+  explicit Surface(std::span<const Primitive> primitives);
+  // The distance from p to the nearest triangle (model units); infinity without triangles.
+  double distance(const std::array<double, 3>& p) const;
+
+ private:
+  long cell_of(double v, int axis) const;
+  std::vector<std::array<std::array<double, 3>, 3>> tris_;
+  std::array<double, 3> lo_{};
+  double cell_ = 1;
+  // The grid, flat: the occupied cells' keys in order, and for cell i its triangles
+  // tri_of_[start_[i]..start_[i + 1]).
+  std::vector<std::uint64_t> keys_;
+  std::vector<std::uint32_t> start_;
+  std::vector<std::uint32_t> tri_of_;
+};
+
+// The largest distance from the vertices of `from` to `to`: every vertex, or with
+// `max_samples` > 0 at most that many spread evenly over them (then a lower bound).
+double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples);
+
+}  // namespace kiln::assets::pipeline
