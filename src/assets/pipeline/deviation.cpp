@@ -135,8 +135,16 @@ double Surface::distance(const V3& p) const {
             best = std::min(best, dist2_point_triangle(p, t[0], t[1], t[2]));
           }
         }
-    // Every cell beyond shell r is at least r cells away.
-    if (best < INFINITY && std::sqrt(best) <= double(r) * cell_) break;
+    // What is not searched yet lies outside the cube of cells [c - r, c + r]: at least as
+    // far from p as the cube's nearest face.
+    double wall = INFINITY;
+    const std::array<long, 3> c{cx, cy, cz};
+    for (int a = 0; a < 3; ++a) {
+      const double low = lo_[a] + double(c[a] - r) * cell_,
+                   high = lo_[a] + double(c[a] + r + 1) * cell_;
+      wall = std::min({wall, p[a] - low, high - p[a]});
+    }
+    if (best < INFINITY && std::sqrt(best) <= wall) break;
   }
   return std::sqrt(best);
 }
