@@ -121,6 +121,7 @@ int main(int argc, char** argv) {
   chain->add_option("--ratio", o.ratio);
   chain->add_option("--levels", o.max_levels);
   chain->add_option("--min", o.min_triangles);
+  chain->add_flag("--cascade", o.cascade, "Simplify each level from the one before it");
   chain->add_option("--error-samples", o.error_samples,
                     "Original vertices measured per level (0: every one)");
   auto* err = app.add_subcommand("error", "The deviation of SIMPLIFIED from ORIGINAL");

@@ -122,28 +122,36 @@ std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options) {
   const double ratio = std::clamp(options.ratio, 0.01, 0.95);
   double share = 1;
   std::vector<unsigned> scratch;
+  // What each primitive's next level simplifies from: the full mesh, or (cascade) the
+  // level before it.
+  std::vector<std::vector<unsigned>> from(prepared.size());
+  for (std::size_t i = 0; i < prepared.size(); ++i) from[i] = prepared[i].base.indices;
   for (int k = 1; k < options.max_levels; ++k) {
     share *= ratio;
     const double target_total = static_cast<double>(total) * share;
     if (target_total < static_cast<double>(std::max<std::uint64_t>(options.min_triangles, 1)))
       break;
     Level level;
-    for (const auto& p : prepared) {
-      const std::size_t count = p.base.indices.size();
+    std::vector<std::vector<unsigned>> next(prepared.size());
+    for (std::size_t pi = 0; pi < prepared.size(); ++pi) {
+      const auto& p = prepared[pi];
+      const auto& source = from[pi];
+      const std::size_t count = source.size();
       const std::size_t target = std::max<std::size_t>(
-          3, static_cast<std::size_t>(static_cast<double>(count / 3) * share) * 3);
+          3, static_cast<std::size_t>(static_cast<double>(p.base.indices.size() / 3) * share) * 3);
+      if (count == 0) continue;
       scratch.resize(count);
       float err = 0;
       std::size_t got =
-          meshopt_simplify(scratch.data(), p.base.indices.data(), count, p.base.positions.data(),
+          meshopt_simplify(scratch.data(), source.data(), count, p.base.positions.data(),
                            p.base.vertex_count(), 12, target, 1.0f, 0, &err);
       if (got > target + target / 2) {
         // Stuck on topology (borders, seams): the sloppy simplifier reaches the target.
         std::vector<unsigned> sloppy(count);
         float serr = 0;
-        const std::size_t sgot = meshopt_simplifySloppy(
-            sloppy.data(), p.base.indices.data(), count, p.base.positions.data(),
-            p.base.vertex_count(), 12, target, 1.0f, &serr);
+        const std::size_t sgot =
+            meshopt_simplifySloppy(sloppy.data(), source.data(), count, p.base.positions.data(),
+                                   p.base.vertex_count(), 12, target, 1.0f, &serr);
         if (sgot > 0 && sgot < got) {
           scratch.swap(sloppy);
           got = sgot;
@@ -152,15 +160,17 @@ std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options) {
       }
       level.error = std::max(level.error, static_cast<double>(err) * p.scale);
       if (got == 0) continue;  // this part vanishes at this distance
-      level.primitives.push_back(
-          finish(p, std::vector<unsigned>(scratch.begin(), scratch.begin() + got)));
+      std::vector<unsigned> kept(scratch.begin(), scratch.begin() + got);
+      level.primitives.push_back(finish(p, kept));
       level.triangles += got / 3;
+      if (options.cascade) next[pi] = std::move(kept);
     }
     const Level& prev = levels.back();
     if (level.triangles == 0 || level.triangles * 10 > prev.triangles * 9) break;  // no progress
     const Surface surface(level.primitives);
     const double measured = deviation(levels.front().primitives, surface, options.error_samples);
     level.error = std::max({level.error, measured, prev.error});
+    if (options.cascade) from = std::move(next);
     compute_bounds(level.primitives, level.box, level.sphere);
     levels.push_back(std::move(level));
     if (options.on_level) options.on_level(levels.size() - 1);

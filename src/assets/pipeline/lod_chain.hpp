@@ -28,6 +28,9 @@ struct LodOptions {
   std::uint64_t min_triangles = 500;   // the floor: no level aims below it
   int max_levels = 8;                  // level 0 included
   std::size_t error_samples = 65'536;  // original vertices measured per level; 0: every one
+  // Each level simplified from the level before it (cheaper: the input halves each level),
+  // rather than from the full mesh; errors are measured against the original either way.
+  bool cascade = false;
   // Called as each level is done (0 after the shared work and level 0): progress, timing.
   std::function<void(std::size_t level)> on_level;
 };

@@ -328,13 +328,18 @@ TEST(PipelineLod, AnErrorIsAtLeastHowFarTheOriginalsVerticesLieFromTheLevel) {
       p.indices.insert(p.indices.end(), {a, b, a + 1, a + 1, b, b + 1});
     }
   m.primitives.push_back(std::move(p));
-  const auto levels = pl::build_lod_chain(m, {});
-  ASSERT_GE(levels.size(), 4u);
-  for (std::size_t i = 1; i < levels.size(); ++i) {
-    const pl::Surface level(levels[i].primitives);
-    const double far = pl::deviation(m.primitives, level, 0);
-    EXPECT_GT(far, 0.05) << "a rough surface loses something at level " << i;
-    EXPECT_GE(levels[i].error, far) << "level " << i;
+  for (const bool cascade : {false, true}) {
+    pl::LodOptions o;
+    o.cascade = cascade;
+    const auto levels = pl::build_lod_chain(m, o);
+    ASSERT_GE(levels.size(), 4u);
+    for (std::size_t i = 1; i < levels.size(); ++i) {
+      const pl::Surface level(levels[i].primitives);
+      const double far = pl::deviation(m.primitives, level, 0);
+      EXPECT_GT(far, 0.05) << "a rough surface loses something at level " << i;
+      EXPECT_GE(levels[i].error, far) << "level " << i << (cascade ? ", cascade" : "");
+      EXPECT_LT(levels[i].triangles, levels[i - 1].triangles);
+    }
   }
 }
 
