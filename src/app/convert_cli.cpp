@@ -1,5 +1,7 @@
 #include "app/convert_cli.hpp"
 
+#include "assets/pipeline/convert.hpp"
+
 #include <CLI/CLI.hpp>
 #include <boost/json.hpp>
 
@@ -7,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 namespace kiln::app {
 
@@ -55,6 +58,37 @@ void add_convert_command(CLI::App& app, ConvertArgs& a, std::string& command) {
   cmd->callback([&] { command = "convert"; });
 }
 
+namespace {
+
+void clear_earlier_outputs(const std::string& dir) {
+  std::ifstream in(dir + "/manifest.json");
+  if (!in) return;
+  std::stringstream text;
+  text << in.rdbuf();
+  boost::system::error_code ec;
+  const auto doc = boost::json::parse(text.str(), ec);
+  std::error_code ignored;
+  const auto remove = [&](const boost::json::value* file) {
+    if (file != nullptr && file->is_string() && pl::is_output_name(file->as_string()))
+      std::filesystem::remove(dir + "/" + std::string(file->as_string()), ignored);
+  };
+  if (!ec && doc.is_object()) {
+    const auto& o = doc.as_object();
+    if (const auto* levels = o.if_contains("levels"); levels && levels->is_array())
+      for (const auto& l : levels->as_array())
+        if (l.is_object()) remove(l.as_object().if_contains("file"));
+    if (const auto* textures = o.if_contains("textures"); textures && textures->is_array())
+      for (const auto& t : textures->as_array())
+        if (const auto* tl = t.is_object() ? t.as_object().if_contains("levels") : nullptr;
+            tl && tl->is_array())
+          for (const auto& l : tl->as_array())
+            if (l.is_object()) remove(l.as_object().if_contains("file"));
+  }
+  std::filesystem::remove(dir + "/manifest.json", ignored);
+}
+
+}  // namespace
+
 int run_convert(ConvertArgs& a) {
   auto& r = a.request;
   if (r.file_name.empty()) r.file_name = std::filesystem::path(r.input).filename().string();
@@ -69,19 +103,22 @@ int run_convert(ConvertArgs& a) {
                  ec ? ec.message().c_str() : "a file is in the way");
     return 1;
   }
-  // The directory holds one conversion: what an earlier run wrote goes first, and what a
-  // failed one wrote goes after it.
-  const auto clear_outputs = [&] {
-    std::error_code ignored;
-    for (const auto& entry : std::filesystem::directory_iterator(r.out_dir, ignored)) {
-      const auto name = entry.path().filename().string();
-      if (name == "manifest.json" || (name.starts_with("lod") && name.ends_with(".glb")) ||
-          (name.starts_with("tex") &&
-           (name.ends_with(".webp") || name.ends_with(".png") || name.ends_with(".jpg"))))
-        std::filesystem::remove(entry.path(), ignored);
-    }
-  };
-  clear_outputs();
+  // The input is never an output: one in --out under an output's name would be replaced.
+  const std::filesystem::path input(r.input);
+  const auto in_name = input.filename().string();
+  if ((pl::is_output_name(in_name) || in_name == "manifest.json") &&
+      std::filesystem::equivalent(
+          input.parent_path().empty() ? std::filesystem::path(".") : input.parent_path(), r.out_dir,
+          ec)) {
+    std::fprintf(stderr,
+                 "kiln convert: %s is in --out under a name the conversion writes; copy it "
+                 "elsewhere or choose another --out\n",
+                 r.input.c_str());
+    return 2;
+  }
+  // The directory holds one conversion: what an earlier run wrote (the files its
+  // manifest.json names, nothing else) goes first.
+  clear_earlier_outputs(r.out_dir);
   r.executable = std::filesystem::read_symlink("/proc/self/exe", ec).string();
   if (ec) {
     std::fprintf(stderr, "kiln convert: cannot find its own executable: %s\n",
@@ -95,7 +132,6 @@ int run_convert(ConvertArgs& a) {
   });
   if (tty) std::fputs("\r              \r", stderr);
   if (!manifest) {
-    clear_outputs();
     std::fprintf(stderr, "kiln convert: %s: %s (%s)\n", r.input.c_str(),
                  manifest.error().detail.c_str(), pl::to_string(manifest.error().code));
     return 3;

@@ -171,6 +171,29 @@ class Convert(unittest.TestCase):
         self.assertEqual((r.returncode, again), (0, out), r.stderr)
         self.assertEqual(sorted(f for f in os.listdir(out) if not f.startswith("lod")), ["manifest.json"])
 
+    def test_convert_touches_only_what_it_wrote(self):
+        out = pathlib.Path(self.tmp, "mixed")
+        out.mkdir()
+        mine = {"lodge.glb": b"a user's model", "texture_wood.png": b"a user's image", "tex.jpg": b"x",
+                "lod7-final.glb": b"y", "notes.txt": b"z"}
+        for name, data in mine.items():
+            (out / name).write_bytes(data)
+        box = MODELS / "glTF2/BoxTextured-glTF-Binary/BoxTextured.glb"
+        for _ in range(2):  # the second run replaces the first's files, and only those
+            r, _ = self.convert(box, name="mixed")
+            self.assertEqual(r.returncode, 0, r.stderr)
+        written = json.loads((out / "manifest.json").read_text())
+        names = {lv["file"] for lv in written["levels"]} | {t["file"] for tx in written["textures"] for t in tx["levels"]}
+        self.assertEqual(set(os.listdir(out)), set(mine) | names | {"manifest.json"})
+        for name, data in mine.items():
+            self.assertEqual((out / name).read_bytes(), data, name)
+        # An input inside --out under an output's name is refused, not replaced or deleted.
+        shutil.copy(out / "lod0.glb", out / "keep.glb")
+        r = run_kiln("convert", str(out / "lod0.glb"), "--out", str(out), timeout=120)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("under a name the conversion writes", r.stderr)
+        self.assertEqual((out / "lod0.glb").read_bytes(), (out / "keep.glb").read_bytes())
+
     def test_every_test_model_ends_in_levels_or_a_clear_error(self):
         files = sorted(p for p in MODELS.rglob("*")
                        if p.is_file() and (p.suffix.lower() in SWEPT or p.parent.name == "invalid"))

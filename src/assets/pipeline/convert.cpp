@@ -24,6 +24,23 @@ json::object bounds_json(const Box& b, const Sphere& s) {
 
 }  // namespace
 
+bool is_output_name(std::string_view f) {
+  const auto digits = [](std::string_view s) {
+    return !s.empty() && s.size() <= 4 &&
+           std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  };
+  if (f.starts_with("lod") && f.ends_with(".glb")) return digits(f.substr(3, f.size() - 7));
+  if (!f.starts_with("tex")) return false;
+  const auto dot = f.rfind('.');
+  if (dot == std::string_view::npos) return false;
+  const auto ext = f.substr(dot);
+  if (ext != ".webp" && ext != ".png" && ext != ".jpg") return false;
+  const auto stem = f.substr(3, dot - 3);
+  const auto dash = stem.find('-');
+  return dash != std::string_view::npos && digits(stem.substr(0, dash)) &&
+         digits(stem.substr(dash + 1));
+}
+
 bool quantized(std::span<const Level> levels, std::size_t i) {
   return i > 0 && i < levels.size() &&
          quantization_error(levels.front().box) <= 0.1 * levels[i].error;
@@ -123,8 +140,15 @@ Result<Converted> convert(std::span<const std::uint8_t> bytes, std::string_view 
   }
   out.files.insert(out.files.begin(), std::make_move_iterator(glbs.begin()),
                    std::make_move_iterator(glbs.end()));
-  json::array warnings;
-  for (const auto& w : model.warnings) warnings.push_back(json::string(w));
+  json::array warnings;  // at most 100, each at most ~300 bytes (importers cut theirs)
+  for (const auto& w : model.warnings) {
+    if (warnings.size() == 100) {
+      warnings.push_back(json::string("... and " + std::to_string(model.warnings.size() - 100) +
+                                      " more warnings"));
+      break;
+    }
+    warnings.push_back(json::string(w.size() > 300 ? w.substr(0, 300) + "..." : w));
+  }
   out.manifest = {{"pipeline", kPipelineVersion},
                   {"source", json::object{{"name", file_name},
                                           {"bytes", bytes.size()},

@@ -50,6 +50,11 @@ struct Converted {
   boost::json::object manifest;
 };
 
+// Whether `name` is one convert() gives an output file: lod<N>.glb, tex<T>-<L>.webp (or
+// .png/.jpg). A manifest read back (from the child, or an earlier run's directory) names
+// nothing else: no path, no other file.
+bool is_output_name(std::string_view name);
+
 // Whether convert() writes level i of `levels` quantized (glb.hpp's GlbInput::quantize, on
 // the grid of level 0's box): never level 0 (exact); another when that grid moves its
 // positions by at most a tenth of its error. Its reported error then adds

@@ -7,6 +7,7 @@
 #include "assets/pipeline/import.hpp"
 #include "assets/pipeline/lod_chain.hpp"
 #include "assets/pipeline/test_inputs.hpp"
+#include "platform/codec.hpp"
 
 #include <gtest/gtest.h>
 #include <boost/json.hpp>
@@ -116,6 +117,50 @@ TEST(PipelineConvert, EachLevelCarriesTheTextureLevelOfItsNumber) {
       EXPECT_TRUE(doc.at("textures").as_array().at(0).at("extensions").is_object());
     }
   }
+}
+
+// Kiln reads back what it writes: a level whose texture is WebP (EXT_texture_webp, required),
+// and a .gltf whose WebP comes as a data URI, which tinygltf does not decode itself.
+TEST(PipelineImport, WebPTexturesImportThroughTheirExtension) {
+  const pl::Model m = textured_sphere(pl::testing::png_of(600, 600));
+  const auto glb = pl::write_glb({m.primitives, m.materials, m.images});
+  auto out = pl::convert(glb, "ball.glb", {});
+  ASSERT_TRUE(out) << out.error().detail;
+  const auto& level1 = out->files.at(1);
+  ASSERT_EQ(level1.file, "lod1.glb");
+  ASSERT_TRUE(glb_json(level1.bytes).contains("extensionsRequired"));
+  auto back = pl::import_model(level1.bytes, "lod1.glb", {});
+  ASSERT_TRUE(back) << back.error().detail;
+  ASSERT_EQ(back->images.size(), 1u);
+  EXPECT_EQ(back->images[0].mime_type, "image/webp");
+  EXPECT_EQ(back->images[0].width, 300u);
+  EXPECT_EQ(back->materials.at(0).base_color_texture, 0);
+
+  // The same WebP as a data URI in a .gltf, with the extension only used (a PNG fallback
+  // absent): the texture is read, not dropped.
+  const auto& webp = back->images[0].data;
+  auto doc = glb_json(level1.bytes);
+  std::uint32_t json_len = 0;
+  std::memcpy(&json_len, level1.bytes.data() + 12, 4);
+  const auto* bin = level1.bytes.data() + 20 + json_len + 8;
+  const std::size_t bin_len = level1.bytes.size() - (20 + json_len + 8);
+  doc["buffers"].as_array()[0].as_object()["uri"] =
+      "data:application/octet-stream;base64," +
+      kiln::codec::base64({reinterpret_cast<const char*>(bin), bin_len});
+  auto& image = doc["images"].as_array()[0].as_object();
+  image.erase("bufferView");
+  image.erase("mimeType");
+  image["uri"] = "data:image/webp;base64," +
+                 kiln::codec::base64({reinterpret_cast<const char*>(webp.data()), webp.size()});
+  doc.erase("extensionsRequired");
+  const auto text = json::serialize(doc);
+  auto gltf = pl::import_model({reinterpret_cast<const std::uint8_t*>(text.data()), text.size()},
+                               "ball.gltf", {});
+  ASSERT_TRUE(gltf) << gltf.error().detail;
+  ASSERT_EQ(gltf->images.size(), 1u) << (gltf->warnings.empty() ? "" : gltf->warnings.front());
+  EXPECT_EQ(gltf->images[0].data, webp);
+  EXPECT_EQ(gltf->materials.at(0).base_color_texture, 0);
+  EXPECT_TRUE(gltf->warnings.empty()) << gltf->warnings.front();
 }
 
 TEST(PipelineConvert, ATextureThatDoesNotDecodeIsLeftOutWithAWarning) {

@@ -6,9 +6,11 @@
 #include "assets/pipeline/import.hpp"
 
 #include "assets/transform.hpp"
+#include "platform/codec.hpp"
 
 #include <tiny_gltf.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <limits>
@@ -43,14 +45,31 @@ Mat4 local_matrix(const tinygltf::Node& n) {
 }
 
 // Filesystem callbacks that refuse: a user's model never makes the worker read a path.
-bool no_file(const std::string&, void*) {
-  return false;
+bool no_file(const std::string& path, void*) {
+  return path.starts_with("data:");  // a data URI tinygltf did not decode: refuse_read does
 }
 std::string same_path(const std::string& p, void*) {
   return p;
 }
-bool refuse_read(std::vector<unsigned char>*, std::string* err, const std::string& path, void*) {
-  if (err) *err = "external file '" + path + "' is not read (upload a .glb, or embed it)";
+// A data URI of a type tinygltf does not know (data:image/webp;base64,...) reaches the file
+// callback as a "path": its bytes are the URI's, decoded. Anything else names a file: refused.
+bool refuse_read(std::vector<unsigned char>* out, std::string* err, const std::string& path,
+                 void*) {
+  const auto comma = path.find(',');
+  if (path.starts_with("data:") && comma != std::string::npos &&
+      std::string_view(path).substr(0, comma).ends_with(";base64")) {
+    // tinygltf URL-decoded it first, which turned base64's '+' into ' '.
+    std::string text = path.substr(comma + 1);
+    std::replace(text.begin(), text.end(), ' ', '+');
+    if (auto bytes = codec::base64_decode(text)) {
+      out->assign(bytes->begin(), bytes->end());
+      return true;
+    }
+    if (err) *err = "a data URI is not valid base64";
+    return false;
+  }
+  const std::string shown = path.size() > 200 ? path.substr(0, 200) + "..." : path;
+  if (err) *err = "external file '" + shown + "' is not read (upload a .glb, or embed it)";
   return false;
 }
 bool refuse_write(std::string* err, const std::string&, const std::vector<unsigned char>&, void*) {
@@ -407,8 +426,19 @@ void materials_and_images(const tinygltf::Model& m, Model& out) {
     o.double_sided = mat.doubleSided;
     const int t = pbr.baseColorTexture.index;
     if (t >= 0 && t < static_cast<int>(m.textures.size())) {
-      const int src = m.textures[t].source;
-      if (src >= 0 && src < static_cast<int>(image_of.size())) o.base_color_texture = image_of[src];
+      // The image: the texture's source, or EXT_texture_webp's (a WebP, with or without a
+      // PNG/JPEG fallback in `source`).
+      const auto& tex = m.textures[t];
+      int src = tex.source;
+      if (const auto webp = tex.extensions.find("EXT_texture_webp");
+          webp != tex.extensions.end() && webp->second.Has("source") &&
+          webp->second.Get("source").IsInt())
+        src = webp->second.Get("source").GetNumberAsInt();
+      if (src >= 0 && src < static_cast<int>(image_of.size()) && image_of[src] >= 0)
+        o.base_color_texture = image_of[src];
+      else
+        out.warnings.push_back("material '" + valid_utf8(mat.name) + "': its base-color texture " +
+                               std::to_string(t) + " has no image the pipeline reads: left out");
     }
     out.materials.push_back(std::move(o));
   }
@@ -448,7 +478,7 @@ Result<Model> import_gltf(std::span<const std::uint8_t> bytes, const Limits& lim
   KILN_CHECK(images_from_views(m, limits, warn));
   for (const auto& ext : m.extensionsRequired)
     if (ext != "KHR_materials_unlit" && ext != "KHR_texture_transform" &&
-        ext != "KHR_mesh_quantization")
+        ext != "KHR_mesh_quantization" && ext != "EXT_texture_webp")
       return Error{Errc::unsupported,
                    "the file requires the extension " + ext + ", which the pipeline does not read"};
   Model out;
@@ -469,9 +499,11 @@ Result<Model> import_gltf(std::span<const std::uint8_t> bytes, const Limits& lim
       if (!child[i]) roots.push_back(static_cast<int>(i));
   }
   for (int r : roots) KILN_CHECK(b.node(r, kIdentity, 0));
-  for (std::size_t at = 0; at < warn.size();) {  // one warning per line
+  for (std::size_t at = 0; at < warn.size();) {  // one warning per line, each kept short
     const auto nl = std::min(warn.find('\n', at), warn.size());
-    if (nl > at) out.warnings.push_back(warn.substr(at, nl - at));
+    if (nl > at)
+      out.warnings.push_back(nl - at > 300 ? warn.substr(at, 300) + "..."
+                                           : warn.substr(at, nl - at));
     at = nl + 1;
   }
   KILN_CHECK(validate(out, limits));

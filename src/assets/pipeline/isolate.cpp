@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <new>
@@ -211,15 +212,25 @@ int convert_child(const ChildRequest& r) {
       say({{"stage", stage}, {"percent", percent}});
     });
     if (!converted) return fail(converted.error().code, converted.error().detail);
+    // What a failed write leaves goes: a directory holds a whole conversion or none.
+    std::vector<std::string> written;
+    const auto undo = [&](const std::string& what) {
+      std::error_code ignored;
+      for (const auto& w : written) std::filesystem::remove(w, ignored);
+      return fail(Errc::internal, "cannot write " + what);
+    };
     for (const auto& f : converted->files) {
-      std::ofstream o(r.out_dir + "/" + f.file, std::ios::binary | std::ios::trunc);
+      const auto path = r.out_dir + "/" + f.file;
+      written.push_back(path);
+      std::ofstream o(path, std::ios::binary | std::ios::trunc);
       o.write(reinterpret_cast<const char*>(f.bytes.data()),
               static_cast<std::streamsize>(f.bytes.size()));
-      if (!o) return fail(Errc::internal, "cannot write " + r.out_dir + "/" + f.file);
+      if (!o) return undo(path);
     }
-    std::ofstream m(r.out_dir + "/manifest.json", std::ios::trunc);
+    written.push_back(r.out_dir + "/manifest.json");
+    std::ofstream m(written.back(), std::ios::trunc);
     m << json::serialize(converted->manifest);
-    if (!m) return fail(Errc::internal, "cannot write manifest.json");
+    if (!m) return undo(written.back());
   } catch (const std::bad_alloc&) {
     return fail(Errc::limits, "the file needs more than " +
                                   std::to_string(r.limits.memory_bytes >> 20) +

@@ -48,19 +48,6 @@ jobs::FailReport retry(std::string why) {
   return {jobs::Failure::retryable, std::move(why)};
 }
 
-// A name the converter gives its outputs: lod<N>.glb, tex<T>-<L>.{webp,png,jpg}.
-bool output_name(std::string_view f) {
-  if (f.empty() || f.size() > 64) return false;
-  const auto dot = f.find('.');
-  if (dot == std::string_view::npos || dot == 0) return false;
-  const auto stem = f.substr(0, dot), ext = f.substr(dot);
-  if (!std::all_of(stem.begin(), stem.end(), [](char c) {
-        return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-      }))
-    return false;
-  return ext == ".glb" || ext == ".webp" || ext == ".png" || ext == ".jpg";
-}
-
 std::string read_all(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   std::stringstream ss;
@@ -259,7 +246,7 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
       const auto* file = o ? o->if_contains("file") : nullptr;
       const auto* mime = o ? o->if_contains("mime_type") : nullptr;
       if (mime && mime->is_string()) type = std::string(mime->as_string());
-      if (!file || !file->is_string() || !output_name(file->as_string()) ||
+      if (!file || !file->is_string() || !is_output_name(file->as_string()) ||
           (type != "model/gltf-binary" && type != "image/webp" && type != "image/png" &&
            type != "image/jpeg"))
         return fail(Errc::internal, "the converter's manifest names an output it does not write");

@@ -55,9 +55,9 @@ Result<Pixels> decode_jpeg(const Image& img) {
     return bad(img, "its pixels are not the size its header claims");
   Pixels out{img.width, img.height, {}};
   out.rgba.resize(std::size_t{img.width} * img.height * 4);
-  // A warning (a truncated scan, extraneous bytes) leaves what decoded: kept.
-  if (tjDecompress2(h.get(), data, size, out.rgba.data(), w, 0, ht, TJPF_RGBA, 0) != 0 &&
-      tjGetErrorCode(h.get()) != TJERR_WARNING)
+  // A warning is a fault too: a truncated or corrupt scan decodes to grey rows.
+  if (tjDecompress2(h.get(), data, size, out.rgba.data(), w, 0, ht, TJPF_RGBA,
+                    TJFLAG_STOPONWARNING) != 0)
     return bad(img, tjGetErrorStr2(h.get()));
   return out;
 }
