@@ -97,8 +97,10 @@ class Editor:
                 self.unanswered = set()  # what went to a dead node: in recovery, or gone
                 self.node = self.nodes.index(node)
                 return
+            # A node killed during the handshake resets it (InvalidMessage, a subclass of
+            # InvalidHandshake, as InvalidStatusCode is): try the next one.
             except (OSError, websockets.ConnectionClosed, asyncio.TimeoutError,
-                    websockets.InvalidStatusCode):
+                    websockets.InvalidHandshake):
                 await asyncio.sleep(0.05)
         raise AssertionError(f"editor {self.idx} could not connect")
 

@@ -122,7 +122,7 @@ class Editor:
                 else:
                     self.seq = m["seq"]
                 return time.monotonic() - started
-            except (OSError, websockets.ConnectionClosed, asyncio.TimeoutError, websockets.InvalidStatusCode):
+            except (OSError, websockets.ConnectionClosed, asyncio.TimeoutError, websockets.InvalidHandshake):
                 urls = self.cluster.urls()
                 await asyncio.sleep(0.05 * (1 + k % 5))  # back off between attempts
         raise AssertionError(f"client {self.idx} could not reconnect")

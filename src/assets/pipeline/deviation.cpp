@@ -102,6 +102,10 @@ Surface::Surface(std::span<const Primitive> primitives) {
         for (long z = mn[2]; z <= mx[2]; ++z) entries.emplace_back(key(x, y, z), i);
   }
   std::sort(entries.begin(), entries.end());
+  for (int a = 0; a < 3; ++a) {
+    gmin_[a] = cell_of(lo[a], a);
+    gmax_[a] = cell_of(hi[a], a);
+  }
   tri_of_.reserve(entries.size());
   for (std::size_t i = 0; i < entries.size(); ++i) {
     if (i == 0 || entries[i].first != entries[i - 1].first) {
@@ -117,50 +121,76 @@ long Surface::cell_of(double v, int axis) const {
   return static_cast<long>(std::floor((v - lo_[axis]) / cell_));
 }
 
-double Surface::distance(const V3& p) const {
+double Surface::distance(const V3& p, std::uint64_t* budget) const {
   if (tris_.empty()) return INFINITY;
-  const long cx = cell_of(p[0], 0), cy = cell_of(p[1], 1), cz = cell_of(p[2], 2);
+  const std::array<long, 3> c{cell_of(p[0], 0), cell_of(p[1], 1), cell_of(p[2], 2)};
+  // Shells closer than the grid hold nothing: start at the first that reaches it.
+  long r = 0;
+  for (int a = 0; a < 3; ++a) r = std::max({r, gmin_[a] - c[a], c[a] - gmax_[a]});
   double best = INFINITY;
-  for (long r = 0; r < 4096; ++r) {
-    for (long x = cx - r; x <= cx + r; ++x)
-      for (long y = cy - r; y <= cy + r; ++y)
-        for (long z = cz - r; z <= cz + r; ++z) {
-          if (std::max({std::labs(x - cx), std::labs(y - cy), std::labs(z - cz)}) != r) continue;
-          const auto k = key(x, y, z);
-          const auto it = std::lower_bound(keys_.begin(), keys_.end(), k);
-          if (it == keys_.end() || *it != k) continue;
-          const auto c = static_cast<std::size_t>(it - keys_.begin());
-          for (auto i = start_[c]; i < start_[c + 1]; ++i) {
-            const auto& t = tris_[tri_of_[i]];
-            best = std::min(best, dist2_point_triangle(p, t[0], t[1], t[2]));
-          }
+  for (;; ++r) {
+    // The shell's cells (the surface of the cube [c - r, c + r]) that lie in the grid.
+    std::array<long, 3> lo, hi;
+    bool covers = true;
+    for (int a = 0; a < 3; ++a) {
+      lo[a] = std::max(c[a] - r, gmin_[a]);
+      hi[a] = std::min(c[a] + r, gmax_[a]);
+      covers = covers && c[a] - r <= gmin_[a] && c[a] + r >= gmax_[a];
+    }
+    const auto visit = [&](long x, long y, long z) {
+      if (budget != nullptr) {
+        if (*budget == 0) return;
+        --*budget;
+      }
+      const auto k = key(x, y, z);
+      const auto it = std::lower_bound(keys_.begin(), keys_.end(), k);
+      if (it == keys_.end() || *it != k) return;
+      const auto i0 = static_cast<std::size_t>(it - keys_.begin());
+      for (auto i = start_[i0]; i < start_[i0 + 1]; ++i) {
+        const auto& t = tris_[tri_of_[i]];
+        best = std::min(best, dist2_point_triangle(p, t[0], t[1], t[2]));
+      }
+    };
+    for (long x = lo[0]; x <= hi[0]; ++x)
+      for (long y = lo[1]; y <= hi[1]; ++y) {
+        if (std::labs(x - c[0]) == r || std::labs(y - c[1]) == r) {
+          for (long z = lo[2]; z <= hi[2]; ++z) visit(x, y, z);
+        } else {
+          if (c[2] - r >= gmin_[2]) visit(x, y, c[2] - r);
+          if (r > 0 && c[2] + r <= gmax_[2]) visit(x, y, c[2] + r);
         }
+      }
     // What is not searched yet lies outside the cube of cells [c - r, c + r]: at least as
     // far from p as the cube's nearest face.
     double wall = INFINITY;
-    const std::array<long, 3> c{cx, cy, cz};
     for (int a = 0; a < 3; ++a) {
       const double low = lo_[a] + double(c[a] - r) * cell_,
                    high = lo_[a] + double(c[a] + r + 1) * cell_;
       wall = std::min({wall, p[a] - low, high - p[a]});
     }
-    if (best < INFINITY && std::sqrt(best) <= wall) break;
+    if (covers || (best < INFINITY && std::sqrt(best) <= wall)) break;
+    // Out of budget: what is known is a lower bound.
+    if (budget != nullptr && *budget == 0) return std::min(std::sqrt(best), std::max(wall, 0.0));
   }
   return std::sqrt(best);
 }
 
-double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples) {
+double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples,
+                 std::uint64_t max_cells) {
   std::size_t total = 0;
   for (const auto& p : from) total += p.vertex_count();
   const std::size_t stride =
       max_samples == 0 || total <= max_samples ? 1 : (total + max_samples - 1) / max_samples;
   double worst = 0;
+  std::uint64_t budget = max_cells;
   std::size_t n = 0;
   for (const auto& p : from)
-    for (std::size_t v = 0; v + 2 < p.positions.size(); v += 3, ++n)
-      if (n % stride == 0)
-        worst =
-            std::max(worst, to.distance({p.positions[v], p.positions[v + 1], p.positions[v + 2]}));
+    for (std::size_t v = 0; v + 2 < p.positions.size(); v += 3, ++n) {
+      if (n % stride != 0) continue;
+      if (max_cells != 0 && budget == 0) return worst;
+      worst = std::max(worst, to.distance({p.positions[v], p.positions[v + 1], p.positions[v + 2]},
+                                          max_cells != 0 ? &budget : nullptr));
+    }
   return worst;
 }
 

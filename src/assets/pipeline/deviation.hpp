@@ -17,13 +17,17 @@ class Surface {
  public:
   explicit Surface(std::span<const Primitive> primitives);
   // The distance from p to the nearest triangle (model units); infinity without triangles.
-  double distance(const std::array<double, 3>& p) const;
+  // Searches shells of cells within the grid (O(r^2) cells each); `budget`, when given, is
+  // how many more cells may be looked at, decremented: once spent, the distance returned
+  // is a lower bound (what the search had ruled out).
+  double distance(const std::array<double, 3>& p, std::uint64_t* budget = nullptr) const;
 
  private:
   long cell_of(double v, int axis) const;
   std::vector<std::array<std::array<double, 3>, 3>> tris_;
   std::array<double, 3> lo_{};
   double cell_ = 1;
+  std::array<long, 3> gmin_{}, gmax_{};  // the grid's cell range per axis
   // The grid, flat: the occupied cells' keys in order, and for cell i its triangles
   // tri_of_[start_[i]..start_[i + 1]).
   std::vector<std::uint64_t> keys_;
@@ -32,7 +36,10 @@ class Surface {
 };
 
 // The largest distance from the vertices of `from` to `to`: every vertex, or with
-// `max_samples` > 0 at most that many spread evenly over them (then a lower bound).
-double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples);
+// `max_samples` > 0 at most that many spread evenly over them (then a lower bound). With
+// `max_cells` > 0 at most that many grid cells are looked at in all (hostile geometry, where
+// every sample is far from every triangle, cannot make it slow); then too a lower bound.
+double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples,
+                 std::uint64_t max_cells = 0);
 
 }  // namespace kiln::assets::pipeline

@@ -357,6 +357,35 @@ TEST(PipelineLod, DistancesToASurfaceAreEuclidean) {
   EXPECT_EQ(pl::Surface(std::vector<pl::Primitive>{}).distance({0, 0, 0}), INFINITY);
 }
 
+// Found by fuzz_model (fuzz/corpus/model/far-from-its-level.gltf): points far from every
+// triangle inside a large, mostly empty grid searched cell by cell for minutes. Shells are
+// searched within the grid only, and a budget of cells bounds the whole measurement.
+TEST(PipelineLod, DistancesFarFromASparseSurfaceAreQuickAndBounded) {
+  pl::Primitive two;  // 2,000 tiny triangles near the origin, one far away
+  for (std::uint32_t i = 0; i < 2000; ++i) {
+    const float x = static_cast<float>(i % 50) * 0.01f, y = static_cast<float>(i / 50) * 0.01f;
+    two.positions.insert(two.positions.end(), {x, y, 0, x + 0.005f, y, 0, x, y + 0.005f, 0});
+    two.indices.insert(two.indices.end(), {3 * i, 3 * i + 1, 3 * i + 2});
+  }
+  two.positions.insert(two.positions.end(), {1000, 1000, 1000, 1001, 1000, 1000, 1000, 1001, 1000});
+  two.indices.insert(two.indices.end(), {6000, 6001, 6002});
+  const std::vector<pl::Primitive> prims{two};
+  const pl::Surface s(prims);
+  // Between the two, far from both: exact, and found without visiting the empty grid.
+  EXPECT_NEAR(s.distance({500, 500, 500}), std::sqrt(3 * 500.0 * 500.0) - 0.5, 1.0);
+  std::uint64_t budget = 1'000'000;
+  EXPECT_NEAR(s.distance({-100, -100, -100}, &budget), std::sqrt(3 * 100.0 * 100.0), 0.5);
+  EXPECT_GT(budget, 0u);
+  // Out of budget: a lower bound, never more than the truth.
+  std::uint64_t little = 10;
+  const double bound = s.distance({500, 500, 500}, &little);
+  EXPECT_EQ(little, 0u);
+  EXPECT_LE(bound, s.distance({500, 500, 500}));
+  std::vector<pl::Primitive> many(1, pl::Primitive{});
+  for (int i = 0; i < 1000; ++i) many[0].positions.insert(many[0].positions.end(), {500, 500, 500});
+  EXPECT_LE(pl::deviation(many, s, 0, 100), s.distance({500, 500, 500}));
+}
+
 TEST(PipelineLod, AFlatGridSimplifiesWithoutError) {
   pl::Model m;
   pl::Primitive p;
