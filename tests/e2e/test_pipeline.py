@@ -138,7 +138,6 @@ class Convert(unittest.TestCase):
         self.assertEqual(bad, {}, "glTF-Validator errors")
         self.assertEqual(len(reports), len(glbs))
 
-    @full_speed("two processes start per file, seconds each under AddressSanitizer")
     def test_textures_become_levels_the_validator_accepts(self):
         src = os.path.join(self.tmp, "ground.gltf")
         textured_gltf(src, 60, 1024)  # 7,200 triangles, a 1024 x 1024 texture
@@ -194,6 +193,7 @@ class Convert(unittest.TestCase):
         self.assertIn("under a name the conversion writes", r.stderr)
         self.assertEqual((out / "lod0.glb").read_bytes(), (out / "keep.glb").read_bytes())
 
+    @full_speed("two processes start per file, seconds each under AddressSanitizer")
     def test_every_test_model_ends_in_levels_or_a_clear_error(self):
         files = sorted(p for p in MODELS.rglob("*")
                        if p.is_file() and (p.suffix.lower() in SWEPT or p.parent.name == "invalid"))
