@@ -2,11 +2,11 @@
 // Debian's tinygltf. tinygltf parses the JSON and the buffers; everything read from them
 // (accessor ranges, indices, counts, the node hierarchy) is checked here, with the spec's
 // rules (glTF 2.0, 3.6.2 accessors, 3.5 nodes), before any of it is trusted.
+#include "assets/pipeline/gltf_io.hpp"
 #include "assets/pipeline/image_header.hpp"
 #include "assets/pipeline/import.hpp"
 
 #include "assets/transform.hpp"
-#include "platform/codec.hpp"
 
 #include <tiny_gltf.h>
 
@@ -42,39 +42,6 @@ Mat4 local_matrix(const tinygltf::Node& n) {
   }
   if (n.scale.size() == 3) s = {n.scale[0], n.scale[1], n.scale[2]};
   return compose(t, q, s);
-}
-
-// Filesystem callbacks that refuse: a user's model never makes the worker read a path.
-bool no_file(const std::string& path, void*) {
-  return path.starts_with("data:");  // a data URI tinygltf did not decode: refuse_read does
-}
-std::string same_path(const std::string& p, void*) {
-  return p;
-}
-// A data URI of a type tinygltf does not know (data:image/webp;base64,...) reaches the file
-// callback as a "path": its bytes are the URI's, decoded. Anything else names a file: refused.
-bool refuse_read(std::vector<unsigned char>* out, std::string* err, const std::string& path,
-                 void*) {
-  const auto comma = path.find(',');
-  if (path.starts_with("data:") && comma != std::string::npos &&
-      std::string_view(path).substr(0, comma).ends_with(";base64")) {
-    // tinygltf URL-decoded it first, which turned base64's '+' into ' '.
-    std::string text = path.substr(comma + 1);
-    std::replace(text.begin(), text.end(), ' ', '+');
-    if (auto bytes = codec::base64_decode(text)) {
-      out->assign(bytes->begin(), bytes->end());
-      return true;
-    }
-    if (err) *err = "a data URI is not valid base64";
-    return false;
-  }
-  const std::string shown = path.size() > 200 ? path.substr(0, 200) + "..." : path;
-  if (err) *err = "external file '" + shown + "' is not read (upload a .glb, or embed it)";
-  return false;
-}
-bool refuse_write(std::string* err, const std::string&, const std::vector<unsigned char>&, void*) {
-  if (err) *err = "writing files is not allowed";
-  return false;
 }
 
 struct ImageContext {
@@ -450,7 +417,8 @@ Result<Model> import_gltf(std::span<const std::uint8_t> bytes, const Limits& lim
   if (bytes.size() > std::numeric_limits<unsigned int>::max())
     return Error{Errc::too_large, "the file is larger than 4 GiB"};
   tinygltf::TinyGLTF loader;
-  loader.SetFsCallbacks({no_file, same_path, refuse_read, refuse_write, nullptr});
+  loader.SetFsCallbacks(
+      {gltf_io::no_file, gltf_io::same_path, gltf_io::refuse_read, gltf_io::refuse_write, nullptr});
   ImageContext images{&limits, {}};
   loader.SetImageLoader(keep_image, &images);
   tinygltf::Model m;
