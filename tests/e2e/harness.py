@@ -199,6 +199,9 @@ class Kiln:
         code = self.proc.returncode
         if not self.killed and not self.exit_checked and code != 0:
             found.append(f"exit status {code} after SIGTERM (expected 0)")
+            if code != -signal.SIGKILL:  # an abort or a failed exit: what it printed last
+                said = [line for line in self.lines if not line.startswith("{")][-12:]
+                found.extend("  said: " + line for line in said)
             if code == -signal.SIGKILL:  # it did not stop within WAIT: what it said last
                 found.append(f"not stopped {WAIT:.0f} s after SIGTERM; its last log lines:")
                 found.extend("  " + line for line in self.lines[-12:])
