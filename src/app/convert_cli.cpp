@@ -66,23 +66,14 @@ void clear_earlier_outputs(const std::string& dir) {
   std::stringstream text;
   text << in.rdbuf();
   boost::system::error_code ec;
-  const auto doc = boost::json::parse(text.str(), ec);
+  auto doc = boost::json::parse(text.str(), ec);
   std::error_code ignored;
-  const auto remove = [&](const boost::json::value* file) {
-    if (file != nullptr && file->is_string() && pl::is_output_name(file->as_string()))
-      std::filesystem::remove(dir + "/" + std::string(file->as_string()), ignored);
-  };
   if (!ec && doc.is_object()) {
-    const auto& o = doc.as_object();
-    if (const auto* levels = o.if_contains("levels"); levels && levels->is_array())
-      for (const auto& l : levels->as_array())
-        if (l.is_object()) remove(l.as_object().if_contains("file"));
-    if (const auto* textures = o.if_contains("textures"); textures && textures->is_array())
-      for (const auto& t : textures->as_array())
-        if (const auto* tl = t.is_object() ? t.as_object().if_contains("levels") : nullptr;
-            tl && tl->is_array())
-          for (const auto& l : tl->as_array())
-            if (l.is_object()) remove(l.as_object().if_contains("file"));
+    assets::for_each_file(doc.as_object(), [&](boost::json::object* o, const std::string&) {
+      const auto* file = o ? o->if_contains("file") : nullptr;
+      if (file != nullptr && file->is_string() && pl::is_output_name(file->as_string()))
+        std::filesystem::remove(dir + "/" + std::string(file->as_string()), ignored);
+    });
   }
   std::filesystem::remove(dir + "/manifest.json", ignored);
 }

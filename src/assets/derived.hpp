@@ -3,6 +3,8 @@
 // them (assets/pipeline) and the API that serves them.
 #pragma once
 
+#include <boost/json/object.hpp>
+
 #include <algorithm>
 #include <array>
 #include <cctype>
@@ -41,6 +43,26 @@ inline bool is_model(std::string_view file_name, std::string_view detected_type)
     if (std::find(kExtensions.begin(), kExtensions.end(), ext) != kExtensions.end()) return true;
   }
   return detected_type == "model/gltf-binary" || detected_type == "model/gltf+json";
+}
+
+// Calls f(entry, content type) for each file a manifest lists (docs/assets.md "Manifest"):
+// its levels (model/gltf-binary), then each texture's levels (their `mime_type`, else
+// image/webp). An entry that is not an object is passed as null. Shared by the worker that
+// stores them, the API that links them and `kiln convert` that clears them.
+template <class F>
+void for_each_file(boost::json::object& manifest, F&& f) {
+  const auto each = [&](boost::json::value* list, const char* fallback) {
+    if (list == nullptr || !list->is_array()) return;
+    for (auto& v : list->as_array()) {
+      auto* o = v.if_object();
+      const auto* mime = o ? o->if_contains("mime_type") : nullptr;
+      f(o, mime && mime->is_string() ? std::string(mime->as_string()) : std::string(fallback));
+    }
+  };
+  each(manifest.if_contains("levels"), "model/gltf-binary");
+  if (auto* textures = manifest.if_contains("textures"); textures && textures->is_array())
+    for (auto& t : textures->as_array())
+      if (auto* to = t.if_object()) each(to->if_contains("levels"), "image/webp");
 }
 
 }  // namespace kiln::assets

@@ -120,23 +120,11 @@ Result<boost::json::object> UploadService::manifest_of(const store::AssetProcess
   }
   // A `url` beside each stored file's `uri`: the levels, and each texture's levels.
   const auto dir = p.manifest_key.substr(0, p.manifest_key.rfind('/') + 1);
-  const auto link = [&](boost::json::value* list, const char* content_type) {
-    if (list == nullptr || !list->is_array()) return;
-    for (auto& l : list->as_array()) {
-      auto* lo = l.if_object();
-      const auto* uri = lo ? lo->if_contains("uri") : nullptr;
-      if (!uri || !uri->is_string()) continue;
-      const auto* type = lo->if_contains("mime_type");
-      (*lo)["url"] =
-          derived_download(dir + std::string(uri->as_string()),
-                           type && type->is_string() ? type->as_string().c_str() : content_type)
-              .url;
-    }
-  };
-  link(m.if_contains("levels"), "model/gltf-binary");
-  if (auto* textures = m.if_contains("textures"); textures && textures->is_array())
-    for (auto& t : textures->as_array())
-      if (auto* to = t.if_object()) link(to->if_contains("levels"), "image/webp");
+  for_each_file(m, [&](boost::json::object* o, const std::string& type) {
+    const auto* uri = o ? o->if_contains("uri") : nullptr;
+    if (uri && uri->is_string())
+      (*o)["url"] = derived_download(dir + std::string(uri->as_string()), type).url;
+  });
   return m;
 }
 

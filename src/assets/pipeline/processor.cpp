@@ -235,17 +235,11 @@ jobs::HandlerResult AssetProcessor::process(jobs::JobContext& ctx) {
     // manifest comes from the child, which read hostile bytes: a name or type other than
     // the converter writes is not followed (a failed asset, Kiln's fault: internal).
     std::vector<std::pair<json::object*, std::string>> outputs;  // (entry, content type)
-    auto& levels = (*manifest)["levels"].as_array();
-    for (auto& lv : levels) outputs.emplace_back(lv.if_object(), "model/gltf-binary");
-    if (auto* textures = manifest->if_contains("textures"); textures && textures->is_array())
-      for (auto& t : textures->as_array())
-        if (auto* tl = t.is_object() ? t.as_object().if_contains("levels") : nullptr;
-            tl && tl->is_array())
-          for (auto& l : tl->as_array()) outputs.emplace_back(l.if_object(), "image/webp");
+    for_each_file(*manifest,
+                  [&](json::object* o, const std::string& type) { outputs.emplace_back(o, type); });
+    const auto& levels = (*manifest)["levels"].as_array();
     for (auto& [o, type] : outputs) {
       const auto* file = o ? o->if_contains("file") : nullptr;
-      const auto* mime = o ? o->if_contains("mime_type") : nullptr;
-      if (mime && mime->is_string()) type = std::string(mime->as_string());
       if (!file || !file->is_string() || !is_output_name(file->as_string()) ||
           (type != "model/gltf-binary" && type != "image/webp" && type != "image/png" &&
            type != "image/jpeg"))
