@@ -46,6 +46,12 @@ export interface CollabOptions {
   backoff?: BackoffOptions
   /** ms between flushes of ephemeral updates (the server's gateway.tick_ms). Default 50. */
   ephIntervalMs?: number
+  /**
+   * Durable batches sent per second, with bursts of twice that (the server's
+   * gateway.ops_per_second, default 20): faster edits wait here, in order, instead of being
+   * refused with `rate_limited`. Default 20.
+   */
+  opsPerSecond?: number
 }
 
 export type ConnectionState = 'connecting' | 'open' | 'waiting' | 'closed'
@@ -107,11 +113,19 @@ export class CollabClient extends Emitter<ClientEvents> {
   private waitingOpen: { resolve: () => void; reject: (e: Error) => void }[] = []
   private readonly factory: WebSocketFactory
   readonly ephIntervalMs: number
+  // Batches waiting to be sent, in the order applied (across rooms), and the token bucket.
+  private outbox: { room: Room; batch: PendingBatch }[] = []
+  private tokens: number
+  private tokensAt = Date.now()
+  private pumpTimer: ReturnType<typeof setTimeout> | null = null
+  private readonly opsPerSecond: number
 
   constructor(private readonly options: CollabOptions) {
     super()
     this.backoff = new Backoff(options.backoff)
     this.ephIntervalMs = options.ephIntervalMs ?? 50
+    this.opsPerSecond = options.opsPerSecond ?? 20
+    this.tokens = 2 * this.opsPerSecond
     this.factory =
       options.webSocket ??
       ((url, protocol) => {
@@ -169,6 +183,51 @@ export class CollabClient extends Emitter<ClientEvents> {
   /** @internal */
   forget(room: Room): void {
     if (this.rooms.get(room.name) === room) this.rooms.delete(room.name)
+    this.outbox = this.outbox.filter((e) => e.room !== room)
+  }
+
+  /** @internal: queues a room's batches to send (after any of its batches queued already). */
+  enqueue(room: Room, batches: readonly PendingBatch[]): void {
+    for (const batch of batches) this.outbox.push({ room, batch })
+    this.pump()
+  }
+
+  /** @internal: a room (re)joined: its unconfirmed batches are queued again, in their order. */
+  requeue(room: Room, batches: readonly PendingBatch[]): void {
+    this.outbox = this.outbox.filter((e) => e.room !== room)
+    this.enqueue(room, batches)
+  }
+
+  /** Batches applied locally but not sent yet (paced, or waiting for a connection). */
+  get queuedBatches(): number {
+    return this.outbox.length
+  }
+
+  // Sends what the bucket allows, in order; a room not joined holds its own batches only.
+  private pump(): void {
+    if (this.pumpTimer) return
+    const now = Date.now()
+    this.tokens = Math.min(2 * this.opsPerSecond, this.tokens + ((now - this.tokensAt) * this.opsPerSecond) / 1000)
+    this.tokensAt = now
+    if (this.state !== 'open') return
+    const held: { room: Room; batch: PendingBatch }[] = []
+    while (this.outbox.length && this.tokens >= 1) {
+      const e = this.outbox.shift()!
+      if (!e.room.joined) {
+        held.push(e)
+        continue
+      }
+      this.send({ t: 'op', id: e.batch.id, room: e.room.name, ops: e.batch.ops })
+      this.tokens -= 1
+    }
+    this.outbox = held.concat(this.outbox)
+    if (this.outbox.some((e) => e.room.joined)) {
+      const wait = Math.ceil(((1 - this.tokens) * 1000) / this.opsPerSecond)
+      this.pumpTimer = setTimeout(() => {
+        this.pumpTimer = null
+        this.pump()
+      }, Math.max(1, wait))
+    }
   }
 
   private setState(s: ClientEvents['state']): void {
@@ -258,6 +317,8 @@ export class CollabClient extends Emitter<ClientEvents> {
   private stopTimers(): void {
     if (this.pingTimer) clearInterval(this.pingTimer)
     this.pingTimer = null
+    if (this.pumpTimer) clearTimeout(this.pumpTimer)
+    this.pumpTimer = null
   }
 
   private onFrame(f: ServerFrame): void {
@@ -354,11 +415,11 @@ export class Room extends Emitter<RoomEvents> {
     if (this.ended) throw new OpError('invalid', `not in room ${this.name}`)
     const undo = invert(this.replica.view, ops)
     const id = this.client.requestId()
-    const { change } = this.replica.local(id, ops)
+    const { batch, change } = this.replica.local(id, ops)
     const seq = new Promise<number>((resolve, reject) => this.waiters.set(id, { resolve, reject }))
     seq.catch(() => {})
     this.emit('change', change)
-    if (this.joined) this.client.send({ t: 'op', id, room: this.name, ops })
+    this.client.enqueue(this, [batch])
     return { seq, undo }
   }
 
@@ -457,7 +518,7 @@ export class Room extends Emitter<RoomEvents> {
     this.joined = true
     this.readyResolve()
     // Batches not (known to be) applied are sent again, in the order first sent.
-    for (const b of this.replica.pendingBatches) this.client.send({ t: 'op', id: b.id, room: this.name, ops: b.ops })
+    this.client.requeue(this, this.replica.pendingBatches)
     this.emit('change', change)
     this.emit('presence', { members: this.members })
     this.emit('joined', { recovered: f.recovered, seq: f.seq, epoch: f.epoch })

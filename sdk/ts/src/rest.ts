@@ -80,7 +80,7 @@ export class KilnApi {
 
   // Identity and tokens
   /** Server side, with the service key: a token for a user (POST /v1/tokens). Never in a browser. */
-  mintToken(body: Body<'mintToken'>): Promise<Ok<'mintToken', 200>> {
+  mintToken(body: Body<'mintToken'>): Promise<Ok<'mintToken', 201>> {
     return this.json('POST', '/v1/tokens', body)
   }
   /** Server side, with the service key: every token of the user stops working (POST /v1/users/{u}/revoke). */

@@ -79,6 +79,24 @@ describe('CollabClient', () => {
     expect(a.undo).toEqual([{ op: 'delete', entity: 'lamp' }])
   })
 
+  it('paces batches to the server\'s rate (20/s, burst 40), in order, instead of being refused', async () => {
+    const { client, s } = await connected()
+    const room = client.join(ROOM)
+    joinReply(s.last(), { epoch: 'e1', seq: 0, recovered: false, snapshot: { entities: {} } })
+    room.apply([{ op: 'create', entity: 'a', parent: 'root' }])
+    for (let i = 0; i < 99; i++) room.apply([{ op: 'set', entity: 'a', key: 'n', value: i }])
+    expect(s.last().take('op')).toHaveLength(40)
+    expect(client.queuedBatches).toBe(60)
+    await vi.advanceTimersByTimeAsync(1000)
+    const next = s.last().take('op')
+    expect(next.length).toBeGreaterThanOrEqual(19)
+    expect(next.length).toBeLessThanOrEqual(21)
+    await vi.advanceTimersByTimeAsync(3000)
+    const rest = s.last().take('op')
+    expect(next.length + rest.length).toBe(60)
+    expect(rest.at(-1)!.ops).toEqual([{ op: 'set', entity: 'a', key: 'n', value: 98 }])
+  })
+
   it('a batch that cannot apply locally throws and is not sent', async () => {
     const { client, s } = await connected()
     const room = client.join(ROOM)
