@@ -22,49 +22,56 @@ void Api::install(http::Router& router) {
     return self ? self->header_check(req) : std::nullopt;
   });
   using Fn = Checked<Response> (Impl::*)(const Request&, const Principal&);
+  // `open`: the route needs no credentials (the dev token route); its callers share one
+  // rate limit.
   auto add = [&](const char* method, const char* pattern, const char* name, Fn fn,
-                 bool slow = false) {
+                 bool slow = false, bool open = false) {
     std::weak_ptr<Impl> weak = impl_;
-    router.add_async(method, pattern, name, [weak, fn, slow](Request req, http::Responder respond) {
-      auto self = weak.lock();
-      if (!self) return respond(problem(503, "unavailable", "Shutting down."));
-      auto task = [self, fn, req = std::move(req), respond]() {
-        try {
-          // A refusal is a value all the way up; exceptions here are outages and bugs.
-          auto handled = [&]() -> Checked<Response> {
-            KILN_TRY(who, self->authenticate(req));
-            KILN_CHECK(self->limit(who));
-            return ((*self).*fn)(req, who);
-          }();
-          respond(handled ? std::move(*handled) : answer(handled.error()));
-        } catch (const sql::Error& e) {
-          const bool down = e.temporary();
-          // A database that cannot answer now is an outage to see (warn), not a fault of
-          // Kiln's (error).
-          (down ? log::warn : log::error)("api: database error",
-                                          {{"request_id", req.request_id}, {"error", e.what()}});
-          auto resp =
-              down ? problem(503, "unavailable", "The database is unavailable; retry shortly.")
-                   : problem(500, "internal",
-                             "The server failed; the request id identifies it in the logs.");
-          if (down) resp.headers.emplace_back("Retry-After", "2");
-          respond(std::move(resp));
-        } catch (const std::exception& e) {
-          log::error("api: handler failed", {{"request_id", req.request_id}, {"error", e.what()}});
-          respond(problem(500, "internal",
-                          "The server failed; the request id identifies it in the logs."));
-        }
-      };
-      if (!(slow ? *self->slow : self->pool).post(std::move(task))) {
-        auto resp = problem(503, "busy", "Too many requests in progress; retry shortly.");
-        resp.headers.emplace_back("Retry-After", "1");
-        respond(std::move(resp));
-      }
-    });
+    router.add_async(
+        method, pattern, name, [weak, fn, slow, open](Request req, http::Responder respond) {
+          auto self = weak.lock();
+          if (!self) return respond(problem(503, "unavailable", "Shutting down."));
+          auto task = [self, fn, open, req = std::move(req), respond]() {
+            try {
+              // A refusal is a value all the way up; exceptions here are outages and bugs.
+              auto handled = [&]() -> Checked<Response> {
+                KILN_TRY(who, open ? Checked<Principal>(Principal{false, "(dev-token)", "", 0})
+                                   : self->authenticate(req));
+                KILN_CHECK(self->limit(who));
+                return ((*self).*fn)(req, who);
+              }();
+              respond(handled ? std::move(*handled) : answer(handled.error()));
+            } catch (const sql::Error& e) {
+              const bool down = e.temporary();
+              // A database that cannot answer now is an outage to see (warn), not a fault of
+              // Kiln's (error).
+              (down ? log::warn : log::error)(
+                  "api: database error", {{"request_id", req.request_id}, {"error", e.what()}});
+              auto resp =
+                  down ? problem(503, "unavailable", "The database is unavailable; retry shortly.")
+                       : problem(500, "internal",
+                                 "The server failed; the request id identifies it in the logs.");
+              if (down) resp.headers.emplace_back("Retry-After", "2");
+              respond(std::move(resp));
+            } catch (const std::exception& e) {
+              log::error("api: handler failed",
+                         {{"request_id", req.request_id}, {"error", e.what()}});
+              respond(problem(500, "internal",
+                              "The server failed; the request id identifies it in the logs."));
+            }
+          };
+          if (!(slow ? *self->slow : self->pool).post(std::move(task))) {
+            auto resp = problem(503, "busy", "Too many requests in progress; retry shortly.");
+            resp.headers.emplace_back("Retry-After", "1");
+            respond(std::move(resp));
+          }
+        });
   };
   add("GET", "/v1/me", "api_me", &Impl::me);
   add("POST", "/v1/tokens", "api_tokens", &Impl::mint_token);
   add("POST", "/v1/users/{user}/revoke", "api_user_revoke", &Impl::revoke);
+  if (impl_->options.dev_tokens)
+    add("POST", "/v1/dev/token", "api_dev_token", &Impl::dev_token, false, /*open=*/true);
   add("POST", "/v1/projects", "api_projects_create", &Impl::create_project);
   add("GET", "/v1/projects", "api_projects_list", &Impl::list_projects);
   add("GET", "/v1/projects/{project}", "api_project_get", &Impl::get_project);

@@ -39,6 +39,9 @@ struct ApiOptions {
   std::string jwt_secret;   // HS256 secret for minting tokens; empty: minting refused (RS256)
   std::int64_t token_ttl_s = 3600;
   std::int64_t token_max_ttl_s = 30 * 24 * 3600;
+  // Development only: POST /v1/dev/token mints a user token for anyone who asks
+  // (auth.dev_tokens). Off by default; never on a node others can reach.
+  bool dev_tokens = false;
   double user_requests_per_second = 20;  // burst: twice
   double service_requests_per_second = 200;
   std::size_t page_size = 50;

@@ -77,6 +77,9 @@ struct Api::Impl {
   // --- handlers ------------------------------------------------------------------------
   Checked<Response> me(const Request& req, const Principal& who);
   Checked<Response> mint_token(const Request& req, const Principal& who);
+  // POST /v1/dev/token (auth.dev_tokens): the same as mint_token without the service key.
+  Checked<Response> dev_token(const Request& req, const Principal& who);
+  Checked<Response> mint(const Request& req);
   Checked<Response> revoke(const Request& req, const Principal& who);
   Checked<Response> create_project(const Request& req, const Principal& who);
   Checked<Response> list_projects(const Request& req, const Principal& who);

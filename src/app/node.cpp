@@ -2,6 +2,7 @@
 
 #include "app/database.hpp"
 #include "app/durability.hpp"
+#include "app/editor.hpp"
 #include "app/landing.hpp"
 #include "app/modules.hpp"
 #include "app/secrets.hpp"
@@ -55,8 +56,11 @@ std::optional<std::string> check_data_dir(const fs::path& dir) {
 
 // /healthz, /readyz, /metrics, the index at / and, with the API, /openapi.yaml. The index
 // lists `routes`, filled in once every module has registered its own.
+const std::vector<EditorFile> kNoEditor;
+
 void add_node_routes(Node& node,
-                     std::shared_ptr<std::vector<std::pair<std::string, std::string>>> routes) {
+                     std::shared_ptr<std::vector<std::pair<std::string, std::string>>> routes,
+                     std::shared_ptr<const std::vector<EditorFile>> editor) {
   auto& router = node.router;
   router.add("GET", "/healthz", "healthz", [](const http::Request&) {
     return http::Response::json(200, R"({"status":"alive"})");
@@ -74,10 +78,36 @@ void add_node_routes(Node& node,
   });
   // What a newcomer needs (the address, the object store, the service key): the banner,
   // and `GET /` for a browser.
+  // The web editor's files (http.editor_dir), each at /editor/<name>; index.html at `/`.
+  const EditorFile* editor_index = nullptr;
+  for (const auto& f : editor ? *editor : kNoEditor) {
+    if (f.name == "index.html") {
+      editor_index = &f;
+      continue;
+    }
+    router.add("GET", "/editor/" + f.name, "editor", [editor, &f](const http::Request&) {
+      http::Response r;
+      r.content_type = f.content_type;
+      r.body = f.body;
+      r.headers.emplace_back("Cache-Control",
+                             f.immutable ? "public, max-age=31536000, immutable" : "no-cache");
+      r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+      return r;
+    });
+  }
   router.add("GET", "/", "index",
-             [id = node.id, role = node.role, roles = node.roles, routes,
-              landing = node.landing](const http::Request& req) {
+             [id = node.id, role = node.role, roles = node.roles, routes, landing = node.landing,
+              editor, editor_index](const http::Request& req) {
                const auto accept = req.header("accept").value_or("");
+               if (editor_index != nullptr && accept.find("text/html") != std::string_view::npos) {
+                 http::Response r;
+                 r.content_type = editor_index->content_type;
+                 r.body = editor_index->body;
+                 r.headers.emplace_back("Cache-Control", "no-cache");
+                 r.headers.emplace_back("X-Content-Type-Options", "nosniff");
+                 r.headers.emplace_back("X-Frame-Options", "DENY");
+                 return r;
+               }
                if (accept.find("text/html") != std::string_view::npos) {
                  http::Response r;
                  r.status = 200;
@@ -303,7 +333,16 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   node.runtime = std::make_unique<Runtime>(threads);
   auto& runtime = *node.runtime;
   auto route_list = std::make_shared<std::vector<std::pair<std::string, std::string>>>();
-  add_node_routes(node, route_list);
+  std::shared_ptr<const std::vector<EditorFile>> editor;
+  if (const auto dir = cfg.str("http.editor_dir"); !dir.empty()) {
+    try {
+      editor = std::make_shared<const std::vector<EditorFile>>(load_editor(dir));
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "kiln: configuration error: %s\n", e.what());
+      return 2;
+    }
+  }
+  add_node_routes(node, route_list, editor);
   const auto so = server_options(cfg);
 
   std::vector<std::unique_ptr<Module>> modules;

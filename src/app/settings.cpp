@@ -39,6 +39,11 @@ config::Schema build() {
              "(`https://editor.example.com`; one `*` matches any run of characters: "
              "`https://*.example.com`; `*`: any). Empty: no CORS (same-origin pages and "
              "non-browser clients only)."));
+  s.add(text("http.editor_dir", "",
+             "Directory of the built web editor (`web/editor/dist`, made by "
+             "`bash scripts/build-editor.sh`; `bash scripts/serve.sh` builds it and sets this): "
+             "served at `/` and `/editor/`, read into memory at start (at most 512 files, "
+             "64 MiB). Empty: `/` shows a page of links."));
   s.add(choice("log.level", "info", {"trace", "debug", "info", "warn", "error"},
                "Lowest level written to the log."));
   s.add(choice("log.format", "auto", {"auto", "json", "text"},

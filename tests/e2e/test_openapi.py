@@ -28,7 +28,9 @@ class OpenApi(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.doc = load()
-        cls.kiln = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false")
+        # auth.dev_tokens on: its route (POST /v1/dev/token) is documented and checked too.
+        cls.kiln = Kiln("--api-service-key", SERVICE_KEY, "--http-access-log", "false",
+                        "--auth-dev-tokens", "true")
 
     @classmethod
     def tearDownClass(cls):
@@ -102,6 +104,9 @@ class OpenApi(unittest.TestCase):
             return doc
 
         tok = check("POST", "/v1/tokens", "/v1/tokens", SERVICE_KEY, {"user": {"id": "oa", "name": "O A"}}, 201)["token"]
+        dev = check("POST", "/v1/dev/token", "/v1/dev/token", None, {"user": {"id": "dev", "name": "Dev"}}, 201)
+        self.assertEqual(dev["user"], {"id": "dev", "name": "Dev"})
+        check("POST", "/v1/dev/token", "/v1/dev/token", None, {"user": {"id": "a b"}}, 400)
         check("POST", "/v1/projects", "/v1/projects", tok, {"id": "oa-proj", "name": "OA"}, 201)
         check("POST", "/v1/projects", "/v1/projects", tok, {"id": "oa-proj", "name": "OA"}, 409)
         check("GET", "/v1/projects", "/v1/projects?limit=1", tok, expect=200)

@@ -49,8 +49,7 @@ int main(int argc, char** argv) {
     auto v = verdict(frame, message);
     std::cout << "{\"file\":" << boost::json::serialize(boost::json::string(argv[i]))
               << ",\"verdict\":\"" << v
-              << "\",\"message\":" << boost::json::serialize(boost::json::string(message))
-              << "}\n";
+              << "\",\"message\":" << boost::json::serialize(boost::json::string(message)) << "}\n";
   }
   return 0;
 }

@@ -62,6 +62,7 @@ api::ApiOptions api_options(const config::Config& cfg, std::uint16_t objects_por
   }
   ao.token_ttl_s = cfg.integer("api.token_ttl_s");
   ao.token_max_ttl_s = cfg.integer("api.token_max_ttl_s");
+  ao.dev_tokens = cfg.boolean("auth.dev_tokens");
   ao.user_requests_per_second = static_cast<double>(cfg.integer("api.user_requests_per_second"));
   ao.service_requests_per_second =
       static_cast<double>(cfg.integer("api.service_requests_per_second"));
@@ -81,6 +82,12 @@ class ApiModule final : public Module {
   explicit ApiModule(Node& node) : node_(node) {
     const auto& cfg = node.cfg;
     auto ao = api_options(cfg, node.objects_port);
+    if (ao.dev_tokens) {
+      log::warn(
+          "api: auth.dev_tokens is on: POST /v1/dev/token mints a token for any user, "
+          "without a key (development only)",
+          {{"listen", cfg.str("http.listen")}});
+    }
     // Handlers on threads of their own, never the event loop; upload completions (which
     // may read a whole object back) on others, so that they never hold every API thread.
     threads_ =
@@ -145,6 +152,11 @@ void add_api_settings(config::Schema& s) {
                 "Lifetime of tokens minted by `POST /v1/tokens` when the request names none."));
   s.add(integer("api.token_max_ttl_s", 7 * 86'400, 60, 365 * 86'400,
                 "Longest lifetime `POST /v1/tokens` accepts."));
+  s.add(flag("auth.dev_tokens", false,
+             "Development only: `POST /v1/dev/token` `{\"user\": {\"id\", \"name\"}}` mints a user "
+             "token for anyone who asks, without the service key (the web editor's sign-in "
+             "screen uses it). Anyone who reaches the API can then act as any user: never "
+             "enable it on a node others can reach."));
   s.add(integer("api.user_requests_per_second", 20, 1, 1'000'000,
                 "API requests per second per user (burst twice that); beyond it 429 with "
                 "Retry-After."));

@@ -10,6 +10,19 @@
 namespace kiln::app {
 namespace {
 
+// The origins a browser shows pages of `listen` under: loopback by both names, a wildcard
+// address on any host name at that port, otherwise the address itself. None for port 0
+// (chosen at start: name the origin in objects.cors_origins).
+std::vector<std::string> editor_origins(const std::string& listen) {
+  const auto [host, port] = split_endpoint(listen);
+  if (port == 0) return {};
+  const auto p = ":" + std::to_string(port);
+  if (host == "127.0.0.1" || host == "localhost" || host == "::1")
+    return {"http://127.0.0.1" + p, "http://localhost" + p};
+  if (host == "0.0.0.0" || host == "::") return {"http://*" + p};
+  return {"http://" + host + p};
+}
+
 class ObjectsModule final : public Module {
  public:
   explicit ObjectsModule(Node& node) : node_(node) {
@@ -31,6 +44,11 @@ class ObjectsModule final : public Module {
       oo.verify.region = cfg.str("objects.region");
       oo.verify.max_skew_s = cfg.integer("objects.max_skew_s");
       oo.cors_origins = config::split_list(cfg.str("objects.cors_origins"));
+      // The web editor served by this node (http.editor_dir) uploads to and downloads from
+      // the store from its pages: their origin is this node's HTTP address.
+      if (!cfg.str("http.editor_dir").empty()) {
+        for (auto& o : editor_origins(cfg.str("http.listen"))) oo.cors_origins.push_back(o);
+      }
       oo.virtual_host_domain = cfg.str("objects.virtual_host_domain");
       api_ = std::make_unique<objects::S3Api>(*store_, oo);
       http::ServerOptions xo;
