@@ -7,7 +7,7 @@
 const fs = require('node:fs')
 const path = require('node:path')
 const readline = require('node:readline')
-const { chromium } = require('playwright-core')
+const { launch } = require('../chromium.cjs')
 
 const URL_ = process.env.KILN_URL
 const ART = process.env.KILN_ARTIFACTS
@@ -233,10 +233,7 @@ async function stream(browser) {
 }
 
 async function main() {
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--use-gl=angle', '--use-angle=swiftshader', '--enable-unsafe-swiftshader', '--disable-features=LocalNetworkAccessChecks'],
-  })
+  const browser = await launch()
   try {
     const scenarios = { collab, restart, upload, stream }
     const result = await scenarios[process.env.KILN_SCENARIO](browser)

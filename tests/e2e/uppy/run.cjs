@@ -7,7 +7,7 @@
 //      KILN_CHUNK, KILN_DROP_PARTS (comma-separated part numbers whose first PUT is aborted).
 const path = require('node:path')
 const esbuild = require('esbuild')
-const { chromium } = require('playwright-core')
+const { launch } = require('../chromium.cjs')
 
 async function main() {
   const built = await esbuild.build({
@@ -21,13 +21,10 @@ async function main() {
   })
   const script = built.outputFiles[0].text
   const api = process.env.KILN_API
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    // Playwright serves the page (it never came from an address), so Chromium's Local
-    // Network Access treats the API and the store on 127.0.0.1 as a local network to ask
-    // the user about; in a deployment the page and the API share an address space.
-    args: ['--no-sandbox', '--disable-features=LocalNetworkAccessChecks'],
-  })
+  // Playwright serves the page (it never came from an address), so Chromium's Local Network
+  // Access would treat the API and the store on 127.0.0.1 as a local network to ask the user
+  // about (turned off by launch()); in a deployment the page and the API share an address space.
+  const browser = await launch()
   try {
     const page = await browser.newPage()
     page.on('console', (m) => process.stderr.write(`[browser] ${m.text()}\n`))
