@@ -64,6 +64,11 @@ std::vector<EditorFile> load_editor(const fs::path& dir) {
   for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::none, ec);
        !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
     const auto& entry = *it;
+    // Hidden files and folders (.env, .git) are never served; symbolic links neither.
+    if (entry.path().filename().string().starts_with(".")) {
+      if (entry.is_directory(ec)) it.disable_recursion_pending();
+      continue;
+    }
     if (entry.is_symlink(ec) || !entry.is_regular_file(ec)) continue;
     const auto rel = fs::relative(entry.path(), dir, ec).generic_string();
     std::string segment;
@@ -93,9 +98,14 @@ std::vector<EditorFile> load_editor(const fs::path& dir) {
     files.push_back(std::move(f));
   }
   if (ec) throw std::runtime_error(where + ": " + ec.message());
-  if (std::none_of(files.begin(), files.end(),
-                   [](const auto& f) { return f.name == "index.html"; }))
+  const auto index = std::find_if(files.begin(), files.end(),
+                                  [](const auto& f) { return f.name == "index.html"; });
+  if (index == files.end())
     throw std::runtime_error(where + ": no index.html; build it with bash scripts/build-editor.sh");
+  // web/editor/src/index.html is the build's template: its placeholders name no file.
+  if (index->body.find("%APP%") != std::string::npos)
+    throw std::runtime_error(where + ": index.html is the unbuilt template (web/editor/src); " +
+                             "serve web/editor/dist, built by bash scripts/build-editor.sh");
   std::sort(files.begin(), files.end(),
             [](const auto& a, const auto& b) { return a.name < b.name; });
   return files;

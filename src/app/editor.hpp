@@ -21,11 +21,11 @@ struct EditorFile {
 inline constexpr std::size_t kMaxEditorFiles = 512;
 inline constexpr std::uintmax_t kMaxEditorBytes = 64ull << 20;
 
-// Every regular file under `dir` (symbolic links and other kinds are skipped), each path
-// segment 1-128 characters of [A-Za-z0-9._-] not starting with '.'; `index.html` must be
-// among them. Throws std::runtime_error naming the directory and what is wrong: missing,
-// no index.html, a name outside that alphabet, more than kMaxEditorFiles files or
-// kMaxEditorBytes bytes.
+// Every regular file under `dir` (symbolic links, other kinds and hidden names, starting
+// with '.', are skipped), each path segment 1-128 characters of [A-Za-z0-9._-]; `index.html`
+// must be among them, and be built (not web/editor/src's template with its placeholders). Throws
+// std::runtime_error naming the directory and what is wrong: missing, no index.html, a name outside
+// that alphabet, more than kMaxEditorFiles files or kMaxEditorBytes bytes.
 std::vector<EditorFile> load_editor(const std::filesystem::path& dir);
 
 // The media type served for a file name (by extension; application/octet-stream otherwise).

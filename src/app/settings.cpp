@@ -41,9 +41,10 @@ config::Schema build() {
              "non-browser clients only)."));
   s.add(text("http.editor_dir", "",
              "Directory of the built web editor (`web/editor/dist`, made by "
-             "`bash scripts/build-editor.sh`; `bash scripts/serve.sh` builds it and sets this): "
-             "served at `/` and `/editor/`, read into memory at start (at most 512 files, "
-             "64 MiB). Empty: `/` shows a page of links."));
+             "`bash scripts/build-editor.sh`; `bash scripts/serve.sh` builds it and sets this), "
+             "read into memory at start (at most 512 files, 64 MiB; hidden files skipped): "
+             "`index.html` at `/` for browsers (`Accept: text/html`), the other files at "
+             "`/editor/<name>`. Empty: `/` shows a page of links."));
   s.add(choice("log.level", "info", {"trace", "debug", "info", "warn", "error"},
                "Lowest level written to the log."));
   s.add(choice("log.format", "auto", {"auto", "json", "text"},

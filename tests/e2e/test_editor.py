@@ -51,6 +51,7 @@ class Serving(unittest.TestCase):
         pathlib.Path(d, "index.html").write_text("<!doctype html><title>t</title>")
         pathlib.Path(d, "app-ABCDEFGH.js").write_text("console.log(1)")
         os.symlink("/etc/hostname", os.path.join(d, "linked.txt"))
+        pathlib.Path(d, ".env").write_text("SECRET=1")  # hidden: skipped, never served
         k = Kiln("--http-access-log", "false", "--http-editor-dir", d)
         try:
             pathlib.Path(d, "later.js").write_text("added after start")
@@ -60,7 +61,7 @@ class Serving(unittest.TestCase):
             st, hd, body = k.request("GET", "/editor/app-ABCDEFGH.js")
             self.assertEqual((st, hd["content-type"]), (200, "text/javascript; charset=utf-8"))
             self.assertIn("immutable", hd["cache-control"])
-            for path in ("/editor/later.js", "/editor/linked.txt", "/editor/../index.html",
+            for path in ("/editor/later.js", "/editor/linked.txt", "/editor/.env", "/editor/../index.html",
                          "/editor/%2e%2e/index.html", "/editor/index.html/", "/editor/"):
                 self.assertEqual(k.request("GET", path)[0], 404, path)
             # A client asking for JSON still gets the node's index.
@@ -71,10 +72,13 @@ class Serving(unittest.TestCase):
 
     def test_a_bad_editor_directory_stops_the_start_with_the_reason(self):
         d = tempfile.mkdtemp(prefix="kiln-editor-bad-")
-        for contents, want in ((None, "no index.html"), ("x", "is not made of")):
-            if contents:
+        steps = ((None, "no index.html"), ("template", "unbuilt template"), ("bad name", "is not made of"))
+        for step, want in steps:
+            if step == "template":
+                pathlib.Path(d, "index.html").write_text('<script src="%APP%"></script>')
+            if step == "bad name":
                 pathlib.Path(d, "index.html").write_text("ok")
-                pathlib.Path(d, "bad name.js").write_text(contents)
+                pathlib.Path(d, "bad name.js").write_text("x")
             r = subprocess.run([os.environ["KILN_BIN"], "serve", "--http-listen", "127.0.0.1:0",
                                 "--objects-listen", "127.0.0.1:0", "--data-dir", tempfile.mkdtemp(),
                                 "--http-editor-dir", d], capture_output=True, text=True, timeout=WAIT,

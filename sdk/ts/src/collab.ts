@@ -7,7 +7,9 @@ import { Backoff, type BackoffOptions } from './backoff.js'
 import { Emitter } from './emitter.js'
 import type { NotifyFrame, ServerFrame, WelcomeFrame } from './generated/protocol.js'
 import type { PendingBatch } from './replica.js'
+import { MAX_FRAME_BYTES } from './limits.js'
 import { Room } from './room.js'
+import { OpError } from './scene.js'
 
 export { Room, type Member } from './room.js'
 
@@ -42,6 +44,8 @@ export interface CollabOptions {
    * refused with `rate_limited`. Default 20.
    */
   opsPerSecond?: number
+  /** The server's gateway.max_frame_bytes: larger batches are refused before sending. Default 256 KiB. */
+  maxFrameBytes?: number
 }
 
 export type ConnectionState = 'connecting' | 'open' | 'waiting' | 'closed'
@@ -83,13 +87,17 @@ export class CollabClient extends Emitter<ClientEvents> {
   private tokensAt = Date.now()
   private pumpTimer: ReturnType<typeof setTimeout> | null = null
   private readonly opsPerSecond: number
+  readonly maxFrameBytes: number
+  private openedAt = 0
+  private protocolCloses = 0
 
   constructor(private readonly options: CollabOptions) {
     super()
     this.backoff = new Backoff(options.backoff)
     this.ephIntervalMs = options.ephIntervalMs ?? 50
     this.opsPerSecond = options.opsPerSecond ?? 20
-    this.tokens = 2 * this.opsPerSecond
+    this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES
+    this.tokens = this.opsPerSecond
     this.factory =
       options.webSocket ??
       ((url, protocol) => {
@@ -122,8 +130,14 @@ export class CollabClient extends Emitter<ClientEvents> {
     this.settleOpen(new Error('closed'))
   }
 
-  /** Joins a room (`<project>/<scene>`): the room resumes by itself after reconnects. */
+  /**
+   * Joins a room (`<project>/<scene>`, each part 1-64 characters of [A-Za-z0-9_-]; OpError
+   * `invalid` otherwise): the room resumes by itself after reconnects.
+   */
   join(room: string): Room {
+    if (!/^[A-Za-z0-9_-]{1,64}\/[A-Za-z0-9_-]{1,64}$/.test(room)) {
+      throw new OpError('invalid', `'${room}' is not <project>/<scene> (each 1-64 characters of [A-Za-z0-9_-])`)
+    }
     const existing = this.rooms.get(room)
     if (existing) return existing
     const r = new Room(this, room)
@@ -173,10 +187,13 @@ export class CollabClient extends Emitter<ClientEvents> {
   }
 
   // Sends what the bucket allows, in order; a room not joined holds its own batches only.
+  // The bucket is smaller and slower than the server's (its burst, 0.9 of its rate): batches
+  // that arrive closer together than they were sent still fit the server's.
   private pump(): void {
     if (this.pumpTimer) return
     const now = Date.now()
-    this.tokens = Math.min(2 * this.opsPerSecond, this.tokens + ((now - this.tokensAt) * this.opsPerSecond) / 1000)
+    const rate = 0.9 * this.opsPerSecond
+    this.tokens = Math.min(this.opsPerSecond, this.tokens + ((now - this.tokensAt) * rate) / 1000)
     this.tokensAt = now
     if (this.state !== 'open') return
     const held: { room: Room; batch: PendingBatch }[] = []
@@ -191,7 +208,7 @@ export class CollabClient extends Emitter<ClientEvents> {
     }
     this.outbox = held.concat(this.outbox)
     if (this.outbox.some((e) => e.room.joined)) {
-      const wait = Math.ceil(((1 - this.tokens) * 1000) / this.opsPerSecond)
+      const wait = Math.ceil(((1 - this.tokens) * 1000) / (0.9 * this.opsPerSecond))
       this.pumpTimer = setTimeout(() => {
         this.pumpTimer = null
         this.pump()
@@ -258,6 +275,18 @@ export class CollabClient extends Emitter<ClientEvents> {
 
   private onClosed(code: number, reason: string): void {
     this.stopTimers()
+    // A connection that lived a while starts the backoff again; one closed at once (a
+    // refusal right after the welcome) keeps growing it.
+    if (this.openedAt && Date.now() - this.openedAt >= 5000) this.backoff.reset()
+    this.openedAt = 0
+    // The server closed for a frame it cannot take (4000, 4009, 1007) three times without an
+    // ack between: the oldest unconfirmed edit is the likely cause; refuse it here.
+    if (code === 4000 || code === 4009 || code === 1007) {
+      if (++this.protocolCloses >= 3) {
+        this.protocolCloses = 0
+        for (const r of this.rooms.values()) r.dropOldest(`the server closed the connection (${code}: ${reason}) each time this edit was sent`)
+      }
+    }
     for (const r of this.rooms.values()) r.disconnected()
     if (this.stopped) return
     if (FINAL.has(code)) {
@@ -297,7 +326,7 @@ export class CollabClient extends Emitter<ClientEvents> {
         this.session = f.session
         this.user = { id: f.user.id, name: f.user.name }
         this.heartbeatMs = f.heartbeat_ms
-        this.backoff.reset()
+        this.openedAt = Date.now()
         this.setState({ state: 'open' })
         this.emit('welcome', f)
         this.startLiveness()
@@ -317,7 +346,10 @@ export class CollabClient extends Emitter<ClientEvents> {
       case 'pong':
         return
       default: {
-        const room = 'room' in f && typeof f.room === 'string' ? this.rooms.get(f.room) : undefined
+        if (f.t === 'ack') this.protocolCloses = 0
+        let room = 'room' in f && typeof f.room === 'string' ? this.rooms.get(f.room) : undefined
+        // A nack naming no room (the request's room was malformed): its request id says whose.
+        if (!room && 'id' in f && typeof f.id === 'number') room = [...this.rooms.values()].find((r) => r.owns(f.id as number))
         room?.onFrame(f)
       }
     }

@@ -9,6 +9,7 @@ export type {
   AccessNotification, AssetNotification,
 } from './generated/protocol.js'
 export type { components, operations, paths } from './generated/openapi.js'
+export * from './limits.js'
 export * from './lod.js'
 export * from './replica.js'
 export * from './rest.js'

@@ -15,6 +15,7 @@ import type {
   ServerFrame,
 } from './generated/protocol.js'
 import { type PendingBatch, type SceneChange, SceneReplica } from './replica.js'
+import { checkBatch, checkEph } from './limits.js'
 import { type JsonValue, OpError, invert } from './scene.js'
 
 export interface Member {
@@ -42,6 +43,7 @@ type RoomEvents = {
 interface Waiter {
   resolve: (seq: number) => void
   reject: (e: OpError) => void
+  settled: Promise<void>
 }
 
 
@@ -54,6 +56,7 @@ export class Room extends Emitter<RoomEvents> {
   joined = false
   private joinId = 0
   private ended = false
+  private leaving = false
   private readyResolve!: () => void
   private readyReject!: (e: OpError) => void
   private readonly waiters = new Map<number, Waiter>()
@@ -85,12 +88,20 @@ export class Room extends Emitter<RoomEvents> {
    * Sent in order with every other batch of this client; queued while disconnected.
    */
   apply(ops: SceneOp[]): { seq: Promise<number>; undo: SceneOp[] } {
-    if (this.ended) throw new OpError('invalid', `not in room ${this.name}`)
+    if (this.ended || this.leaving) throw new OpError('invalid', `not in room ${this.name}`)
+    checkBatch(this.name, ops, this.client.maxFrameBytes)
     const undo = invert(this.replica.view, ops)
     const id = this.client.requestId()
     const { batch, change } = this.replica.local(id, ops)
-    const seq = new Promise<number>((resolve, reject) => this.waiters.set(id, { resolve, reject }))
-    seq.catch(() => {})
+    let waiter!: Waiter
+    const seq = new Promise<number>((resolve, reject) => {
+      waiter = { resolve, reject, settled: Promise.resolve() }
+    })
+    waiter.settled = seq.then(
+      () => {},
+      () => {},
+    )
+    this.waiters.set(id, waiter)
     this.emit('change', change)
     this.client.enqueue(this, [batch])
     return { seq, undo }
@@ -98,12 +109,19 @@ export class Room extends Emitter<RoomEvents> {
 
   /** Ephemeral data of `kind` (cursor, selection, drag): the latest is sent once per tick. */
   eph(kind: string, data: Record<string, JsonValue>): void {
+    checkEph(kind, data)
     this.ephPending.set(kind, data)
     if (!this.ephTimer) this.ephTimer = setTimeout(() => this.flushEph(), this.client.ephIntervalMs)
   }
 
-  /** Leaves the room (answered by `left`). */
-  leave(): void {
+  /**
+   * Leaves the room once the server answered every edit sent (each promise settles as acked
+   * or refused); no edit is taken meanwhile. Resolves when the room is left.
+   */
+  async leave(): Promise<void> {
+    if (this.ended) return
+    this.leaving = true
+    await Promise.allSettled([...this.waiters.values()].map((w) => w.settled))
     if (this.joined) this.client.send({ t: 'leave', id: this.client.requestId(), room: this.name })
     this.end({ reason: 'left' })
   }
@@ -116,6 +134,22 @@ export class Room extends Emitter<RoomEvents> {
     }
     for (const [kind, data] of this.ephPending) this.client.send({ t: 'eph', room: this.name, kind, data })
     this.ephPending.clear()
+  }
+
+  /**
+   * @internal: the server closed the connection each time the oldest unconfirmed edit was
+   * sent (a frame it cannot parse): refuse that edit here, rolled back, so it is not sent again.
+   */
+  dropOldest(reason: string): boolean {
+    const b = this.replica.pendingBatches[0]
+    if (!b) return false
+    this.onNack({ t: 'nack', id: b.id, room: this.name, code: 'invalid', message: reason })
+    return true
+  }
+
+  /** @internal: whether a request id is this room's (its join or one of its edits). */
+  owns(id: number): boolean {
+    return id === this.joinId || this.waiters.has(id)
   }
 
   /** @internal */
@@ -147,7 +181,8 @@ export class Room extends Emitter<RoomEvents> {
     this.client.forget(this)
     const e = new OpError(why.code && why.code !== 'closed' ? why.code : 'unavailable', why.reason)
     this.readyReject(e)
-    for (const w of this.waiters.values()) w.reject(e)
+    const unknown = new OpError('unavailable', `${why.reason}: the room ended before the server answered this edit; it may or may not have been applied`)
+    for (const w of this.waiters.values()) w.reject(unknown)
     this.waiters.clear()
     this.emit('left', why)
   }

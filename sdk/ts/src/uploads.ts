@@ -115,7 +115,11 @@ async function sha256Hex(blob: Blob): Promise<string> {
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, '0')).join('')
 }
 
-/** The single-PUT limit of the API's default `uploads.multipart_threshold_bytes`. */
+/**
+ * Files up to this size are hashed before the upload starts (the API's default one-PUT
+ * limit, `uploads.multipart_threshold_bytes`, where it requires the hash; and dedup). A
+ * larger file is hashed only when the API asks (`sha256-required`) or the caller passes one.
+ */
 export const SINGLE_PUT_MAX = 100 * 1024 * 1024
 
 export class Uploader extends Emitter<{ progress: UploadProgress }> {
@@ -167,12 +171,23 @@ export class Uploader extends Emitter<{ progress: UploadProgress }> {
     }
     let put: Schemas['PutInstructions'] | undefined
     if (!state) {
-      const started = await this.api.createUpload(o.project, {
-        filename,
-        size: total,
-        content_type: o.contentType || file.type || 'application/octet-stream',
-        ...(sha256 ? { sha256 } : {}),
-      })
+      const create = (hash?: string) =>
+        this.api.createUpload(o.project, {
+          filename,
+          size: total,
+          content_type: o.contentType || file.type || 'application/octet-stream',
+          ...(hash ? { sha256: hash } : {}),
+        })
+      let started
+      try {
+        started = await create(sha256)
+      } catch (e) {
+        // A server whose one-PUT limit is above SINGLE_PUT_MAX wants the hash of a larger file.
+        if (!(e instanceof ApiError && e.code === 'sha256-required') || sha256) throw e
+        progress({ sent: 0, phase: 'hashing', resumed: false })
+        sha256 = await sha256Hex(file.slice(0, total))
+        started = await create(sha256)
+      }
       if (started.body.deduplicated) {
         progress({ sent: total, phase: 'done', resumed: false })
         return { asset: started.body.asset, deduplicated: true, resumedParts: 0 }

@@ -85,7 +85,10 @@ export class ContentBrowser {
     for (let i = 0; i < localStorage.length; i++) {
       const k = localStorage.key(i)
       if (!k?.startsWith(prefix)) continue
-      const [name, size] = k.slice(prefix.length).split(':')
+      // <name>:<size>:<last modified>: the name may hold ':' itself.
+      const parts = k.slice(prefix.length).split(':')
+      const size = parts.at(-2)
+      const name = parts.slice(0, -2).join(':')
       items.push(h('li', { class: 'unfinished-item' }, `Unfinished: ${name} (${formatBytes(Number(size))}): drop it again to resume`))
     }
     this.unfinished.replaceChildren(...items)

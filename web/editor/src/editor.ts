@@ -12,6 +12,13 @@ import { Streamer } from './streaming.js'
 import { type Vec3, Viewport } from './viewport.js'
 
 const round = (v: THREE.Vector3): Vec3 => [+v.x.toFixed(3), +v.y.toFixed(3), +v.z.toFixed(3)]
+const LIMIT = 1e6 // world units: positions from others beyond this are ignored
+// [x, y, z] of finite numbers within LIMIT, or null (others' eph data is not trusted).
+function finite3(v: unknown): Vec3 | null {
+  return Array.isArray(v) && v.length === 3 && v.every((x) => typeof x === 'number' && Number.isFinite(x) && Math.abs(x) <= LIMIT)
+    ? (v as Vec3)
+    : null
+}
 const newId = () => `e${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`
 
 export function editorView(s: Session, project: string, scene: string): HTMLElement {
@@ -60,7 +67,12 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
     try {
       const r = room.apply(ops)
       if (record) undo.push(r.undo)
-      r.seq.catch((e: OpError) => say(`Refused (${e.code}): ${e.message}`))
+      r.seq.catch((e: OpError) => {
+        // Rolled back: there is nothing to undo.
+        const at = undo.lastIndexOf(r.undo)
+        if (at >= 0) undo.splice(at, 1)
+        say(`Refused (${e.code}): ${e.message}`)
+      })
     } catch (e) {
       say(e instanceof OpError ? `Cannot apply: ${e.message}` : String(e))
     }
@@ -88,7 +100,7 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
         const e = room.scene.get(id)!
         const kids = room.scene.children(id)
         const label = typeof e.props.name === 'string' ? e.props.name : id
-        const lod = levels[id] !== undefined ? ` · L${levels[id]}` : ''
+        const lod = (levels[id] ?? -1) >= 0 ? ` · L${levels[id]}` : ''
         return h(
           'li',
           { 'data-entity': id, class: id === selected ? 'selected' : '' },
@@ -124,17 +136,34 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
     }
   }
   room.on('presence', renderPeople)
+  // Others' drags: shown while their updates keep coming (a drag whose end never arrives,
+  // a closed tab, stops showing after DRAG_STALE_MS or when its member leaves).
+  const DRAG_STALE_MS = 3000
+  const drags = new Map<string, { session: string; at: number }>() // entity -> who, when
+  const endDrag = (entity: string) => {
+    drags.delete(entity)
+    viewport.overrides.delete(entity)
+    viewport.sync(room.scene, [entity])
+  }
   room.on('eph', (batch) => {
     for (const e of batch) {
       const d = e.data as Record<string, unknown>
-      if (e.kind === 'drag' && typeof d.entity === 'string') {
-        const p = d.position as Vec3 | undefined
-        if (p) viewport.overrides.set(d.entity, p)
-        else viewport.overrides.delete(d.entity)
+      if (e.kind !== 'drag' || typeof d.entity !== 'string' || !room.scene.has(d.entity)) continue
+      const p = finite3(d.position)
+      if (p) {
+        drags.set(d.entity, { session: e.session, at: performance.now() })
+        viewport.overrides.set(d.entity, p)
         viewport.sync(room.scene, [d.entity])
-      }
+      } else if (drags.get(d.entity)?.session === e.session) endDrag(d.entity)
     }
   })
+  room.on('presence', () => {
+    for (const [entity, d] of drags) if (!room.members.has(d.session)) endDrag(entity)
+  })
+  setInterval(() => {
+    const now = performance.now()
+    for (const [entity, d] of drags) if (now - d.at > DRAG_STALE_MS) endDrag(entity)
+  }, 500)
   viewport.onFrame(() => {
     for (const m of room.members.values()) {
       let c = cursors.get(m.session)
@@ -146,15 +175,17 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
         c = { marker, label, selection: null }
         cursors.set(m.session, c)
       }
-      const cur = m.eph.cursor as { x?: number; y?: number; z?: number } | undefined
-      const at = cur && typeof cur.x === 'number' ? new THREE.Vector3(cur.x, cur.y ?? 0, cur.z ?? 0) : null
+      const c3 = m.eph.cursor as { x?: unknown; y?: unknown; z?: unknown } | undefined
+      const p = c3 ? finite3([c3.x, c3.y, c3.z]) : null
+      const at = p ? new THREE.Vector3(...p) : null
       c.marker.visible = Boolean(at)
       const screen = at ? viewport.project(at) : null
       if (at) c.marker.position.copy(at)
       const rect = stage.getBoundingClientRect()
       c.label.style.display = screen ? 'block' : 'none'
       if (screen) c.label.style.transform = `translate(${screen.x - rect.left + 8}px, ${screen.y - rect.top - 8}px)`
-      const sel = ((m.eph.selection as { ids?: string[] } | undefined)?.ids ?? [])[0]
+      const ids = (m.eph.selection as { ids?: unknown } | undefined)?.ids
+      const sel = Array.isArray(ids) && typeof ids[0] === 'string' ? ids[0] : undefined
       const g = sel ? viewport.objects.get(sel) : undefined
       if (c.selection && (!g || c.selection.userData.entity !== sel)) {
         c.selection.removeFromParent()
@@ -215,6 +246,11 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
     viewport.overrides.delete(d.id)
     viewport.sync(room.scene, [d.id])
   }
+  // A drag held still is still a drag: say so every second (others drop drags that go quiet).
+  setInterval(() => {
+    const p = dragging ? viewport.overrides.get(dragging.id) : undefined
+    if (dragging && p) room.eph('drag', { entity: dragging.id, position: p })
+  }, 1000)
   canvas.addEventListener('pointerup', release)
   canvas.addEventListener('pointercancel', release)
 
@@ -233,7 +269,7 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
   const addCube = () => {
     const p: Vec3 = [+(Math.random() * 8 - 4).toFixed(2), 0.5, +(Math.random() * 8 - 4).toFixed(2)]
     const id = newId()
-    edit([{ op: 'create', entity: id, parent: selected ?? 'root', props: { name: `cube ${id.slice(-4)}`, position: p, color: `hsl(${Math.floor(Math.random() * 360)}, 60%, 60%)` } }])
+    edit([{ op: 'create', entity: id, parent: 'root', props: { name: `cube ${id.slice(-4)}`, position: p, color: `hsl(${Math.floor(Math.random() * 360)}, 60%, 60%)` } }])
     select(id)
   }
   const remove = () => {
