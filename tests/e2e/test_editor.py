@@ -126,7 +126,8 @@ class Editor(unittest.TestCase):
         p = subprocess.Popen(["node", os.path.join(HERE, "editor", "run.cjs")], env=full, text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         err = []
-        threading.Thread(target=lambda: err.extend(p.stderr), daemon=True).start()
+        reader = threading.Thread(target=lambda: err.extend(p.stderr), daemon=True)
+        reader.start()
         result = None
         try:
             for line in p.stdout:
@@ -142,6 +143,10 @@ class Editor(unittest.TestCase):
         finally:
             if p.poll() is None:
                 p.kill()
+                p.wait()
+            reader.join(WAIT)
+            for f in (p.stdin, p.stdout, p.stderr):
+                f.close()
         self.assertEqual(p.returncode, 0, "".join(err)[-5000:])
         self.assertIsNotNone(result, "".join(err)[-5000:])
         return result
@@ -160,6 +165,21 @@ class Editor(unittest.TestCase):
         self.assertEqual(r["seq_during_drag"], 0, r)
         self.assertEqual(r["seq_after_drag"], 1, r)
         self.assertTrue(r["moved"] and r["undone"], r)
+        # Another member's malformed drag and cursor: ignored.
+        self.assertIsNotNone(r["after_garbage"], r)
+        self.assertFalse(r["garbage_cursor_shown"], r)
+        # A drag whose member left mid-way stops showing (the member leaves, or 3 s of silence).
+        self.assertLess(r["abandoned_drag_cleared_ms"], 10000, r)
+
+    def test_sign_in_with_a_pasted_token_and_names_beyond_ascii(self):
+        st, tok = self.call("POST", "/v1/tokens", SERVICE_KEY, {"user": {"id": "pasted", "name": "Paste Er"}})
+        self.assertEqual(st, 201, tok)
+        r = self.drive("signin", KILN_TOKEN=tok["token"])
+        zoe, wang = r["Zoë 李"], r["王"]
+        self.assertIn("Signed in as Zoë 李", zoe["shown"])
+        self.assertEqual(zoe["me"]["name"], "Zoë 李")
+        self.assertNotEqual(zoe["me"]["id"], wang["me"]["id"])
+        self.assertIn("Signed in as Paste Er", r["pasted"])
 
     def test_a_restart_of_kiln_serve_loses_nothing(self):
         def on_line(line):
@@ -179,12 +199,12 @@ class Editor(unittest.TestCase):
         r = self.drive("upload", KILN_UPLOAD_BYTES=size)
         self.assertGreaterEqual(r["held"], 1, r)
         self.assertEqual(len(r["unfinished"]), 1, r)
-        self.assertIn("terrain.raw", r["unfinished"][0])
+        self.assertIn("terrain:v2.raw (23.0 MiB)", r["unfinished"][0])
         self.assertTrue(r["resumed"], r)
         # After the reload only the parts the store lacked were sent.
         self.assertNotIn(1, r["sent_after_reload"], r)
         self.assertNotIn(2, r["sent_after_reload"], r)
-        data = pathlib.Path(ARTIFACTS, "terrain.raw").read_bytes()
+        data = pathlib.Path(ARTIFACTS, "terrain:v2.raw").read_bytes()
         st, asset = self.call("GET", f"/v1/projects/{self.project}/assets/{r['asset']}", r["token"])
         self.assertEqual(st, 200, asset)
         self.assertEqual((asset["size"], asset["sha256"]), (size, hashlib.sha256(data).hexdigest()))

@@ -119,8 +119,53 @@ async function collab(browser) {
   }, before, { timeout: 10000 })
   out.undone = true
   await shot(ann.page, '05-ann-after-undo')
-  await ann.context.close()
+  // Hostile ephemeral data from a member: ignored, nothing breaks.
+  await bob.page.evaluate((i) => {
+    window.kilnEditor.room.eph('drag', { entity: i, position: 'abc' })
+    window.kilnEditor.room.eph('cursor', { x: 1, y: 'nope', z: 0 })
+  }, id)
+  await ann.page.waitForTimeout(300) // no event to wait for: nothing may change
+  out.after_garbage = await ann.page.evaluate((i) => window.kilnEditor.position(i), id)
+  out.garbage_cursor_shown = await ann.page.evaluate(() => document.querySelector('.cursor-label[data-user="bob"]')?.style.display === 'block')
+  // Bob starts dragging, then his tab closes mid-drag: Ann's view returns to the real position.
+  const real = await ann.page.evaluate((i) => window.kilnEditor.room.scene.get(i).props.position, id)
+  const at = await bob.page.evaluate((i) => window.kilnEditor.screenOf(i), id)
+  await bob.page.mouse.move(at.x, at.y)
+  await bob.page.mouse.down()
+  for (let i = 1; i <= 5; i++) await bob.page.mouse.move(at.x - i * 15, at.y + i * 6)
+  await ann.page.waitForFunction(({ i, r }) => JSON.stringify(window.kilnEditor.position(i)) !== JSON.stringify(r), { i: id, r: real }, { timeout: 10000 })
   await bob.context.close()
+  out.abandoned_drag_cleared_ms = await timeUntil(ann.page, ({ i, r }) => JSON.stringify(window.kilnEditor.position(i)) === JSON.stringify(r), { i: id, r: real }, 15000)
+  await ann.context.close()
+  return out
+}
+
+// Sign-in: a pasted token alone; names outside ASCII shown as typed, distinct people.
+async function signin(browser) {
+  const context = await browser.newContext()
+  const page = await context.newPage()
+  const out = {}
+  for (const name of ['Zoë 李', '王']) {
+    await page.goto(URL_ + '/')
+    await page.evaluate(() => localStorage.clear())
+    await page.goto(URL_ + '/')
+    await page.fill('#signin-name', name)
+    await page.click('#signin-go')
+    await page.waitForSelector('#create-project')
+    out[name] = { shown: await page.textContent('.picker header span'), me: await page.evaluate(async () => {
+      const t = localStorage.getItem('kiln-editor-token')
+      return (await fetch('/v1/me', { headers: { Authorization: `Bearer ${t}` } })).json()
+    }) }
+  }
+  // A pasted token, no name typed.
+  await page.evaluate(() => localStorage.clear())
+  await page.goto(URL_ + '/')
+  await page.fill('#signin-token', process.env.KILN_TOKEN)
+  await page.click('#signin-go')
+  await page.waitForSelector('#create-project', { timeout: 10000 })
+  out.pasted = await page.textContent('.picker header span')
+  await shot(page, '12-signed-in-with-a-pasted-token')
+  await context.close()
   return out
 }
 
@@ -162,7 +207,7 @@ async function upload(browser) {
   for (let i = 0; i + 4 <= size; i += 4) buffer.writeUInt32LE((Math.imul(i, 2654435761) ^ (i >>> 7)) >>> 0, i)
   // A file on disk, as a user picks it: the same name, size and modification time both
   // times (the SDK's fingerprint of an upload to resume).
-  const file = path.join(ART, 'terrain.raw')
+  const file = path.join(ART, 'terrain:v2.raw') // ':' as in the key the SDK keeps
   fs.writeFileSync(file, buffer)
   // Parts 1 and 2 go through; part 3 and later are held (as on a slow link) until the reload.
   const held = []
@@ -235,7 +280,7 @@ async function stream(browser) {
 async function main() {
   const browser = await launch()
   try {
-    const scenarios = { collab, restart, upload, stream }
+    const scenarios = { collab, restart, upload, stream, signin }
     const result = await scenarios[process.env.KILN_SCENARIO](browser)
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {
