@@ -46,6 +46,9 @@ ALLOWED = {
     # A client of Kiln's own API (kiln upload, the build agent): the platform's HTTP client
     # (and S3's percent-encoding).
     "client": {"clients/s3", "platform"},
+    # Sandboxes: the port, the terminal scrollback (pure) and, in their own libraries later,
+    # the runc and QEMU drivers.
+    "sandbox": {"platform"},
     "app": {"*"},
 }
 
