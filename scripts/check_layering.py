@@ -49,13 +49,14 @@ ALLOWED = {
     # Sandboxes: the port, the terminal scrollback (pure) and, in their own libraries later,
     # the runc and QEMU drivers.
     "sandbox": {"platform"},
+    "sandbox/oci": {"sandbox", "platform"},
     "app": {"*"},
 }
 
 # Folders whose subfolders are libraries of their own (clients/redis, engines/memory, ...).
 NESTED = {"clients", "engines"}
 # Subfolders that are libraries of their own inside a library's folder.
-SUBLIBS = {"assets/pipeline"}
+SUBLIBS = {"assets/pipeline", "sandbox/oci"}
 
 
 def library_of(path: str) -> str:

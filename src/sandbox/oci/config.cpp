@@ -1,0 +1,181 @@
+#include "sandbox/oci/config.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+namespace kiln::sandbox::oci {
+namespace {
+
+namespace json = boost::json;
+
+json::array strings(std::initializer_list<const char*> list) {
+  json::array a;
+  for (const char* s : list) a.emplace_back(s);
+  return a;
+}
+
+json::object mount(const std::string& dest, const char* type, const std::string& source,
+                   json::array options) {
+  return {
+      {"destination", dest}, {"type", type}, {"source", source}, {"options", std::move(options)}};
+}
+
+json::object bind(const std::string& source, const std::string& dest, bool read_only) {
+  json::array o = strings({"rbind", "nosuid", "nodev"});
+  o.emplace_back(read_only ? "ro" : "rw");
+  return mount(dest, "bind", source, std::move(o));
+}
+
+json::array mounts(const SandboxSpec& s, const OciHost& h) {
+  json::array m;
+  m.push_back(mount("/proc", "proc", "proc", strings({"nosuid", "noexec", "nodev"})));
+  m.push_back(mount("/dev", "tmpfs", "tmpfs",
+                    strings({"nosuid", "strictatime", "mode=755", "size=65536k"})));
+  m.push_back(
+      mount("/dev/pts", "devpts", "devpts",
+            strings({"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"})));
+  m.push_back(mount("/dev/shm", "tmpfs", "shm",
+                    strings({"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"})));
+  m.push_back(mount("/dev/mqueue", "mqueue", "mqueue", strings({"nosuid", "noexec", "nodev"})));
+  // sysfs cannot be mounted in a user namespace that does not own the network namespace
+  // (limits.network shares the host's): bound read-only instead, always.
+  m.push_back(mount("/sys", "bind", "/sys", strings({"rbind", "nosuid", "noexec", "nodev", "ro"})));
+  for (const auto& d : h.system_dirs) m.push_back(bind(d, d, true));
+  json::array work = strings({"nosuid", "nodev", "mode=0755"});
+  work.emplace_back("size=" + std::to_string(s.limits.disk_bytes));
+  work.emplace_back("uid=" + std::to_string(s.uid));
+  work.emplace_back("gid=" + std::to_string(s.gid));
+  m.push_back(mount("/work", "tmpfs", "tmpfs", std::move(work)));
+  m.push_back(
+      mount("/tmp", "tmpfs", "tmpfs", strings({"nosuid", "nodev", "mode=1777", "size=67108864"})));
+  for (const auto& u : s.mounts) m.push_back(bind(u.source, u.destination, u.read_only));
+  return m;
+}
+
+json::object seccomp() {
+  json::array names;
+  for (const auto& n : denied_syscalls()) names.emplace_back(n);
+  json::object rule{{"names", std::move(names)}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 1}};
+  return {{"defaultAction", "SCMP_ACT_ALLOW"},
+          {"architectures", strings({"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"})},
+          {"syscalls", json::array{std::move(rule)}}};
+}
+
+json::object process(const SandboxSpec& s) {
+  json::array args;
+  for (const auto& a : s.args) args.emplace_back(a);
+  json::array env;
+  env.emplace_back("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+  env.emplace_back("HOME=/work");
+  env.emplace_back(s.terminal ? "TERM=xterm-256color" : "TERM=dumb");
+  for (const auto& [k, v] : s.env) env.emplace_back(k + "=" + v);
+  json::object caps;
+  for (const char* set : {"bounding", "effective", "inheritable", "permitted", "ambient"})
+    caps[set] = json::array{};
+  const auto nofile = static_cast<std::int64_t>(s.limits.open_files);
+  return {{"terminal", s.terminal},
+          {"user", {{"uid", s.uid}, {"gid", s.gid}}},
+          {"args", std::move(args)},
+          {"env", std::move(env)},
+          {"cwd", s.cwd},
+          {"capabilities", std::move(caps)},
+          {"rlimits",
+           json::array{json::object{{"type", "RLIMIT_NOFILE"}, {"hard", nofile}, {"soft", nofile}},
+                       json::object{{"type", "RLIMIT_CORE"}, {"hard", 0}, {"soft", 0}}}},
+          {"noNewPrivileges", true},
+          {"oomScoreAdj", 500}};
+}
+
+}  // namespace
+
+const std::vector<std::string>& denied_syscalls() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v{"acct",
+                               "add_key",
+                               "adjtimex",
+                               "bpf",
+                               "clock_adjtime",
+                               "clock_settime",
+                               "create_module",
+                               "delete_module",
+                               "fanotify_init",
+                               "finit_module",
+                               "get_kernel_syms",
+                               "init_module",
+                               "ioperm",
+                               "iopl",
+                               "kcmp",
+                               "kexec_file_load",
+                               "kexec_load",
+                               "keyctl",
+                               "lookup_dcookie",
+                               "mount",
+                               "move_mount",
+                               "name_to_handle_at",
+                               "nfsservctl",
+                               "open_by_handle_at",
+                               "open_tree",
+                               "perf_event_open",
+                               "pivot_root",
+                               "process_vm_readv",
+                               "process_vm_writev",
+                               "ptrace",
+                               "query_module",
+                               "quotactl",
+                               "reboot",
+                               "request_key",
+                               "setns",
+                               "settimeofday",
+                               "swapoff",
+                               "swapon",
+                               "syslog",
+                               "umount2",
+                               "unshare",
+                               "uselib",
+                               "userfaultfd",
+                               "ustat",
+                               "vhangup"};
+    std::sort(v.begin(), v.end());
+    return v;
+  }();
+  return names;
+}
+
+json::object config(const SandboxSpec& s, const OciHost& h) {
+  if (auto problem = validate(s); !problem.empty())
+    throw std::invalid_argument("sandbox spec: " + problem);
+  if (!clean_absolute_path(h.rootfs)) throw std::invalid_argument("rootfs: an absolute path");
+  json::array namespaces;
+  for (const char* ns : {"pid", "ipc", "uts", "mount", "user"})
+    namespaces.push_back(json::object{{"type", ns}});
+  if (!s.limits.network) namespaces.push_back(json::object{{"type", "network"}});
+  const auto memory = static_cast<std::int64_t>(s.limits.memory_bytes);
+  const auto period = static_cast<std::int64_t>(h.cpu_period_us);
+  const auto quota =
+      static_cast<std::int64_t>(std::llround(s.limits.cpus * static_cast<double>(period)));
+  json::object linux{
+      {"uidMappings",
+       json::array{{{"containerID", 0}, {"hostID", h.uid_base}, {"size", h.id_range}}}},
+      {"gidMappings",
+       json::array{{{"containerID", 0}, {"hostID", h.gid_base}, {"size", h.id_range}}}},
+      {"namespaces", std::move(namespaces)},
+      {"resources",
+       {{"memory", {{"limit", memory}, {"swap", memory}}},
+        {"pids", {{"limit", static_cast<std::int64_t>(s.limits.pids)}}},
+        {"cpu", {{"quota", quota}, {"period", period}}}}},
+      {"seccomp", seccomp()},
+      {"maskedPaths", strings({"/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys",
+                               "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                               "/proc/sched_debug", "/proc/scsi", "/sys/firmware"})},
+      {"readonlyPaths",
+       strings({"/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"})}};
+  return {{"ociVersion", "1.0.2"},
+          {"process", process(s)},
+          {"root", {{"path", h.rootfs}, {"readonly", true}}},
+          {"hostname", "sandbox"},
+          {"mounts", mounts(s, h)},
+          {"linux", std::move(linux)}};
+}
+
+}  // namespace kiln::sandbox::oci

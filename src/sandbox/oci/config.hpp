@@ -1,0 +1,47 @@
+// The OCI runtime configuration (config.json of a bundle; OCI Runtime Specification 1.0.2,
+// as runc 1.1 reads it) for a checked SandboxSpec. Pure: the driver writes the bundle and
+// runs the runtime; namespaces, cgroups and seccomp are the runtime's work, not Kiln's.
+//
+// What every sandbox gets:
+// - a read-only root (an empty directory of the driver's) with the host's system
+//   directories bound read-only, nosuid, nodev (`OciHost::system_dirs`), plus the spec's
+//   mounts (nosuid, nodev; read-only unless asked);
+// - a writable work directory (`/work`, tmpfs of limits.disk_bytes, owned by the spec's
+//   uid/gid) and /tmp (tmpfs, 64 MiB), /dev and /dev/shm (tmpfs), /dev/pts, /proc, /sys (bound
+//   read-only), the runtime's masked and read-only paths;
+// - user, pid, mount, ipc, uts namespaces, and network unless limits.network (then it
+//   shares the host's); container uid/gid 0-65535 mapped to host `uid_base`...;
+// - no capabilities, no_new_privileges, RLIMIT_NOFILE and RLIMIT_CORE 0;
+// - cgroup limits: memory (no extra swap), pids, CPU quota per period;
+// - a seccomp filter: allow by default, EPERM for the calls that reach outside the sandbox
+//   (ptrace and process_vm_*, mount, namespaces, keyrings, bpf, perf, modules, kexec, reboot,
+//   swap, clocks, handles to host files, userfaultfd, I/O ports).
+#pragma once
+
+#include "sandbox/spec.hpp"
+
+#include <boost/json/object.hpp>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::sandbox::oci {
+
+struct OciHost {
+  std::string rootfs;                   // the bundle's root: absolute, an empty directory
+  std::uint32_t uid_base = 100'000;     // host uid of the container's uid 0
+  std::uint32_t gid_base = 100'000;     // host gid of the container's gid 0
+  std::uint32_t id_range = 65'536;      // uids and gids mapped
+  std::vector<std::string> system_dirs  // bound read-only; the driver passes those that exist
+      {"/usr", "/bin", "/lib", "/lib64", "/etc"};
+  std::uint64_t cpu_period_us = 100'000;
+};
+
+// The calls the seccomp filter refuses with EPERM (sorted).
+const std::vector<std::string>& denied_syscalls();
+
+// config.json for `spec`, which validate() accepted (std::invalid_argument otherwise).
+boost::json::object config(const SandboxSpec& spec, const OciHost& host);
+
+}  // namespace kiln::sandbox::oci

@@ -1,0 +1,131 @@
+#include "sandbox/oci/config.hpp"
+
+#include <gtest/gtest.h>
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <set>
+#include <stdexcept>
+
+namespace kiln::sandbox::oci {
+namespace {
+
+namespace json = boost::json;
+
+SandboxSpec spec() {
+  SandboxSpec s;
+  s.id = "s1";
+  s.args = {"/bin/sh"};
+  s.terminal = true;
+  s.env = {{"LANG", "C.UTF-8"}};
+  s.limits.memory_bytes = 64ull << 20;
+  s.limits.pids = 32;
+  s.limits.cpus = 0.5;
+  s.limits.disk_bytes = 8ull << 20;
+  s.mounts = {{"/srv/project", "/project", true}, {"/srv/cache", "/cache", false}};
+  return s;
+}
+
+OciHost host() {
+  OciHost h;
+  h.rootfs = "/var/lib/kiln/sandboxes/s1/rootfs";
+  return h;
+}
+
+std::set<std::string> namespaces(const json::object& c) {
+  std::set<std::string> out;
+  for (const auto& n : c.at("linux").at("namespaces").as_array())
+    out.insert(std::string(n.at("type").as_string()));
+  return out;
+}
+
+const json::object* mount_at(const json::object& c, const std::string& dest) {
+  for (const auto& m : c.at("mounts").as_array())
+    if (m.at("destination").as_string() == dest) return &m.as_object();
+  return nullptr;
+}
+
+bool has_option(const json::object& m, const char* o) {
+  const auto& a = m.at("options").as_array();
+  return std::find(a.begin(), a.end(), json::value(o)) != a.end();
+}
+
+TEST(OciConfig, IsolatesByDefault) {
+  const auto c = config(spec(), host());
+  EXPECT_EQ(c.at("ociVersion"), "1.0.2");
+  EXPECT_EQ(namespaces(c),
+            (std::set<std::string>{"pid", "ipc", "uts", "mount", "user", "network"}));
+  EXPECT_EQ(c.at("root").at("readonly"), true);
+  const auto& p = c.at("process").as_object();
+  EXPECT_EQ(p.at("noNewPrivileges"), true);
+  EXPECT_EQ(p.at("terminal"), true);
+  for (const auto& [set, caps] : p.at("capabilities").as_object())
+    EXPECT_TRUE(caps.as_array().empty()) << set;
+  const auto& uid = c.at("linux").at("uidMappings").as_array().at(0);
+  EXPECT_EQ(uid.at("containerID"), 0);
+  EXPECT_EQ(uid.at("hostID"), 100000);
+}
+
+TEST(OciConfig, NetworkOnlyWhenAllowed) {
+  auto s = spec();
+  s.limits.network = true;
+  EXPECT_EQ(namespaces(config(s, host())).count("network"), 0u);
+}
+
+TEST(OciConfig, LimitsBecomeCgroupsAndRlimits) {
+  const auto c = config(spec(), host());
+  const auto& r = c.at("linux").at("resources");
+  EXPECT_EQ(r.at("memory").at("limit"), 64ll << 20);
+  EXPECT_EQ(r.at("memory").at("swap"), 64ll << 20);  // memory+swap = memory: no swap
+  EXPECT_EQ(r.at("pids").at("limit"), 32);
+  EXPECT_EQ(r.at("cpu").at("quota"), 50000);
+  EXPECT_EQ(r.at("cpu").at("period"), 100000);
+  const auto& rl = c.at("process").at("rlimits").as_array();
+  EXPECT_EQ(rl.at(0).at("type"), "RLIMIT_NOFILE");
+  EXPECT_EQ(rl.at(0).at("hard"), 1024);
+}
+
+TEST(OciConfig, TheHostIsSeenReadOnlyAndTheWorkDirectoryIsBounded) {
+  const auto c = config(spec(), host());
+  for (const char* d : {"/usr", "/bin", "/lib", "/lib64", "/etc", "/sys", "/project"}) {
+    const auto* m = mount_at(c, d);
+    ASSERT_NE(m, nullptr) << d;
+    EXPECT_TRUE(has_option(*m, "ro")) << d;
+    EXPECT_TRUE(has_option(*m, "nosuid")) << d;
+  }
+  EXPECT_TRUE(has_option(*mount_at(c, "/cache"), "rw"));
+  const auto* work = mount_at(c, "/work");
+  ASSERT_NE(work, nullptr);
+  EXPECT_EQ(work->at("type"), "tmpfs");
+  EXPECT_TRUE(has_option(*work, "size=8388608"));
+  EXPECT_TRUE(has_option(*work, "uid=1000"));
+}
+
+TEST(OciConfig, SeccompRefusesWhatReachesOutside) {
+  const auto c = config(spec(), host());
+  const auto& sc = c.at("linux").at("seccomp");
+  EXPECT_EQ(sc.at("defaultAction"), "SCMP_ACT_ALLOW");
+  const auto& names = sc.at("syscalls").as_array().at(0).at("names").as_array();
+  for (const char* n : {"ptrace", "mount", "unshare", "setns", "bpf", "keyctl", "process_vm_readv"})
+    EXPECT_NE(std::find(names.begin(), names.end(), json::value(n)), names.end()) << n;
+  EXPECT_EQ(sc.at("syscalls").as_array().at(0).at("action"), "SCMP_ACT_ERRNO");
+}
+
+TEST(OciConfig, EnvironmentHasPathHomeTermAndTheSpecs) {
+  const auto c = config(spec(), host());
+  const auto text = json::serialize(c.at("process").at("env"));
+  for (const char* v : {"PATH=", "HOME=/work", "TERM=xterm-256color", "LANG=C.UTF-8"})
+    EXPECT_NE(text.find(v), std::string::npos) << v;
+}
+
+TEST(OciConfig, RefusesASpecThatDoesNotValidate) {
+  auto s = spec();
+  s.args.clear();
+  EXPECT_THROW(config(s, host()), std::invalid_argument);
+  auto h = host();
+  h.rootfs = "relative";
+  EXPECT_THROW(config(spec(), h), std::invalid_argument);
+}
+
+}  // namespace
+}  // namespace kiln::sandbox::oci
