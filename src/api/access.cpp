@@ -118,16 +118,19 @@ std::string Api::Impl::key_of(const Principal& who) {
 // change (any method but GET and HEAD) is decided on the state as of now: its check reads at
 // the primary's current position, so that a grant or a removal made by someone else and not
 // yet replayed by a lagging replica counts (a removed member cannot change anything during
-// the lag; a member just made owner can act at once).
+// the lag; a member just made owner can act at once). A read may be allowed by the replica,
+// but never refused by it: a refusal is read again as of now (a member just added by
+// someone else reads at once).
 Checked<std::string> Api::Impl::role_in(const Principal& who, const std::string& project,
                                         const Request& req) {
   if (!valid_id(project)) return not_found();
-  const auto at = req.method == "GET" || req.method == "HEAD" ? after(who, req) : store.position();
-  if (who.service) {
-    if (!projects.get_project(project, at)) return not_found();
-    return std::string("owner");
-  }
-  auto role = projects.member_role(project, who.user, at);
+  const bool read = req.method == "GET" || req.method == "HEAD";
+  const auto role_at = [&](const store::Receipt& at) -> std::string {
+    if (who.service) return projects.get_project(project, at) ? "owner" : "";
+    return projects.member_role(project, who.user, at);
+  };
+  auto role = role_at(read ? after(who, req) : store.position());
+  if (role.empty() && read) role = role_at(store.position());
   if (role.empty()) return not_found();
   return role;
 }
