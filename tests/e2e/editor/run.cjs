@@ -81,6 +81,19 @@ async function collab(browser) {
   out.entity = id
   await bob.page.waitForSelector(`#tree [data-entity="${id}"]`)
   await shot(bob.page, '02-bob-sees-anns-cube')
+  // Five more edits, each timed until Bob has it (an ack waits for the journal's fsync, which
+  // a loaded machine can stall once: the test judges their median).
+  out.edits_ms = []
+  for (let k = 2; k <= 6; k++) {
+    await ann.page.click('#add-cube')
+    out.edits_ms.push(await timeUntil(bob.page, (n) => window.kilnEditor.room.scene.size === n, k))
+  }
+  // The drag below needs one entity: the others go again.
+  await ann.page.evaluate((keep) => {
+    const ops = [...window.kilnEditor.room.scene.ids()].filter((i) => i !== keep).map((entity) => ({ op: 'delete', entity }))
+    window.kilnEditor.room.apply(ops)
+  }, id)
+  await bob.page.waitForFunction(() => window.kilnEditor.room.scene.size === 1, null, { timeout: 10000 })
   // A cursor: Ann's pointer over the viewport shows at Bob's with her name.
   const box = await ann.page.locator('#stage canvas').boundingBox()
   await ann.page.mouse.move(box.x + box.width * 0.3, box.y + box.height * 0.7)
