@@ -121,9 +121,8 @@ export class SceneState {
       case 'create': {
         if (this.has(entity)) throw new OpError('exists', `entity '${entity}' exists`)
         if (!this.has(op.parent)) throw new OpError('not_found', `parent '${op.parent}' does not exist`)
-        const props: Record<string, JsonValue> = {}
-        for (const [k, v] of Object.entries(op.props ?? {})) if (v !== null && v !== undefined) props[k] = v as JsonValue
-        this.link(entity, { parent: op.parent, index: op.index ?? '', props })
+        const c = canonical(op) as { index: string; props: Record<string, JsonValue> }
+        this.link(entity, { parent: op.parent, index: c.index, props: c.props })
         undo.push(() => this.unlink(entity))
         return
       }
