@@ -85,11 +85,11 @@ Surface::Surface(std::span<const Primitive> primitives) {
   }
   // About sixteen triangles per cell along a surface (4 x extent / sqrt(triangles)): most
   // triangles then fall in one or two cells, so the grid is quick to build; a query tests
-  // a few hundred triangles.
+  // a few hundred triangles. Large triangles among small ones would each fill many cells:
+  // the cells are made larger until the grid holds at most kMaxEntriesPerTriangle entries
+  // per triangle (memory and build time linear in the triangles whatever their shapes).
   cell_ = std::max(4 * extent / std::max(1.0, std::sqrt(double(tris_.size()))), 1e-9);
-  std::vector<std::pair<std::uint64_t, std::uint32_t>> entries;  // (cell, triangle)
-  entries.reserve(tris_.size() * 2);
-  for (std::uint32_t i = 0; i < tris_.size(); ++i) {
+  const auto span_of = [this](std::uint32_t i) {
     std::array<long, 3> mn, mx;
     for (int a = 0; a < 3; ++a) {
       const double lo = std::min({tris_[i][0][a], tris_[i][1][a], tris_[i][2][a]});
@@ -97,6 +97,22 @@ Surface::Surface(std::span<const Primitive> primitives) {
       mn[a] = cell_of(lo, a);
       mx[a] = cell_of(hi, a);
     }
+    return std::pair{mn, mx};
+  };
+  const double max_entries = double(kMaxEntriesPerTriangle) * double(tris_.size()) + 4096;
+  for (;;) {
+    double count = 0;
+    for (std::uint32_t i = 0; i < tris_.size() && count <= max_entries; ++i) {
+      const auto [mn, mx] = span_of(i);
+      count += double(mx[0] - mn[0] + 1) * double(mx[1] - mn[1] + 1) * double(mx[2] - mn[2] + 1);
+    }
+    if (count <= max_entries) break;
+    cell_ *= 2;
+  }
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> entries;  // (cell, triangle)
+  entries.reserve(tris_.size() * 2);
+  for (std::uint32_t i = 0; i < tris_.size(); ++i) {
+    const auto [mn, mx] = span_of(i);
     for (long x = mn[0]; x <= mx[0]; ++x)
       for (long y = mn[1]; y <= mx[1]; ++y)
         for (long z = mn[2]; z <= mx[2]; ++z) entries.emplace_back(key(x, y, z), i);
@@ -127,7 +143,20 @@ double Surface::distance(const V3& p, std::uint64_t* budget) const {
   // Shells closer than the grid hold nothing: start at the first that reaches it.
   long r = 0;
   for (int a = 0; a < 3; ++a) r = std::max({r, gmin_[a] - c[a], c[a] - gmax_[a]});
+  // What is outside the cube of cells [c - r, c + r] is at least as far from p as the
+  // cube's nearest face.
+  const auto wall_of = [&](long r) {
+    double wall = INFINITY;
+    for (int a = 0; a < 3; ++a) {
+      const double low = lo_[a] + double(c[a] - r) * cell_,
+                   high = lo_[a] + double(c[a] + r + 1) * cell_;
+      wall = std::min({wall, p[a] - low, high - p[a]});
+    }
+    return std::max(wall, 0.0);
+  };
   double best = INFINITY;
+  double searched = r > 0 ? wall_of(r - 1) : 0.0;  // nothing nearer than this is unseen
+  bool spent = false;
   for (;; ++r) {
     // The shell's cells (the surface of the cube [c - r, c + r]) that lie in the grid.
     std::array<long, 3> lo, hi;
@@ -137,22 +166,30 @@ double Surface::distance(const V3& p, std::uint64_t* budget) const {
       hi[a] = std::min(c[a] + r, gmax_[a]);
       covers = covers && c[a] - r <= gmin_[a] && c[a] + r >= gmax_[a];
     }
-    const auto visit = [&](long x, long y, long z) {
-      if (budget != nullptr) {
-        if (*budget == 0) return;
-        --*budget;
+    // One unit of budget per cell looked at and per triangle tested: coincident or
+    // stacked geometry puts thousands of triangles in a cell.
+    const auto take = [&] {
+      if (budget == nullptr) return true;
+      if (*budget == 0) {
+        spent = true;
+        return false;
       }
+      --*budget;
+      return true;
+    };
+    const auto visit = [&](long x, long y, long z) {
+      if (!take()) return;
       const auto k = key(x, y, z);
       const auto it = std::lower_bound(keys_.begin(), keys_.end(), k);
       if (it == keys_.end() || *it != k) return;
       const auto i0 = static_cast<std::size_t>(it - keys_.begin());
-      for (auto i = start_[i0]; i < start_[i0 + 1]; ++i) {
+      for (auto i = start_[i0]; i < start_[i0 + 1] && take(); ++i) {
         const auto& t = tris_[tri_of_[i]];
         best = std::min(best, dist2_point_triangle(p, t[0], t[1], t[2]));
       }
     };
-    for (long x = lo[0]; x <= hi[0]; ++x)
-      for (long y = lo[1]; y <= hi[1]; ++y) {
+    for (long x = lo[0]; x <= hi[0] && !spent; ++x)
+      for (long y = lo[1]; y <= hi[1] && !spent; ++y) {
         if (std::labs(x - c[0]) == r || std::labs(y - c[1]) == r) {
           for (long z = lo[2]; z <= hi[2]; ++z) visit(x, y, z);
         } else {
@@ -160,36 +197,31 @@ double Surface::distance(const V3& p, std::uint64_t* budget) const {
           if (r > 0 && c[2] + r <= gmax_[2]) visit(x, y, c[2] + r);
         }
       }
-    // What is not searched yet lies outside the cube of cells [c - r, c + r]: at least as
-    // far from p as the cube's nearest face.
-    double wall = INFINITY;
-    for (int a = 0; a < 3; ++a) {
-      const double low = lo_[a] + double(c[a] - r) * cell_,
-                   high = lo_[a] + double(c[a] + r + 1) * cell_;
-      wall = std::min({wall, p[a] - low, high - p[a]});
-    }
-    if (covers || (best < INFINITY && std::sqrt(best) <= wall)) break;
-    // Out of budget: what is known is a lower bound.
-    if (budget != nullptr && *budget == 0) return std::min(std::sqrt(best), std::max(wall, 0.0));
+    // Out of budget within this shell: what the shells before it ruled out, or a triangle
+    // found nearer, is a lower bound (the nearest triangle is either among those tested or
+    // outside the shells searched whole).
+    if (spent) return std::min(std::sqrt(best), searched);
+    searched = wall_of(r);
+    if (covers || (best < INFINITY && std::sqrt(best) <= searched)) break;
   }
   return std::sqrt(best);
 }
 
 double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples,
-                 std::uint64_t max_cells) {
+                 std::uint64_t max_work) {
   std::size_t total = 0;
   for (const auto& p : from) total += p.vertex_count();
   const std::size_t stride =
       max_samples == 0 || total <= max_samples ? 1 : (total + max_samples - 1) / max_samples;
   double worst = 0;
-  std::uint64_t budget = max_cells;
+  std::uint64_t budget = max_work;
   std::size_t n = 0;
   for (const auto& p : from)
     for (std::size_t v = 0; v + 2 < p.positions.size(); v += 3, ++n) {
       if (n % stride != 0) continue;
-      if (max_cells != 0 && budget == 0) return worst;
+      if (max_work != 0 && budget == 0) return worst;
       worst = std::max(worst, to.distance({p.positions[v], p.positions[v + 1], p.positions[v + 2]},
-                                          max_cells != 0 ? &budget : nullptr));
+                                          max_work != 0 ? &budget : nullptr));
     }
   return worst;
 }

@@ -18,9 +18,14 @@ class Surface {
   explicit Surface(std::span<const Primitive> primitives);
   // The distance from p to the nearest triangle (model units); infinity without triangles.
   // Searches shells of cells within the grid (O(r^2) cells each); `budget`, when given, is
-  // how many more cells may be looked at, decremented: once spent, the distance returned
-  // is a lower bound (what the search had ruled out).
+  // how much more work may be done (one unit per cell looked at and per triangle tested),
+  // decremented: once spent, the distance returned is a lower bound (what the search had
+  // ruled out).
   double distance(const std::array<double, 3>& p, std::uint64_t* budget = nullptr) const;
+  // Entries of the grid (a triangle in each cell its bounds touch): at most
+  // kMaxEntriesPerTriangle per triangle plus 4,096, whatever the triangles' sizes.
+  [[nodiscard]] std::size_t grid_entries() const { return tri_of_.size(); }
+  static constexpr std::size_t kMaxEntriesPerTriangle = 8;
 
  private:
   long cell_of(double v, int axis) const;
@@ -37,9 +42,10 @@ class Surface {
 
 // The largest distance from the vertices of `from` to `to`: every vertex, or with
 // `max_samples` > 0 at most that many spread evenly over them (then a lower bound). With
-// `max_cells` > 0 at most that many grid cells are looked at in all (hostile geometry, where
-// every sample is far from every triangle, cannot make it slow); then too a lower bound.
+// `max_work` > 0 at most that much work is done in all (Surface::distance's units: hostile
+// geometry, samples far from every triangle or thousands of triangles stacked in a cell,
+// cannot make it slow); then too a lower bound.
 double deviation(std::span<const Primitive> from, const Surface& to, std::size_t max_samples,
-                 std::uint64_t max_cells = 0);
+                 std::uint64_t max_work = 0);
 
 }  // namespace kiln::assets::pipeline

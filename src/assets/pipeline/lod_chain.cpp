@@ -10,10 +10,6 @@
 namespace kiln::assets::pipeline {
 namespace {
 
-// Grid cells one level's error measurement may look at (about a second): a sample costs 1-30
-// cells on real surfaces (65,536 samples: ~2M); hostile geometry, far more.
-constexpr std::uint64_t kCellBudget = 64'000'000;
-
 // A primitive after the shared work: welded vertices and one vertex-cache-optimised index
 // buffer, plus meshoptimizer's scale for turning relative errors into model units.
 struct Prepared {
@@ -172,8 +168,8 @@ std::vector<Level> build_lod_chain(const Model& m, const LodOptions& options) {
     const Level& prev = levels.back();
     if (level.triangles == 0 || level.triangles * 10 > prev.triangles * 9) break;  // no progress
     const Surface surface(level.primitives);
-    const double measured =
-        deviation(levels.front().primitives, surface, options.error_samples, kCellBudget);
+    const double measured = deviation(levels.front().primitives, surface, options.error_samples,
+                                      options.measure_budget);
     level.error = std::max({level.error, measured, prev.error});
     if (options.cascade) from = std::move(next);
     compute_bounds(level.primitives, level.box, level.sphere);

@@ -28,6 +28,12 @@ struct LodOptions {
   std::uint64_t min_triangles = 500;   // the floor: no level aims below it
   int max_levels = 8;                  // level 0 included
   std::size_t error_samples = 65'536;  // original vertices measured per level; 0: every one
+  // The work one level's measurement may do (deviation.hpp's units: a grid cell looked at or
+  // a triangle tested). Real surfaces cost a sample up to a few hundred (27 cells of about
+  // sixteen triangles: 65,536 samples, at most ~30M);
+  // hostile geometry (samples far from every triangle, instances stacked on each other)
+  // far more: it stops here, the measured error then a lower bound. 0: no limit.
+  std::uint64_t measure_budget = 64'000'000;
   // Each level simplified from the level before it (cheaper: the input halves each level),
   // rather than from the full mesh; errors are measured against the original either way.
   bool cascade = false;

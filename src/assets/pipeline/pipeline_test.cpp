@@ -386,6 +386,67 @@ TEST(PipelineLod, DistancesFarFromASparseSurfaceAreQuickAndBounded) {
   EXPECT_LE(pl::deviation(many, s, 0, 100), s.distance({500, 500, 500}));
 }
 
+// Found by fuzz_model in CI (fuzz/corpus/model/stacked-instances.gltf: 1.2 KB, a small grid
+// instanced 4,096 times at one place through a node graph): every cell held thousands of
+// triangles, each sample tested them all, and one level's measurement took minutes. The
+// budget counts triangles tested, not only cells.
+TEST(PipelineLod, TrianglesStackedInACellCountAgainstTheBudget) {
+  pl::Primitive stack;
+  for (std::uint32_t i = 0; i < 10'000; ++i) {
+    stack.positions.insert(stack.positions.end(), {0, 0, 0, 1, 0, 0, 0, 1, 0});
+    stack.indices.insert(stack.indices.end(), {3 * i, 3 * i + 1, 3 * i + 2});
+  }
+  const std::vector<pl::Primitive> prims{stack};
+  const pl::Surface s(prims);
+  EXPECT_DOUBLE_EQ(s.distance({0.25, 0.25, 2}), 2);
+  std::uint64_t budget = 1'000;
+  const double bound = s.distance({0.25, 0.25, 2}, &budget);
+  EXPECT_EQ(budget, 0u) << "10,000 triangles tested for 1,000 units of work";
+  EXPECT_LE(bound, 2.0) << "out of budget: a lower bound";
+  std::vector<pl::Primitive> samples(1, pl::Primitive{});
+  for (int i = 0; i < 1000; ++i)
+    samples[0].positions.insert(samples[0].positions.end(), {0.25f, 0.25f, 2});
+  EXPECT_LE(pl::deviation(samples, s, 0, 50'000), 2.0);
+}
+
+// Large triangles among many small ones each touched thousands of cells of a grid sized for
+// the small ones: the grid is coarsened until it holds a bounded number of entries, and
+// distances stay exact.
+TEST(PipelineLod, AGridOfLargeAndSmallTrianglesStaysSmallAndExact) {
+  pl::Primitive mixed;
+  std::uint32_t v = 0;
+  for (int i = 0; i < 10'000; ++i) {
+    const float x = static_cast<float>(i % 100), y = static_cast<float>(i / 100);
+    mixed.positions.insert(mixed.positions.end(), {x, y, 0, x + 0.1f, y, 0, x, y + 0.1f, 0});
+    mixed.indices.insert(mixed.indices.end(), {v, v + 1, v + 2});
+    v += 3;
+  }
+  for (int i = 0; i < 100; ++i) {  // each spans the whole extent, tilted through z
+    const float z = static_cast<float>(i);
+    mixed.positions.insert(mixed.positions.end(), {0, 0, z, 100, 0, 100 - z, 0, 100, z});
+    mixed.indices.insert(mixed.indices.end(), {v, v + 1, v + 2});
+    v += 3;
+  }
+  const std::vector<pl::Primitive> prims{mixed};
+  const pl::Surface s(prims);
+  EXPECT_LE(s.grid_entries(), pl::Surface::kMaxEntriesPerTriangle * 10'100 + 4096);
+  const auto brute = [&](const std::array<double, 3>& p) {  // every triangle, one at a time
+    double best = INFINITY;
+    for (std::size_t t = 0; t < mixed.indices.size(); t += 3) {
+      pl::Primitive one;
+      for (int k = 0; k < 3; ++k)
+        for (int a = 0; a < 3; ++a)
+          one.positions.push_back(mixed.positions[mixed.indices[t + k] * 3 + a]);
+      one.indices = {0, 1, 2};
+      best = std::min(best, pl::Surface(std::vector<pl::Primitive>{one}).distance(p));
+    }
+    return best;
+  };
+  for (const std::array<double, 3> p :
+       {std::array<double, 3>{50.05, 50.02, 0.5}, {10, 90, 40}, {-20, 30, 7}, {99, 99, 99}})
+    EXPECT_NEAR(s.distance(p), brute(p), 1e-9) << p[0] << "," << p[1] << "," << p[2];
+}
+
 TEST(PipelineLod, AFlatGridSimplifiesWithoutError) {
   pl::Model m;
   pl::Primitive p;
