@@ -12,6 +12,7 @@ AccessDecision judge(const ProjectAccess& access, std::string_view user, std::st
   const auto project = collab::room_project(room);
   const auto scene = room.size() > project.size() ? room.substr(project.size() + 1) : "";
   AccessDecision d;
+  d.read = access.read;
   auto role = access.roles.find(user);
   if (!access.live || role == access.roles.end()) {
     // The same answer for a project that does not exist: its existence is not told.
@@ -53,7 +54,7 @@ void AccessCache::decide(const std::string& user, const std::string& room,
     if (!start) {
       // A read that began before the join arrived may predate the change that allows it
       // (a scene created a moment ago, its bus message not here yet): only one begun after.
-      const auto min_load = std::max(e.started + 1, e.required);
+      const auto min_load = std::max(reads_ + 1, e.required);
       start = wait_locked(project, e, min_load, [this, user, room, done](Shared data, bool fresh) {
         auto d = data ? judge(*data, user, room) : AccessDecision{};
         // Without a fresh read only a let-in is taken from the old entry: a refusal from it
@@ -81,13 +82,20 @@ void AccessCache::decide(const std::string& user, const std::string& room,
   if (start) start();
 }
 
+std::uint64_t AccessCache::announce(const std::string& project) {
+  std::lock_guard lock(mu_);
+  // A project with no entry has nothing to distrust: its next read begins after this.
+  if (auto it = entries_.find(project); it != entries_.end()) it->second.required = reads_ + 1;
+  return reads_ + 1;
+}
+
 void AccessCache::reload(const std::string& project, std::function<void(Shared)> done) {
   std::function<void()> start;
   {
     std::lock_guard lock(mu_);
     auto& e = entries_[project];
     // A read running now may predate the change: only one that begins after it counts.
-    e.required = e.started + 1;
+    e.required = reads_ + 1;
     start = wait_locked(project, e, e.required, [done = std::move(done)](Shared data, bool fresh) {
       done(fresh ? std::move(data) : nullptr);
     });
@@ -106,7 +114,7 @@ std::function<void()> AccessCache::wait_locked(const std::string& project, Entry
 std::function<void()> AccessCache::start_load_locked(const std::string& project, Entry& e) {
   ++stats_.loads;
   e.loading = true;
-  const auto index = ++e.started;
+  const auto index = ++reads_;
   // The loader may answer inline: the caller runs this after releasing the lock.
   return [this, project, index] {
     loader_(project, [this, project, index](std::optional<ProjectAccess> a, std::string why) {
@@ -128,6 +136,7 @@ void AccessCache::loaded(const std::string& project, std::uint64_t index,
     e.done = index;
     const auto now = now_();
     if (access) {
+      access->read = index;
       e.data = std::make_shared<const ProjectAccess>(std::move(*access));
       e.loaded_at = now;
       data = e.data;

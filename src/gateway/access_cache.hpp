@@ -39,6 +39,9 @@ struct ProjectAccess {
   bool live = false;                                     // exists and is not deleted
   std::map<std::string, auth::Role, std::less<>> roles;  // user id -> role
   std::set<std::string, std::less<>> scenes;             // live scene ids
+  // Which read of the AccessCache produced this (set by the cache; increasing over all its
+  // reads, so a later read of a project has a larger number). 0: not from a cache.
+  std::uint64_t read = 0;
 };
 
 // The answer to "may `user` join `room`": code Ok with the role, or why not.
@@ -47,6 +50,7 @@ struct AccessDecision {
   auth::Role role = auth::Role::Viewer;
   std::string message;
   std::int64_t after_ms = 0;  // Unavailable: try again after this long
+  std::uint64_t read = 0;     // ProjectAccess::read of the entry it was judged from
 };
 
 // Judges one room (`project/scene`) against a project's entry.
@@ -74,6 +78,12 @@ class AccessCache {
   // May `user` join `room`? `done` runs once, inline or on the loader's thread.
   void decide(const std::string& user, const std::string& room,
               std::function<void(AccessDecision)> done);
+
+  // An access change of `project` was announced: reads that began before now may predate
+  // it. Returns the smallest ProjectAccess::read that reflects it (every read begun after
+  // this call has one at least this large): what a session compares a read against before
+  // it lets the read undo an announced change it has applied.
+  std::uint64_t announce(const std::string& project);
 
   // Reads the project again (an access change was announced, or the periodic refresh) and
   // gives the fresh entry to `done`, or null when the database could not answer (the old
@@ -106,8 +116,7 @@ class AccessCache {
   struct Entry {
     Shared data;
     Clock::time_point loaded_at{};
-    std::uint64_t started = 0;   // index of the latest read started (one at a time)
-    std::uint64_t done = 0;      // index of the latest read ended
+    std::uint64_t done = 0;      // index of the latest read ended (one runs at a time)
     std::uint64_t required = 0;  // an announced change is known from this read on
     bool loading = false;
     std::vector<Waiter> waiters;
@@ -125,6 +134,9 @@ class AccessCache {
   std::function<Clock::time_point()> now_;
   mutable std::mutex mu_;
   std::map<std::string, Entry, std::less<>> entries_;
+  // Reads started, over every project: a read's index (ProjectAccess::read) is unique and
+  // grows, and survives an entry swept and read again.
+  std::uint64_t reads_ = 0;
   Stats stats_;
 };
 

@@ -258,6 +258,38 @@ TEST_F(AccessCacheTest, AJoinAfterAnAnnouncedChangeWaitsForItsRead) {
   EXPECT_EQ(d->code, Code::Forbidden);
 }
 
+// Reads are numbered over every project, and announce() names the first number that
+// reflects the change: what a session compares a read against before letting it undo an
+// announced change (the e2e suite once saw a read begun before a promotion answer after
+// it, and demote the member again).
+TEST_F(AccessCacheTest, AnAnnouncementNamesTheFirstReadThatReflectsIt) {
+  std::optional<AccessDecision> d;
+  cache.decide("ann", "p/s", [&](AccessDecision x) { d = x; });
+  ASSERT_EQ(reads.size(), 1u);
+  auto first = std::move(reads[0].second);
+  reads.clear();
+  const auto known_from = cache.announce("p");
+  first(db, "");
+  ASSERT_TRUE(d);
+  EXPECT_LT(d->read, known_from) << "the read in flight began before the change";
+  EXPECT_FALSE(decide("ann", "p/s")) << "nobody let in from the entry before the change";
+  answer_all();
+  AccessCache::Shared reloaded;
+  cache.reload("p", [&](AccessCache::Shared a) { reloaded = a; });
+  answer_all();
+  ASSERT_TRUE(reloaded);
+  EXPECT_GE(reloaded->read, known_from);
+  // Swept and read again: the numbers go on growing (sessions keep what they compared).
+  now += 10s;
+  cache.sweep({});
+  ASSERT_EQ(cache.size(), 0u);
+  std::optional<AccessDecision> later;
+  cache.decide("ann", "p/s", [&](AccessDecision x) { later = x; });
+  answer_all();
+  ASSERT_TRUE(later);
+  EXPECT_GT(later->read, reloaded->read);
+}
+
 TEST_F(AccessCacheTest, AFailedReloadKeepsTheEntryAndSaysSo) {
   decide("ann", "p/s");
   answer();

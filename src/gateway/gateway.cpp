@@ -235,9 +235,13 @@ void Gateway::apply_access(const collab::AccessChange& change) {
     for (auto& c : impl_->live()) c->with_session([change](Session& s) { s.apply_access(change); });
     return;
   }
+  // Reads of the project that began before now may predate the change: sessions do not let
+  // their answers undo it (they may arrive after the change is applied).
+  const std::uint64_t known_from =
+      !change.project.empty() && impl_->access ? impl_->access->announce(change.project) : 0;
   std::vector<std::weak_ptr<Connection>> in_project;
   for (auto& c : impl_->live()) {
-    c->with_session([change](Session& s) { s.apply_access(change); });
+    c->with_session([change, known_from](Session& s) { s.apply_access(change, known_from); });
     if (change.project.empty()) continue;
     if (auto s = c->session()) {
       for (const auto& p : s->projects()) {

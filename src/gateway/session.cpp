@@ -210,44 +210,67 @@ void Session::handle(collab::msg::Join&& m) {
     rooms_.emplace(m.room, auth::Role::Viewer);
   }
   joining_ = true;  // later frames wait for the answer (they may be about this room)
+  decide_join(m.id, m.room, m.since);
+}
+
+void Session::decide_join(std::int64_t id, const std::string& room,
+                          std::optional<collab::Since> since) {
   if (!ctx_.decide) {
-    join_decided(m.id, m.room, m.since,
+    join_decided(id, room, since,
                  AccessDecision{Code::Forbidden, {}, "no access directory on this node", 0});
     return;
   }
   std::weak_ptr<Session> weak = shared_from_this();
-  ctx_.decide(member_.user, m.room,
-              [weak, id = m.id, room = m.room, since = m.since](AccessDecision d) {
-                auto self = weak.lock();
-                if (!self) return;
-                auto t = self->transport_.lock();
-                if (!t) return;
-                t->run([weak, id, room, since, d = std::move(d)]() mutable {
-                  if (auto s = weak.lock()) s->join_decided(id, room, since, std::move(d));
-                });
-              });
+  ctx_.decide(member_.user, room, [weak, id, room, since](AccessDecision d) {
+    auto self = weak.lock();
+    if (!self) return;
+    auto t = self->transport_.lock();
+    if (!t) return;
+    t->run([weak, id, room, since, d = std::move(d)]() mutable {
+      if (auto s = weak.lock()) s->join_decided(id, room, since, std::move(d));
+    });
+  });
 }
 
 void Session::join_decided(std::int64_t id, const std::string& room,
                            std::optional<collab::Since> since, AccessDecision d) {
-  bool gone = false;
+  enum class Next { Drop, DecideAgain, Ended, Refuse, Enter } next = Next::Enter;
   {
     std::lock_guard lock(rooms_mu_);
-    gone = closed_;
     auto it = rooms_.find(room);
-    if (d.code != Code::Ok || gone) {
-      if (it != rooms_.end()) rooms_.erase(it);
-    } else if (it != rooms_.end()) {
+    if (closed_) {
+      next = Next::Drop;  // on_closed left every room
+    } else if (it == rooms_.end()) {
+      next = Next::Ended;  // its scene was deleted while the join waited (`left` was sent)
+    } else if (older_than_announced_locked(collab::room_project(room), d.read)) {
+      // Read before a change the bus announced while the join waited (a new role, a
+      // member removed): decided again from a read that reflects it.
+      next = Next::DecideAgain;
+    } else if (d.code != Code::Ok) {
+      rooms_.erase(it);
+      next = Next::Refuse;
+    } else {
       it->second = d.role;
     }
   }
-  if (gone) return;
-  if (d.code != Code::Ok) {
-    nack(id, room, d.code, d.message, d.after_ms);
-    resume();
-    return;
+  switch (next) {
+    case Next::Drop:
+      return;
+    case Next::DecideAgain:
+      decide_join(id, room, since);
+      return;
+    case Next::Ended:
+      nack(id, room, Code::NotFound, "the scene was deleted while the join waited");
+      resume();
+      return;
+    case Next::Refuse:
+      nack(id, room, d.code, d.message, d.after_ms);
+      resume();
+      return;
+    case Next::Enter:
+      enter(id, room, since);
+      return;
   }
-  enter(id, room, since);
 }
 
 void Session::enter(std::int64_t id, const std::string& room, std::optional<collab::Since> since) {
@@ -389,9 +412,32 @@ std::vector<std::string> Session::projects() {
   return out;
 }
 
-void Session::apply_access(const collab::AccessChange& c) {
+void Session::announced_locked(std::string_view project, std::uint64_t known_from) {
+  const auto has_room = [this](std::string_view p) {  // rooms of p sort from "p/" on
+    auto room = rooms_.lower_bound(std::string(p) + "/");
+    return room != rooms_.end() && collab::room_project(room->first) == p;
+  };
+  // Entries of projects the session has no room of any more go (bounded by its rooms).
+  for (auto it = known_from_.begin(); it != known_from_.end();)
+    it = has_room(it->first) ? std::next(it) : known_from_.erase(it);
+  if (!has_room(project)) return;
+  auto& k = known_from_[std::string(project)];
+  k = std::max(k, known_from);
+}
+
+bool Session::older_than_announced_locked(std::string_view project, std::uint64_t read) const {
+  auto it = known_from_.find(project);
+  return it != known_from_.end() && read < it->second;
+}
+
+void Session::apply_access(const collab::AccessChange& c, std::uint64_t known_from) {
   using Kind = collab::AccessChange::Kind;
   if (!authenticated_ || closed_) return;
+  if (!c.project.empty() && (c.kind == Kind::ProjectDeleted || c.kind == Kind::SceneDeleted ||
+                             (c.kind == Kind::Role && c.user == member_.user))) {
+    std::lock_guard lock(rooms_mu_);
+    announced_locked(c.project, known_from);
+  }
   if (c.kind == Kind::SceneDeleted) {
     leave_for(c.project + "/" + c.scene, "scene " + c.scene + " was deleted");
     return;
@@ -441,6 +487,7 @@ void Session::revalidate(const std::string& project, const ProjectAccess& access
   bool refused = false;
   {
     std::lock_guard lock(rooms_mu_);
+    if (older_than_announced_locked(project, access.read)) return;  // a later read follows
     for (auto& [room, role] : rooms_) {
       if (collab::room_project(room) != project) continue;
       auto d = judge(access, member_.user, room);

@@ -85,9 +85,13 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   // told (`notify`); access removed, a deleted project or revoked tokens close the
   // connection with 4003 when the session is in an affected room; a deleted scene ends
   // the session's membership of its room (`left` with a reason), the connection stays.
-  void apply_access(const collab::AccessChange& change);
+  // `known_from` (AccessCache::announce) is the first ProjectAccess::read that reflects the
+  // change: an older read (or join decision) that arrives later is not let undo it.
+  void apply_access(const collab::AccessChange& change, std::uint64_t known_from = 0);
   // The project's access as the database says now (on the connection's strand): every
-  // room of the project this session is in is checked again, with the effects above.
+  // room of the project this session is in is checked again, with the effects above. A read
+  // older than a change the session applied since (access.read below its known_from) is
+  // ignored: reads of a project may answer out of order with the announcements.
   void revalidate(const std::string& project, const ProjectAccess& access);
   // The projects of the rooms joined (any thread).
   [[nodiscard]] std::vector<std::string> projects();
@@ -106,6 +110,13 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   // The access decision for a join arrived (on the strand): refused, or on to the engine.
   void join_decided(std::int64_t id, const std::string& room, std::optional<collab::Since> since,
                     AccessDecision decision);
+  // Asks ctx_.decide about a join; the answer comes to join_decided on the strand.
+  void decide_join(std::int64_t id, const std::string& room, std::optional<collab::Since> since);
+  // Records that a change of `project` announced now is reflected by reads from
+  // `known_from` on, when the session has (or is joining) a room of it (rooms_mu_ held).
+  void announced_locked(std::string_view project, std::uint64_t known_from);
+  // Whether a read of `project` numbered `read` predates a change applied (rooms_mu_ held).
+  bool older_than_announced_locked(std::string_view project, std::uint64_t read) const;
   void enter(std::int64_t id, const std::string& room, std::optional<collab::Since> since);
   // Ends this session's membership of `room`, telling the client why.
   void leave_for(const std::string& room, std::string_view reason);
@@ -129,6 +140,10 @@ class Session final : public collab::Subscriber, public std::enable_shared_from_
   bool closed_ = false;
   std::mutex rooms_mu_;  // join completions may arrive from the engine's threads
   std::map<std::string, auth::Role, std::less<>> rooms_;  // joined (or joining) rooms
+  // Per project with a room here: the first access read that reflects the latest change
+  // announced on the bus (reads answer out of order with announcements; older ones are not
+  // let undo what the session applied).
+  std::map<std::string, std::uint64_t, std::less<>> known_from_;
   // Frames that arrived while a join was unanswered (strand only), with their arrival time.
   bool joining_ = false;
   std::deque<std::pair<std::string, Clock::time_point>> held_;
