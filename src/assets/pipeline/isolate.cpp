@@ -1,5 +1,7 @@
 #include "assets/pipeline/isolate.hpp"
 
+#include "platform/process.hpp"
+
 #include <boost/json.hpp>
 
 #include <fcntl.h>
@@ -69,33 +71,22 @@ void say(const json::object& o) {
 Result<json::object> convert_in_child(const ChildRequest& request,
                                       const std::function<void(std::string_view, int)>& progress,
                                       const std::function<bool()>& stop) {
-  const auto args = child_argv(request);
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0)
     return Error{Errc::internal, std::string("pipe: ") + std::strerror(errno)};
-  const pid_t parent = getpid();
-  const pid_t pid = fork();
-  if (pid < 0) {
-    close(out[0]);
-    close(out[1]);
-    return Error{Errc::internal, std::string("fork: ") + std::strerror(errno)};
-  }
-  if (pid == 0) {
-    // Only async-signal-safe calls between fork and exec (the worker has threads).
-    dup2(out[1], STDOUT_FILENO);
-    const int devnull = open("/dev/null", O_RDONLY);
-    if (devnull >= 0) dup2(devnull, STDIN_FILENO);
-    setpgid(0, 0);
-    // A worker killed with SIGKILL takes its child along (the retry starts a fresh one).
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) _exit(126);
-    execv(argv[0], argv.data());
-    _exit(127);
-  }
+  // Its own process group (killed whole), killed with the worker (a retry starts afresh).
+  process::SpawnOptions spawn;
+  spawn.argv = child_argv(request);
+  spawn.stdout_fd = out[1];
+  auto child = process::spawn(spawn);
   close(out[1]);
+  if (!child) {
+    close(out[0]);
+    if (child.error().code == process::Errc::spawn &&
+        child.error().detail.starts_with("cannot run"))
+      return Error{Errc::internal, "could not run " + request.executable};
+    return Error{Errc::internal, child.error().detail};
+  }
 
   const auto deadline = std::chrono::steady_clock::now() + request.limits.wall;
   std::string buffer, last;
@@ -138,10 +129,8 @@ Result<json::object> convert_in_child(const ChildRequest& request,
     }
   }
   close(out[0]);
-  if (timed_out || stopped) kill(-pid, SIGKILL), kill(pid, SIGKILL);
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
+  if (timed_out || stopped) child->signal(SIGKILL);
+  const int status = child->wait();
   if (stopped) return Error{Errc::stopped, "processing was stopped"};
   if (timed_out)
     return Error{Errc::limits, "processing took longer than " +
