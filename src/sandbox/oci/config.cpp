@@ -62,6 +62,8 @@ json::object seccomp() {
           {"syscalls", json::array{std::move(rule)}}};
 }
 
+}  // namespace
+
 json::object process(const SandboxSpec& s) {
   json::array args;
   for (const auto& a : s.args) args.emplace_back(a);
@@ -86,8 +88,6 @@ json::object process(const SandboxSpec& s) {
           {"noNewPrivileges", true},
           {"oomScoreAdj", 500}};
 }
-
-}  // namespace
 
 const std::vector<std::string>& denied_syscalls() {
   static const std::vector<std::string> names = [] {

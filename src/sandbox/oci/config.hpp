@@ -41,6 +41,10 @@ struct OciHost {
 // The calls the seccomp filter refuses with EPERM (sorted).
 const std::vector<std::string>& denied_syscalls();
 
+// The process object of config.json for `spec` (also what `runc exec --process` reads):
+// args, env, cwd, terminal, user, no capabilities, rlimits, no_new_privileges.
+boost::json::object process(const SandboxSpec& spec);
+
 // config.json for `spec`, which validate() accepted (std::invalid_argument otherwise).
 boost::json::object config(const SandboxSpec& spec, const OciHost& host);
 

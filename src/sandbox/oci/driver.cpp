@@ -1,0 +1,461 @@
+#include "sandbox/oci/driver.hpp"
+
+#include "platform/process.hpp"
+#include "sandbox/oci/config.hpp"
+
+#include <boost/json.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <thread>
+
+namespace kiln::sandbox::oci {
+namespace {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+Error failed(std::string what) {
+  return Error{Errc::failed, std::move(what)};
+}
+
+std::string first_line(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r' || s.back() == ' ')) s.pop_back();
+  // runc prints logfmt-like lines (time="..." level=error msg="..."): the msg is the news.
+  if (auto at = s.rfind("msg=\""); at != std::string::npos) {
+    auto end = s.find('"', at + 5);
+    while (end != std::string::npos && s[end - 1] == '\\') end = s.find('"', end + 1);
+    return s.substr(at + 5, end == std::string::npos ? std::string::npos : end - at - 5);
+  }
+  return s;
+}
+
+std::string mib(std::uint64_t bytes) {
+  return std::to_string(bytes >> 20) + " MiB";
+}
+
+// The shared state of one sandbox: what its processes need after the Sandbox object is
+// gone (they may outlive it in the caller's hands).
+struct Shared {
+  OciOptions options;
+  SandboxSpec spec;
+  std::string bundle;
+  std::atomic<bool> destroyed{false};
+  std::atomic<bool> oom{false};  // the runtime reported an OOM kill in the sandbox
+
+  std::vector<std::string> runc(std::initializer_list<std::string> args) const {
+    std::vector<std::string> v{options.runc, "--root", options.state_root};
+    v.insert(v.end(), args);
+    return v;
+  }
+};
+
+// A pipe pair or a pty, and the runc child in whose foreground the command runs.
+class RuncProcess final : public Process {
+ public:
+  // `pid_file`: where runc exec writes the command's host pid; empty for the sandbox's own
+  // command (signalled through `runc kill`).
+  RuncProcess(std::shared_ptr<Shared> shared, process::Child child, int input, int output,
+              bool terminal, process::Child events, int events_fd, std::string scratch,
+              std::string pid_file)
+      : scratch_(std::move(scratch)),
+        pid_file_(std::move(pid_file)),
+        shared_(std::move(shared)),
+        child_(std::move(child)),
+        input_(input),
+        output_(output),
+        terminal_(terminal),
+        events_(std::move(events)),
+        events_fd_(events_fd) {}
+  ~RuncProcess() override {
+    if (!child_.wait_for(std::chrono::milliseconds(0))) signal(SIGKILL);  // ends with its handle
+    child_.signal(SIGKILL);
+    child_.wait();
+    events_.signal(SIGKILL);
+    events_.wait();
+    for (int fd : {input_, output_ == input_ ? -1 : output_, events_fd_})
+      if (fd >= 0) close(fd);
+    for (const auto& f : {scratch_, pid_file_})
+      if (!f.empty()) unlink(f.c_str());
+  }
+  [[nodiscard]] int input() const override { return input_; }
+  [[nodiscard]] int output() const override { return output_; }
+
+  Result<void, Error> resize(Terminal size) override {
+    if (!terminal_) return Error{Errc::invalid, "this process has no terminal"};
+    if (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000)
+      return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
+    winsize ws{size.rows, size.cols, 0, 0};
+    if (ioctl(input_, TIOCSWINSZ, &ws) != 0)
+      return failed(std::string("resize: ") + std::strerror(errno));
+    return {};
+  }
+
+  // The sandbox's command is its PID 1: `runc kill` reaches it (it gets only the signals it
+  // handles, and SIGKILL). An exec'd command gets what runc exec forwards; SIGKILL and
+  // SIGSTOP, which runc cannot catch, go to its host pid.
+  void signal(int sig) override {
+    if (shared_->destroyed) return;
+    if (pid_file_.empty()) {
+      (void)process::run(shared_->runc({"kill", shared_->spec.id, std::to_string(sig)}),
+                         shared_->options.command_timeout);
+      return;
+    }
+    if (sig != SIGKILL && sig != SIGSTOP) {
+      ::kill(child_.pid(), sig);
+      return;
+    }
+    std::ifstream in(pid_file_);
+    pid_t pid = 0;
+    if (in >> pid && pid > 1) ::kill(pid, sig);
+  }
+
+  std::optional<Exit> wait_for(std::chrono::milliseconds limit) override {
+    std::lock_guard lock(mu_);
+    if (exit_) return exit_;
+    const auto status = child_.wait_for(limit);
+    if (!status) {
+      read_events(false);
+      return std::nullopt;
+    }
+    read_events(true);
+    exit_ = describe(*status);
+    return exit_;
+  }
+
+ private:
+  // The runtime's event stream (one JSON object a line): an "oom" event marks the sandbox.
+  // At the end, what is left is read until the stream ends (runc events exits with the
+  // container) or a second passes.
+  void read_events(bool to_end) {
+    if (events_fd_ < 0) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    for (;;) {
+      int wait_ms = 0;
+      if (to_end) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        wait_ms = static_cast<int>(left.count());
+      }
+      pollfd p{events_fd_, POLLIN, 0};
+      if (poll(&p, 1, wait_ms) <= 0) break;
+      char chunk[4096];
+      const ssize_t got = read(events_fd_, chunk, sizeof chunk);
+      if (got <= 0) {
+        close(events_fd_);
+        events_fd_ = -1;
+        break;
+      }
+      events_buffer_.append(chunk, static_cast<std::size_t>(got));
+      for (auto nl = events_buffer_.find('\n'); nl != std::string::npos;
+           nl = events_buffer_.find('\n')) {
+        if (events_buffer_.compare(0, nl, "") != 0 &&
+            events_buffer_.substr(0, nl).find("\"type\":\"oom\"") != std::string::npos)
+          shared_->oom = true;
+        events_buffer_.erase(0, nl + 1);
+      }
+      if (events_buffer_.size() > 65536) events_buffer_.clear();
+    }
+  }
+
+  Exit describe(int status) const {
+    Exit e;
+    int sig = 0;
+    if (WIFSIGNALED(status)) {
+      sig = WTERMSIG(status);  // runc itself was killed
+    } else if (WIFEXITED(status)) {
+      e.code = WEXITSTATUS(status);
+      if (e.code > 128 && e.code < 128 + 65) sig = e.code - 128;
+    }
+    if (shared_->destroyed) {
+      e.reason = Exit::Reason::destroyed;
+      e.code = sig ? 128 + sig : e.code;
+      e.signal = sig;
+      e.message = "the sandbox was destroyed";
+      return e;
+    }
+    if (sig == 0) {
+      e.message = "exited with " + std::to_string(e.code);
+      return e;
+    }
+    e.code = 128 + sig;
+    e.signal = sig;
+    if (sig == SIGKILL && shared_->oom) {
+      e.reason = Exit::Reason::out_of_memory;
+      e.message =
+          "killed at the sandbox's memory limit (" + mib(shared_->spec.limits.memory_bytes) + ")";
+      return e;
+    }
+    e.reason = Exit::Reason::signaled;
+    const char* name = sigabbrev_np(sig);
+    e.message = std::string("killed by ") +
+                (name ? std::string("SIG") + name : "signal " + std::to_string(sig));
+    return e;
+  }
+
+  std::string scratch_;  // a file runc reads while it starts the command (exec's process.json)
+  std::string pid_file_;
+  std::shared_ptr<Shared> shared_;
+  process::Child child_;
+  int input_, output_;
+  bool terminal_;
+  process::Child events_;
+  int events_fd_;
+  std::string events_buffer_;
+  std::mutex mu_;
+  std::optional<Exit> exit_;
+};
+
+class OciSandbox final : public Sandbox {
+ public:
+  explicit OciSandbox(std::shared_ptr<Shared> shared) : shared_(std::move(shared)) {}
+  ~OciSandbox() override { destroy(); }
+  [[nodiscard]] const std::string& id() const override { return shared_->spec.id; }
+
+  Result<std::unique_ptr<Process>, Error> start(Terminal size) override {
+    if (started_) return Error{Errc::invalid, "the sandbox's command was started already"};
+    if (shared_->destroyed) return Error{Errc::not_running, "the sandbox was destroyed"};
+    started_ = true;
+    return launch(shared_->runc({"run", "--bundle", shared_->bundle, shared_->spec.id}),
+                  shared_->spec.terminal, size, true);
+  }
+
+  Result<std::unique_ptr<Process>, Error> exec(const std::vector<std::string>& args, bool terminal,
+                                               Terminal size) override {
+    if (shared_->destroyed) return Error{Errc::not_running, "the sandbox was destroyed"};
+    if (!started_) return Error{Errc::not_running, "the sandbox's command has not started"};
+    SandboxSpec s = shared_->spec;
+    s.args = args;
+    s.terminal = terminal;
+    if (auto problem = validate(s); !problem.empty()) return Error{Errc::invalid, problem};
+    const auto file = shared_->bundle + "/exec-" + std::to_string(++execs_) + ".json";
+    {
+      std::ofstream out(file, std::ios::trunc);
+      out << json::serialize(process(s));
+      if (!out) return failed("cannot write " + file);
+    }
+    const auto pid_file = shared_->bundle + "/exec-" + std::to_string(execs_) + ".pid";
+    return launch(
+        shared_->runc({"exec", "--process", file, "--pid-file", pid_file, shared_->spec.id}),
+        terminal, size, false, file, pid_file);
+  }
+
+  Result<Stats, Error> stats() override {
+    if (shared_->destroyed) return Error{Errc::not_running, "the sandbox was destroyed"};
+    auto r = process::run(shared_->runc({"events", "--stats", shared_->spec.id}),
+                          shared_->options.command_timeout);
+    if (!r) return failed(r.error().detail);
+    if (r->status != 0) return Error{Errc::not_running, first_line(r->err)};
+    boost::system::error_code ec;
+    auto v = json::parse(r->out, ec);
+    if (ec || !v.is_object()) return failed("runc events --stats said: " + first_line(r->out));
+    const auto* data = v.as_object().if_contains("data");
+    if (!data || !data->is_object()) return failed("runc events --stats: no data");
+    const auto get = [&](std::initializer_list<const char*> path) -> std::uint64_t {
+      const json::value* at = data;
+      for (const char* k : path) {
+        if (!at->is_object()) return 0;
+        at = at->as_object().if_contains(k);
+        if (!at) return 0;
+      }
+      return at->is_uint64() ? at->as_uint64() : at->is_int64() ? std::uint64_t(at->as_int64()) : 0;
+    };
+    Stats s;
+    s.memory_bytes = get({"memory", "usage", "usage"});
+    s.memory_limit_bytes = get({"memory", "usage", "limit"});
+    s.pids = get({"pids", "current"});
+    s.pids_limit = get({"pids", "limit"});
+    s.cpu_ns = get({"cpu", "usage", "total"});
+    return s;
+  }
+
+  void destroy() override {
+    if (shared_->destroyed.exchange(true)) return;
+    const auto t = shared_->options.command_timeout;
+    if (started_) {
+      (void)process::run(shared_->runc({"kill", "--all", shared_->spec.id, "KILL"}), t);
+      (void)process::run(shared_->runc({"delete", "--force", shared_->spec.id}), t);
+    }
+    std::error_code ec;
+    fs::remove_all(shared_->bundle, ec);
+  }
+
+ private:
+  // `scratch`: a file removed when the process is dropped (or now, if it cannot start).
+  Result<std::unique_ptr<Process>, Error> launch(std::vector<std::string> argv, bool terminal,
+                                                 Terminal size, bool watch_oom,
+                                                 std::string scratch = {},
+                                                 std::string pid_file = {}) {
+    struct Scratch {
+      std::string* path;
+      ~Scratch() {
+        if (!path->empty()) unlink(path->c_str());
+      }
+    } remove_unless_kept{&scratch};
+    process::SpawnOptions o;
+    o.argv = std::move(argv);
+    int input = -1, output = -1, ends[3] = {-1, -1, -1};
+    if (terminal) {
+      if (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000)
+        return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
+      winsize ws{size.rows, size.cols, 0, 0};
+      int master = -1, slave = -1;
+      if (openpty(&master, &slave, nullptr, nullptr, &ws) != 0)
+        return failed(std::string("openpty: ") + std::strerror(errno));
+      fcntl(master, F_SETFD, FD_CLOEXEC);
+      fcntl(master, F_SETFL, O_NONBLOCK);
+      input = output = master;
+      ends[0] = slave;
+      o.stdin_fd = o.stdout_fd = o.stderr_fd = slave;
+      o.controlling_terminal = true;
+    } else {
+      int in[2], out[2];
+      if (pipe2(in, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
+      if (pipe2(out, O_CLOEXEC) != 0) {
+        close(in[0]), close(in[1]);
+        return failed(std::string("pipe: ") + std::strerror(errno));
+      }
+      fcntl(in[1], F_SETFL, O_NONBLOCK);
+      fcntl(out[0], F_SETFL, O_NONBLOCK);
+      input = in[1];
+      output = out[0];
+      ends[0] = in[0];
+      ends[1] = out[1];
+      o.stdin_fd = in[0];
+      o.stdout_fd = o.stderr_fd = out[1];
+    }
+    auto child = process::spawn(o);
+    for (int fd : ends)
+      if (fd >= 0) close(fd);
+    if (!child) {
+      close(input);
+      if (output != input) close(output);
+      return Error{Errc::unavailable, child.error().detail};
+    }
+    process::Child events;
+    int events_fd = -1;
+    if (watch_oom) std::tie(events, events_fd) = watch_events(*child);
+    return std::unique_ptr<Process>(std::make_unique<RuncProcess>(
+        shared_, std::move(*child), input, output, terminal, std::move(events), events_fd,
+        std::exchange(scratch, {}), std::move(pid_file)));
+  }
+
+  // `runc events` on the container once it exists: its OOM notifications. Started after
+  // the container is created (runc events needs it); nothing when it cannot be watched
+  // (the exit is then told as a plain SIGKILL).
+  std::pair<process::Child, int> watch_events(process::Child& run) {
+    const auto deadline = std::chrono::steady_clock::now() + shared_->options.command_timeout;
+    const auto state = shared_->options.state_root + "/" + shared_->spec.id + "/state.json";
+    auto pause = std::chrono::milliseconds(1);
+    while (!fs::exists(state)) {  // runc writes it when the container is created
+      if (run.wait_for(std::chrono::milliseconds(0)) ||
+          std::chrono::steady_clock::now() >= deadline)
+        return {};  // ended already (or never started): nothing to watch
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(20));
+    }
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return {};
+    process::SpawnOptions o;
+    o.argv = shared_->runc({"events", "--interval", "3600s", shared_->spec.id});
+    o.stdout_fd = out[1];
+    auto child = process::spawn(o);
+    close(out[1]);
+    if (!child) {
+      close(out[0]);
+      return {};
+    }
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    return {std::move(*child), out[0]};
+  }
+
+  std::shared_ptr<Shared> shared_;
+  bool started_ = false;
+  int execs_ = 0;
+};
+
+}  // namespace
+
+OciDriver::OciDriver(OciOptions options) : options_(std::move(options)) {}
+
+Result<std::string, Error> OciDriver::check() const {
+  if (geteuid() != 0)
+    return Error{Errc::unavailable,
+                 "the oci sandbox driver needs root (runc rootless is not "
+                 "supported): run kiln as root"};
+  auto r = process::run({options_.runc, "--version"}, options_.command_timeout);
+  if (!r)
+    return Error{Errc::unavailable, r.error().detail +
+                                        " (install Debian's runc package: "
+                                        "apt-get install runc)"};
+  if (r->status != 0) return Error{Errc::unavailable, options_.runc + " --version failed"};
+  for (const auto& dir : {options_.state_root, options_.bundles}) {
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    if (ec) return Error{Errc::unavailable, "cannot create " + dir + ": " + ec.message()};
+  }
+  return first_line(r->out.substr(0, r->out.find('\n')));
+}
+
+Result<std::unique_ptr<Sandbox>, Error> OciDriver::create(const SandboxSpec& spec) {
+  if (auto problem = validate(spec); !problem.empty()) return Error{Errc::invalid, problem};
+  if (!clean_absolute_path(options_.state_root) || !clean_absolute_path(options_.bundles))
+    return Error{Errc::unavailable, "the oci driver's directories must be absolute paths"};
+  auto shared = std::make_shared<Shared>();
+  shared->options = options_;
+  shared->spec = spec;
+  shared->bundle = options_.bundles + "/" + spec.id;
+  std::error_code ec;
+  fs::create_directories(options_.bundles, ec);
+  if (!fs::create_directory(shared->bundle, ec)) {
+    if (!ec) return Error{Errc::invalid, "a sandbox with id " + spec.id + " exists"};
+    return Error{Errc::unavailable, "cannot create " + shared->bundle + ": " + ec.message()};
+  }
+  auto cleanup = [&] { fs::remove_all(shared->bundle, ec); };
+  const auto rootfs = shared->bundle + "/rootfs";
+  fs::create_directory(rootfs, ec);
+  // The container's root user (host uid_base) creates its mount points in it.
+  if (ec || chown(rootfs.c_str(), options_.uid_base, options_.gid_base) != 0 ||
+      chmod(rootfs.c_str(), 0755) != 0) {
+    cleanup();
+    return Error{Errc::unavailable, "cannot prepare " + rootfs};
+  }
+  OciHost host;
+  host.rootfs = rootfs;
+  host.uid_base = options_.uid_base;
+  host.gid_base = options_.gid_base;
+  host.system_dirs.clear();
+  for (const auto& d : options_.system_dirs)
+    if (fs::exists(d)) host.system_dirs.push_back(d);
+  for (const auto& m : spec.mounts) {
+    if (!fs::exists(m.source)) {
+      cleanup();
+      return Error{Errc::invalid, "mount source " + m.source + " does not exist"};
+    }
+  }
+  {
+    std::ofstream out(shared->bundle + "/config.json", std::ios::trunc);
+    out << json::serialize(config(spec, host));
+    if (!out) {
+      cleanup();
+      return Error{Errc::unavailable, "cannot write the bundle's config.json"};
+    }
+  }
+  return std::unique_ptr<Sandbox>(std::make_unique<OciSandbox>(std::move(shared)));
+}
+
+}  // namespace kiln::sandbox::oci

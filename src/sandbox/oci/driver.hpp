@@ -1,0 +1,51 @@
+// The `oci` sandbox driver: each sandbox is a container run by an OCI runtime (runc, what
+// Kubernetes nodes run; Debian's `runc` package). Kiln writes the bundle (config.json from
+// config.hpp, an empty root directory owned by the mapped root) and drives the runtime's
+// command line: `run` for the spec's command, `exec --process` for more, `events --stats`
+// for stats, `kill` and `delete --force` to end it. Namespaces, cgroups (v1 or v2) and
+// seccomp are the runtime's work.
+//
+// Processes run in the foreground of a `runc` child of this process: its exit status is the
+// command's (128 + signal when a signal ended it). With a terminal, runc is given a pty of
+// Kiln's as its controlling terminal and relays it to the container's own pty (resize: the
+// size is set on Kiln's pty, whose SIGWINCH runc forwards). Out-of-memory kills are told
+// apart from other SIGKILLs by the runtime's `events` stream, read while the command runs.
+//
+// Needs root (or a user with the uid range and cgroup delegation runc needs rootless; not
+// supported here).
+#pragma once
+
+#include "sandbox/sandbox.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace kiln::sandbox::oci {
+
+struct OciOptions {
+  std::string runc = "runc";         // the runtime's binary (looked up in PATH)
+  std::string state_root;            // runc --root: its state directory (absolute)
+  std::string bundles;               // where bundles are written (absolute; one directory each)
+  std::uint32_t uid_base = 100'000;  // host uid of a sandbox's root; 65,536 ids from it
+  std::uint32_t gid_base = 100'000;
+  std::vector<std::string> system_dirs{"/usr", "/bin", "/lib", "/lib64", "/etc"};
+  std::chrono::milliseconds command_timeout{15'000};  // a runtime command that hangs
+};
+
+class OciDriver final : public Driver {
+ public:
+  explicit OciDriver(OciOptions options);
+  [[nodiscard]] std::string_view name() const override { return "oci"; }
+  Result<std::unique_ptr<Sandbox>, Error> create(const SandboxSpec& spec) override;
+
+  // Whether sandboxes can run here: the runtime's version, or Errc::unavailable saying why
+  // not (no runtime, not root, directories not writable).
+  [[nodiscard]] Result<std::string, Error> check() const;
+
+ private:
+  OciOptions options_;
+};
+
+}  // namespace kiln::sandbox::oci
