@@ -241,6 +241,62 @@ TEST_P(SandboxConformance, TheWorkDirectoryIsBounded) {
   EXPECT_EQ(exit.code, 0);
 }
 
+// A million empty files take no bytes: the number of files is bounded too.
+TEST_P(SandboxConformance, FilesAreBoundedNotOnlyBytes) {
+  auto s =
+      spec({"/bin/sh", "-c",
+            "cd /work && i=0; while [ $i -lt 3000 ]; do true > f$i || break; i=$((i+1)); done; "
+            "echo made $i; cd /tmp && true > a && echo tmp ok"});
+  s.limits.files = 1000;
+  auto [out, exit] = run(s);
+  EXPECT_NE(out.find("No space left on device"), std::string::npos) << out;
+  EXPECT_EQ(out.find("made 3000"), std::string::npos) << out;
+  EXPECT_NE(out.find("tmp ok"), std::string::npos) << out;
+}
+
+TEST_P(SandboxConformance, NoNetworkUnlessAllowed) {
+  auto [out, exit] = run(spec({"/bin/bash", "-c",
+                               "exec 3<>/dev/tcp/192.0.2.1/80 && echo connected; "
+                               "ls /sys/class/net"}));
+  EXPECT_NE(out.find("Network is unreachable"), std::string::npos) << out;
+  EXPECT_EQ(out.find("connected"), std::string::npos) << out;
+  EXPECT_EQ(out, out.substr(0, out.find("lo\n")) + "lo\n") << "loopback only: " << out;
+}
+
+// What the host holds stays out of reach: files only root may read, directories not
+// shown, the kernel's interfaces that reach outside (ptrace, mount, namespaces).
+TEST_P(SandboxConformance, TheHostIsOutOfReach) {
+  auto [out, exit] = run(spec(
+      {"/bin/sh", "-c",
+       "cat /etc/shadow; ls /root /home /var/lib; echo x > /usr/kiln-probe; "
+       "python3 -c 'import ctypes,os; l=ctypes.CDLL(None, use_errno=True); "
+       "r=l.ptrace(16, 1, 0, 0); print(\"ptrace\", r, os.strerror(ctypes.get_errno()))'; "
+       "unshare -r true 2>&1 | head -c 60; echo; mount -t tmpfs x /work 2>&1 | head -c 60; echo"}));
+  EXPECT_NE(out.find("/etc/shadow: Permission denied"), std::string::npos) << out;
+  for (const char* d : {"/root", "/home", "/var/lib"})
+    EXPECT_NE(out.find(std::string("cannot access '") + d + "': No such file or directory"),
+              std::string::npos)
+        << d << ": " << out;
+  EXPECT_NE(out.find("Read-only file system"), std::string::npos) << out;
+  EXPECT_NE(out.find("ptrace -1 Operation not permitted"), std::string::npos) << out;
+  EXPECT_NE(out.find("unshare: "), std::string::npos) << out;
+  EXPECT_NE(out.find("mount: "), std::string::npos) << out;
+}
+
+// Two sandboxes see nothing of each other: their processes and their files.
+TEST_P(SandboxConformance, NeighboursAreInvisible) {
+  auto a = create(spec({"/bin/sh", "-c", "echo secret > /work/mine; exec sleep 300"}));
+  ASSERT_TRUE(a);
+  auto pa = a->start();
+  ASSERT_TRUE(pa) << pa.error().detail;
+  auto [out, exit] = run(spec({"/bin/sh", "-c",
+                               "ls /proc | grep -c '^[0-9]'; ls /work; "
+                               "cat /work/mine 2>&1"}));
+  EXPECT_EQ(out.find("secret"), std::string::npos) << out;
+  // Its own processes only: sh, ls, grep (and cat later), never a sleep of the neighbour.
+  EXPECT_LE(std::stoi(out), 4) << out;
+}
+
 TEST_P(SandboxConformance, DestroyEndsEverythingAndIsFinal) {
   auto box = create(spec({"/bin/sleep", "300"}));
   ASSERT_TRUE(box);

@@ -15,6 +15,7 @@ struct Limits {
   std::uint32_t pids = 128;                   // processes and threads at once (cgroup pids)
   double cpus = 1.0;                          // CPU time per second of wall time (cgroup quota)
   std::uint64_t disk_bytes = 1ull << 30;      // the writable work directory (a tmpfs this size)
+  std::uint32_t files = 65'536;               // files in /work, and in /tmp, each (tmpfs inodes)
   std::uint32_t open_files = 1024;            // RLIMIT_NOFILE
   bool network = false;                       // false: an empty network namespace (loopback only)
 };
@@ -42,7 +43,8 @@ struct SandboxSpec {
 // [A-Za-z_][A-Za-z0-9_]*, values without NUL, at most 256 entries; cwd and mount paths
 // absolute, normalised (no "." or ".." segments, no "//", no NUL); mount destinations
 // not "/" nor under /proc, /sys or /dev, each at most once; limits within: memory 16 MiB-
-// 64 GiB, pids 1-65,536, cpus 0.01-64, disk 1 MiB-1 TiB, open files 16-1,048,576.
+// 64 GiB, pids 1-65,536, cpus 0.01-64, disk 1 MiB-1 TiB, files 16-10,000,000, open files
+// 16-1,048,576.
 std::string validate(const SandboxSpec& spec);
 
 // Whether `path` is absolute and normalised as validate() requires.

@@ -53,6 +53,7 @@ TEST(SandboxSpec, EachRuleNamesItsField) {
   EXPECT_NE(with([](auto& s) { s.limits.cpus = 0; }).find("cpus"), std::string::npos);
   EXPECT_NE(with([](auto& s) { s.limits.cpus = 0.0 / 0.0; }).find("cpus"), std::string::npos);
   EXPECT_NE(with([](auto& s) { s.limits.disk_bytes = 0; }).find("disk"), std::string::npos);
+  EXPECT_NE(with([](auto& s) { s.limits.files = 1; }).find("limits.files"), std::string::npos);
   EXPECT_NE(with([](auto& s) { s.limits.open_files = 3; }).find("open_files"), std::string::npos);
 }
 

@@ -30,25 +30,30 @@ json::object bind(const std::string& source, const std::string& dest, bool read_
 json::array mounts(const SandboxSpec& s, const OciHost& h) {
   json::array m;
   m.push_back(mount("/proc", "proc", "proc", strings({"nosuid", "noexec", "nodev"})));
-  m.push_back(mount("/dev", "tmpfs", "tmpfs",
-                    strings({"nosuid", "strictatime", "mode=755", "size=65536k"})));
+  m.push_back(
+      mount("/dev", "tmpfs", "tmpfs",
+            strings({"nosuid", "strictatime", "mode=755", "size=65536k", "nr_inodes=4096"})));
   m.push_back(
       mount("/dev/pts", "devpts", "devpts",
             strings({"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"})));
-  m.push_back(mount("/dev/shm", "tmpfs", "shm",
-                    strings({"nosuid", "noexec", "nodev", "mode=1777", "size=65536k"})));
+  m.push_back(
+      mount("/dev/shm", "tmpfs", "shm",
+            strings({"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "nr_inodes=4096"})));
   m.push_back(mount("/dev/mqueue", "mqueue", "mqueue", strings({"nosuid", "noexec", "nodev"})));
   // sysfs cannot be mounted in a user namespace that does not own the network namespace
   // (limits.network shares the host's): bound read-only instead, always.
   m.push_back(mount("/sys", "bind", "/sys", strings({"rbind", "nosuid", "noexec", "nodev", "ro"})));
   for (const auto& d : h.system_dirs) m.push_back(bind(d, d, true));
   json::array work = strings({"nosuid", "nodev", "mode=0755"});
+  const auto files = "nr_inodes=" + std::to_string(s.limits.files);
   work.emplace_back("size=" + std::to_string(s.limits.disk_bytes));
+  work.emplace_back(files);
   work.emplace_back("uid=" + std::to_string(s.uid));
   work.emplace_back("gid=" + std::to_string(s.gid));
   m.push_back(mount("/work", "tmpfs", "tmpfs", std::move(work)));
-  m.push_back(
-      mount("/tmp", "tmpfs", "tmpfs", strings({"nosuid", "nodev", "mode=1777", "size=67108864"})));
+  json::array tmp = strings({"nosuid", "nodev", "mode=1777", "size=67108864"});
+  tmp.emplace_back(files);
+  m.push_back(mount("/tmp", "tmpfs", "tmpfs", std::move(tmp)));
   for (const auto& u : s.mounts) m.push_back(bind(u.source, u.destination, u.read_only));
   return m;
 }

@@ -6,9 +6,9 @@
 // - a read-only root (an empty directory of the driver's) with the host's system
 //   directories bound read-only, nosuid, nodev (`OciHost::system_dirs`), plus the spec's
 //   mounts (nosuid, nodev; read-only unless asked);
-// - a writable work directory (`/work`, tmpfs of limits.disk_bytes, owned by the spec's
-//   uid/gid) and /tmp (tmpfs, 64 MiB), /dev and /dev/shm (tmpfs), /dev/pts, /proc, /sys (bound
-//   read-only), the runtime's masked and read-only paths;
+// - a writable work directory (`/work`, tmpfs of limits.disk_bytes and limits.files inodes,
+//   owned by the spec's uid/gid) and /tmp (tmpfs, 64 MiB, limits.files inodes), /dev and /dev/shm
+//   (tmpfs), /dev/pts, /proc, /sys (bound read-only), the runtime's masked and read-only paths;
 // - user, pid, mount, ipc, uts namespaces, and network unless limits.network (then it
 //   shares the host's); container uid/gid 0-65535 mapped to host `uid_base`...;
 // - no capabilities, no_new_privileges, RLIMIT_NOFILE and RLIMIT_CORE 0;

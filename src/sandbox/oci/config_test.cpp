@@ -45,9 +45,9 @@ const json::object* mount_at(const json::object& c, const std::string& dest) {
   return nullptr;
 }
 
-bool has_option(const json::object& m, const char* o) {
+bool has_option(const json::object& m, const std::string& o) {
   const auto& a = m.at("options").as_array();
-  return std::find(a.begin(), a.end(), json::value(o)) != a.end();
+  return std::find(a.begin(), a.end(), json::value(o.c_str())) != a.end();
 }
 
 TEST(OciConfig, IsolatesByDefault) {
@@ -98,6 +98,8 @@ TEST(OciConfig, TheHostIsSeenReadOnlyAndTheWorkDirectoryIsBounded) {
   ASSERT_NE(work, nullptr);
   EXPECT_EQ(work->at("type"), "tmpfs");
   EXPECT_TRUE(has_option(*work, "size=8388608"));
+  EXPECT_TRUE(has_option(*work, "nr_inodes=" + std::to_string(spec().limits.files)))
+      << "a million empty files fill no bytes: the inodes are bounded";
   EXPECT_TRUE(has_option(*work, "uid=1000"));
 }
 

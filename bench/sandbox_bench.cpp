@@ -1,0 +1,213 @@
+// kiln-sandbox-bench: the oci sandbox driver's costs (issue #20), as ratios where a peer
+// exists in the same run.
+//   start   create + start until the command's first output byte (cold: nothing prepared)
+//   echo    a byte written to a terminal session until its echo is read back, against the
+//           same through a host pty with no sandbox (the peer)
+//   idle    host memory per idle session: the RSS of the processes Kiln keeps per session
+//           (runc run, runc events) and the sandbox's own cgroup usage
+// Needs root and runc (as the driver does). Output: one JSON object.
+#include "sandbox/oci/driver.hpp"
+
+#include <CLI/CLI.hpp>
+#include <boost/json.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+namespace sb = kiln::sandbox;
+namespace json = boost::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double ms(Clock::duration d) {
+  return std::chrono::duration<double, std::milli>(d).count();
+}
+
+json::object summary(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  const auto at = [&](double q) {
+    return v.empty() ? 0.0 : v[std::min(v.size() - 1, static_cast<std::size_t>(q * v.size()))];
+  };
+  return {{"n", v.size()},
+          {"p50_ms", at(0.5)},
+          {"p99_ms", at(0.99)},
+          {"max_ms", v.empty() ? 0.0 : v.back()}};
+}
+
+bool read_byte(int fd, char want, std::chrono::milliseconds limit) {
+  const auto deadline = Clock::now() + limit;
+  for (;;) {
+    const auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+    char c[256];
+    const ssize_t n = read(fd, c, sizeof c);
+    if (n <= 0 && errno != EAGAIN) return false;
+    for (ssize_t i = 0; i < n; ++i)
+      if (c[i] == want) return true;
+  }
+}
+
+// Echo round trips through a terminal: one byte out, the same byte back.
+std::vector<double> echo(int in, int out, int rounds) {
+  std::vector<double> v;
+  for (int i = 0; i < rounds; ++i) {
+    const char c = static_cast<char>('a' + i % 26);
+    const auto t0 = Clock::now();
+    if (write(in, &c, 1) != 1 || !read_byte(out, c, std::chrono::seconds(10))) break;
+    v.push_back(ms(Clock::now() - t0));
+  }
+  return v;
+}
+
+std::uint64_t rss_bytes(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string key;
+  while (in >> key) {
+    if (key == "VmRSS:") {
+      std::uint64_t kb = 0;
+      in >> kb;
+      return kb * 1024;
+    }
+    std::getline(in, key);
+  }
+  return 0;
+}
+
+// Kiln's children that are runc (run, events): their RSS.
+std::uint64_t runc_rss() {
+  std::uint64_t total = 0;
+  const auto me = std::to_string(getpid());
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    const auto name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) continue;
+    const auto close = line.rfind(')');
+    const auto comm = line.substr(line.find('(') + 1, close - line.find('(') - 1);
+    std::istringstream rest(line.substr(close + 2));
+    std::string state, ppid;
+    rest >> state >> ppid;
+    if (ppid == me && comm == "runc") total += rss_bytes(std::stoi(name));
+  }
+  return total;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"kiln-sandbox-bench: the oci driver's start, echo and idle costs"};
+  int starts = 30, rounds = 300, idle = 10;
+  std::string dir = "/tmp/kiln-sandbox-bench";
+  app.add_option("--starts", starts, "cold starts measured");
+  app.add_option("--rounds", rounds, "echo round trips per terminal");
+  app.add_option("--idle", idle, "idle sessions for the memory figure");
+  app.add_option("--dir", dir, "state and bundle directory (removed at the end)");
+  CLI11_PARSE(app, argc, argv);
+
+  sb::oci::OciOptions o;
+  o.state_root = dir + "/runc";
+  o.bundles = dir + "/bundles";
+  sb::oci::OciDriver driver(o);
+  auto version = driver.check();
+  if (!version) {
+    std::cerr << version.error().detail << "\n";
+    return 2;
+  }
+  int n = 0;
+  const auto spec = [&](std::vector<std::string> args) {
+    sb::SandboxSpec s;
+    s.id = "bench-" + std::to_string(getpid()) + "-" + std::to_string(++n);
+    s.args = std::move(args);
+    return s;
+  };
+
+  std::vector<double> cold;
+  for (int i = 0; i < starts; ++i) {
+    const auto t0 = Clock::now();
+    auto box = driver.create(spec({"/bin/echo", "x"}));
+    if (!box) return std::cerr << box.error().detail << "\n", 1;
+    auto p = (*box)->start();
+    if (!p) return std::cerr << p.error().detail << "\n", 1;
+    if (!read_byte((*p)->output(), 'x', std::chrono::seconds(30))) return 1;
+    cold.push_back(ms(Clock::now() - t0));
+    (*p)->wait_for(std::chrono::seconds(30));
+  }
+
+  // Echo: a shell-less cat on a terminal, in a sandbox and on a host pty.
+  auto term = spec({"/bin/cat"});
+  term.terminal = true;
+  auto box = driver.create(term);
+  if (!box) return 1;
+  auto cat = (*box)->start();
+  if (!cat) return 1;
+  auto in_sandbox = echo((*cat)->input(), (*cat)->output(), rounds);
+  int master = -1, slave = -1;
+  openpty(&master, &slave, nullptr, nullptr, nullptr);
+  const pid_t host_cat = fork();
+  if (host_cat == 0) {
+    setsid();
+    dup2(slave, 0), dup2(slave, 1), dup2(slave, 2);
+    execl("/bin/cat", "cat", nullptr);
+    _exit(127);
+  }
+  close(slave);
+  auto on_host = echo(master, master, rounds);
+  kill(host_cat, SIGKILL);
+  waitpid(host_cat, nullptr, 0);
+  close(master);
+  cat->reset();
+  box->reset();
+
+  // Idle sessions: what each keeps on the host.
+  std::vector<std::unique_ptr<sb::Sandbox>> boxes;
+  std::vector<std::unique_ptr<sb::Process>> procs;
+  const auto before = runc_rss();
+  std::uint64_t cgroup = 0;
+  for (int i = 0; i < idle; ++i) {
+    auto t = spec({"/bin/sh"});
+    t.terminal = true;
+    auto b = driver.create(t);
+    if (!b) return 1;
+    auto p = (*b)->start();
+    if (!p) return 1;
+    boxes.push_back(std::move(*b));
+    procs.push_back(std::move(*p));
+  }
+  for (auto& b : boxes) {
+    if (auto s = b->stats()) cgroup += s->memory_bytes;
+  }
+  const auto host = runc_rss() - before;
+  procs.clear();
+  boxes.clear();
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+
+  const auto e_sb = summary(in_sandbox), e_host = summary(on_host);
+  json::object out{{"runtime", *version},
+                   {"cold_start", summary(cold)},
+                   {"echo_sandbox", e_sb},
+                   {"echo_host_pty", e_host},
+                   {"echo_p50_ratio", e_sb.at("p50_ms").as_double() /
+                                          std::max(1e-9, e_host.at("p50_ms").as_double())},
+                   {"idle_sessions", idle},
+                   {"idle_host_rss_bytes_per_session", host / std::max(1, idle)},
+                   {"idle_cgroup_bytes_per_session", cgroup / std::max(1, idle)}};
+  std::cout << json::serialize(out) << "\n";
+  return 0;
+}
