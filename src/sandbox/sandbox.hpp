@@ -23,6 +23,8 @@ enum class Errc {
   unavailable,  // the runtime is missing or cannot run sandboxes here (detail: why)
   not_running,  // the sandbox has ended or was destroyed
   failed,       // the runtime refused (detail: its words)
+  not_found,    // no such session of this user (sessions.hpp; another user's is not told)
+  quota,        // a per-user or per-node limit on sessions is reached (detail: which)
 };
 using Error = ErrorOf<Errc>;
 

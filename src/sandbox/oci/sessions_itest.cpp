@@ -1,0 +1,225 @@
+// Terminal sessions on real sandboxes (the oci driver): offsets, reattach, owners, quotas,
+// ends. The clock of idle and absolute limits is the test's.
+#include "sandbox/oci/driver.hpp"
+#include "sandbox/sessions.hpp"
+
+#include <gtest/gtest.h>
+
+#include <unistd.h>
+
+#include <condition_variable>
+#include <filesystem>
+#include <thread>
+
+namespace kiln::sandbox {
+namespace {
+
+using namespace std::chrono_literals;
+
+// What a listener got, with a wait on a condition.
+struct Seen {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::string bytes;
+  std::uint64_t next = 0;  // the offset the next output must have
+  bool gap = false;
+  std::optional<Exit> exit;
+  Listener listener(std::uint64_t from) {
+    next = from;
+    return Listener{[this](std::uint64_t offset, std::string_view b) {
+                      std::lock_guard l(mu);
+                      if (offset != next) gap = true;
+                      next = offset + b.size();
+                      bytes.append(b);
+                      cv.notify_all();
+                    },
+                    [this](const Exit& e) {
+                      std::lock_guard l(mu);
+                      exit = e;
+                      cv.notify_all();
+                    }};
+  }
+  bool wait_for(const std::string& needle, std::chrono::milliseconds limit = 20s) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, limit, [&] { return bytes.find(needle) != std::string::npos; });
+  }
+  bool wait_exit(std::chrono::milliseconds limit = 20s) {
+    std::unique_lock l(mu);
+    return cv.wait_for(l, limit, [&] { return exit.has_value(); });
+  }
+};
+
+struct SessionsTest : ::testing::Test {
+  static std::string base() { return "/tmp/kiln-sessions-itest-" + std::to_string(getpid()); }
+  oci::OciDriver driver{[] {
+    oci::OciOptions o;
+    o.state_root = base() + "/runc";
+    o.bundles = base() + "/bundles";
+    return o;
+  }()};
+  Sessions::Clock::time_point now = Sessions::Clock::now();
+  SessionLimits limits = [] {
+    SessionLimits l;
+    l.per_user = 2;
+    l.idle = 60s;
+    l.absolute = 600s;
+    l.scrollback_bytes = 4096;
+    return l;
+  }();
+  SandboxSpec shell = [] {
+    SandboxSpec s;
+    s.id = "template";
+    s.args = {"/bin/sh"};
+    s.limits.memory_bytes = 64ull << 20;
+    return s;
+  }();
+  std::unique_ptr<Sessions> sessions;
+  void SetUp() override {
+    ASSERT_TRUE(driver.check());
+    sessions = std::make_unique<Sessions>(
+        driver, shell, limits, [this] { return now; },
+        [] { return std::int64_t{1'800'000'000'000}; });
+  }
+  void TearDown() override {
+    sessions.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(base(), ec);
+  }
+};
+
+TEST_F(SessionsTest, OutputHasOffsetsAndAReattachGetsWhatFollowed) {
+  auto s = sessions->open("ann", {24, 80});
+  ASSERT_TRUE(s) << s.error().detail;
+  EXPECT_EQ(s->owner, "ann");
+  EXPECT_TRUE(s->running);
+  Seen first;
+  auto a = sessions->attach("ann", s->id, 0, first.listener(0));
+  ASSERT_TRUE(a) << a.error().detail;
+  first.next = a->backlog.from + a->backlog.bytes.size();
+  ASSERT_TRUE(sessions->input("ann", s->id, "echo $((6*7))\n"));
+  ASSERT_TRUE(first.wait_for("42\r\n")) << first.bytes;
+  const auto read_to = first.next;
+  a->handle.reset();  // the client goes away
+  // Output made while nobody is attached is kept, and a client that comes back with the
+  // offset it read up to gets exactly what followed.
+  ASSERT_TRUE(sessions->input("ann", s->id, "echo while-away-$((1+1))\n"));
+  std::string backlog;
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (backlog.find("while-away-2\r\n") == std::string::npos &&
+         std::chrono::steady_clock::now() < deadline) {
+    Seen again;
+    auto b = sessions->attach("ann", s->id, read_to, again.listener(0));
+    ASSERT_TRUE(b) << b.error().detail;
+    EXPECT_EQ(b->backlog.from, read_to);
+    EXPECT_EQ(b->backlog.lost, 0u);
+    backlog = b->backlog.bytes;
+    if (backlog.find("while-away-2\r\n") == std::string::npos)
+      again.wait_for("while-away-2", 200ms);
+  }
+  EXPECT_NE(backlog.find("while-away-2\r\n"), std::string::npos) << backlog;
+  EXPECT_EQ(backlog.find("42\r\n"), std::string::npos) << "nothing before the offset again";
+  EXPECT_FALSE(first.gap);
+  auto past = sessions->attach("ann", s->id, 1'000'000, {});
+  ASSERT_FALSE(past);
+  EXPECT_EQ(past.error().code, Errc::invalid);
+}
+
+TEST_F(SessionsTest, OnlyTheOwnerSeesASession) {
+  auto s = sessions->open("ann", {});
+  ASSERT_TRUE(s) << s.error().detail;
+  EXPECT_EQ(sessions->get("bob", s->id).error().code, Errc::not_found);
+  EXPECT_EQ(sessions->attach("bob", s->id, 0, {}).error().code, Errc::not_found);
+  EXPECT_EQ(sessions->input("bob", s->id, "exit\n").error().code, Errc::not_found);
+  EXPECT_EQ(sessions->close("bob", s->id).error().code, Errc::not_found);
+  EXPECT_TRUE(sessions->list("bob").empty());
+  EXPECT_EQ(sessions->list("ann").size(), 1u);
+  EXPECT_TRUE(sessions->get("ann", s->id)->running) << "untouched by bob";
+}
+
+TEST_F(SessionsTest, APerUserQuotaWithTheReasonSaid) {
+  ASSERT_TRUE(sessions->open("ann", {}));
+  ASSERT_TRUE(sessions->open("ann", {}));
+  auto third = sessions->open("ann", {});
+  ASSERT_FALSE(third);
+  EXPECT_EQ(third.error().code, Errc::quota);
+  EXPECT_NE(third.error().detail.find("at most 2 running sessions per user"), std::string::npos);
+  EXPECT_TRUE(sessions->open("bob", {})) << "another user's quota is their own";
+}
+
+TEST_F(SessionsTest, TheShellsExitEndsTheSessionAndStaysReadable) {
+  auto s = sessions->open("ann", {});
+  ASSERT_TRUE(s) << s.error().detail;
+  Seen seen;
+  auto a = sessions->attach("ann", s->id, 0, seen.listener(0));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(sessions->input("ann", s->id, "echo bye; exit 3\n"));
+  ASSERT_TRUE(seen.wait_exit());
+  EXPECT_EQ(seen.exit->code, 3);
+  EXPECT_EQ(seen.exit->message, "exited with 3");
+  auto info = sessions->get("ann", s->id);
+  ASSERT_TRUE(info);
+  EXPECT_FALSE(info->running);
+  auto late = sessions->attach("ann", s->id, 0, {});
+  ASSERT_TRUE(late);
+  ASSERT_TRUE(late->exit);
+  EXPECT_NE(late->backlog.bytes.find("bye\r\n"), std::string::npos) << late->backlog.bytes;
+  EXPECT_EQ(sessions->input("ann", s->id, "x").error().code, Errc::not_running);
+  // Forgotten keep_ended after the end.
+  now += limits.keep_ended;
+  sessions->sweep();
+  EXPECT_EQ(sessions->get("ann", s->id).error().code, Errc::not_found);
+}
+
+TEST_F(SessionsTest, IdleAndAbsoluteLimitsEndSessionsWithTheReason) {
+  auto idle = sessions->open("ann", {});
+  ASSERT_TRUE(idle) << idle.error().detail;
+  auto busy = sessions->open("bob", {});
+  ASSERT_TRUE(busy) << busy.error().detail;
+  Seen watching;
+  auto a = sessions->attach("bob", busy->id, 0, watching.listener(0));
+  ASSERT_TRUE(a);
+  now += limits.idle;
+  EXPECT_EQ(sessions->sweep(), 1u) << "bob is attached: only ann's ends";
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (sessions->get("ann", idle->id)->running && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(5ms);  // polled: the reader tells the end
+  auto ended = sessions->get("ann", idle->id);
+  ASSERT_TRUE(ended);
+  ASSERT_TRUE(ended->exit);
+  EXPECT_EQ(ended->exit->reason, Exit::Reason::destroyed);
+  EXPECT_EQ(ended->exit->message,
+            "ended: no client was attached for 60 s (sandbox.session_idle_ms)");
+  now += limits.absolute;
+  EXPECT_EQ(sessions->sweep(), 1u);
+  ASSERT_TRUE(watching.wait_exit());
+  EXPECT_EQ(watching.exit->message, "ended: sessions last at most 600 s (sandbox.session_max_ms)");
+}
+
+TEST_F(SessionsTest, TheRingKeepsTheLatestAndCountsWhatItDropped) {
+  auto s = sessions->open("ann", {});
+  ASSERT_TRUE(s) << s.error().detail;
+  Seen seen;
+  auto a = sessions->attach("ann", s->id, 0, seen.listener(0));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(sessions->input("ann", s->id, "seq 1 3000; echo end-$((2*5))\n"));
+  ASSERT_TRUE(seen.wait_for("end-10\r\n"));
+  auto late = sessions->attach("ann", s->id, 0, {});
+  ASSERT_TRUE(late);
+  EXPECT_GT(late->backlog.lost, 0u);
+  EXPECT_EQ(late->backlog.from, late->backlog.lost);
+  EXPECT_LE(late->backlog.bytes.size(), 4096u);
+  EXPECT_NE(late->backlog.bytes.find("end-10\r\n"), std::string::npos);
+  // The same bytes at the same offsets as the listener saw them.
+  std::string stream;
+  {
+    std::lock_guard l(seen.mu);
+    stream = a->backlog.bytes + seen.bytes;  // from a->backlog.from on
+  }
+  const auto at = late->backlog.from - a->backlog.from;
+  ASSERT_LE(at, stream.size());
+  const auto n = std::min(late->backlog.bytes.size(), stream.size() - at);
+  EXPECT_EQ(stream.substr(at, n), late->backlog.bytes.substr(0, n));
+}
+
+}  // namespace
+}  // namespace kiln::sandbox

@@ -1,0 +1,318 @@
+#include "sandbox/sessions.hpp"
+
+#include "platform/ids.hpp"
+
+#include <poll.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <thread>
+
+namespace kiln::sandbox {
+
+struct Sessions::Session {
+  explicit Session(std::size_t scrollback) : ring(scrollback) {}
+  std::string id, owner;
+  std::int64_t created_at = 0;
+  Clock::time_point opened{}, detached_since{};
+  std::unique_ptr<Sandbox> sandbox;
+  std::unique_ptr<Process> process;
+  std::thread reader;
+
+  std::mutex mu;  // what follows
+  Scrollback ring;
+  std::map<std::uint64_t, Listener> listeners;
+  std::uint64_t next_listener = 0;
+  std::optional<Exit> exit;
+  Clock::time_point ended_at{};
+  bool starting = true;       // counted against the quotas, not yet running
+  std::string ended_because;  // why Kiln destroyed it (idle, absolute limit, closed)
+
+  SessionInfo info() {
+    std::lock_guard lock(mu);
+    return SessionInfo{id, owner, created_at, !exit, exit, ring.end(), listeners.size()};
+  }
+};
+
+namespace {
+
+Error not_found() {
+  return Error{Errc::not_found, "no such session"};
+}
+
+// The session's output into its ring and to its listeners, until the shell's terminal
+// closes; then its exit.
+void read_output(Sessions::Session& s, const std::function<Sessions::Clock::time_point()>& now) {
+  const int fd = s.process->output();
+  char chunk[16 * 1024];
+  for (;;) {
+    pollfd p{fd, POLLIN, 0};
+    const int n = poll(&p, 1, 200);
+    if (n > 0) {
+      const ssize_t got = read(fd, chunk, sizeof chunk);
+      if (got > 0) {
+        const std::string_view bytes(chunk, static_cast<std::size_t>(got));
+        std::lock_guard lock(s.mu);
+        const auto offset = s.ring.end();
+        s.ring.append(bytes);
+        for (auto& [id, l] : s.listeners)
+          if (l.output) l.output(offset, bytes);
+        continue;
+      }
+      if (got == 0 || (errno != EAGAIN && errno != EINTR)) break;  // EIO: the pty closed
+    } else if (s.process->wait_for(std::chrono::milliseconds(0))) {
+      break;  // ended without the terminal closing (nothing more will come)
+    }
+  }
+  auto exit = s.process->wait_for(std::chrono::seconds(30));
+  if (!exit) {  // the terminal closed but the shell lives on: it is ended here
+    s.sandbox->destroy();
+    exit = s.process->wait_for(std::chrono::seconds(30));
+  }
+  if (!exit) exit = Exit{Exit::Reason::destroyed, 137, 9, "the sandbox was destroyed"};
+  std::lock_guard lock(s.mu);
+  if (exit->reason == Exit::Reason::destroyed && !s.ended_because.empty())
+    exit->message = s.ended_because;
+  s.exit = *exit;
+  s.ended_at = now();
+  for (auto& [id, l] : s.listeners)
+    if (l.ended) l.ended(*exit);
+  s.listeners.clear();
+}
+
+}  // namespace
+
+Sessions::Sessions(Driver& driver, SandboxSpec spec, SessionLimits limits,
+                   std::function<Clock::time_point()> now, std::function<std::int64_t()> wall_ms)
+    : driver_(driver),
+      spec_(std::move(spec)),
+      limits_(limits),
+      now_(std::move(now)),
+      wall_ms_(std::move(wall_ms)) {
+  spec_.terminal = true;
+}
+
+Sessions::~Sessions() {
+  std::map<std::string, std::shared_ptr<Session>, std::less<>> all;
+  {
+    std::lock_guard lock(mu_);
+    all.swap(sessions_);
+  }
+  for (auto& [id, s] : all) end(s, "ended: the node stopped");
+}
+
+Result<SessionInfo, Error> Sessions::open(const std::string& owner, Terminal size) {
+  if (owner.empty()) return Error{Errc::invalid, "a session needs an owner"};
+  auto s = std::make_shared<Session>(limits_.scrollback_bytes);
+  s->id = "t" + ids::random_hex(10);
+  s->owner = owner;
+  s->created_at = wall_ms_ ? wall_ms_() : 0;
+  s->opened = s->detached_since = now_();
+  {
+    std::lock_guard lock(mu_);
+    std::size_t mine = 0, running = 0;
+    for (auto& [id, other] : sessions_) {
+      std::lock_guard l(other->mu);
+      if (other->exit) continue;
+      ++running;
+      if (other->owner == owner) ++mine;
+    }
+    if (mine >= limits_.per_user)
+      return Error{Errc::quota, "at most " + std::to_string(limits_.per_user) +
+                                    " running sessions per user: close one first"};
+    if (running >= limits_.per_node)
+      return Error{Errc::quota, "this node runs its limit of " + std::to_string(limits_.per_node) +
+                                    " sessions; try later"};
+    sessions_.emplace(s->id, s);
+  }
+  const auto forget = [&] {
+    std::lock_guard lock(mu_);
+    sessions_.erase(s->id);
+  };
+  SandboxSpec spec = spec_;
+  spec.id = s->id;
+  auto box = driver_.create(spec);
+  if (!box) {
+    forget();
+    return box.error();
+  }
+  s->sandbox = std::move(*box);
+  auto process = s->sandbox->start(size);
+  if (!process) {
+    s->sandbox->destroy();
+    forget();
+    return process.error();
+  }
+  s->process = std::move(*process);
+  {
+    std::lock_guard lock(s->mu);
+    s->starting = false;
+  }
+  s->reader = std::thread([s = s.get(), now = now_] { read_output(*s, now); });
+  return s->info();
+}
+
+std::shared_ptr<Sessions::Session> Sessions::find(const std::string& owner, const std::string& id) {
+  std::lock_guard lock(mu_);
+  auto it = sessions_.find(id);
+  if (it == sessions_.end() || it->second->owner != owner) return nullptr;
+  std::lock_guard l(it->second->mu);
+  return it->second->starting ? nullptr : it->second;
+}
+
+std::vector<SessionInfo> Sessions::list(const std::string& owner) {
+  std::vector<std::shared_ptr<Session>> mine;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, s] : sessions_)
+      if (s->owner == owner) mine.push_back(s);
+  }
+  std::vector<SessionInfo> out;
+  for (auto& s : mine) {
+    {
+      std::lock_guard l(s->mu);
+      if (s->starting) continue;
+    }
+    out.push_back(s->info());
+  }
+  return out;
+}
+
+Result<SessionInfo, Error> Sessions::get(const std::string& owner, const std::string& id) {
+  auto s = find(owner, id);
+  if (!s) return not_found();
+  return s->info();
+}
+
+void Sessions::end(const std::shared_ptr<Session>& s, std::string because) {
+  if (!because.empty()) {
+    std::lock_guard lock(s->mu);
+    if (s->ended_because.empty()) s->ended_because = std::move(because);
+  }
+  if (s->sandbox) s->sandbox->destroy();
+  if (s->reader.joinable() && s->reader.get_id() != std::this_thread::get_id()) s->reader.join();
+}
+
+Result<void, Error> Sessions::close(const std::string& owner, const std::string& id) {
+  auto s = find(owner, id);
+  if (!s) return not_found();
+  {
+    std::lock_guard lock(mu_);
+    sessions_.erase(id);
+  }
+  end(s, "closed by its owner");
+  return {};
+}
+
+Result<Sessions::Attached, Error> Sessions::attach(const std::string& owner, const std::string& id,
+                                                   std::uint64_t offset, Listener listener) {
+  auto s = find(owner, id);
+  if (!s) return not_found();
+  std::lock_guard lock(s->mu);
+  auto backlog = s->ring.read(offset, s->ring.capacity());
+  if (!backlog)
+    return Error{Errc::invalid, "offset " + std::to_string(offset) + " is past the output's end (" +
+                                    std::to_string(s->ring.end()) + ")"};
+  Attached a;
+  a.backlog = std::move(*backlog);
+  a.exit = s->exit;
+  if (s->exit) {  // nothing more will come: no listener to keep
+    a.handle = std::make_shared<int>(0);
+    return a;
+  }
+  const auto key = s->next_listener++;
+  s->listeners.emplace(key, std::move(listener));
+  std::weak_ptr<Session> weak = s;
+  auto now = now_;
+  a.handle = std::shared_ptr<void>(nullptr, [weak, key, now](void*) {
+    if (auto s = weak.lock()) {
+      std::lock_guard lock(s->mu);
+      if (s->listeners.erase(key) && s->listeners.empty()) s->detached_since = now();
+    }
+  });
+  return a;
+}
+
+Result<void, Error> Sessions::input(const std::string& owner, const std::string& id,
+                                    std::string_view bytes) {
+  if (bytes.size() > limits_.max_input_bytes)
+    return Error{Errc::invalid, "at most " + std::to_string(limits_.max_input_bytes) +
+                                    " bytes of input at a time"};
+  auto s = find(owner, id);
+  if (!s) return not_found();
+  {
+    std::lock_guard lock(s->mu);
+    if (s->exit) return Error{Errc::not_running, "the session has ended: " + s->exit->message};
+  }
+  const int fd = s->process->input();
+  const auto deadline = Clock::now() + std::chrono::seconds(2);
+  while (!bytes.empty()) {
+    const ssize_t n = write(fd, bytes.data(), bytes.size());
+    if (n > 0) {
+      bytes.remove_prefix(static_cast<std::size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno != EAGAIN && errno != EINTR)
+      return Error{Errc::not_running, "the session's terminal is closed"};
+    if (Clock::now() >= deadline)
+      return Error{Errc::failed,
+                   "the session's terminal takes no input (its program does not "
+                   "read it)"};
+    pollfd p{fd, POLLOUT, 0};
+    poll(&p, 1, 100);
+  }
+  return {};
+}
+
+Result<void, Error> Sessions::resize(const std::string& owner, const std::string& id,
+                                     Terminal size) {
+  auto s = find(owner, id);
+  if (!s) return not_found();
+  {
+    std::lock_guard lock(s->mu);
+    if (s->exit) return Error{Errc::not_running, "the session has ended: " + s->exit->message};
+  }
+  return s->process->resize(size);
+}
+
+std::size_t Sessions::sweep() {
+  const auto now = now_();
+  std::vector<std::pair<std::shared_ptr<Session>, std::string>> ending;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      auto& s = it->second;
+      std::unique_lock l(s->mu);
+      if (s->starting) {
+        ++it;
+      } else if (s->exit) {
+        const bool forget = now - s->ended_at >= limits_.keep_ended;
+        l.unlock();
+        if (forget) {
+          end(s);  // its reader has returned already: joined at once
+          it = sessions_.erase(it);
+        } else {
+          ++it;
+        }
+      } else {
+        const auto seconds = [](auto d) {
+          return std::to_string(std::chrono::duration_cast<std::chrono::seconds>(d).count());
+        };
+        if (s->listeners.empty() && now - s->detached_since >= limits_.idle) {
+          ending.emplace_back(s, "ended: no client was attached for " + seconds(limits_.idle) +
+                                     " s (sandbox.session_idle_ms)");
+        } else if (now - s->opened >= limits_.absolute) {
+          ending.emplace_back(s, "ended: sessions last at most " + seconds(limits_.absolute) +
+                                     " s (sandbox.session_max_ms)");
+        }
+        ++it;
+      }
+    }
+  }
+  // Destroyed: their readers tell the exit (`destroyed`) and the entries stay keep_ended.
+  for (auto& [s, why] : ending) end(s, why);
+  return ending.size();
+}
+
+}  // namespace kiln::sandbox
