@@ -27,7 +27,8 @@ ALLOWED = {
     "journal": {"collab", "platform"},
     "engines/memory": {"collab", "platform"},
     "engines/redis": {"collab", "clients/redis", "platform"},
-    "gateway": {"collab", "auth", "platform"},
+    "gateway": {"collab", "auth", "sandbox/sessions.hpp", "sandbox/sandbox.hpp",
+                "sandbox/scrollback.hpp", "sandbox/spec.hpp", "platform"},
     "persist": {"collab/persistence.hpp", "store", "platform"},
     # Jobs: the rules (pure), the JobQueue port, its database adapter over the repository,
     # the worker.
@@ -42,6 +43,8 @@ ALLOWED = {
     "objects": {"clients/sql/sql.hpp", "clients/s3", "platform"},
     # The API decides access changes on the access bus port only, never a room engine.
     "api": {"assets", "auth", "collab/access.hpp", "jobs/queue.hpp", "jobs/job.hpp", "store",
+            "sandbox/sessions.hpp", "sandbox/sandbox.hpp", "sandbox/scrollback.hpp",
+            "sandbox/spec.hpp",
             "clients/sql/sql.hpp", "clients/s3", "platform"},
     # A client of Kiln's own API (kiln upload, the build agent): the platform's HTTP client
     # (and S3's percent-encoding).

@@ -15,6 +15,10 @@ Api::Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& poo
 
 Api::~Api() = default;
 
+void Api::set_terminals(sandbox::Sessions* sessions) {
+  impl_->terminals = sessions;
+}
+
 void Api::install(http::Router& router) {
   std::weak_ptr<Impl> weak_impl = impl_;
   router.set_header_check([weak_impl](const Request& req) -> std::optional<Response> {
@@ -101,6 +105,11 @@ void Api::install(http::Router& router) {
       &Impl::get_manifest);
   add("POST", "/v1/projects/{project}/assets/{asset}/process", "api_asset_process",
       &Impl::process_asset);
+  add("POST", "/v1/terminals", "api_terminals_open", &Impl::open_terminal, /*slow=*/true);
+  add("GET", "/v1/terminals", "api_terminals_list", &Impl::list_terminals);
+  add("GET", "/v1/terminals/{terminal}", "api_terminal_get", &Impl::get_terminal);
+  add("DELETE", "/v1/terminals/{terminal}", "api_terminal_close", &Impl::close_terminal,
+      /*slow=*/true);
   add("GET", "/v1/admin/jobs", "api_admin_jobs_list", &Impl::list_jobs);
   add("GET", "/v1/admin/jobs/{job}", "api_admin_job_get", &Impl::get_job);
   add("POST", "/v1/admin/jobs/{job}/retry", "api_admin_job_retry", &Impl::retry_job);

@@ -1,6 +1,6 @@
 // The REST API (`/v1`, the `api` role; part of `kiln serve`): projects, members, scenes,
-// tokens, me, the job queue's admin routes. JSON in and out; errors are application/problem+json
-// (RFC 9457) with stable `type` URIs (docs/api.md, docs/openapi.yaml).
+// tokens, me, terminal sessions, the job queue's admin routes. JSON in and out; errors are
+// application/problem+json (RFC 9457) with stable `type` URIs (docs/api.md, docs/openapi.yaml).
 //
 // Every route authenticates: a user token (as the gateway checks them, plus revocation)
 // or the service key (`Authorization: Bearer <key>`), which the studio's backend uses to
@@ -29,6 +29,9 @@ class Registry;
 }
 namespace jobs {
 class JobQueue;
+}
+namespace sandbox {
+class Sessions;
 }
 }  // namespace kiln
 
@@ -61,6 +64,9 @@ class Api {
   Api(const Api&) = delete;
   Api& operator=(const Api&) = delete;
 
+  // The node's terminal sessions (/v1/terminals); without them those routes answer 503.
+  // Before install().
+  void set_terminals(sandbox::Sessions* sessions);
   void install(http::Router& router);
   // Aborts open uploads idle for longer than uploads.stale_after_s (their multipart
   // uploads too); returns how many. Blocking: call it off the event loop. Safe on several

@@ -1,7 +1,8 @@
 // The API's state and handlers (Api::Impl), shared by its translation units, one per
 // resource: access.cpp (authentication, limits, read-your-writes, roles), tokens.cpp (me,
 // tokens, revocation), projects.cpp (projects, members), scenes.cpp, uploads.cpp (uploads,
-// assets, the Uppy routes), jobs.cpp (the job queue's admin routes); api.cpp holds the route
+// assets, the Uppy routes), terminals.cpp (terminal sessions), jobs.cpp (the job queue's admin
+// routes); api.cpp holds the route
 // table.
 #pragma once
 
@@ -115,6 +116,13 @@ struct Api::Impl {
   Checked<Response> uppy_complete(const Request& req, const Principal& who);
   Checked<Response> uppy_abort(const Request& req, const Principal& who);
   Checked<void> need_storage();
+
+  // --- terminal sessions (terminals.cpp): a user's own, never the service key's ------------
+  sandbox::Sessions* terminals = nullptr;  // null: 503
+  Checked<Response> open_terminal(const Request& req, const Principal& who);
+  Checked<Response> list_terminals(const Request& req, const Principal& who);
+  Checked<Response> get_terminal(const Request& req, const Principal& who);
+  Checked<Response> close_terminal(const Request& req, const Principal& who);
 
   // --- the job queue's admin routes (jobs.cpp): the service key only ----------------------
   jobs::JobQueue* jobs = nullptr;  // null: 503

@@ -27,6 +27,12 @@ std::string banner(const Landing& l) {
     line("REST API", l.http + "/v1   (OpenAPI: " + l.http + "/openapi.yaml)");
   }
   if (l.collab) line("collaboration", ws_url(l.http) + "/v1/collab   (WebSocket, kiln.v1)");
+  if (!l.terminals.empty()) {
+    line("terminals",
+         l.terminals.starts_with("on")
+             ? ws_url(l.http) + "/v1/term   (WebSocket, kiln.term.v1; " + l.terminals + ")"
+             : l.terminals);
+  }
   if (!l.objects.empty())
     line("object store", l.objects + "   (S3 API; buckets " + l.buckets + ")");
   if (!l.service_key_file.empty()) {

@@ -18,6 +18,7 @@ struct Landing {
   std::string objects;           // the object store's base URL, "" when this node runs none
   std::string buckets;           // its buckets, comma-separated
   std::string service_key_file;  // where the generated service key is; "" when configured
+  std::string terminals;         // "on (runc ...)", "off: why"; "" when no module says
 };
 
 // The lines printed after "Kiln V (ROLE) is running at URL": one per thing to reach.

@@ -45,6 +45,9 @@ class Journal;
 namespace http {
 class Server;
 }
+namespace sandbox {
+class Sessions;
+}
 }  // namespace kiln
 
 namespace kiln::app {
@@ -58,11 +61,12 @@ struct StartupError : std::runtime_error {
 
 // Which parts of Kiln this process runs (`kiln serve` runs them all).
 struct Roles {
-  bool collab = false;   // the collaboration gateway: /v1/collab
-  bool persist = false;  // the write-behind persister
-  bool api = false;      // the REST API: /v1
-  bool objects = false;  // the embedded object store: its own listener
-  bool jobs = false;     // the job queue's worker and the outbox relay
+  bool collab = false;     // the collaboration gateway: /v1/collab
+  bool persist = false;    // the write-behind persister
+  bool api = false;        // the REST API: /v1
+  bool objects = false;    // the embedded object store: its own listener
+  bool jobs = false;       // the job queue's worker and the outbox relay
+  bool terminals = false;  // terminal sessions in sandboxes: /v1/term (and /v1/terminals)
 };
 
 // What every role of one process shares. Members are destroyed in reverse order: the
@@ -92,7 +96,8 @@ struct Node {
   std::unique_ptr<auth::Verifier> verifier;       // user tokens (collab, api)
   std::unique_ptr<jobs::JobQueue> jobs;           // the job queue (jobs, api: its admin routes)
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
-  std::uint16_t objects_port = 0;  // the embedded object store's bound port, 0 if none here
+  std::uint16_t objects_port = 0;          // the embedded object store's bound port, 0 if none here
+  sandbox::Sessions* terminals = nullptr;  // the terminals module's, when it runs them
 
   // Runs `fn` every `period` on the event loop, first after `first`, until stop_periodic().
   void every(std::chrono::milliseconds first, std::chrono::milliseconds period,
@@ -152,6 +157,13 @@ class RoomsModule final : public Module {
 };
 
 std::unique_ptr<Module> make_collab(Node& node, RoomsModule& rooms);
+// Terminal sessions (sandbox.*): before make_api, which serves /v1/terminals on them.
+std::unique_ptr<Module> make_terminals(Node& node);
+// Whether a user's token was revoked since it was minted (user, its `ver`): the database's
+// answer to `done` (true: revoked) on one of node.db_threads; a database that cannot answer
+// lets it on (logged). Empty without a database.
+std::function<void(const std::string&, std::int64_t, std::function<void(bool)>)> revocation_check(
+    Node& node);
 std::unique_ptr<Module> make_persist(Node& node, RoomsModule& rooms);
 // The jobs.* settings that the schema cannot check (the broker's URL and names); throws
 // StartupError 2. Called before the database is opened.

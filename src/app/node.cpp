@@ -242,6 +242,7 @@ void make_modules(Node& node, std::vector<std::unique_ptr<Module>>& modules) {
   if (node.roles.persist && node.db && rooms) modules.push_back(make_persist(node, *rooms));
   if (node.roles.collab) modules.push_back(make_collab(node, *rooms));
   if (node.roles.objects) modules.push_back(make_objects(node));
+  if (node.roles.terminals) modules.push_back(make_terminals(node));
   if (node.roles.api) modules.push_back(make_api(node));
   // After objects: the asset pipeline stores into the embedded store of this process.
   if (node.roles.jobs && node.jobs) modules.push_back(make_jobs(node));
@@ -277,6 +278,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   node.roles.jobs = role_name == "serve" || role_name == "worker";
   node.roles.api = role_name == "serve" || role_name == "api";
   node.roles.objects = role_name == "serve" || role_name == "objects";
+  // Sessions live in the process that serves their WebSocket: `kiln serve` only, until a
+  // sandboxd role with a gateway relay exists (docs/terminals.md).
+  node.roles.terminals = role_name == "serve";
 
   log::Options lo;
   log::parse_level(cfg.str("log.level"), lo.level);

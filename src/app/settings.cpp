@@ -71,6 +71,7 @@ config::Schema build() {
   add_api_settings(s);
   add_objects_settings(s);
   add_upload_settings(s);
+  add_sandbox_settings(s);
   s.add(integer("shutdown.drain_ms", 10'000, 0, 3'600'000,
                 "After SIGTERM or SIGINT: how long requests in progress may take to finish "
                 "before their connections are cut."));

@@ -19,6 +19,7 @@ void add_jobs_settings(config::Schema& s);      // jobs.*
 void add_api_settings(config::Schema& s);       // api.*
 void add_objects_settings(config::Schema& s);   // objects.*
 void add_upload_settings(config::Schema& s);    // storage.*, uploads.*
+void add_sandbox_settings(config::Schema& s);   // sandbox.*
 
 // Builders for a setting of each type.
 namespace setting {

@@ -70,6 +70,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
         handler_(std::move(handler)),
         ws_(std::move(stream)),
         timer_(ws_.get_executor()),
+        cut_timer_(ws_.get_executor()),
         remote_(std::move(remote)) {}
 
   asio::awaitable<void> run(Upgrade& up);
@@ -85,6 +86,15 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
       queued_bytes_ = 0;
       if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"queue_bytes"}).inc();
       close_.emplace(o_.slow_consumer_code, "slow consumer");
+      // Its close frame waits behind a write the peer does not read: past a grace period
+      // the TCP connection is cut (the peer sees it end without a close frame).
+      asio::post(ws_.get_executor(), [self = shared_from_this()] {
+        if (self->ended_) return;
+        self->cut_timer_.expires_after(self->o_.slow_consumer_grace);
+        self->cut_timer_.async_wait([self](const beast::error_code& ec) {
+          if (!ec && !self->ended_) beast::get_lowest_layer(self->ws_).close();
+        });
+      });
     } else {
       queue_.push_back(std::move(message));
     }
@@ -135,6 +145,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   std::shared_ptr<WebSocketHandler> handler_;
   websocket::stream<beast::tcp_stream> ws_;
   asio::steady_timer timer_;
+  asio::steady_timer cut_timer_;  // a slow consumer's connection is cut when it fires
   std::string remote_;
   bool ended_ = false;  // strand only: the read loop is over
 
@@ -214,6 +225,7 @@ asio::awaitable<void> Connection::run(Upgrade& up) {
   }
   ended_ = true;
   timer_.cancel();
+  cut_timer_.cancel();
   {
     std::lock_guard lock(mu_);
     dead_ = true;

@@ -49,6 +49,9 @@ struct WebSocketOptions {
   // queue. One message larger than this still goes when nothing else waits.
   std::size_t max_queue_bytes = 4u << 20;
   std::uint16_t slow_consumer_code = 1008;  // policy violation
+  // A slow consumer's close frame waits this long behind what it does not read; then its
+  // TCP connection is cut.
+  std::chrono::milliseconds slow_consumer_grace{30'000};
   WebSocketMetrics metrics;
 };
 

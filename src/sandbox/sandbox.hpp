@@ -24,7 +24,8 @@ enum class Errc {
   not_running,  // the sandbox has ended or was destroyed
   failed,       // the runtime refused (detail: its words)
   not_found,    // no such session of this user (sessions.hpp; another user's is not told)
-  quota,        // a per-user or per-node limit on sessions is reached (detail: which)
+  quota,        // the user's limit of running sessions is reached
+  busy,         // this node runs as many sessions as it may: try later (or another node)
 };
 using Error = ErrorOf<Errc>;
 

@@ -122,8 +122,8 @@ Result<SessionInfo, Error> Sessions::open(const std::string& owner, Terminal siz
       return Error{Errc::quota, "at most " + std::to_string(limits_.per_user) +
                                     " running sessions per user: close one first"};
     if (running >= limits_.per_node)
-      return Error{Errc::quota, "this node runs its limit of " + std::to_string(limits_.per_node) +
-                                    " sessions; try later"};
+      return Error{Errc::busy, "this node runs its limit of " + std::to_string(limits_.per_node) +
+                                   " sessions; try later"};
     sessions_.emplace(s->id, s);
   }
   const auto forget = [&] {

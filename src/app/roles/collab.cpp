@@ -38,19 +38,7 @@ class CollabModule final : public Module {
     if (node.db && node.db_threads) {
       // Revoked tokens (POST /v1/users/{user}/revoke) are refused here too. A database
       // that cannot answer lets the session on (editing must not depend on it); logged.
-      go.revocation_check = [&node](const std::string& user, std::int64_t ver,
-                                    std::function<void(bool)> done) {
-        auto task = [&node, user, ver, done] {
-          try {
-            auto u = store::Projects(*node.db).get_user(user);
-            done(u && ver < u->token_version);
-          } catch (const std::exception& e) {
-            log::warn("gateway: cannot check token revocation", {{"error", e.what()}});
-            done(false);
-          }
-        };
-        if (!node.db_threads->post(task)) done(false);
-      };
+      go.revocation_check = revocation_check(node);
       // Joins are decided from live membership, cached (gateway.access_*).
       go.access_loader = [&node](const std::string& project, auto done) {
         auto task = [&node, project, done] {
@@ -105,6 +93,23 @@ class CollabModule final : public Module {
 };
 
 }  // namespace
+
+std::function<void(const std::string&, std::int64_t, std::function<void(bool)>)> revocation_check(
+    Node& node) {
+  if (!node.db || !node.db_threads) return {};
+  return [&node](const std::string& user, std::int64_t ver, std::function<void(bool)> done) {
+    auto task = [&node, user, ver, done] {
+      try {
+        auto u = store::Projects(*node.db).get_user(user);
+        done(u && ver < u->token_version);
+      } catch (const std::exception& e) {
+        log::warn("cannot check token revocation", {{"error", e.what()}});
+        done(false);
+      }
+    };
+    if (!node.db_threads->post(task)) done(false);
+  };
+}
 
 std::unique_ptr<Module> make_collab(Node& node, RoomsModule& rooms) {
   return std::make_unique<CollabModule>(node, rooms);

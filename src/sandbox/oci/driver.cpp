@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 namespace kiln::sandbox::oci {
@@ -407,8 +408,38 @@ Result<std::string, Error> OciDriver::check() const {
     std::error_code ec;
     fs::create_directories(dir, ec);
     if (ec) return Error{Errc::unavailable, "cannot create " + dir + ": " + ec.message()};
+    // A sandbox's root (a mapped uid) passes through to its bundle's rootfs.
+    for (fs::path p = dir; !p.empty() && p != p.root_path(); p = p.parent_path()) {
+      struct stat st {};
+      if (::stat(p.c_str(), &st) != 0) break;
+      if ((st.st_mode & S_IXOTH) == 0)
+        return Error{Errc::unavailable, p.string() + " is not searchable by others (mode " +
+                                            std::to_string(st.st_mode & 07777) +
+                                            "): sandboxes could not reach their root there"};
+    }
   }
   return first_line(r->out.substr(0, r->out.find('\n')));
+}
+
+std::size_t OciDriver::remove_leftovers() {
+  const auto runc = [&](std::vector<std::string> args) {
+    std::vector<std::string> v{options_.runc, "--root", options_.state_root};
+    v.insert(v.end(), args.begin(), args.end());
+    return process::run(v, options_.command_timeout);
+  };
+  std::size_t n = 0;
+  if (auto list = runc({"list", "-q"}); list && list->status == 0) {
+    std::istringstream ids(list->out);
+    for (std::string id; std::getline(ids, id);) {
+      if (id.empty()) continue;
+      (void)runc({"kill", "--all", id, "KILL"});
+      (void)runc({"delete", "--force", id});
+      ++n;
+    }
+  }
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options_.bundles, ec)) fs::remove_all(e.path(), ec);
+  return n;
 }
 
 Result<std::unique_ptr<Sandbox>, Error> OciDriver::create(const SandboxSpec& spec) {

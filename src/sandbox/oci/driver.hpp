@@ -44,6 +44,11 @@ class OciDriver final : public Driver {
   // not (no runtime, not root, directories not writable).
   [[nodiscard]] Result<std::string, Error> check() const;
 
+  // Containers and bundles left by a process that ended without destroying them (a crash,
+  // SIGKILL): killed, deleted, removed. Returns how many containers there were. At start,
+  // before any sandbox of this driver's exists.
+  std::size_t remove_leftovers();
+
  private:
   OciOptions options_;
 };

@@ -1,0 +1,111 @@
+// /v1/terminals: a user's terminal sessions (sandbox/sessions.hpp; docs/terminals.md). Open
+// one (a shell in a sandbox of its own), list, read, close. The output is read and the keys
+// sent over the terminal WebSocket (/v1/term). A session is its owner's only: another
+// user's answers 404 as one that does not exist; the service key has no sessions.
+#include "api/impl.hpp"
+
+#include "sandbox/sessions.hpp"
+
+namespace kiln::api {
+namespace {
+
+Refusal refusal(const sandbox::Error& e) {
+  using E = sandbox::Errc;
+  switch (e.code) {
+    case E::not_found:
+      return not_found();
+    case E::invalid:
+      return invalid(e.detail);
+    case E::quota:
+      return {409, "too-many-sessions", e.detail};
+    case E::busy:
+    case E::unavailable: {
+      Refusal r{503, "unavailable", e.detail};
+      r.retry_after_s = 5;
+      return r;
+    }
+    case E::not_running:
+      return {409, "session-ended", e.detail};
+    case E::failed:
+      return {502, "sandbox-failed", e.detail};
+  }
+  return {500, "internal", e.detail};
+}
+
+json::value exit_json(const std::optional<sandbox::Exit>& e) {
+  if (!e) return nullptr;
+  static constexpr const char* reasons[] = {"exited", "signaled", "out_of_memory", "destroyed"};
+  return json::object{{"code", e->code},
+                      {"signal", e->signal},
+                      {"reason", reasons[static_cast<int>(e->reason)]},
+                      {"message", e->message}};
+}
+
+json::object terminal_json(const sandbox::SessionInfo& s) {
+  return {{"id", s.id},   {"created_at", s.created_at}, {"running", s.running},
+          {"end", s.end}, {"attached", s.attached},     {"exit", exit_json(s.exit)}};
+}
+
+Checked<sandbox::Sessions*> sessions_for(sandbox::Sessions* sessions, const Principal& who) {
+  if (who.service)
+    return Refusal{403, "forbidden",
+                   "Terminal sessions belong to users: use a user's token, not the service key."};
+  if (!sessions)
+    return Refusal{503, "unavailable",
+                   "Terminals are not enabled on this node (sandbox.enabled; they need root and "
+                   "Debian's runc)."};
+  return sessions;
+}
+
+std::uint16_t dimension(const json::object& body, std::string_view field, std::uint16_t fallback,
+                        bool& bad) {
+  const auto* v = body.if_contains(field);
+  if (!v) return fallback;
+  if (!v->is_int64() || v->as_int64() < 1 || v->as_int64() > 1000) {
+    bad = true;
+    return fallback;
+  }
+  return static_cast<std::uint16_t>(v->as_int64());
+}
+
+}  // namespace
+
+Checked<Response> Api::Impl::open_terminal(const Request& req, const Principal& who) {
+  KILN_TRY(sessions, sessions_for(terminals, who));
+  sandbox::Terminal size;
+  if (!req.body.empty()) {
+    KILN_TRY(body, body_object(req, {"rows", "cols"}));
+    bool bad = false;
+    size.rows = dimension(body, "rows", size.rows, bad);
+    size.cols = dimension(body, "cols", size.cols, bad);
+    if (bad) return invalid("'rows' and 'cols' are integers from 1 to 1000.");
+  }
+  auto s = sessions->open(who.user, size);
+  if (!s) return refusal(s.error());
+  auto resp = ok_json(201, terminal_json(*s));
+  resp.headers.emplace_back("Location", "/v1/terminals/" + s->id);
+  return resp;
+}
+
+Checked<Response> Api::Impl::list_terminals(const Request&, const Principal& who) {
+  KILN_TRY(sessions, sessions_for(terminals, who));
+  json::array items;
+  for (const auto& s : sessions->list(who.user)) items.push_back(terminal_json(s));
+  return ok_json(200, json::object{{"items", std::move(items)}});
+}
+
+Checked<Response> Api::Impl::get_terminal(const Request& req, const Principal& who) {
+  KILN_TRY(sessions, sessions_for(terminals, who));
+  auto s = sessions->get(who.user, std::string(req.param("terminal")));
+  if (!s) return refusal(s.error());
+  return ok_json(200, terminal_json(*s));
+}
+
+Checked<Response> Api::Impl::close_terminal(const Request& req, const Principal& who) {
+  KILN_TRY(sessions, sessions_for(terminals, who));
+  if (auto r = sessions->close(who.user, std::string(req.param("terminal"))); !r)
+    return refusal(r.error());
+  return Response{204, "application/json", "", {}};
+}
+
+}  // namespace kiln::api

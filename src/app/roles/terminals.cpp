@@ -1,0 +1,201 @@
+// The terminals module (`kiln serve`): terminal sessions in sandboxes (sandbox.*) and the
+// terminal WebSocket, /v1/term. The sessions are the node's (Node::terminals): the API
+// opens, lists and closes them (/v1/terminals), the WebSocket attaches to them.
+#include "app/modules.hpp"
+#include "app/settings.hpp"
+#include "gateway/terminal.hpp"
+#include "platform/codec.hpp"
+#include "platform/http_server.hpp"
+#include "platform/log.hpp"
+#include "platform/thread_pool.hpp"
+#include "sandbox/oci/driver.hpp"
+#include "sandbox/sessions.hpp"
+
+#include <unistd.h>
+
+namespace kiln::app {
+namespace {
+
+sandbox::SandboxSpec shell_spec(const config::Config& cfg) {
+  sandbox::SandboxSpec s;
+  s.id = "template";
+  s.args = {cfg.str("sandbox.shell"), "-l"};
+  s.terminal = true;
+  s.limits.memory_bytes = static_cast<std::uint64_t>(cfg.integer("sandbox.memory_bytes"));
+  s.limits.pids = static_cast<std::uint32_t>(cfg.integer("sandbox.pids"));
+  s.limits.cpus = static_cast<double>(cfg.integer("sandbox.cpu_millis")) / 1000.0;
+  s.limits.disk_bytes = static_cast<std::uint64_t>(cfg.integer("sandbox.disk_bytes"));
+  s.limits.files = static_cast<std::uint32_t>(cfg.integer("sandbox.files"));
+  s.limits.network = cfg.boolean("sandbox.network");
+  return s;
+}
+
+sandbox::SessionLimits session_limits(const config::Config& cfg) {
+  sandbox::SessionLimits l;
+  l.per_user = static_cast<std::size_t>(cfg.integer("sandbox.sessions_per_user"));
+  l.per_node = static_cast<std::size_t>(cfg.integer("sandbox.sessions_per_node"));
+  l.idle = std::chrono::milliseconds(cfg.integer("sandbox.session_idle_ms"));
+  l.absolute = std::chrono::milliseconds(cfg.integer("sandbox.session_max_ms"));
+  l.keep_ended = std::chrono::milliseconds(cfg.integer("sandbox.session_keep_ms"));
+  l.scrollback_bytes = static_cast<std::size_t>(cfg.integer("sandbox.scrollback_bytes"));
+  return l;
+}
+
+class TerminalsModule final : public Module {
+ public:
+  explicit TerminalsModule(Node& node) : node_(node) {
+    const auto& cfg = node.cfg;
+    const auto mode = cfg.str("sandbox.enabled");
+    if (mode == "off") {
+      why_off_ = "sandbox.enabled is off";
+      return;
+    }
+    sandbox::oci::OciOptions o;
+    o.runc = cfg.str("sandbox.runc");
+    // The runtime's state and the bundles: on a path every sandbox's mapped root may
+    // traverse (data directories are often 0700), one per data directory.
+    std::filesystem::path dir = cfg.str("sandbox.state_dir");
+    if (dir.empty())
+      dir = std::filesystem::path("/run/kiln") /
+            codec::sha256_hex(node.data_dir.lexically_normal().string()).substr(0, 16);
+    o.state_root = (dir / "runc").string();
+    o.bundles = (dir / "bundles").string();
+    state_dir_ = dir.string();
+    o.uid_base = static_cast<std::uint32_t>(cfg.integer("sandbox.uid_base"));
+    o.gid_base = o.uid_base;
+    auto spec = shell_spec(cfg);
+    if (auto problem = sandbox::validate(spec); !problem.empty())
+      throw StartupError(2, "configuration error: sandbox.*: " + problem);
+    driver_ = std::make_unique<sandbox::oci::OciDriver>(o);
+    auto version = driver_->check();
+    if (!version) {
+      if (mode == "on")
+        throw StartupError(1, "terminals cannot run here: " + version.error().detail +
+                                  " (setting sandbox.enabled)");
+      why_off_ = version.error().detail;
+      log::info("terminals are off", {{"reason", why_off_}});
+      driver_.reset();
+      return;
+    }
+    if (const auto left = driver_->remove_leftovers(); left > 0)
+      log::warn("terminals: removed sandboxes left by a previous run",
+                {{"count", static_cast<std::int64_t>(left)}});
+    sessions_ = std::make_unique<sandbox::Sessions>(
+        *driver_, std::move(spec), session_limits(cfg),
+        [] { return std::chrono::steady_clock::now(); },
+        [] {
+          return std::chrono::duration_cast<std::chrono::milliseconds>(
+                     std::chrono::system_clock::now().time_since_epoch())
+              .count();
+        });
+    node.terminals = sessions_.get();
+    runtime_ = *version;
+    // Sweeps (idle and absolute limits) destroy sandboxes: off the event loop.
+    sweeper_ = std::make_unique<ThreadPool>(1, 2);
+  }
+
+  void start(http::Server& server) override {
+    if (!sessions_) return;
+    gateway::TerminalOptions t;
+    t.hello_timeout = std::chrono::milliseconds(node_.cfg.integer("gateway.hello_timeout_ms"));
+    t.revocation_check = revocation_check(node_);
+    t.max_queue_bytes =
+        static_cast<std::size_t>(node_.cfg.integer("sandbox.terminal_max_queue_bytes"));
+    endpoint_ =
+        std::make_unique<gateway::TerminalEndpoint>(std::move(t), *node_.verifier, *sessions_);
+    server.add_upgrade("/v1/term", endpoint_->handler());
+    node_.every(std::chrono::seconds(1), std::chrono::seconds(1),
+                [s = sessions_.get(), pool = sweeper_.get()] {
+                  pool->post([s] {
+                    if (const auto n = s->sweep(); n > 0)
+                      log::info("terminals: sessions ended by their limits",
+                                {{"count", static_cast<std::int64_t>(n)}});
+                  });
+                });
+  }
+
+  // The sessions stay (this process's: they end when it stops); their clients are told to
+  // come back.
+  bool drain(std::chrono::milliseconds, std::function<void()>) override {
+    if (endpoint_) endpoint_->close_all("the server is restarting; reattach with your offset");
+    return false;
+  }
+  void close_all() override { drain({}, {}); }
+
+  void stop(bool) override {
+    sweeper_.reset();
+    node_.terminals = nullptr;
+    if (!sessions_) return;
+    sessions_.reset();  // every sandbox destroyed
+    std::error_code ec;
+    std::filesystem::remove_all(state_dir_, ec);  // empty now: the runtime's state, bundles
+  }
+
+  void describe(Landing& landing) override {
+    landing.terminals =
+        sessions_ ? "on (" + runtime_ + ", state in " + state_dir_ + ")" : "off: " + why_off_;
+  }
+
+ private:
+  Node& node_;
+  std::unique_ptr<sandbox::oci::OciDriver> driver_;
+  std::unique_ptr<sandbox::Sessions> sessions_;  // after the driver: destroyed before it
+  std::unique_ptr<ThreadPool> sweeper_;
+  std::unique_ptr<gateway::TerminalEndpoint> endpoint_;
+  std::string runtime_, why_off_, state_dir_;
+};
+
+}  // namespace
+
+std::unique_ptr<Module> make_terminals(Node& node) {
+  return std::make_unique<TerminalsModule>(node);
+}
+
+void add_sandbox_settings(config::Schema& s) {
+  using namespace setting;
+  constexpr std::int64_t kMiB = 1 << 20;
+  s.add(choice("sandbox.enabled", "auto", {"auto", "on", "off"},
+               "Terminal sessions in sandboxes (`kiln serve`: /v1/terminals, /v1/term). `auto`: "
+               "on when this process is root and Debian's runc runs, else off (said at start); "
+               "`on`: a start that cannot run them fails."));
+  s.add(text("sandbox.runc", "runc", "The OCI runtime's binary.", /*allow_empty=*/false));
+  s.add(text("sandbox.state_dir", "",
+             "Where the runtime's state and the sandboxes' bundles go: a directory every "
+             "sandbox's root (sandbox.uid_base) may traverse. Empty: /run/kiln/<a hash of "
+             "data.dir>. Sandboxes left there by a previous run are removed at start."));
+  s.add(text("sandbox.shell", "/bin/bash",
+             "The shell a terminal session runs (with -l), as a path inside the sandbox.",
+             /*allow_empty=*/false));
+  s.add(integer("sandbox.memory_bytes", 512 * kMiB, 16 * kMiB, 64LL << 30,
+                "A session's memory limit (cgroup; no extra swap): past it the kernel kills."));
+  s.add(integer("sandbox.pids", 256, 1, 65'536, "Processes and threads a session may have."));
+  s.add(integer("sandbox.cpu_millis", 1'000, 10, 64'000,
+                "CPU a session may use, in thousandths of a core (cgroup quota)."));
+  s.add(integer("sandbox.disk_bytes", 1LL << 30, kMiB, 1LL << 40,
+                "The size of a session's writable /work (tmpfs: it counts in its memory)."));
+  s.add(integer("sandbox.files", 65'536, 16, 10'000'000,
+                "Files a session may create in /work, and in /tmp (tmpfs inodes)."));
+  s.add(flag("sandbox.network", false,
+             "Whether sessions reach the network (the host's); off: loopback only."));
+  s.add(integer("sandbox.uid_base", 100'000, 1'000, 4'000'000'000LL,
+                "Host uid (and gid) of a sandbox's root; 65,536 ids from it are the "
+                "sandboxes'."));
+  s.add(integer("sandbox.sessions_per_user", 4, 1, 1'000,
+                "Running terminal sessions per user; beyond it 409 too-many-sessions."));
+  s.add(integer("sandbox.sessions_per_node", 64, 1, 100'000,
+                "Running terminal sessions on this node; beyond it 503 with Retry-After."));
+  s.add(integer("sandbox.session_idle_ms", 30 * 60'000, 1'000, 7 * 86'400'000LL,
+                "A session with no client attached this long is ended."));
+  s.add(integer("sandbox.session_max_ms", 8 * 3'600'000, 1'000, 30 * 86'400'000LL,
+                "A session is ended this long after it opened, attached or not."));
+  s.add(integer("sandbox.session_keep_ms", 10 * 60'000, 0, 86'400'000,
+                "An ended session's output and exit stay readable this long."));
+  s.add(integer("sandbox.terminal_max_queue_bytes", 4 * kMiB, 64 * 1024, 256 * kMiB,
+                "Output queued for one terminal connection that does not read it fast enough; "
+                "past it the connection is closed (1008) and the client reattaches from the "
+                "offset it read (the scrollback has the rest, or says what it dropped)."));
+  s.add(integer("sandbox.scrollback_bytes", 1 * kMiB, 4'096, 256 * kMiB,
+                "Output a session keeps for clients that reattach (a ring: the oldest goes)."));
+}
+
+}  // namespace kiln::app

@@ -1,0 +1,300 @@
+#include "gateway/terminal.hpp"
+
+#include "auth/jwt.hpp"
+#include "platform/codec.hpp"
+#include "platform/log.hpp"
+#include "sandbox/sessions.hpp"
+
+#include <boost/json.hpp>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+#include <vector>
+
+namespace kiln::gateway {
+namespace {
+
+namespace json = boost::json;
+using sandbox::Exit;
+
+enum Close : std::uint16_t {
+  kNormal = 1000,
+  kRestart = 1012,
+  kSlowConsumer = 1008,
+  kInvalid = 4000,
+  kUnauthenticated = 4001,
+  kNoSession = 4004,
+  kBadOffset = 4400,
+};
+
+std::shared_ptr<const std::string> frame(json::object o) {
+  return std::make_shared<const std::string>(json::serialize(o));
+}
+
+std::shared_ptr<const std::string> out_frame(std::uint64_t offset, std::string_view bytes) {
+  return frame({{"t", "out"}, {"offset", offset}, {"data", codec::base64(bytes)}});
+}
+
+std::shared_ptr<const std::string> exit_frame(const Exit& e) {
+  static constexpr const char* reasons[] = {"exited", "signaled", "out_of_memory", "destroyed"};
+  return frame({{"t", "exit"},
+                {"code", e.code},
+                {"signal", e.signal},
+                {"reason", reasons[static_cast<int>(e.reason)]},
+                {"message", e.message}});
+}
+
+std::int64_t system_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// One connection: unauthenticated until its attach frame, then a view of one session.
+class TerminalConnection final : public http::WebSocketHandler,
+                                 public std::enable_shared_from_this<TerminalConnection> {
+ public:
+  TerminalConnection(std::shared_ptr<const TerminalOptions> o, const auth::Verifier& v,
+                     sandbox::Sessions& s)
+      : owned_(std::move(o)), options_(*owned_), verifier_(v), sessions_(s) {}
+
+  std::optional<http::WebSocketRefusal> admit(const http::Request&) override { return {}; }
+
+  void on_open(std::shared_ptr<http::WebSocket> socket) override {
+    socket_ = std::move(socket);
+    std::weak_ptr<TerminalConnection> weak = shared_from_this();
+    socket_->after(options_.hello_timeout, [weak] {
+      if (auto self = weak.lock(); self && self->state_ == State::waiting)
+        self->close(kUnauthenticated, "no attach frame in time");
+    });
+  }
+
+  void on_message(std::string_view data, bool binary) override {
+    if (binary) return close(kInvalid, "kiln.term.v1 frames are JSON text");
+    boost::system::error_code ec;
+    auto v = json::parse(data, ec);
+    const auto* o = ec ? nullptr : v.if_object();
+    const auto* t = o ? o->if_contains("t") : nullptr;
+    if (!t || !t->is_string()) return close(kInvalid, "a frame is a JSON object with a \"t\"");
+    const auto type = std::string_view(t->as_string());
+    if (state_ == State::waiting) {
+      if (type != "attach") return close(kUnauthenticated, "the first frame is an attach");
+      return attach(*o);
+    }
+    if (state_ == State::checking) {  // the token is being checked: kept, then handled
+      if (held_.size() >= kMaxHeld)
+        return close(kInvalid, "too many frames before the attach was answered");
+      held_.emplace_back(data);
+      return;
+    }
+    if (state_ != State::attached) return;
+    if (type == "in") {
+      const auto* d = o->if_contains("data");
+      if (!d || !d->is_string()) return close(kInvalid, "in: \"data\" is a string");
+      if (auto r = sessions_.input(user_, session_, std::string_view(d->as_string())); !r)
+        socket_->send(frame({{"t", "error"}, {"message", r.error().detail}}));
+    } else if (type == "resize") {
+      const auto* rows = o->if_contains("rows");
+      const auto* cols = o->if_contains("cols");
+      if (!rows || !cols || !rows->is_int64() || !cols->is_int64() || rows->as_int64() < 1 ||
+          cols->as_int64() < 1 || rows->as_int64() > 1000 || cols->as_int64() > 1000)
+        return close(kInvalid, "resize: \"rows\" and \"cols\" are integers 1-1000");
+      sandbox::Terminal size{static_cast<std::uint16_t>(rows->as_int64()),
+                             static_cast<std::uint16_t>(cols->as_int64())};
+      if (auto r = sessions_.resize(user_, session_, size); !r)
+        socket_->send(frame({{"t", "error"}, {"message", r.error().detail}}));
+    } else if (type == "attach") {
+      close(kInvalid, "already attached");
+    } else {
+      close(kInvalid, "unknown frame type");
+    }
+  }
+
+  // From any thread (a drain).
+  void shut(std::uint16_t code, const std::string& reason) {
+    std::lock_guard lock(mu_);
+    if (socket_) socket_->close(code, reason);
+  }
+
+  void on_closed() override {
+    std::shared_ptr<void> handle;
+    {
+      std::lock_guard lock(mu_);
+      handle = std::move(handle_);
+      socket_.reset();
+      state_ = State::closed;
+    }
+    // Detached (the session goes on) outside mu_: detaching takes the session's lock, which
+    // its reader holds while it calls deliver(), which takes mu_.
+    handle.reset();
+  }
+
+ private:
+  enum class State { waiting, checking, attached, closed };
+
+  void close(std::uint16_t code, std::string reason) {
+    if (socket_) socket_->close(code, std::move(reason));
+    state_ = State::closed;
+  }
+
+  void attach(const json::object& o) {
+    const auto* token = o.if_contains("token");
+    const auto* session = o.if_contains("session");
+    const auto* offset = o.if_contains("offset");
+    if (!token || !token->is_string()) return close(kUnauthenticated, "attach: a \"token\"");
+    if (!session || !session->is_string() || session->as_string().empty() ||
+        session->as_string().size() > 64)
+      return close(kInvalid, "attach: a \"session\" id");
+    std::uint64_t from = 0;
+    if (offset) {
+      if (offset->is_uint64()) {
+        from = offset->as_uint64();
+      } else if (offset->is_int64() && offset->as_int64() >= 0) {
+        from = static_cast<std::uint64_t>(offset->as_int64());
+      } else {
+        return close(kInvalid, "attach: \"offset\" is a byte offset (0 or more)");
+      }
+    }
+    const auto r = verifier_.verify(std::string_view(token->as_string()),
+                                    options_.now_unix ? options_.now_unix() : system_now());
+    if (!r.ok) return close(kUnauthenticated, r.error);
+    user_ = r.claims.sub;
+    session_ = std::string(session->as_string());
+    state_ = State::checking;
+    if (!options_.revocation_check) return attach_now(from);  // nothing held yet
+    std::weak_ptr<TerminalConnection> weak = shared_from_this();
+    auto socket = socket_;
+    options_.revocation_check(user_, r.claims.ver, [weak, socket, from](bool revoked) {
+      socket->post([weak, from, revoked] {
+        auto self = weak.lock();
+        if (!self || self->state_ != State::checking) return;
+        if (revoked) return self->close(kUnauthenticated, "this token was revoked");
+        self->attach_now(from);
+        self->replay_held();
+      });
+    });
+  }
+
+  // Output before the backlog is sent waits behind it (the session's reader may call the
+  // listener as soon as attach() returns).
+  void attach_now(std::uint64_t from) {
+    std::weak_ptr<TerminalConnection> weak = shared_from_this();
+    sandbox::Listener listener{[weak](std::uint64_t offset, std::string_view bytes) {
+                                 if (auto self = weak.lock())
+                                   self->deliver(out_frame(offset, bytes), false);
+                               },
+                               [weak](const Exit& e) {
+                                 if (auto self = weak.lock()) self->deliver(exit_frame(e), true);
+                               }};
+    auto a = sessions_.attach(user_, session_, from, std::move(listener));
+    if (!a) {
+      if (a.error().code == sandbox::Errc::invalid) return close(kBadOffset, a.error().detail);
+      return close(kNoSession, a.error().detail);
+    }
+    std::lock_guard lock(mu_);
+    handle_ = std::move(a->handle);
+    const auto& b = a->backlog;
+    socket_->send(frame({{"t", "attached"},
+                         {"session", session_},
+                         {"from", b.from},
+                         {"lost", b.lost},
+                         {"end", b.from + b.bytes.size()}}));
+    for (std::size_t at = 0; at < b.bytes.size(); at += 16 * 1024)
+      socket_->send(out_frame(b.from + at, std::string_view(b.bytes).substr(at, 16 * 1024)));
+    state_ = State::attached;
+    if (a->exit) pending_.emplace_back(exit_frame(*a->exit), true);
+    flush_locked();
+  }
+
+  // Frames that came while the token was checked, in order (on the strand, after attach).
+  void replay_held() {
+    auto held = std::move(held_);
+    held_.clear();
+    for (const auto& f : held) {
+      if (state_ != State::attached) break;
+      on_message(f, false);
+    }
+  }
+
+  void deliver(std::shared_ptr<const std::string> f, bool last) {
+    std::lock_guard lock(mu_);
+    pending_.emplace_back(std::move(f), last);
+    if (state_ == State::attached) flush_locked();
+  }
+
+  void flush_locked() {
+    for (auto& [f, last] : pending_) {
+      if (!socket_) break;
+      socket_->send(std::move(f));
+      if (last) socket_->close(kNormal, "the session ended");
+    }
+    pending_.clear();
+  }
+
+  std::shared_ptr<const TerminalOptions> owned_;
+  const TerminalOptions& options_;
+  const auth::Verifier& verifier_;
+  sandbox::Sessions& sessions_;
+  std::shared_ptr<http::WebSocket> socket_;
+  State state_ = State::waiting;  // strand only
+  std::string user_, session_;
+  std::mutex mu_;  // pending_, handle_, socket_ from the session's reader thread
+  std::deque<std::pair<std::shared_ptr<const std::string>, bool>> pending_;
+  std::shared_ptr<void> handle_;
+  static constexpr std::size_t kMaxHeld = 64;
+  std::vector<std::string> held_;  // strand only
+};
+
+}  // namespace
+
+struct TerminalEndpoint::Impl {
+  Impl(TerminalOptions o, const auth::Verifier& v, sandbox::Sessions& s)
+      : options(std::make_shared<const TerminalOptions>(std::move(o))), verifier(v), sessions(s) {}
+  std::shared_ptr<const TerminalOptions> options;
+  const auth::Verifier& verifier;
+  sandbox::Sessions& sessions;
+  std::mutex mu;
+  std::vector<std::weak_ptr<TerminalConnection>> live;
+};
+
+TerminalEndpoint::TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier,
+                                   sandbox::Sessions& sessions)
+    : impl_(std::make_shared<Impl>(std::move(options), verifier, sessions)) {}
+
+TerminalEndpoint::~TerminalEndpoint() = default;
+
+http::UpgradeHandler TerminalEndpoint::handler() const {
+  const auto& options = *impl_->options;
+  http::WebSocketOptions o;
+  o.subprotocol = kTerminalSubprotocol;
+  o.idle_timeout = options.idle_timeout;
+  o.max_message_bytes = options.max_message_bytes;
+  o.too_large_code = kInvalid;
+  o.max_queue_bytes = options.max_queue_bytes;
+  o.slow_consumer_code = kSlowConsumer;
+  // A terminal client that does not read gets nothing from a close frame it cannot read:
+  // cut soon, so that its session counts it detached (the idle limit starts) at once.
+  o.slow_consumer_grace = std::chrono::seconds(5);
+  return http::websocket_endpoint(std::move(o), [impl = impl_] {
+    auto c = std::make_shared<TerminalConnection>(impl->options, impl->verifier, impl->sessions);
+    std::lock_guard lock(impl->mu);
+    std::erase_if(impl->live, [](const auto& w) { return w.expired(); });
+    impl->live.push_back(c);
+    return c;
+  });
+}
+
+std::size_t TerminalEndpoint::close_all(const std::string& reason) {
+  std::vector<std::shared_ptr<TerminalConnection>> all;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& w : impl_->live)
+      if (auto c = w.lock()) all.push_back(std::move(c));
+    impl_->live.clear();
+  }
+  for (auto& c : all) c->shut(kRestart, reason);
+  return all.size();
+}
+
+}  // namespace kiln::gateway

@@ -1,0 +1,71 @@
+// The terminal endpoint (`/v1/term`, WebSocket subprotocol kiln.term.v1; docs/terminals.md):
+// a client attaches to one of its terminal sessions (sandbox/sessions.hpp) from an output
+// offset, types into it, resizes it, and reads its output, each piece with its offset. A
+// connection is only a view: closing it (or losing it, or the gateway restarting) leaves
+// the session running, and a client that comes back with the offset it read up to loses
+// nothing the scrollback still holds. A separate socket from /v1/collab: a terminal's flood
+// of output never delays a scene's ops.
+//
+// Client -> server (JSON text):
+//   {"t":"attach","token":JWT,"session":ID,"offset":N}   first, within hello_timeout
+//   {"t":"in","data":STRING}                               keys (UTF-8), at most 64 KiB
+//   {"t":"resize","rows":R,"cols":C}                       1-1000 each
+// Server -> client:
+//   {"t":"attached","session":ID,"from":F,"lost":L,"end":E}   then the backlog from F
+//   {"t":"out","offset":O,"data":BASE64}                      output bytes from offset O
+//   {"t":"exit","code":C,"signal":S,"reason":R,"message":M}   the session ended; close 1000
+//   {"t":"error","message":M}                                 a refused in/resize; goes on
+// Closes: 4000 a frame that is not the protocol, 4001 a missing, bad, expired or revoked
+// token (or no attach in time), 1012 the server drains (reattach), 4004 no such session of this
+// user (another user's is the same), 4400 an offset past the output's end, 1008 a client that reads
+// too slowly (the output queued for it passed max_queue_bytes: reattach from the offset read).
+#pragma once
+
+#include "platform/websocket.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+namespace kiln::auth {
+class Verifier;
+}
+namespace kiln::sandbox {
+class Sessions;
+}
+
+namespace kiln::gateway {
+
+inline constexpr const char* kTerminalSubprotocol = "kiln.term.v1";
+
+struct TerminalOptions {
+  std::chrono::milliseconds hello_timeout{10'000};  // for the attach frame
+  std::chrono::milliseconds idle_timeout{60'000};   // a peer silent this long (pings at half)
+  std::size_t max_message_bytes = 128 * 1024;
+  std::size_t max_queue_bytes = 4u << 20;  // output waiting for a slow client
+  // Whether the token's user revoked it since (user, token ver): done(true) refuses. Empty:
+  // not checked. `done` may run on any thread.
+  std::function<void(const std::string& user, std::int64_t ver, std::function<void(bool)> done)>
+      revocation_check;
+  std::function<std::int64_t()> now_unix;  // token expiry; empty: the system clock
+};
+
+// The endpoint's connections: an upgrade handler for /v1/term, and a way to end them all.
+class TerminalEndpoint {
+ public:
+  TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier,
+                   sandbox::Sessions& sessions);
+  ~TerminalEndpoint();
+  [[nodiscard]] http::UpgradeHandler handler() const;
+  // Closes every connection with 1012 and `reason` (a drain: the sessions go on, and their
+  // clients reattach with the offset they read up to). Returns how many there were.
+  std::size_t close_all(const std::string& reason);
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace kiln::gateway

@@ -1,0 +1,297 @@
+"""Terminal sessions end to end (docs/terminals.md): `kiln serve` with real sandboxes (runc,
+as root), the REST routes (/v1/terminals) and the terminal WebSocket (/v1/term, kiln.term.v1)
+spoken by a test client. Offsets and reattach, owners, quotas, limits, bad frames, a flood
+that a client cannot keep up with, and what a killed server leaves behind."""
+import asyncio
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import unittest
+
+import websockets
+
+from harness import Kiln, WAIT, needs
+
+RUNC = shutil.which("runc")
+
+
+class Term:
+    """One kiln.term.v1 connection: attach, type, read output with offsets."""
+
+    def __init__(self, ws):
+        self.ws = ws
+        self.out = b""
+        self.next = None  # the offset the next output must have
+        self.exit = None
+        self.attached = None
+
+    @classmethod
+    async def attach(cls, node, token, session, offset=0, small_buffer=False):
+        sock = None
+        if small_buffer:  # a reader that falls behind soon: no autotuned megabytes of buffer
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            sock.connect((node.host, node.port))
+        ws = await websockets.connect(f"ws://{node.host}:{node.port}/v1/term", sock=sock,
+                                      subprotocols=["kiln.term.v1"], max_size=None, max_queue=4)
+        t = cls(ws)
+        await ws.send(json.dumps({"t": "attach", "token": token, "session": session, "offset": offset}))
+        t.attached = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        if t.attached.get("t") == "attached":
+            t.next = t.attached["from"]
+        return t
+
+    async def send(self, data):
+        await self.ws.send(json.dumps({"t": "in", "data": data}))
+
+    async def read_until(self, needle, timeout=WAIT):
+        deadline = time.monotonic() + timeout
+        while needle.encode() not in self.out and self.exit is None:
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), max(0.01, deadline - time.monotonic())))
+            self.take(m)
+        return self.out
+
+    def take(self, m):
+        if m["t"] == "out":
+            assert m["offset"] == self.next, (m["offset"], self.next)
+            data = base64.b64decode(m["data"])
+            self.out += data
+            self.next += len(data)
+        elif m["t"] == "exit":
+            self.exit = m
+
+    async def until_closed(self):
+        try:
+            while True:
+                self.take(json.loads(await asyncio.wait_for(self.ws.recv(), WAIT)))
+        except websockets.ConnectionClosed as e:
+            return e.code
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def closed_with(node, frames, timeout=WAIT):
+    """Sends raw frames on a fresh /v1/term connection; returns the close code."""
+    ws = await websockets.connect(f"ws://{node.host}:{node.port}/v1/term", subprotocols=["kiln.term.v1"])
+    try:
+        for f in frames:
+            await ws.send(f)
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    except websockets.ConnectionClosed as e:
+        return e.code, e.reason
+
+
+@needs(RUNC and os.geteuid() == 0, "missing: runc and root (scripts/packages-test.txt)")
+class Terminals(unittest.TestCase):
+    ARGS = ["--sandbox-enabled", "on", "--auth-dev-tokens", "true",
+            "--sandbox-sessions-per-user", "2", "--sandbox-memory-bytes", str(128 << 20),
+            "--sandbox-scrollback-bytes", "65536", "--sandbox-shell", "/bin/sh"]
+
+    def setUp(self):
+        self.node = Kiln(*self.ARGS)
+
+    def tearDown(self):
+        self.node.stop()
+
+    def token(self, user):
+        status, _, doc = self.node.call("POST", "/v1/dev/token", body={"user": {"id": user}})
+        self.assertEqual(status, 201, doc)
+        return doc["token"]
+
+    def open(self, token, **body):
+        status, headers, doc = self.node.call("POST", "/v1/terminals", token, body or None)
+        self.assertEqual(status, 201, doc)
+        self.assertEqual(headers["location"], "/v1/terminals/" + doc["id"])
+        return doc
+
+    def test_output_has_offsets_and_a_reattach_loses_nothing(self):
+        ann = self.token("ann")
+        s = self.open(ann, rows=30, cols=100)
+        self.assertTrue(s["running"])
+
+        async def go():
+            t = await Term.attach(self.node, ann, s["id"])
+            self.assertEqual(t.attached["t"], "attached", t.attached)
+            await t.send("stty size; echo $((6*7))\r")
+            await t.read_until("42\r\n")
+            self.assertIn(b"30 100\r\n", t.out)
+            read_to = t.next
+            # Typed, then the connection dropped before the output came back.
+            await t.send("echo away-$((1+1))\r")
+            await t.ws.close()
+            seen = b""
+            deadline = time.monotonic() + WAIT
+            while b"away-2\r\n" not in seen and time.monotonic() < deadline:
+                back = await Term.attach(self.node, ann, s["id"], read_to)
+                self.assertEqual((back.attached["from"], back.attached["lost"]), (read_to, 0))
+                try:
+                    await back.read_until("away-2\r\n", timeout=0.5)
+                except asyncio.TimeoutError:
+                    pass
+                seen = back.out
+                await back.ws.close()
+            self.assertIn(b"away-2\r\n", seen)
+            self.assertNotIn(b"42\r\n", seen, "nothing before the offset again")
+        run(go())
+        status, _, doc = self.node.call("GET", "/v1/terminals/" + s["id"], ann)
+        self.assertEqual(status, 200)
+        self.assertEqual((doc["running"], doc["attached"]), (True, 0))
+        self.assertGreater(doc["end"], 0)
+
+    def test_only_the_owner_reaches_a_session(self):
+        ann, bob = self.token("ann"), self.token("bob")
+        s = self.open(ann)
+        for method in ("GET", "DELETE"):
+            status, _, doc = self.node.call(method, "/v1/terminals/" + s["id"], bob)
+            self.assertEqual((status, doc["type"]), (404, "https://kiln.dev/problems/not-found"))
+        self.assertEqual(self.node.call("GET", "/v1/terminals", bob)[2], {"items": []})
+        status, _, doc = self.node.call("POST", "/v1/terminals", self.node.service_key())
+        self.assertEqual(status, 403, doc)
+        code, _ = run(closed_with(self.node, [json.dumps(
+            {"t": "attach", "token": bob, "session": s["id"], "offset": 0})]))
+        self.assertEqual(code, 4004)
+        status, _, doc = self.node.call("GET", "/v1/terminals/" + s["id"], ann)
+        self.assertEqual((status, doc["running"]), (200, True))
+        self.assertEqual(self.node.call("GET", "/v1/terminals")[0], 401)
+
+    def test_a_user_quota_and_closing_a_session(self):
+        ann = self.token("ann")
+        first, _ = self.open(ann), self.open(ann)
+        status, _, doc = self.node.call("POST", "/v1/terminals", ann)
+        self.assertEqual((status, doc["type"]), (409, "https://kiln.dev/problems/too-many-sessions"))
+        self.assertIn("at most 2", doc["detail"])
+        self.assertEqual(self.node.call("DELETE", "/v1/terminals/" + first["id"], ann)[0], 204)
+        self.assertEqual(self.node.call("GET", "/v1/terminals/" + first["id"], ann)[0], 404)
+        self.open(ann)
+        status, _, doc = self.node.call("POST", "/v1/terminals", ann, {"rows": 0})
+        self.assertEqual(status, 400, doc)
+
+    def test_the_shells_exit_is_told_and_stays_readable(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+
+        async def go():
+            t = await Term.attach(self.node, ann, s["id"])
+            await t.send("echo bye; exit 3\r")
+            code = await t.until_closed()
+            self.assertEqual(code, 1000)
+            self.assertEqual((t.exit["code"], t.exit["reason"], t.exit["message"]),
+                             (3, "exited", "exited with 3"))
+            late = await Term.attach(self.node, ann, s["id"])
+            self.assertEqual(await late.until_closed(), 1000)
+            self.assertIn(b"bye\r\n", late.out)
+            self.assertEqual(late.exit["code"], 3)
+        run(go())
+        doc = self.node.call("GET", "/v1/terminals/" + s["id"], ann)[2]
+        self.assertEqual((doc["running"], doc["exit"]["code"]), (False, 3))
+
+    def test_bad_frames_close_with_the_reason(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+        attach = json.dumps({"t": "attach", "token": ann, "session": s["id"], "offset": 0})
+        cases = [
+            (["not json"], 4000),
+            ([json.dumps({"t": "in", "data": "x"})], 4001),
+            ([json.dumps({"t": "attach", "token": "a.b.c", "session": s["id"]})], 4001),
+            ([json.dumps({"t": "attach", "token": ann, "session": s["id"], "offset": 10 ** 12})], 4400),
+            ([json.dumps({"t": "attach", "token": ann, "session": s["id"], "offset": -1})], 4000),
+            ([attach, json.dumps({"t": "resize", "rows": 0, "cols": 80})], 4000),
+            ([attach, json.dumps({"t": "in", "data": 5})], 4000),
+            ([attach, json.dumps({"t": "launch"})], 4000),
+            ([attach, attach], 4000),
+        ]
+        for frames, want in cases:
+            code, reason = run(closed_with(self.node, frames))
+            self.assertEqual(code, want, (frames, reason))
+            self.assertTrue(reason, frames)
+        doc = self.node.call("GET", "/v1/terminals/" + s["id"], ann)[2]
+        self.assertTrue(doc["running"], "the session outlives every bad connection")
+
+    def test_a_flood_drops_the_slow_reader_not_the_session_or_its_neighbour(self):
+        self.node.stop()
+        self.node = Kiln(*self.ARGS, "--sandbox-terminal-max-queue-bytes", str(256 << 10))
+        ann, bob = self.token("ann"), self.token("bob")
+        flood, quiet = self.open(ann), self.open(bob)
+
+        async def go():
+            t = await Term.attach(self.node, ann, flood["id"], small_buffer=True)
+            await t.send("yes kiln-flood-line\r")
+            # This client reads nothing more: the server queues for it up to its limit, then
+            # closes it (1008, cut after a grace period); the session goes on and a reattach
+            # says what the ring dropped.
+            neighbour = await Term.attach(self.node, bob, quiet["id"])
+            for i in range(20):
+                await neighbour.send(f"echo n-$(({i}+1000))\r")
+                await neighbour.read_until(f"n-{i + 1000}\r\n")
+            # The server drops it: its session shows no client attached (this client, which
+            # reads nothing, would notice only by its own ping timeout).
+            deadline = time.monotonic() + 60
+            attached = 1
+            while attached and time.monotonic() < deadline:
+                attached = self.node.call("GET", "/v1/terminals/" + flood["id"], ann)[2]["attached"]
+                await asyncio.sleep(0.1)  # polled: the queue fills at the flood's pace
+            self.assertEqual(attached, 0, "the slow reader is dropped")
+            t.ws.transport.abort()
+            back = await Term.attach(self.node, ann, flood["id"], t.next)
+            self.assertEqual(back.attached["t"], "attached")
+            self.assertGreater(back.attached["lost"], 0)
+            await back.send("\x03")  # Ctrl-C ends the flood
+            await back.send("echo stopped-$((3*3))\r")
+            await back.read_until("stopped-9")
+            for ws in (back.ws, neighbour.ws):
+                await ws.close()
+        run(go())
+        doc = self.node.call("GET", "/v1/terminals/" + flood["id"], ann)[2]
+        self.assertTrue(doc["running"])
+
+    def test_an_idle_session_is_ended_with_the_reason(self):
+        self.node.stop()
+        self.node = Kiln(*self.ARGS, "--sandbox-session-idle-ms", "1000")
+        ann = self.token("ann")
+        s = self.open(ann)
+        deadline = time.monotonic() + WAIT
+        doc = {}
+        while time.monotonic() < deadline:
+            doc = self.node.call("GET", "/v1/terminals/" + s["id"], ann)[2]
+            if not doc["running"]:
+                break
+            time.sleep(0.1)  # polled: the sweep runs every second
+        self.assertFalse(doc["running"], doc)
+        self.assertEqual(doc["exit"]["reason"], "destroyed")
+        self.assertIn("no client was attached for 1 s", doc["exit"]["message"])
+
+    def test_a_killed_server_leaves_nothing_running_after_its_restart(self):
+        state_dir = tempfile.mkdtemp(prefix="kiln-e2e-sandbox-")
+        os.chmod(state_dir, 0o711)  # sandboxes' roots pass through to their bundles
+        self.addCleanup(shutil.rmtree, state_dir, True)
+        self.node.stop()
+        args = [*self.ARGS, "--sandbox-state-dir", state_dir]
+        self.node = Kiln(*args)
+        ann = self.token("ann")
+        self.open(ann)
+        self.open(self.token("bob"))
+        data = self.node.data_dir
+        state = os.path.join(state_dir, "runc")
+        listed = lambda: subprocess.run([RUNC, "--root", state, "list", "-q"], capture_output=True,
+                                        text=True, check=True).stdout.split()
+        self.assertEqual(len(listed()), 2)
+        self.node.signal(signal.SIGKILL)
+        self.node.proc.wait(WAIT)
+        self.node.stop()
+        self.node = Kiln(*args, data_dir=data)
+        self.assertEqual(listed(), [], "the previous run's sandboxes were removed at start")
+        self.assertEqual(os.listdir(os.path.join(state_dir, "bundles")), [])
+        self.assertEqual(self.node.call("GET", "/v1/terminals", self.token("ann"))[2], {"items": []})
+
+
+if __name__ == "__main__":
+    unittest.main()
