@@ -5,6 +5,8 @@ validator (Debian's python3-jsonschema, JSON Schema 2020-12 as OpenAPI 3.1 uses)
 import hashlib
 import http.client
 import json
+import os
+import shutil
 import urllib.parse
 import pathlib
 import unittest
@@ -205,6 +207,15 @@ class OpenApi(unittest.TestCase):
         check("GET", jobs + "/{job}", f"{jobs}/j0123", SERVICE_KEY, expect=404)
         check("POST", jobs + "/{job}/retry", f"{jobs}/{job['id']}/retry", SERVICE_KEY, expect=409)
         check("POST", jobs + "/{job}/cancel", f"{jobs}/{job['id']}/cancel", SERVICE_KEY, expect=409)
+        # Terminals (docs/terminals.md): on when this node runs as root with runc, else 503.
+        on = shutil.which("runc") is not None and os.geteuid() == 0
+        t = check("POST", "/v1/terminals", "/v1/terminals", tok, {"rows": 30, "cols": 90}, 201 if on else 503)
+        check("GET", "/v1/terminals", "/v1/terminals", tok, expect=200 if on else 503)
+        one_term = "/v1/terminals/" + (t["id"] if on else "tnone")
+        check("GET", "/v1/terminals/{terminal}", one_term, tok, expect=200 if on else 503)
+        check("GET", "/v1/terminals/{terminal}", "/v1/terminals/tnone", tok, expect=404 if on else 503)
+        check("POST", "/v1/terminals", "/v1/terminals", SERVICE_KEY, expect=403)
+        check("DELETE", "/v1/terminals/{terminal}", one_term, tok, expect=204 if on else 503)
         check("POST", "/v1/projects", "/v1/projects", tok, {"id": "oa-gone", "name": "Gone"}, 201)
         check("DELETE", "/v1/projects/{project}", "/v1/projects/oa-gone", tok, expect=204)
         check("POST", "/v1/users/{user}/revoke", "/v1/users/oa/revoke", SERVICE_KEY, expect=200)
