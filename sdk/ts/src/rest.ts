@@ -91,6 +91,21 @@ export class KilnApi {
     return this.json('GET', '/v1/me')
   }
 
+  // Terminal sessions (docs/terminals.md): a user's own; read and typed into with TerminalClient
+  /** A shell in a sandbox of its own; `size` defaults to 24 rows of 80 columns. */
+  openTerminal(size?: { rows?: number; cols?: number }): Promise<Ok<'openTerminal', 201>> {
+    return this.json('POST', '/v1/terminals', size)
+  }
+  listTerminals(): Promise<Ok<'listTerminals', 200>> {
+    return this.json('GET', '/v1/terminals')
+  }
+  getTerminal(id: string): Promise<Ok<'getTerminal', 200>> {
+    return this.json('GET', `/v1/terminals/${enc(id)}`)
+  }
+  async closeTerminal(id: string): Promise<void> {
+    await this.request('DELETE', `/v1/terminals/${enc(id)}`)
+  }
+
   // Projects and members
   createProject(body: Body<'createProject'>): Promise<Ok<'createProject', 201>> {
     return this.json('POST', '/v1/projects', body)
