@@ -5,6 +5,9 @@
 //           same through a host pty with no sandbox (the peer)
 //   idle    host memory per idle session: the RSS of the processes Kiln keeps per session
 //           (runc run, runc events) and the sandbox's own cgroup usage
+//   attack  a neighbour terminal's echo while another sandbox runs a CPU spin, a fork bomb, a
+//           memory hog and a pty flood, against the same neighbour's echo with nothing else
+//           running (the goal: p99 within 2x)
 // Needs root and runc (as the driver does). Output: one JSON object.
 #include "sandbox/oci/driver.hpp"
 
@@ -113,10 +116,12 @@ std::uint64_t runc_rss() {
 int main(int argc, char** argv) {
   CLI::App app{"kiln-sandbox-bench: the oci driver's start, echo and idle costs"};
   int starts = 30, rounds = 300, idle = 10;
+  double abuser_cpus = 1.0;
   std::string dir = "/tmp/kiln-sandbox-bench";
   app.add_option("--starts", starts, "cold starts measured");
   app.add_option("--rounds", rounds, "echo round trips per terminal");
   app.add_option("--idle", idle, "idle sessions for the memory figure");
+  app.add_option("--abuser-cpus", abuser_cpus, "the CPU limit of each abuser (cores)");
   app.add_option("--dir", dir, "state and bundle directory (removed at the end)");
   CLI11_PARSE(app, argc, argv);
 
@@ -171,6 +176,38 @@ int main(int argc, char** argv) {
   kill(host_cat, SIGKILL);
   waitpid(host_cat, nullptr, 0);
   close(master);
+  // The neighbour under attack: the same echo, while one abuser at a time runs next to it.
+  json::object attack;
+  const std::vector<std::pair<std::string, std::vector<std::string>>> abusers{
+      {"cpu_spin", {"/bin/sh", "-c", "while :; do :; done"}},
+      {"fork_bomb",
+       {"/bin/sh", "-c", "while :; do sh -c 'while :; do sleep 300 & done' 2>/dev/null; done"}},
+      {"memory_hog", {"/bin/sh", "-c", "while :; do tail /dev/zero; done"}},
+      {"pty_flood", {"/usr/bin/yes", "kiln-flood"}}};
+  auto idle_p99 = summary(echo((*cat)->input(), (*cat)->output(), rounds)).at("p99_ms").as_double();
+  attack["idle_p99_ms"] = idle_p99;
+  attack["abuser_cpus"] = abuser_cpus;
+  for (const auto& [name, args] : abusers) {
+    auto a = spec(args);
+    a.terminal = name == "pty_flood";  // its output is read by nobody: the pty fills
+    a.limits.memory_bytes = 64ull << 20;
+    a.limits.pids = 64;
+    a.limits.cpus = abuser_cpus;
+    auto abuser = driver.create(a);
+    if (!abuser) return std::cerr << abuser.error().detail << "\n", 1;
+    auto run = (*abuser)->start();
+    if (!run) return std::cerr << run.error().detail << "\n", 1;
+    // Let the abuse start: its processes show in its stats (polled).
+    for (int i = 0; i < 200; ++i) {
+      auto st = (*abuser)->stats();
+      if (st && (st->pids > 1 || st->cpu_ns > 50'000'000)) break;
+      usleep(10'000);
+    }
+    auto under = summary(echo((*cat)->input(), (*cat)->output(), rounds));
+    under["p99_over_idle"] = under.at("p99_ms").as_double() / std::max(1e-9, idle_p99);
+    attack[name] = under;
+    (*abuser)->destroy();
+  }
   cat->reset();
   box->reset();
 
@@ -207,7 +244,8 @@ int main(int argc, char** argv) {
                                           std::max(1e-9, e_host.at("p50_ms").as_double())},
                    {"idle_sessions", idle},
                    {"idle_host_rss_bytes_per_session", host / std::max(1, idle)},
-                   {"idle_cgroup_bytes_per_session", cgroup / std::max(1, idle)}};
+                   {"idle_cgroup_bytes_per_session", cgroup / std::max(1, idle)},
+                   {"neighbour_under_attack", attack}};
   std::cout << json::serialize(out) << "\n";
   return 0;
 }

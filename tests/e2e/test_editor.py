@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -184,6 +185,15 @@ class Editor(unittest.TestCase):
         self.assertEqual(zoe["me"]["name"], "Zoë 李")
         self.assertNotEqual(zoe["me"]["id"], wang["me"]["id"])
         self.assertIn("Signed in as Paste Er", r["pasted"])
+
+    @needs(shutil.which("runc") and os.geteuid() == 0, "missing: runc and root (scripts/packages-test.txt)")
+    def test_a_terminal_in_the_editor_survives_a_reload(self):
+        r = self.drive("terminal")
+        print(f"\n  terminal echo {r['echo_ms']} ms", file=sys.stderr)
+        self.assertTrue(r["replayed"], r)
+        (only,) = r["sessions"]["items"]
+        self.assertFalse(only["running"], r)
+        self.assertEqual(only["exit"]["code"], 3, r)
 
     def test_a_restart_of_kiln_serve_loses_nothing(self):
         def on_line(line):

@@ -3,7 +3,7 @@
 // One scenario per run; prints one JSON line with what it measured, and keeps a screenshot
 // of each step in KILN_ARTIFACTS. The Python side (tests/e2e/test_editor.py) asserts.
 // Env: KILN_URL (http://127.0.0.1:PORT), KILN_ARTIFACTS, KILN_SCENARIO (collab | restart |
-// upload | stream), KILN_PROJECT, KILN_SCENE, plus what each scenario names.
+// upload | stream | signin | terminal), KILN_PROJECT, KILN_SCENE, plus what each scenario names.
 const fs = require('node:fs')
 const path = require('node:path')
 const readline = require('node:readline')
@@ -290,10 +290,45 @@ async function stream(browser) {
   return { levels, stats, overlay }
 }
 
+// A terminal in the editor: a shell in a sandbox, typed into in xterm.js; after a reload the
+// panel attaches to the same session and shows what it printed before.
+async function terminal(browser) {
+  const ann = await signIn(browser, 'Ann')
+  await ann.page.fill('#new-project', PROJECT)
+  await ann.page.click('#create-project')
+  const section = ann.page.locator(`[data-project="${PROJECT}"]`)
+  await section.locator('.new-scene').fill(SCENE)
+  await section.locator('button').click()
+  await ann.page.waitForFunction(() => window.kilnEditor && window.kilnEditor.room.joined, null, { timeout: 20000 })
+  const open = async () => {
+    await ann.page.click('#terminal-toggle')
+    await ann.page.waitForFunction(() => /^session /.test(document.getElementById('terminal-state').textContent), null, { timeout: 20000 })
+    await ann.page.click('#terminal .term-screen')
+  }
+  const shows = (text, timeout = 20000) =>
+    timeUntil(ann.page, (t) => window.kilnEditor.terminal.text().includes(t), text, timeout)
+  await open()
+  const t0 = Date.now()
+  await ann.page.keyboard.type('echo kiln-$((6*7))\n')
+  await shows('kiln-42')
+  const echo_ms = Date.now() - t0
+  await shot(ann.page, '13-terminal')
+  await ann.page.reload()
+  await ann.page.waitForFunction(() => window.kilnEditor && window.kilnEditor.room.joined, null, { timeout: 20000 })
+  await open()
+  const replayed = await shows('kiln-42').then(() => true, () => false)
+  await shot(ann.page, '14-terminal-after-reload')
+  await ann.page.keyboard.type('exit 3\n')
+  await shows('[exited with 3]')
+  const sessions = await api(await tokenOf(ann.page), 'GET', '/v1/terminals')
+  await ann.context.close()
+  return { echo_ms, replayed, sessions }
+}
+
 async function main() {
   const browser = await launch()
   try {
-    const scenarios = { collab, restart, upload, stream, signin }
+    const scenarios = { collab, restart, upload, stream, signin, terminal }
     const result = await scenarios[process.env.KILN_SCENARIO](browser)
     process.stdout.write(JSON.stringify(result) + '\n')
   } finally {

@@ -9,6 +9,7 @@ import { ASSET_MIME, ContentBrowser } from './content.js'
 import { formatBytes, h, userColor } from './dom.js'
 import type { Session } from './session.js'
 import { Streamer } from './streaming.js'
+import { TerminalPanel } from './terminal.js'
 import { type Vec3, Viewport } from './viewport.js'
 
 const round = (v: THREE.Vector3): Vec3 => [+v.x.toFixed(3), +v.y.toFixed(3), +v.z.toFixed(3)]
@@ -41,6 +42,7 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
   const viewport = new Viewport(stage)
   const streamer = new Streamer(s.api, project, viewport)
   const content = new ContentBrowser(s.api, project)
+  const terminal = new TerminalPanel(s.api, s.token)
   const undo: SceneOp[][] = []
   let selected: string | null = null
   let dragging: { id: string; y: number; moved: boolean } | null = null
@@ -293,6 +295,7 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
     viewport,
     streamer,
     content,
+    terminal,
     select,
     undo: undoLast,
     addCube,
@@ -314,11 +317,12 @@ export function editorView(s: Session, project: string, scene: string): HTMLElem
       h('button', { onclick: addCube, id: 'add-cube' }, 'Add cube'),
       h('button', { onclick: remove, id: 'delete' }, 'Delete'),
       h('button', { onclick: undoLast, id: 'undo' }, 'Undo'),
+      h('button', { onclick: () => void terminal.toggle(), id: 'terminal-toggle' }, 'Terminal'),
       status,
       message,
     ),
     h('aside', { class: 'side' }, h('h3', {}, 'Scene'), tree, h('h3', {}, 'People'), people),
-    h('main', { class: 'view' }, stage, overlay),
+    h('main', { class: 'view' }, stage, overlay, terminal.element),
     content.element,
   )
 }
