@@ -111,6 +111,12 @@ class TerminalConnection final : public http::WebSocketHandler,
     }
   }
 
+  // The attached user (empty before the attach is answered). Any thread.
+  std::string user() {
+    std::lock_guard lock(mu_);
+    return attached_user_;
+  }
+
   // From any thread (a drain).
   void shut(std::uint16_t code, const std::string& reason) {
     std::lock_guard lock(mu_);
@@ -194,6 +200,7 @@ class TerminalConnection final : public http::WebSocketHandler,
     }
     std::lock_guard lock(mu_);
     handle_ = std::move(a->handle);
+    attached_user_ = user_;
     const auto& b = a->backlog;
     socket_->send(frame({{"t", "attached"},
                          {"session", session_},
@@ -242,6 +249,7 @@ class TerminalConnection final : public http::WebSocketHandler,
   std::mutex mu_;  // pending_, handle_, socket_ from the session's reader thread
   std::deque<std::pair<std::shared_ptr<const std::string>, bool>> pending_;
   std::shared_ptr<void> handle_;
+  std::string attached_user_;  // under mu_: revoke() reads it from another thread
   static constexpr std::size_t kMaxHeld = 64;
   std::vector<std::string> held_;  // strand only
 };
@@ -283,6 +291,22 @@ http::UpgradeHandler TerminalEndpoint::handler() const {
     impl->live.push_back(c);
     return c;
   });
+}
+
+std::size_t TerminalEndpoint::revoke(const std::string& user) {
+  std::vector<std::shared_ptr<TerminalConnection>> mine;
+  {
+    std::lock_guard lock(impl_->mu);
+    for (auto& w : impl_->live)
+      if (auto c = w.lock()) mine.push_back(std::move(c));
+  }
+  std::size_t n = 0;
+  for (auto& c : mine) {
+    if (c->user() != user) continue;
+    c->shut(kUnauthenticated, "your tokens were revoked");
+    ++n;
+  }
+  return n;
 }
 
 std::size_t TerminalEndpoint::close_all(const std::string& reason) {

@@ -61,6 +61,9 @@ class TerminalEndpoint {
   // Closes every connection with 1012 and `reason` (a drain: the sessions go on, and their
   // clients reattach with the offset they read up to). Returns how many there were.
   std::size_t close_all(const std::string& reason);
+  // Closes `user`'s connections with 4001 (their tokens were revoked: the access bus's
+  // Revoked). Their sessions go on; attaching again needs a new token.
+  std::size_t revoke(const std::string& user);
 
   struct Impl;
 

@@ -163,6 +163,25 @@ class Terminals(unittest.TestCase):
         self.assertEqual((status, doc["running"]), (200, True))
         self.assertEqual(self.node.call("GET", "/v1/terminals")[0], 401)
 
+    def test_revoked_tokens_end_the_connection_not_the_session(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+
+        async def go():
+            t = await Term.attach(self.node, ann, s["id"])
+            self.assertEqual(t.attached["t"], "attached")
+            status, _, doc = self.node.call("POST", "/v1/users/ann/revoke", self.node.service_key())
+            self.assertEqual(status, 200, doc)
+            self.assertEqual(await t.until_closed(), 4001)
+            code, _ = await closed_with(self.node, [json.dumps(
+                {"t": "attach", "token": ann, "session": s["id"], "offset": 0})])
+            self.assertEqual(code, 4001, "the old token attaches no more")
+            fresh = await Term.attach(self.node, self.token("ann"), s["id"])
+            self.assertEqual(fresh.attached["t"], "attached", "the session went on")
+            await fresh.ws.close()
+        run(go())
+        self.assertEqual(self.node.call("GET", "/v1/terminals", ann)[0], 401)
+
     def test_a_user_quota_and_closing_a_session(self):
         ann = self.token("ann")
         first, _ = self.open(ann), self.open(ann)

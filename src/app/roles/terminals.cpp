@@ -104,6 +104,12 @@ class TerminalsModule final : public Module {
     endpoint_ =
         std::make_unique<gateway::TerminalEndpoint>(std::move(t), *node_.verifier, *sessions_);
     server.add_upgrade("/v1/term", endpoint_->handler());
+    // Revoked tokens end their terminal connections too, as they end collaboration sessions.
+    if (node_.access_bus) {
+      node_.access_bus->subscribe([e = endpoint_.get()](const collab::AccessChange& c) {
+        if (c.kind == collab::AccessChange::Kind::Revoked) e->revoke(c.user);
+      });
+    }
     node_.every(std::chrono::seconds(1), std::chrono::seconds(1),
                 [s = sessions_.get(), pool = sweeper_.get()] {
                   pool->post([s] {
