@@ -264,6 +264,8 @@ struct TerminalEndpoint::Impl {
   sandbox::Sessions& sessions;
   std::mutex mu;
   std::vector<std::weak_ptr<TerminalConnection>> live;
+  // The live connections; `forget`: no longer tracked (a drain: none is closed twice).
+  std::vector<std::shared_ptr<TerminalConnection>> connections(bool forget);
 };
 
 TerminalEndpoint::TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier,
@@ -293,15 +295,18 @@ http::UpgradeHandler TerminalEndpoint::handler() const {
   });
 }
 
+std::vector<std::shared_ptr<TerminalConnection>> TerminalEndpoint::Impl::connections(bool forget) {
+  std::vector<std::shared_ptr<TerminalConnection>> all;
+  std::lock_guard lock(mu);
+  for (auto& w : live)
+    if (auto c = w.lock()) all.push_back(std::move(c));
+  if (forget) live.clear();
+  return all;
+}
+
 std::size_t TerminalEndpoint::revoke(const std::string& user) {
-  std::vector<std::shared_ptr<TerminalConnection>> mine;
-  {
-    std::lock_guard lock(impl_->mu);
-    for (auto& w : impl_->live)
-      if (auto c = w.lock()) mine.push_back(std::move(c));
-  }
   std::size_t n = 0;
-  for (auto& c : mine) {
+  for (auto& c : impl_->connections(false)) {
     if (c->user() != user) continue;
     c->shut(kUnauthenticated, "your tokens were revoked");
     ++n;
@@ -310,13 +315,7 @@ std::size_t TerminalEndpoint::revoke(const std::string& user) {
 }
 
 std::size_t TerminalEndpoint::close_all(const std::string& reason) {
-  std::vector<std::shared_ptr<TerminalConnection>> all;
-  {
-    std::lock_guard lock(impl_->mu);
-    for (auto& w : impl_->live)
-      if (auto c = w.lock()) all.push_back(std::move(c));
-    impl_->live.clear();
-  }
+  auto all = impl_->connections(true);
   for (auto& c : all) c->shut(kRestart, reason);
   return all.size();
 }

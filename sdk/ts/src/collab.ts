@@ -28,6 +28,13 @@ export interface WebSocketLike {
 }
 export type WebSocketFactory = (url: string, protocol: string) => WebSocketLike
 
+/** The runtime's own WebSocket (browsers, Node 22+). */
+export const globalWebSocket: WebSocketFactory = (url, protocol) => {
+  const WS = (globalThis as { WebSocket?: new (u: string, p: string) => WebSocketLike }).WebSocket
+  if (!WS) throw new Error('no WebSocket in this runtime: pass options.webSocket')
+  return new WS(url, protocol)
+}
+
 export interface CollabOptions {
   /** ws:// or wss:// URL of `GET /v1/collab`. */
   url: string
@@ -98,13 +105,7 @@ export class CollabClient extends Emitter<ClientEvents> {
     this.opsPerSecond = options.opsPerSecond ?? 20
     this.maxFrameBytes = options.maxFrameBytes ?? MAX_FRAME_BYTES
     this.tokens = this.opsPerSecond
-    this.factory =
-      options.webSocket ??
-      ((url, protocol) => {
-        const WS = (globalThis as { WebSocket?: new (u: string, p: string) => WebSocketLike }).WebSocket
-        if (!WS) throw new Error('no WebSocket in this runtime: pass options.webSocket')
-        return new WS(url, protocol)
-      })
+    this.factory = options.webSocket ?? globalWebSocket
   }
 
   /** Connects (and keeps reconnecting until close()); resolves at the first welcome. */

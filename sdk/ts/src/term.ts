@@ -4,7 +4,7 @@
 // backoff and full jitter: nothing the server's scrollback holds is lost, and what it
 // dropped is reported (`lost`). Output arrives as bytes, in order, each chunk once.
 import { Backoff, type BackoffOptions } from './backoff.js'
-import type { WebSocketFactory, WebSocketLike } from './collab.js'
+import { globalWebSocket, type WebSocketFactory, type WebSocketLike } from './collab.js'
 import { Emitter } from './emitter.js'
 
 export interface TerminalOptions {
@@ -65,13 +65,7 @@ export class TerminalClient extends Emitter<TerminalEvents> {
     super()
     this.offset = options.offset ?? 0
     this.backoff = new Backoff(options.backoff)
-    this.factory =
-      options.webSocket ??
-      ((url, protocol) => {
-        const WS = (globalThis as { WebSocket?: new (u: string, p: string) => WebSocketLike }).WebSocket
-        if (!WS) throw new Error('no WebSocket in this runtime: pass options.webSocket')
-        return new WS(url, protocol)
-      })
+    this.factory = options.webSocket ?? globalWebSocket
   }
 
   /** The offset of the next byte expected: what to attach from later (e.g. after a reload). */

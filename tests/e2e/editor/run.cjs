@@ -55,16 +55,21 @@ async function api(token, method, p, body) {
   return text ? JSON.parse(text) : null
 }
 
+// Creates the project and its scene in the picker, and opens the scene.
+async function createScene(page) {
+  await page.fill('#new-project', PROJECT)
+  await page.click('#create-project')
+  const section = page.locator(`[data-project="${PROJECT}"]`)
+  await section.locator('.new-scene').fill(SCENE)
+  await section.locator('button').click()
+  await page.waitForFunction(() => window.kilnEditor && window.kilnEditor.room.joined, null, { timeout: 20000 })
+}
+
 // Ann creates the project and the scene in the UI and makes Bob an editor.
 async function setUpPair(browser) {
   const ann = await signIn(browser, 'Ann')
   const bob = await signIn(browser, 'Bob')
-  await ann.page.fill('#new-project', PROJECT)
-  await ann.page.click('#create-project')
-  const section = ann.page.locator(`[data-project="${PROJECT}"]`)
-  await section.locator('.new-scene').fill(SCENE)
-  await section.locator('button').click()
-  await ann.page.waitForFunction(() => window.kilnEditor && window.kilnEditor.room.joined, null, { timeout: 20000 })
+  await createScene(ann.page)
   await shot(ann.page, '01-ann-editor-empty')
   await api(await tokenOf(ann.page), 'PUT', `/v1/projects/${PROJECT}/members/bob`, { role: 'editor' })
   await openScene(bob.page)
@@ -294,12 +299,7 @@ async function stream(browser) {
 // panel attaches to the same session and shows what it printed before.
 async function terminal(browser) {
   const ann = await signIn(browser, 'Ann')
-  await ann.page.fill('#new-project', PROJECT)
-  await ann.page.click('#create-project')
-  const section = ann.page.locator(`[data-project="${PROJECT}"]`)
-  await section.locator('.new-scene').fill(SCENE)
-  await section.locator('button').click()
-  await ann.page.waitForFunction(() => window.kilnEditor && window.kilnEditor.room.joined, null, { timeout: 20000 })
+  await createScene(ann.page)
   const open = async () => {
     await ann.page.click('#terminal-toggle')
     await ann.page.waitForFunction(() => /^session /.test(document.getElementById('terminal-state').textContent), null, { timeout: 20000 })
