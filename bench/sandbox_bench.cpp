@@ -191,6 +191,7 @@ int main(int argc, char** argv) {
     auto a = spec(args);
     a.terminal = name == "pty_flood";  // its output is read by nobody: the pty fills
     a.limits.memory_bytes = 64ull << 20;
+    a.limits.disk_bytes = 16ull << 20;
     a.limits.pids = 64;
     a.limits.cpus = abuser_cpus;
     auto abuser = driver.create(a);

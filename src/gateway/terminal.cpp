@@ -7,6 +7,7 @@
 
 #include <boost/json.hpp>
 
+#include <algorithm>
 #include <chrono>
 #include <deque>
 #include <mutex>
@@ -74,7 +75,8 @@ class TerminalConnection final : public http::WebSocketHandler,
     if (binary) return close(kInvalid, "kiln.term.v1 frames are JSON text");
     boost::system::error_code ec;
     auto v = json::parse(data, ec);
-    const auto* o = ec ? nullptr : v.if_object();
+    if (ec) return close(kInvalid, "not valid JSON (" + ec.message() + ")");
+    const auto* o = v.if_object();
     const auto* t = o ? o->if_contains("t") : nullptr;
     if (!t || !t->is_string()) return close(kInvalid, "a frame is a JSON object with a \"t\"");
     const auto type = std::string_view(t->as_string());
@@ -164,7 +166,12 @@ class TerminalConnection final : public http::WebSocketHandler,
     }
     const auto r = verifier_.verify(std::string_view(token->as_string()),
                                     options_.now_unix ? options_.now_unix() : system_now());
-    if (!r.ok) return close(kUnauthenticated, r.error);
+    if (!r.ok) {
+      const bool jwt = std::count(token->as_string().begin(), token->as_string().end(), '.') == 2;
+      return close(kUnauthenticated, jwt ? r.error
+                                         : "attach with a user's token (a JWT): terminal sessions "
+                                           "belong to users, the service key has none");
+    }
     user_ = r.claims.sub;
     session_ = std::string(session->as_string());
     state_ = State::checking;
@@ -273,6 +280,30 @@ TerminalEndpoint::TerminalEndpoint(TerminalOptions options, const auth::Verifier
     : impl_(std::make_shared<Impl>(std::move(options), verifier, sessions)) {}
 
 TerminalEndpoint::~TerminalEndpoint() = default;
+
+namespace {
+// Refuses every upgrade with 503 and the reason (terminals off on this node).
+class Unavailable final : public http::WebSocketHandler {
+ public:
+  explicit Unavailable(std::string why) : why_(std::move(why)) {}
+  std::optional<http::WebSocketRefusal> admit(const http::Request&) override {
+    return http::WebSocketRefusal{503, "Terminals are not enabled on this node: " + why_};
+  }
+  void on_open(std::shared_ptr<http::WebSocket>) override {}
+  void on_message(std::string_view, bool) override {}
+  void on_closed() override {}
+
+ private:
+  std::string why_;
+};
+}  // namespace
+
+http::UpgradeHandler terminal_unavailable(std::string why) {
+  http::WebSocketOptions o;
+  o.subprotocol = kTerminalSubprotocol;
+  return http::websocket_endpoint(
+      std::move(o), [why = std::move(why)] { return std::make_shared<Unavailable>(why); });
+}
 
 http::UpgradeHandler TerminalEndpoint::handler() const {
   const auto& options = *impl_->options;

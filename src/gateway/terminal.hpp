@@ -42,7 +42,8 @@ inline constexpr const char* kTerminalSubprotocol = "kiln.term.v1";
 struct TerminalOptions {
   std::chrono::milliseconds hello_timeout{10'000};  // for the attach frame
   std::chrono::milliseconds idle_timeout{60'000};   // a peer silent this long (pings at half)
-  std::size_t max_message_bytes = 128 * 1024;
+  // An `in` of 64 KiB, JSON-escaped (\u00e9 is 6 bytes for 2), fits.
+  std::size_t max_message_bytes = 512 * 1024;
   std::size_t max_queue_bytes = 4u << 20;  // output waiting for a slow client
   // Whether the token's user revoked it since (user, token ver): done(true) refuses. Empty:
   // not checked. `done` may run on any thread.
@@ -50,6 +51,9 @@ struct TerminalOptions {
       revocation_check;
   std::function<std::int64_t()> now_unix;  // token expiry; empty: the system clock
 };
+
+// /v1/term on a node without terminals: every upgrade refused 503 with `why`.
+http::UpgradeHandler terminal_unavailable(std::string why);
 
 // The endpoint's connections: an upgrade handler for /v1/term, and a way to end them all.
 class TerminalEndpoint {

@@ -276,6 +276,18 @@ Result<void, Error> Sessions::resize(const std::string& owner, const std::string
   return s->process->resize(size);
 }
 
+void Sessions::end_all(const std::string& because) {
+  std::vector<std::shared_ptr<Session>> running;
+  {
+    std::lock_guard lock(mu_);
+    for (auto& [id, s] : sessions_) {
+      std::lock_guard l(s->mu);
+      if (!s->starting && !s->exit) running.push_back(s);
+    }
+  }
+  for (auto& s : running) end(s, because);
+}
+
 std::size_t Sessions::sweep() {
   const auto now = now_();
   std::vector<std::pair<std::shared_ptr<Session>, std::string>> ending;

@@ -90,6 +90,9 @@ class Sessions {
   // Ends sessions past their idle or absolute limit and forgets ended ones past
   // keep_ended; returns how many it ended. Call it periodically.
   std::size_t sweep();
+  // Ends every running session now (`because`: their exit's message); attached clients get
+  // the exit. Blocking (each sandbox destroyed): off the event loop.
+  void end_all(const std::string& because);
   [[nodiscard]] const SessionLimits& limits() const { return limits_; }
 
   struct Session;

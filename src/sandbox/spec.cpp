@@ -79,6 +79,13 @@ std::string validate(const SandboxSpec& s) {
   if (!(l.cpus >= 0.01 && l.cpus <= 64)) return "limits.cpus: 0.01 to 64";
   if (l.disk_bytes < (1ull << 20) || l.disk_bytes > (1ull << 40))
     return "limits.disk_bytes: 1 MiB to 1 TiB";
+  if (l.disk_bytes + l.disk_bytes / 4 + (32ull << 20) > l.memory_bytes)
+    return "limits.disk_bytes: /work and /tmp are memory (tmpfs) and count against "
+           "limits.memory_bytes: 1.25 x disk_bytes + 32 MiB must fit in it (at most " +
+           std::to_string(l.memory_bytes > (32ull << 20)
+                              ? ((l.memory_bytes - (32ull << 20)) * 4 / 5) >> 20
+                              : 0) +
+           " MiB here)";
   if (l.files < 16 || l.files > 10'000'000) return "limits.files: 16 to 10,000,000";
   if (l.open_files < 16 || l.open_files > 1048576) return "limits.open_files: 16 to 1,048,576";
   return {};

@@ -14,10 +14,14 @@ struct Limits {
   std::uint64_t memory_bytes = 512ull << 20;  // cgroup memory limit (swap included: none extra)
   std::uint32_t pids = 128;                   // processes and threads at once (cgroup pids)
   double cpus = 1.0;                          // CPU time per second of wall time (cgroup quota)
-  std::uint64_t disk_bytes = 1ull << 30;      // the writable work directory (a tmpfs this size)
-  std::uint32_t files = 65'536;               // files in /work, and in /tmp, each (tmpfs inodes)
-  std::uint32_t open_files = 1024;            // RLIMIT_NOFILE
-  bool network = false;                       // false: an empty network namespace (loopback only)
+  // The writable work directory: a tmpfs this size, and /tmp a quarter of it. tmpfs is
+  // memory: both count against memory_bytes, so together they must leave room for the
+  // programs (validate(): 1.25 x disk_bytes + 32 MiB at most memory_bytes); a full /work is
+  // then ENOSPC, never an out-of-memory kill.
+  std::uint64_t disk_bytes = 256ull << 20;
+  std::uint32_t files = 65'536;     // files in /work, and in /tmp, each (tmpfs inodes)
+  std::uint32_t open_files = 1024;  // RLIMIT_NOFILE
+  bool network = false;             // false: an empty network namespace (loopback only)
 };
 
 // A host directory shown inside. Read-only unless asked.
@@ -43,8 +47,8 @@ struct SandboxSpec {
 // [A-Za-z_][A-Za-z0-9_]*, values without NUL, at most 256 entries; cwd and mount paths
 // absolute, normalised (no "." or ".." segments, no "//", no NUL); mount destinations
 // not "/" nor under /proc, /sys or /dev, each at most once; limits within: memory 16 MiB-
-// 64 GiB, pids 1-65,536, cpus 0.01-64, disk 1 MiB-1 TiB, files 16-10,000,000, open files
-// 16-1,048,576.
+// 64 GiB, pids 1-65,536, cpus 0.01-64, disk 1 MiB-1 TiB and 1.25 x disk + 32 MiB within memory,
+// files 16-10,000,000, open files 16-1,048,576.
 std::string validate(const SandboxSpec& spec);
 
 // Whether `path` is absolute and normalised as validate() requires.

@@ -53,6 +53,17 @@ TEST(SandboxSpec, EachRuleNamesItsField) {
   EXPECT_NE(with([](auto& s) { s.limits.cpus = 0; }).find("cpus"), std::string::npos);
   EXPECT_NE(with([](auto& s) { s.limits.cpus = 0.0 / 0.0; }).find("cpus"), std::string::npos);
   EXPECT_NE(with([](auto& s) { s.limits.disk_bytes = 0; }).find("disk"), std::string::npos);
+  // tmpfs is memory: a /work as large as the memory limit would be an OOM kill, not ENOSPC.
+  EXPECT_NE(with([](auto& s) {
+              s.limits.memory_bytes = 512ull << 20;
+              s.limits.disk_bytes = 1ull << 30;
+            }).find("count against limits.memory_bytes"),
+            std::string::npos);
+  EXPECT_EQ(with([](auto& s) {
+              s.limits.memory_bytes = 512ull << 20;
+              s.limits.disk_bytes = 384ull << 20;
+            }),
+            "");
   EXPECT_NE(with([](auto& s) { s.limits.files = 1; }).find("limits.files"), std::string::npos);
   EXPECT_NE(with([](auto& s) { s.limits.open_files = 3; }).find("open_files"), std::string::npos);
 }

@@ -94,6 +94,7 @@ async def closed_with(node, frames, timeout=WAIT):
 class Terminals(unittest.TestCase):
     ARGS = ["--sandbox-enabled", "on", "--auth-dev-tokens", "true",
             "--sandbox-sessions-per-user", "2", "--sandbox-memory-bytes", str(128 << 20),
+            "--sandbox-disk-bytes", str(64 << 20),
             "--sandbox-scrollback-bytes", "65536", "--sandbox-shell", "/bin/sh"]
 
     def setUp(self):
@@ -181,6 +182,47 @@ class Terminals(unittest.TestCase):
             await fresh.ws.close()
         run(go())
         self.assertEqual(self.node.call("GET", "/v1/terminals", ann)[0], 401)
+
+    def test_a_full_work_directory_is_no_space_not_a_kill(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+
+        async def go():
+            t = await Term.attach(self.node, ann, s["id"])
+            # /work is 64 MiB here (memory 128 MiB): a 200 MB file fills it, the shell lives.
+            await t.send("head -c 200000000 /dev/zero > /work/big; echo after-$((40+2))\r")
+            await t.read_until("after-42\r\n", timeout=60)
+            self.assertIn(b"No space left on device", t.out)
+            self.assertIsNone(t.exit)
+            await t.ws.close()
+        run(go())
+        self.assertTrue(self.node.call("GET", "/v1/terminals/" + s["id"], ann)[2]["running"])
+
+    def test_the_service_key_and_frames_that_are_not_json_are_told_why(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+        code, reason = run(closed_with(self.node, [json.dumps(
+            {"t": "attach", "token": self.node.service_key(), "session": s["id"]})]))
+        self.assertEqual(code, 4001)
+        self.assertIn("user's token", reason)
+        attach = json.dumps({"t": "attach", "token": ann, "session": s["id"], "offset": 0})
+        code, reason = run(closed_with(self.node, [attach, '{"t":"in","data":"echo \\ud800\\r"}']))
+        self.assertEqual(code, 4000)
+        self.assertIn("not valid JSON", reason)
+
+    def test_stopping_the_server_ends_sessions_and_tells_attached_clients(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+
+        async def go():
+            t = await Term.attach(self.node, ann, s["id"])
+            await t.send("echo up\r")
+            await t.read_until("up\r\n")
+            self.node.signal(signal.SIGTERM)
+            self.assertEqual(await t.until_closed(), 1000)
+            self.assertEqual((t.exit["reason"], t.exit["message"]), ("destroyed", "ended: the server stopped"))
+        run(go())
+        self.assertEqual(self.node.wait_exit(), 0)
 
     def test_a_user_quota_and_closing_a_session(self):
         ann = self.token("ann")
@@ -310,6 +352,22 @@ class Terminals(unittest.TestCase):
         self.assertEqual(listed(), [], "the previous run's sandboxes were removed at start")
         self.assertEqual(os.listdir(os.path.join(state_dir, "bundles")), [])
         self.assertEqual(self.node.call("GET", "/v1/terminals", self.token("ann"))[2], {"items": []})
+
+
+class TerminalsOff(unittest.TestCase):
+    def test_a_node_without_terminals_says_why(self):
+        node = Kiln("--sandbox-enabled", "off", "--auth-dev-tokens", "true")
+        self.addCleanup(node.stop)
+        tok = node.call("POST", "/v1/dev/token", body={"user": {"id": "ann"}})[2]["token"]
+        status, _, doc = node.call("POST", "/v1/terminals", tok)
+        self.assertEqual(status, 503, doc)
+
+        async def go():
+            try:
+                await websockets.connect(f"ws://{node.host}:{node.port}/v1/term", subprotocols=["kiln.term.v1"])
+            except websockets.InvalidStatusCode as e:
+                return e.status_code
+        self.assertEqual(run(go()), 503)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,10 @@ class TerminalsModule final : public Module {
   }
 
   void start(http::Server& server) override {
-    if (!sessions_) return;
+    if (!sessions_) {
+      server.add_upgrade("/v1/term", gateway::terminal_unavailable(why_off_));
+      return;
+    }
     gateway::TerminalOptions t;
     t.hello_timeout = std::chrono::milliseconds(node_.cfg.integer("gateway.hello_timeout_ms"));
     t.revocation_check = revocation_check(node_);
@@ -120,13 +123,20 @@ class TerminalsModule final : public Module {
                 });
   }
 
-  // The sessions stay (this process's: they end when it stops); their clients are told to
-  // come back.
-  bool drain(std::chrono::milliseconds, std::function<void()>) override {
-    if (endpoint_) endpoint_->close_all("the server is restarting; reattach with your offset");
-    return false;
+  // Sessions live in this process: they end with it. Their attached clients get the exit
+  // (and close 1000) first; the sandboxes are destroyed off the event loop.
+  bool drain(std::chrono::milliseconds, std::function<void()> done) override {
+    if (!sessions_) return false;
+    if (!sweeper_->post([s = sessions_.get(), done] {
+          s->end_all("ended: the server stopped");
+          done();
+        }))
+      return false;
+    return true;
   }
-  void close_all() override { drain({}, {}); }
+  void close_all() override {
+    if (endpoint_) endpoint_->close_all("the server is stopping");
+  }
 
   void stop(bool) override {
     sweeper_.reset();
@@ -177,8 +187,10 @@ void add_sandbox_settings(config::Schema& s) {
   s.add(integer("sandbox.pids", 256, 1, 65'536, "Processes and threads a session may have."));
   s.add(integer("sandbox.cpu_millis", 1'000, 10, 64'000,
                 "CPU a session may use, in thousandths of a core (cgroup quota)."));
-  s.add(integer("sandbox.disk_bytes", 1LL << 30, kMiB, 1LL << 40,
-                "The size of a session's writable /work (tmpfs: it counts in its memory)."));
+  s.add(integer("sandbox.disk_bytes", 256 * kMiB, kMiB, 1LL << 40,
+                "The size of a session's writable /work; /tmp gets a quarter of it. Both are "
+                "tmpfs and count against sandbox.memory_bytes: 1.25 x this + 32 MiB must fit "
+                "in it (a full /work is then `No space left on device`, never a kill)."));
   s.add(integer("sandbox.files", 65'536, 16, 10'000'000,
                 "Files a session may create in /work, and in /tmp (tmpfs inodes)."));
   s.add(flag("sandbox.network", false,

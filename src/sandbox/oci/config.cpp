@@ -40,9 +40,8 @@ json::array mounts(const SandboxSpec& s, const OciHost& h) {
       mount("/dev/shm", "tmpfs", "shm",
             strings({"nosuid", "noexec", "nodev", "mode=1777", "size=65536k", "nr_inodes=4096"})));
   m.push_back(mount("/dev/mqueue", "mqueue", "mqueue", strings({"nosuid", "noexec", "nodev"})));
-  // sysfs cannot be mounted in a user namespace that does not own the network namespace
-  // (limits.network shares the host's): bound read-only instead, always.
-  m.push_back(mount("/sys", "bind", "/sys", strings({"rbind", "nosuid", "noexec", "nodev", "ro"})));
+  // No /sys: the host's (bound) would show every cgroup on the host, its disks and network
+  // devices; a sysfs of its own still shows the host's block devices. /proc is its own.
   for (const auto& d : h.system_dirs) m.push_back(bind(d, d, true));
   json::array work = strings({"nosuid", "nodev", "mode=0755"});
   const auto files = "nr_inodes=" + std::to_string(s.limits.files);
@@ -51,7 +50,9 @@ json::array mounts(const SandboxSpec& s, const OciHost& h) {
   work.emplace_back("uid=" + std::to_string(s.uid));
   work.emplace_back("gid=" + std::to_string(s.gid));
   m.push_back(mount("/work", "tmpfs", "tmpfs", std::move(work)));
-  json::array tmp = strings({"nosuid", "nodev", "mode=1777", "size=67108864"});
+  json::array tmp = strings({"nosuid", "nodev", "mode=1777"});
+  tmp.emplace_back("size=" +
+                   std::to_string(std::max<std::uint64_t>(s.limits.disk_bytes / 4, 1 << 20)));
   tmp.emplace_back(files);
   m.push_back(mount("/tmp", "tmpfs", "tmpfs", std::move(tmp)));
   for (const auto& u : s.mounts) m.push_back(bind(u.source, u.destination, u.read_only));
@@ -61,10 +62,28 @@ json::array mounts(const SandboxSpec& s, const OciHost& h) {
 json::object seccomp() {
   json::array names;
   for (const auto& n : denied_syscalls()) names.emplace_back(n);
-  json::object rule{{"names", std::move(names)}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 1}};
+  json::array rules{
+      json::object{{"names", std::move(names)}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 1}}};
+  // clone with a namespace flag: EPERM (unshare and setns are denied above), one rule per
+  // flag (a rule's conditions are ANDed; SCMP_CMP_MASKED_EQ: (flags & flag) == flag).
+  for (const std::int64_t flag :
+       {0x00020000LL /* CLONE_NEWNS */, 0x02000000LL /* NEWCGROUP */, 0x04000000LL /* NEWUTS */,
+        0x08000000LL /* NEWIPC */, 0x10000000LL /* NEWUSER */, 0x20000000LL /* NEWPID */,
+        0x40000000LL /* NEWNET */})
+    rules.push_back(json::object{
+        {"names", json::array{"clone"}},
+        {"action", "SCMP_ACT_ERRNO"},
+        {"errnoRet", 1},
+        {"args",
+         json::array{json::object{
+             {"index", 0}, {"value", flag}, {"valueTwo", flag}, {"op", "SCMP_CMP_MASKED_EQ"}}}}});
+  // clone3 passes its flags in memory, which seccomp cannot read: ENOSYS, so that the C
+  // library falls back to clone (as Docker's default profile does).
+  rules.push_back(json::object{
+      {"names", json::array{"clone3"}}, {"action", "SCMP_ACT_ERRNO"}, {"errnoRet", 38}});
   return {{"defaultAction", "SCMP_ACT_ALLOW"},
           {"architectures", strings({"SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"})},
-          {"syscalls", json::array{std::move(rule)}}};
+          {"syscalls", std::move(rules)}};
 }
 
 }  // namespace
@@ -108,6 +127,9 @@ const std::vector<std::string>& denied_syscalls() {
                                "finit_module",
                                "get_kernel_syms",
                                "init_module",
+                               "io_uring_enter",
+                               "io_uring_register",
+                               "io_uring_setup",
                                "ioperm",
                                "iopl",
                                "kcmp",

@@ -7,15 +7,18 @@
 //   directories bound read-only, nosuid, nodev (`OciHost::system_dirs`), plus the spec's
 //   mounts (nosuid, nodev; read-only unless asked);
 // - a writable work directory (`/work`, tmpfs of limits.disk_bytes and limits.files inodes,
-//   owned by the spec's uid/gid) and /tmp (tmpfs, 64 MiB, limits.files inodes), /dev and /dev/shm
-//   (tmpfs), /dev/pts, /proc, /sys (bound read-only), the runtime's masked and read-only paths;
+//   owned by the spec's uid/gid) and /tmp (tmpfs, a quarter of that, limits.files inodes),
+//   /dev and /dev/shm (tmpfs), /dev/pts, /proc (its own), the runtime's masked and
+//   read-only paths;
 // - user, pid, mount, ipc, uts namespaces, and network unless limits.network (then it
 //   shares the host's); container uid/gid 0-65535 mapped to host `uid_base`...;
 // - no capabilities, no_new_privileges, RLIMIT_NOFILE and RLIMIT_CORE 0;
 // - cgroup limits: memory (no extra swap), pids, CPU quota per period;
 // - a seccomp filter: allow by default, EPERM for the calls that reach outside the sandbox
-//   (ptrace and process_vm_*, mount, namespaces, keyrings, bpf, perf, modules, kexec, reboot,
-//   swap, clocks, handles to host files, userfaultfd, I/O ports).
+//   (ptrace and process_vm_*, mount, namespaces, clone with a namespace flag, keyrings, bpf,
+//   perf, modules, kexec, reboot, swap, clocks, handles to host files, userfaultfd, io_uring,
+//   I/O ports); clone3 ENOSYS (its flags cannot be inspected; the C library falls back);
+// - no /sys (the host's would show every cgroup, disk and network device on the host).
 #pragma once
 
 #include "sandbox/spec.hpp"

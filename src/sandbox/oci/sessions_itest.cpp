@@ -71,6 +71,7 @@ struct SessionsTest : ::testing::Test {
     s.id = "template";
     s.args = {"/bin/sh"};
     s.limits.memory_bytes = 64ull << 20;
+    s.limits.disk_bytes = 8ull << 20;
     return s;
   }();
   std::unique_ptr<Sessions> sessions;
