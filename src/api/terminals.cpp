@@ -34,10 +34,9 @@ Refusal refusal(const sandbox::Error& e) {
 
 json::value exit_json(const std::optional<sandbox::Exit>& e) {
   if (!e) return nullptr;
-  static constexpr const char* reasons[] = {"exited", "signaled", "out_of_memory", "destroyed"};
   return json::object{{"code", e->code},
                       {"signal", e->signal},
-                      {"reason", reasons[static_cast<int>(e->reason)]},
+                      {"reason", sandbox::to_string(e->reason)},
                       {"message", e->message}};
 }
 

@@ -38,11 +38,10 @@ std::shared_ptr<const std::string> out_frame(std::uint64_t offset, std::string_v
 }
 
 std::shared_ptr<const std::string> exit_frame(const Exit& e) {
-  static constexpr const char* reasons[] = {"exited", "signaled", "out_of_memory", "destroyed"};
   return frame({{"t", "exit"},
                 {"code", e.code},
                 {"signal", e.signal},
-                {"reason", reasons[static_cast<int>(e.reason)]},
+                {"reason", sandbox::to_string(e.reason)},
                 {"message", e.message}});
 }
 

@@ -43,6 +43,21 @@ struct Exit {
   std::string message;  // "exited with 0", "killed at the memory limit (64 MiB)", ...
 };
 
+// The reason's name on the wire (REST `exit.reason`, kiln.term.v1 `exit`).
+constexpr const char* to_string(Exit::Reason r) {
+  switch (r) {
+    case Exit::Reason::exited:
+      return "exited";
+    case Exit::Reason::signaled:
+      return "signaled";
+    case Exit::Reason::out_of_memory:
+      return "out_of_memory";
+    case Exit::Reason::destroyed:
+      return "destroyed";
+  }
+  return "exited";
+}
+
 // What the sandbox uses now, read from its runtime.
 struct Stats {
   std::uint64_t memory_bytes = 0;        // cgroup memory usage (page cache included)
