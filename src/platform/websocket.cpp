@@ -5,11 +5,14 @@
 #include "platform/http_upgrade.hpp"
 #include "platform/log.hpp"
 #include "platform/metrics.hpp"
+#include "platform/runtime_asio.hpp"
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket.hpp>
@@ -74,6 +77,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
         remote_(std::move(remote)) {}
 
   asio::awaitable<void> run(Upgrade& up);
+  asio::awaitable<void> run_client(WebSocketTarget target);
 
   void send(std::shared_ptr<const std::string> message) override {
     std::lock_guard lock(mu_);
@@ -137,8 +141,11 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   }
 
   asio::awaitable<void> reject(bhttp::status status, std::string_view detail);
+  void set_timeouts(beast::role_type role);
+  // After the handshake: reads until the connection ends, then tells the handler how.
+  asio::awaitable<void> serve();
   void write_next();
-  asio::awaitable<void> read_loop();
+  asio::awaitable<beast::error_code> read_loop();
 
   std::shared_ptr<const WebSocketOptions> options_;  // the endpoint's, shared
   const WebSocketOptions& o_;
@@ -147,7 +154,8 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   asio::steady_timer timer_;
   asio::steady_timer cut_timer_;  // a slow consumer's connection is cut when it fires
   std::string remote_;
-  bool ended_ = false;  // strand only: the read loop is over
+  bool ended_ = false;            // strand only: the read loop is over
+  std::string handshake_failed_;  // strand only: why there was no connection
 
   std::mutex mu_;
   std::deque<std::shared_ptr<const std::string>> queue_;
@@ -194,8 +202,19 @@ asio::awaitable<void> Connection::run(Upgrade& up) {
     std::shared_ptr<WebSocketHandler>& handler;
     ~DropHandler() { handler.reset(); }
   } drop{handler_};
+  set_timeouts(beast::role_type::server);
+  ws_.set_option(websocket::stream_base::decorator([p = o_.subprotocol](auto& res) {
+    res.set(bhttp::field::server, "kiln");
+    if (!p.empty()) res.set(bhttp::field::sec_websocket_protocol, p);
+  }));
+  auto [ec] = co_await ws_.async_accept(up.request, nothrow);
+  if (ec) handshake_failed_ = "handshake failed: " + ec.message();
+  co_await serve();
+}
+
+void Connection::set_timeouts(beast::role_type role) {
   ws_.next_layer().expires_never();  // the websocket stream keeps its own timeouts
-  websocket::stream_base::timeout timeouts;
+  auto timeouts = websocket::stream_base::timeout::suggested(role);
   timeouts.handshake_timeout = o_.handshake_timeout;
   if (o_.idle_timeout.count() > 0) {
     timeouts.idle_timeout = o_.idle_timeout;  // pings at half of it: a silent peer is dropped
@@ -204,39 +223,88 @@ asio::awaitable<void> Connection::run(Upgrade& up) {
     timeouts.idle_timeout = websocket::stream_base::none();
   }
   ws_.set_option(timeouts);
-  ws_.set_option(websocket::stream_base::decorator([p = o_.subprotocol](auto& res) {
-    res.set(bhttp::field::server, "kiln");
-    if (!p.empty()) res.set(bhttp::field::sec_websocket_protocol, p);
-  }));
   // The message size is enforced in read_loop with the endpoint's close code; Beast's own
   // limit (which closes with 1009 and reads no further) is turned off.
   ws_.read_message_max(0);
   ws_.auto_fragment(false);
+}
 
-  auto [ec] = co_await ws_.async_accept(up.request, nothrow);
-  if (!ec) {
+asio::awaitable<void> Connection::serve() {
+  std::uint16_t code = 1006;
+  std::string why = handshake_failed_;
+  if (handshake_failed_.empty()) {
     {
       std::lock_guard lock(mu_);
       started_ = true;
       wake_locked();
     }
     handler_->on_open(shared_from_this());
-    co_await read_loop();
+    const auto ec = co_await read_loop();
+    if (ec == websocket::error::closed) {
+      code = static_cast<std::uint16_t>(ws_.reason().code);
+      why = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
+    } else {
+      why = ec.message();
+    }
   }
   ended_ = true;
   timer_.cancel();
   cut_timer_.cancel();
+  bool we_closed = false;
   {
     std::lock_guard lock(mu_);
     dead_ = true;
     queue_.clear();
     queued_bytes_ = 0;
+    we_closed = close_sent_;
   }
+  if (!we_closed) handler_->on_peer_closed(code, why);
   handler_->on_closed();
   handler_.reset();
 }
 
-asio::awaitable<void> Connection::read_loop() {
+asio::awaitable<void> Connection::run_client(WebSocketTarget target) {
+  struct DropHandler {
+    std::shared_ptr<WebSocketHandler>& handler;
+    ~DropHandler() { handler.reset(); }
+  } drop{handler_};
+  auto& tcp = beast::get_lowest_layer(ws_);
+  tcp.expires_after(target.connect_timeout);
+  asio::ip::tcp::resolver resolver(ws_.get_executor());
+  auto [rec, results] =
+      co_await resolver.async_resolve(target.host, std::to_string(target.port), nothrow);
+  if (rec) {
+    handshake_failed_ = "cannot resolve " + target.host + ": " + rec.message();
+  } else if (auto [cec, ep] = co_await tcp.async_connect(results, nothrow); cec) {
+    handshake_failed_ = "cannot connect to " + target.host + ":" + std::to_string(target.port) +
+                        ": " + cec.message();
+  } else {
+    remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
+    ws_.set_option(websocket::stream_base::decorator(
+        [p = o_.subprotocol, h = target.headers](websocket::request_type& req) {
+          req.set(bhttp::field::user_agent, "kiln");
+          if (!p.empty()) req.set(bhttp::field::sec_websocket_protocol, p);
+          for (const auto& [name, value] : h) req.set(name, value);
+        }));
+    websocket::response_type res;
+    tcp.expires_after(target.connect_timeout);
+    auto [hec] = co_await ws_.async_handshake(res, target.host + ":" + std::to_string(target.port),
+                                              target.path, nothrow);
+    if (hec == websocket::error::upgrade_declined) {
+      handshake_failed_ =
+          "refused: HTTP " + std::to_string(res.result_int()) + " " + res.body().substr(0, 200);
+    } else if (hec) {
+      handshake_failed_ = "handshake failed: " + hec.message();
+    } else if (!o_.subprotocol.empty() &&
+               res[bhttp::field::sec_websocket_protocol] != o_.subprotocol) {
+      handshake_failed_ = "the server did not speak " + o_.subprotocol;
+    }
+    if (handshake_failed_.empty()) set_timeouts(beast::role_type::client);
+  }
+  co_await serve();
+}
+
+asio::awaitable<beast::error_code> Connection::read_loop() {
   beast::flat_buffer buf;
   const std::size_t max = o_.max_message_bytes;
   bool discarding = false;  // after a close request: read only to finish the handshake
@@ -246,7 +314,7 @@ asio::awaitable<void> Connection::read_loop() {
     std::size_t total = 0;
     for (;;) {
       auto [ec, n] = co_await ws_.async_read_some(buf, kReadChunk, nothrow);
-      if (ec) co_return;  // closed, reset, or timed out
+      if (ec) co_return ec;  // closed, reset, or timed out
       total += n;
       if (discarding || total > max) {
         buf.clear();  // flat memory whatever the peer sends
@@ -323,6 +391,20 @@ void Connection::write_next() {
 }
 
 }  // namespace
+
+void websocket_connect(Runtime& runtime, WebSocketOptions options, WebSocketTarget target,
+                       std::shared_ptr<WebSocketHandler> handler) {
+  auto shared = std::make_shared<const WebSocketOptions>(std::move(options));
+  auto executor = asio::make_strand(runtime.impl().io);
+  auto conn = std::make_shared<Connection>(shared, std::move(handler), beast::tcp_stream(executor),
+                                           target.host + ":" + std::to_string(target.port));
+  asio::co_spawn(
+      executor,
+      [conn, target = std::move(target)]() mutable -> asio::awaitable<void> {
+        co_await conn->run_client(std::move(target));
+      },
+      [conn](std::exception_ptr e) { log::exception(e, "websocket client failed"); });
+}
 
 UpgradeHandler websocket_endpoint(WebSocketOptions options,
                                   std::function<std::shared_ptr<WebSocketHandler>()> make) {

@@ -1,5 +1,6 @@
-// The WebSocket transport (RFC 6455) for any sans-io session: the collaboration session
-// today, the terminal session next. The transport owns the socket, the handshake, pings, the
+// The WebSocket transport (RFC 6455) for any sans-io session: the collaboration session,
+// the terminal session, and the gateway's relay to a sandbox host (the one client side,
+// websocket_connect). The transport owns the socket, the handshake, pings, the
 // limits on message size and on unsent bytes, and an ordered send queue; the session sees
 // messages in and sends messages out through a thread-safe `WebSocket`, and never sees Beast
 // (websocket.cpp is the one translation unit that does).
@@ -19,7 +20,12 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
+namespace kiln {
+class Runtime;
+}
 namespace kiln::metrics {
 class Counter;
 template <class T>
@@ -91,10 +97,36 @@ class WebSocketHandler {
   virtual void on_open(std::shared_ptr<WebSocket> socket) = 0;
   // A whole message (`binary`: opcode 2). Not called after a close was asked for.
   virtual void on_message(std::string_view data, bool binary) = 0;
+  // How the connection ended, just before on_closed: the peer's close frame (its code and
+  // reason), or 1006 (RFC 6455 7.1.5: no close frame) and what happened instead: refused,
+  // unreachable, reset, timed out. Not called for a close this side started and the peer
+  // answered.
+  virtual void on_peer_closed(std::uint16_t code, std::string_view reason) {
+    (void)code;
+    (void)reason;
+  }
   // The connection is gone (or the handshake failed). Called once, after an admit that went
   // on; the handler must drop its WebSocket here.
   virtual void on_closed() = 0;
 };
+
+// Where a client connection goes: plain ws:// (Kiln's nodes talk to each other inside the
+// cluster's network), with extra request headers (Authorization).
+struct WebSocketTarget {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string path = "/";  // origin-form: path and query
+  std::vector<std::pair<std::string, std::string>> headers;
+  std::chrono::milliseconds connect_timeout{5'000};  // resolve, connect and handshake
+};
+
+// Opens a client connection to `target` on the runtime's loop and runs `handler` on it as
+// an endpoint's handler is run: on_open once the handshake (with options.subprotocol, which
+// the server must echo) completed, then on_message, then on_peer_closed and on_closed.
+// admit() is not called. A connection that cannot be made calls on_peer_closed(1006, why)
+// and on_closed. The options' limits apply to what the server sends.
+void websocket_connect(Runtime& runtime, WebSocketOptions options, WebSocketTarget target,
+                       std::shared_ptr<WebSocketHandler> handler);
 
 // An upgrade handler for HttpServer::add_upgrade that runs a WebSocket per connection with
 // `make()`'s handler. The subprotocol is checked (400 without it) before admit().

@@ -274,5 +274,114 @@ TEST(WebSocketLifetime, AHandlerDoesNotOutliveTheLoopOfAnUnfinishedConnection) {
   ::close(fd);
 }
 
+// The client side (websocket_connect) against the same echo endpoint: what a test and the
+// gateway's relay to a sandbox host see.
+class Recorder final : public WebSocketHandler {
+ public:
+  std::optional<WebSocketRefusal> admit(const Request&) override { return std::nullopt; }
+  void on_open(std::shared_ptr<WebSocket> socket) override {
+    std::lock_guard lock(mu_);
+    socket_ = std::move(socket);
+    opened_ = true;
+    cv_.notify_all();
+  }
+  void on_message(std::string_view data, bool) override {
+    std::lock_guard lock(mu_);
+    messages_.emplace_back(data);
+    cv_.notify_all();
+  }
+  void on_peer_closed(std::uint16_t code, std::string_view reason) override {
+    std::lock_guard lock(mu_);
+    code_ = code;
+    reason_ = std::string(reason);
+  }
+  void on_closed() override {
+    std::lock_guard lock(mu_);
+    socket_.reset();
+    closed_ = true;
+    cv_.notify_all();
+  }
+  bool wait(const std::function<bool()>& done) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::seconds(20), done);
+  }
+  void send(std::string text) {
+    std::lock_guard lock(mu_);
+    socket_->send(std::make_shared<const std::string>(std::move(text)));
+  }
+
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::shared_ptr<WebSocket> socket_;
+  bool opened_ = false, closed_ = false;
+  std::vector<std::string> messages_;
+  std::uint16_t code_ = 0;
+  std::string reason_;
+};
+
+WebSocketTarget target_of(std::uint16_t port, std::string path) {
+  WebSocketTarget t;
+  t.host = "127.0.0.1";
+  t.port = port;
+  t.path = std::move(path);
+  return t;
+}
+
+WebSocketOptions client_options() {
+  WebSocketOptions o;
+  o.subprotocol = "echo.v1";
+  return o;
+}
+
+TEST_F(WebSocketTest, AClientSeesMessagesAndThePeersCloseCode) {
+  auto r = std::make_shared<Recorder>();
+  websocket_connect(loop_.runtime, client_options(), target_of(loop_.port(), "/ws"), r);
+  ASSERT_TRUE(r->wait([&] { return r->opened_ || r->closed_; }));
+  ASSERT_TRUE(r->opened_) << r->reason_;
+  r->send("first");
+  r->send("second");
+  ASSERT_TRUE(r->wait([&] { return r->messages_.size() == 2; }));
+  EXPECT_EQ(r->messages_, (std::vector<std::string>{"FIRST", "SECOND"}));
+  r->send("timer");  // the server closes with 4321
+  ASSERT_TRUE(r->wait([&] { return r->closed_; }));
+  EXPECT_EQ(r->code_, 4321);
+  EXPECT_EQ(r->reason_, "timer fired");
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+TEST_F(WebSocketTest, AClientToldWhyThereIsNoConnection) {
+  auto refused = std::make_shared<Recorder>();
+  websocket_connect(loop_.runtime, client_options(), target_of(loop_.port(), "/full"), refused);
+  ASSERT_TRUE(refused->wait([&] { return refused->closed_; }));
+  EXPECT_FALSE(refused->opened_);
+  EXPECT_EQ(refused->code_, 1006);
+  EXPECT_NE(refused->reason_.find("HTTP 503"), std::string::npos) << refused->reason_;
+  EXPECT_NE(refused->reason_.find("full for the test"), std::string::npos) << refused->reason_;
+
+  auto wrong = std::make_shared<Recorder>();  // a subprotocol the endpoint does not speak
+  auto o = client_options();
+  o.subprotocol = "other.v1";
+  websocket_connect(loop_.runtime, o, target_of(loop_.port(), "/ws"), wrong);
+  ASSERT_TRUE(wrong->wait([&] { return wrong->closed_; }));
+  EXPECT_FALSE(wrong->opened_);
+  EXPECT_NE(wrong->reason_.find("HTTP 400"), std::string::npos) << wrong->reason_;
+
+  // A port nobody listens on: one just bound and closed.
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  auto nobody = std::make_shared<Recorder>();
+  websocket_connect(loop_.runtime, client_options(), target_of(ntohs(a.sin_port), "/ws"), nobody);
+  ASSERT_TRUE(nobody->wait([&] { return nobody->closed_; }));
+  EXPECT_FALSE(nobody->opened_);
+  EXPECT_EQ(nobody->code_, 1006);
+  EXPECT_NE(nobody->reason_.find("cannot connect"), std::string::npos) << nobody->reason_;
+}
+
 }  // namespace
 }  // namespace kiln::http
