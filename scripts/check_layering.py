@@ -28,7 +28,8 @@ ALLOWED = {
     "engines/memory": {"collab", "platform"},
     "engines/redis": {"collab", "clients/redis", "platform"},
     "gateway": {"collab", "auth", "sandbox/sessions.hpp", "sandbox/sandbox.hpp",
-                "sandbox/scrollback.hpp", "sandbox/spec.hpp", "platform"},
+                "sandbox/scrollback.hpp", "sandbox/spec.hpp", "sandbox/terminals.hpp",
+                "sandbox/remote/remote.hpp", "sandbox/remote/wire.hpp", "platform"},
     "persist": {"collab/persistence.hpp", "store", "platform"},
     # Jobs: the rules (pure), the JobQueue port, its database adapter over the repository,
     # the worker.
@@ -44,7 +45,7 @@ ALLOWED = {
     # The API decides access changes on the access bus port only, never a room engine.
     "api": {"assets", "auth", "collab/access.hpp", "jobs/queue.hpp", "jobs/job.hpp", "store",
             "sandbox/sessions.hpp", "sandbox/sandbox.hpp", "sandbox/scrollback.hpp",
-            "sandbox/spec.hpp",
+            "sandbox/spec.hpp", "sandbox/terminals.hpp", "sandbox/remote/wire.hpp",
             "clients/sql/sql.hpp", "clients/s3", "platform"},
     # A client of Kiln's own API (kiln upload, the build agent): the platform's HTTP client
     # (and S3's percent-encoding).
@@ -53,13 +54,14 @@ ALLOWED = {
     # the runc and QEMU drivers.
     "sandbox": {"platform"},
     "sandbox/oci": {"sandbox", "platform"},
+    "sandbox/remote": {"sandbox", "platform"},
     "app": {"*"},
 }
 
 # Folders whose subfolders are libraries of their own (clients/redis, engines/memory, ...).
 NESTED = {"clients", "engines"}
 # Subfolders that are libraries of their own inside a library's folder.
-SUBLIBS = {"assets/pipeline", "sandbox/oci"}
+SUBLIBS = {"assets/pipeline", "sandbox/oci", "sandbox/remote"}
 
 
 def library_of(path: str) -> str:

@@ -15,7 +15,7 @@ Api::Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& poo
 
 Api::~Api() = default;
 
-void Api::set_terminals(sandbox::Sessions* sessions) {
+void Api::set_terminals(sandbox::TerminalSessions* sessions) {
   impl_->terminals = sessions;
 }
 

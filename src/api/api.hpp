@@ -31,7 +31,7 @@ namespace jobs {
 class JobQueue;
 }
 namespace sandbox {
-class Sessions;
+class TerminalSessions;
 }
 }  // namespace kiln
 
@@ -66,7 +66,7 @@ class Api {
 
   // The node's terminal sessions (/v1/terminals); without them those routes answer 503.
   // Before install().
-  void set_terminals(sandbox::Sessions* sessions);
+  void set_terminals(sandbox::TerminalSessions* sessions);
   void install(http::Router& router);
   // Aborts open uploads idle for longer than uploads.stale_after_s (their multipart
   // uploads too); returns how many. Blocking: call it off the event loop. Safe on several

@@ -118,7 +118,7 @@ struct Api::Impl {
   Checked<void> need_storage();
 
   // --- terminal sessions (terminals.cpp): a user's own, never the service key's ------------
-  sandbox::Sessions* terminals = nullptr;  // null: 503
+  sandbox::TerminalSessions* terminals = nullptr;  // null: 503
   Checked<Response> open_terminal(const Request& req, const Principal& who);
   Checked<Response> list_terminals(const Request& req, const Principal& who);
   Checked<Response> get_terminal(const Request& req, const Principal& who);

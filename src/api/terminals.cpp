@@ -4,7 +4,7 @@
 // user's answers 404 as one that does not exist; the service key has no sessions.
 #include "api/impl.hpp"
 
-#include "sandbox/sessions.hpp"
+#include "sandbox/remote/wire.hpp"
 
 namespace kiln::api {
 namespace {
@@ -32,20 +32,8 @@ Refusal refusal(const sandbox::Error& e) {
   return {500, "internal", e.detail};
 }
 
-json::value exit_json(const std::optional<sandbox::Exit>& e) {
-  if (!e) return nullptr;
-  return json::object{{"code", e->code},
-                      {"signal", e->signal},
-                      {"reason", sandbox::to_string(e->reason)},
-                      {"message", e->message}};
-}
-
-json::object terminal_json(const sandbox::SessionInfo& s) {
-  return {{"id", s.id},   {"created_at", s.created_at}, {"running", s.running},
-          {"end", s.end}, {"attached", s.attached},     {"exit", exit_json(s.exit)}};
-}
-
-Checked<sandbox::Sessions*> sessions_for(sandbox::Sessions* sessions, const Principal& who) {
+Checked<sandbox::TerminalSessions*> sessions_for(sandbox::TerminalSessions* sessions,
+                                                 const Principal& who) {
   if (who.service)
     return Refusal{403, "forbidden",
                    "Terminal sessions belong to users: use a user's token, not the service key."};
@@ -81,7 +69,7 @@ Checked<Response> Api::Impl::open_terminal(const Request& req, const Principal& 
   }
   auto s = sessions->open(who.user, size);
   if (!s) return refusal(s.error());
-  auto resp = ok_json(201, terminal_json(*s));
+  auto resp = ok_json(201, sandbox::remote::to_json(*s));
   resp.headers.emplace_back("Location", "/v1/terminals/" + s->id);
   return resp;
 }
@@ -89,7 +77,9 @@ Checked<Response> Api::Impl::open_terminal(const Request& req, const Principal& 
 Checked<Response> Api::Impl::list_terminals(const Request&, const Principal& who) {
   KILN_TRY(sessions, sessions_for(terminals, who));
   json::array items;
-  for (const auto& s : sessions->list(who.user)) items.push_back(terminal_json(s));
+  auto all = sessions->list(who.user);
+  if (!all) return refusal(all.error());
+  for (const auto& s : *all) items.push_back(sandbox::remote::to_json(s));
   return ok_json(200, json::object{{"items", std::move(items)}});
 }
 
@@ -97,7 +87,7 @@ Checked<Response> Api::Impl::get_terminal(const Request& req, const Principal& w
   KILN_TRY(sessions, sessions_for(terminals, who));
   auto s = sessions->get(who.user, std::string(req.param("terminal")));
   if (!s) return refusal(s.error());
-  return ok_json(200, terminal_json(*s));
+  return ok_json(200, sandbox::remote::to_json(*s));
 }
 
 Checked<Response> Api::Impl::close_terminal(const Request& req, const Principal& who) {

@@ -42,7 +42,10 @@ constexpr RoleInfo kRoles[] = {
      "job handlers and the outbox relay; the write-behind persister when rooms live in Redis",
      nullptr},
     {"agent", "build agent", "the build farm"},
-    {"sandboxd", "sandbox host for scripts and terminals", "sandboxes"},
+    {"sandboxd",
+     "sandbox host: terminal sessions in sandboxes, for the gateways and API nodes that name it "
+     "in sandbox.daemon",
+     nullptr},
 };
 
 }  // namespace

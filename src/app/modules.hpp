@@ -46,7 +46,7 @@ namespace http {
 class Server;
 }
 namespace sandbox {
-class Sessions;
+class TerminalSessions;
 }
 }  // namespace kiln
 
@@ -96,8 +96,8 @@ struct Node {
   std::unique_ptr<auth::Verifier> verifier;       // user tokens (collab, api)
   std::unique_ptr<jobs::JobQueue> jobs;           // the job queue (jobs, api: its admin routes)
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
-  std::uint16_t objects_port = 0;          // the embedded object store's bound port, 0 if none here
-  sandbox::Sessions* terminals = nullptr;  // the terminals module's, when it runs them
+  std::uint16_t objects_port = 0;  // the embedded object store's bound port, 0 if none here
+  sandbox::TerminalSessions* terminals = nullptr;  // the terminals module's: here or a host's
 
   // Runs `fn` every `period` on the event loop, first after `first`, until stop_periodic().
   void every(std::chrono::milliseconds first, std::chrono::milliseconds period,

@@ -278,9 +278,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   node.roles.jobs = role_name == "serve" || role_name == "worker";
   node.roles.api = role_name == "serve" || role_name == "api";
   node.roles.objects = role_name == "serve" || role_name == "objects";
-  // Sessions live in the process that serves their WebSocket: `kiln serve` only, until a
-  // sandboxd role with a gateway relay exists (docs/terminals.md).
-  node.roles.terminals = role_name == "serve";
+  // Terminal sessions live in `kiln serve` or on a sandbox host (`kiln sandboxd`); gateways
+  // relay /v1/term to the host and API nodes call it (sandbox.daemon; docs/terminals.md).
+  node.roles.terminals = role_name == "serve" || role_name == "sandboxd" ||
+                         role_name == "gateway" || role_name == "api";
 
   log::Options lo;
   log::parse_level(cfg.str("log.level"), lo.level);

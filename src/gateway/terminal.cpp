@@ -3,6 +3,7 @@
 #include "auth/jwt.hpp"
 #include "platform/codec.hpp"
 #include "platform/log.hpp"
+#include "sandbox/remote/remote.hpp"
 #include "sandbox/sessions.hpp"
 
 #include <boost/json.hpp>
@@ -22,6 +23,7 @@ using sandbox::Exit;
 enum Close : std::uint16_t {
   kNormal = 1000,
   kRestart = 1012,
+  kTryLater = 1013,
   kSlowConsumer = 1008,
   kInvalid = 4000,
   kUnauthenticated = 4001,
@@ -51,15 +53,93 @@ std::int64_t system_now() {
       .count();
 }
 
-// One connection: unauthenticated until its attach frame, then a view of one session.
+// A relay's target and the loop its host connections run on.
+struct RelayTo {
+  Runtime& runtime;
+  TerminalRelay target;
+};
+
+// Whether a close code may be sent on (RFC 6455 7.4: 1005, 1006, 1015 are never sent).
+bool sendable(std::uint16_t code) {
+  return code == 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+         (code >= 3000 && code <= 4999);
+}
+
+class TerminalConnection;
+
+// A relay's connection to the sandbox host, for one client connection: the attach frame
+// first, then the client's frames in order; what the host sends goes to the client as it is.
+class Upstream final : public http::WebSocketHandler {
+ public:
+  Upstream(std::weak_ptr<TerminalConnection> down, std::string attach)
+      : down_(std::move(down)), attach_(std::move(attach)) {}
+  std::optional<http::WebSocketRefusal> admit(const http::Request&) override { return {}; }
+  void on_open(std::shared_ptr<http::WebSocket> socket) override {
+    std::lock_guard lock(mu_);
+    opened_ = true;
+    if (left_) return socket->close(kNormal, "the client left");
+    socket_ = std::move(socket);
+    socket_->send(std::make_shared<const std::string>(std::move(attach_)));
+    for (auto& f : waiting_) socket_->send(std::move(f));
+    waiting_.clear();
+  }
+  void on_message(std::string_view data, bool binary) override;
+  void on_peer_closed(std::uint16_t code, std::string_view reason) override {
+    std::lock_guard lock(mu_);
+    code_ = code;
+    reason_ = std::string(reason);
+  }
+  void on_closed() override;
+  // The client's frame, in order; false when too many wait for the host's handshake.
+  bool send(std::string frame) {
+    std::lock_guard lock(mu_);
+    auto f = std::make_shared<const std::string>(std::move(frame));
+    if (socket_) {
+      socket_->send(std::move(f));
+    } else if (!left_) {
+      if (waiting_.size() >= 64) return false;
+      waiting_.push_back(std::move(f));
+    }
+    return true;
+  }
+  // The client is gone: the host's connection closes (the session goes on).
+  void leave() {
+    std::lock_guard lock(mu_);
+    left_ = true;
+    waiting_.clear();
+    if (socket_) socket_->close(kNormal, "the client left");
+  }
+
+ private:
+  std::weak_ptr<TerminalConnection> down_;
+  std::string attach_;
+  std::mutex mu_;
+  std::shared_ptr<http::WebSocket> socket_;
+  std::vector<std::shared_ptr<const std::string>> waiting_;
+  bool opened_ = false, left_ = false;
+  std::uint16_t code_ = 1006;
+  std::string reason_;
+};
+
+// One connection: unauthenticated until its attach frame, then a view of one session (here,
+// or a sandbox host's through an Upstream).
 class TerminalConnection final : public http::WebSocketHandler,
                                  public std::enable_shared_from_this<TerminalConnection> {
  public:
-  TerminalConnection(std::shared_ptr<const TerminalOptions> o, const auth::Verifier& v,
-                     sandbox::Sessions& s)
-      : owned_(std::move(o)), options_(*owned_), verifier_(v), sessions_(s) {}
+  TerminalConnection(std::shared_ptr<const TerminalOptions> o, const auth::Verifier* v,
+                     sandbox::Sessions* s, std::shared_ptr<const RelayTo> relay)
+      : owned_(std::move(o)),
+        options_(*owned_),
+        verifier_(v),
+        sessions_(s),
+        relay_(std::move(relay)) {}
 
-  std::optional<http::WebSocketRefusal> admit(const http::Request&) override { return {}; }
+  std::optional<http::WebSocketRefusal> admit(const http::Request& head) override {
+    if (!options_.trusted_key.empty() && !sandbox::remote::authorized(head, options_.trusted_key))
+      return http::WebSocketRefusal{
+          401, "this endpoint takes the cluster's service key (api.service_key)"};
+    return {};
+  }
 
   void on_open(std::shared_ptr<http::WebSocket> socket) override {
     socket_ = std::move(socket);
@@ -90,10 +170,15 @@ class TerminalConnection final : public http::WebSocketHandler,
       return;
     }
     if (state_ != State::attached) return;
+    if (relay_ && (type == "in" || type == "resize")) {  // the host checks them
+      if (!upstream_->send(std::string(data)))
+        close(kInvalid, "too many frames before the sandbox host answered");
+      return;
+    }
     if (type == "in") {
       const auto* d = o->if_contains("data");
       if (!d || !d->is_string()) return close(kInvalid, "in: \"data\" is a string");
-      if (auto r = sessions_.input(user_, session_, std::string_view(d->as_string())); !r)
+      if (auto r = sessions_->input(user_, session_, std::string_view(d->as_string())); !r)
         socket_->send(frame({{"t", "error"}, {"message", r.error().detail}}));
     } else if (type == "resize") {
       const auto* rows = o->if_contains("rows");
@@ -103,7 +188,7 @@ class TerminalConnection final : public http::WebSocketHandler,
         return close(kInvalid, "resize: \"rows\" and \"cols\" are integers 1-1000");
       sandbox::Terminal size{static_cast<std::uint16_t>(rows->as_int64()),
                              static_cast<std::uint16_t>(cols->as_int64())};
-      if (auto r = sessions_.resize(user_, session_, size); !r)
+      if (auto r = sessions_->resize(user_, session_, size); !r)
         socket_->send(frame({{"t", "error"}, {"message", r.error().detail}}));
     } else if (type == "attach") {
       close(kInvalid, "already attached");
@@ -135,6 +220,25 @@ class TerminalConnection final : public http::WebSocketHandler,
     // Detached (the session goes on) outside mu_: detaching takes the session's lock, which
     // its reader holds while it calls deliver(), which takes mu_.
     handle.reset();
+    if (upstream_) upstream_->leave();
+  }
+
+  // A relay: the host's frame for the client, as it is. Any thread.
+  void from_upstream(std::string_view data) {
+    std::lock_guard lock(mu_);
+    if (socket_) socket_->send(std::make_shared<const std::string>(data));
+  }
+  // A relay: the host's connection ended (`opened`: it had been made); the client's closes
+  // with the host's code, or 1013 when there was none to pass on. Any thread.
+  void upstream_ended(bool opened, std::uint16_t code, const std::string& reason) {
+    std::lock_guard lock(mu_);
+    if (!socket_) return;
+    if (!opened)
+      socket_->close(kTryLater, "the sandbox host did not answer: " + reason);
+    else if (!sendable(code))
+      socket_->close(kTryLater, "the connection to the sandbox host was lost: " + reason);
+    else
+      socket_->close(code, reason);
   }
 
  private:
@@ -149,7 +253,8 @@ class TerminalConnection final : public http::WebSocketHandler,
     const auto* token = o.if_contains("token");
     const auto* session = o.if_contains("session");
     const auto* offset = o.if_contains("offset");
-    if (!token || !token->is_string()) return close(kUnauthenticated, "attach: a \"token\"");
+    if (options_.trusted_key.empty() && (!token || !token->is_string()))
+      return close(kUnauthenticated, "attach: a \"token\"");
     if (!session || !session->is_string() || session->as_string().empty() ||
         session->as_string().size() > 64)
       return close(kInvalid, "attach: a \"session\" id");
@@ -163,8 +268,18 @@ class TerminalConnection final : public http::WebSocketHandler,
         return close(kInvalid, "attach: \"offset\" is a byte offset (0 or more)");
       }
     }
-    const auto r = verifier_.verify(std::string_view(token->as_string()),
-                                    options_.now_unix ? options_.now_unix() : system_now());
+    if (!options_.trusted_key.empty()) {  // a sandbox host: the relay names the user
+      const auto* user = o.if_contains("user");
+      if (!user || !user->is_string() || user->as_string().empty() ||
+          user->as_string().size() > 128)
+        return close(kInvalid, "attach: a \"user\" (the service key acts for one)");
+      user_ = std::string(user->as_string());
+      session_ = std::string(session->as_string());
+      state_ = State::checking;
+      return attach_now(from);
+    }
+    const auto r = verifier_->verify(std::string_view(token->as_string()),
+                                     options_.now_unix ? options_.now_unix() : system_now());
     if (!r.ok) {
       const bool jwt = std::count(token->as_string().begin(), token->as_string().end(), '.') == 2;
       return close(kUnauthenticated, jwt ? r.error
@@ -191,6 +306,7 @@ class TerminalConnection final : public http::WebSocketHandler,
   // Output before the backlog is sent waits behind it (the session's reader may call the
   // listener as soon as attach() returns).
   void attach_now(std::uint64_t from) {
+    if (relay_) return relay(from);
     std::weak_ptr<TerminalConnection> weak = shared_from_this();
     sandbox::Listener listener{[weak](std::uint64_t offset, std::string_view bytes) {
                                  if (auto self = weak.lock())
@@ -199,7 +315,7 @@ class TerminalConnection final : public http::WebSocketHandler,
                                [weak](const Exit& e) {
                                  if (auto self = weak.lock()) self->deliver(exit_frame(e), true);
                                }};
-    auto a = sessions_.attach(user_, session_, from, std::move(listener));
+    auto a = sessions_->attach(user_, session_, from, std::move(listener));
     if (!a) {
       if (a.error().code == sandbox::Errc::invalid) return close(kBadOffset, a.error().detail);
       return close(kNoSession, a.error().detail);
@@ -218,6 +334,31 @@ class TerminalConnection final : public http::WebSocketHandler,
     state_ = State::attached;
     if (a->exit) pending_.emplace_back(exit_frame(*a->exit), true);
     flush_locked();
+  }
+
+  // The host's connection: opened now, the attach sent first once it is made; the client's
+  // frames go after it.
+  void relay(std::uint64_t from) {
+    upstream_ = std::make_shared<Upstream>(
+        weak_from_this(),
+        json::serialize(json::object{
+            {"t", "attach"}, {"user", user_}, {"session", session_}, {"offset", from}}));
+    {
+      std::lock_guard lock(mu_);
+      attached_user_ = user_;
+    }
+    state_ = State::attached;
+    http::WebSocketOptions o;
+    o.subprotocol = kTerminalSubprotocol;
+    o.idle_timeout = options_.idle_timeout;
+    o.max_message_bytes = 1u << 20;  // the host's out frames: 16 KiB of output, base64
+    http::WebSocketTarget t;
+    t.host = relay_->target.host;
+    t.port = relay_->target.port;
+    t.path = sandbox::remote::kTermPath;
+    t.headers = {{"Authorization", "Bearer " + relay_->target.service_key}};
+    t.connect_timeout = relay_->target.connect_timeout;
+    http::websocket_connect(relay_->runtime, std::move(o), std::move(t), upstream_);
   }
 
   // Frames that came while the token was checked, in order (on the strand, after attach).
@@ -247,8 +388,10 @@ class TerminalConnection final : public http::WebSocketHandler,
 
   std::shared_ptr<const TerminalOptions> owned_;
   const TerminalOptions& options_;
-  const auth::Verifier& verifier_;
-  sandbox::Sessions& sessions_;
+  const auth::Verifier* verifier_;        // null: trusted
+  sandbox::Sessions* sessions_;           // local and trusted
+  std::shared_ptr<const RelayTo> relay_;  // relay
+  std::shared_ptr<Upstream> upstream_;    // strand only (set before any frame is relayed)
   std::shared_ptr<http::WebSocket> socket_;
   State state_ = State::waiting;  // strand only
   std::string user_, session_;
@@ -260,23 +403,51 @@ class TerminalConnection final : public http::WebSocketHandler,
   std::vector<std::string> held_;  // strand only
 };
 
+void Upstream::on_message(std::string_view data, bool) {
+  if (auto d = down_.lock()) d->from_upstream(data);
+}
+
+void Upstream::on_closed() {
+  bool opened = false;
+  std::uint16_t code = 0;
+  std::string reason;
+  {
+    std::lock_guard lock(mu_);
+    socket_.reset();
+    opened = opened_;
+    code = code_;
+    reason = reason_;
+  }
+  if (auto d = down_.lock()) d->upstream_ended(opened, code, reason);
+}
+
 }  // namespace
 
 struct TerminalEndpoint::Impl {
-  Impl(TerminalOptions o, const auth::Verifier& v, sandbox::Sessions& s)
-      : options(std::make_shared<const TerminalOptions>(std::move(o))), verifier(v), sessions(s) {}
+  Impl(TerminalOptions o, const auth::Verifier* v, sandbox::Sessions* s,
+       std::shared_ptr<const RelayTo> r)
+      : options(std::make_shared<const TerminalOptions>(std::move(o))),
+        verifier(v),
+        sessions(s),
+        relay(std::move(r)) {}
   std::shared_ptr<const TerminalOptions> options;
-  const auth::Verifier& verifier;
-  sandbox::Sessions& sessions;
+  const auth::Verifier* verifier;  // null: trusted
+  sandbox::Sessions* sessions;
+  std::shared_ptr<const RelayTo> relay;
   std::mutex mu;
   std::vector<std::weak_ptr<TerminalConnection>> live;
   // The live connections; `forget`: no longer tracked (a drain: none is closed twice).
   std::vector<std::shared_ptr<TerminalConnection>> connections(bool forget);
 };
 
-TerminalEndpoint::TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier,
+TerminalEndpoint::TerminalEndpoint(TerminalOptions options, const auth::Verifier* verifier,
                                    sandbox::Sessions& sessions)
-    : impl_(std::make_shared<Impl>(std::move(options), verifier, sessions)) {}
+    : impl_(std::make_shared<Impl>(std::move(options), verifier, &sessions, nullptr)) {}
+
+TerminalEndpoint::TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier,
+                                   Runtime& runtime, TerminalRelay relay)
+    : impl_(std::make_shared<Impl>(std::move(options), &verifier, nullptr,
+                                   std::make_shared<const RelayTo>(runtime, std::move(relay)))) {}
 
 TerminalEndpoint::~TerminalEndpoint() = default;
 
@@ -317,7 +488,8 @@ http::UpgradeHandler TerminalEndpoint::handler() const {
   // cut soon, so that its session counts it detached (the idle limit starts) at once.
   o.slow_consumer_grace = std::chrono::seconds(5);
   return http::websocket_endpoint(std::move(o), [impl = impl_] {
-    auto c = std::make_shared<TerminalConnection>(impl->options, impl->verifier, impl->sessions);
+    auto c = std::make_shared<TerminalConnection>(impl->options, impl->verifier, impl->sessions,
+                                                  impl->relay);
     std::lock_guard lock(impl->mu);
     std::erase_if(impl->live, [](const auto& w) { return w.expired(); });
     impl->live.push_back(c);

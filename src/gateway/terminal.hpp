@@ -18,7 +18,16 @@
 // Closes: 4000 a frame that is not the protocol, 4001 a missing, bad, expired or revoked
 // token (or no attach in time), 1012 the server drains (reattach), 4004 no such session of this
 // user (another user's is the same), 4400 an offset past the output's end, 1008 a client that reads
-// too slowly (the output queued for it passed max_queue_bytes: reattach from the offset read).
+// too slowly (the output queued for it passed max_queue_bytes: reattach from the offset read),
+// 1013 the sandbox host did not answer (a relay; reattach later).
+//
+// Three ways to run it:
+// - local: the sessions are this process's (`kiln serve` alone);
+// - relay: the sessions are a sandbox host's (`kiln sandboxd`): the token is checked here,
+//   then every frame goes through a connection to the host's /internal/v1/term, so a gateway
+//   that restarts loses no session and a client reattaches through any gateway;
+// - trusted: the host's side of a relay: the upgrade carries the cluster's service key and
+//   the attach names the user ({"t":"attach","user":U,"session":S,"offset":N}).
 #pragma once
 
 #include "platform/websocket.hpp"
@@ -28,6 +37,9 @@
 #include <functional>
 #include <string>
 
+namespace kiln {
+class Runtime;
+}
 namespace kiln::auth {
 class Verifier;
 }
@@ -50,6 +62,17 @@ struct TerminalOptions {
   std::function<void(const std::string& user, std::int64_t ver, std::function<void(bool)> done)>
       revocation_check;
   std::function<std::int64_t()> now_unix;  // token expiry; empty: the system clock
+  // Trusted mode (a sandbox host): the service key the upgrade must carry. Empty: users'
+  // tokens.
+  std::string trusted_key;
+};
+
+// Where a relaying endpoint sends its connections: a sandbox host's internal API.
+struct TerminalRelay {
+  std::string host;
+  std::uint16_t port = 0;
+  std::string service_key;                           // the cluster's (api.service_key)
+  std::chrono::milliseconds connect_timeout{5'000};  // then 1013 to the client
 };
 
 // /v1/term on a node without terminals: every upgrade refused 503 with `why`.
@@ -58,12 +81,18 @@ http::UpgradeHandler terminal_unavailable(std::string why);
 // The endpoint's connections: an upgrade handler for /v1/term, and a way to end them all.
 class TerminalEndpoint {
  public:
-  TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier,
+  // Local or trusted (options.trusted_key): this process's sessions. `verifier`: users'
+  // tokens (null only when trusted).
+  TerminalEndpoint(TerminalOptions options, const auth::Verifier* verifier,
                    sandbox::Sessions& sessions);
+  // Relay: a sandbox host's sessions, reached on `runtime`'s loop.
+  TerminalEndpoint(TerminalOptions options, const auth::Verifier& verifier, Runtime& runtime,
+                   TerminalRelay relay);
   ~TerminalEndpoint();
   [[nodiscard]] http::UpgradeHandler handler() const;
   // Closes every connection with 1012 and `reason` (a drain: the sessions go on, and their
-  // clients reattach with the offset they read up to). Returns how many there were.
+  // clients reattach with the offset they read up to; a relay's host connections close too).
+  // Returns how many there were.
   std::size_t close_all(const std::string& reason);
   // Closes `user`'s connections with 4001 (their tokens were revoked: the access bus's
   // Revoked). Their sessions go on; attaching again needs a new token.

@@ -161,7 +161,7 @@ std::shared_ptr<Sessions::Session> Sessions::find(const std::string& owner, cons
   return it->second->starting ? nullptr : it->second;
 }
 
-std::vector<SessionInfo> Sessions::list(const std::string& owner) {
+Result<std::vector<SessionInfo>, Error> Sessions::list(const std::string& owner) {
   std::vector<std::shared_ptr<Session>> mine;
   {
     std::lock_guard lock(mu_);

@@ -11,6 +11,7 @@
 
 #include "sandbox/sandbox.hpp"
 #include "sandbox/scrollback.hpp"
+#include "sandbox/terminals.hpp"
 
 #include <chrono>
 #include <cstdint>
@@ -35,16 +36,6 @@ struct SessionLimits {
   std::size_t max_input_bytes = 64 * 1024;            // one input() call
 };
 
-struct SessionInfo {
-  std::string id;
-  std::string owner;
-  std::int64_t created_at = 0;  // Unix ms
-  bool running = true;
-  std::optional<Exit> exit;  // once ended
-  std::uint64_t end = 0;     // the output's end offset (bytes written so far)
-  std::size_t attached = 0;  // clients attached now
-};
-
 // What an attached client is given, in order, on the session's reader thread: output with
 // the offset of its first byte, then the end. Called under the session's lock: post, never
 // block.
@@ -53,7 +44,7 @@ struct Listener {
   std::function<void(const Exit& exit)> ended;
 };
 
-class Sessions {
+class Sessions final : public TerminalSessions {
  public:
   using Clock = std::chrono::steady_clock;
   // `spec`: the sandbox every session gets (its id is replaced; args: the shell; terminal
@@ -62,16 +53,15 @@ class Sessions {
       Driver& driver, SandboxSpec spec, SessionLimits limits,
       std::function<Clock::time_point()> now = [] { return Clock::now(); },
       std::function<std::int64_t()> wall_ms = {});
-  ~Sessions();  // every session destroyed
+  ~Sessions() override;  // every session destroyed
   Sessions(const Sessions&) = delete;
   Sessions& operator=(const Sessions&) = delete;
 
-  // A new session for `owner`, its shell started with the terminal at `size`.
-  Result<SessionInfo, Error> open(const std::string& owner, Terminal size);
-  [[nodiscard]] std::vector<SessionInfo> list(const std::string& owner);
-  Result<SessionInfo, Error> get(const std::string& owner, const std::string& id);
-  // Ends it (the sandbox destroyed) and forgets it.
-  Result<void, Error> close(const std::string& owner, const std::string& id);
+  // TerminalSessions (terminals.hpp).
+  Result<SessionInfo, Error> open(const std::string& owner, Terminal size) override;
+  Result<std::vector<SessionInfo>, Error> list(const std::string& owner) override;
+  Result<SessionInfo, Error> get(const std::string& owner, const std::string& id) override;
+  Result<void, Error> close(const std::string& owner, const std::string& id) override;
 
   struct Attached {
     Scrollback::Read backlog;      // what followed `offset` and the ring still holds

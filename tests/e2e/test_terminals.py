@@ -354,6 +354,143 @@ class Terminals(unittest.TestCase):
         self.assertEqual(self.node.call("GET", "/v1/terminals", self.token("ann"))[2], {"items": []})
 
 
+@needs(RUNC and os.geteuid() == 0, "missing: runc and root (scripts/packages-test.txt)")
+class TerminalsOnASandboxHost(unittest.TestCase):
+    """`kiln sandboxd` owns the sessions; a `kiln serve` named to it in sandbox.daemon serves
+    /v1/terminals by calling it and relays /v1/term to it. The gateway is only a view: it
+    can die and come back without a session or a byte lost."""
+    KEY = "e2e-sandbox-host-key-" + os.urandom(12).hex()
+    HOST_ARGS = ["--sandbox-memory-bytes", str(128 << 20), "--sandbox-disk-bytes", str(64 << 20),
+                 "--sandbox-sessions-per-user", "2", "--sandbox-shell", "/bin/sh"]
+
+    def setUp(self):
+        self.env = {"KILN_API_SERVICE_KEY": self.KEY}
+        self.host = Kiln(*self.HOST_ARGS, role="sandboxd", env=self.env)
+        self.addCleanup(self.host.stop)
+        self.gw_data = tempfile.mkdtemp(prefix="kiln-e2e-gw-")
+        self.addCleanup(shutil.rmtree, self.gw_data, True)
+        self.gw = self.gateway()
+
+    def tearDown(self):
+        self.gw.stop()
+
+    def gateway(self, key=None, daemon=None):
+        return Kiln("--auth-dev-tokens", "true",
+                    "--sandbox-daemon", daemon or f"{self.host.host}:{self.host.port}",
+                    env={"KILN_API_SERVICE_KEY": key or self.KEY}, data_dir=self.gw_data)
+
+    def token(self, user):
+        status, _, doc = self.gw.call("POST", "/v1/dev/token", body={"user": {"id": user}})
+        self.assertEqual(status, 201, doc)
+        return doc["token"]
+
+    def open(self, token):
+        status, _, doc = self.gw.call("POST", "/v1/terminals", token)
+        self.assertEqual(status, 201, doc)
+        return doc
+
+    def test_a_gateway_killed_and_restarted_loses_no_session_and_no_byte(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+        self.assertEqual(s["owner"], "ann")
+        self.assertIn("on the sandbox host", "".join(self.gw.banner))
+
+        async def before():
+            t = await Term.attach(self.gw, ann, s["id"])
+            self.assertEqual(t.attached["t"], "attached", t.attached)
+            await t.send("echo $((6*7))\r")
+            await t.read_until("42\r\n")
+            read_to = t.next
+            # Typed (the shell has echoed the keys), and the gateway killed before the output
+            # came back through it (or while it did: the reattach shows it either way).
+            await t.send("sleep 0.5; echo after-$((1+1))\r")
+            await t.read_until("after-$((1+1))")
+            self.gw.signal(signal.SIGKILL)
+            self.gw.proc.wait(WAIT)
+            return read_to
+        read_to = run(before())
+        self.gw.stop()
+        self.gw = self.gateway()  # the same data directory: the same token secret
+
+        async def after():
+            back = await Term.attach(self.gw, ann, s["id"], read_to)
+            self.assertEqual(back.attached["t"], "attached", back.attached)
+            self.assertEqual((back.attached["from"], back.attached["lost"]), (read_to, 0))
+            await back.read_until("after-2\r\n")
+            self.assertNotIn(b"42\r\n", back.out, "nothing before the offset again")
+            await back.send("exit 3\r")
+            self.assertEqual(await back.until_closed(), 1000)
+            self.assertEqual((back.exit["reason"], back.exit["code"]), ("exited", 3))
+        run(after())
+        status, _, doc = self.gw.call("GET", "/v1/terminals/" + s["id"], ann)
+        self.assertEqual(status, 200, doc)
+        self.assertEqual((doc["running"], doc["exit"]["code"]), (False, 3))
+
+    def test_owners_stay_apart_through_the_relay(self):
+        ann, bob = self.token("ann"), self.token("bob")
+        s = self.open(ann)
+        self.assertEqual(self.gw.call("GET", "/v1/terminals/" + s["id"], bob)[0], 404)
+        self.assertEqual(self.gw.call("GET", "/v1/terminals", bob)[2], {"items": []})
+        self.assertEqual(self.gw.call("DELETE", "/v1/terminals/" + s["id"], bob)[0], 404)
+
+        code, _ = run(closed_with(self.gw, [json.dumps(
+            {"t": "attach", "token": bob, "session": s["id"], "offset": 0})]))
+        self.assertEqual(code, 4004)
+        self.open(ann)
+        status, _, doc = self.gw.call("POST", "/v1/terminals", ann)  # the host's per-user quota
+        self.assertEqual((status, doc["type"].rsplit("/", 1)[-1]), (409, "too-many-sessions"), doc)
+        self.assertEqual(self.gw.call("DELETE", "/v1/terminals/" + s["id"], ann)[0], 204)
+        self.assertEqual(self.gw.call("GET", "/v1/terminals/" + s["id"], ann)[0], 404)
+
+    def test_the_host_takes_the_service_key_only(self):
+        for headers in ({}, {"Authorization": "Bearer wrong"},
+                        {"Authorization": "Bearer " + self.token("ann")}):
+            status, _, doc = self.host.call("GET", "/internal/v1/users/ann/terminals",
+                                            headers=headers)
+            self.assertEqual(status, 401, doc)
+        status, _, doc = self.host.call("GET", "/internal/v1/users/ann/terminals", self.KEY)
+        self.assertEqual((status, doc), (200, {"items": []}))
+        status, _, doc = self.host.call("POST", "/internal/v1/users/ann/terminals", self.KEY,
+                                        body={"rows": 0})
+        self.assertEqual((status, doc["error"]), (400, "invalid"), doc)
+
+        async def upgrade(headers):
+            try:
+                ws = await websockets.connect(f"ws://{self.host.host}:{self.host.port}/internal/v1/term",
+                                              subprotocols=["kiln.term.v1"], extra_headers=headers)
+                await ws.close()
+                return 101
+            except websockets.InvalidStatusCode as e:
+                return e.status_code
+        self.assertEqual(run(upgrade({})), 401)
+        self.assertEqual(run(upgrade({"Authorization": "Bearer wrong"})), 401)
+        self.assertEqual(run(upgrade({"Authorization": "Bearer " + self.KEY})), 101)
+
+        # A gateway with another key is told so, in words, and its clients are not left waiting.
+        self.gw.stop()
+        self.gw = self.gateway(key="another-key-that-the-host-does-not-know-at-all")
+        status, _, doc = self.gw.call("POST", "/v1/terminals", self.token("ann"))
+        self.assertEqual(status, 503, doc)
+        self.assertIn("service key", doc["detail"])
+
+    def test_an_unreachable_host_is_said_and_a_client_told_to_come_back(self):
+        s = self.open(self.token("ann"))
+        self.gw.stop()
+        nobody = socket.socket()
+        nobody.bind(("127.0.0.1", 0))
+        port = nobody.getsockname()[1]
+        nobody.close()
+        self.gw = self.gateway(daemon=f"127.0.0.1:{port}")
+        ann = self.token("ann")
+        status, _, doc = self.gw.call("POST", "/v1/terminals", ann)
+        self.assertEqual(status, 503, doc)
+        self.assertIn("did not answer", doc["detail"])
+        code, reason = run(closed_with(self.gw, [json.dumps(
+            {"t": "attach", "token": ann, "session": s["id"], "offset": 0})]))
+        self.assertEqual(code, 1013, reason)
+        self.assertIn("sandbox host did not answer", reason)
+
+
 class TerminalsOff(unittest.TestCase):
     def test_a_node_without_terminals_says_why(self):
         node = Kiln("--sandbox-enabled", "off", "--auth-dev-tokens", "true")

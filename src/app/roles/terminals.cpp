@@ -1,7 +1,13 @@
-// The terminals module (`kiln serve`): terminal sessions in sandboxes (sandbox.*) and the
-// terminal WebSocket, /v1/term. The sessions are the node's (Node::terminals): the API
-// opens, lists and closes them (/v1/terminals), the WebSocket attaches to them.
+// The terminals module: terminal sessions in sandboxes (sandbox.*) and the terminal
+// WebSocket. Where the sessions live decides what it runs (docs/terminals.md):
+// - here (`kiln serve` alone): the sessions, /v1/term on them; the API serves /v1/terminals
+//   on them (Node::terminals);
+// - on a sandbox host (`kiln sandboxd`): the sessions, served to the cluster on the host's
+//   internal API (/internal/v1/...: the service key);
+// - elsewhere (sandbox.daemon set: `kiln gateway`, `kiln api`, or `kiln serve`): a client of
+//   the host for the API, and /v1/term relayed to the host by a gateway.
 #include "app/modules.hpp"
+#include "app/secrets.hpp"
 #include "app/settings.hpp"
 #include "gateway/terminal.hpp"
 #include "platform/codec.hpp"
@@ -9,6 +15,7 @@
 #include "platform/log.hpp"
 #include "platform/thread_pool.hpp"
 #include "sandbox/oci/driver.hpp"
+#include "sandbox/remote/remote.hpp"
 #include "sandbox/sessions.hpp"
 
 #include <unistd.h>
@@ -41,12 +48,54 @@ sandbox::SessionLimits session_limits(const config::Config& cfg) {
   return l;
 }
 
+// sandbox.daemon's host and port.
+std::pair<std::string, std::uint16_t> daemon_address(const std::string& value) {
+  const auto colon = value.rfind(':');
+  const int port = colon == std::string::npos ? 0 : std::atoi(value.c_str() + colon + 1);
+  if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535)
+    throw StartupError(2, "configuration error: setting 'sandbox.daemon': '" + value +
+                              "' is not host:port (the sandbox host's http.listen)");
+  return {value.substr(0, colon), static_cast<std::uint16_t>(port)};
+}
+
+// The cluster's service key, which a sandbox host and the nodes that use it share: it must
+// be configured (a generated one would be this node's alone).
+std::string shared_service_key(const config::Config& cfg, const char* why) {
+  auto key = cfg.str("api.service_key");
+  if (key.empty())
+    throw StartupError(2, std::string("configuration error: ") + why +
+                              " needs api.service_key (KILN_API_SERVICE_KEY): the same key on "
+                              "the sandbox host and on every node that uses it");
+  return key;
+}
+
 class TerminalsModule final : public Module {
  public:
   explicit TerminalsModule(Node& node) : node_(node) {
     const auto& cfg = node.cfg;
+    host_ = node.role == "sandboxd";
+    if (!host_ && !cfg.str("sandbox.daemon").empty()) {
+      remote_ = true;
+      const auto [h, p] = daemon_address(cfg.str("sandbox.daemon"));
+      relay_.host = h;
+      relay_.port = p;
+      relay_.service_key = shared_service_key(cfg, "sandbox.daemon");
+      client_ = std::make_unique<sandbox::remote::Client>(sandbox::remote::ClientOptions{
+          "http://" + cfg.str("sandbox.daemon"), relay_.service_key});
+      node.terminals = client_.get();
+      return;
+    }
+    if (node.role != "serve" && !host_) {
+      why_off_ = "no sandbox.daemon is set (terminals run on a sandbox host: kiln sandboxd)";
+      return;
+    }
+    if (host_) service_key_ = shared_service_key(cfg, "kiln sandboxd");
     const auto mode = cfg.str("sandbox.enabled");
     if (mode == "off") {
+      if (host_)
+        throw StartupError(2,
+                           "configuration error: kiln sandboxd runs sandboxes: "
+                           "sandbox.enabled cannot be off");
       why_off_ = "sandbox.enabled is off";
       return;
     }
@@ -69,7 +118,7 @@ class TerminalsModule final : public Module {
     driver_ = std::make_unique<sandbox::oci::OciDriver>(o);
     auto version = driver_->check();
     if (!version) {
-      if (mode == "on")
+      if (mode == "on" || host_)
         throw StartupError(1, "terminals cannot run here: " + version.error().detail +
                                   " (setting sandbox.enabled)");
       why_off_ = version.error().detail;
@@ -88,27 +137,44 @@ class TerminalsModule final : public Module {
                      std::chrono::system_clock::now().time_since_epoch())
               .count();
         });
-    node.terminals = sessions_.get();
+    if (host_) {  // the router goes to the server before start()
+      routes_ = std::make_unique<ThreadPool>(4, 256);
+      sandbox::remote::add_routes(node.router, *sessions_, *routes_, service_key_);
+    } else {
+      node.terminals = sessions_.get();
+    }
     runtime_ = *version;
     // Sweeps (idle and absolute limits) destroy sandboxes: off the event loop.
     sweeper_ = std::make_unique<ThreadPool>(1, 2);
   }
 
   void start(http::Server& server) override {
-    if (!sessions_) {
-      server.add_upgrade("/v1/term", gateway::terminal_unavailable(why_off_));
+    // The public endpoint is a gateway's (`kiln serve`, `kiln gateway`); a host serves its
+    // sessions to the cluster only.
+    const bool faces_users = node_.roles.collab;
+    if (!sessions_ && !remote_) {
+      if (faces_users) server.add_upgrade("/v1/term", gateway::terminal_unavailable(why_off_));
       return;
     }
     gateway::TerminalOptions t;
     t.hello_timeout = std::chrono::milliseconds(node_.cfg.integer("gateway.hello_timeout_ms"));
-    t.revocation_check = revocation_check(node_);
     t.max_queue_bytes =
         static_cast<std::size_t>(node_.cfg.integer("sandbox.terminal_max_queue_bytes"));
-    endpoint_ =
-        std::make_unique<gateway::TerminalEndpoint>(std::move(t), *node_.verifier, *sessions_);
-    server.add_upgrade("/v1/term", endpoint_->handler());
+    if (host_) {
+      t.trusted_key = service_key_;
+      endpoint_ = std::make_unique<gateway::TerminalEndpoint>(std::move(t), nullptr, *sessions_);
+      server.add_upgrade(sandbox::remote::kTermPath, endpoint_->handler());
+    } else if (faces_users) {
+      t.revocation_check = revocation_check(node_);
+      endpoint_ = remote_ ? std::make_unique<gateway::TerminalEndpoint>(
+                                std::move(t), *node_.verifier, *node_.runtime, relay_)
+                          : std::make_unique<gateway::TerminalEndpoint>(
+                                std::move(t), node_.verifier.get(), *sessions_);
+      server.add_upgrade("/v1/term", endpoint_->handler());
+    }
+    if (!sessions_) return;
     // Revoked tokens end their terminal connections too, as they end collaboration sessions.
-    if (node_.access_bus) {
+    if (endpoint_ && !host_ && node_.access_bus) {
       node_.access_bus->subscribe([e = endpoint_.get()](const collab::AccessChange& c) {
         if (c.kind == collab::AccessChange::Kind::Revoked) e->revoke(c.user);
       });
@@ -126,7 +192,7 @@ class TerminalsModule final : public Module {
   // Sessions live in this process: they end with it. Their attached clients get the exit
   // (and close 1000) first; the sandboxes are destroyed off the event loop.
   bool drain(std::chrono::milliseconds, std::function<void()> done) override {
-    if (!sessions_) return false;
+    if (!sessions_) return false;  // a relay's sessions go on on their host
     if (!sweeper_->post([s = sessions_.get(), done] {
           s->end_all("ended: the server stopped");
           done();
@@ -139,6 +205,7 @@ class TerminalsModule final : public Module {
   }
 
   void stop(bool) override {
+    routes_.reset();
     sweeper_.reset();
     node_.terminals = nullptr;
     if (!sessions_) return;
@@ -148,12 +215,26 @@ class TerminalsModule final : public Module {
   }
 
   void describe(Landing& landing) override {
-    landing.terminals =
-        sessions_ ? "on (" + runtime_ + ", state in " + state_dir_ + ")" : "off: " + why_off_;
+    if (remote_)
+      landing.terminals = "on the sandbox host " + node_.cfg.str("sandbox.daemon");
+    else if (host_)
+      landing.terminals =
+          "for the cluster on /internal/v1 (the service key; nodes name this "
+          "host in sandbox.daemon): " +
+          runtime_ + ", state in " + state_dir_;
+    else
+      landing.terminals =
+          sessions_ ? "on (" + runtime_ + ", state in " + state_dir_ + ")" : "off: " + why_off_;
   }
 
  private:
   Node& node_;
+  bool host_ = false;    // kiln sandboxd: the sessions, for the cluster
+  bool remote_ = false;  // sandbox.daemon: the sessions are a host's
+  std::string service_key_;
+  gateway::TerminalRelay relay_;
+  std::unique_ptr<sandbox::remote::Client> client_;
+  std::unique_ptr<ThreadPool> routes_;  // the host's API calls (they start sandboxes)
   std::unique_ptr<sandbox::oci::OciDriver> driver_;
   std::unique_ptr<sandbox::Sessions> sessions_;  // after the driver: destroyed before it
   std::unique_ptr<ThreadPool> sweeper_;
@@ -175,6 +256,12 @@ void add_sandbox_settings(config::Schema& s) {
                "on when this process is root and Debian's runc runs, else off (said at start); "
                "`on`: a start that cannot run them fails."));
   s.add(text("sandbox.runc", "runc", "The OCI runtime's binary.", /*allow_empty=*/false));
+  s.add(text("sandbox.daemon", "",
+             "host:port of the sandbox host (`kiln sandboxd`'s http.listen) whose terminal "
+             "sessions this node serves: the API's /v1/terminals call it and a gateway relays "
+             "/v1/term to it, so sessions outlive gateway restarts. Needs api.service_key, the "
+             "same as the host's. Empty: `kiln serve` runs sessions itself; `kiln gateway` and "
+             "`kiln api` have none."));
   s.add(text("sandbox.state_dir", "",
              "Where the runtime's state and the sandboxes' bundles go: a directory every "
              "sandbox's root (sandbox.uid_base) may traverse. Empty: /run/kiln/<a hash of "

@@ -132,8 +132,8 @@ TEST_F(SessionsTest, OnlyTheOwnerSeesASession) {
   EXPECT_EQ(sessions->attach("bob", s->id, 0, {}).error().code, Errc::not_found);
   EXPECT_EQ(sessions->input("bob", s->id, "exit\n").error().code, Errc::not_found);
   EXPECT_EQ(sessions->close("bob", s->id).error().code, Errc::not_found);
-  EXPECT_TRUE(sessions->list("bob").empty());
-  EXPECT_EQ(sessions->list("ann").size(), 1u);
+  EXPECT_TRUE(sessions->list("bob")->empty());
+  EXPECT_EQ(sessions->list("ann")->size(), 1u);
   EXPECT_TRUE(sessions->get("ann", s->id)->running) << "untouched by bob";
 }
 

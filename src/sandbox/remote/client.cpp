@@ -1,0 +1,132 @@
+// The TerminalSessions port over a sandbox host's internal API (remote.hpp).
+#include "platform/http_client.hpp"
+#include "sandbox/remote/remote.hpp"
+
+#include <boost/json.hpp>
+
+namespace kiln::sandbox::remote {
+namespace {
+
+namespace json = boost::json;
+
+// A path segment, percent-encoded (RFC 3986 section 2.3: unreserved characters stay).
+std::string segment(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string base(const std::string& owner) {
+  return "/internal/v1/users/" + segment(owner) + "/terminals";
+}
+
+}  // namespace
+
+Client::Client(ClientOptions options) : options_(std::move(options)) {}
+Client::~Client() = default;
+
+Result<Client::Answer, Error> Client::call(const std::string& method, const std::string& target,
+                                           const std::string& body, bool retry) {
+  std::unique_ptr<http::Client> c;
+  {
+    std::lock_guard lock(mu_);
+    if (!idle_.empty()) {
+      c = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
+  const auto unreachable = [&](const std::string& why) {
+    return Error{Errc::unavailable,
+                 "the sandbox host " + options_.endpoint + " did not answer: " + why};
+  };
+  http::ClientResponse resp;
+  try {
+    if (!c) {
+      http::ClientOptions o;
+      o.endpoint = options_.endpoint;
+      o.timeout = options_.timeout;
+      o.max_attempts = 2;
+      c = std::make_unique<http::Client>(o);
+    }
+    http::ClientRequest req(
+        method, target,
+        {{"Authorization", "Bearer " + options_.service_key}, {"Content-Type", "application/json"}},
+        http::Body::of(body));
+    req.retry = retry;
+    resp = c->send(req);
+  } catch (const std::exception& e) {
+    return unreachable(e.what());
+  }
+  {
+    std::lock_guard lock(mu_);
+    idle_.push_back(std::move(c));
+  }
+  Answer a;
+  a.status = resp.status;
+  if (!resp.body.empty()) {
+    boost::system::error_code ec;
+    a.body = json::parse(resp.body, ec);
+    if (ec)
+      return Error{Errc::failed, "the sandbox host " + options_.endpoint + " answered HTTP " +
+                                     std::to_string(resp.status) + " without JSON"};
+  }
+  if (a.status >= 200 && a.status < 300) return a;
+  // The host's error, as it named it.
+  const auto* o = a.body.if_object();
+  const auto* code = o ? o->if_contains("error") : nullptr;
+  const auto* detail = o ? o->if_contains("detail") : nullptr;
+  const auto errc = code && code->is_string() ? errc_from_name(std::string_view(code->as_string()))
+                                              : std::nullopt;
+  std::string words = detail && detail->is_string() ? std::string(detail->as_string()) : "";
+  if (a.status == 401)
+    return Error{Errc::unavailable, "the sandbox host " + options_.endpoint +
+                                        " refused this node's service key (api.service_key "
+                                        "must be the same on both)"};
+  if (!errc)
+    return Error{a.status >= 500 ? Errc::unavailable : Errc::failed,
+                 "the sandbox host " + options_.endpoint + " answered HTTP " +
+                     std::to_string(a.status) + (words.empty() ? "" : ": " + words)};
+  return Error{*errc, std::move(words)};
+}
+
+Result<SessionInfo, Error> Client::open(const std::string& owner, Terminal size) {
+  const auto body = json::serialize(json::object{{"rows", size.rows}, {"cols", size.cols}});
+  KILN_TRY(a, call("POST", base(owner), body, /*retry=*/false));
+  return session_from_json(a.body);
+}
+
+Result<std::vector<SessionInfo>, Error> Client::list(const std::string& owner) {
+  KILN_TRY(a, call("GET", base(owner), "", true));
+  const auto* o = a.body.if_object();
+  const auto* items = o ? o->if_contains("items") : nullptr;
+  if (!items || !items->is_array())
+    return Error{Errc::failed, "the sandbox host answered a list Kiln cannot read"};
+  std::vector<SessionInfo> out;
+  for (const auto& v : items->as_array()) {
+    KILN_TRY(s, session_from_json(v));
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+Result<SessionInfo, Error> Client::get(const std::string& owner, const std::string& id) {
+  KILN_TRY(a, call("GET", base(owner) + "/" + segment(id), "", true));
+  return session_from_json(a.body);
+}
+
+Result<void, Error> Client::close(const std::string& owner, const std::string& id) {
+  KILN_TRY(a, call("DELETE", base(owner) + "/" + segment(id), "", false));
+  (void)a;
+  return {};
+}
+
+}  // namespace kiln::sandbox::remote

@@ -1,0 +1,81 @@
+// A sandbox host's internal API (`kiln sandboxd`; docs/terminals.md, "A sandbox host"): the
+// terminal sessions of one host served to the nodes that face users (the API's REST routes,
+// the gateway's /v1/term), and the client those nodes use, as an adapter of the
+// TerminalSessions port. Every request carries the cluster's service key
+// (`Authorization: Bearer <api.service_key>`) and names the user it acts for: the user's own
+// token was checked by the node that faces the user, which also decides revocation.
+//
+//   POST   /internal/v1/users/{user}/terminals        {"rows","cols"}  -> 201 session
+//   GET    /internal/v1/users/{user}/terminals                          -> {"items":[session]}
+//   GET    /internal/v1/users/{user}/terminals/{id}                     -> session
+//   DELETE /internal/v1/users/{user}/terminals/{id}                     -> 204
+//   GET    /internal/v1/term   (WebSocket, kiln.term.v1; attach names "user", not "token")
+// A session is {"id","owner","created_at","running","end","attached","exit"} (exit: null or
+// {"code","signal","reason","message"}). An error is {"error": Errc's name, "detail"} with
+// 400 invalid, 404 not_found, 409 quota or not_running, 502 failed, 503 busy or unavailable;
+// 401 without the key.
+#pragma once
+
+#include "platform/http.hpp"
+#include "sandbox/remote/wire.hpp"
+#include "sandbox/terminals.hpp"
+
+#include <boost/json/value.hpp>
+
+#include <chrono>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace kiln {
+class ThreadPool;
+}
+namespace kiln::http {
+class Client;
+}
+
+namespace kiln::sandbox::remote {
+
+inline constexpr const char* kTermPath = "/internal/v1/term";
+
+// Whether `req` carries `Authorization: Bearer <service_key>` (compared in constant time;
+// never for an empty key).
+bool authorized(const http::Request& req, const std::string& service_key);
+
+// Serves `sessions` on `router` (the routes above but the WebSocket, which
+// gateway::TerminalEndpoint serves in its trusted mode). The calls block: they run on
+// `pool` (a full pool answers 503). Requests without `service_key` answer 401.
+void add_routes(http::Router& router, TerminalSessions& sessions, ThreadPool& pool,
+                std::string service_key);
+
+struct ClientOptions {
+  std::string endpoint;                       // http://host:port of the sandbox host
+  std::string service_key;                    // the cluster's (api.service_key)
+  std::chrono::milliseconds timeout{30'000};  // per network step (an open starts a sandbox)
+};
+
+// The port over a sandbox host's API. Thread-safe (a connection per concurrent caller,
+// kept for the next). A host that does not answer is Errc::unavailable, naming it.
+class Client final : public TerminalSessions {
+ public:
+  explicit Client(ClientOptions options);
+  ~Client() override;
+  Result<SessionInfo, Error> open(const std::string& owner, Terminal size) override;
+  Result<std::vector<SessionInfo>, Error> list(const std::string& owner) override;
+  Result<SessionInfo, Error> get(const std::string& owner, const std::string& id) override;
+  Result<void, Error> close(const std::string& owner, const std::string& id) override;
+
+ private:
+  struct Answer {
+    int status = 0;
+    boost::json::value body;
+  };
+  Result<Answer, Error> call(const std::string& method, const std::string& target,
+                             const std::string& body, bool retry);
+  ClientOptions options_;
+  std::mutex mu_;
+  std::vector<std::unique_ptr<http::Client>> idle_;  // connections not in use
+};
+
+}  // namespace kiln::sandbox::remote

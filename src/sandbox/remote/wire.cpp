@@ -1,0 +1,107 @@
+// The sandbox host's wire: sessions and errors as JSON (remote.hpp).
+#include "sandbox/remote/wire.hpp"
+
+#include <boost/json.hpp>
+
+namespace kiln::sandbox::remote {
+
+namespace json = boost::json;
+
+namespace {
+constexpr Exit::Reason kReasons[] = {Exit::Reason::exited, Exit::Reason::signaled,
+                                     Exit::Reason::out_of_memory, Exit::Reason::destroyed};
+constexpr Errc kErrcs[] = {Errc::invalid,   Errc::unavailable, Errc::not_running, Errc::failed,
+                           Errc::not_found, Errc::quota,       Errc::busy};
+}  // namespace
+
+const char* errc_name(Errc e) {
+  switch (e) {
+    case Errc::invalid:
+      return "invalid";
+    case Errc::unavailable:
+      return "unavailable";
+    case Errc::not_running:
+      return "not_running";
+    case Errc::failed:
+      return "failed";
+    case Errc::not_found:
+      return "not_found";
+    case Errc::quota:
+      return "quota";
+    case Errc::busy:
+      return "busy";
+  }
+  return "failed";
+}
+
+std::optional<Errc> errc_from_name(std::string_view name) {
+  for (auto e : kErrcs)
+    if (name == errc_name(e)) return e;
+  return std::nullopt;
+}
+
+int errc_status(Errc e) {
+  switch (e) {
+    case Errc::invalid:
+      return 400;
+    case Errc::not_found:
+      return 404;
+    case Errc::quota:
+    case Errc::not_running:
+      return 409;
+    case Errc::failed:
+      return 502;
+    case Errc::busy:
+    case Errc::unavailable:
+      return 503;
+  }
+  return 502;
+}
+
+json::object to_json(const SessionInfo& s) {
+  json::value exit = nullptr;
+  if (s.exit)
+    exit = json::object{{"code", s.exit->code},
+                        {"signal", s.exit->signal},
+                        {"reason", to_string(s.exit->reason)},
+                        {"message", s.exit->message}};
+  return {{"id", s.id},
+          {"owner", s.owner},
+          {"created_at", s.created_at},
+          {"running", s.running},
+          {"end", s.end},
+          {"attached", s.attached},
+          {"exit", std::move(exit)}};
+}
+
+Result<SessionInfo, Error> session_from_json(const json::value& v) {
+  const Error bad{Errc::failed, "the sandbox host answered a session Kiln cannot read"};
+  const auto* o = v.if_object();
+  if (!o) return bad;
+  SessionInfo s;
+  try {
+    s.id = json::value_to<std::string>(o->at("id"));
+    s.owner = json::value_to<std::string>(o->at("owner"));
+    s.created_at = o->at("created_at").to_number<std::int64_t>();
+    s.running = o->at("running").as_bool();
+    s.end = o->at("end").to_number<std::uint64_t>();
+    s.attached = o->at("attached").to_number<std::size_t>();
+    if (const auto& e = o->at("exit"); !e.is_null()) {
+      Exit x;
+      x.code = e.at("code").to_number<int>();
+      x.signal = e.at("signal").to_number<int>();
+      x.message = json::value_to<std::string>(e.at("message"));
+      const auto reason = json::value_to<std::string>(e.at("reason"));
+      bool known = false;
+      for (auto r : kReasons)
+        if (reason == to_string(r)) x.reason = r, known = true;
+      if (!known) return bad;
+      s.exit = std::move(x);
+    }
+  } catch (const std::exception&) {
+    return bad;
+  }
+  return s;
+}
+
+}  // namespace kiln::sandbox::remote
