@@ -67,6 +67,21 @@ bool sendable(std::uint16_t code) {
 
 class TerminalConnection;
 
+// The endpoint's count of live connections, and who waits for none to be left (a drain).
+struct Tracker {
+  std::mutex mu;
+  std::size_t live = 0;
+  std::function<void()> on_empty;
+  void gone() {
+    std::function<void()> fn;
+    {
+      std::lock_guard lock(mu);
+      if (--live == 0) fn = std::exchange(on_empty, {});
+    }
+    if (fn) fn();
+  }
+};
+
 // A relay's connection to the sandbox host, for one client connection: the attach frame
 // first, then the client's frames in order; what the host sends goes to the client as it is.
 class Upstream final : public http::WebSocketHandler {
@@ -127,12 +142,18 @@ class TerminalConnection final : public http::WebSocketHandler,
                                  public std::enable_shared_from_this<TerminalConnection> {
  public:
   TerminalConnection(std::shared_ptr<const TerminalOptions> o, const auth::Verifier* v,
-                     sandbox::Sessions* s, std::shared_ptr<const RelayTo> relay)
+                     sandbox::Sessions* s, std::shared_ptr<const RelayTo> relay,
+                     std::shared_ptr<Tracker> tracker)
       : owned_(std::move(o)),
         options_(*owned_),
         verifier_(v),
         sessions_(s),
-        relay_(std::move(relay)) {}
+        relay_(std::move(relay)),
+        tracker_(std::move(tracker)) {
+    std::lock_guard lock(tracker_->mu);
+    ++tracker_->live;
+  }
+  ~TerminalConnection() override { tracker_->gone(); }
 
   std::optional<http::WebSocketRefusal> admit(const http::Request& head) override {
     if (!options_.trusted_key.empty() && !sandbox::remote::authorized(head, options_.trusted_key))
@@ -391,7 +412,8 @@ class TerminalConnection final : public http::WebSocketHandler,
   const auth::Verifier* verifier_;        // null: trusted
   sandbox::Sessions* sessions_;           // local and trusted
   std::shared_ptr<const RelayTo> relay_;  // relay
-  std::shared_ptr<Upstream> upstream_;    // strand only (set before any frame is relayed)
+  std::shared_ptr<Tracker> tracker_;
+  std::shared_ptr<Upstream> upstream_;  // strand only (set before any frame is relayed)
   std::shared_ptr<http::WebSocket> socket_;
   State state_ = State::waiting;  // strand only
   std::string user_, session_;
@@ -434,6 +456,7 @@ struct TerminalEndpoint::Impl {
   const auth::Verifier* verifier;  // null: trusted
   sandbox::Sessions* sessions;
   std::shared_ptr<const RelayTo> relay;
+  std::shared_ptr<Tracker> tracker = std::make_shared<Tracker>();
   std::mutex mu;
   std::vector<std::weak_ptr<TerminalConnection>> live;
   // The live connections; `forget`: no longer tracked (a drain: none is closed twice).
@@ -489,7 +512,7 @@ http::UpgradeHandler TerminalEndpoint::handler() const {
   o.slow_consumer_grace = std::chrono::seconds(5);
   return http::websocket_endpoint(std::move(o), [impl = impl_] {
     auto c = std::make_shared<TerminalConnection>(impl->options, impl->verifier, impl->sessions,
-                                                  impl->relay);
+                                                  impl->relay, impl->tracker);
     std::lock_guard lock(impl->mu);
     std::erase_if(impl->live, [](const auto& w) { return w.expired(); });
     impl->live.push_back(c);
@@ -514,6 +537,15 @@ std::size_t TerminalEndpoint::revoke(const std::string& user) {
     ++n;
   }
   return n;
+}
+
+void TerminalEndpoint::drain(const std::string& reason, std::function<void()> done) {
+  {
+    std::lock_guard lock(impl_->tracker->mu);
+    if (impl_->tracker->live > 0) impl_->tracker->on_empty = std::move(done);
+  }
+  if (done) done();  // none was open
+  close_all(reason);
 }
 
 std::size_t TerminalEndpoint::close_all(const std::string& reason) {

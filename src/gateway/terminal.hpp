@@ -94,6 +94,9 @@ class TerminalEndpoint {
   // clients reattach with the offset they read up to; a relay's host connections close too).
   // Returns how many there were.
   std::size_t close_all(const std::string& reason);
+  // close_all, then `done` (any thread) once every connection has gone: what a relaying
+  // gateway's drain waits for.
+  void drain(const std::string& reason, std::function<void()> done);
   // Closes `user`'s connections with 4001 (their tokens were revoked: the access bus's
   // Revoked). Their sessions go on; attaching again needs a new token.
   std::size_t revoke(const std::string& user);

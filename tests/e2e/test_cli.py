@@ -124,10 +124,21 @@ class CommandLine(unittest.TestCase):
             kiln.stop()
 
     def test_roles_not_built_yet_say_so_and_fail(self):
-        for role in ("agent", "sandboxd"):
+        for role in ("agent",):
             r = run_kiln(role)
             self.assertEqual(r.returncode, 2, role)
             self.assertIn(f"the '{role}' role is not built yet", r.stderr)
+
+    def test_a_sandbox_host_needs_the_clusters_service_key(self):
+        with tempfile.TemporaryDirectory() as d:
+            r = run_kiln("sandboxd", "--data-dir", d, "--http-listen", "127.0.0.1:0")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("kiln sandboxd needs api.service_key", r.stderr)
+        with tempfile.TemporaryDirectory() as d:
+            r = run_kiln("gateway", "--data-dir", d, "--http-listen", "127.0.0.1:0",
+                         "--sandbox-daemon", "sandbox-host")
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("'sandbox-host' is not host:port", r.stderr)
 
     def test_api_role_serves_the_rest_api_and_not_the_gateway(self):
         kiln = Kiln("--http-access-log", "false", role="api")

@@ -426,6 +426,38 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         self.assertEqual(status, 200, doc)
         self.assertEqual((doc["running"], doc["exit"]["code"]), (False, 3))
 
+    def test_api_and_gateway_nodes_apart_and_a_client_moving_between_gateways(self):
+        env = {"KILN_API_SERVICE_KEY": self.KEY, "KILN_AUTH_JWT_SECRET": "e2e-" + os.urandom(24).hex()}
+        daemon = ["--sandbox-daemon", f"{self.host.host}:{self.host.port}"]
+        api = Kiln("--auth-dev-tokens", "true", *daemon, role="api", env=env)
+        self.addCleanup(api.stop)
+        one = Kiln(*daemon, role="gateway", env=env)
+        self.addCleanup(one.stop)
+        two = Kiln(*daemon, role="gateway", env=env)
+        self.addCleanup(two.stop)
+        ann = api.call("POST", "/v1/dev/token", body={"user": {"id": "ann"}})[2]["token"]
+        status, _, s = api.call("POST", "/v1/terminals", ann)
+        self.assertEqual(status, 201, s)
+
+        async def go():
+            t = await Term.attach(one, ann, s["id"])
+            await t.send("echo one-$((2+3))\r")
+            await t.read_until("one-5\r\n")
+            # The first gateway drains (SIGTERM): its clients are told to reattach (1012)...
+            one.signal(signal.SIGTERM)
+            self.assertEqual(await t.until_closed(), 1012)
+            # ...and do, through the other, from the offset they read up to.
+            back = await Term.attach(two, ann, s["id"], t.next)
+            self.assertEqual((back.attached["from"], back.attached["lost"]), (t.next, 0))
+            await back.send("echo two-$((3+4))\r")
+            await back.read_until("two-7\r\n")
+            self.assertNotIn(b"one-5\r\n", back.out)
+            await back.ws.close()
+        run(go())
+        self.assertEqual(one.wait_exit(), 0)
+        status, _, doc = api.call("GET", "/v1/terminals/" + s["id"], ann)
+        self.assertEqual((status, doc["running"]), (200, True), doc)
+
     def test_owners_stay_apart_through_the_relay(self):
         ann, bob = self.token("ann"), self.token("bob")
         s = self.open(ann)

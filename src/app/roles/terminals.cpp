@@ -192,7 +192,12 @@ class TerminalsModule final : public Module {
   // Sessions live in this process: they end with it. Their attached clients get the exit
   // (and close 1000) first; the sandboxes are destroyed off the event loop.
   bool drain(std::chrono::milliseconds, std::function<void()> done) override {
-    if (!sessions_) return false;  // a relay's sessions go on on their host
+    if (remote_) {  // the sessions go on on their host: clients reattach through another
+      if (!endpoint_) return false;
+      endpoint_->drain("this gateway is restarting: reattach", std::move(done));
+      return true;
+    }
+    if (!sessions_) return false;
     if (!sweeper_->post([s = sessions_.get(), done] {
           s->end_all("ended: the server stopped");
           done();
