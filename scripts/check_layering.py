@@ -44,8 +44,8 @@ ALLOWED = {
     "objects": {"clients/sql/sql.hpp", "clients/s3", "platform"},
     # The API decides access changes on the access bus port only, never a room engine.
     "api": {"assets", "auth", "collab/access.hpp", "jobs/queue.hpp", "jobs/job.hpp", "store",
-            "sandbox/sessions.hpp", "sandbox/sandbox.hpp", "sandbox/scrollback.hpp",
-            "sandbox/spec.hpp", "sandbox/terminals.hpp", "sandbox/remote/wire.hpp",
+            "sandbox/sandbox.hpp", "sandbox/spec.hpp", "sandbox/terminals.hpp",
+            "sandbox/remote/wire.hpp",
             "clients/sql/sql.hpp", "clients/s3", "platform"},
     # A client of Kiln's own API (kiln upload, the build agent): the platform's HTTP client
     # (and S3's percent-encoding).
