@@ -156,6 +156,47 @@ TEST_P(SandboxConformance, ATerminalHasItsSizeAndFollowsAResize) {
   EXPECT_EQ(exit->code, 7);
 }
 
+// A warm pool prepares sandboxes before it knows the size of the terminal a session asks
+// for: the size given to start() is the one the command sees, and output and input work.
+TEST_P(SandboxConformance, APreparedSandboxStartsWithTheSizeGivenToStart) {
+  auto s = spec({"/bin/sh"});
+  s.terminal = true;
+  auto box = create(s);
+  ASSERT_TRUE(box);
+  ASSERT_TRUE(box->prepare());
+  ASSERT_TRUE(box->prepare()) << "prepared again: nothing";
+  auto p = box->start({33, 101});
+  ASSERT_TRUE(p) << p.error().detail;
+  write_all(**p, "stty size\n");
+  EXPECT_NE(read_until(**p, "33 101").find("33 101"), std::string::npos);
+  write_all(**p, "exit 5\n");
+  auto exit = (*p)->wait_for(30s);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->code, 5);
+  EXPECT_EQ(exit->reason, Exit::Reason::exited);
+}
+
+// A prepared sandbox that is never started (the pool shrinks, the node stops) is destroyed
+// whole: its id is free again, and it cannot be started.
+TEST_P(SandboxConformance, APreparedSandboxNeverStartedIsDestroyedWhole) {
+  auto s = spec({"/bin/sh", "-c", "echo should-not-run"});
+  auto box = create(s);
+  ASSERT_TRUE(box);
+  ASSERT_TRUE(box->prepare());
+  box->destroy();
+  auto p = box->start();
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, Errc::not_running);
+  auto again = create(s);  // the same id
+  ASSERT_TRUE(again);
+  auto q = again->start();
+  ASSERT_TRUE(q) << q.error().detail;
+  EXPECT_NE(read_until(**q, "should-not-run").find("should-not-run"), std::string::npos);
+  auto exit = (*q)->wait_for(30s);
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->code, 0);
+}
+
 TEST_P(SandboxConformance, ExecRunsBesideTheCommandWithTheSameFilesAndUser) {
   auto box = create(spec({"/bin/sh", "-c", "echo ready > /work/mark; exec sleep 300"}));
   ASSERT_TRUE(box);

@@ -91,6 +91,11 @@ class Sandbox {
  public:
   virtual ~Sandbox() = default;  // destroys it
   [[nodiscard]] virtual const std::string& id() const = 0;
+  // Does now what start() would do before the command runs (the runtime's setup: for oci,
+  // namespaces, cgroups, mounts and seccomp), so that start() only lets it run: a warm
+  // pool prepares sandboxes ahead of the sessions that take them. Optional (start()
+  // prepares when it was not); again: nothing. Errors as start()'s.
+  virtual Result<void, Error> prepare() { return {}; }
   // Runs the spec's command (once; Errc::invalid after): the sandbox lives while it runs.
   virtual Result<std::unique_ptr<Process>, Error> start(Terminal size = {}) = 0;
   // Runs another command in the running sandbox (its limits, files, namespaces).

@@ -10,7 +10,10 @@
 #include <pty.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -64,30 +67,202 @@ struct Shared {
   }
 };
 
-// A pipe pair or a pty, and the runc child in whose foreground the command runs.
+// `runc events` on a container: an "oom" event marks its sandbox (an out-of-memory kill
+// is then told apart from another SIGKILL). Empty when it could not be started.
+class OomWatch {
+ public:
+  OomWatch() = default;
+  OomWatch(process::Child child, int fd) : child_(std::move(child)), fd_(fd) {}
+  OomWatch(OomWatch&& o) noexcept
+      : child_(std::move(o.child_)), fd_(std::exchange(o.fd_, -1)), buffer_(std::move(o.buffer_)) {}
+  OomWatch& operator=(OomWatch&& o) noexcept {
+    std::swap(child_, o.child_);
+    std::swap(fd_, o.fd_);
+    std::swap(buffer_, o.buffer_);
+    return *this;
+  }
+  ~OomWatch() {
+    child_.signal(SIGKILL);
+    child_.wait();
+    if (fd_ >= 0) close(fd_);
+  }
+
+  // Starts it on `id` (which must exist).
+  static OomWatch start(const Shared& shared) {
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0) return {};
+    process::SpawnOptions o;
+    o.argv = shared.runc({"events", "--interval", "3600s", shared.spec.id});
+    o.stdout_fd = out[1];
+    auto child = process::spawn(o);
+    close(out[1]);
+    if (!child) {
+      close(out[0]);
+      return {};
+    }
+    fcntl(out[0], F_SETFL, O_NONBLOCK);
+    return {std::move(*child), out[0]};
+  }
+
+  // Reads what the stream has; `to_end`: until it ends (runc events exits with the
+  // container) or a second passes.
+  void read(bool to_end, Shared& shared) {
+    if (fd_ < 0) return;
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    for (;;) {
+      int wait_ms = 0;
+      if (to_end) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+            deadline - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        wait_ms = static_cast<int>(left.count());
+      }
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, wait_ms) <= 0) break;
+      char chunk[4096];
+      const ssize_t got = ::read(fd_, chunk, sizeof chunk);
+      if (got <= 0) {
+        close(fd_);
+        fd_ = -1;
+        break;
+      }
+      buffer_.append(chunk, static_cast<std::size_t>(got));
+      for (auto nl = buffer_.find('\n'); nl != std::string::npos; nl = buffer_.find('\n')) {
+        if (buffer_.substr(0, nl).find("\"type\":\"oom\"") != std::string::npos) shared.oom = true;
+        buffer_.erase(0, nl + 1);
+      }
+      if (buffer_.size() > 65536) buffer_.clear();
+    }
+  }
+
+ private:
+  process::Child child_;
+  int fd_ = -1;
+  std::string buffer_;
+};
+
+// How a process of the sandbox ended, from its wait status. `via_runc`: the status is a
+// foreground runc's, which exits with 128 + the signal that ended the command.
+Exit describe(const Shared& shared, int status, bool via_runc) {
+  Exit e;
+  int sig = 0;
+  if (WIFSIGNALED(status)) {
+    sig = WTERMSIG(status);
+  } else if (WIFEXITED(status)) {
+    e.code = WEXITSTATUS(status);
+    if (via_runc && e.code > 128 && e.code < 128 + 65) sig = e.code - 128;
+  }
+  if (shared.destroyed) {
+    e.reason = Exit::Reason::destroyed;
+    e.code = sig ? 128 + sig : e.code;
+    e.signal = sig;
+    e.message = "the sandbox was destroyed";
+    return e;
+  }
+  if (sig == 0) {
+    e.message = "exited with " + std::to_string(e.code);
+    return e;
+  }
+  e.code = 128 + sig;
+  e.signal = sig;
+  if (sig == SIGKILL && shared.oom) {
+    e.reason = Exit::Reason::out_of_memory;
+    e.message =
+        "killed at the sandbox's memory limit (" + mib(shared.spec.limits.memory_bytes) + ")";
+    return e;
+  }
+  e.reason = Exit::Reason::signaled;
+  const char* name = sigabbrev_np(sig);
+  e.message = std::string("killed by ") +
+              (name ? std::string("SIG") + name : "signal " + std::to_string(sig));
+  return e;
+}
+
+Result<void, Error> set_size(int master, Terminal size) {
+  if (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000)
+    return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
+  winsize ws{size.rows, size.cols, 0, 0};
+  if (ioctl(master, TIOCSWINSZ, &ws) != 0)
+    return failed(std::string("resize: ") + std::strerror(errno));
+  return {};
+}
+
+// The sandbox's command: the container's init, created by `runc create` and adopted by
+// this process (a child subreaper) when runc exits, so its wait status is the command's.
+// Its input and output are the pty's master (received from runc on the console socket) or
+// the pipes runc handed through.
+class InitProcess final : public Process {
+ public:
+  InitProcess(std::shared_ptr<Shared> shared, process::Child init, int input, int output,
+              bool terminal, OomWatch oom)
+      : shared_(std::move(shared)),
+        init_(std::move(init)),
+        input_(input),
+        output_(output),
+        terminal_(terminal),
+        oom_(std::move(oom)) {}
+  ~InitProcess() override {
+    init_.signal(SIGKILL);  // ends with its handle (the Child reaps it)
+    init_.wait();
+    for (int fd : {input_, output_ == input_ ? -1 : output_})
+      if (fd >= 0) close(fd);
+  }
+  [[nodiscard]] int input() const override { return input_; }
+  [[nodiscard]] int output() const override { return output_; }
+  Result<void, Error> resize(Terminal size) override {
+    if (!terminal_) return Error{Errc::invalid, "this process has no terminal"};
+    return set_size(input_, size);
+  }
+  // PID 1 of its namespace: it gets the signals it handles, and SIGKILL.
+  void signal(int sig) override {
+    std::lock_guard lock(mu_);
+    if (!exit_) init_.signal(sig);  // not reaped yet: the pid is still its
+  }
+  std::optional<Exit> wait_for(std::chrono::milliseconds limit) override {
+    std::lock_guard lock(mu_);
+    if (exit_) return exit_;
+    const auto status = init_.wait_for(limit);
+    if (!status) {
+      oom_.read(false, *shared_);
+      return std::nullopt;
+    }
+    // Only a SIGKILL may be the kernel's at the memory limit: then the stream is read to
+    // its end for the "oom" event that may still be on its way.
+    oom_.read(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL, *shared_);
+    exit_ = describe(*shared_, *status, false);
+    return exit_;
+  }
+
+ private:
+  std::shared_ptr<Shared> shared_;
+  process::Child init_;
+  int input_, output_;
+  bool terminal_;
+  OomWatch oom_;
+  std::mutex mu_;
+  std::optional<Exit> exit_;
+};
+
+// A command run beside the sandbox's own (`runc exec`): a pipe pair or a pty, and the runc
+// child in whose foreground it runs.
 class RuncProcess final : public Process {
  public:
   // `pid_file`: where runc exec writes the command's host pid; empty for the sandbox's own
   // command (signalled through `runc kill`).
   RuncProcess(std::shared_ptr<Shared> shared, process::Child child, int input, int output,
-              bool terminal, process::Child events, int events_fd, std::string scratch,
-              std::string pid_file)
+              bool terminal, std::string scratch, std::string pid_file)
       : scratch_(std::move(scratch)),
         pid_file_(std::move(pid_file)),
         shared_(std::move(shared)),
         child_(std::move(child)),
         input_(input),
         output_(output),
-        terminal_(terminal),
-        events_(std::move(events)),
-        events_fd_(events_fd) {}
+        terminal_(terminal) {}
   ~RuncProcess() override {
     if (!child_.wait_for(std::chrono::milliseconds(0))) signal(SIGKILL);  // ends with its handle
     child_.signal(SIGKILL);
     child_.wait();
-    events_.signal(SIGKILL);
-    events_.wait();
-    for (int fd : {input_, output_ == input_ ? -1 : output_, events_fd_})
+    for (int fd : {input_, output_ == input_ ? -1 : output_})
       if (fd >= 0) close(fd);
     for (const auto& f : {scratch_, pid_file_})
       if (!f.empty()) unlink(f.c_str());
@@ -97,24 +272,13 @@ class RuncProcess final : public Process {
 
   Result<void, Error> resize(Terminal size) override {
     if (!terminal_) return Error{Errc::invalid, "this process has no terminal"};
-    if (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000)
-      return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
-    winsize ws{size.rows, size.cols, 0, 0};
-    if (ioctl(input_, TIOCSWINSZ, &ws) != 0)
-      return failed(std::string("resize: ") + std::strerror(errno));
-    return {};
+    return set_size(input_, size);
   }
 
-  // The sandbox's command is its PID 1: `runc kill` reaches it (it gets only the signals it
-  // handles, and SIGKILL). An exec'd command gets what runc exec forwards; SIGKILL and
-  // SIGSTOP, which runc cannot catch, go to its host pid.
+  // runc exec forwards the signals it can catch; SIGKILL and SIGSTOP go to the command's
+  // host pid.
   void signal(int sig) override {
     if (shared_->destroyed) return;
-    if (pid_file_.empty()) {
-      (void)process::run(shared_->runc({"kill", shared_->spec.id, std::to_string(sig)}),
-                         shared_->options.command_timeout);
-      return;
-    }
     if (sig != SIGKILL && sig != SIGSTOP) {
       ::kill(child_.pid(), sig);
       return;
@@ -128,95 +292,18 @@ class RuncProcess final : public Process {
     std::lock_guard lock(mu_);
     if (exit_) return exit_;
     const auto status = child_.wait_for(limit);
-    if (!status) {
-      read_events(false);
-      return std::nullopt;
-    }
-    read_events(true);
-    exit_ = describe(*status);
+    if (!status) return std::nullopt;
+    exit_ = describe(*shared_, *status, true);
     return exit_;
   }
 
  private:
-  // The runtime's event stream (one JSON object a line): an "oom" event marks the sandbox.
-  // At the end, what is left is read until the stream ends (runc events exits with the
-  // container) or a second passes.
-  void read_events(bool to_end) {
-    if (events_fd_ < 0) return;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    for (;;) {
-      int wait_ms = 0;
-      if (to_end) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
-        wait_ms = static_cast<int>(left.count());
-      }
-      pollfd p{events_fd_, POLLIN, 0};
-      if (poll(&p, 1, wait_ms) <= 0) break;
-      char chunk[4096];
-      const ssize_t got = read(events_fd_, chunk, sizeof chunk);
-      if (got <= 0) {
-        close(events_fd_);
-        events_fd_ = -1;
-        break;
-      }
-      events_buffer_.append(chunk, static_cast<std::size_t>(got));
-      for (auto nl = events_buffer_.find('\n'); nl != std::string::npos;
-           nl = events_buffer_.find('\n')) {
-        if (events_buffer_.compare(0, nl, "") != 0 &&
-            events_buffer_.substr(0, nl).find("\"type\":\"oom\"") != std::string::npos)
-          shared_->oom = true;
-        events_buffer_.erase(0, nl + 1);
-      }
-      if (events_buffer_.size() > 65536) events_buffer_.clear();
-    }
-  }
-
-  Exit describe(int status) const {
-    Exit e;
-    int sig = 0;
-    if (WIFSIGNALED(status)) {
-      sig = WTERMSIG(status);  // runc itself was killed
-    } else if (WIFEXITED(status)) {
-      e.code = WEXITSTATUS(status);
-      if (e.code > 128 && e.code < 128 + 65) sig = e.code - 128;
-    }
-    if (shared_->destroyed) {
-      e.reason = Exit::Reason::destroyed;
-      e.code = sig ? 128 + sig : e.code;
-      e.signal = sig;
-      e.message = "the sandbox was destroyed";
-      return e;
-    }
-    if (sig == 0) {
-      e.message = "exited with " + std::to_string(e.code);
-      return e;
-    }
-    e.code = 128 + sig;
-    e.signal = sig;
-    if (sig == SIGKILL && shared_->oom) {
-      e.reason = Exit::Reason::out_of_memory;
-      e.message =
-          "killed at the sandbox's memory limit (" + mib(shared_->spec.limits.memory_bytes) + ")";
-      return e;
-    }
-    e.reason = Exit::Reason::signaled;
-    const char* name = sigabbrev_np(sig);
-    e.message = std::string("killed by ") +
-                (name ? std::string("SIG") + name : "signal " + std::to_string(sig));
-    return e;
-  }
-
   std::string scratch_;  // a file runc reads while it starts the command (exec's process.json)
   std::string pid_file_;
   std::shared_ptr<Shared> shared_;
   process::Child child_;
   int input_, output_;
   bool terminal_;
-  process::Child events_;
-  int events_fd_;
-  std::string events_buffer_;
   std::mutex mu_;
   std::optional<Exit> exit_;
 };
@@ -227,12 +314,133 @@ class OciSandbox final : public Sandbox {
   ~OciSandbox() override { destroy(); }
   [[nodiscard]] const std::string& id() const override { return shared_->spec.id; }
 
+  // `runc create`: the container is made (namespaces, cgroups, mounts, seccomp) and its
+  // init waits for `runc start` before it runs the command. runc hands the command's pty
+  // over the console socket (or the pipes through, without a terminal), and exits; its init
+  // becomes this process's child (OciDriver made it a child subreaper).
+  Result<void, Error> prepare() override {
+    if (shared_->destroyed) return Error{Errc::not_running, "the sandbox was destroyed"};
+    if (prepared_ || started_) return {};
+    const auto& b = shared_->bundle;
+    const auto pid_file = b + "/init.pid";
+    const auto log_file = b + "/runc.log";
+    std::vector<std::string> argv{shared_->options.runc,
+                                  "--root",
+                                  shared_->options.state_root,
+                                  "--log",
+                                  log_file,
+                                  "--log-format",
+                                  "json",
+                                  "create",
+                                  "--bundle",
+                                  b,
+                                  "--pid-file",
+                                  pid_file};
+    process::SpawnOptions o;
+    int listener = -1, ends[2] = {-1, -1};
+    const auto close_all = [&] {
+      for (int fd : {listener, ends[0], ends[1], input_, output_ == input_ ? -1 : output_})
+        if (fd >= 0) close(fd);
+      listener = ends[0] = ends[1] = input_ = output_ = -1;
+    };
+    const auto socket_path = b + "/console.sock";
+    if (shared_->spec.terminal) {
+      listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+      sockaddr_un a{};
+      a.sun_family = AF_UNIX;
+      if (listener < 0 || socket_path.size() >= sizeof a.sun_path) {
+        close_all();
+        return failed("cannot make the console socket " + socket_path);
+      }
+      std::memcpy(a.sun_path, socket_path.c_str(), socket_path.size() + 1);
+      if (::bind(listener, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
+          ::listen(listener, 1) != 0) {
+        close_all();
+        return failed("console socket " + socket_path + ": " + std::strerror(errno));
+      }
+      argv.insert(argv.end(), {"--console-socket", socket_path});
+    } else {
+      int in[2], out[2];
+      if (pipe2(in, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
+      if (pipe2(out, O_CLOEXEC) != 0) {
+        close(in[0]), close(in[1]);
+        return failed(std::string("pipe: ") + std::strerror(errno));
+      }
+      fcntl(in[1], F_SETFL, O_NONBLOCK);
+      fcntl(out[0], F_SETFL, O_NONBLOCK);
+      input_ = in[1];
+      output_ = out[0];
+      ends[0] = in[0];
+      ends[1] = out[1];
+      o.stdin_fd = in[0];  // runc hands its own stdio through to the command
+      o.stdout_fd = o.stderr_fd = out[1];
+    }
+    argv.push_back(shared_->spec.id);
+    o.argv = std::move(argv);
+    auto runc = process::spawn(o);
+    for (int& fd : ends)
+      if (fd >= 0) close(std::exchange(fd, -1));
+    if (!runc) {
+      close_all();
+      return Error{Errc::unavailable, runc.error().detail};
+    }
+    const auto deadline = std::chrono::steady_clock::now() + shared_->options.command_timeout;
+    if (listener >= 0) {
+      auto master = receive_console(listener, *runc, deadline);
+      if (!master) {
+        close_all();
+        runc->signal(SIGKILL);
+        runc->wait();
+        return failed(runc_error(log_file, master.error().detail));
+      }
+      input_ = output_ = *master;
+      fcntl(input_, F_SETFD, FD_CLOEXEC);
+      fcntl(input_, F_SETFL, O_NONBLOCK);
+      close(std::exchange(listener, -1));
+      unlink(socket_path.c_str());
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    const auto status = runc->wait_for(std::max(left, std::chrono::milliseconds(0)));
+    if (!status || !WIFEXITED(*status) || WEXITSTATUS(*status) != 0) {
+      close_all();
+      if (!status) runc->signal(SIGKILL), runc->wait();
+      prepared_ = true;  // destroy() removes what it may have made
+      return failed(runc_error(log_file, status ? process::describe(*status) : "timed out"));
+    }
+    std::ifstream in(pid_file);
+    pid_t pid = 0;
+    if (!(in >> pid) || pid <= 1) {
+      close_all();
+      prepared_ = true;
+      return failed("runc create wrote no pid to " + pid_file);
+    }
+    init_ = process::Child(pid, false);
+    oom_ = OomWatch::start(*shared_);
+    prepared_ = true;
+    return {};
+  }
+
   Result<std::unique_ptr<Process>, Error> start(Terminal size) override {
     if (started_) return Error{Errc::invalid, "the sandbox's command was started already"};
     if (shared_->destroyed) return Error{Errc::not_running, "the sandbox was destroyed"};
+    if (shared_->spec.terminal &&
+        (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000))
+      return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
+    if (auto r = prepare(); !r) return r.error();
+    if (input_ < 0) return Error{Errc::not_running, "the sandbox could not be prepared"};
     started_ = true;
-    return launch(shared_->runc({"run", "--bundle", shared_->bundle, shared_->spec.id}),
-                  shared_->spec.terminal, size, true);
+    if (shared_->spec.terminal) {
+      if (auto r = set_size(input_, size); !r) return r.error();
+    }
+    auto r =
+        process::run(shared_->runc({"start", shared_->spec.id}), shared_->options.command_timeout);
+    if (!r) return failed(r.error().detail);
+    if (r->status != 0) return failed("runc start: " + first_line(r->err));
+    auto p = std::make_unique<InitProcess>(shared_, std::move(init_), std::exchange(input_, -1),
+                                           std::exchange(output_, -1), shared_->spec.terminal,
+                                           std::move(oom_));
+    return std::unique_ptr<Process>(std::move(p));
   }
 
   Result<std::unique_ptr<Process>, Error> exec(const std::vector<std::string>& args, bool terminal,
@@ -252,7 +460,7 @@ class OciSandbox final : public Sandbox {
     const auto pid_file = shared_->bundle + "/exec-" + std::to_string(execs_) + ".pid";
     return launch(
         shared_->runc({"exec", "--process", file, "--pid-file", pid_file, shared_->spec.id}),
-        terminal, size, false, file, pid_file);
+        terminal, size, file, pid_file);
   }
 
   Result<Stats, Error> stats() override {
@@ -287,20 +495,80 @@ class OciSandbox final : public Sandbox {
   void destroy() override {
     if (shared_->destroyed.exchange(true)) return;
     const auto t = shared_->options.command_timeout;
-    if (started_) {
+    if (started_ || prepared_) {
       (void)process::run(shared_->runc({"kill", "--all", shared_->spec.id, "KILL"}), t);
       (void)process::run(shared_->runc({"delete", "--force", shared_->spec.id}), t);
     }
+    init_.signal(SIGKILL);  // prepared, never started: reaped here
+    init_.wait();
+    oom_ = OomWatch{};
+    for (int fd : {input_, output_ == input_ ? -1 : output_})
+      if (fd >= 0) close(fd);
+    input_ = output_ = -1;
     std::error_code ec;
     fs::remove_all(shared_->bundle, ec);
   }
 
  private:
+  // The pty's master, which runc sends on the console socket (SCM_RIGHTS) while it creates
+  // the container. Waits until `deadline` or until runc exits without sending it.
+  static Result<int, Error> receive_console(int listener, process::Child& runc,
+                                            std::chrono::steady_clock::time_point deadline) {
+    int conn = -1;
+    while (conn < 0) {
+      if (runc.wait_for(std::chrono::milliseconds(0)))
+        return failed("runc create ended without sending the terminal");
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return failed("runc create sent no terminal in time");
+      pollfd p{listener, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(std::min<std::int64_t>(left.count(), 50))) > 0)
+        conn = ::accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+    }
+    char name[512];
+    iovec iov{name, sizeof name};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    pollfd p{conn, POLLIN, 0};
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    ssize_t got = -1;
+    if (poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0))) > 0)
+      got = ::recvmsg(conn, &msg, MSG_CMSG_CLOEXEC);
+    close(conn);
+    const cmsghdr* c = got > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+    if (!c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(sizeof(int)))
+      return failed("runc create sent no terminal on the console socket");
+    int fd = -1;
+    std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+    return fd;
+  }
+
+  // What runc said went wrong: the last error in its JSON log, else `fallback`.
+  static std::string runc_error(const std::string& log_file, const std::string& fallback) {
+    std::ifstream in(log_file);
+    std::string line, last;
+    while (std::getline(in, line)) {
+      boost::system::error_code ec;
+      auto v = json::parse(line, ec);
+      const auto* o = ec ? nullptr : v.if_object();
+      const auto* level = o ? o->if_contains("level") : nullptr;
+      const auto* msg = o ? o->if_contains("msg") : nullptr;
+      if (level && msg && level->is_string() && msg->is_string() && level->as_string() == "error")
+        last = std::string(msg->as_string());
+    }
+    return last.empty() ? "runc create: " + fallback : "runc create: " + last;
+  }
+
   // `scratch`: a file removed when the process is dropped (or now, if it cannot start).
   Result<std::unique_ptr<Process>, Error> launch(std::vector<std::string> argv, bool terminal,
-                                                 Terminal size, bool watch_oom,
-                                                 std::string scratch = {},
-                                                 std::string pid_file = {}) {
+                                                 Terminal size, std::string scratch,
+                                                 std::string pid_file) {
     struct Scratch {
       std::string* path;
       ~Scratch() {
@@ -347,51 +615,27 @@ class OciSandbox final : public Sandbox {
       if (output != input) close(output);
       return Error{Errc::unavailable, child.error().detail};
     }
-    process::Child events;
-    int events_fd = -1;
-    if (watch_oom) std::tie(events, events_fd) = watch_events(*child);
-    return std::unique_ptr<Process>(std::make_unique<RuncProcess>(
-        shared_, std::move(*child), input, output, terminal, std::move(events), events_fd,
-        std::exchange(scratch, {}), std::move(pid_file)));
-  }
-
-  // `runc events` on the container once it exists: its OOM notifications. Started after
-  // the container is created (runc events needs it); nothing when it cannot be watched
-  // (the exit is then told as a plain SIGKILL).
-  std::pair<process::Child, int> watch_events(process::Child& run) {
-    const auto deadline = std::chrono::steady_clock::now() + shared_->options.command_timeout;
-    const auto state = shared_->options.state_root + "/" + shared_->spec.id + "/state.json";
-    auto pause = std::chrono::milliseconds(1);
-    while (!fs::exists(state)) {  // runc writes it when the container is created
-      if (run.wait_for(std::chrono::milliseconds(0)) ||
-          std::chrono::steady_clock::now() >= deadline)
-        return {};  // ended already (or never started): nothing to watch
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::milliseconds(20));
-    }
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return {};
-    process::SpawnOptions o;
-    o.argv = shared_->runc({"events", "--interval", "3600s", shared_->spec.id});
-    o.stdout_fd = out[1];
-    auto child = process::spawn(o);
-    close(out[1]);
-    if (!child) {
-      close(out[0]);
-      return {};
-    }
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    return {std::move(*child), out[0]};
+    return std::unique_ptr<Process>(
+        std::make_unique<RuncProcess>(shared_, std::move(*child), input, output, terminal,
+                                      std::exchange(scratch, {}), std::move(pid_file)));
   }
 
   std::shared_ptr<Shared> shared_;
-  bool started_ = false;
+  bool prepared_ = false, started_ = false;
   int execs_ = 0;
+  // Prepared, until start() hands them to the InitProcess.
+  process::Child init_;
+  int input_ = -1, output_ = -1;
+  OomWatch oom_;
 };
 
 }  // namespace
 
-OciDriver::OciDriver(OciOptions options) : options_(std::move(options)) {}
+OciDriver::OciDriver(OciOptions options) : options_(std::move(options)) {
+  // A container's init outlives `runc create` and must be this process's child to be
+  // waited for: orphans of our children come to us instead of to PID 1.
+  prctl(PR_SET_CHILD_SUBREAPER, 1);
+}
 
 Result<std::string, Error> OciDriver::check() const {
   if (geteuid() != 0)

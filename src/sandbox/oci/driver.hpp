@@ -1,15 +1,18 @@
 // The `oci` sandbox driver: each sandbox is a container run by an OCI runtime (runc, what
 // Kubernetes nodes run; Debian's `runc` package). Kiln writes the bundle (config.json from
 // config.hpp, an empty root directory owned by the mapped root) and drives the runtime's
-// command line: `run` for the spec's command, `exec --process` for more, `events --stats`
-// for stats, `kill` and `delete --force` to end it. Namespaces, cgroups (v1 or v2) and
+// command line: `create` and `start` for the spec's command, `exec --process` for more, `events
+// --stats` for stats, `kill` and `delete --force` to end it. Namespaces, cgroups (v1 or v2) and
 // seccomp are the runtime's work.
 //
-// Processes run in the foreground of a `runc` child of this process: its exit status is the
-// command's (128 + signal when a signal ended it). With a terminal, runc is given a pty of
-// Kiln's as its controlling terminal and relays it to the container's own pty (resize: the
-// size is set on Kiln's pty, whose SIGWINCH runc forwards). Out-of-memory kills are told
-// apart from other SIGKILLs by the runtime's `events` stream, read while the command runs.
+// The sandbox's command: `runc create` (prepare(): the container made, its init waiting)
+// then `runc start` (start()). runc sends the command's pty over a console socket (or hands
+// the pipes through) and exits; the container's init is then this process's child (the
+// driver makes the process a child subreaper, PR_SET_CHILD_SUBREAPER), waited for
+// directly: no runc process stays beside a running sandbox, and Kiln holds the pty's
+// master itself (resize: TIOCSWINSZ on it). More commands (exec) run in the foreground of
+// `runc exec`. Out-of-memory kills are told apart from other SIGKILLs by the runtime's
+// `events` stream, read while the command runs.
 //
 // Needs root (or a user with the uid range and cgroup delegation runc needs rootless; not
 // supported here).

@@ -1,5 +1,6 @@
 // The conformance suite on the oci driver: real runc (Debian's), real cgroups and
 // namespaces. Needs root, as the driver does; CI runs as root.
+#include "platform/process.hpp"
 #include "sandbox/conformance.hpp"
 #include "sandbox/oci/driver.hpp"
 
@@ -54,6 +55,47 @@ TEST(OciDriver, CheckNamesTheRuntime) {
   ASSERT_FALSE(missing);
   EXPECT_EQ(missing.error().code, Errc::unavailable);
   EXPECT_NE(missing.error().detail.find("apt-get install runc"), std::string::npos);
+}
+
+// What runc holds: the ids of the containers in its state directory.
+std::string listed() {
+  auto r = process::run({"runc", "--root", options().state_root, "list", "-q"},
+                        std::chrono::seconds(15));
+  return r ? r->out : "runc list failed";
+}
+
+// Prepared (created, its init waiting) then destroyed, or dropped: nothing of it is left
+// with the runtime, no process of it lives, and its bundle is gone.
+TEST(OciDriver, APreparedSandboxLeavesNothingBehind) {
+  oci::OciDriver driver(options());
+  ASSERT_TRUE(driver.check());
+  SandboxSpec s;
+  s.id = "prepared-" + std::to_string(getpid());
+  s.args = {"/bin/sh"};
+  s.terminal = true;
+  auto box = driver.create(s);
+  ASSERT_TRUE(box) << box.error().detail;
+  ASSERT_TRUE((*box)->prepare());
+  EXPECT_NE(listed().find(s.id), std::string::npos) << "runc holds it, created";
+  box->reset();  // dropped, never started
+  EXPECT_EQ(listed().find(s.id), std::string::npos) << listed();
+  EXPECT_FALSE(std::filesystem::exists(options().bundles + "/" + s.id));
+}
+
+// A runtime that fails to create says why in its own words.
+TEST(OciDriver, ACreateTheRuntimeRefusesSaysWhy) {
+  oci::OciDriver driver(options());
+  ASSERT_TRUE(driver.check());
+  SandboxSpec s;
+  s.id = "refused-" + std::to_string(getpid());
+  s.args = {"/nonexistent/command"};
+  auto box = driver.create(s);
+  ASSERT_TRUE(box) << box.error().detail;
+  auto p = (*box)->start();
+  ASSERT_FALSE(p);
+  EXPECT_EQ(p.error().code, Errc::failed);
+  EXPECT_NE(p.error().detail.find("/nonexistent/command"), std::string::npos) << p.error().detail;
+  EXPECT_EQ(listed().find(s.id), std::string::npos) << "nothing left: " << listed();
 }
 
 }  // namespace
