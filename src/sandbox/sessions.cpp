@@ -91,15 +91,79 @@ Sessions::Sessions(Driver& driver, SandboxSpec spec, SessionLimits limits,
       now_(std::move(now)),
       wall_ms_(std::move(wall_ms)) {
   spec_.terminal = true;
+  if (limits_.warm > 0) filler_ = std::thread([this] { fill(); });
 }
 
 Sessions::~Sessions() {
+  {
+    std::lock_guard lock(pool_mu_);
+    stopping_ = true;
+  }
+  pool_cv_.notify_all();
+  if (filler_.joinable()) filler_.join();
+  warm_.clear();  // each destroyed
   std::map<std::string, std::shared_ptr<Session>, std::less<>> all;
   {
     std::lock_guard lock(mu_);
     all.swap(sessions_);
   }
   for (auto& [id, s] : all) end(s, "ended: the node stopped");
+}
+
+// Keeps limits_.warm sandboxes prepared: one at a time, outside the lock; after a failure
+// (the runtime refused) it waits a second before the next attempt, and says why meanwhile.
+void Sessions::fill() {
+  std::unique_lock lock(pool_mu_);
+  for (;;) {
+    pool_cv_.wait(lock, [&] { return stopping_ || warm_.size() < limits_.warm; });
+    if (stopping_) return;
+    lock.unlock();
+    SandboxSpec spec = spec_;
+    spec.id = "w" + ids::random_hex(10);
+    std::unique_ptr<Sandbox> box;
+    std::string error;
+    if (auto made = driver_.create(spec); !made) {
+      error = made.error().detail;
+    } else if (auto ready = (*made)->prepare(); !ready) {
+      error = ready.error().detail;
+      (*made)->destroy();
+    } else {
+      box = std::move(*made);
+    }
+    lock.lock();
+    if (box) {
+      warm_.push_back(std::move(box));
+      warm_error_.clear();
+      pool_cv_.notify_all();
+    } else {
+      warm_error_ = error;
+      pool_cv_.wait_for(lock, std::chrono::seconds(1), [&] { return stopping_; });
+    }
+  }
+}
+
+std::unique_ptr<Sandbox> Sessions::take_warm() {
+  std::lock_guard lock(pool_mu_);
+  if (warm_.empty()) return nullptr;
+  auto box = std::move(warm_.back());
+  warm_.pop_back();
+  pool_cv_.notify_all();  // the filler makes another
+  return box;
+}
+
+std::size_t Sessions::warm_ready() {
+  std::lock_guard lock(pool_mu_);
+  return warm_.size();
+}
+
+std::string Sessions::warm_error() {
+  std::lock_guard lock(pool_mu_);
+  return warm_error_;
+}
+
+bool Sessions::wait_warm(std::size_t n, std::chrono::milliseconds limit) {
+  std::unique_lock lock(pool_mu_);
+  return pool_cv_.wait_for(lock, limit, [&] { return warm_.size() >= n; });
 }
 
 Result<SessionInfo, Error> Sessions::open(const std::string& owner, Terminal size) {
@@ -130,17 +194,25 @@ Result<SessionInfo, Error> Sessions::open(const std::string& owner, Terminal siz
     std::lock_guard lock(mu_);
     sessions_.erase(s->id);
   };
-  SandboxSpec spec = spec_;
-  spec.id = s->id;
-  auto box = driver_.create(spec);
-  if (!box) {
-    forget();
-    return box.error();
+  const auto cold = [&]() -> Result<std::unique_ptr<Process>, Error> {
+    SandboxSpec spec = spec_;
+    spec.id = s->id;
+    KILN_TRY(box, driver_.create(spec));
+    s->sandbox = std::move(box);
+    return s->sandbox->start(size);
+  };
+  Result<std::unique_ptr<Process>, Error> process = Error{Errc::failed, ""};
+  if ((s->sandbox = take_warm())) {
+    process = s->sandbox->start(size);
+    if (!process) {  // a prepared one that cannot start (its init died): a cold one then
+      s->sandbox->destroy();
+      process = cold();
+    }
+  } else {
+    process = cold();
   }
-  s->sandbox = std::move(*box);
-  auto process = s->sandbox->start(size);
   if (!process) {
-    s->sandbox->destroy();
+    if (s->sandbox) s->sandbox->destroy();
     forget();
     return process.error();
   }

@@ -6,7 +6,8 @@
 // when their owner closes them, when no client has been attached for `idle`, or `absolute`
 // after they opened; an ended session's scrollback and exit stay `keep_ended` for a late
 // reattach. Only the owner sees a session: another user's is not_found, as one that never
-// existed. Thread-safe; one reader thread per running session.
+// existed. With a warm pool (SessionLimits::warm), sandboxes are prepared ahead and an open
+// only starts one. Thread-safe; one reader thread per running session, one for the pool.
 #pragma once
 
 #include "sandbox/sandbox.hpp"
@@ -14,6 +15,7 @@
 #include "sandbox/terminals.hpp"
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -22,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 namespace kiln::sandbox {
@@ -34,6 +37,10 @@ struct SessionLimits {
   std::chrono::milliseconds keep_ended{10 * 60'000};  // scrollback kept after the end
   std::size_t scrollback_bytes = 1 << 20;             // per session
   std::size_t max_input_bytes = 64 * 1024;            // one input() call
+  // Sandboxes prepared ahead (Sandbox::prepare: the runtime's setup done, the shell not
+  // started): an open takes one and only starts it. 0: every open starts cold. They are
+  // not sessions (no quota counts them) but hold a little memory each.
+  std::size_t warm = 0;
 };
 
 // What an attached client is given, in order, on the session's reader thread: output with
@@ -84,6 +91,12 @@ class Sessions final : public TerminalSessions {
   // the exit. Blocking (each sandbox destroyed): off the event loop.
   void end_all(const std::string& because);
   [[nodiscard]] const SessionLimits& limits() const { return limits_; }
+  // Prepared sandboxes ready now, and the last error preparing one (empty: none since the
+  // last success).
+  [[nodiscard]] std::size_t warm_ready();
+  [[nodiscard]] std::string warm_error();
+  // Waits until `n` prepared sandboxes are ready, at most `limit`; whether they are.
+  bool wait_warm(std::size_t n, std::chrono::milliseconds limit);
 
   struct Session;
 
@@ -99,6 +112,16 @@ class Sessions final : public TerminalSessions {
   std::function<std::int64_t()> wall_ms_;
   std::mutex mu_;
   std::map<std::string, std::shared_ptr<Session>, std::less<>> sessions_;
+
+  // The warm pool: prepared sandboxes, kept at limits_.warm by the filler thread.
+  void fill();
+  std::unique_ptr<Sandbox> take_warm();
+  std::mutex pool_mu_;
+  std::condition_variable pool_cv_;
+  std::vector<std::unique_ptr<Sandbox>> warm_;
+  std::string warm_error_;
+  bool stopping_ = false;
+  std::thread filler_;
 };
 
 }  // namespace kiln::sandbox

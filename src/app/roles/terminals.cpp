@@ -45,6 +45,7 @@ sandbox::SessionLimits session_limits(const config::Config& cfg) {
   l.absolute = std::chrono::milliseconds(cfg.integer("sandbox.session_max_ms"));
   l.keep_ended = std::chrono::milliseconds(cfg.integer("sandbox.session_keep_ms"));
   l.scrollback_bytes = static_cast<std::size_t>(cfg.integer("sandbox.scrollback_bytes"));
+  l.warm = static_cast<std::size_t>(cfg.integer("sandbox.warm_pool"));
   return l;
 }
 
@@ -228,8 +229,10 @@ class TerminalsModule final : public Module {
           "host in sandbox.daemon): " +
           runtime_ + ", state in " + state_dir_;
     else
-      landing.terminals =
-          sessions_ ? "on (" + runtime_ + ", state in " + state_dir_ + ")" : "off: " + why_off_;
+      landing.terminals = sessions_ ? "on (" + runtime_ + ", warm pool " +
+                                          std::to_string(sessions_->limits().warm) + ", state in " +
+                                          state_dir_ + ")"
+                                    : "off: " + why_off_;
   }
 
  private:
@@ -304,6 +307,11 @@ void add_sandbox_settings(config::Schema& s) {
                 "Output queued for one terminal connection that does not read it fast enough; "
                 "past it the connection is closed (1008) and the client reattaches from the "
                 "offset it read (the scrollback has the rest, or says what it dropped)."));
+  s.add(integer("sandbox.warm_pool", 2, 0, 1'000,
+                "Sandboxes kept prepared (created by the runtime, the shell not started) so that "
+                "a new session only starts one (~10 ms instead of ~100 ms). Not counted as "
+                "sessions; each holds the runtime's waiting init process. 0: every session "
+                "starts cold."));
   s.add(integer("sandbox.scrollback_bytes", 1 * kMiB, 4'096, 256 * kMiB,
                 "Output a session keeps for clients that reattach (a ring: the oldest goes)."));
 }

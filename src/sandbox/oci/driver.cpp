@@ -416,7 +416,6 @@ class OciSandbox final : public Sandbox {
       return failed("runc create wrote no pid to " + pid_file);
     }
     init_ = process::Child(pid, false);
-    oom_ = OomWatch::start(*shared_);
     prepared_ = true;
     return {};
   }
@@ -433,6 +432,8 @@ class OciSandbox final : public Sandbox {
     if (shared_->spec.terminal) {
       if (auto r = set_size(input_, size); !r) return r.error();
     }
+    // Watched from before it runs (a prepared sandbox waiting in a pool costs no watcher).
+    oom_ = OomWatch::start(*shared_);
     auto r =
         process::run(shared_->runc({"start", shared_->spec.id}), shared_->options.command_timeout);
     if (!r) return failed(r.error().detail);

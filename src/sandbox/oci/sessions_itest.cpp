@@ -1,5 +1,6 @@
 // Terminal sessions on real sandboxes (the oci driver): offsets, reattach, owners, quotas,
 // ends. The clock of idle and absolute limits is the test's.
+#include "platform/process.hpp"
 #include "sandbox/oci/driver.hpp"
 #include "sandbox/sessions.hpp"
 
@@ -220,6 +221,84 @@ TEST_F(SessionsTest, TheRingKeepsTheLatestAndCountsWhatItDropped) {
   ASSERT_LE(at, stream.size());
   const auto n = std::min(late->backlog.bytes.size(), stream.size() - at);
   EXPECT_EQ(stream.substr(at, n), late->backlog.bytes.substr(0, n));
+}
+
+// The real driver, with the calls the warm pool makes counted: which sandboxes were
+// prepared ahead, and whether a session's start found its sandbox prepared. `refuse`:
+// every prepare fails (a runtime that cannot create), as the pool must survive.
+struct Counting final : Driver {
+  explicit Counting(Driver& real) : real(real) {}
+  struct Box final : Sandbox {
+    Box(Counting& c, std::unique_ptr<Sandbox> b) : counts(c), box(std::move(b)) {}
+    const std::string& id() const override { return box->id(); }
+    Result<void, Error> prepare() override {
+      if (counts.refuse) return Error{Errc::failed, "refused for the test"};
+      auto r = box->prepare();
+      prepared = bool(r);
+      return r;
+    }
+    Result<std::unique_ptr<Process>, Error> start(Terminal size) override {
+      (prepared ? counts.warm_starts : counts.cold_starts)++;
+      return box->start(size);
+    }
+    Result<std::unique_ptr<Process>, Error> exec(const std::vector<std::string>& a, bool t,
+                                                 Terminal size) override {
+      return box->exec(a, t, size);
+    }
+    Result<Stats, Error> stats() override { return box->stats(); }
+    void destroy() override { box->destroy(); }
+    Counting& counts;
+    std::unique_ptr<Sandbox> box;
+    bool prepared = false;
+  };
+  std::string_view name() const override { return "counting"; }
+  Result<std::unique_ptr<Sandbox>, Error> create(const SandboxSpec& spec) override {
+    KILN_TRY(box, real.create(spec));
+    return std::unique_ptr<Sandbox>(std::make_unique<Box>(*this, std::move(box)));
+  }
+  Driver& real;
+  std::atomic<bool> refuse{false};
+  std::atomic<int> warm_starts{0}, cold_starts{0};
+};
+
+TEST_F(SessionsTest, AWarmPoolPreparesAheadAndAnOpenOnlyStartsOne) {
+  Counting counting(driver);
+  auto l = limits;
+  l.warm = 2;
+  auto pool = std::make_unique<Sessions>(counting, shell, l);
+  ASSERT_TRUE(pool->wait_warm(2, 30s)) << pool->warm_error();
+  auto s = pool->open("ann", {33, 101});
+  ASSERT_TRUE(s) << s.error().detail;
+  EXPECT_EQ(counting.warm_starts, 1);
+  EXPECT_EQ(counting.cold_starts, 0);
+  Seen seen;
+  auto a = pool->attach("ann", s->id, 0, seen.listener(0));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(pool->input("ann", s->id, "stty size\n"));
+  EXPECT_TRUE(seen.wait_for("33 101")) << seen.bytes << "(the size the open asked for)";
+  ASSERT_TRUE(pool->wait_warm(2, 30s)) << "refilled: " << pool->warm_error();
+  a->handle.reset();
+  pool.reset();  // the session and both prepared sandboxes destroyed
+  auto left = process::run({"runc", "--root", base() + "/runc", "list", "-q"}, 15s);
+  ASSERT_TRUE(left);
+  EXPECT_EQ(left->out, "") << "nothing of the pool is left";
+}
+
+TEST_F(SessionsTest, APoolThatCannotPrepareSaysWhyAndOpensStayCold) {
+  Counting counting(driver);
+  counting.refuse = true;
+  auto l = limits;
+  l.warm = 1;
+  Sessions pool(counting, shell, l);
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (pool.warm_error().empty() && std::chrono::steady_clock::now() < deadline)
+    pool.wait_warm(1, 50ms);  // (returns at once when it fills: it cannot here)
+  EXPECT_EQ(pool.warm_error(), "refused for the test");
+  EXPECT_EQ(pool.warm_ready(), 0u);
+  auto s = pool.open("ann", {});
+  ASSERT_TRUE(s) << s.error().detail;
+  EXPECT_EQ(counting.cold_starts, 1);
+  EXPECT_TRUE(s->running);
 }
 
 }  // namespace
