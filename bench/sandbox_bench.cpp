@@ -1,10 +1,12 @@
 // kiln-sandbox-bench: the oci sandbox driver's costs (issue #20), as ratios where a peer
 // exists in the same run.
-//   start   create + start until the command's first output byte (cold: nothing prepared)
+//   start   until the command's first output byte: cold (create + start, nothing prepared)
+//           and warm (start of a sandbox prepared ahead, as the warm pool holds them)
 //   echo    a byte written to a terminal session until its echo is read back, against the
 //           same through a host pty with no sandbox (the peer)
 //   idle    host memory per idle session: the RSS of the processes Kiln keeps per session
-//           (runc run, runc events) and the sandbox's own cgroup usage
+//           (runc events) and the sandbox's own cgroup usage; per prepared sandbox in a warm
+//           pool: its init waiting at the gate (a shell)
 //   attack  a neighbour terminal's echo while another sandbox runs a CPU spin, a fork bomb, a
 //           memory hog and a pty flood, against the same neighbour's echo with nothing else
 //           running (the issue's goal: p99 within 2x)
@@ -91,8 +93,9 @@ std::uint64_t rss_bytes(pid_t pid) {
   return 0;
 }
 
-// Kiln's children that are runc (run, events): their RSS.
-std::uint64_t runc_rss() {
+// Kiln's children whose command name is `comm` ("runc": runc events; "sh": a prepared
+// container's init, waiting at the gate): their RSS.
+std::uint64_t children_rss(const std::string& comm) {
   std::uint64_t total = 0;
   const auto me = std::to_string(getpid());
   for (const auto& e : std::filesystem::directory_iterator("/proc")) {
@@ -102,11 +105,11 @@ std::uint64_t runc_rss() {
     std::string line;
     if (!std::getline(stat, line)) continue;
     const auto close = line.rfind(')');
-    const auto comm = line.substr(line.find('(') + 1, close - line.find('(') - 1);
+    const auto comm_of = line.substr(line.find('(') + 1, close - line.find('(') - 1);
     std::istringstream rest(line.substr(close + 2));
     std::string state, ppid;
     rest >> state >> ppid;
-    if (ppid == me && comm == "runc") total += rss_bytes(std::stoi(name));
+    if (ppid == me && comm_of == comm) total += rss_bytes(std::stoi(name));
   }
   return total;
 }
@@ -151,6 +154,18 @@ int main(int argc, char** argv) {
     if (!p) return std::cerr << p.error().detail << "\n", 1;
     if (!read_byte((*p)->output(), 'x', std::chrono::seconds(30))) return 1;
     cold.push_back(ms(Clock::now() - t0));
+    (*p)->wait_for(std::chrono::seconds(30));
+  }
+  std::vector<double> warm;
+  for (int i = 0; i < starts; ++i) {
+    auto box = driver.create(spec({"/bin/echo", "x"}));
+    if (!box) return std::cerr << box.error().detail << "\n", 1;
+    if (auto r = (*box)->prepare(); !r) return std::cerr << r.error().detail << "\n", 1;
+    const auto t0 = Clock::now();
+    auto p = (*box)->start();
+    if (!p) return std::cerr << p.error().detail << "\n", 1;
+    if (!read_byte((*p)->output(), 'x', std::chrono::seconds(30))) return 1;
+    warm.push_back(ms(Clock::now() - t0));
     (*p)->wait_for(std::chrono::seconds(30));
   }
 
@@ -215,7 +230,7 @@ int main(int argc, char** argv) {
   // Idle sessions: what each keeps on the host.
   std::vector<std::unique_ptr<sb::Sandbox>> boxes;
   std::vector<std::unique_ptr<sb::Process>> procs;
-  const auto before = runc_rss();
+  const auto before = children_rss("runc");
   std::uint64_t cgroup = 0;
   for (int i = 0; i < idle; ++i) {
     auto t = spec({"/bin/sh"});
@@ -230,8 +245,19 @@ int main(int argc, char** argv) {
   for (auto& b : boxes) {
     if (auto s = b->stats()) cgroup += s->memory_bytes;
   }
-  const auto host = runc_rss() - before;
+  const auto host = children_rss("runc") - before;
   procs.clear();
+  boxes.clear();
+  // Prepared sandboxes, as a warm pool keeps them.
+  const auto before_prepared = children_rss("sh");
+  for (int i = 0; i < idle; ++i) {
+    auto t = spec({"/bin/sh"});
+    t.terminal = true;
+    auto b = driver.create(t);
+    if (!b || !(*b)->prepare()) return 1;
+    boxes.push_back(std::move(*b));
+  }
+  const auto prepared = children_rss("sh") - before_prepared;
   boxes.clear();
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
@@ -239,6 +265,7 @@ int main(int argc, char** argv) {
   const auto e_sb = summary(in_sandbox), e_host = summary(on_host);
   json::object out{{"runtime", *version},
                    {"cold_start", summary(cold)},
+                   {"warm_start", summary(warm)},
                    {"echo_sandbox", e_sb},
                    {"echo_host_pty", e_host},
                    {"echo_p50_ratio", e_sb.at("p50_ms").as_double() /
@@ -246,6 +273,7 @@ int main(int argc, char** argv) {
                    {"idle_sessions", idle},
                    {"idle_host_rss_bytes_per_session", host / std::max(1, idle)},
                    {"idle_cgroup_bytes_per_session", cgroup / std::max(1, idle)},
+                   {"prepared_host_rss_bytes_each", prepared / std::max(1, idle)},
                    {"neighbour_under_attack", attack}};
   std::cout << json::serialize(out) << "\n";
   return 0;

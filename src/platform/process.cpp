@@ -115,8 +115,11 @@ Result<Child, Error> spawn(const SpawnOptions& o) {
       if (fd < 0) fd = devnull;
       if (fd >= 0 && fd <= 2) fd = fcntl(fd, F_DUPFD, 3);
     }
+    // The report pipe and the passed descriptor go above their final places (3, 4) first.
     int report_fd = report[1];
-    if (report_fd <= 2) report_fd = fcntl(report_fd, F_DUPFD_CLOEXEC, 3);
+    if (report_fd <= 4) report_fd = fcntl(report_fd, F_DUPFD_CLOEXEC, 5);
+    int pass = o.pass_fd;
+    if (pass >= 0 && pass <= 4) pass = fcntl(pass, F_DUPFD, 5);
     for (int i = 0; i < 3; ++i) dup2(fds[i], i);
     if (o.controlling_terminal) {
       setsid();
@@ -128,9 +131,11 @@ Result<Child, Error> spawn(const SpawnOptions& o) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);
       if (getppid() != parent) _exit(126);
     }
-    // Every other descriptor goes; the report pipe (close-on-exec) stays, as 3, until exec.
-    const int keep = report_fd == 3 ? 3 : dup3(report_fd, 3, O_CLOEXEC);
-    close_from(4);
+    // Every other descriptor goes: the passed one stays as 3, the report pipe
+    // (close-on-exec) as 3 or 4 until exec.
+    if (pass >= 0) dup2(pass, 3);
+    const int keep = dup3(report_fd, pass >= 0 ? 4 : 3, O_CLOEXEC);
+    close_from(pass >= 0 ? 5 : 4);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);

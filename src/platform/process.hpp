@@ -37,6 +37,9 @@ struct SpawnOptions {
   bool die_with_parent = true;    // PR_SET_PDEATHSIG SIGKILL: never outlives the caller
   // Sets the pty in stdin_fd as the child's controlling terminal (a new session).
   bool controlling_terminal = false;
+  // A descriptor the child gets as 3 as well (-1: none), such as one `runc create
+  // --preserve-fds 1` hands on to the container.
+  int pass_fd = -1;
 };
 
 // A started process. Move-only; destroying one that has not been waited for kills its

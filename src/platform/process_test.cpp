@@ -81,12 +81,43 @@ TEST(Process, PastTheLimitTheWholeGroupIsKilled) {
 }
 
 TEST(Process, OnlyTheChosenDescriptorsReachTheChild) {
-  const int leaked = open("/dev/null", O_RDONLY);  // no O_CLOEXEC: as some libraries do
-  ASSERT_GE(leaked, 3);
+  // No O_CLOEXEC, as some libraries do; numbered high, so that it cannot be mistaken for a
+  // descriptor the child opens itself (ls's own, 3).
+  const int opened = open("/dev/null", O_RDONLY);
+  const int leaked = fcntl(opened, F_DUPFD, 100);
+  close(opened);
+  ASSERT_GE(leaked, 100);
   auto r = run({"/bin/sh", "-c", "ls /proc/self/fd"}, 10s);
   close(leaked);
   ASSERT_TRUE(r) << r.error().detail;
   EXPECT_EQ(r->out.find("\n" + std::to_string(leaked) + "\n"), std::string::npos) << r->out;
+}
+
+// The passed descriptor arrives as 3 (a pipe read there), and nothing else beyond 0-2.
+TEST(Process, APassedDescriptorArrivesAsThree) {
+  int gate[2];
+  ASSERT_EQ(pipe2(gate, O_CLOEXEC), 0);
+  int out[2];
+  ASSERT_EQ(pipe2(out, O_CLOEXEC), 0);
+  SpawnOptions o;
+  o.argv = {"/bin/sh", "-c",
+            "read -r word <&3; echo \"got $word\"; ls /proc/self/fd | tr '\\n' ' '"};
+  o.stdout_fd = out[1];
+  o.pass_fd = gate[0];
+  auto child = spawn(o);
+  close(gate[0]);
+  close(out[1]);
+  ASSERT_TRUE(child) << child.error().detail;
+  ASSERT_EQ(write(gate[1], "open\n", 5), 5);
+  close(gate[1]);
+  std::string got;
+  char buf[256];
+  for (ssize_t n; (n = read(out[0], buf, sizeof buf)) > 0;) got.append(buf, n);
+  close(out[0]);
+  EXPECT_EQ(child->wait(), 0);
+  EXPECT_NE(got.find("got open"), std::string::npos) << got;
+  // ls itself opens one more to read the directory: 0 1 2 3 and that one.
+  EXPECT_EQ(got.find(" 5 "), std::string::npos) << got;
 }
 
 TEST(Process, AChildDroppedUnwaitedIsKilledAndReaped) {

@@ -32,6 +32,15 @@ namespace {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
+// The container's init until start(): a shell from the sandbox's root that waits for a line
+// on descriptor 3 (a pipe whose write end Kiln holds; runc create --preserve-fds 1), closes
+// it, and becomes the command (exec: same pid, so the command is the init and its exit is
+// the sandbox's). `runc start` costs 20-30 ms of Go start-up on a small VM; done while the
+// sandbox is prepared, start() is a write to a pipe. A Kiln that dies closes the pipe: the
+// read fails and the init exits 97.
+constexpr const char* kGate[] = {"/bin/sh", "-c",
+                                 "read -r _ <&3 || exit 97; exec 3<&-; exec \"$@\"", "kiln-gate"};
+
 Error failed(std::string what) {
   return Error{Errc::failed, std::move(what)};
 }
@@ -314,10 +323,11 @@ class OciSandbox final : public Sandbox {
   ~OciSandbox() override { destroy(); }
   [[nodiscard]] const std::string& id() const override { return shared_->spec.id; }
 
-  // `runc create`: the container is made (namespaces, cgroups, mounts, seccomp) and its
-  // init waits for `runc start` before it runs the command. runc hands the command's pty
-  // over the console socket (or the pipes through, without a terminal), and exits; its init
-  // becomes this process's child (OciDriver made it a child subreaper).
+  // `runc create` then `runc start`: the container is made (namespaces, cgroups, mounts,
+  // seccomp) and its init runs, but behind the gate (see kGate): it waits for a line on a
+  // pipe Kiln holds before it becomes the command. runc hands the command's pty over the
+  // console socket (or the pipes through, without a terminal) and exits; the init becomes
+  // this process's child (OciDriver made it a child subreaper).
   Result<void, Error> prepare() override {
     if (shared_->destroyed) return Error{Errc::not_running, "the sandbox was destroyed"};
     if (prepared_ || started_) return {};
@@ -337,12 +347,19 @@ class OciSandbox final : public Sandbox {
                                   "--pid-file",
                                   pid_file};
     process::SpawnOptions o;
-    int listener = -1, ends[2] = {-1, -1};
+    int listener = -1, ends[3] = {-1, -1, -1};
     const auto close_all = [&] {
-      for (int fd : {listener, ends[0], ends[1], input_, output_ == input_ ? -1 : output_})
+      for (int fd :
+           {listener, ends[0], ends[1], ends[2], gate_, input_, output_ == input_ ? -1 : output_})
         if (fd >= 0) close(fd);
-      listener = ends[0] = ends[1] = input_ = output_ = -1;
+      listener = ends[0] = ends[1] = ends[2] = gate_ = input_ = output_ = -1;
     };
+    int gate[2];
+    if (pipe2(gate, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
+    ends[2] = gate[0];
+    gate_ = gate[1];
+    o.pass_fd = gate[0];
+    argv.insert(argv.end(), {"--preserve-fds", "1"});
     const auto socket_path = b + "/console.sock";
     if (shared_->spec.terminal) {
       listener = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -417,6 +434,13 @@ class OciSandbox final : public Sandbox {
     }
     init_ = process::Child(pid, false);
     prepared_ = true;
+    // The init runs the gate: it waits for start().
+    auto started =
+        process::run(shared_->runc({"start", shared_->spec.id}), shared_->options.command_timeout);
+    if (!started || started->status != 0) {
+      close_all();
+      return failed("runc start: " + (started ? first_line(started->err) : started.error().detail));
+    }
     return {};
   }
 
@@ -432,12 +456,12 @@ class OciSandbox final : public Sandbox {
     if (shared_->spec.terminal) {
       if (auto r = set_size(input_, size); !r) return r.error();
     }
-    // Watched from before it runs (a prepared sandbox waiting in a pool costs no watcher).
+    // Watched from now (a prepared sandbox waiting in a pool costs no watcher).
     oom_ = OomWatch::start(*shared_);
-    auto r =
-        process::run(shared_->runc({"start", shared_->spec.id}), shared_->options.command_timeout);
-    if (!r) return failed(r.error().detail);
-    if (r->status != 0) return failed("runc start: " + first_line(r->err));
+    // The gate opens: the init becomes the command.
+    const bool opened = write(gate_, "\n", 1) == 1;
+    close(std::exchange(gate_, -1));
+    if (!opened) return Error{Errc::not_running, "the sandbox's init ended before its start"};
     auto p = std::make_unique<InitProcess>(shared_, std::move(init_), std::exchange(input_, -1),
                                            std::exchange(output_, -1), shared_->spec.terminal,
                                            std::move(oom_));
@@ -502,6 +526,7 @@ class OciSandbox final : public Sandbox {
     }
     init_.signal(SIGKILL);  // prepared, never started: reaped here
     init_.wait();
+    if (gate_ >= 0) close(std::exchange(gate_, -1));
     oom_ = OomWatch{};
     for (int fd : {input_, output_ == input_ ? -1 : output_})
       if (fd >= 0) close(fd);
@@ -624,9 +649,10 @@ class OciSandbox final : public Sandbox {
   std::shared_ptr<Shared> shared_;
   bool prepared_ = false, started_ = false;
   int execs_ = 0;
-  // Prepared, until start() hands them to the InitProcess.
+  // Prepared, until start() hands them to the InitProcess (the gate's write end: closed by
+  // start() once it has opened it).
   process::Child init_;
-  int input_ = -1, output_ = -1;
+  int input_ = -1, output_ = -1, gate_ = -1;
   OomWatch oom_;
 };
 
@@ -725,7 +751,9 @@ Result<std::unique_ptr<Sandbox>, Error> OciDriver::create(const SandboxSpec& spe
   }
   {
     std::ofstream out(shared->bundle + "/config.json", std::ios::trunc);
-    out << json::serialize(config(spec, host));
+    SandboxSpec gated = spec;
+    gated.args.insert(gated.args.begin(), std::begin(kGate), std::end(kGate));
+    out << json::serialize(config(gated, host));
     if (!out) {
       cleanup();
       return Error{Errc::unavailable, "cannot write the bundle's config.json"};

@@ -82,20 +82,41 @@ TEST(OciDriver, APreparedSandboxLeavesNothingBehind) {
   EXPECT_FALSE(std::filesystem::exists(options().bundles + "/" + s.id));
 }
 
-// A runtime that fails to create says why in its own words.
-TEST(OciDriver, ACreateTheRuntimeRefusesSaysWhy) {
+// A command that does not exist: the sandbox starts (the init is a shell until then) and
+// the command ends at once with 127, its output naming it.
+TEST(OciDriver, ACommandThatDoesNotExistEndsWith127AndSaysSo) {
   oci::OciDriver driver(options());
   ASSERT_TRUE(driver.check());
   SandboxSpec s;
-  s.id = "refused-" + std::to_string(getpid());
+  s.id = "missing-" + std::to_string(getpid());
   s.args = {"/nonexistent/command"};
+  auto box = driver.create(s);
+  ASSERT_TRUE(box) << box.error().detail;
+  auto p = (*box)->start();
+  ASSERT_TRUE(p) << p.error().detail;
+  EXPECT_NE(conformance::read_until(**p, "not found").find("/nonexistent/command"),
+            std::string::npos);
+  auto exit = (*p)->wait_for(std::chrono::seconds(30));
+  ASSERT_TRUE(exit);
+  EXPECT_EQ(exit->code, 127);
+}
+
+// A runtime that refuses to create says so, and nothing is left.
+TEST(OciDriver, ARuntimeThatRefusesSaysSo) {
+  auto o = options();
+  o.runc = "/bin/false";
+  oci::OciDriver driver(o);
+  SandboxSpec s;
+  s.id = "refused-" + std::to_string(getpid());
+  s.args = {"/bin/true"};
   auto box = driver.create(s);
   ASSERT_TRUE(box) << box.error().detail;
   auto p = (*box)->start();
   ASSERT_FALSE(p);
   EXPECT_EQ(p.error().code, Errc::failed);
-  EXPECT_NE(p.error().detail.find("/nonexistent/command"), std::string::npos) << p.error().detail;
-  EXPECT_EQ(listed().find(s.id), std::string::npos) << "nothing left: " << listed();
+  EXPECT_NE(p.error().detail.find("runc create"), std::string::npos) << p.error().detail;
+  box->reset();
+  EXPECT_FALSE(std::filesystem::exists(o.bundles + "/" + s.id));
 }
 
 }  // namespace
