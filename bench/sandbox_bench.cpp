@@ -199,10 +199,11 @@ int main(int argc, char** argv) {
        {"/bin/sh", "-c", "while :; do sh -c 'while :; do sleep 300 & done' 2>/dev/null; done"}},
       {"memory_hog", {"/bin/sh", "-c", "while :; do tail /dev/zero; done"}},
       {"pty_flood", {"/usr/bin/yes", "kiln-flood"}}};
-  auto idle_p99 = summary(echo((*cat)->input(), (*cat)->output(), rounds)).at("p99_ms").as_double();
-  attack["idle_p99_ms"] = idle_p99;
   attack["abuser_cpus"] = abuser_cpus;
   for (const auto& [name, args] : abusers) {
+    // Idle measured right before each abuser: one noisy idle figure does not skew every ratio.
+    const auto idle_p99 =
+        summary(echo((*cat)->input(), (*cat)->output(), rounds)).at("p99_ms").as_double();
     auto a = spec(args);
     a.terminal = name == "pty_flood";  // its output is read by nobody: the pty fills
     a.limits.memory_bytes = 64ull << 20;
@@ -220,6 +221,7 @@ int main(int argc, char** argv) {
       usleep(10'000);
     }
     auto under = summary(echo((*cat)->input(), (*cat)->output(), rounds));
+    under["idle_p99_ms"] = idle_p99;
     under["p99_over_idle"] = under.at("p99_ms").as_double() / std::max(1e-9, idle_p99);
     attack[name] = under;
     (*abuser)->destroy();
