@@ -44,30 +44,18 @@ Checked<sandbox::TerminalSessions*> sessions_for(sandbox::TerminalSessions* sess
   return sessions;
 }
 
-std::uint16_t dimension(const json::object& body, std::string_view field, std::uint16_t fallback,
-                        bool& bad) {
-  const auto* v = body.if_contains(field);
-  if (!v) return fallback;
-  if (!v->is_int64() || v->as_int64() < 1 || v->as_int64() > 1000) {
-    bad = true;
-    return fallback;
-  }
-  return static_cast<std::uint16_t>(v->as_int64());
-}
-
 }  // namespace
 
 Checked<Response> Api::Impl::open_terminal(const Request& req, const Principal& who) {
   KILN_TRY(sessions, sessions_for(terminals, who));
-  sandbox::Terminal size;
+  sandbox::Opening what;
   if (!req.body.empty()) {
-    KILN_TRY(body, body_object(req, {"rows", "cols"}));
-    bool bad = false;
-    size.rows = dimension(body, "rows", size.rows, bad);
-    size.cols = dimension(body, "cols", size.cols, bad);
-    if (bad) return invalid("'rows' and 'cols' are integers from 1 to 1000.");
+    KILN_TRY(body, body_object(req, {"rows", "cols", "command"}));
+    auto parsed = sandbox::remote::opening_from_json(body);
+    if (!parsed) return invalid(parsed.error().detail + ".");
+    what = std::move(*parsed);
   }
-  auto s = sessions->open(who.user, size);
+  auto s = sessions->open(who.user, what);
   if (!s) return refusal(s.error());
   auto resp = ok_json(201, sandbox::remote::to_json(*s));
   resp.headers.emplace_back("Location", "/v1/terminals/" + s->id);

@@ -14,6 +14,7 @@ namespace kiln::sandbox {
 struct Sessions::Session {
   explicit Session(std::size_t scrollback) : ring(scrollback) {}
   std::string id, owner;
+  std::vector<std::string> command;  // empty: the shell
   std::int64_t created_at = 0;
   Clock::time_point opened{}, detached_since{};
   std::unique_ptr<Sandbox> sandbox;
@@ -31,7 +32,7 @@ struct Sessions::Session {
 
   SessionInfo info() {
     std::lock_guard lock(mu);
-    return SessionInfo{id, owner, created_at, !exit, exit, ring.end(), listeners.size()};
+    return SessionInfo{id, owner, command, created_at, !exit, exit, ring.end(), listeners.size()};
   }
 };
 
@@ -166,9 +167,17 @@ bool Sessions::wait_warm(std::size_t n, std::chrono::milliseconds limit) {
   return pool_cv_.wait_for(lock, limit, [&] { return warm_.size() >= n; });
 }
 
-Result<SessionInfo, Error> Sessions::open(const std::string& owner, Terminal size) {
+Result<SessionInfo, Error> Sessions::open(const std::string& owner, const Opening& what) {
   if (owner.empty()) return Error{Errc::invalid, "a session needs an owner"};
+  const auto size = what.size;
+  if (!what.command.empty()) {  // the spec's rules, before anything counts it
+    SandboxSpec check = spec_;
+    check.args = what.command;
+    if (auto problem = validate(check); !problem.empty())
+      return Error{Errc::invalid, "command: " + problem};
+  }
   auto s = std::make_shared<Session>(limits_.scrollback_bytes);
+  s->command = what.command;
   s->id = "t" + ids::random_hex(10);
   s->owner = owner;
   s->created_at = wall_ms_ ? wall_ms_() : 0;
@@ -197,12 +206,13 @@ Result<SessionInfo, Error> Sessions::open(const std::string& owner, Terminal siz
   const auto cold = [&]() -> Result<std::unique_ptr<Process>, Error> {
     SandboxSpec spec = spec_;
     spec.id = s->id;
+    if (!s->command.empty()) spec.args = s->command;
     KILN_TRY(box, driver_.create(spec));
     s->sandbox = std::move(box);
     return s->sandbox->start(size);
   };
   Result<std::unique_ptr<Process>, Error> process = Error{Errc::failed, ""};
-  if ((s->sandbox = take_warm())) {
+  if (s->command.empty() && (s->sandbox = take_warm())) {
     process = s->sandbox->start(size);
     if (!process) {  // a prepared one that cannot start (its init died): a cold one then
       s->sandbox->destroy();

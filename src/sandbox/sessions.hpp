@@ -65,7 +65,8 @@ class Sessions final : public TerminalSessions {
   Sessions& operator=(const Sessions&) = delete;
 
   // TerminalSessions (terminals.hpp).
-  Result<SessionInfo, Error> open(const std::string& owner, Terminal size) override;
+  // A shell comes from the warm pool when it holds one; a command always starts cold.
+  Result<SessionInfo, Error> open(const std::string& owner, const Opening& what) override;
   Result<std::vector<SessionInfo>, Error> list(const std::string& owner) override;
   Result<SessionInfo, Error> get(const std::string& owner, const std::string& id) override;
   Result<void, Error> close(const std::string& owner, const std::string& id) override;

@@ -148,6 +148,43 @@ class Terminals(unittest.TestCase):
         self.assertEqual((doc["running"], doc["attached"]), (True, 0))
         self.assertGreater(doc["end"], 0)
 
+    def test_a_command_runs_instead_of_the_shell(self):
+        ann = self.token("ann")
+        s = self.open(ann, command=["sh", "-c", "echo made-$((6*7)) > /work/out; cat /work/out; exit 4"])
+        self.assertEqual(s["command"][0], "sh")
+
+        async def go():
+            t = await Term.attach(self.node, ann, s["id"])
+            self.assertEqual(t.attached["t"], "attached", t.attached)
+            self.assertEqual(await t.until_closed(), 1000)
+            return t
+        t = run(go())
+        self.assertIn(b"made-42", t.out)
+        self.assertEqual((t.exit["reason"], t.exit["code"]), ("exited", 4))
+        status, _, doc = self.node.call("GET", "/v1/terminals/" + s["id"], ann)
+        self.assertEqual((status, doc["running"], doc["command"][0]), (200, False, "sh"), doc)
+        shell = self.open(ann)
+        self.assertIsNone(shell["command"], "the shell")
+        for body, words in (({"command": []}, "non-empty array"),
+                            ({"command": "ls -l"}, "non-empty array"),
+                            ({"command": ["ls", 3]}, "strings only"),
+                            ({"command": ["/bin/echo", "a\u0000b"]}, "NUL"),
+                            ({"command": ["x"] * 300}, "1-256 arguments"),
+                            ({"shell": "/bin/zsh"}, "'shell'")):
+            status, _, doc = self.node.call("POST", "/v1/terminals", ann, body)
+            self.assertEqual(status, 400, (body, doc))
+            self.assertIn(words, doc["detail"], body)
+        status, _, doc = self.node.call("POST", "/v1/terminals", ann, {"command": ["no-such-program"]})
+        self.assertEqual(status, 201, doc)  # it starts, and says so as it ends
+
+        async def missing():
+            t = await Term.attach(self.node, ann, doc["id"])
+            await t.until_closed()
+            return t
+        t = run(missing())
+        self.assertIn(b"no-such-program", t.out)
+        self.assertEqual(t.exit["code"], 127)
+
     def test_only_the_owner_reaches_a_session(self):
         ann, bob = self.token("ann"), self.token("bob")
         s = self.open(ann)
@@ -464,6 +501,23 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         self.assertEqual(one.wait_exit(), 0)
         status, _, doc = api.call("GET", "/v1/terminals/" + s["id"], ann)
         self.assertEqual((status, doc["running"]), (200, True), doc)
+
+    def test_a_command_through_the_host(self):
+        ann = self.token("ann")
+        status, _, s = self.gw.call("POST", "/v1/terminals", ann, {"command": ["echo", "via-host"]})
+        self.assertEqual(status, 201, s)
+        self.assertEqual(s["command"], ["echo", "via-host"])
+
+        async def go():
+            t = await Term.attach(self.gw, ann, s["id"])
+            self.assertEqual(await t.until_closed(), 1000)
+            return t
+        t = run(go())
+        self.assertIn(b"via-host", t.out)
+        self.assertEqual(t.exit["code"], 0)
+        status, _, doc = self.gw.call("POST", "/v1/terminals", ann, {"command": ["a\u0000"]})
+        self.assertEqual(status, 400, doc)
+        self.assertIn("NUL", doc["detail"])
 
     def test_owners_stay_apart_through_the_relay(self):
         ann, bob = self.token("ann"), self.token("bob")

@@ -93,8 +93,9 @@ export class KilnApi {
 
   // Terminal sessions (docs/terminals.md): a user's own; read and typed into with TerminalClient
   /** A shell in a sandbox of its own; `size` defaults to 24 rows of 80 columns. */
-  openTerminal(size?: { rows?: number; cols?: number }): Promise<Ok<'openTerminal', 201>> {
-    return this.json('POST', '/v1/terminals', size)
+  /** A shell, or `command` (a program and its arguments, no shell parsing) instead. */
+  openTerminal(opening?: { rows?: number; cols?: number; command?: string[] }): Promise<Ok<'openTerminal', 201>> {
+    return this.json('POST', '/v1/terminals', opening)
   }
   listTerminals(): Promise<Ok<'listTerminals', 200>> {
     return this.json('GET', '/v1/terminals')

@@ -90,7 +90,7 @@ struct SessionsTest : ::testing::Test {
 };
 
 TEST_F(SessionsTest, OutputHasOffsetsAndAReattachGetsWhatFollowed) {
-  auto s = sessions->open("ann", {24, 80});
+  auto s = sessions->open("ann", {{24, 80}, {}});
   ASSERT_TRUE(s) << s.error().detail;
   EXPECT_EQ(s->owner, "ann");
   EXPECT_TRUE(s->running);
@@ -261,13 +261,37 @@ struct Counting final : Driver {
   std::atomic<int> warm_starts{0}, cold_starts{0};
 };
 
+// A session may run a command instead of the shell: its output is the session's, its exit
+// the session's end; the rules of a spec apply to it before anything starts.
+TEST_F(SessionsTest, ACommandRunsInsteadOfTheShellAndItsExitEndsTheSession) {
+  auto s = sessions->open("ann", {{24, 80}, {"/bin/sh", "-c", "echo ran-$((40+2)); exit 3"}});
+  ASSERT_TRUE(s) << s.error().detail;
+  EXPECT_EQ(s->command.size(), 3u);
+  Seen seen;
+  auto a = sessions->attach("ann", s->id, 0, seen.listener(0));
+  ASSERT_TRUE(a) << a.error().detail;
+  seen.bytes = a->backlog.bytes;
+  seen.next = a->backlog.from + a->backlog.bytes.size();
+  if (a->exit) seen.exit = a->exit;
+  ASSERT_TRUE(seen.wait_exit()) << seen.bytes;
+  EXPECT_NE(seen.bytes.find("ran-42"), std::string::npos) << seen.bytes;
+  EXPECT_EQ(seen.exit->code, 3);
+  auto info = sessions->get("ann", s->id);
+  ASSERT_TRUE(info);
+  EXPECT_FALSE(info->running);
+  auto bad = sessions->open("ann", {{24, 80}, {"/bin/echo", std::string("a\0b", 3)}});
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().code, Errc::invalid);
+  EXPECT_NE(bad.error().detail.find("NUL"), std::string::npos) << bad.error().detail;
+}
+
 TEST_F(SessionsTest, AWarmPoolPreparesAheadAndAnOpenOnlyStartsOne) {
   Counting counting(driver);
   auto l = limits;
   l.warm = 2;
   auto pool = std::make_unique<Sessions>(counting, shell, l);
   ASSERT_TRUE(pool->wait_warm(2, 30s)) << pool->warm_error();
-  auto s = pool->open("ann", {33, 101});
+  auto s = pool->open("ann", {{33, 101}, {}});
   ASSERT_TRUE(s) << s.error().detail;
   EXPECT_EQ(counting.warm_starts, 1);
   EXPECT_EQ(counting.cold_starts, 0);

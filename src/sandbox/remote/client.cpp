@@ -98,8 +98,8 @@ Result<Client::Answer, Error> Client::call(const std::string& method, const std:
   return Error{*errc, std::move(words)};
 }
 
-Result<SessionInfo, Error> Client::open(const std::string& owner, Terminal size) {
-  const auto body = json::serialize(json::object{{"rows", size.rows}, {"cols", size.cols}});
+Result<SessionInfo, Error> Client::open(const std::string& owner, const Opening& what) {
+  const auto body = json::serialize(to_json(what));
   KILN_TRY(a, call("POST", base(owner), body, /*retry=*/false));
   return session_from_json(a.body);
 }

@@ -5,12 +5,13 @@
 // (`Authorization: Bearer <api.service_key>`) and names the user it acts for: the user's own
 // token was checked by the node that faces the user, which also decides revocation.
 //
-//   POST   /internal/v1/users/{user}/terminals        {"rows","cols"}  -> 201 session
+//   POST   /internal/v1/users/{user}/terminals   {"rows","cols","command"} -> 201 session
 //   GET    /internal/v1/users/{user}/terminals                          -> {"items":[session]}
 //   GET    /internal/v1/users/{user}/terminals/{id}                     -> session
 //   DELETE /internal/v1/users/{user}/terminals/{id}                     -> 204
 //   GET    /internal/v1/term   (WebSocket, kiln.term.v1; attach names "user", not "token")
-// A session is {"id","owner","created_at","running","end","attached","exit"} (exit: null or
+// A session is {"id","owner","command","created_at","running","end","attached","exit"} (exit: null
+// or
 // {"code","signal","reason","message"}). An error is {"error": Errc's name, "detail"} with
 // 400 invalid, 404 not_found, 409 quota or not_running, 502 failed, 503 busy or unavailable;
 // 401 without the key.
@@ -61,7 +62,7 @@ class Client final : public TerminalSessions {
  public:
   explicit Client(ClientOptions options);
   ~Client() override;
-  Result<SessionInfo, Error> open(const std::string& owner, Terminal size) override;
+  Result<SessionInfo, Error> open(const std::string& owner, const Opening& what) override;
   Result<std::vector<SessionInfo>, Error> list(const std::string& owner) override;
   Result<SessionInfo, Error> get(const std::string& owner, const std::string& id) override;
   Result<void, Error> close(const std::string& owner, const std::string& id) override;

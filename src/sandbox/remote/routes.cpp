@@ -21,24 +21,6 @@ http::Response error(const Error& e) {
   return error(errc_status(e.code), errc_name(e.code), e.detail);
 }
 
-// The terminal size of an open: {"rows","cols"}, each 1-1000, both optional.
-Result<Terminal, Error> size_of(const std::string& body) {
-  Terminal size;
-  if (body.empty()) return size;
-  boost::system::error_code ec;
-  const auto v = json::parse(body, ec);
-  const auto* o = ec ? nullptr : v.if_object();
-  if (!o) return Error{Errc::invalid, "the body is a JSON object"};
-  for (auto [field, slot] : {std::pair{"rows", &size.rows}, std::pair{"cols", &size.cols}}) {
-    const auto* d = o->if_contains(field);
-    if (!d) continue;
-    if (!d->is_int64() || d->as_int64() < 1 || d->as_int64() > 1000)
-      return Error{Errc::invalid, std::string("'") + field + "' is an integer from 1 to 1000"};
-    *slot = static_cast<std::uint16_t>(d->as_int64());
-  }
-  return size;
-}
-
 }  // namespace
 
 bool authorized(const http::Request& req, const std::string& service_key) {
@@ -70,9 +52,16 @@ void add_routes(http::Router& router, TerminalSessions& sessions, ThreadPool& po
   };
   const std::string base = "/internal/v1/users/{user}/terminals";
   route("POST", base.c_str(), "sandboxd_terminals_open", [&sessions](const http::Request& req) {
-    auto size = size_of(req.body);
-    if (!size) return error(size.error());
-    auto s = sessions.open(req.param("user"), *size);
+    json::object body;
+    if (!req.body.empty()) {
+      boost::system::error_code ec;
+      auto v = json::parse(req.body, ec);
+      if (ec || !v.is_object()) return error(400, "invalid", "the body is a JSON object");
+      body = std::move(v.as_object());
+    }
+    auto what = opening_from_json(body);
+    if (!what) return error(what.error());
+    auto s = sessions.open(req.param("user"), *what);
     if (!s) return error(s.error());
     return http::Response::json(201, json::serialize(to_json(*s)));
   });

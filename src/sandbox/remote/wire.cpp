@@ -65,8 +65,15 @@ json::object to_json(const SessionInfo& s) {
                         {"signal", s.exit->signal},
                         {"reason", to_string(s.exit->reason)},
                         {"message", s.exit->message}};
+  json::value command = nullptr;
+  if (!s.command.empty()) {
+    json::array a;
+    for (const auto& arg : s.command) a.emplace_back(arg);
+    command = std::move(a);
+  }
   return {{"id", s.id},
           {"owner", s.owner},
+          {"command", std::move(command)},
           {"created_at", s.created_at},
           {"running", s.running},
           {"end", s.end},
@@ -82,6 +89,8 @@ Result<SessionInfo, Error> session_from_json(const json::value& v) {
   try {
     s.id = json::value_to<std::string>(o->at("id"));
     s.owner = json::value_to<std::string>(o->at("owner"));
+    if (const auto* c = o->if_contains("command"); c && !c->is_null())
+      s.command = json::value_to<std::vector<std::string>>(*c);
     s.created_at = o->at("created_at").to_number<std::int64_t>();
     s.running = o->at("running").as_bool();
     s.end = o->at("end").to_number<std::uint64_t>();
@@ -102,6 +111,45 @@ Result<SessionInfo, Error> session_from_json(const json::value& v) {
     return bad;
   }
   return s;
+}
+
+Result<Opening, Error> opening_from_json(const json::object& body) {
+  Opening o;
+  for (const auto& [key, value] : body) {
+    if (key != "rows" && key != "cols" && key != "command")
+      return Error{Errc::invalid, "unknown member '" + std::string(key) +
+                                      "': an open takes 'rows', 'cols' and 'command'"};
+  }
+  for (auto [field, slot] : {std::pair{"rows", &o.size.rows}, std::pair{"cols", &o.size.cols}}) {
+    const auto* d = body.if_contains(field);
+    if (!d) continue;
+    if (!d->is_int64() || d->as_int64() < 1 || d->as_int64() > 1000)
+      return Error{Errc::invalid, "'rows' and 'cols' are integers from 1 to 1000"};
+    *slot = static_cast<std::uint16_t>(d->as_int64());
+  }
+  if (const auto* c = body.if_contains("command"); c && !c->is_null()) {
+    const auto* a = c->if_array();
+    if (!a || a->empty())
+      return Error{Errc::invalid,
+                   "'command' is a non-empty array of strings: the program "
+                   "and its arguments"};
+    for (const auto& arg : *a) {
+      if (!arg.is_string())
+        return Error{Errc::invalid, "'command' holds strings only (no shell parses them)"};
+      o.command.emplace_back(arg.as_string());
+    }
+  }
+  return o;
+}
+
+json::object to_json(const Opening& o) {
+  json::object out{{"rows", o.size.rows}, {"cols", o.size.cols}};
+  if (!o.command.empty()) {
+    json::array a;
+    for (const auto& arg : o.command) a.emplace_back(arg);
+    out["command"] = std::move(a);
+  }
+  return out;
 }
 
 }  // namespace kiln::sandbox::remote

@@ -12,11 +12,18 @@
 
 namespace kiln::sandbox::remote {
 
-// {"id","owner","created_at","running","end","attached","exit"}; exit: null or
+// {"id","owner","command","created_at","running","end","attached","exit"} (command: null for
+// the shell, else the arguments); exit: null or
 // {"code","signal","reason","message"} (reason: to_string(Exit::Reason)).
 boost::json::object to_json(const SessionInfo& s);
 // Errc::failed for a value that is not a session.
 Result<SessionInfo, Error> session_from_json(const boost::json::value& v);
+
+// An open's body: {"rows","cols"} (1-1000 each, both optional) and "command" (optional: a
+// non-empty array of strings). Errc::invalid saying what is wrong; `allowed` other members
+// are ignored, any else refused.
+Result<Opening, Error> opening_from_json(const boost::json::object& body);
+boost::json::object to_json(const Opening& o);
 
 // An error's code on the wire ("not_found", ...), back, and the HTTP status it answers:
 // 400 invalid, 404 not_found, 409 quota or not_running, 502 failed, 503 busy or unavailable.
