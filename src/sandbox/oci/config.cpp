@@ -43,6 +43,7 @@ json::array mounts(const SandboxSpec& s, const OciHost& h) {
   // No /sys: the host's (bound) would show every cgroup on the host, its disks and network
   // devices; a sysfs of its own still shows the host's block devices. /proc is its own.
   for (const auto& d : h.system_dirs) m.push_back(bind(d, d, true));
+  for (const auto& f : h.etc_shared) m.push_back(bind(f, f, true));
   json::array work = strings({"nosuid", "nodev", "mode=0755"});
   const auto files = "nr_inodes=" + std::to_string(s.limits.files);
   work.emplace_back("size=" + std::to_string(s.limits.disk_bytes));
@@ -111,6 +112,29 @@ json::object process(const SandboxSpec& s) {
                        json::object{{"type", "RLIMIT_CORE"}, {"hard", 0}, {"soft", 0}}}},
           {"noNewPrivileges", true},
           {"oomScoreAdj", 500}};
+}
+
+const std::vector<std::string>& default_etc_shared() {
+  static const std::vector<std::string> paths{
+      "/etc/alternatives", "/etc/bash.bashrc", "/etc/ca-certificates", "/etc/debian_version",
+      "/etc/inputrc",      "/etc/ld.so.cache", "/etc/ld.so.conf",      "/etc/ld.so.conf.d",
+      "/etc/localtime",    "/etc/mime.types",  "/etc/nsswitch.conf",   "/etc/os-release",
+      "/etc/profile",      "/etc/profile.d",   "/etc/python3",         "/etc/shells",
+      "/etc/ssl",          "/etc/terminfo",    "/etc/timezone"};
+  return paths;
+}
+
+std::vector<std::pair<std::string, std::string>> etc_files(const SandboxSpec& s) {
+  const auto uid = std::to_string(s.uid), gid = std::to_string(s.gid);
+  return {{"passwd",
+           "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+           "kiln:x:" +
+               uid + ":" + gid +
+               ":Kiln sandbox:/work:/bin/sh\n"
+               "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"},
+          {"group", "root:x:0:\ntty:x:5:\nkiln:x:" + gid + ":\nnogroup:x:65534:\n"},
+          {"hosts", "127.0.0.1\tlocalhost sandbox\n::1\tlocalhost ip6-localhost ip6-loopback\n"},
+          {"hostname", "sandbox\n"}};
 }
 
 const std::vector<std::string>& denied_syscalls() {

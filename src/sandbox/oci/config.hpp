@@ -3,9 +3,12 @@
 // runs the runtime; namespaces, cgroups and seccomp are the runtime's work, not Kiln's.
 //
 // What every sandbox gets:
-// - a read-only root (an empty directory of the driver's) with the host's system
-//   directories bound read-only, nosuid, nodev (`OciHost::system_dirs`), plus the spec's
-//   mounts (nosuid, nodev; read-only unless asked);
+// - a read-only root (a directory of the driver's, holding an /etc of its own: passwd and
+//   group naming only the sandbox's users, hosts, hostname) with the host's system
+//   directories bound read-only, nosuid, nodev (`OciHost::system_dirs`: /usr, /bin, /lib,
+//   not /etc), the few host files under /etc that programs need (`OciHost::etc_shared`:
+//   the loader's cache, alternatives, shell profiles, terminfo, CA certificates...), plus
+//   the spec's mounts (nosuid, nodev; read-only unless asked);
 // - a writable work directory (`/work`, tmpfs of limits.disk_bytes and limits.files inodes,
 //   owned by the spec's uid/gid) and /tmp (tmpfs, a quarter of that, limits.files inodes),
 //   /dev and /dev/shm (tmpfs), /dev/pts, /proc (its own), the runtime's masked and
@@ -37,7 +40,8 @@ struct OciHost {
   std::uint32_t gid_base = 100'000;     // host gid of the container's gid 0
   std::uint32_t id_range = 65'536;      // uids and gids mapped
   std::vector<std::string> system_dirs  // bound read-only; the driver passes those that exist
-      {"/usr", "/bin", "/lib", "/lib64", "/etc"};
+      {"/usr", "/bin", "/lib", "/lib64"};
+  std::vector<std::string> etc_shared;  // host paths under /etc bound read-only (existing)
   std::uint64_t cpu_period_us = 100'000;
 };
 
@@ -47,6 +51,14 @@ const std::vector<std::string>& denied_syscalls();
 // The process object of config.json for `spec` (also what `runc exec --process` reads):
 // args, env, cwd, terminal, user, no capabilities, rlimits, no_new_privileges.
 boost::json::object process(const SandboxSpec& spec);
+
+// What programs need from the host's /etc (the driver binds those that exist; with network,
+// /etc/resolv.conf too). Nothing that names the host's users, services or secrets.
+const std::vector<std::string>& default_etc_shared();
+
+// The sandbox's own /etc files, by name: passwd and group (root, the spec's uid and gid as
+// "kiln", nobody), hosts, hostname.
+std::vector<std::pair<std::string, std::string>> etc_files(const SandboxSpec& spec);
 
 // config.json for `spec`, which validate() accepted (std::invalid_argument otherwise).
 boost::json::object config(const SandboxSpec& spec, const OciHost& host);

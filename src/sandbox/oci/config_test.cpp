@@ -4,6 +4,7 @@
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
+#include <map>
 #include <set>
 #include <stdexcept>
 
@@ -29,6 +30,7 @@ SandboxSpec spec() {
 OciHost host() {
   OciHost h;
   h.rootfs = "/var/lib/kiln/sandboxes/s1/rootfs";
+  h.etc_shared = {"/etc/ld.so.cache", "/etc/alternatives"};
   return h;
 }
 
@@ -88,7 +90,9 @@ TEST(OciConfig, LimitsBecomeCgroupsAndRlimits) {
 TEST(OciConfig, TheHostIsSeenReadOnlyAndTheWorkDirectoryIsBounded) {
   const auto c = config(spec(), host());
   EXPECT_EQ(mount_at(c, "/sys"), nullptr) << "the host's /sys shows every cgroup on the host";
-  for (const char* d : {"/usr", "/bin", "/lib", "/lib64", "/etc", "/project"}) {
+  EXPECT_EQ(mount_at(c, "/etc"), nullptr) << "the host's /etc names its users and services";
+  for (const char* d :
+       {"/usr", "/bin", "/lib", "/lib64", "/etc/ld.so.cache", "/etc/alternatives", "/project"}) {
     const auto* m = mount_at(c, d);
     ASSERT_NE(m, nullptr) << d;
     EXPECT_TRUE(has_option(*m, "ro")) << d;
@@ -102,6 +106,26 @@ TEST(OciConfig, TheHostIsSeenReadOnlyAndTheWorkDirectoryIsBounded) {
   EXPECT_TRUE(has_option(*work, "nr_inodes=" + std::to_string(spec().limits.files)))
       << "a million empty files fill no bytes: the inodes are bounded";
   EXPECT_TRUE(has_option(*work, "uid=1000"));
+}
+
+TEST(OciConfig, TheSandboxsOwnEtcNamesOnlyItsUsers) {
+  auto s = spec();
+  s.uid = 1234;
+  s.gid = 1235;
+  std::map<std::string, std::string> files;
+  for (auto& [name, text] : etc_files(s)) files[name] = text;
+  EXPECT_EQ(files.at("passwd"),
+            "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+            "kiln:x:1234:1235:Kiln sandbox:/work:/bin/sh\n"
+            "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n");
+  EXPECT_NE(files.at("group").find("kiln:x:1235:"), std::string::npos);
+  EXPECT_NE(files.at("group").find("tty:x:5:"), std::string::npos) << "devpts gid=5";
+  EXPECT_EQ(files.count("shadow"), 0u);
+  for (const auto& p : default_etc_shared()) {
+    EXPECT_TRUE(p.starts_with("/etc/")) << p;
+    for (const char* secret : {"passwd", "shadow", "group", "ssh", "sudoers", "kiln", "postgres"})
+      EXPECT_EQ(p.find(secret), std::string::npos) << p;
+  }
 }
 
 TEST(OciConfig, SeccompRefusesWhatReachesOutside) {

@@ -743,6 +743,36 @@ Result<std::unique_ptr<Sandbox>, Error> OciDriver::create(const SandboxSpec& spe
   host.system_dirs.clear();
   for (const auto& d : options_.system_dirs)
     if (fs::exists(d)) host.system_dirs.push_back(d);
+  // An /etc of its own: generated files, and mount points for what is shared from the host.
+  {
+    const auto etc = rootfs + "/etc";
+    fs::create_directory(etc, ec);
+    bool ok = !ec && chmod(etc.c_str(), 0755) == 0;
+    for (const auto& [name, text] : etc_files(spec)) {
+      std::ofstream out(etc + "/" + name, std::ios::trunc);
+      out << text;
+      ok = ok && bool(out);
+    }
+    auto shared = options_.etc_shared;
+    if (spec.limits.network) shared.emplace_back("/etc/resolv.conf");
+    for (const auto& f : shared) {
+      if (!f.starts_with("/etc/") || !clean_absolute_path(f)) continue;
+      if (!fs::exists(f)) continue;  // (a symlink counts by its target)
+      const auto at = rootfs + f;
+      if (fs::is_directory(f)) {
+        fs::create_directories(at, ec);
+      } else {
+        fs::create_directories(fs::path(at).parent_path(), ec);
+        std::ofstream(at, std::ios::app);
+      }
+      ok = ok && !ec;
+      host.etc_shared.push_back(f);
+    }
+    if (!ok) {
+      cleanup();
+      return Error{Errc::unavailable, "cannot write the sandbox's /etc in " + etc};
+    }
+  }
   for (const auto& m : spec.mounts) {
     if (!fs::exists(m.source)) {
       cleanup();

@@ -18,6 +18,7 @@
 // supported here).
 #pragma once
 
+#include "sandbox/oci/config.hpp"
 #include "sandbox/sandbox.hpp"
 
 #include <chrono>
@@ -33,7 +34,11 @@ struct OciOptions {
   std::string bundles;               // where bundles are written (absolute; one directory each)
   std::uint32_t uid_base = 100'000;  // host uid of a sandbox's root; 65,536 ids from it
   std::uint32_t gid_base = 100'000;
-  std::vector<std::string> system_dirs{"/usr", "/bin", "/lib", "/lib64", "/etc"};
+  std::vector<std::string> system_dirs{"/usr", "/bin", "/lib", "/lib64"};
+  // Host paths under /etc shown read-only (those that exist): what programs need, nothing
+  // that names the host's users or services. The sandbox's passwd, group, hosts and
+  // hostname are its own (config.hpp, etc_files).
+  std::vector<std::string> etc_shared = default_etc_shared();
   std::chrono::milliseconds command_timeout{15'000};  // a runtime command that hangs
 };
 
