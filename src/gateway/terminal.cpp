@@ -86,8 +86,9 @@ struct Tracker {
 // first, then the client's frames in order; what the host sends goes to the client as it is.
 class Upstream final : public http::WebSocketHandler {
  public:
-  Upstream(std::weak_ptr<TerminalConnection> down, std::string attach)
-      : down_(std::move(down)), attach_(std::move(attach)) {}
+  // `session`: the id the client knows (the host's "attached" frame is given it).
+  Upstream(std::weak_ptr<TerminalConnection> down, std::string attach, std::string session)
+      : down_(std::move(down)), attach_(std::move(attach)), session_(std::move(session)) {}
   std::optional<http::WebSocketRefusal> admit(const http::Request&) override { return {}; }
   void on_open(std::shared_ptr<http::WebSocket> socket) override {
     std::lock_guard lock(mu_);
@@ -127,7 +128,8 @@ class Upstream final : public http::WebSocketHandler {
 
  private:
   std::weak_ptr<TerminalConnection> down_;
-  std::string attach_;
+  std::string attach_, session_;
+  bool first_ = true;  // the next message is the host's answer to the attach
   std::mutex mu_;
   std::shared_ptr<http::WebSocket> socket_;
   std::vector<std::shared_ptr<const std::string>> waiting_;
@@ -360,10 +362,20 @@ class TerminalConnection final : public http::WebSocketHandler,
   // The host's connection: opened now, the attach sent first once it is made; the client's
   // frames go after it.
   void relay(std::uint64_t from) {
+    // The session's id names its host; the host knows it by the rest.
+    const TerminalRelay::Host* host = nullptr;
+    auto parts = sandbox::remote::split_id(session_);
+    if (parts) {
+      for (const auto& h : relay_->target.hosts)
+        if (sandbox::remote::host_key(h.host + ":" + std::to_string(h.port)) == parts->first)
+          host = &h;
+    }
+    if (!host) return close(kNoSession, "no such session");
     upstream_ = std::make_shared<Upstream>(
         weak_from_this(),
         json::serialize(json::object{
-            {"t", "attach"}, {"user", user_}, {"session", session_}, {"offset", from}}));
+            {"t", "attach"}, {"user", user_}, {"session", parts->second}, {"offset", from}}),
+        session_);
     {
       std::lock_guard lock(mu_);
       attached_user_ = user_;
@@ -374,8 +386,8 @@ class TerminalConnection final : public http::WebSocketHandler,
     o.idle_timeout = options_.idle_timeout;
     o.max_message_bytes = 1u << 20;  // the host's out frames: 16 KiB of output, base64
     http::WebSocketTarget t;
-    t.host = relay_->target.host;
-    t.port = relay_->target.port;
+    t.host = host->host;
+    t.port = host->port;
     t.path = sandbox::remote::kTermPath;
     t.headers = {{"Authorization", "Bearer " + relay_->target.service_key}};
     t.connect_timeout = relay_->target.connect_timeout;
@@ -426,7 +438,17 @@ class TerminalConnection final : public http::WebSocketHandler,
 };
 
 void Upstream::on_message(std::string_view data, bool) {
-  if (auto d = down_.lock()) d->from_upstream(data);
+  auto d = down_.lock();
+  if (!d) return;
+  if (std::exchange(first_, false)) {  // {"t":"attached","session":<the host's id>,...}
+    boost::system::error_code ec;
+    auto v = json::parse(data, ec);
+    if (auto* o = ec ? nullptr : v.if_object(); o && o->contains("session")) {
+      (*o)["session"] = session_;
+      return d->from_upstream(json::serialize(*o));
+    }
+  }
+  d->from_upstream(data);
 }
 
 void Upstream::on_closed() {

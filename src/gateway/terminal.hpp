@@ -36,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <vector>
 
 namespace kiln {
 class Runtime;
@@ -67,10 +68,14 @@ struct TerminalOptions {
   std::string trusted_key;
 };
 
-// Where a relaying endpoint sends its connections: a sandbox host's internal API.
+// Where a relaying endpoint sends its connections: the sandbox hosts' internal API. A
+// session's id names its host (sandbox/remote/wire.hpp, cluster_id).
 struct TerminalRelay {
-  std::string host;
-  std::uint16_t port = 0;
+  struct Host {
+    std::string host;
+    std::uint16_t port = 0;
+  };
+  std::vector<Host> hosts;
   std::string service_key;                           // the cluster's (api.service_key)
   std::chrono::milliseconds connect_timeout{5'000};  // then 1013 to the client
 };

@@ -519,6 +519,58 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         self.assertEqual(status, 400, doc)
         self.assertIn("NUL", doc["detail"])
 
+    def test_sessions_spread_over_hosts_and_one_host_down_spares_the_others(self):
+        other = Kiln(*self.HOST_ARGS, role="sandboxd", env=self.env)
+        self.addCleanup(other.stop)
+        hosts = [f"{h.host}:{h.port}" for h in (self.host, other)]
+        self.gw.stop()
+        self.gw = self.gateway(daemon=",".join(hosts))
+        self.assertIn("on the sandbox hosts", "".join(self.gw.banner))
+        users = [f"user{i}" for i in range(8)]
+        opened = {}
+        for u in users:
+            tok = self.token(u)
+            opened[u] = (tok, self.open(tok))
+        on_host = []
+        for h in (self.host, other):
+            mine = [u for u in users
+                    if h.call("GET", f"/internal/v1/users/{u}/terminals", self.KEY)[2]["items"]]
+            on_host.append(mine)
+        self.assertEqual(sorted(on_host[0] + on_host[1]), users, "each session on one host")
+        self.assertTrue(on_host[0] and on_host[1], f"spread: {on_host}")
+        # A user's second session goes to the same host as the first.
+        u = on_host[1][0]
+        second = self.open(opened[u][0])
+        self.assertEqual(second["id"][:8], opened[u][1]["id"][:8])
+
+        other.signal(signal.SIGKILL)  # its sessions are gone with it
+        other.proc.wait(WAIT)
+        survivor = on_host[0][0]
+        tok, s = opened[survivor]
+
+        async def go():
+            t = await Term.attach(self.gw, tok, s["id"])
+            await t.send("echo alive-$((1+1))\r")
+            await t.read_until("alive-2\r\n")
+            await t.ws.close()
+        run(go())
+        lost_tok, lost = opened[on_host[1][0]]
+        status, _, doc = self.gw.call("GET", "/v1/terminals/" + lost["id"], lost_tok)
+        self.assertEqual(status, 503, doc)
+        self.assertIn("did not answer", doc["detail"])
+        # Its user opens again: the host that answers takes it.
+        status, _, again = self.gw.call("POST", "/v1/terminals", lost_tok)
+        self.assertEqual(status, 201, again)
+        self.assertEqual(again["id"][:8], s["id"][:8])
+        status, _, listed = self.gw.call("GET", "/v1/terminals", lost_tok)
+        self.assertEqual([x["id"] for x in listed["items"]], [again["id"]], "what answered")
+        code, reason = run(closed_with(self.gw, [json.dumps(
+            {"t": "attach", "token": lost_tok, "session": lost["id"], "offset": 0})]))
+        self.assertEqual(code, 1013, reason)
+        code, _ = run(closed_with(self.gw, [json.dumps(
+            {"t": "attach", "token": lost_tok, "session": "00000000-tnothere", "offset": 0})]))
+        self.assertEqual(code, 4004, "a host nobody names")
+
     def test_owners_stay_apart_through_the_relay(self):
         ann, bob = self.token("ann"), self.token("bob")
         s = self.open(ann)
@@ -567,14 +619,10 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         self.assertIn("service key", doc["detail"])
 
     def test_an_unreachable_host_is_said_and_a_client_told_to_come_back(self):
-        s = self.open(self.token("ann"))
-        self.gw.stop()
-        nobody = socket.socket()
-        nobody.bind(("127.0.0.1", 0))
-        port = nobody.getsockname()[1]
-        nobody.close()
-        self.gw = self.gateway(daemon=f"127.0.0.1:{port}")
         ann = self.token("ann")
+        s = self.open(ann)
+        self.host.signal(signal.SIGKILL)  # the host goes (and its sessions with it)
+        self.host.proc.wait(WAIT)
         status, _, doc = self.gw.call("POST", "/v1/terminals", ann)
         self.assertEqual(status, 503, doc)
         self.assertIn("did not answer", doc["detail"])

@@ -77,12 +77,16 @@ class TerminalsModule final : public Module {
     host_ = node.role == "sandboxd";
     if (!host_ && !cfg.str("sandbox.daemon").empty()) {
       remote_ = true;
-      const auto [h, p] = daemon_address(cfg.str("sandbox.daemon"));
-      relay_.host = h;
-      relay_.port = p;
       relay_.service_key = shared_service_key(cfg, "sandbox.daemon");
-      client_ = std::make_unique<sandbox::remote::Client>(sandbox::remote::ClientOptions{
-          "http://" + cfg.str("sandbox.daemon"), relay_.service_key});
+      std::vector<std::string> addresses;
+      for (const auto& a : config::split_list(cfg.str("sandbox.daemon"))) {
+        const auto [h, p] = daemon_address(a);
+        relay_.hosts.push_back({h, p});
+        addresses.push_back(a);
+      }
+      if (addresses.empty())
+        throw StartupError(2, "configuration error: setting 'sandbox.daemon' names no host");
+      client_ = std::make_unique<sandbox::remote::Hosts>(addresses, relay_.service_key);
       node.terminals = client_.get();
       return;
     }
@@ -222,7 +226,9 @@ class TerminalsModule final : public Module {
 
   void describe(Landing& landing) override {
     if (remote_)
-      landing.terminals = "on the sandbox host " + node_.cfg.str("sandbox.daemon");
+      landing.terminals =
+          (relay_.hosts.size() == 1 ? "on the sandbox host " : "on the sandbox hosts ") +
+          node_.cfg.str("sandbox.daemon");
     else if (host_)
       landing.terminals =
           "for the cluster on /internal/v1 (the service key; nodes name this "
@@ -241,7 +247,7 @@ class TerminalsModule final : public Module {
   bool remote_ = false;  // sandbox.daemon: the sessions are a host's
   std::string service_key_;
   gateway::TerminalRelay relay_;
-  std::unique_ptr<sandbox::remote::Client> client_;
+  std::unique_ptr<sandbox::remote::Hosts> client_;
   std::unique_ptr<ThreadPool> routes_;  // the host's API calls (they start sandboxes)
   std::unique_ptr<sandbox::oci::OciDriver> driver_;
   std::unique_ptr<sandbox::Sessions> sessions_;  // after the driver: destroyed before it
@@ -265,11 +271,13 @@ void add_sandbox_settings(config::Schema& s) {
                "`on`: a start that cannot run them fails."));
   s.add(text("sandbox.runc", "runc", "The OCI runtime's binary.", /*allow_empty=*/false));
   s.add(text("sandbox.daemon", "",
-             "host:port of the sandbox host (`kiln sandboxd`'s http.listen) whose terminal "
-             "sessions this node serves: the API's /v1/terminals call it and a gateway relays "
-             "/v1/term to it, so sessions outlive gateway restarts. Needs api.service_key, the "
-             "same as the host's. Empty: `kiln serve` runs sessions itself; `kiln gateway` and "
-             "`kiln api` have none."));
+             "host:port of each sandbox host (`kiln sandboxd`'s http.listen; a comma-separated "
+             "list) whose terminal sessions this node serves: the API's /v1/terminals call "
+             "them and a gateway relays /v1/term to them, so sessions outlive gateway restarts. "
+             "A user's sessions go to one host (by a hash of the user; the next when it is down "
+             "or full). Every node must name the same hosts the same way. Needs "
+             "api.service_key, the same as the hosts'. Empty: `kiln serve` runs sessions "
+             "itself; `kiln gateway` and `kiln api` have none."));
   s.add(text("sandbox.state_dir", "",
              "Where the runtime's state and the sandboxes' bundles go: a directory every "
              "sandbox's root (sandbox.uid_base) may traverse. Empty: /run/kiln/<a hash of "

@@ -1,4 +1,5 @@
 // The TerminalSessions port over a sandbox host's internal API (remote.hpp).
+#include "platform/codec.hpp"
 #include "platform/http_client.hpp"
 #include "sandbox/remote/remote.hpp"
 
@@ -127,6 +128,77 @@ Result<void, Error> Client::close(const std::string& owner, const std::string& i
   KILN_TRY(a, call("DELETE", base(owner) + "/" + segment(id), "", false));
   (void)a;
   return {};
+}
+
+Hosts::Hosts(const std::vector<std::string>& addresses, const std::string& service_key) {
+  for (const auto& a : addresses)
+    hosts_.push_back(
+        Host{host_key(a), a, std::make_unique<Client>(ClientOptions{"http://" + a, service_key})});
+}
+
+SessionInfo Hosts::named(const Host& h, SessionInfo s) {
+  s.id = cluster_id(h.key, s.id);
+  return s;
+}
+
+Hosts::Host* Hosts::host_of(const std::string& id, std::string& inner) {
+  auto parts = split_id(id);
+  if (!parts) return nullptr;
+  for (auto& h : hosts_) {
+    if (h.key == parts->first) {
+      inner = parts->second;
+      return &h;
+    }
+  }
+  return nullptr;
+}
+
+Result<SessionInfo, Error> Hosts::open(const std::string& owner, const Opening& what) {
+  // The same host for the same user on every node (SHA-256, not a process's own hash).
+  const auto first =
+      std::stoull(codec::sha256_hex(owner).substr(0, 15), nullptr, 16) % hosts_.size();
+  Error last{Errc::unavailable, "no sandbox host"};
+  for (std::size_t i = 0; i < hosts_.size(); ++i) {
+    auto& h = hosts_[(first + i) % hosts_.size()];
+    auto s = h.client->open(owner, what);
+    if (s) return named(h, std::move(*s));
+    last = s.error();
+    // Another host may take it when this one is down or full; anything else is the answer.
+    if (last.code != Errc::unavailable && last.code != Errc::busy) return last;
+  }
+  return last;
+}
+
+Result<std::vector<SessionInfo>, Error> Hosts::list(const std::string& owner) {
+  std::vector<SessionInfo> all;
+  std::optional<Error> failure;
+  std::size_t answered = 0;
+  for (auto& h : hosts_) {
+    auto mine = h.client->list(owner);
+    if (!mine) {
+      failure = mine.error();
+      continue;
+    }
+    ++answered;
+    for (auto& s : *mine) all.push_back(named(h, std::move(s)));
+  }
+  if (answered == 0 && failure) return *failure;
+  return all;
+}
+
+Result<SessionInfo, Error> Hosts::get(const std::string& owner, const std::string& id) {
+  std::string inner;
+  auto* h = host_of(id, inner);
+  if (!h) return Error{Errc::not_found, "no such session"};
+  KILN_TRY(s, h->client->get(owner, inner));
+  return named(*h, std::move(s));
+}
+
+Result<void, Error> Hosts::close(const std::string& owner, const std::string& id) {
+  std::string inner;
+  auto* h = host_of(id, inner);
+  if (!h) return Error{Errc::not_found, "no such session"};
+  return h->client->close(owner, inner);
 }
 
 }  // namespace kiln::sandbox::remote

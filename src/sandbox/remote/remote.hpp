@@ -79,4 +79,28 @@ class Client final : public TerminalSessions {
   std::vector<std::unique_ptr<http::Client>> idle_;  // connections not in use
 };
 
+// The port over several sandbox hosts (sandbox.daemon names them): a session's id carries
+// its host's key (wire.hpp, cluster_id), so every call after open goes to the host that
+// has it. An open goes to the host a hash of the user picks (so that a user's sessions,
+// and the per-user quota, stay on one host), or, when that host does not answer or is
+// full, to the next. A list asks every host and gives what those that answered have.
+class Hosts final : public TerminalSessions {
+ public:
+  // `addresses`: "host:port" each, at least one.
+  Hosts(const std::vector<std::string>& addresses, const std::string& service_key);
+  Result<SessionInfo, Error> open(const std::string& owner, const Opening& what) override;
+  Result<std::vector<SessionInfo>, Error> list(const std::string& owner) override;
+  Result<SessionInfo, Error> get(const std::string& owner, const std::string& id) override;
+  Result<void, Error> close(const std::string& owner, const std::string& id) override;
+
+ private:
+  struct Host {
+    std::string key, address;
+    std::unique_ptr<Client> client;
+  };
+  Host* host_of(const std::string& id, std::string& inner);
+  static SessionInfo named(const Host& h, SessionInfo s);
+  std::vector<Host> hosts_;
+};
+
 }  // namespace kiln::sandbox::remote

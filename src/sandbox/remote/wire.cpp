@@ -1,7 +1,11 @@
 // The sandbox host's wire: sessions and errors as JSON (remote.hpp).
 #include "sandbox/remote/wire.hpp"
 
+#include "platform/codec.hpp"
+
 #include <boost/json.hpp>
+
+#include <cctype>
 
 namespace kiln::sandbox::remote {
 
@@ -13,6 +17,21 @@ constexpr Exit::Reason kReasons[] = {Exit::Reason::exited, Exit::Reason::signale
 constexpr Errc kErrcs[] = {Errc::invalid,   Errc::unavailable, Errc::not_running, Errc::failed,
                            Errc::not_found, Errc::quota,       Errc::busy};
 }  // namespace
+
+std::string host_key(const std::string& address) {
+  return codec::sha256_hex(address).substr(0, 8);
+}
+
+std::string cluster_id(const std::string& key, const std::string& id) {
+  return key + "-" + id;
+}
+
+std::optional<std::pair<std::string, std::string>> split_id(const std::string& cluster_id) {
+  if (cluster_id.size() < 10 || cluster_id[8] != '-') return std::nullopt;
+  for (std::size_t i = 0; i < 8; ++i)
+    if (!std::isxdigit(static_cast<unsigned char>(cluster_id[i]))) return std::nullopt;
+  return std::pair{cluster_id.substr(0, 8), cluster_id.substr(9)};
+}
 
 const char* errc_name(Errc e) {
   switch (e) {

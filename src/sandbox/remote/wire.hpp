@@ -8,7 +8,9 @@
 #include <boost/json/value.hpp>
 
 #include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
 
 namespace kiln::sandbox::remote {
 
@@ -27,6 +29,15 @@ boost::json::object to_json(const Opening& o);
 
 // An error's code on the wire ("not_found", ...), back, and the HTTP status it answers:
 // 400 invalid, 404 not_found, 409 quota or not_running, 502 failed, 503 busy or unavailable.
+// A session's id as the cluster names it: the key of its host (8 hex digits of SHA-256 of
+// the host's "host:port" as sandbox.daemon names it), '-', the host's own id. Stable as
+// long as the host's address is; any gateway or API node that names the same hosts routes
+// it.
+std::string host_key(const std::string& address);
+std::string cluster_id(const std::string& key, const std::string& id);
+// (key, the host's id), or nullopt for an id not of that form.
+std::optional<std::pair<std::string, std::string>> split_id(const std::string& cluster_id);
+
 const char* errc_name(Errc e);
 std::optional<Errc> errc_from_name(std::string_view name);
 int errc_status(Errc e);
