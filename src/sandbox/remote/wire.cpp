@@ -142,9 +142,14 @@ Result<Opening, Error> opening_from_json(const json::object& body) {
   for (auto [field, slot] : {std::pair{"rows", &o.size.rows}, std::pair{"cols", &o.size.cols}}) {
     const auto* d = body.if_contains(field);
     if (!d) continue;
-    if (!d->is_int64() || d->as_int64() < 1 || d->as_int64() > 1000)
+    // An integer of either kind (a value made in memory holds unsigned ones).
+    const bool integer = d->is_int64() || d->is_uint64();
+    const auto n = d->is_int64()                              ? d->as_int64()
+                   : d->is_uint64() && d->as_uint64() <= 1000 ? std::int64_t(d->as_uint64())
+                                                              : 0;
+    if (!integer || n < 1 || n > 1000)
       return Error{Errc::invalid, "'rows' and 'cols' are integers from 1 to 1000"};
-    *slot = static_cast<std::uint16_t>(d->as_int64());
+    *slot = static_cast<std::uint16_t>(n);
   }
   if (const auto* c = body.if_contains("command"); c && !c->is_null()) {
     const auto* a = c->if_array();
