@@ -5,8 +5,8 @@
 //   echo    a byte written to a terminal session until its echo is read back, against the
 //           same through a host pty with no sandbox (the peer)
 //   idle    host memory per idle session: the RSS of the processes Kiln keeps per session
-//           (runc events) and the sandbox's own cgroup usage; per prepared sandbox in a warm
-//           pool: its init waiting at the gate (a shell)
+//           (none is expected: runc exits once the sandbox runs) and the sandbox's own cgroup
+//           usage; per prepared sandbox in a warm pool: its init waiting at the gate (a shell)
 //   attack  a neighbour terminal's echo while another sandbox runs a CPU spin, a fork bomb, a
 //           memory hog and a pty flood, against the same neighbour's echo with nothing else
 //           running (the goal: p99 within 2x)
@@ -93,7 +93,7 @@ std::uint64_t rss_bytes(pid_t pid) {
   return 0;
 }
 
-// Kiln's children whose command name is `comm` ("runc": runc events; "sh": a prepared
+// Kiln's children whose command name is `comm` ("runc": any runc left running; "sh": a prepared
 // container's init, waiting at the gate): their RSS.
 std::uint64_t children_rss(const std::string& comm) {
   std::uint64_t total = 0;

@@ -1,6 +1,7 @@
 #include "sandbox/oci/driver.hpp"
 
 #include "platform/process.hpp"
+#include "sandbox/oci/cgroup.hpp"
 #include "sandbox/oci/config.hpp"
 
 #include <boost/json.hpp>
@@ -76,78 +77,35 @@ struct Shared {
   }
 };
 
-// `runc events` on a container: an "oom" event marks its sandbox (an out-of-memory kill
-// is then told apart from another SIGKILL). Empty when it could not be started.
-class OomWatch {
+// The kernel's count of out-of-memory kills in the sandbox's memory cgroup (cgroup.hpp):
+// found from the init's /proc/<pid>/cgroup while it lives, read when it has died by SIGKILL
+// (the cgroup stays until the sandbox is destroyed). No process watches it.
+class OomCount {
  public:
-  OomWatch() = default;
-  OomWatch(process::Child child, int fd) : child_(std::move(child)), fd_(fd) {}
-  OomWatch(OomWatch&& o) noexcept
-      : child_(std::move(o.child_)), fd_(std::exchange(o.fd_, -1)), buffer_(std::move(o.buffer_)) {}
-  OomWatch& operator=(OomWatch&& o) noexcept {
-    std::swap(child_, o.child_);
-    std::swap(fd_, o.fd_);
-    std::swap(buffer_, o.buffer_);
-    return *this;
+  OomCount() = default;
+  explicit OomCount(pid_t init) {
+    std::ifstream in("/proc/" + std::to_string(init) + "/cgroup");
+    std::stringstream text;
+    text << in.rdbuf();
+    file_ = oom_counter_file(text.str());
+    before_ = now().value_or(0);
   }
-  ~OomWatch() {
-    child_.signal(SIGKILL);
-    child_.wait();
-    if (fd_ >= 0) close(fd_);
-  }
-
-  // Starts it on `id` (which must exist).
-  static OomWatch start(const Shared& shared) {
-    int out[2];
-    if (pipe2(out, O_CLOEXEC) != 0) return {};
-    process::SpawnOptions o;
-    o.argv = shared.runc({"events", "--interval", "3600s", shared.spec.id});
-    o.stdout_fd = out[1];
-    auto child = process::spawn(o);
-    close(out[1]);
-    if (!child) {
-      close(out[0]);
-      return {};
-    }
-    fcntl(out[0], F_SETFL, O_NONBLOCK);
-    return {std::move(*child), out[0]};
-  }
-
-  // Reads what the stream has; `to_end`: until it ends (runc events exits with the
-  // container) or a second passes.
-  void read(bool to_end, Shared& shared) {
-    if (fd_ < 0) return;
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
-    for (;;) {
-      int wait_ms = 0;
-      if (to_end) {
-        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-            deadline - std::chrono::steady_clock::now());
-        if (left.count() <= 0) break;
-        wait_ms = static_cast<int>(left.count());
-      }
-      pollfd p{fd_, POLLIN, 0};
-      if (poll(&p, 1, wait_ms) <= 0) break;
-      char chunk[4096];
-      const ssize_t got = ::read(fd_, chunk, sizeof chunk);
-      if (got <= 0) {
-        close(fd_);
-        fd_ = -1;
-        break;
-      }
-      buffer_.append(chunk, static_cast<std::size_t>(got));
-      for (auto nl = buffer_.find('\n'); nl != std::string::npos; nl = buffer_.find('\n')) {
-        if (buffer_.substr(0, nl).find("\"type\":\"oom\"") != std::string::npos) shared.oom = true;
-        buffer_.erase(0, nl + 1);
-      }
-      if (buffer_.size() > 65536) buffer_.clear();
-    }
+  // Whether the kernel killed in it for memory since it was found.
+  [[nodiscard]] bool grew() const {
+    const auto n = now();
+    return n && *n > before_;
   }
 
  private:
-  process::Child child_;
-  int fd_ = -1;
-  std::string buffer_;
+  [[nodiscard]] std::optional<std::uint64_t> now() const {
+    if (!file_) return std::nullopt;
+    std::ifstream in(*file_);
+    std::stringstream text;
+    text << in.rdbuf();
+    return oom_kills(text.str());
+  }
+  std::optional<std::string> file_;
+  std::uint64_t before_ = 0;
 };
 
 // How a process of the sandbox ended, from its wait status. `via_runc`: the status is a
@@ -203,7 +161,7 @@ Result<void, Error> set_size(int master, Terminal size) {
 class InitProcess final : public Process {
  public:
   InitProcess(std::shared_ptr<Shared> shared, process::Child init, int input, int output,
-              bool terminal, OomWatch oom)
+              bool terminal, OomCount oom)
       : shared_(std::move(shared)),
         init_(std::move(init)),
         input_(input),
@@ -231,13 +189,9 @@ class InitProcess final : public Process {
     std::lock_guard lock(mu_);
     if (exit_) return exit_;
     const auto status = init_.wait_for(limit);
-    if (!status) {
-      oom_.read(false, *shared_);
-      return std::nullopt;
-    }
-    // Only a SIGKILL may be the kernel's at the memory limit: then the stream is read to
-    // its end for the "oom" event that may still be on its way.
-    oom_.read(WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL, *shared_);
+    if (!status) return std::nullopt;
+    // Only a SIGKILL may be the kernel's at the memory limit.
+    if (WIFSIGNALED(*status) && WTERMSIG(*status) == SIGKILL && oom_.grew()) shared_->oom = true;
     exit_ = describe(*shared_, *status, false);
     return exit_;
   }
@@ -247,7 +201,7 @@ class InitProcess final : public Process {
   process::Child init_;
   int input_, output_;
   bool terminal_;
-  OomWatch oom_;
+  OomCount oom_;
   std::mutex mu_;
   std::optional<Exit> exit_;
 };
@@ -433,6 +387,7 @@ class OciSandbox final : public Sandbox {
       return failed("runc create wrote no pid to " + pid_file);
     }
     init_ = process::Child(pid, false);
+    oom_ = OomCount(pid);
     prepared_ = true;
     // The init runs the gate: it waits for start().
     auto started =
@@ -456,8 +411,6 @@ class OciSandbox final : public Sandbox {
     if (shared_->spec.terminal) {
       if (auto r = set_size(input_, size); !r) return r.error();
     }
-    // Watched from now (a prepared sandbox waiting in a pool costs no watcher).
-    oom_ = OomWatch::start(*shared_);
     // The gate opens: the init becomes the command.
     const bool opened = write(gate_, "\n", 1) == 1;
     close(std::exchange(gate_, -1));
@@ -527,7 +480,6 @@ class OciSandbox final : public Sandbox {
     init_.signal(SIGKILL);  // prepared, never started: reaped here
     init_.wait();
     if (gate_ >= 0) close(std::exchange(gate_, -1));
-    oom_ = OomWatch{};
     for (int fd : {input_, output_ == input_ ? -1 : output_})
       if (fd >= 0) close(fd);
     input_ = output_ = -1;
@@ -653,7 +605,7 @@ class OciSandbox final : public Sandbox {
   // start() once it has opened it).
   process::Child init_;
   int input_ = -1, output_ = -1, gate_ = -1;
-  OomWatch oom_;
+  OomCount oom_;
 };
 
 }  // namespace

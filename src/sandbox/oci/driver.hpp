@@ -5,14 +5,15 @@
 // --stats` for stats, `kill` and `delete --force` to end it. Namespaces, cgroups (v1 or v2) and
 // seccomp are the runtime's work.
 //
-// The sandbox's command: `runc create` (prepare(): the container made, its init waiting)
-// then `runc start` (start()). runc sends the command's pty over a console socket (or hands
-// the pipes through) and exits; the container's init is then this process's child (the
-// driver makes the process a child subreaper, PR_SET_CHILD_SUBREAPER), waited for
-// directly: no runc process stays beside a running sandbox, and Kiln holds the pty's
-// master itself (resize: TIOCSWINSZ on it). More commands (exec) run in the foreground of
-// `runc exec`. Out-of-memory kills are told apart from other SIGKILLs by the runtime's
-// `events` stream, read while the command runs.
+// The sandbox's command: prepare() runs `runc create` and `runc start` with the init at a
+// gate (a shell waiting on a pipe Kiln holds), start() opens the gate and the init becomes
+// the command. runc sends the command's pty over a console socket (or hands the pipes
+// through) and exits; the container's init is then this process's child (the driver makes
+// the process a child subreaper, PR_SET_CHILD_SUBREAPER), waited for directly: no runc
+// process stays beside a running sandbox, and Kiln holds the pty's master itself (resize:
+// TIOCSWINSZ on it). More commands (exec) run in the foreground of `runc exec`. An
+// out-of-memory kill is told apart from another SIGKILL by the kernel's `oom_kill` count
+// in the sandbox's memory cgroup (cgroup.hpp; v1 and v2), read when the init has died.
 //
 // Needs root (or a user with the uid range and cgroup delegation runc needs rootless; not
 // supported here).
