@@ -145,6 +145,24 @@ Exit describe(const Shared& shared, int status, bool via_runc) {
   return e;
 }
 
+// A command's stdio without a terminal: its input pipe's write end and its output pipe's
+// read end (Kiln's, non-blocking), and the ends the child gets (stdin; stdout and stderr
+// together). Every end close-on-exec (the spawn hands the child's on).
+struct StdioPipes {
+  int input, output, child_in, child_out;
+};
+Result<StdioPipes, Error> stdio_pipes() {
+  int in[2], out[2];
+  if (pipe2(in, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
+  if (pipe2(out, O_CLOEXEC) != 0) {
+    close(in[0]), close(in[1]);
+    return failed(std::string("pipe: ") + std::strerror(errno));
+  }
+  fcntl(in[1], F_SETFL, O_NONBLOCK);
+  fcntl(out[0], F_SETFL, O_NONBLOCK);
+  return StdioPipes{in[1], out[0], in[0], out[1]};
+}
+
 Result<void, Error> set_size(int master, Terminal size) {
   if (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000)
     return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
@@ -331,20 +349,17 @@ class OciSandbox final : public Sandbox {
       }
       argv.insert(argv.end(), {"--console-socket", socket_path});
     } else {
-      int in[2], out[2];
-      if (pipe2(in, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
-      if (pipe2(out, O_CLOEXEC) != 0) {
-        close(in[0]), close(in[1]);
-        return failed(std::string("pipe: ") + std::strerror(errno));
+      auto p = stdio_pipes();
+      if (!p) {
+        close_all();
+        return p.error();
       }
-      fcntl(in[1], F_SETFL, O_NONBLOCK);
-      fcntl(out[0], F_SETFL, O_NONBLOCK);
-      input_ = in[1];
-      output_ = out[0];
-      ends[0] = in[0];
-      ends[1] = out[1];
-      o.stdin_fd = in[0];  // runc hands its own stdio through to the command
-      o.stdout_fd = o.stderr_fd = out[1];
+      input_ = p->input;
+      output_ = p->output;
+      ends[0] = p->child_in;
+      ends[1] = p->child_out;
+      o.stdin_fd = p->child_in;  // runc hands its own stdio through to the command
+      o.stdout_fd = o.stderr_fd = p->child_out;
     }
     argv.push_back(shared_->spec.id);
     o.argv = std::move(argv);
@@ -570,20 +585,14 @@ class OciSandbox final : public Sandbox {
       o.stdin_fd = o.stdout_fd = o.stderr_fd = slave;
       o.controlling_terminal = true;
     } else {
-      int in[2], out[2];
-      if (pipe2(in, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
-      if (pipe2(out, O_CLOEXEC) != 0) {
-        close(in[0]), close(in[1]);
-        return failed(std::string("pipe: ") + std::strerror(errno));
-      }
-      fcntl(in[1], F_SETFL, O_NONBLOCK);
-      fcntl(out[0], F_SETFL, O_NONBLOCK);
-      input = in[1];
-      output = out[0];
-      ends[0] = in[0];
-      ends[1] = out[1];
-      o.stdin_fd = in[0];
-      o.stdout_fd = o.stderr_fd = out[1];
+      auto p = stdio_pipes();
+      if (!p) return p.error();
+      input = p->input;
+      output = p->output;
+      ends[0] = p->child_in;
+      ends[1] = p->child_out;
+      o.stdin_fd = p->child_in;
+      o.stdout_fd = o.stderr_fd = p->child_out;
     }
     auto child = process::spawn(o);
     for (int fd : ends)
