@@ -67,9 +67,9 @@ export class TerminalPanel {
     this.fitNow()
     const { rows, cols } = this.term
     try {
-      // The user's running session if there is one, else a new one.
+      // The user's running shell if there is one (not a command's session), else a new one.
       const mine = await this.api.listTerminals()
-      const running = mine.items.find((t) => t.running)
+      const running = mine.items.find((t) => t.running && t.command == null)
       this.session = running ? running.id : (await this.api.openTerminal({ rows, cols })).id
     } catch (e) {
       this.line.textContent = `cannot open a terminal: ${e instanceof Error ? e.message : String(e)}`
