@@ -15,8 +15,9 @@ Api::Api(store::Database& store, const auth::Verifier& verifier, ThreadPool& poo
 
 Api::~Api() = default;
 
-void Api::set_terminals(sandbox::TerminalSessions* sessions) {
+void Api::set_terminals(sandbox::TerminalSessions* sessions, std::string why_off) {
   impl_->terminals = sessions;
+  impl_->terminals_off = std::move(why_off);
 }
 
 void Api::install(http::Router& router) {

@@ -66,7 +66,8 @@ class Api {
 
   // The node's terminal sessions (/v1/terminals); without them those routes answer 503.
   // Before install().
-  void set_terminals(sandbox::TerminalSessions* sessions);
+  // `why_off`: what the 503 says when there are none.
+  void set_terminals(sandbox::TerminalSessions* sessions, std::string why_off = {});
   void install(http::Router& router);
   // Aborts open uploads idle for longer than uploads.stale_after_s (their multipart
   // uploads too); returns how many. Blocking: call it off the event loop. Safe on several

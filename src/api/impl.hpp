@@ -119,6 +119,7 @@ struct Api::Impl {
 
   // --- terminal sessions (terminals.cpp): a user's own, never the service key's ------------
   sandbox::TerminalSessions* terminals = nullptr;  // null: 503
+  std::string terminals_off;                       // why (the 503's words)
   Checked<Response> open_terminal(const Request& req, const Principal& who);
   Checked<Response> list_terminals(const Request& req, const Principal& who);
   Checked<Response> get_terminal(const Request& req, const Principal& who);

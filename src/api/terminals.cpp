@@ -33,21 +33,21 @@ Refusal refusal(const sandbox::Error& e) {
 }
 
 Checked<sandbox::TerminalSessions*> sessions_for(sandbox::TerminalSessions* sessions,
-                                                 const Principal& who) {
+                                                 const std::string& why_off, const Principal& who) {
   if (who.service)
     return Refusal{403, "forbidden",
                    "Terminal sessions belong to users: use a user's token, not the service key."};
   if (!sessions)
     return Refusal{503, "unavailable",
-                   "Terminals are not enabled on this node (sandbox.enabled; they need root and "
-                   "Debian's runc)."};
+                   "Terminals are not enabled on this node: " +
+                       (why_off.empty() ? std::string("sandbox.enabled") : why_off) + "."};
   return sessions;
 }
 
 }  // namespace
 
 Checked<Response> Api::Impl::open_terminal(const Request& req, const Principal& who) {
-  KILN_TRY(sessions, sessions_for(terminals, who));
+  KILN_TRY(sessions, sessions_for(terminals, terminals_off, who));
   sandbox::Opening what;
   if (!req.body.empty()) {
     KILN_TRY(body, body_object(req, {"rows", "cols", "command"}));
@@ -63,7 +63,7 @@ Checked<Response> Api::Impl::open_terminal(const Request& req, const Principal& 
 }
 
 Checked<Response> Api::Impl::list_terminals(const Request&, const Principal& who) {
-  KILN_TRY(sessions, sessions_for(terminals, who));
+  KILN_TRY(sessions, sessions_for(terminals, terminals_off, who));
   json::array items;
   auto all = sessions->list(who.user);
   if (!all) return refusal(all.error());
@@ -72,14 +72,14 @@ Checked<Response> Api::Impl::list_terminals(const Request&, const Principal& who
 }
 
 Checked<Response> Api::Impl::get_terminal(const Request& req, const Principal& who) {
-  KILN_TRY(sessions, sessions_for(terminals, who));
+  KILN_TRY(sessions, sessions_for(terminals, terminals_off, who));
   auto s = sessions->get(who.user, std::string(req.param("terminal")));
   if (!s) return refusal(s.error());
   return ok_json(200, sandbox::remote::to_json(*s));
 }
 
 Checked<Response> Api::Impl::close_terminal(const Request& req, const Principal& who) {
-  KILN_TRY(sessions, sessions_for(terminals, who));
+  KILN_TRY(sessions, sessions_for(terminals, terminals_off, who));
   if (auto r = sessions->close(who.user, std::string(req.param("terminal"))); !r)
     return refusal(r.error());
   return Response{204, "application/json", "", {}};

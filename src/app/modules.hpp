@@ -98,6 +98,7 @@ struct Node {
   std::vector<std::shared_ptr<void>> keep_alive;  // periodic tasks, alive while the loop runs
   std::uint16_t objects_port = 0;  // the embedded object store's bound port, 0 if none here
   sandbox::TerminalSessions* terminals = nullptr;  // the terminals module's: here or a host's
+  std::string terminals_off;                       // why there are none (when there are none)
 
   // Runs `fn` every `period` on the event loop, first after `first`, until stop_periodic().
   void every(std::chrono::milliseconds first, std::chrono::milliseconds period,

@@ -22,6 +22,7 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
 #include <thread>
 
 #ifndef KILN_VERSION
@@ -308,10 +309,13 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     }
   }
   // One `kiln serve` per data directory: two would write one journal and one database.
-  if (role_name == "serve" && !lock_data_dir(data_dir)) {
+  // A sandbox host's likewise: a second one would remove the first one's sandboxes as
+  // leftovers of a previous run.
+  if ((role_name == "serve" || role_name == "sandboxd") && !lock_data_dir(data_dir)) {
     log::error("data directory in use", {{"path", data_dir.string()}});
     std::fprintf(stderr,
-                 "kiln: data directory %s is in use by another kiln serve (setting data.dir)\n",
+                 "kiln: data directory %s is in use by another kiln serve or kiln sandboxd "
+                 "(setting data.dir)\n",
                  data_dir.c_str());
     return 1;
   }
@@ -393,6 +397,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
   // Set by a second signal and once the loop has returned: a drain that completes after it
   // (connections cut by close_all report in while the loop winds down) starts nothing.
   std::atomic<bool> stopping{false};
+  // The drain's last step, started once by whichever thread finishes the drain (a module's
+  // may, late); under flush_mu with `stopping`, so that none starts once the node is past
+  // waiting for it (a std::thread assigned then, or twice, would end the process).
+  std::mutex flush_mu;
   std::thread final_flush;
   auto close_all = [&] {
     server.close_all();
@@ -417,7 +425,9 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
     // calls block, and the Redis engine needs the loop to answer them.
     auto pending = std::make_shared<std::atomic<int>>(2);  // the server, and this call
     auto one_done = [&, pending] {
-      if (--*pending > 0 || stopping.load()) return;
+      if (--*pending > 0) return;
+      std::lock_guard lock(flush_mu);
+      if (stopping.load() || final_flush.joinable()) return;
       log::info("drained: every connection closed");
       final_flush = std::thread([&] {
         for (auto& m : modules) m->finish();
@@ -439,6 +449,7 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
       close_all();
       runtime.after(std::chrono::seconds(1), [&] {
         if (stopping) return;
+        std::lock_guard lock(flush_mu);
         if (!final_flush.joinable()) runtime.stop();  // else it stops the loop when done
       });
     });
@@ -463,7 +474,10 @@ int run_node(const config::Config& cfg, const std::string& role_name) {
 
   runtime.run();
   node.stop_periodic();  // before the modules their tasks call into stop
-  stopping = true;
+  {
+    std::lock_guard lock(flush_mu);
+    stopping = true;
+  }
   const bool drained = final_flush.joinable();
   if (final_flush.joinable()) final_flush.join();
   // In reverse: what uses a module stops before it (the API's threads before the

@@ -256,12 +256,21 @@ class TerminalConnection final : public http::WebSocketHandler,
   void upstream_ended(bool opened, std::uint16_t code, const std::string& reason) {
     std::lock_guard lock(mu_);
     if (!socket_) return;
-    if (!opened)
+    if (!opened) {
+      // The operator's to mend (the reason names no secret: the host's status or the
+      // network's words).
+      log::warn("terminals: the sandbox host refused or did not answer a relay",
+                {{"session", session_}, {"reason", reason.substr(0, 200)}});
+      if (reason.find("HTTP 401") != std::string::npos)
+        return socket_->close(kTryLater,
+                              "the sandbox host refused this gateway's service key "
+                              "(api.service_key must be the same on both)");
       socket_->close(kTryLater, "the sandbox host did not answer: " + reason);
-    else if (!sendable(code))
+    } else if (!sendable(code)) {
       socket_->close(kTryLater, "the connection to the sandbox host was lost: " + reason);
-    else
+    } else {
       socket_->close(code, reason);
+    }
   }
 
  private:
@@ -293,8 +302,8 @@ class TerminalConnection final : public http::WebSocketHandler,
     }
     if (!options_.trusted_key.empty()) {  // a sandbox host: the relay names the user
       const auto* user = o.if_contains("user");
-      if (!user || !user->is_string() || user->as_string().empty() ||
-          user->as_string().size() > 128)
+      if (!user || !user->is_string() ||
+          !sandbox::remote::valid_user(std::string_view(user->as_string())))
         return close(kInvalid, "attach: a \"user\" (the service key acts for one)");
       user_ = std::string(user->as_string());
       session_ = std::string(session->as_string());
@@ -367,8 +376,7 @@ class TerminalConnection final : public http::WebSocketHandler,
     auto parts = sandbox::remote::split_id(session_);
     if (parts) {
       for (const auto& h : relay_->target.hosts)
-        if (sandbox::remote::host_key(h.host + ":" + std::to_string(h.port)) == parts->first)
-          host = &h;
+        if (h.key == parts->first) host = &h;
     }
     if (!host) return close(kNoSession, "no such session");
     upstream_ = std::make_shared<Upstream>(

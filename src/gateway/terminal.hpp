@@ -72,6 +72,7 @@ struct TerminalOptions {
 // session's id names its host (sandbox/remote/wire.hpp, cluster_id).
 struct TerminalRelay {
   struct Host {
+    std::string key;  // sandbox::remote::host_key of the address as configured
     std::string host;
     std::uint16_t port = 0;
   };

@@ -139,6 +139,32 @@ class CommandLine(unittest.TestCase):
                          "--sandbox-daemon", "sandbox-host")
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("'sandbox-host' is not host:port", r.stderr)
+        key = {"KILN_API_SERVICE_KEY": "k" * 40}
+        for bad in ("http://127.0.0.1:7710", "127.0.0.1:7710/x", "127.0.0.1:77x",
+                    "127.0.0.1:99999", "host name:7710"):
+            with tempfile.TemporaryDirectory() as d:
+                r = run_kiln("gateway", "--data-dir", d, "--http-listen", "127.0.0.1:0",
+                             "--sandbox-daemon", bad, env=key)
+            self.assertEqual(r.returncode, 2, (bad, r.stderr))
+            self.assertIn("is not host:port", r.stderr, bad)
+        # The key is the one guard of a host's API: a short one is refused on both sides.
+        for role, extra in (("sandboxd", []), ("gateway", ["--sandbox-daemon", "127.0.0.1:7710"])):
+            with tempfile.TemporaryDirectory() as d:
+                r = run_kiln(role, "--data-dir", d, "--http-listen", "127.0.0.1:0", *extra,
+                             env={"KILN_API_SERVICE_KEY": "short"})
+            self.assertEqual(r.returncode, 2, (role, r.stderr))
+            self.assertIn("shorter than 32 bytes", r.stderr, role)
+
+    def test_an_api_node_without_a_sandbox_host_says_so(self):
+        kiln = Kiln("--auth-dev-tokens", "true", role="api")
+        try:
+            self.assertNotIn("/v1/term ", "".join(kiln.banner))
+            tok = kiln.call("POST", "/v1/dev/token", body={"user": {"id": "ann"}})[2]["token"]
+            status, _, doc = kiln.call("POST", "/v1/terminals", tok)
+            self.assertEqual(status, 503, doc)
+            self.assertIn("no sandbox.daemon is set", doc["detail"])
+        finally:
+            kiln.stop()
 
     def test_api_role_serves_the_rest_api_and_not_the_gateway(self):
         kiln = Kiln("--http-access-log", "false", role="api")

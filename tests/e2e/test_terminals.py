@@ -16,7 +16,7 @@ import unittest
 
 import websockets
 
-from harness import Kiln, WAIT, needs
+from harness import Kiln, WAIT, needs, run_kiln
 
 RUNC = shutil.which("runc")
 
@@ -570,6 +570,78 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         code, _ = run(closed_with(self.gw, [json.dumps(
             {"t": "attach", "token": lost_tok, "session": "00000000-tnothere", "offset": 0})]))
         self.assertEqual(code, 4004, "a host nobody names")
+
+    def test_a_revoked_user_is_cut_from_a_relayed_terminal(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+
+        async def go():
+            t = await Term.attach(self.gw, ann, s["id"])
+            self.assertEqual(t.attached["t"], "attached", t.attached)
+            self.assertEqual(t.attached["session"], s["id"], "the id the client knows")
+            status, _, doc = self.gw.call("POST", "/v1/users/ann/revoke", self.KEY)
+            self.assertEqual(status, 200, doc)
+            return await t.until_closed()
+        self.assertEqual(run(go()), 4001)
+        status, _, doc = self.gw.call("GET", "/v1/terminals/" + s["id"], self.token("ann"))
+        self.assertEqual((status, doc["running"]), (200, True), "the session goes on")
+
+    def test_a_second_host_on_the_same_data_directory_is_refused_and_harms_nothing(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+        r = run_kiln("sandboxd", "--data-dir", self.host.data_dir, "--http-listen", "127.0.0.1:0",
+                     env=self.env)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("in use by another kiln serve or kiln sandboxd", r.stderr)
+
+        async def go():
+            t = await Term.attach(self.gw, ann, s["id"])
+            await t.send("echo still-$((2*2))\r")
+            await t.read_until("still-4\r\n")
+            await t.ws.close()
+        run(go())
+
+    def test_opens_and_closes_survive_a_host_restart_on_the_same_address(self):
+        ann = self.token("ann")
+        first = self.open(ann)
+        self.assertEqual(self.gw.call("GET", "/v1/terminals", ann)[0], 200)  # a kept connection
+        address, data = f"{self.host.host}:{self.host.port}", self.host.data_dir
+        self.host.stop()
+        self.host = Kiln(*self.HOST_ARGS, role="sandboxd", env=self.env, data_dir=data,
+                         http_listen=address)
+        # The kept connections are dead: an open or a close must not use one.
+        again = self.open(ann)
+        self.assertEqual(self.gw.call("DELETE", "/v1/terminals/" + first["id"], ann)[0], 404,
+                         "the restart ended it")
+        self.assertEqual(self.gw.call("DELETE", "/v1/terminals/" + again["id"], ann)[0], 204)
+        self.assertEqual(self.gw.call("GET", "/v1/terminals", ann)[2], {"items": []})
+
+    def test_a_host_that_never_answers_is_said_and_held_off(self):
+        hung = socket.socket()
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(16)  # accepts (the kernel does), never answers
+        self.addCleanup(hung.close)
+        self.gw.stop()
+        self.gw = Kiln("--auth-dev-tokens", "true", "--sandbox-daemon-timeout-ms", "500",
+                       "--sandbox-daemon", f"127.0.0.1:{hung.getsockname()[1]}",
+                       env={"KILN_API_SERVICE_KEY": self.KEY}, data_dir=self.gw_data)
+        ann = self.token("ann")
+        status, _, doc = self.gw.call("POST", "/v1/terminals", ann)
+        self.assertEqual(status, 503, doc)
+        self.assertIn("did not answer", doc["detail"])
+        status, _, doc = self.gw.call("GET", "/v1/terminals", ann)
+        self.assertEqual(status, 503, doc)
+        self.assertIn("not a moment ago", doc["detail"], "held off, not waited for again")
+        status, _, doc = self.gw.call("POST", "/v1/projects", ann, {"id": "p1", "name": "P"})
+        self.assertEqual(status, 201, doc)  # the rest of the API is not held up
+
+    def test_the_host_refuses_what_is_not_a_user_id(self):
+        for user in ("a%20b", "a%2Fb", "%22", "x" * 129):
+            status, _, doc = self.host.call("POST", f"/internal/v1/users/{user}/terminals", self.KEY)
+            self.assertEqual((status, doc["error"]), (400, "invalid"), user)
+        status, _, doc = self.gw.call("POST", "/v1/terminals", self.token(".."))
+        self.assertEqual(status, 201, doc)  # a dot-segment user travels percent-encoded
+        self.assertEqual(doc["owner"], "..")
 
     def test_owners_stay_apart_through_the_relay(self):
         ann, bob = self.token("ann"), self.token("bob")

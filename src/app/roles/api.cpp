@@ -99,7 +99,7 @@ class ApiModule final : public Module {
     api_ = std::make_unique<api::Api>(*node.db, *node.verifier, *threads_, std::move(ao),
                                       node.registry, node.access_bus.get(), upload_threads_.get(),
                                       node.jobs.get());
-    api_->set_terminals(node.terminals);
+    api_->set_terminals(node.terminals, node.terminals_off);
     api_->install(node.router);
   }
 

@@ -49,14 +49,30 @@ sandbox::SessionLimits session_limits(const config::Config& cfg) {
   return l;
 }
 
-// sandbox.daemon's host and port.
+// One of sandbox.daemon's hosts: a host name or IPv4 address (letters, digits, '.', '-')
+// or a bracketed IPv6 address, ':', a port 1-65535; nothing else (no scheme, no path).
 std::pair<std::string, std::uint16_t> daemon_address(const std::string& value) {
-  const auto colon = value.rfind(':');
-  const int port = colon == std::string::npos ? 0 : std::atoi(value.c_str() + colon + 1);
-  if (colon == std::string::npos || colon == 0 || port <= 0 || port > 65535)
+  const auto refuse = [&]() -> std::pair<std::string, std::uint16_t> {
     throw StartupError(2, "configuration error: setting 'sandbox.daemon': '" + value +
-                              "' is not host:port (the sandbox host's http.listen)");
-  return {value.substr(0, colon), static_cast<std::uint16_t>(port)};
+                              "' is not host:port (the sandbox host's http.listen, no scheme "
+                              "or path; several: comma-separated)");
+  };
+  const auto colon = value.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == value.size()) return refuse();
+  auto host = value.substr(0, colon);
+  const auto port_text = value.substr(colon + 1);
+  if (port_text.size() > 5 || port_text.find_first_not_of("0123456789") != std::string::npos)
+    return refuse();
+  const int port = std::stoi(port_text);
+  if (port <= 0 || port > 65535) return refuse();
+  if (host.front() == '[' && host.back() == ']' && host.size() > 2) {
+    if (host.find_first_not_of("0123456789abcdefABCDEF:.", 1) != host.size() - 1) return refuse();
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                    "0123456789.-") != std::string::npos) {
+    return refuse();
+  }
+  return {host, static_cast<std::uint16_t>(port)};
 }
 
 // The cluster's service key, which a sandbox host and the nodes that use it share: it must
@@ -67,6 +83,11 @@ std::string shared_service_key(const config::Config& cfg, const char* why) {
     throw StartupError(2, std::string("configuration error: ") + why +
                               " needs api.service_key (KILN_API_SERVICE_KEY): the same key on "
                               "the sandbox host and on every node that uses it");
+  // The one guard of a host's API, which opens shells as any user.
+  if (key.size() < 32)
+    throw StartupError(2,
+                       "configuration error: setting 'api.service_key' is shorter than 32 "
+                       "bytes");
   return key;
 }
 
@@ -77,21 +98,24 @@ class TerminalsModule final : public Module {
     host_ = node.role == "sandboxd";
     if (!host_ && !cfg.str("sandbox.daemon").empty()) {
       remote_ = true;
-      relay_.service_key = shared_service_key(cfg, "sandbox.daemon");
       std::vector<std::string> addresses;
       for (const auto& a : config::split_list(cfg.str("sandbox.daemon"))) {
         const auto [h, p] = daemon_address(a);
-        relay_.hosts.push_back({h, p});
+        relay_.hosts.push_back({sandbox::remote::host_key(a), h, p});
         addresses.push_back(a);
       }
       if (addresses.empty())
         throw StartupError(2, "configuration error: setting 'sandbox.daemon' names no host");
-      client_ = std::make_unique<sandbox::remote::Hosts>(addresses, relay_.service_key);
+      relay_.service_key = shared_service_key(cfg, "sandbox.daemon");
+      client_ = std::make_unique<sandbox::remote::Hosts>(
+          addresses, relay_.service_key,
+          std::chrono::milliseconds(cfg.integer("sandbox.daemon_timeout_ms")));
       node.terminals = client_.get();
       return;
     }
     if (node.role != "serve" && !host_) {
       why_off_ = "no sandbox.daemon is set (terminals run on a sandbox host: kiln sandboxd)";
+      node.terminals_off = why_off_;
       return;
     }
     if (host_) service_key_ = shared_service_key(cfg, "kiln sandboxd");
@@ -102,6 +126,7 @@ class TerminalsModule final : public Module {
                            "configuration error: kiln sandboxd runs sandboxes: "
                            "sandbox.enabled cannot be off");
       why_off_ = "sandbox.enabled is off";
+      node.terminals_off = why_off_;
       return;
     }
     sandbox::oci::OciOptions o;
@@ -127,6 +152,7 @@ class TerminalsModule final : public Module {
         throw StartupError(1, "terminals cannot run here: " + version.error().detail +
                                   " (setting sandbox.enabled)");
       why_off_ = version.error().detail;
+      node.terminals_off = why_off_;
       log::info("terminals are off", {{"reason", why_off_}});
       driver_.reset();
       return;
@@ -177,13 +203,14 @@ class TerminalsModule final : public Module {
                                 std::move(t), node_.verifier.get(), *sessions_);
       server.add_upgrade("/v1/term", endpoint_->handler());
     }
-    if (!sessions_) return;
-    // Revoked tokens end their terminal connections too, as they end collaboration sessions.
+    // Revoked tokens end their terminal connections too (relayed ones included), as they
+    // end collaboration sessions.
     if (endpoint_ && !host_ && node_.access_bus) {
       node_.access_bus->subscribe([e = endpoint_.get()](const collab::AccessChange& c) {
         if (c.kind == collab::AccessChange::Kind::Revoked) e->revoke(c.user);
       });
     }
+    if (!sessions_) return;
     node_.every(std::chrono::seconds(1), std::chrono::seconds(1),
                 [s = sessions_.get(), pool = sweeper_.get()] {
                   pool->post([s] {
@@ -270,6 +297,10 @@ void add_sandbox_settings(config::Schema& s) {
                "on when this process is root and Debian's runc runs, else off (said at start); "
                "`on`: a start that cannot run them fails."));
   s.add(text("sandbox.runc", "runc", "The OCI runtime's binary.", /*allow_empty=*/false));
+  s.add(integer("sandbox.daemon_timeout_ms", 10'000, 100, 600'000,
+                "How long a node waits for a sandbox host at each step of a call (connect, "
+                "send, answer); a host that does not answer is then not asked again for 5 s "
+                "(calls answer 503 at once)."));
   s.add(text("sandbox.daemon", "",
              "host:port of each sandbox host (`kiln sandboxd`'s http.listen; a comma-separated "
              "list) whose terminal sessions this node serves: the API's /v1/terminals call "

@@ -10,12 +10,13 @@ namespace {
 
 namespace json = boost::json;
 
-// A path segment, percent-encoded (RFC 3986 section 2.3: unreserved characters stay).
+// A path segment, percent-encoded (RFC 3986 section 2.3: unreserved characters stay, but
+// '.': a segment "." or ".." would be a dot-segment to whatever normalises paths between).
 std::string segment(std::string_view s) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out;
   for (const unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '~') {
       out += static_cast<char>(c);
     } else {
       out += '%';
@@ -37,18 +38,20 @@ Client::~Client() = default;
 
 Result<Client::Answer, Error> Client::call(const std::string& method, const std::string& target,
                                            const std::string& body, bool retry) {
-  std::unique_ptr<http::Client> c;
-  {
-    std::lock_guard lock(mu_);
-    if (!idle_.empty()) {
-      c = std::move(idle_.back());
-      idle_.pop_back();
-    }
-  }
   const auto unreachable = [&](const std::string& why) {
     return Error{Errc::unavailable,
                  "the sandbox host " + options_.endpoint + " did not answer: " + why};
   };
+  std::unique_ptr<http::Client> c;
+  {
+    std::lock_guard lock(mu_);
+    if (std::chrono::steady_clock::now() < down_until_)
+      return unreachable("not a moment ago; try again in a few seconds");
+    if (retry && !idle_.empty()) {  // a request that must not repeat gets a fresh connection
+      c = std::move(idle_.back());
+      idle_.pop_back();
+    }
+  }
   http::ClientResponse resp;
   try {
     if (!c) {
@@ -65,9 +68,11 @@ Result<Client::Answer, Error> Client::call(const std::string& method, const std:
     req.retry = retry;
     resp = c->send(req);
   } catch (const std::exception& e) {
+    std::lock_guard lock(mu_);
+    down_until_ = std::chrono::steady_clock::now() + options_.hold_off;
     return unreachable(e.what());
   }
-  {
+  if (retry) {
     std::lock_guard lock(mu_);
     idle_.push_back(std::move(c));
   }
@@ -130,10 +135,15 @@ Result<void, Error> Client::close(const std::string& owner, const std::string& i
   return {};
 }
 
-Hosts::Hosts(const std::vector<std::string>& addresses, const std::string& service_key) {
-  for (const auto& a : addresses)
-    hosts_.push_back(
-        Host{host_key(a), a, std::make_unique<Client>(ClientOptions{"http://" + a, service_key})});
+Hosts::Hosts(const std::vector<std::string>& addresses, const std::string& service_key,
+             std::chrono::milliseconds timeout) {
+  for (const auto& a : addresses) {
+    ClientOptions o;
+    o.endpoint = "http://" + a;
+    o.service_key = service_key;
+    o.timeout = timeout;
+    hosts_.push_back(Host{host_key(a), a, std::make_unique<Client>(std::move(o))});
+  }
 }
 
 SessionInfo Hosts::named(const Host& h, SessionInfo s) {

@@ -44,6 +44,10 @@ inline constexpr const char* kTermPath = "/internal/v1/term";
 // never for an empty key).
 bool authorized(const http::Request& req, const std::string& service_key);
 
+// Whether `user` is a user id as Kiln's API makes them: 1-128 bytes, no whitespace or
+// control character, no '/', '"' or '\\' (what the host acts for).
+bool valid_user(std::string_view user);
+
 // Serves `sessions` on `router` (the routes above but the WebSocket, which
 // gateway::TerminalEndpoint serves in its trusted mode). The calls block: they run on
 // `pool` (a full pool answers 503). Requests without `service_key` answer 401.
@@ -53,11 +57,16 @@ void add_routes(http::Router& router, TerminalSessions& sessions, ThreadPool& po
 struct ClientOptions {
   std::string endpoint;                       // http://host:port of the sandbox host
   std::string service_key;                    // the cluster's (api.service_key)
-  std::chrono::milliseconds timeout{30'000};  // per network step (an open starts a sandbox)
+  std::chrono::milliseconds timeout{10'000};  // per network step (an open starts a sandbox)
+  // After the host did not answer, calls fail at once this long (the API's workers are
+  // not all held by a host that hangs); then the next call tries it again.
+  std::chrono::milliseconds hold_off{5'000};
 };
 
-// The port over a sandbox host's API. Thread-safe (a connection per concurrent caller,
-// kept for the next). A host that does not answer is Errc::unavailable, naming it.
+// The port over a sandbox host's API. Thread-safe. Reads go over kept connections (and are
+// retried once on a dropped one); opens and closes, which must not be sent twice, each go
+// over a connection of their own (a kept one may have been closed by the host while idle).
+// A host that does not answer is Errc::unavailable, naming it.
 class Client final : public TerminalSessions {
  public:
   explicit Client(ClientOptions options);
@@ -76,7 +85,8 @@ class Client final : public TerminalSessions {
                              const std::string& body, bool retry);
   ClientOptions options_;
   std::mutex mu_;
-  std::vector<std::unique_ptr<http::Client>> idle_;  // connections not in use
+  std::vector<std::unique_ptr<http::Client>> idle_;     // connections not in use
+  std::chrono::steady_clock::time_point down_until_{};  // under mu_: hold_off after a failure
 };
 
 // The port over several sandbox hosts (sandbox.daemon names them): a session's id carries
@@ -87,7 +97,8 @@ class Client final : public TerminalSessions {
 class Hosts final : public TerminalSessions {
  public:
   // `addresses`: "host:port" each, at least one.
-  Hosts(const std::vector<std::string>& addresses, const std::string& service_key);
+  Hosts(const std::vector<std::string>& addresses, const std::string& service_key,
+        std::chrono::milliseconds timeout = std::chrono::milliseconds(10'000));
   Result<SessionInfo, Error> open(const std::string& owner, const Opening& what) override;
   Result<std::vector<SessionInfo>, Error> list(const std::string& owner) override;
   Result<SessionInfo, Error> get(const std::string& owner, const std::string& id) override;

@@ -33,6 +33,13 @@ bool authorized(const http::Request& req, const std::string& service_key) {
          CRYPTO_memcmp(token.data(), service_key.data(), service_key.size()) == 0;
 }
 
+bool valid_user(std::string_view user) {
+  if (user.empty() || user.size() > 128) return false;
+  for (const unsigned char c : user)
+    if (c <= 0x20 || c == 0x7f || c == '/' || c == '"' || c == '\\') return false;
+  return true;
+}
+
 void add_routes(http::Router& router, TerminalSessions& sessions, ThreadPool& pool,
                 std::string service_key) {
   auto key = std::make_shared<const std::string>(std::move(service_key));
@@ -45,6 +52,10 @@ void add_routes(http::Router& router, TerminalSessions& sessions, ThreadPool& po
                          return done(error(401, "unauthenticated",
                                            "the sandbox host's API takes the cluster's "
                                            "service key (api.service_key)"));
+                       if (!valid_user(req.param("user")))
+                         return done(error(400, "invalid",
+                                           "the user is not a user id (1-128 bytes, no "
+                                           "whitespace, '/', '\"' or '\\')"));
                        auto shared = std::make_shared<http::Request>(std::move(req));
                        if (!pool.post([shared, done, fn] { done(fn(*shared)); }))
                          done(error(503, "busy", "the sandbox host is busy: try again"));
