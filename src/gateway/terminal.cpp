@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <vector>
 
@@ -28,6 +29,7 @@ enum Close : std::uint16_t {
   kInvalid = 4000,
   kUnauthenticated = 4001,
   kNoSession = 4004,
+  kTooMany = 4029,
   kBadOffset = 4400,
 };
 
@@ -72,6 +74,23 @@ struct Tracker {
   std::mutex mu;
   std::size_t live = 0;
   std::function<void()> on_empty;
+  std::map<std::string, std::size_t, std::less<>> attached;  // per user
+  // One more attached connection of `user`, unless it has `limit` (0: no limit).
+  bool claim(const std::string& user, std::size_t limit) {
+    std::lock_guard lock(mu);
+    auto& n = attached[user];
+    if (limit > 0 && n >= limit) {
+      if (n == 0) attached.erase(user);
+      return false;
+    }
+    ++n;
+    return true;
+  }
+  void release(const std::string& user) {
+    std::lock_guard lock(mu);
+    auto it = attached.find(user);
+    if (it != attached.end() && --it->second == 0) attached.erase(it);
+  }
   void gone() {
     std::function<void()> fn;
     {
@@ -155,7 +174,10 @@ class TerminalConnection final : public http::WebSocketHandler,
     std::lock_guard lock(tracker_->mu);
     ++tracker_->live;
   }
-  ~TerminalConnection() override { tracker_->gone(); }
+  ~TerminalConnection() override {
+    if (claimed_) tracker_->release(user_);
+    tracker_->gone();
+  }
 
   std::optional<http::WebSocketRefusal> admit(const http::Request& head) override {
     if (!options_.trusted_key.empty() && !sandbox::remote::authorized(head, options_.trusted_key))
@@ -338,6 +360,10 @@ class TerminalConnection final : public http::WebSocketHandler,
   // Output before the backlog is sent waits behind it (the session's reader may call the
   // listener as soon as attach() returns).
   void attach_now(std::uint64_t from) {
+    if (!tracker_->claim(user_, options_.max_connections_per_user))
+      return close(kTooMany, "this user has " + std::to_string(options_.max_connections_per_user) +
+                                 " terminal connections here already: close one");
+    claimed_ = true;
     if (relay_) return relay(from);
     std::weak_ptr<TerminalConnection> weak = shared_from_this();
     sandbox::Listener listener{[weak](std::uint64_t offset, std::string_view bytes) {
@@ -433,6 +459,7 @@ class TerminalConnection final : public http::WebSocketHandler,
   sandbox::Sessions* sessions_;           // local and trusted
   std::shared_ptr<const RelayTo> relay_;  // relay
   std::shared_ptr<Tracker> tracker_;
+  bool claimed_ = false;                // counted in tracker_->attached (user_ set for good then)
   std::shared_ptr<Upstream> upstream_;  // strand only (set before any frame is relayed)
   std::shared_ptr<http::WebSocket> socket_;
   State state_ = State::waiting;  // strand only

@@ -19,7 +19,8 @@
 // token (or no attach in time), 1012 the server drains (reattach), 4004 no such session of this
 // user (another user's is the same), 4400 an offset past the output's end, 1008 a client that reads
 // too slowly (the output queued for it passed max_queue_bytes: reattach from the offset read),
-// 1013 the sandbox host did not answer (a relay; reattach later).
+// 1013 the sandbox host did not answer (a relay; reattach later), 4029 the user has
+// max_connections_per_user attached already (close one).
 //
 // Three ways to run it:
 // - local: the sessions are this process's (`kiln serve` alone);
@@ -58,6 +59,9 @@ struct TerminalOptions {
   // An `in` of 64 KiB, JSON-escaped (\u00e9 is 6 bytes for 2), fits.
   std::size_t max_message_bytes = 512 * 1024;
   std::size_t max_queue_bytes = 4u << 20;  // output waiting for a slow client
+  // Connections one user may have attached at once on this endpoint (each may hold
+  // max_queue_bytes and, relayed, a host's connection); past it 4029. 0: no limit.
+  std::size_t max_connections_per_user = 16;
   // Whether the token's user revoked it since (user, token ver): done(true) refuses. Empty:
   // not checked. `done` may run on any thread.
   std::function<void(const std::string& user, std::int64_t ver, std::function<void(bool)> done)>

@@ -185,6 +185,37 @@ class Terminals(unittest.TestCase):
         self.assertIn(b"no-such-program", t.out)
         self.assertEqual(t.exit["code"], 127)
 
+    def test_a_user_has_at_most_so_many_connections_attached(self):
+        self.node.stop()
+        self.node = Kiln(*self.ARGS, "--sandbox-terminal-connections-per-user", "2")
+        ann, bob = self.token("ann"), self.token("bob")
+        s = self.open(ann)
+
+        async def go():
+            one = await Term.attach(self.node, ann, s["id"])
+            two = await Term.attach(self.node, ann, s["id"])
+            self.assertEqual((one.attached["t"], two.attached["t"]), ("attached", "attached"))
+            code, reason = await closed_with(self.node, [json.dumps(
+                {"t": "attach", "token": ann, "session": s["id"], "offset": 0})])
+            self.assertEqual(code, 4029, reason)
+            self.assertIn("close one", reason)
+            theirs = self.open(bob)  # another user's count is their own
+            b = await Term.attach(self.node, bob, theirs["id"])
+            self.assertEqual(b.attached["t"], "attached")
+            await one.ws.close()
+            # A closed one frees its place (once the server has seen it go: asked again).
+            deadline = time.monotonic() + WAIT
+            again = None
+            while again is None and time.monotonic() < deadline:
+                try:
+                    again = await Term.attach(self.node, ann, s["id"])
+                except websockets.ConnectionClosed as e:  # 4029 while the close is on its way
+                    self.assertEqual(e.code, 4029)
+            self.assertEqual(again.attached["t"], "attached")
+            for t in (two, b, again):
+                await t.ws.close()
+        run(go())
+
     def test_only_the_owner_reaches_a_session(self):
         ann, bob = self.token("ann"), self.token("bob")
         s = self.open(ann)

@@ -191,6 +191,8 @@ class TerminalsModule final : public Module {
     t.hello_timeout = std::chrono::milliseconds(node_.cfg.integer("gateway.hello_timeout_ms"));
     t.max_queue_bytes =
         static_cast<std::size_t>(node_.cfg.integer("sandbox.terminal_max_queue_bytes"));
+    t.max_connections_per_user =
+        static_cast<std::size_t>(node_.cfg.integer("sandbox.terminal_connections_per_user"));
     if (host_) {
       t.trusted_key = service_key_;
       endpoint_ = std::make_unique<gateway::TerminalEndpoint>(std::move(t), nullptr, *sessions_);
@@ -351,6 +353,10 @@ void add_sandbox_settings(config::Schema& s) {
                 "a new session only starts one (~10 ms instead of ~100 ms). Not counted as "
                 "sessions; each holds the runtime's waiting init process. 0: every session "
                 "starts cold."));
+  s.add(integer("sandbox.terminal_connections_per_user", 16, 1, 10'000,
+                "Terminal connections (/v1/term) one user may have attached at once on a node "
+                "(each may hold sandbox.terminal_max_queue_bytes); past it the connection is "
+                "closed 4029."));
   s.add(integer("sandbox.scrollback_bytes", 1 * kMiB, 4'096, 256 * kMiB,
                 "Output a session keeps for clients that reattach (a ring: the oldest goes)."));
 }

@@ -644,10 +644,14 @@ Result<std::string, Error> OciDriver::check() const {
     for (fs::path p = dir; !p.empty() && p != p.root_path(); p = p.parent_path()) {
       struct stat st {};
       if (::stat(p.c_str(), &st) != 0) break;
-      if ((st.st_mode & S_IXOTH) == 0)
-        return Error{Errc::unavailable, p.string() + " is not searchable by others (mode " +
-                                            std::to_string(st.st_mode & 07777) +
-                                            "): sandboxes could not reach their root there"};
+      if ((st.st_mode & S_IXOTH) == 0) {
+        char mode[8];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        return Error{Errc::unavailable,
+                     p.string() + " is not searchable by others (mode " + mode +
+                         "): sandboxes could not reach their root there (chmod o+x " + p.string() +
+                         ", or remove it when no kiln uses it)"};
+      }
     }
   }
   return first_line(r->out.substr(0, r->out.find('\n')));
