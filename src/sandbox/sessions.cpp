@@ -3,6 +3,7 @@
 #include "platform/ids.hpp"
 
 #include <poll.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -12,7 +13,13 @@
 namespace kiln::sandbox {
 
 struct Sessions::Session {
-  explicit Session(std::size_t scrollback) : ring(scrollback) {}
+  explicit Session(std::size_t scrollback)
+      : ring(scrollback), wake(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {}
+  ~Session() {
+    if (wake >= 0) ::close(wake);
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
   std::string id, owner;
   std::vector<std::string> command;  // empty: the shell
   std::int64_t created_at = 0;
@@ -29,6 +36,8 @@ struct Sessions::Session {
   Clock::time_point ended_at{};
   bool starting = true;       // counted against the quotas, not yet running
   std::string ended_because;  // why Kiln destroyed it (idle, absolute limit, closed)
+  std::string pending_input;  // typed, not yet taken by the terminal: the reader writes it
+  int wake = -1;              // an eventfd: input is waiting (the reader polls it)
 
   SessionInfo info() {
     std::lock_guard lock(mu);
@@ -46,11 +55,31 @@ Error not_found() {
 // closes; then its exit.
 void read_output(Sessions::Session& s, const std::function<Sessions::Clock::time_point()>& now) {
   const int fd = s.process->output();
+  const int in = s.process->input();
   char chunk[16 * 1024];
   for (;;) {
-    pollfd p{fd, POLLIN, 0};
-    const int n = poll(&p, 1, 200);
-    if (n > 0) {
+    bool waiting = false;
+    {
+      std::lock_guard lock(s.mu);
+      waiting = !s.pending_input.empty();
+    }
+    pollfd p[3] = {{fd, POLLIN, 0},
+                   {waiting ? in : -1, POLLOUT, 0},  // -1: not polled
+                   {s.wake, POLLIN, 0}};
+    const int n = poll(p, 3, 200);
+    if (n > 0 && (p[2].revents & POLLIN)) {
+      std::uint64_t count = 0;
+      (void)!read(s.wake, &count, sizeof count);
+    }
+    if (n > 0 && (p[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
+      std::lock_guard lock(s.mu);  // what the terminal takes now, in order
+      const ssize_t wrote = write(in, s.pending_input.data(), s.pending_input.size());
+      if (wrote > 0)
+        s.pending_input.erase(0, static_cast<std::size_t>(wrote));
+      else if (wrote < 0 && errno != EAGAIN && errno != EINTR)
+        s.pending_input.clear();
+    }
+    if (n > 0 && (p[0].revents & (POLLIN | POLLERR | POLLHUP))) {
       const ssize_t got = read(fd, chunk, sizeof chunk);
       if (got > 0) {
         const std::string_view bytes(chunk, static_cast<std::size_t>(got));
@@ -62,7 +91,7 @@ void read_output(Sessions::Session& s, const std::function<Sessions::Clock::time
         continue;
       }
       if (got == 0 || (errno != EAGAIN && errno != EINTR)) break;  // EIO: the pty closed
-    } else if (s.process->wait_for(std::chrono::milliseconds(0))) {
+    } else if (n == 0 && s.process->wait_for(std::chrono::milliseconds(0))) {
       break;  // ended without the terminal closing (nothing more will come)
     }
   }
@@ -323,26 +352,23 @@ Result<void, Error> Sessions::input(const std::string& owner, const std::string&
                                     " bytes of input at a time"};
   auto s = find(owner, id);
   if (!s) return not_found();
-  {
-    std::lock_guard lock(s->mu);
-    if (s->exit) return Error{Errc::not_running, "the session has ended: " + s->exit->message};
-  }
-  const int fd = s->process->input();
-  const auto deadline = Clock::now() + std::chrono::seconds(2);
-  while (!bytes.empty()) {
-    const ssize_t n = write(fd, bytes.data(), bytes.size());
-    if (n > 0) {
-      bytes.remove_prefix(static_cast<std::size_t>(n));
-      continue;
-    }
+  std::lock_guard lock(s->mu);
+  if (s->exit) return Error{Errc::not_running, "the session has ended: " + s->exit->message};
+  if (s->pending_input.size() + bytes.size() > limits_.input_buffer_bytes)
+    return Error{Errc::busy, "input dropped: the program has not read the " +
+                                 std::to_string(s->pending_input.size()) +
+                                 " bytes typed before it (it reads no input, or slower "
+                                 "than it comes)"};
+  if (s->pending_input.empty()) {  // straight to the terminal, as much as it takes now
+    const ssize_t n = write(s->process->input(), bytes.data(), bytes.size());
+    if (n > 0) bytes.remove_prefix(static_cast<std::size_t>(n));
     if (n < 0 && errno != EAGAIN && errno != EINTR)
       return Error{Errc::not_running, "the session's terminal is closed"};
-    if (Clock::now() >= deadline)
-      return Error{Errc::failed,
-                   "the session's terminal takes no input (its program does not "
-                   "read it)"};
-    pollfd p{fd, POLLOUT, 0};
-    poll(&p, 1, 100);
+  }
+  if (!bytes.empty()) {  // the rest waits for the program; the reader writes it
+    s->pending_input.append(bytes);
+    const std::uint64_t one = 1;
+    (void)!write(s->wake, &one, sizeof one);
   }
   return {};
 }

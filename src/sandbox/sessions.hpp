@@ -37,6 +37,8 @@ struct SessionLimits {
   std::chrono::milliseconds keep_ended{10 * 60'000};  // scrollback kept after the end
   std::size_t scrollback_bytes = 1 << 20;             // per session
   std::size_t max_input_bytes = 64 * 1024;            // one input() call
+  // Input the program has not read yet, kept for it; more is refused (Errc::busy).
+  std::size_t input_buffer_bytes = 1 << 20;
   // Sandboxes prepared ahead (Sandbox::prepare: the runtime's setup done, the shell not
   // started): an open takes one and only starts it. 0: every open starts cold. They are
   // not sessions (no quota counts them) but hold a little memory each.
@@ -80,7 +82,9 @@ class Sessions final : public TerminalSessions {
   // the end (not of this stream). The listener gets only what comes after the backlog.
   Result<Attached, Error> attach(const std::string& owner, const std::string& id,
                                  std::uint64_t offset, Listener listener);
-  // Keys typed (at most limits.max_input_bytes), a new terminal size.
+  // Keys typed (at most limits.max_input_bytes; never blocks: what the terminal does not
+  // take now waits for the program, up to limits.input_buffer_bytes, then Errc::busy), a
+  // new terminal size.
   Result<void, Error> input(const std::string& owner, const std::string& id,
                             std::string_view bytes);
   Result<void, Error> resize(const std::string& owner, const std::string& id, Terminal size);

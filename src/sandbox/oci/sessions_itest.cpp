@@ -285,6 +285,39 @@ TEST_F(SessionsTest, ACommandRunsInsteadOfTheShellAndItsExitEndsTheSession) {
   EXPECT_NE(bad.error().detail.find("NUL"), std::string::npos) << bad.error().detail;
 }
 
+// Input never blocks the caller (an event loop's thread): what the terminal does not take
+// now waits for the program, all of it and in order, up to limits.input_buffer_bytes; past
+// that it is refused and said so.
+TEST_F(SessionsTest, InputWaitsForASlowReaderAndIsRefusedPastItsBuffer) {
+  auto slow = sessions->open(
+      "ann", {{24, 80}, {"/bin/sh", "-c", "stty -echo; sleep 0.3; wc -c; sleep 300"}});
+  ASSERT_TRUE(slow) << slow.error().detail;
+  Seen seen;
+  auto a = sessions->attach("ann", slow->id, 0, seen.listener(0));
+  ASSERT_TRUE(a);
+  seen.bytes = a->backlog.bytes;
+  const std::string line = std::string(99, 'x') + "\n";
+  std::size_t sent = 0;
+  for (int i = 0; i < 2000; ++i) {  // 200 KB, far more than a terminal holds
+    ASSERT_TRUE(sessions->input("ann", slow->id, line)) << i;
+    sent += line.size();
+  }
+  ASSERT_TRUE(sessions->input("ann", slow->id, "\x04"));  // end of input: wc answers
+  EXPECT_TRUE(seen.wait_for(std::to_string(sent))) << seen.bytes.substr(0, 200);
+
+  auto deaf = sessions->open("ann", {{24, 80}, {"/bin/sleep", "300"}});
+  ASSERT_TRUE(deaf) << deaf.error().detail;
+  const std::string chunk(60 * 1024, 'y');
+  std::optional<Error> refused;
+  for (int i = 0; i < 40 && !refused; ++i) {  // 2.4 MB into a program that reads none
+    auto r = sessions->input("ann", deaf->id, chunk);
+    if (!r) refused = r.error();
+  }
+  ASSERT_TRUE(refused) << "more than input_buffer_bytes was taken";
+  EXPECT_EQ(refused->code, Errc::busy);
+  EXPECT_NE(refused->detail.find("has not read"), std::string::npos) << refused->detail;
+}
+
 TEST_F(SessionsTest, AWarmPoolPreparesAheadAndAnOpenOnlyStartsOne) {
   Counting counting(driver);
   auto l = limits;
