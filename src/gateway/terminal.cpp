@@ -197,6 +197,13 @@ class TerminalConnection final : public http::WebSocketHandler,
 
   void on_message(std::string_view data, bool binary) override {
     if (binary) return close(kInvalid, "kiln.term.v1 frames are JSON text");
+    // Relayed: every frame after the attach goes to the host as it is, which checks it in
+    // order after its answer to the attach (a bad one closes 4000 there, passed on).
+    if (relay_ && state_ == State::attached) {
+      if (!upstream_->send(std::string(data)))
+        close(kInvalid, "too many frames before the sandbox host answered");
+      return;
+    }
     boost::system::error_code ec;
     auto v = json::parse(data, ec);
     if (ec) return close(kInvalid, "not valid JSON (" + ec.message() + ")");
@@ -215,11 +222,6 @@ class TerminalConnection final : public http::WebSocketHandler,
       return;
     }
     if (state_ != State::attached) return;
-    if (relay_ && (type == "in" || type == "resize")) {  // the host checks them
-      if (!upstream_->send(std::string(data)))
-        close(kInvalid, "too many frames before the sandbox host answered");
-      return;
-    }
     if (type == "in") {
       const auto* d = o->if_contains("data");
       if (!d || !d->is_string()) return close(kInvalid, "in: \"data\" is a string");

@@ -674,6 +674,38 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         self.assertEqual(status, 201, doc)  # a dot-segment user travels percent-encoded
         self.assertEqual(doc["owner"], "..")
 
+    def test_bad_frames_through_the_relay_close_in_order_with_the_reason(self):
+        ann = self.token("ann")
+        s = self.open(ann)
+        attach = json.dumps({"t": "attach", "token": ann, "session": s["id"], "offset": 0})
+        for frames, want in (
+                (["not json"], 4000),
+                ([json.dumps({"t": "in", "data": "x"})], 4001),
+                ([json.dumps({"t": "attach", "token": ann, "session": s["id"], "offset": 10 ** 12})], 4400),
+                ([attach, json.dumps({"t": "resize", "rows": 0, "cols": 80})], 4000),
+                ([attach, json.dumps({"t": "in", "data": 5})], 4000),
+                ([attach, json.dumps({"t": "launch"})], 4000),
+                ([attach, "not json"], 4000),
+                ([attach, attach], 4000)):
+            code, reason = run(closed_with(self.gw, frames))
+            self.assertEqual(code, want, (frames, reason))
+            self.assertTrue(reason, frames)
+
+        async def in_order():  # the attach is answered before a bad frame after it closes
+            ws = await websockets.connect(f"ws://{self.gw.host}:{self.gw.port}/v1/term",
+                                          subprotocols=["kiln.term.v1"])
+            await ws.send(attach)
+            await ws.send(json.dumps({"t": "launch"}))
+            first = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+            try:
+                while True:
+                    await asyncio.wait_for(ws.recv(), WAIT)
+            except websockets.ConnectionClosed as e:
+                return first, e.code
+        first, code = run(in_order())
+        self.assertEqual((first["t"], code), ("attached", 4000))
+        self.assertTrue(self.gw.call("GET", "/v1/terminals/" + s["id"], ann)[2]["running"])
+
     def test_owners_stay_apart_through_the_relay(self):
         ann, bob = self.token("ann"), self.token("bob")
         s = self.open(ann)
