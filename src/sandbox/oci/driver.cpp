@@ -172,31 +172,45 @@ Result<void, Error> set_size(int master, Terminal size) {
   return {};
 }
 
-// The sandbox's command: the container's init, created by `runc create` and adopted by
-// this process (a child subreaper) when runc exits, so its wait status is the command's.
-// Its input and output are the pty's master (received from runc on the console socket) or
-// the pipes runc handed through.
-class InitProcess final : public Process {
+// What both kinds of process hold: their stdio (a pty's master, or a pipe pair), closed
+// with them, and the terminal's size.
+class StdioProcess : public Process {
  public:
-  InitProcess(std::shared_ptr<Shared> shared, process::Child init, int input, int output,
-              bool terminal, OomCount oom)
-      : shared_(std::move(shared)),
-        init_(std::move(init)),
-        input_(input),
-        output_(output),
-        terminal_(terminal),
-        oom_(std::move(oom)) {}
-  ~InitProcess() override {
-    init_.signal(SIGKILL);  // ends with its handle (the Child reaps it)
-    init_.wait();
+  StdioProcess(int input, int output, bool terminal)
+      : input_(input), output_(output), terminal_(terminal) {}
+  ~StdioProcess() override {
     for (int fd : {input_, output_ == input_ ? -1 : output_})
       if (fd >= 0) close(fd);
   }
+  StdioProcess(const StdioProcess&) = delete;
+  StdioProcess& operator=(const StdioProcess&) = delete;
   [[nodiscard]] int input() const override { return input_; }
   [[nodiscard]] int output() const override { return output_; }
   Result<void, Error> resize(Terminal size) override {
     if (!terminal_) return Error{Errc::invalid, "this process has no terminal"};
     return set_size(input_, size);
+  }
+
+ private:
+  int input_, output_;
+  bool terminal_;
+};
+
+// The sandbox's command: the container's init, created by `runc create` and adopted by
+// this process (a child subreaper) when runc exits, so its wait status is the command's.
+// Its input and output are the pty's master (received from runc on the console socket) or
+// the pipes runc handed through.
+class InitProcess final : public StdioProcess {
+ public:
+  InitProcess(std::shared_ptr<Shared> shared, process::Child init, int input, int output,
+              bool terminal, OomCount oom)
+      : StdioProcess(input, output, terminal),
+        shared_(std::move(shared)),
+        init_(std::move(init)),
+        oom_(std::move(oom)) {}
+  ~InitProcess() override {
+    init_.signal(SIGKILL);  // ends with its handle (the Child reaps it)
+    init_.wait();
   }
   // PID 1 of its namespace: it gets the signals it handles, and SIGKILL.
   void signal(int sig) override {
@@ -217,8 +231,6 @@ class InitProcess final : public Process {
  private:
   std::shared_ptr<Shared> shared_;
   process::Child init_;
-  int input_, output_;
-  bool terminal_;
   OomCount oom_;
   std::mutex mu_;
   std::optional<Exit> exit_;
@@ -226,36 +238,24 @@ class InitProcess final : public Process {
 
 // A command run beside the sandbox's own (`runc exec`): a pipe pair or a pty, and the runc
 // child in whose foreground it runs.
-class RuncProcess final : public Process {
+class RuncProcess final : public StdioProcess {
  public:
   // `pid_file`: where runc exec writes the command's host pid; empty for the sandbox's own
   // command (signalled through `runc kill`).
   RuncProcess(std::shared_ptr<Shared> shared, process::Child child, int input, int output,
               bool terminal, std::string scratch, std::string pid_file)
-      : scratch_(std::move(scratch)),
+      : StdioProcess(input, output, terminal),
+        scratch_(std::move(scratch)),
         pid_file_(std::move(pid_file)),
         shared_(std::move(shared)),
-        child_(std::move(child)),
-        input_(input),
-        output_(output),
-        terminal_(terminal) {}
+        child_(std::move(child)) {}
   ~RuncProcess() override {
     if (!child_.wait_for(std::chrono::milliseconds(0))) signal(SIGKILL);  // ends with its handle
     child_.signal(SIGKILL);
     child_.wait();
-    for (int fd : {input_, output_ == input_ ? -1 : output_})
-      if (fd >= 0) close(fd);
     for (const auto& f : {scratch_, pid_file_})
       if (!f.empty()) unlink(f.c_str());
   }
-  [[nodiscard]] int input() const override { return input_; }
-  [[nodiscard]] int output() const override { return output_; }
-
-  Result<void, Error> resize(Terminal size) override {
-    if (!terminal_) return Error{Errc::invalid, "this process has no terminal"};
-    return set_size(input_, size);
-  }
-
   // runc exec forwards the signals it can catch; SIGKILL and SIGSTOP go to the command's
   // host pid.
   void signal(int sig) override {
@@ -283,8 +283,6 @@ class RuncProcess final : public Process {
   std::string pid_file_;
   std::shared_ptr<Shared> shared_;
   process::Child child_;
-  int input_, output_;
-  bool terminal_;
   std::mutex mu_;
   std::optional<Exit> exit_;
 };
