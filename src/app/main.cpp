@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <map>
@@ -51,6 +52,9 @@ constexpr RoleInfo kRoles[] = {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A write to a pipe whose reader is gone (a sandbox's, a child's) is an error to handle
+  // (EPIPE), never the end of the server. Children get the default back (process.cpp).
+  std::signal(SIGPIPE, SIG_IGN);
   using kiln::config::ConfigError;
   const auto& schema = kiln::app::schema();
 

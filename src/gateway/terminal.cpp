@@ -196,6 +196,14 @@ class TerminalConnection final : public http::WebSocketHandler,
   }
 
   void on_message(std::string_view data, bool binary) override {
+    // While the attach's token is checked, every frame waits as it came (even one that is
+    // not JSON): handled in order once the attach is answered.
+    if (state_ == State::checking) {
+      if (held_.size() >= kMaxHeld)
+        return close(kInvalid, "too many frames before the attach was answered");
+      held_.emplace_back(std::string(data), binary);
+      return;
+    }
     if (binary) return close(kInvalid, "kiln.term.v1 frames are JSON text");
     // Relayed: every frame after the attach goes to the host as it is, which checks it in
     // order after its answer to the attach (a bad one closes 4000 there, passed on).
@@ -214,12 +222,6 @@ class TerminalConnection final : public http::WebSocketHandler,
     if (state_ == State::waiting) {
       if (type != "attach") return close(kUnauthenticated, "the first frame is an attach");
       return attach(*o);
-    }
-    if (state_ == State::checking) {  // the token is being checked: kept, then handled
-      if (held_.size() >= kMaxHeld)
-        return close(kInvalid, "too many frames before the attach was answered");
-      held_.emplace_back(data);
-      return;
     }
     if (state_ != State::attached) return;
     if (type == "in") {
@@ -434,9 +436,9 @@ class TerminalConnection final : public http::WebSocketHandler,
   void replay_held() {
     auto held = std::move(held_);
     held_.clear();
-    for (const auto& f : held) {
+    for (const auto& [f, binary] : held) {
       if (state_ != State::attached) break;
-      on_message(f, false);
+      on_message(f, binary);
     }
   }
 
@@ -471,7 +473,7 @@ class TerminalConnection final : public http::WebSocketHandler,
   std::shared_ptr<void> handle_;
   std::string attached_user_;  // under mu_: revoke() reads it from another thread
   static constexpr std::size_t kMaxHeld = 64;
-  std::vector<std::string> held_;  // strand only
+  std::vector<std::pair<std::string, bool>> held_;  // strand only: (frame, binary)
 };
 
 void Upstream::on_message(std::string_view data, bool) {

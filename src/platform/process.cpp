@@ -139,6 +139,7 @@ Result<Child, Error> spawn(const SpawnOptions& o) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    signal(SIGPIPE, SIG_DFL);  // ignored by a server, default for what it runs
     execvp(argv[0], argv.data());
     const int e = errno;
     if (keep >= 0) (void)!write(keep, &e, sizeof e);

@@ -199,9 +199,15 @@ bool Sessions::wait_warm(std::size_t n, std::chrono::milliseconds limit) {
 Result<SessionInfo, Error> Sessions::open(const std::string& owner, const Opening& what) {
   if (owner.empty()) return Error{Errc::invalid, "a session needs an owner"};
   const auto size = what.size;
-  if (!what.command.empty()) {  // the spec's rules, before anything counts it
-    SandboxSpec check = spec_;
-    check.args = what.command;
+  // A command runs under a shell that stays the sandbox's init (PID 1 gets only the signals
+  // it handles: a command there would ignore Ctrl-C); the shell passes the arguments on
+  // as they are ("$@": nothing parses them) and ends with the command's status.
+  std::vector<std::string> command;
+  if (!what.command.empty()) {
+    command = {"/bin/sh", "-c", "\"$@\"", "kiln-command"};
+    command.insert(command.end(), what.command.begin(), what.command.end());
+    SandboxSpec check = spec_;  // the spec's rules, before anything counts it
+    check.args = command;
     if (auto problem = validate(check); !problem.empty())
       return Error{Errc::invalid, "command: " + problem};
   }
@@ -235,7 +241,7 @@ Result<SessionInfo, Error> Sessions::open(const std::string& owner, const Openin
   const auto cold = [&]() -> Result<std::unique_ptr<Process>, Error> {
     SandboxSpec spec = spec_;
     spec.id = s->id;
-    if (!s->command.empty()) spec.args = s->command;
+    if (!command.empty()) spec.args = command;
     KILN_TRY(box, driver_.create(spec));
     s->sandbox = std::move(box);
     return s->sandbox->start(size);

@@ -506,6 +506,7 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         daemon = ["--sandbox-daemon", f"{self.host.host}:{self.host.port}"]
         api = Kiln("--auth-dev-tokens", "true", *daemon, role="api", env=env)
         self.addCleanup(api.stop)
+        self.assertIn("/v1/term is a gateway's", "".join(api.banner), "kiln api serves no /v1/term")
         one = Kiln(*daemon, role="gateway", env=env)
         self.addCleanup(one.stop)
         two = Kiln(*daemon, role="gateway", env=env)

@@ -6,6 +6,7 @@
 //   internal API (/internal/v1/...: the service key);
 // - elsewhere (sandbox.daemon set: `kiln gateway`, `kiln api`, or `kiln serve`): a client of
 //   the host for the API, and /v1/term relayed to the host by a gateway.
+#include "app/durability.hpp"
 #include "app/modules.hpp"
 #include "app/secrets.hpp"
 #include "app/settings.hpp"
@@ -140,6 +141,15 @@ class TerminalsModule final : public Module {
     o.state_root = (dir / "runc").string();
     o.bundles = (dir / "bundles").string();
     state_dir_ = dir.string();
+    // One node per state directory: another would remove this one's sandboxes as
+    // leftovers of a previous run.
+    {
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (!lock_data_dir(dir))
+        throw StartupError(1, "the sandbox state directory " + state_dir_ +
+                                  " is in use by another kiln (setting sandbox.state_dir)");
+    }
     o.uid_base = static_cast<std::uint32_t>(cfg.integer("sandbox.uid_base"));
     o.gid_base = o.uid_base;
     auto spec = shell_spec(cfg);
@@ -254,10 +264,13 @@ class TerminalsModule final : public Module {
   }
 
   void describe(Landing& landing) override {
-    if (remote_)
-      landing.terminals =
-          (relay_.hosts.size() == 1 ? "on the sandbox host " : "on the sandbox hosts ") +
-          node_.cfg.str("sandbox.daemon");
+    const auto hosts =
+        std::string(relay_.hosts.size() == 1 ? "the sandbox host " : "the sandbox hosts ") +
+        node_.cfg.str("sandbox.daemon");
+    if (remote_ && !node_.roles.collab)  // kiln api: the REST routes only
+      landing.terminals = "/v1/terminals on " + hosts + " (/v1/term is a gateway's)";
+    else if (remote_)
+      landing.terminals = "on " + hosts;
     else if (host_)
       landing.terminals =
           "for the cluster on /internal/v1 (the service key; nodes name this "

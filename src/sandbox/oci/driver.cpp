@@ -324,8 +324,11 @@ class OciSandbox final : public Sandbox {
         if (fd >= 0) close(fd);
       listener = ends[0] = ends[1] = ends[2] = gate_ = input_ = output_ = -1;
     };
+    // A socket pair, not a pipe: the gate is opened with send(MSG_NOSIGNAL), so an init
+    // that died meanwhile is an error here, never a SIGPIPE for the whole process.
     int gate[2];
-    if (pipe2(gate, O_CLOEXEC) != 0) return failed(std::string("pipe: ") + std::strerror(errno));
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, gate) != 0)
+      return failed(std::string("socketpair: ") + std::strerror(errno));
     ends[2] = gate[0];
     gate_ = gate[1];
     o.pass_fd = gate[0];
@@ -425,7 +428,7 @@ class OciSandbox final : public Sandbox {
       if (auto r = set_size(input_, size); !r) return r.error();
     }
     // The gate opens: the init becomes the command.
-    const bool opened = write(gate_, "\n", 1) == 1;
+    const bool opened = ::send(gate_, "\n", 1, MSG_NOSIGNAL) == 1;
     close(std::exchange(gate_, -1));
     if (!opened) return Error{Errc::not_running, "the sandbox's init ended before its start"};
     auto p = std::make_unique<InitProcess>(shared_, std::move(init_), std::exchange(input_, -1),

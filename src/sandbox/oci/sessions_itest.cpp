@@ -279,6 +279,19 @@ TEST_F(SessionsTest, ACommandRunsInsteadOfTheShellAndItsExitEndsTheSession) {
   auto info = sessions->get("ann", s->id);
   ASSERT_TRUE(info);
   EXPECT_FALSE(info->running);
+  // Ctrl-C reaches a command (it is not the sandbox's init, which would ignore it).
+  auto endless = sessions->open("ann", {{24, 80}, {"sleep", "600"}});
+  ASSERT_TRUE(endless) << endless.error().detail;
+  Seen stopped;
+  auto e = sessions->attach("ann", endless->id, 0, stopped.listener(0));
+  ASSERT_TRUE(e);
+  // Typed again until it ends: a ^C before the command has started reaches only the shell.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  do {
+    ASSERT_TRUE(sessions->input("ann", endless->id, "\x03"));
+  } while (!stopped.wait_exit(200ms) && std::chrono::steady_clock::now() < deadline);
+  ASSERT_TRUE(stopped.exit) << stopped.bytes;
+  EXPECT_EQ(stopped.exit->code, 130) << stopped.exit->message;
   auto bad = sessions->open("ann", {{24, 80}, {"/bin/echo", std::string("a\0b", 3)}});
   ASSERT_FALSE(bad);
   EXPECT_EQ(bad.error().code, Errc::invalid);

@@ -37,45 +37,39 @@ Client::Client(ClientOptions options) : options_(std::move(options)) {}
 Client::~Client() = default;
 
 Result<Client::Answer, Error> Client::call(const std::string& method, const std::string& target,
-                                           const std::string& body, bool retry) {
+                                           const std::string& body) {
   const auto unreachable = [&](const std::string& why) {
     return Error{Errc::unavailable,
                  "the sandbox host " + options_.endpoint + " did not answer: " + why};
   };
-  std::unique_ptr<http::Client> c;
   {
     std::lock_guard lock(mu_);
     if (std::chrono::steady_clock::now() < down_until_)
       return unreachable("not a moment ago; try again in a few seconds");
-    if (retry && !idle_.empty()) {  // a request that must not repeat gets a fresh connection
-      c = std::move(idle_.back());
-      idle_.pop_back();
-    }
   }
+  std::unique_ptr<http::Client> c;
   http::ClientResponse resp;
   try {
-    if (!c) {
-      http::ClientOptions o;
-      o.endpoint = options_.endpoint;
-      o.timeout = options_.timeout;
-      o.max_attempts = 2;
-      c = std::make_unique<http::Client>(o);
-    }
+    // A connection per call, one attempt: a kept one may have been closed by the host
+    // while idle (a write into it fails, and an open must not be sent twice), and a retry
+    // after a timeout would double the wait for a host that hangs.
+    http::ClientOptions o;
+    o.endpoint = options_.endpoint;
+    o.timeout = options_.timeout;
+    o.max_attempts = 1;
+    c = std::make_unique<http::Client>(o);
     http::ClientRequest req(
         method, target,
         {{"Authorization", "Bearer " + options_.service_key}, {"Content-Type", "application/json"}},
         http::Body::of(body));
-    req.retry = retry;
+    req.retry = false;
     resp = c->send(req);
   } catch (const std::exception& e) {
     std::lock_guard lock(mu_);
     down_until_ = std::chrono::steady_clock::now() + options_.hold_off;
     return unreachable(e.what());
   }
-  if (retry) {
-    std::lock_guard lock(mu_);
-    idle_.push_back(std::move(c));
-  }
+
   Answer a;
   a.status = resp.status;
   if (!resp.body.empty()) {
@@ -106,12 +100,12 @@ Result<Client::Answer, Error> Client::call(const std::string& method, const std:
 
 Result<SessionInfo, Error> Client::open(const std::string& owner, const Opening& what) {
   const auto body = json::serialize(to_json(what));
-  KILN_TRY(a, call("POST", base(owner), body, /*retry=*/false));
+  KILN_TRY(a, call("POST", base(owner), body));
   return session_from_json(a.body);
 }
 
 Result<std::vector<SessionInfo>, Error> Client::list(const std::string& owner) {
-  KILN_TRY(a, call("GET", base(owner), "", true));
+  KILN_TRY(a, call("GET", base(owner), ""));
   const auto* o = a.body.if_object();
   const auto* items = o ? o->if_contains("items") : nullptr;
   if (!items || !items->is_array())
@@ -125,12 +119,12 @@ Result<std::vector<SessionInfo>, Error> Client::list(const std::string& owner) {
 }
 
 Result<SessionInfo, Error> Client::get(const std::string& owner, const std::string& id) {
-  KILN_TRY(a, call("GET", base(owner) + "/" + segment(id), "", true));
+  KILN_TRY(a, call("GET", base(owner) + "/" + segment(id), ""));
   return session_from_json(a.body);
 }
 
 Result<void, Error> Client::close(const std::string& owner, const std::string& id) {
-  KILN_TRY(a, call("DELETE", base(owner) + "/" + segment(id), "", false));
+  KILN_TRY(a, call("DELETE", base(owner) + "/" + segment(id), ""));
   (void)a;
   return {};
 }

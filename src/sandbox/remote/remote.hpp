@@ -63,10 +63,10 @@ struct ClientOptions {
   std::chrono::milliseconds hold_off{5'000};
 };
 
-// The port over a sandbox host's API. Thread-safe. Reads go over kept connections (and are
-// retried once on a dropped one); opens and closes, which must not be sent twice, each go
-// over a connection of their own (a kept one may have been closed by the host while idle).
-// A host that does not answer is Errc::unavailable, naming it.
+// The port over a sandbox host's API. Thread-safe. Each call goes over a connection of its
+// own, once (a kept one may have been closed by the host while idle, an open must not be
+// sent twice, and a retry after a timeout would double the wait for a hung host). A host
+// that does not answer is Errc::unavailable, naming it.
 class Client final : public TerminalSessions {
  public:
   explicit Client(ClientOptions options);
@@ -82,7 +82,7 @@ class Client final : public TerminalSessions {
     boost::json::value body;
   };
   Result<Answer, Error> call(const std::string& method, const std::string& target,
-                             const std::string& body, bool retry);
+                             const std::string& body);
   ClientOptions options_;
   std::mutex mu_;
   std::vector<std::unique_ptr<http::Client>> idle_;     // connections not in use
