@@ -10,6 +10,7 @@
 
 #include <condition_variable>
 #include <filesystem>
+#include <sstream>
 #include <thread>
 
 namespace kiln::sandbox {
@@ -352,6 +353,35 @@ TEST_F(SessionsTest, AWarmPoolPreparesAheadAndAnOpenOnlyStartsOne) {
   auto left = process::run({"runc", "--root", base() + "/runc", "list", "-q"}, 15s);
   ASSERT_TRUE(left);
   EXPECT_EQ(left->out, "") << "nothing of the pool is left";
+}
+
+// A prepared sandbox whose init died while it waited (killed by an admin, the host's OOM
+// killer): the open that takes it starts a cold one instead, and nothing else ends (the
+// gate's write must not raise SIGPIPE: this test's process would die of it).
+TEST_F(SessionsTest, APreparedSandboxThatDiedIsReplacedColdAndEndsNothing) {
+  auto l = limits;
+  l.warm = 1;
+  Sessions pool(driver, shell, l);
+  ASSERT_TRUE(pool.wait_warm(1, 30s)) << pool.warm_error();
+  const auto runc = [&](std::vector<std::string> args) {
+    std::vector<std::string> v{"runc", "--root", base() + "/runc"};
+    v.insert(v.end(), args.begin(), args.end());
+    return process::run(v, 15s);
+  };
+  auto listed = runc({"list", "-q"});
+  ASSERT_TRUE(listed);
+  std::istringstream ids(listed->out);
+  int killed = 0;
+  for (std::string id; std::getline(ids, id);)
+    if (id.starts_with("w") && runc({"kill", id, "KILL"})) ++killed;
+  ASSERT_EQ(killed, 1) << listed->out;
+  auto s = pool.open("ann", {{24, 80}, {}});
+  ASSERT_TRUE(s) << s.error().detail;
+  Seen seen;
+  auto a = pool.attach("ann", s->id, 0, seen.listener(0));
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(pool.input("ann", s->id, "echo alive-$((3*3))\n"));
+  EXPECT_TRUE(seen.wait_for("alive-9")) << seen.bytes;
 }
 
 TEST_F(SessionsTest, APoolThatCannotPrepareSaysWhyAndOpensStayCold) {
