@@ -1,4 +1,6 @@
 #include "gateway/terminal.hpp"
+#include "gateway/terminal_relay.hpp"
+#include "gateway/terminal_tracker.hpp"
 
 #include "auth/jwt.hpp"
 #include "platform/codec.hpp"
@@ -11,7 +13,6 @@
 #include <algorithm>
 #include <chrono>
 #include <deque>
-#include <map>
 #include <mutex>
 #include <vector>
 
@@ -61,110 +62,15 @@ struct RelayTo {
   TerminalRelay target;
 };
 
-// Whether a close code may be sent on (RFC 6455 7.4: 1005, 1006, 1015 are never sent).
-bool sendable(std::uint16_t code) {
-  return code == 1000 || (code >= 1001 && code <= 1003) || (code >= 1007 && code <= 1014) ||
-         (code >= 3000 && code <= 4999);
-}
-
-class TerminalConnection;
-
-// The endpoint's count of live connections, and who waits for none to be left (a drain).
-struct Tracker {
-  std::mutex mu;
-  std::size_t live = 0;
-  std::function<void()> on_empty;
-  std::map<std::string, std::size_t, std::less<>> attached;  // per user
-  // One more attached connection of `user`, unless it has `limit` (0: no limit).
-  bool claim(const std::string& user, std::size_t limit) {
-    std::lock_guard lock(mu);
-    auto& n = attached[user];
-    if (limit > 0 && n >= limit) {
-      if (n == 0) attached.erase(user);
-      return false;
-    }
-    ++n;
-    return true;
-  }
-  void release(const std::string& user) {
-    std::lock_guard lock(mu);
-    auto it = attached.find(user);
-    if (it != attached.end() && --it->second == 0) attached.erase(it);
-  }
-  void gone() {
-    std::function<void()> fn;
-    {
-      std::lock_guard lock(mu);
-      if (--live == 0) fn = std::exchange(on_empty, {});
-    }
-    if (fn) fn();
-  }
-};
-
-// A relay's connection to the sandbox host, for one client connection: the attach frame
-// first, then the client's frames in order; what the host sends goes to the client as it is.
-class Upstream final : public http::WebSocketHandler {
- public:
-  // `session`: the id the client knows (the host's "attached" frame is given it).
-  Upstream(std::weak_ptr<TerminalConnection> down, std::string attach, std::string session)
-      : down_(std::move(down)), attach_(std::move(attach)), session_(std::move(session)) {}
-  std::optional<http::WebSocketRefusal> admit(const http::Request&) override { return {}; }
-  void on_open(std::shared_ptr<http::WebSocket> socket) override {
-    std::lock_guard lock(mu_);
-    opened_ = true;
-    if (left_) return socket->close(kNormal, "the client left");
-    socket_ = std::move(socket);
-    socket_->send(std::make_shared<const std::string>(std::move(attach_)));
-    for (auto& f : waiting_) socket_->send(std::move(f));
-    waiting_.clear();
-  }
-  void on_message(std::string_view data, bool binary) override;
-  void on_peer_closed(std::uint16_t code, std::string_view reason) override {
-    std::lock_guard lock(mu_);
-    code_ = code;
-    reason_ = std::string(reason);
-  }
-  void on_closed() override;
-  // The client's frame, in order; false when too many wait for the host's handshake.
-  bool send(std::string frame) {
-    std::lock_guard lock(mu_);
-    auto f = std::make_shared<const std::string>(std::move(frame));
-    if (socket_) {
-      socket_->send(std::move(f));
-    } else if (!left_) {
-      if (waiting_.size() >= 64) return false;
-      waiting_.push_back(std::move(f));
-    }
-    return true;
-  }
-  // The client is gone: the host's connection closes (the session goes on).
-  void leave() {
-    std::lock_guard lock(mu_);
-    left_ = true;
-    waiting_.clear();
-    if (socket_) socket_->close(kNormal, "the client left");
-  }
-
- private:
-  std::weak_ptr<TerminalConnection> down_;
-  std::string attach_, session_;
-  bool first_ = true;  // the next message is the host's answer to the attach
-  std::mutex mu_;
-  std::shared_ptr<http::WebSocket> socket_;
-  std::vector<std::shared_ptr<const std::string>> waiting_;
-  bool opened_ = false, left_ = false;
-  std::uint16_t code_ = 1006;
-  std::string reason_;
-};
-
 // One connection: unauthenticated until its attach frame, then a view of one session (here,
 // or a sandbox host's through an Upstream).
 class TerminalConnection final : public http::WebSocketHandler,
+                                 public detail::Downstream,
                                  public std::enable_shared_from_this<TerminalConnection> {
  public:
   TerminalConnection(std::shared_ptr<const TerminalOptions> o, const auth::Verifier* v,
                      sandbox::Sessions* s, std::shared_ptr<const RelayTo> relay,
-                     std::shared_ptr<Tracker> tracker)
+                     std::shared_ptr<detail::Tracker> tracker)
       : owned_(std::move(o)),
         options_(*owned_),
         verifier_(v),
@@ -273,13 +179,13 @@ class TerminalConnection final : public http::WebSocketHandler,
   }
 
   // A relay: the host's frame for the client, as it is. Any thread.
-  void from_upstream(std::string_view data) {
+  void from_upstream(std::string_view data) override {
     std::lock_guard lock(mu_);
     if (socket_) socket_->send(std::make_shared<const std::string>(data));
   }
   // A relay: the host's connection ended (`opened`: it had been made); the client's closes
   // with the host's code, or 1013 when there was none to pass on. Any thread.
-  void upstream_ended(bool opened, std::uint16_t code, const std::string& reason) {
+  void upstream_ended(bool opened, std::uint16_t code, const std::string& reason) override {
     std::lock_guard lock(mu_);
     if (!socket_) return;
     if (!opened) {
@@ -292,7 +198,7 @@ class TerminalConnection final : public http::WebSocketHandler,
                               "the sandbox host refused this gateway's service key "
                               "(api.service_key must be the same on both)");
       socket_->close(kTryLater, "the sandbox host did not answer: " + reason);
-    } else if (!sendable(code)) {
+    } else if (!detail::sendable(code)) {
       socket_->close(kTryLater, "the connection to the sandbox host was lost: " + reason);
     } else {
       socket_->close(code, reason);
@@ -409,7 +315,7 @@ class TerminalConnection final : public http::WebSocketHandler,
         if (h.key == parts->first) host = &h;
     }
     if (!host) return close(kNoSession, "no such session");
-    upstream_ = std::make_shared<Upstream>(
+    upstream_ = std::make_shared<detail::Upstream>(
         weak_from_this(),
         json::serialize(json::object{
             {"t", "attach"}, {"user", user_}, {"session", parts->second}, {"offset", from}}),
@@ -462,9 +368,9 @@ class TerminalConnection final : public http::WebSocketHandler,
   const auth::Verifier* verifier_;        // null: trusted
   sandbox::Sessions* sessions_;           // local and trusted
   std::shared_ptr<const RelayTo> relay_;  // relay
-  std::shared_ptr<Tracker> tracker_;
-  bool claimed_ = false;                // counted in tracker_->attached (user_ set for good then)
-  std::shared_ptr<Upstream> upstream_;  // strand only (set before any frame is relayed)
+  std::shared_ptr<detail::Tracker> tracker_;
+  bool claimed_ = false;  // counted in tracker_->attached (user_ set for good then)
+  std::shared_ptr<detail::Upstream> upstream_;  // strand only (set before any frame is relayed)
   std::shared_ptr<http::WebSocket> socket_;
   State state_ = State::waiting;  // strand only
   std::string user_, session_;
@@ -475,34 +381,6 @@ class TerminalConnection final : public http::WebSocketHandler,
   static constexpr std::size_t kMaxHeld = 64;
   std::vector<std::pair<std::string, bool>> held_;  // strand only: (frame, binary)
 };
-
-void Upstream::on_message(std::string_view data, bool) {
-  auto d = down_.lock();
-  if (!d) return;
-  if (std::exchange(first_, false)) {  // {"t":"attached","session":<the host's id>,...}
-    boost::system::error_code ec;
-    auto v = json::parse(data, ec);
-    if (auto* o = ec ? nullptr : v.if_object(); o && o->contains("session")) {
-      (*o)["session"] = session_;
-      return d->from_upstream(json::serialize(*o));
-    }
-  }
-  d->from_upstream(data);
-}
-
-void Upstream::on_closed() {
-  bool opened = false;
-  std::uint16_t code = 0;
-  std::string reason;
-  {
-    std::lock_guard lock(mu_);
-    socket_.reset();
-    opened = opened_;
-    code = code_;
-    reason = reason_;
-  }
-  if (auto d = down_.lock()) d->upstream_ended(opened, code, reason);
-}
 
 }  // namespace
 
@@ -517,7 +395,7 @@ struct TerminalEndpoint::Impl {
   const auth::Verifier* verifier;  // null: trusted
   sandbox::Sessions* sessions;
   std::shared_ptr<const RelayTo> relay;
-  std::shared_ptr<Tracker> tracker = std::make_shared<Tracker>();
+  std::shared_ptr<detail::Tracker> tracker = std::make_shared<detail::Tracker>();
   std::mutex mu;
   std::vector<std::weak_ptr<TerminalConnection>> live;
   // The live connections; `forget`: no longer tracked (a drain: none is closed twice).
