@@ -37,12 +37,13 @@ using namespace detail;
 
 // The container's init until start(): a shell from the sandbox's root that waits for a line
 // on descriptor 3 (a socket whose other end Kiln holds; runc create --preserve-fds 1),
-// closes it, and becomes the command (exec: same pid, so the command is the init and its
-// exit is the sandbox's). `runc start` costs 20-30 ms of Go start-up on a small VM; done
-// while the sandbox is prepared, start() is one send. A Kiln that dies closes its end: the
-// read fails and the init exits 97.
-constexpr const char* kGate[] = {"/bin/sh", "-c",
-                                 "read -r _ <&3 || exit 97; exec 3<&-; exec \"$@\"", "kiln-gate"};
+// answers with a line (start() waits for it: an init killed while it waited is told apart
+// from a command that began), closes it, and becomes the command (exec: same pid, so the
+// command is the init and its exit is the sandbox's). `runc start` costs 20-30 ms of Go start-up on
+// a small VM; done while the sandbox is prepared, start() is one send. A Kiln that dies closes its
+// end: the read fails and the init exits 97.
+constexpr const char* kGate[] = {
+    "/bin/sh", "-c", "read -r _ <&3 || exit 97; echo >&3; exec 3<&-; exec \"$@\"", "kiln-gate"};
 
 class OciSandbox final : public Sandbox {
  public:
@@ -185,7 +186,11 @@ class OciSandbox final : public Sandbox {
       if (auto r = set_size(input_, size); !r) return r.error();
     }
     // The gate opens: the init becomes the command.
-    const bool opened = ::send(gate_, "\n", 1, MSG_NOSIGNAL) == 1;
+    // The send lands in the socket's buffer even when the init is being killed, so the
+    // gate's answer is what says it read it; a SIGKILL delivered before then (kill(2)
+    // returned) never lets it answer: EOF.
+    bool opened = ::send(gate_, "\n", 1, MSG_NOSIGNAL) == 1;
+    if (opened) opened = receive_byte(gate_, shared_->options.command_timeout);
     close(std::exchange(gate_, -1));
     if (!opened) return Error{Errc::not_running, "the sandbox's init ended before its start"};
     auto p = std::make_unique<InitProcess>(shared_, std::move(init_), std::exchange(input_, -1),

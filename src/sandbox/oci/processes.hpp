@@ -274,6 +274,22 @@ class RuncProcess final : public StdioProcess {
   std::optional<Exit> exit_;
 };
 
+// One byte read from `fd` within `within` (poll retried after a signal); false on EOF, an
+// error or the time running out.
+inline bool receive_byte(int fd, std::chrono::milliseconds within) {
+  const auto deadline = std::chrono::steady_clock::now() + within;
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    pollfd p{fd, POLLIN, 0};
+    const int n = poll(&p, 1, static_cast<int>(std::max<std::int64_t>(left.count(), 0)));
+    if (n < 0 && errno == EINTR) continue;
+    if (n != 1) return false;
+    char c = 0;
+    return ::recv(fd, &c, 1, 0) == 1;
+  }
+}
+
 // The pty's master, which runc sends on the console socket (SCM_RIGHTS) while it creates
 // the container. Waits until `deadline` or until runc exits without sending it.
 inline Result<int, Error> receive_console(int listener, process::Child& runc,
