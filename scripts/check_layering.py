@@ -54,6 +54,7 @@ ALLOWED = {
     # the runc and QEMU drivers.
     "sandbox": {"platform"},
     "sandbox/oci": {"sandbox", "platform"},
+    "sandbox/microvm": {"sandbox", "platform"},
     "sandbox/remote": {"sandbox", "platform"},
     "app": {"*"},
 }
@@ -61,7 +62,7 @@ ALLOWED = {
 # Folders whose subfolders are libraries of their own (clients/redis, engines/memory, ...).
 NESTED = {"clients", "engines"}
 # Subfolders that are libraries of their own inside a library's folder.
-SUBLIBS = {"assets/pipeline", "sandbox/oci", "sandbox/remote"}
+SUBLIBS = {"assets/pipeline", "sandbox/microvm", "sandbox/oci", "sandbox/remote"}
 
 
 def library_of(path: str) -> str:

@@ -28,6 +28,12 @@ namespace kiln::sandbox::conformance {
 struct SandboxFactory {
   std::string name;
   std::function<std::unique_ptr<Driver>()> make;
+  // What a driver may lack, each skipped with its reason when false: exec (more commands
+  // beside the first); shares_host_kernel: the sandbox runs on the host's kernel, so the
+  // kernel's own surface (io_uring, user namespaces through clone) must be closed to it (a
+  // virtual machine's kernel is its own: reaching it reaches nothing of the host's).
+  bool exec = true;
+  bool shares_host_kernel = true;
 };
 inline std::string PrintToString(const SandboxFactory& f) {
   return f.name;
@@ -138,9 +144,11 @@ TEST_P(SandboxConformance, ATerminalHasItsSizeAndFollowsAResize) {
   ASSERT_TRUE(box);
   auto p = box->start({30, 90});
   ASSERT_TRUE(p) << p.error().detail;
-  write_all(**p, "stty size; tty\n");
-  auto out = read_until(**p, "/dev/pts/");
+  // (the answer's words are computed: the terminal echoes the typed line first)
+  write_all(**p, "stty size; tty >/dev/null && echo tty-$((6*7))\n");
+  auto out = read_until(**p, "tty-42");
   EXPECT_NE(out.find("30 90"), std::string::npos) << out;
+  EXPECT_NE(out.find("tty-42"), std::string::npos) << "a terminal: " << out;
   ASSERT_TRUE((*p)->resize({40, 120}));
   // The resize reaches the command's terminal through the driver: asked until it shows.
   std::string seen;
@@ -199,6 +207,7 @@ TEST_P(SandboxConformance, APreparedSandboxNeverStartedIsDestroyedWhole) {
 }
 
 TEST_P(SandboxConformance, ExecRunsBesideTheCommandWithTheSameFilesAndUser) {
+  if (!GetParam().exec) GTEST_SKIP() << GetParam().name << " runs one command per sandbox";
   auto box = create(spec({"/bin/sh", "-c", "echo ready > /work/mark; exec sleep 300"}));
   ASSERT_TRUE(box);
   auto main = box->start();
@@ -343,7 +352,9 @@ TEST_P(SandboxConformance, TheHostIsOutOfReach) {
   EXPECT_NE(out.find("mount: "), std::string::npos) << out;
   // A new user namespace through clone (not only unshare), io_uring, the host's cgroups.
   EXPECT_NE(out.find("clone-newuser -1 Operation not permitted"), std::string::npos) << out;
-  EXPECT_NE(out.find("io_uring -1 Operation not permitted"), std::string::npos) << out;
+  if (GetParam().shares_host_kernel) {
+    EXPECT_NE(out.find("io_uring -1 Operation not permitted"), std::string::npos) << out;
+  }
   EXPECT_NE(out.find("cannot access '/sys/fs/cgroup'"), std::string::npos) << out;
 }
 

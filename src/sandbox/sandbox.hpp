@@ -58,6 +58,11 @@ constexpr const char* to_string(Exit::Reason r) {
   return "exited";
 }
 
+// How a process ended, in words, for every driver: `signal` 0 when it exited with `code`;
+// `oom`: the SIGKILL was the kernel's at the sandbox's memory limit (`memory_bytes`);
+// `destroyed`: its sandbox was destroyed while it ran (wins over the rest).
+Exit ended(int code, int signal, bool oom, bool destroyed, std::uint64_t memory_bytes);
+
 // What the sandbox uses now, read from its runtime.
 struct Stats {
   std::uint64_t memory_bytes = 0;        // cgroup memory usage (page cache included)

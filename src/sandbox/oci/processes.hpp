@@ -44,10 +44,6 @@ inline std::string first_line(std::string s) {
   return s;
 }
 
-inline std::string mib(std::uint64_t bytes) {
-  return std::to_string(bytes >> 20) + " MiB";
-}
-
 // The shared state of one sandbox: what its processes need after the Sandbox object is
 // gone (they may outlive it in the caller's hands).
 struct Shared {
@@ -98,38 +94,14 @@ class OomCount {
 // How a process of the sandbox ended, from its wait status. `via_runc`: the status is a
 // foreground runc's, which exits with 128 + the signal that ended the command.
 inline Exit describe(const Shared& shared, int status, bool via_runc) {
-  Exit e;
-  int sig = 0;
+  int code = 0, sig = 0;
   if (WIFSIGNALED(status)) {
     sig = WTERMSIG(status);
   } else if (WIFEXITED(status)) {
-    e.code = WEXITSTATUS(status);
-    if (via_runc && e.code > 128 && e.code < 128 + 65) sig = e.code - 128;
+    code = WEXITSTATUS(status);
+    if (via_runc && code > 128 && code < 128 + 65) sig = code - 128;
   }
-  if (shared.destroyed) {
-    e.reason = Exit::Reason::destroyed;
-    e.code = sig ? 128 + sig : e.code;
-    e.signal = sig;
-    e.message = "the sandbox was destroyed";
-    return e;
-  }
-  if (sig == 0) {
-    e.message = "exited with " + std::to_string(e.code);
-    return e;
-  }
-  e.code = 128 + sig;
-  e.signal = sig;
-  if (sig == SIGKILL && shared.oom) {
-    e.reason = Exit::Reason::out_of_memory;
-    e.message =
-        "killed at the sandbox's memory limit (" + mib(shared.spec.limits.memory_bytes) + ")";
-    return e;
-  }
-  e.reason = Exit::Reason::signaled;
-  const char* name = sigabbrev_np(sig);
-  e.message = std::string("killed by ") +
-              (name ? std::string("SIG") + name : "signal " + std::to_string(sig));
-  return e;
+  return ended(code, sig, shared.oom, shared.destroyed, shared.spec.limits.memory_bytes);
 }
 
 // A command's stdio without a terminal: its input pipe's write end and its output pipe's
