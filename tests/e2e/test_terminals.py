@@ -782,6 +782,64 @@ class TerminalsOnASandboxHost(unittest.TestCase):
         self.assertIn("sandbox host did not answer", reason)
 
 
+IMAGE = os.environ.get("KILN_MICROVM_IMAGE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "build", "microvm-image")
+QEMU = shutil.which("qemu-system-x86_64")
+
+
+@needs(QEMU and os.path.exists(os.path.join(IMAGE, "vmlinuz")) and os.geteuid() == 0,
+       "missing: qemu-system-x86 and the guest image (bash scripts/microvm-image.sh)")
+class TerminalsInMicroVms(unittest.TestCase):
+    """sandbox.driver microvm: each session a QEMU machine of its own (emulated here: seconds
+    to boot, so the warm pool holds one booted ahead), on a sandbox host behind a gateway."""
+    KEY = "e2e-sandbox-host-key-" + os.urandom(12).hex()
+
+    def test_a_session_in_its_own_machine_through_a_gateway(self):
+        env = {"KILN_API_SERVICE_KEY": self.KEY}
+        host = Kiln("--sandbox-driver", "microvm", "--sandbox-microvm-image", os.path.abspath(IMAGE),
+                    "--sandbox-warm-pool", "1", "--sandbox-memory-bytes", str(128 << 20),
+                    "--sandbox-disk-bytes", str(32 << 20), "--sandbox-shell", "/bin/sh",
+                    role="sandboxd", env=env)
+        self.addCleanup(host.stop)
+        self.assertIn("QEMU emulator version", "".join(host.banner))
+        gw = Kiln("--auth-dev-tokens", "true", "--sandbox-daemon", f"{host.host}:{host.port}", env=env)
+        self.addCleanup(gw.stop)
+        ann = gw.call("POST", "/v1/dev/token", body={"user": {"id": "ann"}})[2]["token"]
+        status, _, s = gw.call("POST", "/v1/terminals", ann, {"rows": 30, "cols": 100})
+        self.assertEqual(status, 201, s)
+
+        async def go():
+            t = await Term.attach(gw, ann, s["id"])
+            self.assertEqual(t.attached["t"], "attached", t.attached)
+            # Its own kernel (not the host's), its size, its user, its limits.
+            await t.send("uname -r; stty size; id -un; cat /proc/meminfo | head -1; echo $((6*7))\r")
+            await t.read_until("42\r\n", timeout=60)
+            with open(os.path.join(IMAGE, "VERSION")) as f:  # "linux-image-<release> <hash>"
+                guest = f.read().split()[0].removeprefix("linux-image-")
+            self.assertIn(f"\n{guest}\r\n".encode(), t.out)
+            self.assertNotEqual(guest, os.uname().release)
+            self.assertIn(b"30 100\r\n", t.out)
+            self.assertIn(b"kiln\r\n", t.out)
+            await t.ws.send(json.dumps({"t": "resize", "rows": 40, "cols": 120}))
+            seen = b""
+            deadline = time.monotonic() + WAIT
+            while b"40 120" not in seen and time.monotonic() < deadline:
+                await t.send("stty size\r")
+                try:
+                    await t.read_until("40 120", timeout=1)
+                except asyncio.TimeoutError:
+                    pass
+                seen = t.out
+            self.assertIn(b"40 120", seen)
+            # A memory hog is killed in the machine; the shell goes on.
+            await t.send("tail /dev/zero; echo hog-ended-$?\r")
+            await t.read_until("hog-ended-137", timeout=60)
+            await t.send("exit 3\r")
+            self.assertEqual(await t.until_closed(), 1000)
+            self.assertEqual((t.exit["reason"], t.exit["code"]), ("exited", 3))
+        run(go())
+
+
 class TerminalsOff(unittest.TestCase):
     def test_a_node_without_terminals_says_why(self):
         node = Kiln("--sandbox-enabled", "off", "--auth-dev-tokens", "true")

@@ -15,6 +15,7 @@
 #include "platform/http_server.hpp"
 #include "platform/log.hpp"
 #include "platform/thread_pool.hpp"
+#include "sandbox/microvm/driver.hpp"
 #include "sandbox/oci/driver.hpp"
 #include "sandbox/remote/remote.hpp"
 #include "sandbox/sessions.hpp"
@@ -130,16 +131,12 @@ class TerminalsModule final : public Module {
       node.terminals_off = why_off_;
       return;
     }
-    sandbox::oci::OciOptions o;
-    o.runc = cfg.str("sandbox.runc");
-    // The runtime's state and the bundles: on a path every sandbox's mapped root may
-    // traverse (data directories are often 0700), one per data directory.
+    // The runtime's state and the bundles (or machines): on a path every sandbox's mapped
+    // root may traverse (data directories are often 0700), one per data directory.
     std::filesystem::path dir = cfg.str("sandbox.state_dir");
     if (dir.empty())
       dir = std::filesystem::path("/run/kiln") /
             codec::sha256_hex(node.data_dir.lexically_normal().string()).substr(0, 16);
-    o.state_root = (dir / "runc").string();
-    o.bundles = (dir / "bundles").string();
     state_dir_ = dir.string();
     // One node per state directory: another would remove this one's sandboxes as
     // leftovers of a previous run.
@@ -150,13 +147,38 @@ class TerminalsModule final : public Module {
         throw StartupError(1, "the sandbox state directory " + state_dir_ +
                                   " is in use by another kiln (setting sandbox.state_dir)");
     }
-    o.uid_base = static_cast<std::uint32_t>(cfg.integer("sandbox.uid_base"));
-    o.gid_base = o.uid_base;
     auto spec = shell_spec(cfg);
     if (auto problem = sandbox::validate(spec); !problem.empty())
       throw StartupError(2, "configuration error: sandbox.*: " + problem);
-    driver_ = std::make_unique<sandbox::oci::OciDriver>(o);
-    auto version = driver_->check();
+    Result<std::string, sandbox::Error> version = sandbox::Error{sandbox::Errc::unavailable, ""};
+    std::size_t left = 0;
+    if (cfg.str("sandbox.driver") == "microvm") {
+      if (spec.limits.network)
+        throw StartupError(2,
+                           "configuration error: sandbox.network: the microvm driver has no "
+                           "network yet");
+      sandbox::microvm::MicrovmOptions o;
+      o.qemu = cfg.str("sandbox.qemu");
+      const std::filesystem::path image = cfg.str("sandbox.microvm_image");
+      o.kernel = (image / "vmlinuz").string();
+      o.initrd = (image / "initramfs.gz").string();
+      o.state_dir = (dir / "machines").string();
+      auto d = std::make_unique<sandbox::microvm::MicrovmDriver>(o);
+      version = d->check();
+      if (version) left = d->remove_leftovers();
+      driver_ = std::move(d);
+    } else {
+      sandbox::oci::OciOptions o;
+      o.runc = cfg.str("sandbox.runc");
+      o.state_root = (dir / "runc").string();
+      o.bundles = (dir / "bundles").string();
+      o.uid_base = static_cast<std::uint32_t>(cfg.integer("sandbox.uid_base"));
+      o.gid_base = o.uid_base;
+      auto d = std::make_unique<sandbox::oci::OciDriver>(o);
+      version = d->check();
+      if (version) left = d->remove_leftovers();
+      driver_ = std::move(d);
+    }
     if (!version) {
       if (mode == "on" || host_)
         throw StartupError(1, "terminals cannot run here: " + version.error().detail +
@@ -167,7 +189,7 @@ class TerminalsModule final : public Module {
       driver_.reset();
       return;
     }
-    if (const auto left = driver_->remove_leftovers(); left > 0)
+    if (left > 0)
       log::warn("terminals: removed sandboxes left by a previous run",
                 {{"count", static_cast<std::int64_t>(left)}});
     sessions_ = std::make_unique<sandbox::Sessions>(
@@ -291,7 +313,7 @@ class TerminalsModule final : public Module {
   gateway::TerminalRelay relay_;
   std::unique_ptr<sandbox::remote::Hosts> client_;
   std::unique_ptr<ThreadPool> routes_;  // the host's API calls (they start sandboxes)
-  std::unique_ptr<sandbox::oci::OciDriver> driver_;
+  std::unique_ptr<sandbox::Driver> driver_;
   std::unique_ptr<sandbox::Sessions> sessions_;  // after the driver: destroyed before it
   std::unique_ptr<ThreadPool> sweeper_;
   std::unique_ptr<gateway::TerminalEndpoint> endpoint_;
@@ -307,11 +329,26 @@ std::unique_ptr<Module> make_terminals(Node& node) {
 void add_sandbox_settings(config::Schema& s) {
   using namespace setting;
   constexpr std::int64_t kMiB = 1 << 20;
-  s.add(choice("sandbox.enabled", "auto", {"auto", "on", "off"},
-               "Terminal sessions in sandboxes (`kiln serve`: /v1/terminals, /v1/term). `auto`: "
-               "on when this process is root and Debian's runc runs, else off (said at start); "
-               "`on`: a start that cannot run them fails."));
-  s.add(text("sandbox.runc", "runc", "The OCI runtime's binary.", /*allow_empty=*/false));
+  s.add(choice(
+      "sandbox.enabled", "auto", {"auto", "on", "off"},
+      "Terminal sessions in sandboxes (`kiln serve`: /v1/terminals, /v1/term). `auto`: "
+      "on when this process is root and the driver's runtime runs, else off (said at start); "
+      "`on`: a start that cannot run them fails."));
+  s.add(choice("sandbox.driver", "oci", {"oci", "microvm"},
+               "What a sandbox is: `oci`, a container run by runc (starts in ~5 ms warm, ~120 "
+               "ms cold); `microvm`, a virtual machine of its own (QEMU's microvm; KVM when the "
+               "host has it, else emulated: seconds to boot, kept warm by sandbox.warm_pool) "
+               "booting sandbox.microvm_image. microvm has no network (sandbox.network)."));
+  s.add(text("sandbox.runc", "runc", "The OCI runtime's binary (sandbox.driver oci).",
+             /*allow_empty=*/false));
+  s.add(text("sandbox.qemu", "qemu-system-x86_64",
+             "QEMU's binary (sandbox.driver microvm; Debian's qemu-system-x86).",
+             /*allow_empty=*/false));
+  s.add(text("sandbox.microvm_image", "build/microvm-image",
+             "The directory with the guest's vmlinuz and initramfs.gz (sandbox.driver "
+             "microvm), which `bash scripts/microvm-image.sh DIR` builds from Debian's "
+             "packages; relative to the working directory.",
+             /*allow_empty=*/false));
   s.add(integer("sandbox.daemon_timeout_ms", 10'000, 100, 600'000,
                 "How long a node waits for a sandbox host at each step of a call (connect, "
                 "send, answer); a host that does not answer is then not asked again for 5 s "

@@ -476,6 +476,16 @@ Result<std::unique_ptr<Sandbox>, Error> MicrovmDriver::create(const SandboxSpec&
   return std::unique_ptr<Sandbox>(std::make_unique<MicrovmSandbox>(std::move(vm)));
 }
 
+std::size_t MicrovmDriver::remove_leftovers() {
+  std::size_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(options_.state_dir, ec)) {
+    std::error_code rm;
+    if (e.is_directory(rm) && fs::remove_all(e.path(), rm) > 0) ++n;
+  }
+  return n;
+}
+
 Result<std::string, Error> MicrovmDriver::check() const {
   for (const auto* f : {&options_.kernel, &options_.initrd}) {
     if (f->empty() || !fs::is_regular_file(*f))

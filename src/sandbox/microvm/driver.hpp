@@ -90,6 +90,11 @@ class MicrovmDriver final : public Driver {
   // (no QEMU, no kernel or initramfs, the state directory not writable).
   [[nodiscard]] Result<std::string, Error> check() const;
 
+  // Machines' directories left by a process that ended without destroying them (their QEMU
+  // died with it: PR_SET_PDEATHSIG): removed. Returns how many. At start, before any
+  // sandbox of this driver's exists.
+  std::size_t remove_leftovers();
+
  private:
   struct Ids;
   MicrovmOptions options_;
