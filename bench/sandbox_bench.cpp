@@ -1,16 +1,19 @@
-// kiln-sandbox-bench: the oci sandbox driver's costs (issue #20), as ratios where a peer
-// exists in the same run.
+// kiln-sandbox-bench: a sandbox driver's costs (issue #20), as ratios where a peer exists in
+// the same run. --driver oci (default) or microvm (--image: scripts/microvm-image.sh's
+// directory; QEMU machines, under TCG where KVM does not boot guests: say so with the figures).
 //   start   until the command's first output byte: cold (create + start, nothing prepared)
 //           and warm (start of a sandbox prepared ahead, as the warm pool holds them)
 //   echo    a byte written to a terminal session until its echo is read back, against the
 //           same through a host pty with no sandbox (the peer)
 //   idle    host memory per idle session: the RSS of the processes Kiln keeps per session
-//           (none is expected: runc exits once the sandbox runs) and the sandbox's own cgroup
-//           usage; per prepared sandbox in a warm pool: its init waiting at the gate (a shell)
+//           (oci: none is expected, runc exits once the sandbox runs; microvm: its QEMU) and
+//           the sandbox's own cgroup usage; per prepared sandbox in a warm pool: oci, its init
+//           waiting at the gate (a shell); microvm, its booted machine
 //   attack  a neighbour terminal's echo while another sandbox runs a CPU spin, a fork bomb, a
 //           memory hog and a pty flood, against the same neighbour's echo with nothing else
 //           running (the issue's goal: p99 within 2x)
-// Needs root and runc (as the driver does). Output: one JSON object.
+// Needs root and runc, or QEMU (as the drivers do). Output: one JSON object.
+#include "sandbox/microvm/driver.hpp"
 #include "sandbox/oci/driver.hpp"
 
 #include <CLI/CLI.hpp>
@@ -94,7 +97,7 @@ std::uint64_t rss_bytes(pid_t pid) {
 }
 
 // Kiln's children whose command name is `comm` ("runc": any runc left running; "sh": a prepared
-// container's init, waiting at the gate): their RSS.
+// container's init, waiting at the gate; "qemu-system-x86": a machine): their RSS.
 std::uint64_t children_rss(const std::string& comm) {
   std::uint64_t total = 0;
   const auto me = std::to_string(getpid());
@@ -117,10 +120,12 @@ std::uint64_t children_rss(const std::string& comm) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"kiln-sandbox-bench: the oci driver's start, echo and idle costs"};
+  CLI::App app{"kiln-sandbox-bench: a sandbox driver's start, echo and idle costs"};
   int starts = 30, rounds = 300, idle = 10;
   double abuser_cpus = 1.0;
-  std::string dir = "/tmp/kiln-sandbox-bench";
+  std::string dir = "/tmp/kiln-sandbox-bench", which = "oci", image = "build/microvm-image";
+  app.add_option("--driver", which, "oci or microvm")->check(CLI::IsMember({"oci", "microvm"}));
+  app.add_option("--image", image, "microvm: the guest image's directory");
   app.add_option("--starts", starts, "cold starts measured");
   app.add_option("--rounds", rounds, "echo round trips per terminal");
   app.add_option("--idle", idle, "idle sessions for the memory figure");
@@ -128,11 +133,28 @@ int main(int argc, char** argv) {
   app.add_option("--dir", dir, "state and bundle directory (removed at the end)");
   CLI11_PARSE(app, argc, argv);
 
-  sb::oci::OciOptions o;
-  o.state_root = dir + "/runc";
-  o.bundles = dir + "/bundles";
-  sb::oci::OciDriver driver(o);
-  auto version = driver.check();
+  std::unique_ptr<sb::Driver> driver_owner;
+  kiln::Result<std::string, sb::Error> version = sb::Error{sb::Errc::unavailable, ""};
+  // What a running and a prepared session keep on the host, by command name.
+  std::string running_comm = "runc", prepared_comm = "sh";
+  if (which == "microvm") {
+    sb::microvm::MicrovmOptions o;
+    o.kernel = image + "/vmlinuz";
+    o.initrd = image + "/initramfs.gz";
+    o.state_dir = dir + "/machines";
+    auto d = std::make_unique<sb::microvm::MicrovmDriver>(o);
+    version = d->check();
+    driver_owner = std::move(d);
+    running_comm = prepared_comm = "qemu-system-x86";
+  } else {
+    sb::oci::OciOptions o;
+    o.state_root = dir + "/runc";
+    o.bundles = dir + "/bundles";
+    auto d = std::make_unique<sb::oci::OciDriver>(o);
+    version = d->check();
+    driver_owner = std::move(d);
+  }
+  auto& driver = *driver_owner;
   if (!version) {
     std::cerr << version.error().detail << "\n";
     return 2;
@@ -232,7 +254,7 @@ int main(int argc, char** argv) {
   // Idle sessions: what each keeps on the host.
   std::vector<std::unique_ptr<sb::Sandbox>> boxes;
   std::vector<std::unique_ptr<sb::Process>> procs;
-  const auto before = children_rss("runc");
+  const auto before = children_rss(running_comm);
   std::uint64_t cgroup = 0;
   for (int i = 0; i < idle; ++i) {
     auto t = spec({"/bin/sh"});
@@ -247,11 +269,11 @@ int main(int argc, char** argv) {
   for (auto& b : boxes) {
     if (auto s = b->stats()) cgroup += s->memory_bytes;
   }
-  const auto host = children_rss("runc") - before;
+  const auto host = children_rss(running_comm) - before;
   procs.clear();
   boxes.clear();
   // Prepared sandboxes, as a warm pool keeps them.
-  const auto before_prepared = children_rss("sh");
+  const auto before_prepared = children_rss(prepared_comm);
   for (int i = 0; i < idle; ++i) {
     auto t = spec({"/bin/sh"});
     t.terminal = true;
@@ -259,13 +281,14 @@ int main(int argc, char** argv) {
     if (!b || !(*b)->prepare()) return 1;
     boxes.push_back(std::move(*b));
   }
-  const auto prepared = children_rss("sh") - before_prepared;
+  const auto prepared = children_rss(prepared_comm) - before_prepared;
   boxes.clear();
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
 
   const auto e_sb = summary(in_sandbox), e_host = summary(on_host);
-  json::object out{{"runtime", *version},
+  json::object out{{"driver", which},
+                   {"runtime", *version},
                    {"cold_start", summary(cold)},
                    {"warm_start", summary(warm)},
                    {"echo_sandbox", e_sb},

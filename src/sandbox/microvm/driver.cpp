@@ -145,7 +145,8 @@ struct Vm {
   process::Child qemu;
   int term = -1, control = -1, stdio = -1;  // Kiln's ends of the ports
   std::thread reader;
-  bool booted = false, ready = false, started = false, gone = false, destroyed = false;
+  bool booted = false, ready = false, prepared = false, started = false, gone = false,
+       destroyed = false;
   std::optional<std::pair<int, bool>> exit;  // the agent's (status, out of memory)
   std::optional<std::string> stats;
   std::string refused;  // an "error" line
@@ -194,6 +195,8 @@ struct Vm {
     std::lock_guard lock(mu);
     if (op == "ready") {
       ready = true;
+    } else if (op == "prepared") {
+      prepared = true;
     } else if (op == "started") {
       started = true;
     } else if (op == "exit") {
@@ -315,12 +318,8 @@ class MicrovmSandbox final : public Sandbox {
       return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
     if (auto r = prepare(); !r) return r.error();
     started_ = true;
-    bool sent = vm_->send("cwd " + base64(vm_->spec.cwd));
-    for (const auto& [name, value] : vm_->spec.env)
-      sent = sent && vm_->send("env " + base64(name + "=" + value));
-    for (const auto& a : vm_->spec.args) sent = sent && vm_->send("arg " + base64(a));
-    sent = sent && vm_->send("start " + std::string(terminal ? "1 " : "0 ") +
-                             std::to_string(size.rows) + " " + std::to_string(size.cols));
+    const bool sent =
+        vm_->send("start " + std::to_string(size.rows) + " " + std::to_string(size.cols));
     std::unique_lock lock(vm_->mu);
     if (!sent || !vm_->wait(lock, vm_->options.reply_timeout, [&] { return vm_->started; }))
       return Error{Errc::not_running,
@@ -434,12 +433,21 @@ class MicrovmSandbox final : public Sandbox {
     close_listeners();
     for (int i = 0; i < 3; ++i) unlink(c.ports[static_cast<std::size_t>(i)].socket_path.c_str());
     vm.reader = std::thread([&vm] { vm.read_control(); });
-    std::unique_lock lock(vm.mu);
-    if (!vm.wait(lock, o.boot_timeout, [&] { return vm.ready; })) {
-      lock.unlock();
-      return failed("the sandbox's machine did not boot in " +
-                    std::to_string(o.boot_timeout.count()) + " ms (" + vm.why_down() + ")");
+    {
+      std::unique_lock lock(vm.mu);
+      if (!vm.wait(lock, o.boot_timeout, [&] { return vm.ready; }))
+        return failed("the sandbox's machine did not boot in " +
+                      std::to_string(o.boot_timeout.count()) + " ms (" + vm.why_down() + ")");
     }
+    // The command, readied up to its exec (init.sh's gate): start() only opens the gate.
+    bool sent = vm.send("cwd " + base64(vm.spec.cwd));
+    for (const auto& [name, value] : vm.spec.env)
+      sent = sent && vm.send("env " + base64(name + "=" + value));
+    for (const auto& a : vm.spec.args) sent = sent && vm.send("arg " + base64(a));
+    sent = sent && vm.send(std::string("prepare ") + (vm.spec.terminal ? "1" : "0"));
+    std::unique_lock lock(vm.mu);
+    if (!sent || !vm.wait(lock, o.reply_timeout, [&] { return vm.prepared; }))
+      return failed("the sandbox's machine did not ready the command (" + vm.why_down() + ")");
     return {};
   }
 

@@ -8,9 +8,10 @@
 // the guest, runs the command as uid 1000 when asked, and reports its end. The host talks
 // to it over virtio-serial ports, each a Unix socket here: a console (hvc0, the command's
 // terminal), a control port (lines, described in init.sh) and a port for the command's
-// stdio when it has no terminal. prepare() boots the machine up to the agent's "ready" (a
-// warm pool holds booted machines); start() sends the command; the machine powers off when
-// the command ends, and destroy() kills QEMU.
+// stdio when it has no terminal. prepare() boots the machine and has the agent ready the
+// command up to its last exec, behind a gate (a warm pool holds such machines); start() sets
+// the terminal's size and opens the gate; the machine powers off when the command ends, and
+// destroy() kills QEMU.
 //
 // KVM is used when /dev/kvm boots guests, TCG (emulation) otherwise: slow (seconds to
 // boot), but the same isolation. Not done (the oci driver's): exec (one command per

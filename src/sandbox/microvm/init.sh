@@ -13,12 +13,14 @@
 #
 # Control, host to guest:
 #   arg B64 / env B64 / cwd B64   one argument, NAME=value or the directory (base64), before:
-#   start TERMINAL ROWS COLS      runs the command (TERMINAL 1: on hvc0, sized ROWS x COLS)
+#   prepare TERMINAL              readies the command (TERMINAL 1: on hvc0) up to its exec
+#   start ROWS COLS               lets it run (its terminal sized ROWS x COLS)
 #   size ROWS COLS                the terminal's new size (the kernel sends SIGWINCH)
 #   signal N                      signal N to the command
 #   stats                         asks for a stats line
 # Guest to host:
-#   ready                         booted, limits applied, waiting for start
+#   ready                         booted, limits applied, waiting for the command
+#   prepared                      the command waits at its gate
 #   started                       the command runs
 #   exit CODE OOM                 it ended: the shell's status (128+N for signal N) and
 #                                 whether the cgroup saw an out-of-memory kill (0/1);
@@ -84,28 +86,31 @@ $(decode "$a")" ;;
   stats)
     echo "stats $($bb cat $box/memory.current) $($bb cat $box/pids.current)" \
       "$($bb sed -n 's/^usage_usec //p' $box/cpu.stat)" >&3 ;;
-  start)
+  prepare)
+    # Everything up to the command's own exec, done before it is asked for (a warm pool's
+    # machines wait here): the chain runs to a gate, a shell of the user's that waits for a
+    # line on a FIFO only this init writes, then becomes the command (exec: the same pid).
     if [ "$a" = 1 ]; then
       io=/dev/hvc0
-      size="$bb stty sane rows $b cols $c"  # once it is open: a tty's last close forgets it
       setsid=-c
     else
       io=/dev/vport0p2
-      size=true
       setsid=
     fi
+    # The command's environment: PATH, HOME, TERM and the spec's (exported one by one:
+    # values keep their spaces).
+    echo "$envs" | $bb grep . >/run/kiln/env
+    $bb mkfifo -m 0600 /run/kiln/gate
     (
-      # The command's environment: PATH, HOME, TERM and the spec's (exported one by one:
-      # values keep their spaces). One open of the port: a virtio port takes one at a time.
-      echo "$envs" | $bb grep . >/run/kiln/env
+      # One open of the port: a virtio port takes one at a time.
       $bb sh -c 'echo $$ >'$box'/cgroup.procs && echo $$ >/run/kiln/pid && cd "$0" || exit 126
         export PATH=/usr/local/bin:/usr/bin:/bin HOME=/work TERM=xterm-256color
         while IFS= read -r kv; do export "$kv"; done </run/kiln/env
         ulimit -n '"$nofile"'
-        '"$size"'
         exec '"$bb"' setsid '"$setsid"' /usr/bin/setpriv --reuid='"$uid"' --regid='"$gid"' \
-          --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- "$@"' \
-        "$cwd" "$@" 0<>$io 1>&0 2>&0 &
+          --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- \
+          '"$bb"' sh -c "read -r _ <&3 || exit 97; exec 3<&-; exec \"\$@\"" kiln-gate "$@"' \
+        "$cwd" "$@" 0<>$io 1>&0 2>&0 3</run/kiln/gate &
       wait $!
       code=$?
       oom=$($bb sed -n 's/^oom_kill //p' $box/memory.events)
@@ -114,6 +119,12 @@ $(decode "$a")" ;;
       $bb sync
       $bb poweroff -f
     ) &
+    echo prepared >&3
+    ;;
+  start)
+    # The terminal's size (it is open: the gate holds it), then the gate opens.
+    [ "$io" = /dev/hvc0 ] && $bb stty -F /dev/hvc0 sane rows "$a" cols "$b"
+    echo go >/run/kiln/gate
     echo started >&3
     ;;
   esac
