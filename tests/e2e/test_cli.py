@@ -147,6 +147,14 @@ class CommandLine(unittest.TestCase):
                              "--sandbox-daemon", bad, env=key)
             self.assertEqual(r.returncode, 2, (bad, r.stderr))
             self.assertIn("is not host:port", r.stderr, bad)
+        for bad, said in (("127.0.0.1:7710,,127.0.0.1:7711", "has an empty item"),
+                          ("127.0.0.1:7710,", "has an empty item"),
+                          ("127.0.0.1:7710, 127.0.0.1:7710", "names '127.0.0.1:7710' twice")):
+            with tempfile.TemporaryDirectory() as d:
+                r = run_kiln("gateway", "--data-dir", d, "--http-listen", "127.0.0.1:0",
+                             "--sandbox-daemon", bad, env=key)
+            self.assertEqual(r.returncode, 2, (bad, r.stderr))
+            self.assertIn(said, r.stderr, bad)
         # The key is the one guard of a host's API: a short one is refused on both sides.
         for role, extra in (("sandboxd", []), ("gateway", ["--sandbox-daemon", "127.0.0.1:7710"])):
             with tempfile.TemporaryDirectory() as d:

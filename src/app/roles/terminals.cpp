@@ -22,6 +22,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+
 namespace kiln::app {
 namespace {
 
@@ -101,7 +103,17 @@ class TerminalsModule final : public Module {
     if (!host_ && !cfg.str("sandbox.daemon").empty()) {
       remote_ = true;
       std::vector<std::string> addresses;
-      for (const auto& a : config::split_list(cfg.str("sandbox.daemon"))) {
+      // Every item a host, each once: a session id carries its host's key (a hash of how
+      // the host is written), and users are spread by position in this list.
+      const auto raw = cfg.str("sandbox.daemon");
+      const auto items = config::split_list(raw);
+      if (static_cast<std::size_t>(std::count(raw.begin(), raw.end(), ',')) + 1 != items.size())
+        throw StartupError(
+            2, "configuration error: setting 'sandbox.daemon' has an empty item: '" + raw + "'");
+      for (const auto& a : items) {
+        if (std::find(addresses.begin(), addresses.end(), a) != addresses.end())
+          throw StartupError(
+              2, "configuration error: setting 'sandbox.daemon' names '" + a + "' twice");
         const auto [h, p] = daemon_address(a);
         relay_.hosts.push_back({sandbox::remote::host_key(a), h, p});
         addresses.push_back(a);
