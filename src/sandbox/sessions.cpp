@@ -181,6 +181,23 @@ std::unique_ptr<Sandbox> Sessions::take_warm() {
   return box;
 }
 
+Sessions::Counts Sessions::counts() {
+  std::vector<std::shared_ptr<Session>> all;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, s] : sessions_) all.push_back(s);
+  }
+  Counts c;
+  for (const auto& s : all) {
+    std::lock_guard lock(s->mu);
+    ++(s->exit ? c.ended : c.running);
+    c.attached += s->listeners.size();
+  }
+  c.warm_starts = warm_starts_.load();
+  c.cold_starts = cold_starts_.load();
+  return c;
+}
+
 std::size_t Sessions::warm_ready() {
   std::lock_guard lock(pool_mu_);
   return warm_.size();
@@ -252,9 +269,13 @@ Result<SessionInfo, Error> Sessions::open(const std::string& owner, const Openin
     if (!process) {  // a prepared one that cannot start (its init died): a cold one then
       s->sandbox->destroy();
       process = cold();
+      if (process) ++cold_starts_;
+    } else {
+      ++warm_starts_;
     }
   } else {
     process = cold();
+    if (process) ++cold_starts_;
   }
   if (!process) {
     if (s->sandbox) s->sandbox->destroy();

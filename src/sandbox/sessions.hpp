@@ -14,6 +14,7 @@
 #include "sandbox/scrollback.hpp"
 #include "sandbox/terminals.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -99,6 +100,13 @@ class Sessions final : public TerminalSessions {
   // Prepared sandboxes ready now, and the last error preparing one (empty: none since the
   // last success).
   [[nodiscard]] std::size_t warm_ready();
+  // For metrics: sessions running now (starting included), ended ones still kept, clients
+  // attached, and opens since construction by where their sandbox came from.
+  struct Counts {
+    std::size_t running = 0, ended = 0, attached = 0;
+    std::uint64_t warm_starts = 0, cold_starts = 0;
+  };
+  [[nodiscard]] Counts counts();
   [[nodiscard]] std::string warm_error();
   // Waits until `n` prepared sandboxes are ready, at most `limit`; whether they are.
   bool wait_warm(std::size_t n, std::chrono::milliseconds limit);
@@ -122,6 +130,7 @@ class Sessions final : public TerminalSessions {
   void fill();
   std::unique_ptr<Sandbox> take_warm();
   std::mutex pool_mu_;
+  std::atomic<std::uint64_t> warm_starts_{0}, cold_starts_{0};
   std::condition_variable pool_cv_;
   std::vector<std::unique_ptr<Sandbox>> warm_;
   std::string warm_error_;

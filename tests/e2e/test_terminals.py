@@ -15,6 +15,7 @@ import time
 import unittest
 
 import websockets
+from prometheus_client.parser import text_string_to_metric_families
 
 from harness import Kiln, WAIT, needs, run_kiln
 
@@ -78,6 +79,13 @@ def run(coro):
     return asyncio.run(coro)
 
 
+def metrics(node):
+    """{sample name: value} of the node's /metrics (unlabelled samples)."""
+    _, _, text = node.request("GET", "/metrics")
+    return {x.name: x.value for f in text_string_to_metric_families(text.decode())
+            for x in f.samples if not x.labels}
+
+
 async def closed_with(node, frames, timeout=WAIT):
     """Sends raw frames on a fresh /v1/term connection; returns the close code."""
     ws = await websockets.connect(f"ws://{node.host}:{node.port}/v1/term", subprotocols=["kiln.term.v1"])
@@ -126,6 +134,9 @@ class Terminals(unittest.TestCase):
             await t.read_until("42\r\n")
             self.assertIn(b"30 100\r\n", t.out)
             read_to = t.next
+            m = metrics(self.node)
+            self.assertEqual((m["kiln_terminal_sessions"], m["kiln_terminal_clients"]), (1, 1), m)
+            self.assertEqual(m["kiln_terminal_warm_starts_total"] + m["kiln_terminal_cold_starts_total"], 1)
             # Typed, then the connection dropped before the output came back.
             await t.send("echo away-$((1+1))\r")
             await t.ws.close()
@@ -797,23 +808,32 @@ class TerminalsInMicroVms(unittest.TestCase):
     def test_a_session_in_its_own_machine_through_a_gateway(self):
         env = {"KILN_API_SERVICE_KEY": self.KEY}
         host = Kiln("--sandbox-driver", "microvm", "--sandbox-microvm-image", os.path.abspath(IMAGE),
-                    "--sandbox-warm-pool", "1", "--sandbox-memory-bytes", str(128 << 20),
-                    "--sandbox-disk-bytes", str(32 << 20), "--sandbox-shell", "/bin/sh",
+                    "--sandbox-warm-pool", "1", "--sandbox-memory-bytes", str(64 << 20),
+                    "--sandbox-disk-bytes", str(16 << 20), "--sandbox-shell", "/bin/sh",
                     role="sandboxd", env=env)
         self.addCleanup(host.stop)
         self.assertIn("QEMU emulator version", "".join(host.banner))
         gw = Kiln("--auth-dev-tokens", "true", "--sandbox-daemon", f"{host.host}:{host.port}", env=env)
         self.addCleanup(gw.stop)
         ann = gw.call("POST", "/v1/dev/token", body={"user": {"id": "ann"}})[2]["token"]
+        # The pool's machine boots (seconds, emulated); the open then takes it, booted.
+        deadline = time.monotonic() + 120
+        while metrics(host)["kiln_sandbox_warm_pool_ready"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)  # polling a condition, with a deadline
+        self.assertEqual(metrics(host)["kiln_sandbox_warm_pool_ready"], 1)
+        opened = time.monotonic()
         status, _, s = gw.call("POST", "/v1/terminals", ann, {"rows": 30, "cols": 100})
         self.assertEqual(status, 201, s)
+        m = metrics(host)
+        self.assertEqual((m["kiln_terminal_warm_starts_total"], m["kiln_terminal_cold_starts_total"]), (1, 0))
+        self.assertLess(time.monotonic() - opened, 5, "a booted machine starts without a boot")
 
         async def go():
             t = await Term.attach(gw, ann, s["id"])
             self.assertEqual(t.attached["t"], "attached", t.attached)
             # Its own kernel (not the host's), its size, its user, its limits.
             await t.send("uname -r; stty size; id -un; cat /proc/meminfo | head -1; echo $((6*7))\r")
-            await t.read_until("42\r\n", timeout=60)
+            await t.read_until("42\r\n", timeout=120)
             with open(os.path.join(IMAGE, "VERSION")) as f:  # "linux-image-<release> <hash>"
                 guest = f.read().split()[0].removeprefix("linux-image-")
             self.assertIn(f" {guest}\r\n".encode(), t.out)  # after the prompt
@@ -833,7 +853,7 @@ class TerminalsInMicroVms(unittest.TestCase):
             self.assertIn(b"40 120", seen)
             # A memory hog is killed in the machine; the shell goes on.
             await t.send("tail /dev/zero; echo hog-ended-$?\r")
-            await t.read_until("hog-ended-137", timeout=60)
+            await t.read_until("hog-ended-137", timeout=180)  # 64 MiB filled, emulated
             await t.send("exit 3\r")
             self.assertEqual(await t.until_closed(), 1000)
             self.assertEqual((t.exit["reason"], t.exit["code"]), ("exited", 3))

@@ -212,6 +212,34 @@ class TerminalsModule final : public Module {
                      std::chrono::system_clock::now().time_since_epoch())
               .count();
         });
+    // Metrics read the sessions when scraped; a scrape after stop() reads zeros.
+    scraped_->sessions = sessions_.get();
+    const auto count = [g = scraped_](auto field) {
+      return [g, field] {
+        std::lock_guard lock(g->mu);
+        return g->sessions ? static_cast<double>(g->sessions->counts().*field) : 0.0;
+      };
+    };
+    using Counts = sandbox::Sessions::Counts;
+    auto& r = node.registry;
+    r.callback_gauge("kiln_terminal_sessions", "Terminal sessions running on this node.",
+                     count(&Counts::running));
+    r.callback_gauge("kiln_terminal_sessions_ended",
+                     "Ended terminal sessions whose output and exit are still kept.",
+                     count(&Counts::ended));
+    r.callback_gauge("kiln_terminal_clients", "Terminal connections attached to sessions here.",
+                     count(&Counts::attached));
+    r.callback_gauge("kiln_terminal_warm_starts_total",
+                     "Sessions started from the warm pool (a prepared sandbox).",
+                     count(&Counts::warm_starts), true);
+    r.callback_gauge("kiln_terminal_cold_starts_total",
+                     "Sessions whose sandbox was made at open (a command, an empty pool).",
+                     count(&Counts::cold_starts), true);
+    r.callback_gauge("kiln_sandbox_warm_pool_ready", "Prepared sandboxes waiting in the pool.",
+                     [g = scraped_] {
+                       std::lock_guard lock(g->mu);
+                       return g->sessions ? static_cast<double>(g->sessions->warm_ready()) : 0.0;
+                     });
     if (host_) {  // the router goes to the server before start()
       routes_ = std::make_unique<ThreadPool>(4, 256);
       sandbox::remote::add_routes(node.router, *sessions_, *routes_, service_key_);
@@ -221,6 +249,11 @@ class TerminalsModule final : public Module {
     runtime_ = *version;
     // Sweeps (idle and absolute limits) destroy sandboxes: off the event loop.
     sweeper_ = std::make_unique<ThreadPool>(1, 2);
+  }
+
+  ~TerminalsModule() override {
+    std::lock_guard lock(scraped_->mu);
+    scraped_->sessions = nullptr;
   }
 
   void start(http::Server& server) override {
@@ -292,6 +325,10 @@ class TerminalsModule final : public Module {
     sweeper_.reset();
     node_.terminals = nullptr;
     if (!sessions_) return;
+    {
+      std::lock_guard lock(scraped_->mu);
+      scraped_->sessions = nullptr;
+    }
     sessions_.reset();  // every sandbox destroyed
     std::error_code ec;
     std::filesystem::remove_all(state_dir_, ec);  // empty now: the runtime's state, bundles
@@ -327,6 +364,11 @@ class TerminalsModule final : public Module {
   std::unique_ptr<ThreadPool> routes_;  // the host's API calls (they start sandboxes)
   std::unique_ptr<sandbox::Driver> driver_;
   std::unique_ptr<sandbox::Sessions> sessions_;  // after the driver: destroyed before it
+  struct Scraped {
+    std::mutex mu;
+    sandbox::Sessions* sessions = nullptr;
+  };
+  std::shared_ptr<Scraped> scraped_ = std::make_shared<Scraped>();
   std::unique_ptr<ThreadPool> sweeper_;
   std::unique_ptr<gateway::TerminalEndpoint> endpoint_;
   std::string runtime_, why_off_, state_dir_;
