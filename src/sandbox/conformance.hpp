@@ -125,6 +125,33 @@ TEST_P(SandboxConformance, RunsTheCommandAndTellsHowItEnded) {
   EXPECT_EQ(exit.message, "exited with 3");
 }
 
+// Arguments reach the command as given, byte for byte (no shell parses them).
+TEST_P(SandboxConformance, ArgumentsArriveExactly) {
+  auto [out, exit] =
+      run(spec({"/usr/bin/printf", "[%s]", "trail\n\n", " sp  ace ", "\xc3\xbc$x`y`"}));
+  EXPECT_EQ(out, "[trail\n\n][ sp  ace ][\xc3\xbc$x`y`]");
+  EXPECT_EQ(exit.code, 0);
+}
+
+// Ctrl-C on the terminal interrupts the foreground program (SIGINT is not ignored in it).
+TEST_P(SandboxConformance, CtrlCInterruptsTheForegroundProgram) {
+  auto s = spec({"/bin/sh"});
+  s.terminal = true;
+  auto box = create(s);
+  ASSERT_TRUE(box);
+  auto p = box->start();
+  ASSERT_TRUE(p) << p.error().detail;
+  write_all(**p, "/bin/sleep 300\n");
+  std::string seen;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (seen.find("back-5") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    write_all(**p, "\x03");  // until the sleep has started and taken it
+    write_all(**p, "echo back-$((2+3))\n");
+    seen += read_until(**p, "back-5", 1s);
+  }
+  EXPECT_NE(seen.find("back-5"), std::string::npos) << "the sleep was not interrupted: " << seen;
+}
+
 TEST_P(SandboxConformance, InputReachesTheCommand) {
   auto box = create(spec({"/bin/sh", "-c", "read line; echo \"got $line\""}));
   ASSERT_TRUE(box);
@@ -163,6 +190,28 @@ TEST_P(SandboxConformance, ATerminalHasItsSizeAndFollowsAResize) {
   auto exit = (*p)->wait_for(30s);
   ASSERT_TRUE(exit);
   EXPECT_EQ(exit->code, 7);
+}
+
+// A client that resizes in a loop (a window dragged, or an attack) costs the caller no
+// wait on the sandbox, and the last size is the one the terminal ends with.
+TEST_P(SandboxConformance, AResizeStormEndsAtTheLastSize) {
+  auto s = spec({"/bin/sh"});
+  s.terminal = true;
+  auto box = create(s);
+  ASSERT_TRUE(box);
+  auto p = box->start();
+  ASSERT_TRUE(p) << p.error().detail;
+  for (int i = 0; i < 20'000; ++i)
+    ASSERT_TRUE((*p)->resize({static_cast<std::uint16_t>(10 + i % 50), 80}));
+  ASSERT_TRUE((*p)->resize({42, 99}));
+  std::string seen;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (seen.find("42 99") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    write_all(**p, "stty size\n");
+    seen += read_until(**p, "42 99", 1s);
+  }
+  EXPECT_NE(seen.find("42 99"), std::string::npos)
+      << seen.substr(seen.size() > 300 ? seen.size() - 300 : 0);
 }
 
 // A warm pool prepares sandboxes before it knows the size of the terminal a session asks

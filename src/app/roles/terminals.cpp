@@ -290,14 +290,23 @@ class TerminalsModule final : public Module {
       });
     }
     if (!sessions_) return;
-    node_.every(std::chrono::seconds(1), std::chrono::seconds(1),
-                [s = sessions_.get(), pool = sweeper_.get()] {
-                  pool->post([s] {
-                    if (const auto n = s->sweep(); n > 0)
-                      log::info("terminals: sessions ended by their limits",
-                                {{"count", static_cast<std::int64_t>(n)}});
-                  });
-                });
+    node_.every(
+        std::chrono::seconds(1), std::chrono::seconds(1),
+        [s = sessions_.get(), pool = sweeper_.get(), said = std::make_shared<std::string>()] {
+          pool->post([s, said] {
+            if (const auto n = s->sweep(); n > 0)
+              log::info("terminals: sessions ended by their limits",
+                        {{"count", static_cast<std::int64_t>(n)}});
+            // The warm pool's failures, once each (opens start cold meanwhile).
+            if (auto why = s->warm_error(); why != *said) {
+              if (!why.empty())
+                log::warn("terminals: the warm pool cannot prepare sandboxes", {{"reason", why}});
+              else
+                log::info("terminals: the warm pool prepares sandboxes again", {});
+              *said = std::move(why);
+            }
+          });
+        });
   }
 
   // Sessions live in this process: they end with it. Their attached clients get the exit

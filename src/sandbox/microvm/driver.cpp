@@ -142,6 +142,7 @@ struct Vm {
 
   std::mutex mu;
   std::condition_variable cv;
+  std::mutex qemu_mu;  // the Child: the reader reaps it at EOF, end() kills it
   process::Child qemu;
   int term = -1, control = -1, stdio = -1;  // Kiln's ends of the ports
   std::thread reader;
@@ -151,6 +152,42 @@ struct Vm {
   std::optional<std::string> stats;
   std::string refused;  // an "error" line
   std::mutex send_mu;
+
+  // What the event loop asks (a resize, a signal) goes through a thread of its own: a guest
+  // slow to read its control port never blocks the caller. Resizes coalesce: only the last
+  // size waits to be sent.
+  std::mutex out_mu;
+  std::condition_variable out_cv;
+  std::optional<std::string> out_size;
+  std::vector<std::string> out_lines;  // signals, in order (at most kMaxQueued)
+  bool out_stop = false;
+  std::thread sender;
+  static constexpr std::size_t kMaxQueued = 64;
+
+  void post(std::string line, bool is_size) {
+    std::lock_guard lock(out_mu);
+    if (out_stop) return;
+    if (is_size) {
+      out_size = std::move(line);
+    } else if (out_lines.size() < kMaxQueued) {
+      out_lines.push_back(std::move(line));
+    }
+    if (!sender.joinable()) sender = std::thread([this] { send_posted(); });
+    out_cv.notify_all();
+  }
+
+  void send_posted() {
+    std::unique_lock lock(out_mu);
+    for (;;) {
+      out_cv.wait(lock, [&] { return out_stop || out_size || !out_lines.empty(); });
+      if (out_stop) return;
+      auto lines = std::exchange(out_lines, {});
+      if (auto sz = std::exchange(out_size, std::nullopt)) lines.push_back(std::move(*sz));
+      lock.unlock();
+      for (const auto& l : lines) send(l);
+      lock.lock();
+    }
+  }
 
   bool send(const std::string& line) {
     std::lock_guard lock(send_mu);
@@ -182,6 +219,10 @@ struct Vm {
         handle(buffer.substr(0, nl));
         buffer.erase(0, nl + 1);
       }
+    }
+    {
+      std::lock_guard lock(qemu_mu);  // the machine powered off or died: no zombie meanwhile
+      if (qemu.pid() > 0) qemu.wait_for(std::chrono::milliseconds(2000));
     }
     std::lock_guard lock(mu);
     gone = true;
@@ -233,12 +274,21 @@ struct Vm {
       destroyed = true;
       cv.notify_all();
     }
-    if (qemu.pid() > 0) {
-      qemu.signal(SIGKILL);
-      qemu.wait();
+    {
+      std::lock_guard lock(qemu_mu);
+      if (qemu.pid() > 0) {
+        qemu.signal(SIGKILL);
+        qemu.wait();
+      }
     }
     if (control >= 0) ::shutdown(control, SHUT_RDWR);
     if (reader.joinable()) reader.join();
+    {
+      std::lock_guard lock(out_mu);
+      out_stop = true;
+      out_cv.notify_all();
+    }
+    if (sender.joinable()) sender.join();
     for (int* fd : {&term, &control, &stdio})
       if (*fd >= 0) close(std::exchange(*fd, -1));
     std::error_code ec;
@@ -259,13 +309,16 @@ class MicrovmProcess final : public Process {
     if (!terminal_) return Error{Errc::invalid, "the command has no terminal"};
     if (size.rows == 0 || size.cols == 0 || size.rows > 1000 || size.cols > 1000)
       return Error{Errc::invalid, "a terminal's rows and columns are 1-1000"};
-    if (!vm_->send("size " + std::to_string(size.rows) + " " + std::to_string(size.cols)))
-      return Error{Errc::not_running, "the sandbox has ended"};
+    {
+      std::lock_guard lock(vm_->mu);
+      if (vm_->gone || vm_->destroyed) return Error{Errc::not_running, "the sandbox has ended"};
+    }
+    vm_->post("size " + std::to_string(size.rows) + " " + std::to_string(size.cols), true);
     return {};
   }
 
   void signal(int sig) override {
-    if (sig > 0 && sig < 65) vm_->send("signal " + std::to_string(sig));
+    if (sig > 0 && sig < 65) vm_->post("signal " + std::to_string(sig), false);
   }
 
   std::optional<Exit> wait_for(std::chrono::milliseconds limit) override {
@@ -399,8 +452,10 @@ class MicrovmSandbox final : public Sandbox {
       listeners[i] = listen_at(path);
       if (listeners[i] < 0) {
         close_listeners();
-        return failed("cannot listen at " + path +
-                      " (a path under 108 bytes is needed): " + std::strerror(errno));
+        return failed("cannot listen at " + path + ": " +
+                      (path.size() >= sizeof(sockaddr_un::sun_path)
+                           ? std::string("longer than a Unix socket's path may be (107 bytes)")
+                           : std::string(std::strerror(errno))));
       }
       c.ports.push_back({names[i], path});
     }
@@ -436,8 +491,10 @@ class MicrovmSandbox final : public Sandbox {
     {
       std::unique_lock lock(vm.mu);
       if (!vm.wait(lock, o.boot_timeout, [&] { return vm.ready; }))
-        return failed("the sandbox's machine did not boot in " +
-                      std::to_string(o.boot_timeout.count()) + " ms (" + vm.why_down() + ")");
+        return failed(
+            vm.gone ? "the sandbox's machine ended before it booted (" + vm.why_down() + ")"
+                    : "the sandbox's machine did not boot in " +
+                          std::to_string(o.boot_timeout.count()) + " ms (" + vm.why_down() + ")");
     }
     // The command, readied up to its exec (init.sh's gate): start() only opens the gate.
     bool sent = vm.send("cwd " + base64(vm.spec.cwd));
@@ -500,6 +557,12 @@ Result<std::string, Error> MicrovmDriver::check() const {
       return Error{Errc::unavailable,
                    "no guest image at '" + *f + "' (bash scripts/microvm-image.sh builds one)"};
   }
+  // A machine's sockets: <state_dir>/<id of up to 64>/<n>.sock within sun_path.
+  if (options_.state_dir.size() + 1 + 64 + 7 >= sizeof(sockaddr_un::sun_path))
+    return Error{Errc::unavailable, "the state directory " + options_.state_dir +
+                                        " is too long for the machines' sockets (at most " +
+                                        std::to_string(sizeof(sockaddr_un::sun_path) - 73) +
+                                        " bytes; setting sandbox.state_dir)"};
   std::error_code ec;
   fs::create_directories(options_.state_dir, ec);
   if (ec || access(options_.state_dir.c_str(), W_OK) != 0)
@@ -509,7 +572,9 @@ Result<std::string, Error> MicrovmDriver::check() const {
   if (!v || v->status != 0)
     return Error{Errc::unavailable, options_.qemu +
                                         " does not run (apt-get install qemu-system-x86): " +
-                                        (v ? v->err : v.error().detail)};
+                                        (!v                ? v.error().detail
+                                         : !v->err.empty() ? v->err
+                                                           : process::describe(v->status))};
   return v->out.substr(0, v->out.find('\n'));
 }
 

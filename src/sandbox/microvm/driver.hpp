@@ -73,9 +73,10 @@ struct MicrovmOptions {
   std::string state_dir;  // one directory per sandbox (absolute; short: sockets live there)
   std::string accel = "kvm:tcg";
   std::string usr = "/usr";  // shared read-only as the guest's /usr
-  std::uint64_t guest_overhead_bytes = 96ull
-                                       << 20;      // the guest's kernel and agent, beyond the limit
-  std::chrono::milliseconds boot_timeout{60'000};  // to the agent's "ready"
+  // The guest's RAM beyond the sandbox's limit: its kernel, init and reserves (~100 MiB at
+  // rest), so that the cgroup's limit is what kills, not the whole guest running out.
+  std::uint64_t guest_overhead_bytes = 192ull << 20;
+  std::chrono::milliseconds boot_timeout{60'000};   // to the agent's "ready"
   std::chrono::milliseconds reply_timeout{10'000};  // to an answer on the control port
 };
 

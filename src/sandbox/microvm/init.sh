@@ -45,6 +45,7 @@ $bb mkdir -p /work /tmp /run/kiln /dev/pts /dev/shm
 $bb mount -t tmpfs -o size=$disk,nr_inodes=$files,mode=0755,uid=$uid,gid=$gid work /work
 $bb mount -t tmpfs -o size=$((disk / 4)),nr_inodes=$files,mode=1777 tmp /tmp
 $bb mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
+$bb mount -t tmpfs -o size=$((disk / 16)),nr_inodes=1024,mode=1777 shm /dev/shm
 $bb ln -sf pts/ptmx /dev/ptmx
 # The agent's own files and the cgroups, out of the command's reach (the root is read-only).
 $bb mount -t tmpfs -o size=1m,mode=0700 run /run/kiln
@@ -74,13 +75,14 @@ echo ready >&3
 set --
 envs=""
 cwd=/work
-decode() { echo "$1" | $bb base64 -d; }
+# (the x keeps trailing newlines, which $(...) would strip, then goes)
+decode() { v=$(echo "$1" | $bb base64 -d; echo x); v=${v%x}; }
 while read -r op a b c <&3; do
   case $op in
-  arg) set -- "$@" "$(decode "$a")" ;;
-  env) envs="$envs
-$(decode "$a")" ;;
-  cwd) cwd=$(decode "$a") ;;
+  arg) decode "$a" && set -- "$@" "$v" ;;
+  env) decode "$a" && envs="$envs
+$v" ;;
+  cwd) decode "$a" && cwd=$v ;;
   size) $bb stty -F /dev/hvc0 rows "$a" cols "$b" || echo "error size" >&3 ;;
   signal) [ -s /run/kiln/pid ] && $bb kill -"$a" "$($bb cat /run/kiln/pid)" 2>/dev/null ;;
   stats)
@@ -90,6 +92,8 @@ $(decode "$a")" ;;
     # Everything up to the command's own exec, done before it is asked for (a warm pool's
     # machines wait here): the chain runs to a gate, a shell of the user's that waits for a
     # line on a FIFO only this init writes, then becomes the command (exec: the same pid).
+    # A background job of a non-interactive shell starts with SIGINT and SIGQUIT ignored,
+    # which no shell may undo: coreutils' env --default-signal does (Ctrl-C works).
     if [ "$a" = 1 ]; then
       io=/dev/hvc0
       setsid=-c
@@ -109,7 +113,7 @@ $(decode "$a")" ;;
         ulimit -n '"$nofile"'
         exec '"$bb"' setsid '"$setsid"' /usr/bin/setpriv --reuid='"$uid"' --regid='"$gid"' \
           --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- \
-          '"$bb"' sh -c "read -r _ <&3 || exit 97; exec 3<&-; exec \"\$@\"" kiln-gate "$@"' \
+          /usr/bin/env --default-signal '"$bb"' sh -c "read -r _ <&3 || exit 97; exec 3<&-; exec \"\$@\"" kiln-gate "$@"' \
         "$cwd" "$@" 0<>$io 1>&0 2>&0 3</run/kiln/gate &
       wait $!
       code=$?
