@@ -26,7 +26,6 @@
 #                                 whether the cgroup saw an out-of-memory kill (0/1);
 #                                 then the machine powers off
 #   stats MEMORY PIDS CPU_USEC    the cgroup's memory.current, pids.current, usage_usec
-#   error WORDS                   a request it could not do
 bb=/kiln/busybox
 $bb mount -t proc -o hidepid=2 proc /proc
 $bb mount -t devtmpfs dev /dev
@@ -83,7 +82,7 @@ while read -r op a b c <&3; do
   env) decode "$a" && envs="$envs
 $v" ;;
   cwd) decode "$a" && cwd=$v ;;
-  size) $bb stty -F /dev/hvc0 rows "$a" cols "$b" || echo "error size" >&3 ;;
+  size) $bb stty -F /dev/hvc0 rows "$a" cols "$b" ;;
   signal) [ -s /run/kiln/pid ] && $bb kill -"$a" "$($bb cat /run/kiln/pid)" 2>/dev/null ;;
   stats)
     echo "stats $($bb cat $box/memory.current) $($bb cat $box/pids.current)" \

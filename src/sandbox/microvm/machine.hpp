@@ -57,7 +57,6 @@ struct Vm {
        destroyed = false;
   std::optional<std::pair<int, bool>> exit;  // the agent's (status, out of memory)
   std::optional<std::string> stats;
-  std::string refused;  // an "error" line
   std::mutex send_mu;
 
   // What the event loop asks (a resize, a signal) goes through a thread of its own: a guest
@@ -153,8 +152,6 @@ struct Vm {
       exit = {code, oom == 1};
     } else if (op == "stats") {
       stats = line.substr(std::min(line.size(), std::size_t{6}));
-    } else if (op == "error") {
-      refused = line;
     }
     cv.notify_all();
   }
