@@ -92,7 +92,9 @@ $v" ;;
     # machines wait here): the chain runs to a gate, a shell of the user's that waits for a
     # line on a FIFO only this init writes, then becomes the command (exec: the same pid).
     # A background job of a non-interactive shell starts with SIGINT and SIGQUIT ignored,
-    # which no shell may undo: coreutils' env --default-signal does (Ctrl-C works).
+    # which no shell may undo: coreutils' env --default-signal does (Ctrl-C works), as the
+    # gate's last step: until then a Ctrl-C is one typed before the program and ends nothing
+    # (the host is told "started" before the gate's exec).
     if [ "$a" = 1 ]; then
       io=/dev/hvc0
       setsid=-c
@@ -112,7 +114,7 @@ $v" ;;
         ulimit -n '"$nofile"'
         exec '"$bb"' setsid '"$setsid"' /usr/bin/setpriv --reuid='"$uid"' --regid='"$gid"' \
           --clear-groups --inh-caps=-all --bounding-set=-all --no-new-privs -- \
-          /usr/bin/env --default-signal '"$bb"' sh -c "read -r _ <&3 || exit 97; exec 3<&-; exec \"\$@\"" kiln-gate "$@"' \
+          '"$bb"' sh -c "read -r _ <&3 || exit 97; exec 3<&-; exec /usr/bin/env --default-signal \"\$@\"" kiln-gate "$@"' \
         "$cwd" "$@" 0<>$io 1>&0 2>&0 3</run/kiln/gate &
       wait $!
       code=$?

@@ -42,8 +42,13 @@ using namespace detail;
 // command is the init and its exit is the sandbox's). `runc start` costs 20-30 ms of Go start-up on
 // a small VM; done while the sandbox is prepared, start() is one send. A Kiln that dies closes its
 // end: the read fails and the init exits 97.
-constexpr const char* kGate[] = {
-    "/bin/sh", "-c", "read -r _ <&3 || exit 97; echo >&3; exec 3<&-; exec \"$@\"", "kiln-gate"};
+// start() returns before the exec: a shell run with -c catches SIGINT and exits 130 on it, so
+// the gate ignores SIGINT and SIGQUIT (a Ctrl-C typed then is one before the program: it ends
+// nothing), and coreutils' env sets every signal back to its default for the command.
+constexpr const char* kGate[] = {"/bin/sh", "-c",
+                                 "trap '' INT QUIT; read -r _ <&3 || exit 97; echo >&3; "
+                                 "exec 3<&-; exec /usr/bin/env --default-signal \"$@\"",
+                                 "kiln-gate"};
 
 class OciSandbox final : public Sandbox {
  public:
