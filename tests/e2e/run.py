@@ -11,6 +11,7 @@ preset's run beside the asan one in scripts/test.sh: the asan run covers the res
 """
 import os
 import sys
+import time
 import unittest
 
 
@@ -27,6 +28,19 @@ def full_speed(test):
     return getattr(method, "kiln_full_speed", False) or getattr(type(test), "kiln_full_speed", False)
 
 
+class TimedResult(unittest.TextTestResult):
+    """Keeps each test's wall time: the module's slowest are printed at its end (what the
+    suite's 40-minute budget is spent on)."""
+
+    def startTest(self, test):
+        self._started = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.timings.append((time.monotonic() - self._started, test.id()))
+
+
 def main(module):
     suite = unittest.defaultTestLoader.loadTestsFromName(module)
     if os.environ.get("KILN_E2E_FULL_SPEED_ONLY") == "1":
@@ -34,7 +48,11 @@ def main(module):
         if suite.countTestCases() == 0:
             print(f"{module}: no test needs the unsanitized build (KILN_E2E_FULL_SPEED_ONLY=1)")
             return 77
-    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    TimedResult.timings = []
+    runner = unittest.TextTestRunner(verbosity=2, stream=sys.stdout, resultclass=TimedResult)
+    result = runner.run(suite)
+    print("slowest:\n" + "\n".join(f"  {t:7.1f} s  {name}" for t, name in
+                                     sorted(result.timings, reverse=True)[:8]))
     sys.stdout.flush()
     if not result.wasSuccessful():
         return 1

@@ -14,7 +14,7 @@ import tempfile
 import unittest
 import zlib
 
-from harness import full_speed, needs, run_kiln
+from harness import SANITIZED, full_speed, needs, run_kiln
 
 NPM = os.environ.get("KILN_NPM_DIR", "")
 MODELS = pathlib.Path("/usr/share/assimp/models")
@@ -208,10 +208,18 @@ class Convert(unittest.TestCase):
         hostile = {"invalid", "IndexOutOfRange", "RecursiveNodes", "BoxWithInfinites-glTF-Binary",
                    "IncorrectVertexArrays", "wrongTypes", "SchemaFailures", "BoxBadNormals-glTF-Binary"}
         files = sorted(p for p in MODELS.rglob("*") if p.is_file() and p.parent.name in hostile)
+        # OutOfMemory.off is stopped by the memory limit (RLIMIT_AS), which a sanitized build
+        # cannot have (AddressSanitizer reserves terabytes of address space): there it ran to
+        # the wall limit at 9 GB, two minutes of the suite. The full-speed sweep and this
+        # test in the dev build see it refused.
+        oom = MODELS / "invalid/OutOfMemory.off"
+        if SANITIZED:
+            files.remove(oom)
         self.assertGreater(len(files), 20)
         made, refused = self.sweep(files + [MODELS / "FBX/spider.fbx", MODELS / "Collada/duck.dae",
                                             MODELS / "PLY/cube.ply"])
-        self.assertIn(str(MODELS / "invalid/OutOfMemory.off"), refused)
+        if not SANITIZED:
+            self.assertIn(str(oom), refused)
 
     def sweep(self, files):
         """Converts each file: levels that glTF-Validator accepts, or exit 3 with one line and
