@@ -23,10 +23,13 @@
 #include <boost/json/serialize.hpp>
 #include <boost/json/value.hpp>
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <thread>
 #include <vector>
@@ -53,6 +56,7 @@ struct Config {
   double duration_s = 20;
   int connect_concurrency = 256;
   std::string project = "bench";
+  std::vector<int> pids;  // the servers' processes, on this machine: user and system CPU apart
 };
 
 std::int64_t now_ns() {
@@ -278,6 +282,29 @@ std::pair<double, double> scrape_one(const Config& cfg, std::uint16_t port) {
   }
 }
 
+// User and system CPU seconds of the servers' processes (/proc/PID/stat, fields 14 and 15),
+// summed; {-1, -1} when one cannot be read.
+std::pair<double, double> process_cpu(const std::vector<int>& pids) {
+  double user = 0, sys = 0;
+  const double tick = static_cast<double>(sysconf(_SC_CLK_TCK));
+  for (int pid : pids) {
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/stat").c_str(), "r");
+    if (f == nullptr) return {-1, -1};
+    char line[2048];
+    const bool ok = std::fgets(line, sizeof line, f) != nullptr;
+    std::fclose(f);
+    const char* after = ok ? std::strrchr(line, ')') : nullptr;  // the name may hold spaces
+    unsigned long long ut = 0, st = 0;
+    if (after == nullptr ||
+        std::sscanf(after + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) !=
+            2)
+      return {-1, -1};
+    user += static_cast<double>(ut) / tick;
+    sys += static_cast<double>(st) / tick;
+  }
+  return {user, sys};
+}
+
 // Summed over every gateway.
 std::pair<double, double> scrape(const Config& cfg) {
   double cpu = 0, rss = 0;
@@ -309,6 +336,9 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0001, 3600.0));
   collab->add_option("--warmup", cfg.warmup_s)->check(CLI::Range(0.0, 600.0));
   collab->add_option("--duration", cfg.duration_s)->check(CLI::Range(0.1, 3600.0));
+  collab->add_option("--pid", cfg.pids,
+                     "A server's process id on this machine (repeat): its user and system CPU "
+                     "per delivered frame, apart");
   CLI11_PARSE(app, argc, argv);
 
   asio::io_context io(1);
@@ -330,7 +360,7 @@ int main(int argc, char** argv) {
 
   const auto t_start = std::chrono::steady_clock::now();
   double idle_rss = -1, base_rss = scrape(cfg).second;
-  std::pair<double, double> m0{-1, -1}, m1{-1, -1};
+  std::pair<double, double> m0{-1, -1}, m1{-1, -1}, p0{-1, -1}, p1{-1, -1};
   double connect_s = 0;
 
   asio::co_spawn(
@@ -382,9 +412,11 @@ int main(int argc, char** argv) {
         stats.frames_in = 0;
         stats.bytes_in = 0;
         m0 = scrape(cfg);
+        if (!cfg.pids.empty()) p0 = process_cpu(cfg.pids);
         t.expires_at(until);
         co_await t.async_wait(nothrow);
         m1 = scrape(cfg);
+        if (!cfg.pids.empty()) p1 = process_cpu(cfg.pids);
         stats.measuring = false;
         for (auto& c : clients) c->close();
         io.stop();
@@ -422,6 +454,13 @@ int main(int argc, char** argv) {
   out["cursor_p99_ms"] = percentile(stats.cursor_ms, 0.99);
   if (m0.first >= 0 && m1.first >= 0) out["gateway_cpu_cores"] = (m1.first - m0.first) / secs;
   out["gateway_rss_mib"] = m1.second / (1 << 20);
+  // Microseconds of the servers' CPU per frame the clients received (--pid).
+  if (p0.first >= 0 && p1.first >= 0 && stats.frames_in > 0) {
+    const double frames = static_cast<double>(stats.frames_in);
+    out["server_user_us_per_frame"] = (p1.first - p0.first) * 1e6 / frames;
+    out["server_sys_us_per_frame"] = (p1.second - p0.second) * 1e6 / frames;
+    out["server_cpu_us_per_frame"] = (p1.first - p0.first + p1.second - p0.second) * 1e6 / frames;
+  }
   if (base_rss > 0 && idle_rss > 0 && stats.joined > 0) {
     out["gateway_bytes_per_idle_connection"] = (idle_rss - base_rss) / stats.joined;
   }
