@@ -62,5 +62,9 @@ for preset in "${presets[@]}"; do
     failures "build/$preset/Testing/Temporary/LastTest.log"
   fi
   unset KILN_E2E_FULL_SPEED_ONLY
+  if [[ $preset == dev ]]; then
+    step "floor guard (dev)"
+    bash scripts/check_floor.sh 2>&1 | grep -v '^seed_access' || status=1
+  fi
 done
 exit $status
