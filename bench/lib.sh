@@ -13,3 +13,9 @@ seed_access() {
   python3 bench/seed_access.py --api "http://127.0.0.1:$1" --key-file "$2" --users "$3" \
     --rooms $(( ($3 + $4 - 1) / $4 ))
 }
+
+# banner_port FILE: the port in the "is running at http://HOST:PORT/" line a Kiln server
+# printed (the banner's other lines name more addresses); empty until it is there.
+banner_port() {
+  grep -oE 'running at http://[0-9.]+:[0-9]+' "$1" 2>/dev/null | grep -oE '[0-9]+$' | head -1
+}

@@ -28,7 +28,7 @@ for n in "${counts[@]}"; do
     --gateway-max-sessions 100000 >"$out" 2>/dev/null &
   pid=$!
   for _ in $(seq 100); do grep -q "running at" "$out" && break; sleep 0.1; done
-  port=$(grep -o ':[0-9]*/' "$out" | tr -d ':/')
+  port=$(banner_port "$out")
   seed_access "$port" "$data/service-key" "$n" 20
   result=$(build/release/bench/kiln-bench collab --port "$port" --secret "$secret" \
     --clients "$n" --warmup 3 --duration "$duration" || true)

@@ -5,6 +5,8 @@
 # the largest count meeting op p99 < 100 ms and cursor p99 < 150 ms. Everything shares
 # this machine.
 #   bash bench/run_collab_redis.sh [N ...]      (default: 1000 2000 3000)
+#   GEN_ARGS="--active 0.005 --op-interval 60" bash bench/run_collab_redis.sh 10000
+#                                               (the activity scaled down; kiln-bench collab --help)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 counts=("$@")
@@ -38,7 +40,7 @@ for n in "${counts[@]}"; do
     --http-access-log false --database-url "$db" >"$work/api.out" 2>"$work/api.err" &
   pids+=($!)
   for _ in $(seq 100); do grep -q "running at" "$work/api.out" && break; sleep 0.1; done
-  seed_access "$(grep -o ':[0-9]*/' "$work/api.out" | tr -d ':/')" "$work/api/service-key" "$n" 20
+  seed_access "$(banner_port "$work/api.out")" "$work/api/service-key" "$n" 20
   for g in 1 2; do
     build/release/src/app/kiln gateway --http-listen 127.0.0.1:0 --data-dir "$work/g$g" \
       --http-access-log false --runtime-threads 1 --auth-jwt-secret "$secret" \
@@ -48,12 +50,12 @@ for n in "${counts[@]}"; do
   done
   for g in 1 2; do
     for _ in $(seq 100); do grep -q "running at" "$work/g$g.out" && break; sleep 0.1; done
-    ports+=(--port "$(grep -o ':[0-9]*/' "$work/g$g.out" | tr -d ':/')")
+    ports+=(--port "$(banner_port "$work/g$g.out")")
   done
   read -r c0 cpu0 < <(redis_stat)
   t0=$(date +%s.%N)
   result=$(build/release/bench/kiln-bench collab "${ports[@]}" --secret "$secret" \
-    --clients "$n" --warmup 3 --duration "$duration" || true)
+    --clients "$n" --warmup 3 --duration "$duration" ${GEN_ARGS:-} || true)
   read -r c1 cpu1 < <(redis_stat)
   t1=$(date +%s.%N)
   kill -TERM "${pids[@]}"; wait "${pids[@]}" || true
