@@ -17,8 +17,12 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <array>
 #include <deque>
 #include <mutex>
+#include <optional>
+#include <span>
+#include <vector>
 
 namespace kiln::http {
 
@@ -63,6 +67,76 @@ Request head_of(const Upgrade& up) {
   return req;
 }
 
+// RFC 6455 5.2: a server frame's header (FIN, the opcode, unmasked, the payload length)
+// into `h` (10 bytes at most); returns its size.
+std::size_t frame_header(unsigned char* h, unsigned opcode, std::size_t size) {
+  std::size_t n = 0;
+  h[n++] = static_cast<unsigned char>(0x80 | opcode);
+  if (size < 126) {
+    h[n++] = static_cast<unsigned char>(size);
+  } else if (size < 65536) {
+    h[n++] = 126;
+    h[n++] = static_cast<unsigned char>(size >> 8);
+    h[n++] = static_cast<unsigned char>(size);
+  } else {
+    h[n++] = 127;
+    for (int i = 7; i >= 0; --i) h[n++] = static_cast<unsigned char>(size >> (8 * i));
+  }
+  return n;
+}
+
+// A control frame (ping, pong, close: RFC 6455 5.5), whole.
+std::string control_frame(unsigned opcode, std::string_view payload) {
+  unsigned char h[10];
+  const auto n = frame_header(h, opcode, payload.size());
+  std::string out(reinterpret_cast<const char*>(h), n);
+  return out.append(payload);
+}
+
+// RFC 3629 well-formed UTF-8: no overlong forms, no surrogates, nothing past U+10FFFF (what
+// a text message must be: RFC 6455 8.1).
+bool valid_utf8(std::string_view s) {
+  std::size_t i = 0;
+  while (i < s.size()) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    std::size_t len = 0;
+    std::uint32_t cp = 0;
+    if ((c & 0xE0) == 0xC0) {
+      len = 2, cp = c & 0x1Fu;
+    } else if ((c & 0xF0) == 0xE0) {
+      len = 3, cp = c & 0x0Fu;
+    } else if ((c & 0xF8) == 0xF0) {
+      len = 4, cp = c & 0x07u;
+    } else {
+      return false;
+    }
+    if (i + len > s.size()) return false;
+    for (std::size_t k = 1; k < len; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      if ((d & 0xC0) != 0x80) return false;
+      cp = (cp << 6) | (d & 0x3Fu);
+    }
+    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
+        cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+      return false;
+    i += len;
+  }
+  return true;
+}
+
+// How a framed connection's reading ended: the peer's close frame (`closed`: its code and
+// reason; `we_closed_first`: it answered ours), or 1006 and what happened instead.
+struct Ended {
+  bool closed = false;
+  bool we_closed_first = false;
+  std::uint16_t code = 1006;
+  std::string reason;
+};
+
 class Connection final : public WebSocket, public std::enable_shared_from_this<Connection> {
  public:
   Connection(std::shared_ptr<const WebSocketOptions> options,
@@ -74,6 +148,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
         ws_(std::move(stream)),
         timer_(ws_.get_executor()),
         cut_timer_(ws_.get_executor()),
+        idle_timer_(ws_.get_executor()),
         remote_(std::move(remote)) {}
 
   asio::awaitable<void> run(Upgrade& up);
@@ -137,25 +212,55 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   void wake_locked() {
     if (writing_ || !started_) return;
     writing_ = true;
-    asio::post(ws_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+    if (framed_) {
+      asio::post(ws_.get_executor(), [self = shared_from_this()] { self->framed_write(); });
+    } else {
+      asio::post(ws_.get_executor(), [self = shared_from_this()] { self->write_next(); });
+    }
   }
 
   asio::awaitable<void> reject(bhttp::status status, std::string_view detail);
   void set_timeouts(beast::role_type role);
   // After the handshake: reads until the connection ends, then tells the handler how.
-  asio::awaitable<void> serve();
+  asio::awaitable<void> serve(bool framed);
   void write_next();
   asio::awaitable<beast::error_code> read_loop();
+
+  // A server connection after its handshake: RFC 6455 frames read and written on the socket
+  // by hand (Beast's stream did the handshake; a client connection stays on Beast's stream).
+  // One write path per connection: every queued frame gathered into one non-blocking
+  // sendmsg on the strand, the reactor only when the kernel's buffer is full; reads wait
+  // for readiness and read into a per-thread buffer, so an idle connection holds none.
+  asio::ip::tcp::socket& socket() { return ws_.next_layer().socket(); }
+  asio::awaitable<Ended> framed_read_loop();
+  // Takes bytes read: frames parsed, messages handed on; a value when reading is over.
+  std::optional<Ended> take(std::string_view bytes);
+  std::optional<Ended> framed_fail(std::uint16_t code, std::string reason);
+  void framed_write();
+  void queue_control(std::string frame);
+  void start_idle_timer();
 
   std::shared_ptr<const WebSocketOptions> options_;  // the endpoint's, shared
   const WebSocketOptions& o_;
   std::shared_ptr<WebSocketHandler> handler_;
   websocket::stream<beast::tcp_stream> ws_;
   asio::steady_timer timer_;
-  asio::steady_timer cut_timer_;  // a slow consumer's connection is cut when it fires
+  asio::steady_timer cut_timer_;   // a slow consumer's connection is cut when it fires
+  asio::steady_timer idle_timer_;  // framed: pings a silent peer, then drops it
   std::string remote_;
   bool ended_ = false;            // strand only: the read loop is over
   std::string handshake_failed_;  // strand only: why there was no connection
+  // Framed reading (strand only): an incomplete frame's bytes, the message being assembled,
+  // what is left to skip of a frame over the limit.
+  std::string partial_;
+  std::string message_;
+  std::uint64_t skip_ = 0;
+  bool in_message_ = false, binary_ = false, discarding_ = false, timed_out_ = false;
+  bool draining_ = false;  // reading is over; serve() waits for the writer's last frames
+  std::chrono::steady_clock::time_point last_read_;
+  // Framed writing (strand only): what a short write left, the messages being written.
+  std::string unsent_;
+  std::vector<std::shared_ptr<const std::string>> batch_;
 
   std::mutex mu_;
   std::deque<std::shared_ptr<const std::string>> queue_;
@@ -165,6 +270,8 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   bool writing_ = false;       // a write chain is running
   bool close_sent_ = false;
   bool dead_ = false;
+  bool framed_ = false;               // set with started_: the framed write path
+  std::vector<std::string> control_;  // framed: pongs and pings, written before messages
   std::optional<std::pair<std::uint16_t, std::string>> close_;
 };
 
@@ -209,14 +316,16 @@ asio::awaitable<void> Connection::run(Upgrade& up) {
   }));
   auto [ec] = co_await ws_.async_accept(up.request, nothrow);
   if (ec) handshake_failed_ = "handshake failed: " + ec.message();
-  co_await serve();
+  co_await serve(/*framed=*/true);
 }
 
 void Connection::set_timeouts(beast::role_type role) {
   ws_.next_layer().expires_never();  // the websocket stream keeps its own timeouts
   auto timeouts = websocket::stream_base::timeout::suggested(role);
   timeouts.handshake_timeout = o_.handshake_timeout;
-  if (o_.idle_timeout.count() > 0) {
+  timeouts.keep_alive_pings = false;
+  // A server connection is framed by hand after its handshake and keeps its own idle timer.
+  if (role == beast::role_type::client && o_.idle_timeout.count() > 0) {
     timeouts.idle_timeout = o_.idle_timeout;  // pings at half of it: a silent peer is dropped
     timeouts.keep_alive_pings = true;
   } else {
@@ -229,36 +338,64 @@ void Connection::set_timeouts(beast::role_type role) {
   ws_.auto_fragment(false);
 }
 
-asio::awaitable<void> Connection::serve() {
+asio::awaitable<void> Connection::serve(bool framed) {
   std::uint16_t code = 1006;
   std::string why = handshake_failed_;
+  bool report = true;  // on_peer_closed: not for a close this side started and the peer answered
   if (handshake_failed_.empty()) {
     {
       std::lock_guard lock(mu_);
+      framed_ = framed;
       started_ = true;
       wake_locked();
     }
     handler_->on_open(shared_from_this());
-    const auto ec = co_await read_loop();
-    if (ec == websocket::error::closed) {
-      code = static_cast<std::uint16_t>(ws_.reason().code);
-      why = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
+    if (framed) {
+      auto end = co_await framed_read_loop();
+      idle_timer_.cancel();
+      bool sent = false, writing = false;
+      {
+        std::lock_guard lock(mu_);
+        sent = close_sent_;
+        writing = writing_ && !dead_ && close_.has_value();
+      }
+      report = end.closed ? !end.we_closed_first : !sent;
+      code = end.code;
+      why = std::move(end.reason);
+      // A close frame queued (the answer to the peer's, or ours after a protocol error) is
+      // written before the connection goes: the writer cancels this wait when it is done.
+      if (writing) {
+        draining_ = true;
+        idle_timer_.expires_after(o_.handshake_timeout);
+        co_await idle_timer_.async_wait(nothrow);
+      }
+      beast::error_code ignored;
+      socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+      socket().close(ignored);
     } else {
-      why = ec.message();
+      const auto ec = co_await read_loop();
+      if (ec == websocket::error::closed) {
+        code = static_cast<std::uint16_t>(ws_.reason().code);
+        why = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
+      } else {
+        why = ec.message();
+      }
+      std::lock_guard lock(mu_);
+      report = !close_sent_;
     }
   }
   ended_ = true;
   timer_.cancel();
   cut_timer_.cancel();
-  bool we_closed = false;
+  idle_timer_.cancel();
   {
     std::lock_guard lock(mu_);
     dead_ = true;
     queue_.clear();
+    control_.clear();
     queued_bytes_ = 0;
-    we_closed = close_sent_;
   }
-  if (!we_closed) handler_->on_peer_closed(code, why);
+  if (report) handler_->on_peer_closed(code, why);
   handler_->on_closed();
   handler_.reset();
 }
@@ -301,7 +438,7 @@ asio::awaitable<void> Connection::run_client(WebSocketTarget target) {
     }
     if (handshake_failed_.empty()) set_timeouts(beast::role_type::client);
   }
-  co_await serve();
+  co_await serve(/*framed=*/false);
 }
 
 asio::awaitable<beast::error_code> Connection::read_loop() {
@@ -388,6 +525,313 @@ void Connection::write_next() {
                     if (self->o_.metrics.messages_out) self->o_.metrics.messages_out->inc();
                     self->write_next();
                   });
+}
+
+// Reads until the peer's close frame, an error, or the idle limit. Waits for readiness, then
+// reads what is there into a per-thread buffer: between messages a connection holds no read
+// buffer at all (an incomplete frame's bytes only).
+asio::awaitable<Ended> Connection::framed_read_loop() {
+  auto& sock = socket();
+  beast::error_code ec;
+  sock.non_blocking(true, ec);
+  last_read_ = std::chrono::steady_clock::now();
+  start_idle_timer();
+  static thread_local char chunk[64 * 1024];  // used between two suspensions only
+  for (;;) {
+    auto [wec] = co_await sock.async_wait(asio::socket_base::wait_read, nothrow);
+    if (timed_out_) {
+      co_return Ended{false, false, 1006,
+                      "timed out: nothing from the peer for " +
+                          std::to_string(o_.idle_timeout.count()) + " ms"};
+    }
+    if (wec) co_return Ended{false, false, 1006, wec.message()};
+    for (;;) {
+      const std::size_t n = sock.read_some(asio::buffer(chunk), ec);
+      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+      if (ec) co_return Ended{false, false, 1006, ec.message()};
+      last_read_ = std::chrono::steady_clock::now();
+      if (auto end = take(std::string_view(chunk, n))) co_return std::move(*end);
+      if (n < sizeof chunk) break;
+    }
+  }
+}
+
+// A frame that breaks RFC 6455: closed with `code` (1002 protocol error, 1007 not UTF-8),
+// reading over.
+std::optional<Ended> Connection::framed_fail(std::uint16_t code, std::string reason) {
+  close(code, reason, /*drop_queued=*/true);
+  return Ended{false, false, 1006, std::move(reason)};
+}
+
+std::optional<Ended> Connection::take(std::string_view bytes) {
+  // An incomplete frame from an earlier read comes first.
+  if (!partial_.empty()) {
+    partial_.append(bytes);
+    bytes = partial_;
+  }
+  std::size_t at = 0;
+  std::optional<Ended> end;
+  while (!end) {
+    const std::size_t left = bytes.size() - at;
+    if (skip_ > 0) {  // the rest of a frame over the limit, read and dropped
+      const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(skip_, left));
+      at += k;
+      skip_ -= k;
+      if (skip_ > 0) break;
+      continue;
+    }
+    if (left < 2) break;
+    const auto* b = reinterpret_cast<const unsigned char*>(bytes.data() + at);
+    const bool fin = (b[0] & 0x80) != 0;
+    const unsigned opcode = b[0] & 0x0f;
+    std::uint64_t len = b[1] & 0x7f;
+    std::size_t head = 2;
+    if (len == 126) {
+      if (left < 4) break;
+      len = (std::uint64_t{b[2]} << 8) | b[3];
+      head = 4;
+    } else if (len == 127) {
+      if (left < 10) break;
+      len = 0;
+      for (int i = 0; i < 8; ++i) len = (len << 8) | b[2 + i];
+      head = 10;
+    }
+    if ((b[0] & 0x70) != 0) return framed_fail(1002, "a frame with reserved bits set");
+    if ((b[1] & 0x80) == 0) return framed_fail(1002, "an unmasked frame from a client");
+    const bool control = opcode >= 8;
+    if (control && (opcode > 10 || !fin || len > 125))
+      return framed_fail(1002, "a bad control frame (opcode " + std::to_string(opcode) + ")");
+    if (!control && opcode > 2)
+      return framed_fail(1002, "an unknown opcode " + std::to_string(opcode));
+    if (opcode == 0 && !in_message_) return framed_fail(1002, "a continuation of no message");
+    if ((opcode == 1 || opcode == 2) && in_message_)
+      return framed_fail(1002, "a new message inside a fragmented one");
+    if (left < head + 4) break;
+    const unsigned char* mask = b + head;
+    head += 4;
+    if (!control && !discarding_ && message_.size() + len > o_.max_message_bytes) {
+      if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"frame_bytes"}).inc();
+      close(o_.too_large_code,
+            "message larger than " + std::to_string(o_.max_message_bytes) + " bytes", false);
+      discarding_ = true;
+      std::string().swap(message_);
+    }
+    if (opcode == 1 || opcode == 2) binary_ = opcode == 2;
+    if (!control) in_message_ = !fin;
+    if (!control && discarding_) {  // flat memory whatever the peer sends
+      at += head;
+      skip_ = len;
+      continue;
+    }
+    if (left < head + len) break;  // the whole payload first (1 MiB at most, or 125 bytes)
+    const auto* payload = bytes.data() + at + head;
+    const auto n = static_cast<std::size_t>(len);
+    std::string control_payload;
+    std::string& into = control ? control_payload : message_;
+    const auto from = into.size();
+    into.append(payload, n);
+    for (std::size_t i = 0; i < n; ++i)
+      into[from + i] = static_cast<char>(into[from + i] ^ mask[i % 4]);
+    at += head + n;
+    if (opcode == 9) {
+      queue_control(control_frame(0xA, control_payload));  // RFC 6455 5.5.3: the same data
+    } else if (opcode == 8) {
+      // RFC 6455 5.5.1: answered with a close frame, then the connection ends.
+      if (control_payload.size() == 1) return framed_fail(1002, "a close frame of one byte");
+      Ended e{true, false, 1005, ""};
+      if (control_payload.size() >= 2) {
+        e.code = static_cast<std::uint16_t>((static_cast<unsigned char>(control_payload[0]) << 8) |
+                                            static_cast<unsigned char>(control_payload[1]));
+        e.reason = control_payload.substr(2);
+      }
+      // RFC 6455 7.4: codes a peer may send; another is answered with 1002.
+      const bool valid = e.code == 1005 ||
+                         (e.code >= 1000 && e.code <= 1014 && e.code != 1004 && e.code != 1006) ||
+                         (e.code >= 3000 && e.code <= 4999);
+      {
+        std::lock_guard lock(mu_);
+        e.we_closed_first = close_sent_;
+        if (!close_) {
+          queue_.clear();
+          queued_bytes_ = 0;
+          // Echoed (RFC 6455 5.5.1); 1005 (no code) answered with an empty close frame.
+          close_.emplace(valid ? e.code : std::uint16_t{1002}, "");
+          wake_locked();
+        }
+      }
+      end = std::move(e);
+    } else if (!control && fin) {
+      if (!discarding_) {
+        std::lock_guard lock(mu_);
+        discarding_ = close_.has_value();  // nothing more for the handler after a close
+      }
+      if (!discarding_) {
+        if (!binary_ && !valid_utf8(message_))
+          return framed_fail(1007, "a text message that is not UTF-8");
+        handler_->on_message(message_, binary_);
+      }
+      if (message_.capacity() > kKeepBuffer) {
+        std::string().swap(message_);
+      } else {
+        message_.clear();
+      }
+    }
+  }
+  // What is left is an incomplete frame: kept for the next read.
+  if (!partial_.empty()) {
+    partial_.erase(0, at);
+    if (partial_.empty()) std::string().swap(partial_);
+  } else if (at < bytes.size()) {
+    partial_.assign(bytes.substr(at));
+  }
+  return end;
+}
+
+void Connection::queue_control(std::string frame) {
+  std::lock_guard lock(mu_);
+  if (dead_ || close_sent_) return;
+  control_.push_back(std::move(frame));
+  wake_locked();
+}
+
+// Every idle_timeout / 2: a ping when the peer was silent that long, the connection cut
+// when it was silent the whole idle_timeout (its answer to the ping is a read too).
+void Connection::start_idle_timer() {
+  if (o_.idle_timeout.count() <= 0) return;
+  idle_timer_.expires_after(o_.idle_timeout / 2);
+  idle_timer_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
+    if (ec || self->ended_) return;
+    const auto silent = std::chrono::steady_clock::now() - self->last_read_;
+    if (silent >= self->o_.idle_timeout) {
+      self->timed_out_ = true;
+      beast::error_code ignored;
+      self->socket().cancel(ignored);
+      return;
+    }
+    if (silent >= self->o_.idle_timeout / 2) self->queue_control(control_frame(0x9, ""));
+    self->start_idle_timer();
+  });
+}
+
+// The framed write path (strand): control frames, then queued messages, then (the queue
+// empty) the close frame, gathered into one non-blocking sendmsg; what the kernel does not
+// take is kept and written when the socket is writable again.
+void Connection::framed_write() {
+  auto& sock = socket();
+  constexpr std::size_t kMax = 64;  // buffers per sendmsg (IOV_MAX is 1024)
+  // Per thread, not per call (the strand runs this on one thread at a time, and nothing
+  // here suspends): the gather list is not rebuilt from zero for every message.
+  static thread_local std::array<asio::const_buffer, kMax> bufs;
+  static thread_local std::array<std::array<unsigned char, 10>, kMax / 2> heads;
+  for (;;) {
+    std::size_t nb = 0, messages = 0;
+    std::string closing;
+    batch_.clear();
+    std::vector<std::string> controls;
+    {
+      std::lock_guard lock(mu_);
+      if (dead_) {
+        writing_ = false;
+        return;
+      }
+      in_flight_ = unsent_.size();
+      if (!unsent_.empty()) bufs[nb++] = asio::buffer(unsent_);
+      const auto take = std::min(control_.size(), kMax - nb);
+      controls.assign(
+          std::make_move_iterator(control_.begin()),
+          std::make_move_iterator(control_.begin() + static_cast<std::ptrdiff_t>(take)));
+      control_.erase(control_.begin(), control_.begin() + static_cast<std::ptrdiff_t>(take));
+      for (const auto& c : controls) bufs[nb++] = asio::buffer(c);
+      while (!queue_.empty() && nb + 2 <= kMax) {
+        auto m = std::move(queue_.front());
+        queue_.pop_front();
+        queued_bytes_ -= m->size();
+        auto& h = heads[messages++];
+        bufs[nb++] = asio::buffer(h.data(), frame_header(h.data(), 0x1, m->size()));
+        bufs[nb++] = asio::buffer(*m);
+        batch_.push_back(std::move(m));
+      }
+      if (queue_.empty() && nb < kMax && close_ && !close_sent_) {
+        close_sent_ = true;
+        std::string payload;
+        if (close_->first != 1005) {
+          payload = {static_cast<char>(close_->first >> 8),
+                     static_cast<char>(close_->first & 0xff)};
+          payload += close_->second.substr(0, 120);  // a close reason fits 123 bytes
+        }
+        closing = control_frame(0x8, payload);
+        bufs[nb++] = asio::buffer(closing);
+        if (o_.metrics.closes) o_.metrics.closes->with({std::to_string(close_->first)}).inc();
+      }
+      if (nb == 0) {
+        writing_ = false;
+        in_flight_ = 0;
+        if (draining_) idle_timer_.cancel();  // serve() waits for the last frames
+        return;
+      }
+    }
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < nb; ++i) total += bufs[i].size();
+    beast::error_code ec;
+    std::size_t n = sock.write_some(std::span(bufs.data(), nb), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) {
+      n = 0;
+    } else if (ec) {
+      std::lock_guard lock(mu_);
+      dead_ = true;
+      writing_ = false;
+      if (draining_) idle_timer_.cancel();
+      return;
+    }
+    if (o_.metrics.messages_out && messages > 0) o_.metrics.messages_out->inc(messages);
+    if (!closing.empty()) {
+      // The peer answers our close frame, or is cut after the handshake timeout.
+      cut_timer_.expires_after(o_.handshake_timeout);
+      cut_timer_.async_wait([self = shared_from_this()](const beast::error_code& e) {
+        if (!e && !self->ended_) {
+          beast::error_code ignored;
+          self->socket().close(ignored);
+        }
+      });
+    }
+    if (n == total) {
+      unsent_.clear();
+      if (unsent_.capacity() > kKeepBuffer) std::string().swap(unsent_);
+      continue;  // more may have been queued meanwhile
+    }
+    // A short write: the rest, in order, waits for the socket to be writable.
+    std::string rest;
+    rest.reserve(total - n);
+    std::size_t skip = n;
+    for (std::size_t i = 0; i < nb; ++i) {
+      const auto* p = static_cast<const char*>(bufs[i].data());
+      const auto size = bufs[i].size();
+      if (skip >= size) {
+        skip -= size;
+        continue;
+      }
+      rest.append(p + skip, size - skip);
+      skip = 0;
+    }
+    unsent_ = std::move(rest);
+    batch_.clear();
+    {
+      std::lock_guard lock(mu_);
+      in_flight_ = unsent_.size();
+    }
+    sock.async_wait(asio::socket_base::wait_write,
+                    [self = shared_from_this()](const beast::error_code& e) {
+                      if (e) {
+                        std::lock_guard lock(self->mu_);
+                        self->dead_ = true;
+                        self->writing_ = false;
+                        if (self->draining_) self->idle_timer_.cancel();
+                        return;
+                      }
+                      self->framed_write();
+                    });
+    return;
+  }
 }
 
 }  // namespace

@@ -2,7 +2,9 @@
 // an echo handler on loopback, spoken to with hand-made RFC 6455 frames (masked, as a client
 // must). The handshake and its refusals, messages both ways, a message over the limit closed
 // with the endpoint's code, binary messages flagged, the per-connection timer, and on_closed
-// called exactly once.
+// called exactly once; RFC 6455's rules on the server's own framing (fragments, control
+// frames, masking, UTF-8, the close handshake, pings to a silent peer) and a burst written
+// through a full socket buffer in order.
 #include "platform/websocket.hpp"
 #include "platform/test_server.hpp"
 
@@ -15,7 +17,9 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <vector>
 
 namespace kiln::http {
 namespace {
@@ -85,6 +89,9 @@ class WebSocketTest : public ::testing::Test {
     for (const char* path : {"/ws", "/full"})
       server->add_upgrade(
           path, websocket_endpoint(o, [this] { return std::make_shared<Echo>(closed_); }));
+    o.idle_timeout = std::chrono::milliseconds(400);  // a ping after 200 ms of silence
+    server->add_upgrade("/idle",
+                        websocket_endpoint(o, [this] { return std::make_shared<Echo>(closed_); }));
     loop_.start(std::move(server));
   }
 
@@ -104,22 +111,30 @@ class WebSocketTest : public ::testing::Test {
     while (head.find("\r\n\r\n") == std::string::npos && ::recv(fd, &c, 1, 0) == 1) head += c;
     return {fd, head};
   }
-  // One client frame: FIN, `opcode`, masked (RFC 6455 section 5.3).
-  static void send_frame(int fd, std::string_view payload, int opcode = 1) {
+  // One client frame: FIN (unless `fin` is false), `opcode`, masked (RFC 6455 section 5.3;
+  // `masked` false breaks that rule).
+  static void send_frame(int fd, std::string_view payload, int opcode = 1, bool fin = true,
+                         bool masked = true) {
+    send_all(fd, frame(payload, opcode, fin, masked));
+  }
+  static std::string frame(std::string_view payload, int opcode = 1, bool fin = true,
+                           bool masked = true) {
     std::string f;
-    f += static_cast<char>(0x80 | opcode);
+    f += static_cast<char>((fin ? 0x80 : 0) | opcode);
+    const char m = masked ? static_cast<char>(0x80) : 0;
     if (payload.size() < 126) {
-      f += static_cast<char>(0x80 | payload.size());
+      f += static_cast<char>(m | payload.size());
     } else {
-      f += static_cast<char>(0x80 | 126);
+      f += static_cast<char>(m | 126);
       f += static_cast<char>(payload.size() >> 8);
       f += static_cast<char>(payload.size() & 0xff);
     }
     const char mask[4] = {0x12, 0x34, 0x56, 0x78};
+    if (!masked) return f.append(payload);
     f.append(mask, 4);
     for (std::size_t i = 0; i < payload.size(); ++i)
       f += static_cast<char>(payload[i] ^ mask[i % 4]);
-    send_all(fd, f);
+    return f;
   }
   static bool read_exact(int fd, char* out, std::size_t n) {
     while (n > 0) {
@@ -197,6 +212,114 @@ TEST_F(WebSocketTest, TheConnectionsTimerRunsOnItsStrand) {
   EXPECT_EQ(op, 8);
   EXPECT_EQ(close_code(payload), 4321);
   ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// RFC 6455 5.4 and 5.5: a message in fragments is one message, and a control frame may
+// come between them (a ping: answered with a pong of the same data, first).
+TEST_F(WebSocketTest, AFragmentedMessageIsOneAndAPingBetweenItsFramesIsAnswered) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  // Byte by byte, so every frame is parsed across reads too.
+  const auto bytes = frame("hel", 1, false) + frame("p-1", 9) + frame("l", 0, false) +
+                     frame("o", 0, true) + frame("next");
+  for (char c : bytes) send_all(fd, std::string(1, c));
+  EXPECT_EQ(read_frame(fd), std::make_pair(10, std::string("p-1")));  // pong
+  EXPECT_EQ(read_frame(fd), std::make_pair(1, std::string("HELLO")));
+  EXPECT_EQ(read_frame(fd), std::make_pair(1, std::string("NEXT")));
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// What a client must not send ends the connection with RFC 6455's code, and the handler
+// never sees it.
+TEST_F(WebSocketTest, FramesAgainstTheRfcCloseTheConnectionWithItsCode) {
+  const std::vector<std::pair<std::string, int>> cases = {
+      {frame("plain", 1, true, /*masked=*/false), 1002},  // 5.1: clients mask
+      {frame("\xc3\x28 not UTF-8"), 1007},                // 8.1: text is UTF-8
+      {frame("\xed\xa0\x80"), 1007},                      // a surrogate (RFC 3629)
+      {frame("orphan", 0), 1002},                         // 5.4: a continuation of nothing
+      {frame("a", 1, false) + frame("b"), 1002},          // a new message inside one
+      {frame("x", 9, false), 1002},                       // 5.5: control frames are whole
+      {frame("x", 3), 1002},                              // a reserved opcode
+      {frame("\x03", 8), 1002},                           // a close frame of one byte
+  };
+  int n = 0;
+  for (const auto& [bytes, code] : cases) {
+    auto [fd, head] = upgrade("/ws");
+    ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+    send_all(fd, bytes);
+    auto [op, payload] = read_frame(fd);
+    EXPECT_EQ(op, 8) << "case " << n << ": " << payload;
+    EXPECT_EQ(close_code(payload), code) << "case " << n;
+    EXPECT_EQ(read_frame(fd).first, -1) << "case " << n << ": the connection ends";
+    ::close(fd);
+    EXPECT_TRUE(closed_.wait_for(++n));
+  }
+}
+
+// RFC 6455 5.5.1: the peer's close is answered with its code, then the connection ends.
+TEST_F(WebSocketTest, APeersCloseIsAnsweredWithItsCode) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  send_frame(fd, std::string("\x0f\xa0", 2) + "bye", 8);  // 4000
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);
+  EXPECT_EQ(close_code(payload), 4000);
+  EXPECT_EQ(read_frame(fd).first, -1);
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// A silent peer is pinged after half the idle limit; one that answers stays, one that
+// does not is dropped at the limit (no close frame: it is not listening).
+TEST_F(WebSocketTest, ASilentPeerIsPingedThenDropped) {
+  auto [fd, head] = upgrade("/idle");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 9) << "a ping";
+  send_frame(fd, payload, 10);  // the pong
+  EXPECT_EQ(read_frame(fd).first, 9) << "still there: pinged again";
+  // No answer: dropped at the limit (another ping may come first, the timer's tick being
+  // half the limit).
+  int op_after = 9;
+  for (int pings = 0; op_after == 9 && pings < 3; ++pings) op_after = read_frame(fd).first;
+  EXPECT_EQ(op_after, -1) << "dropped";
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// A burst through a 4 KiB receive buffer (the server's writes are short, its socket often
+// full): every message arrives, whole and in order.
+TEST_F(WebSocketTest, ABurstThroughAFullSocketBufferArrivesInOrder) {
+  const int small = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int rcvbuf = 4096;
+  ASSERT_EQ(::setsockopt(small, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(loop_.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(small, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  send_all(small,
+           "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Protocol: echo.v1\r\n\r\n");
+  std::string head;
+  char c;
+  while (head.find("\r\n\r\n") == std::string::npos && ::recv(small, &c, 1, 0) == 1) head += c;
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  constexpr int kMessages = 2000;
+  std::thread writer([&] {
+    for (int i = 0; i < kMessages; ++i)
+      send_frame(small, std::to_string(i) + std::string(900, 'q'));
+  });
+  for (int i = 0; i < kMessages; ++i) {
+    auto [op, payload] = read_frame(small);
+    ASSERT_EQ(op, 1) << "message " << i;
+    ASSERT_EQ(payload, std::to_string(i) + std::string(900, 'Q')) << "message " << i;
+  }
+  writer.join();
+  ::close(small);
   EXPECT_TRUE(closed_.wait_for(1));
 }
 
