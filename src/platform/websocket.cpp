@@ -257,6 +257,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   std::uint64_t skip_ = 0;
   bool in_message_ = false, binary_ = false, discarding_ = false, timed_out_ = false;
   bool draining_ = false;  // reading is over; serve() waits for the writer's last frames
+  bool pinged_ = false;    // a ping went to the peer since its last read
   std::chrono::steady_clock::time_point last_read_;
   // Framed writing (strand only): what a short write left, the messages being written.
   std::string unsent_;
@@ -550,6 +551,7 @@ asio::awaitable<Ended> Connection::framed_read_loop() {
       if (ec == asio::error::would_block || ec == asio::error::try_again) break;
       if (ec) co_return Ended{false, false, 1006, ec.message()};
       last_read_ = std::chrono::steady_clock::now();
+      pinged_ = false;
       if (auto end = take(std::string_view(chunk, n))) co_return std::move(*end);
       if (n < sizeof chunk) break;
     }
@@ -694,22 +696,27 @@ void Connection::queue_control(std::string frame) {
   wake_locked();
 }
 
-// Every idle_timeout / 2: a ping when the peer was silent that long, the connection cut
-// when it was silent the whole idle_timeout (its answer to the ping is a read too).
+// The idle limit, from the last read: a ping once the peer has been silent half of it, the
+// connection cut once silent all of it (its answer to the ping is a read too). The timer
+// is not moved by each read: when it fires it is re-armed for the deadline the last read
+// set.
 void Connection::start_idle_timer() {
   if (o_.idle_timeout.count() <= 0) return;
-  idle_timer_.expires_after(o_.idle_timeout / 2);
+  const auto half = o_.idle_timeout / 2;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_read_ >= o_.idle_timeout) {
+    timed_out_ = true;
+    beast::error_code ignored;
+    socket().cancel(ignored);
+    return;
+  }
+  if (now - last_read_ >= half && !pinged_) {
+    pinged_ = true;
+    queue_control(control_frame(0x9, ""));
+  }
+  idle_timer_.expires_at(last_read_ + (pinged_ ? o_.idle_timeout : half));
   idle_timer_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
-    if (ec || self->ended_) return;
-    const auto silent = std::chrono::steady_clock::now() - self->last_read_;
-    if (silent >= self->o_.idle_timeout) {
-      self->timed_out_ = true;
-      beast::error_code ignored;
-      self->socket().cancel(ignored);
-      return;
-    }
-    if (silent >= self->o_.idle_timeout / 2) self->queue_control(control_frame(0x9, ""));
-    self->start_idle_timer();
+    if (!ec && !self->ended_) self->start_idle_timer();
   });
 }
 
