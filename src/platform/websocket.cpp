@@ -17,6 +17,7 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <algorithm>
 #include <array>
 #include <deque>
 #include <mutex>
@@ -128,6 +129,31 @@ bool valid_utf8(std::string_view s) {
   return true;
 }
 
+// RFC 6455 7.4: a close code an endpoint may put on the wire (1005, 1006 and 1015 say what
+// happened without a frame and are never sent; 1004 is reserved).
+bool sendable_close_code(std::uint16_t code) {
+  return (code >= 1000 && code <= 1014 && code != 1004 && code != 1005 && code != 1006) ||
+         (code >= 3000 && code <= 4999);
+}
+
+// A close frame's reason: 123 bytes at most (RFC 6455 5.5: a control frame's payload is 125
+// bytes, two of them the code), cut at a UTF-8 character's boundary so it stays text.
+std::string close_reason(std::string_view reason) {
+  constexpr std::size_t kMax = 123;
+  if (reason.size() <= kMax) return std::string(reason);
+  std::size_t cut = kMax;
+  while (cut > 0 && (static_cast<unsigned char>(reason[cut]) & 0xC0) == 0x80) --cut;
+  return std::string(reason.substr(0, cut));
+}
+
+// The read buffer of the thread running a connection's strand now. Not inlined and fetched
+// after every resumption: a coroutine resumed on another thread must not keep an address
+// of the thread it suspended on.
+[[gnu::noinline]] std::span<char> read_chunk() {
+  static thread_local std::array<char, 64 * 1024> chunk;
+  return chunk;
+}
+
 // How a framed connection's reading ended: the peer's close frame (`closed`: its code and
 // reason; `we_closed_first`: it answered ours), or 1006 and what happened instead.
 struct Ended {
@@ -169,6 +195,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
       // the TCP connection is cut (the peer sees it end without a close frame).
       asio::post(ws_.get_executor(), [self = shared_from_this()] {
         if (self->ended_) return;
+        self->cutting_ = true;
         self->cut_timer_.expires_after(self->o_.slow_consumer_grace);
         self->cut_timer_.async_wait([self](const beast::error_code& ec) {
           if (!ec && !self->ended_) beast::get_lowest_layer(self->ws_).close();
@@ -181,6 +208,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   }
 
   void close(std::uint16_t code, std::string reason, bool drop_queued) override {
+    if (code != 1005 && !sendable_close_code(code)) code = 1000;
     std::lock_guard lock(mu_);
     if (dead_ || close_) return;
     if (drop_queued) {
@@ -235,10 +263,15 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   asio::awaitable<Ended> framed_read_loop();
   // Takes bytes read: frames parsed, messages handed on; a value when reading is over.
   std::optional<Ended> take(std::string_view bytes);
+  std::optional<Ended> begin_frame();  // the header is whole: checked, the payload next
+  std::optional<Ended> end_frame();    // the payload is whole: acted on
   std::optional<Ended> framed_fail(std::uint16_t code, std::string reason);
   void framed_write();
   void queue_control(std::string frame);
   void start_idle_timer();
+  // What serve() reports when a handler threw out of the read loop: the connection closed
+  // with 1011 (RFC 6455 7.4.1: an unexpected condition), logged, nothing skipped.
+  Ended threw(std::exception_ptr e);
 
   std::shared_ptr<const WebSocketOptions> options_;  // the endpoint's, shared
   const WebSocketOptions& o_;
@@ -248,16 +281,26 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   asio::steady_timer cut_timer_;   // a slow consumer's connection is cut when it fires
   asio::steady_timer idle_timer_;  // framed: pings a silent peer, then drops it
   std::string remote_;
-  bool ended_ = false;            // strand only: the read loop is over
+  bool ended_ = false;            // strand only: the connection is over
   std::string handshake_failed_;  // strand only: why there was no connection
-  // Framed reading (strand only): an incomplete frame's bytes, the message being assembled,
-  // what is left to skip of a frame over the limit.
-  std::string partial_;
-  std::string message_;
-  std::uint64_t skip_ = 0;
+  // Framed reading (strand only). The frame being read: its header's bytes so far (14 at
+  // most, RFC 6455 5.2), then its opcode, FIN, mask, the payload bytes still to come and
+  // where the next one falls in the mask. A payload is unmasked into the message (or a
+  // control frame's payload) as it arrives: a connection holds no more than the message.
+  std::array<unsigned char, 14> head_{};
+  std::uint8_t head_size_ = 0;
+  bool in_payload_ = false, fin_ = false;
+  std::uint8_t opcode_ = 0;
+  std::array<unsigned char, 4> mask_{};
+  std::uint8_t mask_at_ = 0;
+  std::uint64_t left_ = 0;
+  std::string control_payload_;  // 125 bytes at most
+  std::string message_;          // max_message_bytes at most
   bool in_message_ = false, binary_ = false, discarding_ = false, timed_out_ = false;
-  bool draining_ = false;  // reading is over; serve() waits for the writer's last frames
-  bool pinged_ = false;    // a ping went to the peer since its last read
+  bool reading_over_ = false;  // the idle timer stops; serve() owns idle_timer_ now
+  bool draining_ = false;      // reading is over; serve() waits for the writer's last frames
+  bool pinged_ = false;        // a ping went to the peer since its last read
+  bool cutting_ = false;       // cut_timer_ runs for a slow consumer: not re-armed
   std::chrono::steady_clock::time_point last_read_;
   // Framed writing (strand only): what a short write left, the messages being written.
   std::string unsent_;
@@ -271,8 +314,11 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   bool writing_ = false;       // a write chain is running
   bool close_sent_ = false;
   bool dead_ = false;
-  bool framed_ = false;               // set with started_: the framed write path
-  std::vector<std::string> control_;  // framed: pongs and pings, written before messages
+  bool framed_ = false;  // set with started_: the framed write path
+  // Framed: a pong and our ping at most, written before messages (a newer ping's pong
+  // replaces one not yet written: RFC 6455 5.5.3 allows it, and a ping flood to a peer that
+  // does not read cannot grow memory).
+  std::vector<std::string> control_;
   std::optional<std::pair<std::uint16_t, std::string>> close_;
 };
 
@@ -352,7 +398,13 @@ asio::awaitable<void> Connection::serve(bool framed) {
     }
     handler_->on_open(shared_from_this());
     if (framed) {
-      auto end = co_await framed_read_loop();
+      Ended end;
+      try {
+        end = co_await framed_read_loop();
+      } catch (...) {
+        end = threw(std::current_exception());
+      }
+      reading_over_ = true;
       idle_timer_.cancel();
       bool sent = false, writing = false;
       {
@@ -374,8 +426,16 @@ asio::awaitable<void> Connection::serve(bool framed) {
       socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
       socket().close(ignored);
     } else {
-      const auto ec = co_await read_loop();
-      if (ec == websocket::error::closed) {
+      beast::error_code ec;
+      std::optional<Ended> failed;
+      try {
+        ec = co_await read_loop();
+      } catch (...) {
+        failed = threw(std::current_exception());
+      }
+      if (failed) {
+        why = std::move(failed->reason);
+      } else if (ec == websocket::error::closed) {
         code = static_cast<std::uint16_t>(ws_.reason().code);
         why = std::string(ws_.reason().reason.data(), ws_.reason().reason.size());
       } else {
@@ -399,6 +459,20 @@ asio::awaitable<void> Connection::serve(bool framed) {
   if (report) handler_->on_peer_closed(code, why);
   handler_->on_closed();
   handler_.reset();
+}
+
+Ended Connection::threw(std::exception_ptr e) {
+  log::exception(e, "websocket handler failed");
+  close(1011, "internal error", /*drop_queued=*/true);
+  std::string what = "internal error";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& x) {
+    what += ": ";
+    what += x.what();
+  } catch (...) {
+  }
+  return Ended{false, false, 1006, std::move(what)};
 }
 
 asio::awaitable<void> Connection::run_client(WebSocketTarget target) {
@@ -505,7 +579,7 @@ void Connection::write_next() {
   auto self = shared_from_this();
   if (closing) {
     if (o_.metrics.closes) o_.metrics.closes->with({std::to_string(closing->first)}).inc();
-    std::string reason = closing->second.substr(0, 120);  // a close reason fits 123 bytes
+    std::string reason = close_reason(closing->second);
     ws_.async_close(
         websocket::close_reason(static_cast<websocket::close_code>(closing->first), reason),
         [self](const beast::error_code&) {
@@ -537,7 +611,9 @@ asio::awaitable<Ended> Connection::framed_read_loop() {
   sock.non_blocking(true, ec);
   last_read_ = std::chrono::steady_clock::now();
   start_idle_timer();
-  static thread_local char chunk[64 * 1024];  // used between two suspensions only
+  // Reads per readiness: a peer that floods is read a megabyte at a time and the strand
+  // goes back to the reactor between, so it cannot starve its neighbours.
+  constexpr int kReadsPerWake = 16;
   for (;;) {
     auto [wec] = co_await sock.async_wait(asio::socket_base::wait_read, nothrow);
     if (timed_out_) {
@@ -546,14 +622,15 @@ asio::awaitable<Ended> Connection::framed_read_loop() {
                           std::to_string(o_.idle_timeout.count()) + " ms"};
     }
     if (wec) co_return Ended{false, false, 1006, wec.message()};
-    for (;;) {
-      const std::size_t n = sock.read_some(asio::buffer(chunk), ec);
+    const auto chunk = read_chunk();
+    for (int reads = 0; reads < kReadsPerWake; ++reads) {
+      const std::size_t n = sock.read_some(asio::buffer(chunk.data(), chunk.size()), ec);
       if (ec == asio::error::would_block || ec == asio::error::try_again) break;
       if (ec) co_return Ended{false, false, 1006, ec.message()};
       last_read_ = std::chrono::steady_clock::now();
       pinged_ = false;
-      if (auto end = take(std::string_view(chunk, n))) co_return std::move(*end);
-      if (n < sizeof chunk) break;
+      if (auto end = take(std::string_view(chunk.data(), n))) co_return std::move(*end);
+      if (n < chunk.size()) break;
     }
   }
 }
@@ -566,132 +643,151 @@ std::optional<Ended> Connection::framed_fail(std::uint16_t code, std::string rea
 }
 
 std::optional<Ended> Connection::take(std::string_view bytes) {
-  // An incomplete frame from an earlier read comes first.
-  if (!partial_.empty()) {
-    partial_.append(bytes);
-    bytes = partial_;
-  }
   std::size_t at = 0;
-  std::optional<Ended> end;
-  while (!end) {
-    const std::size_t left = bytes.size() - at;
-    if (skip_ > 0) {  // the rest of a frame over the limit, read and dropped
-      const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(skip_, left));
-      at += k;
-      skip_ -= k;
-      if (skip_ > 0) break;
-      continue;
+  while (at < bytes.size()) {
+    if (!in_payload_) {
+      // The header, gathered across reads: two bytes say how long the rest of it is.
+      while (head_size_ < 2 && at < bytes.size())
+        head_[head_size_++] = static_cast<unsigned char>(bytes[at++]);
+      if (head_size_ < 2) break;
+      const unsigned len7 = head_[1] & 0x7fu;
+      const std::size_t need = 2 +
+                               (len7 == 126   ? 2
+                                : len7 == 127 ? 8
+                                              : 0) +
+                               ((head_[1] & 0x80) != 0 ? 4 : 0);
+      while (head_size_ < need && at < bytes.size())
+        head_[head_size_++] = static_cast<unsigned char>(bytes[at++]);
+      if (head_size_ < need) break;
+      if (auto end = begin_frame()) return end;
     }
-    if (left < 2) break;
-    const auto* b = reinterpret_cast<const unsigned char*>(bytes.data() + at);
-    const bool fin = (b[0] & 0x80) != 0;
-    const unsigned opcode = b[0] & 0x0f;
-    std::uint64_t len = b[1] & 0x7f;
-    std::size_t head = 2;
-    if (len == 126) {
-      if (left < 4) break;
-      len = (std::uint64_t{b[2]} << 8) | b[3];
-      head = 4;
-    } else if (len == 127) {
-      if (left < 10) break;
-      len = 0;
-      for (int i = 0; i < 8; ++i) len = (len << 8) | b[2 + i];
-      head = 10;
+    // The payload, unmasked as it arrives; a message over the limit is read and dropped.
+    const auto k = static_cast<std::size_t>(std::min<std::uint64_t>(left_, bytes.size() - at));
+    const bool control = opcode_ >= 8;
+    if (control || !discarding_) {
+      std::string& into = control ? control_payload_ : message_;
+      const auto from = into.size();
+      into.append(bytes.data() + at, k);
+      for (std::size_t i = 0; i < k; ++i)
+        into[from + i] = static_cast<char>(static_cast<unsigned char>(into[from + i]) ^
+                                           mask_[(mask_at_ + i) & 3u]);
+      mask_at_ = static_cast<std::uint8_t>((mask_at_ + k) & 3u);
     }
-    if ((b[0] & 0x70) != 0) return framed_fail(1002, "a frame with reserved bits set");
-    if ((b[1] & 0x80) == 0) return framed_fail(1002, "an unmasked frame from a client");
-    const bool control = opcode >= 8;
-    if (control && (opcode > 10 || !fin || len > 125))
-      return framed_fail(1002, "a bad control frame (opcode " + std::to_string(opcode) + ")");
-    if (!control && opcode > 2)
-      return framed_fail(1002, "an unknown opcode " + std::to_string(opcode));
-    if (opcode == 0 && !in_message_) return framed_fail(1002, "a continuation of no message");
-    if ((opcode == 1 || opcode == 2) && in_message_)
-      return framed_fail(1002, "a new message inside a fragmented one");
-    if (left < head + 4) break;
-    const unsigned char* mask = b + head;
-    head += 4;
-    if (!control && !discarding_ && message_.size() + len > o_.max_message_bytes) {
-      if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"frame_bytes"}).inc();
-      close(o_.too_large_code,
-            "message larger than " + std::to_string(o_.max_message_bytes) + " bytes", false);
-      discarding_ = true;
+    at += k;
+    left_ -= k;
+    if (left_ > 0) break;
+    in_payload_ = false;
+    if (auto end = end_frame()) return end;
+  }
+  return std::nullopt;
+}
+
+std::optional<Ended> Connection::begin_frame() {
+  const unsigned char* b = head_.data();
+  head_size_ = 0;
+  fin_ = (b[0] & 0x80) != 0;
+  opcode_ = b[0] & 0x0f;
+  std::uint64_t len = b[1] & 0x7f;
+  std::size_t at = 2;
+  if (len == 126) {
+    len = (std::uint64_t{b[2]} << 8) | b[3];
+    at = 4;
+  } else if (len == 127) {
+    len = 0;
+    for (int i = 0; i < 8; ++i) len = (len << 8) | b[2 + i];
+    at = 10;
+  }
+  if ((b[0] & 0x70) != 0) return framed_fail(1002, "a frame with reserved bits set");
+  if ((b[1] & 0x80) == 0) return framed_fail(1002, "an unmasked frame from a client");
+  // RFC 6455 5.2: a 64-bit length's most significant bit is 0.
+  if ((len >> 63) != 0) return framed_fail(1002, "a frame length with its top bit set");
+  const bool control = opcode_ >= 8;
+  if (control && (opcode_ > 10 || !fin_ || len > 125))
+    return framed_fail(1002, "a bad control frame (opcode " + std::to_string(opcode_) + ")");
+  if (!control && opcode_ > 2)
+    return framed_fail(1002, "an unknown opcode " + std::to_string(opcode_));
+  if (opcode_ == 0 && !in_message_) return framed_fail(1002, "a continuation of no message");
+  if ((opcode_ == 1 || opcode_ == 2) && in_message_)
+    return framed_fail(1002, "a new message inside a fragmented one");
+  std::copy_n(b + at, 4, mask_.begin());
+  mask_at_ = 0;
+  left_ = len;
+  in_payload_ = true;
+  if (control) return std::nullopt;
+  // message_ never holds more than the limit, so the subtraction cannot wrap.
+  if (!discarding_ && len > o_.max_message_bytes - message_.size()) {
+    if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"frame_bytes"}).inc();
+    close(o_.too_large_code,
+          "message larger than " + std::to_string(o_.max_message_bytes) + " bytes", false);
+    discarding_ = true;
+    std::string().swap(message_);
+  }
+  if (opcode_ != 0) binary_ = opcode_ == 2;
+  in_message_ = !fin_;
+  return std::nullopt;
+}
+
+std::optional<Ended> Connection::end_frame() {
+  if (opcode_ == 9) {
+    queue_control(control_frame(0xA, control_payload_));  // RFC 6455 5.5.3: the same data
+  } else if (opcode_ == 8) {
+    // RFC 6455 5.5.1: answered with a close frame, then the connection ends.
+    const auto& p = control_payload_;
+    if (p.size() == 1) return framed_fail(1002, "a close frame of one byte");
+    Ended e{true, false, 1005, ""};
+    std::uint16_t answer = 1005;  // no code: answered with an empty close frame
+    if (p.size() >= 2) {
+      e.code = static_cast<std::uint16_t>((static_cast<unsigned char>(p[0]) << 8) |
+                                          static_cast<unsigned char>(p[1]));
+      e.reason = p.substr(2);
+      // Echoed (RFC 6455 5.5.1); a code a peer may not send is answered with 1002, a
+      // reason that is not UTF-8 with 1007 (RFC 6455 5.5.1, 8.1).
+      answer = !sendable_close_code(e.code) ? std::uint16_t{1002}
+               : !valid_utf8(e.reason)      ? std::uint16_t{1007}
+                                            : e.code;
+    }
+    control_payload_.clear();
+    std::lock_guard lock(mu_);
+    e.we_closed_first = close_sent_;
+    if (!close_) {
+      queue_.clear();
+      queued_bytes_ = 0;
+      close_.emplace(answer, "");
+      wake_locked();
+    }
+    return e;
+  } else if (opcode_ < 8 && fin_) {
+    if (!discarding_) {
+      std::lock_guard lock(mu_);
+      discarding_ = close_.has_value();  // nothing more for the handler after a close
+    }
+    if (!discarding_) {
+      if (!binary_ && !valid_utf8(message_))
+        return framed_fail(1007, "a text message that is not UTF-8");
+      handler_->on_message(message_, binary_);
+    }
+    if (message_.capacity() > kKeepBuffer) {
       std::string().swap(message_);
-    }
-    if (opcode == 1 || opcode == 2) binary_ = opcode == 2;
-    if (!control) in_message_ = !fin;
-    if (!control && discarding_) {  // flat memory whatever the peer sends
-      at += head;
-      skip_ = len;
-      continue;
-    }
-    if (left < head + len) break;  // the whole payload first (1 MiB at most, or 125 bytes)
-    const auto* payload = bytes.data() + at + head;
-    const auto n = static_cast<std::size_t>(len);
-    std::string control_payload;
-    std::string& into = control ? control_payload : message_;
-    const auto from = into.size();
-    into.append(payload, n);
-    for (std::size_t i = 0; i < n; ++i)
-      into[from + i] = static_cast<char>(into[from + i] ^ mask[i % 4]);
-    at += head + n;
-    if (opcode == 9) {
-      queue_control(control_frame(0xA, control_payload));  // RFC 6455 5.5.3: the same data
-    } else if (opcode == 8) {
-      // RFC 6455 5.5.1: answered with a close frame, then the connection ends.
-      if (control_payload.size() == 1) return framed_fail(1002, "a close frame of one byte");
-      Ended e{true, false, 1005, ""};
-      if (control_payload.size() >= 2) {
-        e.code = static_cast<std::uint16_t>((static_cast<unsigned char>(control_payload[0]) << 8) |
-                                            static_cast<unsigned char>(control_payload[1]));
-        e.reason = control_payload.substr(2);
-      }
-      // RFC 6455 7.4: codes a peer may send; another is answered with 1002.
-      const bool valid = e.code == 1005 ||
-                         (e.code >= 1000 && e.code <= 1014 && e.code != 1004 && e.code != 1006) ||
-                         (e.code >= 3000 && e.code <= 4999);
-      {
-        std::lock_guard lock(mu_);
-        e.we_closed_first = close_sent_;
-        if (!close_) {
-          queue_.clear();
-          queued_bytes_ = 0;
-          // Echoed (RFC 6455 5.5.1); 1005 (no code) answered with an empty close frame.
-          close_.emplace(valid ? e.code : std::uint16_t{1002}, "");
-          wake_locked();
-        }
-      }
-      end = std::move(e);
-    } else if (!control && fin) {
-      if (!discarding_) {
-        std::lock_guard lock(mu_);
-        discarding_ = close_.has_value();  // nothing more for the handler after a close
-      }
-      if (!discarding_) {
-        if (!binary_ && !valid_utf8(message_))
-          return framed_fail(1007, "a text message that is not UTF-8");
-        handler_->on_message(message_, binary_);
-      }
-      if (message_.capacity() > kKeepBuffer) {
-        std::string().swap(message_);
-      } else {
-        message_.clear();
-      }
+    } else {
+      message_.clear();
     }
   }
-  // What is left is an incomplete frame: kept for the next read.
-  if (!partial_.empty()) {
-    partial_.erase(0, at);
-    if (partial_.empty()) std::string().swap(partial_);
-  } else if (at < bytes.size()) {
-    partial_.assign(bytes.substr(at));
-  }
-  return end;
+  control_payload_.clear();  // a pong's payload (ours carry none) is not looked at
+  return std::nullopt;
 }
 
 void Connection::queue_control(std::string frame) {
   std::lock_guard lock(mu_);
   if (dead_ || close_sent_) return;
+  const auto pong = static_cast<char>(0x8A);
+  if (frame.front() == pong) {
+    for (auto& waiting : control_) {
+      if (waiting.front() == pong) {
+        waiting = std::move(frame);  // the newest ping's answer only
+        return;
+      }
+    }
+  }
   control_.push_back(std::move(frame));
   wake_locked();
 }
@@ -715,8 +811,10 @@ void Connection::start_idle_timer() {
     queue_control(control_frame(0x9, ""));
   }
   idle_timer_.expires_at(last_read_ + (pinged_ ? o_.idle_timeout : half));
+  // A completion queued before serve() took the timer over must not re-arm it (that would
+  // cancel serve()'s wait for the last frames).
   idle_timer_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
-    if (!ec && !self->ended_) self->start_idle_timer();
+    if (!ec && !self->reading_over_) self->start_idle_timer();
   });
 }
 
@@ -764,7 +862,7 @@ void Connection::framed_write() {
         if (close_->first != 1005) {
           payload = {static_cast<char>(close_->first >> 8),
                      static_cast<char>(close_->first & 0xff)};
-          payload += close_->second.substr(0, 120);  // a close reason fits 123 bytes
+          payload += close_reason(close_->second);
         }
         closing = control_frame(0x8, payload);
         bufs[nb++] = asio::buffer(closing);
@@ -791,8 +889,10 @@ void Connection::framed_write() {
       return;
     }
     if (o_.metrics.messages_out && messages > 0) o_.metrics.messages_out->inc(messages);
-    if (!closing.empty()) {
-      // The peer answers our close frame, or is cut after the handshake timeout.
+    if (!closing.empty() && !cutting_) {
+      // The peer answers our close frame, or is cut after the handshake timeout (a slow
+      // consumer's grace, already running, is not extended).
+      cutting_ = true;
       cut_timer_.expires_after(o_.handshake_timeout);
       cut_timer_.async_wait([self = shared_from_this()](const beast::error_code& e) {
         if (!e && !self->ended_) {

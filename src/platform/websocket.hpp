@@ -68,8 +68,10 @@ class WebSocket {
   virtual ~WebSocket() = default;
   // Queues a text message (written in order, one at a time).
   virtual void send(std::shared_ptr<const std::string> message) = 0;
-  // Writes what is queued, then the close frame with `code` (1000-4999) and `reason`
-  // (cut to 120 bytes); `drop_queued` discards what is queued first. The first close wins.
+  // Writes what is queued, then the close frame with `code` and `reason` (cut to 123 bytes
+  // at a UTF-8 character's boundary); `drop_queued` discards what is queued first. The first
+  // close wins. A code RFC 6455 7.4 lets an endpoint send (1000-1003, 1007-1014, 3000-4999)
+  // goes as it is, 1005 as a close frame without a code, any other as 1000.
   virtual void close(std::uint16_t code, std::string reason, bool drop_queued = false) = 0;
   // Runs `fn` later on the connection's strand (where the handler is called), never inline.
   virtual void post(std::function<void()> fn) = 0;

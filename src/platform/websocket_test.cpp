@@ -17,6 +17,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -25,7 +26,8 @@ namespace kiln::http {
 namespace {
 
 // Echoes text upper-cased, answers binary with "binary N", closes with 4321 on "timer" after
-// 50 ms; refuses the upgrade when the path is /full.
+// 50 ms, throws on "throw", closes with a long reason on "long-close" and with the code in
+// the message on "close-N"; refuses the upgrade when the path is /full.
 // Counts on_closed calls; a test waits for a count (bounded, woken by the handler).
 struct ClosedCount {
   std::mutex mu;
@@ -57,6 +59,14 @@ class Echo final : public WebSocketHandler {
   void on_message(std::string_view data, bool binary) override {
     if (binary) {
       socket_->send(std::make_shared<const std::string>("binary " + std::to_string(data.size())));
+    } else if (data == "throw") {
+      throw std::runtime_error("the handler failed");
+    } else if (data == "long-close") {
+      std::string reason;
+      for (int i = 0; i < 100; ++i) reason += "\xc3\xa9";  // U+00E9, two bytes each
+      socket_->close(4000, reason);
+    } else if (data.starts_with("close-")) {
+      socket_->close(static_cast<std::uint16_t>(std::stoi(std::string(data.substr(6)))), "x");
     } else if (data == "timer") {
       auto s = socket_;
       socket_->after(std::chrono::milliseconds(50), [s] { s->close(4321, "timer fired"); });
@@ -235,14 +245,24 @@ TEST_F(WebSocketTest, AFragmentedMessageIsOneAndAPingBetweenItsFramesIsAnswered)
 // never sees it.
 TEST_F(WebSocketTest, FramesAgainstTheRfcCloseTheConnectionWithItsCode) {
   const std::vector<std::pair<std::string, int>> cases = {
-      {frame("plain", 1, true, /*masked=*/false), 1002},  // 5.1: clients mask
-      {frame("\xc3\x28 not UTF-8"), 1007},                // 8.1: text is UTF-8
-      {frame("\xed\xa0\x80"), 1007},                      // a surrogate (RFC 3629)
-      {frame("orphan", 0), 1002},                         // 5.4: a continuation of nothing
-      {frame("a", 1, false) + frame("b"), 1002},          // a new message inside one
-      {frame("x", 9, false), 1002},                       // 5.5: control frames are whole
-      {frame("x", 3), 1002},                              // a reserved opcode
-      {frame("\x03", 8), 1002},                           // a close frame of one byte
+      {frame("plain", 1, true, /*masked=*/false), 1002},     // 5.1: clients mask
+      {frame("\xc3\x28 not UTF-8"), 1007},                   // 8.1: text is UTF-8
+      {frame("\xed\xa0\x80"), 1007},                         // a surrogate (RFC 3629)
+      {frame("orphan", 0), 1002},                            // 5.4: a continuation of nothing
+      {frame("a", 1, false) + frame("b"), 1002},             // a new message inside one
+      {frame("x", 9, false), 1002},                          // 5.5: control frames are whole
+      {frame("x", 3), 1002},                                 // a reserved opcode
+      {frame("\x03", 8), 1002},                              // a close frame of one byte
+      {frame(std::string("\x03\xed", 2), 8), 1002},          // 7.4.1: 1005 is never sent
+      {frame(std::string("\x03\xee", 2), 8), 1002},          // nor 1006
+      {frame(std::string("\x03\xe7", 2), 8), 1002},          // 999: not a code
+      {frame(std::string("\x03\xe8\xc3\x28", 4), 8), 1007},  // a reason that is not UTF-8
+      // 5.2: a 64-bit length with its top bit set (the mask and a byte follow)
+      {std::string("\x81\xff\x80\x00\x00\x00\x00\x00\x00\x05\x12\x34\x56\x78x", 15), 1002},
+      // a continuation whose length wraps the message's size past 2^64: top bit set too
+      {frame("abc", 1, false) +
+           std::string("\x80\xff\xff\xff\xff\xff\xff\xff\xff\xfd\x12\x34\x56\x78", 14),
+       1002},
   };
   int n = 0;
   for (const auto& [bytes, code] : cases) {
@@ -269,6 +289,128 @@ TEST_F(WebSocketTest, APeersCloseIsAnsweredWithItsCode) {
   EXPECT_EQ(read_frame(fd).first, -1);
   ::close(fd);
   EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// A message whose next frame declares more than the limit (here 2^63 - 1 bytes, the most a
+// length may say) is closed with the endpoint's code as soon as the header arrives: nothing
+// is allocated for what it declares, and the handler sees none of it.
+TEST_F(WebSocketTest, AFrameDeclaringMoreThanTheLimitIsClosedBeforeItsPayload) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  send_all(fd, frame("abc", 1, false) +
+                   std::string("\x80\xff\x7f\xff\xff\xff\xff\xff\xff\xff\x12\x34\x56\x78", 14) +
+                   std::string(10000, 'z'));
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);
+  EXPECT_EQ(close_code(payload), 4009) << payload;
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+  EXPECT_EQ(closed_.now(), 1);
+}
+
+// A peer that pings without reading gets the newest ping's pong, not one per ping (RFC 6455
+// 5.5.3 allows it): pongs cannot pile up in the server's memory behind a full socket.
+TEST_F(WebSocketTest, APingFloodFromAPeerThatDoesNotReadKeepsOnePong) {
+  const int small = ::socket(AF_INET, SOCK_STREAM, 0);
+  const int rcvbuf = 4096;
+  ASSERT_EQ(::setsockopt(small, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(loop_.port());
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::connect(small, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  send_all(small,
+           "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+           "Sec-WebSocket-Protocol: echo.v1\r\n\r\n");
+  std::string head;
+  char c;
+  while (head.find("\r\n\r\n") == std::string::npos && ::recv(small, &c, 1, 0) == 1) head += c;
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  // 20,000 pings of 125 bytes: 2.5 MB of pongs if each were kept.
+  constexpr int kPings = 20000;
+  auto ping = [](int i) {
+    auto p = std::to_string(i);
+    return p + std::string(125 - p.size(), '.');
+  };
+  std::string pings;
+  for (int i = 0; i < kPings; ++i) pings += frame(ping(i), 9);
+  send_all(small, pings);
+  send_frame(small, "end");
+  int pongs = 0;
+  std::string last;
+  for (;;) {
+    auto [op, payload] = read_frame(small);
+    ASSERT_NE(op, -1) << "the connection ended after " << pongs << " pongs";
+    if (op == 1) {
+      EXPECT_EQ(payload, "END");
+      break;
+    }
+    ASSERT_EQ(op, 10);
+    ++pongs;
+    last = payload;
+  }
+  EXPECT_LT(pongs, kPings / 2) << "a pong for every ping was kept";
+  EXPECT_EQ(last, ping(kPings - 1)) << "the last pong answers the last ping";
+  ::close(small);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// A handler that throws ends its connection like any other end: a close frame with 1011
+// (RFC 6455 7.4.1: an unexpected condition), on_closed once, the server serving on.
+TEST_F(WebSocketTest, AHandlerThatThrowsClosesItsConnectionWith1011) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  send_frame(fd, "throw");
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);
+  EXPECT_EQ(close_code(payload), 1011) << payload;
+  EXPECT_EQ(read_frame(fd).first, -1);
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+  EXPECT_EQ(closed_.now(), 1);
+  auto [fd2, head2] = upgrade("/ws");
+  ASSERT_TRUE(head2.starts_with("HTTP/1.1 101")) << head2;
+  send_frame(fd2, "still");
+  EXPECT_EQ(read_frame(fd2), std::make_pair(1, std::string("STILL")));
+  ::close(fd2);
+  EXPECT_TRUE(closed_.wait_for(2));
+}
+
+// What a handler closes with goes on the wire as RFC 6455 allows: a reason cut to 123 bytes
+// at a character's boundary (still UTF-8), 1005 as a close frame without a code, a code an
+// endpoint may not send (1006, 1015) as 1000.
+TEST_F(WebSocketTest, AHandlersCloseIsPutOnTheWireAsTheRfcAllows) {
+  {
+    auto [fd, head] = upgrade("/ws");
+    ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+    send_frame(fd, "long-close");
+    auto [op, payload] = read_frame(fd);
+    EXPECT_EQ(op, 8);
+    EXPECT_EQ(close_code(payload), 4000);
+    std::string whole;
+    for (int i = 0; i < 61; ++i) whole += "\xc3\xa9";
+    EXPECT_EQ(payload.substr(2), whole) << "122 bytes: the 123rd would split a character";
+    ::close(fd);
+  }
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"close-1005", ""},
+      {"close-1006", std::string("\x03\xe8x", 3)},
+      {"close-1015", std::string("\x03\xe8x", 3)},
+      {"close-4001", std::string("\x0f\xa1x", 3)},
+  };
+  int n = 1;
+  for (const auto& [ask, wire] : cases) {
+    EXPECT_TRUE(closed_.wait_for(n++));
+    auto [fd, head] = upgrade("/ws");
+    ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+    send_frame(fd, ask);
+    auto [op, payload] = read_frame(fd);
+    EXPECT_EQ(op, 8) << ask;
+    EXPECT_EQ(payload, wire) << ask;
+    ::close(fd);
+  }
+  EXPECT_TRUE(closed_.wait_for(n));
 }
 
 // A silent peer is pinged after half the idle limit; one that answers stays, one that
