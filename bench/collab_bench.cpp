@@ -1,4 +1,7 @@
-// kiln-bench collab: a WebSocket load generator for the collaboration gateway.
+// kiln-bench collab: a WebSocket load generator for the collaboration gateway (kiln.v1) and
+// its peers: with --protocol socketio bench/peers/socketio-relay.js (the same traffic as
+// socket.io 4 events over Engine.IO 4's WebSocket transport), with --protocol yjs
+// bench/peers/yws-relay.mjs (y-websocket: ops as Yjs updates, cursors as awareness updates).
 //
 // Opens N clients in rooms of R, makes a share of them active (cursor updates at 60 Hz),
 // has every client send one durable op every K seconds, and reports delivered messages
@@ -56,6 +59,7 @@ struct Config {
   double duration_s = 20;
   int connect_concurrency = 256;
   std::string project = "bench";
+  std::string protocol = "kiln";  // or "socketio", "yjs"
   std::vector<int> pids;  // the servers' processes, on this machine: user and system CPU apart
 };
 
@@ -91,6 +95,58 @@ void record_ts(std::string_view frame, std::vector<double>& out, std::int64_t no
   }
 }
 
+// lib0's variable-length unsigned integer (7 bits a byte, low first) and string.
+void put_varuint(std::string& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out += static_cast<char>((v & 0x7f) | 0x80);
+    v >>= 7;
+  }
+  out += static_cast<char>(v);
+}
+void put_varstring(std::string& out, std::string_view s) {
+  put_varuint(out, s.size());
+  out += s;
+}
+
+// y-websocket's sync message (y-protocols/sync: messageSync 0, messageYjsUpdate 2) carrying a
+// Yjs update in its v1 encoding (yjs/src/utils/encoding.js) of one item: the root Y.Map
+// "scene"'s `key` set to the string `value` by `client` at `clock`.
+std::string yjs_map_set(std::uint32_t client, std::uint64_t clock, std::string_view key,
+                        std::string_view value) {
+  std::string u;
+  put_varuint(u, 1);  // clients
+  put_varuint(u, 1);  // structs of the client
+  put_varuint(u, client);
+  put_varuint(u, clock);
+  u += static_cast<char>(8 | 0x20);  // ContentAny; a parentSub (the map's key); no origins
+  put_varuint(u, 1);                 // the parent is a root type, by name
+  put_varstring(u, "scene");
+  put_varstring(u, key);
+  put_varuint(u, 1);            // one value
+  u += static_cast<char>(119);  // lib0's writeAny: a string
+  put_varstring(u, value);
+  put_varuint(u, 0);  // an empty delete set
+  std::string m;
+  put_varuint(m, 0);
+  put_varuint(m, 2);
+  put_varstring(m, u);
+  return m;
+}
+
+// y-websocket's awareness message (messageAwareness 1, y-protocols/awareness): one client's
+// state, a JSON object, at `clock` (which must grow for the server to take it).
+std::string yjs_awareness(std::uint32_t client, std::uint64_t clock, std::string_view json) {
+  std::string a;
+  put_varuint(a, 1);
+  put_varuint(a, client);
+  put_varuint(a, clock);
+  put_varstring(a, json);
+  std::string m;
+  put_varuint(m, 1);
+  put_varstring(m, a);
+  return m;
+}
+
 double percentile(std::vector<double>& v, double q) {
   if (v.empty()) return 0;
   auto k = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1));
@@ -120,6 +176,8 @@ class Client {
         co_await asio::async_connect(beast::get_lowest_layer(ws_).socket(), results, nothrow);
     if (cec) co_return fail();
     beast::get_lowest_layer(ws_).socket().set_option(tcp::no_delay(true));
+    if (socketio_) co_return co_await open_socketio();
+    if (yjs_) co_return co_await open_yjs();
     ws_.set_option(websocket::stream_base::decorator([](websocket::request_type& req) {
       req.set(bhttp::field::sec_websocket_protocol, "kiln.v1");
     }));
@@ -137,6 +195,34 @@ class Client {
     co_return co_await send(create);
   }
 
+  // Engine.IO 4 over WebSocket (its "0" open packet), socket.io's connect to the main
+  // namespace ("40"), then the join event with an acknowledgement ("421[...]" -> "431[...]").
+  asio::awaitable<bool> open_socketio() {
+    auto [hec] =
+        co_await ws_.async_handshake(cfg_.host, "/socket.io/?EIO=4&transport=websocket", nothrow);
+    if (hec) co_return fail();
+    ++stats_.connected;
+    if (!co_await expect("0{", true)) co_return false;
+    if (!co_await send("40")) co_return false;
+    if (!co_await expect("40", true)) co_return false;
+    if (!co_await send("421[\"join\",\"" + room_ + "\"]")) co_return false;
+    if (!co_await expect("431[", true)) co_return false;
+    ++stats_.joined;
+    co_return true;
+  }
+
+  // y-websocket: the room is the path; the server's first message (its sync step 1) says the
+  // connection is the room's.
+  asio::awaitable<bool> open_yjs() {
+    auto [hec] = co_await ws_.async_handshake(cfg_.host, "/" + room_, nothrow);
+    if (hec) co_return fail();
+    ++stats_.connected;
+    ws_.binary(true);
+    if (!co_await expect("", true)) co_return false;
+    ++stats_.joined;
+    co_return true;
+  }
+
   asio::awaitable<void> read_loop() {
     beast::flat_buffer buf;
     for (;;) {
@@ -149,7 +235,35 @@ class Client {
       std::string_view f(static_cast<const char*>(buf.cdata().data()), buf.size());
       ++stats_.frames_in;
       stats_.bytes_in += f.size();
-      if (stats_.measuring) {
+      if (stats_.measuring && yjs_) {
+        // Every update and awareness state goes to the whole room, the author's included:
+        // the author's own update is its acknowledgement, its own cursor is not a sample.
+        const bool own = f.find(own_) != std::string_view::npos;
+        if (f.starts_with(std::string_view("\x00\x02", 2))) {
+          if (!own) {
+            record_ts(f, stats_.op_ms, now);
+          } else if (auto it = sent_.find(id_of(f)); it != sent_.end()) {
+            stats_.ack_ms.push_back(static_cast<double>(now - it->second) / 1e6);
+            sent_.erase(it);
+          }
+        } else if (f.starts_with("\x01") && !own) {
+          record_ts(f, stats_.cursor_ms, now);
+        }
+      } else if (stats_.measuring && socketio_) {
+        if (f.starts_with("42[\"eph\"")) {
+          record_ts(f, stats_.cursor_ms, now);
+        } else if (f.starts_with("42[\"ops\"")) {
+          record_ts(f, stats_.op_ms, now);
+        } else if (f.starts_with("43")) {
+          std::int64_t id = -1;
+          std::from_chars(f.data() + 2, f.data() + f.size(), id);
+          auto it = sent_.find(id);
+          if (it != sent_.end()) {
+            stats_.ack_ms.push_back(static_cast<double>(now - it->second) / 1e6);
+            sent_.erase(it);
+          }
+        }
+      } else if (stats_.measuring) {
         if (f.starts_with("{\"t\":\"eph\"")) {
           record_ts(f, stats_.cursor_ms, now);
         } else if (f.starts_with("{\"t\":\"ops\"")) {
@@ -195,15 +309,28 @@ class Client {
         next_op += op_period;
         ++id;
         if (stats_.measuring) sent_[id] = ts;
-        frame = "{\"t\":\"op\",\"id\":" + std::to_string(id) + ",\"room\":\"" + room_ +
-                "\",\"ops\":[{\"op\":\"set\",\"entity\":\"c" + std::to_string(index_) +
-                "\",\"key\":\"p\",\"value\":{\"ts\":" + std::to_string(ts) + "}}]}";
+        // The same body in both protocols; socket.io's event carries its ack id up front.
+        const auto body = "{\"t\":\"op\",\"id\":" + std::to_string(id) + ",\"room\":\"" + room_ +
+                          "\",\"ops\":[{\"op\":\"set\",\"entity\":\"c" + std::to_string(index_) +
+                          "\",\"key\":\"p\",\"value\":{\"ts\":" + std::to_string(ts) + "}}]}";
+        frame = socketio_ ? "42" + std::to_string(id) + "[\"op\"," + body + "]" : body;
+        if (yjs_) {
+          frame = yjs_map_set(
+              yjs_client(), yjs_clock_++, "c" + std::to_string(index_) + "-" + std::to_string(id),
+              own_ + "\"id\":" + std::to_string(id) + ",\"ts\":" + std::to_string(ts) + "}");
+        }
       } else {
         next_cursor += cursor_period;
         if (stats_.measuring) ++stats_.eph_sent;
-        frame = "{\"t\":\"eph\",\"room\":\"" + room_ +
-                "\",\"kind\":\"cursor\",\"data\":{\"x\":" + std::to_string(++x) +
-                ",\"ts\":" + std::to_string(ts) + "}}";
+        const auto body = "{\"t\":\"eph\",\"room\":\"" + room_ +
+                          "\",\"kind\":\"cursor\",\"data\":{\"x\":" + std::to_string(++x) +
+                          ",\"ts\":" + std::to_string(ts) + "}}";
+        frame = socketio_ ? "42[\"eph\"," + body + "]" : body;
+        if (yjs_) {
+          frame = yjs_awareness(yjs_client(), ++yjs_awareness_clock_,
+                                "{\"cursor\":" + own_ + "\"x\":" + std::to_string(x) +
+                                    ",\"ts\":" + std::to_string(ts) + "}}");
+        }
       }
       if (!co_await send(std::move(frame))) co_return;
     }
@@ -232,13 +359,14 @@ class Client {
     co_return ec ? fail() : true;
   }
 
-  asio::awaitable<bool> expect(std::string_view what) {
+  // Reads until a frame holds `what` (begins with it: `prefix`).
+  asio::awaitable<bool> expect(std::string_view what, bool prefix = false) {
     beast::flat_buffer buf;
     for (;;) {
       auto [ec, n] = co_await ws_.async_read(buf, nothrow);
       if (ec) co_return fail();
       std::string_view f(static_cast<const char*>(buf.cdata().data()), buf.size());
-      if (f.find(what) != std::string_view::npos) co_return true;
+      if (prefix ? f.starts_with(what) : f.find(what) != std::string_view::npos) co_return true;
       buf.consume(buf.size());
     }
   }
@@ -256,6 +384,14 @@ class Client {
   std::string room_;
   websocket::stream<beast::tcp_stream> ws_;
   std::uint16_t port_;
+  bool socketio_ = cfg_.protocol == "socketio";
+  bool yjs_ = cfg_.protocol == "yjs";
+  // yjs: this client's id (Yjs client ids are 32-bit), the next item's clock, the awareness
+  // clock; `own_` opens every JSON value it sends, so its echoes are told apart.
+  std::uint32_t yjs_client() const { return 1000000u + static_cast<std::uint32_t>(index_); }
+  std::uint64_t yjs_clock_ = 0;
+  std::uint64_t yjs_awareness_clock_ = 0;
+  std::string own_ = "{\"c\":" + std::to_string(index_) + ",";
   std::unordered_map<std::int64_t, std::int64_t> sent_;
 };
 
@@ -305,8 +441,27 @@ std::pair<double, double> process_cpu(const std::vector<int>& pids) {
   return {user, sys};
 }
 
-// Summed over every gateway.
+// Resident bytes of the servers' processes (/proc/PID/statm's second field), summed; -1
+// when one cannot be read.
+double process_rss(const std::vector<int>& pids) {
+  double rss = 0;
+  const auto page = static_cast<double>(sysconf(_SC_PAGESIZE));
+  for (int pid : pids) {
+    std::FILE* f = std::fopen(("/proc/" + std::to_string(pid) + "/statm").c_str(), "r");
+    if (f == nullptr) return -1;
+    unsigned long long size = 0, resident = 0;
+    const bool ok = std::fscanf(f, "%llu %llu", &size, &resident) == 2;
+    std::fclose(f);
+    if (!ok) return -1;
+    rss += static_cast<double>(resident) * page;
+  }
+  return rss;
+}
+
+// Summed over every gateway: {cpu_seconds, rss_bytes} from their /metrics (kiln.v1), or
+// {-1, rss} from the --pid processes (a peer has no /metrics; RSS is the same measure).
 std::pair<double, double> scrape(const Config& cfg) {
+  if (cfg.protocol != "kiln") return {-1, cfg.pids.empty() ? -1 : process_rss(cfg.pids)};
   double cpu = 0, rss = 0;
   for (auto port : cfg.ports) {
     auto [c, r] = scrape_one(cfg, port);
@@ -326,7 +481,12 @@ int main(int argc, char** argv) {
   auto* collab = app.add_subcommand("collab", "WebSocket clients against /v1/collab");
   collab->add_option("--host", cfg.host);
   collab->add_option("--port", cfg.ports, "Gateway port; repeat for several gateways")->required();
-  collab->add_option("--secret", cfg.secret, "The gateway's auth.jwt_secret")->required();
+  collab->add_option("--secret", cfg.secret, "The gateway's auth.jwt_secret (kiln.v1)");
+  collab
+      ->add_option("--protocol", cfg.protocol,
+                   "kiln (kiln.v1 on /v1/collab), socketio (bench/peers/socketio-relay.js) or yjs "
+                   "(bench/peers/yws-relay.mjs)")
+      ->check(CLI::IsMember({"kiln", "socketio", "yjs"}));
   collab->add_option("--clients", cfg.clients)->check(CLI::Range(1, 100000));
   collab->add_option("--room-size", cfg.room_size)->check(CLI::Range(1, 10000));
   collab->add_option("--active", cfg.active, "Share of clients sending cursors")
@@ -340,6 +500,15 @@ int main(int argc, char** argv) {
                      "A server's process id on this machine (repeat): its user and system CPU "
                      "per delivered frame, apart");
   CLI11_PARSE(app, argc, argv);
+  if (cfg.protocol == "kiln" && cfg.secret.empty()) {
+    std::fprintf(stderr, "kiln-bench collab: --secret is required with --protocol kiln\n");
+    return 2;
+  }
+  if (cfg.protocol != "kiln" && cfg.pids.empty()) {
+    std::fprintf(stderr, "kiln-bench collab: --pid is required with --protocol %s (no /metrics)\n",
+                 cfg.protocol.c_str());
+    return 2;
+  }
 
   asio::io_context io(1);
   Stats stats;
@@ -354,8 +523,8 @@ int main(int argc, char** argv) {
     c.name = c.sub;
     c.exp = exp;
     c.roles[cfg.project] = kiln::auth::Role::Editor;
-    clients.push_back(
-        std::make_unique<Client>(io, cfg, stats, i, kiln::auth::sign_hs256(c, cfg.secret)));
+    clients.push_back(std::make_unique<Client>(
+        io, cfg, stats, i, cfg.secret.empty() ? "" : kiln::auth::sign_hs256(c, cfg.secret)));
   }
 
   const auto t_start = std::chrono::steady_clock::now();
@@ -427,6 +596,7 @@ int main(int argc, char** argv) {
   const double secs = cfg.duration_s;
   boost::json::object out;
   out["clients"] = cfg.clients;
+  out["protocol"] = cfg.protocol;
   out["gateways"] = cfg.ports.size();
   out["room_size"] = cfg.room_size;
   out["active_share"] = cfg.active;
