@@ -145,9 +145,8 @@ std::string close_reason(std::string_view reason) {
   return std::string(reason.substr(0, cut));
 }
 
-// The read buffer of the thread running a connection's strand now. Not inlined and fetched
-// after every resumption: a coroutine resumed on another thread must not keep an address
-// of the thread it suspended on.
+// The read buffer of the thread running a connection's strand now (used between two waits
+// only; not inlined, so no caller keeps another thread's address).
 [[gnu::noinline]] std::span<char> read_chunk() {
   static thread_local std::array<char, 64 * 1024> chunk;
   return chunk;
@@ -280,8 +279,12 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
 
   asio::awaitable<void> reject(bhttp::status status, std::string_view detail);
   void set_timeouts(beast::role_type role);
-  // After the handshake: reads until the connection ends, then tells the handler how.
-  asio::awaitable<void> serve(bool framed);
+  // A client connection after its handshake (or a connection whose handshake failed): reads
+  // until it ends, then tells the handler how.
+  asio::awaitable<void> serve();
+  // The end of any connection: timers stopped, queues dropped, the handler told (its
+  // on_peer_closed when `report`) and let go.
+  void conclude(std::uint16_t code, const std::string& why, bool report);
   void write_next();
   asio::awaitable<beast::error_code> read_loop();
 
@@ -300,7 +303,28 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
       sock_.close(ignored);
     }
   }
-  asio::awaitable<Ended> framed_read_loop();
+  // Holds the connection for the pending callback of a framed connection's main line (its
+  // read wait, then its drain wait). Destroyed without running (the loop stopped first), it
+  // lets the handler go: else the cycle handler -> WebSocket -> handler outlives the loop.
+  // on_closed is not called on that path: what it would touch may be gone already.
+  struct Hold {
+    std::shared_ptr<Connection> c;
+    explicit Hold(std::shared_ptr<Connection> conn) : c(std::move(conn)) {}
+    Hold(Hold&&) noexcept = default;
+    Hold& operator=(Hold&&) = delete;
+    ~Hold() {
+      if (c) c->handler_.reset();
+    }
+    std::shared_ptr<Connection> release() { return std::move(c); }
+  };
+  // A framed connection is driven by callbacks, not a coroutine: an idle connection holds a
+  // pending readiness wait and no coroutine frames. start_framed runs after the handshake.
+  void start_framed();
+  void wait_readable();
+  void on_readable(const beast::error_code& ec);
+  // Reading is over: the close frame queued, if any, is written first (the writer cancels
+  // the wait), then the connection ends.
+  void finish(Ended end);
   // Takes bytes read: frames parsed, messages handed on; a value when reading is over.
   std::optional<Ended> take(std::string_view bytes);
   std::optional<Ended> begin_frame();  // the header is whole: checked, the payload next
@@ -309,7 +333,7 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   void framed_write();
   void queue_control(std::string frame);
   void start_idle_timer();
-  // What serve() reports when a handler threw out of the read loop: the connection closed
+  // What is reported when a handler threw out of the read path: the connection closed
   // with 1011 (RFC 6455 7.4.1: an unexpected condition), logged, nothing skipped.
   Ended threw(std::exception_ptr e);
 
@@ -342,8 +366,8 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   std::string control_payload_;  // 125 bytes at most
   std::string message_;          // max_message_bytes at most
   bool in_message_ = false, binary_ = false, discarding_ = false, timed_out_ = false;
-  bool reading_over_ = false;  // the idle timer stops; serve() owns idle_timer_ now
-  bool draining_ = false;      // reading is over; serve() waits for the writer's last frames
+  bool reading_over_ = false;  // the idle timer stops; finish() owns idle_timer_ now
+  bool draining_ = false;      // reading is over; finish() waits for the writer's last frames
   bool pinged_ = false;        // a ping went to the peer since its last read
   bool cutting_ = false;       // cut_timer_ runs for a slow consumer: not re-armed
   std::chrono::steady_clock::time_point last_read_;
@@ -394,12 +418,14 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Upgrade> up) {
     co_await reject(static_cast<bhttp::status>(refused->status), refused->detail);
     co_return;
   }
-  // A loop that stops before this connection ended destroys this coroutine unfinished: the
-  // handler goes then too, or the cycle handler -> WebSocket -> handler outlives the loop.
-  // on_closed is not called on that path: what it would touch may be gone already.
+  // A loop that stops during the handshake destroys this coroutine unfinished: the handler
+  // goes then too (as Hold does after it).
   struct DropHandler {
     std::shared_ptr<WebSocketHandler>& handler;
-    ~DropHandler() { handler.reset(); }
+    bool armed = true;
+    ~DropHandler() {
+      if (armed) handler.reset();
+    }
   } drop{handler_};
   set_timeouts(beast::role_type::server);
   ws_->set_option(websocket::stream_base::decorator([p = o_.subprotocol](auto& res) {
@@ -410,11 +436,13 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Upgrade> up) {
   up.reset();
   if (ec) {
     handshake_failed_ = "handshake failed: " + ec.message();
-  } else {
-    sock_ = ws_->next_layer().release_socket();
-    ws_.reset();
+    co_await serve();
+    co_return;
   }
-  co_await serve(/*framed=*/true);
+  sock_ = ws_->next_layer().release_socket();
+  ws_.reset();
+  drop.armed = false;  // the callbacks' Hold takes over
+  start_framed();      // this coroutine ends: the connection keeps no frame of it
 }
 
 void Connection::set_timeouts(beast::role_type role) {
@@ -436,66 +464,43 @@ void Connection::set_timeouts(beast::role_type role) {
   ws_->auto_fragment(false);
 }
 
-asio::awaitable<void> Connection::serve(bool framed) {
-  std::uint16_t code = 1006;
-  std::string why = handshake_failed_;
-  bool report = true;  // on_peer_closed: not for a close this side started and the peer answered
-  if (handshake_failed_.empty()) {
-    {
-      std::lock_guard lock(mu_);
-      framed_ = framed;
-      started_ = true;
-      wake_locked();
-    }
-    handler_->on_open(shared_from_this());
-    if (framed) {
-      Ended end;
-      try {
-        end = co_await framed_read_loop();
-      } catch (...) {
-        end = threw(std::current_exception());
-      }
-      reading_over_ = true;
-      idle_timer_.cancel();
-      bool sent = false, writing = false;
-      {
-        std::lock_guard lock(mu_);
-        sent = close_sent_;
-        writing = writing_ && !dead_ && close_.has_value();
-      }
-      report = end.closed ? !end.we_closed_first : !sent;
-      code = end.code;
-      why = std::move(end.reason);
-      // A close frame queued (the answer to the peer's, or ours after a protocol error) is
-      // written before the connection goes: the writer cancels this wait when it is done.
-      if (writing) {
-        draining_ = true;
-        idle_timer_.expires_after(o_.handshake_timeout);
-        co_await idle_timer_.async_wait(nothrow);
-      }
-      beast::error_code ignored;
-      socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-      socket().close(ignored);
-    } else {
-      beast::error_code ec;
-      std::optional<Ended> failed;
-      try {
-        ec = co_await read_loop();
-      } catch (...) {
-        failed = threw(std::current_exception());
-      }
-      if (failed) {
-        why = std::move(failed->reason);
-      } else if (ec == websocket::error::closed) {
-        code = static_cast<std::uint16_t>(ws_->reason().code);
-        why = std::string(ws_->reason().reason.data(), ws_->reason().reason.size());
-      } else {
-        why = ec.message();
-      }
-      std::lock_guard lock(mu_);
-      report = !close_sent_;
-    }
+asio::awaitable<void> Connection::serve() {
+  if (!handshake_failed_.empty()) {
+    conclude(1006, handshake_failed_, true);
+    co_return;
   }
+  {
+    std::lock_guard lock(mu_);
+    started_ = true;
+    wake_locked();
+  }
+  handler_->on_open(shared_from_this());
+  std::uint16_t code = 1006;
+  std::string why;
+  beast::error_code ec;
+  std::optional<Ended> failed;
+  try {
+    ec = co_await read_loop();
+  } catch (...) {
+    failed = threw(std::current_exception());
+  }
+  if (failed) {
+    why = std::move(failed->reason);
+  } else if (ec == websocket::error::closed) {
+    code = static_cast<std::uint16_t>(ws_->reason().code);
+    why = std::string(ws_->reason().reason.data(), ws_->reason().reason.size());
+  } else {
+    why = ec.message();
+  }
+  bool report = true;  // on_peer_closed: not for a close this side started and the peer answered
+  {
+    std::lock_guard lock(mu_);
+    report = !close_sent_;
+  }
+  conclude(code, why, report);
+}
+
+void Connection::conclude(std::uint16_t code, const std::string& why, bool report) {
   ended_ = true;
   timer_.cancel();
   cut_timer_.cancel();
@@ -564,7 +569,7 @@ asio::awaitable<void> Connection::run_client(WebSocketTarget target) {
     }
     if (handshake_failed_.empty()) set_timeouts(beast::role_type::client);
   }
-  co_await serve(/*framed=*/false);
+  co_await serve();
 }
 
 asio::awaitable<beast::error_code> Connection::read_loop() {
@@ -652,37 +657,100 @@ void Connection::write_next() {
                    });
 }
 
-// Reads until the peer's close frame, an error, or the idle limit. Waits for readiness, then
-// reads what is there into a per-thread buffer: between messages a connection holds no read
-// buffer at all (an incomplete frame's bytes only).
-asio::awaitable<Ended> Connection::framed_read_loop() {
-  auto& sock = socket();
+// Reads per readiness: a peer that floods is read a megabyte at a time and the strand goes
+// back to the reactor between, so it cannot starve its neighbours.
+constexpr int kReadsPerWake = 16;
+
+void Connection::start_framed() {
+  {
+    std::lock_guard lock(mu_);
+    framed_ = true;
+    started_ = true;
+    wake_locked();
+  }
+  handler_->on_open(shared_from_this());
   beast::error_code ec;
-  sock.non_blocking(true, ec);
+  socket().non_blocking(true, ec);
   last_read_ = std::chrono::steady_clock::now();
   start_idle_timer();
-  // Reads per readiness: a peer that floods is read a megabyte at a time and the strand
-  // goes back to the reactor between, so it cannot starve its neighbours.
-  constexpr int kReadsPerWake = 16;
-  for (;;) {
-    auto [wec] = co_await sock.async_wait(asio::socket_base::wait_read, nothrow);
-    if (timed_out_) {
-      co_return Ended{false, false, 1006,
-                      "timed out: nothing from the peer for " +
-                          std::to_string(o_.idle_timeout.count()) + " ms"};
-    }
-    if (wec) co_return Ended{false, false, 1006, wec.message()};
-    const auto chunk = read_chunk();
-    for (int reads = 0; reads < kReadsPerWake; ++reads) {
-      const std::size_t n = sock.read_some(asio::buffer(chunk.data(), chunk.size()), ec);
-      if (ec == asio::error::would_block || ec == asio::error::try_again) break;
-      if (ec) co_return Ended{false, false, 1006, ec.message()};
-      last_read_ = std::chrono::steady_clock::now();
-      pinged_ = false;
-      if (auto end = take(std::string_view(chunk.data(), n))) co_return std::move(*end);
-      if (n < chunk.size()) break;
-    }
+  wait_readable();
+}
+
+void Connection::wait_readable() {
+  socket().async_wait(asio::socket_base::wait_read,
+                      [hold = Hold(shared_from_this())](const beast::error_code& ec) mutable {
+                        hold.release()->on_readable(ec);
+                      });
+}
+
+// Reads what is there into the thread's buffer until the socket is empty, then waits for
+// readiness again: between messages a connection holds no read buffer at all (an
+// incomplete header's bytes only). Ends at the peer's close frame, an error, or the idle
+// limit.
+void Connection::on_readable(const beast::error_code& wec) {
+  if (timed_out_) {
+    finish(Ended{
+        false, false, 1006,
+        "timed out: nothing from the peer for " + std::to_string(o_.idle_timeout.count()) + " ms"});
+    return;
   }
+  if (wec) {
+    finish(Ended{false, false, 1006, wec.message()});
+    return;
+  }
+  const auto chunk = read_chunk();
+  beast::error_code ec;
+  for (int reads = 0; reads < kReadsPerWake; ++reads) {
+    const std::size_t n = socket().read_some(asio::buffer(chunk.data(), chunk.size()), ec);
+    if (ec == asio::error::would_block || ec == asio::error::try_again) break;
+    if (ec) {
+      finish(Ended{false, false, 1006, ec.message()});
+      return;
+    }
+    last_read_ = std::chrono::steady_clock::now();
+    pinged_ = false;
+    std::optional<Ended> end;
+    try {
+      end = take(std::string_view(chunk.data(), n));
+    } catch (...) {
+      end = threw(std::current_exception());
+    }
+    if (end) {
+      finish(std::move(*end));
+      return;
+    }
+    if (n < chunk.size()) break;
+  }
+  wait_readable();
+}
+
+void Connection::finish(Ended end) {
+  reading_over_ = true;
+  idle_timer_.cancel();
+  bool sent = false, writing = false;
+  {
+    std::lock_guard lock(mu_);
+    sent = close_sent_;
+    writing = writing_ && !dead_ && close_.has_value();
+  }
+  // on_peer_closed: not for a close this side started and the peer answered.
+  const bool report = end.closed ? !end.we_closed_first : !sent;
+  auto done = [report](Connection& c, const Ended& e) {
+    beast::error_code ignored;
+    c.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
+    c.socket().close(ignored);
+    c.conclude(e.code, e.reason, report);
+  };
+  if (!writing) {
+    done(*this, end);
+    return;
+  }
+  // A close frame queued (the answer to the peer's, or ours after a protocol error) is
+  // written before the connection goes: the writer cancels this wait when it is done.
+  draining_ = true;
+  idle_timer_.expires_after(o_.handshake_timeout);
+  idle_timer_.async_wait([hold = Hold(shared_from_this()), end = std::move(end),
+                          done](const beast::error_code&) mutable { done(*hold.release(), end); });
 }
 
 // A frame that breaks RFC 6455: closed with `code` (1002 protocol error, 1007 not UTF-8),
@@ -861,8 +929,8 @@ void Connection::start_idle_timer() {
     queue_control(control_frame(0x9, ""));
   }
   idle_timer_.expires_at(last_read_ + (pinged_ ? o_.idle_timeout : half));
-  // A completion queued before serve() took the timer over must not re-arm it (that would
-  // cancel serve()'s wait for the last frames).
+  // A completion queued before finish() took the timer over must not re-arm it (that would
+  // cancel finish()'s wait for the last frames).
   idle_timer_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
     if (!ec && !self->reading_over_) self->start_idle_timer();
   });
@@ -920,7 +988,7 @@ void Connection::framed_write() {
       if (nb == 0) {
         writing_ = false;
         in_flight_ = 0;
-        if (draining_) idle_timer_.cancel();  // serve() waits for the last frames
+        if (draining_) idle_timer_.cancel();  // finish() waits for the last frames
         return;
       }
     }
