@@ -152,9 +152,9 @@ std::string close_reason(std::string_view reason) {
   return chunk;
 }
 
-// The messages a connection has yet to write, in order. Holds no memory while empty
-// (std::deque allocates about 600 bytes when constructed: at 10,000 idle connections per
-// node, 6 MB for nothing).
+// The messages a connection has yet to write, in order. Allocates nothing until used and
+// keeps at most 64 slots (1 KiB) once emptied (std::deque allocates about 600 bytes when
+// constructed: at 10,000 idle connections per node, 6 MB for nothing).
 class MessageQueue {
  public:
   [[nodiscard]] bool empty() const { return head_ == items_.size(); }
@@ -220,7 +220,8 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
       queue_.clear();
       queued_bytes_ = 0;
       if (o_.metrics.limit_trips) o_.metrics.limit_trips->with({"queue_bytes"}).inc();
-      close_.emplace(o_.slow_consumer_code, "slow consumer");
+      const auto code = o_.slow_consumer_code;
+      close_.emplace(sendable_close_code(code) ? code : std::uint16_t{1008}, "slow consumer");
       // Its close frame waits behind a write the peer does not read: past a grace period
       // the TCP connection is cut (the peer sees it end without a close frame).
       asio::post(ex_, [self = shared_from_this()] {
@@ -325,6 +326,8 @@ class Connection final : public WebSocket, public std::enable_shared_from_this<C
   // Reading is over: the close frame queued, if any, is written first (the writer cancels
   // the wait), then the connection ends.
   void finish(Ended end);
+  void linger(Ended end, bool report);
+  void linger_wait(Ended end, bool report);
   // Takes bytes read: frames parsed, messages handed on; a value when reading is over.
   std::optional<Ended> take(std::string_view bytes);
   std::optional<Ended> begin_frame();  // the header is whole: checked, the payload next
@@ -441,8 +444,8 @@ asio::awaitable<void> Connection::run(std::shared_ptr<Upgrade> up) {
   }
   sock_ = ws_->next_layer().release_socket();
   ws_.reset();
-  drop.armed = false;  // the callbacks' Hold takes over
   start_framed();      // this coroutine ends: the connection keeps no frame of it
+  drop.armed = false;  // the callbacks' Hold has taken over
 }
 
 void Connection::set_timeouts(beast::role_type role) {
@@ -512,9 +515,15 @@ void Connection::conclude(std::uint16_t code, const std::string& why, bool repor
     control_.clear();
     queued_bytes_ = 0;
   }
-  if (report) handler_->on_peer_closed(code, why);
-  handler_->on_closed();
-  handler_.reset();
+  // Called from plain callbacks on the server's side: an exception must not leave the
+  // event loop (it would end the node), and the handler is let go whatever happens.
+  auto handler = std::move(handler_);
+  try {
+    if (report) handler->on_peer_closed(code, why);
+    handler->on_closed();
+  } catch (...) {
+    log::exception(std::current_exception(), "websocket handler failed at the end");
+  }
 }
 
 Ended Connection::threw(std::exception_ptr e) {
@@ -601,8 +610,14 @@ asio::awaitable<beast::error_code> Connection::read_loop() {
     }
     if (discarding) continue;
     const auto data = buf.cdata();
-    handler_->on_message(std::string_view(static_cast<const char*>(data.data()), data.size()),
-                         ws_->got_binary());
+    try {
+      handler_->on_message(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                           ws_->got_binary());
+    } catch (...) {
+      // Closed with 1011; reading goes on (and drops) until the peer answers the close.
+      threw(std::current_exception());
+      discarding = true;
+    }
   }
 }
 
@@ -668,10 +683,15 @@ void Connection::start_framed() {
     started_ = true;
     wake_locked();
   }
-  handler_->on_open(shared_from_this());
   beast::error_code ec;
   socket().non_blocking(true, ec);
   last_read_ = std::chrono::steady_clock::now();
+  try {
+    handler_->on_open(shared_from_this());
+  } catch (...) {
+    finish(threw(std::current_exception()));
+    return;
+  }
   start_idle_timer();
   wait_readable();
 }
@@ -724,6 +744,46 @@ void Connection::on_readable(const beast::error_code& wec) {
   wait_readable();
 }
 
+// After our close frame: the send side shut (the peer reads the frame, then the end of the
+// stream), what the peer still sends read and dropped until it closes or kLinger passes,
+// then the socket closed. Closing with unread bytes would send an RST, and the peer could
+// lose the close frame still in flight.
+constexpr auto kLinger = std::chrono::seconds(2);
+
+void Connection::linger(Ended end, bool report) {
+  beast::error_code ignored;
+  socket().shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+  idle_timer_.expires_after(kLinger);
+  idle_timer_.async_wait([self = shared_from_this()](const beast::error_code& ec) {
+    beast::error_code e;
+    if (!ec) self->socket().cancel(e);  // the pending wait ends: closed below
+  });
+  linger_wait(std::move(end), report);
+}
+
+void Connection::linger_wait(Ended end, bool report) {
+  socket().async_wait(
+      asio::socket_base::wait_read, [hold = Hold(shared_from_this()), end = std::move(end),
+                                     report](const beast::error_code& ec) mutable {
+        auto self = hold.release();
+        if (!ec) {
+          const auto chunk = read_chunk();
+          beast::error_code rec;
+          for (int reads = 0; reads < kReadsPerWake && !rec; ++reads)
+            self->socket().read_some(asio::buffer(chunk.data(), chunk.size()), rec);
+          if (!rec || rec == asio::error::would_block || rec == asio::error::try_again) {
+            self->linger_wait(std::move(end), report);
+            return;
+          }
+        }
+        // The peer's end of the stream, an error, or kLinger passed.
+        self->idle_timer_.cancel();
+        beast::error_code ignored;
+        self->socket().close(ignored);
+        self->conclude(end.code, end.reason, report);
+      });
+}
+
 void Connection::finish(Ended end) {
   reading_over_ = true;
   idle_timer_.cancel();
@@ -735,9 +795,17 @@ void Connection::finish(Ended end) {
   }
   // on_peer_closed: not for a close this side started and the peer answered.
   const bool report = end.closed ? !end.we_closed_first : !sent;
-  auto done = [report](Connection& c, const Ended& e) {
+  auto done = [report](Connection& c, Ended& e) {
+    bool linger = false;
+    {
+      std::lock_guard lock(c.mu_);
+      linger = c.close_sent_ && !c.dead_;
+    }
+    if (linger) {
+      c.linger(std::move(e), report);
+      return;
+    }
     beast::error_code ignored;
-    c.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     c.socket().close(ignored);
     c.conclude(e.code, e.reason, report);
   };
@@ -785,6 +853,9 @@ std::optional<Ended> Connection::take(std::string_view bytes) {
     if (control || !discarding_) {
       std::string& into = control ? control_payload_ : message_;
       const auto from = into.size();
+      // Grown by doubling, never past the limit (a message just under it would hold twice).
+      if (!control && from + k > into.capacity())
+        into.reserve(std::min(std::max(from + k, 2 * into.capacity()), o_.max_message_bytes));
       into.append(bytes.data() + at, k);
       for (std::size_t i = 0; i < k; ++i)
         into[from + i] = static_cast<char>(static_cast<unsigned char>(into[from + i]) ^
@@ -897,13 +968,11 @@ std::optional<Ended> Connection::end_frame() {
 void Connection::queue_control(std::string frame) {
   std::lock_guard lock(mu_);
   if (dead_ || close_sent_) return;
-  const auto pong = static_cast<char>(0x8A);
-  if (frame.front() == pong) {
-    for (auto& waiting : control_) {
-      if (waiting.front() == pong) {
-        waiting = std::move(frame);  // the newest ping's answer only
-        return;
-      }
+  // One pong (the newest ping's answer) and one ping of ours wait at most.
+  for (auto& waiting : control_) {
+    if (waiting.front() == frame.front()) {
+      waiting = std::move(frame);
+      return;
     }
   }
   control_.push_back(std::move(frame));
@@ -946,7 +1015,14 @@ void Connection::framed_write() {
   // here suspends): the gather list is not rebuilt from zero for every message.
   static thread_local std::array<asio::const_buffer, kMax> bufs;
   static thread_local std::array<std::array<unsigned char, 10>, kMax / 2> heads;
-  for (;;) {
+  // Rounds per turn: a connection whose queue keeps filling while its peer keeps reading
+  // goes back to the strand's queue between, so its reads and timers run too.
+  constexpr int kRoundsPerTurn = 16;
+  for (int round = 0;; ++round) {
+    if (round == kRoundsPerTurn) {
+      asio::post(ex_, [self = shared_from_this()] { self->framed_write(); });
+      return;
+    }
     std::size_t nb = 0, messages = 0;
     std::string closing;
     batch_.clear();

@@ -86,6 +86,26 @@ class Echo final : public WebSocketHandler {
   std::shared_ptr<WebSocket> socket_;
 };
 
+// A handler whose on_open throws (after keeping the socket, as a session does).
+class ThrowsOnOpen final : public WebSocketHandler {
+ public:
+  explicit ThrowsOnOpen(ClosedCount& closed) : closed_(closed) {}
+  std::optional<WebSocketRefusal> admit(const Request&) override { return std::nullopt; }
+  void on_open(std::shared_ptr<WebSocket> socket) override {
+    socket_ = std::move(socket);
+    throw std::runtime_error("on_open failed");
+  }
+  void on_message(std::string_view, bool) override {}
+  void on_closed() override {
+    socket_.reset();
+    closed_.add();
+  }
+
+ private:
+  ClosedCount& closed_;
+  std::shared_ptr<WebSocket> socket_;
+};
+
 class WebSocketTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -99,6 +119,9 @@ class WebSocketTest : public ::testing::Test {
     for (const char* path : {"/ws", "/full"})
       server->add_upgrade(
           path, websocket_endpoint(o, [this] { return std::make_shared<Echo>(closed_); }));
+    server->add_upgrade("/bad-open", websocket_endpoint(o, [this] {
+                          return std::make_shared<ThrowsOnOpen>(closed_);
+                        }));
     o.idle_timeout = std::chrono::milliseconds(400);  // a ping after 200 ms of silence
     server->add_upgrade("/idle",
                         websocket_endpoint(o, [this] { return std::make_shared<Echo>(closed_); }));
@@ -375,6 +398,41 @@ TEST_F(WebSocketTest, AHandlerThatThrowsClosesItsConnectionWith1011) {
   EXPECT_EQ(read_frame(fd2), std::make_pair(1, std::string("STILL")));
   ::close(fd2);
   EXPECT_TRUE(closed_.wait_for(2));
+}
+
+// A handler whose on_open throws (having kept the socket: a cycle) is closed with 1011 and
+// let go: on_closed runs, nothing leaks, the connection ends.
+TEST_F(WebSocketTest, AHandlerWhoseOpenThrowsIsClosedAndLetGo) {
+  auto [fd, head] = upgrade("/bad-open");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);
+  EXPECT_EQ(close_code(payload), 1011) << payload;
+  EXPECT_EQ(read_frame(fd).first, -1) << "the server ends the connection";
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
+}
+
+// A client that goes on sending after a frame that breaks the protocol still gets the close
+// frame: the server shuts its side and drops what comes, rather than closing on unread bytes
+// (which sends a reset that can overtake the close frame).
+TEST_F(WebSocketTest, TheCloseFrameReachesAPeerThatIsStillSending) {
+  auto [fd, head] = upgrade("/ws");
+  ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
+  std::thread writer([fd = fd] {
+    send_all(fd, frame("x", 3));  // a reserved opcode: 1002
+    const auto more = frame(std::string(60000, 'm'));
+    for (int i = 0; i < 20; ++i) {
+      if (::send(fd, more.data(), more.size(), MSG_NOSIGNAL) <= 0) break;
+    }
+  });
+  auto [op, payload] = read_frame(fd);
+  EXPECT_EQ(op, 8);
+  EXPECT_EQ(close_code(payload), 1002) << payload;
+  EXPECT_EQ(read_frame(fd).first, -1);
+  writer.join();
+  ::close(fd);
+  EXPECT_TRUE(closed_.wait_for(1));
 }
 
 // What a handler closes with goes on the wire as RFC 6455 allows: a reason cut to 123 bytes
