@@ -128,10 +128,23 @@ class WebSocketTest : public ::testing::Test {
     loop_.start(std::move(server));
   }
 
-  // Connects and sends the upgrade request; returns the socket and the response head.
+  // Connects and sends the upgrade request; returns the socket and the response head. With
+  // `rcvbuf`, the socket's receive buffer is that small (set before connecting, so the
+  // window is too): the server's writes to it are short.
   std::pair<int, std::string> upgrade(const std::string& path,
-                                      const std::string& protocol = "echo.v1") {
-    const int fd = connect_loopback(loop_.port());
+                                      const std::string& protocol = "echo.v1", int rcvbuf = 0) {
+    int fd = -1;
+    if (rcvbuf > 0) {
+      fd = ::socket(AF_INET, SOCK_STREAM, 0);
+      EXPECT_EQ(::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
+      sockaddr_in a{};
+      a.sin_family = AF_INET;
+      a.sin_port = htons(loop_.port());
+      a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+      EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    } else {
+      fd = connect_loopback(loop_.port());
+    }
     std::string req =
         "GET " + path +
         " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -191,6 +204,13 @@ class WebSocketTest : public ::testing::Test {
     std::string payload(len, '\0');
     if (!read_exact(fd, payload.data(), len)) return {-1, {}};
     return {h[0] & 0x0f, payload};
+  }
+  // Reads the server's close frame (its code `code`), then the end of the connection.
+  static void expect_close(int fd, int code) {
+    auto [op, payload] = read_frame(fd);
+    EXPECT_EQ(op, 8) << payload;
+    EXPECT_EQ(close_code(payload), code) << payload;
+    EXPECT_EQ(read_frame(fd).first, -1) << "the connection ends";
   }
   static int close_code(const std::string& payload) {
     return payload.size() < 2 ? 0
@@ -306,10 +326,7 @@ TEST_F(WebSocketTest, APeersCloseIsAnsweredWithItsCode) {
   auto [fd, head] = upgrade("/ws");
   ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
   send_frame(fd, std::string("\x0f\xa0", 2) + "bye", 8);  // 4000
-  auto [op, payload] = read_frame(fd);
-  EXPECT_EQ(op, 8);
-  EXPECT_EQ(close_code(payload), 4000);
-  EXPECT_EQ(read_frame(fd).first, -1);
+  expect_close(fd, 4000);
   ::close(fd);
   EXPECT_TRUE(closed_.wait_for(1));
 }
@@ -334,21 +351,7 @@ TEST_F(WebSocketTest, AFrameDeclaringMoreThanTheLimitIsClosedBeforeItsPayload) {
 // A peer that pings without reading gets the newest ping's pong, not one per ping (RFC 6455
 // 5.5.3 allows it): pongs cannot pile up in the server's memory behind a full socket.
 TEST_F(WebSocketTest, APingFloodFromAPeerThatDoesNotReadKeepsOnePong) {
-  const int small = ::socket(AF_INET, SOCK_STREAM, 0);
-  const int rcvbuf = 4096;
-  ASSERT_EQ(::setsockopt(small, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(loop_.port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(small, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  send_all(small,
-           "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-           "Sec-WebSocket-Protocol: echo.v1\r\n\r\n");
-  std::string head;
-  char c;
-  while (head.find("\r\n\r\n") == std::string::npos && ::recv(small, &c, 1, 0) == 1) head += c;
+  auto [small, head] = upgrade("/ws", "echo.v1", /*rcvbuf=*/4096);
   ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
   // 20,000 pings of 125 bytes: 2.5 MB of pongs if each were kept.
   constexpr int kPings = 20000;
@@ -385,10 +388,7 @@ TEST_F(WebSocketTest, AHandlerThatThrowsClosesItsConnectionWith1011) {
   auto [fd, head] = upgrade("/ws");
   ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
   send_frame(fd, "throw");
-  auto [op, payload] = read_frame(fd);
-  EXPECT_EQ(op, 8);
-  EXPECT_EQ(close_code(payload), 1011) << payload;
-  EXPECT_EQ(read_frame(fd).first, -1);
+  expect_close(fd, 1011);
   ::close(fd);
   EXPECT_TRUE(closed_.wait_for(1));
   EXPECT_EQ(closed_.now(), 1);
@@ -405,10 +405,7 @@ TEST_F(WebSocketTest, AHandlerThatThrowsClosesItsConnectionWith1011) {
 TEST_F(WebSocketTest, AHandlerWhoseOpenThrowsIsClosedAndLetGo) {
   auto [fd, head] = upgrade("/bad-open");
   ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
-  auto [op, payload] = read_frame(fd);
-  EXPECT_EQ(op, 8);
-  EXPECT_EQ(close_code(payload), 1011) << payload;
-  EXPECT_EQ(read_frame(fd).first, -1) << "the server ends the connection";
+  expect_close(fd, 1011);
   ::close(fd);
   EXPECT_TRUE(closed_.wait_for(1));
 }
@@ -426,10 +423,7 @@ TEST_F(WebSocketTest, TheCloseFrameReachesAPeerThatIsStillSending) {
       if (::send(fd, more.data(), more.size(), MSG_NOSIGNAL) <= 0) break;
     }
   });
-  auto [op, payload] = read_frame(fd);
-  EXPECT_EQ(op, 8);
-  EXPECT_EQ(close_code(payload), 1002) << payload;
-  EXPECT_EQ(read_frame(fd).first, -1);
+  expect_close(fd, 1002);
   writer.join();
   ::close(fd);
   EXPECT_TRUE(closed_.wait_for(1));
@@ -492,21 +486,7 @@ TEST_F(WebSocketTest, ASilentPeerIsPingedThenDropped) {
 // A burst through a 4 KiB receive buffer (the server's writes are short, its socket often
 // full): every message arrives, whole and in order.
 TEST_F(WebSocketTest, ABurstThroughAFullSocketBufferArrivesInOrder) {
-  const int small = ::socket(AF_INET, SOCK_STREAM, 0);
-  const int rcvbuf = 4096;
-  ASSERT_EQ(::setsockopt(small, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf), 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_port = htons(loop_.port());
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(small, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  send_all(small,
-           "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-           "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
-           "Sec-WebSocket-Protocol: echo.v1\r\n\r\n");
-  std::string head;
-  char c;
-  while (head.find("\r\n\r\n") == std::string::npos && ::recv(small, &c, 1, 0) == 1) head += c;
+  auto [small, head] = upgrade("/ws", "echo.v1", /*rcvbuf=*/4096);
   ASSERT_TRUE(head.starts_with("HTTP/1.1 101")) << head;
   constexpr int kMessages = 2000;
   std::thread writer([&] {
