@@ -13,7 +13,8 @@
 // the terminal's size and opens the gate; the machine powers off when the command ends, and
 // destroy() kills QEMU.
 //
-// KVM is used when /dev/kvm boots guests, TCG (emulation) otherwise: slow (seconds to
+// KVM is used when /dev/kvm boots guests (probed once per driver: /dev/kvm can be there
+// where a nested hypervisor runs no guest), TCG (emulation) otherwise: slow (seconds to
 // boot), but the same isolation. Not done (the oci driver's): exec (one command per
 // machine), mounts beyond /usr, network, a CPU quota finer than whole vCPUs. A command's end
 // by signal N and its exit with 128 + N look the same (the guest's shell reports both so).
@@ -88,7 +89,8 @@ class MicrovmDriver final : public Driver {
   // Errc::invalid also for what this driver does not do: mounts, network.
   Result<std::unique_ptr<Sandbox>, Error> create(const SandboxSpec& spec) override;
 
-  // Whether machines can run here: QEMU's version line, or Errc::unavailable saying why not
+  // Whether machines can run here: QEMU's version line (and the accelerators, when KVM is
+  // left out), or Errc::unavailable saying why not
   // (no QEMU, no kernel or initramfs, the state directory not writable).
   [[nodiscard]] Result<std::string, Error> check() const;
 
@@ -98,6 +100,10 @@ class MicrovmDriver final : public Driver {
   std::size_t remove_leftovers();
 
  private:
+  // options_.accel, without kvm where /dev/kvm does not boot a guest (probed once, ~3 s
+  // there; at once where KVM works or is absent).
+  const std::string& accel() const;
+
   struct Ids;
   MicrovmOptions options_;
   std::shared_ptr<Ids> ids_;
