@@ -399,8 +399,8 @@ void add_sandbox_settings(config::Schema& s) {
       "`on`: a start that cannot run them fails."));
   s.add(choice("sandbox.driver", "oci", {"oci", "microvm"},
                "What a sandbox is: `oci`, a container run by runc (starts in ~5 ms warm, ~120 "
-               "ms cold); `microvm`, a virtual machine of its own (QEMU's microvm; KVM when the "
-               "host has it, else emulated: seconds to boot, kept warm by sandbox.warm_pool) "
+               "ms cold); `microvm`, a virtual machine of its own (QEMU's microvm; KVM where it "
+               "boots a guest, else emulated: seconds to boot, kept warm by sandbox.warm_pool) "
                "booting sandbox.microvm_image. microvm has no network (sandbox.network)."));
   s.add(text("sandbox.runc", "runc", "The OCI runtime's binary (sandbox.driver oci).",
              /*allow_empty=*/false));
